@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Set up this machine for trproxy: Debian packages, kernel headers for bcc, the venv.
+# Idempotent and quick when nothing changed. Run as root (apt, /lib/modules).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PKGS=(bpfcc-tools python3-bpfcc libbpfcc clang postgresql postgresql-contrib redis-server
+      redis-tools libfaketime socat curl ca-certificates procps iproute2)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "setup: need root to install: ${missing[*]}" >&2; exit 1
+  fi
+  echo "setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  # keep the packaged redis/postgres services from starting on their default ports
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  rm -f /usr/sbin/policy-rc.d
+fi
+
+bash scripts/kernel-headers.sh
+
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+stamp=.venv/.trproxy-setup
+want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  .venv/bin/pip install -q --upgrade pip
+  .venv/bin/pip install -q -e '.[test]'
+  echo "$want" > "$stamp"
+fi
+
+# bcc's Python module comes from Debian; link just it into the venv (not all of
+# dist-packages), so `import bcc` works with the venv's own dependencies.
+site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+bcc_src=$(ls -d /usr/lib/python3/dist-packages/bcc 2>/dev/null || true)
+if [ -n "$bcc_src" ]; then ln -sfn "$bcc_src" "$site/bcc"; fi
+.venv/bin/python -c 'import bcc' || { echo "setup: bcc does not import" >&2; exit 1; }
+echo "setup: ok"

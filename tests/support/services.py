@@ -1,0 +1,188 @@
+"""Real servers for tests, started on loopback on free ports and stopped by pid.
+
+PostgreSQL and Redis come from Debian packages (``make setup``). Each server lives in
+its own temporary directory, so two test runs on one machine never collide, and a
+server can be stopped and started again on the same port (record, stop, replay).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PG_BIN = Path("/usr/lib/postgresql")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def wait_port(host: str, port: int, timeout: float = 20.0, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before listening on {port}")
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s")
+
+
+def _stop(proc: subprocess.Popen | None, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _pg_bindir() -> Path:
+    versions = sorted(PG_BIN.glob("*/bin/postgres"), key=lambda p: int(p.parent.parent.name))
+    if not versions:
+        raise RuntimeError("PostgreSQL server binaries not found: run `make setup`")
+    return versions[-1].parent
+
+
+@dataclass
+class PostgresServer:
+    """A throwaway cluster: user ``trproxy`` / password ``trproxy`` (SCRAM), db ``trproxy``."""
+
+    host: str = "127.0.0.1"
+    port: int = field(default_factory=free_port)
+    user: str = "trproxy"
+    password: str = "trproxy"
+    dbname: str = "trproxy"
+    auth: str = "scram-sha-256"
+    datadir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="trproxy-pg-")))
+    proc: subprocess.Popen | None = None
+
+    @property
+    def dsn(self) -> str:
+        return f"postgresql://{self.user}:{self.password}@{self.host}:{self.port}/{self.dbname}"
+
+    def _as_postgres(self) -> dict:
+        if os.geteuid() != 0:
+            return {}
+        pw = pwd.getpwnam("postgres")
+
+        def demote() -> None:
+            os.setgid(pw.pw_gid)
+            os.setuid(pw.pw_uid)
+
+        return {"preexec_fn": demote}
+
+    def start(self) -> PostgresServer:
+        bindir = _pg_bindir()
+        data = self.datadir / "data"
+        if not data.exists():
+            if os.geteuid() == 0:
+                shutil.chown(self.datadir, "postgres", "postgres")
+            pwfile = self.datadir / "pw"
+            pwfile.write_text(self.password + "\n")
+            if os.geteuid() == 0:
+                shutil.chown(pwfile, "postgres", "postgres")
+            subprocess.run(
+                [bindir / "initdb", "-D", data, "-U", self.user, "--pwfile", pwfile,
+                 "--auth", self.auth, "-E", "UTF8", "--locale", "C.UTF-8"],
+                check=True, capture_output=True, **self._as_postgres(),
+            )
+            with (data / "postgresql.conf").open("a") as conf:
+                conf.write("fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
+                           "max_connections = 200\nunix_socket_directories = ''\n")
+        self.proc = subprocess.Popen(
+            [bindir / "postgres", "-D", data, "-h", self.host, "-p", str(self.port)],
+            stdout=subprocess.DEVNULL, stderr=open(self.datadir / "log", "ab"),
+            **self._as_postgres(),
+        )
+        wait_port(self.host, self.port, proc=self.proc)
+        self._wait_ready()
+        return self
+
+    def _wait_ready(self) -> None:
+        bindir = _pg_bindir()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            r = subprocess.run([bindir / "pg_isready", "-h", self.host, "-p", str(self.port)],
+                               capture_output=True)
+            if r.returncode == 0:
+                break
+            time.sleep(0.1)
+        self.psql("SELECT 1", dbname="postgres")
+        exists = self.psql(f"SELECT 1 FROM pg_database WHERE datname = '{self.dbname}'",
+                           dbname="postgres")
+        if not exists.strip():
+            self.psql(f"CREATE DATABASE {self.dbname}", dbname="postgres")
+
+    def psql(self, sql: str, dbname: str | None = None) -> str:
+        env = dict(os.environ, PGPASSWORD=self.password)
+        r = subprocess.run(
+            ["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", self.host,
+             "-p", str(self.port), "-U", self.user, "-d", dbname or self.dbname, "-c", sql],
+            capture_output=True, text=True, env=env,
+        )
+        if r.returncode != 0:
+            raise RuntimeError(f"psql failed: {r.stderr}")
+        return r.stdout
+
+    def stop(self) -> None:
+        _stop(self.proc, signal.SIGINT)  # fast shutdown
+        self.proc = None
+
+    def destroy(self) -> None:
+        self.stop()
+        shutil.rmtree(self.datadir, ignore_errors=True)
+
+
+@dataclass
+class RedisServer:
+    """redis-server with no persistence; ``requirepass`` when a password is given."""
+
+    host: str = "127.0.0.1"
+    port: int = field(default_factory=free_port)
+    password: str | None = None
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="trproxy-redis-")))
+    proc: subprocess.Popen | None = None
+
+    def start(self) -> RedisServer:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server not found: run `make setup`")
+        args = [binary, "--port", str(self.port), "--bind", self.host, "--save", "",
+                "--appendonly", "no", "--dir", str(self.workdir), "--protected-mode", "no"]
+        if self.host != "::1":
+            args[args.index("--bind") + 1] = f"{self.host} ::1" if self.host == "127.0.0.1" else self.host
+        if self.password:
+            args += ["--requirepass", self.password]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL,
+                                     stderr=open(self.workdir / "log", "ab"))
+        wait_port(self.host, self.port, proc=self.proc)
+        return self
+
+    def cli(self, *args: str) -> str:
+        cmd = ["redis-cli", "-h", self.host, "-p", str(self.port)]
+        if self.password:
+            cmd += ["--no-auth-warning", "-a", self.password]
+        return subprocess.run(cmd + list(args), capture_output=True, text=True, check=True).stdout
+
+    def stop(self) -> None:
+        _stop(self.proc)
+        self.proc = None
+
+    def destroy(self) -> None:
+        self.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)

@@ -1,0 +1,167 @@
+"""Interfaces every protocol package implements; the proxy only talks to these.
+
+Two layers, both sans-I/O (no sockets, clocks, files, randomness or logging):
+
+* a **codec** turns bytes into protocol messages and back (``feed`` /
+  ``next_message`` / ``encode``), one instance per connection, both directions;
+* a **dialect** builds on the codec and speaks in *interactions*: in record mode a
+  ``Recorder`` pairs requests with their responses as readable, YAML-ready data; in
+  replay mode a ``Replayer`` turns the client's bytes into ``Lookup`` events that the
+  proxy answers from the store, and renders the recorded responses back to bytes.
+
+Readable data means plain ``dict``/``list``/``str``/``int``/``float``/``bool``/``None``;
+bytes that are not text go in as ``{"hex": ...}`` or ``{"base64": ...}`` (see
+``blob``/``unblob``), never as Python ``bytes``, so a recording is safe YAML.
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal, Protocol
+
+Readable = Any  # a JSON/YAML-safe value: dict, list, str, int, float, bool, None
+Lifetime = Literal["session", "data"]
+
+
+class Direction(enum.Enum):
+    """Which peer sent the bytes: the app (client) or its dependency (server)."""
+
+    CLIENT = "client"
+    SERVER = "server"
+
+
+class _NeedData:
+    def __repr__(self) -> str:
+        return "NEED_DATA"
+
+
+NEED_DATA = _NeedData()
+
+
+class ProtocolError(Exception):
+    """Base of every error a codec or dialect raises."""
+
+
+class DecodeError(ProtocolError):
+    """The bytes do not follow the protocol; the codec is now in its error state."""
+
+
+class EncodeError(ProtocolError):
+    """A message cannot be turned into bytes (out-of-range value, missing field)."""
+
+
+class UnexpectedMessage(ProtocolError):
+    """A well-formed message arrived in a state where the protocol forbids it."""
+
+
+class Codec(Protocol):
+    """One connection, both directions. ``feed(direction, b"")`` means that side closed."""
+
+    def feed(self, direction: Direction, data: bytes) -> None: ...
+
+    def next_message(self) -> Any: ...  # a Message or NEED_DATA
+
+    def encode(self, message: Any) -> bytes: ...
+
+
+@dataclass
+class Interaction:
+    """One request and the response(s) it got, as readable data (record mode).
+
+    ``responses`` is empty for requests that get no reply (Redis ``CLIENT REPLY OFF``).
+    ``summary`` is a short human label for logs and reports ("GET", "Query", "Produce").
+    """
+
+    request: Readable
+    responses: list[Readable]
+    lifetime: Lifetime = "data"
+    summary: str = ""
+
+
+@dataclass
+class Lookup:
+    """A live request the proxy must answer from the recordings (replay mode).
+
+    ``request`` is readable data in the same shape a Recorder emits, so the store can
+    compare it with recorded requests through the dialect's ``match_key``.
+    ``expects_reply`` is False for requests the server would not answer.
+    """
+
+    request: Readable
+    lifetime: Lifetime = "data"
+    summary: str = ""
+    expects_reply: bool = True
+    context: dict[str, Any] = field(default_factory=dict)  # dialect-private live values
+
+
+@dataclass
+class Reply:
+    """Bytes a Replayer synthesizes on its own (handshakes, ``SSLRequest`` -> ``N``)."""
+
+    data: bytes
+
+
+class Recorder(Protocol):
+    """Record mode, one connection: sees both directions, emits completed interactions.
+
+    Raises ``ProtocolError`` on bytes it cannot follow; the proxy then stops capturing
+    that connection but keeps relaying it.
+    """
+
+    def feed(self, direction: Direction, data: bytes) -> list[Interaction]: ...
+
+
+class Replayer(Protocol):
+    """Replay mode, one connection: only the client exists.
+
+    ``feed`` returns, in order, ``Reply`` (send these bytes now) and ``Lookup`` events.
+    For each ``Lookup`` the proxy calls ``respond`` with the matched recorded responses,
+    or ``miss`` with a one-line reason, and sends the returned bytes.
+    """
+
+    def feed(self, data: bytes) -> list[Lookup | Reply]: ...
+
+    def respond(self, lookup: Lookup, responses: list[Readable]) -> bytes: ...
+
+    def miss(self, lookup: Lookup, reason: str) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """What a protocol package exports as ``DIALECT`` for the proxy and the store.
+
+    ``detect`` answers True/False from the client's first bytes and the destination
+    port, or None when it needs more bytes. ``match_key`` maps a readable request to
+    the normalized form compared at replay (drop correlation ids, fold whitespace...).
+    """
+
+    name: str
+    default_ports: tuple[int, ...]
+    detect: Callable[[bytes, int], bool | None]
+    recorder: Callable[[], Recorder]
+    replayer: Callable[[], Replayer]
+    match_key: Callable[[Readable], Readable]
+
+
+def blob(data: bytes) -> Readable:
+    """Readable form of bytes: text as ``str`` when it is clean UTF-8, else ``{"hex": ...}``."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return {"hex": data.hex()}
+    if text.isprintable() or all(c.isprintable() or c in "\r\n\t" for c in text):
+        return text
+    return {"hex": data.hex()}
+
+
+def unblob(value: Readable) -> bytes:
+    """Inverse of ``blob`` (also accepts ``{"base64": ...}``)."""
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if isinstance(value, dict) and "hex" in value:
+        return bytes.fromhex(value["hex"])
+    if isinstance(value, dict) and "base64" in value:
+        return base64.b64decode(value["base64"])
+    raise EncodeError(f"not a readable byte string: {value!r}")

@@ -1,0 +1,119 @@
+"""The ``trproxy`` command line: parse arguments, set up logging, hand over to the runner."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from .context import Mode
+from .runner import RunError, RunOptions, run
+from .server import parse_hostport
+
+EPILOG = """\
+examples:
+  trproxy record -- python app.py          record every outbound call of the app
+  trproxy replay -- pytest tests/           replay them: no database, cache or broker needed
+  trproxy run --mode auto -- ./app          record the first time, replay afterwards
+  trproxy attach --container 3f2a...        redirect a running Docker container
+  trproxy doctor                            check that this machine can run trproxy
+"""
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dir", type=Path, default=Path(os.environ.get("TRPROXY_DIR", "trproxy")),
+                   help="recording directory (default ./trproxy, or $TRPROXY_DIR)")
+    p.add_argument("--test-set", help="test set to record into / replay from "
+                   "(default: the newest, or test-set-0)")
+    p.add_argument("--forward", action="append", default=[], metavar="LISTEN=UPSTREAM",
+                   help="also listen on LISTEN (host:port) and treat its connections as going to "
+                   "UPSTREAM; works without eBPF (point the app at LISTEN)")
+    p.add_argument("--no-redirect", action="store_true",
+                   help="do not install the eBPF redirect (only --forward listeners)")
+    p.add_argument("-v", "--verbose", action="count", default=0,
+                   help="-v: log each connection and its original destination; -vv: every exchange")
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="trproxy", description="Record and replay an application's "
+                                  "traffic to its dependencies.", epilog=EPILOG,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = top.add_subparsers(dest="command", required=True)
+    run_p = sub.add_parser("run", help="run a command with its outbound connections redirected")
+    run_p.add_argument("--mode", choices=[m.value for m in Mode], default=Mode.PASSTHROUGH.value)
+    for name, help_ in (("record", "run a command and record its outbound traffic"),
+                        ("replay", "run a command with its outbound traffic served from recordings")):
+        sub.add_parser(name, help=help_)
+    att = sub.add_parser("attach", help="redirect processes trproxy did not start (a cgroup "
+                         "or a Docker container) until Ctrl-C")
+    att.add_argument("--mode", choices=[m.value for m in Mode], default=Mode.RECORD.value)
+    target = att.add_mutually_exclusive_group(required=True)
+    target.add_argument("--cgroup", help="cgroup v2 path (absolute, or relative to the cgroup2 mount)")
+    target.add_argument("--container", help="Docker container id")
+    for name in ("run", "record", "replay", "attach"):
+        _common(sub.choices[name])
+    for name in ("run", "record", "replay"):
+        sub.choices[name].add_argument("cmd", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
+    sub.add_parser("doctor", help="check root, cgroup v2, BTF, bcc and kernel headers")
+    return top
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="trproxy: %(message)s", stream=sys.stderr)
+
+
+def _doctor() -> int:
+    from ..redirect import doctor
+
+    ok = True
+    for check in doctor():
+        mark = "ok " if check.ok else "FAIL"
+        print(f"[{mark}] {check.name}: {check.detail}")
+        if not check.ok:
+            ok = False
+            if check.fix:
+                print(f"       fix: {check.fix}")
+    return 0 if ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.command == "doctor":
+        return _doctor()
+    _setup_logging(args.verbose)
+    cmd = list(getattr(args, "cmd", []) or [])
+    if cmd and cmd[0] == "--":
+        cmd = cmd[1:]
+    mode = Mode(args.mode) if hasattr(args, "mode") else Mode(args.command)
+    if args.command != "attach" and not cmd:
+        print("trproxy: no command given (usage: trproxy run -- COMMAND [ARGS...])", file=sys.stderr)
+        return 2
+    try:
+        forwards = []
+        for item in args.forward:
+            listen, _, upstream = item.partition("=")
+            forwards.append((parse_hostport(listen), parse_hostport(upstream)))
+    except ValueError:
+        print("trproxy: --forward takes LISTEN_HOST:PORT=UPSTREAM_HOST:PORT", file=sys.stderr)
+        return 2
+    opts = RunOptions(
+        command=cmd, mode=mode, root=args.dir, test_set=args.test_set, forwards=forwards,
+        redirect=not args.no_redirect,
+        cgroup=getattr(args, "cgroup", None) or getattr(args, "container", None),
+    )
+    if opts.redirect and os.geteuid() != 0:
+        print("trproxy: the eBPF redirect needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN): "
+              "run as root, or use --no-redirect with --forward", file=sys.stderr)
+        return 2
+    try:
+        return run(opts)
+    except RunError as exc:
+        print(f"trproxy: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

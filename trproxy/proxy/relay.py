@@ -1,0 +1,68 @@
+"""Full-duplex byte relay between two asyncio stream pairs.
+
+Invariants: each direction is pumped independently, so a FIN one way (half-close)
+leaves the other way open; ``drain`` after every write bounds the buffered bytes
+(backpressure: a slow reader stops us reading from the fast writer); a reset on one
+side is passed on as a reset (SO_LINGER 0) to the other, never as a silent hang.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import struct
+from collections.abc import Callable
+
+CHUNK = 256 * 1024
+Tap = Callable[[bytes], None]  # sees every chunk; b"" when that direction ends
+
+
+def reset(writer: asyncio.StreamWriter) -> None:
+    """Close with RST so the peer sees a reset, as it would from a dead server."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
+
+
+async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+               tap: Tap | None = None) -> bool:
+    """Copy until EOF; returns False when either side reset (the caller aborts both)."""
+    try:
+        while data := await reader.read(CHUNK):
+            if tap is not None:
+                tap(data)
+            writer.write(data)
+            await writer.drain()
+        if tap is not None:
+            tap(b"")
+        if writer.can_write_eof() and not writer.is_closing():
+            writer.write_eof()
+        return True
+    except (ConnectionError, OSError):
+        return False
+
+
+async def relay(client: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+                upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+                to_upstream: Tap | None = None, to_client: Tap | None = None) -> None:
+    """Relay both ways until both directions ended; a reset aborts both sides."""
+    (c_r, c_w), (u_r, u_w) = client, upstream
+    up = asyncio.ensure_future(pump(c_r, u_w, to_upstream))
+    down = asyncio.ensure_future(pump(u_r, c_w, to_client))
+    try:
+        for finished in asyncio.as_completed((up, down)):
+            if not await finished:
+                reset(c_w)
+                reset(u_w)
+                break
+    finally:
+        for task in (up, down):
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, ConnectionError, OSError):
+                    await task
+        for w in (c_w, u_w):
+            w.close()

@@ -1,0 +1,178 @@
+"""One run of ``trproxy run``: proxy up, redirect installed, child run, everything undone.
+
+Order matters: the proxy listens before the redirect exists (no connection can land
+nowhere); the child is moved into the cgroup before it execs (every descendant is
+covered); on the way out, whatever happened (exit, Ctrl-C, SIGTERM, an error), the
+redirect is removed, the recording published and the summary printed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from ..store import MockPool, MockWriter, load_mocks, recover, test_set_dir
+from ..store.recording import MOCKS, DocumentWriter
+from .context import Mode, RunContext, match_key
+from .server import Proxy
+
+log = logging.getLogger("trproxy")
+
+
+@dataclass
+class RunOptions:
+    command: list[str]
+    mode: Mode = Mode.PASSTHROUGH
+    root: Path = Path("trproxy")
+    test_set: str | None = None
+    forwards: list[tuple[tuple[str, int], tuple[str, int]]] = field(default_factory=list)
+    redirect: bool = True
+    cgroup: str | None = None  # attach to an existing cgroup / container instead of a child
+    env: dict[str, str] = field(default_factory=dict)
+
+
+class RunError(Exception):
+    """The run cannot start; the message says why and what to do."""
+
+
+def resolve_mode(opts: RunOptions) -> tuple[Mode, Path]:
+    test_set = test_set_dir(opts.root, opts.test_set)
+    mode = opts.mode
+    if mode is Mode.AUTO:
+        mode = Mode.REPLAY if (test_set / MOCKS).exists() else Mode.RECORD
+    if mode is Mode.REPLAY and not (test_set / MOCKS).exists():
+        raise RunError(f"nothing to replay: {test_set / MOCKS} does not exist (record first)")
+    return mode, test_set
+
+
+def build_context(mode: Mode, test_set: Path) -> RunContext:
+    ctx = RunContext(mode)
+    if mode in (Mode.REPLAY, Mode.NEW_EPISODES) and (test_set / MOCKS).exists():
+        ctx.pool = MockPool.build(load_mocks(test_set), match_key)
+    if mode is Mode.RECORD:
+        ctx.writer = MockWriter(test_set / MOCKS)
+    elif mode is Mode.NEW_EPISODES:
+        old = [e.to_doc() for e in load_mocks(test_set)] if (test_set / MOCKS).exists() else []
+        ctx.writer = MockWriter(test_set / MOCKS, header=old)
+    return ctx
+
+
+async def _run(opts: RunOptions, ctx: RunContext) -> int:
+    proxy = Proxy(ctx)
+    redirector = None
+    try:
+        for listen, upstream in opts.forwards:
+            await proxy.listen_forward(listen, upstream)
+        if opts.redirect:
+            from ..redirect import Redirector  # bcc is imported only when needed
+
+            port = await proxy.listen_redirect()
+            if opts.cgroup:
+                redirector = Redirector.attach(opts.cgroup, port)
+            else:
+                redirector = Redirector.create(port)
+            proxy.resolver = redirector.original_destination
+            log.info("proxy on 127.0.0.1:%d and [::1]:%d, cgroup %s", port, port, redirector.cgroup_path)
+        if opts.cgroup:
+            return await _wait_for_signal()
+        return await _run_child(opts, redirector.enter if redirector else None)
+    finally:
+        if redirector is not None:
+            redirector.close()
+        await proxy.close()
+
+
+async def _wait_for_signal() -> int:
+    """``attach`` mode: serve until Ctrl-C or SIGTERM."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    print("trproxy: attached; press Ctrl-C to stop", file=sys.stderr)
+    await stop.wait()
+    return 0
+
+
+async def _run_child(opts: RunOptions, enter) -> int:
+    loop = asyncio.get_running_loop()
+    env = dict(os.environ, **opts.env)
+    try:
+        child = await asyncio.create_subprocess_exec(*opts.command, env=env, preexec_fn=enter)
+    except FileNotFoundError:
+        print(f"trproxy: command not found: {opts.command[0]}", file=sys.stderr)
+        return 127
+    except PermissionError:
+        print(f"trproxy: permission denied: {opts.command[0]}", file=sys.stderr)
+        return 126
+    interactive = sys.stdin is not None and sys.stdin.isatty()
+
+    def forward(sig: signal.Signals) -> None:
+        # Ctrl-C on a terminal reaches the child already (same process group)
+        if sig is signal.SIGINT and interactive:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            child.send_signal(sig)
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+        loop.add_signal_handler(sig, forward, sig)
+    try:
+        status = await child.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+            loop.remove_signal_handler(sig)
+    return 128 - status if status < 0 else status
+
+
+def _event_loop_policy() -> None:
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def run(opts: RunOptions) -> int:
+    """Run a command (or attach) under trproxy; returns the command's exit status."""
+    for line in recover(opts.root):
+        log.warning("%s", line)
+    if opts.redirect:
+        from ..redirect import RedirectError, cleanup_leftovers
+
+        try:
+            for line in cleanup_leftovers():
+                log.warning("cleaned up after an earlier run: %s", line)
+        except RedirectError as exc:
+            raise RunError(str(exc)) from exc
+    mode, test_set = resolve_mode(opts)
+    ctx = build_context(mode, test_set)
+    if mode is not opts.mode:
+        log.warning("mode %s: %s %s", opts.mode.value, mode.value, test_set)
+    _event_loop_policy()
+    status: int | None = None
+    try:
+        status = asyncio.run(_run(opts, ctx))
+    except KeyboardInterrupt:
+        status = 130
+    finally:
+        if ctx.writer is not None:
+            path = ctx.writer.close()
+            print(f"trproxy: wrote {ctx.writer.count} exchanges to {path}", file=sys.stderr)
+        if mode is not Mode.PASSTHROUGH:
+            print(ctx.summary(), file=sys.stderr)
+            _write_report(opts.root, ctx, test_set, status)
+    return status if status is not None else 1
+
+
+def _write_report(root: Path, ctx: RunContext, test_set: Path, status: int | None) -> None:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    writer = DocumentWriter(root / "reports" / f"run-{stamp}-{ctx.mode.value}.yaml",
+                            header=[ctx.report(test_set, status)])
+    path = writer.close()
+    if ctx.misses:
+        print(f"trproxy: report with the misses and their nearest recordings: {path}", file=sys.stderr)

@@ -1,0 +1,106 @@
+"""Listeners of the proxy and dispatch of each accepted connection to its session.
+
+The redirect listener serves 127.0.0.1 and ::1 on one port (the eBPF program sends
+IPv4 connections to the first and IPv6 to the second); each accepted connection's
+original destination comes from the redirector. Forward listeners (``--forward``,
+the fallback where eBPF is unavailable) have a fixed destination each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .context import Mode, RunContext
+from .relay import CHUNK, reset
+from .session import format_destination, passthrough_or_record, replay
+
+log = logging.getLogger("trproxy")
+Resolver = Callable[[tuple], "tuple[str, int] | None"]
+
+
+def parse_hostport(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+@dataclass
+class Proxy:
+    ctx: RunContext
+    resolver: Resolver | None = None
+    servers: list[asyncio.AbstractServer] = field(default_factory=list)
+    port: int = 0
+    _tasks: set[asyncio.Task] = field(default_factory=set)
+
+    async def listen_redirect(self) -> int:
+        """Listen on 127.0.0.1 and ::1 on one free port; returns the port."""
+        for _attempt in range(20):
+            v4 = await asyncio.start_server(self._accept(None), "127.0.0.1", 0, limit=CHUNK)
+            port = v4.sockets[0].getsockname()[1]
+            try:
+                v6 = await asyncio.start_server(self._accept(None), "::1", port, limit=CHUNK,
+                                                family=socket.AF_INET6)
+            except OSError:
+                v4.close()
+                continue
+            self.servers += [v4, v6]
+            self.port = port
+            return port
+        raise OSError("no port free on both 127.0.0.1 and ::1")
+
+    async def listen_forward(self, listen: tuple[str, int], upstream: tuple[str, int]) -> None:
+        server = await asyncio.start_server(self._accept(upstream), listen[0], listen[1], limit=CHUNK)
+        self.servers.append(server)
+        log.info("forwarding %s -> %s", format_destination(*listen), format_destination(*upstream))
+
+    def _accept(self, fixed: tuple[str, int] | None):
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            self._tasks.add(task)
+            try:
+                await self._serve(reader, writer, fixed)
+            finally:
+                self._tasks.discard(task)
+        return handle
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                     fixed: tuple[str, int] | None) -> None:
+        self.ctx.connections += 1
+        peer = writer.get_extra_info("peername")
+        dest = fixed or (self.resolver(peer) if self.resolver else None)
+        if dest is None:
+            log.warning("no original destination for connection from %s; closing", peer)
+            reset(writer)
+            return
+        host, port = dest
+        mode = self.ctx.mode
+        if mode is Mode.NEW_EPISODES:
+            known = self.ctx.pool.has_destination(format_destination(host, port))
+            mode = Mode.REPLAY if known else Mode.RECORD
+        log.info("%s -> %s (%s)", peer, format_destination(host, port), mode.value)
+        try:
+            if mode is Mode.REPLAY:
+                await replay(self.ctx, (reader, writer), host, port)
+            else:
+                await passthrough_or_record(self.ctx, (reader, writer), host, port,
+                                            record=mode is Mode.RECORD)
+        except Exception:  # a bug in one session must not take the proxy down
+            log.exception("session to %s failed", format_destination(host, port))
+            reset(writer)
+
+    async def close(self, grace: float = 2.0) -> None:
+        """Stop accepting; give open sessions ``grace`` seconds to finish, then cancel."""
+        for server in self.servers:
+            server.close()
+        if self._tasks:
+            _done, pending = await asyncio.wait(set(self._tasks), timeout=grace)
+            for task in pending:
+                task.cancel()
+            for task in pending:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task

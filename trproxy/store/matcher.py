@@ -1,0 +1,153 @@
+"""Matching live requests to recorded exchanges (protocol-independent).
+
+Rules (DESIGN.md, "Matching and replay rules"):
+
+* candidates share the protocol and destination; a request matches when its
+  dialect's ``match_key`` equals the recorded one's;
+* ``data`` exchanges are consumed once, in recorded order; ``session`` exchanges are
+  served in recorded order and the last answer repeats when they run out;
+* within a test window, mocks recorded inside that test come first, then the rest;
+* a connection keeps *affinity* to the recorded connection it was last served from, so
+  the statements of a transaction stay together when a pool spreads them differently;
+* a miss raises ``NoMatch`` naming the nearest recordings with a readable diff.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import NoMatch
+from .model import Exchange
+from .yamlio import dump
+
+KeyFn = Callable[[str, Any], Any]  # (protocol, request) -> match key
+
+_MAX_NEAREST = 3
+_MAX_COMPARED = 400
+
+
+def destination_key(destination: str) -> str:
+    """Loopback addresses are one place: a client may dial ::1 at replay and 127.0.0.1 at
+    record time (happy eyeballs, ``localhost``), and the server there is the same."""
+    host, _, port = destination.rpartition(":")
+    host = host.strip("[]")
+    if host in ("::1", "localhost") or host.startswith(("127.", "::ffff:127.")):
+        return f"loopback:{port}"
+    return destination
+
+
+def canonical(key: Any) -> str:
+    """A stable string for a match key, so keys can be dict keys and compared fast."""
+    return json.dumps(key, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+@dataclass
+class Affinity:
+    """Per live connection: which recorded connection it is following."""
+
+    recorded_connection: int | None = None
+
+
+@dataclass
+class _Entry:
+    exchange: Exchange
+    key: str
+    used: int = 0
+
+
+@dataclass
+class Served:
+    exchange: Exchange
+    repeat: bool = False
+
+
+@dataclass
+class MockPool:
+    """All mocks of a test set, ready to answer live requests."""
+
+    key_fn: KeyFn
+    _by_dest: dict[tuple[str, str], dict[str, list[_Entry]]] = field(default_factory=dict)
+    served: int = 0
+    misses: list[NoMatch] = field(default_factory=list)
+
+    @classmethod
+    def build(cls, exchanges: list[Exchange], key_fn: KeyFn) -> MockPool:
+        pool = cls(key_fn)
+        for ex in exchanges:
+            pool.add(ex)
+        return pool
+
+    def add(self, exchange: Exchange) -> None:
+        key = canonical(self.key_fn(exchange.protocol, exchange.request))
+        by_key = self._by_dest.setdefault((exchange.protocol, destination_key(exchange.destination)), {})
+        by_key.setdefault(key, []).append(_Entry(exchange, key))
+
+    def __len__(self) -> int:
+        return sum(len(v) for d in self._by_dest.values() for v in d.values())
+
+    def has_destination(self, destination: str) -> bool:
+        dest = destination_key(destination)
+        return any(d == dest for (_p, d) in self._by_dest)
+
+    def find(self, protocol: str, destination: str, request: Any, summary: str = "",
+             affinity: Affinity | None = None, test: str | None = None) -> Served:
+        key = canonical(self.key_fn(protocol, request))
+        destination = destination_key(destination)
+        entries = self._by_dest.get((protocol, destination), {}).get(key, [])
+        chosen = self._choose(entries, affinity, test)
+        if chosen is None:
+            miss = self._explain(protocol, destination, key, summary or key[:80], entries)
+            self.misses.append(miss)
+            raise miss
+        entry, repeat = chosen
+        entry.used += 1
+        self.served += 1
+        if affinity is not None and entry.exchange.lifetime == "data":
+            affinity.recorded_connection = entry.exchange.connection
+        return Served(entry.exchange, repeat)
+
+    @staticmethod
+    def _choose(entries: list[_Entry], affinity: Affinity | None,
+                test: str | None) -> tuple[_Entry, bool] | None:
+        fresh = [e for e in entries if e.used == 0]
+        if fresh:
+            def rank(e: _Entry) -> tuple[int, int]:
+                in_test = 0 if test is None or e.exchange.test == test else (1 if e.exchange.test is None else 2)
+                same_conn = 0 if affinity and e.exchange.connection == affinity.recorded_connection else 1
+                return (in_test, same_conn)
+
+            best = min(fresh, key=rank)  # min keeps recorded order among equals
+            return best, False
+        sessions = [e for e in entries if e.exchange.lifetime == "session"]
+        if sessions:
+            return sessions[-1], True  # the last answer repeats
+        return None
+
+    def _explain(self, protocol: str, destination: str, key: str, summary: str,
+                 same_key: list[_Entry]) -> NoMatch:
+        if same_key:
+            return NoMatch(summary, f"all {len(same_key)} recorded answers were already used", [])
+        by_key = self._by_dest.get((protocol, destination))
+        if not by_key:
+            elsewhere = sorted(d for (p, d) in self._by_dest if p == protocol)
+            hint = f" (recorded {protocol} destinations: {', '.join(elsewhere)})" if elsewhere else ""
+            return NoMatch(summary, f"nothing recorded for {protocol} at {destination}{hint}", [])
+        live = json.loads(key)
+        scored = []
+        for other_key, entries in list(by_key.items())[:_MAX_COMPARED]:
+            ratio = difflib.SequenceMatcher(None, key, other_key, autojunk=False).quick_ratio()
+            scored.append((ratio, other_key, entries))
+        scored.sort(key=lambda t: -t[0])
+        nearest = []
+        for ratio, other_key, entries in scored[:_MAX_NEAREST]:
+            diff = "".join(difflib.unified_diff(
+                dump(json.loads(other_key)).splitlines(True)[1:], dump(live).splitlines(True)[1:],
+                "recorded", "live", n=1))
+            used = sum(1 for e in entries if e.used)
+            nearest.append(f"{entries[0].exchange.summary or 'exchange'} "
+                           f"(similarity {ratio:.0%}, {len(entries)} recorded, {used} used)\n{diff}")
+        return NoMatch(summary, "no recorded request matches", nearest)

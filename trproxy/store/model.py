@@ -1,0 +1,79 @@
+"""The recorded exchange: one request and its responses on one connection.
+
+Times come from the proxy (never from a codec): ``started`` is wall-clock ISO 8601
+UTC, ``duration_ms`` the time from the request's first byte to the last response byte.
+``to_doc``/``from_doc`` give the YAML document envelope (``version``, ``kind``,
+``name``, ``spec``) that Keploy users know.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import FormatError
+
+FORMAT_VERSION = "trproxy/v1"
+
+
+@dataclass
+class Exchange:
+    protocol: str
+    destination: str  # "host:port" as the app dialled it ("[::1]:6379" for IPv6)
+    request: Any
+    responses: list[Any]
+    lifetime: str = "data"
+    summary: str = ""
+    connection: int = 0
+    seq: int = 0
+    started: str = ""
+    duration_ms: float = 0.0
+    test: str | None = None  # the inbound test case this was caused by, if any
+    name: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_doc(self) -> dict[str, Any]:
+        meta: dict[str, Any] = {
+            "destination": self.destination,
+            "connection": self.connection,
+            "seq": self.seq,
+            "started": self.started,
+            "duration_ms": round(self.duration_ms, 3),
+        }
+        if self.test:
+            meta["test"] = self.test
+        spec: dict[str, Any] = {
+            "lifetime": self.lifetime,
+            "summary": self.summary,
+            "metadata": meta,
+            "request": self.request,
+            "responses": self.responses,
+        }
+        spec.update(self.extra)
+        return {"version": FORMAT_VERSION, "kind": self.protocol, "name": self.name, "spec": spec}
+
+    @classmethod
+    def from_doc(cls, doc: Any) -> Exchange:
+        try:
+            if doc.get("version") != FORMAT_VERSION:
+                raise FormatError(f"unsupported recording version {doc.get('version')!r}"
+                                  f" (this trproxy reads {FORMAT_VERSION})")
+            spec = dict(doc["spec"])
+            meta = spec.pop("metadata", {}) or {}
+            return cls(
+                protocol=doc["kind"],
+                name=doc.get("name", ""),
+                lifetime=spec.pop("lifetime", "data"),
+                summary=spec.pop("summary", ""),
+                request=spec.pop("request"),
+                responses=spec.pop("responses", []) or [],
+                destination=meta.get("destination", ""),
+                connection=meta.get("connection", 0),
+                seq=meta.get("seq", 0),
+                started=meta.get("started", ""),
+                duration_ms=meta.get("duration_ms", 0.0),
+                test=meta.get("test"),
+                extra=spec,
+            )
+        except (AttributeError, KeyError, TypeError) as exc:
+            raise FormatError(f"not a trproxy exchange document: {exc}") from exc
