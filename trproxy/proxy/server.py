@@ -20,6 +20,7 @@ from .relay import CHUNK, reset
 from .session import format_destination, passthrough_or_record, replay
 
 log = logging.getLogger("trproxy")
+BACKLOG = 4096  # apps open pools of connections at once; a short queue drops them
 Resolver = Callable[[tuple], "tuple[str, int] | None"]
 
 
@@ -39,10 +40,10 @@ class Proxy:
     async def listen_redirect(self) -> int:
         """Listen on 127.0.0.1 and ::1 on one free port; returns the port."""
         for _attempt in range(20):
-            v4 = await asyncio.start_server(self._accept(None), "127.0.0.1", 0, limit=CHUNK)
+            v4 = await asyncio.start_server(self._accept(None), "127.0.0.1", 0, limit=CHUNK, backlog=BACKLOG)
             port = v4.sockets[0].getsockname()[1]
             try:
-                v6 = await asyncio.start_server(self._accept(None), "::1", port, limit=CHUNK,
+                v6 = await asyncio.start_server(self._accept(None), "::1", port, limit=CHUNK, backlog=BACKLOG,
                                                 family=socket.AF_INET6)
             except OSError:
                 v4.close()
@@ -53,7 +54,8 @@ class Proxy:
         raise OSError("no port free on both 127.0.0.1 and ::1")
 
     async def listen_forward(self, listen: tuple[str, int], upstream: tuple[str, int]) -> None:
-        server = await asyncio.start_server(self._accept(upstream), listen[0], listen[1], limit=CHUNK)
+        server = await asyncio.start_server(self._accept(upstream), listen[0], listen[1], limit=CHUNK,
+                                            backlog=BACKLOG)
         self.servers.append(server)
         log.info("forwarding %s -> %s", format_destination(*listen), format_destination(*upstream))
 
@@ -64,6 +66,8 @@ class Proxy:
             self._tasks.add(task)
             try:
                 await self._serve(reader, writer, fixed)
+            except asyncio.CancelledError:
+                reset(writer)  # shutting down: the peer sees a reset, we see no noise
             finally:
                 self._tasks.discard(task)
         return handle

@@ -96,8 +96,7 @@ class MockPool:
     def find(self, protocol: str, destination: str, request: Any, summary: str = "",
              affinity: Affinity | None = None, test: str | None = None) -> Served:
         key = canonical(self.key_fn(protocol, request))
-        destination = destination_key(destination)
-        entries = self._by_dest.get((protocol, destination), {}).get(key, [])
+        entries = self._by_dest.get((protocol, destination_key(destination)), {}).get(key, [])
         chosen = self._choose(entries, affinity, test)
         if chosen is None:
             miss = self._explain(protocol, destination, key, summary or key[:80], entries)
@@ -131,7 +130,7 @@ class MockPool:
                  same_key: list[_Entry]) -> NoMatch:
         if same_key:
             return NoMatch(summary, f"all {len(same_key)} recorded answers were already used", [])
-        by_key = self._by_dest.get((protocol, destination))
+        by_key = self._by_dest.get((protocol, destination_key(destination)))
         if not by_key:
             elsewhere = sorted(d for (p, d) in self._by_dest if p == protocol)
             hint = f" (recorded {protocol} destinations: {', '.join(elsewhere)})" if elsewhere else ""

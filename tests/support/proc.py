@@ -1,0 +1,85 @@
+"""Running the real ``trproxy`` CLI in tests, and servers that tests talk through it."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import socketserver
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from .services import free_port, wait_port
+
+TRPROXY = [sys.executable, "-m", "trproxy.proxy.cli"]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def trproxy(*args: str, **kw) -> subprocess.Popen:
+    """Start ``trproxy ARGS`` (stdout/stderr captured unless given)."""
+    kw.setdefault("stdout", subprocess.PIPE)
+    kw.setdefault("stderr", subprocess.PIPE)
+    kw.setdefault("text", True)
+    env = dict(os.environ, PYTHONPATH=str(ROOT), **kw.pop("env", {}))
+    return subprocess.Popen([*TRPROXY, *args], cwd=kw.pop("cwd", ROOT), env=env, **kw)
+
+
+def run_trproxy(*args: str, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
+    proc = trproxy(*args, **kw)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        raise AssertionError(f"trproxy {args} timed out\nstdout:\n{out}\nstderr:\n{err}") from None
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+class _Echo(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        with contextlib.suppress(OSError):
+            while data := self.request.recv(65536):
+                self.request.sendall(data)
+
+
+class EchoServer(socketserver.ThreadingTCPServer):
+    """Echoes every byte; the connection ends when the client half-closes."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 1024
+
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        if ":" in host:
+            self.address_family = socket.AF_INET6
+        super().__init__((host, 0), _Echo)
+        self.port = self.server_address[1]
+        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.shutdown()
+        self.server_close()
+
+
+def forward_proxy(upstream_port: int, *extra: str, mode: str = "passthrough",
+                  upstream_host: str = "127.0.0.1") -> tuple[subprocess.Popen, int]:
+    """``trproxy run --no-redirect --forward`` around ``sleep``; returns (proc, listen port)."""
+    port = free_port()
+    proc = trproxy("run", "--mode", mode, "--no-redirect", "--forward",
+                   f"127.0.0.1:{port}={upstream_host}:{upstream_port}", *extra, "--", "sleep", "600")
+    wait_port("127.0.0.1", port, proc=proc)
+    return proc, port
