@@ -13,7 +13,8 @@ def key(protocol, request):
 
 def ex(request, answer, lifetime="data", connection=1, test=None, dest="127.0.0.1:6379"):
     return Exchange(protocol="redis", destination=dest, request=request, responses=[answer],
-                    lifetime=lifetime, connection=connection, test=test, summary=" ".join(request))
+                    lifetime=lifetime, connection=connection, tests=[test] if test else [],
+                    summary=" ".join(request))
 
 
 def answer(pool, request, **kw):

@@ -105,7 +105,8 @@ class PostgresServer:
                 conf.write("fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
                            "max_connections = 200\nunix_socket_directories = ''\n")
         self.proc = subprocess.Popen(
-            [bindir / "postgres", "-D", data, "-h", self.host, "-p", str(self.port)],
+            [bindir / "postgres", "-D", data, "-p", str(self.port),
+             "-h", "127.0.0.1,::1" if self.host == "127.0.0.1" else self.host],
             stdout=subprocess.DEVNULL, stderr=open(self.datadir / "log", "ab"),
             **self._as_postgres(),
         )

@@ -39,7 +39,8 @@ class RunContext:
     pool: MockPool = field(default_factory=lambda: MockPool(match_key))
     writer: MockWriter | None = None
     connect_timeout: float = 10.0
-    current_test: str | None = None
+    current_test: str | None = None  # replay: the test being run (its mocks come first)
+    open_tests: set[str] = field(default_factory=set)  # record: inbound requests in progress
     recorded: Counter = field(default_factory=Counter)
     served_count: Counter = field(default_factory=Counter)
     misses: list[dict[str, Any]] = field(default_factory=list)
@@ -47,7 +48,6 @@ class RunContext:
     connections: int = 0
 
     def record(self, exchange: Exchange) -> None:
-        exchange.test = self.current_test
         if self.writer is not None:
             self.writer.write(exchange)
         self.recorded[exchange.protocol] += 1

@@ -57,6 +57,7 @@ class Capture:
     _seq: int = 0
     _started: float | None = None
     _started_wall: str = ""
+    _tests: list[str] = field(default_factory=list)
 
     def client(self, data: bytes) -> None:
         self._feed(Direction.CLIENT, data)
@@ -69,6 +70,7 @@ class Capture:
             return
         if direction is Direction.CLIENT and data and self._started is None:
             self._started, self._started_wall = time.monotonic(), _now()
+            self._tests = sorted(self.ctx.open_tests)  # inbound requests this one may serve
         try:
             if self.dialect is None:
                 self._early.append((direction, data))
@@ -99,7 +101,7 @@ class Capture:
                 request=it.request, responses=it.responses, lifetime=it.lifetime,
                 summary=it.summary, connection=self.connection, seq=self._seq,
                 started=self._started_wall or _now(),
-                duration_ms=(time.monotonic() - started) * 1000,
+                duration_ms=(time.monotonic() - started) * 1000, tests=self._tests,
             ))
             self._started = None
             self._started_wall = ""

@@ -115,7 +115,8 @@ class MockPool:
         fresh = [e for e in entries if e.used == 0]
         if fresh:
             def rank(e: _Entry) -> tuple[int, int]:
-                in_test = 0 if test is None or e.exchange.test == test else (1 if e.exchange.test is None else 2)
+                tests = e.exchange.tests
+                in_test = 0 if test is None or test in tests else (1 if not tests else 2)
                 same_conn = 0 if affinity and e.exchange.connection == affinity.recorded_connection else 1
                 return (in_test, same_conn)
 

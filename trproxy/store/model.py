@@ -28,7 +28,7 @@ class Exchange:
     seq: int = 0
     started: str = ""
     duration_ms: float = 0.0
-    test: str | None = None  # the inbound test case this was caused by, if any
+    tests: list[str] = field(default_factory=list)  # inbound test cases open when it started
     name: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -40,8 +40,8 @@ class Exchange:
             "started": self.started,
             "duration_ms": round(self.duration_ms, 3),
         }
-        if self.test:
-            meta["test"] = self.test
+        if self.tests:
+            meta["tests"] = list(self.tests)
         spec: dict[str, Any] = {
             "lifetime": self.lifetime,
             "summary": self.summary,
@@ -72,7 +72,7 @@ class Exchange:
                 seq=meta.get("seq", 0),
                 started=meta.get("started", ""),
                 duration_ms=meta.get("duration_ms", 0.0),
-                test=meta.get("test"),
+                tests=list(meta.get("tests") or []),
                 extra=spec,
             )
         except (AttributeError, KeyError, TypeError) as exc:

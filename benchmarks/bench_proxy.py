@@ -1,0 +1,95 @@
+"""Proxy overhead: redis-benchmark direct, through socat, and through trproxy.
+
+trproxy runs as users run it: ``trproxy run`` wrapping redis-benchmark, with the eBPF
+redirect when root (else a ``--forward`` listener), in passthrough, record and replay
+modes. Also the start-up cost of ``trproxy run -- true``. Everything is printed as
+ratios to the direct connection measured in the same run.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.support.services import RedisServer, free_port, wait_port  # noqa: E402
+
+N = int(os.environ.get("BENCH_REDIS_N", "20000"))
+TRPROXY = [sys.executable, "-m", "trproxy.proxy.cli"]
+
+
+def redis_benchmark(port: int, wrap: list[str] | None = None) -> dict[str, float]:
+    cmd = ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-n", str(N), "-c", "20",
+           "-t", "set,get,incr,lpush", "--csv"]
+    out = subprocess.run((wrap or []) + cmd, capture_output=True, text=True, check=True,
+                         env=dict(os.environ, PYTHONPATH=str(ROOT))).stdout
+    rows = [r for r in csv.reader(io.StringIO(out)) if r and r[0] != "test"]
+    return {r[0]: float(r[1]) for r in rows}
+
+
+def wrap(mode: str, recordings: Path, port: int) -> list[str]:
+    base = [*TRPROXY, "run", "--mode", mode, "--dir", str(recordings)]
+    if os.geteuid() != 0:
+        base += ["--no-redirect", "--forward", f"127.0.0.1:{port}=127.0.0.1:{port}"]
+    return base + ["--"]
+
+
+def startup(samples: int = 5) -> tuple[float, float]:
+    if os.geteuid() != 0:
+        return float("nan"), float("nan")
+    times = []
+    for _ in range(samples):
+        t = time.perf_counter()
+        subprocess.run([*TRPROXY, "run", "--", "true"], check=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        times.append(time.perf_counter() - t)
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import trproxy.proxy.cli"], check=True)
+    return statistics.median(times), time.perf_counter() - t
+
+
+def main() -> None:
+    server = RedisServer().start()
+    recordings = Path(tempfile.mkdtemp(prefix="trproxy-bench-"))
+    socat_port = free_port()
+    socat = subprocess.Popen(["socat", f"TCP-LISTEN:{socat_port},bind=127.0.0.1,reuseaddr,fork,backlog=512",
+                              f"TCP:127.0.0.1:{server.port}"])
+    try:
+        wait_port("127.0.0.1", socat_port)
+        results = {
+            "direct": redis_benchmark(server.port),
+            "socat relay": redis_benchmark(socat_port),
+            "trproxy passthrough": redis_benchmark(server.port, wrap("passthrough", recordings, server.port)),
+            "trproxy record": redis_benchmark(server.port, wrap("record", recordings, server.port)),
+        }
+        server.stop()
+        results["trproxy replay (no server)"] = redis_benchmark(server.port, wrap("replay", recordings, server.port))
+    finally:
+        socat.terminate()
+        socat.wait()
+        server.destroy()
+        shutil.rmtree(recordings, ignore_errors=True)
+    direct = results["direct"]
+    tests = list(direct)
+    print(f"redis-benchmark -n {N} -c 20, requests/s and ratio to direct "
+          f"({'eBPF redirect' if os.geteuid() == 0 else '--forward listener'})")
+    print(f"{'path':28}" + "".join(f"{t:>18}" for t in tests))
+    for name, row in results.items():
+        cells = "".join(f"{row.get(t, 0):>10.0f} ({row.get(t, 0) / direct[t]:4.2f}x)" for t in tests)
+        print(f"{name:28}{cells}")
+    run_true, import_only = startup()
+    print(f"\nstart-up: `trproxy run -- true` median {run_true * 1000:.0f} ms "
+          f"(python + import alone {import_only * 1000:.0f} ms)")
+
+
+if __name__ == "__main__":
+    main()
