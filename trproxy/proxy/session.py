@@ -113,7 +113,7 @@ async def passthrough_or_record(ctx: RunContext, client: tuple[asyncio.StreamRea
     try:
         upstream = await asyncio.wait_for(asyncio.open_connection(host, port, limit=CHUNK),
                                           ctx.connect_timeout)
-    except (OSError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, OSError) as exc:
         log.info("upstream %s failed: %s; resetting the client", destination, exc)
         reset(client[1])
         return
@@ -135,7 +135,7 @@ async def replay(ctx: RunContext, client: tuple[asyncio.StreamReader, asyncio.St
         while dialect is None:
             try:
                 data = await asyncio.wait_for(reader.read(CHUNK), _SERVER_FIRST_WAIT if not buffered else None)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 data = None
             buffered += data or b""
             dialect = detect(buffered, port, final=not data)

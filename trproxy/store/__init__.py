@@ -3,8 +3,14 @@
 from .errors import FormatError, NoMatch, StoreError
 from .matcher import Affinity, MockPool, Served, canonical
 from .model import FORMAT_VERSION, Exchange
-from .recording import (MockWriter, existing_test_sets, load_mocks, next_test_set, recover,
-                        test_set_dir)
+from .recording import (
+                        MockWriter,
+                        existing_test_sets,
+                        load_mocks,
+                        next_test_set,
+                        recover,
+                        test_set_dir,
+)
 
 __all__ = [
     "FORMAT_VERSION", "Affinity", "Exchange", "FormatError", "MockPool", "MockWriter", "NoMatch",

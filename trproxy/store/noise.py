@@ -1,0 +1,533 @@
+"""Noise in recorded HTTP responses: detect it, confirm it, configure it, compare around it.
+
+A *noise path* names a part of a response that may change from run to run:
+
+* ``status``; ``header.<name>`` (lower case, every value of that field);
+* ``body`` (the whole body); ``body.json.created_at``, ``body.json.items[*].id``,
+  ``body.json["odd.key"]`` (``[*]`` matches every index, a ``*`` key every key).
+
+A path also covers everything below it (``body.json.meta`` ignores the whole object).
+
+Where noise comes from:
+
+1. ``detect_noise`` at record time, from the *values* of one response: timestamps and
+   dates (ISO 8601, RFC 1123, asctime, common log format, epoch seconds/millis near the
+   recording time), UUIDs/ULIDs, JWTs and random-looking tokens, un-redacted
+   ``Set-Cookie`` values. Text bodies holding such a value become ``body`` entirely.
+2. ``noise_between`` when two replays of the same test disagree: every differing part.
+3. By hand: ``<recording dir>/config.yaml`` (``noise.global`` for every test,
+   ``noise.volatile_headers``) and each test file's ``spec.noise``.
+
+Headers never compared: framing/hop-by-hop fields (their meaning is covered by the body
+comparison) and ``DEFAULT_VOLATILE_HEADERS`` (replaceable in config.yaml). ``ETag`` is
+compared, except when the test has body noise (a changed body changes its tag).
+
+``compare`` reports every difference outside the noise as a ``Difference`` (path,
+expected, actual): status, headers (as multisets of values per name) and the body — JSON
+structurally (key order ignored, lists by index), everything else exactly.
+``render_diff`` shows both responses with noise masked as a unified diff.
+
+Invariant: pure functions on readable data (the HTTP dialect's form: headers
+``[[name, value], ...]``, bodies ``str`` / ``{"json": v}`` / ``{"base64": s}``); shape
+variants (header mappings, ``status_code``, JSON given as text) are tolerated.
+"""
+
+from __future__ import annotations
+
+import base64
+import difflib
+import json
+import math
+import re
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from .errors import FormatError
+from .yamlio import dump, load_one
+
+CONFIG = "config.yaml"
+
+#: Response headers never compared unless config.yaml says otherwise.
+DEFAULT_VOLATILE_HEADERS: frozenset[str] = frozenset({
+    "date", "age", "expires", "last-modified", "server-timing", "x-request-id",
+    "x-correlation-id", "x-trace-id", "traceparent", "tracestate", "x-runtime",
+    "x-response-time", "x-amzn-trace-id", "x-amzn-requestid", "cf-ray", "report-to", "nel",
+})
+#: Framing and hop-by-hop fields: a body difference shows itself in the body.
+FRAMING_HEADERS: frozenset[str] = frozenset({
+    "content-length", "transfer-encoding", "connection", "keep-alive", "proxy-connection",
+})
+
+_ANY = "*"  # a path segment matching any key or index
+
+
+# -- paths ------------------------------------------------------------------------------
+
+Segment = str | int  # a key, an index, or _ANY
+_KEY = re.compile(r"[^.\[\]\"]+")
+_TOKEN = re.compile(r'\.?([^.\[\]"]+)|\[(\*|\d+|"(?:[^"\\]|\\.)*")\]')
+
+
+def parse_path(path: str) -> tuple[Segment, ...]:
+    """``body.json.items[*].id`` -> ``("body", "json", "items", "*", "id")``."""
+    segments: list[Segment] = []
+    pos = 0
+    while pos < len(path):
+        m = _TOKEN.match(path, pos)
+        if m is None or (pos > 0 and m.group(1) and path[pos] != "."):
+            raise ValueError(f"bad noise path {path!r} at {pos}")
+        if m.group(1) is not None:
+            segments.append(m.group(1))
+        elif m.group(2) == "*":
+            segments.append(_ANY)
+        elif m.group(2).startswith('"'):
+            segments.append(json.loads(m.group(2)))
+        else:
+            segments.append(int(m.group(2)))
+        pos = m.end()
+    return tuple(segments)
+
+
+def format_path(segments: Iterable[Segment]) -> str:
+    out = ""
+    for seg in segments:
+        if isinstance(seg, int):
+            out += f"[{seg}]"
+        elif seg == _ANY and out:
+            out += "[*]"
+        elif _KEY.fullmatch(seg):
+            out += f".{seg}" if out else seg
+        else:
+            out += f"[{json.dumps(seg, ensure_ascii=False)}]"
+    return out
+
+
+def _covers(pattern: tuple[Segment, ...], path: tuple[Segment, ...]) -> bool:
+    if len(pattern) > len(path):
+        return False
+    return all(p == _ANY or p == s for p, s in zip(pattern, path, strict=False))
+
+
+@dataclass(frozen=True)
+class Noise:
+    """The noise rules for one test: its paths plus the global ones and header defaults."""
+
+    paths: tuple[str, ...] = ()
+    volatile_headers: frozenset[str] = DEFAULT_VOLATILE_HEADERS
+    _parsed: tuple[tuple[Segment, ...], ...] = field(default=(), repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        parsed = []
+        for p in self.paths:
+            try:
+                parsed.append(parse_path(p.strip()))
+            except ValueError as exc:
+                raise FormatError(str(exc)) from exc
+        object.__setattr__(self, "_parsed", tuple(parsed))
+
+    def ignores(self, path: str | tuple[Segment, ...]) -> bool:
+        segs = parse_path(path) if isinstance(path, str) else path
+        if len(segs) >= 2 and segs[0] == "header":
+            name = str(segs[1]).lower()
+            if name in self.volatile_headers or name in FRAMING_HEADERS:
+                return True
+            if name == "etag" and self.body_noisy:
+                return True
+        return any(_covers(p, segs) for p in self._parsed)
+
+    @property
+    def body_noisy(self) -> bool:
+        return any(p[:1] == ("body",) for p in self._parsed)
+
+    def with_paths(self, extra: Iterable[str]) -> Noise:
+        merged = list(dict.fromkeys([*self.paths, *extra]))
+        return Noise(tuple(merged), self.volatile_headers)
+
+
+# -- config.yaml ------------------------------------------------------------------------
+
+_CONFIG_TEMPLATE = """\
+# trproxy settings for this recording directory. Edit freely; `trproxy test` reads it.
+version: trproxy/v1
+noise:
+  # Parts of every response that are never compared, in every test of every test set.
+  # header.NAME | body | body.json.a.b | body.json.items[*].id | body.json["odd.key"]
+  # (each test file also has its own `noise:` list, filled at record time).
+  global: []
+  # Response headers never compared (case-insensitive). This list replaces the defaults.
+  volatile_headers: {headers}
+"""
+
+
+def default_config_text() -> str:
+    return _CONFIG_TEMPLATE.format(headers=json.dumps(sorted(DEFAULT_VOLATILE_HEADERS)))
+
+
+def write_default_config(root: Path) -> Path:
+    """Create ``<root>/config.yaml`` with the defaults and comments, unless it exists."""
+    path = root / CONFIG
+    if not path.exists():
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{CONFIG}.tmp")
+        tmp.write_text(default_config_text(), "utf-8")
+        tmp.replace(path)
+    return path
+
+
+def load_config(root: Path) -> Noise:
+    """Global noise from ``<root>/config.yaml`` (defaults when the file is missing)."""
+    path = root / CONFIG
+    if not path.exists():
+        return Noise()
+    doc = load_one(path.read_text("utf-8")) or {}
+    section = doc.get("noise") or {} if isinstance(doc, dict) else None
+    if not isinstance(section, dict):
+        raise FormatError(f"{path}: `noise` must be a mapping")
+    paths = section.get("global") or []
+    headers = section.get("volatile_headers")
+    if not isinstance(paths, list) or not (headers is None or isinstance(headers, list)):
+        raise FormatError(f"{path}: noise.global and noise.volatile_headers must be lists")
+    volatile = DEFAULT_VOLATILE_HEADERS if headers is None else frozenset(h.lower() for h in headers)
+    try:
+        return Noise(tuple(str(p) for p in paths), volatile)
+    except FormatError as exc:
+        raise FormatError(f"{path}: {exc}") from exc
+
+
+# -- reading responses tolerantly -------------------------------------------------------
+
+
+def status_of(response: dict[str, Any]) -> Any:
+    return response.get("status", response.get("status_code"))
+
+
+def headers_of(response: dict[str, Any]) -> dict[str, list[Any]]:
+    """Lower-case name -> values in order, from a list of pairs or a mapping."""
+    raw = response.get("headers") or []
+    pairs = raw.items() if isinstance(raw, dict) else raw
+    out: dict[str, list[Any]] = {}
+    for name, value in pairs:
+        values = value if isinstance(value, list) and isinstance(raw, dict) else [value]
+        out.setdefault(str(name).lower(), []).extend(values)
+    return out
+
+
+def normalize_body(body: Any) -> Any:
+    """One comparable form: ``""`` for no body, ``{"json": v}``, ``{"base64": s}``, or text."""
+    if body is None:
+        return ""
+    if isinstance(body, bytes):
+        return {"base64": base64.b64encode(body).decode()}
+    if isinstance(body, dict) and len(body) == 1 and "hex" in body:
+        try:
+            return {"base64": base64.b64encode(bytes.fromhex(body["hex"])).decode()}
+        except (TypeError, ValueError):
+            return body
+    if isinstance(body, dict) and set(body) == {"text"}:
+        return body["text"]
+    return body
+
+
+def _json_of(body: Any) -> Any:
+    """The JSON value of a body given as ``{"json": v}`` or as JSON text, else a sentinel."""
+    if isinstance(body, dict) and "json" in body:
+        return body["json"]
+    if isinstance(body, str) and body.lstrip()[:1] in ("{", "["):
+        try:
+            return json.loads(body)
+        except ValueError:
+            pass
+    return _NOT_JSON
+
+
+_NOT_JSON = object()
+
+
+# -- detection ---------------------------------------------------------------------------
+
+_MONTH = r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
+_DAY = r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)"
+_TIMESTAMPS = re.compile("|".join([
+    r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?",  # ISO 8601
+    r"\d{8}T\d{6}(?:\.\d+)?Z?",  # ISO 8601 basic
+    rf"{_DAY}[a-z]*, \d{{1,2}}[ -]{_MONTH}[ -]\d{{2,4}} \d{{2}}:\d{{2}}:\d{{2}}",  # RFC 1123/850
+    rf"{_DAY} {_MONTH} [ \d]\d \d{{2}}:\d{{2}}:\d{{2}} \d{{4}}",  # asctime
+    rf"\d{{2}}/{_MONTH}/\d{{4}}:\d{{2}}:\d{{2}}:\d{{2}}",  # common log format
+    r"\d{1,2}/\d{1,2}/\d{4},? \d{1,2}:\d{2}(?::\d{2})?",  # 1/2/2024 10:00
+]))
+_DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_ULID = re.compile(r"[0-7][0-9A-HJKMNP-TV-Z]{25}")
+_JWT = re.compile(r"eyJ[\w-]{8,}\.[\w-]{8,}\.[\w-]*")
+_HEX = re.compile(r"[0-9a-fA-F]{16,}")
+_B64 = re.compile(r"[A-Za-z0-9+/_-]{20,}={0,2}")
+_PREFIXED = re.compile(r"[A-Za-z]{1,12}[_-]([A-Za-z0-9]{12,})")  # ord_3fK9x2..., sk-...
+_EPOCH_WINDOW = timedelta(days=7)
+
+
+def _entropy(text: str) -> float:
+    counts = Counter(text)
+    n = len(text)
+    return -sum(c / n * math.log2(c / n) for c in counts.values())
+
+
+def _random_token(text: str) -> bool:
+    """Hex or base64 ids that look random (not words, not small numbers)."""
+    if _HEX.fullmatch(text):
+        return any(c.isdigit() for c in text) and any(c.isalpha() for c in text) and _entropy(text) > 3.0
+    if _B64.fullmatch(text):
+        classes = sum((any(c.isdigit() for c in text), any(c.islower() for c in text),
+                       any(c.isupper() for c in text)))
+        digits = sum(c.isdigit() for c in text)
+        return classes == 3 and digits >= 2 and _entropy(text) > 3.5
+    m = _PREFIXED.fullmatch(text)
+    return m is not None and _random_token_short(m.group(1))
+
+
+def _random_token_short(text: str) -> bool:
+    return (any(c.isdigit() for c in text) and any(c.isalpha() for c in text)
+            and len(set(text)) >= 0.6 * len(text))
+
+
+def _near(moment: datetime, now: datetime, window: timedelta) -> bool:
+    return abs(moment - now) <= window
+
+
+def _epoch_near(value: float, now: datetime) -> bool:
+    """Seconds, millis, micros or nanos since the epoch within a week of ``now``."""
+    for scale in (1, 1e3, 1e6, 1e9):
+        try:
+            moment = datetime.fromtimestamp(value / scale, UTC)
+        except (OverflowError, OSError, ValueError):
+            continue
+        if _near(moment, now, _EPOCH_WINDOW):
+            return True
+    return False
+
+
+def volatile_value(value: Any, now: datetime) -> bool:
+    """Whether one value looks like it changes from run to run (time, id, token)."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int | float):
+        return value > 1e8 and _epoch_near(float(value), now)
+    if not isinstance(value, str):
+        return False
+    text = value.strip().strip('"')
+    if text.startswith("W/"):
+        text = text[2:].strip('"')
+    if not text:
+        return False
+    if _TIMESTAMPS.search(text) or _UUID.search(text) or _JWT.search(text):
+        return True
+    if re.fullmatch(r"\d{9,19}(?:\.\d+)?", text):
+        return _epoch_near(float(text), now)
+    date = _DATE.fullmatch(text)
+    if date:
+        try:
+            day = datetime(int(date[1]), int(date[2]), int(date[3]), tzinfo=UTC)
+        except ValueError:
+            return False
+        return _near(day, now, timedelta(days=2))
+    return bool(_ULID.fullmatch(text)) or _random_token(text)
+
+
+def _walk(value: Any, path: tuple[Segment, ...]) -> Iterator[tuple[tuple[Segment, ...], Any]]:
+    """Leaves of a JSON value; list indices generalized to ``[*]``."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _walk(v, (*path, str(k)))
+    elif isinstance(value, list):
+        for v in value:
+            yield from _walk(v, (*path, _ANY))
+    else:
+        yield path, value
+
+
+def detect_noise(response: dict[str, Any], now: datetime | None = None,
+                 volatile_headers: frozenset[str] = DEFAULT_VOLATILE_HEADERS) -> list[str]:
+    """Noise paths found in one recorded response, in a stable order.
+
+    ``now`` is when the response was recorded (epoch numbers and bare dates count as
+    noise only near it). Headers that are ignored anyway are not listed.
+    """
+    now = now or datetime.now(UTC)
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=UTC)
+    found: list[str] = []
+    for name, values in headers_of(response).items():
+        if name in volatile_headers or name in FRAMING_HEADERS:
+            continue
+        if name == "set-cookie":
+            if any(isinstance(v, str) and "=" in v and "<redacted>" not in v.split(";")[0]
+                   for v in values):
+                found.append("header.set-cookie")
+        elif any(volatile_value(v, now) for v in values):
+            found.append(format_path(("header", name)))
+    body = normalize_body(response.get("body"))
+    data = _json_of(body)
+    if data is not _NOT_JSON:
+        for path, leaf in _walk(data, ("body", "json")):
+            if volatile_value(leaf, now):
+                found.append(format_path(path))
+    elif isinstance(body, str) and body and _text_volatile(body, now):
+        found.append("body")
+    return list(dict.fromkeys(found))
+
+
+def _text_volatile(text: str, now: datetime) -> bool:
+    if volatile_value(text, now):
+        return True
+    return any(volatile_value(word, now) for word in re.split(r"[\s<>\"'=,;()]+", text) if word)
+
+
+# -- comparison ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Difference:
+    """One part of a response that differs from the recording (outside the noise)."""
+
+    path: str
+    expected: Any
+    actual: Any
+
+    def __str__(self) -> str:
+        return f"{self.path}: expected {_short(self.expected)}, got {_short(self.actual)}"
+
+
+_MISSING = "<missing>"
+
+
+def _short(value: Any, limit: int = 120) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def compare(expected: dict[str, Any], actual: dict[str, Any], noise: Noise | None = None) -> list[Difference]:
+    """Every difference between a recorded and a live response that the noise allows."""
+    noise = noise or Noise()
+    diffs: list[Difference] = []
+    if status_of(expected) != status_of(actual) and not noise.ignores(("status",)):
+        diffs.append(Difference("status", status_of(expected), status_of(actual)))
+    exp_h, act_h = headers_of(expected), headers_of(actual)
+    for name in sorted(set(exp_h) | set(act_h)):
+        path = ("header", name)
+        if noise.ignores(path):
+            continue
+        e, a = exp_h.get(name), act_h.get(name)
+        if e is None or a is None or Counter(map(_hashable, e)) != Counter(map(_hashable, a)):
+            diffs.append(Difference(format_path(path), _one(e), _one(a)))
+    if not noise.ignores(("body",)):
+        diffs += _compare_body(normalize_body(expected.get("body")),
+                               normalize_body(actual.get("body")), noise)
+    return diffs
+
+
+def _hashable(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
+def _one(values: list[Any] | None) -> Any:
+    if values is None:
+        return _MISSING
+    return values[0] if len(values) == 1 else values
+
+
+def _compare_body(expected: Any, actual: Any, noise: Noise) -> list[Difference]:
+    e_json, a_json = _json_of(expected), _json_of(actual)
+    if e_json is not _NOT_JSON and a_json is not _NOT_JSON:
+        out: list[Difference] = []
+        _compare_tree(e_json, a_json, ("body", "json"), noise, out)
+        return out
+    if expected == actual:
+        return []
+    return [Difference("body", expected, actual)]
+
+
+def _compare_tree(e: Any, a: Any, path: tuple[Segment, ...], noise: Noise,
+                  out: list[Difference]) -> None:
+    if noise.ignores(path):
+        return
+    if isinstance(e, dict) and isinstance(a, dict):
+        for key in list(e) + [k for k in a if k not in e]:
+            sub = (*path, str(key))
+            if key not in a or key not in e:
+                if not noise.ignores(sub):
+                    out.append(Difference(format_path(sub), e.get(key, _MISSING), a.get(key, _MISSING)))
+            else:
+                _compare_tree(e[key], a[key], sub, noise, out)
+    elif isinstance(e, list) and isinstance(a, list):
+        for i in range(max(len(e), len(a))):
+            sub = (*path, i)
+            if i >= len(e) or i >= len(a):
+                if not noise.ignores(sub):
+                    out.append(Difference(format_path(sub), e[i] if i < len(e) else _MISSING,
+                                          a[i] if i < len(a) else _MISSING))
+            else:
+                _compare_tree(e[i], a[i], sub, noise, out)
+    elif e != a or type(e) is not type(a) and not (_number(e) and _number(a)):
+        out.append(Difference(format_path(path), e, a))
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def noise_between(first: dict[str, Any], second: dict[str, Any]) -> list[str]:
+    """Paths where two live responses to the same request differ: noise confirmed by runs.
+
+    Indices are generalized (``items[3].id`` -> ``items[*].id``); a status difference is
+    never noise (it is reported, not hidden).
+    """
+    found = []
+    for d in compare(first, second, Noise(volatile_headers=frozenset())):
+        if d.path == "status":
+            continue
+        segs = tuple(_ANY if isinstance(s, int) else s for s in parse_path(d.path))
+        found.append(format_path(segs))
+    return list(dict.fromkeys(found))
+
+
+# -- rendering ------------------------------------------------------------------------------
+
+_MASK = "<noise: ignored>"
+
+
+def _masked(value: Any, path: tuple[Segment, ...], noise: Noise) -> Any:
+    if noise.ignores(path):
+        return _MASK
+    if isinstance(value, dict):
+        return {k: _masked(value[k], (*path, str(k)), noise) for k in sorted(value, key=str)}
+    if isinstance(value, list):
+        return [_masked(v, (*path, i), noise) for i, v in enumerate(value)]
+    return value
+
+
+def comparable_view(response: dict[str, Any], noise: Noise) -> dict[str, Any]:
+    """What ``compare`` looks at, with noise masked: status, headers, body."""
+    headers = {name: _one(values) for name, values in sorted(headers_of(response).items())
+               if not noise.ignores(("header", name))}
+    body = normalize_body(response.get("body"))
+    data = _json_of(body)
+    if noise.ignores(("body",)):
+        shown: Any = _MASK
+    elif data is not _NOT_JSON:
+        shown = {"json": _masked(data, ("body", "json"), noise)}
+    else:
+        shown = body
+    return {"status": status_of(response), "headers": headers, "body": shown}
+
+
+def render_diff(expected: dict[str, Any], actual: dict[str, Any], noise: Noise | None = None,
+                context: int = 3) -> str:
+    """A unified diff (recorded -> live) of the two responses, noise masked."""
+    noise = noise or Noise()
+    left = dump(comparable_view(expected, noise)).splitlines(keepends=True)[1:]
+    right = dump(comparable_view(actual, noise)).splitlines(keepends=True)[1:]
+    return "".join(difflib.unified_diff(left, right, "recorded", "live", n=context))
+
