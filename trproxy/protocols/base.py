@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import base64
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Protocol
+from typing import Any, Literal, Protocol
 
 Readable = Any  # a JSON/YAML-safe value: dict, list, str, int, float, bool, None
 Lifetime = Literal["session", "data"]
