@@ -1,0 +1,86 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Every struct and constant shared between redirect.bpf.c and user space.
+ *
+ * trproxy/bpf/loader.py mirrors the structs with ctypes; tests/bpf/test_layout.py compares
+ * that mirror with the layout clang gives this file, so change both together.
+ *
+ * Conventions: IP addresses are in network byte order, exactly as the kernel hands them
+ * to sock_addr/sock_ops programs (IPv4 in addr[0], the rest zero). Ports are in HOST byte
+ * order. Every struct is padded explicitly so that user space sees no hidden holes.
+ */
+#ifndef TRPROXY_REDIRECT_H
+#define TRPROXY_REDIRECT_H
+
+#define TRP_AF_INET 2
+#define TRP_AF_INET6 10
+#define TRP_SOCK_STREAM 1
+
+/* Deepest cgroup level searched for a run's config (the root is level 0). */
+#define TRP_MAX_CGROUP_DEPTH 16
+
+/* trp_config.flags */
+#define TRP_FLAG_SHADOW 1 /* rewrite bind(X) to bind(trp_shadow[X]) */
+
+/* Map sizes (max_entries). */
+#define TRP_MAX_RUNS 4096
+#define TRP_MAX_LISTEN 16384
+#define TRP_MAX_SHADOW 4096
+#define TRP_MAX_CONNS 65536
+
+/* trp_config: key = __u64 cgroup id of a run (the inode number of its cgroup directory). */
+struct trp_config {
+	__u64 owner_start; /* owner's start time: /proc/<pid>/stat field 22 (clock ticks) */
+	__u32 owner_pid;   /* the trproxy process that owns the run; dead owner = leftover */
+	__u32 proxy_ip4;   /* where IPv4 (and v4-mapped IPv6) connections go */
+	__u32 proxy_ip6[4]; /* where IPv6 connections go */
+	__u16 proxy_port;  /* the proxy listens on proxy_ip4:port and [proxy_ip6]:port */
+	__u16 flags;       /* TRP_FLAG_* */
+	__u32 _pad;
+};
+
+/* Key of trp_listen and trp_shadow: a port of one run. */
+struct trp_port_key {
+	__u64 cgroup_id;
+	__u16 port;
+	__u16 _pad[3];
+};
+
+/* trp_listen value: a port that sockets of the run listen on (connections from the run to
+ * it on a local address are not redirected). */
+struct trp_listen {
+	__u32 count;       /* listening sockets on the port (SO_REUSEPORT, v4 + v6) */
+	__u16 bound_port;  /* the port actually bound: the shadow port if shadowed */
+	__u16 _pad;
+};
+
+/* trp_shadow value: __u32 shadow port (bind(key.port) becomes bind(value)). */
+
+/* Key of trp_orig: the redirected connection as the proxy sees it once accepted. */
+struct trp_tuple_key {
+	__u32 saddr[4];    /* client address (the accepted socket's peer) */
+	__u16 sport;       /* client port */
+	__u16 dport;       /* proxy port */
+	__u8 family;       /* TRP_AF_INET (also v4-mapped) or TRP_AF_INET6: the wire family */
+	__u8 _pad[3];
+};
+
+/* trp_orig value, and the original destination kept with each redirected socket. */
+struct trp_orig_dst {
+	__u64 cgroup_id;   /* the run that redirected it */
+	__u32 addr[4];     /* as the app passed it to connect(): v4-mapped stays mapped */
+	__u16 port;
+	__u8 family;       /* the app's socket family; 0 = not redirected */
+	__u8 _pad[5];
+};
+
+/* Per-socket state (BPF_MAP_TYPE_SK_STORAGE, freed with the socket). */
+struct trp_sock_state {
+	struct trp_orig_dst orig;  /* set by connect4/6 when redirected */
+	__u64 listen_cgroup_id;    /* run whose trp_listen counts this socket; 0 = none */
+	__u16 listen_port;         /* its key port in trp_listen */
+	__u16 requested_port;      /* bind() port before a shadow rewrite; 0 = not shadowed */
+	__u32 _pad;
+};
+
+#endif /* TRPROXY_REDIRECT_H */

@@ -1,0 +1,24 @@
+"""Getting an application's traffic into the proxy: cgroup v2 runs with the eBPF redirect.
+
+Public API::
+
+    r = Redirector.create(proxy_port)            # new cgroup, redirect attached
+    subprocess.Popen(cmd, preexec_fn=r.enter)    # the child and all its descendants
+    r.original_destination(peer)                 # in the proxy, per accepted connection
+    r.close()
+
+    Redirector.attach(cgroup_path_or_container_id, proxy_port)
+    cleanup_leftovers()  # what dead runs left behind (create() does it too)
+    doctor()             # [Check(name, ok, detail, fix)]
+
+Setup, teardown and cleanup raise RedirectError (saying what to do); ``enter`` raises
+OSError in the child (subprocess reports it), ``original_destination`` never raises for
+a well-formed peer.
+"""
+
+from trproxy.redirect.checks import Check, doctor
+from trproxy.redirect.cleanup import cleanup_leftovers
+from trproxy.redirect.errors import RedirectError
+from trproxy.redirect.redirector import Redirector
+
+__all__ = ["Check", "RedirectError", "Redirector", "cleanup_leftovers", "doctor"]

@@ -1,0 +1,185 @@
+"""cgroup v2 plumbing for runs: find the hierarchy, create and remove run cgroups, resolve
+an existing cgroup (path or Docker container id), and tell whether a run's owner is alive.
+
+Invariants:
+- The cgroup2 mount is read from /proc/self/mounts, never assumed.
+- trproxy's own cgroups are ``<mount>/trproxy/run-<pid>-<start>-<n>``: <pid> and <start>
+  (its /proc/<pid>/stat start time) name the owning process, so a leftover is recognised
+  even after the pid has been reused; <n> numbers the runs of one process.
+- A cgroup id is the inode number of the cgroup directory (kernfs, Linux 5.5+), the value
+  bpf_get_current_cgroup_id() returns.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import os
+import re
+from pathlib import Path
+
+from trproxy.redirect.errors import RedirectError
+
+ROOT_NAME = "trproxy"
+RUN_RE = re.compile(r"^run-(\d+)-(\d+)-(\d+)$")
+_counter = itertools.count()
+
+
+def cgroup2_mount() -> str | None:
+    """Mount point of the cgroup v2 hierarchy, from /proc/self/mounts."""
+    try:
+        with open("/proc/self/mounts") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 3 and parts[2] == "cgroup2":
+                    # fstab-style octal escapes: "\040" is a space (proc(5), /proc/pid/mounts)
+                    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), parts[1])
+    except OSError:
+        return None
+    return None
+
+
+def require_mount() -> Path:
+    mount = cgroup2_mount()
+    if mount is None:
+        raise RedirectError(
+            "no cgroup v2 hierarchy is mounted (none in /proc/self/mounts): mount it with "
+            "`mount -t cgroup2 none /sys/fs/cgroup/unified` (any directory works) or boot "
+            "with systemd.unified_cgroup_hierarchy=1"
+        )
+    return Path(mount)
+
+
+def proc_start_time(pid: int) -> int | None:
+    """Start time of a process in clock ticks since boot (proc(5), /proc/pid/stat field 22)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # Field 2 (comm) may contain spaces and parentheses: split after the last ')'.
+    fields = stat[stat.rindex(b")") + 2 :].split()
+    return int(fields[19])  # fields[0] is field 3 (state), so field 22 is fields[19]
+
+
+def owner_alive(pid: int, start: int) -> bool:
+    return proc_start_time(pid) == start
+
+
+def own_cgroup() -> str:
+    """This process's cgroup v2 path relative to the mount ("0::<path>" in /proc/self/cgroup)."""
+    with open("/proc/self/cgroup") as f:
+        for line in f:
+            if line.startswith("0::"):
+                return line[3:].strip()
+    return "/"
+
+
+def cgroup_id(path: str | Path) -> int:
+    return os.stat(path).st_ino
+
+
+def create_run(mount: Path) -> Path:
+    """Create a fresh run cgroup owned by this process."""
+    root = mount / ROOT_NAME
+    root.mkdir(exist_ok=True)
+    pid = os.getpid()
+    start = proc_start_time(pid)
+    while True:
+        path = root / f"run-{pid}-{start}-{next(_counter)}"
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue  # a leftover of a previous process image with the same pid and start
+
+
+def procs(path: Path) -> list[int]:
+    try:
+        return [int(x) for x in (path / "cgroup.procs").read_text().split()]
+    except FileNotFoundError:
+        return []
+
+
+def move_procs(src: Path, dst: Path) -> int:
+    """Move every process of src into dst (repeating while they fork); returns how many."""
+    moved = 0
+    for _ in range(100):
+        pids = procs(src)
+        if not pids:
+            return moved
+        for pid in pids:
+            try:
+                (dst / "cgroup.procs").write_text(str(pid))
+                moved += 1
+            except ProcessLookupError:
+                pass  # exited meanwhile
+    raise RedirectError(f"processes keep appearing in {src}; cannot empty it")
+
+
+def remove(path: Path) -> None:
+    """Remove a cgroup and its descendants, moving their processes to its parent first.
+    Missing directories are fine (another cleanup got there first)."""
+    if not path.is_dir():
+        return
+    for child in [p for p in path.iterdir() if p.is_dir()]:
+        remove(child)
+        # remove(child) moved the child's processes into path; they move on below.
+    move_procs(path, path.parent)
+    try:
+        path.rmdir()
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        if e.errno != errno.ENOENT:
+            raise RedirectError(f"cannot remove cgroup {path}: {e}") from e
+
+
+def run_cgroups(mount: Path) -> list[tuple[Path, int, int]]:
+    """trproxy's run cgroups with their owner (path, pid, start)."""
+    root = mount / ROOT_NAME
+    if not root.is_dir():
+        return []
+    runs = []
+    for p in root.iterdir():
+        m = RUN_RE.match(p.name)
+        if m and p.is_dir():
+            runs.append((p, int(m.group(1)), int(m.group(2))))
+    return runs
+
+
+def resolve(spec: str, mount: Path) -> Path:
+    """A cgroup given as a path (absolute, relative to the mount, or as in /proc/<pid>/cgroup)
+    or as a Docker container id (full or a unique prefix of at least 12 hex digits)."""
+    candidates = [Path(spec)] if spec.startswith(str(mount)) else []
+    candidates.append(mount / spec.lstrip("/"))
+    for c in candidates:
+        if c.is_dir() and (c / "cgroup.procs").exists():
+            return c.resolve()
+    if re.fullmatch(r"[0-9a-f]{12,64}", spec):
+        found = find_docker(spec, mount)
+        if len(found) == 1:
+            return found[0]
+        if len(found) > 1:
+            raise RedirectError(f"container id {spec} is ambiguous: {', '.join(map(str, found))}")
+        raise RedirectError(
+            f"no cgroup for container {spec} under {mount} (looked for "
+            f"system.slice/docker-{spec}*.scope and docker/{spec}*); is it running?"
+        )
+    raise RedirectError(f"{spec} is neither a cgroup under {mount} nor a container id")
+
+
+def find_docker(container_id: str, mount: Path, max_depth: int = 4) -> list[Path]:
+    """Cgroups of a Docker container: systemd driver ``.../docker-<id>.scope``, cgroupfs
+    driver ``.../docker/<id>`` (also nested, e.g. under kubepods)."""
+    found = []
+    for dirpath, dirnames, _ in os.walk(mount):
+        depth = len(Path(dirpath).relative_to(mount).parts)
+        if depth >= max_depth:
+            dirnames.clear()
+        for d in dirnames:
+            scope = d.startswith(f"docker-{container_id}") and d.endswith(".scope")
+            plain = os.path.basename(dirpath) == "docker" and d.startswith(container_id)
+            if scope or plain:
+                found.append(Path(dirpath, d))
+    return found
