@@ -66,5 +66,5 @@ def test_miss_names_the_nearest_recording_with_a_diff():
     assert err.value.reason == "no recorded request matches"
     nearest = err.value.nearest[0]
     assert nearest.startswith("GET user:1")
-    assert '-- user:1' in nearest and '+- user:2' in nearest
+    assert "-[GET, 'user:1']" in nearest and "+[GET, 'user:2']" in nearest
     assert pool.misses == [err.value]

@@ -136,14 +136,27 @@ class Dialect:
     ``detect`` answers True/False from the client's first bytes and the destination
     port, or None when it needs more bytes. ``match_key`` maps a readable request to
     the normalized form compared at replay (drop correlation ids, fold whitespace...).
+    With ``connection_aware``, ``recorder``/``replayer`` take keyword arguments
+    ``scheme`` ("https" when the proxy terminated TLS) and ``authority`` ("host:port").
     """
 
     name: str
     default_ports: tuple[int, ...]
     detect: Callable[[bytes, int], bool | None]
-    recorder: Callable[[], Recorder]
-    replayer: Callable[[], Replayer]
+    recorder: Callable[..., Recorder]
+    replayer: Callable[..., Replayer]
     match_key: Callable[[Readable], Readable]
+    connection_aware: bool = False
+
+    def recorder_for(self, tls: bool, authority: str) -> Recorder:
+        if self.connection_aware:
+            return self.recorder(scheme="https" if tls else "http", authority=authority)
+        return self.recorder()
+
+    def replayer_for(self, tls: bool, authority: str) -> Replayer:
+        if self.connection_aware:
+            return self.replayer(scheme="https" if tls else "http", authority=authority)
+        return self.replayer()
 
 
 def blob(data: bytes) -> Readable:

@@ -32,6 +32,12 @@ def _common(p: argparse.ArgumentParser) -> None:
                    "UPSTREAM; works without eBPF (point the app at LISTEN)")
     p.add_argument("--no-redirect", action="store_true",
                    help="do not install the eBPF redirect (only --forward listeners)")
+    p.add_argument("--no-tls", action="store_true",
+                   help="do not intercept TLS (HTTPS and other TLS traffic is relayed, not recorded)")
+    p.add_argument("--tls-insecure", action="store_true",
+                   help="record mode: do not verify upstream certificates")
+    p.add_argument("--tls-ca", type=Path, metavar="FILE",
+                   help="record mode: also trust this CA for upstream certificates")
     p.add_argument("-v", "--verbose", action="count", default=0,
                    help="-v: log each connection and its original destination; -vv: every exchange")
 
@@ -103,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         command=cmd, mode=mode, root=args.dir, test_set=args.test_set, forwards=forwards,
         redirect=not args.no_redirect,
         cgroup=getattr(args, "cgroup", None) or getattr(args, "container", None),
+        tls=not args.no_tls, tls_verify=not args.tls_insecure, tls_ca_file=args.tls_ca,
     )
     if opts.redirect and os.geteuid() != 0:
         print("trproxy: the eBPF redirect needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN): "

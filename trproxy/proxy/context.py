@@ -16,6 +16,7 @@ from typing import Any
 from ..protocols.base import Dialect
 from ..protocols.detect import BY_NAME
 from ..store import Exchange, MockPool, MockWriter, NoMatch
+from .tlslayer import TlsSettings
 
 log = logging.getLogger("trproxy")
 
@@ -46,6 +47,7 @@ class RunContext:
     misses: list[dict[str, Any]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     connections: int = 0
+    tls: TlsSettings | None = None  # intercept TLS (record/replay); None: leave it alone
 
     def record(self, exchange: Exchange) -> None:
         if self.writer is not None:

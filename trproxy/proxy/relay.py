@@ -28,10 +28,11 @@ def reset(writer: asyncio.StreamWriter) -> None:
 
 
 async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-               tap: Tap | None = None) -> bool:
-    """Copy until EOF; returns False when either side reset (the caller aborts both)."""
+               tap: Tap | None = None, first: bytes = b"") -> bool:
+    """Copy ``first`` then until EOF; False when either side reset (the caller aborts both)."""
     try:
-        while data := await reader.read(CHUNK):
+        while data := first or await reader.read(CHUNK):
+            first = b""
             if tap is not None:
                 tap(data)
             writer.write(data)
@@ -47,11 +48,15 @@ async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
 
 async def relay(client: tuple[asyncio.StreamReader, asyncio.StreamWriter],
                 upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter],
-                to_upstream: Tap | None = None, to_client: Tap | None = None) -> None:
-    """Relay both ways until both directions ended; a reset aborts both sides."""
+                to_upstream: Tap | None = None, to_client: Tap | None = None,
+                first_client: bytes = b"", first_server: bytes = b"") -> None:
+    """Relay both ways until both directions ended; a reset aborts both sides.
+
+    ``first_client``/``first_server``: bytes already read from either side, sent first.
+    """
     (c_r, c_w), (u_r, u_w) = client, upstream
-    up = asyncio.ensure_future(pump(c_r, u_w, to_upstream))
-    down = asyncio.ensure_future(pump(u_r, c_w, to_client))
+    up = asyncio.ensure_future(pump(c_r, u_w, to_upstream, first_client))
+    down = asyncio.ensure_future(pump(u_r, c_w, to_client, first_server))
     try:
         for finished in asyncio.as_completed((up, down)):
             if not await finished:

@@ -22,6 +22,7 @@ from ..store import MockPool, MockWriter, load_mocks, recover, test_set_dir
 from ..store.recording import MOCKS, DocumentWriter
 from .context import Mode, RunContext, match_key
 from .server import Proxy
+from .tlslayer import TlsSettings
 
 log = logging.getLogger("trproxy")
 
@@ -36,6 +37,9 @@ class RunOptions:
     redirect: bool = True
     cgroup: str | None = None  # attach to an existing cgroup / container instead of a child
     env: dict[str, str] = field(default_factory=dict)
+    tls: bool = True  # intercept TLS in record/replay (our CA, trusted by the child)
+    tls_verify: bool = True
+    tls_ca_file: Path | None = None
 
 
 class RunError(Exception):
@@ -52,8 +56,13 @@ def resolve_mode(opts: RunOptions) -> tuple[Mode, Path]:
     return mode, test_set
 
 
-def build_context(mode: Mode, test_set: Path) -> RunContext:
+def build_context(mode: Mode, test_set: Path, opts: RunOptions | None = None) -> RunContext:
     ctx = RunContext(mode)
+    if opts is not None and opts.tls and mode is not Mode.PASSTHROUGH:
+        from .tls import CertificateAuthority, ca_env  # mitmproxy/cryptography: only when needed
+
+        ctx.tls = TlsSettings(CertificateAuthority(), verify=opts.tls_verify, ca_file=opts.tls_ca_file)
+        opts.env = {**ca_env(ctx.tls.ca), **opts.env}
     if mode in (Mode.REPLAY, Mode.NEW_EPISODES) and (test_set / MOCKS).exists():
         ctx.pool = MockPool.build(load_mocks(test_set), match_key)
     if mode is Mode.RECORD:
@@ -150,7 +159,7 @@ def run(opts: RunOptions) -> int:
         except RedirectError as exc:
             raise RunError(str(exc)) from exc
     mode, test_set = resolve_mode(opts)
-    ctx = build_context(mode, test_set)
+    ctx = build_context(mode, test_set, opts)
     if mode is not opts.mode:
         log.warning("mode %s: %s %s", opts.mode.value, mode.value, test_set)
     _event_loop_policy()

@@ -24,12 +24,15 @@ from ..protocols.base import Dialect, Direction, Lookup, ProtocolError, Reply
 from ..protocols.detect import detect
 from ..store import Affinity, Exchange, NoMatch
 from .relay import CHUNK, relay, reset
+from .tls import CertificateRejected, ClientHelloInfo, NotTls, TlsError, parse_client_hello
+from .tlslayer import intercept_record, intercept_replay
 
 if TYPE_CHECKING:
     from .context import RunContext
 
 log = logging.getLogger("trproxy")
 _conn_ids = itertools.count(1)
+Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 _SERVER_FIRST_WAIT = 0.5  # how long replay waits for a client that expects the server to speak
 
 
@@ -48,6 +51,7 @@ class Capture:
     ctx: RunContext
     destination: str
     port: int
+    tls: bool = False
     connection: int = field(default_factory=lambda: next(_conn_ids))
     dialect: Dialect | None = None
     _recorder: object | None = None
@@ -80,7 +84,7 @@ class Capture:
                 self.dialect = detect(self._client_bytes, self.port, final=final)
                 if self.dialect is None:
                     return
-                self._recorder = self.dialect.recorder()
+                self._recorder = self.dialect.recorder_for(self.tls, self.destination)
                 log.debug("conn %d to %s: %s", self.connection, self.destination, self.dialect.name)
                 early, self._early = self._early, []
                 for d, chunk in early:
@@ -107,42 +111,104 @@ class Capture:
             self._started_wall = ""
 
 
-async def passthrough_or_record(ctx: RunContext, client: tuple[asyncio.StreamReader, asyncio.StreamWriter],
-                                host: str, port: int, record: bool) -> None:
+async def passthrough_or_record(ctx: RunContext, client: Streams, host: str, port: int,
+                                record: bool) -> None:
     destination = format_destination(host, port)
     try:
         upstream = await asyncio.wait_for(asyncio.open_connection(host, port, limit=CHUNK),
                                           ctx.connect_timeout)
-    except (TimeoutError, OSError) as exc:
+    except (OSError, asyncio.TimeoutError) as exc:
         log.info("upstream %s failed: %s; resetting the client", destination, exc)
         reset(client[1])
         return
     if not record:
         await relay(client, upstream)
         return
+    first_client, first_server = await _first_bytes(client[0], upstream[0])
+    if first_client and ctx.tls is not None:
+        try:
+            hello, first_client = await _client_hello(client[0], first_client)
+        except (TlsError, ConnectionError, OSError):
+            hello = None
+        name = (hello.sni or host) if hello else host
+        if hello is not None and name not in ctx.tls.passthrough_hosts:
+            try:
+                down, up = await intercept_record(ctx.tls, client, upstream, hello, first_client, name)
+            except CertificateRejected as exc:
+                ctx.problems.append(f"{name} refused our certificate ({exc}); passed through from now on")
+                log.warning("the app refused trproxy's certificate for %s: %s", name, exc)
+                reset(client[1])
+                reset(upstream[1])
+                return
+            except (TlsError, ConnectionError, OSError) as exc:
+                ctx.problems.append(f"TLS to {destination} failed: {exc}")
+                log.warning("TLS interception for %s failed: %s", destination, exc)
+                reset(client[1])
+                reset(upstream[1])
+                return
+            cap = Capture(ctx, destination, port, tls=True)
+            await relay((down, down), (up, up), cap.client, cap.server)  # type: ignore[arg-type]
+            return
     cap = Capture(ctx, destination, port)
-    await relay(client, upstream, cap.client, cap.server)
+    await relay(client, upstream, cap.client, cap.server, first_client, first_server)
 
 
-async def replay(ctx: RunContext, client: tuple[asyncio.StreamReader, asyncio.StreamWriter],
-                 host: str, port: int) -> None:
+async def _first_bytes(client: asyncio.StreamReader, upstream: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    """Whichever side speaks first, and what it said (the other read is cancelled unharmed)."""
+    c = asyncio.ensure_future(client.read(CHUNK))
+    u = asyncio.ensure_future(upstream.read(CHUNK))
+    done, pending = await asyncio.wait({c, u}, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    return (c.result() if c in done else b""), (u.result() if u in done else b"")
+
+
+async def _client_hello(reader: asyncio.StreamReader, data: bytes) -> tuple[ClientHelloInfo | None, bytes]:
+    """The ClientHello if ``data`` starts one (reading the rest of it), and all bytes read."""
+    if data[:1] != b"\x16":
+        return None, data
+    while True:
+        try:
+            hello = parse_client_hello(data)
+        except NotTls:
+            return None, data
+        if hello is not None:
+            return hello, data
+        more = await reader.read(CHUNK)
+        if not more:
+            return None, data
+        data += more
+
+
+async def replay(ctx: RunContext, client: Streams, host: str, port: int) -> None:
     reader, writer = client
     destination = format_destination(host, port)
     connection = next(_conn_ids)
     buffered = b""
     dialect: Dialect | None = None
+    tls = False
     try:
         while dialect is None:
             try:
                 data = await asyncio.wait_for(reader.read(CHUNK), _SERVER_FIRST_WAIT if not buffered else None)
-            except TimeoutError:
+            except asyncio.TimeoutError:
                 data = None
             buffered += data or b""
+            if not tls and ctx.tls is not None and buffered[:1] == b"\x16":
+                hello, buffered = await _client_hello(reader, buffered)
+                if hello is not None:
+                    stream = await intercept_replay(ctx.tls, (reader, writer), hello, buffered,
+                                                    hello.sni or host, ctx.pool.recorded_h2(destination))
+                    reader = writer = stream  # type: ignore[assignment]
+                    tls, buffered = True, await stream.read(CHUNK)
+                    data = buffered
             dialect = detect(buffered, port, final=not data)
             if not data and dialect is None:
                 return
         assert dialect is not None
-        replayer = dialect.replayer()
+        replayer = dialect.replayer_for(tls, destination)
         affinity = Affinity()
         data = buffered
         while data:
@@ -158,7 +224,7 @@ async def replay(ctx: RunContext, client: tuple[asyncio.StreamReader, asyncio.St
             await writer.drain()
             data = await reader.read(CHUNK)
         log.debug("replay conn %d to %s (%s) closed by client", connection, destination, dialect.name)
-    except ProtocolError as exc:
+    except (ProtocolError, TlsError) as exc:
         ctx.replay_failed(destination, dialect, exc)
         reset(writer)
     except (ConnectionError, OSError):

@@ -93,6 +93,13 @@ class MockPool:
         dest = destination_key(destination)
         return any(d == dest for (_p, d) in self._by_dest)
 
+    def recorded_h2(self, destination: str) -> bool:
+        """Whether HTTP at this destination was recorded as HTTP/2 (for ALPN at replay)."""
+        by_key = self._by_dest.get(("http", destination_key(destination)), {})
+        return any(isinstance(e.exchange.request, dict)
+                   and str(e.exchange.request.get("http_version", "")).startswith("HTTP/2")
+                   for entries in by_key.values() for e in entries)
+
     def find(self, protocol: str, destination: str, request: Any, summary: str = "",
              affinity: Affinity | None = None, test: str | None = None) -> Served:
         key = canonical(self.key_fn(protocol, request))

@@ -38,6 +38,7 @@ from typing import Any
 
 from .errors import FormatError
 from .model import FORMAT_VERSION
+from .noise import Noise, detect_noise
 from .yamlio import dump, load_one
 
 KIND = "http-test"
@@ -194,6 +195,21 @@ def write_test(test_set: Path, case: TestCase) -> Path:
         tmp.unlink(missing_ok=True)
     case.path = path
     return path
+
+
+def record_test(test_set: Path, name: str, request: dict[str, Any], response: dict[str, Any],
+                created: str, port: int | None, noise: Noise | None = None) -> TestCase:
+    """Store one inbound call (record mode) with the noise its response values show.
+
+    ``created`` is when the request arrived (ISO 8601); ``noise`` the run's global rules:
+    paths they already cover and headers they ignore are not repeated in the file.
+    """
+    noise = noise or Noise()
+    moment = TestCase(name, request, response, created=created).created_at
+    found = [p for p in detect_noise(response, moment, noise.volatile_headers) if not noise.ignores(p)]
+    case = TestCase(name, request, response, found, created, port)
+    write_test(test_set, case)
+    return case
 
 
 def add_noise(path: Path, paths: list[str]) -> list[str]:

@@ -30,7 +30,15 @@ def _str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
     return dumper.represent_scalar("tag:yaml.org,2002:str", value)
 
 
+def _list(dumper: yaml.SafeDumper, value: list) -> yaml.Node:
+    # header pairs, Redis commands, short rows: one line each, as people write them
+    flow = (len(value) <= 8 and all(isinstance(v, (str, int, float, bool)) or v is None for v in value)
+            and sum(len(str(v)) for v in value) <= 100 and not any("\n" in str(v) for v in value))
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", value, flow_style=flow)
+
+
 _ReadableDumper.add_representer(str, _str)
+_ReadableDumper.add_representer(list, _list)
 
 _SEPARATOR = re.compile(r"^---[ \t]*$", re.MULTILINE)
 

@@ -1,0 +1,133 @@
+"""TLS interception in the sessions: pumping ``tls.TlsEndpoint`` over asyncio streams.
+
+``TlsStream`` looks like a StreamReader and a StreamWriter at once (the subset the
+relay and the replay loop use), so the sessions run unchanged over decrypted bytes.
+``intercept_record`` / ``intercept_replay`` perform the handshakes the way
+``tls.py``'s docstring prescribes: in record mode the upstream handshake comes first
+(offering the app's ALPNs), and the app is then answered with what the server chose.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .relay import CHUNK
+from .tls import (CertificateAuthority, CertificateRejected, ClientHelloInfo, TlsEndpoint,
+                  TlsError, upstream_context)
+
+log = logging.getLogger("trproxy")
+Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+@dataclass
+class TlsSettings:
+    """How a run intercepts TLS: our CA, upstream verification, pinned hosts."""
+
+    ca: CertificateAuthority
+    verify: bool = True
+    ca_file: Path | None = None
+    passthrough_hosts: set[str] = field(default_factory=set)  # refused our certificate
+
+
+class TlsStream:
+    """Plaintext view of a TLS connection: ``read``/``write``/``drain``/``write_eof``."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 endpoint: TlsEndpoint, buffered: bytes = b"") -> None:
+        self._reader, self._writer, self.endpoint = reader, writer, endpoint
+        self._plain = bytearray(buffered)
+        self.transport = writer.transport
+
+    async def read(self, n: int = CHUNK) -> bytes:
+        while not self._plain:
+            if self.endpoint.peer_closed:
+                return b""
+            data = await self._reader.read(CHUNK)
+            self._plain += self.endpoint.receive(data)
+            self._flush()
+            if not data:
+                break
+        out = bytes(self._plain[:n])
+        del self._plain[:n]
+        return out
+
+    def write(self, data: bytes) -> None:
+        self.endpoint.send(data)
+        self._flush()
+
+    def _flush(self) -> None:
+        out = self.endpoint.outgoing()
+        if out and not self._writer.is_closing():
+            self._writer.write(out)
+
+    async def drain(self) -> None:
+        await self._writer.drain()
+
+    def can_write_eof(self) -> bool:
+        return self._writer.can_write_eof()
+
+    def write_eof(self) -> None:
+        self.endpoint.close()  # close_notify, then FIN
+        self._flush()
+        self._writer.write_eof()
+
+    def is_closing(self) -> bool:
+        return self._writer.is_closing()
+
+    def close(self) -> None:
+        self._writer.close()
+
+    def get_extra_info(self, name: str, default=None):
+        return self._writer.get_extra_info(name, default)
+
+
+async def _handshake(endpoint: TlsEndpoint, streams: Streams, first: bytes = b"") -> bytes:
+    """Pump until the handshake completes; returns plaintext that arrived with it."""
+    reader, writer = streams
+    plain = endpoint.receive(first) if first else b""
+    while not endpoint.handshake_complete:
+        out = endpoint.outgoing()
+        if out:
+            writer.write(out)
+            await writer.drain()
+        data = await reader.read(CHUNK)
+        plain += endpoint.receive(data)
+    out = endpoint.outgoing()
+    if out:
+        writer.write(out)
+        await writer.drain()
+    return plain
+
+
+async def intercept_record(settings: TlsSettings, client: Streams, upstream: Streams,
+                           hello: ClientHelloInfo, first: bytes, name: str) -> tuple[TlsStream, TlsStream]:
+    """TLS to the real server first, then to the app with the server's ALPN choice."""
+    up = TlsEndpoint.client(upstream_context(verify=settings.verify, ca_file=settings.ca_file,
+                                             alpn=hello.alpn), server_hostname=hello.sni or None)
+    up_plain = await _handshake(up, upstream)
+    chosen = up.alpn
+    down = TlsEndpoint.server(settings.ca.server_context(name, [chosen] if chosen else []))
+    try:
+        down_plain = await _handshake(down, client, first)
+    except CertificateRejected:
+        settings.passthrough_hosts.add(name)
+        raise
+    log.info("TLS intercepted for %s (ALPN %s)", name, chosen or "-")
+    return TlsStream(*client, down, down_plain), TlsStream(*upstream, up, up_plain)
+
+
+async def intercept_replay(settings: TlsSettings, client: Streams, hello: ClientHelloInfo,
+                           first: bytes, name: str, recorded_h2: bool) -> TlsStream:
+    """TLS to the app alone; ALPN h2 only when the recordings for this host are HTTP/2."""
+    offers = hello.alpn
+    chosen = ("h2" if "h2" in offers and recorded_h2 else
+              "http/1.1" if "http/1.1" in offers else None)
+    down = TlsEndpoint.server(settings.ca.server_context(name, [chosen] if chosen else []))
+    plain = await _handshake(down, client, first)
+    return TlsStream(*client, down, plain)
+
+
+__all__ = ["TlsError", "TlsSettings", "TlsStream", "intercept_record", "intercept_replay"]
