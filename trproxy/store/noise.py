@@ -275,22 +275,28 @@ def _entropy(text: str) -> float:
     return -sum(c / n * math.log2(c / n) for c in counts.values())
 
 
+def _char_class(c: str) -> str:
+    return "d" if c.isdigit() else "u" if c.isupper() else "l" if c.islower() else "o"
+
+
+def _looks_random(text: str) -> bool:
+    """Random ids alternate digits and letters, and (base62/64) upper and lower case, far
+    more often than words do (``release2024``, ``getUserProfileById``)."""
+    pairs = list(zip(text, text[1:], strict=False))
+    digit_switches = sum(a.isdigit() != b.isdigit() for a, b in pairs)
+    mixed_case = any(c.islower() for c in text) and any(c.isupper() for c in text)
+    class_switches = sum(_char_class(a) != _char_class(b) for a, b in pairs)
+    return digit_switches >= 4 or (mixed_case and class_switches >= 0.55 * len(pairs))
+
+
 def _random_token(text: str) -> bool:
     """Hex or base64 ids that look random (not words, not small numbers)."""
     if _HEX.fullmatch(text):
         return any(c.isdigit() for c in text) and any(c.isalpha() for c in text) and _entropy(text) > 3.0
     if _B64.fullmatch(text):
-        classes = sum((any(c.isdigit() for c in text), any(c.islower() for c in text),
-                       any(c.isupper() for c in text)))
-        digits = sum(c.isdigit() for c in text)
-        return classes == 3 and digits >= 2 and _entropy(text) > 3.5
-    m = _PREFIXED.fullmatch(text)
-    return m is not None and _random_token_short(m.group(1))
-
-
-def _random_token_short(text: str) -> bool:
-    return (any(c.isdigit() for c in text) and any(c.isalpha() for c in text)
-            and len(set(text)) >= 0.6 * len(text))
+        return _entropy(text) > 3.5 and _looks_random(text)
+    m = _PREFIXED.fullmatch(text)  # ord_3fK9x2LmQp7Zt
+    return m is not None and _looks_random(m.group(1))
 
 
 def _near(moment: datetime, now: datetime, window: timedelta) -> bool:

@@ -1,0 +1,364 @@
+"""The test runner: send each recorded API call to the app and compare its answer.
+
+``run_tests`` loads a test set's test cases (``store/testcase.py``), waits until the app
+accepts connections, then for each test in order: calls ``before_test(test)`` (the CLI
+switches the mock window and the faked clock there), sends the recorded request over an
+HTTP/1.1 keep-alive connection (h11; headers as recorded, body as recorded with framing
+recomputed), reads the response within ``timeout`` seconds, turns it into the HTTP
+dialect's readable form (same redaction and body decoding as at record time), compares
+it with the recorded one under the noise rules (``store/noise.py``), calls
+``after_test(test)`` and ``on_result(result)``.
+
+A test *fails* when the response differs outside the noise, and is an *error* when no
+response came (connection refused or reset, timeout, a request that cannot be rebuilt).
+An error closes the connection; the next test opens a new one. A kept-alive connection
+that the app closed while idle is reopened and the request sent again, once, and only
+when not a byte of response had arrived on the old one.
+
+``mark_noise`` turns the differences between two runs of the same tests into noise in
+the test files (``noise_between``): what differs between two replays is not behaviour.
+
+Invariant: the runner only talks to the app (``host``, loopback by default); it never
+edits recordings except through ``mark_noise``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import h11
+
+from ..protocols.http.body import BodyBuffer, OmittedBody
+from ..protocols.http.config import HttpConfig
+from ..protocols.http.readable import body_bytes, headers_from_readable, response_readable
+from ..store.noise import Difference, Noise, compare, noise_between, render_diff
+from ..store.testcase import TestCase, add_noise, load_tests, now_iso, target_of
+
+PASSED, FAILED, ERROR = "passed", "failed", "error"
+_NOT_SENT = frozenset({b"content-length", b"transfer-encoding", b"expect", b"te", b"upgrade"})
+_READ = 64 * 1024
+
+Hook = Callable[[TestCase], Awaitable[None] | None]
+
+
+@dataclass
+class TestResult:
+    test: TestCase
+    status: str
+    actual: dict[str, Any] | None = None
+    differences: list[Difference] = field(default_factory=list)
+    noise: Noise = field(default_factory=Noise)
+    error: str | None = None
+    started: str = ""
+    duration_ms: float = 0.0
+
+    __test__ = False
+
+    @property
+    def name(self) -> str:
+        return self.test.name
+
+    @property
+    def passed(self) -> bool:
+        return self.status == PASSED
+
+    def diff(self) -> str:
+        """Unified diff recorded -> live with noise masked ("" when passed or no response)."""
+        if self.actual is None or self.passed:
+            return ""
+        return render_diff(self.test.response, self.actual, self.noise)
+
+
+@dataclass
+class TestRun:
+    test_set: Path
+    results: list[TestResult] = field(default_factory=list)
+    started: str = ""
+    duration_ms: float = 0.0
+
+    __test__ = False
+
+    def count(self, status: str) -> int:
+        return sum(1 for r in self.results if r.status == status)
+
+    @property
+    def ok(self) -> bool:
+        return all(r.passed for r in self.results)
+
+
+class AppNotListening(Exception):
+    """The app did not accept connections in time (or exited first)."""
+
+
+async def wait_listening(host: str, port: int, timeout: float = 60.0,
+                         alive: Callable[[], bool] | None = None) -> float:
+    """Poll-connect until ``host:port`` accepts; returns the seconds waited."""
+    start = time.monotonic()
+    while True:
+        if alive is not None and not alive():
+            raise AppNotListening(f"the app exited before listening on {host}:{port}")
+        try:
+            _r, w = await asyncio.wait_for(asyncio.open_connection(host, port), 1.0)
+        except (TimeoutError, OSError):
+            if time.monotonic() - start > timeout:
+                raise AppNotListening(f"nothing listens on {host}:{port} after {timeout:.0f}s") from None
+            await asyncio.sleep(0.05)
+            continue
+        w.close()
+        with contextlib.suppress(OSError):
+            await w.wait_closed()
+        return time.monotonic() - start
+
+
+class _Unanswered(ConnectionResetError):
+    """The connection failed before any byte of the response arrived."""
+
+
+class _Connection:
+    """One HTTP/1.1 client connection (h11 state machine over asyncio streams)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.h11 = h11.Connection(h11.CLIENT)
+        self.used = False
+
+    @classmethod
+    async def open(cls, host: str, port: int) -> _Connection:
+        reader, writer = await asyncio.open_connection(host, port, limit=_READ)
+        return cls(reader, writer)
+
+    @property
+    def reusable(self) -> bool:
+        return self.h11.our_state is h11.IDLE and self.h11.their_state is h11.IDLE
+
+    async def exchange(self, request: h11.Request, body: bytes,
+                       config: HttpConfig) -> dict[str, Any]:
+        """Send one request, read its response. Raises ``_Unanswered`` when the connection
+        failed before the first response byte (a kept-alive connection closed while idle)."""
+        self.used = True
+        answered = False
+        events: list[Any] = [request, h11.Data(data=body)] if body else [request]
+        try:
+            for event in [*events, h11.EndOfMessage()]:
+                self.writer.write(self.h11.send(event) or b"")
+            await self.writer.drain()
+        except ConnectionError as exc:
+            raise _Unanswered(str(exc)) from exc
+        head: h11.Response | None = None
+        buf = BodyBuffer(config.max_body)
+        trailers = None
+        while True:
+            event = self.h11.next_event()
+            if event is h11.NEED_DATA:
+                try:
+                    data = await self.reader.read(_READ)
+                except ConnectionError as exc:
+                    raise (exc if answered else _Unanswered(str(exc))) from exc
+                if not data and not answered:
+                    raise _Unanswered("the app closed the connection without answering")
+                answered = True
+                self.h11.receive_data(data)
+                continue
+            if isinstance(event, h11.InformationalResponse):
+                continue  # 1xx: the final response follows
+            if isinstance(event, h11.Response):
+                head = event
+            elif isinstance(event, h11.Data):
+                buf.add(bytes(event.data))
+            elif isinstance(event, h11.EndOfMessage):
+                trailers = list(event.headers.raw_items()) or None
+                break
+            elif isinstance(event, h11.ConnectionClosed):
+                raise ConnectionResetError("the app closed the connection mid-response")
+        assert head is not None
+        if self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE:
+            self.h11.start_next_cycle()
+        return response_readable(head.status_code, head.reason.decode("latin-1"),
+                                 f"HTTP/{head.http_version.decode()}", list(head.headers.raw_items()),
+                                 buf, trailers, config)
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(OSError, ConnectionError):
+            await self.writer.wait_closed()
+
+
+class HttpClient:
+    """Keep-alive connections to the app, one per address, reopened when needed."""
+
+    def __init__(self, config: HttpConfig | None = None,
+                 headers: Sequence[tuple[str, str]] = ()) -> None:
+        self.config = config or HttpConfig()
+        self.headers = list(headers)
+        self._conns: dict[tuple[str, int], _Connection] = {}
+
+    async def send(self, request: dict[str, Any], host: str, port: int) -> dict[str, Any]:
+        """Send a readable request; returns the readable response."""
+        h11_request, body = build_request(request, host, port, self.headers)
+        for attempt in (1, 2):
+            conn = self._conns.get((host, port))
+            if conn is None or not conn.reusable:
+                await self._drop(host, port)
+                conn = self._conns[(host, port)] = await _Connection.open(host, port)
+            reused = conn.used
+            try:
+                return await conn.exchange(h11_request, body, self.config)
+            except _Unanswered:
+                await self._drop(host, port)
+                if not reused or attempt == 2:  # a fresh connection failing is the app's answer
+                    raise
+            except (ConnectionError, h11.RemoteProtocolError):
+                await self._drop(host, port)
+                raise
+        raise AssertionError("unreachable")
+
+    async def _drop(self, host: str, port: int) -> None:
+        conn = self._conns.pop((host, port), None)
+        if conn is not None:
+            await conn.close()
+
+    async def close(self) -> None:
+        for host, port in list(self._conns):
+            await self._drop(host, port)
+
+
+def build_request(request: dict[str, Any], host: str, port: int,
+                  override: Sequence[tuple[str, str]] = ()) -> tuple[h11.Request, bytes]:
+    """The h11 request and body bytes for a readable request (framing recomputed).
+
+    ``override`` headers replace recorded ones of the same name (credentials that were
+    redacted at record time: ``Authorization``, ``Cookie``).
+    """
+    body = body_bytes(request)
+    replaced = {name.lower().encode() for name, _v in override}
+    headers = [(n, v) for n, v in headers_from_readable(request.get("headers") or [])
+               if n.lower() not in _NOT_SENT and n.lower() not in replaced]
+    headers += [(n.encode(), v.encode()) for n, v in override]
+    if not any(n.lower() == b"host" for n, _v in headers):
+        headers.insert(0, (b"Host", f"{host}:{port}".encode()))
+    method = str(request.get("method", "GET")).upper()
+    if body or method in ("POST", "PUT", "PATCH"):
+        headers.append((b"Content-Length", str(len(body)).encode()))
+    target = target_of(str(request.get("url", "/")))
+    return h11.Request(method=method, target=target.encode(), headers=headers), body
+
+
+def app_port(test: TestCase, ports: Mapping[int, int], default_port: int | None) -> int | None:
+    """Where to send a test: its recorded port (or its URL's), mapped through ``ports``."""
+    recorded = test.port
+    if recorded is None:
+        with contextlib.suppress(ValueError):
+            recorded = urlsplit(str(test.request.get("url", ""))).port
+    if recorded is None:
+        return default_port
+    return ports.get(recorded, recorded)
+
+
+async def _call(hook: Callable[..., Any] | None, *args: Any) -> None:
+    if hook is not None:
+        result = hook(*args)
+        if inspect.isawaitable(result):
+            await result
+
+
+async def run_tests(
+    test_set: Path,
+    *,
+    host: str = "127.0.0.1",
+    ports: Mapping[int, int] | None = None,
+    default_port: int | None = None,
+    delay: float = 0.0,
+    timeout: float = 10.0,
+    startup_timeout: float = 60.0,
+    global_noise: Noise | None = None,
+    names: list[str] | None = None,
+    http_config: HttpConfig | None = None,
+    headers: Sequence[tuple[str, str]] = (),
+    app_alive: Callable[[], bool] | None = None,
+    before_test: Hook | None = None,
+    after_test: Hook | None = None,
+    on_start: Callable[[TestCase, int, int], Any] | None = None,
+    on_result: Callable[[TestResult, int, int], Any] | None = None,
+) -> TestRun:
+    """Run a test set's tests (all, or those in ``names``) against the app.
+
+    ``ports`` maps recorded app ports to live ones (default: the same port);
+    ``delay`` is waited once the app listens, before the first test (apps that listen
+    before they are ready); ``app_alive`` lets the wait stop early when the app exits.
+    ``headers`` replace recorded request headers of the same name in every request
+    (credentials redacted at record time). ``on_start(test, i, n)`` /
+    ``on_result(result, i, n)`` feed the progress display.
+    """
+    ports = ports or {}
+    tests = [t for t in load_tests(test_set) if names is None or t.name in names]
+    run = TestRun(test_set, started=now_iso())
+    t0 = time.monotonic()
+    addresses = sorted({p for t in tests if (p := app_port(t, ports, default_port)) is not None})
+    for port in addresses:
+        await wait_listening(host, port, startup_timeout, app_alive)
+    if delay > 0:
+        await asyncio.sleep(delay)
+    client = HttpClient(http_config, headers)
+    try:
+        for i, test in enumerate(tests, 1):
+            await _call(on_start, test, i, len(tests))
+            await _call(before_test, test)
+            try:
+                result = await _run_one(client, test, host, app_port(test, ports, default_port),
+                                        timeout, global_noise or Noise())
+            finally:
+                await _call(after_test, test)
+            run.results.append(result)
+            await _call(on_result, result, i, len(tests))
+    finally:
+        await client.close()
+    run.duration_ms = (time.monotonic() - t0) * 1000
+    return run
+
+
+async def _run_one(client: HttpClient, test: TestCase, host: str, port: int | None,
+                   timeout: float, global_noise: Noise) -> TestResult:
+    noise = global_noise.with_paths(test.noise)
+    result = TestResult(test, ERROR, noise=noise, started=now_iso())
+    t0 = time.monotonic()
+    try:
+        if port is None:
+            raise ValueError("the test has no port and no default port was given")
+        actual = await asyncio.wait_for(client.send(test.request, host, port), timeout)
+    except TimeoutError:
+        await client.close()
+        result.error = f"no response within {timeout:g}s"
+    except (OSError, h11.ProtocolError, OmittedBody, ValueError) as exc:
+        await client.close()
+        result.error = f"{type(exc).__name__}: {exc}"
+    else:
+        result.actual = actual
+        result.differences = compare(test.response, actual, noise)
+        result.status = FAILED if result.differences else PASSED
+    result.duration_ms = (time.monotonic() - t0) * 1000
+    return result
+
+
+def mark_noise(first: TestRun, second: TestRun) -> dict[str, list[str]]:
+    """Write into each test file the parts where two runs' live responses differ.
+
+    Returns test name -> paths added. Tests without a response in both runs are skipped.
+    """
+    by_name = {r.name: r for r in second.results}
+    added: dict[str, list[str]] = {}
+    for a in first.results:
+        b = by_name.get(a.name)
+        if a.actual is None or b is None or b.actual is None or a.test.path is None:
+            continue
+        new = add_noise(a.test.path, noise_between(a.actual, b.actual))
+        if new:
+            added[a.name] = new
+    return added
