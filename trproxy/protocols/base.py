@@ -119,7 +119,9 @@ class Replayer(Protocol):
 
     ``feed`` returns, in order, ``Reply`` (send these bytes now) and ``Lookup`` events.
     For each ``Lookup`` the proxy calls ``respond`` with the matched recorded responses,
-    or ``miss`` with a one-line reason, and sends the returned bytes.
+    or ``miss`` with a one-line reason, and sends the returned bytes. A replayer that
+    sets an attribute ``close_after = True`` (Postgres Terminate, CancelRequest) has the
+    proxy close the connection once those bytes are written, as the server would.
     """
 
     def feed(self, data: bytes) -> list[Lookup | Reply]: ...

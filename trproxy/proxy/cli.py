@@ -15,6 +15,9 @@ from .server import parse_hostport
 EPILOG = """\
 examples:
   trproxy record -- python app.py          record every outbound call of the app
+  trproxy record --app-port 8080 -- python app.py
+                                            ... and every API call it receives, as test cases
+  trproxy test -- python app.py             replay those calls as tests, dependencies mocked
   trproxy replay -- pytest tests/           replay them: no database, cache or broker needed
   trproxy run --mode auto -- ./app          record the first time, replay afterwards
   trproxy attach --container 3f2a...        redirect a running Docker container
@@ -60,7 +63,32 @@ def parser() -> argparse.ArgumentParser:
     target.add_argument("--container", help="Docker container id")
     for name in ("run", "record", "replay", "attach"):
         _common(sub.choices[name])
-    for name in ("run", "record", "replay"):
+    for name in ("run", "record"):
+        sub.choices[name].add_argument(
+            "--app-port", type=int, action="append", default=[], metavar="PORT",
+            help="record mode: the app listens on PORT; its inbound HTTP calls become test cases")
+    test = sub.add_parser("test", help="start the app with its dependencies replayed, send the "
+                          "recorded requests, compare the responses")
+    test.add_argument("--dir", type=Path, default=Path(os.environ.get("TRPROXY_DIR", "trproxy")))
+    test.add_argument("--test-set", action="append", default=[], help="test set(s) to run (default: all)")
+    test.add_argument("--delay", type=float, default=0.0,
+                      help="seconds to wait after the app listens, before the first test")
+    test.add_argument("--timeout", type=float, default=10.0, help="seconds per test")
+    test.add_argument("--startup-timeout", type=float, default=60.0,
+                      help="seconds to wait for the app to listen")
+    test.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'",
+                      help="replace a request header in every test (credentials redacted at record time)")
+    test.add_argument("--no-freeze-time", action="store_true",
+                      help="do not fake the app's clock to each test's recorded time")
+    test.add_argument("--mark-noise", action="store_true",
+                      help="run twice and mark what differs between the runs as noise in the test files")
+    test.add_argument("--no-tls", action="store_true", help="do not intercept TLS")
+    test.add_argument("-v", "--verbose", action="count", default=0)
+    dedup = sub.add_parser("dedup", help="remove test cases that add nothing (same route and shapes)")
+    dedup.add_argument("--dir", type=Path, default=Path(os.environ.get("TRPROXY_DIR", "trproxy")))
+    dedup.add_argument("--test-set", action="append", default=[], help="test set(s) (default: all)")
+    dedup.add_argument("--dry-run", action="store_true", help="only say what would be removed")
+    for name in ("run", "record", "replay", "test"):
         sub.choices[name].add_argument("cmd", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
     sub.add_parser("doctor", help="check root, cgroup v2, BTF, bcc and kernel headers")
     return top
@@ -85,14 +113,55 @@ def _doctor() -> int:
     return 0 if ok else 1
 
 
+def _dedup(args: argparse.Namespace) -> int:
+    from ..store import existing_test_sets
+    from .dedup import dedup
+
+    sets = [args.dir / n for n in args.test_set] or existing_test_sets(args.dir)
+    for test_set in sets:
+        print(f"{test_set.name}: {dedup(test_set, dry_run=args.dry_run).describe()}")
+    return 0
+
+
+def _test(args: argparse.Namespace, cmd: list[str]) -> int:
+    from .testcmd import TestOptions, run_test_command
+
+    headers = []
+    for item in args.header:
+        name, sep, value = item.partition(":")
+        if not sep:
+            print("trproxy: --header takes 'NAME: VALUE'", file=sys.stderr)
+            return 2
+        headers.append((name.strip(), value.strip()))
+    opts = TestOptions(command=cmd, root=args.dir, test_sets=args.test_set, delay=args.delay,
+                       timeout=args.timeout, startup_timeout=args.startup_timeout, headers=headers,
+                       freeze_time=not args.no_freeze_time, mark_noise=args.mark_noise,
+                       tls=not args.no_tls)
+    try:
+        return run_test_command(opts)
+    except RunError as exc:
+        print(f"trproxy: {exc}", file=sys.stderr)
+        return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.command == "doctor":
         return _doctor()
+    if args.command == "dedup":
+        return _dedup(args)
     _setup_logging(args.verbose)
     cmd = list(getattr(args, "cmd", []) or [])
     if cmd and cmd[0] == "--":
         cmd = cmd[1:]
+    if os.geteuid() != 0 and args.command == "test":
+        print("trproxy: trproxy test needs root for the eBPF redirect", file=sys.stderr)
+        return 2
+    if args.command == "test":
+        if not cmd:
+            print("trproxy: no command given (usage: trproxy test -- COMMAND [ARGS...])", file=sys.stderr)
+            return 2
+        return _test(args, cmd)
     mode = Mode(args.mode) if hasattr(args, "mode") else Mode(args.command)
     if args.command != "attach" and not cmd:
         print("trproxy: no command given (usage: trproxy run -- COMMAND [ARGS...])", file=sys.stderr)
@@ -110,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         redirect=not args.no_redirect,
         cgroup=getattr(args, "cgroup", None) or getattr(args, "container", None),
         tls=not args.no_tls, tls_verify=not args.tls_insecure, tls_ca_file=args.tls_ca,
+        app_ports=getattr(args, "app_port", []),
     )
     if opts.redirect and os.geteuid() != 0:
         print("trproxy: the eBPF redirect needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN): "

@@ -47,6 +47,7 @@ class RunContext:
     misses: list[dict[str, Any]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     connections: int = 0
+    tests_recorded: int = 0
     tls: TlsSettings | None = None  # intercept TLS (record/replay); None: leave it alone
 
     def record(self, exchange: Exchange) -> None:
@@ -80,6 +81,8 @@ class RunContext:
 
     def summary(self) -> str:
         lines = []
+        if self.tests_recorded:
+            lines.append(f"recorded {self.tests_recorded} test cases")
         if self.recorded:
             lines.append("recorded " + _counts(self.recorded))
         if self.served_count or self.mode in (Mode.REPLAY, Mode.NEW_EPISODES):

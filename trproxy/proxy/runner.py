@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ..store import MockPool, MockWriter, load_mocks, recover, test_set_dir
+from ..store import MockPool, MockWriter, load_mocks, next_test_set, recover, test_set_dir
 from ..store.recording import MOCKS, DocumentWriter
 from .context import Mode, RunContext, match_key
 from .server import Proxy
@@ -37,6 +37,7 @@ class RunOptions:
     redirect: bool = True
     cgroup: str | None = None  # attach to an existing cgroup / container instead of a child
     env: dict[str, str] = field(default_factory=dict)
+    app_ports: list[int] = field(default_factory=list)  # record: inbound calls become tests
     tls: bool = True  # intercept TLS in record/replay (our CA, trusted by the child)
     tls_verify: bool = True
     tls_ca_file: Path | None = None
@@ -47,13 +48,18 @@ class RunError(Exception):
 
 
 def resolve_mode(opts: RunOptions) -> tuple[Mode, Path]:
-    test_set = test_set_dir(opts.root, opts.test_set)
+    """The mode to run in and its test set: record makes a new set unless one is named;
+    the others use the named set, else the newest."""
+    newest = test_set_dir(opts.root, opts.test_set)
     mode = opts.mode
     if mode is Mode.AUTO:
-        mode = Mode.REPLAY if (test_set / MOCKS).exists() else Mode.RECORD
-    if mode is Mode.REPLAY and not (test_set / MOCKS).exists():
-        raise RunError(f"nothing to replay: {test_set / MOCKS} does not exist (record first)")
-    return mode, test_set
+        mode = Mode.REPLAY if (newest / MOCKS).exists() else Mode.RECORD
+        return mode, newest
+    if mode is Mode.RECORD:
+        return mode, opts.root / opts.test_set if opts.test_set else next_test_set(opts.root)
+    if mode is Mode.REPLAY and not (newest / MOCKS).exists():
+        raise RunError(f"nothing to replay: {newest / MOCKS} does not exist (record first)")
+    return mode, newest
 
 
 def build_context(mode: Mode, test_set: Path, opts: RunOptions | None = None) -> RunContext:
@@ -73,29 +79,65 @@ def build_context(mode: Mode, test_set: Path, opts: RunOptions | None = None) ->
     return ctx
 
 
-async def _run(opts: RunOptions, ctx: RunContext) -> int:
+async def _run(opts: RunOptions, ctx: RunContext, test_set: Path) -> int:
     proxy = Proxy(ctx)
     redirector = None
+    inbound = None
     try:
         for listen, upstream in opts.forwards:
             await proxy.listen_forward(listen, upstream)
+        shadows: dict[int, int] = {}
+        if opts.app_ports and ctx.mode is Mode.RECORD:
+            inbound, shadows = await _capture_inbound(opts, ctx, test_set)
         if opts.redirect:
             from ..redirect import Redirector  # bcc is imported only when needed
 
             port = await proxy.listen_redirect()
             if opts.cgroup:
-                redirector = Redirector.attach(opts.cgroup, port)
+                redirector = Redirector.attach(opts.cgroup, port, shadow_ports=shadows)
             else:
-                redirector = Redirector.create(port)
+                redirector = Redirector.create(port, shadow_ports=shadows)
             proxy.resolver = redirector.original_destination
             log.info("proxy on 127.0.0.1:%d and [::1]:%d, cgroup %s", port, port, redirector.cgroup_path)
         if opts.cgroup:
             return await _wait_for_signal()
         return await _run_child(opts, redirector.enter if redirector else None)
     finally:
+        if inbound is not None:
+            inbound.close()
         if redirector is not None:
             redirector.close()
         await proxy.close()
+
+
+async def _capture_inbound(opts: RunOptions, ctx: RunContext, test_set: Path):
+    """Listen on the app's ports (the app is moved to shadow ports); calls become tests."""
+    from ..store.noise import load_config, write_default_config
+    from ..store.testcase import record_test
+    from .inbound import InboundCapture
+
+    write_default_config(opts.root)
+    noise = load_config(opts.root)
+    test_set.mkdir(parents=True, exist_ok=True)
+
+    def on_test(name: str, interaction, started: str, port: int) -> None:
+        if interaction.responses:
+            record_test(test_set, name, interaction.request, interaction.responses[-1], started, port, noise)
+            ctx.tests_recorded += 1
+
+    inbound = InboundCapture(ctx, on_test)
+    shadows = {port: free_port() for port in opts.app_ports}
+    for port, shadow in shadows.items():
+        await inbound.listen(port, shadow)
+    return inbound, shadows
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 async def _wait_for_signal() -> int:
@@ -165,7 +207,7 @@ def run(opts: RunOptions) -> int:
     _event_loop_policy()
     status: int | None = None
     try:
-        status = asyncio.run(_run(opts, ctx))
+        status = asyncio.run(_run(opts, ctx, test_set))
     except KeyboardInterrupt:
         status = 130
     finally:

@@ -222,6 +222,8 @@ async def replay(ctx: RunContext, client: Streams, host: str, port: int) -> None
                         return
                     writer.write(out)
             await writer.drain()
+            if getattr(replayer, "close_after", False):
+                break  # the server would hang up now (Terminate, CancelRequest)
             data = await reader.read(CHUNK)
         log.debug("replay conn %d to %s (%s) closed by client", connection, destination, dialect.name)
     except (ProtocolError, TlsError) as exc:

@@ -1,0 +1,157 @@
+"""``trproxy test -- CMD``: replay recorded API calls against the app, dependencies mocked.
+
+Per test set: the replay proxy and the redirect go up, the app starts with the CA and
+the faked clock in its environment, each test's request is sent once the app listens
+(its mocks first in line, the clock at the test's recorded time), the responses are
+compared under the noise rules, and the app is stopped whatever happened. A summary,
+a JSON report and JUnit XML follow; the exit status is 0 only if every test passed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..store import existing_test_sets, recover
+from ..store.noise import load_config
+from ..store.testcase import TestCase, list_tests
+from .context import Mode
+from .reports import Progress, summary, write_reports
+from .runner import RunError, RunOptions, build_context
+from .server import Proxy
+from .testrun import TestRun, mark_noise, run_tests
+from .timefreeze import TimeFreeze, TimeFreezeError
+
+log = logging.getLogger("trproxy")
+_STOP_GRACE = 10.0
+
+
+@dataclass
+class TestOptions:
+    command: list[str]
+    root: Path = Path("trproxy")
+    test_sets: list[str] = field(default_factory=list)
+    delay: float = 0.0
+    timeout: float = 10.0
+    startup_timeout: float = 60.0
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    freeze_time: bool = True
+    mark_noise: bool = False
+    tls: bool = True
+
+
+def run_test_command(opts: TestOptions) -> int:
+    for line in recover(opts.root):
+        log.warning("%s", line)
+    from ..redirect import RedirectError, cleanup_leftovers
+
+    try:
+        cleanup_leftovers()
+    except RedirectError as exc:
+        raise RunError(str(exc)) from exc
+    sets = ([opts.root / name for name in opts.test_sets] if opts.test_sets
+            else [s for s in existing_test_sets(opts.root) if list_tests(s)])
+    if not sets:
+        raise RunError(f"no test cases under {opts.root} (record with `trproxy record --app-port PORT -- CMD`)")
+    ok = True
+    for test_set in sets:
+        if not list_tests(test_set):
+            raise RunError(f"{test_set} has no test cases")
+        print(f"trproxy: {test_set.name}: {len(list_tests(test_set))} tests", file=sys.stderr)
+        first = _run_set(opts, test_set)
+        if opts.mark_noise:
+            second = _run_set(opts, test_set)
+            for name, paths in mark_noise(first, second).items():
+                print(f"trproxy: {name}: marked as noise: {', '.join(paths)}", file=sys.stderr)
+        ok = ok and first.ok
+    return 0 if ok else 1
+
+
+def _run_set(opts: TestOptions, test_set: Path) -> TestRun:
+    run_opts = RunOptions(command=opts.command, mode=Mode.REPLAY, root=opts.root,
+                          test_set=test_set.name, tls=opts.tls)
+    ctx = build_context(Mode.REPLAY, test_set, run_opts)
+    with tempfile.TemporaryDirectory(prefix="trproxy-test-") as state:
+        freeze = None
+        if opts.freeze_time:
+            try:
+                freeze = TimeFreeze(Path(state))
+            except TimeFreezeError as exc:
+                print(f"trproxy: time is not frozen: {exc}", file=sys.stderr)
+        env = dict(os.environ, **run_opts.env)
+        if freeze is not None:
+            env = freeze.child_env(env)
+        run = asyncio.run(_test_set(opts, test_set, ctx, env, freeze))
+    print(summary(run, ctx.misses), file=sys.stderr)
+    json_path, xml_path = write_reports(run, opts.root / "reports", ctx.misses)
+    print(f"trproxy: reports: {json_path} {xml_path}", file=sys.stderr)
+    return run
+
+
+async def _test_set(opts: TestOptions, test_set: Path, ctx, env: dict[str, str],
+                    freeze: TimeFreeze | None) -> TestRun:
+    from ..redirect import Redirector
+
+    proxy = Proxy(ctx)
+    port = await proxy.listen_redirect()
+    redirector = Redirector.create(port)
+    proxy.resolver = redirector.original_destination
+    child = None
+    progress = Progress()
+
+    def before(test: TestCase) -> None:
+        ctx.current_test = test.name
+        if freeze is not None:
+            freeze.set_time(test.created_at)
+
+    def after(test: TestCase) -> None:
+        ctx.current_test = None
+
+    try:
+        if freeze is not None:  # start-up code sees the recorded clock too
+            from ..store.testcase import load_tests
+
+            tests = load_tests(test_set)
+            freeze.set_time(tests[0].created_at if tests else None)
+        child = await asyncio.create_subprocess_exec(*opts.command, env=env, preexec_fn=redirector.enter)
+        return await run_tests(
+            test_set, delay=opts.delay, timeout=opts.timeout, startup_timeout=opts.startup_timeout,
+            global_noise=load_config(opts.root), headers=opts.headers,
+            app_alive=lambda: child is not None and child.returncode is None,
+            before_test=before, after_test=after, on_start=progress.start, on_result=progress.result,
+        )
+    finally:
+        if child is not None:
+            await _stop(child)
+        _kill_rest(redirector.cgroup_path)
+        redirector.close()
+        await proxy.close()
+
+
+def _kill_rest(cgroup: str) -> None:
+    """Workers the app forked and left behind die with the run (cgroup v2 ``cgroup.kill``)."""
+    with contextlib.suppress(OSError):
+        if Path(cgroup, "cgroup.procs").read_text().strip():
+            Path(cgroup, "cgroup.kill").write_text("1")
+
+
+async def _stop(child: asyncio.subprocess.Process) -> None:
+    """SIGTERM, then SIGKILL after a grace period: the app never outlives the test run."""
+    if child.returncode is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        child.send_signal(signal.SIGTERM)
+    try:
+        await asyncio.wait_for(child.wait(), _STOP_GRACE)
+    except asyncio.TimeoutError:
+        log.warning("the app ignored SIGTERM for %.0f s; killing it", _STOP_GRACE)
+        with contextlib.suppress(ProcessLookupError):
+            child.kill()
+        await child.wait()
