@@ -15,6 +15,7 @@ import struct
 from collections.abc import Callable
 
 CHUNK = 256 * 1024
+_DRAIN_GRACE = 0.2  # seconds the surviving direction may finish after the other reset
 Tap = Callable[[bytes], None]  # sees every chunk; b"" when that direction ends
 
 
@@ -29,7 +30,12 @@ def reset(writer: asyncio.StreamWriter) -> None:
 
 async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                tap: Tap | None = None, first: bytes = b"") -> bool:
-    """Copy ``first`` then until EOF; False when either side reset (the caller aborts both)."""
+    """Copy ``first`` then until EOF; False when either side reset (the caller aborts both).
+
+    The tap sees ``b""`` however the direction ends: a recorder must learn that no more
+    bytes come (a response delimited by the server's close is complete even when the
+    app hung up first and our write to it failed).
+    """
     try:
         while data := first or await reader.read(CHUNK):
             first = b""
@@ -37,13 +43,14 @@ async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                 tap(data)
             writer.write(data)
             await writer.drain()
-        if tap is not None:
-            tap(b"")
         if writer.can_write_eof() and not writer.is_closing():
             writer.write_eof()
         return True
     except (ConnectionError, OSError):
         return False
+    finally:
+        if tap is not None:
+            tap(b"")
 
 
 async def relay(client: tuple[asyncio.StreamReader, asyncio.StreamWriter],
@@ -60,6 +67,11 @@ async def relay(client: tuple[asyncio.StreamReader, asyncio.StreamWriter],
     try:
         for finished in asyncio.as_completed((up, down)):
             if not await finished:
+                # give the other direction a moment to deliver what the peer already sent
+                # (e.g. the rest of a response the app no longer reads), then reset both
+                other = down if up.done() and not down.done() else up
+                with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                    await asyncio.wait_for(asyncio.shield(other), _DRAIN_GRACE)
                 reset(c_w)
                 reset(u_w)
                 break

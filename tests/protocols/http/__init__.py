@@ -1,0 +1,1 @@
+"""Tests of the HTTP dialect (trproxy.protocols.http)."""

@@ -1,0 +1,397 @@
+"""Focused behaviour of the HTTP dialect: redaction, matching, bounds, replay details."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import tracemalloc
+
+import h2.config
+import h2.connection
+import h2.events
+import pytest
+
+from trproxy.protocols.base import DecodeError, Direction, Lookup, ProtocolError, Reply
+from trproxy.protocols.detect import detect as detect_dialect
+from trproxy.protocols.http import (
+    DEFAULT_SECRET_HEADERS,
+    DIALECT,
+    HttpConfig,
+    HttpRecorder,
+    HttpReplayer,
+    Noise,
+    Redaction,
+    detect,
+    dialect_with,
+    match_key,
+    match_key_with,
+)
+from trproxy.protocols.http.body import BodyBuffer, decode_body, encode_body
+from trproxy.protocols.http.matching import drop_json_path, parse_json_path
+from trproxy.protocols.http.render import ws_accept
+
+from .streams import headers, record
+
+C, S = Direction.CLIENT, Direction.SERVER
+
+
+def _exchange(request: bytes, response: bytes, config: HttpConfig | None = None, **kw):
+    return record([("client", request), ("server", response), ("client", b""), ("server", b"")],
+                  config, **kw)
+
+
+# -- detection ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("data,verdict", [
+    (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", True),
+    (b"POST /a?b=1 HTTP/1.0\r\n", True),
+    (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", True),
+    (b"PRI * HT", None),
+    (b"GET /some/pa", None),
+    (b"", None),
+    (b"\x00\x00\x00\x08\x04\xd2\x16\x2f", False),      # Postgres SSLRequest
+    (b"*1\r\n$4\r\nPING\r\n", False),                 # Redis RESP
+    (b"PING\r\n", False),                             # Redis inline
+    (b"SET a b\r\n", False),
+    (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", False),  # TLS ClientHello
+    (b"GET / HTTP/3.0\r\n", False),
+])
+def test_detect(data, verdict):
+    assert detect(data, 80) is verdict
+
+
+def test_detect_is_registered_with_the_proxy():
+    assert detect_dialect(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 8080).name == "http"
+    assert DIALECT.name == "http" and 80 in DIALECT.default_ports
+
+
+# -- redaction ----------------------------------------------------------------------------
+
+
+def test_redaction_of_headers_cookies_query_and_bodies():
+    body = b'{"token": "t-1", "data": [{"client_secret": "cs-1"}]}'
+    [item] = _exchange(
+        b"POST /login?access_token=abc&page=2 HTTP/1.1\r\nHost: api.test\r\n"
+        b"Authorization: Basic dXNlcjpwdw==\r\nProxy-Authorization: Bearer p\r\n"
+        b"X-Api-Key: k-1\r\nX-Custom-Secret: c-1\r\nCookie: sid=s-1; lang=en\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 29\r\n\r\n"
+        b"user=ann&password=pw&remember",
+        b"HTTP/1.1 200 OK\r\nSet-Cookie: sid=s-2; Secure; HttpOnly\r\nSet-Cookie: lang=en\r\n"
+        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body),
+        HttpConfig(redaction=Redaction.with_extra(headers=["X-Custom-Secret"], fields=["token"])))
+    req, [resp] = item.request, item.responses
+    assert req["url"] == "http://api.test/login?access_token=<redacted>&page=2"
+    for name in ("authorization", "proxy-authorization", "x-api-key", "x-custom-secret"):
+        assert headers(req, name) == ["<redacted>"]
+    assert headers(req, "cookie") == ["sid=<redacted>; lang=<redacted>"]
+    assert req["body"] == "user=ann&password=<redacted>&remember="
+    assert headers(resp, "set-cookie") == ["sid=<redacted>; Secure; HttpOnly", "lang=<redacted>"]
+    assert resp["body"]["json"] == {"token": "<redacted>", "data": [{"client_secret": "<redacted>"}]}
+    for secret in ("dXNlcjpwdw", "k-1", "c-1", "s-1", "s-2", "pw&", "t-1", "cs-1", "=abc"):
+        assert secret not in json.dumps(item.request) + json.dumps(item.responses)
+    assert "authorization" in DEFAULT_SECRET_HEADERS
+
+
+# -- matching -----------------------------------------------------------------------------
+
+
+def _req(url: str, body=None, method="GET", hdrs=None) -> dict:
+    return {"method": method, "url": url, "http_version": "HTTP/1.1",
+            "headers": hdrs or [], "body": body if body is not None else ""}
+
+
+def test_match_key_normalizes_query_order_json_and_default_port():
+    a = _req("http://API.test:80/p?b=2&a=1", {"json": {"x": 1, "y": [1, 2]}}, "post")
+    b = _req("http://api.test/p?a=1&b=2", {"json": {"y": [1, 2], "x": 1}}, "POST")
+    assert match_key(a) == match_key(b)
+    assert match_key(a) != match_key(_req("http://api.test/p?a=1&b=3", {"json": {"x": 1, "y": [1, 2]}}, "POST"))
+    assert match_key(a) != match_key(_req("http://api.test:8080/p?a=1&b=2", {"json": {"x": 1, "y": [1, 2]}}, "POST"))
+    assert match_key(a) != match_key(_req("http://api.test/p?a=1&b=2", {"json": {"x": 2, "y": [1, 2]}}, "POST"))
+    # h1 and h2 forms of one request have one key
+    h2_form = dict(b, http_version="HTTP/2.0", headers=[["content-type", "application/json"]])
+    assert match_key(h2_form) == match_key(b)
+
+
+def test_match_key_with_noise():
+    noise = Noise(query={"ts"}, json_paths=("$.meta.request_id", "items[*].id"),
+                  headers={"x-trace"}, match_headers=True)
+    a = _req("http://h/p?ts=1&q=x", {"json": {"meta": {"request_id": 1, "v": 1},
+                                               "items": [{"id": 1, "n": "a"}]}},
+             hdrs=[["Accept", "json"], ["X-Trace", "1"], ["User-Agent", "a"]])
+    b = _req("http://h/p?q=x&ts=2", {"json": {"meta": {"request_id": 2, "v": 1},
+                                               "items": [{"id": 9, "n": "a"}]}},
+             hdrs=[["accept", "json"], ["x-trace", "2"], ["User-Agent", "b"]])
+    assert match_key_with(a, noise) == match_key_with(b, noise)
+    assert match_key(a) != match_key(b)
+    c = dict(b, headers=[["accept", "xml"]])
+    assert match_key_with(a, noise) != match_key_with(c, noise)
+    assert dialect_with(HttpConfig(noise=noise)).match_key(a) == match_key_with(b, noise)
+
+
+def test_json_paths():
+    assert parse_json_path("$.a.b[0].c") == ["a", "b", 0, "c"]
+    assert parse_json_path("items[*].id") == ["items", "*", "id"]
+    doc = {"a": [{"id": 1, "k": 2}, {"id": 3}], "b": {"c": 1, "d": 2}}
+    assert drop_json_path(doc, ["a", "*", "id"]) == {"a": [{"k": 2}, {}], "b": {"c": 1, "d": 2}}
+    assert drop_json_path(doc, ["b", "*"]) == {"a": doc["a"], "b": {}}
+    assert drop_json_path(doc, ["a", 1]) == {"a": [{"id": 1, "k": 2}, None], "b": doc["b"]}
+    assert doc["a"][0] == {"id": 1, "k": 2}  # not modified in place
+
+
+def test_form_bodies_match_as_pairs():
+    ct = [["Content-Type", "application/x-www-form-urlencoded"]]
+    assert match_key(_req("http://h/", "a=1&b=2", "POST", ct)) == match_key(_req("http://h/", "b=2&a=1", "POST", ct))
+
+
+# -- bounds ---------------------------------------------------------------------------------
+
+
+def test_100mb_response_is_digested_in_bounded_memory():
+    size, chunk = 100 * 1024 * 1024, b"x" * 65536
+    config = HttpConfig(max_body=1024 * 1024)
+    rec = HttpRecorder(config)
+    rec.feed(C, b"GET /big HTTP/1.1\r\nHost: h\r\n\r\n")
+    rec.feed(S, b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size)
+    digest = hashlib.sha256()
+    tracemalloc.start()
+    try:
+        out = []
+        for _ in range(size // len(chunk)):
+            digest.update(chunk)
+            out += rec.feed(S, chunk)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * 1024 * 1024, f"peak {peak} bytes while recording 100 MB"
+    [item] = out
+    body = item.responses[0]["body"]
+    assert body["omitted"] is True and body["size"] == size
+    assert body["sha256"] == digest.hexdigest()
+
+
+def test_decompression_bomb_is_bounded():
+    bomb = gzip.compress(b"\0" * (50 * 1024 * 1024))
+    assert decode_body(bomb, "gzip", 1024 * 1024) is None
+    [item] = _exchange(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n",
+                       b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n"
+                       % len(bomb) + bomb, HttpConfig(max_body=1024 * 1024))
+    body = item.responses[0]["body"]
+    assert body["omitted"] and body["size"] == len(bomb) and "decodes to more" in body["note"]
+
+
+@pytest.mark.parametrize("coding", ["gzip", "deflate", "br", "zstd"])
+def test_codings_roundtrip(coding):
+    data = json.dumps({"k": list(range(500))}).encode()
+    assert decode_body(encode_body(data, coding), coding, len(data)) == data
+    assert decode_body(encode_body(data, coding), coding, len(data) - 1) is None
+    with pytest.raises(ValueError):
+        decode_body(b"\x01not compressed", coding, 100)
+
+
+def test_corrupt_coding_is_kept_as_received():
+    [item] = _exchange(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n",
+                       b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 4\r\n\r\nnope")
+    resp = item.responses[0]
+    assert resp["body"] == "nope" and "encoding" not in resp
+    replayer = HttpReplayer()
+    [lookup] = replayer.feed(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert replayer.respond(lookup, item.responses).endswith(b"Content-Length: 4\r\n\r\nnope")
+
+
+def test_body_buffer_keeps_small_bodies_and_digests_large():
+    buf = BodyBuffer(10)
+    buf.add(b"12345")
+    assert not buf.overflow and buf.data() == b"12345"
+    buf.add(b"678901")
+    assert buf.overflow and buf.omitted()["sha256"] == hashlib.sha256(b"12345678901").hexdigest()
+
+
+def test_head_too_large_is_a_decode_error():
+    rec = HttpRecorder(HttpConfig(max_head=1024))
+    with pytest.raises(DecodeError):
+        rec.feed(C, b"GET / HTTP/1.1\r\n" + b"X-Filler: " + b"a" * 2000)
+    with pytest.raises(DecodeError):  # and it stays in its error state
+        rec.feed(C, b"\r\n\r\n")
+
+
+# -- errors -----------------------------------------------------------------------------------
+
+
+def test_completed_interactions_come_out_before_an_error():
+    rec = HttpRecorder()
+    rec.feed(C, b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n")
+    out = rec.feed(S, b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nxHTTP/1.1 nonsense\r\n\r\n")
+    assert [i.request["url"] for i in out] == ["http://h/a"]
+    with pytest.raises(ProtocolError):
+        rec.feed(C, b"GET /b HTTP/1.1\r\nHost: h\r\n\r\n")
+
+
+@pytest.mark.parametrize("request_bytes", [
+    b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",  # smuggling
+    b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: -1\r\n\r\n",
+    b"GET / HTTP/1.1 extra\r\nHost: h\r\n\r\n",
+    b"GET / SPDY/3\r\nHost: h\r\n\r\n",
+    b"GET / HTTP/1.1\r\n: novalue\r\n\r\n",
+])
+def test_bad_requests_raise_protocol_errors(request_bytes):
+    with pytest.raises(ProtocolError):
+        HttpRecorder().feed(C, request_bytes)
+    with pytest.raises(ProtocolError):
+        HttpReplayer().feed(request_bytes)
+
+
+def test_response_without_request_is_an_error():
+    rec = HttpRecorder()
+    rec.feed(C, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+    rec.feed(S, b"HTTP/1.1 204 No Content\r\n\r\n")
+    with pytest.raises(DecodeError):
+        rec.feed(S, b"HTTP/1.1 200 OK\r\n\r\n")
+
+
+def test_unanswered_request_is_dropped_and_truncated_request_marked():
+    assert record([("client", b"GET / HTTP/1.1\r\nHost: h\r\n\r\n"), ("client", b""),
+                   ("server", b"")]) == []
+    [item] = record([("client", b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nabc"),
+                     ("server", b"HTTP/1.1 413 Too Large\r\nContent-Length: 0\r\n\r\n"),
+                     ("client", b""), ("server", b"")])
+    assert item.request["truncated"] is True and item.request["body"] == "abc"
+
+
+def test_connection_aware_dialect_gets_scheme_and_authority():
+    rec = DIALECT.recorder_for(True, "api.test:443")
+    rec.feed(C, b"GET /x HTTP/1.0\r\n\r\n")
+    [item] = rec.feed(S, b"HTTP/1.0 204 No Content\r\n\r\n")
+    assert item.request["url"] == "https://api.test/x"
+    [lookup] = DIALECT.replayer_for(True, "api.test:443").feed(b"GET /x HTTP/1.0\r\n\r\n")
+    assert match_key(lookup.request) == match_key(item.request)
+
+
+def test_h2_server_speaking_first_is_held_until_the_preface():
+    """An HTTP/2 server may send SETTINGS before the client's preface arrives."""
+    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
+    server = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False, header_encoding=None))
+    server.initiate_connection()
+    rec = HttpRecorder()
+    assert rec.feed(S, server.data_to_send()) == []
+    client.initiate_connection()
+    client.send_headers(1, [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"h"),
+                            (b":path", b"/a")], end_stream=True)
+    wire = client.data_to_send()
+    assert rec.feed(C, wire[:10]) == []  # still a prefix of the preface
+    assert rec.feed(C, wire[10:]) == [] and rec.http_version == "HTTP/2.0"
+    server.receive_data(wire)
+    server.send_headers(1, [(b":status", b"200")], end_stream=True)
+    [item] = rec.feed(S, server.data_to_send())
+    assert item.request["url"] == "https://h/a" and item.responses[0]["status"] == 200
+
+
+def test_scheme_and_authority_come_from_the_connection():
+    [item] = _exchange(b"GET /x HTTP/1.0\r\n\r\n", b"HTTP/1.0 200 OK\r\n\r\nhi",
+                       scheme="https", authority="api.test:443")
+    assert item.request["url"] == "https://api.test/x"
+
+
+# -- replay details ---------------------------------------------------------------------------
+
+
+def test_expect_100_continue_is_answered_before_the_body():
+    replayer = HttpReplayer()
+    head = (b"PUT /up HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 5\r\n"
+            b"Content-Type: text/plain\r\n\r\n")
+    assert replayer.feed(head) == [Reply(b"HTTP/1.1 100 Continue\r\n\r\n")]
+    [lookup] = replayer.feed(b"hello")
+    assert lookup.request["body"] == "hello"
+    recorded = [{"status": 100, "reason": "Continue", "http_version": "HTTP/1.1", "headers": [], "body": ""},
+                {"status": 201, "reason": "Created", "http_version": "HTTP/1.1", "headers": [], "body": ""}]
+    assert replayer.respond(lookup, recorded) == b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n"
+
+
+def test_websocket_101_gets_the_live_accept_key_and_then_swallows_bytes():
+    replayer = HttpReplayer()
+    key = "x3JJHMbDL1EzLkh9GBhXDw=="
+    [lookup] = replayer.feed(b"GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                             b"Sec-WebSocket-Key: " + key.encode() + b"\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    recorded = [{"status": 101, "reason": "Switching Protocols", "http_version": "HTTP/1.1",
+                 "headers": [["Upgrade", "websocket"], ["Connection", "Upgrade"],
+                             ["Sec-WebSocket-Accept", "recorded-for-another-key"]], "body": ""}]
+    out = replayer.respond(lookup, recorded)
+    assert out.startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
+    assert f"Sec-WebSocket-Accept: {ws_accept(key)}".encode() in out
+    assert ws_accept("dGhlIHNhbXBsZSBub25jZQ==") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="  # RFC 6455 §1.3
+    assert replayer.feed(b"\x81\x85\x00\x00\x00\x00hello") == []
+
+
+def test_omitted_body_replays_as_502():
+    replayer = HttpReplayer()
+    [lookup] = replayer.feed(b"GET /big HTTP/1.1\r\nHost: h\r\n\r\n")
+    recorded = [{"status": 200, "reason": "OK", "http_version": "HTTP/1.1", "headers": [],
+                 "body": {"omitted": True, "size": 10**9, "sha256": "ab" * 32, "note": "big"}}]
+    out = replayer.respond(lookup, recorded)
+    assert out.startswith(b"HTTP/1.1 502 ") and b"1000000000 bytes was not stored" in out
+
+
+def test_head_miss_has_no_body():
+    replayer = HttpReplayer()
+    [lookup] = replayer.feed(b"HEAD /x HTTP/1.1\r\nHost: h\r\n\r\n")
+    out = replayer.miss(lookup, "nothing recorded")
+    head, _, body = out.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 502 ") and body == b""
+
+
+def test_http10_client_gets_http10_response():
+    replayer = HttpReplayer()
+    [lookup] = replayer.feed(b"GET / HTTP/1.0\r\n\r\n")
+    recorded = [{"status": 200, "reason": "OK", "http_version": "HTTP/2.0", "headers": [],
+                 "body": "hi", "trailers": [["x-t", "1"]]}]
+    assert replayer.respond(lookup, recorded) == b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nhi"
+
+
+def test_h2_replay_waits_for_window_and_forgets_reset_streams():
+    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
+    client.initiate_connection()
+    replayer = HttpReplayer()
+    req = [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"h"), (b":path", b"/big")]
+    client.send_headers(1, req, end_stream=True)
+    client.send_headers(3, req, end_stream=True)
+    events = replayer.feed(client.data_to_send())
+    assert isinstance(events[0], Reply)  # our SETTINGS
+    client.receive_data(events[0].data)
+    lookups = [e for e in events if isinstance(e, Lookup)]
+    assert [lk.context["stream_id"] for lk in lookups] == [1, 3]
+    body = bytes(200_000)
+    recorded = [{"status": 200, "reason": "OK", "http_version": "HTTP/1.1",
+                 "headers": [["Content-Type", "application/octet-stream"]], "body": {"base64": ""}}]
+    recorded[0]["body"] = {"hex": body.hex()}
+    got = {1: b"", 3: b""}
+    ended = set()
+
+    def deliver(data: bytes, ack: bool) -> None:
+        for ev in client.receive_data(data):
+            if isinstance(ev, h2.events.DataReceived):
+                got[ev.stream_id] += ev.data
+                if ack:
+                    client.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+            elif isinstance(ev, h2.events.StreamEnded):
+                ended.add(ev.stream_id)
+
+    deliver(replayer.respond(lookups[0], recorded), ack=False)
+    deliver(replayer.respond(lookups[1], recorded), ack=False)
+    assert len(got[1]) + len(got[3]) <= 65535  # the connection window, nothing more
+    client.reset_stream(3)
+    client.acknowledge_received_data(len(got[1]), 1)  # now grant more window
+    for _ in range(100):
+        for ev in replayer.feed(client.data_to_send()):
+            assert isinstance(ev, Reply)
+            deliver(ev.data, ack=True)
+        if 1 in ended:
+            break
+    assert got[1] == body and 1 in ended and 3 not in ended
+
+
+def test_h2_recorder_rejects_garbage_after_preface():
+    rec = HttpRecorder()
+    rec.feed(C, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+    with pytest.raises(ProtocolError):
+        rec.feed(C, b"\x00\x00\x04\x09\x00\x00\x00\x00\x01garbage-frame-type")

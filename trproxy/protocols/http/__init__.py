@@ -1,0 +1,82 @@
+"""HTTP/1.x and HTTP/2 dialect, built on mitmproxy's parsers and the ``h2`` library.
+
+Exports ``DIALECT`` for the proxy and the store, plus what the proxy's config layer
+wires: ``HttpConfig`` (bounds), ``Redaction`` (secrets; defaults in
+``DEFAULT_SECRET_HEADERS`` / ``DEFAULT_SECRET_FIELDS``), ``Noise`` (what matching
+ignores) and ``dialect_with(config)`` for a ``Dialect`` using them.
+
+Module map: ``sniff`` (detection) · ``h1`` (HTTP/1 parser) · ``h1_record`` /
+``h2_record`` (record mode) · ``h1_replay`` / ``h2_replay`` (replay mode) ·
+``recorder`` / ``replayer`` (version choice) · ``readable`` + ``body`` (readable
+form, redaction, content codings) · ``render`` (responses in the live version) ·
+``matching`` (match keys) · ``config``.
+
+Recorders and replayers take keyword arguments ``scheme`` (``"https"`` when the
+proxy terminated TLS) and ``authority`` (the original destination ``host:port``,
+used when a request names no host). Called without them they assume plain
+``http`` and rely on Host / ``:authority``. Every interaction has lifetime ``data``.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from ..base import Dialect
+from .config import (
+    DEFAULT_NOISE_HEADERS,
+    DEFAULT_SECRET_FIELDS,
+    DEFAULT_SECRET_HEADERS,
+    REDACTED,
+    HttpConfig,
+    Noise,
+    Redaction,
+)
+from .matching import match_key, match_key_with
+from .recorder import H2_PREFACE, HttpRecorder
+from .replayer import HttpReplayer
+from .sniff import detect
+
+DEFAULT_PORTS = (80, 443, 8000, 8080, 8443)
+
+
+def dialect_with(config: HttpConfig) -> Dialect:
+    """A ``Dialect`` whose recorders, replayers and match keys use ``config``."""
+    return Dialect(
+        name="http",
+        default_ports=DEFAULT_PORTS,
+        detect=detect,
+        recorder=functools.partial(HttpRecorder, config),
+        replayer=functools.partial(HttpReplayer, config),
+        match_key=functools.partial(match_key_with, noise=config.noise),
+        connection_aware=True,
+    )
+
+
+DIALECT = Dialect(
+    name="http",
+    default_ports=DEFAULT_PORTS,
+    detect=detect,
+    recorder=HttpRecorder,
+    replayer=HttpReplayer,
+    match_key=match_key,
+    connection_aware=True,
+)
+
+__all__ = [
+    "DEFAULT_NOISE_HEADERS",
+    "DEFAULT_PORTS",
+    "DEFAULT_SECRET_FIELDS",
+    "DEFAULT_SECRET_HEADERS",
+    "DIALECT",
+    "H2_PREFACE",
+    "REDACTED",
+    "HttpConfig",
+    "HttpRecorder",
+    "HttpReplayer",
+    "Noise",
+    "Redaction",
+    "detect",
+    "dialect_with",
+    "match_key",
+    "match_key_with",
+]

@@ -1,0 +1,334 @@
+"""HTTP bodies: bounded accumulation, content codings, and the readable body form.
+
+Readable body forms (what a recording holds under ``body``):
+
+* ``str`` — the body as UTF-8 text (``""`` when empty);
+* ``{"json": value, "style"?: "..."}`` — a JSON document (RFC 8259), parsed, secrets
+  redacted; ``style`` names the serializer layout so replay sends the same bytes
+  (see "JSON layout" below); JSON that no known layout reproduces stays text;
+* ``{"base64": "..."}`` — bytes that are not text;
+* ``{"omitted": True, "size": n, "sha256": "...", "note": "..."}`` — a body larger
+  than ``HttpConfig.max_body``: only its size and digest are kept.
+
+Content codings (RFC 9110 §8.4.1: gzip, deflate; RFC 7932 br; RFC 8878 zstd) are
+removed before the body is made readable; the message then records
+``encoding: <coding>`` and the replayer applies the coding again (with mitmproxy's
+encoders). A body whose coding is unknown or corrupt is stored as received (text if
+it happens to be text, else ``base64``) with no ``encoding`` key, and replayed byte
+for byte.
+
+Invariants: ``BodyBuffer`` never holds more than ``limit`` bytes (beyond it, it keeps a
+running SHA-256 only); decoding stops as soon as the output passes ``limit`` (a
+decompression bomb costs at most ``limit`` bytes of memory, brotli aside: its decoder
+is fed in small slices and checked after each).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import re
+import zlib
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+import brotli
+import zstandard
+from mitmproxy.net.encoding import custom_encode
+
+from ..base import Readable, unblob
+from .config import REDACTED, Redaction
+
+CODINGS = frozenset({"gzip", "x-gzip", "deflate", "br", "zstd"})
+
+# a body with these characters is not text (it is stored as base64)
+_NOT_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufeff\ufffe\uffff\ud800-\udfff]")
+# strings YAML cannot carry: lone surrogates (libyaml), NEL alone (PyYAML's emitter)
+_NOT_YAML = re.compile("[\x85\ud800-\udfff]")
+
+
+class OmittedBody(ValueError):
+    """A recorded body was too large to store, so it cannot be replayed."""
+
+
+class BodyBuffer:
+    """Collects a message body up to ``limit`` bytes, then only its size and SHA-256."""
+
+    __slots__ = ("limit", "size", "_chunks", "_hash")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.size = 0
+        self._chunks: list[bytes] | None = []
+        self._hash: Any = None
+
+    def add(self, data: bytes) -> None:
+        if not data:
+            return
+        self.size += len(data)
+        if self._chunks is not None and self.size > self.limit:
+            self._hash = hashlib.sha256()
+            for chunk in self._chunks:
+                self._hash.update(chunk)
+            self._chunks = None
+        if self._chunks is None:
+            self._hash.update(data)
+        else:
+            self._chunks.append(bytes(data))
+
+    @property
+    def overflow(self) -> bool:
+        return self._chunks is None
+
+    def data(self) -> bytes:
+        assert self._chunks is not None, "body overflowed its bound"
+        return b"".join(self._chunks)
+
+    def omitted(self, note: str = "") -> dict[str, Any]:
+        return {
+            "omitted": True,
+            "size": self.size,
+            "sha256": self._hash.hexdigest(),
+            "note": note or f"body larger than {self.limit} bytes: only its size and digest are kept",
+        }
+
+
+# -- content codings ------------------------------------------------------------------
+
+
+def _inflate(data: bytes, wbits: int, limit: int, multi_member: bool) -> bytes | None:
+    out = bytearray()
+    while True:
+        d = zlib.decompressobj(wbits)
+        out += d.decompress(data, limit + 1 - len(out))
+        if len(out) > limit:
+            return None
+        if not d.eof:
+            raise ValueError("truncated compressed body")
+        data = d.unused_data
+        if not (multi_member and data):
+            return bytes(out)
+
+
+def decode_body(data: bytes, coding: str, limit: int) -> bytes | None:
+    """Remove one content coding; None when the result would exceed ``limit``.
+
+    Raises ValueError on corrupt input or an unknown coding.
+    """
+    coding = coding.lower()
+    if not data:
+        return b""
+    try:
+        if coding in ("gzip", "x-gzip"):
+            return _inflate(data, 16 + zlib.MAX_WBITS, limit, multi_member=True)
+        if coding == "deflate":
+            # RFC 9110 §8.4.1.2 says zlib format; some servers send raw deflate
+            try:
+                return _inflate(data, zlib.MAX_WBITS, limit, multi_member=False)
+            except zlib.error:
+                return _inflate(data, -zlib.MAX_WBITS, limit, multi_member=False)
+        if coding == "zstd":
+            reader = zstandard.ZstdDecompressor().stream_reader(
+                io.BytesIO(data), read_across_frames=True)
+            out = reader.read(limit + 1)
+            if len(out) > limit:
+                return None
+            if reader.read(1):  # pragma: no cover - read(n) returns everything up to n
+                return None
+            return out
+        if coding == "br":
+            dec = brotli.Decompressor()
+            parts, size = [], 0
+            for i in range(0, len(data), 256):
+                part = dec.process(data[i:i + 256])
+                size += len(part)
+                if size > limit:
+                    return None
+                parts.append(part)
+            if not dec.is_finished():
+                raise ValueError("truncated brotli body")
+            return b"".join(parts)
+    except (zlib.error, zstandard.ZstdError, brotli.error) as e:
+        raise ValueError(f"corrupt {coding} body: {e}") from e
+    raise ValueError(f"unknown content coding {coding!r}")
+
+
+def encode_body(data: bytes, coding: str) -> bytes:
+    """Apply a content coding again on replay (mitmproxy's encoders: gzip with mtime 0)."""
+    coding = coding.lower()
+    if coding == "x-gzip":
+        coding = "gzip"
+    return custom_encode[coding](data)
+
+
+# -- readable form ----------------------------------------------------------------------
+
+
+def _media_type(content_type: str) -> str:
+    return content_type.split(";", 1)[0].strip().lower()
+
+
+def is_json_type(content_type: str) -> bool:
+    mt = _media_type(content_type)
+    return mt == "application/json" or mt.endswith("+json")
+
+
+def is_form_type(content_type: str) -> bool:
+    return _media_type(content_type) == "application/x-www-form-urlencoded"
+
+
+def is_text(s: str) -> bool:
+    return _NOT_TEXT.search(s) is None
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"JSON constant {name} has no YAML equal")
+
+
+# the string check runs only when the raw text could need it, so the C parser does the work
+_SUSPECT_STRINGS = re.compile(r"\\u[dD][89a-fA-F]|\\u0085|\x85")
+
+
+def _walk(value: Any):
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        yield v
+        if isinstance(v, list):
+            stack.extend(v)
+        elif isinstance(v, dict):
+            stack.extend(v)
+            stack.extend(v.values())
+
+
+def parse_json(text: str) -> Any:
+    """JSON -> Python data that YAML round-trips; ValueError if it cannot.
+
+    Rejected: NaN/Infinity (no YAML equal) and strings YAML cannot carry (lone
+    surrogates from ``\\uD800`` escapes, a lone NEL). Numbers beyond float range become
+    ``inf``, which ``dumps_styled`` refuses, so such documents stay text. Duplicate keys
+    keep the last value; ``json_readable`` then sees that the text does not round-trip.
+    """
+    value = json.loads(text, parse_constant=_reject_constant)
+    if ("\\u" in text or "\x85" in text) and _SUSPECT_STRINGS.search(text):
+        for v in _walk(value):
+            if isinstance(v, str) and _NOT_YAML.search(v):
+                raise ValueError("JSON string YAML cannot carry")
+    return value
+
+
+def may_hold_secrets(text: str, fields: frozenset[str]) -> bool:
+    """False when no secret field name occurs in ``text`` at all (the common case)."""
+    if not fields:
+        return False
+    lowered = text.lower()
+    return any(f in lowered for f in fields)
+
+
+def redact_json(value: Any, fields: frozenset[str]) -> Any:
+    """A copy of ``value`` with the values of secret keys replaced, at any depth."""
+    if isinstance(value, dict):
+        return {k: (REDACTED if k.lower() in fields else redact_json(v, fields))
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact_json(v, fields) for v in value]
+    return value
+
+
+def redact_form(text: str, fields: frozenset[str]) -> str:
+    pairs = parse_qsl(text, keep_blank_values=True)
+    if not any(k.lower() in fields for k, _ in pairs):
+        return text
+    return urlencode([(k, REDACTED if k.lower() in fields else v) for k, v in pairs], safe="<>")
+
+
+# -- JSON layout ----------------------------------------------------------------------
+# A JSON body is stored as data, but replay should send the bytes the server sent. The
+# common serializer layouts are recognized and named in ``style`` (absent = compact):
+# "compact" | "spaced" (", " ": ") | "indentN" (N spaces, JSON.stringify / json.dumps
+# indent), plus " ascii" (\uXXXX escapes for non-ASCII) and " newline" (trailing \n).
+# A JSON body no layout reproduces byte for byte is stored as text instead (unless it
+# holds secrets, which must be redacted: then the closest layout is used).
+
+_INDENT = re.compile(r"\n( +)\S")
+
+
+def dumps_styled(value: Any, style: str = "") -> str:
+    words = style.split()
+    layout = words[0] if words else "compact"
+    kw: dict[str, Any] = {"ensure_ascii": "ascii" in words, "allow_nan": False}
+    if layout.startswith("indent"):
+        kw.update(indent=int(layout[6:] or 2), separators=(",", ": "))
+    elif layout == "spaced":
+        kw.update(separators=(", ", ": "))
+    else:
+        kw.update(separators=(",", ":"))
+    text = json.dumps(value, **kw)
+    return text + "\n" if "newline" in words else text
+
+
+def _guess_styles(text: str) -> list[str]:
+    body = text.rstrip("\n")
+    suffix = (" ascii" if text.isascii() and "\\u" in text else "") + \
+        (" newline" if text.endswith("\n") else "")
+    indent = _INDENT.search(body)
+    layouts = [f"indent{len(indent.group(1))}"] if indent else []
+    layouts += ["spaced", "compact"] if (", " in body or ": " in body) else ["compact", "spaced"]
+    return [(layout + suffix).strip() for layout in layouts]
+
+
+def json_readable(text: str, redaction: Redaction) -> Readable | None:
+    """``{"json": value, "style"?: ...}`` for a JSON text, None to keep it as text."""
+    try:
+        value = parse_json(text)
+    except (ValueError, RecursionError):
+        return None
+    redacted = (redact_json(value, redaction.fields)
+                if may_hold_secrets(text, redaction.fields) else value)
+    styles = _guess_styles(text)
+    try:
+        exact = next((st for st in styles if dumps_styled(value, st) == text), None)
+        if exact is None and redacted == value:
+            return None
+        style = exact if exact is not None else styles[0]
+        dumps_styled(redacted, style)  # numbers beyond float range: keep as text
+    except ValueError:
+        return None
+    return {"json": redacted, "style": style} if style != "compact" else {"json": redacted}
+
+
+def body_to_readable(data: bytes, content_type: str, redaction: Redaction) -> Readable:
+    """The readable form of a complete (decoded) body; see the module docstring."""
+    if not data:
+        return ""
+    try:
+        text: str | None = data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is not None:
+        stripped = text.lstrip()
+        if is_json_type(content_type) or (not content_type and stripped[:1] in ("{", "[")):
+            as_json = json_readable(text, redaction)
+            if as_json is not None:
+                return as_json
+        if is_text(text):
+            if is_form_type(content_type):
+                return redact_form(text, redaction.fields)
+            return text
+    return {"base64": base64.b64encode(data).decode("ascii")}
+
+
+def body_from_readable(body: Readable) -> bytes:
+    """Inverse of ``body_to_readable`` (JSON serialized in its recorded ``style``)."""
+    if body is None or body == "":
+        return b""
+    if isinstance(body, dict):
+        if "json" in body:
+            return dumps_styled(body["json"], body.get("style", "")).encode()
+        if body.get("omitted"):
+            raise OmittedBody(
+                f"recorded body of {body.get('size')} bytes was not stored "
+                f"(sha256 {body.get('sha256')}); record again with a larger max_body")
+    return unblob(body)

@@ -1,0 +1,124 @@
+"""Settings of the HTTP dialect: secrets to redact, noise to ignore, size bounds.
+
+Everything here is plain frozen data so one ``HttpConfig`` can be shared by every
+connection. The defaults are module constants the proxy's config layer can extend:
+
+* ``DEFAULT_SECRET_HEADERS``: header names whose values never reach a recording.
+  ``Cookie`` and ``Set-Cookie`` keep the cookie *names* and attributes; only the
+  values become ``"<redacted>"``. The other names lose their whole value.
+* ``DEFAULT_SECRET_FIELDS``: JSON object keys, form fields and query keys whose
+  values are redacted wherever they occur (request and response, any depth).
+* ``Noise``: what ``match_key_with`` ignores when it compares a live request with a
+  recorded one (header names, JSON paths, query keys).
+
+Invariant: redaction happens when readable data is built (record *and* replay), so a
+live request and its recording are redacted the same way before they are compared.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+REDACTED = "<redacted>"
+
+#: Header names (lower case) whose values are secrets (RFC 9110 §11.6.2, §11.7.2;
+#: RFC 6265 §4.1, §4.2 for cookies; common API-key headers).
+DEFAULT_SECRET_HEADERS: frozenset[str] = frozenset({
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+    "x-api-key",
+    "api-key",
+    "x-auth-token",
+    "x-amz-security-token",
+    "x-goog-api-key",
+})
+
+#: JSON keys / form fields / query keys (compared case-insensitively) holding secrets.
+DEFAULT_SECRET_FIELDS: frozenset[str] = frozenset({
+    "password",
+    "passwd",
+    "client_secret",
+    "access_token",
+    "refresh_token",
+    "id_token",
+    "api_key",
+    "apikey",
+    "secret",
+})
+
+#: Request headers never compared even when ``Noise.match_headers`` is on: framing,
+#: hop-by-hop and per-run values.
+DEFAULT_NOISE_HEADERS: frozenset[str] = frozenset({
+    "host", "content-length", "transfer-encoding", "connection", "keep-alive",
+    "proxy-connection", "te", "upgrade", "expect", "date", "user-agent",
+    "accept-encoding", "x-request-id", "x-correlation-id", "traceparent", "tracestate",
+    "baggage", "sentry-trace", "x-amzn-trace-id", "x-b3-traceid", "x-b3-spanid",
+    "x-b3-parentspanid", "x-b3-sampled", "x-datadog-trace-id", "x-datadog-parent-id",
+    "idempotency-key",
+})
+
+
+def _lower(names: Iterable[str]) -> frozenset[str]:
+    return frozenset(n.lower() for n in names)
+
+
+@dataclass(frozen=True)
+class Redaction:
+    """What is replaced by ``"<redacted>"`` at record time (and on live requests)."""
+
+    headers: frozenset[str] = DEFAULT_SECRET_HEADERS
+    fields: frozenset[str] = DEFAULT_SECRET_FIELDS
+
+    @classmethod
+    def with_extra(cls, headers: Iterable[str] = (), fields: Iterable[str] = ()) -> Redaction:
+        """The defaults plus the given names (the proxy's config passes user names here)."""
+        return cls(DEFAULT_SECRET_HEADERS | _lower(headers), DEFAULT_SECRET_FIELDS | _lower(fields))
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "headers", _lower(self.headers))
+        object.__setattr__(self, "fields", _lower(self.fields))
+
+
+@dataclass(frozen=True)
+class Noise:
+    """What matching ignores.
+
+    ``query``: query keys dropped before comparing. ``json_paths``: paths into JSON
+    bodies dropped before comparing (``a.b``, ``$.a.b``, ``items[*].id``, ``items[0]``;
+    ``*`` matches every key or index). ``headers``: header names ignored when
+    ``match_headers`` is on (headers are not compared by default; with
+    ``match_headers`` every request header except these and
+    ``DEFAULT_NOISE_HEADERS`` must be equal, as a multiset).
+    """
+
+    query: frozenset[str] = frozenset()
+    json_paths: tuple[str, ...] = ()
+    headers: frozenset[str] = frozenset()
+    match_headers: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "query", frozenset(self.query))
+        object.__setattr__(self, "json_paths", tuple(self.json_paths))
+        object.__setattr__(self, "headers", _lower(self.headers))
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    """Bounds and policies for one HTTP recorder/replayer.
+
+    ``max_body``: a body (after content decoding) larger than this is not stored; the
+    recording keeps its size and SHA-256 instead (and a note), so memory per message
+    stays below about ``max_body`` however large the transfer (a 100 MB download costs
+    a hash, not 100 MB). ``max_head``: bound of a request/response head, of a chunk
+    header line and of an HTTP/2 header list. ``max_header_table``: bound of the HPACK
+    dynamic table accepted from peers.
+    """
+
+    redaction: Redaction = field(default_factory=Redaction)
+    noise: Noise = field(default_factory=Noise)
+    max_body: int = 8 * 1024 * 1024
+    max_head: int = 64 * 1024
+    max_header_table: int = 1024 * 1024

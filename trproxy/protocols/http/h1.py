@@ -1,0 +1,211 @@
+"""HTTP/1.x message parser for one direction of a connection (sans-I/O).
+
+Built from the pieces mitmproxy's own HTTP/1 layer uses: h11's ``ReceiveBuffer`` and
+body readers (Content-Length, chunked, read-until-close) for framing, and
+``mitmproxy.net.http.http1`` for request/response heads (``read_request_head``,
+``read_response_head``, ``expected_http_body_size``) and header validation against
+request smuggling (RFC 9112 §6.1, §6.3).
+
+States (``H1State``)::
+
+    HEAD  --head-->  BODY  --end-->  HEAD            (keep-alive, RFC 9112 §9.3)
+                              \\-->  WAIT            (request side, after CONNECT or a
+                                                     request with Upgrade: until the
+                                                     response decides, RFC 9110 §7.8)
+    any   --tunnel()-->  TUNNEL                      (after 101 / 2xx to CONNECT:
+                                                     bytes are no longer HTTP)
+    HEAD  --EOF-->  CLOSED;  mid-message EOF --> CLOSED with ``truncated`` set
+    any   --bad bytes-->  ERROR (DecodeError raised, and raised again after)
+
+Bounds: a head (and a chunk-size or trailer line) longer than ``max_head`` bytes is a
+``DecodeError``. Bodies are streamed out as ``Data`` events and never buffered here.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+import h11
+from h11._readers import ChunkedReader, ContentLengthReader, Http10Reader
+from h11._receivebuffer import ReceiveBuffer
+from mitmproxy import http
+from mitmproxy.net.http import http1, validate
+
+from ..base import NEED_DATA, DecodeError
+from .readable import method_text
+
+Fields = list[tuple[bytes, bytes]]
+
+
+class H1State(enum.Enum):
+    HEAD = "head"
+    BODY = "body"
+    WAIT = "wait"
+    TUNNEL = "tunnel"
+    CLOSED = "closed"
+    ERROR = "error"
+
+
+@dataclass(frozen=True)
+class Head:
+    """A request or response head (mitmproxy ``Request``/``Response`` without content)."""
+
+    message: Any  # http.Request | http.Response
+
+
+@dataclass(frozen=True)
+class Data:
+    data: bytes
+
+
+@dataclass(frozen=True)
+class End:
+    trailers: Fields | None = None
+
+
+Event = Head | Data | End
+
+
+def is_upgrade_request(request: http.Request) -> bool:
+    return request.method.upper() == "CONNECT" or "upgrade" in request.headers
+
+
+def switches_protocol(request: http.Request, response: http.Response) -> bool:
+    """After this response the connection is no longer HTTP (RFC 9110 §15.2.2, §9.3.6)."""
+    return response.status_code == 101 or (
+        request.method.upper() == "CONNECT" and 200 <= response.status_code < 300)
+
+
+class H1Parser:
+    """Parses requests (``is_request``) or responses from one direction's bytes."""
+
+    def __init__(self, is_request: bool, max_head: int = 64 * 1024) -> None:
+        self.is_request = is_request
+        self.max_head = max_head
+        self.state = H1State.HEAD
+        self.truncated = False  # closed in the middle of a message
+        self._buf = ReceiveBuffer()
+        self._eof = False
+        self._reader: Any = None
+        self._error: DecodeError | None = None
+        self.message: Any = None  # the message being read (Request/Response)
+
+    # -- input --------------------------------------------------------------------
+
+    def feed(self, data: bytes) -> None:
+        if self.state is H1State.ERROR:
+            raise self._error or DecodeError("HTTP/1 parser is in its error state")
+        if not data:
+            self._eof = True
+        elif self.state is not H1State.TUNNEL:
+            self._buf += data
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf)
+
+    def take_buffer(self) -> bytes:
+        """Bytes received but not parsed (e.g. what followed a 101 response)."""
+        return bytes(self._buf.maybe_extract_at_most(len(self._buf)) or b"")
+
+    def tunnel(self) -> None:
+        self.state = H1State.TUNNEL
+        self._buf = ReceiveBuffer()
+
+    def resume(self) -> None:
+        """Leave WAIT: the upgrade was refused, the next bytes are a request again."""
+        if self.state is H1State.WAIT:
+            self.state = H1State.HEAD
+
+    # -- events --------------------------------------------------------------------
+
+    def _fail(self, message: str, cause: Exception | None = None) -> DecodeError:
+        self.state = H1State.ERROR
+        self._error = DecodeError(message)
+        if cause is not None:
+            self._error.__cause__ = cause
+        return self._error
+
+    def next_event(self, request: http.Request | None = None) -> Event | Any:
+        """The next event, or NEED_DATA. Responses need the ``request`` they answer."""
+        try:
+            if self.state is H1State.HEAD:
+                return self._read_head(request)
+            if self.state is H1State.BODY:
+                return self._read_body()
+            if self.state is H1State.WAIT and len(self._buf) > self.max_head:
+                raise self._fail("too many bytes after an upgrade request before its response")
+            if self.state is H1State.ERROR:
+                raise self._error or DecodeError("HTTP/1 parser is in its error state")
+            return NEED_DATA
+        except DecodeError as e:
+            self.state, self._error = H1State.ERROR, e
+            raise
+        except (ValueError, h11.ProtocolError) as e:
+            raise self._fail(f"HTTP/1 {'request' if self.is_request else 'response'}: {e}", e) from e
+
+    def _read_head(self, request: http.Request | None) -> Event | Any:
+        while True:
+            lines = self._buf.maybe_extract_lines()
+            if lines is None:
+                if len(self._buf) > self.max_head:
+                    raise self._fail(f"head longer than {self.max_head} bytes")
+                if self._eof:
+                    self.truncated = bool(self._buf)
+                    self.state = H1State.CLOSED
+                return NEED_DATA
+            if lines:
+                break
+            # RFC 9112 §2.2: ignore empty lines before a request-line (and be lenient
+            # with responses the same way)
+        if sum(len(line) + 2 for line in lines) > self.max_head:
+            raise self._fail(f"head longer than {self.max_head} bytes")
+        raw = [bytes(line) for line in lines]
+        message: http.Request | http.Response
+        if self.is_request:
+            message = http1.read_request_head(raw)
+            method_text(message.data.method)  # a token, or DecodeError
+            validate.validate_headers(message)
+            size = http1.expected_http_body_size(message)
+        else:
+            if request is None:
+                raise self._fail("response bytes while no request is outstanding")
+            response = http1.read_response_head(raw)
+            validate.validate_headers(response)
+            size = http1.expected_http_body_size(request, response)
+            message = response
+        self.message = message
+        if size is None:
+            self._reader = ChunkedReader()
+        elif size == -1:
+            self._reader = Http10Reader()
+        else:
+            self._reader = ContentLengthReader(size)
+        self.state = H1State.BODY
+        return Head(message)
+
+    def _read_body(self) -> Event | Any:
+        event = self._reader(self._buf)
+        if event is None:
+            if len(self._buf) > self.max_head:
+                raise self._fail(f"chunk header or trailer longer than {self.max_head} bytes")
+            if not self._eof:
+                return NEED_DATA
+            try:
+                event = self._reader.read_eof()
+            except h11.ProtocolError:
+                # the peer closed mid-body: not an error of the bytes, just an ending
+                self.truncated = True
+                self.state = H1State.CLOSED
+                return NEED_DATA
+        if isinstance(event, h11.Data):
+            return Data(bytes(event.data))
+        trailers = [(bytes(n), bytes(v)) for n, v in event.headers] or None
+        message = self.message
+        if self.is_request and is_upgrade_request(message):
+            self.state = H1State.WAIT
+        else:
+            self.state = H1State.HEAD
+        return End(trailers)

@@ -1,0 +1,181 @@
+"""Replay mode over HTTP/2: we are the server, driven by ``h2`` (RFC 9113).
+
+``feed`` passes the client's bytes to an ``h2`` server connection. Its own frames
+(our SETTINGS, SETTINGS/PING ACKs, WINDOW_UPDATEs) come back as one ``Reply``, placed
+before the ``Lookup``s of the streams that ended in those bytes. ``respond`` sends a
+stream's HEADERS and as much DATA as the client's flow-control windows allow (RFC
+9113 §5.2); the rest waits and goes out in a ``Reply`` from a later ``feed`` once the
+client grants window (WINDOW_UPDATE, or a SETTINGS raising the initial window).
+Streams the client resets are forgotten, with their pending data.
+
+Bounds: request heads by ``max_head`` (SETTINGS_MAX_HEADER_LIST_SIZE), bodies by
+``BodyBuffer``; pending response data is what the recordings hold.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+import h2.settings
+
+from ..base import DecodeError, Lookup, Readable, Reply
+from .body import BodyBuffer, OmittedBody
+from .config import HttpConfig
+from .h2_record import h2_request_url, split_pseudo
+from .readable import method_text, request_readable, summary
+from .render import (
+    error_response,
+    omitted_response,
+    render_h2_headers,
+    render_h2_trailers,
+    response_body,
+)
+
+
+@dataclass
+class _Incoming:
+    method: str
+    url: str
+    fields: list[tuple[bytes, bytes]]
+    body: BodyBuffer
+    trailers: list[tuple[bytes, bytes]] | None = None
+
+
+@dataclass
+class _Outgoing:
+    data: bytes
+    offset: int = 0
+    trailers: list[tuple[bytes, bytes]] | None = None
+
+
+class H2Replayer:
+    """One HTTP/2 client connection in replay mode."""
+
+    def __init__(self, config: HttpConfig, scheme: str = "https", authority: str | None = None) -> None:
+        self.config = config
+        self.scheme = scheme
+        self.authority = authority
+        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(
+            client_side=False, header_encoding=None))
+        self.conn.initiate_connection()
+        if config.max_head != self.conn.local_settings.max_header_list_size:
+            self.conn.update_settings({
+                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: config.max_head})
+        self._incoming: dict[int, _Incoming] = {}
+        self._outgoing: dict[int, _Outgoing] = {}
+
+    def feed(self, data: bytes) -> list[Lookup | Reply]:
+        lookups: list[Lookup | Reply] = []
+        try:
+            events = self.conn.receive_data(data) if data else []
+            for event in events:
+                self._event(event, lookups)
+            self._flush_all()
+        except h2.exceptions.H2Error as e:
+            raise DecodeError(f"HTTP/2 client bytes: {e!r}") from e
+        wire = self.conn.data_to_send()
+        return ([Reply(wire)] if wire else []) + lookups
+
+    def _event(self, event: h2.events.Event, lookups: list[Lookup | Reply]) -> None:
+        if isinstance(event, h2.events.RequestReceived):
+            pseudo, regular = split_pseudo(event.headers)
+            url = h2_request_url(pseudo, regular, self.scheme, self.authority, self.config)
+            method = method_text(pseudo.get(b":method", b"GET"))
+            self._incoming[event.stream_id] = _Incoming(method, url, regular,
+                                                        BodyBuffer(self.config.max_body))
+            expect = next((v for n, v in regular if n == b"expect"), b"")
+            if expect.strip().lower() == b"100-continue" and not event.stream_ended:
+                self.conn.send_headers(event.stream_id, [(b":status", b"100")])
+        elif isinstance(event, h2.events.DataReceived):
+            self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            if (s := self._incoming.get(event.stream_id)) is not None:
+                s.body.add(event.data)
+        elif isinstance(event, h2.events.TrailersReceived):
+            if (s := self._incoming.get(event.stream_id)) is not None:
+                s.trailers = list(event.headers)
+        elif isinstance(event, h2.events.StreamEnded):
+            if (s := self._incoming.pop(event.stream_id, None)) is not None:
+                lookups.append(self._lookup(event.stream_id, s))
+        elif isinstance(event, h2.events.StreamReset):
+            self._incoming.pop(event.stream_id, None)
+            self._outgoing.pop(event.stream_id, None)
+
+    def _lookup(self, sid: int, s: _Incoming) -> Lookup:
+        readable = request_readable(s.method, s.url, "HTTP/2.0", s.fields, s.body, s.trailers,
+                                    self.config)
+        context: dict[str, Any] = {"stream_id": sid, "method": s.method,
+                                   "http_version": "HTTP/2.0"}
+        return Lookup(request=readable, lifetime="data", summary=summary(s.method, s.url),
+                      expects_reply=True, context=context)
+
+    # -- sending ------------------------------------------------------------------------
+
+    def _stream_open(self, sid: int) -> bool:
+        stream = self.conn.streams.get(sid)
+        return stream is not None and not stream.closed
+
+    def respond(self, lookup: Lookup, responses: list[Readable]) -> bytes:
+        sid = lookup.context["stream_id"]
+        method = lookup.context.get("method", "GET")
+        if not self._stream_open(sid):
+            return b""  # the client reset the stream meanwhile
+        try:
+            for response in responses:
+                status = int(response["status"])
+                if status == 100 or status == 101:
+                    continue
+                if status < 200:
+                    self.conn.send_headers(sid, render_h2_headers(response, method, 0))
+                    continue
+                self._send_final(sid, response, method)
+                break
+            self._flush(sid)
+        except h2.exceptions.H2Error as e:
+            raise DecodeError(f"HTTP/2 response on stream {sid}: {e!r}") from e
+        return self.conn.data_to_send()
+
+    def _send_final(self, sid: int, response: dict[str, Any], method: str) -> None:
+        try:
+            body = response_body(response, method)
+        except OmittedBody as e:
+            response = omitted_response(e)
+            body = response_body(response, method)
+        trailers = render_h2_trailers(response)
+        headers = render_h2_headers(response, method, len(body))
+        end = not body and not trailers
+        self.conn.send_headers(sid, headers, end_stream=end)
+        if not end:
+            self._outgoing[sid] = _Outgoing(body, 0, trailers)
+
+    def _flush(self, sid: int) -> None:
+        out = self._outgoing.get(sid)
+        if out is None:
+            return
+        if not self._stream_open(sid):
+            del self._outgoing[sid]
+            return
+        while out.offset < len(out.data):
+            window = min(self.conn.local_flow_control_window(sid), self.conn.max_outbound_frame_size)
+            if window <= 0:
+                return
+            chunk = out.data[out.offset:out.offset + window]
+            self.conn.send_data(sid, chunk)
+            out.offset += len(chunk)
+        if out.trailers:
+            self.conn.send_headers(sid, out.trailers, end_stream=True)
+        else:
+            self.conn.end_stream(sid)
+        del self._outgoing[sid]
+
+    def _flush_all(self) -> None:
+        for sid in list(self._outgoing):
+            self._flush(sid)
+
+    def miss(self, lookup: Lookup, reason: str) -> bytes:
+        text = f"trproxy: no recorded response matches {lookup.summary}\n{reason}\n"
+        return self.respond(lookup, [error_response(502, text)])

@@ -1,0 +1,157 @@
+"""Match keys: the normalized form of a readable request compared at replay.
+
+``match_key(request)`` is ``match_key_with(request, Noise())``::
+
+    {method: GET, host: api.example.com:8443, path: /v1/items,
+     query: [[id, "3"], [page, "2"]],        # sorted: order-insensitive
+     body: <see below>,
+     headers: [[accept, "*/*"]]}             # only with Noise.match_headers
+
+* ``host`` is lower case without the scheme's default port; the scheme and the HTTP
+  version are not part of the key, so a request recorded over HTTP/1.1 matches the
+  same request sent over HTTP/2 and vice versa.
+* ``query`` is the multiset of decoded pairs (RFC 3986 §3.4 leaves order to the
+  application; the usual form decoding is assumed), minus ``Noise.query`` keys.
+* ``body``: JSON as data (so key order and whitespace do not matter, minus
+  ``Noise.json_paths``; also JSON stored as text), form bodies as sorted pairs
+  (``Noise.query`` keys dropped from them too), text as text, binary as base64,
+  omitted bodies by size and digest. Bodies are compared decoded, so a gzip-ed and a
+  plain upload of the same JSON match.
+
+Pure functions of their arguments; the result is readable data (lists, not tuples).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from ..base import Readable
+from .body import is_form_type, is_json_type, parse_json
+from .config import DEFAULT_NOISE_HEADERS, Noise
+from .readable import DEFAULT_PORTS, header_value
+
+_PATH_TOKEN = re.compile(r"\[(\*|\d+)\]|\.?([^.\[\]]+)")
+
+
+def parse_json_path(path: str) -> list[str | int]:
+    """``$.a.b[0].c`` / ``a.*.c`` / ``items[*].id`` -> steps; ``"*"`` is a wildcard."""
+    path = path.strip()
+    if path.startswith("$"):
+        path = path[1:]
+    steps: list[str | int] = []
+    for m in _PATH_TOKEN.finditer(path):
+        index, key = m.group(1), m.group(2)
+        if index is not None:
+            steps.append("*" if index == "*" else int(index))
+        else:
+            steps.append(key)
+    return steps
+
+
+def drop_json_path(value: Any, steps: list[str | int]) -> Any:
+    """A copy of ``value`` without what ``steps`` reaches (dict keys removed, list
+    items replaced by None so indices stay stable)."""
+    if not steps:
+        return value
+    step, rest = steps[0], steps[1:]
+    if isinstance(value, dict):
+        keys = list(value) if step == "*" else [str(step)]
+        out = dict(value)
+        for k in keys:
+            if k in out:
+                if rest:
+                    out[k] = drop_json_path(out[k], rest)
+                else:
+                    del out[k]
+        return out
+    if isinstance(value, list):
+        indices: Iterable[int]
+        if step == "*":
+            indices = range(len(value))
+        elif isinstance(step, int) or (isinstance(step, str) and step.isdigit()):
+            indices = [int(step)]
+        else:
+            return value
+        out_list = list(value)
+        for i in indices:
+            if 0 <= i < len(out_list):
+                out_list[i] = drop_json_path(out_list[i], rest) if rest else None
+        return out_list
+    return value
+
+
+def _host(netloc: str, scheme: str) -> str:
+    host = netloc.lower()
+    base, colon, port = host.rpartition(":")
+    if colon and "]" not in port and port.isdigit() and int(port) == DEFAULT_PORTS.get(scheme):
+        host = base
+    return host
+
+
+def _pairs(query: str, ignore: frozenset[str]) -> list[list[str]]:
+    return sorted([k, v] for k, v in parse_qsl(query, keep_blank_values=True) if k not in ignore)
+
+
+def _json_key(value: Any, noise: Noise) -> Readable:
+    for path in noise.json_paths:
+        value = drop_json_path(value, parse_json_path(path))
+    return {"json": value}
+
+
+def _body_key(request: dict[str, Any], noise: Noise) -> Readable:
+    body = request.get("body", "")
+    if body is None:
+        return ""
+    if isinstance(body, dict):
+        if "json" in body:
+            return _json_key(body["json"], noise)
+        if body.get("omitted"):
+            return {"size": body.get("size"), "sha256": body.get("sha256")}
+        return body
+    ctype = header_value(request.get("headers", []), "content-type") or ""
+    if isinstance(body, str) and is_form_type(ctype):
+        return {"form": _pairs(body, noise.query)}
+    if isinstance(body, str) and is_json_type(ctype):
+        # JSON kept as text (its layout was unusual) still compares as data
+        try:
+            return _json_key(parse_json(body), noise)
+        except (ValueError, RecursionError):
+            pass
+    return body
+
+
+def _headers_key(request: dict[str, Any], noise: Noise) -> list[list[Readable]]:
+    skip = DEFAULT_NOISE_HEADERS | noise.headers
+    out = []
+    for name, value in request.get("headers", []):
+        lname = name.lower() if isinstance(name, str) else name
+        if isinstance(lname, str) and (lname in skip or lname.startswith(":")):
+            continue
+        out.append([lname, value])
+    return sorted(out, key=repr)
+
+
+def match_key_with(request: Readable, noise: Noise) -> Readable:
+    """The key of a readable request, ignoring ``noise``."""
+    parts = urlsplit(request.get("url", ""))
+    key: dict[str, Any] = {
+        "method": str(request.get("method", "")).upper(),
+        "host": _host(parts.netloc, parts.scheme),
+        "path": parts.path or "/",
+        "query": _pairs(parts.query, noise.query),
+        "body": _body_key(request, noise),
+    }
+    if noise.match_headers:
+        key["headers"] = _headers_key(request, noise)
+    return key
+
+
+_DEFAULT_NOISE = Noise()
+
+
+def match_key(request: Readable) -> Readable:
+    """``match_key_with(request, Noise())``: method, host, path, query, body."""
+    return match_key_with(request, _DEFAULT_NOISE)

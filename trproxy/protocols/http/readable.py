@@ -1,0 +1,262 @@
+"""HTTP messages <-> readable data, with secrets redacted on the way in.
+
+Request::
+
+    {method: GET, url: "https://api.example.com:8443/v1/items?id=3",
+     http_version: HTTP/1.1, headers: [[Accept, "*/*"], [Cookie, "sid=<redacted>"]],
+     body: <body form, see body.py>, encoding: gzip?, trailers: [[n, v]]?}
+
+Response::
+
+    {status: 200, reason: OK, http_version: HTTP/1.1, headers: [...], body: ...,
+     encoding: gzip?, trailers: [...]?}
+
+Header lists keep every field line in wire order, repeated names as separate entries
+(RFC 9110 §5.2-5.3: two ``Set-Cookie`` stay two). Header values that are not text are
+``{"hex": ...}``. ``encoding`` appears only when the stored body was decoded from that
+content coding; ``trailers`` only when the message had trailer fields (RFC 9110 §6.5).
+
+Invariant: every function here is deterministic and pure; the same bytes and config
+give the same readable data in record and in replay, which is what makes
+``match_key`` comparisons of live and recorded requests meaningful.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any
+from urllib.parse import quote, unquote_plus, urlsplit
+
+from ..base import DecodeError, Readable, unblob
+from .body import (
+    CODINGS,
+    BodyBuffer,
+    body_from_readable,
+    body_to_readable,
+    decode_body,
+    encode_body,
+    is_text,
+)
+from .config import REDACTED, HttpConfig, Redaction
+
+Fields = Sequence[tuple[bytes, bytes]]
+
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,64}\Z")  # RFC 9110 §5.6.2
+_VISIBLE_ASCII = "".join(chr(c) for c in range(0x21, 0x7F))
+
+
+def method_text(raw: bytes) -> str:
+    """The request method, which must be a token (RFC 9110 §9.1)."""
+    if not _TOKEN.match(raw):
+        raise DecodeError(f"invalid HTTP method {raw[:64]!r}")
+    return raw.decode("ascii")
+
+
+def wire_text(raw: bytes) -> str:
+    """A request-target or authority as text: UTF-8 when clean, otherwise with the
+    offending bytes percent-encoded (RFC 3986 §2.1), so it is always safe YAML."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is not None and text.isprintable() and " " not in text:
+        return text
+    return quote(raw, safe=_VISIBLE_ASCII)
+
+
+def text_or_hex(value: bytes) -> Readable:
+    try:
+        s = value.decode("utf-8")
+    except UnicodeDecodeError:
+        return {"hex": value.hex()}
+    return s if is_text(s) else {"hex": value.hex()}
+
+
+def _redact_cookie_pairs(value: str, separator: str) -> str:
+    """``a=1; b=2`` -> ``a=<redacted>; b=<redacted>`` (names kept, RFC 6265 §4.2.1)."""
+    out = []
+    for pair in value.split(separator):
+        name, eq, _ = pair.partition("=")
+        out.append(f"{name}={REDACTED}" if eq else REDACTED)
+    return separator.join(out)
+
+
+def _redact_set_cookie(value: str) -> str:
+    """``sid=abc; Path=/; HttpOnly`` -> ``sid=<redacted>; Path=/; HttpOnly`` (RFC 6265 §4.1.1)."""
+    first, sep, attributes = value.partition(";")
+    name, eq, _ = first.partition("=")
+    return (f"{name}={REDACTED}" if eq else REDACTED) + sep + attributes
+
+
+def redact_header(name: str, value: Readable, redaction: Redaction) -> Readable:
+    lname = name.lower()
+    if lname not in redaction.headers:
+        return value
+    if not isinstance(value, str):
+        return REDACTED
+    if lname == "cookie":
+        return _redact_cookie_pairs(value, ";")
+    if lname == "set-cookie":
+        return _redact_set_cookie(value)
+    return REDACTED
+
+
+def headers_to_readable(fields: Iterable[tuple[bytes, bytes]], redaction: Redaction) -> list[list[Readable]]:
+    out: list[list[Readable]] = []
+    for raw_name, raw_value in fields:
+        name = text_or_hex(raw_name)
+        value = text_or_hex(raw_value)
+        out.append([name, redact_header(name, value, redaction) if isinstance(name, str) else value])
+    return out
+
+
+def headers_from_readable(headers: Iterable[Sequence[Readable]]) -> list[tuple[bytes, bytes]]:
+    return [(unblob(name), unblob(value)) for name, value in headers]
+
+
+def header_value(headers: Iterable[Sequence[Readable]], name: str) -> str | None:
+    """The first value of ``name`` (case-insensitive) in a readable header list."""
+    lname = name.lower()
+    for n, v in headers:
+        if isinstance(n, str) and n.lower() == lname:
+            return v if isinstance(v, str) else unblob(v).decode("latin-1")
+    return None
+
+
+def field_value(fields: Fields, name: bytes) -> bytes | None:
+    lname = name.lower()
+    for n, v in fields:
+        if n.lower() == lname:
+            return v
+    return None
+
+
+# -- URLs ---------------------------------------------------------------------------------
+
+
+def redact_query(query: str, fields: frozenset[str]) -> str:
+    """Replace values of secret query keys, keeping the rest of the query text as sent."""
+    if not query:
+        return query
+    parts = query.split("&")
+    changed = False
+    for i, part in enumerate(parts):
+        key, eq, _ = part.partition("=")
+        if unquote_plus(key).lower() in fields:
+            parts[i] = f"{key}={REDACTED}"
+            changed = True
+    return "&".join(parts) if changed else query
+
+
+def make_url(scheme: str, authority: str, target: str, redaction: Redaction) -> str:
+    """``scheme://authority/path?query`` from an origin-form target (RFC 9112 §3.2.1)."""
+    path, q, query = target.partition("?")
+    if not path.startswith("/"):
+        path = "/" + path if path != "*" else path
+    authority = authority.lower()
+    host, colon, port = authority.rpartition(":")
+    if colon and "]" not in port and port.isdigit() and int(port) == DEFAULT_PORTS.get(scheme):
+        authority = host
+    return f"{scheme}://{authority}{path}{q}{redact_query(query, redaction.fields)}"
+
+
+def split_url(url: str) -> tuple[str, str, str]:
+    """``(scheme, authority, target)`` of a readable url."""
+    parts = urlsplit(url)
+    target = parts.path or "/"
+    if parts.query or url.endswith("?"):
+        target += "?" + parts.query
+    return parts.scheme, parts.netloc, target
+
+
+# -- bodies ---------------------------------------------------------------------------
+
+
+def body_fields(fields: Fields, buf: BodyBuffer, config: HttpConfig) -> dict[str, Any]:
+    """``{"body": ..., "encoding"?: ...}`` for a complete message body."""
+    ctype_raw = field_value(fields, b"content-type")
+    ctype = ctype_raw.decode("latin-1") if ctype_raw else ""
+    coding_raw = field_value(fields, b"content-encoding")
+    coding = coding_raw.decode("latin-1").strip().lower() if coding_raw else ""
+    if coding == "identity":
+        coding = ""
+    if buf.overflow:
+        note = f"{coding}-encoded " if coding else ""
+        return {"body": buf.omitted(f"{note}body of {buf.size} bytes exceeds max_body "
+                                    f"{config.max_body}: only its size and digest are kept")}
+    data = buf.data()
+    if coding and data:
+        if coding not in CODINGS:
+            return {"body": body_to_readable(data, "application/octet-stream", config.redaction)}
+        try:
+            decoded = decode_body(data, coding, config.max_body)
+        except ValueError:
+            # corrupt: keep the bytes exactly as sent, replayed without re-encoding
+            return {"body": body_to_readable(data, "application/octet-stream", config.redaction)}
+        if decoded is None:
+            big = BodyBuffer(0)
+            big.add(data)
+            return {"body": big.omitted(f"{coding} body decodes to more than max_body "
+                                        f"{config.max_body} bytes; size and digest are of the "
+                                        f"encoded body")}
+        return {"body": body_to_readable(decoded, ctype, config.redaction), "encoding": coding}
+    return {"body": body_to_readable(data, ctype, config.redaction)}
+
+
+def body_bytes(message: dict[str, Any]) -> bytes:
+    """Wire body of a readable message: decoded form re-encoded with its ``encoding``.
+
+    Raises ``OmittedBody`` when the recording kept only a digest.
+    """
+    data = body_from_readable(message.get("body"))
+    coding = message.get("encoding")
+    if coding and data:
+        data = encode_body(data, coding)
+    return data
+
+
+# -- whole messages -------------------------------------------------------------------
+
+
+def request_readable(method: str, url: str, http_version: str, fields: Fields,
+                     buf: BodyBuffer, trailers: Fields | None, config: HttpConfig) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "method": method,
+        "url": url,
+        "http_version": http_version,
+        "headers": headers_to_readable(fields, config.redaction),
+    }
+    out.update(body_fields(fields, buf, config))
+    if trailers:
+        out["trailers"] = headers_to_readable(trailers, config.redaction)
+    return out
+
+
+def response_readable(status: int, reason: Readable, http_version: str, fields: Fields,
+                      buf: BodyBuffer | None, trailers: Fields | None,
+                      config: HttpConfig) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "status": status,
+        "reason": reason,
+        "http_version": http_version,
+        "headers": headers_to_readable(fields, config.redaction),
+    }
+    if buf is None:
+        out["body"] = ""
+    else:
+        out.update(body_fields(fields, buf, config))
+    if trailers:
+        out["trailers"] = headers_to_readable(trailers, config.redaction)
+    return out
+
+
+def summary(method: str, url: str, status: int | None = None) -> str:
+    _, authority, target = split_url(url)
+    path = target.split("?", 1)[0]
+    text = f"{method} {authority}{path}"
+    if len(text) > 80:
+        text = text[:77] + "..."
+    return text if status is None else f"{text} -> {status}"

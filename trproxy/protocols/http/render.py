@@ -1,0 +1,141 @@
+"""Readable responses -> wire bytes/headers for the live connection's HTTP version.
+
+A response recorded over HTTP/1.1 may be served to an HTTP/2 client and vice versa,
+so framing is always recomputed, never copied: ``Content-Length`` is set from the
+body actually sent (re-encoded with its content coding), ``Transfer-Encoding`` and
+the other connection-specific fields are dropped (RFC 9113 §8.2.2 forbids them in
+HTTP/2; in HTTP/1.1 we frame with Content-Length, or chunked when trailers must be
+sent, RFC 9112 §7.1; in HTTP/2 only when the recording had a Content-Length, since
+END_STREAM ends the body). Responses to HEAD and 304 keep the recorded Content-Length
+because it describes the representation, not this message (RFC 9110 §8.6).
+
+A 101 to a WebSocket upgrade gets a ``Sec-WebSocket-Accept`` computed from the live
+``Sec-WebSocket-Key`` (RFC 6455 §4.2.2), since the recorded one answered another key.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from typing import Any
+
+from mitmproxy import http
+from mitmproxy.net.http import http1, status_codes
+
+from ..base import unblob
+from .body import OmittedBody
+from .readable import body_bytes, headers_from_readable
+
+# RFC 9113 §8.2.2 / RFC 9110 §7.6.1: hop-by-hop fields, never forwarded as recorded
+CONNECTION_FIELDS = frozenset({
+    b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade", b"te",
+})
+_FRAMING = CONNECTION_FIELDS | {b"content-length"}
+
+WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+def no_body(method: str, status: int) -> bool:
+    """RFC 9110 §6.4.1: responses to HEAD, 1xx, 204 and 304 have no content."""
+    return method.upper() == "HEAD" or status < 200 or status in (204, 304)
+
+
+def keeps_recorded_length(method: str, status: int) -> bool:
+    return method.upper() == "HEAD" or status == 304
+
+
+def error_response(status: int, text: str) -> dict[str, Any]:
+    """A readable response carrying ``text`` (used for replay misses)."""
+    return {
+        "status": status,
+        "reason": status_codes.RESPONSES.get(status, ""),
+        "http_version": "HTTP/1.1",
+        "headers": [["Content-Type", "text/plain; charset=utf-8"], ["X-Trproxy", "miss"]],
+        "body": text,
+    }
+
+
+def omitted_response(error: OmittedBody) -> dict[str, Any]:
+    return error_response(502, f"trproxy: cannot replay this response: {error}\n")
+
+
+def ws_accept(key: str) -> str:
+    return base64.b64encode(hashlib.sha1(key.encode("latin-1") + WS_GUID).digest()).decode()
+
+
+def _framed_fields(response: dict[str, Any], method: str, body_len: int,
+                   ws_key: str | None, length_required: bool = True) -> list[tuple[bytes, bytes]]:
+    status = int(response["status"])
+    fields = headers_from_readable(response.get("headers", []))
+    recorded_length = [v for n, v in fields if n.lower() == b"content-length"]
+    if status == 101:
+        # an upgrade keeps Connection/Upgrade, they are the point of the response
+        out = [(n, v) for n, v in fields if n.lower() not in (b"content-length", b"transfer-encoding")]
+        if ws_key is not None:
+            accept = ws_accept(ws_key).encode()
+            out = [(n, accept if n.lower() == b"sec-websocket-accept" else v) for n, v in out]
+        return out
+    out = [(n, v) for n, v in fields if n.lower() not in _FRAMING]
+    if keeps_recorded_length(method, status):
+        out.extend((b"Content-Length", v) for v in recorded_length[:1])
+    elif not no_body(method, status) and (length_required or recorded_length):
+        out.append((b"Content-Length", b"%d" % body_len))
+    return out
+
+
+def response_body(response: dict[str, Any], method: str) -> bytes:
+    if no_body(method, int(response["status"])):
+        return b""
+    return body_bytes(response)
+
+
+def render_h1(response: dict[str, Any], method: str, live_version: str,
+              ws_key: str | None = None) -> bytes:
+    """One HTTP/1.x response (head + body) for a client speaking ``live_version``.
+
+    Raises ``OmittedBody`` when the recording kept only a digest of the body.
+    """
+    status = int(response["status"])
+    body = response_body(response, method)
+    trailers = response.get("trailers")
+    chunked = bool(trailers) and live_version == "HTTP/1.1" and not no_body(method, status)
+    fields = _framed_fields(response, method, len(body), ws_key)
+    if chunked:
+        fields = [(n, v) for n, v in fields if n.lower() != b"content-length"]
+        fields.append((b"Transfer-Encoding", b"chunked"))
+    reason = response.get("reason") or status_codes.RESPONSES.get(status, "")
+    message = http.Response(
+        http_version=live_version.encode(),
+        status_code=status,
+        reason=unblob(reason) if not isinstance(reason, str) else reason.encode("latin-1", "replace"),
+        headers=http.Headers(fields),
+        content=None,
+        trailers=None,
+        timestamp_start=0.0,
+        timestamp_end=None,
+    )
+    head = http1.assemble_response_head(message)
+    if not chunked:
+        return head + body
+    trailer_headers = http.Headers(headers_from_readable(trailers or []))
+    return head + b"".join(http1.assemble_body(message.headers, [body], trailer_headers))
+
+
+def render_h2_headers(response: dict[str, Any], method: str, body_len: int) -> list[tuple[bytes, bytes]]:
+    """HTTP/2 header block: ``:status`` first, lower-case names (RFC 9113 §8.2.1, §8.3.2)."""
+    status = int(response["status"])
+    # END_STREAM delimits an HTTP/2 body (RFC 9113 §8.1.1): content-length is sent only
+    # when the recording had one (some clients stop reading at it and miss trailers)
+    fields = _framed_fields(response, method, body_len, None, length_required=False)
+    if status == 101:  # no 101 in HTTP/2 (RFC 9113 §8.6)
+        fields = [(n, v) for n, v in fields if n.lower() not in _FRAMING]
+    out = [(b":status", b"%d" % status)]
+    out.extend((n.lower(), v) for n, v in fields if n.lower() not in CONNECTION_FIELDS)
+    return out
+
+
+def render_h2_trailers(response: dict[str, Any]) -> list[tuple[bytes, bytes]] | None:
+    trailers = response.get("trailers")
+    if not trailers:
+        return None
+    return [(n.lower(), v) for n, v in headers_from_readable(trailers)]

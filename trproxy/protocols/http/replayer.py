@@ -1,0 +1,57 @@
+"""The HTTP ``Replayer``: HTTP/1.x or HTTP/2 from the client's first bytes.
+
+Like the recorder it buffers the client's first bytes until they either are the
+HTTP/2 connection preface (RFC 9113 §3.4: after ALPN ``h2`` or with prior
+knowledge) or cannot be, then hands everything to ``H1Replayer`` / ``H2Replayer``.
+``respond``/``miss`` go to whichever was chosen; their output is always in the live
+connection's HTTP version, whatever version the recording was made in.
+"""
+
+from __future__ import annotations
+
+from ..base import DecodeError, Lookup, Readable, Reply
+from .config import HttpConfig
+from .h1_replay import H1Replayer
+from .h2_replay import H2Replayer
+from .recorder import H2_PREFACE
+
+
+class HttpReplayer:
+    """Replay mode for one connection (see ``HttpRecorder`` for ``scheme``/``authority``)."""
+
+    def __init__(self, config: HttpConfig | None = None, *, scheme: str = "http",
+                 authority: str | None = None) -> None:
+        self.config = config or HttpConfig()
+        self.scheme = scheme
+        self.authority = authority
+        self._inner: H1Replayer | H2Replayer | None = None
+        self._sniffed = b""
+
+    @property
+    def http_version(self) -> str | None:
+        if self._inner is None:
+            return None
+        return "HTTP/2.0" if isinstance(self._inner, H2Replayer) else "HTTP/1.1"
+
+    def feed(self, data: bytes) -> list[Lookup | Reply]:
+        if self._inner is None:
+            self._sniffed += data
+            head = self._sniffed[:len(H2_PREFACE)]
+            if data and H2_PREFACE.startswith(head) and len(head) < len(H2_PREFACE):
+                return []
+            if head == H2_PREFACE:
+                self._inner = H2Replayer(self.config, self.scheme, self.authority)
+            else:
+                self._inner = H1Replayer(self.config, self.scheme, self.authority)
+            data, self._sniffed = self._sniffed, b""
+        return self._inner.feed(data)
+
+    def respond(self, lookup: Lookup, responses: list[Readable]) -> bytes:
+        if self._inner is None:
+            raise DecodeError("respond() before any request")
+        return self._inner.respond(lookup, responses)
+
+    def miss(self, lookup: Lookup, reason: str) -> bytes:
+        if self._inner is None:
+            raise DecodeError("miss() before any request")
+        return self._inner.miss(lookup, reason)
