@@ -94,7 +94,9 @@ class Lookup:
     lifetime: Lifetime = "data"
     summary: str = ""
     expects_reply: bool = True
-    context: dict[str, Any] = field(default_factory=dict)  # dialect-private live values
+    # dialect-private live values; ``context["handshake"] = True`` marks a lookup whose
+    # miss the replayer answers itself (synthesized handshake), so it is not reported
+    context: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

@@ -243,7 +243,8 @@ def _answer(ctx: RunContext, dialect: Dialect, replayer, lookup: Lookup, destina
         served = ctx.pool.find(dialect.name, destination, lookup.request, lookup.summary,
                                affinity, ctx.current_test)
     except NoMatch as miss:
-        ctx.missed(dialect.name, destination, miss)
+        if not lookup.context.get("handshake"):  # handshakes the replayer answers itself
+            ctx.missed(dialect.name, destination, miss)
         if not lookup.expects_reply:
             return b""
         out = replayer.miss(lookup, miss.reason)

@@ -1,0 +1,122 @@
+"""Redis through the real CLI: ``trproxy record`` real clients against a real redis-server,
+stop the server, ``trproxy replay`` the same programs, and compare what they printed.
+
+Clients: redis-py in RESP2 and RESP3 (``tests/protocols/redis/redis_scenario.py``:
+pipelines, MULTI/EXEC, pub/sub, CLIENT REPLY, blocking commands, streams, a 2 MiB
+value) and redis-cli. Each runs twice: with the eBPF redirect (root; CI requires it) and
+with the documented no-eBPF fallback (``--no-redirect --forward``), which needs no root.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+from tests.support.proc import run_trproxy
+from tests.support.services import RedisServer, free_port
+
+pytestmark = pytest.mark.slow
+
+ROOT_ONLY = [pytest.mark.root,
+             pytest.mark.skipif(os.geteuid() != 0, reason="the eBPF redirect needs root")]
+MODES = [pytest.param("ebpf", marks=ROOT_ONLY), "forward"]
+
+
+def record_then_replay(tmp_path, server: RedisServer, command, mode: str,  # type: ignore[no-untyped-def]
+                       replay_command=None):
+    """Run ``command(port)`` under record, stop the server, run it again under replay."""
+    recording = tmp_path / "rec"
+    options: list[str] = []
+    port = server.port
+    if mode == "forward":  # the app is pointed at the proxy's listener instead
+        port = free_port()
+        options = ["--no-redirect", "--forward", f"127.0.0.1:{port}=127.0.0.1:{server.port}"]
+    recorded = run_trproxy("record", "--dir", str(recording), *options, "--", *command(port))
+    server.stop()
+    assert recorded.returncode == 0, recorded.stderr
+    replayed = run_trproxy("replay", "--dir", str(recording), *options, "--",
+                           *(replay_command or command)(port))
+    assert replayed.returncode == 0, replayed.stderr
+    mocks = (recording / "test-set-0" / "mocks.yaml").read_text()
+    return recorded, replayed, mocks
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+@pytest.mark.parametrize("mode", MODES)
+def test_redis_py_replays_what_it_recorded(tmp_path, redis_server, mode: str, protocol: int) -> None:
+    def command(port: int) -> list[str]:
+        return [sys.executable, "-m", "tests.protocols.redis.redis_scenario", str(port), str(protocol)]
+
+    recorded, replayed, mocks = record_then_replay(tmp_path, redis_server, command, mode)
+    lines = recorded.stdout.splitlines()
+    assert lines[:4] == ["True", "True", "b'hello'", "None"] and len(lines) == 30
+    assert "'type': 'message', 'pattern': None, 'channel': b'news', 'data': b'hi'" in recorded.stdout
+    assert replayed.stdout == recorded.stdout
+    assert "0 misses" in replayed.stderr, replayed.stderr
+    assert "kind: redis" in mocks and "kind: generic" not in mocks
+    assert "request: [CLIENT, REPLY, 'OFF']" in mocks and "responses: []" in mocks
+    assert "simple: QUEUED" in mocks
+    assert ("push: [message, news, hi]" if protocol == 3 else "- [message, news, hi]") in mocks
+
+
+REDIS_CLI = """
+set greeting hello
+get greeting
+incr counter
+incr counter
+rpush list a b c
+lrange list 0 -1
+hset h f 1 g 2
+hgetall h
+get missing
+xadd race 1-1 rider Castilla
+xrange race - +
+"""
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_redis_cli_replays_what_it_recorded(tmp_path, redis_server, mode: str) -> None:
+    def command(port: int) -> list[str]:
+        lines = [f"redis-cli -p {port} {c}" for c in REDIS_CLI.strip().splitlines()]
+        lines += [f"redis-cli -3 -p {port} hgetall h", f"redis-cli -3 -p {port} zscore nothing x"]
+        return ["sh", "-c", " && ".join(lines)]
+
+    recorded, replayed, mocks = record_then_replay(tmp_path, redis_server, command, mode)
+    assert recorded.stdout.splitlines()[:4] == ["OK", "hello", "1", "2"]
+    assert replayed.stdout == recorded.stdout
+    assert "0 misses" in replayed.stderr, replayed.stderr
+    assert "request: [HELLO, '3']" in mocks
+
+
+def test_passwords_stay_out_and_replay_takes_any(tmp_path) -> None:
+    server = RedisServer(password="e2e-secret-pw").start()
+    try:
+        def command(password: str):  # type: ignore[no-untyped-def]
+            script = ("import redis, sys; r = redis.Redis(port=int(sys.argv[1]), password=sys.argv[2], "
+                      "protocol=int(sys.argv[3])); r.set('k', 'v'); print(r.get('k'))")
+            return lambda port: ["sh", "-c", " && ".join(
+                f"{sys.executable} -c \"{script}\" {port} {password} {p}" for p in (2, 3))]
+
+        recorded, replayed, mocks = record_then_replay(
+            tmp_path, server, command("e2e-secret-pw"), "forward",
+            replay_command=command("another-password"))
+    finally:
+        server.destroy()
+    assert recorded.stdout == replayed.stdout == "b'v'\nb'v'\n"
+    assert "e2e-secret-pw" not in mocks
+    assert "<redacted>" in mocks
+
+
+def test_a_miss_is_a_redis_error_and_never_reaches_the_network(tmp_path, redis_server) -> None:
+    def recorded_cmd(port: int) -> list[str]:
+        return ["redis-cli", "-p", str(port), "get", "a"]
+
+    def replayed_cmd(port: int) -> list[str]:
+        return ["redis-cli", "-p", str(port), "get", "b"]
+
+    _, replayed, _ = record_then_replay(tmp_path, redis_server, recorded_cmd, "forward",
+                                        replay_command=replayed_cmd)
+    assert "ERR trproxy: no recording for GET b" in replayed.stdout
+    assert "1 miss" in replayed.stderr, replayed.stderr

@@ -1,0 +1,270 @@
+"""Recorder pairing, redaction, lifetimes, match keys, replay and detection (no servers)."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from tests.protocols.redis.redis_support import MiniStore, bytewise, record, replay_bytes
+from trproxy.protocols.base import Direction, Lookup, UnexpectedMessage
+from trproxy.protocols.redis import DIALECT, RedisRecorder, RedisReplayer, match_key
+
+
+def stream(*pairs: tuple[str, bytes]) -> list[tuple[str, bytes]]:
+    return list(pairs)
+
+
+def plain(chunks, **kw):  # type: ignore[no-untyped-def]
+    rec = record(chunks, **kw)
+    assert rec.error is None, rec.error
+    # cutting the bytes differently never changes the result
+    assert record(bytewise(chunks), **kw).plain() == rec.plain()
+    return [(i["request"], i["responses"], i["lifetime"]) for i in rec.plain()]
+
+
+def test_pipelined_requests_pair_in_order() -> None:
+    got = plain(stream(("client", b"*2\r\n$3\r\nGET\r\n$1\r\na\r\n*2\r\n$3\r\nGET\r\n$1\r\nb\r\nPING\r\n"),
+                       ("server", b"$1\r\n1\r\n$-1\r\n"), ("server", b"+PONG\r\n")))
+    assert got == [(["GET", "a"], ["1"], "data"), (["GET", "b"], [None], "data"),
+                   (["PING"], [{"simple": "PONG"}], "session")]
+
+
+def test_interactions_are_emitted_as_soon_as_answered() -> None:
+    recorder = RedisRecorder()
+    assert recorder.feed(Direction.CLIENT, b"GET a\r\nGET b\r\n") == []
+    first = recorder.feed(Direction.SERVER, b"$1\r\n1\r\n")
+    assert [i.request for i in first] == [["GET", "a"]]
+    assert [i.request for i in recorder.feed(Direction.SERVER, b"$1\r\n2\r\n")] == [["GET", "b"]]
+
+
+def test_client_reply_off_skip_on() -> None:
+    got = plain(stream(("client", b"CLIENT REPLY SKIP\r\nSET a 1\r\nSET b 2\r\nCLIENT REPLY OFF\r\n"
+                                  b"SET c 3\r\nCLIENT REPLY ON\r\nGET c\r\n"),
+                       ("server", b"+OK\r\n+OK\r\n$1\r\n3\r\n")))
+    assert [(r, s) for r, s, _ in got] == [
+        (["CLIENT", "REPLY", "SKIP"], []), (["SET", "a", "1"], []), (["SET", "b", "2"], [{"simple": "OK"}]),
+        (["CLIENT", "REPLY", "OFF"], []), (["SET", "c", "3"], []),
+        (["CLIENT", "REPLY", "ON"], [{"simple": "OK"}]), (["GET", "c"], ["3"]),
+    ]
+
+
+def test_multi_exec_queued_replies() -> None:
+    got = plain(stream(("client", b"MULTI\r\nINCR n\r\nCLIENT REPLY OFF\r\nEXEC\r\nGET n\r\n"),
+                       ("server", b"+OK\r\n+QUEUED\r\n+QUEUED\r\n*2\r\n:1\r\n+OK\r\n$1\r\n1\r\n")))
+    assert [s for _, s, _ in got] == [[{"simple": "OK"}], [{"simple": "QUEUED"}],
+                                      [{"simple": "QUEUED"}], [[{"int": 1}, {"simple": "OK"}]], ["1"]]
+
+
+RESP2_PUBSUB = stream(
+    ("client", b"SUBSCRIBE a b\r\n"),
+    ("server", b"*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n"),
+    ("server", b"*3\r\n$7\r\nmessage\r\n$1\r\na\r\n$2\r\nm1\r\n"),  # between the confirmations
+    ("server", b"*3\r\n$9\r\nsubscribe\r\n$1\r\nb\r\n:2\r\n"),
+    ("server", b"*3\r\n$7\r\nmessage\r\n$1\r\nb\r\n$2\r\nm2\r\n"),
+    ("client", b"PING\r\n"),
+    ("server", b"*3\r\n$7\r\nmessage\r\n$1\r\na\r\n$2\r\nm3\r\n"),  # before PING's reply
+    ("server", b"*2\r\n$4\r\npong\r\n$0\r\n\r\n"),
+    ("client", b"UNSUBSCRIBE\r\n"),
+    ("server", b"*3\r\n$11\r\nunsubscribe\r\n$1\r\na\r\n:1\r\n*3\r\n$11\r\nunsubscribe\r\n$1\r\nb\r\n:0\r\n"),
+    ("client", b"GET k\r\n"),
+    ("server", b"$7\r\nmessage\r\n"),  # not subscribed any more: a plain reply
+)
+
+
+def test_resp2_pubsub_messages_follow_the_interaction_they_came_after() -> None:
+    got = plain(RESP2_PUBSUB)
+    assert got == [
+        (["SUBSCRIBE", "a", "b"], [["subscribe", "a", {"int": 1}], ["message", "a", "m1"],
+                                   ["subscribe", "b", {"int": 2}], ["message", "b", "m2"],
+                                   ["message", "a", "m3"]], "data"),
+        (["PING"], [["pong", ""]], "session"),
+        (["UNSUBSCRIBE"], [["unsubscribe", "a", {"int": 1}], ["unsubscribe", "b", {"int": 0}]], "data"),
+        (["GET", "k"], ["message"], "data"),
+    ]
+
+
+def test_subscribed_interactions_are_held_until_the_next_reply() -> None:
+    recorder = RedisRecorder()
+    recorder.feed(Direction.CLIENT, b"SUBSCRIBE a\r\n")
+    assert recorder.feed(Direction.SERVER, b"*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n") == []
+    assert recorder.feed(Direction.SERVER, b"*3\r\n$7\r\nmessage\r\n$1\r\na\r\n$1\r\nx\r\n") == []
+    done = recorder.feed(Direction.SERVER, b"")
+    assert [i.responses[-1] for i in done] == [["message", "a", "x"]]
+
+
+def test_resp3_pushes_and_a_ping_carrying_them_is_data() -> None:
+    got = plain(stream(
+        ("client", b"*2\r\n$9\r\nSUBSCRIBE\r\n$1\r\nc\r\n"),
+        ("server", b">3\r\n$9\r\nsubscribe\r\n$1\r\nc\r\n:1\r\n"),
+        ("client", b"PING\r\n"),
+        ("server", b"+PONG\r\n>3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$2\r\nhi\r\n"),
+        ("client", b"UNSUBSCRIBE c\r\n"),
+        ("server", b">3\r\n$11\r\nunsubscribe\r\n$1\r\nc\r\n:0\r\n"),
+    ))
+    assert got == [
+        (["SUBSCRIBE", "c"], [{"push": ["subscribe", "c", {"int": 1}]}], "data"),
+        (["PING"], [{"simple": "PONG"}, {"push": ["message", "c", "hi"]}], "data"),
+        (["UNSUBSCRIBE", "c"], [{"push": ["unsubscribe", "c", {"int": 0}]}], "data"),
+    ]
+
+
+def test_an_unsolicited_push_goes_with_the_next_interaction() -> None:
+    got = plain(stream(("client", b"GET a\r\n"), ("server", b"$1\r\n1\r\n"),
+                       ("server", b">2\r\n$10\r\ninvalidate\r\n*1\r\n$1\r\na\r\n"),
+                       ("client", b"GET a\r\n"), ("server", b"$1\r\n2\r\n")))
+    assert [s for _, s, _ in got] == [["1"], [{"push": ["invalidate", ["a"]]}, "2"]]
+
+
+def test_monitor_lines_are_out_of_band() -> None:
+    got = plain(stream(("client", b"MONITOR\r\n"), ("server", b"+OK\r\n"),
+                       ("server", b'+1700000000.123456 [0 127.0.0.1:5000] "GET" "k"\r\n'),
+                       ("client", b"RESET\r\n"), ("server", b"+RESET\r\n")))
+    assert [s for _, s, _ in got] == [
+        [{"simple": "OK"}, {"simple": '1700000000.123456 [0 127.0.0.1:5000] "GET" "k"'}],
+        [{"simple": "RESET"}]]
+
+
+def test_errors_end_subscriptions_and_blocking_replies_pair_normally() -> None:
+    got = plain(stream(("client", b"SUBSCRIBE\r\nBLPOP q 1\r\n"),
+                       ("server", b"-ERR wrong number of arguments for 'subscribe' command\r\n"),
+                       ("server", b"*-1\r\n")))
+    assert [s for _, s, _ in got] == [[{"error": "ERR wrong number of arguments for 'subscribe' command"}],
+                                      [{"array": None}]]
+
+
+def test_unanswered_requests_at_close_are_not_recorded() -> None:
+    rec = record(stream(("client", b"GET a\r\nBLPOP q 0\r\n"), ("server", b"$1\r\n1\r\n")))
+    assert [i.request for i in rec.interactions] == [["GET", "a"]]
+    assert rec.unanswered == [["BLPOP", "q", "0"]]
+
+
+def test_a_reply_without_request_is_unexpected() -> None:
+    with pytest.raises(UnexpectedMessage):
+        RedisRecorder().feed(Direction.SERVER, b"+OK\r\n")
+
+
+def test_an_error_after_complete_interactions_is_raised_on_the_next_feed() -> None:
+    recorder = RedisRecorder()
+    recorder.feed(Direction.CLIENT, b"PING\r\n")
+    assert len(recorder.feed(Direction.SERVER, b"+PONG\r\n\x00garbage\r\n")) == 1
+    with pytest.raises(Exception) as info:
+        recorder.feed(Direction.CLIENT, b"PING\r\n")
+    assert "type byte" in str(info.value)
+
+
+def test_secrets_never_reach_the_readable_form() -> None:
+    secret = "s3cr3t-pw"
+    got = plain(stream(
+        ("client", b"AUTH s3cr3t-pw\r\nAUTH user s3cr3t-pw\r\nHELLO 3 AUTH user s3cr3t-pw SETNAME app\r\n"
+                   b"CONFIG SET requirepass s3cr3t-pw maxmemory 1mb\r\nCONFIG GET requirepass\r\n"
+                   b"ACL SETUSER bob on >s3cr3t-pw ~* +@all\r\n"
+                   b"MIGRATE h 1 k 0 5 COPY AUTH2 user s3cr3t-pw KEYS a\r\n"),
+        ("server", b"+OK\r\n+OK\r\n%1\r\n$5\r\nproto\r\n:3\r\n+OK\r\n"
+                   b"*2\r\n$11\r\nrequirepass\r\n$9\r\ns3cr3t-pw\r\n+OK\r\n+NOKEY\r\n"),
+    ))
+    assert secret not in yaml.safe_dump(got)
+    assert got[0][0] == ["AUTH", "<redacted>"]
+    assert got[2][0] == ["HELLO", "3", "AUTH", "<redacted>", "<redacted>", "SETNAME", "app"]
+    assert got[3][0] == ["CONFIG", "SET", "requirepass", "<redacted>", "maxmemory", "1mb"]
+    assert got[4][1] == [["requirepass", "<redacted>"]]
+    assert got[5][0] == ["ACL", "SETUSER", "bob", "on", "<redacted>", "~*", "+@all"]
+    assert got[6][0][-4:] == ["<redacted>", "<redacted>", "KEYS", "a"]
+    assert [lt for _, _, lt in got] == ["session", "session", "session", "data", "session", "data", "data"]
+
+
+@pytest.mark.parametrize(("left", "right"), [
+    (["get", "k"], ["GET", "k"]),
+    (["client", "setinfo", "lib-ver", "5.0.1"], ["CLIENT", "SETINFO", "LIB-VER", "8.1.0"]),
+    (["HELLO", "3", "AUTH", "<redacted>", "<redacted>", "SETNAME", "a"], ["hello", "3"]),
+    (["AUTH", "<redacted>"], ["AUTH", "<redacted>", "<redacted>"]),
+    (["CLIENT", "SETNAME", "worker-1"], ["client", "setname", "worker-2"]),
+    (["CLIENT", "TRACKING", "on", "REDIRECT", "7"], ["CLIENT", "TRACKING", "ON", "redirect", "12"]),
+    (["config", "get", "maxmemory"], ["CONFIG", "GET", "maxmemory"]),
+])
+def test_match_keys_that_are_equal(left: list, right: list) -> None:
+    assert match_key(left) == match_key(right)
+
+
+@pytest.mark.parametrize(("left", "right"), [
+    (["GET", "k"], ["GET", "K"]),
+    (["HELLO", "3"], ["HELLO", "2"]),
+    (["SELECT", "0"], ["SELECT", "1"]),
+    (["CLIENT", "SETINFO", "LIB-NAME", "x"], ["CLIENT", "SETINFO", "LIB-VER", "x"]),
+    (["SET", "k", {"hex": "00"}], ["SET", "k", {"hex": "01"}]),
+])
+def test_match_keys_that_differ(left: list, right: list) -> None:
+    assert match_key(left) != match_key(right)
+
+
+# --- replay -----------------------------------------------------------------------------
+
+
+def test_replay_reproduces_the_recorded_server_bytes() -> None:
+    chunks = RESP2_PUBSUB[:-2]
+    rec = record(chunks)
+    replayer = RedisReplayer()
+    client = b"".join(d for s, d in chunks if s == "client")
+    server = b"".join(d for s, d in chunks if s == "server")
+    assert replay_bytes(replayer, MiniStore(rec.interactions), client) == server
+
+
+def test_replay_tracks_client_reply_and_hello() -> None:
+    replayer = RedisReplayer()
+    events = replayer.feed(b"CLIENT REPLY SKIP\r\nSET a 1\r\nGET a\r\n")
+    assert [e.expects_reply for e in events] == [False, False, True]
+    hello3 = Lookup(request=["HELLO", "3"], context={"name": b"HELLO", "proto": 3})
+    recorded_resp2 = [["server", "redis", "proto", {"int": 2}]]
+    assert replayer.respond(hello3, recorded_resp2) == (
+        b"%2\r\n$6\r\nserver\r\n$5\r\nredis\r\n$5\r\nproto\r\n:3\r\n")
+    assert replayer.resp == 3
+    (get,) = replayer.feed(b"HGETALL h\r\n")
+    resp3_map = [{"map": [["f", {"double": "1.5"}], ["g", {"null": True}]]}]
+    assert replayer.respond(get, resp3_map) == b"%2\r\n$1\r\nf\r\n,1.5\r\n$1\r\ng\r\n_\r\n"
+    (reset,) = replayer.feed(b"RESET\r\n")
+    assert replayer.respond(reset, [{"simple": "RESET"}]) == b"+RESET\r\n"
+    assert replayer.resp == 2  # a RESP2 client gets RESP3 recordings in RESP2 form
+    assert replayer.respond(get, resp3_map) == b"*4\r\n$1\r\nf\r\n$3\r\n1.5\r\n$1\r\ng\r\n$-1\r\n"
+
+
+def test_handshakes_are_synthesized_when_nothing_was_recorded() -> None:
+    replayer = RedisReplayer()
+    events = replayer.feed(b"HELLO 3 AUTH u pw\r\nCLIENT SETINFO LIB-VER 9\r\nSELECT 2\r\nPING\r\n"
+                           b"PING hi\r\nAUTH pw\r\nGET k\r\n")
+    answers = [replayer.miss(e, "nothing recorded") for e in events]
+    assert answers[0].startswith(b"%7\r\n$6\r\nserver\r\n")
+    assert b"$5\r\nproto\r\n:3\r\n" in answers[0]
+    assert answers[1:6] == [b"+OK\r\n", b"+OK\r\n", b"+PONG\r\n", b"$2\r\nhi\r\n", b"+OK\r\n"]
+    assert answers[6] == b"-ERR trproxy: no recording for GET k: nothing recorded\r\n"
+    assert events[0].request == ["HELLO", "3", "AUTH", "<redacted>", "<redacted>"]
+    assert [e.context["handshake"] for e in events] == [True] * 6 + [False]
+    hello2 = replayer.feed(b"HELLO 2\r\n")[0]
+    assert replayer.miss(hello2, "x").startswith(b"*14\r\n")
+    assert replayer.resp == 2
+
+
+def test_a_miss_reason_stays_on_one_line() -> None:
+    (lookup,) = RedisReplayer().feed(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n")
+    answer = RedisReplayer().miss(lookup, "nearest:\n  GET j\r\n")
+    assert answer == b"-ERR trproxy: no recording for GET k: nearest: GET j\r\n"
+
+
+# --- detection --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("data", "verdict"), [
+    (b"*1\r\n$4\r\nPING\r\n", True),
+    (b"*3\r\n$3\r\n", True),
+    (b"*", None), (b"*1", None), (b"*1\r", None), (b"*1\r\n$", None), (b"*12\r\n$12\r", None),
+    (b"*x", False), (b"*0\r\n", False), (b"*1\r\n:1", False),
+    (b"PING\r\n", True), (b"ping\r\n", True), (b"SET k v\r\n", True), (b"PI", None),
+    (b"GET /index.html HTTP/1.1\r\nHost: x\r\n\r\n", False),
+    (b"GET /index.html", None),
+    (b"GET key\r\n", True),
+    (b"POST / HTTP/1.1\r\n", False),
+    (b"\x16\x03\x01\x02\x00", False),  # TLS
+    (b"\x00\x00\x00\x08\x04\xd2\x16\x2f", False),  # PostgreSQL SSLRequest
+    (b"\r\n", None),
+])
+def test_detect(data: bytes, verdict: bool | None) -> None:
+    assert DIALECT.detect(data, 6379) is verdict
+    assert DIALECT.detect(data, 80) is verdict  # the port is only a hint: bytes decide

@@ -1,0 +1,125 @@
+"""Real redis-server, real redis-py (RESP2 and RESP3): record through a tee relay, replay.
+
+A loopback relay keeps every byte redis-py and redis-server exchange. Each connection's
+bytes must record without error and pair correctly - checked by replaying that
+connection's client bytes against its own recording, which must give back exactly the
+server's bytes. Then the server is stopped and the same redis-py scenario runs against a
+loopback replay server built on ``RedisReplayer``: every result must be identical.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.protocols.redis.redis_scenario import scenario
+from tests.protocols.redis.redis_support import (
+    MiniStore,
+    ReplayServer,
+    TeeRelay,
+    bytewise,
+    offsets,
+    record,
+    replay_bytes,
+    split_at,
+)
+from trproxy.protocols.redis import RedisReplayer
+
+redis = pytest.importorskip("redis")
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_redis_py_records_pairs_and_replays(redis_server, protocol: int) -> None:
+    relay = TeeRelay(("127.0.0.1", redis_server.port))
+    try:
+        recorded = scenario(relay.port, protocol)
+        relay.wait_closed()
+    finally:
+        relay.close()
+    connections = relay.streams()
+    assert len(connections) >= 3
+    everything = []
+    for chunks in connections:
+        rec = record(chunks)
+        assert rec.error is None and rec.unanswered == []
+        total = sum(len(d) for _, d in chunks)
+        cuts = [bytewise(chunks)] if total < 100_000 else [split_at(chunks, k) for k in offsets(total)]
+        for variant in cuts:  # how TCP cut the bytes does not matter
+            assert record(variant).plain() == rec.plain()
+        client = b"".join(d for s, d in chunks if s == "client")
+        server = b"".join(d for s, d in chunks if s == "server")
+        # pairing is right iff replaying this connection gives back the server's bytes
+        assert replay_bytes(RedisReplayer(), MiniStore(rec.interactions), client) == server
+        everything += rec.interactions
+
+    requests = [i.request for i in everything]
+    assert ["CLIENT", "REPLY", "OFF"] in requests and ["SET", "silent", "1"] in requests
+    silent = next(i for i in everything if i.request == ["SET", "silent", "1"])
+    assert silent.responses == []
+    queued = [i for i in everything if i.responses == [{"simple": "QUEUED"}]]
+    assert len(queued) == 5
+    subscribed = [i for i in everything if i.request[:1] in (["SUBSCRIBE"], ["PSUBSCRIBE"])]
+    messages = [r for i in subscribed for r in i.responses if "message" in str(r)]
+    assert len(messages) == 2 and all(i.lifetime == "data" for i in subscribed)
+
+    redis_server.stop()  # replay never touches the network
+    store = MiniStore(everything)
+    server = ReplayServer(store)
+    try:
+        replayed = scenario(server.port, protocol)
+    finally:
+        server.close()
+    assert server.errors == []
+    assert replayed == recorded
+    assert store.misses == []
+
+
+def test_password_never_reaches_the_recording(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import yaml
+
+    from tests.support.services import RedisServer
+
+    server = RedisServer(password="hunter2-secret").start()
+    try:
+        relay = TeeRelay(("127.0.0.1", server.port))
+        for protocol in (2, 3):
+            client = redis.Redis(port=relay.port, password="hunter2-secret", protocol=protocol)
+            assert client.set("k", "v")
+            client.close()
+        wrong = redis.Connection(port=relay.port, password="wrong-pw-42", protocol=2)
+        with pytest.raises(redis.AuthenticationError):  # the connection, not Redis: no retries
+            wrong.connect()
+        wrong.disconnect()
+        relay.wait_closed()
+        relay.close()
+    finally:
+        server.destroy()
+    interactions = [i for chunks in relay.streams() for i in record(chunks).interactions]
+    text = yaml.safe_dump([{"request": i.request, "responses": i.responses} for i in interactions])
+    assert "hunter2" not in text and "wrong-pw-42" not in text
+    assert ["AUTH", "<redacted>"] in [i.request for i in interactions]
+    assert any(i.request[:1] == ["HELLO"] and "<redacted>" in i.request for i in interactions)
+    # replay: any password is accepted the way it was recorded (keys ignore credentials)
+    store = MiniStore(interactions)
+    replay = ReplayServer(store)
+    try:
+        for protocol in (2, 3):
+            client = redis.Redis(port=replay.port, password="another-one", protocol=protocol)
+            assert client.set("k", "v")
+            client.close()
+    finally:
+        replay.close()
+
+
+def test_replay_miss_is_a_redis_error_and_handshakes_are_synthesized() -> None:
+    replay = ReplayServer(MiniStore([]))
+    try:
+        for protocol in (2, 3):
+            client = redis.Redis(port=replay.port, protocol=protocol, password="x")
+            with pytest.raises(redis.ResponseError, match="trproxy: no recording for GET k"):
+                client.get("k")
+            assert client.ping()
+            client.close()
+    finally:
+        replay.close()

@@ -1,0 +1,302 @@
+"""What trproxy knows about Redis commands, shared by the recorder and the replayer.
+
+* ``ReplyMode``: whether the server answers a request, following ``CLIENT REPLY
+  ON|OFF|SKIP`` and ``MULTI`` in request order, as redis ``networking.c`` does;
+* lifetimes (``session`` for handshakes, configuration and metadata; ``data`` else) and
+  short summaries;
+* redaction of secrets (``AUTH``, ``HELLO ... AUTH``, ``MIGRATE ... AUTH/AUTH2``,
+  ``CONFIG SET requirepass``, ``ACL SETUSER`` passwords; ``CONFIG GET`` and ``ACL
+  GETUSER`` replies): applied before anything becomes readable, so secrets never reach
+  a recording;
+* ``match_key``: command names (and subcommands) case-insensitive; handshake values
+  that differ between runs and libraries (``CLIENT SETINFO LIB-VER``, ``HELLO``'s
+  ``AUTH``/``SETNAME``, ``AUTH`` arguments) dropped.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+
+from ..base import Lifetime, Readable
+from .resp import Array, BulkString, Map, Push, RespValue
+
+REDACTED = b"<redacted>"
+
+# Top-level command names of redis 7.x (``COMMAND LIST``) and a few of later versions;
+# used to recognise inline requests, which have no other marker.
+COMMANDS: frozenset[bytes] = frozenset(b"""
+ACL APPEND ASKING AUTH BGREWRITEAOF BGSAVE BITCOUNT BITFIELD BITFIELD_RO BITOP BITPOS BLMOVE
+BLMPOP BLPOP BRPOP BRPOPLPUSH BZMPOP BZPOPMAX BZPOPMIN CLIENT CLUSTER COMMAND CONFIG COPY DBSIZE
+DEBUG DECR DECRBY DEL DISCARD DUMP ECHO EVAL EVAL_RO EVALSHA EVALSHA_RO EXEC EXISTS EXPIRE
+EXPIREAT EXPIRETIME FAILOVER FCALL FCALL_RO FLUSHALL FLUSHDB FUNCTION GEOADD GEODIST GEOHASH
+GEOPOS GEORADIUS GEORADIUS_RO GEORADIUSBYMEMBER GEORADIUSBYMEMBER_RO GEOSEARCH GEOSEARCHSTORE
+GET GETBIT GETDEL GETEX GETRANGE GETSET HDEL HELLO HEXISTS HEXPIRE HGET HGETALL HGETDEL HGETEX
+HINCRBY HINCRBYFLOAT HKEYS HLEN HMGET HMSET HPERSIST HPEXPIRE HPTTL HRANDFIELD HSCAN HSET HSETEX
+HSETNX HSTRLEN HTTL HVALS INCR INCRBY INCRBYFLOAT INFO KEYS LASTSAVE LATENCY LCS LINDEX LINSERT
+LLEN LMOVE LMPOP LOLWUT LPOP LPOS LPUSH LPUSHX LRANGE LREM LSET LTRIM MEMORY MGET MIGRATE MODULE
+MONITOR MOVE MSET MSETNX MULTI OBJECT PERSIST PEXPIRE PEXPIREAT PEXPIRETIME PFADD PFCOUNT
+PFDEBUG PFMERGE PFSELFTEST PING PSETEX PSUBSCRIBE PSYNC PTTL PUBLISH PUBSUB PUNSUBSCRIBE QUIT
+RANDOMKEY READONLY READWRITE RENAME RENAMENX REPLCONF REPLICAOF RESET RESTORE RESTORE-ASKING
+ROLE RPOP RPOPLPUSH RPUSH RPUSHX SADD SAVE SCAN SCARD SCRIPT SDIFF SDIFFSTORE SELECT SET SETBIT
+SETEX SETNX SETRANGE SHUTDOWN SINTER SINTERCARD SINTERSTORE SISMEMBER SLAVEOF SLOWLOG SMEMBERS
+SMISMEMBER SMOVE SORT SORT_RO SPOP SPUBLISH SRANDMEMBER SREM SSCAN SSUBSCRIBE STRLEN SUBSCRIBE
+SUBSTR SUNION SUNIONSTORE SUNSUBSCRIBE SWAPDB SYNC TIME TOUCH TTL TYPE UNLINK UNSUBSCRIBE
+UNWATCH WAIT WAITAOF WATCH XACK XADD XAUTOCLAIM XCLAIM XDEL XGROUP XINFO XLEN XPENDING XRANGE
+XREAD XREADGROUP XREVRANGE XSETID XTRIM ZADD ZCARD ZCOUNT ZDIFF ZDIFFSTORE ZINCRBY ZINTER
+ZINTERCARD ZINTERSTORE ZLEXCOUNT ZMPOP ZMSCORE ZPOPMAX ZPOPMIN ZRANDMEMBER ZRANGE ZRANGEBYLEX
+ZRANGEBYSCORE ZRANGESTORE ZRANK ZREM ZREMRANGEBYLEX ZREMRANGEBYRANK ZREMRANGEBYSCORE ZREVRANGE
+ZREVRANGEBYLEX ZREVRANGEBYSCORE ZREVRANK ZSCAN ZSCORE ZUNION ZUNIONSTORE
+""".split())
+
+# commands whose first argument is a subcommand (``CLIENT SETINFO``, ``CONFIG GET``)
+CONTAINERS: frozenset[bytes] = frozenset(
+    b"ACL CLIENT CLUSTER COMMAND CONFIG FUNCTION LATENCY MEMORY MODULE OBJECT PUBSUB SCRIPT "
+    b"SLOWLOG XGROUP XINFO".split()
+)
+
+_SESSION: frozenset[bytes] = frozenset(
+    b"HELLO AUTH SELECT PING ECHO QUIT RESET READONLY READWRITE ASKING INFO COMMAND ROLE "
+    b"LOLWUT".split()
+)
+_SESSION_SUB: dict[bytes, frozenset[bytes]] = {
+    b"CLIENT": frozenset(b"SETINFO SETNAME GETNAME ID INFO LIST REPLY TRACKING TRACKINGINFO "
+                         b"GETREDIR CACHING NO-EVICT NO-TOUCH MAINT_NOTIFICATIONS".split()),
+    b"CONFIG": frozenset([b"GET"]),
+    b"CLUSTER": frozenset(b"INFO SLOTS SHARDS NODES MYID MYSHARDID LINKS".split()),
+    b"SCRIPT": frozenset([b"LOAD", b"EXISTS"]),
+    b"MODULE": frozenset([b"LIST"]),
+    b"ACL": frozenset([b"WHOAMI", b"CAT"]),
+}
+
+# pub/sub: the confirmation each (un)subscribe command gets, per argument
+SUBSCRIBE = {b"SUBSCRIBE": "channels", b"PSUBSCRIBE": "patterns", b"SSUBSCRIBE": "shards"}
+UNSUBSCRIBE = {b"UNSUBSCRIBE": "channels", b"PUNSUBSCRIBE": "patterns", b"SUNSUBSCRIBE": "shards"}
+MESSAGES = frozenset([b"message", b"pmessage", b"smessage"])
+
+_SECRET_CONFIG = frozenset([b"requirepass", b"masterauth", b"tls-key-file-pass",
+                            b"tls-client-key-file-pass"])
+
+
+def name_of(args: tuple[bytes, ...]) -> bytes:
+    """The command name, upper-cased, with its subcommand for container commands."""
+    if not args:
+        return b""
+    name = args[0].upper()
+    if name in CONTAINERS and len(args) > 1:
+        return name + b" " + args[1].upper()
+    return name
+
+
+def summary(args: tuple[bytes, ...]) -> str:
+    return name_of(args).decode("utf-8", "replace")[:60]
+
+
+def lifetime(args: tuple[bytes, ...]) -> Lifetime:
+    name = args[0].upper() if args else b""
+    if name in _SESSION:
+        return "session"
+    subs = _SESSION_SUB.get(name)
+    if subs is not None and len(args) > 1 and args[1].upper() in subs:
+        return "session"
+    return "data"
+
+
+class Expect(enum.Enum):
+    """What the server sends back for a request."""
+
+    NONE = "none"  # CLIENT REPLY OFF/SKIP in effect
+    ONE = "one"
+    SUBSCRIPTION = "subscription"  # one confirmation per channel (see ``Subscriptions``)
+
+
+class ReplyMode:
+    """``CLIENT REPLY`` and ``MULTI`` state, advanced in request order (redis ``networking.c``).
+
+    ``CLIENT REPLY OFF`` silences replies until ``CLIENT REPLY ON`` (which answers +OK);
+    ``SKIP`` silences itself and the next command, and is ignored while OFF; ``RESET``
+    turns replies back on. Inside ``MULTI`` every command gets one reply (``+QUEUED``).
+    """
+
+    def __init__(self) -> None:
+        self.off = False
+        self._skip = False  # this command's reply is skipped
+        self._skip_next = False
+        self.in_multi = False
+
+    def expect(self, args: tuple[bytes, ...]) -> Expect:
+        name = args[0].upper() if args else b""
+        skipped = self._skip
+        answered = not (self.off or skipped)
+        expect = Expect.ONE
+        if self.in_multi:
+            if name in (b"EXEC", b"DISCARD"):
+                self.in_multi = False
+        elif name == b"CLIENT" and len(args) == 3 and args[1].upper() == b"REPLY":
+            mode = args[2].upper()
+            if mode == b"ON":  # clears OFF/SKIP before replying, so +OK always goes out
+                self.off, answered = False, True
+            elif mode == b"OFF":
+                self.off, answered = True, False
+            elif mode == b"SKIP":
+                if not self.off:
+                    self._skip_next = True
+                answered = False
+        elif name == b"RESET":
+            self.off = self._skip_next = False
+        elif name == b"MULTI":
+            self.in_multi = True
+        elif name in SUBSCRIBE or name in UNSUBSCRIBE:
+            expect = Expect.SUBSCRIPTION
+        # resetClient(): the reply of the command after SKIP is skipped
+        self._skip, self._skip_next = self._skip_next, False
+        return expect if answered else Expect.NONE
+
+
+def _kind(value: RespValue) -> bytes | None:
+    """First element of an array/push, lower-cased: ``message``, ``subscribe``..."""
+    if isinstance(value, Array | Push) and value.items:
+        first = value.items[0]
+        if isinstance(first, BulkString) and first.value is not None:
+            return first.value.lower()
+    return None
+
+
+class Subscriptions:
+    """Channels, patterns and shard channels the connection is subscribed to (from replies)."""
+
+    def __init__(self) -> None:
+        self.sets: dict[str, set[bytes]] = {"channels": set(), "patterns": set(), "shards": set()}
+
+    @property
+    def active(self) -> bool:
+        return any(self.sets.values())
+
+    def replies_for(self, args: tuple[bytes, ...]) -> int:
+        """How many confirmations an (un)subscribe command gets; call when it reaches the head."""
+        name = args[0].upper()
+        if len(args) > 1:
+            return len(args) - 1
+        if name in UNSUBSCRIBE:  # from everything: one per subscription, or one if none
+            return max(1, len(self.sets[UNSUBSCRIBE[name]]))
+        return 1  # SUBSCRIBE without arguments: an error
+
+    @staticmethod
+    def confirmation_kind(args: tuple[bytes, ...], value: RespValue) -> bool:
+        """Whether ``value`` looks like a confirmation of the (un)subscribe request ``args``."""
+        kind = _kind(value)
+        return kind is not None and kind.upper() == args[0].upper()
+
+    def confirmation(self, name: bytes, value: RespValue) -> bool:
+        """Whether ``value`` confirms the (un)subscribe command ``name``; updates the sets."""
+        kind = _kind(value)
+        if kind is None or kind.upper() != name or not isinstance(value, Array | Push):
+            return False
+        items = value.items or ()
+        channel = items[1].value if len(items) > 1 and isinstance(items[1], BulkString) else None
+        if channel is not None:
+            target = self.sets[SUBSCRIBE.get(name) or UNSUBSCRIBE[name]]
+            if name in SUBSCRIBE:
+                target.add(channel)
+            else:
+                target.discard(channel)
+        return True
+
+    def clear(self) -> None:
+        for s in self.sets.values():
+            s.clear()
+
+
+def is_message(value: RespValue) -> bool:
+    return _kind(value) in MESSAGES
+
+
+# --- secrets ----------------------------------------------------------------------------
+
+
+def redact_request(args: tuple[bytes, ...]) -> tuple[bytes, ...]:
+    """The request with passwords replaced by ``<redacted>``."""
+    if not args:
+        return args
+    name = args[0].upper()
+    out = list(args)
+    if name == b"AUTH":
+        out[1:] = [REDACTED] * (len(args) - 1)
+    elif name == b"HELLO" or name == b"MIGRATE":
+        # HELLO [protover [AUTH username password]]; MIGRATE h p key db timeout ... [AUTH pw |
+        # AUTH2 username pw]
+        widths = {b"AUTH": 2} if name == b"HELLO" else {b"AUTH": 1, b"AUTH2": 2}
+        i = 1 if name == b"HELLO" else 6
+        while i < len(args):
+            width = widths.get(args[i].upper(), 0)
+            out[i + 1:i + 1 + width] = [REDACTED] * len(args[i + 1:i + 1 + width])
+            i += 1 + width
+    elif name == b"CONFIG" and len(args) > 2 and args[1].upper() == b"SET":
+        for i in range(2, len(args) - 1, 2):
+            if args[i].lower() in _SECRET_CONFIG:
+                out[i + 1] = REDACTED
+    elif name == b"ACL" and len(args) > 3 and args[1].upper() == b"SETUSER":
+        for i in range(3, len(args)):
+            if args[i][:1] in (b">", b"<", b"#", b"!"):
+                out[i] = REDACTED
+    return tuple(out)
+
+
+def redact_reply(args: tuple[bytes, ...], value: RespValue) -> RespValue:
+    """``CONFIG GET requirepass`` and ``ACL GETUSER`` answers without the secrets."""
+    name = name_of(args)
+    if name == b"CONFIG GET":
+        return _redact_pairs(value, lambda key: key.lower() in _SECRET_CONFIG)
+    if name == b"ACL GETUSER":
+        return _redact_pairs(value, lambda key: key == b"passwords")
+    return value
+
+
+def _redact_pairs(value: RespValue, secret: Callable[[bytes], bool]) -> RespValue:
+    def hide(v: RespValue) -> RespValue:
+        if isinstance(v, Array) and v.items is not None:
+            return Array(tuple(BulkString(REDACTED) for _ in v.items))
+        return BulkString(REDACTED)
+
+    def key_of(k: RespValue) -> bytes:
+        return k.value if isinstance(k, BulkString) and k.value is not None else b""
+
+    if isinstance(value, Map):
+        return Map(tuple((k, hide(v) if secret(key_of(k)) else v) for k, v in value.items))
+    if isinstance(value, Array) and value.items:
+        items = list(value.items)
+        for i in range(0, len(items) - 1, 2):
+            if secret(key_of(items[i])):
+                items[i + 1] = hide(items[i + 1])
+        return Array(tuple(items))
+    return value
+
+
+# --- matching ---------------------------------------------------------------------------
+
+
+def _upper(arg: Readable) -> Readable:
+    return arg.upper() if isinstance(arg, str) else arg
+
+
+def match_key(request: Readable) -> Readable:
+    """The normalized request compared at replay (see the module docstring)."""
+    if not isinstance(request, list) or not request:
+        return request
+    name = _upper(request[0])
+    rest = list(request[1:])
+    if isinstance(name, str) and name.encode() in CONTAINERS and rest:
+        rest[0] = _upper(rest[0])
+    if name == "HELLO":  # keyed by protocol version only
+        return ["HELLO", *rest[:1]]
+    if name == "AUTH":
+        return ["AUTH"]
+    if name == "CLIENT" and rest:
+        if rest[0] == "SETINFO":  # LIB-NAME / LIB-VER: any value
+            return ["CLIENT", "SETINFO", *[_upper(a) for a in rest[1:2]]]
+        if rest[0] == "SETNAME":
+            return ["CLIENT", "SETNAME"]
+        if rest[0] == "TRACKING":  # REDIRECT <client id>: ids differ between runs
+            rest = [_upper(a) for a in rest]
+            rest = ["<id>" if i and rest[i - 1] == "REDIRECT" else a for i, a in enumerate(rest)]
+    return [name, *rest]

@@ -1,0 +1,152 @@
+"""Replay mode: turn a client's requests into lookups and recorded replies back into RESP.
+
+Per connection the replayer tracks what the live client negotiated: the RESP version
+(``HELLO 3`` switches to RESP3 once its reply goes out, ``HELLO 2`` and ``RESET`` back to
+RESP2) and ``CLIENT REPLY OFF/SKIP`` (such requests become lookups with
+``expects_reply=False``). Replies recorded in RESP3 are sent to a RESP2 client in their
+RESP2 form (``readable.downgrade``), as redis-server would; a ``HELLO`` reply takes the
+shape of the live client's version.
+
+Handshakes are looked up like anything else (their match keys ignore library versions
+and credentials, see ``commands.match_key``); when nothing was recorded for one,
+``miss`` answers it itself: ``+OK`` for ``AUTH``/``SELECT``/``CLIENT SETINFO|SETNAME``,
+``+PONG``, a ``HELLO`` map (such lookups carry ``context["handshake"] = True``). Any
+other miss is ``-ERR trproxy: no recording for <command>: <reason>``.
+
+Recorded out-of-band messages (pub/sub) are part of the responses of the interaction
+they followed, so rendering those responses in order serves ``SUBSCRIBE``'s confirmation
+and then its messages.
+"""
+
+from __future__ import annotations
+
+from ..base import NEED_DATA, Lookup, Readable, Reply, blob
+from .commands import Expect, ReplyMode, lifetime, name_of, redact_request, summary
+from .parser import Limits, RequestParser
+from .readable import downgrade, from_readable, request_to_readable
+from .resp import (
+    Array,
+    BulkString,
+    Command,
+    Integer,
+    InvalidInline,
+    Map,
+    RespValue,
+    SimpleError,
+    SimpleString,
+    encode_value,
+)
+
+_OK = SimpleString(b"OK")
+_SYNTH_OK = frozenset([b"AUTH", b"SELECT", b"CLIENT SETINFO", b"CLIENT SETNAME", b"CLIENT REPLY",
+                       b"READONLY", b"READWRITE", b"QUIT"])
+
+
+def _proto(args: tuple[bytes, ...]) -> int | None:
+    """The protocol version a HELLO asks for (None: keep the current one)."""
+    if len(args) < 2:
+        return None
+    try:
+        return int(args[1])
+    except ValueError:
+        return -1
+
+
+class RedisReplayer:
+    """One connection in replay mode (only the client exists)."""
+
+    def __init__(self, **limits: int) -> None:
+        self._parser = RequestParser(Limits(**limits))
+        self._mode = ReplyMode()
+        self.resp = 2  # the live client's protocol version
+
+    def feed(self, data: bytes) -> list[Lookup | Reply]:
+        self._parser.feed(data)
+        events: list[Lookup | Reply] = []
+        while (message := self._parser.next_command()) is not NEED_DATA:
+            events.append(self._lookup(message))
+        return events
+
+    def _lookup(self, message: Command | InvalidInline) -> Lookup:
+        if isinstance(message, InvalidInline):
+            return Lookup(request=request_to_readable(message), lifetime="data",
+                          summary="inline request (unbalanced quotes)",
+                          context={"name": b"", "label": "an inline request with unbalanced quotes"})
+        args = message.args
+        request = [blob(a) for a in redact_request(args)]
+        name = name_of(args)
+        context: dict = {"name": name, "label": _label(name, request),
+                         # miss() answers these itself: a miss here is not an error
+                         "handshake": name in _SYNTH_OK or name in (b"HELLO", b"PING", b"RESET")}
+        if name == b"HELLO":
+            context["proto"] = _proto(args)
+        elif name == b"PING" and len(args) > 1:
+            context["echo"] = args[1]
+        return Lookup(request=request, lifetime=lifetime(args),
+                      summary=summary(args), expects_reply=self._mode.expect(args) is not Expect.NONE,
+                      context=context)
+
+    def respond(self, lookup: Lookup, responses: list[Readable]) -> bytes:
+        values = [from_readable(r) for r in responses]
+        name = lookup.context.get("name")
+        if name == b"HELLO" and values:
+            values[0] = self._hello(values[0], lookup.context.get("proto"))
+        elif name == b"RESET" and values and isinstance(values[0], SimpleString):
+            self.resp = 2
+        if self.resp == 2:
+            values = [downgrade(v) for v in values]
+        return b"".join(encode_value(v) for v in values)
+
+    def miss(self, lookup: Lookup, reason: str) -> bytes:
+        name = lookup.context.get("name", b"")
+        if name == b"HELLO":
+            return encode_value(self._hello(_hello_map(lookup.context.get("proto") or self.resp),
+                                            lookup.context.get("proto")))
+        if name in _SYNTH_OK:
+            return encode_value(_OK)
+        if name == b"PING":
+            echo = lookup.context.get("echo")
+            return encode_value(SimpleString(b"PONG") if echo is None else BulkString(echo))
+        if name == b"RESET":
+            self.resp = 2
+            return encode_value(SimpleString(b"RESET"))
+        text = f"ERR trproxy: no recording for {lookup.context.get('label', 'this request')}: {reason}"
+        return encode_value(SimpleError(" ".join(text.split()).encode("utf-8", "replace")))
+
+    def _hello(self, value: RespValue, proto: int | None) -> RespValue:
+        """A HELLO reply in the live client's shape; switches the connection's version."""
+        if proto is not None and proto not in (2, 3):
+            return value
+        pairs: list[tuple[RespValue, RespValue]]
+        if isinstance(value, Map):
+            pairs = list(value.items)
+        elif isinstance(value, Array) and value.items and len(value.items) % 2 == 0:
+            pairs = list(zip(value.items[0::2], value.items[1::2], strict=True))
+        else:
+            return value  # an error (NOPROTO, WRONGPASS...): nothing switches
+        version = proto or self.resp
+        pairs = [(k, Integer(version)) if k == BulkString(b"proto") else (k, v) for k, v in pairs]
+        self.resp = version
+        if version == 3:
+            return Map(tuple(pairs))
+        return Array(tuple(x for pair in pairs for x in pair))
+
+
+def _hello_map(proto: int) -> RespValue:
+    """What redis-server answers to HELLO, when nothing was recorded."""
+    if proto not in (2, 3):
+        return SimpleError(b"NOPROTO unsupported protocol version")
+    fields: list[tuple[bytes, RespValue]] = [(b"server", BulkString(b"redis")), (b"version", BulkString(b"7.2.0")),
+              (b"proto", Integer(proto)), (b"id", Integer(1)), (b"mode", BulkString(b"standalone")),
+              (b"role", BulkString(b"master")), (b"modules", Array(()))]
+    return Map(tuple((BulkString(k), v) for k, v in fields))
+
+
+def _label(name: bytes, request: list) -> str:
+    """``GET user:1``: the command and its first argument, for error messages."""
+    words = name.decode("utf-8", "replace").split()
+    first = request[len(words)] if len(request) > len(words) else None
+    label = " ".join(words)
+    if isinstance(first, str):
+        label += " " + (first if len(first) <= 60 else first[:57] + "...")
+    return label
