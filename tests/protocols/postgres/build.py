@@ -1,0 +1,91 @@
+"""Build wire conversations from message objects, for recorder and replayer tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from trproxy.protocols.base import Direction, Interaction, Lookup, Reply
+from trproxy.protocols.postgres import PostgresCodec, PostgresRecorder, PostgresReplayer
+from trproxy.protocols.postgres import backend as be
+from trproxy.protocols.postgres import frontend as fe
+
+_CODEC = PostgresCodec()
+
+
+def wire(*messages: Any) -> bytes:
+    return b"".join(_CODEC.encode(m) for m in messages)
+
+
+def client(*messages: Any) -> tuple[str, bytes]:
+    return ("client", wire(*messages))
+
+
+def server(*messages: Any) -> tuple[str, bytes]:
+    return ("server", wire(*messages))
+
+
+STARTUP = fe.StartupMessage((("user", "alice"), ("database", "shop"),
+                             ("application_name", "test")))
+HANDSHAKE = [
+    be.AuthenticationOk(), be.ParameterStatus("server_version", "15.4"),
+    be.ParameterStatus("application_name", "test"), be.ParameterStatus("client_encoding", "UTF8"),
+    be.BackendKeyData(4242, b"\x01\x02\x03\x04"), be.ReadyForQuery("I"),
+]
+
+
+def logged_in() -> list[tuple[str, bytes]]:
+    return [client(STARTUP), server(*HANDSHAKE)]
+
+
+def record(*chunks: tuple[str, bytes], close: bool = True) -> list[Interaction]:
+    recorder = PostgresRecorder()
+    out: list[Interaction] = []
+    for side, data in chunks:
+        out += recorder.feed(Direction(side), data)
+    if close:
+        out += recorder.feed(Direction.CLIENT, b"")
+        out += recorder.feed(Direction.SERVER, b"")
+    return out
+
+
+def server_messages(data: bytes, start: str = "ready") -> list[Any]:
+    codec = PostgresCodec(start=start)
+    codec.feed(Direction.SERVER, data)
+    return [m for _, m in codec.events()]
+
+
+class Replay:
+    """A replayer driven like the proxy drives it, answering Lookups from a list of
+    recorded interactions matched by match_key (or missing)."""
+
+    def __init__(self, recorded: list[Interaction] = ()) -> None:
+        from trproxy.protocols.postgres import match_key
+        self.replayer = PostgresReplayer()
+        self.recorded = list(recorded)
+        self.key = match_key
+        self.lookups: list[Lookup] = []
+        self.missed: list[Lookup] = []
+
+    def send(self, *messages: Any, raw: bytes = b"") -> list[Any]:
+        """Client messages in; the server messages the replayer answers, decoded."""
+        out = b""
+        for event in self.replayer.feed(wire(*messages) + raw):
+            if isinstance(event, Reply):
+                out += event.data
+                continue
+            self.lookups.append(event)
+            match = next((i for i in self.recorded
+                          if self.key(i.request) == self.key(event.request)), None)
+            if match is None:
+                self.missed.append(event)
+                out += self.replayer.miss(event, "not recorded")
+            else:
+                if match.lifetime == "data":
+                    self.recorded.remove(match)
+                out += self.replayer.respond(event, match.responses)
+        return self.decode(out)
+
+    def decode(self, data: bytes) -> list[Any]:
+        if data[:1] == b"N" and len(data) == 1:
+            return [be.SSLResponse("N")]
+        return server_messages(data)

@@ -1,0 +1,103 @@
+"""match_key normalization, lifetimes and the SQL helpers behind them."""
+
+from __future__ import annotations
+
+import pytest
+
+from trproxy.protocols.postgres import match_key
+from trproxy.protocols.postgres.matching import lifetime_of, summary_of
+from trproxy.protocols.postgres.sql import (
+    is_session_sql,
+    match_sql,
+    normalize_sql,
+    split_statements,
+)
+
+
+def test_sql_is_compared_whitespace_insensitively_but_literals_are_kept():
+    assert normalize_sql("  SELECT\n\t a ,  b\r\nFROM t ;; ") == "SELECT a , b FROM t"
+    assert normalize_sql("SELECT 'a   b', \"x  y\", $$p  q$$") == "SELECT 'a   b', \"x  y\", $$p  q$$"
+    assert normalize_sql("SELECT E'it\\'s  ok'") == "SELECT E'it\\'s  ok'"
+    assert normalize_sql("SELECT 1 -- note  here\n") == "SELECT 1 -- note  here"
+
+
+def test_split_statements_respects_quotes_and_comments():
+    assert split_statements("SET a = ';'; SELECT 1; -- x;\n") == ["SET a = ';'", "SELECT 1"]
+    assert split_statements("DO $f$ BEGIN; END $f$; SELECT 2") == ["DO $f$ BEGIN; END $f$", "SELECT 2"]
+
+
+@pytest.mark.parametrize("sql", [
+    "SET TIME ZONE 'UTC'", "show standard_conforming_strings", "RESET ALL", "DISCARD ALL",
+    "DEALLOCATE _pg3_1", "select pg_catalog.version()", "SELECT version()", "select current_schema()",
+    "SELECT current_setting('jit') AS cur, set_config('jit', 'off', false) AS new",
+    "SELECT t.oid, typarray FROM pg_type t JOIN pg_namespace ns ON typnamespace = ns.oid WHERE typname = 'hstore'",
+    "WITH RECURSIVE typeinfo_tree(oid) AS (SELECT 1 FROM pg_catalog.pg_type) SELECT * FROM typeinfo_tree",
+    "SELECT typname, oid FROM pg_type t WHERE t.oid = $1::regtype",
+    "/* probe */ SELECT * FROM information_schema.columns WHERE table_name = 'x'",
+    "SELECT pg_advisory_unlock_all();\nCLOSE ALL;\nUNLISTEN *;\nRESET ALL;",  # asyncpg's pool
+])
+def test_session_sql(sql):
+    assert is_session_sql(sql)
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT * FROM users", "BEGIN", "COMMIT", "INSERT INTO pg_typeish VALUES (1)",
+    "SELECT nextval('seq')", "SELECT 'pg_catalog.pg_type' AS label FROM orders",
+    "WITH x AS (DELETE FROM jobs RETURNING *) SELECT * FROM x JOIN pg_class ON true",
+    "SET x = 1; SELECT * FROM users", "",
+])
+def test_data_sql(sql):
+    assert not is_session_sql(sql)
+
+
+def test_deallocate_names_are_normalized():
+    assert match_sql("DEALLOCATE __asyncpg_stmt_3__") == match_sql("DEALLOCATE  __asyncpg_stmt_9__")
+    assert match_sql("DEALLOCATE ALL") == "DEALLOCATE ALL"
+
+
+def batch(statement, with_parse, params=("1",)):
+    items = []
+    if with_parse:
+        items.append({"Parse": {"statement": statement, "query": "SELECT  $1", "param_types": []}})
+    items += [{"Bind": {"portal": "", "statement": statement, "query": "SELECT $1\n",
+                        "parameters": list(params), "result_formats": []}},
+              {"Describe": {"portal": "", "query": "SELECT $1"}},
+              {"Execute": {"portal": "", "max_rows": 0, "query": "SELECT $1"}},
+              {"Close": {"statement": statement}}, {"Sync": {}}]
+    return items
+
+
+def test_batch_key_ignores_names_and_whether_the_statement_was_prepared_here():
+    keys = {repr(match_key(batch(name, parse))) for name in ("", "_pg3_0", "__asyncpg_stmt_1__", "S_18")
+            for parse in (True, False)}
+    assert len(keys) == 1
+    assert match_key(batch("", True, ["2"])) != match_key(batch("", True))
+    assert match_key(batch("", True, [{"binary": "int4", "value": 1}])) == match_key(
+        batch("", True, [{"binary": 23, "hex": "00000001"}]))  # decoration does not count
+    assert match_key(batch("", True, [{"binary": 23, "hex": "00000001"}])) != match_key(
+        batch("", True, [{"hex": "00000001"}]))  # the format does
+
+
+def test_prepare_only_batch_keeps_its_sql():
+    prepare = [{"Parse": {"statement": "s1", "query": "SELECT 1", "param_types": []}},
+               {"Describe": {"statement": "s1", "query": "SELECT 1"}}, {"Flush": {}}]
+    other = [{"Parse": {"statement": "s1", "query": "SELECT 2", "param_types": []}},
+             {"Describe": {"statement": "s1", "query": "SELECT 2"}}, {"Flush": {}}]
+    assert match_key(prepare) != match_key(other)
+    assert lifetime_of(prepare) == "session"
+    assert summary_of(prepare) == "Parse SELECT 1"
+
+
+def test_copy_data_and_messages_after_sync_are_not_compared():
+    base = [{"Query": "COPY t FROM STDIN"}]
+    assert match_key(base + [{"CopyData": "1\n"}, {"CopyDone": {}}]) == match_key(base)
+
+
+def test_startup_key_is_user_and_database():
+    def startup(**params):
+        return [{"SSLRequest": {}}, {"StartupMessage": {"protocol": "3.0", "parameters": params}},
+                {"PasswordMessage": "<redacted>"}]
+    assert match_key(startup(user="a", database="d", application_name="psql")) == {
+        "startup": {"user": "a", "database": "d"}}
+    assert match_key(startup(user="a")) == {"startup": {"user": "a", "database": "a"}}
+    assert lifetime_of(startup(user="a")) == "session"

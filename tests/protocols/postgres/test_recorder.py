@@ -1,0 +1,237 @@
+"""Recorder grouping, readable form, redaction and lifetimes on constructed conversations."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from tests.protocols.postgres.build import HANDSHAKE, STARTUP, client, logged_in, record, server
+from trproxy.protocols.base import Direction, ProtocolError, UnexpectedMessage
+from trproxy.protocols.postgres import PostgresRecorder
+from trproxy.protocols.postgres import backend as be
+from trproxy.protocols.postgres import frontend as fe
+
+INT4 = be.FieldDescription("id", 0, 0, 23, 4, -1, 0)
+TEXT = be.FieldDescription("name", 0, 0, 25, -1, -1, 0)
+
+
+def names(items):
+    return [next(iter(i)) for i in items]
+
+
+def test_simple_query():
+    out = record(*logged_in(), client(fe.Query("SELECT id, name FROM users")),
+                 server(be.RowDescription((INT4, TEXT)), be.DataRow((b"1", b"ann")),
+                        be.DataRow((b"2", None)), be.CommandComplete("SELECT 2"),
+                        be.ReadyForQuery("I")))
+    assert [i.summary for i in out] == ["startup alice@shop", "Query SELECT id, name FROM users"]
+    q = out[1]
+    assert q.request == [{"Query": "SELECT id, name FROM users"}]
+    assert q.responses[1:] == [{"DataRow": ["1", "ann"]}, {"DataRow": ["2", None]},
+                               {"CommandComplete": "SELECT 2"}, {"ReadyForQuery": "I"}]
+    assert q.lifetime == "data"
+    startup = out[0]
+    assert startup.lifetime == "session"
+    assert {"BackendKeyData": {"process_id": 4242, "secret_key": "01020304"}} in startup.responses
+    assert {"ParameterStatus": {"server_version": "15.4"}} in startup.responses
+
+
+SCRAM_FIRST = b"n,,n=,r=rOprNGfwEbeRWgbNEkqO"
+SCRAM_FINAL = b"c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ="
+SERVER_FIRST = b"r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096"
+SERVER_FINAL = b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="
+
+
+@pytest.mark.parametrize("auth", ["scram", "md5", "cleartext"])
+def test_secrets_never_reach_the_recording(auth):
+    if auth == "scram":
+        exchange = [server(be.AuthenticationSASL(("SCRAM-SHA-256",))),
+                    client(fe.SASLInitialResponse("SCRAM-SHA-256", SCRAM_FIRST)),
+                    server(be.AuthenticationSASLContinue(SERVER_FIRST)),
+                    client(fe.SASLResponse(SCRAM_FINAL)),
+                    server(be.AuthenticationSASLFinal(SERVER_FINAL))]
+        secrets = [SCRAM_FIRST, SCRAM_FINAL, SERVER_FIRST, SERVER_FINAL, b"rOprNGfw", b"4096"]
+    elif auth == "md5":
+        exchange = [server(be.AuthenticationMD5Password(b"\x93\x1f\xb5\x2a")),
+                    client(fe.PasswordMessage(b"md53175bce1d3201d16594cebf9d7eb3f9d"))]
+        secrets = [b"md53175bce1d3201d16594cebf9d7eb3f9d", b"931fb52a", b"3175bce1"]
+    else:
+        exchange = [server(be.AuthenticationCleartextPassword()),
+                    client(fe.PasswordMessage(b"hunter2"))]
+        secrets = [b"hunter2"]
+    out = record(client(fe.SSLRequest()), ("server", b"N"), client(STARTUP), *exchange,
+                 server(*HANDSHAKE))
+    assert len(out) == 1
+    text = yaml.safe_dump([out[0].request, out[0].responses])
+    assert "<redacted>" in text
+    for s in secrets:
+        assert s.decode() not in text
+        assert s.hex() not in text
+    assert names(out[0].request)[:2] == ["SSLRequest", "StartupMessage"]
+    assert out[0].responses[0] == {"SSLResponse": "N"}
+
+
+def test_pipelined_batches_are_separate_interactions():
+    batch = lambda q, v: [fe.Parse("", q), fe.Bind("", "", (), (v,), ()), fe.Describe("P", ""),  # noqa: E731
+                          fe.Execute("", 0), fe.Sync()]
+    answer = lambda v: [be.ParseComplete(), be.BindComplete(), be.RowDescription((TEXT,)),  # noqa: E731
+                        be.DataRow((v,)), be.CommandComplete("SELECT 1"), be.ReadyForQuery("I")]
+    out = record(*logged_in(), client(*batch("SELECT $1", b"a"), *batch("SELECT $1 || 'x'", b"b")),
+                 server(*answer(b"a")[:3]), server(*answer(b"a")[3:], *answer(b"bx")))
+    assert [i.summary for i in out[1:]] == ["Execute SELECT $1", "Execute SELECT $1 || 'x'"]
+    assert out[1].request[1]["Bind"]["parameters"] == ["a"]
+    assert out[2].responses[3] == {"DataRow": ["bx"]}
+    assert all(i.responses[-1] == {"ReadyForQuery": "I"} for i in out[1:])
+
+
+def test_flush_ends_a_batch_when_every_message_is_answered():
+    # psycopg's pipeline mode: ...Execute, Flush; later ...Sync
+    out = record(*logged_in(),
+                 client(fe.Parse("", "INSERT INTO t VALUES ($1)"), fe.Bind("", "", (), (b"1",), ()),
+                        fe.Describe("P", ""), fe.Execute("", 0), fe.Flush()),
+                 server(be.ParseComplete(), be.BindComplete(), be.NoData(), be.CommandComplete("INSERT 0 1")),
+                 client(fe.Parse("", "SELECT 1"), fe.Bind("", "", (), (), ()), fe.Execute("", 0),
+                        fe.Sync(), fe.Flush()),
+                 server(be.ParseComplete(), be.BindComplete(), be.DataRow((b"1",)),
+                        be.CommandComplete("SELECT 1"), be.ReadyForQuery("I")))
+    assert [names(i.request) for i in out[1:]] == [
+        ["Parse", "Bind", "Describe", "Execute", "Flush"], ["Parse", "Bind", "Execute", "Sync"]]
+    assert names(out[1].responses) == ["ParseComplete", "BindComplete", "NoData", "CommandComplete"]
+
+
+def test_error_in_a_flush_batch_skips_to_sync():
+    out = record(*logged_in(),
+                 client(fe.Parse("", "SELECT nope"), fe.Bind("", "", (), (), ()), fe.Execute("", 0),
+                        fe.Flush(), fe.Parse("", "SELECT 2"), fe.Execute("", 0), fe.Sync()),
+                 server(be.ErrorResponse((("S", "ERROR"), ("C", "42703"))), be.ReadyForQuery("I")),
+                 client(fe.Query("SELECT 3")),
+                 server(be.CommandComplete("SELECT 1"), be.ReadyForQuery("I")))
+    # the batch the server skipped is not recorded: replay skips it the same way
+    assert [names(i.request) for i in out[1:]] == [["Parse", "Bind", "Execute", "Flush"], ["Query"]]
+    assert out[1].responses == [{"ErrorResponse": {"S": "ERROR", "C": "42703"}}]
+
+
+def test_error_in_a_sync_batch():
+    out = record(*logged_in(), client(fe.Parse("", "SELECT nope"), fe.Bind(), fe.Execute(), fe.Sync()),
+                 server(be.ErrorResponse((("C", "42703"),)), be.ReadyForQuery("I")))
+    assert names(out[1].responses) == ["ErrorResponse", "ReadyForQuery"]
+
+
+def test_binary_rows_use_formats_and_types_from_an_earlier_describe():
+    out = record(*logged_in(),
+                 client(fe.Parse("s1", "SELECT id, name FROM t WHERE id = $1"), fe.Describe("S", "s1"),
+                        fe.Flush()),
+                 server(be.ParseComplete(), be.ParameterDescription((23,)),
+                        be.RowDescription((INT4, TEXT))),
+                 client(fe.Bind("", "s1", (1,), (b"\0\0\0\x07",), (1,)), fe.Execute("", 0), fe.Sync()),
+                 server(be.BindComplete(), be.DataRow((b"\0\0\0\x07", b"ann")),
+                        be.CommandComplete("SELECT 1"), be.ReadyForQuery("I")))
+    prepare, execute = out[1:]
+    assert prepare.lifetime == "session"  # executes nothing: metadata
+    assert execute.request[0]["Bind"]["query"] == "SELECT id, name FROM t WHERE id = $1"
+    assert execute.request[0]["Bind"]["parameters"] == [{"binary": "int4", "value": 7}]
+    assert execute.responses[1] == {"DataRow": [{"binary": "int4", "value": 7},
+                                                {"binary": "text", "value": "ann"}]}
+
+
+def test_copy_in_with_data_sent_before_copy_in_response():
+    # asyncpg streams the data right after the Query
+    out = record(*logged_in(),
+                 client(fe.Query("COPY t FROM STDIN"), fe.CopyData(b"1\tann\n"), fe.CopyDone()),
+                 server(be.CopyInResponse(0, (0, 0)), be.CommandComplete("COPY 1"), be.ReadyForQuery("I")))
+    assert out[1].request == [{"Query": "COPY t FROM STDIN"}, {"CopyData": "1\tann\n"}, {"CopyDone": {}}]
+    assert names(out[1].responses) == ["CopyInResponse", "CommandComplete", "ReadyForQuery"]
+
+
+def test_extended_copy_in_with_libpq_syncs():
+    # libpq: P B D E S | CopyInResponse | d c S | C Z  (the first Sync is ignored in COPY mode)
+    out = record(*logged_in(),
+                 client(fe.Parse("", "COPY t FROM STDIN"), fe.Bind(), fe.Describe("P", ""),
+                        fe.Execute(), fe.Sync()),
+                 server(be.ParseComplete(), be.BindComplete(), be.NoData(), be.CopyInResponse(0, ())),
+                 client(fe.CopyData(b"1\n"), fe.CopyDone(), fe.Sync()),
+                 server(be.CommandComplete("COPY 1"), be.ReadyForQuery("I")),
+                 client(fe.Query("SELECT 1")), server(be.CommandComplete("SELECT 1"), be.ReadyForQuery("I")))
+    assert [i.summary for i in out[1:]] == ["Execute COPY t FROM STDIN", "Query SELECT 1"]
+    assert names(out[1].request)[-3:] == ["CopyData", "CopyDone", "Sync"]
+
+
+def test_copy_out():
+    out = record(*logged_in(), client(fe.Query("COPY t TO STDOUT")),
+                 server(be.CopyOutResponse(0, (0,)), fe.CopyData(b"1\n"), fe.CopyData(b"2\n"),
+                        fe.CopyDone(), be.CommandComplete("COPY 2"), be.ReadyForQuery("I")))
+    assert out[1].responses[1:3] == [{"CopyData": "1\n"}, {"CopyData": "2\n"}]
+
+
+@pytest.mark.parametrize("sql, lifetime", [
+    ("SET search_path TO app", "session"), ("SHOW TimeZone", "session"), ("RESET ALL", "session"),
+    ("select pg_catalog.version()", "session"), ("DISCARD ALL", "session"),
+    ("SELECT t.oid, typarray FROM pg_type t JOIN pg_namespace ns ON typnamespace = ns.oid", "session"),
+    ("SELECT * FROM information_schema.tables", "session"),
+    ("BEGIN", "data"), ("SELECT * FROM users", "data"), ("INSERT INTO t VALUES (1)", "data"),
+    ("SET x = 1; SELECT * FROM users", "data"),
+])
+def test_lifetimes(sql, lifetime):
+    out = record(*logged_in(), client(fe.Query(sql)),
+                 server(be.CommandComplete("X"), be.ReadyForQuery("I")))
+    assert out[1].lifetime == lifetime
+
+
+def test_trivial_batches_and_cancel_are_not_recorded():
+    out = record(*logged_in(), client(fe.Close("S", "s1"), fe.Sync()),
+                 server(be.CloseComplete(), be.ReadyForQuery("I")), client(fe.Sync()),
+                 server(be.ReadyForQuery("I")), client(fe.Terminate()))
+    assert len(out) == 1
+    assert record(client(fe.CancelRequest(4242, b"\x01\x02\x03\x04"))) == []
+
+
+def test_notification_while_idle_joins_the_next_interaction():
+    out = record(*logged_in(), server(be.NotificationResponse(7, "jobs", "42")),
+                 client(fe.Query("SELECT 1")), server(be.CommandComplete("SELECT 1"), be.ReadyForQuery("I")))
+    assert out[1].responses[0] == {"NotificationResponse": {"process_id": 7, "channel": "jobs",
+                                                            "payload": "42"}}
+
+
+def test_fatal_error_mid_query_is_recorded_at_close():
+    out = record(*logged_in(), client(fe.Query("SELECT pg_sleep(10)")),
+                 server(be.ErrorResponse((("S", "FATAL"), ("C", "57P01")))))
+    assert names(out[1].responses) == ["ErrorResponse"]
+
+
+def test_failed_login_is_recorded_abandoned_one_is_not():
+    failed = record(client(STARTUP), server(be.AuthenticationCleartextPassword()),
+                    client(fe.PasswordMessage(b"x")),
+                    server(be.ErrorResponse((("S", "FATAL"), ("C", "28P01")))))
+    assert len(failed) == 1 and failed[0].responses[-1]["ErrorResponse"]["C"] == "28P01"
+    assert record(client(STARTUP), server(be.AuthenticationSASL(("SCRAM-SHA-256",)))) == []
+
+
+@pytest.mark.parametrize("answer, what", [(b"S", "TLS negotiated"), (b"G", "GSSAPI encryption")])
+def test_encrypted_sessions_are_refused(answer, what):
+    recorder = PostgresRecorder()
+    recorder.feed(Direction.CLIENT, client(fe.SSLRequest() if answer == b"S" else fe.GSSENCRequest())[1])
+    with pytest.raises(ProtocolError, match=what):
+        recorder.feed(Direction.SERVER, answer + b"\x16\x03\x03")
+
+
+def test_replies_that_answer_nothing_are_refused():
+    recorder = PostgresRecorder()
+    for side, data in logged_in():
+        recorder.feed(Direction(side), data)
+    with pytest.raises(UnexpectedMessage):
+        recorder.feed(Direction.SERVER, server(be.DataRow((b"1",)))[1])
+    recorder = PostgresRecorder()
+    for side, data in [*logged_in(), client(fe.Parse("", "SELECT 1"), fe.Sync())]:
+        recorder.feed(Direction(side), data)
+    with pytest.raises(UnexpectedMessage, match="BindComplete does not answer Parse"):
+        recorder.feed(Direction.SERVER, server(be.BindComplete())[1])
+
+
+def test_query_after_an_unsynced_batch_ends_that_batch():
+    out = record(*logged_in(),
+                 client(fe.Parse("", "INSERT INTO t VALUES (1)"), fe.Bind(), fe.Execute(),
+                        fe.Query("SELECT 1")),
+                 server(be.ParseComplete(), be.BindComplete(), be.CommandComplete("INSERT 0 1"),
+                        be.CommandComplete("SELECT 1"), be.ReadyForQuery("I")))
+    assert [names(i.request) for i in out[1:]] == [["Parse", "Bind", "Execute"], ["Query"]]
+    assert names(out[2].responses) == ["CommandComplete", "ReadyForQuery"]

@@ -1,0 +1,35 @@
+"""PostgreSQL frontend/backend protocol 3.0: record and replay.
+
+Modules (each says its role and invariants):
+
+* ``wire``, ``frontend``, ``backend``: message types as frozen dataclasses named as in
+  the spec ("Message Formats"), with their body encodings;
+* ``codec``: ``PostgresCodec``, the sans-I/O state machine for one connection;
+* ``readable``, ``values``: messages <-> readable YAML-safe data (secrets redacted);
+* ``names``: per-connection prepared statements/portals (names -> SQL);
+* ``sql``, ``matching``: SQL normalization, lifetimes, ``match_key``;
+* ``recorder``: ``PostgresRecorder`` (record mode);
+* ``render``, ``replayer``: ``PostgresReplayer`` (replay mode);
+* ``detect``: is a new connection PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from ..base import Dialect
+from .codec import PostgresCodec
+from .detect import detect
+from .matching import match_key
+from .recorder import PostgresRecorder
+from .replayer import PostgresReplayer
+
+DIALECT = Dialect(
+    name="postgres",
+    default_ports=(5432,),
+    detect=detect,
+    recorder=PostgresRecorder,
+    replayer=PostgresReplayer,
+    match_key=match_key,
+)
+
+__all__ = ["DIALECT", "PostgresCodec", "PostgresRecorder", "PostgresReplayer", "detect",
+           "match_key"]

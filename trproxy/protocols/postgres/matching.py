@@ -1,0 +1,176 @@
+"""What replay compares, and each interaction's lifetime and label.
+
+A readable request is a list of one-key message mappings (see ``readable``). Three
+shapes: a *startup* (SSLRequest/GSSENCRequest, StartupMessage, redacted auth
+answers), a simple *Query* (plus any COPY FROM STDIN data that followed it), and an
+extended-protocol *batch* (Parse/Bind/Describe/Execute/Close ending at Sync or Flush).
+
+``match_key`` normalizes what differs between runs and connections (DESIGN.md,
+"Matching and replay rules"), so the store can pick an answer recorded on any
+connection of a pool:
+
+* startup -> ``{"startup": {"user": ..., "database": ...}}`` only: the user and
+  database choose the recorded handshake; application_name, client_encoding and the
+  other options do not (a different client on the same database gets the same
+  ParameterStatus set, and a miss still gets a working default handshake).
+* SQL text is compared whitespace-insensitively (``sql.match_sql``).
+* statement and portal names are dropped: Bind/Describe/Execute carry the SQL instead.
+  A Parse whose statement is bound later in the same batch is dropped too, so the
+  first execution (Parse+Bind+Execute) and a later one of an already prepared
+  statement (Bind+Execute) have the same key - which connection prepared what differs
+  between runs. Close is dropped (the replayer answers it itself).
+* parameters compare by format and bytes (``values.canonical_value``).
+* COPY FROM STDIN data and anything after the batch's first Sync are dropped: the
+  replayer must answer before the client sends them.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ..base import Lifetime, ProtocolError, Readable
+from .readable import item_name
+from .sql import is_session_sql, match_sql, summarize
+from .values import canonical_value
+
+STARTUP_NAMES = {"SSLRequest", "GSSENCRequest", "StartupMessage", "PasswordMessage",
+                 "SASLInitialResponse", "SASLResponse", "GSSResponse"}
+EXTENDED_NAMES = {"Parse", "Bind", "Describe", "Execute", "Close", "Sync", "Flush"}
+COPY_NAMES = {"CopyData", "CopyDone", "CopyFail"}
+_ANSWERED_LOCALLY = {"Parse", "Close", "Sync", "Flush"}
+
+
+def request_kind(request: Readable) -> str:
+    """"startup", "query", "function" or "batch"."""
+    names = [item_name(i) for i in request]
+    if any(n in STARTUP_NAMES for n in names):
+        return "startup"
+    if names and names[0] == "Query":
+        return "query"
+    if names and names[0] == "FunctionCall":
+        return "function"
+    return "batch"
+
+
+def is_trivial(request: Readable) -> bool:
+    """A batch of only Parse/Close/Sync/Flush: a successful Parse and a Close have one
+    possible answer (ParseComplete, CloseComplete), so the replayer answers it without the
+    store - psycopg prepares with Parse+Sync on whichever connection reaches its threshold."""
+    return all(item_name(i) in _ANSWERED_LOCALLY for i in request)
+
+
+def _sql(value: Readable) -> Readable:
+    return match_sql(value) if isinstance(value, str) else value
+
+
+def _batch_key(request: list[dict[str, Any]]) -> list[Readable]:
+    items = []
+    for item in request:
+        items.append(item)
+        if item_name(item) == "Sync":
+            break
+    bound = {_hashable(i["Bind"].get("statement")) for i in items if item_name(i) == "Bind"}
+    key: list[Readable] = []
+    for item in items:
+        name = item_name(item)
+        v = item[name]
+        if name == "Parse":
+            if _hashable(v.get("statement")) not in bound:
+                key.append({name: {"query": _sql(v.get("query")),
+                                   "param_types": v.get("param_types", [])}})
+        elif name == "Bind":
+            key.append({name: {"query": _sql(v.get("query", v.get("statement"))),
+                               "parameters": [canonical_value(p) for p in v.get("parameters", [])],
+                               "result_formats": v.get("result_formats", [])}})
+        elif name == "Describe":
+            kind = "statement" if "statement" in v else "portal"
+            key.append({name: {kind: _sql(v.get("query", v.get(kind)))}})
+        elif name == "Execute":
+            key.append({name: {"query": _sql(v.get("query", v.get("portal"))),
+                               "max_rows": v.get("max_rows", 0)}})
+        elif name in ("Sync", "Flush"):
+            key.append({name: {}})
+        # Close and COPY data: not compared (see module doc)
+    return key
+
+
+def _hashable(name: Readable) -> Readable:
+    return name if isinstance(name, str) or name is None else json.dumps(name, sort_keys=True)
+
+
+def match_key(request: Readable) -> Readable:
+    """The normalized request (see module doc). A request that is not in the shape this
+    dialect records (a hand-edited recording) is its own key: it never matches a live one."""
+    try:
+        return _match_key(request)
+    except (KeyError, TypeError, AttributeError, IndexError, ValueError, ProtocolError):
+        return {"unreadable": request}
+
+
+def _match_key(request: Readable) -> Readable:
+    kind = request_kind(request)
+    if kind == "startup":
+        params: dict[str, Any] = {}
+        for item in request:
+            if item_name(item) == "StartupMessage":
+                params = item["StartupMessage"].get("parameters", {})
+        user = params.get("user")
+        return {"startup": {"user": user, "database": params.get("database", user)}}
+    if kind == "query":
+        return [{"Query": _sql(request[0]["Query"])}]
+    if kind == "function":
+        v = request[0]["FunctionCall"]
+        return [{"FunctionCall": {"function_oid": v.get("function_oid"),
+                                  "arguments": [canonical_value(a) for a in v.get("arguments", [])],
+                                  "result_format": v.get("result_format", 0)}}]
+    return _batch_key(request)
+
+
+def executed_sql(request: Readable) -> list[str]:
+    """The SQL a request runs (Query text, or the query of each Execute)."""
+    out = []
+    statement = None
+    for item in request:
+        name = item_name(item)
+        if name == "Query" and isinstance(item[name], str):
+            out.append(item[name])
+        elif name == "Bind":
+            statement = item[name].get("statement")
+        elif name == "Execute":
+            q = item[name].get("query")
+            out.append(q if isinstance(q, str) else f"<statement {statement!r}>")
+    return out
+
+
+def lifetime_of(request: Readable) -> Lifetime:
+    kind = request_kind(request)
+    if kind == "startup":
+        return "session"
+    if kind == "function":
+        return "data"
+    executed = executed_sql(request)
+    if kind == "batch" and not executed:
+        return "session"  # prepares and describes: metadata, asked again per connection
+    return "session" if executed and all(is_session_sql(q) for q in executed) else "data"
+
+
+def summary_of(request: Readable) -> str:
+    kind = request_kind(request)
+    if kind == "startup":
+        key = match_key(request)["startup"]
+        return f"startup {key['user']}@{key['database']}"
+    if kind == "function":
+        return f"FunctionCall {request[0]['FunctionCall'].get('function_oid')}"
+    executed = executed_sql(request)
+    if kind == "query":
+        return f"Query {summarize(executed[0])}" if executed else "Query"
+    if executed:
+        more = f" (+{len(executed) - 1})" if len(executed) > 1 else ""
+        return f"Execute {summarize(executed[0])}{more}"
+    for item in request:
+        name = item_name(item)
+        if name in ("Parse", "Describe"):
+            q = item[name].get("query")
+            return f"{name} {summarize(q) if isinstance(q, str) else ''}".rstrip()
+    return "+".join(item_name(i) for i in request)

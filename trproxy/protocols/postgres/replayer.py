@@ -1,0 +1,303 @@
+"""Replay mode: play the server for one client connection, from recorded interactions.
+
+``feed(client_bytes)`` returns, in order, ``Reply`` (answers synthesized here) and
+``Lookup`` (requests the proxy answers from the store with ``respond``/``miss``); the
+proxy must send them in that order. Synthesized here, never looked up:
+
+* SSLRequest and GSSENCRequest -> 'N' (stay in plaintext);
+* CancelRequest -> nothing; ``close_after`` tells the proxy to close, as a server does;
+* batches of only Parse/Close/Sync/Flush -> ParseComplete / CloseComplete /
+  ReadyForQuery (``matching.is_trivial``);
+* while skipping to Sync after an error: the server ignores messages until Sync.
+
+The startup becomes a session ``Lookup`` (match key: user and database); ``respond``
+renders AuthenticationOk + the recorded ParameterStatus/BackendKeyData +
+ReadyForQuery, skipping the recorded authentication exchange (passwords are never
+recorded, and no server checks them), and ``miss`` on a startup synthesizes a working
+default handshake. A miss on a query answers ErrorResponse (SQLSTATE XX000,
+"trproxy: no recording for ...") then ReadyForQuery, or - in a batch that ended at
+Flush - skips to the next Sync like a server after an error, so the client stays usable.
+
+Transaction status is tracked per connection (from the ReadyForQuery of data answers)
+so session answers and synthesized ReadyForQuery carry the live status.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..base import NEED_DATA, Direction, Lookup, Readable, Reply
+from . import backend as be
+from . import frontend as fe
+from .codec import PostgresCodec
+from .matching import is_trivial, lifetime_of, summary_of
+from .names import Names
+from .readable import item_name, request_item, response_message
+from .render import (
+    Mismatch,
+    Rendered,
+    error_response,
+    render_batch,
+    render_simple,
+    resume_copy,
+    status_after_error,
+)
+from .sql import summarize
+
+# ParameterStatus a PostgreSQL 15 server reports at startup (GUC_REPORT settings).
+DEFAULT_PARAMETERS: tuple[tuple[str, str], ...] = (
+    ("application_name", ""),
+    ("client_encoding", "UTF8"),
+    ("DateStyle", "ISO, MDY"),
+    ("default_transaction_read_only", "off"),
+    ("in_hot_standby", "off"),
+    ("integer_datetimes", "on"),
+    ("IntervalStyle", "postgres"),
+    ("is_superuser", "off"),
+    ("server_encoding", "UTF8"),
+    ("server_version", "15.0 (trproxy replay)"),
+    ("session_authorization", ""),
+    ("standard_conforming_strings", "on"),
+    ("TimeZone", "UTC"),
+)
+_AUTH_EXCHANGE = (be.SSLResponse, be.GSSENCResponse, be.AuthenticationCleartextPassword,
+                  be.AuthenticationMD5Password, be.AuthenticationSASL,
+                  be.AuthenticationSASLContinue, be.AuthenticationSASLFinal,
+                  be.AuthenticationGSS, be.AuthenticationGSSContinue, be.AuthenticationSSPI,
+                  be.AuthenticationKerberosV5, be.AuthenticationSCMCredential)
+_AUTH_NAMES = {cls.__name__ for cls in _AUTH_EXCHANGE}
+
+
+class LazyReply(Reply):
+    """A Reply whose bytes depend on answers to earlier Lookups in the same ``feed``
+    (the transaction status of a ReadyForQuery): computed when first read, i.e. when the
+    proxy sends it, after it has answered the Lookups before it."""
+
+    def __init__(self, make: Any) -> None:  # no dataclass __init__: ``data`` is lazy
+        self._make = make
+        self._data: bytes | None = None
+
+    @property
+    def data(self) -> bytes:  # type: ignore[override]
+        if self._data is None:
+            self._data = self._make()
+        return self._data
+
+    def __repr__(self) -> str:
+        return "LazyReply()"
+
+
+class PostgresReplayer:
+    def __init__(self, *, max_message_size: int | None = None) -> None:
+        kwargs = {"max_message_size": max_message_size} if max_message_size else {}
+        self.codec = PostgresCodec(start="startup", **kwargs)
+        self.names = Names()
+        self.tx = "I"
+        self.close_after = False  # the server would close the connection now
+        self._batch: list[tuple[Any, Any]] = []
+        self._items: list[Readable] = []
+        self._skip = False  # an error ended a Flush batch: ignore messages until Sync
+        self._copy: dict[str, Any] | None = None  # a COPY FROM STDIN in progress
+        self._last_lookup: Lookup | None = None
+
+    # --- client bytes in -----------------------------------------------------------------
+
+    def feed(self, data: bytes) -> list[Lookup | Reply]:
+        self.codec.feed(Direction.CLIENT, data)
+        out: list[Lookup | Reply] = []
+        while (event := self.codec.next_event()) is not NEED_DATA:
+            self._client(event[1], out)  # type: ignore[index]
+        return out
+
+    def _encode(self, messages: list[Any]) -> bytes:
+        return b"".join(self.codec.encode(m) for m in messages)
+
+    def _client(self, msg: Any, out: list[Lookup | Reply]) -> None:
+        n = len(out)
+        self._dispatch(msg, out)
+        if len(out) > n and isinstance(out[-1], Lookup):
+            self._last_lookup = out[-1]
+
+    def _dispatch(self, msg: Any, out: list[Lookup | Reply]) -> None:
+        if isinstance(msg, (fe.SSLRequest, fe.GSSENCRequest)):
+            self.codec.feed(Direction.SERVER, b"N")  # keep the codec's startup phase in step
+            self.codec.events()
+            out.append(Reply(b"N"))
+        elif isinstance(msg, fe.StartupMessage):
+            item = request_item(msg)
+            out.append(Lookup([item], "session", summary_of([item]), True,
+                              {"kind": "startup", "parameters": msg.params}))
+        elif isinstance(msg, (fe.CancelRequest, fe.Terminate)):
+            self.close_after = True
+        elif self._copy is not None:
+            self._copy_message(msg, out)
+        elif isinstance(msg, (fe.CopyData, fe.CopyDone, fe.CopyFail)):
+            # COPY data sent before the CopyInResponse arrived (asyncpg streams it right
+            # after the Query): it belongs to the last request, answered when that is.
+            if self._last_lookup is not None:
+                self._last_lookup.context.setdefault("copy", []).append(msg)
+        elif isinstance(msg, (fe.Query, fe.FunctionCall)):
+            if self._batch:  # extended messages without Sync: answered before the Query
+                self._finish_batch(out)
+            if self._skip:
+                return  # the server discards everything up to Sync
+            item = request_item(msg)
+            kind = "query" if isinstance(msg, fe.Query) else "function"
+            out.append(Lookup([item], lifetime_of([item]), summary_of([item]), True,
+                              {"kind": kind}))
+        elif isinstance(msg, (fe.Parse, fe.Bind, fe.Describe, fe.Execute, fe.Close, fe.Sync,
+                              fe.Flush)):
+            self._extended(msg, out)
+        # PasswordMessage & co. (never asked for), stray CopyData: ignored like a server
+
+    def _extended(self, msg: Any, out: list[Lookup | Reply]) -> None:
+        if self._skip and not isinstance(msg, fe.Sync):
+            return
+        if self._skip:  # the Sync that ends the skipping
+            self._skip = False
+            out.append(LazyReply(lambda: self._encode([be.ReadyForQuery(self.tx)])))
+            return
+        item, ref = self.names.request_item(msg)
+        self._batch.append((msg, ref))
+        self._items.append(item)
+        if isinstance(msg, (fe.Sync, fe.Flush)):
+            self._finish_batch(out)
+
+    def _finish_batch(self, out: list[Lookup | Reply]) -> None:
+        batch, items = self._batch, self._items
+        self._batch, self._items = [], []
+        if is_trivial(items):
+            out.append(LazyReply(lambda: self._encode(self._trivial(batch))))
+            return
+        out.append(Lookup(items, lifetime_of(items), summary_of(items), True,
+                          {"kind": "batch", "messages": batch}))
+
+    def _trivial(self, batch: list[tuple[Any, Any]]) -> list[Any]:
+        answers: list[Any] = []
+        for msg, _ in batch:
+            if isinstance(msg, fe.Parse):
+                answers.append(be.ParseComplete())
+            elif isinstance(msg, fe.Close):
+                answers.append(be.CloseComplete())
+            elif isinstance(msg, fe.Sync):
+                answers.append(be.ReadyForQuery(self.tx))
+        return answers
+
+    def _copy_message(self, msg: Any, out: list[Lookup | Reply]) -> None:
+        """COPY FROM STDIN: the server reads the data and answers at CopyDone/CopyFail.
+        In an extended-protocol COPY the ReadyForQuery answers the Sync the client sends
+        after CopyDone (a trivial batch here), so only the COPY's own answer is sent."""
+        copy = self._copy
+        assert copy is not None
+        if isinstance(msg, fe.CopyDone):
+            self._copy = None
+            rendered, _ = resume_copy(copy["remaining"], session=copy["session"], tx=self.tx,
+                                      until_execute_end=copy["extended"])
+            self.tx = rendered.tx
+            out.append(Reply(self._encode(rendered.messages)))
+        elif isinstance(msg, fe.CopyFail):
+            self._copy = None
+            answer: list[Any] = [error_response("57014", f"COPY from stdin failed: {msg.message}")]
+            self.tx = status_after_error(self.tx)
+            if not copy["extended"]:
+                answer.append(be.ReadyForQuery(self.tx))
+            out.append(Reply(self._encode(answer)))
+        # CopyData: consumed; Sync/Flush during COPY IN: ignored (spec, "COPY Operations")
+
+    # --- answers -----------------------------------------------------------------------
+
+    def respond(self, lookup: Lookup, responses: list[Readable]) -> bytes:
+        kind = lookup.context.get("kind")
+        if kind == "startup":
+            return self._encode(self._handshake(lookup, responses))
+        if kind == "batch" and self._skip:
+            return self._skipped(lookup)
+        try:
+            recorded = [response_message(r) for r in responses
+                        if item_name(r) not in _AUTH_NAMES]
+            session = lookup.lifetime == "session"
+            if kind == "batch":
+                rendered = render_batch(lookup.context["messages"], recorded, session=session,
+                                        tx=self.tx)
+            else:
+                rendered = render_simple(recorded, session=session, tx=self.tx)
+        except Mismatch as exc:
+            return self.miss(lookup, f"the recorded answer does not fit: {exc}")
+        return self._finish(lookup, rendered)
+
+    def _finish(self, lookup: Lookup, rendered: Rendered) -> bytes:
+        self.tx = rendered.tx
+        data = self._encode(rendered.messages)
+        if rendered.paused is not None:
+            self._copy = {"remaining": rendered.paused, "session": lookup.lifetime == "session",
+                          "extended": lookup.context.get("kind") == "batch"}
+            early: list[Lookup | Reply] = []
+            for msg in lookup.context.pop("copy", []):
+                if self._copy is not None:
+                    self._copy_message(msg, early)
+            data += b"".join(r.data for r in early if isinstance(r, Reply))
+        elif rendered.errored:
+            self._skip = True
+        return data
+
+    def _skipped(self, lookup: Lookup) -> bytes:
+        """A batch sent before the client saw the error of an earlier one: the server
+        ignores it up to its Sync."""
+        if any(isinstance(m, fe.Sync) for m, _ in lookup.context["messages"]):
+            self._skip = False
+            return self._encode([be.ReadyForQuery(self.tx)])
+        return b""
+
+    def miss(self, lookup: Lookup, reason: str) -> bytes:
+        kind = lookup.context.get("kind")
+        if kind == "startup":
+            return self._encode(self._handshake(lookup, []))
+        if kind == "batch" and self._skip:
+            return self._skipped(lookup)
+        what = summarize(lookup.summary, 200) if lookup.summary else "this request"
+        error = error_response("XX000", f"trproxy: no recording for {what}: {reason}")
+        if self.tx == "T":
+            self.tx = "E"
+        answer: list[Any] = [error]
+        ends_with_sync = kind != "batch" or any(
+            isinstance(m, fe.Sync) for m, _ in lookup.context.get("messages", []))
+        if ends_with_sync:
+            answer.append(be.ReadyForQuery(self.tx))
+        else:
+            self._skip = True
+        return self._encode(answer)
+
+    def _handshake(self, lookup: Lookup, responses: list[Readable]) -> list[Any]:
+        """AuthenticationOk + ParameterStatus + BackendKeyData + ReadyForQuery."""
+        live = lookup.context.get("parameters", {})
+        recorded = []
+        for r in responses:
+            if item_name(r) in _AUTH_NAMES:
+                continue
+            try:
+                recorded.append(response_message(r))
+            except Exception:  # noqa: BLE001 - an unreadable recorded item: defaults instead
+                continue
+        fatal = next((m for m in recorded if isinstance(m, be.ErrorResponse)), None)
+        if fatal is not None:  # the recorded login failed: fail the same way
+            self.close_after = True
+            ok = [m for m in recorded if isinstance(m, be.AuthenticationOk)]
+            return ok + [fatal]
+        # NegotiateProtocolVersion comes before authentication (spec, "Start-up")
+        out: list[Any] = [m for m in recorded if isinstance(m, be.NegotiateProtocolVersion)]
+        out.append(be.AuthenticationOk())
+        statuses = [m for m in recorded if isinstance(m, be.ParameterStatus)]
+        if not statuses:
+            user = live.get("user", "")
+            defaults = dict(DEFAULT_PARAMETERS, session_authorization=user)
+            statuses = [be.ParameterStatus(k, v) for k, v in defaults.items()]
+        for status in statuses:
+            if status.name == "application_name" and "application_name" in live:
+                status = be.ParameterStatus("application_name", live["application_name"])
+            out.append(status)
+        out += [m for m in recorded if isinstance(m, be.NoticeResponse)]
+        key = next((m for m in recorded if isinstance(m, be.BackendKeyData)), None)
+        out.append(key or be.BackendKeyData(1, b"\0\0\0\1"))
+        self.tx = "I"
+        out.append(be.ReadyForQuery("I"))
+        return out

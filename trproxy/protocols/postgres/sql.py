@@ -1,0 +1,153 @@
+"""SQL text helpers for matching and lifetimes (no parser: a small lexer).
+
+* ``normalize_sql``: whitespace-insensitive form compared at replay - runs of
+  whitespace outside literals/quoted identifiers become one space, leading and trailing
+  whitespace and trailing semicolons go; literals (``'...'``, ``E'...'``, ``"..."``,
+  ``$tag$...$tag$``) are kept byte for byte.
+* ``split_statements``: top-level statements of a simple Query (which may hold several).
+* ``is_session_sql``: statements whose answer describes the session or the catalog,
+  not the application's data, so replay may serve them any number of times: SET,
+  SHOW, RESET, DISCARD, DEALLOCATE, CLOSE, LISTEN/UNLISTEN, ``SELECT version()``-style
+  metadata functions and catalog / type introspection (pg_catalog, information_schema,
+  ``::regtype``) as asyncpg, psycopg and SQLAlchemy send on connect, and the reset a
+  connection pool runs on every release. Transaction control (BEGIN/COMMIT/ROLLBACK)
+  stays "data": its ReadyForQuery status is the transaction state.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+# CLOSE (cursors), LISTEN/UNLISTEN: asyncpg's pool resets every released connection with
+# "SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL".
+_SESSION_COMMANDS = {"SET", "SHOW", "RESET", "DISCARD", "DEALLOCATE", "CLOSE", "LISTEN",
+                     "UNLISTEN"}
+_READ_COMMANDS = {"SELECT", "WITH", "VALUES", "TABLE"}
+_WRITES = re.compile(r"\b(INSERT|UPDATE|DELETE|MERGE|CREATE|ALTER|DROP|TRUNCATE|COPY|"
+                     r"GRANT|REVOKE|NEXTVAL|SETVAL|INTO)\b", re.I)
+_CATALOG = re.compile(
+    r"\b(pg_catalog\s*\.|information_schema\s*\.|pg_type|pg_namespace|pg_class|"
+    r"pg_attribute|pg_attrdef|pg_proc|pg_range|pg_enum|pg_index|pg_constraint|"
+    r"pg_database|pg_roles|pg_settings|pg_extension|pg_description|pg_collation|"
+    r"pg_am|pg_inherits|pg_tables|pg_views|pg_indexes|pg_sequences?|to_regtype|to_regclass)\b"
+    r"|::\s*reg(type|class|proc|namespace)\b",
+    re.I)
+_METADATA = re.compile(
+    r"^\s*SELECT\s+(pg_catalog\s*\.\s*)?(version|current_schema|current_schemas|current_setting|"
+    r"set_config|current_database|current_catalog|current_user|session_user|current_role|"
+    r"pg_backend_pid|pg_is_in_recovery|inet_server_addr|inet_server_port|"
+    r"pg_advisory_unlock_all)\b",
+    re.I)
+_WORD = re.compile(r"[A-Za-z_]+")
+_SPECIAL = re.compile(r"['\"$]|--|/\*")  # anything the lexer must see: quotes, comments
+
+
+_TOKEN = re.compile(r"""
+    (?P<ws>\s+)
+  | (?P<quoted>[eE]'(?:[^'\\]|\\.|'')*'?      # E'...' with backslash escapes
+             | '(?:[^']|'')*'?                  # '...' ('' is a quote)
+             | "(?:[^"]|"")*"?)                 # "identifier"
+  | (?P<comment>--[^\n]*|/\*.*?(?:\*/|\Z))
+  | (?P<dollar>\$(?:[A-Za-z_][A-Za-z_0-9]*)?\$)
+  | (?P<semi>;)
+  | (?P<other>[^\s'";$/-]+|.)
+""", re.S | re.X)
+
+
+def _scan(sql: str):
+    """Yield (kind, text) tokens: 'ws', 'quoted', 'comment', 'semi' or 'other'."""
+    pos, n = 0, len(sql)
+    while pos < n:
+        m = _TOKEN.match(sql, pos)
+        assert m is not None  # the last alternative matches any character
+        kind = m.lastgroup
+        end = m.end()
+        if kind == "dollar":
+            if pos > 0 and (sql[pos - 1].isalnum() or sql[pos - 1] == "_"):
+                kind = "other"  # $1 parameters and identifiers with $ are not quotes
+            else:
+                close = sql.find(m.group(0), end)
+                end, kind = (n if close < 0 else close + len(m.group(0))), "quoted"
+        yield kind, sql[pos:end]
+        pos = end
+
+
+@lru_cache(maxsize=4096)  # applications repeat their statements: scan each text once
+def normalize_sql(sql: str) -> str:
+    if not _SPECIAL.search(sql):  # nothing quoted or commented: plain whitespace folding
+        text = " ".join(sql.split())
+        while text.endswith(";"):
+            text = text[:-1].rstrip()
+        return text
+    out: list[str] = []
+    for kind, tok in _scan(sql):
+        if kind == "ws":
+            out.append(" ")
+        else:
+            out.append(tok)
+    text = "".join(out).strip()
+    while text.endswith(";"):
+        text = text[:-1].rstrip()
+    return text
+
+
+def split_statements(sql: str) -> list[str]:
+    stmts: list[str] = []
+    cur: list[str] = []
+    for kind, tok in _scan(sql):
+        if kind == "semi":
+            stmts.append("".join(cur))
+            cur = []
+        else:
+            cur.append(tok)
+    stmts.append("".join(cur))
+    return [s.strip() for s in stmts if s.strip() and _strip_comments(s)]
+
+
+def _strip_comments(sql: str) -> str:
+    return "".join(tok for kind, tok in _scan(sql) if kind != "comment").strip()
+
+
+def first_word(sql: str) -> str:
+    m = _WORD.search(_strip_comments(sql))
+    return m.group(0).upper() if m else ""
+
+
+@lru_cache(maxsize=4096)
+def is_session_sql(sql: str) -> bool:
+    """True when every statement in ``sql`` is session/catalog metadata (see module doc)."""
+    if not _SPECIAL.search(sql) and ";" not in sql.rstrip().rstrip(";"):
+        return _session_statement(sql)  # one statement, nothing quoted: no need to split
+    stmts = split_statements(sql)
+    return bool(stmts) and all(_session_statement(s) for s in stmts)
+
+
+def _session_statement(stmt: str) -> bool:
+    plain = not _SPECIAL.search(stmt)
+    bare = stmt if plain else _strip_comments(stmt)
+    m = _WORD.search(bare)
+    word = m.group(0).upper() if m else ""
+    if word in _SESSION_COMMANDS:
+        return True
+    if word not in _READ_COMMANDS:
+        return False
+    code = bare if plain else "".join(tok for kind, tok in _scan(bare) if kind != "quoted")
+    if _WRITES.search(code):
+        return False
+    return bool(_METADATA.match(bare) or _CATALOG.search(code))
+
+
+_DEALLOCATE = re.compile(r"^(DEALLOCATE\s+(?:PREPARE\s+)?)(?!ALL\b)(\S+)", re.I)
+
+
+@lru_cache(maxsize=4096)
+def match_sql(sql: str) -> str:
+    """``normalize_sql`` plus run-specific names dropped: ``DEALLOCATE <name>``."""
+    text = normalize_sql(sql)
+    return _DEALLOCATE.sub(lambda m: m.group(1) + "<name>", text)
+
+
+def summarize(sql: str, width: int = 72) -> str:
+    text = normalize_sql(sql)
+    return text if len(text) <= width else text[:width - 3] + "..."
