@@ -68,6 +68,7 @@ class PostgresServer:
     password: str = "trproxy"
     dbname: str = "trproxy"
     auth: str = "scram-sha-256"
+    ssl: bool = False  # serve TLS (a self-signed certificate) to clients that ask
     datadir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="trproxy-pg-")))
     proc: subprocess.Popen | None = None
 
@@ -104,6 +105,12 @@ class PostgresServer:
             with (data / "postgresql.conf").open("a") as conf:
                 conf.write("fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
                            "max_connections = 200\nunix_socket_directories = ''\n")
+                if self.ssl:
+                    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                                    "-subj", "/CN=localhost", "-keyout", data / "server.key",
+                                    "-out", data / "server.crt"], check=True, capture_output=True,
+                                   **self._as_postgres())
+                    conf.write("ssl = on\n")
         self.proc = subprocess.Popen(
             [bindir / "postgres", "-D", data, "-p", str(self.port),
              "-h", "127.0.0.1,::1" if self.host == "127.0.0.1" else self.host],

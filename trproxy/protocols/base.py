@@ -151,6 +151,9 @@ class Dialect:
     replayer: Callable[..., Replayer]
     match_key: Callable[[Readable], Readable]
     connection_aware: bool = False
+    # record mode: client bytes the proxy answers itself instead of forwarding them
+    # (Postgres SSLRequest -> "N", so the session stays plaintext and readable)
+    local_reply: Callable[[bytes], bytes | None] | None = None
 
     def recorder_for(self, tls: bool, authority: str) -> Recorder:
         if self.connection_aware:

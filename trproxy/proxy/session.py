@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from ..protocols.base import Dialect, Direction, Lookup, ProtocolError, Reply
-from ..protocols.detect import detect
+from ..protocols.detect import DIALECTS, detect
 from ..store import Affinity, Exchange, NoMatch
 from .relay import CHUNK, relay, reset
 from .tls import CertificateRejected, ClientHelloInfo, NotTls, TlsError, parse_client_hello
@@ -125,6 +125,10 @@ async def passthrough_or_record(ctx: RunContext, client: Streams, host: str, por
         await relay(client, upstream)
         return
     first_client, first_server = await _first_bytes(client[0], upstream[0])
+    while not first_server and (answer := _local_reply(first_client)) is not None:
+        client[1].write(answer)  # e.g. Postgres SSLRequest -> "N": keep it recordable
+        await client[1].drain()
+        first_client = await client[0].read(CHUNK)
     if first_client and ctx.tls is not None:
         try:
             hello, first_client = await _client_hello(client[0], first_client)
@@ -151,6 +155,13 @@ async def passthrough_or_record(ctx: RunContext, client: Streams, host: str, por
             return
     cap = Capture(ctx, destination, port)
     await relay(client, upstream, cap.client, cap.server, first_client, first_server)
+
+
+def _local_reply(first: bytes) -> bytes | None:
+    for dialect in DIALECTS:
+        if dialect.local_reply is not None and (answer := dialect.local_reply(first)) is not None:
+            return answer
+    return None
 
 
 async def _first_bytes(client: asyncio.StreamReader, upstream: asyncio.StreamReader) -> tuple[bytes, bytes]:
