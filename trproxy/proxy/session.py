@@ -117,7 +117,7 @@ async def passthrough_or_record(ctx: RunContext, client: Streams, host: str, por
     try:
         upstream = await asyncio.wait_for(asyncio.open_connection(host, port, limit=CHUNK),
                                           ctx.connect_timeout)
-    except (OSError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, OSError) as exc:
         log.info("upstream %s failed: %s; resetting the client", destination, exc)
         reset(client[1])
         return
@@ -204,7 +204,7 @@ async def replay(ctx: RunContext, client: Streams, host: str, port: int) -> None
         while dialect is None:
             try:
                 data = await asyncio.wait_for(reader.read(CHUNK), _SERVER_FIRST_WAIT if not buffered else None)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 data = None
             buffered += data or b""
             if not tls and ctx.tls is not None and buffered[:1] == b"\x16":

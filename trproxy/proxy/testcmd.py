@@ -150,7 +150,7 @@ async def _stop(child: asyncio.subprocess.Process) -> None:
         child.send_signal(signal.SIGTERM)
     try:
         await asyncio.wait_for(child.wait(), _STOP_GRACE)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         log.warning("the app ignored SIGTERM for %.0f s; killing it", _STOP_GRACE)
         with contextlib.suppress(ProcessLookupError):
             child.kill()

@@ -15,8 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .relay import CHUNK
-from .tls import (CertificateAuthority, CertificateRejected, ClientHelloInfo, TlsEndpoint,
-                  TlsError, upstream_context)
+from .tls import (
+    CertificateAuthority,
+    CertificateRejected,
+    ClientHelloInfo,
+    TlsEndpoint,
+    TlsError,
+    upstream_context,
+)
 
 log = logging.getLogger("trproxy")
 Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
