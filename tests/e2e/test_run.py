@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.proc import run_trproxy, stop, trproxy
+from tests.support.proc import children, kill_all, run_trproxy, stop, trproxy
 from tests.support.services import free_port, wait_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]
@@ -139,13 +139,15 @@ def test_kill_9_leftovers_are_cleaned_by_the_next_run():
         time.sleep(0.1)
     leftover = _run_cgroups() - before
     assert leftover, "the run made no cgroup"
+    orphans = children(proc.pid)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+    kill_all(orphans)  # the command outlives a SIGKILLed trproxy; it is ours to end
     assert all(p.exists() for p in leftover)
     out = run_trproxy("run", "--", "true")
     assert out.returncode == 0, out.stderr
     assert not any(p.exists() for p in leftover), out.stderr
-    assert "cleaned up" in out.stderr
+    # (the log line is not asserted: a concurrent trproxy elsewhere may clean up first)
 
 
 def test_doctor_reports_every_check_ok():
