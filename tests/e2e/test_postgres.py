@@ -93,14 +93,16 @@ def test_psql_replays_what_it_recorded(tmp_path, postgres_server, mode: str) -> 
         return ["psql", "-X", "-A", "-t", "-h", "127.0.0.1", "-p", str(port), "-U", "trproxy",
                 "-d", "trproxy", "-f", str(script)]
 
-    env = {"PGPASSWORD": "trproxy", "PGSSLMODE": "prefer"}  # SSLRequest: the replayer says N
+    env = {"PGPASSWORD": "trproxy", "PGSSLMODE": "prefer"}  # SSLRequest: trproxy says N
     recorded, replayed, mocks = record_then_replay(tmp_path, postgres_server, command, mode, env=env)
     assert "42|forty-two" in recorded.stdout and "ERROR:" in recorded.stderr
     assert "86\teighty-six" in recorded.stdout and recorded.stdout.rstrip().endswith("2")
     assert replayed.stdout == recorded.stdout
     assert replayed.stderr.count("ERROR:") == recorded.stderr.count("ERROR:") == 1
     assert "0 misses" in replayed.stderr, replayed.stderr
-    assert "SSLRequest" in mocks
+    # record mode declines the SSLRequest itself (so a TLS-offering server stays
+    # recordable) and replay does the same: it never reaches the recording
+    assert "SSLRequest" not in mocks and "startup trproxy@trproxy" in mocks
 
 
 def test_passwords_stay_out_and_replay_takes_any(tmp_path) -> None:
