@@ -1,12 +1,15 @@
 """Protocol detection: which dialect speaks on a new connection.
 
 Each dialect judges the client's first bytes (and the destination port as a hint);
-the first that says True wins, in the order of ``DIALECTS``. ``generic`` takes the
-rest. A dialect that raises ImportError (optional dependency missing) is skipped.
+dialects whose default port matches are asked first, then the rest in the order of
+``_ORDER``; the first that says True wins and ``generic`` takes the rest. Dialects are
+imported on first use (mitmproxy alone costs ~0.1 s), so a passthrough run pays
+nothing; one that raises ImportError (optional dependency missing) is skipped.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 
 from .base import Dialect
@@ -14,7 +17,8 @@ from .base import Dialect
 _ORDER = ("postgres", "redis", "kafka", "http", "generic")
 
 
-def _load() -> list[Dialect]:
+@functools.cache
+def dialects() -> tuple[Dialect, ...]:
     found = []
     for name in _ORDER:
         try:
@@ -24,11 +28,11 @@ def _load() -> list[Dialect]:
         dialect = getattr(module, "DIALECT", None)
         if dialect is not None:
             found.append(dialect)
-    return found
+    return tuple(found)
 
 
-DIALECTS: list[Dialect] = _load()
-BY_NAME: dict[str, Dialect] = {d.name: d for d in DIALECTS}
+def by_name(name: str) -> Dialect | None:
+    return next((d for d in dialects() if d.name == name), None)
 
 
 def detect(first_bytes: bytes, port: int, final: bool = False) -> Dialect | None:
@@ -37,12 +41,11 @@ def detect(first_bytes: bytes, port: int, final: bool = False) -> Dialect | None
     ``final`` means no more bytes will come soon (the client is waiting for the server,
     or closed): undecided dialects then count as a no.
     """
-    # a dialect whose default port matches gets the first say
-    ordered = sorted(DIALECTS, key=lambda d: port not in d.default_ports)
+    ordered = sorted(dialects(), key=lambda d: port not in d.default_ports)
     for dialect in ordered:
         verdict = dialect.detect(first_bytes, port)
         if verdict is None and not final:
             return None
         if verdict:
             return dialect
-    return BY_NAME["generic"]
+    return by_name("generic")

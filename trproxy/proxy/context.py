@@ -11,12 +11,14 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..protocols.base import Dialect
-from ..protocols.detect import BY_NAME
+from ..protocols.detect import by_name
 from ..store import Exchange, MockPool, MockWriter, NoMatch
-from .tlslayer import TlsSettings
+
+if TYPE_CHECKING:
+    from .tlslayer import TlsSettings  # mitmproxy: imported only when TLS is intercepted
 
 log = logging.getLogger("trproxy")
 
@@ -30,7 +32,7 @@ class Mode(enum.Enum):
 
 
 def match_key(protocol: str, request: Any) -> Any:
-    dialect = BY_NAME.get(protocol)
+    dialect = by_name(protocol)
     return dialect.match_key(request) if dialect else request
 
 

@@ -23,8 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from ..protocols.base import Direction, Interaction, ProtocolError
-from ..protocols.detect import BY_NAME
+from ..protocols.base import Dialect, Direction, Interaction, ProtocolError
+from ..protocols.detect import by_name
 from .context import RunContext
 from .relay import CHUNK, relay, reset
 from .server import BACKLOG
@@ -32,7 +32,13 @@ from .server import BACKLOG
 log = logging.getLogger("trproxy")
 
 OnTest = Callable[[str, Interaction, str, int], None]  # (name, interaction, started ISO, port)
-_APP_WAIT = 30.0  # the proxy listens before the app does: wait this long for it to bind
+_APP_WAIT = 30.0
+
+
+def _http() -> Dialect:
+    dialect = by_name("http")
+    assert dialect is not None, "the HTTP dialect (mitmproxy) is not importable"
+    return dialect  # the proxy listens before the app does: wait this long for it to bind
 
 
 @dataclass
@@ -88,7 +94,7 @@ async def _connect_app(shadow: int) -> tuple[asyncio.StreamReader, asyncio.Strea
 class _TestTap:
     capture: InboundCapture
     port: int
-    _recorder: object = field(default_factory=lambda: BY_NAME["http"].recorder())
+    _recorder: object = field(default_factory=lambda: _http().recorder())
     _open: list[tuple[str, str]] = field(default_factory=list)  # (name, started) in request order
     _failed: bool = False
     _idle: bool = True
@@ -112,7 +118,7 @@ class _TestTap:
         except ProtocolError as exc:
             self._failed = True
             self._close_all()
-            self.capture.ctx.capture_failed(f"inbound port {self.port}", BY_NAME["http"], exc)
+            self.capture.ctx.capture_failed(f"inbound port {self.port}", _http(), exc)
             return
         for interaction in done:
             if not self._open:

@@ -22,7 +22,6 @@ from ..store import MockPool, MockWriter, load_mocks, next_test_set, recover, te
 from ..store.recording import MOCKS, DocumentWriter
 from .context import Mode, RunContext, match_key
 from .server import Proxy
-from .tlslayer import TlsSettings
 
 log = logging.getLogger("trproxy")
 
@@ -66,6 +65,7 @@ def build_context(mode: Mode, test_set: Path, opts: RunOptions | None = None) ->
     ctx = RunContext(mode)
     if opts is not None and opts.tls and mode is not Mode.PASSTHROUGH:
         from .tls import CertificateAuthority, ca_env  # mitmproxy/cryptography: only when needed
+        from .tlslayer import TlsSettings
 
         ctx.tls = TlsSettings(CertificateAuthority(), verify=opts.tls_verify, ca_file=opts.tls_ca_file)
         opts.env = {**ca_env(ctx.tls.ca), **opts.env}

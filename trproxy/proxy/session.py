@@ -21,14 +21,14 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from ..protocols.base import Dialect, Direction, Lookup, ProtocolError, Reply
-from ..protocols.detect import DIALECTS, detect
+from ..protocols.detect import detect, dialects
 from ..store import Affinity, Exchange, NoMatch
 from .relay import CHUNK, relay, reset
-from .tls import CertificateRejected, ClientHelloInfo, NotTls, TlsError, parse_client_hello
-from .tlslayer import intercept_record, intercept_replay
+from .tlserrors import CertificateRejected, NotTls, TlsError
 
 if TYPE_CHECKING:
     from .context import RunContext
+    from .tls import ClientHelloInfo
 
 log = logging.getLogger("trproxy")
 _conn_ids = itertools.count(1)
@@ -130,6 +130,8 @@ async def passthrough_or_record(ctx: RunContext, client: Streams, host: str, por
         await client[1].drain()
         first_client = await client[0].read(CHUNK)
     if first_client and ctx.tls is not None:
+        from .tlslayer import intercept_record
+
         try:
             hello, first_client = await _client_hello(client[0], first_client)
         except (TlsError, ConnectionError, OSError):
@@ -158,7 +160,7 @@ async def passthrough_or_record(ctx: RunContext, client: Streams, host: str, por
 
 
 def _local_reply(first: bytes) -> bytes | None:
-    for dialect in DIALECTS:
+    for dialect in dialects():
         if dialect.local_reply is not None and (answer := dialect.local_reply(first)) is not None:
             return answer
     return None
@@ -180,6 +182,8 @@ async def _client_hello(reader: asyncio.StreamReader, data: bytes) -> tuple[Clie
     """The ClientHello if ``data`` starts one (reading the rest of it), and all bytes read."""
     if data[:1] != b"\x16":
         return None, data
+    from .tls import parse_client_hello
+
     while True:
         try:
             hello = parse_client_hello(data)
@@ -208,6 +212,8 @@ async def replay(ctx: RunContext, client: Streams, host: str, port: int) -> None
                 data = None
             buffered += data or b""
             if not tls and ctx.tls is not None and buffered[:1] == b"\x16":
+                from .tlslayer import intercept_replay
+
                 hello, buffered = await _client_hello(reader, buffered)
                 if hello is not None:
                     stream = await intercept_replay(ctx.tls, (reader, writer), hello, buffered,

@@ -64,6 +64,8 @@ from mitmproxy.certs import Cert, CertStore
 from mitmproxy.proxy.layers.tls import get_client_hello
 from mitmproxy.tls import ClientHello
 
+from .tlserrors import CertificateRejected, NotTls, TlsError
+
 HOME_ENV = "TRPROXY_HOME"
 BASENAME = "trproxy"
 
@@ -102,23 +104,6 @@ _SYSTEM_BUNDLES = (
     "/etc/pki/tls/certs/ca-bundle.crt",    # Fedora, RHEL
     "/etc/ssl/cert.pem",                   # macOS, OpenBSD
 )
-
-
-class TlsError(Exception):
-    """A TLS handshake or record failed."""
-
-
-class NotTls(TlsError):
-    """The client's first bytes are not a TLS ClientHello."""
-
-
-class CertificateRejected(TlsError):
-    """The app refused our certificate (likely pinning); ``alert`` is the TLS alert
-    name, or None when the app just closed the connection mid-handshake."""
-
-    def __init__(self, message: str, alert: str | None = None) -> None:
-        super().__init__(message)
-        self.alert = alert
 
 
 # -- the CA -----------------------------------------------------------------------------
