@@ -95,7 +95,8 @@ class Lookup:
     summary: str = ""
     expects_reply: bool = True
     # dialect-private live values; ``context["handshake"] = True`` marks a lookup whose
-    # miss the replayer answers itself (synthesized handshake), so it is not reported
+    # miss the replayer answers itself (synthesized handshake), so it is not reported;
+    # ``context["partial"] = True``: an empty ``miss`` answer means "nothing yet", not "close"
     context: dict[str, Any] = field(default_factory=dict)
 
 

@@ -265,6 +265,8 @@ def _answer(ctx: RunContext, dialect: Dialect, replayer, lookup: Lookup, destina
         if not lookup.expects_reply:
             return b""
         out = replayer.miss(lookup, miss.reason)
-        return out or None
+        # b"": no protocol-native error exists, close; unless the lookup is one part of a
+        # request answered as a whole later (a Kafka Fetch split per partition)
+        return out if out or lookup.context.get("partial") else None
     ctx.served(dialect.name, destination, served.exchange)
     return replayer.respond(lookup, served.exchange.responses) if lookup.expects_reply else b""

@@ -19,6 +19,8 @@ Replay: the client's requests become ``Lookup`` events whose ``context`` holds t
 correlation id; ``respond`` renders the recorded response with that id (broker addresses
 in Metadata/FindCoordinator stay as recorded: the redirect brings connections to them
 back to the proxy). ``miss`` answers with the API's own error response (``errors``).
+Lookups that are parts of one request (``split``) carry ``context["partial"]``: all but
+the last answer ``b""`` from ``respond``/``miss`` — nothing to send yet, not a hang-up.
 """
 
 from __future__ import annotations
@@ -135,7 +137,9 @@ class KafkaReplayer:
             for i, part in enumerate(parts):
                 context = self._context(m)
                 if assembly is not None:
-                    context.update(assembly=assembly, part=i)
+                    # all but the last part answer b"" (nothing to send yet), also on a
+                    # miss: "partial" tells the proxy that this b"" is not a hang-up
+                    context.update(assembly=assembly, part=i, partial=i < len(parts) - 1)
                 out.append(Lookup(
                     request={**readable, "body": part}, lifetime=lifetime_of(m.api_key),
                     summary=summary_of(m), expects_reply=m.expects_response, context=context))
