@@ -31,7 +31,18 @@ def dialects() -> tuple[Dialect, ...]:
     return tuple(found)
 
 
+_overrides: dict[str, Dialect] = {}
+
+
+def override(dialect: Dialect) -> None:
+    """Use ``dialect`` (e.g. one built from the user's config) instead of the default one
+    of the same name for the rest of this process."""
+    _overrides[dialect.name] = dialect
+
+
 def by_name(name: str) -> Dialect | None:
+    if name in _overrides:
+        return _overrides[name]
     return next((d for d in dialects() if d.name == name), None)
 
 
@@ -41,7 +52,8 @@ def detect(first_bytes: bytes, port: int, final: bool = False) -> Dialect | None
     ``final`` means no more bytes will come soon (the client is waiting for the server,
     or closed): undecided dialects then count as a no.
     """
-    ordered = sorted(dialects(), key=lambda d: port not in d.default_ports)
+    ordered = sorted((_overrides.get(d.name, d) for d in dialects()),
+                     key=lambda d: port not in d.default_ports)
     for dialect in ordered:
         verdict = dialect.detect(first_bytes, port)
         if verdict is None and not final:

@@ -68,7 +68,7 @@ class RunContext:
                             "nearest": miss.nearest, "test": self.current_test})
         log.warning("MISS %s %s: %s: %s", protocol, destination, miss.summary, miss.reason)
         for near in miss.nearest[:1]:
-            log.info("  closest: %s", near.rstrip())
+            log.warning("  closest: %s", near.rstrip())
 
     def capture_failed(self, destination: str, dialect: Dialect | None, exc: Exception) -> None:
         name = dialect.name if dialect else "?"

@@ -19,7 +19,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ..store import MockPool, MockWriter, load_mocks, next_test_set, recover, test_set_dir
+from ..store.errors import FormatError
+from ..store.noise import write_default_config
 from ..store.recording import MOCKS, DocumentWriter
+from .config import apply_http_config
 from .context import Mode, RunContext, match_key
 from .server import Proxy
 
@@ -201,6 +204,12 @@ def run(opts: RunOptions) -> int:
         except RedirectError as exc:
             raise RunError(str(exc)) from exc
     mode, test_set = resolve_mode(opts)
+    if mode is Mode.RECORD:
+        write_default_config(opts.root)  # a commented template to edit (never overwritten)
+    try:
+        apply_http_config(opts.root)
+    except FormatError as exc:
+        raise RunError(str(exc)) from exc
     ctx = build_context(mode, test_set, opts)
     if mode is not opts.mode:
         log.warning("mode %s: %s %s", opts.mode.value, mode.value, test_set)

@@ -20,8 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..store import existing_test_sets, recover
+from ..store.errors import FormatError
 from ..store.noise import load_config
 from ..store.testcase import TestCase, list_tests
+from .config import apply_http_config
 from .context import Mode
 from .reports import Progress, summary, write_reports
 from .runner import RunError, RunOptions, build_context
@@ -55,6 +57,10 @@ def run_test_command(opts: TestOptions) -> int:
     try:
         cleanup_leftovers()
     except RedirectError as exc:
+        raise RunError(str(exc)) from exc
+    try:
+        apply_http_config(opts.root)
+    except FormatError as exc:
         raise RunError(str(exc)) from exc
     sets = ([opts.root / name for name in opts.test_sets] if opts.test_sets
             else [s for s in existing_test_sets(opts.root) if list_tests(s)])

@@ -160,6 +160,18 @@ noise:
   global: []
   # Response headers never compared (case-insensitive). This list replaces the defaults.
   volatile_headers: {headers}
+http:
+  # Extra header names / JSON, form and query fields whose values are redacted at record
+  # time (Authorization, Cookie, password, access_token... always are).
+  secret_headers: []
+  secret_fields: []
+  # What matching a live outbound request to a recording ignores.
+  match:
+    ignore_query: []        # query keys, e.g. [ts, nonce]
+    ignore_json_paths: []   # request body paths, e.g. [meta.sent_at, items[*].trace_id]
+    match_headers: false    # also compare request headers (except framing/tracing ones)
+    ignore_headers: []      # ... but not these
+  max_body_mb: 8            # larger bodies are stored as size + sha256, not inline
 """
 
 
