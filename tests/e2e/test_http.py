@@ -123,7 +123,7 @@ def test_http_record_then_replay_with_ebpf(tmp_path, host):
     replayed = _trproxy("replay", rec, "--", sys.executable, str(client), base)
     assert replayed.stdout == recorded.stdout
     assert json.loads(replayed.stdout)[2][3] == b"first second third".hex()
-    assert "0 misses" in replayed.stderr
+    assert "trproxy: 0 misses" in replayed.stderr
 
 
 @pytest.mark.usefixtures("home")
@@ -143,7 +143,7 @@ def test_replay_miss_is_a_502_and_reported(tmp_path):
     miss = rows["/never-recorded?x=1"]
     assert miss[2] == 502
     assert "no recorded response matches GET 127.0.0.1" in bytes.fromhex(miss[3]).decode()
-    assert "1 misses" in replayed.stderr
+    assert "trproxy: 1 misses" in replayed.stderr
     assert rows["/json"][2] == 200  # the rest is still served
 
 

@@ -61,10 +61,10 @@ def test_configured_secrets_are_redacted_and_noise_is_ignored(tmp_path):
     replayed = run_trproxy("replay", "--dir", str(tmp_path), "--", sys.executable, "-c", CLIENT,
                            str(port), "222")
     assert replayed.returncode == 0, replayed.stderr
-    assert "0 misses" in replayed.stderr
+    assert "trproxy: 0 misses" in replayed.stderr
     assert json.loads(replayed.stdout)["path"] == "/v1/people?ts=111&kind=a"
     # without the rule it is a miss: the noise setting is what made it match
     (tmp_path / "config.yaml").write_text("version: trproxy/v1\nhttp:\n  secret_fields: [ssn]\n")
     missed = run_trproxy("replay", "--dir", str(tmp_path), "--", sys.executable, "-c", CLIENT,
                          str(port), "333")
-    assert "1 misses" in missed.stderr and "+- [ts, '333']" in missed.stderr, missed.stderr
+    assert "trproxy: 1 misses" in missed.stderr and "+- [ts, '333']" in missed.stderr, missed.stderr

@@ -34,7 +34,7 @@ def test_auto_records_once_then_replays(tmp_path, redis_server):
     second = run_trproxy("run", "--mode", "auto", "--dir", str(tmp_path), "--", *_script(redis_server.port))
     assert second.returncode == 0, second.stderr
     assert second.stdout == first.stdout
-    assert "served 4 redis" in second.stderr and "0 misses" in second.stderr
+    assert "served 4 redis" in second.stderr and "trproxy: 0 misses" in second.stderr
 
 
 def test_new_episodes_replays_known_destinations_and_records_new_ones(tmp_path, redis_server):
@@ -71,7 +71,7 @@ def test_replay_never_opens_an_outbound_connection(tmp_path, redis_server):
     assert after == before + 1  # only our own INFO call above; replay reached nothing
     assert out.stdout.split()[:4] == ["OK", "1", "2", "hi"]
     assert "no recording for" in out.stdout + out.stderr
-    assert "1 misses" in out.stderr
+    assert "trproxy: 1 misses" in out.stderr
 
 
 CLIENT = textwrap.dedent("""

@@ -60,7 +60,7 @@ def test_clients_replay_what_they_recorded(tmp_path, postgres_server, mode: str,
     recorded, replayed, mocks = record_then_replay(tmp_path, postgres_server, scenario(client), mode)
     assert recorded.stdout.strip(), recorded.stderr
     assert replayed.stdout == recorded.stdout
-    assert "0 misses" in replayed.stderr, replayed.stderr
+    assert "trproxy: 0 misses" in replayed.stderr, replayed.stderr
     docs = documents(mocks)
     assert {d["kind"] for d in docs} == {"postgres"}
     startups = [d for d in docs if d["spec"]["summary"].startswith("startup")]
@@ -99,7 +99,7 @@ def test_psql_replays_what_it_recorded(tmp_path, postgres_server, mode: str) -> 
     assert "86\teighty-six" in recorded.stdout and recorded.stdout.rstrip().endswith("2")
     assert replayed.stdout == recorded.stdout
     assert replayed.stderr.count("ERROR:") == recorded.stderr.count("ERROR:") == 1
-    assert "0 misses" in replayed.stderr, replayed.stderr
+    assert "trproxy: 0 misses" in replayed.stderr, replayed.stderr
     # record mode declines the SSLRequest itself (so a TLS-offering server stays
     # recordable) and replay does the same: it never reaches the recording
     assert "SSLRequest" not in mocks and "startup trproxy@trproxy" in mocks

@@ -37,4 +37,4 @@ def test_sslmode_prefer_client_is_recorded_in_plaintext_and_replayed(tmp_path):
     replayed = run_trproxy("replay", "--dir", str(tmp_path), "--", *cmd, env=env)
     assert replayed.returncode == 0, replayed.stderr
     assert replayed.stdout == recorded.stdout
-    assert "0 misses" in replayed.stderr
+    assert "trproxy: 0 misses" in replayed.stderr

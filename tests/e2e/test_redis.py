@@ -54,7 +54,7 @@ def test_redis_py_replays_what_it_recorded(tmp_path, redis_server, mode: str, pr
     assert lines[:4] == ["True", "True", "b'hello'", "None"] and len(lines) == 30
     assert "'type': 'message', 'pattern': None, 'channel': b'news', 'data': b'hi'" in recorded.stdout
     assert replayed.stdout == recorded.stdout
-    assert "0 misses" in replayed.stderr, replayed.stderr
+    assert "trproxy: 0 misses" in replayed.stderr, replayed.stderr
     assert "kind: redis" in mocks and "kind: generic" not in mocks
     assert "request: [CLIENT, REPLY, 'OFF']" in mocks and "responses: []" in mocks
     assert "simple: QUEUED" in mocks
@@ -86,7 +86,7 @@ def test_redis_cli_replays_what_it_recorded(tmp_path, redis_server, mode: str) -
     recorded, replayed, mocks = record_then_replay(tmp_path, redis_server, command, mode)
     assert recorded.stdout.splitlines()[:4] == ["OK", "hello", "1", "2"]
     assert replayed.stdout == recorded.stdout
-    assert "0 misses" in replayed.stderr, replayed.stderr
+    assert "trproxy: 0 misses" in replayed.stderr, replayed.stderr
     assert "request: [HELLO, '3']" in mocks
 
 

@@ -103,3 +103,18 @@ def test_msgpack_cache_is_used_and_rebuilt_when_yaml_changes(tmp_path):
     text = path.read_text()
     path.write_text(text[: text.rindex("---\n")])
     assert len(load_documents(path)) == 2
+
+
+def test_closing_a_recording_writes_a_current_cache(tmp_path):
+    """The first replay after a recording reads msgpack, not the YAML just written."""
+    w = MockWriter(tmp_path / MOCKS)
+    for i in range(3):
+        w.write(_exchange(i))
+    w.close()
+    cache = tmp_path / (MOCKS + ".cache")
+    assert cache.exists()
+    import msgpack
+    packed = msgpack.unpackb(cache.read_bytes(), raw=False)
+    packed["docs"] = packed["docs"][:2]  # proves the loader takes the cache as it is
+    cache.write_bytes(msgpack.packb(packed))
+    assert len(load_documents(tmp_path / MOCKS)) == 2

@@ -39,9 +39,9 @@ async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
     try:
         while data := first or await reader.read(CHUNK):
             first = b""
+            writer.write(data)  # bytes first: the peer works while the recorder decodes a copy
             if tap is not None:
                 tap(data)
-            writer.write(data)
             await writer.drain()
         if writer.can_write_eof() and not writer.is_closing():
             writer.write_eof()

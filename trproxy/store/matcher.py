@@ -59,6 +59,45 @@ class _Entry:
     used: int = 0
 
 
+class _Bucket(list):
+    """The entries of one match key in recorded order, with cursors past the used ones.
+
+    ``used`` only grows, so a lookup resumes where the last one stopped instead of
+    rescanning every entry: thousands of identical requests (pgbench's ``BEGIN``/``END``,
+    redis-benchmark's ``SET key:__rand_int__``) would otherwise cost O(n) each.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = 0  # every entry before it is used
+        self.by_connection: dict[int, list[_Entry]] = {}
+        self.connection_head: dict[int, int] = {}
+        self.last_session: _Entry | None = None
+
+    def add(self, entry: _Entry) -> None:
+        self.append(entry)
+        self.by_connection.setdefault(entry.exchange.connection, []).append(entry)
+        if entry.exchange.lifetime == "session":
+            self.last_session = entry
+
+    def first_fresh(self) -> _Entry | None:
+        entry, self.head = _first_fresh(self, self.head)
+        return entry
+
+    def first_fresh_of(self, connection: int) -> _Entry | None:
+        entries = self.by_connection.get(connection)
+        if entries is None:
+            return None
+        entry, self.connection_head[connection] = _first_fresh(entries, self.connection_head.get(connection, 0))
+        return entry
+
+
+def _first_fresh(entries: list[_Entry], start: int) -> tuple[_Entry | None, int]:
+    while start < len(entries) and entries[start].used:
+        start += 1
+    return (entries[start] if start < len(entries) else None), start
+
+
 @dataclass
 class Served:
     exchange: Exchange
@@ -70,7 +109,7 @@ class MockPool:
     """All mocks of a test set, ready to answer live requests."""
 
     key_fn: KeyFn
-    _by_dest: dict[tuple[str, str], dict[str, list[_Entry]]] = field(default_factory=dict)
+    _by_dest: dict[tuple[str, str], dict[str, _Bucket]] = field(default_factory=dict)
     served: int = 0
     misses: list[NoMatch] = field(default_factory=list)
 
@@ -84,7 +123,7 @@ class MockPool:
     def add(self, exchange: Exchange) -> None:
         key = canonical(self.key_fn(exchange.protocol, exchange.request))
         by_key = self._by_dest.setdefault((exchange.protocol, destination_key(exchange.destination)), {})
-        by_key.setdefault(key, []).append(_Entry(exchange, key))
+        by_key.setdefault(key, _Bucket()).add(_Entry(exchange, key))
 
     def __len__(self) -> int:
         return sum(len(v) for d in self._by_dest.values() for v in d.values())
@@ -103,7 +142,7 @@ class MockPool:
     def find(self, protocol: str, destination: str, request: Any, summary: str = "",
              affinity: Affinity | None = None, test: str | None = None) -> Served:
         key = canonical(self.key_fn(protocol, request))
-        entries = self._by_dest.get((protocol, destination_key(destination)), {}).get(key, [])
+        entries = self._by_dest.get((protocol, destination_key(destination)), {}).get(key, _Bucket())
         chosen = self._choose(entries, affinity, test)
         if chosen is None:
             miss = self._explain(protocol, destination, key, summary or key[:80], entries)
@@ -117,8 +156,15 @@ class MockPool:
         return Served(entry.exchange, repeat)
 
     @staticmethod
-    def _choose(entries: list[_Entry], affinity: Affinity | None,
+    def _choose(entries: _Bucket, affinity: Affinity | None,
                 test: str | None) -> tuple[_Entry, bool] | None:
+        if test is None:  # the best rank below: the followed connection's first fresh entry, else the first
+            followed = affinity.recorded_connection if affinity else None
+            best = entries.first_fresh_of(followed) if followed is not None else None
+            best = best or entries.first_fresh()
+            if best is not None:
+                return best, False
+            return (entries.last_session, True) if entries.last_session else None
         fresh = [e for e in entries if e.used == 0]
         if fresh:
             def rank(e: _Entry) -> tuple[int, int]:

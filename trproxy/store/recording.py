@@ -89,10 +89,27 @@ class DocumentWriter:
 
 
 class MockWriter(DocumentWriter):
-    """Writes exchanges in recording order."""
+    """Writes exchanges in recording order; on close also the msgpack cache, so the first
+    replay after a recording does not parse the YAML it just wrote."""
+
+    def __init__(self, path: Path, header: list[Any] | None = None) -> None:
+        self._docs: list[Any] = []
+        super().__init__(path, header)
+
+    def append(self, doc: Any) -> None:
+        super().append(doc)
+        self._docs.append(doc)
 
     def write(self, exchange: Exchange) -> None:
         self.append(exchange.to_doc())
+
+    def close(self) -> Path:
+        if self._fd is None:
+            return self.path
+        path = super().close()
+        write_cache(path, self._docs)
+        self._docs = []
+        return path
 
 
 def recover(root: Path) -> list[str]:
@@ -130,22 +147,35 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _stamp(path: Path) -> list[Any]:
+    """What ties a cache to one state of its YAML file (edits change size or mtime)."""
+    stat = path.stat()
+    return [_CACHE_FORMAT, FORMAT_VERSION, stat.st_size, stat.st_mtime_ns]
+
+
+def _cache_path(path: Path) -> Path:
+    return path.with_name(path.name + ".cache")
+
+
+def write_cache(path: Path, docs: list[Any]) -> None:
+    """msgpack copy of ``path``'s documents (best effort: a cache is never required)."""
+    cache = _cache_path(path)
+    with contextlib.suppress(OSError, TypeError, ValueError):
+        tmp = cache.with_name(cache.name + f".tmp-{os.getpid()}")
+        tmp.write_bytes(msgpack.packb({"stamp": _stamp(path), "docs": docs}, use_bin_type=True))
+        os.replace(tmp, cache)
+
+
 def load_documents(path: Path) -> list[Any]:
     """All documents of a YAML stream, through the msgpack cache when it is current."""
-    stat = path.stat()
-    stamp = [_CACHE_FORMAT, FORMAT_VERSION, stat.st_size, stat.st_mtime_ns]
-    cache = path.with_name(path.name + ".cache")
     with contextlib.suppress(OSError, ValueError, msgpack.UnpackException):
-        packed = msgpack.unpackb(cache.read_bytes(), raw=False, strict_map_key=False)
-        if packed.get("stamp") == stamp:
+        packed = msgpack.unpackb(_cache_path(path).read_bytes(), raw=False, strict_map_key=False)
+        if packed.get("stamp") == _stamp(path):
             return packed["docs"]
     docs, warning = load_stream(path.read_text("utf-8"))
     if warning:
         raise FormatError(f"{path}: {warning}")
-    with contextlib.suppress(OSError, TypeError, ValueError):
-        tmp = cache.with_name(cache.name + f".tmp-{os.getpid()}")
-        tmp.write_bytes(msgpack.packb({"stamp": stamp, "docs": docs}, use_bin_type=True))
-        os.replace(tmp, cache)
+    write_cache(path, docs)
     return docs
 
 
