@@ -28,7 +28,7 @@ from .context import Mode
 from .reports import Progress, summary, write_reports
 from .runner import RunError, RunOptions, build_context
 from .server import Proxy
-from .testrun import TestRun, mark_noise, run_tests
+from .testrun import ERROR, AppNotListening, TestResult, TestRun, mark_noise, run_tests
 from .timefreeze import TimeFreeze, TimeFreezeError
 
 log = logging.getLogger("trproxy")
@@ -127,18 +127,30 @@ async def _test_set(opts: TestOptions, test_set: Path, ctx, env: dict[str, str],
             tests = load_tests(test_set)
             freeze.set_time(tests[0].created_at if tests else None)
         child = await asyncio.create_subprocess_exec(*opts.command, env=env, preexec_fn=redirector.enter)
-        return await run_tests(
-            test_set, delay=opts.delay, timeout=opts.timeout, startup_timeout=opts.startup_timeout,
-            global_noise=load_config(opts.root), headers=opts.headers,
-            app_alive=lambda: child is not None and child.returncode is None,
-            before_test=before, after_test=after, on_start=progress.start, on_result=progress.result,
-        )
+        try:
+            return await run_tests(
+                test_set, delay=opts.delay, timeout=opts.timeout, startup_timeout=opts.startup_timeout,
+                global_noise=load_config(opts.root), headers=opts.headers,
+                app_alive=lambda: child is not None and child.returncode is None,
+                before_test=before, after_test=after, on_start=progress.start, on_result=progress.result,
+            )
+        except AppNotListening as exc:  # every test is an error; summary and reports say why
+            return _not_started(test_set, str(exc))
     finally:
         if child is not None:
             await _stop(child)
         _kill_rest(redirector.cgroup_path)
         redirector.close()
         await proxy.close()
+
+
+def _not_started(test_set: Path, reason: str) -> TestRun:
+    """The run of an app that never listened: each test an error carrying ``reason``."""
+    from ..store.testcase import load_tests, now_iso
+
+    run = TestRun(test_set, started=now_iso())
+    run.results = [TestResult(t, ERROR, error=reason, started=run.started) for t in load_tests(test_set)]
+    return run
 
 
 def _kill_rest(cgroup: str) -> None:

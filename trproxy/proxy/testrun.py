@@ -98,24 +98,28 @@ class AppNotListening(Exception):
     """The app did not accept connections in time (or exited first)."""
 
 
-async def wait_listening(host: str, port: int, timeout: float = 60.0,
-                         alive: Callable[[], bool] | None = None) -> float:
-    """Poll-connect until ``host:port`` accepts; returns the seconds waited."""
+async def wait_listening(host: str | Sequence[str], port: int, timeout: float = 60.0,
+                         alive: Callable[[], bool] | None = None) -> str:
+    """Poll-connect until one of ``host`` (a host or several, tried in order) accepts on
+    ``port``; returns the host that did."""
+    hosts = [host] if isinstance(host, str) else list(host)
+    where = " or ".join(f"{h}:{port}" for h in hosts)
     start = time.monotonic()
     while True:
         if alive is not None and not alive():
-            raise AppNotListening(f"the app exited before listening on {host}:{port}")
-        try:
-            _r, w = await asyncio.wait_for(asyncio.open_connection(host, port), 1.0)
-        except (TimeoutError, OSError):
-            if time.monotonic() - start > timeout:
-                raise AppNotListening(f"nothing listens on {host}:{port} after {timeout:.0f}s") from None
-            await asyncio.sleep(0.05)
-            continue
-        w.close()
-        with contextlib.suppress(OSError):
-            await w.wait_closed()
-        return time.monotonic() - start
+            raise AppNotListening(f"the app exited before listening on {where}")
+        for candidate in hosts:
+            try:
+                _r, w = await asyncio.wait_for(asyncio.open_connection(candidate, port), 1.0)
+            except (TimeoutError, OSError):
+                continue
+            w.close()
+            with contextlib.suppress(OSError):
+                await w.wait_closed()
+            return candidate
+        if time.monotonic() - start > timeout:
+            raise AppNotListening(f"nothing listens on {where} after {timeout:.0f}s")
+        await asyncio.sleep(0.05)
 
 
 class _Unanswered(ConnectionResetError):
@@ -302,8 +306,11 @@ async def run_tests(
     run = TestRun(test_set, started=now_iso())
     t0 = time.monotonic()
     addresses = sorted({p for t in tests if (p := app_port(t, ports, default_port)) is not None})
+    # an app may listen on either loopback address (``localhost`` is ::1 first for some)
+    candidates = (host, "::1") if host == "127.0.0.1" else (host,)
+    hosts: dict[int, str] = {}
     for port in addresses:
-        await wait_listening(host, port, startup_timeout, app_alive)
+        hosts[port] = await wait_listening(candidates, port, startup_timeout, app_alive)
     if delay > 0:
         await asyncio.sleep(delay)
     client = HttpClient(http_config, headers)
@@ -312,7 +319,9 @@ async def run_tests(
             await _call(on_start, test, i, len(tests))
             await _call(before_test, test)
             try:
-                result = await _run_one(client, test, host, app_port(test, ports, default_port),
+                target = app_port(test, ports, default_port)
+                live_host = hosts.get(target, host) if target is not None else host
+                result = await _run_one(client, test, live_host, target,
                                         timeout, global_noise or Noise())
             finally:
                 await _call(after_test, test)
