@@ -26,12 +26,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl
 
 from ..base import Readable
 from .body import is_form_type, is_json_type, parse_json
 from .config import DEFAULT_NOISE_HEADERS, Noise
-from .readable import DEFAULT_PORTS, header_value
+from .readable import DEFAULT_PORTS, header_value, lenient_urlsplit
 
 _PATH_TOKEN = re.compile(r"\[(\*|\d+)\]|\.?([^.\[\]]+)")
 
@@ -136,7 +136,7 @@ def _headers_key(request: dict[str, Any], noise: Noise) -> list[list[Readable]]:
 
 def match_key_with(request: Readable, noise: Noise) -> Readable:
     """The key of a readable request, ignoring ``noise``."""
-    parts = urlsplit(request.get("url", ""))
+    parts = lenient_urlsplit(request.get("url", ""))
     key: dict[str, Any] = {
         "method": str(request.get("method", "")).upper(),
         "host": _host(parts.netloc, parts.scheme),

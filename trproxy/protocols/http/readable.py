@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from typing import Any
-from urllib.parse import quote, unquote_plus, urlsplit
+from urllib.parse import SplitResult, quote, unquote_plus, urlsplit
 
 from ..base import DecodeError, Readable, unblob
 from .body import (
@@ -163,9 +163,23 @@ def make_url(scheme: str, authority: str, target: str, redaction: Redaction) -> 
     return f"{scheme}://{authority}{path}{q}{redact_query(query, redaction.fields)}"
 
 
+def lenient_urlsplit(url: str) -> SplitResult:
+    """``urlsplit`` that never raises: a Host header with an unbalanced ``[`` (fuzzed or
+    hostile input) makes the stdlib raise ValueError; split such a url by hand."""
+    try:
+        return urlsplit(url)
+    except ValueError:
+        scheme, sep, rest = url.partition("://")
+        if not sep:
+            scheme, rest = "", url
+        authority, slash, tail = rest.partition("/")
+        path, _, query = (("/" + tail) if slash else "").partition("?")
+        return SplitResult(scheme, authority, path, query, "")
+
+
 def split_url(url: str) -> tuple[str, str, str]:
     """``(scheme, authority, target)`` of a readable url."""
-    parts = urlsplit(url)
+    parts = lenient_urlsplit(url)
     target = parts.path or "/"
     if parts.query or url.endswith("?"):
         target += "?" + parts.query
