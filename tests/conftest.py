@@ -1,4 +1,5 @@
-"""Shared fixtures: real servers on loopback, and the CI rule that root tests never skip.
+"""Shared fixtures: real servers on loopback, the CI rule that root tests never skip, and
+deterministic property tests in CI.
 
 With ``TRPROXY_REQUIRE_ROOT=1`` (set by ``.ci/run``) a test marked ``root`` that skips
 (no privileges, no eBPF) is reported as a failure instead, so CI cannot go green by
@@ -10,6 +11,13 @@ from __future__ import annotations
 import os
 
 import pytest
+from hypothesis import settings
+
+# CI runs the property tests with a fixed seed, so a run never fails on a new random
+# example it happened to draw; developers' runs stay random and keep finding bugs.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 from tests.support.services import PostgresServer, RedisServer
 
