@@ -96,7 +96,9 @@ class Lookup:
     expects_reply: bool = True
     # dialect-private live values; ``context["handshake"] = True`` marks a lookup whose
     # miss the replayer answers itself (synthesized handshake), so it is not reported;
-    # ``context["partial"] = True``: an empty ``miss`` answer means "nothing yet", not "close"
+    # ``context["partial"] = True``: an empty ``miss`` answer means "nothing yet", not "close";
+    # ``context["unreplayable"] = reason`` (set by ``respond``): matched, but could not be
+    # served as recorded (an HTTP body too large to have been stored); it is reported
     context: dict[str, Any] = field(default_factory=dict)
 
 

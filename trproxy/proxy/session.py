@@ -269,4 +269,8 @@ def _answer(ctx: RunContext, dialect: Dialect, replayer, lookup: Lookup, destina
         # request answered as a whole later (a Kafka Fetch split per partition)
         return out if out or lookup.context.get("partial") else None
     ctx.served(dialect.name, destination, served.exchange)
-    return replayer.respond(lookup, served.exchange.responses) if lookup.expects_reply else b""
+    out = replayer.respond(lookup, served.exchange.responses) if lookup.expects_reply else b""
+    if problem := lookup.context.get("unreplayable"):  # matched, but not served as recorded
+        ctx.problems.append(f"{dialect.name} {destination}: {lookup.summary}: {problem}")
+        log.warning("could not replay %s %s as recorded: %s", destination, lookup.summary, problem)
+    return out

@@ -93,6 +93,7 @@ class H1Replayer:
                 out.append(render_h1(response, method, version, lookup.context.get("ws_key")))
             except OmittedBody as e:
                 out.append(render_h1(omitted_response(e), method, version))
+                lookup.context["unreplayable"] = str(e)  # reported by the proxy
             if status == 101 or (method.upper() == "CONNECT" and 200 <= status < 300):
                 self.tunnel = True
                 self._parser.tunnel()

@@ -132,17 +132,22 @@ class H2Replayer:
                 if status < 200:
                     self.conn.send_headers(sid, render_h2_headers(response, method, 0))
                     continue
-                self._send_final(sid, response, method)
+                problem = self._send_final(sid, response, method)
+                if problem:
+                    lookup.context["unreplayable"] = problem  # reported by the proxy
                 break
             self._flush(sid)
         except h2.exceptions.H2Error as e:
             raise DecodeError(f"HTTP/2 response on stream {sid}: {e!r}") from e
         return self.conn.data_to_send()
 
-    def _send_final(self, sid: int, response: dict[str, Any], method: str) -> None:
+    def _send_final(self, sid: int, response: dict[str, Any], method: str) -> str | None:
+        """Send the final response; returns why it could not be replayed as recorded, if so."""
+        problem = None
         try:
             body = response_body(response, method)
         except OmittedBody as e:
+            problem = str(e)
             response = omitted_response(e)
             body = response_body(response, method)
         trailers = render_h2_trailers(response)
@@ -151,6 +156,7 @@ class H2Replayer:
         self.conn.send_headers(sid, headers, end_stream=end)
         if not end:
             self._outgoing[sid] = _Outgoing(body, 0, trailers)
+        return problem
 
     def _flush(self, sid: int) -> None:
         out = self._outgoing.get(sid)
