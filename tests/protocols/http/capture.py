@@ -28,7 +28,8 @@ import httpx
 import requests
 import urllib3
 
-from .relay import Relay
+from tests.support.tee import Relay
+
 from .servers import H1Server, H2Server
 
 VECTORS = Path(__file__).parent / "vectors"

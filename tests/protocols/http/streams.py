@@ -1,4 +1,4 @@
-"""Helpers to drive recorders/replayers with captured streams in different chunkings."""
+"""Helpers to drive the recorder with captured streams (cut them with ``tests.support.chunking``)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from trproxy.protocols.base import Direction, Interaction
 from trproxy.protocols.http import HttpConfig, HttpRecorder
 from trproxy.store.yamlio import dump, load_one
 
-Chunks = list[tuple[str, bytes]]
 SIDE = {"client": Direction.CLIENT, "server": Direction.SERVER}
 
 
@@ -26,45 +25,6 @@ def record(chunks: Iterable[tuple[str, bytes]], config: HttpConfig | None = None
 def as_data(interactions: list[Interaction]) -> list[dict]:
     return [{"request": i.request, "responses": i.responses, "lifetime": i.lifetime,
              "summary": i.summary} for i in interactions]
-
-
-def bytewise(chunks: Chunks) -> Chunks:
-    out: Chunks = []
-    for side, data in chunks:
-        if not data:
-            out.append((side, data))
-        out.extend((side, data[i:i + 1]) for i in range(len(data)))
-    return out
-
-
-def split_at(chunks: Chunks, offsets: Iterable[int]) -> Chunks:
-    """Cut the wire sequence at the given byte offsets (counted over all chunks)."""
-    cuts = sorted(set(offsets))
-    out: Chunks = []
-    pos = 0
-    ci = 0
-    for side, data in chunks:
-        if not data:
-            out.append((side, data))
-            continue
-        start = 0
-        while ci < len(cuts) and cuts[ci] < pos + len(data):
-            cut = cuts[ci] - pos
-            if cut > start:
-                out.append((side, data[start:cut]))
-                start = cut
-            ci += 1
-        out.append((side, data[start:]))
-        pos += len(data)
-    return out
-
-
-def total(chunks: Chunks) -> int:
-    return sum(len(d) for _, d in chunks)
-
-
-def client_bytes(chunks: Chunks) -> bytes:
-    return b"".join(d for s, d in chunks if s == "client")
 
 
 def yaml_roundtrip(value):

@@ -14,6 +14,7 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from tests.support.chunking import side_bytes, split_at, total
 from trproxy.protocols.base import Lookup, ProtocolError
 from trproxy.protocols.http import HttpConfig, HttpReplayer, Redaction, detect, match_key
 from trproxy.protocols.http.body import body_from_readable, body_to_readable
@@ -21,7 +22,7 @@ from trproxy.protocols.http.render import CONNECTION_FIELDS, render_h1
 from trproxy.store.yamlio import dump, load_one
 
 from . import capture
-from .streams import as_data, client_bytes, record, split_at, total
+from .streams import as_data, record
 
 VECTORS = {**capture.load("h1"), **capture.load("h2")}
 EXPECTED = {name: as_data(record(chunks)) for name, chunks in VECTORS.items()}
@@ -53,7 +54,7 @@ body_bytes = st.binary(max_size=300)
 def test_random_cuts_give_the_same_interactions(name, fractions):
     chunks = VECTORS[name]
     n = total(chunks)
-    cut = split_at(chunks, [1 + int(f * (n - 1)) for f in fractions])
+    cut = split_at(chunks, *[1 + int(f * (n - 1)) for f in fractions])
     assert as_data(record(cut)) == EXPECTED[name]
 
 
@@ -96,7 +97,7 @@ def test_mutated_streams_raise_only_protocol_errors(name, which, ops):
         pass
     replayer = HttpReplayer()
     try:
-        for event in replayer.feed(client_bytes(mutated)):
+        for event in replayer.feed(side_bytes(mutated, "client")):
             if isinstance(event, Lookup):
                 replayer.miss(event, "fuzz")
     except ProtocolError:
@@ -219,7 +220,7 @@ def test_json_bodies_survive_yaml(value):
 
 def test_detect_never_refuses_a_prefix_of_real_http():
     for name, chunks in VECTORS.items():
-        data = client_bytes(chunks)
+        data = side_bytes(chunks, "client")
         assert detect(data, 0) is True, name
         for k in range(0, min(len(data), 300)):
             assert detect(data[:k], 0) in (None, True), (name, k)

@@ -3,7 +3,7 @@
 Recording: client -> ``Relay`` -> server, the relay's byte log fed to ``HttpRecorder``;
 the interactions go through the store's YAML writer and reader. Replay: the server
 and relay are gone; a ``ReplayServer`` on the same port answers from the recordings
-through ``HttpReplayer``. The clients must observe the same status, body, content
+(in the real store) through ``HttpReplayer``. The clients must observe the same status, body, content
 type and cookie names (cookie values are redacted by design). Also: HTTP/1.1
 recordings served to HTTP/2 clients and vice versa, HTTPS replay through the
 sans-I/O TLS endpoint with real clients, and a fresh capture compared with the
@@ -25,12 +25,12 @@ import pytest
 import requests
 import urllib3
 
+from tests.support.replay_server import ReplayServer
+from tests.support.tee import Relay
 from trproxy.proxy.tls import CertificateAuthority
 from trproxy.store.yamlio import dump, load_one
 
 from . import capture
-from .relay import Relay
-from .replay_server import ReplayServer
 from .servers import H1Server, H2Server
 from .streams import as_data, record
 
@@ -163,7 +163,7 @@ def record_live(client: Callable, server, calls) -> tuple[list[Observation], lis
 
 
 def replay(client: Callable, docs: list[dict], port: int, calls) -> tuple[list[Observation], ReplayServer]:
-    server = ReplayServer(docs, port=port).start()
+    server = ReplayServer("http", docs, port=port).start()
     try:
         return client(f"http://127.0.0.1:{port}", calls), server
     finally:
@@ -182,7 +182,7 @@ def test_h1_client_record_then_replay(client):
     live, docs, port = record_live(client, H1Server(), H1_CALLS)
     assert len(docs) == len(live) >= len(H1_CALLS) - 1
     replayed, server = replay(client, docs, port, H1_CALLS)
-    assert server.misses == [] and not server.unused
+    assert server.misses == [] and not server.mocks.unused()
     assert replayed == live
     cookies = next(o for o in live if o[1] == "/cookies")
     assert cookies[5] == ["session", "theme"]  # two Set-Cookie stayed two
@@ -194,7 +194,7 @@ def test_h2_client_record_then_replay(client):
     assert len(docs) == len(H2_CALLS)
     assert all(d["request"]["http_version"] == "HTTP/2.0" for d in docs)
     replayed, server = replay(client, docs, port, H2_CALLS)
-    assert server.misses == [] and not server.unused
+    assert server.misses == [] and not server.mocks.unused()
     assert replayed == live
 
 
@@ -222,7 +222,7 @@ def test_h1_recording_served_to_h2_client_and_back():
 
 def test_replay_miss_reaches_the_client_as_502():
     live, docs, port = record_live(with_requests, H1Server(), [("GET", "/json", None)])
-    server = ReplayServer(docs, port=port).start()
+    server = ReplayServer("http", docs, port=port).start()
     try:
         first = requests.get(f"http://127.0.0.1:{port}/json")
         again = requests.get(f"http://127.0.0.1:{port}/json")   # data lifetime: used up
@@ -246,10 +246,12 @@ def test_https_replay_through_the_sans_io_tls_endpoint(client, alpn, tmp_path):
     for doc in docs:  # what the proxy would have recorded for https://localhost:PORT
         doc["request"]["url"] = doc["request"]["url"].replace("http://127.0.0.1", "https://localhost")
     ca = CertificateAuthority(tmp_path / "home")
-    server = ReplayServer(docs, ca=ca).start()
+    server = ReplayServer("http", ca=ca, alpn=("h2", "http/1.1"))
     docs_port = docs[0]["request"]["url"].split(":")[2].split("/")[0]
     for doc in docs:
         doc["request"]["url"] = doc["request"]["url"].replace(f":{docs_port}/", f":{server.port}/")
+    server.add(docs)
+    server.start()
     try:
         replayed = client(f"https://localhost:{server.port}", calls, verify=str(ca.cert_path))
     finally:

@@ -19,6 +19,7 @@ import h11
 import pytest
 import yaml
 
+from tests.support.chunking import bytewise, offsets, side_bytes, split_at, total
 from trproxy.protocols.base import Lookup, Reply
 from trproxy.protocols.http import HttpReplayer, match_key
 from trproxy.protocols.http.body import body_from_readable, decode_body
@@ -26,16 +27,7 @@ from trproxy.protocols.http.render import CONNECTION_FIELDS
 
 from . import capture
 from .servers import JSON_DOC, pattern
-from .streams import (
-    as_data,
-    bytewise,
-    client_bytes,
-    headers,
-    record,
-    split_at,
-    total,
-    yaml_roundtrip,
-)
+from .streams import as_data, headers, record, yaml_roundtrip
 
 H1 = capture.load("h1")
 H2 = capture.load("h2")
@@ -62,11 +54,8 @@ def test_cut_at_offsets(name, recorded):
     where heads are) for larger ones, to keep this test fast; test_http_fuzz cuts
     the large streams at random offsets."""
     chunks = ALL[name]
-    n = total(chunks)
-    offsets = range(1, n) if n <= 1024 else sorted(
-        {*range(1, 120), *range(n - 120, n), *range(1, n, max(1, n // 200))})
-    for k in offsets:
-        assert as_data(record(split_at(chunks, [k]))) == recorded[name], f"cut at {k}"
+    for k in offsets(total(chunks), every_up_to=1024, samples=200, ends=120):
+        assert as_data(record(split_at(chunks, k))) == recorded[name], f"cut at {k}"
 
 
 @pytest.mark.parametrize("name", sorted(ALL))
@@ -220,7 +209,7 @@ def _check_h1(recorded_response: dict, response: h11.Response, body: bytes, trai
 def test_replay_h1_parsed_by_h11(name, recorded):
     items = recorded[name]
     replayer = HttpReplayer()
-    events = replayer.feed(client_bytes(H1[name]))
+    events = replayer.feed(side_bytes(H1[name], "client"))
     lookups = [e for e in events if isinstance(e, Lookup)]
     assert [match_key(lk.request) for lk in lookups] == [match_key(i["request"]) for i in items]
     if name == "expect100":  # our own 100 Continue went out before the Lookup

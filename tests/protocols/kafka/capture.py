@@ -1,10 +1,17 @@
-"""Capture real client <-> broker streams through ``Relay`` (aiokafka and confluent-kafka).
+"""Capture real client <-> broker streams through a ``Relay`` (aiokafka and confluent-kafka).
 
 Each scenario produces a few keyed messages with headers, then consumes them back in a
-consumer group and commits, against the librdkafka mock broker. ``run_*`` return the
+consumer group and commits, against the librdkafka mock broker. ``capture`` returns the
 relay's streams and what the client saw (acks and consumed messages), so a test can
 compare a replay with the recording. ``python -m tests.protocols.kafka.capture`` rewrites
 the captures in ``data/`` that the fast tests read.
+
+Kafka clients connect to the broker addresses that Metadata and FindCoordinator
+responses advertise, which would bypass the relay after bootstrap. ``broker_ports``
+therefore rewrites the broker's port in those responses to the relay's: it replaces the
+bytes ``"127.0.0.1"`` (as an int16- or varint-length string) followed by the broker's
+int32 port with the same string followed by the relay's port. Same length, so framing and
+every other byte stay untouched; this does not use the codec under test.
 """
 
 from __future__ import annotations
@@ -13,9 +20,11 @@ import asyncio
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from tests.protocols.kafka.relay import Captured, Relay
+from tests.support.chunking import Chunks
+from tests.support.tee import Relay
 
 DATA = Path(__file__).parent / "data"
 # values long enough that librdkafka compresses them (it sends tiny batches uncompressed)
@@ -95,36 +104,59 @@ def confluent_session(bootstrap: str, topic: str, group: str,
     return {"acks": acks, "consumed": got}
 
 
+def broker_ports(relay: Relay) -> Callable[[bytes], list[bytes]]:
+    """Per connection: the broker's bytes as whole frames, its advertised port made the relay's."""
+    host = relay.upstream[0].encode()
+    old_port, new_port = relay.upstream[1].to_bytes(4, "big"), relay.port.to_bytes(4, "big")
+    prefixes = (len(host).to_bytes(2, "big"), bytes([len(host) + 1]))
+    buf = b""
+
+    def frames(data: bytes) -> list[bytes]:
+        nonlocal buf
+        buf += data
+        out = []
+        while len(buf) >= 4 and len(buf) >= 4 + int.from_bytes(buf[:4], "big"):
+            end = 4 + int.from_bytes(buf[:4], "big")
+            frame, buf = buf[:end], buf[end:]
+            for prefix in prefixes:
+                frame = frame.replace(prefix + host + old_port, prefix + host + new_port)
+            out.append(frame)
+        return out
+
+    return frames
+
+
 def capture(client: str, bootstrap_host: str, bootstrap_port: int, compression: str,
-            tag: str) -> tuple[list[Captured], dict]:
-    relay = Relay(bootstrap_host, bootstrap_port).start()
+            tag: str) -> tuple[list[Chunks], dict]:
+    """Each connection's chunks (no end-of-stream markers) and what the client saw."""
+    relay = Relay((bootstrap_host, bootstrap_port), server_filter=broker_ports).start()
     try:
         topic, group = f"trp-{tag}", f"g-{tag}"
         if client == "aiokafka":
-            seen = asyncio.run(aiokafka_session(relay.bootstrap, topic, group,
+            seen = asyncio.run(aiokafka_session(relay.address, topic, group,
                                                 None if compression == "none" else compression))
         else:
-            seen = confluent_session(relay.bootstrap, topic, group, compression)
+            seen = confluent_session(relay.address, topic, group, compression)
         time.sleep(0.2)  # let the relay see the last bytes and closes
     finally:
-        relay.stop()
-    return relay.streams, seen
+        relay.close()
+    return [s.data_chunks() for s in relay.streams], seen
 
 
 SCENARIOS = [("aiokafka", "none"), ("aiokafka", "gzip"), ("confluent", "none"),
              ("confluent", "snappy"), ("confluent", "lz4"), ("confluent", "zstd")]
 
 
-def save(name: str, streams: list[Captured], seen: dict) -> Path:
+def save(name: str, streams: list[Chunks], seen: dict) -> Path:
     path = DATA / f"{name}.json"
     path.write_text(json.dumps({
         "seen": seen,
-        "streams": [[[side, data.hex()] for side, data in s.chunks] for s in streams if s.chunks],
+        "streams": [[[side, data.hex()] for side, data in s] for s in streams if s],
     }, indent=0))
     return path
 
 
-def load(path: Path) -> tuple[list[list[tuple[str, bytes]]], dict]:
+def load(path: Path) -> tuple[list[Chunks], dict]:
     doc = json.loads(path.read_text())
     return [[(side, bytes.fromhex(h)) for side, h in s] for s in doc["streams"]], doc["seen"]
 

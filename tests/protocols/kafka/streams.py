@@ -1,4 +1,5 @@
-"""Golden streams for the Kafka codec tests, and helpers to feed them in pieces.
+"""Golden streams for the Kafka codec tests, and decoding them as fed (cut them with
+``tests.support.chunking``).
 
 Streams come from two places: the DeepFlow captures in ``shared/vectors/kafka`` (with
 DeepFlow's decoded ``.result`` files) and the captures made here from the librdkafka mock
@@ -11,11 +12,10 @@ import re
 from pathlib import Path
 
 from tests.protocols.kafka.capture import DATA, load
+from tests.support.chunking import Chunks
 from tests.support.pcap import VECTORS, tcp_streams
 from trproxy.protocols.base import NEED_DATA, Direction
 from trproxy.protocols.kafka.codec import KafkaCodec
-
-Chunks = list[tuple[str, bytes]]
 
 VECTOR_FILES = sorted((VECTORS / "kafka").glob("*.pcap"))
 CAPTURE_FILES = sorted(DATA.glob("*.json"))
@@ -45,28 +45,14 @@ def drain(codec: KafkaCodec) -> list:
     return out
 
 
-def decode_pieces(pieces: list[tuple[str, bytes]], **codec_args) -> list:
+def decode(chunks: Chunks, **codec_args) -> list:
+    """Every message, the chunks fed to one codec as they are cut."""
     codec = KafkaCodec(**codec_args)
     out = []
-    for side, data in pieces:
+    for side, data in chunks:
         codec.feed(Direction(side), data)
         out += drain(codec)
     return out
-
-
-def whole(chunks: Chunks) -> list:
-    return decode_pieces(chunks)
-
-
-def byte_at_a_time(chunks: Chunks) -> list:
-    return decode_pieces([(s, d[i:i + 1]) for s, d in chunks for i in range(len(d))])
-
-
-def split_at(chunks: Chunks, chunk_index: int, offset: int) -> list:
-    side, data = chunks[chunk_index]
-    pieces = chunks[:chunk_index] + [(side, data[:offset]), (side, data[offset:])] \
-        + chunks[chunk_index + 1:]
-    return decode_pieces([(s, d) for s, d in pieces if d])
 
 
 # -- DeepFlow .result files -------------------------------------------------------------

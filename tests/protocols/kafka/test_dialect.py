@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from tests.protocols.kafka.streams import CAPTURE_FILES, all_streams, capture_streams, whole
+from tests.protocols.kafka.streams import CAPTURE_FILES, all_streams, capture_streams, decode
 from trproxy.protocols.base import Direction, Lookup
 from trproxy.protocols.kafka import DIALECT, KafkaRecorder, KafkaReplayer, detect, match_key
 from trproxy.protocols.kafka.codec import KafkaCodec, KafkaRequest, KafkaResponse
@@ -26,7 +26,7 @@ def record(chunks) -> list:
 
 @pytest.mark.parametrize("name,chunks", STREAMS, ids=IDS)
 def test_recorder_pairs_requests_with_responses(name, chunks):
-    messages = whole(chunks)
+    messages = decode(chunks)
     requests = [m for m in messages if isinstance(m, KafkaRequest)]
     responses = {m.correlation_id: m for m in messages if isinstance(m, KafkaResponse)}
     interactions = record(chunks)
@@ -181,7 +181,7 @@ def test_replayer_rewrites_correlation_ids(name, chunks):
 def test_every_miss_is_the_apis_own_error_response():
     seen = set()
     for _name, chunks in STREAMS:
-        for m in whole(chunks):
+        for m in decode(chunks):
             if not isinstance(m, KafkaRequest) or (m.api, m.api_version) in seen:
                 continue
             seen.add((m.api, m.api_version))

@@ -15,13 +15,12 @@ from tests.protocols.kafka.streams import (
     CAPTURE_FILES,
     VECTOR_FILES,
     all_streams,
-    byte_at_a_time,
     capture_streams,
+    decode,
     parse_result,
-    split_at,
     vector_streams,
-    whole,
 )
+from tests.support.chunking import bytewise, split_at
 from trproxy.protocols.kafka.codec import KafkaCodec, KafkaRequest, KafkaResponse
 
 STREAMS = all_streams()
@@ -65,7 +64,7 @@ def test_vectors_agree_with_deepflow_results(path):
     codec = KafkaCodec()
     got = {}
     for chunks in vector_streams(path):
-        for m in whole(chunks):
+        for m in decode(chunks):
             got[(type(m).__name__, m.correlation_id)] = m
     assert expected
     for e in expected:
@@ -97,42 +96,44 @@ def test_vectors_agree_with_deepflow_results(path):
 def test_vector_contents():
     """Spot checks of decoded values beyond what DeepFlow reports."""
     (chunks,) = vector_streams(next(p for p in VECTOR_FILES if p.name == "deepflow-00-produce-v9.pcap"))
-    req, resp = whole(chunks)
+    req, resp = decode(chunks)
     batch = req.body["topic_data"][0]["partition_data"][0]["records"][0]
     assert batch["compression"] == "none" and batch["records"][0]["key"] is None
     assert resp.body["responses"][0]["partition_responses"][0]["base_offset"] == 35
     (chunks,) = vector_streams(next(p for p in VECTOR_FILES if p.name == "deepflow-00-produce-v2.pcap"))
-    req, _ = whole(chunks)
+    req, _ = decode(chunks)
     assert req.body["topic_data"][0]["partition_data"][0]["records"][0]["magic"] == 1
     (chunks,) = vector_streams(next(p for p in VECTOR_FILES if "sync-group" in p.name))
-    req, resp = whole(chunks)
+    req, resp = decode(chunks)
     assignment = resp.body["assignment"]["consumer_protocol_assignment"]
     assert assignment["assigned_partitions"] == [{"topic": "zqy-topic1", "partitions": [0, 1, 2]}]
 
 
 @pytest.mark.parametrize("name,chunks", STREAMS, ids=IDS)
 def test_whole_equals_byte_at_a_time(name, chunks):
-    messages = whole(chunks)
+    messages = decode(chunks)
     assert messages
-    assert byte_at_a_time(chunks) == messages
+    assert decode(bytewise(chunks)) == messages
 
 
 @pytest.mark.parametrize("name,chunks", STREAMS, ids=IDS)
 def test_split_at_every_offset(name, chunks):
-    messages = whole(chunks)
+    messages = decode(chunks)
     # every offset of the DeepFlow vectors; a stride over the (longer) local captures
     stride = 1 if name.endswith(".pcap#0") or ".pcap#" in name else 5
+    base = 0
     for i, (_, data) in enumerate(chunks):
         for offset in range(1, len(data), stride):
-            assert split_at(chunks, i, offset) == messages, (i, offset)
+            assert decode(split_at(chunks, base + offset)) == messages, (i, offset)
+        base += len(data)
 
 
 @pytest.mark.parametrize("name,chunks", STREAMS, ids=IDS)
 def test_reencode_gives_the_wire_bytes(name, chunks):
     codec = KafkaCodec()
-    messages = whole(chunks)
+    messages = decode(chunks)
     encoded = [(m.direction.value, codec.encode(m)) for m in messages]
-    assert whole(encoded) == messages
+    assert decode(encoded) == messages
     compressed = any(b["compression"] != "none" for m in messages for b in _batches(m))
     if not compressed:  # recompression is not canonical: then only the meaning is kept
         for side in ("client", "server"):
@@ -144,14 +145,14 @@ def test_captures_cover_the_client_apis():
     seen = set()
     for path in CAPTURE_FILES:
         for chunks in capture_streams(path):
-            seen |= {(m.api, m.opaque) for m in whole(chunks)}
+            seen |= {(m.api, m.opaque) for m in decode(chunks)}
     apis = {api for api, _ in seen}
     assert {"ApiVersions", "Metadata", "Produce", "Fetch", "ListOffsets", "FindCoordinator",
             "JoinGroup", "SyncGroup", "Heartbeat", "LeaveGroup", "OffsetCommit",
             "OffsetFetch"} <= apis
     assert not any(opaque for _, opaque in seen if _ != "ApiVersions")
     batches = [b for path in CAPTURE_FILES for chunks in capture_streams(path)
-               for m in whole(chunks) if m.api in ("Produce", "Fetch")
+               for m in decode(chunks) if m.api in ("Produce", "Fetch")
                for b in _batches(m)]
     assert {b["compression"] for b in batches} == {"none", "gzip", "snappy", "lz4", "zstd"}
     assert any(r["headers"] == [{"key": "h", "value": {"hex": "000130"}}]

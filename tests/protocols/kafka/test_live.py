@@ -8,8 +8,8 @@ import asyncio
 import pytest
 
 from tests.protocols.kafka import capture
-from tests.protocols.kafka.replay_server import MiniStore, ReplayServer
 from tests.support.kafka_broker import KafkaBroker
+from tests.support.replay_server import ReplayServer
 from trproxy.protocols.base import Direction
 from trproxy.protocols.kafka import KafkaRecorder
 
@@ -27,9 +27,9 @@ def test_broker_serves_aiokafka_producer_and_group_consumer():
 
 def _record(streams) -> list:
     interactions = []
-    for s in streams:
+    for chunks in streams:
         rec = KafkaRecorder()
-        for side, data in s.chunks:
+        for side, data in chunks:
             interactions += rec.feed(Direction(side), data)
         interactions += rec.feed(Direction.CLIENT, b"")
     return interactions
@@ -57,11 +57,11 @@ def test_record_then_replay_without_broker(client, compression):
             "OffsetCommit", "FindCoordinator"} <= apis
     metadata = next(i for i in interactions if i.request["api"] == "Metadata")
     port = metadata.responses[0]["body"]["brokers"][0]["port"]  # the relay's, as recorded
-    server = ReplayServer(MiniStore(interactions), port).start()
+    server = ReplayServer("kafka", interactions, port=port).start()
     try:
         replayed = _run(client, f"127.0.0.1:{port}", compression, tag)
     finally:
-        server.stop()
+        server.close()
     assert replayed == seen
-    assert server.lookups > 0
-    assert not [m for m in server.misses if m["api"] != "Fetch"]
+    assert len(server.lookups) > 0
+    assert not [m for m in server.misses if m.request["api"] != "Fetch"]

@@ -1,24 +1,21 @@
-"""Feeding captured streams to the codec, the recorder and the replayer, split any way.
+"""Feeding captured streams to the codec and the recorder.
 
-A stream is a list of ``(side, bytes)`` chunks in wire order. ``resplit`` cuts it
-differently without changing the order of the two sides' bytes: ``"whole"`` (as
-captured), ``"bytes"`` (one byte per feed) or an ``int`` offset into the
-concatenated timeline (the chunk holding that offset is cut in two). Results are
-compared as data: events, or the error (type and text) decoding stopped with.
+A stream is a list of ``(side, bytes)`` chunks in wire order; ``tests.support.chunking``
+cuts it differently. Results are compared as data: events, or the error (type and text)
+decoding stopped with.
 """
 
 from __future__ import annotations
 
 import glob
 import os
-from collections.abc import Iterable
 from typing import Any
 
+from tests.support.chunking import CLOSE, Chunks
 from tests.support.pcap import tcp_streams, vector
 from trproxy.protocols.base import Direction, ProtocolError
 from trproxy.protocols.postgres import PostgresCodec, PostgresRecorder
 
-Chunks = list[tuple[str, bytes]]
 VECTORS = vector("postgres")
 
 # Captures that are not (decodable) PostgreSQL, and why decoding stops.
@@ -47,40 +44,13 @@ def vector_chunks(name: str) -> list[Chunks]:
     return [s.chunks for s in tcp_streams(VECTORS / name)]
 
 
-def resplit(chunks: Chunks, how: str | int) -> Chunks:
-    if how == "whole":
-        return list(chunks)
-    if how == "bytes":
-        return [(side, data[i:i + 1]) for side, data in chunks for i in range(len(data))]
-    assert isinstance(how, int)
-    out, pos = [], 0
-    for side, data in chunks:
-        if pos <= how < pos + len(data) and how > pos:
-            cut = how - pos
-            out += [(side, data[:cut]), (side, data[cut:])]
-        else:
-            out.append((side, data))
-        pos += len(data)
-    return out
-
-
-def total(chunks: Chunks) -> int:
-    return sum(len(d) for _, d in chunks)
-
-
-def with_close(chunks: Chunks) -> Iterable[tuple[str, bytes]]:
-    yield from chunks
-    yield ("client", b"")
-    yield ("server", b"")
-
-
 def decode(chunks: Chunks, start: str = "startup", close: bool = True,
            **codec_args: Any) -> tuple[list[tuple[Direction, Any]], str | None]:
     """All (sender, message) events, and the error that stopped decoding (if any)."""
     codec = PostgresCodec(start=start, **codec_args)
     events: list[tuple[Direction, Any]] = []
     try:
-        for side, data in (with_close(chunks) if close else chunks):
+        for side, data in (chunks + CLOSE if close else chunks):
             codec.feed(Direction(side), data)
             events += codec.events()
     except ProtocolError as exc:
@@ -93,7 +63,7 @@ def record(chunks: Chunks, start: str = "startup") -> tuple[list[Any], str | Non
     recorder = PostgresRecorder(start=start)
     out: list[Any] = []
     try:
-        for side, data in with_close(chunks):
+        for side, data in chunks + CLOSE:
             out += recorder.feed(Direction(side), data)
     except ProtocolError as exc:
         return _plain(out), f"{type(exc).__name__}: {exc}"
@@ -102,13 +72,3 @@ def record(chunks: Chunks, start: str = "startup") -> tuple[list[Any], str | Non
 
 def _plain(interactions: list[Any]) -> list[Any]:
     return [(i.request, i.responses, i.lifetime, i.summary) for i in interactions]
-
-
-def sample_offsets(n: int, every_up_to: int = 160, samples: int | None = None) -> list[int]:
-    """Every offset of a stream of at most ``every_up_to`` bytes; else ``samples`` offsets
-    spread evenly (plus both ends), so the big captures stay fast."""
-    if n <= every_up_to:
-        return list(range(1, n))
-    samples = samples or every_up_to
-    step = n / samples
-    return sorted({int(i * step) for i in range(1, samples)} | {1, 2, 3, n - 2, n - 1})

@@ -3,7 +3,8 @@
 For each client (psycopg 3, asyncpg, psycopg2, psql) a scenario runs once through
 ``Relay`` (bytes to a real server, teed into PostgresRecorder), the server is destroyed,
 and the same scenario runs against ``ReplayServer`` (PostgresReplayer + the recorded
-interactions, after a trip through YAML): the client must see the same results. The
+interactions in the real store, after a trip through YAML): the client must see the same
+results. The
 captured streams also decode the same whole, byte by byte and split anywhere.
 """
 
@@ -22,10 +23,12 @@ import psycopg2
 import pytest
 import yaml
 
-from tests.protocols.postgres.relay import Relay
-from tests.protocols.postgres.replay_server import MiniStore, ReplayServer
-from tests.protocols.postgres.streams import decode, record, resplit, sample_offsets, total
+from tests.protocols.postgres.streams import decode, record
+from tests.support.chunking import bytewise, offsets, split_at, total
+from tests.support.replay_server import ReplayServer
 from tests.support.services import PostgresServer
+from tests.support.tee import Relay
+from trproxy.protocols.postgres import PostgresRecorder
 from trproxy.protocols.postgres.readable import item_name
 
 pytestmark = pytest.mark.slow
@@ -35,34 +38,46 @@ def names(items) -> list[str]:
     return [item_name(i) for i in items]
 
 
-def record_and_replay(scenario: Callable[[str], Any], server: PostgresServer, **dsn: str):
-    relay = Relay(server.host, server.port).start()
+def dsn(at: Relay | ReplayServer, user: str = "trproxy", password: str = "trproxy",
+        db: str = "trproxy", **params: str) -> str:
+    extra = "".join(f"&{k}={v}" for k, v in params.items())
+    return f"postgresql://{user}:{password}@{at.host}:{at.port}/{db}?sslmode=disable{extra}"
+
+
+def tee_relay(server: PostgresServer) -> Relay:
+    """A relay to ``server`` that tees each connection into a ``PostgresRecorder``."""
+    return Relay((server.host, server.port), recorder=PostgresRecorder).start()
+
+
+def record_and_replay(scenario: Callable[[str], Any], server: PostgresServer, **params: str):
+    relay = tee_relay(server)
     try:
-        recorded = scenario(relay.dsn(user=server.user, password=server.password, **dsn))
-        relay.wait_closed()
+        recorded = scenario(dsn(relay, user=server.user, password=server.password, **params))
+        relay.wait()
     finally:
-        relay.stop()
+        relay.close()
     server.destroy()  # replay has no server at all
     assert [s.error for s in relay.streams] == [None] * len(relay.streams)
-    replay = ReplayServer(MiniStore(relay.interactions())).start()
+    replay = ReplayServer("postgres", relay.interactions()).start()
     try:
-        replayed = scenario(replay.dsn(user=server.user))
+        replayed = scenario(dsn(replay, user=server.user))
     finally:
-        replay.stop()
+        replay.close()
     assert replay.errors == []
     return recorded, replayed, relay, replay
 
 
 def assert_split_independent(relay: Relay) -> None:
     for stream in relay.streams:
-        expected = decode(stream.chunks)
+        chunks = stream.data_chunks()
+        expected = decode(chunks)
         assert expected[1] is None and expected[0]
-        assert decode(resplit(stream.chunks, "bytes")) == expected
-        interactions = record(stream.chunks)
+        assert decode(bytewise(chunks)) == expected
+        interactions = record(chunks)
         assert interactions[1] is None
-        for offset in sample_offsets(total(stream.chunks), every_up_to=25):
-            assert decode(resplit(stream.chunks, offset)) == expected
-            assert record(resplit(stream.chunks, offset)) == interactions
+        for offset in offsets(total(chunks), every_up_to=25, samples=25, ends=3):
+            assert decode(split_at(chunks, offset)) == expected
+            assert record(split_at(chunks, offset)) == interactions
 
 
 # --- psycopg 3 -----------------------------------------------------------------------------
@@ -213,20 +228,20 @@ def test_replay_miss_is_a_server_error_and_the_connection_stays_usable(postgres_
                 miss = str(info.value)
             return miss, conn.execute("SELECT 41 + 1").fetchone()
 
-    relay = Relay(postgres_server.host, postgres_server.port).start()
+    relay = tee_relay(postgres_server)
     try:
-        assert asyncio.run(asyncpg_part(relay.dsn(), False)) == (None, 42)
-        assert psycopg_part(relay.dsn(), False) == (None, (42,))
-        relay.wait_closed()
+        assert asyncio.run(asyncpg_part(dsn(relay), False)) == (None, 42)
+        assert psycopg_part(dsn(relay), False) == (None, (42,))
+        relay.wait()
     finally:
-        relay.stop()
+        relay.close()
     postgres_server.destroy()
-    replay = ReplayServer(MiniStore(relay.interactions())).start()
+    replay = ReplayServer("postgres", relay.interactions()).start()
     try:
-        (sqlstate, message), value = asyncio.run(asyncpg_part(replay.dsn(), True))
-        psycopg_miss, psycopg_value = psycopg_part(replay.dsn(), True)
+        (sqlstate, message), value = asyncio.run(asyncpg_part(dsn(replay), True))
+        psycopg_miss, psycopg_value = psycopg_part(dsn(replay), True)
     finally:
-        replay.stop()
+        replay.close()
     assert sqlstate == "XX000"
     assert message.startswith("trproxy: no recording for Parse SELECT 'never recorded'")
     assert value == 42
@@ -290,13 +305,13 @@ def test_psql(postgres_server):
 def test_authentication_is_recorded_without_secrets(auth):
     server = PostgresServer(auth=auth, password="Sekr1t-Pa55").start()
     try:
-        relay = Relay(server.host, server.port).start()
+        relay = tee_relay(server)
         try:
-            with psycopg.connect(relay.dsn(password="Sekr1t-Pa55")) as conn:
+            with psycopg.connect(dsn(relay, password="Sekr1t-Pa55")) as conn:
                 conn.execute("SELECT 1")
-            relay.wait_closed()
+            relay.wait()
         finally:
-            relay.stop()
+            relay.close()
     finally:
         server.destroy()
     startup = relay.interactions()[0]
@@ -340,10 +355,10 @@ def test_function_calls_of_large_objects(postgres_server):
 
 def test_default_handshake_satisfies_real_clients():
     """With no recorded startup at all, the synthesized handshake lets clients connect."""
-    replay = ReplayServer(MiniStore([])).start()
+    replay = ReplayServer("postgres").start()
 
     async def with_asyncpg() -> tuple:
-        conn = await asyncpg.connect(replay.dsn(user="someone", db="elsewhere"))
+        conn = await asyncpg.connect(dsn(replay, user="someone", db="elsewhere"))
         version = conn.get_server_version()
         with pytest.raises(asyncpg.PostgresError, match="trproxy: no recording"):
             await conn.fetchval("SELECT 1")
@@ -352,12 +367,12 @@ def test_default_handshake_satisfies_real_clients():
 
     try:
         assert asyncio.run(with_asyncpg()) == (15, 0)
-        with psycopg.connect(replay.dsn(user="someone")) as conn:
+        with psycopg.connect(dsn(replay, user="someone")) as conn:
             assert conn.info.server_version == 150000
             assert conn.info.parameter_status("client_encoding") == "UTF8"
-        conn2 = psycopg2.connect(replay.dsn())
+        conn2 = psycopg2.connect(dsn(replay))
         assert conn2.server_version == 150000
         conn2.close()
     finally:
-        replay.stop()
+        replay.close()
     assert replay.errors == []

@@ -19,13 +19,11 @@ from tests.protocols.postgres.streams import (
     VECTORS,
     decode,
     record,
-    resplit,
-    sample_offsets,
     start_for,
-    total,
     vector_chunks,
     vector_names,
 )
+from tests.support.chunking import bytewise, offsets, split_at, total
 from trproxy.protocols.base import Direction, ProtocolError
 from trproxy.protocols.postgres import DIALECT, PostgresRecorder, detect
 from trproxy.protocols.postgres import backend as be
@@ -67,10 +65,10 @@ def test_whole_bytewise_and_split_are_identical(name):
     for chunks in vector_chunks(name):
         start = start_for(name)
         expected = decode(chunks, start)
-        assert decode(resplit(chunks, "bytes"), start) == expected
+        assert decode(bytewise(chunks), start) == expected
         # every offset of the psql captures (up to 3.3 KB), 300 spread over the big ones
-        for offset in sample_offsets(total(chunks), every_up_to=3500, samples=300):
-            assert decode(resplit(chunks, offset), start) == expected, offset
+        for offset in offsets(total(chunks), every_up_to=3500, samples=300, ends=3):
+            assert decode(split_at(chunks, offset), start) == expected, offset
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -78,9 +76,9 @@ def test_recorder_is_split_independent(name):
     for chunks in vector_chunks(name):
         start = start_for(name)
         expected = record(chunks, start)
-        assert record(resplit(chunks, "bytes"), start) == expected
-        for offset in sample_offsets(total(chunks), every_up_to=1000, samples=60):
-            assert record(resplit(chunks, offset), start) == expected, offset
+        assert record(bytewise(chunks), start) == expected
+        for offset in offsets(total(chunks), every_up_to=1000, samples=60, ends=3):
+            assert record(split_at(chunks, offset), start) == expected, offset
 
 
 def test_malformed_startup_and_backend_messages():

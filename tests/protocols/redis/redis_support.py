@@ -6,7 +6,6 @@ Cutting streams differently lives in ``tests.support.chunking``, the tee relay i
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 from tests.support.chunking import CLOSE, Chunks, offsets
@@ -65,8 +64,3 @@ def record(chunks: Chunks, close: bool = True, **limits: int) -> Recording:
         error = type(exc).__name__
     return Recording(out, error, recorder.unanswered)
 
-
-def iter_lines(text: str) -> Iterator[str]:
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            yield line

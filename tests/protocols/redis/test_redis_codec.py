@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.protocols.redis.redis_support import bytewise, decode
+from tests.protocols.redis.redis_support import decode
+from tests.support.chunking import bytewise
 from trproxy.protocols.base import NEED_DATA, DecodeError, Direction, EncodeError
 from trproxy.protocols.redis import (
     Array,

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from tests.protocols.redis.redis_support import MiniStore, bytewise, record, replay_bytes
+from tests.protocols.redis.redis_support import record
+from tests.support.chunking import bytewise, side_bytes
+from tests.support.replay_server import Mocks
 from trproxy.protocols.base import Direction, Lookup, UnexpectedMessage
 from trproxy.protocols.redis import DIALECT, RedisRecorder, RedisReplayer, match_key
 
@@ -203,9 +205,8 @@ def test_replay_reproduces_the_recorded_server_bytes() -> None:
     chunks = RESP2_PUBSUB[:-2]
     rec = record(chunks)
     replayer = RedisReplayer()
-    client = b"".join(d for s, d in chunks if s == "client")
-    server = b"".join(d for s, d in chunks if s == "server")
-    assert replay_bytes(replayer, MiniStore(rec.interactions), client) == server
+    client, server = side_bytes(chunks, "client"), side_bytes(chunks, "server")
+    assert Mocks("redis", rec.interactions).replay_bytes(replayer, client) == server
 
 
 def test_replay_tracks_client_reply_and_hello() -> None:

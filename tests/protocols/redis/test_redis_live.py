@@ -12,16 +12,10 @@ from __future__ import annotations
 import pytest
 
 from tests.protocols.redis.redis_scenario import scenario
-from tests.protocols.redis.redis_support import (
-    MiniStore,
-    ReplayServer,
-    TeeRelay,
-    bytewise,
-    offsets,
-    record,
-    replay_bytes,
-    split_at,
-)
+from tests.protocols.redis.redis_support import record, redis_offsets
+from tests.support.chunking import bytewise, side_bytes, split_at
+from tests.support.replay_server import Mocks, ReplayServer
+from tests.support.tee import Relay
 from trproxy.protocols.redis import RedisReplayer
 
 redis = pytest.importorskip("redis")
@@ -31,26 +25,25 @@ pytestmark = pytest.mark.slow
 
 @pytest.mark.parametrize("protocol", [2, 3])
 def test_redis_py_records_pairs_and_replays(redis_server, protocol: int) -> None:
-    relay = TeeRelay(("127.0.0.1", redis_server.port))
+    relay = Relay(("127.0.0.1", redis_server.port)).start()
     try:
         recorded = scenario(relay.port, protocol)
-        relay.wait_closed()
+        relay.wait()
     finally:
         relay.close()
-    connections = relay.streams()
+    connections = [s.data_chunks() for s in relay.streams]
     assert len(connections) >= 3
     everything = []
     for chunks in connections:
         rec = record(chunks)
         assert rec.error is None and rec.unanswered == []
         total = sum(len(d) for _, d in chunks)
-        cuts = [bytewise(chunks)] if total < 100_000 else [split_at(chunks, k) for k in offsets(total)]
+        cuts = [bytewise(chunks)] if total < 100_000 else [split_at(chunks, k) for k in redis_offsets(total)]
         for variant in cuts:  # how TCP cut the bytes does not matter
             assert record(variant).plain() == rec.plain()
-        client = b"".join(d for s, d in chunks if s == "client")
-        server = b"".join(d for s, d in chunks if s == "server")
+        client, server = side_bytes(chunks, "client"), side_bytes(chunks, "server")
         # pairing is right iff replaying this connection gives back the server's bytes
-        assert replay_bytes(RedisReplayer(), MiniStore(rec.interactions), client) == server
+        assert Mocks("redis", rec.interactions).replay_bytes(RedisReplayer(), client) == server
         everything += rec.interactions
 
     requests = [i.request for i in everything]
@@ -64,15 +57,14 @@ def test_redis_py_records_pairs_and_replays(redis_server, protocol: int) -> None
     assert len(messages) == 2 and all(i.lifetime == "data" for i in subscribed)
 
     redis_server.stop()  # replay never touches the network
-    store = MiniStore(everything)
-    server = ReplayServer(store)
+    server = ReplayServer("redis", everything).start()
     try:
         replayed = scenario(server.port, protocol)
     finally:
         server.close()
     assert server.errors == []
     assert replayed == recorded
-    assert store.misses == []
+    assert server.misses == []
 
 
 def test_password_never_reaches_the_recording(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -82,7 +74,7 @@ def test_password_never_reaches_the_recording(tmp_path) -> None:  # type: ignore
 
     server = RedisServer(password="hunter2-secret").start()
     try:
-        relay = TeeRelay(("127.0.0.1", server.port))
+        relay = Relay(("127.0.0.1", server.port)).start()
         for protocol in (2, 3):
             client = redis.Redis(port=relay.port, password="hunter2-secret", protocol=protocol)
             assert client.set("k", "v")
@@ -91,18 +83,17 @@ def test_password_never_reaches_the_recording(tmp_path) -> None:  # type: ignore
         with pytest.raises(redis.AuthenticationError):  # the connection, not Redis: no retries
             wrong.connect()
         wrong.disconnect()
-        relay.wait_closed()
+        relay.wait()
         relay.close()
     finally:
         server.destroy()
-    interactions = [i for chunks in relay.streams() for i in record(chunks).interactions]
+    interactions = [i for s in relay.streams for i in record(s.data_chunks()).interactions]
     text = yaml.safe_dump([{"request": i.request, "responses": i.responses} for i in interactions])
     assert "hunter2" not in text and "wrong-pw-42" not in text
     assert ["AUTH", "<redacted>"] in [i.request for i in interactions]
     assert any(i.request[:1] == ["HELLO"] and "<redacted>" in i.request for i in interactions)
     # replay: any password is accepted the way it was recorded (keys ignore credentials)
-    store = MiniStore(interactions)
-    replay = ReplayServer(store)
+    replay = ReplayServer("redis", interactions).start()
     try:
         for protocol in (2, 3):
             client = redis.Redis(port=replay.port, password="another-one", protocol=protocol)
@@ -113,7 +104,7 @@ def test_password_never_reaches_the_recording(tmp_path) -> None:  # type: ignore
 
 
 def test_replay_miss_is_a_redis_error_and_handshakes_are_synthesized() -> None:
-    replay = ReplayServer(MiniStore([]))
+    replay = ReplayServer("redis").start()
     try:
         for protocol in (2, 3):
             client = redis.Redis(port=replay.port, protocol=protocol, password="x")

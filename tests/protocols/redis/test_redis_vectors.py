@@ -10,15 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.protocols.redis.redis_support import (
-    Chunks,
-    bytewise,
-    coalesced,
-    decode,
-    offsets,
-    record,
-    split_at,
-)
+from tests.protocols.redis.redis_support import decode, record, redis_offsets
+from tests.support.chunking import Chunks, bytewise, coalesced, split_at
 from tests.support.pcap import VECTORS, tcp_streams
 from trproxy.protocols.base import NEED_DATA, Direction, ProtocolError
 from trproxy.protocols.redis import DIALECT, RedisCodec, RedisRecorder, to_readable
@@ -95,7 +88,7 @@ def test_decoding_does_not_depend_on_how_bytes_are_cut(name: str) -> None:
         assert messages[0] or messages[1], "nothing decoded"
         total = sum(len(d) for _, d in chunks)
         variants = [coalesced(chunks), bytewise(chunks)]
-        variants += [split_at(chunks, k) for k in offsets(total)]
+        variants += [split_at(chunks, k) for k in redis_offsets(total)]
         for variant in variants:
             assert decode(variant) == messages
             again = record(variant)
