@@ -13,13 +13,13 @@ import os
 import pytest
 from hypothesis import settings
 
+from tests.support.services import PostgresServer, RedisServer
+
 # CI runs the property tests with a fixed seed, so a run never fails on a new random
 # example it happened to draw; developers' runs stay random and keep finding bugs.
 settings.register_profile("ci", derandomize=True, print_blob=True)
 if os.environ.get("CI"):
     settings.load_profile("ci")
-
-from tests.support.services import PostgresServer, RedisServer
 
 
 @pytest.hookimpl(hookwrapper=True)
