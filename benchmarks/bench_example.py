@@ -17,8 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from benchmarks.common import ROOT, TRPROXY  # noqa: E402  (puts ROOT on sys.path)
+
 sys.path.insert(0, str(ROOT / "examples" / "shop"))
 
 from services import ShopServices  # noqa: E402
@@ -26,7 +26,6 @@ from services import ShopServices  # noqa: E402
 from tests.support.services import wait_port  # noqa: E402
 
 SHOP = ROOT / "examples" / "shop"
-TRPROXY = [sys.executable, "-m", "trproxy.proxy.cli"]
 ENV = dict(os.environ, PYTHONPATH=str(ROOT))
 
 

@@ -28,14 +28,11 @@ import tempfile
 import textwrap
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
+from benchmarks.common import ROOT, TRPROXY, run  # noqa: E402  (puts ROOT on sys.path)
 from tests.support.services import free_port, wait_port  # noqa: E402
 
 N = int(os.environ.get("BENCH_HTTP_N", "500"))
 WARMUP = 20
-TRPROXY = [sys.executable, "-m", "trproxy.proxy.cli"]
 
 SERVER = textwrap.dedent("""
     import json, sys
@@ -92,22 +89,6 @@ CLIENT = textwrap.dedent("""
         digest.update(body)
     print(json.dumps({"times": times, "digest": digest.hexdigest()}))
 """)
-
-
-def run(cmd: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
-    """Run to the end; on timeout SIGTERM first (trproxy forwards it to the command it wraps)."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.terminate()
-        try:
-            out, err = proc.communicate(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, err = proc.communicate()
-        err += f"\n(timed out after {timeout:.0f} s)"
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 def client_run(client: str, port: int, wrap: list[str]) -> dict:

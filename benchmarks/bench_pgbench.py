@@ -31,19 +31,15 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
+from benchmarks.common import ROOT, TRPROXY, run  # noqa: E402  (puts ROOT on sys.path)
 from tests.support.services import PostgresServer  # noqa: E402
 
 PGBENCH = "/usr/lib/postgresql/15/bin/pgbench"
-TRPROXY = [sys.executable, "-m", "trproxy.proxy.cli"]
 CLIENTS = int(os.environ.get("BENCH_PGBENCH_C", "4"))
 TRANSACTIONS = int(os.environ.get("BENCH_PGBENCH_T", "500"))  # per client
 ROUNDS = int(os.environ.get("BENCH_PGBENCH_ROUNDS", "2"))
@@ -58,22 +54,6 @@ class Result:
     processed: str = "?"
     misses: int | None = None  # from the trproxy summary (None when not wrapped)
     detail: str = ""  # why it failed, the first misses
-
-
-def run(cmd: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
-    """Run to the end; on timeout SIGTERM first (trproxy forwards it to the command it wraps)."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.terminate()
-        try:
-            out, err = proc.communicate(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, err = proc.communicate()
-        err += f"\n(timed out after {timeout:.0f} s)"
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 def pgbench(server: PostgresServer, workload: list[str], wrap: list[str]) -> Result:

@@ -19,13 +19,10 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
+from benchmarks.common import ROOT, TRPROXY  # noqa: E402  (puts ROOT on sys.path)
 from tests.support.services import RedisServer, free_port, wait_port  # noqa: E402
 
 N = int(os.environ.get("BENCH_REDIS_N", "20000"))
-TRPROXY = [sys.executable, "-m", "trproxy.proxy.cli"]
 
 
 def redis_benchmark(port: int, wrap: list[str] | None = None) -> dict[str, float]:
