@@ -21,7 +21,7 @@ demo: setup
 	bash examples/demo.sh
 
 lint: setup
-	$(VENV)/bin/ruff check trproxy tests benchmarks
+	$(VENV)/bin/ruff check trproxy tests benchmarks examples
 	$(VENV)/bin/mypy trproxy
 
 clean:
