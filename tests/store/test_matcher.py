@@ -67,4 +67,3 @@ def test_miss_names_the_nearest_recording_with_a_diff():
     nearest = err.value.nearest[0]
     assert nearest.startswith("GET user:1")
     assert "-[GET, 'user:1']" in nearest and "+[GET, 'user:2']" in nearest
-    assert pool.misses == [err.value]

@@ -108,10 +108,8 @@ class Served:
 class MockPool:
     """All mocks of a test set, ready to answer live requests."""
 
-    key_fn: KeyFn
+    key_fn: KeyFn  # counting served exchanges and misses is the caller's (RunContext)
     _by_dest: dict[tuple[str, str], dict[str, _Bucket]] = field(default_factory=dict)
-    served: int = 0
-    misses: list[NoMatch] = field(default_factory=list)
 
     @classmethod
     def build(cls, exchanges: list[Exchange], key_fn: KeyFn) -> MockPool:
@@ -145,12 +143,9 @@ class MockPool:
         entries = self._by_dest.get((protocol, destination_key(destination)), {}).get(key, _Bucket())
         chosen = self._choose(entries, affinity, test)
         if chosen is None:
-            miss = self._explain(protocol, destination, key, summary or key[:80], entries)
-            self.misses.append(miss)
-            raise miss
+            raise self._explain(protocol, destination, key, summary or key[:80], entries)
         entry, repeat = chosen
         entry.used += 1
-        self.served += 1
         if affinity is not None and entry.exchange.lifetime == "data":
             affinity.recorded_connection = entry.exchange.connection
         return Served(entry.exchange, repeat)
