@@ -130,4 +130,4 @@ def test_a_miss_is_a_postgres_error_and_the_connection_stays_usable(tmp_path, po
     lines = replayed.stdout.splitlines()
     assert lines[0].startswith("error XX000 trproxy: no recording for Query SELECT 'this was never")
     assert lines[1] == "(42,)"
-    assert "1 miss" in replayed.stderr, replayed.stderr
+    assert "trproxy: 1 misses" in replayed.stderr, replayed.stderr

@@ -119,4 +119,4 @@ def test_a_miss_is_a_redis_error_and_never_reaches_the_network(tmp_path, redis_s
     _, replayed, _ = record_then_replay(tmp_path, redis_server, recorded_cmd, "forward",
                                         replay_command=replayed_cmd)
     assert "ERR trproxy: no recording for GET b" in replayed.stdout
-    assert "1 miss" in replayed.stderr, replayed.stderr
+    assert "trproxy: 1 misses" in replayed.stderr, replayed.stderr
