@@ -1,9 +1,9 @@
 """Shared fixtures: real servers on loopback, the CI rule that root tests never skip, and
 deterministic property tests in CI.
 
-With ``TRPROXY_REQUIRE_ROOT=1`` (set by ``.ci/run``) a test marked ``root`` that skips
-(no privileges, no eBPF) is reported as a failure instead, so CI cannot go green by
-silently not running the eBPF tests.
+With ``TRPROXY_REQUIRE_ROOT=1`` (set by ``.ci/run``) a test that skips — no privileges,
+no eBPF, a missing tool such as libfaketime or bcc — is reported as a failure instead,
+so CI cannot go green by silently not running part of the suite.
 """
 
 from __future__ import annotations
@@ -22,14 +22,23 @@ if os.environ.get("CI"):
     settings.load_profile("ci")
 
 
+def _no_skips_in_ci(report) -> None:
+    if report.skipped and os.environ.get("TRPROXY_REQUIRE_ROOT") == "1":
+        report.outcome = "failed"
+        report.longrepr = f"skipped, but TRPROXY_REQUIRE_ROOT=1 (CI) runs everything: {report.longrepr}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    """A whole module skipped at import (``pytest.skip(allow_module_level=True)``) too."""
+    outcome = yield
+    _no_skips_in_ci(outcome.get_result())
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
-    report = outcome.get_result()
-    if (report.skipped and os.environ.get("TRPROXY_REQUIRE_ROOT") == "1"
-            and item.get_closest_marker("root") is not None):
-        report.outcome = "failed"
-        report.longrepr = f"root test skipped but TRPROXY_REQUIRE_ROOT=1: {report.longrepr}"
+    _no_skips_in_ci(outcome.get_result())
 
 
 @pytest.fixture
