@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ..redirect.errors import RedirectError
 from ..store import MockPool, MockWriter, load_mocks, next_test_set, recover, test_set_dir
 from ..store.errors import FormatError
 from ..store.noise import write_default_config
@@ -195,14 +196,6 @@ def run(opts: RunOptions) -> int:
     """Run a command (or attach) under trproxy; returns the command's exit status."""
     for line in recover(opts.root):
         log.warning("%s", line)
-    if opts.redirect:
-        from ..redirect import RedirectError, cleanup_leftovers
-
-        try:
-            for line in cleanup_leftovers():
-                log.warning("cleaned up after an earlier run: %s", line)
-        except RedirectError as exc:
-            raise RunError(str(exc)) from exc
     mode, test_set = resolve_mode(opts)
     if mode is Mode.RECORD:
         write_default_config(opts.root)  # a commented template to edit (never overwritten)
@@ -219,6 +212,8 @@ def run(opts: RunOptions) -> int:
         status = asyncio.run(_run(opts, ctx, test_set))
     except KeyboardInterrupt:
         status = 130
+    except RedirectError as exc:  # not root, no cgroup2, no bcc...: what to do, not a traceback
+        raise RunError(str(exc)) from exc
     finally:
         if ctx.writer is not None:
             path = ctx.writer.close()

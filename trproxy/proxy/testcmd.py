@@ -19,6 +19,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..redirect.errors import RedirectError
 from ..store import existing_test_sets, recover
 from ..store.errors import FormatError
 from ..store.noise import load_config
@@ -52,12 +53,6 @@ class TestOptions:
 def run_test_command(opts: TestOptions) -> int:
     for line in recover(opts.root):
         log.warning("%s", line)
-    from ..redirect import RedirectError, cleanup_leftovers
-
-    try:
-        cleanup_leftovers()
-    except RedirectError as exc:
-        raise RunError(str(exc)) from exc
     try:
         apply_http_config(opts.root)
     except FormatError as exc:
@@ -94,7 +89,10 @@ def _run_set(opts: TestOptions, test_set: Path) -> TestRun:
         env = dict(os.environ, **run_opts.env)
         if freeze is not None:
             env = freeze.child_env(env)
-        run = asyncio.run(_test_set(opts, test_set, ctx, env, freeze))
+        try:
+            run = asyncio.run(_test_set(opts, test_set, ctx, env, freeze))
+        except RedirectError as exc:
+            raise RunError(str(exc)) from exc
     print(summary(run, ctx.misses), file=sys.stderr)
     json_path, xml_path = write_reports(run, opts.root / "reports", ctx.misses)
     print(f"trproxy: reports: {json_path} {xml_path}", file=sys.stderr)

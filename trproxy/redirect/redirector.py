@@ -116,7 +116,8 @@ class Redirector:
         from trproxy.redirect.cleanup import cleanup_leftovers
 
         try:
-            cleanup_leftovers()
+            for line in cleanup_leftovers():
+                log.warning("cleaned up after an earlier run: %s", line)
         except RedirectError as e:  # a leftover must not block a new run
             log.warning("%s", e)
         path = cgroups.create_run(mount)
