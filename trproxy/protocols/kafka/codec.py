@@ -60,11 +60,6 @@ def is_opaque_body(body: Any) -> bool:
     return isinstance(body, dict) and len(body) == 1 and ("hex" in body or "base64" in body)
 
 
-def is_flexible(key: int, version: int) -> bool:
-    a = schema_for(key, version)
-    return a is not None and within(version, a.flexible)
-
-
 @dataclass(frozen=True)
 class KafkaRequest:
     """One request frame. ``body`` is the readable dict, or ``{"hex"}`` when opaque."""

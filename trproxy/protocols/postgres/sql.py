@@ -109,11 +109,6 @@ def _strip_comments(sql: str) -> str:
     return "".join(tok for kind, tok in _scan(sql) if kind != "comment").strip()
 
 
-def first_word(sql: str) -> str:
-    m = _WORD.search(_strip_comments(sql))
-    return m.group(0).upper() if m else ""
-
-
 @lru_cache(maxsize=4096)
 def is_session_sql(sql: str) -> bool:
     """True when every statement in ``sql`` is session/catalog metadata (see module doc)."""

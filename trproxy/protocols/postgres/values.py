@@ -149,10 +149,6 @@ def wire_value(value: Readable) -> bytes | None:
     return unblob(value)
 
 
-def value_format(value: Readable) -> int:
-    return 1 if isinstance(value, dict) and "binary" in value else 0
-
-
 def canonical_value(value: Readable) -> Readable:
     """What match keys compare: text as readable text, binary as {"binary": hex}."""
     if isinstance(value, dict) and "binary" in value:
