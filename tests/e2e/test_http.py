@@ -11,6 +11,7 @@ is created there and never in the user's home.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -60,13 +61,15 @@ print(json.dumps(out, indent=1))
 '''
 
 TLS_CLIENT = r'''
-import json, sys, httpx, requests
+import hashlib, json, sys, httpx, requests
 h2, h1 = sys.argv[1], sys.argv[2]
 out = []
 with httpx.Client(http2=True) as c:  # trusts trproxy's CA through SSL_CERT_FILE
-    for path in ["/json", "/cookies", "/gzip", "/big?n=70000", "/trailers", "/early"]:
+    for path in ["/json", "/cookies", "/gzip", "/big?n=70000", "/trailers", "/early",
+                 "/big?n=9000000"]:
         r = c.get(h2 + path, headers={"authorization": "Bearer e2e-secret-token"})
         out.append([r.http_version, path, r.status_code, r.content.hex()[:200], len(r.content),
+                    hashlib.sha256(r.content).hexdigest(),
                     r.headers.get_list("set-cookie") and len(r.headers.get_list("set-cookie")),
                     dict(r.headers).get("content-type")])
     r = c.post(h2 + "/echo", json={"password": "hunter2-password", "n": 1})
@@ -162,7 +165,8 @@ def _tls_servers(upstream_ca: CertificateAuthority) -> tuple[H2Server, Threading
 def test_https_and_h2_record_then_replay_with_ebpf(tmp_path, home):
     """TLS intercepted with our CA (trusted by the child through ca_env), upstream
     verified against the test CA given with --tls-ca; HTTP/2 chosen by ALPN on both
-    sides; replay with the servers gone returns the same bytes."""
+    sides; replay with the servers gone returns the same bytes. A 9 MB body (over
+    max_body) is recorded as a file and streamed back over HTTP/2 + TLS."""
     upstream_ca = CertificateAuthority(tmp_path / "upstream-ca")
     client = _script(tmp_path, TLS_CLIENT)
     h2, httpd = _tls_servers(upstream_ca)
@@ -178,13 +182,16 @@ def test_https_and_h2_record_then_replay_with_ebpf(tmp_path, home):
     assert "TLS intercepted for localhost (ALPN h2)" in recorded.stderr
     assert "TLS intercepted for localhost (ALPN http/1.1)" in recorded.stderr
     mocks = _mocks(rec)
-    assert mocks.count("kind: http") == 10
+    assert mocks.count("kind: http") == 11
     assert "url: https://localhost:" in mocks and "http_version: HTTP/2.0" in mocks
     for secret in SECRETS:
         assert secret not in mocks
     assert (home / "trproxy-ca.pem").stat().st_mode & 0o777 == 0o600
     rows = json.loads(recorded.stdout)
-    assert rows[0][0] == "HTTP/2" and rows[3][4] == 70000
+    assert rows[0][0] == "HTTP/2" and rows[3][4] == 70000 and rows[6][4] == 9_000_000
+    big = rows[6][5]
+    assert f"file: bodies/{big}" in mocks
+    assert hashlib.sha256((rec / "test-set-0" / "bodies" / big).read_bytes()).hexdigest() == big
     replayed = _trproxy("replay", rec, "--", sys.executable, str(client), *args)
     assert replayed.stdout == recorded.stdout
 

@@ -11,6 +11,7 @@ apps are checked to be gone after each trproxy run.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -193,6 +194,28 @@ def test_app_listening_on_ipv6_loopback_only_records_and_replays(tmp_path, pid_f
     assert len(cases_of(rec)) == 2
     out, _report, junit = run_test(rec, cmd, {**env, "PID_FILE": str(pid_file("test"))}, "--startup-timeout", "10")
     assert_all_passed(out, junit, 2)
+
+
+def test_bodies_over_max_body_become_files_and_the_test_passes(tmp_path):
+    """A 9.6 MB upload echoed back: both bodies go to ``bodies/<sha256>``; ``trproxy test``
+    streams the request body from its file and compares the answer by digest."""
+    rec, port = tmp_path / "rec", free_port()
+    cmd = [*HTTP_APP, "serve", str(port)]
+    payload = b"0123456789abcdef" * 600_000
+    answers: list[dict] = []
+    record(rec, [port], cmd, lambda: answers.append(get(port, "/upload", payload)))
+    assert answers[0]["received"] == payload.decode()
+    [case] = cases_of(rec)
+    digest = hashlib.sha256(payload).hexdigest()
+    assert case["spec"]["request"]["body"] == {"file": f"bodies/{digest}", "size": len(payload),
+                                               "sha256": digest}
+    answer = case["spec"]["response"]["body"]
+    stored = (rec / "test-set-0" / answer["file"]).read_bytes()
+    assert len(stored) == answer["size"] and json.loads(stored)["received"] == payload.decode()
+    out, report, junit = run_test(rec, cmd)
+    assert_all_passed(out, junit, 1)
+    actual = report["tests"][0]["actual"]["body"]  # the live answer: digested, not kept
+    assert (actual["size"], actual["sha256"]) == (answer["size"], answer["sha256"])
 
 
 # --- process models: pre-fork workers, reloader ------------------------------------------

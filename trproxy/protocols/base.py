@@ -9,6 +9,10 @@ Two layers, both sans-I/O (no sockets, clocks, files, randomness or logging):
   replay mode a ``Replayer`` turns the client's bytes into ``Lookup`` events that the
   proxy answers from the store, and renders the recorded responses back to bytes.
 
+The one seam to storage: payloads too large for memory or for a readable recording
+(HTTP bodies over ``max_body``) go through a ``BlobStore`` the proxy passes in.
+Dialects only call its methods; they never open files themselves.
+
 Readable data means plain ``dict``/``list``/``str``/``int``/``float``/``bool``/``None``;
 bytes that are not text go in as ``{"hex": ...}`` or ``{"base64": ...}`` (see
 ``blob``/``unblob``), never as Python ``bytes``, so a recording is safe YAML.
@@ -127,6 +131,12 @@ class Replayer(Protocol):
     or ``miss`` with a one-line reason, and sends the returned bytes. A replayer that
     sets an attribute ``close_after = True`` (Postgres Terminate, CancelRequest) has the
     proxy close the connection once those bytes are written, as the server would.
+
+    Optional, for responses too large to build at once (bodies read from a
+    ``BlobStore``): ``pull() -> bytes`` gives the next piece to send, ``b""`` when
+    nothing more is ready; the proxy calls it after every ``feed`` round, writing and
+    draining each piece, so memory holds one piece at a time. ``close()`` releases what
+    the replayer still holds (open blobs) when the connection ends.
     """
 
     def feed(self, data: bytes) -> list[Lookup | Reply]: ...
@@ -134,6 +144,40 @@ class Replayer(Protocol):
     def respond(self, lookup: Lookup, responses: list[Readable]) -> bytes: ...
 
     def miss(self, lookup: Lookup, reason: str) -> bytes: ...
+
+
+class BlobUnavailable(ProtocolError):
+    """A blob named by a recording cannot be read (missing, or outside the test set)."""
+
+
+class BlobWriter(Protocol):
+    """One payload being written. ``commit`` returns its reference for the recording,
+    or None when the bytes could not be kept (disk full): the recording then says so,
+    and the app's traffic is never affected."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def commit(self, sha256: str) -> str | None: ...
+
+    def abort(self) -> None: ...
+
+
+class BlobReader(Protocol):
+    """A stored payload opened for replay; ``size`` is its actual length."""
+
+    size: int
+
+    def read(self, n: int) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
+class BlobStore(Protocol):
+    """Where large payloads live beside a recording (``store.blobs.DirBlobStore``)."""
+
+    def create(self) -> BlobWriter: ...
+
+    def open(self, ref: str) -> BlobReader: ...  # raises BlobUnavailable
 
 
 @dataclass(frozen=True)
@@ -144,7 +188,8 @@ class Dialect:
     port, or None when it needs more bytes. ``match_key`` maps a readable request to
     the normalized form compared at replay (drop correlation ids, fold whitespace...).
     With ``connection_aware``, ``recorder``/``replayer`` take keyword arguments
-    ``scheme`` ("https" when the proxy terminated TLS) and ``authority`` ("host:port").
+    ``scheme`` ("https" when the proxy terminated TLS), ``authority`` ("host:port") and
+    ``blobs`` (a ``BlobStore`` for large payloads, or None: keep only their digest).
     """
 
     name: str
@@ -158,14 +203,16 @@ class Dialect:
     # (Postgres SSLRequest -> "N", so the session stays plaintext and readable)
     local_reply: Callable[[bytes], bytes | None] | None = None
 
-    def recorder_for(self, tls: bool, authority: str) -> Recorder:
+    def recorder_for(self, tls: bool, authority: str, blobs: BlobStore | None = None) -> Recorder:
         if self.connection_aware:
-            return self.recorder(scheme="https" if tls else "http", authority=authority)
+            return self.recorder(scheme="https" if tls else "http", authority=authority,
+                                 blobs=blobs)
         return self.recorder()
 
-    def replayer_for(self, tls: bool, authority: str) -> Replayer:
+    def replayer_for(self, tls: bool, authority: str, blobs: BlobStore | None = None) -> Replayer:
         if self.connection_aware:
-            return self.replayer(scheme="https" if tls else "http", authority=authority)
+            return self.replayer(scheme="https" if tls else "http", authority=authority,
+                                 blobs=blobs)
         return self.replayer()
 
 

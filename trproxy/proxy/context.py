@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..protocols.base import Dialect
 from ..protocols.detect import by_name
-from ..store import Exchange, MockPool, MockWriter, NoMatch
+from ..store import DirBlobStore, Exchange, MockPool, MockWriter, NoMatch
 
 if TYPE_CHECKING:
     from .tlslayer import TlsSettings  # mitmproxy: imported only when TLS is intercepted
@@ -41,6 +41,7 @@ class RunContext:
     mode: Mode
     pool: MockPool = field(default_factory=lambda: MockPool(match_key))
     writer: MockWriter | None = None
+    blobs: DirBlobStore | None = None  # large bodies of the test set (bodies/<sha256>)
     connect_timeout: float = 10.0
     current_test: str | None = None  # replay: the test being run (its mocks come first)
     open_tests: set[str] = field(default_factory=set)  # record: inbound requests in progress

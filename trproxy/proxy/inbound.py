@@ -94,10 +94,14 @@ async def _connect_app(shadow: int) -> tuple[asyncio.StreamReader, asyncio.Strea
 class _TestTap:
     capture: InboundCapture
     port: int
-    _recorder: object = field(default_factory=lambda: _http().recorder())
+    _recorder: object = None
     _open: list[tuple[str, str]] = field(default_factory=list)  # (name, started) in request order
     _failed: bool = False
     _idle: bool = True
+
+    def __post_init__(self) -> None:
+        # bodies over max_body go to the test set's bodies/, like outbound ones
+        self._recorder = _http().recorder(blobs=self.capture.ctx.blobs)
 
     def client(self, data: bytes) -> None:
         if data and self._idle:

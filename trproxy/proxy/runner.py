@@ -19,7 +19,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ..redirect.errors import RedirectError
-from ..store import MockPool, MockWriter, load_mocks, next_test_set, recover, test_set_dir
+from ..store import (
+    DirBlobStore,
+    MockPool,
+    MockWriter,
+    load_mocks,
+    next_test_set,
+    recover,
+    test_set_dir,
+)
 from ..store.errors import FormatError
 from ..store.noise import write_default_config
 from ..store.recording import MOCKS, DocumentWriter
@@ -73,6 +81,8 @@ def build_context(mode: Mode, test_set: Path, opts: RunOptions | None = None) ->
 
         ctx.tls = TlsSettings(CertificateAuthority(), verify=opts.tls_verify, ca_file=opts.tls_ca_file)
         opts.env = {**ca_env(ctx.tls.ca), **opts.env}
+    if mode is not Mode.PASSTHROUGH:
+        ctx.blobs = DirBlobStore(test_set)
     if mode in (Mode.REPLAY, Mode.NEW_EPISODES) and (test_set / MOCKS).exists():
         ctx.pool = MockPool.build(load_mocks(test_set), match_key)
     if mode is Mode.RECORD:
@@ -215,6 +225,8 @@ def run(opts: RunOptions) -> int:
     except RedirectError as exc:  # not root, no cgroup2, no bcc...: what to do, not a traceback
         raise RunError(str(exc)) from exc
     finally:
+        if ctx.blobs is not None:
+            ctx.blobs.close()  # bodies of messages that never completed
         if ctx.writer is not None:
             path = ctx.writer.close()
             print(f"trproxy: wrote {ctx.writer.count} exchanges to {path}", file=sys.stderr)

@@ -84,7 +84,7 @@ class Capture:
                 self.dialect = detect(self._client_bytes, self.port, final=final)
                 if self.dialect is None:
                     return
-                self._recorder = self.dialect.recorder_for(self.tls, self.destination)
+                self._recorder = self.dialect.recorder_for(self.tls, self.destination, self.ctx.blobs)
                 log.debug("conn %d to %s: %s", self.connection, self.destination, self.dialect.name)
                 early, self._early = self._early, []
                 for d, chunk in early:
@@ -203,6 +203,7 @@ async def replay(ctx: RunContext, client: Streams, host: str, port: int) -> None
     connection = next(_conn_ids)
     buffered = b""
     dialect: Dialect | None = None
+    replayer = None
     tls = False
     try:
         while dialect is None:
@@ -225,7 +226,8 @@ async def replay(ctx: RunContext, client: Streams, host: str, port: int) -> None
             if not data and dialect is None:
                 return
         assert dialect is not None
-        replayer = dialect.replayer_for(tls, destination)
+        replayer = dialect.replayer_for(tls, destination, ctx.blobs)
+        pull = getattr(replayer, "pull", None)  # bodies streamed from files
         affinity = Affinity()
         data = buffered
         while data:
@@ -239,6 +241,9 @@ async def replay(ctx: RunContext, client: Streams, host: str, port: int) -> None
                         return
                     writer.write(out)
             await writer.drain()
+            while pull is not None and (more := pull()):
+                writer.write(more)
+                await writer.drain()
             if getattr(replayer, "close_after", False):
                 break  # the server would hang up now (Terminate, CancelRequest)
             data = await reader.read(CHUNK)
@@ -249,6 +254,8 @@ async def replay(ctx: RunContext, client: Streams, host: str, port: int) -> None
     except (ConnectionError, OSError):
         pass
     finally:
+        if replayer is not None and hasattr(replayer, "close"):
+            replayer.close()
         with contextlib.suppress(Exception):
             writer.close()
 

@@ -36,9 +36,11 @@ from urllib.parse import urlsplit
 
 import h11
 
-from ..protocols.http.body import BodyBuffer, OmittedBody
+from ..protocols.base import BlobReader, BlobStore
+from ..protocols.http.body import BodyBuffer, BodyUnavailable, body_file, open_body, read_chunks
 from ..protocols.http.config import HttpConfig
 from ..protocols.http.readable import body_bytes, headers_from_readable, response_readable
+from ..store.blobs import DirBlobStore
 from ..store.noise import Difference, Noise, compare, noise_between, render_diff
 from ..store.testcase import TestCase, add_noise, load_tests, now_iso, target_of
 
@@ -143,16 +145,20 @@ class _Connection:
     def reusable(self) -> bool:
         return self.h11.our_state is h11.IDLE and self.h11.their_state is h11.IDLE
 
-    async def exchange(self, request: h11.Request, body: bytes,
+    async def exchange(self, request: h11.Request, body: bytes | BlobReader,
                        config: HttpConfig) -> dict[str, Any]:
         """Send one request, read its response. Raises ``_Unanswered`` when the connection
         failed before the first response byte (a kept-alive connection closed while idle)."""
         self.used = True
         answered = False
-        events: list[Any] = [request, h11.Data(data=body)] if body else [request]
+        chunks = [body] if isinstance(body, bytes) else read_chunks(body)
         try:
-            for event in [*events, h11.EndOfMessage()]:
-                self.writer.write(self.h11.send(event) or b"")
+            self.writer.write(self.h11.send(request) or b"")
+            for chunk in chunks:
+                if chunk:
+                    self.writer.write(self.h11.send(h11.Data(data=chunk)) or b"")
+                    await self.writer.drain()
+            self.writer.write(self.h11.send(h11.EndOfMessage()) or b"")
             await self.writer.drain()
         except ConnectionError as exc:
             raise _Unanswered(str(exc)) from exc
@@ -199,15 +205,16 @@ class HttpClient:
     """Keep-alive connections to the app, one per address, reopened when needed."""
 
     def __init__(self, config: HttpConfig | None = None,
-                 headers: Sequence[tuple[str, str]] = ()) -> None:
+                 headers: Sequence[tuple[str, str]] = (), blobs: BlobStore | None = None) -> None:
         self.config = config or HttpConfig()
         self.headers = list(headers)
+        self.blobs = blobs  # request bodies recorded as files
         self._conns: dict[tuple[str, int], _Connection] = {}
 
     async def send(self, request: dict[str, Any], host: str, port: int) -> dict[str, Any]:
         """Send a readable request; returns the readable response."""
-        h11_request, body = build_request(request, host, port, self.headers)
         for attempt in (1, 2):
+            h11_request, body = build_request(request, host, port, self.headers, self.blobs)
             conn = self._conns.get((host, port))
             if conn is None or not conn.reusable:
                 await self._drop(host, port)
@@ -235,13 +242,20 @@ class HttpClient:
 
 
 def build_request(request: dict[str, Any], host: str, port: int,
-                  override: Sequence[tuple[str, str]] = ()) -> tuple[h11.Request, bytes]:
-    """The h11 request and body bytes for a readable request (framing recomputed).
+                  override: Sequence[tuple[str, str]] = (),
+                  blobs: BlobStore | None = None) -> tuple[h11.Request, bytes | BlobReader]:
+    """The h11 request and its body for a readable request (framing recomputed): bytes,
+    or an open blob for a body recorded as a file (streamed, not loaded).
 
     ``override`` headers replace recorded ones of the same name (credentials that were
     redacted at record time: ``Authorization``, ``Cookie``).
     """
-    body = body_bytes(request)
+    body: bytes | BlobReader
+    if body_file(request.get("body")) is not None:
+        body = open_body(request["body"], blobs)
+    else:
+        body = body_bytes(request)
+    size = len(body) if isinstance(body, bytes) else body.size
     replaced = {name.lower().encode() for name, _v in override}
     headers = [(n, v) for n, v in headers_from_readable(request.get("headers") or [])
                if n.lower() not in _NOT_SENT and n.lower() not in replaced]
@@ -249,8 +263,8 @@ def build_request(request: dict[str, Any], host: str, port: int,
     if not any(n.lower() == b"host" for n, _v in headers):
         headers.insert(0, (b"Host", f"{host}:{port}".encode()))
     method = str(request.get("method", "GET")).upper()
-    if body or method in ("POST", "PUT", "PATCH"):
-        headers.append((b"Content-Length", str(len(body)).encode()))
+    if size or method in ("POST", "PUT", "PATCH"):
+        headers.append((b"Content-Length", str(size).encode()))
     target = target_of(str(request.get("url", "/")))
     return h11.Request(method=method, target=target.encode(), headers=headers), body
 
@@ -313,7 +327,7 @@ async def run_tests(
         hosts[port] = await wait_listening(candidates, port, startup_timeout, app_alive)
     if delay > 0:
         await asyncio.sleep(delay)
-    client = HttpClient(http_config, headers)
+    client = HttpClient(http_config, headers, DirBlobStore(test_set))
     try:
         for i, test in enumerate(tests, 1):
             await _call(on_start, test, i, len(tests))
@@ -345,7 +359,7 @@ async def _run_one(client: HttpClient, test: TestCase, host: str, port: int | No
     except TimeoutError:
         await client.close()
         result.error = f"no response within {timeout:g}s"
-    except (OSError, h11.ProtocolError, OmittedBody, ValueError) as exc:
+    except (OSError, h11.ProtocolError, BodyUnavailable, ValueError) as exc:
         await client.close()
         result.error = f"{type(exc).__name__}: {exc}"
     else:

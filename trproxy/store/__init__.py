@@ -1,5 +1,6 @@
 """Recordings as data: the YAML format, crash-safe writing, fast loading, matching."""
 
+from .blobs import DirBlobStore
 from .errors import FormatError, NoMatch, StoreError
 from .matcher import Affinity, MockPool, Served, canonical
 from .model import FORMAT_VERSION, Exchange
@@ -13,7 +14,7 @@ from .recording import (
 )
 
 __all__ = [
-    "FORMAT_VERSION", "Affinity", "Exchange", "FormatError", "MockPool", "MockWriter", "NoMatch",
+    "FORMAT_VERSION", "Affinity", "DirBlobStore", "Exchange", "FormatError", "MockPool", "MockWriter", "NoMatch",
     "Served", "StoreError", "canonical", "existing_test_sets", "load_mocks", "next_test_set",
     "recover", "test_set_dir",
 ]

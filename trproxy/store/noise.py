@@ -171,7 +171,7 @@ http:
     ignore_json_paths: []   # request body paths, e.g. [meta.sent_at, items[*].trace_id]
     match_headers: false    # also compare request headers (except framing/tracing ones)
     ignore_headers: []      # ... but not these
-  max_body_mb: 8            # larger bodies are stored as size + sha256, not inline
+  max_body_mb: 8            # larger bodies go to bodies/<sha256>, streamed, not inline
 """
 
 
@@ -229,7 +229,8 @@ def headers_of(response: dict[str, Any]) -> dict[str, list[Any]]:
 
 
 def normalize_body(body: Any) -> Any:
-    """One comparable form: ``""`` for no body, ``{"json": v}``, ``{"base64": s}``, or text."""
+    """One comparable form: ``""`` for no body, ``{"json": v}``, ``{"base64": s}``, text,
+    or ``{size, sha256}`` for a body over ``max_body`` (a file, or a digest only)."""
     if body is None:
         return ""
     if isinstance(body, bytes):
@@ -241,6 +242,8 @@ def normalize_body(body: Any) -> Any:
             return body
     if isinstance(body, dict) and set(body) == {"text"}:
         return body["text"]
+    if isinstance(body, dict) and "sha256" in body and ("file" in body or body.get("omitted")):
+        return {"size": body.get("size"), "sha256": body["sha256"]}  # compared by digest
     return body
 
 

@@ -7,6 +7,7 @@ Layout (default ``./trproxy/``)::
         mocks.yaml          # outbound exchanges, one YAML document each, recording order
         mocks.yaml.cache    # msgpack copy of mocks.yaml for fast loading (rebuildable)
         tests/test-1.yaml   # inbound test cases (trproxy record / trproxy test)
+        bodies/<sha256>     # HTTP bodies over max_body, referenced from the YAML (blobs.py)
       reports/              # one report per run
 
 Writing is crash-safe: exchanges are appended, one ``write`` per complete document, to
@@ -25,6 +26,7 @@ from typing import Any
 
 import msgpack
 
+from .blobs import remove_stale
 from .errors import FormatError
 from .model import FORMAT_VERSION, Exchange
 from .yamlio import dump, load_stream
@@ -113,13 +115,15 @@ class MockWriter(DocumentWriter):
 
 
 def recover(root: Path) -> list[str]:
-    """Publish partial files left by dead writers; return what was done, for the log."""
+    """Publish partial files left by dead writers (and remove their unfinished body
+    files); return what was done, for the log."""
     done: list[str] = []
     if not root.is_dir():
         return done
+    done += remove_stale(root)
     for partial in root.rglob("*.partial-*"):
         m = _PARTIAL.match(partial.name)
-        if not m or _alive(int(m.group("pid"))):
+        if not m or alive(int(m.group("pid"))):
             continue
         target = partial.with_name(m.group("name"))
         text = partial.read_text("utf-8", errors="replace")
@@ -135,7 +139,7 @@ def recover(root: Path) -> list[str]:
     return done
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     if pid == os.getpid():
         return True
     try:

@@ -205,7 +205,7 @@ def test_body_buffer_keeps_small_bodies_and_digests_large():
     buf.add(b"12345")
     assert not buf.overflow and buf.data() == b"12345"
     buf.add(b"678901")
-    assert buf.overflow and buf.omitted()["sha256"] == hashlib.sha256(b"12345678901").hexdigest()
+    assert buf.overflow and buf.stored()["sha256"] == hashlib.sha256(b"12345678901").hexdigest()
 
 
 def test_head_too_large_is_a_decode_error():
@@ -308,11 +308,12 @@ def test_expect_100_continue_is_answered_before_the_body():
     assert replayer.respond(lookup, recorded) == b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n"
 
 
-def test_websocket_101_gets_the_live_accept_key_and_then_swallows_bytes():
+def test_websocket_101_gets_the_live_accept_key_and_then_frames_are_messages():
     replayer = HttpReplayer()
     key = "x3JJHMbDL1EzLkh9GBhXDw=="
-    [lookup] = replayer.feed(b"GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                             b"Sec-WebSocket-Key: " + key.encode() + b"\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    [lookup, greeting] = replayer.feed(
+        b"GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: " + key.encode() + b"\r\nSec-WebSocket-Version: 13\r\n\r\n")
     recorded = [{"status": 101, "reason": "Switching Protocols", "http_version": "HTTP/1.1",
                  "headers": [["Upgrade", "websocket"], ["Connection", "Upgrade"],
                              ["Sec-WebSocket-Accept", "recorded-for-another-key"]], "body": ""}]
@@ -320,7 +321,10 @@ def test_websocket_101_gets_the_live_accept_key_and_then_swallows_bytes():
     assert out.startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
     assert f"Sec-WebSocket-Accept: {ws_accept(key)}".encode() in out
     assert ws_accept("dGhlIHNhbXBsZSBub25jZQ==") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="  # RFC 6455 §1.3
-    assert replayer.feed(b"\x81\x85\x00\x00\x00\x00hello") == []
+    assert greeting.request == {"method": "WEBSOCKET", "url": "http://h/ws", "message": "open"}
+    assert greeting.context["handshake"] and replayer.miss(greeting, "none recorded") == b""
+    [message] = replayer.feed(b"\x81\x85\x00\x00\x00\x00hello")  # a masked text frame
+    assert message.request["body"] == "hello"
 
 
 def test_omitted_body_replays_as_502():

@@ -138,16 +138,20 @@ def test_body_delimited_by_close_is_emitted_at_eof():
     assert item["responses"][0]["body"] == "delimited by close\n"
 
 
-def test_websocket_upgrade_stops_http_parsing(recorded):
-    [item] = recorded["websocket"]
-    assert item["responses"][0]["status"] == 101
-    assert item["summary"].endswith("-> 101")
-    # the frame after the 101 was not parsed as HTTP; more non-HTTP bytes are ignored too
+def test_websocket_upgrade_hands_the_frames_to_websocket(recorded):
+    upgrade, greeting = recorded["websocket"]
+    assert upgrade["responses"][0]["status"] == 101
+    assert upgrade["summary"].endswith("-> 101")
+    # the frame that came with the 101 is the server's greeting, not HTTP
+    assert greeting["request"] == {"method": "WEBSOCKET", "url": "http://x/ws", "message": "open"}
+    assert greeting["responses"] == [{"message": "text", "body": "hello"}]
+    # a client frame after it is a message of its own (test_websocket.py has the rest)
     chunks = H1["websocket"]
     eofs = [c for c in chunks if not c[1]]
-    garbage = [("client", b"\x81\x85\x00\x00\x00\x00hello"), ("server", b"\x00\xff not http")]
     body = [c for c in chunks if c[1]]
-    assert as_data(record(body + garbage + eofs)) == recorded["websocket"]
+    items = as_data(record(body + [("client", b"\x81\x85\x00\x00\x00\x00hello")] + eofs))
+    assert items[:2] == recorded["websocket"]
+    assert items[2]["request"]["body"] == "hello" and items[2]["responses"] == []
 
 
 def test_h2_streams(recorded):

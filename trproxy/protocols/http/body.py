@@ -7,8 +7,12 @@ Readable body forms (what a recording holds under ``body``):
   redacted; ``style`` names the serializer layout so replay sends the same bytes
   (see "JSON layout" below); JSON that no known layout reproduces stays text;
 * ``{"base64": "..."}`` — bytes that are not text;
-* ``{"omitted": True, "size": n, "sha256": "...", "note": "..."}`` — a body larger
-  than ``HttpConfig.max_body``: only its size and digest are kept.
+* ``{"file": "bodies/<sha256>", "size": n, "sha256": "..."}`` — a body larger than
+  ``HttpConfig.max_body``, streamed to a file beside the recording (a ``BlobStore``)
+  as it was on the wire (content coding kept: the headers say which); replay streams
+  it back. Matched by size and digest;
+* ``{"omitted": True, "size": n, "sha256": "...", "note": "..."}`` — such a body when
+  no store was given or the file could not be written: only its size and digest.
 
 Content codings (RFC 9110 §8.4.1: gzip, deflate; RFC 7932 br; RFC 8878 zstd) are
 removed before the body is made readable; the message then records
@@ -18,7 +22,7 @@ it happens to be text, else ``base64``) with no ``encoding`` key, and replayed b
 for byte.
 
 Invariants: ``BodyBuffer`` never holds more than ``limit`` bytes (beyond it, it keeps a
-running SHA-256 only); decoding stops as soon as the output passes ``limit`` (a
+running SHA-256 and writes through to its blob); decoding stops as soon as the output passes ``limit`` (a
 decompression bomb costs at most ``limit`` bytes of memory, brotli aside: its decoder
 is fed in small slices and checked after each).
 """
@@ -31,6 +35,7 @@ import io
 import json
 import re
 import zlib
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -38,7 +43,7 @@ import brotli
 import zstandard
 from mitmproxy.net.encoding import custom_encode
 
-from ..base import Readable, unblob
+from ..base import BlobReader, BlobStore, BlobUnavailable, BlobWriter, Readable, unblob
 from .config import REDACTED, Redaction
 
 CODINGS = frozenset({"gzip", "x-gzip", "deflate", "br", "zstd"})
@@ -49,20 +54,24 @@ _NOT_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufeff\ufffe\uffff\u
 _NOT_YAML = re.compile("[\x85\ud800-\udfff]")
 
 
-class OmittedBody(ValueError):
-    """A recorded body was too large to store, so it cannot be replayed."""
+class BodyUnavailable(ValueError):
+    """A recorded body cannot be sent: only its digest was kept, or its file is unreadable."""
 
 
 class BodyBuffer:
-    """Collects a message body up to ``limit`` bytes, then only its size and SHA-256."""
+    """Collects a message body up to ``limit`` bytes; beyond that, keeps its size and
+    SHA-256 and, given a ``BlobStore``, streams it to a blob (never held whole)."""
 
-    __slots__ = ("limit", "size", "_chunks", "_hash")
+    __slots__ = ("limit", "size", "_chunks", "_hash", "blobs", "_writer", "_ref")
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, blobs: BlobStore | None = None) -> None:
         self.limit = limit
         self.size = 0
         self._chunks: list[bytes] | None = []
         self._hash: Any = None
+        self.blobs = blobs
+        self._writer: BlobWriter | None = None
+        self._ref: str | None = None
 
     def add(self, data: bytes) -> None:
         if not data:
@@ -70,11 +79,17 @@ class BodyBuffer:
         self.size += len(data)
         if self._chunks is not None and self.size > self.limit:
             self._hash = hashlib.sha256()
+            if self.blobs is not None:
+                self._writer = self.blobs.create()
             for chunk in self._chunks:
                 self._hash.update(chunk)
+                if self._writer is not None:
+                    self._writer.write(chunk)
             self._chunks = None
         if self._chunks is None:
             self._hash.update(data)
+            if self._writer is not None:
+                self._writer.write(data)
         else:
             self._chunks.append(bytes(data))
 
@@ -86,13 +101,57 @@ class BodyBuffer:
         assert self._chunks is not None, "body overflowed its bound"
         return b"".join(self._chunks)
 
-    def omitted(self, note: str = "") -> dict[str, Any]:
+    def stored(self, note: str = "") -> dict[str, Any]:
+        """The readable form of an overflowed body: ``{file, size, sha256}`` once its blob
+        is committed, else ``{omitted, size, sha256, note}``."""
+        digest = self._hash.hexdigest()
+        if self._writer is not None:
+            self._ref = self._writer.commit(digest)
+            self._writer = None
+        if self._ref is not None:
+            return {"file": self._ref, "size": self.size, "sha256": digest}
         return {
             "omitted": True,
             "size": self.size,
-            "sha256": self._hash.hexdigest(),
+            "sha256": digest,
             "note": note or f"body larger than {self.limit} bytes: only its size and digest are kept",
         }
+
+
+def digest_form(body: Readable) -> dict[str, Any] | None:
+    """``{size, sha256}`` of a body kept as a file or as a digest (how such bodies are
+    compared: a live body over ``max_body`` is only digested), else None."""
+    if isinstance(body, dict) and "sha256" in body and ("file" in body or body.get("omitted")):
+        return {"size": body.get("size"), "sha256": body.get("sha256")}
+    return None
+
+
+def body_file(body: Readable) -> str | None:
+    """The blob reference of a body stored in a file, else None."""
+    if isinstance(body, dict) and isinstance(body.get("file"), str):
+        return body["file"]
+    return None
+
+
+def open_body(body: Readable, blobs: BlobStore | None) -> BlobReader:
+    """Open a file body for streaming; ``BodyUnavailable`` says why it cannot be."""
+    ref = body_file(body)
+    assert ref is not None
+    if blobs is None:
+        raise BodyUnavailable(f"recorded body {ref} is in a file, and no body store is open")
+    try:
+        return blobs.open(ref)
+    except BlobUnavailable as e:
+        raise BodyUnavailable(str(e)) from e
+
+
+def read_chunks(reader: BlobReader, chunk: int = 256 * 1024) -> Iterator[bytes]:
+    """The reader's bytes in pieces, closing it at the end (or when abandoned)."""
+    try:
+        while data := reader.read(chunk):
+            yield data
+    finally:
+        reader.close()
 
 
 # -- content codings ------------------------------------------------------------------
@@ -328,7 +387,9 @@ def body_from_readable(body: Readable) -> bytes:
         if "json" in body:
             return dumps_styled(body["json"], body.get("style", "")).encode()
         if body.get("omitted"):
-            raise OmittedBody(
+            raise BodyUnavailable(
                 f"recorded body of {body.get('size')} bytes was not stored "
                 f"(sha256 {body.get('sha256')}); record again with a larger max_body")
+        if (ref := body_file(body)) is not None:
+            raise BodyUnavailable(f"recorded body {ref} is in a file; it is streamed, not loaded")
     return unblob(body)

@@ -9,13 +9,15 @@ before the final one. An interaction is emitted once both its request and its fi
 response are complete, in request order.
 
 After ``101 Switching Protocols`` or a 2xx to ``CONNECT`` the connection stops being
-HTTP (WebSocket, h2c, tunnels): the interaction is emitted and every later byte is
-ignored, without error. On close, interactions with a complete final response are
-flushed (a request body cut short is marked ``truncated``); requests that never got
-an answer are dropped.
+HTTP: the interaction is emitted. A switch to WebSocket (the request had ``Upgrade:
+websocket``) hands every later byte, including any that came with the 101, to a
+``WsRecorder`` (``websocket.py``), whose message interactions follow; after other
+switches (h2c, tunnels) every later byte is ignored, without error. On close,
+interactions with a complete final response are flushed (a request body cut short is
+marked ``truncated``); requests that never got an answer are dropped.
 
-Memory: bodies go through ``BodyBuffer`` (bounded by ``HttpConfig.max_body``); heads
-are bounded by ``max_head``.
+Memory: bodies go through ``BodyBuffer`` (bounded by ``HttpConfig.max_body``; larger
+ones stream to ``blobs`` when given); heads are bounded by ``max_head``.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Any
 
 from mitmproxy import http
 
-from ..base import NEED_DATA, Direction, Interaction
+from ..base import NEED_DATA, BlobStore, Direction, Interaction
 from .body import BodyBuffer
 from .config import HttpConfig
 from .h1 import Data, End, H1Parser, H1State, Head, switches_protocol
@@ -40,6 +42,7 @@ from .readable import (
     text_or_hex,
     wire_text,
 )
+from .websocket import WsRecorder, is_websocket_upgrade
 
 
 @dataclass
@@ -71,8 +74,10 @@ def request_url(request: http.Request, scheme: str, authority: str | None, confi
 class H1Recorder:
     """One HTTP/1.x connection in record mode (both directions)."""
 
-    def __init__(self, config: HttpConfig, scheme: str = "http", authority: str | None = None) -> None:
+    def __init__(self, config: HttpConfig, scheme: str = "http", authority: str | None = None,
+                 blobs: BlobStore | None = None) -> None:
         self.config = config
+        self.blobs = blobs
         self.scheme = scheme
         self.authority = authority
         self._requests = H1Parser(is_request=True, max_head=config.max_head)
@@ -80,6 +85,8 @@ class H1Recorder:
         self._pending: deque[_Exchange] = deque()  # in request order
         self._reading: _Exchange | None = None      # request whose body is being read
         self.tunnel = False
+        self._ws: WsRecorder | None = None  # after a switch to WebSocket
+        self._ws_early: list[tuple[Direction, bytes]] = []  # its bytes already read
         self.closed = {Direction.CLIENT: False, Direction.SERVER: False}
 
     # -- driving -------------------------------------------------------------------
@@ -89,6 +96,8 @@ class H1Recorder:
         if not data:
             self.closed[direction] = True
         if self.tunnel:
+            if self._ws is not None:
+                out.extend(self._ws.feed(direction, data))
             return
         if direction is Direction.CLIENT:
             self._requests.feed(data)
@@ -99,6 +108,10 @@ class H1Recorder:
         progress = True
         while progress and not self.tunnel:
             progress = self._pump_requests() | self._pump_responses(out)
+        early, self._ws_early = self._ws_early, []
+        for d, chunk in early:  # after the 101's interaction, in ``out`` already
+            assert self._ws is not None
+            out.extend(self._ws.feed(d, chunk))
         if not data:
             out.extend(self._flush_closed())
 
@@ -110,7 +123,7 @@ class H1Recorder:
                 return moved
             moved = True
             if isinstance(event, Head):
-                self._reading = _Exchange(event.message, BodyBuffer(self.config.max_body))
+                self._reading = _Exchange(event.message, BodyBuffer(self.config.max_body, self.blobs))
                 self._pending.append(self._reading)
             elif isinstance(event, Data):
                 assert self._reading is not None
@@ -139,7 +152,7 @@ class H1Recorder:
             assert ex is not None
             if isinstance(event, Head):
                 ex.response = event.message
-                ex.response_body = BodyBuffer(self.config.max_body)
+                ex.response_body = BodyBuffer(self.config.max_body, self.blobs)
             elif isinstance(event, Data):
                 assert ex.response_body is not None
                 ex.response_body.add(event.data)
@@ -163,10 +176,22 @@ class H1Recorder:
                 # RFC 9110 §7.8 / §9.3.6: the rest of the connection is not HTTP
                 ex.request_done = True
                 self.tunnel = True
+                if resp.status_code == 101 and is_websocket_upgrade(ex.request.headers.get("upgrade")):
+                    self._start_websocket(ex.request, resp)
                 self._requests.tunnel()
                 self._responses.tunnel()
             elif self._requests.state is H1State.WAIT and ex is self._pending[-1]:
                 self._requests.resume()  # upgrade refused: HTTP goes on
+
+    def _start_websocket(self, request: http.Request, response: http.Response) -> None:
+        """RFC 6455 §4.1: after the 101 both sides send frames; some may be buffered already."""
+        extensions = ", ".join(response.headers.get_all("sec-websocket-extensions")) or None
+        url = request_url(request, self.scheme, self.authority, self.config)
+        self._ws = WsRecorder(url, extensions, self.config)
+        buffered = [(Direction.CLIENT, self._requests.take_buffer()),
+                    (Direction.SERVER, self._responses.take_buffer())]
+        self._ws_early = [(d, chunk) for d, chunk in buffered if chunk]
+        self._ws_early += [(d, b"") for d, closed in self.closed.items() if closed]
 
     def _interaction(self, ex: _Exchange, truncated: bool = False) -> Interaction:
         req = ex.request

@@ -8,24 +8,35 @@ requests give ``Lookup``s in order and the proxy answers them in that order.
 ``respond`` renders the recorded responses for the live request: recorded ``100
 Continue`` is skipped (we sent our own, or the client did not ask), other 1xx are
 sent as is, the final response is framed afresh (see ``render``). A recorded ``101``
-switches the connection: the replayer then swallows the client's bytes (WebSocket
-frames are not replayed). Requests are bounded like in recording: heads by
+switches the connection. To WebSocket (the request had ``Upgrade: websocket``): the
+upgrade's ``Lookup`` is followed by one for the server's greeting (``open_lookup``,
+answered after the 101; a miss sends nothing and is not reported), and the client's
+later bytes go to a ``WsReplayer`` (``websocket.py``), whose lookups and answers pass
+through here; ``close_after`` says when it closed. After other switches (CONNECT, h2c)
+the client's bytes are swallowed. Requests are bounded like in recording: heads by
 ``max_head``, bodies kept up to ``max_body`` then digested.
+
+A body recorded as a file (``blobs``) is streamed: ``respond`` returns the head and
+``pull`` the body piece by piece; responses to later pipelined requests wait behind
+it in a queue, so the order on the wire stays the order of the requests.
 """
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Iterator
 from typing import Any
 
 from mitmproxy import http
 
-from ..base import NEED_DATA, Lookup, Readable, Reply
-from .body import BodyBuffer, OmittedBody
+from ..base import NEED_DATA, BlobStore, Lookup, Readable, Reply
+from .body import BodyBuffer, BodyUnavailable
 from .config import HttpConfig
 from .h1 import Data, End, H1Parser, Head
 from .h1_record import request_url
-from .readable import method_text, request_readable, summary
-from .render import error_response, omitted_response, render_h1
+from .readable import header_value, method_text, request_readable, summary
+from .render import error_response, render_h1, render_h1_parts, unavailable_response
+from .websocket import WsReplayer, is_websocket_upgrade, open_lookup
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
@@ -37,18 +48,32 @@ def _live_version(request: http.Request) -> str:
 class H1Replayer:
     """One HTTP/1.x client connection in replay mode."""
 
-    def __init__(self, config: HttpConfig, scheme: str = "http", authority: str | None = None) -> None:
+    def __init__(self, config: HttpConfig, scheme: str = "http", authority: str | None = None,
+                 blobs: BlobStore | None = None) -> None:
         self.config = config
         self.scheme = scheme
         self.authority = authority
+        self.blobs = blobs
+        # output behind a streamed body, in order: bytes, or the iterator streaming a file
+        self._queue: deque[bytes | Iterator[bytes]] = deque()
         self._parser = H1Parser(is_request=True, max_head=config.max_head)
         self._request: http.Request | None = None
         self._body: BodyBuffer | None = None
         self.tunnel = False
+        self._ws: WsReplayer | None = None  # after a replayed switch to WebSocket
+        self._ws_early = b""  # client bytes read before that switch
+
+    @property
+    def close_after(self) -> bool:
+        """The WebSocket was closed (a Close sent or answered): hang up, as the server would."""
+        return self._ws is not None and self._ws.close_after
 
     def feed(self, data: bytes) -> list[Lookup | Reply]:
         out: list[Lookup | Reply] = []
         if self.tunnel:
+            if self._ws is not None:
+                data, self._ws_early = self._ws_early + data, b""
+                return self._ws.feed(data)
             return out
         self._parser.feed(data)
         while True:
@@ -65,7 +90,10 @@ class H1Replayer:
                 assert self._body is not None
                 self._body.add(event.data)
             elif isinstance(event, End):
-                out.append(self._lookup(event.trailers))
+                lookup = self._lookup(event.trailers)
+                out.append(lookup)
+                if "ws_url" in lookup.context:  # answered after the 101: the greeting, if any
+                    out.append(open_lookup(lookup.context["ws_url"]))
                 # a request that may switch protocols: the answer decides (see respond)
                 self._parser.resume()
 
@@ -78,31 +106,76 @@ class H1Replayer:
         context: dict[str, Any] = {"method": req.method, "http_version": _live_version(req)}
         if "sec-websocket-key" in req.headers:
             context["ws_key"] = req.headers["sec-websocket-key"]
+        if is_websocket_upgrade(req.headers.get("upgrade")):
+            context["ws_url"] = url
         return Lookup(request=readable, lifetime="data", summary=summary(req.method, url),
                       expects_reply=True, context=context)
 
+    def _start_websocket(self, url: str, response: dict[str, Any]) -> None:
+        """RFC 6455 §4.1: after the 101 the client sends frames, with the recorded extensions."""
+        extensions = header_value(response.get("headers", []), "sec-websocket-extensions")
+        self._ws = WsReplayer(url, extensions, self.config)
+        self._ws_early = self._parser.take_buffer()
+
     def respond(self, lookup: Lookup, responses: list[Readable]) -> bytes:
+        if lookup.context.get("websocket"):  # a WebSocket message, or the greeting
+            return self._send([self._ws.respond(lookup, responses) if self._ws else b""])
         method = lookup.context.get("method", "GET")
         version = lookup.context.get("http_version", "HTTP/1.1")
-        out = []
+        out: list[bytes | Iterator[bytes] | None] = []
         for response in responses:
             status = int(response["status"])
             if status == 100:
                 continue
             try:
-                out.append(render_h1(response, method, version, lookup.context.get("ws_key")))
-            except OmittedBody as e:
-                out.append(render_h1(omitted_response(e), method, version))
+                out.extend(render_h1_parts(response, method, version, lookup.context.get("ws_key"),
+                                           self.blobs))
+            except BodyUnavailable as e:
+                out.append(render_h1(unavailable_response(e), method, version))
                 lookup.context["unreplayable"] = str(e)  # reported by the proxy
             if status == 101 or (method.upper() == "CONNECT" and 200 <= status < 300):
                 self.tunnel = True
+                if status == 101 and "ws_url" in lookup.context:
+                    self._start_websocket(lookup.context["ws_url"], response)
                 self._parser.tunnel()
             if status >= 200 or status == 101:
                 break
-        return b"".join(out)
+        return self._send(out)
 
     def miss(self, lookup: Lookup, reason: str) -> bytes:
+        if lookup.context.get("websocket"):  # Close 1011; b"" for a greeting never recorded
+            return self._send([self._ws.miss(lookup, reason) if self._ws else b""])
         method = lookup.context.get("method", "GET")
         version = lookup.context.get("http_version", "HTTP/1.1")
         text = f"trproxy: no recorded response matches {lookup.summary}\n{reason}\n"
-        return render_h1(error_response(502, text), method, version)
+        return self._send([render_h1(error_response(502, text), method, version)])
+
+    # -- output order: a streamed body goes out whole before the next response -------
+
+    def _send(self, parts: list[bytes | Iterator[bytes] | None]) -> bytes:
+        """Bytes to send now; what follows a streamed body waits in the queue for ``pull``."""
+        self._queue.extend(p for p in parts if p)
+        ready = []
+        while self._queue and isinstance(self._queue[0], bytes):
+            ready.append(self._queue.popleft())
+        return b"".join(ready)  # type: ignore[arg-type]
+
+    def pull(self) -> bytes:
+        """The next piece of queued output (a streamed body, then what waited behind it)."""
+        while self._queue:
+            head = self._queue[0]
+            if isinstance(head, bytes):
+                self._queue.popleft()
+                return head
+            chunk = next(head, None)
+            if chunk is None:
+                self._queue.popleft()
+            elif chunk:
+                return chunk
+        return b""
+
+    def close(self) -> None:
+        for part in self._queue:
+            if not isinstance(part, bytes):
+                part.close()  # type: ignore[attr-defined]  # a generator: closes its file
+        self._queue.clear()

@@ -12,7 +12,8 @@ Both views run with permissive *local* settings (largest windows and frame size,
 no concurrency limit) and acknowledge every DATA frame at once, so they check framing,
 HPACK and stream states but never reject a frame that the real endpoints accepted
 under their own (unknown to us) flow-control bookkeeping. Header lists are bounded by
-``max_head`` and the HPACK table by ``max_header_table``; bodies by ``BodyBuffer``.
+``max_head`` and the HPACK table by ``max_header_table``; bodies by ``BodyBuffer``
+(streamed to ``blobs`` beyond ``max_body``).
 Server-pushed streams (RFC 9113 §8.4) are not recorded.
 
 Invariant: bytes are fed in the order the proxy relays them, which is causal (a
@@ -30,7 +31,7 @@ import h2.events
 import h2.exceptions
 import h2.settings
 
-from ..base import DecodeError, Direction, Interaction
+from ..base import BlobStore, DecodeError, Direction, Interaction
 from .body import BodyBuffer
 from .config import HttpConfig
 from .readable import (
@@ -111,8 +112,10 @@ def _config(client_side: bool) -> h2.config.H2Configuration:
 class H2Recorder:
     """One HTTP/2 connection in record mode (both directions)."""
 
-    def __init__(self, config: HttpConfig, scheme: str = "https", authority: str | None = None) -> None:
+    def __init__(self, config: HttpConfig, scheme: str = "https", authority: str | None = None,
+                 blobs: BlobStore | None = None) -> None:
         self.config = config
+        self.blobs = blobs
         self.scheme = scheme
         self.authority = authority
         self.server_view = h2.connection.H2Connection(_config(client_side=False))
@@ -151,7 +154,7 @@ class H2Recorder:
             url = h2_request_url(pseudo, regular, self.scheme, self.authority, self.config)
             sid = event.stream_id
             new = _Stream(method_text(pseudo.get(b":method", b"GET")), url, regular,
-                          BodyBuffer(self.config.max_body), end_mirrored=bool(event.stream_ended))
+                          BodyBuffer(self.config.max_body, self.blobs), end_mirrored=bool(event.stream_ended))
             self.streams[sid] = new
             self.client_view.send_headers(sid, event.headers, end_stream=new.end_mirrored)
         elif isinstance(event, h2.events.DataReceived):
@@ -189,7 +192,7 @@ class H2Recorder:
                 pseudo, regular = split_pseudo(event.headers)
                 s.status = int(pseudo.get(b":status", b"0"))
                 s.response_fields = regular
-                s.response_body = BodyBuffer(self.config.max_body)
+                s.response_body = BodyBuffer(self.config.max_body, self.blobs)
         elif isinstance(event, h2.events.DataReceived):
             self.client_view.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
             if s is not None and s.response_body is not None:

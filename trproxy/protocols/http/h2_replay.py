@@ -6,7 +6,8 @@ before the ``Lookup``s of the streams that ended in those bytes. ``respond`` sen
 stream's HEADERS and as much DATA as the client's flow-control windows allow (RFC
 9113 §5.2); the rest waits and goes out in a ``Reply`` from a later ``feed`` once the
 client grants window (WINDOW_UPDATE, or a SETTINGS raising the initial window).
-Streams the client resets are forgotten, with their pending data.
+Streams the client resets are forgotten, with their pending data. A body recorded as
+a file is read from its blob a piece at a time (``pull``), never whole.
 
 Bounds: request heads by ``max_head`` (SETTINGS_MAX_HEADER_LIST_SIZE), bodies by
 ``BodyBuffer``; pending response data is what the recordings hold.
@@ -14,26 +15,28 @@ Bounds: request heads by ``max_head`` (SETTINGS_MAX_HEADER_LIST_SIZE), bodies by
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from typing import Any
 
 import h2.config
 import h2.connection
+import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
 
-from ..base import DecodeError, Lookup, Readable, Reply
-from .body import BodyBuffer, OmittedBody
+from ..base import BlobReader, BlobStore, DecodeError, Lookup, Readable, Reply
+from .body import BodyBuffer, BodyUnavailable
 from .config import HttpConfig
 from .h2_record import h2_request_url, split_pseudo
 from .readable import method_text, request_readable, summary
 from .render import (
     error_response,
-    omitted_response,
     render_h2_headers,
     render_h2_trailers,
     response_body,
+    unavailable_response,
 )
 
 
@@ -48,16 +51,25 @@ class _Incoming:
 
 @dataclass
 class _Outgoing:
-    data: bytes
-    offset: int = 0
+    """A response body being sent: from memory (``BytesIO``) or from a blob, whose
+    pieces are bounded by ``piece`` so a large file never sits whole in ``h2``'s buffer."""
+
+    source: BlobReader | io.BytesIO
+    remaining: int
     trailers: list[tuple[bytes, bytes]] | None = None
+    piece: int | None = None
+
+
+_PIECE = 256 * 1024  # bytes of a file body per flush (the proxy drains between pulls)
 
 
 class H2Replayer:
     """One HTTP/2 client connection in replay mode."""
 
-    def __init__(self, config: HttpConfig, scheme: str = "https", authority: str | None = None) -> None:
+    def __init__(self, config: HttpConfig, scheme: str = "https", authority: str | None = None,
+                 blobs: BlobStore | None = None) -> None:
         self.config = config
+        self.blobs = blobs
         self.scheme = scheme
         self.authority = authority
         self.conn = h2.connection.H2Connection(h2.config.H2Configuration(
@@ -103,7 +115,7 @@ class H2Replayer:
                 lookups.append(self._lookup(event.stream_id, s))
         elif isinstance(event, h2.events.StreamReset):
             self._incoming.pop(event.stream_id, None)
-            self._outgoing.pop(event.stream_id, None)
+            self._drop(event.stream_id)
 
     def _lookup(self, sid: int, s: _Incoming) -> Lookup:
         readable = request_readable(s.method, s.url, "HTTP/2.0", s.fields, s.body, s.trailers,
@@ -144,18 +156,25 @@ class H2Replayer:
     def _send_final(self, sid: int, response: dict[str, Any], method: str) -> str | None:
         """Send the final response; returns why it could not be replayed as recorded, if so."""
         problem = None
+        body: bytes | BlobReader
         try:
-            body = response_body(response, method)
-        except OmittedBody as e:
+            body = response_body(response, method, self.blobs)
+        except BodyUnavailable as e:
             problem = str(e)
-            response = omitted_response(e)
+            response = unavailable_response(e)
             body = response_body(response, method)
+        size = len(body) if isinstance(body, bytes) else body.size
         trailers = render_h2_trailers(response)
-        headers = render_h2_headers(response, method, len(body))
-        end = not body and not trailers
+        headers = render_h2_headers(response, method, size)
+        end = not size and not trailers
         self.conn.send_headers(sid, headers, end_stream=end)
-        if not end:
-            self._outgoing[sid] = _Outgoing(body, 0, trailers)
+        if isinstance(body, bytes):
+            if not end:
+                self._outgoing[sid] = _Outgoing(io.BytesIO(body), size, trailers)
+        elif end:
+            body.close()
+        else:
+            self._outgoing[sid] = _Outgoing(body, size, trailers, piece=_PIECE)
         return problem
 
     def _flush(self, sid: int) -> None:
@@ -163,24 +182,48 @@ class H2Replayer:
         if out is None:
             return
         if not self._stream_open(sid):
-            del self._outgoing[sid]
+            self._drop(sid)
             return
-        while out.offset < len(out.data):
-            window = min(self.conn.local_flow_control_window(sid), self.conn.max_outbound_frame_size)
+        budget = out.piece
+        while out.remaining > 0:
+            window = min(self.conn.local_flow_control_window(sid), self.conn.max_outbound_frame_size,
+                         out.remaining, budget if budget is not None else out.remaining)
             if window <= 0:
                 return
-            chunk = out.data[out.offset:out.offset + window]
+            chunk = out.source.read(window)
+            if not chunk:  # the file shrank since it was opened: the body cannot be completed
+                self.conn.reset_stream(sid, h2.errors.ErrorCodes.INTERNAL_ERROR)
+                self._drop(sid)
+                return
             self.conn.send_data(sid, chunk)
-            out.offset += len(chunk)
+            out.remaining -= len(chunk)
+            if budget is not None:
+                budget -= len(chunk)
         if out.trailers:
             self.conn.send_headers(sid, out.trailers, end_stream=True)
         else:
             self.conn.end_stream(sid)
-        del self._outgoing[sid]
+        self._drop(sid)
 
     def _flush_all(self) -> None:
         for sid in list(self._outgoing):
             self._flush(sid)
+
+    def _drop(self, sid: int) -> None:
+        if (out := self._outgoing.pop(sid, None)) is not None:
+            out.source.close()
+
+    def pull(self) -> bytes:
+        """More of the bodies being streamed, as far as the client's windows allow."""
+        try:
+            self._flush_all()
+        except h2.exceptions.H2Error as e:
+            raise DecodeError(f"HTTP/2 response data: {e!r}") from e
+        return self.conn.data_to_send()
+
+    def close(self) -> None:
+        for sid in list(self._outgoing):
+            self._drop(sid)
 
     def miss(self, lookup: Lookup, reason: str) -> bytes:
         text = f"trproxy: no recorded response matches {lookup.summary}\n{reason}\n"

@@ -5,7 +5,8 @@
     {method: GET, host: api.example.com:8443, path: /v1/items,
      query: [[id, "3"], [page, "2"]],        # sorted: order-insensitive
      body: <see below>,
-     headers: [[accept, "*/*"]]}             # only with Noise.match_headers
+     headers: [[accept, "*/*"]],             # only with Noise.match_headers
+     message: text}                          # only for WebSocket messages (websocket.py)
 
 * ``host`` is lower case without the scheme's default port; the scheme and the HTTP
   version are not part of the key, so a request recorded over HTTP/1.1 matches the
@@ -15,8 +16,8 @@
 * ``body``: JSON as data (so key order and whitespace do not matter, minus
   ``Noise.json_paths``; also JSON stored as text), form bodies as sorted pairs
   (``Noise.query`` keys dropped from them too), text as text, binary as base64,
-  omitted bodies by size and digest. Bodies are compared decoded, so a gzip-ed and a
-  plain upload of the same JSON match.
+  bodies over ``max_body`` (kept in a file, or only digested) by size and digest.
+  Bodies are compared decoded, so a gzip-ed and a plain upload of the same JSON match.
 
 Pure functions of their arguments; the result is readable data (lists, not tuples).
 """
@@ -29,7 +30,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from ..base import Readable
-from .body import is_form_type, is_json_type, parse_json
+from .body import digest_form, is_form_type, is_json_type, parse_json
 from .config import DEFAULT_NOISE_HEADERS, Noise
 from .readable import DEFAULT_PORTS, header_value, lenient_urlsplit
 
@@ -108,8 +109,8 @@ def _body_key(request: dict[str, Any], noise: Noise) -> Readable:
     if isinstance(body, dict):
         if "json" in body:
             return _json_key(body["json"], noise)
-        if body.get("omitted"):
-            return {"size": body.get("size"), "sha256": body.get("sha256")}
+        if (digest := digest_form(body)) is not None:
+            return digest
         return body
     ctype = header_value(request.get("headers", []), "content-type") or ""
     if isinstance(body, str) and is_form_type(ctype):
@@ -144,6 +145,8 @@ def match_key_with(request: Readable, noise: Noise) -> Readable:
         "query": _pairs(parts.query, noise.query),
         "body": _body_key(request, noise),
     }
+    if "message" in request:  # a WebSocket message: open / text / binary / close
+        key["message"] = request["message"]
     if noise.match_headers:
         key["headers"] = _headers_key(request, noise)
     return key

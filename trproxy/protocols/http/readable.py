@@ -199,8 +199,8 @@ def body_fields(fields: Fields, buf: BodyBuffer, config: HttpConfig) -> dict[str
         coding = ""
     if buf.overflow:
         note = f"{coding}-encoded " if coding else ""
-        return {"body": buf.omitted(f"{note}body of {buf.size} bytes exceeds max_body "
-                                    f"{config.max_body}: only its size and digest are kept")}
+        return {"body": buf.stored(f"{note}body of {buf.size} bytes exceeds max_body "
+                                   f"{config.max_body}: only its size and digest are kept")}
     data = buf.data()
     if coding and data:
         if coding not in CODINGS:
@@ -210,12 +210,12 @@ def body_fields(fields: Fields, buf: BodyBuffer, config: HttpConfig) -> dict[str
         except ValueError:
             # corrupt: keep the bytes exactly as sent, replayed without re-encoding
             return {"body": body_to_readable(data, "application/octet-stream", config.redaction)}
-        if decoded is None:
-            big = BodyBuffer(0)
+        if decoded is None:  # kept encoded, as a file (or a digest)
+            big = BodyBuffer(0, buf.blobs)
             big.add(data)
-            return {"body": big.omitted(f"{coding} body decodes to more than max_body "
-                                        f"{config.max_body} bytes; size and digest are of the "
-                                        f"encoded body")}
+            return {"body": big.stored(f"{coding} body decodes to more than max_body "
+                                       f"{config.max_body} bytes; size and digest are of the "
+                                       f"encoded body")}
         return {"body": body_to_readable(decoded, ctype, config.redaction), "encoding": coding}
     return {"body": body_to_readable(data, ctype, config.redaction)}
 
@@ -223,7 +223,7 @@ def body_fields(fields: Fields, buf: BodyBuffer, config: HttpConfig) -> dict[str
 def body_bytes(message: dict[str, Any]) -> bytes:
     """Wire body of a readable message: decoded form re-encoded with its ``encoding``.
 
-    Raises ``OmittedBody`` when the recording kept only a digest.
+    Raises ``BodyUnavailable`` when the recording kept only a digest or a file.
     """
     data = body_from_readable(message.get("body"))
     coding = message.get("encoding")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import enum
 
-from ..base import Direction, Interaction, ProtocolError
+from ..base import BlobStore, Direction, Interaction, ProtocolError
 from .config import HttpConfig
 from .h1_record import H1Recorder
 from .h2_record import H2Recorder
@@ -34,11 +34,13 @@ class RecorderState(enum.Enum):
 class HttpRecorder:
     """Record mode for one connection. ``scheme``/``authority`` describe the connection
     (``https`` after TLS interception; the original destination ``host:port``) and are
-    used when requests do not carry them (HTTP/1.0 without Host)."""
+    used when requests do not carry them (HTTP/1.0 without Host). Bodies over
+    ``max_body`` are streamed to ``blobs`` (else only digested)."""
 
     def __init__(self, config: HttpConfig | None = None, *, scheme: str = "http",
-                 authority: str | None = None) -> None:
+                 authority: str | None = None, blobs: BlobStore | None = None) -> None:
         self.config = config or HttpConfig()
+        self.blobs = blobs
         self.scheme = scheme
         self.authority = authority
         self.state = RecorderState.SNIFF
@@ -71,10 +73,10 @@ class HttpRecorder:
             return []
         if decided == H2_PREFACE:
             self.state = RecorderState.H2
-            self._inner = H2Recorder(self.config, self.scheme, self.authority)
+            self._inner = H2Recorder(self.config, self.scheme, self.authority, self.blobs)
         else:
             self.state = RecorderState.H1
-            self._inner = H1Recorder(self.config, self.scheme, self.authority)
+            self._inner = H1Recorder(self.config, self.scheme, self.authority, self.blobs)
         held, self._held, self._sniffed = self._held, [], b""
         return self._inner_feed(held)
 

@@ -7,7 +7,9 @@ the other connection-specific fields are dropped (RFC 9113 §8.2.2 forbids them 
 HTTP/2; in HTTP/1.1 we frame with Content-Length, or chunked when trailers must be
 sent, RFC 9112 §7.1; in HTTP/2 only when the recording had a Content-Length, since
 END_STREAM ends the body). Responses to HEAD and 304 keep the recorded Content-Length
-because it describes the representation, not this message (RFC 9110 §8.6).
+because it describes the representation, not this message (RFC 9110 §8.6). A body
+recorded as a file is streamed from it (``render_h1_parts``; HTTP/2 reads it as the
+flow-control windows open), framed with the file's actual size.
 
 A 101 to a WebSocket upgrade gets a ``Sec-WebSocket-Accept`` computed from the live
 ``Sec-WebSocket-Key`` (RFC 6455 §4.2.2), since the recorded one answered another key.
@@ -17,13 +19,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Iterator
 from typing import Any
 
 from mitmproxy import http
 from mitmproxy.net.http import http1, status_codes
 
-from ..base import unblob
-from .body import OmittedBody
+from ..base import BlobReader, BlobStore, unblob
+from .body import BodyUnavailable, body_file, open_body, read_chunks
 from .readable import body_bytes, headers_from_readable
 
 # RFC 9113 §8.2.2 / RFC 9110 §7.6.1: hop-by-hop fields, never forwarded as recorded
@@ -55,7 +58,7 @@ def error_response(status: int, text: str) -> dict[str, Any]:
     }
 
 
-def omitted_response(error: OmittedBody) -> dict[str, Any]:
+def unavailable_response(error: BodyUnavailable) -> dict[str, Any]:
     return error_response(502, f"trproxy: cannot replay this response: {error}\n")
 
 
@@ -83,23 +86,33 @@ def _framed_fields(response: dict[str, Any], method: str, body_len: int,
     return out
 
 
-def response_body(response: dict[str, Any], method: str) -> bytes:
+def response_body(response: dict[str, Any], method: str,
+                  blobs: BlobStore | None = None) -> bytes | BlobReader:
+    """The body to send: bytes, or an open blob for a body recorded as a file.
+
+    Raises ``BodyUnavailable`` when the recording kept only a digest, or the file is gone.
+    """
     if no_body(method, int(response["status"])):
         return b""
+    if body_file(response.get("body")) is not None:
+        return open_body(response["body"], blobs)
     return body_bytes(response)
 
 
-def render_h1(response: dict[str, Any], method: str, live_version: str,
-              ws_key: str | None = None) -> bytes:
-    """One HTTP/1.x response (head + body) for a client speaking ``live_version``.
+def render_h1_parts(response: dict[str, Any], method: str, live_version: str,
+                    ws_key: str | None = None,
+                    blobs: BlobStore | None = None) -> tuple[bytes, Iterator[bytes] | None]:
+    """One HTTP/1.x response for a client speaking ``live_version``: its bytes, and for
+    a body recorded as a file, the rest as an iterator that streams the file.
 
-    Raises ``OmittedBody`` when the recording kept only a digest of the body.
+    Raises ``BodyUnavailable`` when the recorded body cannot be sent.
     """
     status = int(response["status"])
-    body = response_body(response, method)
+    body = response_body(response, method, blobs)
+    size = len(body) if isinstance(body, bytes) else body.size
     trailers = response.get("trailers")
     chunked = bool(trailers) and live_version == "HTTP/1.1" and not no_body(method, status)
-    fields = _framed_fields(response, method, len(body), ws_key)
+    fields = _framed_fields(response, method, size, ws_key)
     if chunked:
         fields = [(n, v) for n, v in fields if n.lower() != b"content-length"]
         fields.append((b"Transfer-Encoding", b"chunked"))
@@ -115,10 +128,20 @@ def render_h1(response: dict[str, Any], method: str, live_version: str,
         timestamp_end=None,
     )
     head = http1.assemble_response_head(message)
+    trailer_headers = http.Headers(headers_from_readable(trailers or [])) if chunked else None
+    if not isinstance(body, bytes):
+        return head, http1.assemble_body(message.headers, read_chunks(body), trailer_headers)
     if not chunked:
-        return head + body
-    trailer_headers = http.Headers(headers_from_readable(trailers or []))
-    return head + b"".join(http1.assemble_body(message.headers, [body], trailer_headers))
+        return head + body, None
+    return head + b"".join(http1.assemble_body(message.headers, [body], trailer_headers)), None
+
+
+def render_h1(response: dict[str, Any], method: str, live_version: str,
+              ws_key: str | None = None) -> bytes:
+    """``render_h1_parts`` for a response held in memory (no file body)."""
+    data, rest = render_h1_parts(response, method, live_version, ws_key)
+    assert rest is None
+    return data
 
 
 def render_h2_headers(response: dict[str, Any], method: str, body_len: int) -> list[tuple[bytes, bytes]]:

@@ -9,7 +9,7 @@ connection's HTTP version, whatever version the recording was made in.
 
 from __future__ import annotations
 
-from ..base import DecodeError, Lookup, Readable, Reply
+from ..base import BlobStore, DecodeError, Lookup, Readable, Reply
 from .config import HttpConfig
 from .h1_replay import H1Replayer
 from .h2_replay import H2Replayer
@@ -20,8 +20,9 @@ class HttpReplayer:
     """Replay mode for one connection (see ``HttpRecorder`` for ``scheme``/``authority``)."""
 
     def __init__(self, config: HttpConfig | None = None, *, scheme: str = "http",
-                 authority: str | None = None) -> None:
+                 authority: str | None = None, blobs: BlobStore | None = None) -> None:
         self.config = config or HttpConfig()
+        self.blobs = blobs
         self.scheme = scheme
         self.authority = authority
         self._inner: H1Replayer | H2Replayer | None = None
@@ -40,9 +41,9 @@ class HttpReplayer:
             if data and H2_PREFACE.startswith(head) and len(head) < len(H2_PREFACE):
                 return []
             if head == H2_PREFACE:
-                self._inner = H2Replayer(self.config, self.scheme, self.authority)
+                self._inner = H2Replayer(self.config, self.scheme, self.authority, self.blobs)
             else:
-                self._inner = H1Replayer(self.config, self.scheme, self.authority)
+                self._inner = H1Replayer(self.config, self.scheme, self.authority, self.blobs)
             data, self._sniffed = self._sniffed, b""
         return self._inner.feed(data)
 
@@ -55,3 +56,16 @@ class HttpReplayer:
         if self._inner is None:
             raise DecodeError("miss() before any request")
         return self._inner.miss(lookup, reason)
+
+    @property
+    def close_after(self) -> bool:
+        """The inner replayer answered a WebSocket Close: the proxy hangs up, as a server would."""
+        return bool(getattr(self._inner, "close_after", False))
+
+    def pull(self) -> bytes:
+        """The next piece of a body streamed from a blob (see ``Replayer``)."""
+        return self._inner.pull() if self._inner is not None else b""
+
+    def close(self) -> None:
+        if self._inner is not None:
+            self._inner.close()
