@@ -102,7 +102,7 @@ class Lookup:
     # miss the replayer answers itself (synthesized handshake), so it is not reported;
     # ``context["partial"] = True``: an empty ``miss`` answer means "nothing yet", not "close";
     # ``context["unreplayable"] = reason`` (set by ``respond``): matched, but could not be
-    # served as recorded (an HTTP body too large to have been stored); it is reported
+    # served as recorded (an HTTP body whose file is gone, or was never written); reported
     context: dict[str, Any] = field(default_factory=dict)
 
 
