@@ -87,9 +87,12 @@ def test_kill9_leftovers_are_cleaned_by_a_new_process(echo: EchoServer) -> None:
 
         out = run_client("127.0.0.1", echo.port, "v4", preexec=enter)
         assert out["kernel_remote"] == ["127.0.0.1", echo.port]
-        # ... but the cgroup and the map entries are still there.
-        assert path.is_dir()
-        assert maps.run_entries(cg_id)["trp_config"] == 1
+        # ... but the cgroup and the map entries stay until a trproxy cleans up: the process
+        # below, or one started meanwhile by another run on this machine (cleanup is safe to
+        # run concurrently; then that run removed them and ours finds nothing to do)
+        still_there = path.is_dir()
+        if still_there:
+            assert maps.run_entries(cg_id)["trp_config"] == 1
 
         done = subprocess.run(
             [
@@ -107,7 +110,7 @@ def test_kill9_leftovers_are_cleaned_by_a_new_process(echo: EchoServer) -> None:
         )
         removed = json.loads(done.stdout)
 
-        assert f"cgroup {path}" in removed
+        assert f"cgroup {path}" in removed or not still_there, removed
         assert not path.exists()
         assert maps.run_entries(cg_id) == {
             "trp_config": 0,
