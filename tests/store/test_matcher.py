@@ -33,6 +33,23 @@ def test_session_exchanges_repeat_their_last_answer():
     assert [answer(pool, ["PING"]) for _ in range(4)] == ["PONG1", "PONG2", "PONG2", "PONG2"]
 
 
+def test_data_exchanges_repeat_their_last_answer_when_asked():
+    pool = MockPool.build([ex(["FETCH", "0"], "r1"), ex(["FETCH", "0"], "r2")], key)
+    served = [pool.find("redis", "127.0.0.1:6379", ["FETCH", "0"], repeat_last=True) for _ in range(3)]
+    assert [(s.exchange.responses[0], s.repeat) for s in served] == [("r1", False), ("r2", False),
+                                                                      ("r2", True)]
+    with pytest.raises(NoMatch, match="no recorded request matches"):  # never recorded: a miss
+        pool.find("redis", "127.0.0.1:6379", ["FETCH", "9"], repeat_last=True)
+
+
+def test_recorded_tls_is_per_destination():
+    tls = ex(["GET", "a"], "x", dest="127.0.0.1:5432")
+    tls.tls = True
+    pool = MockPool.build([tls, ex(["GET", "a"], "x", dest="127.0.0.1:6379")], key)
+    assert pool.recorded_tls("[::1]:5432") and not pool.recorded_tls("127.0.0.1:6379")
+    assert not pool.recorded_tls("127.0.0.1:7000")
+
+
 def test_loopback_addresses_are_one_destination():
     pool = MockPool.build([ex(["GET", "a"], "x", dest="127.0.0.1:6379")], key)
     assert answer(pool, ["GET", "a"], dest="[::1]:6379") == "x"

@@ -101,6 +101,12 @@ class Lookup:
     # dialect-private live values; ``context["handshake"] = True`` marks a lookup whose
     # miss the replayer answers itself (synthesized handshake), so it is not reported;
     # ``context["partial"] = True``: an empty ``miss`` answer means "nothing yet", not "close";
+    # ``context["repeat_last"] = True``: once every recorded answer of this request was
+    # used, serve the last one again (``respond`` then sees ``context["repeat"] = True``)
+    # instead of missing: a Kafka Fetch of an offset asked again, which a broker answers
+    # the same way;
+    # ``context["hold_ms"] = n`` (set by ``respond``): send the answer after n ms, as the
+    # server would (a Kafka Fetch with no new records waits ``max_wait_ms``);
     # ``context["unreplayable"] = reason`` (set by ``respond``): matched, but could not be
     # served as recorded (an HTTP body whose file is gone, or was never written); reported
     context: dict[str, Any] = field(default_factory=dict)
@@ -199,9 +205,12 @@ class Dialect:
     replayer: Callable[..., Replayer]
     match_key: Callable[[Readable], Readable]
     connection_aware: bool = False
-    # record mode: client bytes the proxy answers itself instead of forwarding them
-    # (Postgres SSLRequest -> "N", so the session stays plaintext and readable)
+    # client bytes the proxy answers itself instead of forwarding them, before the
+    # protocol starts (Postgres SSLRequest/GSSENCRequest -> "N": go on in plaintext)
     local_reply: Callable[[bytes], bytes | None] | None = None
+    # with TLS interception: the answer accepting an in-band TLS request (Postgres
+    # SSLRequest -> "S"), after which the proxy terminates TLS and reads the plaintext
+    tls_upgrade: Callable[[bytes], bytes | None] | None = None
 
     def recorder_for(self, tls: bool, authority: str, blobs: BlobStore | None = None) -> Recorder:
         if self.connection_aware:

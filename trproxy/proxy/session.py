@@ -34,6 +34,7 @@ log = logging.getLogger("trproxy")
 _conn_ids = itertools.count(1)
 Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 _SERVER_FIRST_WAIT = 0.5  # how long replay waits for a client that expects the server to speak
+_MAX_HOLD_MS = 5000  # bound of a held answer (Lookup.context["hold_ms"])
 
 
 def format_destination(host: str, port: int) -> str:
@@ -106,6 +107,7 @@ class Capture:
                 summary=it.summary, connection=self.connection, seq=self._seq,
                 started=self._started_wall or _now(),
                 duration_ms=(time.monotonic() - started) * 1000, tests=self._tests,
+                tls=self.tls,
             ))
             self._started = None
             self._started_wall = ""
@@ -125,8 +127,17 @@ async def passthrough_or_record(ctx: RunContext, client: Streams, host: str, por
         await relay(client, upstream)
         return
     first_client, first_server = await _first_bytes(client[0], upstream[0])
-    while not first_server and (answer := _local_reply(first_client)) is not None:
-        client[1].write(answer)  # e.g. Postgres SSLRequest -> "N": keep it recordable
+    upgraded = False  # the server accepted an in-band TLS request (Postgres SSLRequest)
+    while not first_server and not upgraded and (answer := _local_reply(first_client)) is not None:
+        if ctx.tls is not None and (accept := _tls_upgrade(first_client)) is not None:
+            answer = await _server_answer(upstream, first_client)  # TLS only if the server has it
+            if not answer:
+                ctx.problems.append(f"{destination} closed the connection at the TLS request")
+                reset(client[1])
+                reset(upstream[1])
+                return
+            upgraded = answer == accept
+        client[1].write(answer)  # "N": plaintext, recordable; the server's "S": TLS, intercepted below
         await client[1].drain()
         first_client = await client[0].read(CHUNK)
     if first_client and ctx.tls is not None:
@@ -139,7 +150,8 @@ async def passthrough_or_record(ctx: RunContext, client: Streams, host: str, por
         name = (hello.sni or host) if hello else host
         if hello is not None and name not in ctx.tls.passthrough_hosts:
             try:
-                down, up = await intercept_record(ctx.tls, client, upstream, hello, first_client, name)
+                down, up = await intercept_record(ctx.tls, client, upstream, hello, first_client, name,
+                                                  system_trust=not upgraded)
             except CertificateRejected as exc:
                 ctx.problems.append(f"{name} refused our certificate ({exc}); passed through from now on")
                 log.warning("the app refused trproxy's certificate for %s: %s", name, exc)
@@ -164,6 +176,24 @@ def _local_reply(first: bytes) -> bytes | None:
         if dialect.local_reply is not None and (answer := dialect.local_reply(first)) is not None:
             return answer
     return None
+
+
+def _tls_upgrade(first: bytes) -> bytes | None:
+    """The answer accepting an in-band TLS request (Postgres SSLRequest -> "S"), or None."""
+    for dialect in dialects():
+        if dialect.tls_upgrade is not None and (answer := dialect.tls_upgrade(first)) is not None:
+            return answer
+    return None
+
+
+async def _server_answer(upstream: Streams, request: bytes) -> bytes:
+    """Forward an in-band TLS request; the server's one-byte answer (b"" if it hung up)."""
+    try:
+        upstream[1].write(request)
+        await upstream[1].drain()
+        return await upstream[0].read(1)
+    except (ConnectionError, OSError):
+        return b""
 
 
 async def _first_bytes(client: asyncio.StreamReader, upstream: asyncio.StreamReader) -> tuple[bytes, bytes]:
@@ -212,6 +242,15 @@ async def replay(ctx: RunContext, client: Streams, host: str, port: int) -> None
             except TimeoutError:
                 data = None
             buffered += data or b""
+            while not tls and ctx.tls is not None and (answer := _local_reply(buffered)) is not None:
+                # Postgres SSLRequest -> "S" when the recording was TLS, else "N" (as the server
+                # answered, and plaintext replays faster); GSSENCRequest -> "N"
+                accept = _tls_upgrade(buffered) if ctx.pool.recorded_tls(destination) else None
+                writer.write(accept or answer)
+                await writer.drain()
+                buffered = data = await reader.read(CHUNK)
+                if accept:
+                    break  # the ClientHello follows
             if not tls and ctx.tls is not None and buffered[:1] == b"\x16":
                 from .tlslayer import intercept_replay
 
@@ -239,6 +278,9 @@ async def replay(ctx: RunContext, client: Streams, host: str, port: int) -> None
                     if out is None:
                         reset(writer)
                         return
+                    if out and (hold := event.context.get("hold_ms")):
+                        await writer.drain()  # what came before goes out now
+                        await asyncio.sleep(min(hold, _MAX_HOLD_MS) / 1000)
                     writer.write(out)
             await writer.drain()
             while pull is not None and (more := pull()):
@@ -265,7 +307,8 @@ def _answer(ctx: RunContext, dialect: Dialect, replayer, lookup: Lookup, destina
     """Bytes for one lookup; None means close the connection (no protocol-native error)."""
     try:
         served = ctx.pool.find(dialect.name, destination, lookup.request, lookup.summary,
-                               affinity, ctx.current_test)
+                               affinity, ctx.current_test,
+                               repeat_last=bool(lookup.context.get("repeat_last")))
     except NoMatch as miss:
         if not lookup.context.get("handshake"):  # handshakes the replayer answers itself
             ctx.missed(dialect.name, destination, miss)
@@ -276,6 +319,8 @@ def _answer(ctx: RunContext, dialect: Dialect, replayer, lookup: Lookup, destina
         # request answered as a whole later (a Kafka Fetch split per partition)
         return out if out or lookup.context.get("partial") else None
     ctx.served(dialect.name, destination, served.exchange)
+    if served.repeat:
+        lookup.context["repeat"] = True
     out = replayer.respond(lookup, served.exchange.responses) if lookup.expects_reply else b""
     if problem := lookup.context.get("unreplayable"):  # matched, but not served as recorded
         ctx.problems.append(f"{dialect.name} {destination}: {lookup.summary}: {problem}")

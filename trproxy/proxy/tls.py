@@ -15,7 +15,8 @@ Pieces (none of them does socket I/O; the proxy session pumps bytes):
    ClientHello is buffered, None before, ``NotTls`` if the bytes are not TLS.
 4. ``upstream_context(verify=..., ca_file=...)`` — verification of the real server in
    record mode against the system store (and certifi), an extra CA file, or none.
-5. ``ca_env(ca)`` — environment for a wrapped process so it trusts our CA.
+5. ``ca_env(ca)`` — environment for a wrapped process so it trusts our CA (and libpq
+   skips SCRAM channel binding, which no interception can satisfy).
 6. ``CertificateRejected`` — raised by a server-role endpoint when the app refuses
    our certificate (alert unknown_ca / bad_certificate / certificate_unknown, typical
    of certificate pinning), so the proxy can pass that host through untouched.
@@ -84,9 +85,17 @@ CA_BUNDLE_ENV_VARS = (
     "DENO_CERT",                         # deno
     "BUNDLE_SSL_CA_CERT",                # bundler
     "COMPOSER_CAFILE",                   # composer
+    "PGSSLROOTCERT",                     # libpq (psql, psycopg), asyncpg: Postgres verify-ca/-full
 )
 #: environment variables that *add* a CA to a built-in store (value: our CA alone)
 CA_EXTRA_ENV_VARS = ("NODE_EXTRA_CA_CERTS",)
+#: fixed settings a client needs to accept the interception
+INTERCEPTION_ENV = {
+    # libpq binds SCRAM authentication to the server's certificate (channel_binding=prefer
+    # picks SCRAM-SHA-256-PLUS over TLS); the server sees its own certificate, the client
+    # ours, so the server rejects the proof: behind trproxy, libpq authenticates without it
+    "PGCHANNELBINDING": "disable",
+}
 
 #: TLS alerts a client sends when it refuses the server certificate (RFC 8446 §6.2)
 REJECTION_ALERTS = frozenset({
@@ -243,11 +252,13 @@ def ca_env(ca: CertificateAuthority) -> dict[str, str]:
 
     Bundle variables point at system CAs + our CA, so the app still reaches hosts we
     pass through; ``NODE_EXTRA_CA_CERTS`` adds our CA to Node's built-in store. (JVMs
-    need a trust store instead and are not covered.)
+    need a trust store instead and are not covered.) ``PGSSLROOTCERT`` also makes libpq
+    verify the chain under ``sslmode=require``, which our certificates pass.
     """
     bundle = str(ca.bundle_path())
     env = {name: bundle for name in CA_BUNDLE_ENV_VARS}
     env.update({name: str(ca.cert_path) for name in CA_EXTRA_ENV_VARS})
+    env.update(INTERCEPTION_ENV)
     return env
 
 

@@ -5,6 +5,8 @@ relay and the replay loop use), so the sessions run unchanged over decrypted byt
 ``intercept_record`` / ``intercept_replay`` perform the handshakes the way
 ``tls.py``'s docstring prescribes: in record mode the upstream handshake comes first
 (offering the app's ALPNs), and the app is then answered with what the server chose.
+The same serves TLS that starts inside a protocol (Postgres SSLRequest answered 'S'):
+the session settles that exchange, then the ClientHello follows as usual.
 """
 
 from __future__ import annotations
@@ -109,10 +111,18 @@ async def _handshake(endpoint: TlsEndpoint, streams: Streams, first: bytes = b""
 
 
 async def intercept_record(settings: TlsSettings, client: Streams, upstream: Streams,
-                           hello: ClientHelloInfo, first: bytes, name: str) -> tuple[TlsStream, TlsStream]:
-    """TLS to the real server first, then to the app with the server's ALPN choice."""
-    up = TlsEndpoint.client(upstream_context(verify=settings.verify, ca_file=settings.ca_file,
-                                             alpn=hello.alpn), server_hostname=hello.sni or None)
+                           hello: ClientHelloInfo, first: bytes, name: str, *,
+                           system_trust: bool = True) -> tuple[TlsStream, TlsStream]:
+    """TLS to the real server first, then to the app with the server's ALPN choice.
+
+    The server is verified for ``name`` (the SNI, else the destination IP). With
+    ``system_trust=False`` (in-band upgrades such as Postgres SSLRequest, whose servers
+    mostly have self-signed certificates that libpq's ``sslmode=require`` accepts), it
+    is verified only when ``--tls-ca`` names its issuer.
+    """
+    verify = settings.verify and (system_trust or settings.ca_file is not None)
+    up = TlsEndpoint.client(upstream_context(verify=verify, ca_file=settings.ca_file,
+                                             alpn=hello.alpn), server_hostname=name)
     up_plain = await _handshake(up, upstream)
     chosen = up.alpn
     down = TlsEndpoint.server(settings.ca.server_context(name, [chosen] if chosen else []))
@@ -127,10 +137,15 @@ async def intercept_record(settings: TlsSettings, client: Streams, upstream: Str
 
 async def intercept_replay(settings: TlsSettings, client: Streams, hello: ClientHelloInfo,
                            first: bytes, name: str, recorded_h2: bool) -> TlsStream:
-    """TLS to the app alone; ALPN h2 only when the recordings for this host are HTTP/2."""
+    """TLS to the app alone; ALPN h2 only when the recordings for this host are HTTP/2.
+
+    "postgresql" is selected when offered: PostgreSQL 17 clients starting TLS directly
+    (``sslnegotiation=direct``, no SSLRequest) refuse a server that does not select it.
+    """
     offers = hello.alpn
     chosen = ("h2" if "h2" in offers and recorded_h2 else
-              "http/1.1" if "http/1.1" in offers else None)
+              "http/1.1" if "http/1.1" in offers else
+              "postgresql" if "postgresql" in offers else None)
     down = TlsEndpoint.server(settings.ca.server_context(name, [chosen] if chosen else []))
     plain = await _handshake(down, client, first)
     return TlsStream(*client, down, plain)

@@ -5,7 +5,9 @@ Rules (DESIGN.md, "Matching and replay rules"):
 * candidates share the protocol and destination; a request matches when its
   dialect's ``match_key`` equals the recorded one's;
 * ``data`` exchanges are consumed once, in recorded order; ``session`` exchanges are
-  served in recorded order and the last answer repeats when they run out;
+  served in recorded order and the last answer repeats when they run out; so does a
+  ``data`` exchange when the caller asks (``repeat_last``: a Kafka Fetch of an offset
+  whose recorded answers were used up gets the last one again, as a broker would);
 * within a test window, mocks recorded inside that test come first, then the rest;
 * a connection keeps *affinity* to the recorded connection it was last served from, so
   the statements of a transaction stay together when a pool spreads them differently;
@@ -130,6 +132,13 @@ class MockPool:
         dest = destination_key(destination)
         return any(d == dest for (_p, d) in self._by_dest)
 
+    def recorded_tls(self, destination: str) -> bool:
+        """Whether a connection to this destination was recorded over TLS (replay accepts
+        an in-band TLS request, a Postgres SSLRequest, only then, as the server did)."""
+        dest = destination_key(destination)
+        return any(e.exchange.tls for (_p, d), by_key in self._by_dest.items() if d == dest
+                   for entries in by_key.values() for e in entries)
+
     def recorded_h2(self, destination: str) -> bool:
         """Whether HTTP at this destination was recorded as HTTP/2 (for ALPN at replay)."""
         by_key = self._by_dest.get(("http", destination_key(destination)), {})
@@ -138,10 +147,13 @@ class MockPool:
                    for entries in by_key.values() for e in entries)
 
     def find(self, protocol: str, destination: str, request: Any, summary: str = "",
-             affinity: Affinity | None = None, test: str | None = None) -> Served:
+             affinity: Affinity | None = None, test: str | None = None,
+             repeat_last: bool = False) -> Served:
         key = canonical(self.key_fn(protocol, request))
         entries = self._by_dest.get((protocol, destination_key(destination)), {}).get(key, _Bucket())
         chosen = self._choose(entries, affinity, test)
+        if chosen is None and repeat_last and entries:
+            chosen = entries[-1], True
         if chosen is None:
             raise self._explain(protocol, destination, key, summary or key[:80], entries)
         entry, repeat = chosen

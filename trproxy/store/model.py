@@ -29,6 +29,7 @@ class Exchange:
     started: str = ""
     duration_ms: float = 0.0
     tests: list[str] = field(default_factory=list)  # inbound test cases open when it started
+    tls: bool = False  # the connection was TLS, terminated by trproxy (replay offers it again)
     name: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -42,6 +43,8 @@ class Exchange:
         }
         if self.tests:
             meta["tests"] = list(self.tests)
+        if self.tls:
+            meta["tls"] = True
         spec: dict[str, Any] = {
             "lifetime": self.lifetime,
             "summary": self.summary,
@@ -73,6 +76,7 @@ class Exchange:
                 started=meta.get("started", ""),
                 duration_ms=meta.get("duration_ms", 0.0),
                 tests=list(meta.get("tests") or []),
+                tls=bool(meta.get("tls", False)),
                 extra=spec,
             )
         except (AttributeError, KeyError, TypeError) as exc:

@@ -346,3 +346,46 @@ def test_metadata_match_key_is_the_topics_asked_about():
     assert match_key(metadata(True, ["a", "b"])) == match_key(metadata(False, ["b", "a"]))
     assert match_key(metadata(True, ["a"])) != match_key(metadata(True, ["a", "b"]))
     assert match_key(metadata(True, None)) != match_key(metadata(True, []))
+
+
+def _fetches() -> tuple[object, object]:
+    """A recorded Fetch answered with records, and one answered with none (max_wait > 0)."""
+    fetches = [i for _n, chunks in STREAMS for i in record(chunks)
+               if i.request["api"] == "Fetch" and i.responses
+               and i.request["body"].get("max_wait_ms", 0) > 0 and i.request["body"]["topics"]]
+    def records(i) -> bool:
+        return any(p.get("records") for t in i.responses[0]["body"]["responses"]
+                   for p in t["partitions"])
+    return next(i for i in fetches if records(i)), next(i for i in fetches if not records(i))
+
+
+def _answer(interaction, repeat: bool, partitions: int = 1) -> tuple[bytes, list[Lookup]]:
+    """Replay ``interaction``'s Fetch (its partition listed ``partitions`` times, as a live
+    request for several partitions), each part answered by the recording."""
+    body = interaction.request["body"]
+    topic = dict(body["topics"][0])
+    topic["partitions"] = [dict(topic["partitions"][0], partition=n) for n in range(partitions)]
+    req = readable_to_request({**interaction.request, "body": {**body, "topics": [topic]}})
+    replayer = KafkaReplayer()
+    lookups = replayer.feed(KafkaCodec().encode(req))
+    out = b""
+    for lookup in lookups:
+        assert lookup.context["repeat_last"]  # the pool may serve its last answer again
+        if repeat:
+            lookup.context["repeat"] = True
+        out += replayer.respond(lookup, yaml.safe_load(yaml.safe_dump(interaction.responses)))
+    return out, lookups
+
+
+def test_a_repeated_fetch_with_nothing_new_is_held_max_wait_ms():
+    full, empty = _fetches()
+    wait = empty.request["body"]["max_wait_ms"]
+    out, [lookup] = _answer(empty, repeat=True)
+    assert out and lookup.context["hold_ms"] == wait  # a broker waits for new records
+    out, [lookup] = _answer(empty, repeat=False)
+    assert out and "hold_ms" not in lookup.context  # as recorded: at once
+    out, [lookup] = _answer(full, repeat=True)
+    assert out and "hold_ms" not in lookup.context  # records: at once
+    # split per partition: the whole answer is held only when every part is a repeat
+    out, lookups = _answer(empty, repeat=True, partitions=3)
+    assert out and len(lookups) == 3 and lookups[-1].context["hold_ms"] == wait

@@ -21,6 +21,13 @@ in Metadata/FindCoordinator stay as recorded: the redirect brings connections to
 back to the proxy). ``miss`` answers with the API's own error response (``errors``).
 Lookups that are parts of one request (``split``) carry ``context["partial"]``: all but
 the last answer ``b""`` from ``respond``/``miss`` — nothing to send yet, not a hang-up.
+
+A consumer that polls past the end of the recording asks for offsets whose recorded
+answers were all used: Fetch lookups carry ``repeat_last``, so the last recorded answer
+for that partition and offset is served again (what a broker answers too; not a miss),
+and when none of them has records the whole answer is held ``max_wait_ms``
+(``hold_ms``), as a broker holds a Fetch with nothing new, instead of letting the
+consumer spin.
 """
 
 from __future__ import annotations
@@ -47,6 +54,14 @@ from .readable import (
     response_to_readable,
 )
 from .split import LAYOUTS, Assembly, split_request, split_response
+
+
+def _has_records(body: Any) -> bool:
+    """Whether a readable Fetch response body carries any record batch."""
+    if not isinstance(body, dict):
+        return True  # opaque: assume it does (never held)
+    return any(p.get("records") for t in body.get("responses") or []
+               for p in t.get("partitions") or [] if isinstance(p, dict))
 
 
 def lifetime_of(api_key: int) -> Lifetime:
@@ -149,10 +164,19 @@ class KafkaReplayer:
         context: dict[str, Any] = {"correlation_id": m.correlation_id, "api_key": m.api_key,
                    "api_version": m.api_version}
         if m.api == "Fetch" and isinstance(m.body, dict) and not m.opaque:
-            # a broker holds a Fetch up to max_wait_ms when it has nothing new: a hint for
-            # the proxy to pace answers to Fetch misses instead of letting clients spin
+            # a consumer asks for the same offset again once the recorded answers are used
+            # up (it polls past the end of the recording): a broker answers the same way
+            context["repeat_last"] = True
             context["max_wait_ms"] = m.body.get("max_wait_ms")
         return context
+
+    @staticmethod
+    def _hold(lookup: Lookup, bodies: list[Any]) -> None:
+        """A repeated Fetch answer without records goes out after ``max_wait_ms``, as a
+        broker with nothing new answers, so a consumer past the recording does not spin."""
+        wait = lookup.context.get("max_wait_ms")
+        if isinstance(wait, int) and wait > 0 and not any(_has_records(b) for b in bodies):
+            lookup.context["hold_ms"] = wait
 
     def respond(self, lookup: Lookup, responses: list[Readable]) -> bytes:
         """The recorded response(s), with the live correlation id; none -> no bytes."""
@@ -161,8 +185,15 @@ class KafkaReplayer:
             assembly = lookup.context.get("assembly")
             if assembly is not None:
                 body = responses[0]["body"] if responses else None
+                assembly.repeats += bool(lookup.context.get("repeat"))
                 whole = assembly.add(lookup.context["part"], body)
-                return b"" if whole is None else encode_response(whole, self.codec.ctx)
+                if whole is None:
+                    return b""
+                if assembly.repeats == len(assembly.parts):  # every partition: nothing new
+                    self._hold(lookup, [whole.body])
+                return encode_response(whole, self.codec.ctx)
+            if lookup.context.get("repeat"):
+                self._hold(lookup, [r.get("body") for r in responses])
             return b"".join(encode_response(readable_to_response(r, cid), self.codec.ctx)
                             for r in responses)
         except (KeyError, TypeError, ValueError, AttributeError) as e:

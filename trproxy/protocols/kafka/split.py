@@ -113,6 +113,7 @@ class Assembly:
         self.version = version
         self.parts: list[dict | None] = [None] * parts
         self.answered = [False] * parts
+        self.repeats = 0  # parts answered with a repeated recording (see KafkaReplayer)
 
     def add(self, index: int, body: dict | None) -> KafkaResponse | None:
         """Record one part's response body (None: recorded without response); returns

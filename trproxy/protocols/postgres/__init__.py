@@ -10,30 +10,19 @@ Modules (each says its role and invariants):
 * ``sql``, ``matching``: SQL normalization, lifetimes, ``match_key``;
 * ``recorder``: ``PostgresRecorder`` (record mode);
 * ``render``, ``replayer``: ``PostgresReplayer`` (replay mode);
-* ``detect``: is a new connection PostgreSQL.
+* ``detect``: is a new connection PostgreSQL;
+* ``encryption``: answers to SSLRequest/GSSENCRequest before the startup.
 """
 
 from __future__ import annotations
 
-import struct
-
 from ..base import Dialect
 from .codec import PostgresCodec
 from .detect import detect
+from .encryption import decline_encryption, tls_upgrade
 from .matching import match_key
 from .recorder import PostgresRecorder
 from .replayer import PostgresReplayer
-from .wire import GSSENC_REQUEST_CODE, SSL_REQUEST_CODE
-
-_ENCRYPTION_REQUESTS = {struct.pack("!ii", 8, code) for code in (SSL_REQUEST_CODE, GSSENC_REQUEST_CODE)}
-
-
-def decline_encryption(data: bytes) -> bytes | None:
-    """Record mode: answer SSLRequest/GSSENCRequest with "N" (protocol 3.0, "SSL Session
-    Encryption"), as a server without TLS does, so `sslmode=prefer` clients continue in
-    plaintext that can be recorded, even when the real server offers TLS."""
-    return b"N" if data in _ENCRYPTION_REQUESTS else None
-
 
 DIALECT = Dialect(
     name="postgres",
@@ -43,7 +32,8 @@ DIALECT = Dialect(
     replayer=PostgresReplayer,
     match_key=match_key,
     local_reply=decline_encryption,
+    tls_upgrade=tls_upgrade,
 )
 
 __all__ = ["DIALECT", "PostgresCodec", "decline_encryption", "PostgresRecorder", "PostgresReplayer", "detect",
-           "match_key"]
+           "match_key", "tls_upgrade"]

@@ -4,7 +4,8 @@
 ``Lookup`` (requests the proxy answers from the store with ``respond``/``miss``); the
 proxy must send them in that order. Synthesized here, never looked up:
 
-* SSLRequest and GSSENCRequest -> 'N' (stay in plaintext);
+* SSLRequest and GSSENCRequest -> 'N' (stay in plaintext); with TLS interception on,
+  the proxy answers SSLRequest 'S' itself and feeds this replayer the plaintext inside;
 * CancelRequest -> nothing; ``close_after`` tells the proxy to close, as a server does;
 * batches of only Parse/Close/Sync/Flush -> ParseComplete / CloseComplete /
   ReadyForQuery (``matching.is_trivial``);
