@@ -1,6 +1,7 @@
 """YAML reading and writing for recordings: safe, readable, and tolerant of a torn tail.
 
-Documents are written with a safe dumper (no ``!!python``/``!!binary`` tags; multi-line
+Documents are written by ``emit`` (a fast emitter for the shapes recordings have) or,
+for anything else, with a safe dumper (no ``!!python``/``!!binary`` tags; multi-line
 strings such as SQL as ``|`` blocks) and read with the safe loader only. A stream is
 split on ``---`` lines, so a document cut short by a crash is detected and dropped
 alone: every complete document before it survives.
@@ -14,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from .emit import Unsupported, emit
 from .errors import FormatError
 
 _Dumper: type = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
@@ -44,7 +46,15 @@ _SEPARATOR = re.compile(r"^---[ \t]*$", re.MULTILINE)
 
 
 def dump(doc: Any) -> str:
-    """One document, starting with its ``---`` line."""
+    """One document, starting with its ``---`` line (``emit``, else PyYAML)."""
+    try:
+        return "---\n" + emit(doc)
+    except Unsupported:
+        return pyyaml_dump(doc)
+
+
+def pyyaml_dump(doc: Any) -> str:
+    """``dump`` through PyYAML alone (the reference ``emit`` is tested against)."""
     return "---\n" + yaml.dump(doc, Dumper=_ReadableDumper, sort_keys=False,
                                 allow_unicode=True, width=120)
 
