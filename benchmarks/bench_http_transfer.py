@@ -8,9 +8,9 @@ plain relay, the reference for the proxy's own cost), ``--mode record`` (the bod
 goes to ``bodies/<sha256>``) and, with the server stopped, ``--mode replay`` (streamed
 back from that file).
 
-Printed: MiB/s and the ratio to direct; peak RSS of the run (``wait4``'s ``ru_maxrss``:
-the largest of trproxy and the client it wraps; the direct row is the client alone);
-whether the client saw the same SHA-256. Memory must not grow with the body: a 200 MiB
+Printed: MiB/s and the ratio to direct; trproxy's peak RSS (its ``VmHWM``, read by the
+client, its child, once the body is through) and the client's; whether the client saw
+the same SHA-256. Memory must not grow with the body: a 200 MiB
 transfer should peak where a small one does. Root is needed (eBPF redirect).
 """
 
@@ -68,30 +68,31 @@ CLIENT = textwrap.dedent("""
         digest.update(chunk)
         size += len(chunk)
     elapsed = time.perf_counter() - t
+
+    def hwm(pid):  # peak RSS of a process in KiB (VmHWM: set anew at exec, unlike ru_maxrss)
+        with open(f"/proc/{pid}/status") as f:
+            return int(next(l.split()[1] for l in f if l.startswith("VmHWM:")))
+
+    import os
     print(json.dumps({"status": r.status_code, "size": size, "seconds": elapsed,
-                      "digest": digest.hexdigest()}))
+                      "digest": digest.hexdigest(), "client_kb": hwm(os.getpid()),
+                      "parent_kb": hwm(os.getppid())}))
 """)
 
 
 def client_run(port: int, wrap: list[str]) -> dict:
-    """Run the client (wrapped); its result plus the run's peak RSS in KiB (the child is
-    reaped by ``wait4``, which reports it; ``Popen.wait`` would not)."""
-    cmd = [*wrap, sys.executable, "-c", CLIENT, str(port)]
-    out_path = Path(tempfile.mkstemp(prefix="trproxy-bench-out-")[1])
-    try:
-        with out_path.open("w") as out, open(os.devnull, "w") as null:
-            pid = subprocess.Popen(cmd, stdout=out, stderr=null,
-                                   env=dict(os.environ, PYTHONPATH=str(ROOT))).pid
-            _pid, status, usage = os.wait4(pid, 0)
-        text = out_path.read_text().strip()
-    finally:
-        out_path.unlink(missing_ok=True)
-    code = os.waitstatus_to_exitcode(status)
-    if code != 0 or not text:
-        return {"error": f"exit {code}"}
-    result = json.loads(text.splitlines()[-1])
-    result["rss_kb"] = usage.ru_maxrss
-    return result
+    """Run the client (wrapped); its result, with the peak RSS of trproxy (the client's
+    parent when wrapped) read by the client once the body is through."""
+    proc = subprocess.run([*wrap, sys.executable, "-c", CLIENT, str(port)],
+                          capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    if proc.returncode != 0 or not proc.stdout.strip():
+        return {"error": f"exit {proc.returncode}: {proc.stderr.strip()[-600:]}"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def wrap_of(path: str) -> bool:
+    return path.startswith("trproxy")
 
 
 def main() -> None:
@@ -122,7 +123,8 @@ def main() -> None:
     direct = rows["direct"]
     print(f"GET of a {SIZE_MB} MiB body, streamed by requests in 1 MiB reads, eBPF redirect; "
           f"body files written: {files} MiB")
-    print(f"{'path':28}{'MiB/s':>9}{'ratio':>8}{'peak RSS MiB':>14}  same body")
+    print(f"{'path':28}{'MiB/s':>9}{'ratio':>8}{'trproxy peak RSS MiB':>22}"
+          f"{'client':>8}  same body")
     for path, r in rows.items():
         if "error" in r:
             print(f"{path:28}  FAILED {r['error']}")
@@ -130,7 +132,8 @@ def main() -> None:
         rate = r["size"] / MB / r["seconds"]
         ratio = rate / (direct["size"] / MB / direct["seconds"]) if "size" in direct else float("nan")
         same = "yes" if r["status"] == 200 and r["digest"] == direct.get("digest") else "NO"
-        print(f"{path:28}{rate:>9.0f}{ratio:>7.2f}x{r['rss_kb'] / 1024:>14.0f}  {same}")
+        proxy = f"{r['parent_kb'] / 1024:.0f}" if wrap_of(path) else "-"
+        print(f"{path:28}{rate:>9.0f}{ratio:>7.2f}x{proxy:>22}{r['client_kb'] / 1024:>8.0f}  {same}")
 
 
 if __name__ == "__main__":
