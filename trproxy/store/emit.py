@@ -117,15 +117,15 @@ def _inline(value: Any, indent: int, flow: bool = False) -> str:
     raise Unsupported(type(value).__name__)
 
 
-def _flow(value: list) -> bool:
-    """PyYAML's choice in ``yamlio``: short lists of one-line scalars go on one line."""
+def flow_list(value: list) -> bool:
+    """Short lists of one-line scalars go on one line (``[GET, key]``), with PyYAML too."""
     return (len(value) <= 8 and all(isinstance(v, _FLOW_ITEM) for v in value)
             and sum(len(str(v)) for v in value) <= 100 and not any("\n" in str(v) for v in value))
 
 
 def _block(value: Any) -> bool:
     return isinstance(value, (dict, list)) and bool(value) and not (
-        isinstance(value, list) and _flow(value))
+        isinstance(value, list) and flow_list(value))
 
 
 def _mapping(value: dict, indent: int, out: list[str]) -> None:
@@ -168,7 +168,7 @@ def emit(doc: Any) -> str:
     out: list[str] = []
     if isinstance(doc, dict) and doc:
         _mapping(doc, 0, out)
-    elif isinstance(doc, list) and doc and not _flow(doc):
+    elif isinstance(doc, list) and doc and not flow_list(doc):
         _sequence(doc, 0, out)
     else:
         out.append(_inline(doc, 2) + "\n")

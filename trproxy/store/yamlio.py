@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from .emit import Unsupported, emit
+from .emit import Unsupported, emit, flow_list
 from .errors import FormatError
 
 _Dumper: type = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
@@ -34,9 +34,7 @@ def _str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
 
 def _list(dumper: yaml.SafeDumper, value: list) -> yaml.Node:
     # header pairs, Redis commands, short rows: one line each, as people write them
-    flow = (len(value) <= 8 and all(isinstance(v, (str, int, float, bool)) or v is None for v in value)
-            and sum(len(str(v)) for v in value) <= 100 and not any("\n" in str(v) for v in value))
-    return dumper.represent_sequence("tag:yaml.org,2002:seq", value, flow_style=flow)
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", value, flow_style=flow_list(value))
 
 
 _ReadableDumper.add_representer(str, _str)

@@ -487,3 +487,25 @@ def test_open_lookup_is_a_quiet_partial_handshake():
                                 "headers": [], "body": ""}])
     assert replayer.miss(greeting, "none") == b""
     assert replayer.respond(greeting, [text("hi")]) == b""
+
+
+def test_a_server_that_streams_alone_is_kept_to_max_body_and_says_so():
+    """A feed the client never answers: held messages stop at ``max_body`` bytes, the rest
+    are counted, and replaying the recording reports what it could not send."""
+    p = Pair()
+    config = HttpConfig(max_body=10_000)
+    rec = WsRecorder(URL, None, config)
+    steps = [(S, p.s(BytesMessage(bytes([i]) * 1000))) for i in range(50)]
+    steps += [(C, p.c(TextMessage("bye"))), (C, b""), (S, b"")]
+    greeting, bye = record(rec, steps)
+    kept, marker = greeting.responses[:-1], greeting.responses[-1]
+    assert len(kept) == 10 and all(m["message"] == "binary" for m in kept)
+    assert marker["dropped"] == 40 and marker["size"] == 40_000 and "not kept" in marker["note"]
+    assert bye.request["body"] == "bye" and bye.responses == []
+
+    replayer = WsReplayer(URL, None, config)
+    lookup = Lookup(request=greeting.request)
+    client = Pair()  # a fresh client to decode what the replayer sends
+    got = received(client.client, replayer.respond(lookup, greeting.responses))
+    assert [bytes(e.data) for e in got] == [bytes([i]) * 1000 for i in range(10)]
+    assert "not kept" in lookup.context["unreplayable"]

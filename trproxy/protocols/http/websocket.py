@@ -32,14 +32,13 @@ one another.
 from __future__ import annotations
 
 import base64
-import hashlib
 from typing import Any, cast
 
 from wsproto.extensions import Extension, PerMessageDeflate
 from wsproto.frame_protocol import CloseReason, FrameProtocol, Opcode, ParseFailed
 
 from ..base import DecodeError, Direction, Interaction, Lookup, ProtocolError, Readable, Reply
-from .body import body_from_readable, body_to_readable
+from .body import BodyBuffer, body_from_readable, body_to_readable
 from .config import HttpConfig
 from .readable import split_url
 
@@ -96,36 +95,25 @@ def _protocol(client: bool, extensions_header: str | None) -> FrameProtocol:
 
 
 class _Message:
-    """A data message being reassembled; beyond ``limit`` bytes only its size and SHA-256."""
+    """A data message being reassembled (bounded like an HTTP body: ``BodyBuffer``)."""
 
     def __init__(self, opcode: Opcode, limit: int) -> None:
         self.opcode = opcode
-        self.limit = limit
-        self.size = 0
-        self.chunks: list[bytes] | None = []
-        self.hash: Any = None
+        self.buffer = BodyBuffer(limit)
 
     def add(self, payload: bytes | str) -> None:
-        data = payload.encode() if isinstance(payload, str) else bytes(payload)
-        self.size += len(data)
-        if self.chunks is not None and self.size > self.limit:
-            self.hash = hashlib.sha256(b"".join(self.chunks))
-            self.chunks = None
-        if self.chunks is None:
-            self.hash.update(data)
-        else:
-            self.chunks.append(data)
+        self.buffer.add(payload.encode() if isinstance(payload, str) else bytes(payload))
 
     def readable(self, config: HttpConfig) -> dict[str, Any]:
         kind = "text" if self.opcode is Opcode.TEXT else "binary"
-        if self.chunks is None:
-            body: Readable = {"omitted": True, "size": self.size, "sha256": self.hash.hexdigest(),
-                              "note": f"message larger than {self.limit} bytes: only its size "
-                                      "and digest are kept"}
+        body: Readable
+        if self.buffer.overflow:
+            body = self.buffer.stored(f"message larger than {self.buffer.limit} bytes: only "
+                                      "its size and digest are kept")
         elif kind == "text":
-            body = body_to_readable(b"".join(self.chunks), "", config.redaction)
+            body = body_to_readable(self.buffer.data(), "", config.redaction)
         else:
-            body = {"base64": base64.b64encode(b"".join(self.chunks)).decode("ascii")}
+            body = {"base64": base64.b64encode(self.buffer.data()).decode("ascii")}
         return {"message": kind, "body": body}
 
 
@@ -137,10 +125,12 @@ class _Reader:
         self.protocol = protocol
         self.config = config
         self.message: _Message | None = None
+        self.sizes: list[int] = []  # of the data messages ``read`` returned, in order
         self.closed = False  # a Close arrived: nothing after it is parsed (RFC 6455 §5.5.1)
 
     def read(self, data: bytes) -> list[tuple[Opcode, Any]]:
         out: list[tuple[Opcode, Any]] = []
+        self.sizes = []
         for start in range(0, len(data), SLICE):
             if self.closed:
                 break
@@ -162,6 +152,7 @@ class _Reader:
                         self.message = _Message(frame.opcode, self.config.max_body)
                     self.message.add(cast(bytes | str, frame.payload))
                     if frame.message_finished:
+                        self.sizes.append(self.message.buffer.size)
                         out.append((self.message.opcode, self.message.readable(self.config)))
                         self.message = None
         except ParseFailed as e:
@@ -184,6 +175,9 @@ class WsRecorder:
         self._server = _Reader(_protocol(True, extensions_header), config)
         self._request: dict[str, Any] | None = None  # None: no client message yet
         self._responses: list[Readable] = []
+        self._limit = config.max_body  # bytes of server messages held for one interaction
+        self._held = 0
+        self._dropped = [0, 0]  # server messages (count, bytes) past the limit
         self._ended: set[Direction] = set()
 
     def feed(self, direction: Direction, data: bytes) -> list[Interaction]:
@@ -192,9 +186,19 @@ class WsRecorder:
             return self._flush() if len(self._ended) == 2 else []
         out: list[Interaction] = []
         if direction is Direction.SERVER:
-            for kind, value in self._server.read(data):
-                if kind not in (Opcode.PING, Opcode.PONG):
-                    self._responses.append(value)
+            messages = self._server.read(data)
+            sizes = iter(self._server.sizes)
+            for kind, value in messages:
+                if kind in (Opcode.PING, Opcode.PONG):
+                    continue
+                size = next(sizes) if kind is not Opcode.CLOSE else 0
+                if self._held + size > self._limit and kind is not Opcode.CLOSE:
+                    # a server that streams without the client speaking: memory stays bounded
+                    self._dropped[0] += 1
+                    self._dropped[1] += size
+                    continue
+                self._held += size
+                self._responses.append(value)
             return out
         for kind, value in self._client.read(data):
             if kind not in (Opcode.PING, Opcode.PONG):
@@ -205,7 +209,13 @@ class WsRecorder:
     def _flush(self) -> list[Interaction]:
         """The pending interaction (the greeting as ``open``, if any, before the first message)."""
         request, responses = self._request, self._responses
-        self._request, self._responses = None, []
+        self._request, self._responses, self._held = None, [], 0
+        if self._dropped[0]:
+            count, size = self._dropped
+            responses.append({"dropped": count, "size": size,
+                              "note": f"{count} later server messages ({size} bytes) were not "
+                                      f"kept: more than max_body before the client's next message"})
+            self._dropped = [0, 0]
         if request is None:
             if not responses:
                 return []
@@ -249,6 +259,9 @@ class WsReplayer:
             return b""
         out = []
         for response in responses:
+            if "dropped" in response:  # the recording kept only the start of a long stream
+                lookup.context["unreplayable"] = response.get("note", "server messages dropped")
+                continue
             if "close" in response:
                 out.append(self._close(int(response["close"]), str(response.get("reason", ""))))
                 break
