@@ -12,6 +12,8 @@ import json
 import tracemalloc
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import (
     AcceptConnection,
@@ -509,3 +511,48 @@ def test_a_server_that_streams_alone_is_kept_to_max_body_and_says_so():
     got = received(client.client, replayer.respond(lookup, greeting.responses))
     assert [bytes(e.data) for e in got] == [bytes([i]) * 1000 for i in range(10)]
     assert "not kept" in lookup.context["unreplayable"]
+
+
+@given(st.lists(st.tuples(st.sampled_from([C, S]), st.binary(min_size=1, max_size=200)),
+                max_size=8), st.booleans())
+def test_any_bytes_give_messages_or_a_decode_error(steps, deflate):
+    """Malformed frames never raise anything but ``DecodeError`` (the proxy then stops
+    capturing that connection and keeps relaying it)."""
+    extensions = Pair(deflate=True).extensions if deflate else None
+    rec, replayer = WsRecorder(URL, extensions, CONFIG), WsReplayer(URL, extensions, CONFIG)
+    try:
+        for direction, data in steps:
+            rec.feed(direction, data)
+    except DecodeError:
+        pass
+    try:
+        for _direction, data in steps:
+            for event in replayer.feed(data):
+                if isinstance(event, Lookup):
+                    replayer.respond(event, [text("ok")])
+    except DecodeError:
+        pass
+
+
+@given(st.lists(st.tuples(st.integers(min_value=0), st.integers(min_value=0, max_value=255)),
+                min_size=1, max_size=4), st.booleans())
+def test_corrupted_real_frames_give_messages_or_a_decode_error(flips, deflate):
+    p = Pair(deflate=deflate)
+    client = bytearray(p.c(TextMessage('{"a": 1}')) + p.c(BytesMessage(b"x" * 300))
+                       + p.c(Ping(b"p")) + p.c(CloseConnection(1000, "bye")))
+    server = bytearray(p.s(TextMessage("hello " * 40)) + p.s(BytesMessage(b"\x00" * 70000)))
+    for where, value in flips:
+        target = client if where % 2 else server
+        target[where % len(target)] = value
+    rec = WsRecorder(URL, p.extensions, CONFIG)
+    replayer = WsReplayer(URL, p.extensions, CONFIG)
+    try:
+        record(rec, [(S, bytes(server)), (C, bytes(client)), (C, b""), (S, b"")])
+    except DecodeError:
+        pass
+    try:
+        for event in replayer.feed(bytes(client)):
+            if isinstance(event, Lookup):
+                replayer.respond(event, [text("ok")])
+    except DecodeError:
+        pass
