@@ -76,7 +76,8 @@ class Mocks:
             self.lookups.append(lookup)
             try:
                 served = self.pool.find(self.protocol, self.destination, lookup.request,
-                                        lookup.summary, affinity)
+                                        lookup.summary, affinity,
+                                        repeat_last=bool(lookup.context.get("repeat_last")))
             except NoMatch as miss:
                 self.misses.append(lookup)
                 if not lookup.expects_reply:
@@ -84,6 +85,8 @@ class Mocks:
                 out = replayer.miss(lookup, miss.reason)
                 return out if out or lookup.context.get("partial") else None
             self._served.add(id(served.exchange))
+            if served.repeat:
+                lookup.context["repeat"] = True  # as the proxy's session does
         return replayer.respond(lookup, served.exchange.responses) if lookup.expects_reply else b""
 
     def replay(self, replayer: Replayer, data: bytes,

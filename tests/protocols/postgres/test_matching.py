@@ -8,6 +8,7 @@ from trproxy.protocols.postgres import match_key
 from trproxy.protocols.postgres.matching import lifetime_of, summary_of
 from trproxy.protocols.postgres.sql import (
     is_session_sql,
+    is_transaction_sql,
     match_sql,
     normalize_sql,
     split_statements,
@@ -101,3 +102,14 @@ def test_startup_key_is_user_and_database():
         "startup": {"user": "a", "database": "d"}}
     assert match_key(startup(user="a")) == {"startup": {"user": "a", "database": "a"}}
     assert lifetime_of(startup(user="a")) == "session"
+
+
+@pytest.mark.parametrize("sql,expected", [
+    ("BEGIN", True), ("begin isolation level serializable", True), ("START TRANSACTION", True),
+    ("COMMIT", True), ("END", True), ("ROLLBACK", True), ("ROLLBACK TO SAVEPOINT s1", True),
+    ("SAVEPOINT s1", True), ("RELEASE SAVEPOINT s1", True), ("/* tx */ COMMIT", True),
+    ("BEGIN; COMMIT", True), ("BEGIN; SELECT 1", False), ("SELECT 1", False),
+    ("UPDATE t SET x = 1", False), ("", False),
+])
+def test_transaction_control_sql(sql, expected):
+    assert is_transaction_sql(sql) is expected

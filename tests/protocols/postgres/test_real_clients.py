@@ -206,6 +206,28 @@ def test_asyncpg_pool_replays_across_connections(postgres_server):
     assert replay.misses == []
 
 
+def test_more_transactions_at_replay_than_recorded_do_not_miss(postgres_server):
+    """BEGIN/COMMIT answers hold no data: an app that opens another transaction at replay
+    (a retry, a pool's different split) gets them again instead of a miss."""
+    runs: list[str] = []
+
+    def scenario(dsn: str) -> list:
+        runs.append(dsn)
+        out = []
+        with psycopg.connect(dsn) as conn:  # not autocommit: BEGIN before each transaction
+            for _ in range(len(runs)):  # one transaction recorded, two replayed
+                out.append(conn.execute("SELECT current_setting('TimeZone')").fetchone())
+                conn.commit()
+        return out
+
+    recorded, replayed, relay, replay = record_and_replay(scenario, postgres_server)
+    assert len(recorded) == 1 and replayed == recorded * 2
+    assert replay.misses == []
+    transaction = [lk for lk in replay.lookups if lk.summary in ("Query BEGIN", "Query COMMIT")]
+    assert [lk.context.get("repeat", False) for lk in transaction] == [False, False, True, True]
+    assert all(lk.context["repeat_last"] for lk in transaction)
+
+
 def test_replay_miss_is_a_server_error_and_the_connection_stays_usable(postgres_server):
     async def asyncpg_part(dsn: str, replaying: bool) -> tuple:
         conn = await asyncpg.connect(dsn)

@@ -31,7 +31,7 @@ from typing import Any
 
 from ..base import Lifetime, ProtocolError, Readable
 from .readable import item_name
-from .sql import is_session_sql, match_sql, summarize
+from .sql import is_session_sql, is_transaction_sql, match_sql, summarize
 from .values import canonical_value
 
 STARTUP_NAMES = {"SSLRequest", "GSSENCRequest", "StartupMessage", "PasswordMessage",
@@ -153,6 +153,15 @@ def lifetime_of(request: Readable) -> Lifetime:
     if kind == "batch" and not executed:
         return "session"  # prepares and describes: metadata, asked again per connection
     return "session" if executed and all(is_session_sql(q) for q in executed) else "data"
+
+
+def repeats(request: Readable) -> bool:
+    """Transaction control only (BEGIN, COMMIT, ROLLBACK, SAVEPOINT...): once its recorded
+    answers are used up the last one serves again, so an app (or a pool) that opens a
+    different number of transactions at replay does not miss on them."""
+    executed = executed_sql(request)
+    return request_kind(request) in ("query", "batch") and bool(executed) and all(
+        is_transaction_sql(q) for q in executed)
 
 
 def summary_of(request: Readable) -> str:

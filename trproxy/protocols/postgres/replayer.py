@@ -31,7 +31,7 @@ from ..base import NEED_DATA, Direction, Lookup, Readable, Reply
 from . import backend as be
 from . import frontend as fe
 from .codec import PostgresCodec
-from .matching import is_trivial, lifetime_of, summary_of
+from .matching import is_trivial, lifetime_of, repeats, summary_of
 from .names import Names
 from .readable import item_name, request_item, response_message
 from .render import (
@@ -145,7 +145,7 @@ class PostgresReplayer:
             item = request_item(msg)
             kind = "query" if isinstance(msg, fe.Query) else "function"
             out.append(Lookup([item], lifetime_of([item]), summary_of([item]), True,
-                              {"kind": kind}))
+                              {"kind": kind, "repeat_last": repeats([item])}))
         elif isinstance(msg, (fe.Parse, fe.Bind, fe.Describe, fe.Execute, fe.Close, fe.Sync,
                               fe.Flush)):
             self._extended(msg, out)
@@ -171,7 +171,7 @@ class PostgresReplayer:
             out.append(LazyReply(lambda: self._encode(self._trivial(batch))))
             return
         out.append(Lookup(items, lifetime_of(items), summary_of(items), True,
-                          {"kind": "batch", "messages": batch}))
+                          {"kind": "batch", "messages": batch, "repeat_last": repeats(items)}))
 
     def _trivial(self, batch: list[tuple[Any, Any]]) -> list[Any]:
         answers: list[Any] = []

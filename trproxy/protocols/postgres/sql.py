@@ -133,6 +133,20 @@ def _session_statement(stmt: str) -> bool:
     return bool(_METADATA.match(bare) or _CATALOG.search(code))
 
 
+_TRANSACTION_COMMANDS = {"BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT", "SAVEPOINT",
+                         "RELEASE"}
+
+
+@lru_cache(maxsize=4096)
+def is_transaction_sql(sql: str) -> bool:
+    """True when every statement only starts or ends a transaction (or a savepoint): its
+    answer does not depend on any data, so replay may give it again (``repeat_last``)."""
+    stmts = split_statements(sql)
+    words = [_WORD.search(_strip_comments(s)) for s in stmts]
+    return bool(stmts) and all(w is not None and w.group(0).upper() in _TRANSACTION_COMMANDS
+                               for w in words)
+
+
 _DEALLOCATE = re.compile(r"^(DEALLOCATE\s+(?:PREPARE\s+)?)(?!ALL\b)(\S+)", re.I)
 
 
