@@ -74,6 +74,15 @@ def replay(tmp_path: Path, cmd: list[str], *options: str) -> subprocess.Complete
     return run_trproxy("replay", "--dir", str(tmp_path), *options, "--", *cmd, env=ENV)
 
 
+def assert_replays_the_same(tmp_path: Path, cmd: list[str],
+                            recorded: subprocess.CompletedProcess) -> None:
+    """Replay ``cmd`` (the server is gone): the same output, and nothing missed."""
+    replayed = replay(tmp_path, cmd)
+    assert replayed.returncode == 0, replayed.stderr
+    assert replayed.stdout == recorded.stdout
+    assert "trproxy: 0 misses" in replayed.stderr
+
+
 def mocks(tmp_path: Path) -> str:
     return (tmp_path / "test-set-0" / "mocks.yaml").read_text()
 
@@ -92,10 +101,7 @@ def test_prefer_client_gets_tls_end_to_end_and_is_recorded_in_plaintext(tmp_path
     text = mocks(tmp_path)
     assert "plain' || 'text" in text and PASSWORD not in text and "SSLRequest" not in text
     server.destroy()
-    replayed = replay(tmp_path, cmd)
-    assert replayed.returncode == 0, replayed.stderr
-    assert replayed.stdout == recorded.stdout
-    assert "trproxy: 0 misses" in replayed.stderr
+    assert_replays_the_same(tmp_path, cmd, recorded)
 
 
 def test_without_tls_interception_ssl_requests_are_declined(tmp_path, server):
@@ -125,10 +131,7 @@ def test_psql_sslmode_require_is_recorded_inside_tls_and_replayed(tmp_path, serv
     assert PASSWORD not in mocks(tmp_path / "tls")
     assert "tls: true" in mocks(tmp_path / "tls") and "tls: true" not in mocks(tmp_path / "plain")
     server.destroy()
-    replayed = replay(tmp_path / "tls", cmd)
-    assert replayed.returncode == 0, replayed.stderr
-    assert replayed.stdout == recorded.stdout  # the client had TLS in replay too
-    assert "trproxy: 0 misses" in replayed.stderr
+    assert_replays_the_same(tmp_path / "tls", cmd, recorded)  # the client had TLS in replay too
 
 
 def test_a_server_without_tls_is_replayed_without_tls(tmp_path):
@@ -158,10 +161,7 @@ def test_asyncpg_ssl_require_is_recorded_and_replayed(tmp_path, server):
     assert recorded.stdout == "{'setting': 'on', 'tls': True, 'n': 42}\n"
     assert PASSWORD not in mocks(tmp_path)
     server.destroy()
-    replayed = replay(tmp_path, cmd)
-    assert replayed.returncode == 0, replayed.stderr
-    assert replayed.stdout == recorded.stdout
-    assert "trproxy: 0 misses" in replayed.stderr
+    assert_replays_the_same(tmp_path, cmd, recorded)
 
 
 @pytest.mark.parametrize("client", ["psql, host=localhost", "psycopg, host=127.0.0.1"])
@@ -180,10 +180,7 @@ def test_verify_full_clients_trust_our_ca_through_the_environment(tmp_path, serv
     assert recorded.returncode == 0, recorded.stderr
     assert recorded.stdout == expected
     server.destroy()
-    replayed = replay(tmp_path, cmd)
-    assert replayed.returncode == 0, replayed.stderr
-    assert replayed.stdout == recorded.stdout
-    assert "trproxy: 0 misses" in replayed.stderr
+    assert_replays_the_same(tmp_path, cmd, recorded)
 
 
 def test_a_client_refusing_our_certificate_is_reported(tmp_path, server):
@@ -222,7 +219,4 @@ def test_direct_tls_clients_are_replayed(tmp_path, server):
     assert direct.returncode != 0
     assert f"note: TLS to 127.0.0.1:{server.port} failed" in direct.stderr
     server.destroy()
-    replayed = replay(tmp_path, [*command, dsn + " sslnegotiation=direct"])
-    assert replayed.returncode == 0, replayed.stderr
-    assert replayed.stdout == recorded.stdout
-    assert "trproxy: 0 misses" in replayed.stderr
+    assert_replays_the_same(tmp_path, [*command, dsn + " sslnegotiation=direct"], recorded)
