@@ -12,7 +12,7 @@ import h2.connection
 import h2.events
 import pytest
 
-from trproxy.protocols.base import DecodeError, Direction, Lookup, ProtocolError, Reply
+from trproxy.protocols.base import NEED_DATA, DecodeError, Direction, Lookup, ProtocolError, Reply
 from trproxy.protocols.detect import detect as detect_dialect
 from trproxy.protocols.http import (
     DEFAULT_SECRET_HEADERS,
@@ -28,6 +28,7 @@ from trproxy.protocols.http import (
     match_key_with,
 )
 from trproxy.protocols.http.body import BodyBuffer, decode_body, encode_body
+from trproxy.protocols.http.h1 import Data, End, H1Parser, H1State, Head
 from trproxy.protocols.http.matching import drop_json_path, parse_json_path
 from trproxy.protocols.http.render import ws_accept
 
@@ -399,3 +400,37 @@ def test_h2_recorder_rejects_garbage_after_preface():
     rec.feed(C, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
     with pytest.raises(ProtocolError):
         rec.feed(C, b"\x00\x00\x04\x09\x00\x00\x00\x00\x01garbage-frame-type")
+
+
+def test_content_length_bodies_split_anywhere_with_pipelining():
+    """Bodies fed while nothing is buffered skip the receive buffer; the events stay the same
+    whatever the cut: pipelined requests, a body ending mid-chunk, a close mid-body."""
+    wire = (b"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n0123456789"
+            b"POST /b HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nabcde"
+            b"PUT /c HTTP/1.1\r\nHost: h\r\nContent-Length: 8\r\n\r\nxyz")
+
+    def events(cuts: list[int]) -> list:
+        parser, out, last = H1Parser(is_request=True), [], 0
+        for cut in [*cuts, len(wire), None]:
+            parser.feed(wire[last:cut] if cut is not None else b"")
+            last = cut if cut is not None else last
+            while (e := parser.next_event()) is not NEED_DATA:
+                out.append(e)
+        body: dict[str, bytes] = {}
+        shape = []
+        for e in out:
+            if isinstance(e, Head):
+                shape.append(e.message.path)
+                body[e.message.path] = b""
+            elif isinstance(e, Data):
+                assert e.data, "no empty Data events"
+                body[shape[-1]] += e.data
+            elif isinstance(e, End):
+                shape.append("end")
+        assert parser.state is H1State.CLOSED and parser.truncated
+        return [shape, body]
+
+    expected = [["/a", "end", "/b", "end", "/c"], {"/a": b"0123456789", "/b": b"abcde", "/c": b"xyz"}]
+    for cut in range(1, len(wire)):
+        assert events([cut]) == expected, cut
+    assert events(list(range(1, len(wire)))) == expected  # a byte at a time
