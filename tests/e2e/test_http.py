@@ -17,7 +17,7 @@ import os
 import sys
 import textwrap
 import threading
-from http.server import ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -267,3 +267,113 @@ def test_forward_fallback_without_ebpf(tmp_path):
         assert [c.split("=")[0] for c in live[3]] == [c.split("=")[0] for c in again[3]]
     assert rows[1][3] and json.loads(replayed.stdout)[1][3][0].startswith("session=<redacted>")
 
+
+
+NEW_EPISODES_CLIENT = r'''
+import json, sys, requests
+base = sys.argv[1]
+out = []
+with requests.Session() as s:  # one keep-alive connection: replayed and fetched requests mix on it
+    for path in sys.argv[2:]:
+        r = s.get(base + path, headers={"Authorization": "Bearer e2e-secret-token"})
+        out.append([path, r.status_code, r.json(), r.headers.get("set-cookie")])
+print(json.dumps(out))
+'''
+
+
+class _Counting(BaseHTTPRequestHandler):
+    """Counts the requests per path; answers a token and a session cookie (both secrets)."""
+
+    protocol_version = "HTTP/1.1"
+    hits: dict[str, int] = {}
+
+    def do_GET(self) -> None:
+        self.hits[self.path] = self.hits.get(self.path, 0) + 1
+        body = json.dumps({"path": self.path, "hit": self.hits[self.path],
+                           "access_token": f"tok{self.path}"}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Set-Cookie", f"sid=real{self.path}; Path=/")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.mark.usefixtures("home")
+@pytest.mark.root
+@needs_root
+def test_new_episodes_fetches_and_records_only_the_new_request(tmp_path):
+    """A recorded host, one new call: the recorded call is replayed (the server never sees
+    it), the new one alone goes to the server, reaches the app unredacted, and is recorded
+    redacted; then both replay with the server gone."""
+    client = _script(tmp_path, NEW_EPISODES_CLIENT)
+    _Counting.hits = {}
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Counting)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    rec = tmp_path / "rec"
+    try:
+        first = _trproxy("record", rec, "--", sys.executable, str(client), base, "/a")
+        both = _trproxy("run", rec, "--mode", "new-episodes", "--test-set", "test-set-0", "--",
+                        sys.executable, str(client), base, "/a", "/b")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert _Counting.hits == {"/a": 1, "/b": 1}  # /a was replayed, /b fetched
+    rows = json.loads(both.stdout)
+    assert json.loads(first.stdout)[0][2]["access_token"] == "tok/a"  # recording: the real answer
+    assert rows[0] == ["/a", 200, {"path": "/a", "hit": 1, "access_token": "<redacted>"},
+                       "sid=<redacted>; Path=/"]  # replayed: as recorded
+    assert rows[1] == ["/b", 200, {"path": "/b", "hit": 1, "access_token": "tok/b"}, "sid=real/b; Path=/"]
+    assert "trproxy: recorded 1 http" in both.stderr and "trproxy: 0 misses" in both.stderr
+    mocks = _mocks(rec)
+    assert mocks.count("kind: http") == 2 and "summary: GET 127.0.0.1" in mocks
+    for secret in ("tok/b", "real/b", "e2e-secret-token"):
+        assert secret not in mocks
+    replayed = _trproxy("replay", rec, "--", sys.executable, str(client), base, "/a", "/b")
+    assert "trproxy: 0 misses" in replayed.stderr, replayed.stderr
+    again = json.loads(replayed.stdout)
+    assert again[0] == rows[0]
+    assert again[1][:2] == ["/b", 200] and again[1][2]["hit"] == 1
+    assert again[1][2]["access_token"] == "<redacted>"  # as recorded
+
+
+TLS_EPISODES_CLIENT = r'''
+import json, sys, requests
+base = sys.argv[1]
+with requests.Session() as s:  # trusts trproxy's CA through REQUESTS_CA_BUNDLE
+    answers = [(p, s.get(base + p)) for p in sys.argv[2:]]
+    print(json.dumps([[p, r.status_code, r.text] for p, r in answers]))
+'''
+
+
+@pytest.mark.root
+@needs_root
+def test_new_episodes_over_https_fetches_from_the_verified_server(tmp_path, home):
+    upstream_ca = CertificateAuthority(tmp_path / "upstream-ca")
+    client = _script(tmp_path, TLS_EPISODES_CLIENT)
+    h2, httpd = _tls_servers(upstream_ca)
+    base = f"https://localhost:{httpd.server_address[1]}"
+    rec = tmp_path / "rec"
+    trust = ("--tls-ca", str(upstream_ca.cert_path))
+    try:
+        _trproxy("record", rec, *trust, "--", sys.executable, str(client), base, "/json")
+        both = _trproxy("run", rec, "--mode", "new-episodes", "--test-set", "test-set-0", *trust,
+                        "--", sys.executable, str(client), base, "/json", "/text")
+        # without --tls-ca the server's certificate is not trusted: the new call is a miss
+        refused = _trproxy("run", rec, "--mode", "new-episodes", "--test-set", "test-set-0", "--",
+                           sys.executable, str(client), base, "/chunked")
+    finally:
+        h2.close()
+        httpd.shutdown()
+        httpd.server_close()
+    rows = json.loads(both.stdout)
+    assert rows[1] == ["/text", 200, "hello, world\n"] and rows[0][1] == 200
+    assert "trproxy: recorded 1 http" in both.stderr and "trproxy: 0 misses" in both.stderr
+    assert json.loads(refused.stdout)[0][1] == 502
+    assert "fetching it from the server failed" in refused.stderr and "CERTIFICATE_VERIFY_FAILED" in refused.stderr
+    replayed = _trproxy("replay", rec, "--", sys.executable, str(client), base, "/json", "/text")
+    assert json.loads(replayed.stdout) == rows and "trproxy: 0 misses" in replayed.stderr

@@ -28,7 +28,7 @@ class Mode(enum.Enum):
     RECORD = "record"
     REPLAY = "replay"
     AUTO = "auto"  # record when no recording exists, else replay (VCR.py "once")
-    NEW_EPISODES = "new-episodes"  # replay known destinations, record the others
+    NEW_EPISODES = "new-episodes"  # replay known destinations, record the others; HTTP: per request
 
 
 def match_key(protocol: str, request: Any) -> Any:

@@ -18,11 +18,12 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..protocols.base import Dialect, Direction, Lookup, ProtocolError, Reply
 from ..protocols.detect import detect, dialects
 from ..store import Affinity, Exchange, NoMatch
+from .context import Mode
 from .relay import CHUNK, relay, reset
 from .tlserrors import CertificateRejected, NotTls, TlsError
 
@@ -35,6 +36,7 @@ _conn_ids = itertools.count(1)
 Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 _SERVER_FIRST_WAIT = 0.5  # how long replay waits for a client that expects the server to speak
 _MAX_HOLD_MS = 5000  # bound of a held answer (Lookup.context["hold_ms"])
+FORWARD = object()  # _answer: fetch this request from the real server (new-episodes)
 
 
 def format_destination(host: str, port: int) -> str:
@@ -235,6 +237,8 @@ async def replay(ctx: RunContext, client: Streams, host: str, port: int) -> None
     dialect: Dialect | None = None
     replayer = None
     tls = False
+    server_name = host  # the TLS server name the app asked for (its SNI)
+    upstream: Any = None  # new-episodes: forward.Upstream, the real server, at the first miss
     try:
         while dialect is None:
             try:
@@ -256,8 +260,9 @@ async def replay(ctx: RunContext, client: Streams, host: str, port: int) -> None
 
                 hello, buffered = await _client_hello(reader, buffered)
                 if hello is not None:
+                    server_name = hello.sni or host
                     stream = await intercept_replay(ctx.tls, (reader, writer), hello, buffered,
-                                                    hello.sni or host, ctx.pool.recorded_h2(destination))
+                                                    server_name, ctx.pool.recorded_h2(destination))
                     reader = writer = stream  # type: ignore[assignment]
                     tls, buffered = True, await stream.read(CHUNK)
                     data = buffered
@@ -275,9 +280,17 @@ async def replay(ctx: RunContext, client: Streams, host: str, port: int) -> None
                     writer.write(event.data)
                 else:
                     out = _answer(ctx, dialect, replayer, event, destination, affinity)
+                    if out is FORWARD:
+                        if upstream is None:
+                            from .forward import Upstream  # h11 and the HTTP dialect: only here
+
+                            upstream = Upstream(ctx, host, port, server_name if tls else None)
+                        out = await _forward_or_miss(ctx, dialect, replayer, event, destination,
+                                                     upstream, connection)
                     if out is None:
                         reset(writer)
                         return
+                    assert isinstance(out, bytes)
                     if out and (hold := event.context.get("hold_ms")):
                         await writer.drain()  # what came before goes out now
                         await asyncio.sleep(min(hold, _MAX_HOLD_MS) / 1000)
@@ -296,6 +309,8 @@ async def replay(ctx: RunContext, client: Streams, host: str, port: int) -> None
     except (ConnectionError, OSError):
         pass
     finally:
+        if upstream is not None:
+            await upstream.close()
         if replayer is not None and hasattr(replayer, "close"):
             replayer.close()
         with contextlib.suppress(Exception):
@@ -303,21 +318,17 @@ async def replay(ctx: RunContext, client: Streams, host: str, port: int) -> None
 
 
 def _answer(ctx: RunContext, dialect: Dialect, replayer, lookup: Lookup, destination: str,
-            affinity: Affinity) -> bytes | None:
-    """Bytes for one lookup; None means close the connection (no protocol-native error)."""
+            affinity: Affinity) -> bytes | None | object:
+    """Bytes for one lookup; None means close the connection (no protocol-native error);
+    ``FORWARD``: new-episodes, fetch it from the real server (``forward``)."""
     try:
         served = ctx.pool.find(dialect.name, destination, lookup.request, lookup.summary,
                                affinity, ctx.current_test,
                                repeat_last=bool(lookup.context.get("repeat_last")))
     except NoMatch as miss:
-        if not lookup.context.get("handshake"):  # handshakes the replayer answers itself
-            ctx.missed(dialect.name, destination, miss)
-        if not lookup.expects_reply:
-            return b""
-        out = replayer.miss(lookup, miss.reason)
-        # b"": no protocol-native error exists, close; unless the lookup is one part of a
-        # request answered as a whole later (a Kafka Fetch split per partition)
-        return out if out or lookup.context.get("partial") else None
+        if ctx.mode is Mode.NEW_EPISODES and lookup.context.get("forward") is not None:
+            return FORWARD  # HTTP: this request alone is fetched and recorded
+        return _miss(ctx, dialect, replayer, lookup, destination, miss)
     ctx.served(dialect.name, destination, served.exchange)
     if served.repeat:
         lookup.context["repeat"] = True
@@ -326,3 +337,27 @@ def _answer(ctx: RunContext, dialect: Dialect, replayer, lookup: Lookup, destina
         ctx.problems.append(f"{dialect.name} {destination}: {lookup.summary}: {problem}")
         log.warning("could not replay %s %s as recorded: %s", destination, lookup.summary, problem)
     return out
+
+
+def _miss(ctx: RunContext, dialect: Dialect, replayer, lookup: Lookup, destination: str,
+          miss: NoMatch) -> bytes | None:
+    if not lookup.context.get("handshake"):  # handshakes the replayer answers itself
+        ctx.missed(dialect.name, destination, miss)
+    if not lookup.expects_reply:
+        return b""
+    out = replayer.miss(lookup, miss.reason)
+    # b"": no protocol-native error exists, close; unless the lookup is one part of a
+    # request answered as a whole later (a Kafka Fetch split per partition)
+    return out if out or lookup.context.get("partial") else None
+
+
+async def _forward_or_miss(ctx: RunContext, dialect: Dialect, replayer, lookup: Lookup,
+                           destination: str, upstream: Any, connection: int) -> bytes | None:
+    """new-episodes: the real server's answer, recorded; a miss when it cannot be had."""
+    from .forward import ForwardError, forward
+
+    try:
+        return await forward(ctx, upstream, replayer, lookup, destination, connection)
+    except ForwardError as exc:
+        reason = f"not recorded, and fetching it from the server failed: {exc}"
+        return _miss(ctx, dialect, replayer, lookup, destination, NoMatch(lookup.summary, reason, []))

@@ -128,7 +128,7 @@ class _Unanswered(ConnectionResetError):
     """The connection failed before any byte of the response arrived."""
 
 
-class _Connection:
+class Http1Connection:
     """One HTTP/1.1 client connection (h11 state machine over asyncio streams)."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -137,8 +137,10 @@ class _Connection:
         self.used = False
 
     @classmethod
-    async def open(cls, host: str, port: int) -> _Connection:
-        reader, writer = await asyncio.open_connection(host, port, limit=_READ)
+    async def open(cls, host: str, port: int, ssl: Any = None,
+                   server_hostname: str | None = None) -> Http1Connection:
+        reader, writer = await asyncio.open_connection(
+            host, port, limit=_READ, ssl=ssl, server_hostname=server_hostname if ssl else None)
         return cls(reader, writer)
 
     @property
@@ -146,7 +148,7 @@ class _Connection:
         return self.h11.our_state is h11.IDLE and self.h11.their_state is h11.IDLE
 
     async def exchange(self, request: h11.Request, body: bytes | BlobReader,
-                       config: HttpConfig) -> dict[str, Any]:
+                       config: HttpConfig, blobs: BlobStore | None = None) -> dict[str, Any]:
         """Send one request, read its response. Raises ``_Unanswered`` when the connection
         failed before the first response byte (a kept-alive connection closed while idle)."""
         self.used = True
@@ -163,7 +165,7 @@ class _Connection:
         except ConnectionError as exc:
             raise _Unanswered(str(exc)) from exc
         head: h11.Response | None = None
-        buf = BodyBuffer(config.max_body)
+        buf = BodyBuffer(config.max_body, blobs)
         trailers = None
         while True:
             event = self.h11.next_event()
@@ -209,7 +211,7 @@ class HttpClient:
         self.config = config or HttpConfig()
         self.headers = list(headers)
         self.blobs = blobs  # request bodies recorded as files
-        self._conns: dict[tuple[str, int], _Connection] = {}
+        self._conns: dict[tuple[str, int], Http1Connection] = {}
 
     async def send(self, request: dict[str, Any], host: str, port: int) -> dict[str, Any]:
         """Send a readable request; returns the readable response."""
@@ -218,7 +220,7 @@ class HttpClient:
             conn = self._conns.get((host, port))
             if conn is None or not conn.reusable:
                 await self._drop(host, port)
-                conn = self._conns[(host, port)] = await _Connection.open(host, port)
+                conn = self._conns[(host, port)] = await Http1Connection.open(host, port)
             reused = conn.used
             try:
                 return await conn.exchange(h11_request, body, self.config)

@@ -23,6 +23,7 @@ it in a queue, so the order on the wire stays the order of the requests.
 
 from __future__ import annotations
 
+import functools
 from collections import deque
 from collections.abc import Iterator
 from typing import Any
@@ -32,6 +33,7 @@ from mitmproxy import http
 from ..base import NEED_DATA, BlobStore, Lookup, Readable, Reply
 from .body import BodyBuffer, BodyUnavailable
 from .config import HttpConfig
+from .forward import forward_request
 from .h1 import Data, End, H1Parser, Head
 from .h1_record import request_url
 from .readable import header_value, method_text, request_readable, summary
@@ -108,6 +110,9 @@ class H1Replayer:
             context["ws_key"] = req.headers["sec-websocket-key"]
         if is_websocket_upgrade(req.headers.get("upgrade")):
             context["ws_url"] = url
+        else:  # new-episodes: what to send upstream when nothing recorded answers it
+            context["forward"] = functools.partial(
+                forward_request, req.data.method, req.data.path, list(req.headers.fields), body)
         return Lookup(request=readable, lifetime="data", summary=summary(req.method, url),
                       expects_reply=True, context=context)
 

@@ -15,6 +15,7 @@ Bounds: request heads by ``max_head`` (SETTINGS_MAX_HEADER_LIST_SIZE), bodies by
 
 from __future__ import annotations
 
+import functools
 import io
 from dataclasses import dataclass
 from typing import Any
@@ -29,8 +30,9 @@ import h2.settings
 from ..base import BlobReader, BlobStore, DecodeError, Lookup, Readable, Reply
 from .body import BodyBuffer, BodyUnavailable
 from .config import HttpConfig
+from .forward import forward_request
 from .h2_record import h2_request_url, split_pseudo
-from .readable import method_text, request_readable, summary
+from .readable import method_text, request_readable, split_url, summary
 from .render import (
     error_response,
     render_h2_headers,
@@ -120,8 +122,12 @@ class H2Replayer:
     def _lookup(self, sid: int, s: _Incoming) -> Lookup:
         readable = request_readable(s.method, s.url, "HTTP/2.0", s.fields, s.body, s.trailers,
                                     self.config)
-        context: dict[str, Any] = {"stream_id": sid, "method": s.method,
-                                   "http_version": "HTTP/2.0"}
+        _scheme, authority, target = split_url(s.url)
+        context: dict[str, Any] = {
+            "stream_id": sid, "method": s.method, "http_version": "HTTP/2.0",
+            # new-episodes: what to send upstream (over HTTP/1.1) when nothing recorded answers
+            "forward": functools.partial(forward_request, s.method, target, s.fields, s.body,
+                                         authority)}
         return Lookup(request=readable, lifetime="data", summary=summary(s.method, s.url),
                       expects_reply=True, context=context)
 

@@ -235,6 +235,25 @@ def body_bytes(message: dict[str, Any]) -> bytes:
 # -- whole messages -------------------------------------------------------------------
 
 
+def redact_message(message: dict[str, Any], redaction: Redaction) -> dict[str, Any]:
+    """A readable message built without redaction, redacted as recording would have.
+
+    The body is made readable again from its bytes, so JSON kept as text for its layout
+    is still searched for secret fields. Bodies kept as files or digests stay as they are.
+    """
+    out = dict(message)
+    for part in ("headers", "trailers"):
+        if part in message:
+            out[part] = [[n, redact_header(n, v, redaction) if isinstance(n, str) else v]
+                         for n, v in message[part]]
+    body = message.get("body")
+    if isinstance(body, str) or (isinstance(body, dict) and "json" in body):
+        ctype = header_value(message.get("headers", []), "content-type") or ""
+        out["body"] = body_to_readable(body_from_readable(body), ctype, redaction)
+    return out
+
+
+
 def request_readable(method: str, url: str, http_version: str, fields: Fields,
                      buf: BodyBuffer, trailers: Fields | None, config: HttpConfig) -> dict[str, Any]:
     out: dict[str, Any] = {
