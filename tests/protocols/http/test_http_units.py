@@ -434,3 +434,30 @@ def test_content_length_bodies_split_anywhere_with_pipelining():
     for cut in range(1, len(wire)):
         assert events([cut]) == expected, cut
     assert events(list(range(1, len(wire)))) == expected  # a byte at a time
+
+
+def test_forward_request_is_the_unredacted_request_framed_afresh():
+    from trproxy.protocols.http.forward import forward_request
+
+    replayer = HttpReplayer()
+    [lookup] = replayer.feed(b"POST /v1/items?x=1 HTTP/1.1\r\nHost: api.test\r\nAuthorization: Bearer s3\r\n"
+                             b"Connection: keep-alive\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n{}")[-1:]
+    assert headers(lookup.request, "authorization") == ["<redacted>"]  # what is recorded
+    fwd = lookup.context["forward"]()
+    assert (fwd.method, fwd.target, fwd.body) == (b"POST", b"/v1/items?x=1", b"{}")
+    assert fwd.headers == [(b"Host", b"api.test"), (b"Authorization", b"Bearer s3")]  # sent as is
+    big = BodyBuffer(4)
+    big.add(b"12345")
+    assert forward_request("PUT", "/u", [], big) is None  # only a digest: cannot be sent
+    h2 = forward_request("GET", "/", [(b"accept", b"*/*")], BodyBuffer(4), authority="api.test:8443")
+    assert h2 is not None and h2.headers == [(b"host", b"api.test:8443"), (b"accept", b"*/*")]
+
+
+def test_redact_message_redacts_what_recording_would():
+    from trproxy.protocols.http.readable import redact_message
+
+    response = {"status": 200, "headers": [["Set-Cookie", "sid=abc; Path=/"], ["Content-Type", "application/json"]],
+                "body": '{ "access_token" :"t0k", "n": 1 }'}  # a layout kept as text
+    out = redact_message(response, Redaction())
+    assert out["headers"][0] == ["Set-Cookie", "sid=<redacted>; Path=/"]
+    assert "t0k" not in json.dumps(out) and response["body"].endswith("1 }")  # the input is untouched
