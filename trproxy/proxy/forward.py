@@ -45,7 +45,9 @@ class Upstream:
         """The server's answer as a readable response, not redacted."""
         unredacted = HttpConfig(redaction=Redaction(frozenset(), frozenset()), noise=config.noise,
                                 max_body=config.max_body, max_head=config.max_head)
-        headers = [*request.headers, (b"content-length", b"%d" % len(request.body))]
+        headers = list(request.headers)
+        if request.body or request.method.upper() in (b"POST", b"PUT", b"PATCH"):
+            headers.append((b"content-length", b"%d" % len(request.body)))  # RFC 9110 §8.6
         message = h11.Request(method=request.method, target=request.target, headers=headers)
         for attempt in (1, 2):  # a kept-alive connection the server closed while idle: reopen
             if self._conn is None or not self._conn.reusable:

@@ -110,7 +110,7 @@ class H1Replayer:
             context["ws_key"] = req.headers["sec-websocket-key"]
         if is_websocket_upgrade(req.headers.get("upgrade")):
             context["ws_url"] = url
-        else:  # new-episodes: what to send upstream when nothing recorded answers it
+        elif req.method.upper() != "CONNECT":  # new-episodes: what to send upstream on a miss
             context["forward"] = functools.partial(
                 forward_request, req.data.method, req.data.path, list(req.headers.fields), body)
         return Lookup(request=readable, lifetime="data", summary=summary(req.method, url),
