@@ -24,7 +24,7 @@ from ..protocols.http.forward import ForwardRequest
 from ..protocols.http.readable import redact_message
 from ..store import Exchange
 from .context import RunContext
-from .testrun import Http1Connection
+from .http1 import Http1Connection
 
 log = logging.getLogger("trproxy")
 
