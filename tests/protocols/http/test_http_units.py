@@ -449,7 +449,8 @@ def test_forward_request_is_the_unredacted_request_framed_afresh():
     big = BodyBuffer(4)
     big.add(b"12345")
     assert forward_request("PUT", "/u", [], big) is None  # only a digest: cannot be sent
-    h2 = forward_request("GET", "/", [(b"accept", b"*/*")], BodyBuffer(4), authority="api.test:8443")
+    h2 = forward_request("GET", None, [(b"accept", b"*/*")], BodyBuffer(4),
+                         url="https://api.test:8443/")
     assert h2 is not None and h2.headers == [(b"host", b"api.test:8443"), (b"accept", b"*/*")]
 
 
@@ -461,3 +462,14 @@ def test_redact_message_redacts_what_recording_would():
     out = redact_message(response, Redaction())
     assert out["headers"][0] == ["Set-Cookie", "sid=<redacted>; Path=/"]
     assert "t0k" not in json.dumps(out) and response["body"].endswith("1 }")  # the input is untouched
+
+
+def test_h2_lookups_forward_with_the_authority_as_host():
+    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
+    client.initiate_connection()
+    client.send_headers(1, [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"api.test:8443"),
+                            (b":path", b"/v1/x?y=2"), (b"authorization", b"Bearer s3")], end_stream=True)
+    [lookup] = [e for e in HttpReplayer(scheme="https").feed(client.data_to_send()) if isinstance(e, Lookup)]
+    fwd = lookup.context["forward"]()
+    assert (fwd.method, fwd.target, fwd.body) == (b"GET", b"/v1/x?y=2", b"")
+    assert fwd.headers == [(b"host", b"api.test:8443"), (b"authorization", b"Bearer s3")]

@@ -13,9 +13,11 @@ already by the replayer.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .body import BodyBuffer
+from .readable import split_url
 
 _NOT_FORWARDED = frozenset({b"content-length", b"transfer-encoding", b"connection", b"keep-alive",
                             b"proxy-connection", b"te", b"upgrade", b"expect", b"trailer"})
@@ -29,10 +31,17 @@ class ForwardRequest:
     body: bytes
 
 
-def forward_request(method: str | bytes, target: str | bytes, fields: list[tuple[bytes, bytes]],
-                    body: BodyBuffer, authority: str | None = None) -> ForwardRequest | None:
+def forward_request(method: str | bytes, target: str | bytes | None,
+                    fields: Sequence[tuple[bytes, bytes]], body: BodyBuffer,
+                    url: str | None = None) -> ForwardRequest | None:
+    """Called only on a miss (replayers put it in the lookup unevaluated). ``target`` is
+    the origin form; None takes it, and a Host when ``fields`` have none, from ``url``
+    (HTTP/2 requests carry ``:authority``, not Host)."""
     if body.overflow:
         return None
+    authority = None
+    if target is None:
+        _scheme, authority, target = split_url(url or "")
     headers = [(n, v) for n, v in fields if n.lower() not in _NOT_FORWARDED and not n.startswith(b":")]
     if authority and not any(n.lower() == b"host" for n, _ in headers):
         headers.insert(0, (b"host", authority.encode("utf-8")))

@@ -112,7 +112,7 @@ class H1Replayer:
             context["ws_url"] = url
         elif req.method.upper() != "CONNECT":  # new-episodes: what to send upstream on a miss
             context["forward"] = functools.partial(
-                forward_request, req.data.method, req.data.path, list(req.headers.fields), body)
+                forward_request, req.data.method, req.data.path, req.headers.fields, body)
         return Lookup(request=readable, lifetime="data", summary=summary(req.method, url),
                       expects_reply=True, context=context)
 

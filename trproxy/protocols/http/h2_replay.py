@@ -32,7 +32,7 @@ from .body import BodyBuffer, BodyUnavailable
 from .config import HttpConfig
 from .forward import forward_request
 from .h2_record import h2_request_url, split_pseudo
-from .readable import method_text, request_readable, split_url, summary
+from .readable import method_text, request_readable, summary
 from .render import (
     error_response,
     render_h2_headers,
@@ -122,12 +122,10 @@ class H2Replayer:
     def _lookup(self, sid: int, s: _Incoming) -> Lookup:
         readable = request_readable(s.method, s.url, "HTTP/2.0", s.fields, s.body, s.trailers,
                                     self.config)
-        _scheme, authority, target = split_url(s.url)
         context: dict[str, Any] = {
             "stream_id": sid, "method": s.method, "http_version": "HTTP/2.0",
             # new-episodes: what to send upstream (over HTTP/1.1) when nothing recorded answers
-            "forward": functools.partial(forward_request, s.method, target, s.fields, s.body,
-                                         authority)}
+            "forward": functools.partial(forward_request, s.method, None, s.fields, s.body, s.url)}
         return Lookup(request=readable, lifetime="data", summary=summary(s.method, s.url),
                       expects_reply=True, context=context)
 
