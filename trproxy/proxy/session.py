@@ -130,8 +130,9 @@ async def passthrough_or_record(ctx: RunContext, client: Streams, host: str, por
         return
     first_client, first_server = await _first_bytes(client[0], upstream[0])
     upgraded = False  # the server accepted an in-band TLS request (Postgres SSLRequest)
-    while not first_server and not upgraded and (answer := _local_reply(first_client)) is not None:
-        if ctx.tls is not None and (accept := _tls_upgrade(first_client)) is not None:
+    while not first_server and not upgraded and (pre := _pre_protocol(first_client)) is not None:
+        answer, accept = pre
+        if ctx.tls is not None and accept is not None:
             answer = await _server_answer(upstream, first_client)  # TLS only if the server has it
             if not answer:
                 ctx.problems.append(f"{destination} closed the connection at the TLS request")
@@ -173,18 +174,13 @@ async def passthrough_or_record(ctx: RunContext, client: Streams, host: str, por
     await relay(client, upstream, cap.client, cap.server, first_client, first_server)
 
 
-def _local_reply(first: bytes) -> bytes | None:
+def _pre_protocol(first: bytes) -> tuple[bytes, bytes | None] | None:
+    """Bytes a dialect answers before its protocol starts: (the plaintext answer, the answer
+    accepting TLS or None), e.g. Postgres SSLRequest -> ("N", "S"); None if none claims them."""
     for dialect in dialects():
         if dialect.local_reply is not None and (answer := dialect.local_reply(first)) is not None:
-            return answer
-    return None
-
-
-def _tls_upgrade(first: bytes) -> bytes | None:
-    """The answer accepting an in-band TLS request (Postgres SSLRequest -> "S"), or None."""
-    for dialect in dialects():
-        if dialect.tls_upgrade is not None and (answer := dialect.tls_upgrade(first)) is not None:
-            return answer
+            accept = dialect.tls_upgrade(first) if dialect.tls_upgrade is not None else None
+            return answer, accept
     return None
 
 
@@ -246,10 +242,11 @@ async def replay(ctx: RunContext, client: Streams, host: str, port: int) -> None
             except TimeoutError:
                 data = None
             buffered += data or b""
-            while not tls and ctx.tls is not None and (answer := _local_reply(buffered)) is not None:
+            while not tls and ctx.tls is not None and (pre := _pre_protocol(buffered)) is not None:
                 # Postgres SSLRequest -> "S" when the recording was TLS, else "N" (as the server
                 # answered, and plaintext replays faster); GSSENCRequest -> "N"
-                accept = _tls_upgrade(buffered) if ctx.pool.recorded_tls(destination) else None
+                answer, accept = pre
+                accept = accept if ctx.pool.recorded_tls(destination) else None
                 writer.write(accept or answer)
                 await writer.drain()
                 buffered = data = await reader.read(CHUNK)
