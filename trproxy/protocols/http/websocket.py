@@ -118,43 +118,41 @@ class _Message:
 
 
 class _Reader:
-    """One direction's frames -> ``(opcode, value)``: a data message's readable form,
-    a Close's ``{close, reason}``, or a ping/pong payload."""
+    """One direction's frames -> ``(opcode, value, size)``: a data message's readable form
+    and its size in bytes, a Close's ``{close, reason}`` or a ping/pong payload (size 0)."""
 
     def __init__(self, protocol: FrameProtocol, config: HttpConfig) -> None:
         self.protocol = protocol
         self.config = config
         self.message: _Message | None = None
-        self.sizes: list[int] = []  # of the data messages ``read`` returned, in order
         self.closed = False  # a Close arrived: nothing after it is parsed (RFC 6455 §5.5.1)
 
-    def read(self, data: bytes) -> list[tuple[Opcode, Any]]:
-        out: list[tuple[Opcode, Any]] = []
-        self.sizes = []
+    def read(self, data: bytes) -> list[tuple[Opcode, Any, int]]:
+        out: list[tuple[Opcode, Any, int]] = []
         for start in range(0, len(data), SLICE):
             if self.closed:
                 break
             self._read(data[start:start + SLICE], out)
         return out
 
-    def _read(self, data: bytes, out: list[tuple[Opcode, Any]]) -> None:
+    def _read(self, data: bytes, out: list[tuple[Opcode, Any, int]]) -> None:
         self.protocol.receive_bytes(data)
         try:
             for frame in self.protocol.received_frames():
                 if frame.opcode is Opcode.CLOSE:
                     code, reason = cast(tuple[int, str], frame.payload)
-                    out.append((Opcode.CLOSE, {"close": int(code), "reason": reason}))
+                    out.append((Opcode.CLOSE, {"close": int(code), "reason": reason}, 0))
                     self.closed = True
                 elif frame.opcode in (Opcode.PING, Opcode.PONG):
-                    out.append((frame.opcode, bytes(cast(bytes, frame.payload))))
+                    out.append((frame.opcode, bytes(cast(bytes, frame.payload)), 0))
                 else:
                     if self.message is None:
                         self.message = _Message(frame.opcode, self.config.max_body)
                     self.message.add(cast(bytes | str, frame.payload))
                     if frame.message_finished:
-                        self.sizes.append(self.message.buffer.size)
-                        out.append((self.message.opcode, self.message.readable(self.config)))
-                        self.message = None
+                        message, self.message = self.message, None
+                        out.append((message.opcode, message.readable(self.config),
+                                    message.buffer.size))
         except ParseFailed as e:
             raise DecodeError(f"WebSocket: {e}") from e
 
@@ -186,13 +184,10 @@ class WsRecorder:
             return self._flush() if len(self._ended) == 2 else []
         out: list[Interaction] = []
         if direction is Direction.SERVER:
-            messages = self._server.read(data)
-            sizes = iter(self._server.sizes)
-            for kind, value in messages:
+            for kind, value, size in self._server.read(data):
                 if kind in (Opcode.PING, Opcode.PONG):
                     continue
-                size = next(sizes) if kind is not Opcode.CLOSE else 0
-                if self._held + size > self._limit and kind is not Opcode.CLOSE:
+                if self._held + size > self._limit:  # a Close has size 0: always kept
                     # a server that streams without the client speaking: memory stays bounded
                     self._dropped[0] += 1
                     self._dropped[1] += size
@@ -200,7 +195,7 @@ class WsRecorder:
                 self._held += size
                 self._responses.append(value)
             return out
-        for kind, value in self._client.read(data):
+        for kind, value, _size in self._client.read(data):
             if kind not in (Opcode.PING, Opcode.PONG):
                 out.extend(self._flush())
                 self._request = _request(self.url, kind, value)
@@ -244,7 +239,7 @@ class WsReplayer:
         out: list[Lookup | Reply] = []
         if self.close_after:
             return out
-        for kind, value in self._reader.read(data):
+        for kind, value, _size in self._reader.read(data):
             if kind is Opcode.PING:
                 out.append(Reply(bytes(self._protocol.pong(value))))  # RFC 6455 §5.5.3
             elif kind is not Opcode.PONG:
