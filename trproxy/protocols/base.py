@@ -225,6 +225,15 @@ class Dialect:
         return self.replayer()
 
 
+def digest_form(value: Readable) -> dict[str, Any] | None:
+    """``{size, sha256}`` of a payload kept as a blob (``{file, size, sha256}``) or only as
+    a digest (``{omitted, size, sha256}``), how such payloads are compared (a live one
+    over the limit is only digested); None for any other value."""
+    if isinstance(value, dict) and "sha256" in value and ("file" in value or value.get("omitted")):
+        return {"size": value.get("size"), "sha256": value.get("sha256")}
+    return None
+
+
 def blob(data: bytes) -> Readable:
     """Readable form of bytes: text as ``str`` when it is clean UTF-8, else ``{"hex": ...}``."""
     try:

@@ -46,6 +46,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from ..protocols.base import digest_form
 from .errors import FormatError
 from .yamlio import dump, load_one
 
@@ -242,9 +243,7 @@ def normalize_body(body: Any) -> Any:
             return body
     if isinstance(body, dict) and set(body) == {"text"}:
         return body["text"]
-    if isinstance(body, dict) and "sha256" in body and ("file" in body or body.get("omitted")):
-        return {"size": body.get("size"), "sha256": body["sha256"]}  # compared by digest
-    return body
+    return digest_form(body) or body  # over max_body: compared by size and digest
 
 
 def _json_of(body: Any) -> Any:

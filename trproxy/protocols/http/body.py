@@ -118,14 +118,6 @@ class BodyBuffer:
         }
 
 
-def digest_form(body: Readable) -> dict[str, Any] | None:
-    """``{size, sha256}`` of a body kept as a file or as a digest (how such bodies are
-    compared: a live body over ``max_body`` is only digested), else None."""
-    if isinstance(body, dict) and "sha256" in body and ("file" in body or body.get("omitted")):
-        return {"size": body.get("size"), "sha256": body.get("sha256")}
-    return None
-
-
 def body_file(body: Readable) -> str | None:
     """The blob reference of a body stored in a file, else None."""
     if isinstance(body, dict) and isinstance(body.get("file"), str):

@@ -29,8 +29,8 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import parse_qsl
 
-from ..base import Readable
-from .body import digest_form, is_form_type, is_json_type, parse_json
+from ..base import Readable, digest_form
+from .body import is_form_type, is_json_type, parse_json
 from .config import DEFAULT_NOISE_HEADERS, Noise
 from .readable import DEFAULT_PORTS, header_value, lenient_urlsplit
 
