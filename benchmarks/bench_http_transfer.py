@@ -91,10 +91,6 @@ def client_run(port: int, wrap: list[str]) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def wrap_of(path: str) -> bool:
-    return path.startswith("trproxy")
-
-
 def main() -> None:
     if os.geteuid() != 0:
         print("skipped: trproxy run needs root for the eBPF redirect")
@@ -132,7 +128,7 @@ def main() -> None:
         rate = r["size"] / MB / r["seconds"]
         ratio = rate / (direct["size"] / MB / direct["seconds"]) if "size" in direct else float("nan")
         same = "yes" if r["status"] == 200 and r["digest"] == direct.get("digest") else "NO"
-        proxy = f"{r['parent_kb'] / 1024:.0f}" if wrap_of(path) else "-"
+        proxy = f"{r['parent_kb'] / 1024:.0f}" if path != "direct" else "-"
         print(f"{path:28}{rate:>9.0f}{ratio:>7.2f}x{proxy:>22}{r['client_kb'] / 1024:>8.0f}  {same}")
 
 
