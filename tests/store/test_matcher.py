@@ -42,12 +42,17 @@ def test_data_exchanges_repeat_their_last_answer_when_asked():
         pool.find("redis", "127.0.0.1:6379", ["FETCH", "9"], repeat_last=True)
 
 
-def test_recorded_tls_is_per_destination():
+def test_recorded_tls_and_h2_are_per_destination():
     tls = ex(["GET", "a"], "x", dest="127.0.0.1:5432")
     tls.tls = True
     pool = MockPool.build([tls, ex(["GET", "a"], "x", dest="127.0.0.1:6379")], key)
     assert pool.recorded_tls("[::1]:5432") and not pool.recorded_tls("127.0.0.1:6379")
     assert not pool.recorded_tls("127.0.0.1:7000")
+    h2 = Exchange("http", "127.0.0.1:8443", {"method": "GET", "http_version": "HTTP/2.0"}, [])
+    h1 = Exchange("http", "127.0.0.1:8080", {"method": "GET", "http_version": "HTTP/1.1"}, [])
+    pool.add(h2)
+    pool.add(h1)
+    assert pool.recorded_h2("[::1]:8443") and not pool.recorded_h2("127.0.0.1:8080")
 
 
 def test_loopback_addresses_are_one_destination():

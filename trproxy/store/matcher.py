@@ -112,6 +112,10 @@ class MockPool:
 
     key_fn: KeyFn  # counting served exchanges and misses is the caller's (RunContext)
     _by_dest: dict[tuple[str, str], dict[str, _Bucket]] = field(default_factory=dict)
+    # destinations with a connection recorded over TLS / HTTP recorded as HTTP/2: asked at
+    # every replayed connection's start, so kept as they are added, not searched for
+    _tls: set[str] = field(default_factory=set)
+    _h2: set[str] = field(default_factory=set)
 
     @classmethod
     def build(cls, exchanges: list[Exchange], key_fn: KeyFn) -> MockPool:
@@ -122,8 +126,15 @@ class MockPool:
 
     def add(self, exchange: Exchange) -> None:
         key = canonical(self.key_fn(exchange.protocol, exchange.request))
-        by_key = self._by_dest.setdefault((exchange.protocol, destination_key(exchange.destination)), {})
+        dest = destination_key(exchange.destination)
+        by_key = self._by_dest.setdefault((exchange.protocol, dest), {})
         by_key.setdefault(key, _Bucket()).add(_Entry(exchange, key))
+        if exchange.tls:
+            self._tls.add(dest)
+        request = exchange.request
+        if (exchange.protocol == "http" and isinstance(request, dict)
+                and str(request.get("http_version", "")).startswith("HTTP/2")):
+            self._h2.add(dest)
 
     def __len__(self) -> int:
         return sum(len(v) for d in self._by_dest.values() for v in d.values())
@@ -135,16 +146,11 @@ class MockPool:
     def recorded_tls(self, destination: str) -> bool:
         """Whether a connection to this destination was recorded over TLS (replay accepts
         an in-band TLS request, a Postgres SSLRequest, only then, as the server did)."""
-        dest = destination_key(destination)
-        return any(e.exchange.tls for (_p, d), by_key in self._by_dest.items() if d == dest
-                   for entries in by_key.values() for e in entries)
+        return destination_key(destination) in self._tls
 
     def recorded_h2(self, destination: str) -> bool:
         """Whether HTTP at this destination was recorded as HTTP/2 (for ALPN at replay)."""
-        by_key = self._by_dest.get(("http", destination_key(destination)), {})
-        return any(isinstance(e.exchange.request, dict)
-                   and str(e.exchange.request.get("http_version", "")).startswith("HTTP/2")
-                   for entries in by_key.values() for e in entries)
+        return destination_key(destination) in self._h2
 
     def find(self, protocol: str, destination: str, request: Any, summary: str = "",
              affinity: Affinity | None = None, test: str | None = None,
