@@ -50,7 +50,7 @@ def startup(samples: int = 5) -> tuple[float, float]:
         subprocess.run([*TRPROXY, "run", "--", "true"], check=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
         times.append(time.perf_counter() - t)
     t = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import trproxy.proxy.cli"], check=True)
+    subprocess.run([sys.executable, "-c", "import trproxy.cli"], check=True)
     return statistics.median(times), time.perf_counter() - t
 
 

@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-TRPROXY = [sys.executable, "-m", "trproxy.proxy.cli"]
+TRPROXY = [sys.executable, "-m", "trproxy.cli"]
 
 
 def run(cmd: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:

@@ -12,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=$PWD/.venv/bin/python
-TRPROXY=("$PY" -m trproxy.proxy.cli)
+TRPROXY=("$PY" -m trproxy.cli)
 SHOP=examples/shop
 REC=$SHOP/trproxy
 WORK=$(mktemp -d /tmp/trproxy-demo.XXXXXX)

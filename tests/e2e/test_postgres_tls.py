@@ -20,7 +20,7 @@ import yaml
 
 from tests.support.proc import run_trproxy
 from tests.support.services import PostgresServer
-from trproxy.proxy.tls import trproxy_home
+from trproxy.tls.ca import trproxy_home
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]
 

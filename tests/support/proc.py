@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .services import free_port, wait_port
 
-TRPROXY = [sys.executable, "-m", "trproxy.proxy.cli"]
+TRPROXY = [sys.executable, "-m", "trproxy.cli"]
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -23,13 +23,13 @@ from typing import TYPE_CHECKING, Any
 
 from tests.support.tee import Listener
 from trproxy.protocols.base import Interaction, Lookup, Replayer, Reply
-from trproxy.protocols.detect import by_name
-from trproxy.proxy.context import match_key
+from trproxy.protocols.registry import by_name, match_key
 from trproxy.store import Affinity, Exchange, MockPool, NoMatch
 from trproxy.store.yamlio import dump, load_one
 
 if TYPE_CHECKING:
-    from trproxy.proxy.tls import CertificateAuthority, TlsEndpoint
+    from trproxy.tls.ca import CertificateAuthority
+    from trproxy.tls.endpoint import TlsEndpoint
 
 Recorded = Interaction | dict[str, Any]  # a dict: ``request``, ``responses``, ``lifetime``?
 
@@ -180,7 +180,7 @@ class ReplayServer(Listener):
 
     def _tls(self, sock: socket.socket) -> tuple[TlsEndpoint | None, bytes]:
         """The server side of TLS after the client's hello (None: it hung up first)."""
-        from trproxy.proxy.tls import TlsEndpoint, parse_client_hello
+        from trproxy.tls.endpoint import TlsEndpoint, parse_client_hello
 
         first = b""
         while (hello := parse_client_hello(first)) is None:

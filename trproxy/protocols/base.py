@@ -211,6 +211,9 @@ class Dialect:
     # with TLS interception: the answer accepting an in-band TLS request (Postgres
     # SSLRequest -> "S"), after which the proxy terminates TLS and reads the plaintext
     tls_upgrade: Callable[[bytes], bytes | None] | None = None
+    # the dialect built from this protocol's section of the user's ``config.yaml``
+    # (``http:`` secrets and noise); raises ValueError naming the field that is wrong
+    configure: Callable[[dict], Dialect] | None = None
 
     def recorder_for(self, tls: bool, authority: str, blobs: BlobStore | None = None) -> Recorder:
         if self.connection_aware:

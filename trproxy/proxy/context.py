@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..protocols.base import Dialect
-from ..protocols.detect import by_name
+from ..protocols.registry import match_key
 from ..store import DirBlobStore, Exchange, MockPool, MockWriter, NoMatch
 
 if TYPE_CHECKING:
-    from .tlslayer import TlsSettings  # mitmproxy: imported only when TLS is intercepted
+    from ..tls.stream import TlsSettings  # mitmproxy: imported only when TLS is intercepted
 
 log = logging.getLogger("trproxy")
 
@@ -31,9 +31,8 @@ class Mode(enum.Enum):
     NEW_EPISODES = "new-episodes"  # replay known destinations, record the others; HTTP: per request
 
 
-def match_key(protocol: str, request: Any) -> Any:
-    dialect = by_name(protocol)
-    return dialect.match_key(request) if dialect else request
+def format_destination(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 @dataclass

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ..apptest.noise import write_default_config
+from ..protocols.registry import match_key
 from ..redirect.errors import RedirectError
 from ..store import (
     DirBlobStore,
@@ -28,11 +30,10 @@ from ..store import (
     recover,
     test_set_dir,
 )
+from ..store.config import configure_protocols
 from ..store.errors import FormatError
-from ..store.noise import write_default_config
 from ..store.recording import MOCKS, DocumentWriter
-from .config import apply_http_config
-from .context import Mode, RunContext, match_key
+from .context import Mode, RunContext
 from .server import Proxy
 
 log = logging.getLogger("trproxy")
@@ -76,8 +77,11 @@ def resolve_mode(opts: RunOptions) -> tuple[Mode, Path]:
 def build_context(mode: Mode, test_set: Path, opts: RunOptions | None = None) -> RunContext:
     ctx = RunContext(mode)
     if opts is not None and opts.tls and mode is not Mode.PASSTHROUGH:
-        from .tls import CertificateAuthority, ca_env  # mitmproxy/cryptography: only when needed
-        from .tlslayer import TlsSettings
+        from ..tls.ca import (  # mitmproxy/cryptography: only when needed
+            CertificateAuthority,
+            ca_env,
+        )
+        from ..tls.stream import TlsSettings
 
         ctx.tls = TlsSettings(CertificateAuthority(), verify=opts.tls_verify, ca_file=opts.tls_ca_file)
         opts.env = {**ca_env(ctx.tls.ca), **opts.env}
@@ -126,9 +130,9 @@ async def _run(opts: RunOptions, ctx: RunContext, test_set: Path) -> int:
 
 async def _capture_inbound(opts: RunOptions, ctx: RunContext, test_set: Path):
     """Listen on the app's ports (the app is moved to shadow ports); calls become tests."""
-    from ..store.noise import load_config, write_default_config
-    from ..store.testcase import record_test
-    from .inbound import InboundCapture
+    from ..apptest.capture import InboundCapture
+    from ..apptest.noise import load_config, write_default_config
+    from ..apptest.testcase import record_test
 
     write_default_config(opts.root)
     noise = load_config(opts.root)
@@ -210,7 +214,7 @@ def run(opts: RunOptions) -> int:
     if mode is Mode.RECORD:
         write_default_config(opts.root)  # a commented template to edit (never overwritten)
     try:
-        apply_http_config(opts.root)
+        configure_protocols(opts.root)
     except FormatError as exc:
         raise RunError(str(exc)) from exc
     ctx = build_context(mode, test_set, opts)

@@ -15,9 +15,10 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .context import Mode, RunContext
+from .context import Mode, RunContext, format_destination
+from .record import passthrough_or_record
 from .relay import CHUNK, reset
-from .session import format_destination, passthrough_or_record, replay
+from .replay import replay
 
 log = logging.getLogger("trproxy")
 BACKLOG = 4096  # apps open pools of connections at once; a short queue drops them

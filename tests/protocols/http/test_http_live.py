@@ -27,8 +27,8 @@ import urllib3
 
 from tests.support.replay_server import ReplayServer
 from tests.support.tee import Relay
-from trproxy.proxy.tls import CertificateAuthority
 from trproxy.store.yamlio import dump, load_one
+from trproxy.tls.ca import CertificateAuthority
 
 from . import capture
 from .servers import H1Server, H2Server

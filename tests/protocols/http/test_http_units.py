@@ -13,7 +13,6 @@ import h2.events
 import pytest
 
 from trproxy.protocols.base import NEED_DATA, DecodeError, Direction, Lookup, ProtocolError, Reply
-from trproxy.protocols.detect import detect as detect_dialect
 from trproxy.protocols.http import (
     DEFAULT_SECRET_HEADERS,
     DIALECT,
@@ -31,6 +30,7 @@ from trproxy.protocols.http.body import BodyBuffer, decode_body, encode_body
 from trproxy.protocols.http.h1 import Data, End, H1Parser, H1State, Head
 from trproxy.protocols.http.matching import drop_json_path, parse_json_path
 from trproxy.protocols.http.render import ws_accept
+from trproxy.protocols.registry import detect as detect_dialect
 
 from .streams import headers, record
 

@@ -30,6 +30,7 @@ from .config import (
     HttpConfig,
     Noise,
     Redaction,
+    config_from_section,
 )
 from .matching import match_key, match_key_with
 from .recorder import H2_PREFACE, HttpRecorder
@@ -49,7 +50,12 @@ def dialect_with(config: HttpConfig) -> Dialect:
         replayer=functools.partial(HttpReplayer, config),
         match_key=functools.partial(match_key_with, noise=config.noise),
         connection_aware=True,
+        configure=_configure,
     )
+
+
+def _configure(section: dict) -> Dialect:
+    return dialect_with(config_from_section(section))
 
 
 DIALECT = Dialect(
@@ -60,6 +66,7 @@ DIALECT = Dialect(
     replayer=HttpReplayer,
     match_key=match_key,
     connection_aware=True,
+    configure=_configure,
 )
 
 __all__ = [

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 REDACTED = "<redacted>"
 
@@ -122,3 +123,27 @@ class HttpConfig:
     max_body: int = 8 * 1024 * 1024
     max_head: int = 64 * 1024
     max_header_table: int = 1024 * 1024
+
+
+def config_from_section(section: dict[str, Any]) -> HttpConfig:
+    """The ``http:`` section of ``config.yaml`` (the user's secrets and matching noise);
+    ``ValueError`` names the field that has the wrong shape."""
+    match = section.get("match") or {}
+    if not isinstance(match, dict):
+        raise ValueError("http.match must be a mapping")
+    return HttpConfig(
+        redaction=Redaction.with_extra(headers=_names(section, "secret_headers"),
+                                       fields=_names(section, "secret_fields")),
+        noise=Noise(query=frozenset(_names(match, "ignore_query", "match.")),
+                    json_paths=tuple(_names(match, "ignore_json_paths", "match.")),
+                    headers=frozenset(_names(match, "ignore_headers", "match.")),
+                    match_headers=bool(match.get("match_headers", False))),
+        max_body=int(float(section.get("max_body_mb", 8)) * 1024 * 1024),
+    )
+
+
+def _names(section: dict[str, Any], key: str, prefix: str = "") -> list[str]:
+    value = section.get(key) or []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"http.{prefix}{key} must be a list of names")
+    return value

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+from typing import Any
 
 from .base import Dialect
 
@@ -40,6 +41,18 @@ def override(dialect: Dialect) -> None:
     _overrides[dialect.name] = dialect
 
 
+def configure(doc: dict[str, Any]) -> None:
+    """Apply the user's ``config.yaml``: each dialect with a ``configure`` hook is rebuilt
+    from its section (``http:``); ValueError says which section is wrong."""
+    for dialect in dialects():
+        section = doc.get(dialect.name)
+        if dialect.configure is None or not section:
+            continue
+        if not isinstance(section, dict):
+            raise ValueError(f"`{dialect.name}` must be a mapping")
+        override(dialect.configure(section))
+
+
 def by_name(name: str) -> Dialect | None:
     if name in _overrides:
         return _overrides[name]
@@ -61,3 +74,19 @@ def detect(first_bytes: bytes, port: int, final: bool = False) -> Dialect | None
         if verdict:
             return dialect
     return by_name("generic")
+
+
+def pre_protocol(first: bytes) -> tuple[bytes, bytes | None] | None:
+    """Bytes a dialect answers before its protocol starts: (the plaintext answer, the answer
+    accepting TLS or None), e.g. Postgres SSLRequest -> ("N", "S"); None if none claims them."""
+    for dialect in dialects():
+        if dialect.local_reply is not None and (answer := dialect.local_reply(first)) is not None:
+            accept = dialect.tls_upgrade(first) if dialect.tls_upgrade is not None else None
+            return answer, accept
+    return None
+
+
+def match_key(protocol: str, request: Any) -> Any:
+    """The normalized form of a recorded or live request that replay compares."""
+    dialect = by_name(protocol)
+    return dialect.match_key(request) if dialect else request

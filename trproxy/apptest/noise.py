@@ -47,10 +47,9 @@ from pathlib import Path
 from typing import Any
 
 from ..protocols.base import digest_form
-from .errors import FormatError
-from .yamlio import dump, load_one
-
-CONFIG = "config.yaml"
+from ..store.config import CONFIG
+from ..store.errors import FormatError
+from ..store.yamlio import dump, load_one
 
 #: Response headers never compared unless config.yaml says otherwise.
 DEFAULT_VOLATILE_HEADERS: frozenset[str] = frozenset({

@@ -8,9 +8,9 @@ import os
 import sys
 from pathlib import Path
 
-from .context import Mode
-from .runner import RunError, RunOptions, run
-from .server import parse_hostport
+from .proxy.context import Mode
+from .proxy.runner import RunError, RunOptions, run
+from .proxy.server import parse_hostport
 
 EPILOG = """\
 examples:
@@ -100,7 +100,7 @@ def _setup_logging(verbose: int) -> None:
 
 
 def _doctor() -> int:
-    from ..redirect import doctor
+    from .redirect import doctor
 
     ok = True
     for check in doctor():
@@ -114,8 +114,8 @@ def _doctor() -> int:
 
 
 def _dedup(args: argparse.Namespace) -> int:
-    from ..store import existing_test_sets
-    from .dedup import dedup
+    from .apptest.dedup import dedup
+    from .store import existing_test_sets
 
     sets = [args.dir / n for n in args.test_set] or existing_test_sets(args.dir)
     for test_set in sets:
@@ -124,7 +124,7 @@ def _dedup(args: argparse.Namespace) -> int:
 
 
 def _test(args: argparse.Namespace, cmd: list[str]) -> int:
-    from .testcmd import TestOptions, run_test_command
+    from .apptest.command import TestOptions, run_test_command
 
     headers = []
     for item in args.header:

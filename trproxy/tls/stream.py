@@ -3,7 +3,7 @@
 ``TlsStream`` looks like a StreamReader and a StreamWriter at once (the subset the
 relay and the replay loop use), so the sessions run unchanged over decrypted bytes.
 ``intercept_record`` / ``intercept_replay`` perform the handshakes the way
-``tls.py``'s docstring prescribes: in record mode the upstream handshake comes first
+``endpoint.py``'s docstring prescribes: in record mode the upstream handshake comes first
 (offering the app's ALPNs), and the app is then answered with what the server chose.
 The same serves TLS that starts inside a protocol (Postgres SSLRequest answered 'S'):
 the session settles that exchange, then the ClientHello follows as usual.
@@ -16,15 +16,10 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .relay import CHUNK
-from .tls import (
-    CertificateAuthority,
-    CertificateRejected,
-    ClientHelloInfo,
-    TlsEndpoint,
-    TlsError,
-    upstream_context,
-)
+from ..proxy.relay import CHUNK
+from .ca import CertificateAuthority, upstream_context
+from .endpoint import ClientHelloInfo, TlsEndpoint, parse_client_hello
+from .errors import CertificateRejected, NotTls, TlsError
 
 log = logging.getLogger("trproxy")
 Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
@@ -152,3 +147,20 @@ async def intercept_replay(settings: TlsSettings, client: Streams, hello: Client
 
 
 __all__ = ["TlsError", "TlsSettings", "TlsStream", "intercept_record", "intercept_replay"]
+
+
+async def read_client_hello(reader: asyncio.StreamReader, data: bytes) -> tuple[ClientHelloInfo | None, bytes]:
+    """The ClientHello if ``data`` starts one (reading the rest of it), and all bytes read."""
+    if data[:1] != b"\x16":
+        return None, data
+    while True:
+        try:
+            hello = parse_client_hello(data)
+        except NotTls:
+            return None, data
+        if hello is not None:
+            return hello, data
+        more = await reader.read(CHUNK)
+        if not more:
+            return None, data
+        data += more

@@ -20,10 +20,9 @@ import pytest
 
 from tests.support.proc import stop
 from tests.support.services import free_port, wait_port
-from trproxy.protocols.http.body import BodyBuffer
-from trproxy.protocols.http.config import HttpConfig
-from trproxy.protocols.http.readable import headers_to_readable, response_readable
-from trproxy.proxy.testrun import (
+from trproxy.apptest.noise import Noise, detect_noise
+from trproxy.apptest.testcase import TestCase, load_test, write_test
+from trproxy.apptest.testrun import (
     ERROR,
     FAILED,
     PASSED,
@@ -32,8 +31,9 @@ from trproxy.proxy.testrun import (
     mark_noise,
     run_tests,
 )
-from trproxy.store.noise import Noise, detect_noise
-from trproxy.store.testcase import TestCase, load_test, write_test
+from trproxy.protocols.http.body import BodyBuffer
+from trproxy.protocols.http.config import HttpConfig
+from trproxy.protocols.http.readable import headers_to_readable, response_readable
 
 pytestmark = pytest.mark.slow  # a real app server per test
 

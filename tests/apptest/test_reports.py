@@ -7,10 +7,10 @@ import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from trproxy.proxy.reports import Progress, junit_xml, summary, write_reports
-from trproxy.proxy.testrun import ERROR, FAILED, PASSED, TestResult, TestRun
-from trproxy.store.noise import Noise, compare
-from trproxy.store.testcase import TestCase
+from trproxy.apptest.noise import Noise, compare
+from trproxy.apptest.reports import Progress, junit_xml, summary, write_reports
+from trproxy.apptest.testcase import TestCase
+from trproxy.apptest.testrun import ERROR, FAILED, PASSED, TestResult, TestRun
 
 
 def resp(body, status=200):

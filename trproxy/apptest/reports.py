@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from ..store.testcase import TestCase
+from .testcase import TestCase
 from .testrun import ERROR, FAILED, PASSED, TestResult, TestRun
 
 Miss = dict[str, Any]

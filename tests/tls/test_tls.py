@@ -1,4 +1,4 @@
-"""trproxy.proxy.tls: the CA, minted certificates, the sans-I/O endpoint, ClientHello
+"""trproxy.tls: the CA, minted certificates, the sans-I/O endpoint, ClientHello
 parsing, upstream contexts, the environment for wrapped processes, pinning detection.
 
 Fast tests pump two endpoints against each other in memory. Slow tests use real
@@ -30,20 +30,16 @@ from hypothesis import strategies as st
 
 from trproxy.protocols.base import Direction
 from trproxy.protocols.http import HttpRecorder
-from trproxy.proxy.tls import (
+from trproxy.tls.ca import (
     CA_BUNDLE_ENV_VARS,
     CertificateAuthority,
-    CertificateRejected,
-    ClientHelloInfo,
-    NotTls,
-    TlsEndpoint,
-    TlsError,
     ca_env,
-    parse_client_hello,
     system_ca_file,
     trproxy_home,
     upstream_context,
 )
+from trproxy.tls.endpoint import ClientHelloInfo, TlsEndpoint, parse_client_hello
+from trproxy.tls.errors import CertificateRejected, NotTls, TlsError
 
 
 @pytest.fixture(scope="module")

@@ -19,12 +19,12 @@ from typing import Any
 
 import h11
 
+from ..httpclient import Http1Connection
 from ..protocols.http import HttpConfig, Redaction
 from ..protocols.http.forward import ForwardRequest
 from ..protocols.http.readable import redact_message
 from ..store import Exchange
 from .context import RunContext
-from .http1 import Http1Connection
 
 log = logging.getLogger("trproxy")
 
@@ -64,7 +64,7 @@ class Upstream:
     async def _open(self) -> Http1Connection:
         if self.tls_name is None or self.ctx.tls is None:
             return await Http1Connection.open(self.host, self.port)
-        from .tls import upstream_context
+        from ..tls.ca import upstream_context
 
         ssl = upstream_context(verify=self.ctx.tls.verify, ca_file=self.ctx.tls.ca_file,
                                alpn=["http/1.1"])

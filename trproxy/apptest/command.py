@@ -19,16 +19,16 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..proxy.context import Mode
+from ..proxy.runner import RunError, RunOptions, build_context
+from ..proxy.server import Proxy
 from ..redirect.errors import RedirectError
 from ..store import existing_test_sets, recover
+from ..store.config import configure_protocols
 from ..store.errors import FormatError
-from ..store.noise import load_config
-from ..store.testcase import TestCase, list_tests
-from .config import apply_http_config
-from .context import Mode
+from .noise import load_config
 from .reports import Progress, summary, write_reports
-from .runner import RunError, RunOptions, build_context
-from .server import Proxy
+from .testcase import TestCase, list_tests
 from .testrun import ERROR, AppNotListening, TestResult, TestRun, mark_noise, run_tests
 from .timefreeze import TimeFreeze, TimeFreezeError
 
@@ -54,7 +54,7 @@ def run_test_command(opts: TestOptions) -> int:
     for line in recover(opts.root):
         log.warning("%s", line)
     try:
-        apply_http_config(opts.root)
+        configure_protocols(opts.root)
     except FormatError as exc:
         raise RunError(str(exc)) from exc
     sets = ([opts.root / name for name in opts.test_sets] if opts.test_sets
@@ -120,7 +120,7 @@ async def _test_set(opts: TestOptions, test_set: Path, ctx, env: dict[str, str],
 
     try:
         if freeze is not None:  # start-up code sees the recorded clock too
-            from ..store.testcase import load_tests
+            from .testcase import load_tests
 
             tests = load_tests(test_set)
             freeze.set_time(tests[0].created_at if tests else None)
@@ -144,7 +144,7 @@ async def _test_set(opts: TestOptions, test_set: Path, ctx, env: dict[str, str],
 
 def _not_started(test_set: Path, reason: str) -> TestRun:
     """The run of an app that never listened: each test an error carrying ``reason``."""
-    from ..store.testcase import load_tests, now_iso
+    from .testcase import load_tests, now_iso
 
     run = TestRun(test_set, started=now_iso())
     run.results = [TestResult(t, ERROR, error=reason, started=run.started) for t in load_tests(test_set)]

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from trproxy.proxy.timefreeze import TimeFreeze, find_libfaketime
+from trproxy.apptest.timefreeze import TimeFreeze, find_libfaketime
 
 pytestmark = pytest.mark.skipif(find_libfaketime() is None, reason="libfaketime missing: make setup")
 

@@ -2,7 +2,7 @@
 
 A test case is one API call the app received while recording: the request as sent,
 the response the app gave, and the parts of that response that may change between runs
-(``noise``, see ``store/noise.py``). Document envelope, like the mocks::
+(``noise``, see ``apptest/noise.py``). Document envelope, like the mocks::
 
     version: trproxy/v1
     kind: http-test
@@ -36,10 +36,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .errors import FormatError
-from .model import FORMAT_VERSION
+from ..store.errors import FormatError
+from ..store.model import FORMAT_VERSION
+from ..store.yamlio import dump, load_one
 from .noise import Noise, detect_noise
-from .yamlio import dump, load_one
 
 KIND = "http-test"
 TESTS = "tests"

@@ -9,9 +9,8 @@ import threading
 
 import pytest
 
-from trproxy.store.errors import FormatError
-from trproxy.store.noise import Noise
-from trproxy.store.testcase import (
+from trproxy.apptest.noise import Noise
+from trproxy.apptest.testcase import (
     TestCase,
     add_noise,
     curl_command,
@@ -23,6 +22,7 @@ from trproxy.store.testcase import (
     target_of,
     write_test,
 )
+from trproxy.store.errors import FormatError
 from trproxy.store.yamlio import load_one
 
 REQUEST = {"method": "POST", "url": "http://127.0.0.1:8080/orders?x=1", "http_version": "HTTP/1.1",

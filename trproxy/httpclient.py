@@ -14,10 +14,10 @@ from typing import Any
 
 import h11
 
-from ..protocols.base import BlobReader, BlobStore
-from ..protocols.http.body import BodyBuffer, read_chunks
-from ..protocols.http.config import HttpConfig
-from ..protocols.http.readable import response_readable
+from .protocols.base import BlobReader, BlobStore
+from .protocols.http.body import BodyBuffer, read_chunks
+from .protocols.http.config import HttpConfig
+from .protocols.http.readable import response_readable
 
 _READ = 64 * 1024
 

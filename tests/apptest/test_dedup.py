@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import uuid
 
-from trproxy.proxy.dedup import dedup, find_duplicates, route_shape, signature
+from trproxy.apptest.dedup import dedup, find_duplicates, route_shape, signature
+from trproxy.apptest.testcase import TestCase, list_tests, load_tests, write_test
 from trproxy.store.model import Exchange
 from trproxy.store.recording import MockWriter, load_mocks
-from trproxy.store.testcase import TestCase, list_tests, load_tests, write_test
 
 
 def case(n: int, method: str, url: str, status: int, body, req_body=None) -> TestCase:

@@ -33,9 +33,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from ..store.noise import normalize_body
 from ..store.recording import MOCKS, DocumentWriter, load_documents
-from ..store.testcase import TestCase, load_tests
+from .noise import normalize_body
+from .testcase import TestCase, load_tests
 
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _HEXID = re.compile(r"(?=.*\d)[0-9a-fA-F]{8,}")

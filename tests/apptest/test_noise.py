@@ -12,8 +12,7 @@ from email.utils import format_datetime
 
 import pytest
 
-from trproxy.store.errors import FormatError
-from trproxy.store.noise import (
+from trproxy.apptest.noise import (
     DEFAULT_VOLATILE_HEADERS,
     Noise,
     compare,
@@ -27,6 +26,7 @@ from trproxy.store.noise import (
     volatile_value,
     write_default_config,
 )
+from trproxy.store.errors import FormatError
 from trproxy.store.yamlio import load_one
 
 NOW = datetime(2024, 5, 1, 10, 0, 0, tzinfo=UTC)

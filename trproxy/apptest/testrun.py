@@ -1,12 +1,12 @@
 """The test runner: send each recorded API call to the app and compare its answer.
 
-``run_tests`` loads a test set's test cases (``store/testcase.py``), waits until the app
+``run_tests`` loads a test set's test cases (``apptest/testcase.py``), waits until the app
 accepts connections, then for each test in order: calls ``before_test(test)`` (the CLI
 switches the mock window and the faked clock there), sends the recorded request over an
 HTTP/1.1 keep-alive connection (h11; headers as recorded, body as recorded with framing
 recomputed), reads the response within ``timeout`` seconds, turns it into the HTTP
 dialect's readable form (same redaction and body decoding as at record time), compares
-it with the recorded one under the noise rules (``store/noise.py``), calls
+it with the recorded one under the noise rules (``apptest/noise.py``), calls
 ``after_test(test)`` and ``on_result(result)``.
 
 A test *fails* when the response differs outside the noise, and is an *error* when no
@@ -36,14 +36,14 @@ from urllib.parse import urlsplit
 
 import h11
 
+from ..httpclient import Http1Connection, Unanswered
 from ..protocols.base import BlobReader, BlobStore
 from ..protocols.http.body import BodyUnavailable, body_file, open_body
 from ..protocols.http.config import HttpConfig
 from ..protocols.http.readable import body_bytes, headers_from_readable
 from ..store.blobs import DirBlobStore
-from ..store.noise import Difference, Noise, compare, noise_between, render_diff
-from ..store.testcase import TestCase, add_noise, load_tests, now_iso, target_of
-from .http1 import Http1Connection, Unanswered
+from .noise import Difference, Noise, compare, noise_between, render_diff
+from .testcase import TestCase, add_noise, load_tests, now_iso, target_of
 
 PASSED, FAILED, ERROR = "passed", "failed", "error"
 _NOT_SENT = frozenset({b"content-length", b"transfer-encoding", b"expect", b"te", b"upgrade"})

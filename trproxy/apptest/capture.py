@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from ..protocols.base import Dialect, Direction, Interaction, ProtocolError
-from ..protocols.detect import by_name
-from .context import RunContext
-from .relay import CHUNK, relay, reset
-from .server import BACKLOG
+from ..protocols.registry import by_name
+from ..proxy.context import RunContext
+from ..proxy.relay import CHUNK, relay, reset
+from ..proxy.server import BACKLOG
 
 log = logging.getLogger("trproxy")
 
