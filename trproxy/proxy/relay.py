@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import os
 import socket
 import struct
+import termios
 from collections.abc import Callable
+from typing import Any
 
 CHUNK = 256 * 1024
 _DRAIN_GRACE = 0.2  # seconds the surviving direction may finish after the other reset
@@ -20,29 +24,100 @@ Tap = Callable[[bytes], None]  # sees every chunk; b"" when that direction ends
 
 
 def reset(writer: asyncio.StreamWriter) -> None:
-    """Close with RST so the peer sees a reset, as it would from a dead server."""
+    """Close with RST so the peer sees a reset, as it would from a dead server.
+
+    A reset discards what the kernel has not sent yet: ``reset_after_sent`` first waits
+    (bounded) for it when the bytes before the reset matter."""
     sock = writer.get_extra_info("socket")
     if sock is not None:
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, ValueError):  # ValueError: uvloop, already closed
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     writer.transport.abort()
 
 
+def unsent(writer: asyncio.StreamWriter) -> int:
+    """Bytes written to the socket that the kernel has not sent yet (SIOCOUTQ)."""
+    sock = writer.get_extra_info("socket")
+    try:
+        buf = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+    except (AttributeError, OSError, ValueError):  # no socket (TLS stream), or closed
+        return 0
+    return struct.unpack("i", buf)[0] + writer.transport.get_write_buffer_size()
+
+
+async def reset_after_sent(writer: asyncio.StreamWriter, timeout: float) -> None:
+    """Reset once what was written has left (or after ``timeout``): the peer reads the
+    last bytes (a server's 431 before it hung up) before it sees the reset."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while unsent(writer) and loop.time() < deadline:
+        await asyncio.sleep(0.005)
+    reset(writer)
+
+
+def _unread(reader: asyncio.StreamReader, spare: socket.socket | None) -> bytes:
+    """What the peer sent before it reset, which a direct client would still read (the
+    kernel gives queued bytes before the reset), but asyncio loses twice:
+    ``StreamReader.read`` raises the reset without returning the bytes it holds (CPython
+    gh-75044, open), and a transport whose *write* failed closes without reading what
+    the kernel still queues. ``spare`` (``spare_socket``) still reaches that queue."""
+    buffer = getattr(reader, "_buffer", None)
+    data = bytes(buffer or b"")
+    if buffer:
+        buffer.clear()
+    while spare is not None:
+        try:
+            more = spare.recv(CHUNK, socket.MSG_DONTWAIT)
+        except OSError:  # EAGAIN: nothing more queued; ECONNRESET: the reset itself
+            break
+        if not more:
+            break
+        data += more
+    return data
+
+
+def spare_socket(writer: Any) -> socket.socket | None:
+    """A second reference to a stream's socket, so the bytes its kernel queue holds stay
+    readable after the transport closed it (see ``_unread``); close it when done."""
+    sock = writer.get_extra_info("socket")
+    if sock is None:
+        return None  # a TLS stream: its records are decrypted from what was read
+    with contextlib.suppress(OSError):
+        return socket.socket(fileno=os.dup(sock.fileno()))
+    return None
+
+
 async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-               tap: Tap | None = None, first: bytes = b"") -> bool:
+               tap: Tap | None = None, first: bytes = b"",
+               spare: socket.socket | None = None) -> bool:
     """Copy ``first`` then until EOF; False when either side reset (the caller aborts both).
 
-    The tap sees ``b""`` however the direction ends: a recorder must learn that no more
-    bytes come (a response delimited by the server's close is complete even when the
-    app hung up first and our write to it failed).
+    Bytes the reader's peer sent before it reset are still delivered (a server that
+    answers 431 and hangs up on a request it did not read). The tap sees ``b""`` however
+    the direction ends: a recorder must learn that no more bytes come (a response
+    delimited by the server's close is complete even when the app hung up first and our
+    write to it failed).
     """
+    peer_reset = False
     try:
-        while data := first or await reader.read(CHUNK):
-            first = b""
+        while True:
+            if first:
+                data, first = first, b""
+            else:
+                try:
+                    data = await reader.read(CHUNK)
+                except (ConnectionError, OSError):
+                    data, peer_reset = _unread(reader, spare), True
+            if not data or writer.is_closing():
+                break
             writer.write(data)  # bytes first: the peer works while the recorder decodes a copy
             if tap is not None:
                 tap(data)
             await writer.drain()
+            if peer_reset:
+                break
+        if peer_reset:
+            return False
         if writer.can_write_eof() and not writer.is_closing():
             writer.write_eof()
         return True
@@ -62,8 +137,9 @@ async def relay(client: tuple[asyncio.StreamReader, asyncio.StreamWriter],
     ``first_client``/``first_server``: bytes already read from either side, sent first.
     """
     (c_r, c_w), (u_r, u_w) = client, upstream
-    up = asyncio.ensure_future(pump(c_r, u_w, to_upstream, first_client))
-    down = asyncio.ensure_future(pump(u_r, c_w, to_client, first_server))
+    spares = (spare_socket(c_w), spare_socket(u_w))
+    up = asyncio.ensure_future(pump(c_r, u_w, to_upstream, first_client, spares[0]))
+    down = asyncio.ensure_future(pump(u_r, c_w, to_client, first_server, spares[1]))
     try:
         for finished in asyncio.as_completed((up, down)):
             if not await finished:
@@ -72,8 +148,8 @@ async def relay(client: tuple[asyncio.StreamReader, asyncio.StreamWriter],
                 other = down if up.done() and not down.done() else up
                 with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
                     await asyncio.wait_for(asyncio.shield(other), _DRAIN_GRACE)
-                reset(c_w)
-                reset(u_w)
+                await asyncio.gather(reset_after_sent(c_w, _DRAIN_GRACE),
+                                     reset_after_sent(u_w, _DRAIN_GRACE))
                 break
     finally:
         for task in (up, down):
@@ -83,3 +159,6 @@ async def relay(client: tuple[asyncio.StreamReader, asyncio.StreamWriter],
                     await task
         for w in (c_w, u_w):
             w.close()
+        for spare in spares:
+            if spare is not None:
+                spare.close()
