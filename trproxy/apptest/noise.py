@@ -162,7 +162,8 @@ noise:
   volatile_headers: {headers}
 http:
   # Extra header names / JSON, form and query fields whose values are redacted at record
-  # time (Authorization, Cookie, password, access_token... always are).
+  # time (Authorization, Cookie, password, token, *_secret, *_api_key... always are);
+  # a field "*x" is any name ending in x, "x*" any name starting with it.
   secret_headers: []
   secret_fields: []
   # What matching a live outbound request to a recording ignores.

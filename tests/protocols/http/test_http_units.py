@@ -95,6 +95,25 @@ def test_redaction_of_headers_cookies_query_and_bodies():
     assert "authorization" in DEFAULT_SECRET_HEADERS
 
 
+def test_default_secret_fields_cover_common_token_and_key_names_but_not_cursors():
+    doc = {"session_token": "st", "refreshToken": "rt", "x-client-secret": "cs", "private_key": "pk",
+           "aws_secret_access_key": "ak", "new_password": "np", "password2": "p2",
+           "githubAuthToken": "gh", "jwt": "j", "token": "t",
+           "page_token": "cursor-1", "csrf_token": "form-1", "token_type": "bearer", "key": "k"}
+    body = json.dumps(doc).encode()
+    [item] = _exchange(
+        b"POST /api HTTP/1.1\r\nHost: api.test\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body),
+        b"HTTP/1.1 204 No Content\r\n\r\n", HttpConfig())
+    got = item.request["body"]["json"]
+    secret = {k for k, v in got.items() if v == "<redacted>"}
+    assert secret == {"session_token", "refreshToken", "x-client-secret", "private_key",
+                      "aws_secret_access_key", "new_password", "password2", "githubAuthToken",
+                      "jwt", "token"}
+    assert {k: got[k] for k in ("page_token", "csrf_token", "token_type", "key")} == {
+        "page_token": "cursor-1", "csrf_token": "form-1", "token_type": "bearer", "key": "k"}
+
+
 # -- matching -----------------------------------------------------------------------------
 
 

@@ -44,7 +44,7 @@ import zstandard
 from mitmproxy.net.encoding import custom_encode
 
 from ..base import BlobReader, BlobStore, BlobUnavailable, BlobWriter, Readable, unblob
-from .config import REDACTED, Redaction
+from .config import REDACTED, Redaction, is_secret_field, secret_hints
 
 CODINGS = frozenset({"gzip", "x-gzip", "deflate", "br", "zstd"})
 
@@ -274,14 +274,14 @@ def may_hold_secrets(text: str, fields: frozenset[str]) -> bool:
     """False when no secret field name occurs in ``text`` at all (the common case)."""
     if not fields:
         return False
-    lowered = text.lower()
-    return any(f in lowered for f in fields)
+    squashed = text.lower().replace("_", "").replace("-", "")
+    return any(hint in squashed for hint in secret_hints(fields))
 
 
 def redact_json(value: Any, fields: frozenset[str]) -> Any:
     """A copy of ``value`` with the values of secret keys replaced, at any depth."""
     if isinstance(value, dict):
-        return {k: (REDACTED if k.lower() in fields else redact_json(v, fields))
+        return {k: (REDACTED if is_secret_field(k, fields) else redact_json(v, fields))
                 for k, v in value.items()}
     if isinstance(value, list):
         return [redact_json(v, fields) for v in value]
@@ -290,9 +290,10 @@ def redact_json(value: Any, fields: frozenset[str]) -> Any:
 
 def redact_form(text: str, fields: frozenset[str]) -> str:
     pairs = parse_qsl(text, keep_blank_values=True)
-    if not any(k.lower() in fields for k, _ in pairs):
+    if not any(is_secret_field(k, fields) for k, _ in pairs):
         return text
-    return urlencode([(k, REDACTED if k.lower() in fields else v) for k, v in pairs], safe="<>")
+    return urlencode([(k, REDACTED if is_secret_field(k, fields) else v) for k, v in pairs],
+                     safe="<>")
 
 
 # -- JSON layout ----------------------------------------------------------------------

@@ -17,6 +17,7 @@ live request and its recording are redacted the same way before they are compare
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,17 +39,50 @@ DEFAULT_SECRET_HEADERS: frozenset[str] = frozenset({
 })
 
 #: JSON keys / form fields / query keys (compared case-insensitively) holding secrets.
+#: ``*x`` is any name ending in ``x`` and ``x*`` any name starting with it, once ``_`` and
+#: ``-`` are removed: ``new_password``, ``x-client-secret``, ``aws_secret_access_key``,
+#: ``githubAuthToken``, Django's ``password2``... but not ``page_token`` or ``csrf_token``
+#: (pagination cursors and form tokens must stay comparable).
 DEFAULT_SECRET_FIELDS: frozenset[str] = frozenset({
-    "password",
-    "passwd",
-    "client_secret",
-    "access_token",
-    "refresh_token",
-    "id_token",
-    "api_key",
-    "apikey",
-    "secret",
+    "passwd", "client_secret", "access_token", "refresh_token", "id_token", "session_token",
+    "api_key", "apikey", "secret", "token", "jwt", "session_id", "sessionid", "private_key",
+    "secret_key",
+    "*password", "*passwd", "*passphrase", "*secret", "*privatekey", "*apikey", "*secretkey",
+    "*secretaccesskey", "*accesstoken", "*refreshtoken", "*idtoken", "*sessiontoken",
+    "*authtoken", "*bearertoken", "password*", "passwd*",
 })
+
+
+@functools.lru_cache(maxsize=64)
+def _field_rules(fields: frozenset[str]) -> tuple[frozenset[str], tuple[str, ...], tuple[str, ...]]:
+    """``fields`` split into exact names, name endings and name starts (squashed)."""
+    squash = _squash
+    return (frozenset(f for f in fields if "*" not in f),
+            tuple(squash(f[1:]) for f in fields if f.startswith("*")),
+            tuple(squash(f[:-1]) for f in fields if f.endswith("*") and not f.startswith("*")))
+
+
+def _squash(name: str) -> str:
+    return name.lower().replace("_", "").replace("-", "")
+
+
+@functools.lru_cache(maxsize=64)
+def secret_hints(fields: frozenset[str]) -> tuple[str, ...]:
+    """What any secret name contains once squashed: a body with none of them needs no walk."""
+    exact, endings, starts = _field_rules(fields)
+    return tuple({_squash(f) for f in exact} | set(endings) | set(starts))
+
+
+def is_secret_field(name: str, fields: frozenset[str]) -> bool:
+    """Whether a JSON key / form field / query key holds a secret (``fields``: lower case)."""
+    exact, endings, starts = _field_rules(fields)
+    lowered = name.lower()
+    if lowered in exact:
+        return True
+    if not endings and not starts:
+        return False
+    squashed = _squash(lowered)
+    return squashed.endswith(endings) or squashed.startswith(starts)
 
 #: Request headers never compared even when ``Noise.match_headers`` is on: framing,
 #: hop-by-hop and per-run values.

@@ -38,7 +38,7 @@ from .body import (
     encode_body,
     is_text,
 )
-from .config import REDACTED, HttpConfig, Redaction
+from .config import REDACTED, HttpConfig, Redaction, is_secret_field
 
 Fields = Sequence[tuple[bytes, bytes]]
 
@@ -145,7 +145,7 @@ def redact_query(query: str, fields: frozenset[str]) -> str:
     changed = False
     for i, part in enumerate(parts):
         key, eq, _ = part.partition("=")
-        if unquote_plus(key).lower() in fields:
+        if is_secret_field(unquote_plus(key), fields):
             parts[i] = f"{key}={REDACTED}"
             changed = True
     return "&".join(parts) if changed else query
