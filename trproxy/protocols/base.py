@@ -86,6 +86,37 @@ class Interaction:
 
 
 @dataclass
+class LookupContext:
+    """What a dialect and the replay engine agree on about one lookup; ``private`` holds
+    the dialect's own live values (correlation ids, statement names...), which the engine
+    never reads.
+
+    * ``handshake``: the replayer answers a miss itself (synthesized handshake), so the
+      miss is not reported;
+    * ``partial``: an empty ``miss``/``respond`` answer means "nothing yet" (one part of a
+      request answered as a whole later, a Kafka Fetch split per partition), not "close";
+    * ``repeat_last``: once every recorded answer of this request was used, the last one
+      is served again instead of a miss (a Kafka Fetch of an offset asked again, which a
+      broker answers the same way); ``repeat`` (set by the engine) tells ``respond`` so;
+    * ``hold_ms`` (set by ``respond``): send the answer that much later, as the server
+      would (a Kafka Fetch with no new records waits ``max_wait_ms``);
+    * ``unreplayable`` (set by ``respond``): matched, but could not be served as recorded
+      (an HTTP body whose file is gone); reported;
+    * ``forward`` (new-episodes): called on a miss, gives the request to send to the real
+      server (None: it cannot be forwarded).
+    """
+
+    handshake: bool = False
+    partial: bool = False
+    repeat_last: bool = False
+    repeat: bool = False
+    hold_ms: float | None = None
+    unreplayable: str | None = None
+    forward: Callable[[], Any] | None = None
+    private: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class Lookup:
     """A live request the proxy must answer from the recordings (replay mode).
 
@@ -98,18 +129,7 @@ class Lookup:
     lifetime: Lifetime = "data"
     summary: str = ""
     expects_reply: bool = True
-    # dialect-private live values; ``context["handshake"] = True`` marks a lookup whose
-    # miss the replayer answers itself (synthesized handshake), so it is not reported;
-    # ``context["partial"] = True``: an empty ``miss`` answer means "nothing yet", not "close";
-    # ``context["repeat_last"] = True``: once every recorded answer of this request was
-    # used, serve the last one again (``respond`` then sees ``context["repeat"] = True``)
-    # instead of missing: a Kafka Fetch of an offset asked again, which a broker answers
-    # the same way;
-    # ``context["hold_ms"] = n`` (set by ``respond``): send the answer after n ms, as the
-    # server would (a Kafka Fetch with no new records waits ``max_wait_ms``);
-    # ``context["unreplayable"] = reason`` (set by ``respond``): matched, but could not be
-    # served as recorded (an HTTP body whose file is gone, or was never written); reported
-    context: dict[str, Any] = field(default_factory=dict)
+    context: LookupContext = field(default_factory=LookupContext)
 
 
 @dataclass

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..protocols.base import Dialect
 from ..protocols.registry import match_key
-from ..store import DirBlobStore, Exchange, MockPool, MockWriter, NoMatch
+from ..store import DirBlobStore, Exchange, MockPool, MockWriter
 
 if TYPE_CHECKING:
     from ..tls.stream import TlsSettings  # mitmproxy: imported only when TLS is intercepted
@@ -62,12 +62,12 @@ class RunContext:
         self.served_count[protocol] += 1
         log.debug("served %s %s: %s", protocol, destination, exchange.summary)
 
-    def missed(self, protocol: str, destination: str, miss: NoMatch) -> None:
-        self.misses.append({"protocol": protocol, "destination": destination,
-                            "request": miss.summary, "reason": miss.reason,
-                            "nearest": miss.nearest, "test": self.current_test})
-        log.warning("MISS %s %s: %s: %s", protocol, destination, miss.summary, miss.reason)
-        for near in miss.nearest[:1]:
+    def missed(self, entry: dict[str, Any]) -> None:
+        """A miss for the report: protocol, destination, request, reason, nearest, test."""
+        self.misses.append(entry)
+        log.warning("MISS %s %s: %s: %s", entry["protocol"], entry["destination"],
+                    entry["request"], entry["reason"])
+        for near in entry["nearest"][:1]:
             log.warning("  closest: %s", near.rstrip())
 
     def capture_failed(self, destination: str, dialect: Dialect | None, exc: Exception) -> None:

@@ -78,10 +78,10 @@ class Upstream:
 
 
 async def forward(ctx: RunContext, upstream: Upstream, replayer: Any, lookup: Any,
-                  destination: str, connection: int) -> bytes:
-    """Fetch, record and answer one request no recording matched (see the module doc);
-    ``ForwardError`` when it cannot be forwarded or the server cannot be had."""
-    request = lookup.context["forward"]()
+                  destination: str, connection: int) -> list[Any]:
+    """Fetch and record one request no recording matched (see the module doc); its live
+    responses. ``ForwardError`` when it cannot be forwarded or the server cannot be had."""
+    request = lookup.context.forward()
     if request is None:
         raise ForwardError("its body is over max_body (only its digest was kept)")
     config: HttpConfig = replayer.config
@@ -99,4 +99,4 @@ async def forward(ctx: RunContext, upstream: Upstream, replayer: Any, lookup: An
         seq=upstream.seq, started=started, duration_ms=(time.monotonic() - t0) * 1000,
         tests=sorted(ctx.open_tests), tls=upstream.tls_name is not None))
     log.info("new episode %s %s: %s", destination, lookup.summary, response["status"])
-    return replayer.respond(lookup, [response])
+    return [response]

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import difflib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -138,6 +138,12 @@ class MockPool:
 
     def __len__(self) -> int:
         return sum(len(v) for d in self._by_dest.values() for v in d.values())
+
+    def entries(self) -> Iterator[_Entry]:
+        """Every mock with its use count (``used``), destination by destination."""
+        for by_key in self._by_dest.values():
+            for bucket in by_key.values():
+                yield from bucket
 
     def has_destination(self, destination: str) -> bool:
         dest = destination_key(destination)

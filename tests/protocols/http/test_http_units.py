@@ -342,7 +342,7 @@ def test_websocket_101_gets_the_live_accept_key_and_then_frames_are_messages():
     assert f"Sec-WebSocket-Accept: {ws_accept(key)}".encode() in out
     assert ws_accept("dGhlIHNhbXBsZSBub25jZQ==") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="  # RFC 6455 §1.3
     assert greeting.request == {"method": "WEBSOCKET", "url": "http://h/ws", "message": "open"}
-    assert greeting.context["handshake"] and replayer.miss(greeting, "none recorded") == b""
+    assert greeting.context.handshake and replayer.miss(greeting, "none recorded") == b""
     [message] = replayer.feed(b"\x81\x85\x00\x00\x00\x00hello")  # a masked text frame
     assert message.request["body"] == "hello"
 
@@ -383,7 +383,7 @@ def test_h2_replay_waits_for_window_and_forgets_reset_streams():
     assert isinstance(events[0], Reply)  # our SETTINGS
     client.receive_data(events[0].data)
     lookups = [e for e in events if isinstance(e, Lookup)]
-    assert [lk.context["stream_id"] for lk in lookups] == [1, 3]
+    assert [lk.context.private["stream_id"] for lk in lookups] == [1, 3]
     body = bytes(200_000)
     recorded = [{"status": 200, "reason": "OK", "http_version": "HTTP/1.1",
                  "headers": [["Content-Type", "application/octet-stream"]], "body": {"base64": ""}}]
@@ -462,7 +462,7 @@ def test_forward_request_is_the_unredacted_request_framed_afresh():
     [lookup] = replayer.feed(b"POST /v1/items?x=1 HTTP/1.1\r\nHost: api.test\r\nAuthorization: Bearer s3\r\n"
                              b"Connection: keep-alive\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n{}")[-1:]
     assert headers(lookup.request, "authorization") == ["<redacted>"]  # what is recorded
-    fwd = lookup.context["forward"]()
+    fwd = lookup.context.forward()
     assert (fwd.method, fwd.target, fwd.body) == (b"POST", b"/v1/items?x=1", b"{}")
     assert fwd.headers == [(b"Host", b"api.test"), (b"Authorization", b"Bearer s3")]  # sent as is
     big = BodyBuffer(4)
@@ -489,6 +489,6 @@ def test_h2_lookups_forward_with_the_authority_as_host():
     client.send_headers(1, [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"api.test:8443"),
                             (b":path", b"/v1/x?y=2"), (b"authorization", b"Bearer s3")], end_stream=True)
     [lookup] = [e for e in HttpReplayer(scheme="https").feed(client.data_to_send()) if isinstance(e, Lookup)]
-    fwd = lookup.context["forward"]()
+    fwd = lookup.context.forward()
     assert (fwd.method, fwd.target, fwd.body) == (b"GET", b"/v1/x?y=2", b"")
     assert fwd.headers == [(b"host", b"api.test:8443"), (b"authorization", b"Bearer s3")]

@@ -83,7 +83,7 @@ def test_query_answered_and_missed():
     answer = replay.send(fe.Query("SELECT 2"))
     error, ready = answer
     assert error.get("C") == "XX000"
-    assert error.get("M") == "trproxy: no recording for Query SELECT 2: not recorded"
+    assert error.get("M") == "trproxy: no recording for Query SELECT 2: no recorded request matches"
     assert ready == be.ReadyForQuery("I")
 
 

@@ -8,7 +8,7 @@ import yaml
 from tests.protocols.redis.redis_support import record
 from tests.support.chunking import bytewise, side_bytes
 from tests.support.replay_server import Mocks
-from trproxy.protocols.base import Direction, Lookup, UnexpectedMessage
+from trproxy.protocols.base import Direction, Lookup, LookupContext, UnexpectedMessage
 from trproxy.protocols.redis import DIALECT, RedisRecorder, RedisReplayer, match_key
 
 
@@ -213,7 +213,7 @@ def test_replay_tracks_client_reply_and_hello() -> None:
     replayer = RedisReplayer()
     events = replayer.feed(b"CLIENT REPLY SKIP\r\nSET a 1\r\nGET a\r\n")
     assert [e.expects_reply for e in events] == [False, False, True]
-    hello3 = Lookup(request=["HELLO", "3"], context={"name": b"HELLO", "proto": 3})
+    hello3 = Lookup(request=["HELLO", "3"], context=LookupContext(private={"name": b"HELLO", "proto": 3}))
     recorded_resp2 = [["server", "redis", "proto", {"int": 2}]]
     assert replayer.respond(hello3, recorded_resp2) == (
         b"%2\r\n$6\r\nserver\r\n$5\r\nredis\r\n$5\r\nproto\r\n:3\r\n")
@@ -237,7 +237,7 @@ def test_handshakes_are_synthesized_when_nothing_was_recorded() -> None:
     assert answers[1:6] == [b"+OK\r\n", b"+OK\r\n", b"+PONG\r\n", b"$2\r\nhi\r\n", b"+OK\r\n"]
     assert answers[6] == b"-ERR trproxy: no recording for GET k: nothing recorded\r\n"
     assert events[0].request == ["HELLO", "3", "AUTH", "<redacted>", "<redacted>"]
-    assert [e.context["handshake"] for e in events] == [True] * 6 + [False]
+    assert [e.context.handshake for e in events] == [True] * 6 + [False]
     hello2 = replayer.feed(b"HELLO 2\r\n")[0]
     assert replayer.miss(hello2, "x").startswith(b"*14\r\n")
     assert replayer.resp == 2

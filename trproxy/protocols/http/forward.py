@@ -1,6 +1,6 @@
 """The live request as it must go to the real server (``new-episodes`` mode).
 
-A replayer's ``Lookup`` carries ``context["forward"]``: a function giving this, so a
+A replayer's ``Lookup`` carries ``context.forward``: a function giving this, so a
 request no recording answers can be sent upstream and recorded (per request, as VCR.py's
 ``new_episodes`` does). It holds the request *unredacted* — it never reaches a recording;
 what is recorded is the lookup's readable (redacted) request. ``None`` when the body was

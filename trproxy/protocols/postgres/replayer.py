@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..base import NEED_DATA, Direction, Lookup, Readable, Reply
+from ..base import NEED_DATA, Direction, Lookup, LookupContext, Readable, Reply
 from . import backend as be
 from . import frontend as fe
 from .codec import PostgresCodec
@@ -127,7 +127,7 @@ class PostgresReplayer:
         elif isinstance(msg, fe.StartupMessage):
             item = request_item(msg)
             out.append(Lookup([item], "session", summary_of([item]), True,
-                              {"kind": "startup", "parameters": msg.params}))
+                              LookupContext(private={"kind": "startup", "parameters": msg.params})))
         elif isinstance(msg, (fe.CancelRequest, fe.Terminate)):
             self.close_after = True
         elif self._copy is not None:
@@ -136,7 +136,7 @@ class PostgresReplayer:
             # COPY data sent before the CopyInResponse arrived (asyncpg streams it right
             # after the Query): it belongs to the last request, answered when that is.
             if self._last_lookup is not None:
-                self._last_lookup.context.setdefault("copy", []).append(msg)
+                self._last_lookup.context.private.setdefault("copy", []).append(msg)
         elif isinstance(msg, (fe.Query, fe.FunctionCall)):
             if self._batch:  # extended messages without Sync: answered before the Query
                 self._finish_batch(out)
@@ -145,7 +145,7 @@ class PostgresReplayer:
             item = request_item(msg)
             kind = "query" if isinstance(msg, fe.Query) else "function"
             out.append(Lookup([item], lifetime_of([item]), summary_of([item]), True,
-                              {"kind": kind, "repeat_last": repeats([item])}))
+                              LookupContext(repeat_last=repeats([item]), private={"kind": kind})))
         elif isinstance(msg, (fe.Parse, fe.Bind, fe.Describe, fe.Execute, fe.Close, fe.Sync,
                               fe.Flush)):
             self._extended(msg, out)
@@ -171,7 +171,8 @@ class PostgresReplayer:
             out.append(LazyReply(lambda: self._encode(self._trivial(batch))))
             return
         out.append(Lookup(items, lifetime_of(items), summary_of(items), True,
-                          {"kind": "batch", "messages": batch, "repeat_last": repeats(items)}))
+                          LookupContext(repeat_last=repeats(items),
+                                        private={"kind": "batch", "messages": batch})))
 
     def _trivial(self, batch: list[tuple[Any, Any]]) -> list[Any]:
         answers: list[Any] = []
@@ -208,7 +209,7 @@ class PostgresReplayer:
     # --- answers -----------------------------------------------------------------------
 
     def respond(self, lookup: Lookup, responses: list[Readable]) -> bytes:
-        kind = lookup.context.get("kind")
+        kind = lookup.context.private.get("kind")
         if kind == "startup":
             return self._encode(self._handshake(lookup, responses))
         if kind == "batch" and self._skip:
@@ -218,7 +219,7 @@ class PostgresReplayer:
                         if item_name(r) not in _AUTH_NAMES]
             session = lookup.lifetime == "session"
             if kind == "batch":
-                rendered = render_batch(lookup.context["messages"], recorded, session=session,
+                rendered = render_batch(lookup.context.private["messages"], recorded, session=session,
                                         tx=self.tx)
             else:
                 rendered = render_simple(recorded, session=session, tx=self.tx)
@@ -231,9 +232,9 @@ class PostgresReplayer:
         data = self._encode(rendered.messages)
         if rendered.paused is not None:
             self._copy = {"remaining": rendered.paused, "session": lookup.lifetime == "session",
-                          "extended": lookup.context.get("kind") == "batch"}
+                          "extended": lookup.context.private.get("kind") == "batch"}
             early: list[Lookup | Reply] = []
-            for msg in lookup.context.pop("copy", []):
+            for msg in lookup.context.private.pop("copy", []):
                 if self._copy is not None:
                     self._copy_message(msg, early)
             data += b"".join(r.data for r in early if isinstance(r, Reply))
@@ -244,13 +245,13 @@ class PostgresReplayer:
     def _skipped(self, lookup: Lookup) -> bytes:
         """A batch sent before the client saw the error of an earlier one: the server
         ignores it up to its Sync."""
-        if any(isinstance(m, fe.Sync) for m, _ in lookup.context["messages"]):
+        if any(isinstance(m, fe.Sync) for m, _ in lookup.context.private["messages"]):
             self._skip = False
             return self._encode([be.ReadyForQuery(self.tx)])
         return b""
 
     def miss(self, lookup: Lookup, reason: str) -> bytes:
-        kind = lookup.context.get("kind")
+        kind = lookup.context.private.get("kind")
         if kind == "startup":
             return self._encode(self._handshake(lookup, []))
         if kind == "batch" and self._skip:
@@ -261,7 +262,7 @@ class PostgresReplayer:
             self.tx = "E"
         answer: list[Any] = [error]
         ends_with_sync = kind != "batch" or any(
-            isinstance(m, fe.Sync) for m, _ in lookup.context.get("messages", []))
+            isinstance(m, fe.Sync) for m, _ in lookup.context.private.get("messages", []))
         if ends_with_sync:
             answer.append(be.ReadyForQuery(self.tx))
         else:
@@ -270,7 +271,7 @@ class PostgresReplayer:
 
     def _handshake(self, lookup: Lookup, responses: list[Readable]) -> list[Any]:
         """AuthenticationOk + ParameterStatus + BackendKeyData + ReadyForQuery."""
-        live = lookup.context.get("parameters", {})
+        live = lookup.context.private.get("parameters", {})
         recorded = []
         for r in responses:
             if item_name(r) in _AUTH_NAMES:
