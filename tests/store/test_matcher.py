@@ -42,17 +42,22 @@ def test_data_exchanges_repeat_their_last_answer_when_asked():
         pool.find("redis", "127.0.0.1:6379", ["FETCH", "9"], repeat_last=True)
 
 
-def test_recorded_tls_and_h2_are_per_destination():
+def test_recorded_tls_and_alpn_are_per_destination():
     tls = ex(["GET", "a"], "x", dest="127.0.0.1:5432")
     tls.tls = True
     pool = MockPool.build([tls, ex(["GET", "a"], "x", dest="127.0.0.1:6379")], key)
     assert pool.recorded_tls("[::1]:5432") and not pool.recorded_tls("127.0.0.1:6379")
     assert not pool.recorded_tls("127.0.0.1:7000")
-    h2 = Exchange("http", "127.0.0.1:8443", {"method": "GET", "http_version": "HTTP/2.0"}, [])
-    h1 = Exchange("http", "127.0.0.1:8080", {"method": "GET", "http_version": "HTTP/1.1"}, [])
-    pool.add(h2)
-    pool.add(h1)
-    assert pool.recorded_h2("[::1]:8443") and not pool.recorded_h2("127.0.0.1:8080")
+    pool.add(Exchange("http", "127.0.0.1:8443", {"method": "GET"}, [], tls=True, alpn="h2"))
+    pool.add(Exchange("http", "127.0.0.1:8443", {"method": "GET"}, [], tls=True, alpn="http/1.1"))
+    pool.add(Exchange("http", "127.0.0.1:8080", {"method": "GET"}, []))
+    assert pool.recorded_alpn("[::1]:8443") == {"h2", "http/1.1"}
+    assert pool.recorded_alpn("127.0.0.1:8080") == set()
+    # metadata.alpn survives the trip through the file format; old documents have none
+    doc = Exchange("http", "x:1", {}, [], tls=True, alpn="h2").to_doc()
+    assert doc["spec"]["metadata"]["alpn"] == "h2" and Exchange.from_doc(doc).alpn == "h2"
+    del doc["spec"]["metadata"]["alpn"]
+    assert Exchange.from_doc(doc).alpn is None
 
 
 def test_loopback_addresses_are_one_destination():

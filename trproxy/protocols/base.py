@@ -102,8 +102,8 @@ class LookupContext:
       would (a Kafka Fetch with no new records waits ``max_wait_ms``);
     * ``unreplayable`` (set by ``respond``): matched, but could not be served as recorded
       (an HTTP body whose file is gone); reported;
-    * ``forward`` (new-episodes): called on a miss, gives the request to send to the real
-      server (None: it cannot be forwarded).
+    * ``forward`` (new-episodes): called on a miss, gives the ``ForwardConversation``
+      that fetches this request from the real server (None: it cannot be forwarded).
     """
 
     handshake: bool = False
@@ -112,7 +112,7 @@ class LookupContext:
     repeat: bool = False
     hold_ms: float | None = None
     unreplayable: str | None = None
-    forward: Callable[[], Any] | None = None
+    forward: Callable[[], ForwardConversation | None] | None = None
     private: dict[str, Any] = field(default_factory=dict)
 
 
@@ -170,6 +170,38 @@ class Replayer(Protocol):
     def respond(self, lookup: Lookup, responses: list[Readable]) -> bytes: ...
 
     def miss(self, lookup: Lookup, reason: str) -> bytes: ...
+
+
+class ForwardConversation(Protocol):
+    """new-episodes: one request no recording answers, fetched from the real server over a
+    connection the proxy opens and pumps (``Lookup.context.forward`` makes it).
+
+    The proxy connects (over TLS offering ``alpn`` when the app's connection was TLS),
+    writes ``send()``, feeds every byte the server sends to ``receive`` (``b""`` when it
+    closed) until ``done``, then records ``result()[0]`` (redacted, like any recording)
+    and answers the app with ``result()[1]`` (the live responses, unredacted: the app must
+    see its real tokens). ``answered`` says whether any byte came back (a kept-alive
+    connection closed while idle is retried once); ``reusable`` whether the connection
+    can carry the next one. ``receive`` raises ``ProtocolError`` on a broken answer.
+    """
+
+    @property
+    def alpn(self) -> tuple[str, ...]: ...
+
+    @property
+    def answered(self) -> bool: ...
+
+    @property
+    def done(self) -> bool: ...
+
+    @property
+    def reusable(self) -> bool: ...
+
+    def send(self) -> bytes: ...
+
+    def receive(self, data: bytes) -> None: ...
+
+    def result(self) -> tuple[Interaction, list[Readable]]: ...
 
 
 class BlobUnavailable(ProtocolError):

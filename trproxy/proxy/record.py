@@ -43,6 +43,7 @@ class Capture:
     destination: str
     port: int
     tls: bool = False
+    alpn: str | None = None  # what TLS negotiated (recorded, selected again at replay)
     connection: int = field(default_factory=lambda: next(conn_ids))
     dialect: Dialect | None = None
     _recorder: object | None = None
@@ -97,7 +98,7 @@ class Capture:
                 summary=it.summary, connection=self.connection, seq=self._seq,
                 started=self._started_wall or _now(),
                 duration_ms=(time.monotonic() - started) * 1000, tests=self._tests,
-                tls=self.tls,
+                tls=self.tls, alpn=self.alpn,
             ))
             self._started = None
             self._started_wall = ""
@@ -155,7 +156,7 @@ async def passthrough_or_record(ctx: RunContext, client: Streams, host: str, por
                 reset(client[1])
                 reset(upstream[1])
                 return
-            cap = Capture(ctx, destination, port, tls=True)
+            cap = Capture(ctx, destination, port, tls=True, alpn=down.endpoint.alpn)
             await relay((down, down), (up, up), cap.client, cap.server)  # type: ignore[arg-type]
             return
     cap = Capture(ctx, destination, port)

@@ -54,6 +54,7 @@ async def replay(ctx: RunContext, client: Streams, host: str, port: int) -> None
     dialect: Dialect | None = None
     tls = False
     server_name = host  # the TLS server name the app asked for (its SNI)
+    alpn: str | None = None  # what our TLS with the app negotiated
     try:
         while dialect is None:
             try:
@@ -78,8 +79,9 @@ async def replay(ctx: RunContext, client: Streams, host: str, port: int) -> None
                 if hello is not None:
                     server_name = hello.sni or host
                     stream = await intercept_replay(ctx.tls, (reader, writer), hello, buffered,
-                                                    server_name, ctx.pool.recorded_h2(destination))
+                                                    server_name, ctx.pool.recorded_alpn(destination))
                     reader = writer = stream  # type: ignore[assignment]
+                    alpn = stream.endpoint.alpn
                     tls, buffered = True, await stream.read(CHUNK)
                     data = buffered
             dialect = detect(buffered, port, final=not data)
@@ -89,7 +91,8 @@ async def replay(ctx: RunContext, client: Streams, host: str, port: int) -> None
         replayer = dialect.replayer_for(tls, destination, ctx.blobs)
         session = Session(ctx, dialect, replayer, destination,
                           forwarding=ctx.mode is Mode.NEW_EPISODES)
-        driver = _Driver(ctx, session, writer, host, port, server_name if tls else None, connection)
+        driver = _Driver(ctx, session, writer, host, port, server_name if tls else None, connection,
+                         alpn)
         try:
             await driver.run(reader, buffered)
         finally:
@@ -110,9 +113,10 @@ class _Driver:
     and new-episodes fetches (the rules are all in the engine)."""
 
     def __init__(self, ctx: RunContext, session: Session, writer: Any, host: str, port: int,
-                 tls_name: str | None, connection: int) -> None:
+                 tls_name: str | None, connection: int, alpn: str | None = None) -> None:
         self.ctx, self.session, self.writer = ctx, session, writer
         self.host, self.port, self.tls_name, self.connection = host, port, tls_name, connection
+        self.alpn = alpn
         self.loop = asyncio.get_running_loop()
         self.ended = asyncio.Event()
         self._timer: asyncio.TimerHandle | None = None
@@ -184,8 +188,9 @@ class _Driver:
         if self._upstream is None:
             self._upstream = Upstream(self.ctx, self.host, self.port, self.tls_name)
         try:
-            responses = await forward(self.ctx, self._upstream, self.session.replayer,
-                                      command.lookup, self.session.destination, self.connection)
+            responses = await forward(self.ctx, self._upstream, self.session.dialect.name,
+                                      command.lookup, self.session.destination, self.connection,
+                                      self.alpn)
         except ForwardError as exc:
             self.dispatch(Forwarded(command, None, str(exc)))
             return

@@ -112,10 +112,10 @@ class MockPool:
 
     key_fn: KeyFn  # counting served exchanges and misses is the caller's (RunContext)
     _by_dest: dict[tuple[str, str], dict[str, _Bucket]] = field(default_factory=dict)
-    # destinations with a connection recorded over TLS / HTTP recorded as HTTP/2: asked at
-    # every replayed connection's start, so kept as they are added, not searched for
+    # destinations with a connection recorded over TLS, and the ALPN protocols negotiated
+    # there: asked at every replayed connection's start, so kept as exchanges are added
     _tls: set[str] = field(default_factory=set)
-    _h2: set[str] = field(default_factory=set)
+    _alpn: dict[str, set[str]] = field(default_factory=dict)
 
     @classmethod
     def build(cls, exchanges: list[Exchange], key_fn: KeyFn) -> MockPool:
@@ -131,10 +131,8 @@ class MockPool:
         by_key.setdefault(key, _Bucket()).add(_Entry(exchange, key))
         if exchange.tls:
             self._tls.add(dest)
-        request = exchange.request
-        if (exchange.protocol == "http" and isinstance(request, dict)
-                and str(request.get("http_version", "")).startswith("HTTP/2")):
-            self._h2.add(dest)
+        if exchange.alpn:
+            self._alpn.setdefault(dest, set()).add(exchange.alpn)
 
     def __len__(self) -> int:
         return sum(len(v) for d in self._by_dest.values() for v in d.values())
@@ -154,9 +152,10 @@ class MockPool:
         an in-band TLS request, a Postgres SSLRequest, only then, as the server did)."""
         return destination_key(destination) in self._tls
 
-    def recorded_h2(self, destination: str) -> bool:
-        """Whether HTTP at this destination was recorded as HTTP/2 (for ALPN at replay)."""
-        return destination_key(destination) in self._h2
+    def recorded_alpn(self, destination: str) -> set[str]:
+        """The application protocols TLS negotiated at this destination when recording
+        (``metadata.alpn``): replay selects one of them again when the client offers it."""
+        return self._alpn.get(destination_key(destination), set())
 
     def find(self, protocol: str, destination: str, request: Any, summary: str = "",
              affinity: Affinity | None = None, test: str | None = None,

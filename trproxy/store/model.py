@@ -30,6 +30,7 @@ class Exchange:
     duration_ms: float = 0.0
     tests: list[str] = field(default_factory=list)  # inbound test cases open when it started
     tls: bool = False  # the connection was TLS, terminated by trproxy (replay offers it again)
+    alpn: str | None = None  # the application protocol TLS negotiated (replay selects it again)
     name: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -45,6 +46,8 @@ class Exchange:
             meta["tests"] = list(self.tests)
         if self.tls:
             meta["tls"] = True
+        if self.alpn:
+            meta["alpn"] = self.alpn
         spec: dict[str, Any] = {
             "lifetime": self.lifetime,
             "summary": self.summary,
@@ -77,6 +80,7 @@ class Exchange:
                 duration_ms=meta.get("duration_ms", 0.0),
                 tests=list(meta.get("tests") or []),
                 tls=bool(meta.get("tls", False)),
+                alpn=meta["alpn"] if isinstance(meta.get("alpn"), str) else None,
                 extra=spec,
             )
         except (AttributeError, KeyError, TypeError) as exc:

@@ -463,8 +463,8 @@ def test_forward_request_is_the_unredacted_request_framed_afresh():
                              b"Connection: keep-alive\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n{}")[-1:]
     assert headers(lookup.request, "authorization") == ["<redacted>"]  # what is recorded
     fwd = lookup.context.forward()
-    assert (fwd.method, fwd.target, fwd.body) == (b"POST", b"/v1/items?x=1", b"{}")
-    assert fwd.headers == [(b"Host", b"api.test"), (b"Authorization", b"Bearer s3")]  # sent as is
+    assert fwd.send() == (b"POST /v1/items?x=1 HTTP/1.1\r\nHost: api.test\r\n"
+                          b"Authorization: Bearer s3\r\ncontent-length: 2\r\n\r\n{}")  # sent as is
     big = BodyBuffer(4)
     big.add(b"12345")
     assert forward_request("PUT", "/u", [], big) is None  # only a digest: cannot be sent
@@ -490,5 +490,31 @@ def test_h2_lookups_forward_with_the_authority_as_host():
                             (b":path", b"/v1/x?y=2"), (b"authorization", b"Bearer s3")], end_stream=True)
     [lookup] = [e for e in HttpReplayer(scheme="https").feed(client.data_to_send()) if isinstance(e, Lookup)]
     fwd = lookup.context.forward()
-    assert (fwd.method, fwd.target, fwd.body) == (b"GET", b"/v1/x?y=2", b"")
-    assert fwd.headers == [(b"host", b"api.test:8443"), (b"authorization", b"Bearer s3")]
+    assert fwd.send() == (b"GET /v1/x?y=2 HTTP/1.1\r\nhost: api.test:8443\r\n"
+                          b"authorization: Bearer s3\r\n\r\n")  # no Content-Length on a GET
+    assert fwd.alpn == ("http/1.1",)
+
+
+def test_a_forward_records_the_response_redacted_and_answers_it_unredacted():
+    [lookup] = HttpReplayer().feed(b"GET /me HTTP/1.1\r\nHost: api.test\r\nCookie: sid=s3\r\n\r\n")
+    fwd = lookup.context.forward()
+    fwd.send()
+    assert not fwd.answered
+    fwd.receive(b"HTTP/1.1 200 OK\r\nSet-Cookie: sid=new; Path=/\r\nContent-Length: 9\r\n\r\n")
+    assert fwd.answered and not fwd.done
+    fwd.receive(b'{"t":"x"}')
+    assert fwd.done and fwd.reusable
+    recorded, [live] = fwd.result()
+    assert recorded.request == lookup.request and recorded.summary == "GET api.test/me -> 200"
+    assert headers(recorded.responses[0], "set-cookie") == ["sid=<redacted>; Path=/"]
+    assert headers(live, "set-cookie") == ["sid=new; Path=/"]  # the app sees its real cookie
+
+
+def test_a_forward_cut_mid_response_is_a_decode_error():
+    [lookup] = HttpReplayer().feed(b"GET / HTTP/1.1\r\nHost: api.test\r\n\r\n")
+    fwd = lookup.context.forward()
+    fwd.send()
+    fwd.receive(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nabc")
+    with pytest.raises(DecodeError):
+        fwd.receive(b"")
+

@@ -33,7 +33,7 @@ from mitmproxy import http
 from ..base import NEED_DATA, BlobStore, Lookup, LookupContext, Readable, Reply
 from .body import BodyBuffer, BodyUnavailable
 from .config import HttpConfig
-from .forward import forward_request
+from .forward import http_forward
 from .h1 import Data, End, H1Parser, Head
 from .h1_record import request_url
 from .readable import header_value, method_text, request_readable, summary
@@ -105,6 +105,7 @@ class H1Replayer:
         url = request_url(req, self.scheme, self.authority, self.config)
         readable = request_readable(method_text(req.data.method), url, req.http_version,
                                     list(req.headers.fields), body, trailers, self.config)
+        label = summary(req.method, url)
         context = LookupContext(private={"method": req.method, "http_version": _live_version(req)})
         if "sec-websocket-key" in req.headers:
             context.private["ws_key"] = req.headers["sec-websocket-key"]
@@ -112,9 +113,10 @@ class H1Replayer:
             context.private["ws_url"] = url
         elif req.method.upper() != "CONNECT":  # new-episodes: what to send upstream on a miss
             context.forward = functools.partial(
-                forward_request, req.data.method, req.data.path, req.headers.fields, body)
-        return Lookup(request=readable, lifetime="data", summary=summary(req.method, url),
-                      expects_reply=True, context=context)
+                http_forward, self.config, self.blobs, readable, label, req.data.method,
+                req.data.path, req.headers.fields, body)
+        return Lookup(request=readable, lifetime="data", summary=label, expects_reply=True,
+                      context=context)
 
     def _start_websocket(self, url: str, response: dict[str, Any]) -> None:
         """RFC 6455 §4.1: after the 101 the client sends frames, with the recorded extensions."""

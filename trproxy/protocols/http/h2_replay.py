@@ -30,7 +30,7 @@ import h2.settings
 from ..base import BlobReader, BlobStore, DecodeError, Lookup, LookupContext, Readable, Reply
 from .body import BodyBuffer, BodyUnavailable
 from .config import HttpConfig
-from .forward import forward_request
+from .forward import http_forward
 from .h2_record import h2_request_url, split_pseudo
 from .readable import method_text, request_readable, summary
 from .render import (
@@ -122,12 +122,14 @@ class H2Replayer:
     def _lookup(self, sid: int, s: _Incoming) -> Lookup:
         readable = request_readable(s.method, s.url, "HTTP/2.0", s.fields, s.body, s.trailers,
                                     self.config)
+        label = summary(s.method, s.url)
         context = LookupContext(
             private={"stream_id": sid, "method": s.method, "http_version": "HTTP/2.0"},
             # new-episodes: what to send upstream (over HTTP/1.1) when nothing recorded answers
-            forward=functools.partial(forward_request, s.method, None, s.fields, s.body, s.url))
-        return Lookup(request=readable, lifetime="data", summary=summary(s.method, s.url),
-                      expects_reply=True, context=context)
+            forward=functools.partial(http_forward, self.config, self.blobs, readable, label,
+                                      s.method, None, s.fields, s.body, s.url))
+        return Lookup(request=readable, lifetime="data", summary=label, expects_reply=True,
+                      context=context)
 
     # -- sending ------------------------------------------------------------------------
 
