@@ -518,3 +518,50 @@ def test_a_forward_cut_mid_response_is_a_decode_error():
     with pytest.raises(DecodeError):
         fwd.receive(b"")
 
+
+def _parse(wire: bytes, cut: int | None = None) -> tuple[list, H1Parser]:
+    parser, out = H1Parser(is_request=True), []
+    pieces = [wire] if cut is None else [wire[:cut], wire[cut:]]
+    for piece in [*pieces, b""]:
+        parser.feed(piece)
+        while (e := parser.next_event()) is not NEED_DATA:
+            out.append(e)
+    return out, parser
+
+
+def test_chunked_bodies_extensions_trailers_and_cuts():
+    """Our chunked reader (RFC 9112 §7.1): extensions ignored, trailers folded and
+    lower-cased, the same events wherever the bytes are cut."""
+    wire = (b"POST /u HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"4;name=value\r\nWiki\r\n5 \r\npedia\r\n0\r\nX-Sum: 1\r\n  2\r\nEtag: x\r\n\r\n"
+            b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n")
+    whole, parser = _parse(wire)
+    body = b"".join(e.data for e in whole if isinstance(e, Data))
+    ends = [e for e in whole if isinstance(e, End)]
+    assert body == b"Wikipedia" and ends[0].trailers == [(b"x-sum", b"1 2"), (b"etag", b"x")]
+    assert [e.message.path for e in whole if isinstance(e, Head)] == ["/u", "/next"]
+    assert not parser.truncated
+    for cut in range(1, len(wire)):
+        events, _ = _parse(wire, cut)
+        assert b"".join(e.data for e in events if isinstance(e, Data)) == body, cut
+        assert [e for e in events if isinstance(e, End)] == ends, cut
+
+
+def test_chunked_body_cut_by_the_close_is_truncated_and_bad_chunks_are_decode_errors():
+    _events, parser = _parse(b"POST /u HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab")
+    assert parser.state is H1State.CLOSED and parser.truncated
+    for bad in (b"zz\r\n", b"3\r\nabcX\r\n", b"0\r\nno colon\r\n\r\n"):
+        with pytest.raises(DecodeError):
+            _parse(b"POST /u HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n" + bad)
+
+
+def test_a_response_body_delimited_by_the_close_ends_at_eof():
+    parser = H1Parser(is_request=False)
+    request = H1Parser(is_request=True)
+    request.feed(b"GET / HTTP/1.0\r\n\r\n")
+    head = request.next_event()
+    parser.feed(b"HTTP/1.0 200 OK\r\n\r\nall of it")
+    events = [parser.next_event(head.message), parser.next_event(head.message)]
+    parser.feed(b"")
+    events.append(parser.next_event(head.message))
+    assert [type(e) for e in events] == [Head, Data, End] and not parser.truncated
