@@ -15,6 +15,7 @@ from tests.support.playbook import (
     close,
     forward,
     miss,
+    out_of_order,
     problem,
     reset,
     send,
@@ -26,7 +27,7 @@ from trproxy.store import Exchange
 GET_A, GET_B = b"*2\r\n$3\r\nGET\r\n$1\r\na\r\n", b"*2\r\n$3\r\nGET\r\n$1\r\nb\r\n"
 RECORDED = [{"request": ["GET", "a"], "responses": ["1"]},
             {"request": ["GET", "a"], "responses": ["2"]},
-            {"request": ["SET", "a", "3"], "responses": [{"simple": "OK"}]}]
+            {"request": ["SET", "a", "3"], "responses": [{"simple": "OK"}], "connection": 2}]
 
 
 def test_answers_come_in_recorded_order_and_a_miss_is_a_native_error():
@@ -44,6 +45,36 @@ def test_pipelined_requests_get_one_write_each_in_order():
     assert (Playbook("redis", RECORDED)
             >> client(GET_A + b"*3\r\n$3\r\nSET\r\n$1\r\na\r\n$1\r\n3\r\n" + GET_A)
             << send(b"$1\r\n1\r\n") << send(b"+OK\r\n") << send(b"$1\r\n2\r\n"))
+
+
+def test_an_answer_served_past_unused_recordings_of_its_connection_is_out_of_order():
+    """The live connection follows recorded connection 1 (GET a), then asks GET c while
+    GET b, recorded between them, is unused: the app skipped it. Reported, and served."""
+    recorded = [{"request": ["GET", k], "responses": [k], "summary": f"GET {k}"} for k in "abc"]
+    book = (Playbook("redis", recorded)
+            >> client(GET_A) << send(b"$1\r\na\r\n")
+            >> client(b"GET c\r\n") << out_of_order("GET", "GET b") << send(b"$1\r\nc\r\n")
+            >> client(GET_B) << send(b"$1\r\nb\r\n"))  # going back is not reported again
+    assert book
+    assert [u.summary for u in book.mocks.ctx.ledger.unused()] == []
+
+
+def test_recordings_of_one_client_request_may_come_in_any_order():
+    """Exchanges recorded from one request (the same ``order``: Kafka's parts, a pipeline
+    sent at once) are not out of order among themselves."""
+    recorded = [{"request": ["GET", k], "responses": [k], "order": 7} for k in "abc"]
+    assert (Playbook("redis", recorded)
+            >> client(GET_A) << send(b"$1\r\na\r\n")
+            >> client(b"GET c\r\n") << send(b"$1\r\nc\r\n"))
+
+
+def test_unused_recordings_are_listed_and_fail_strict_runs():
+    book = Playbook("redis", RECORDED) >> client(GET_A) << send(b"$1\r\n1\r\n")
+    assert book
+    ctx = book.mocks.ctx
+    assert [(u["connection"], u["seq"]) for u in ctx.unused()] == [(1, 2), (2, 3)]
+    assert ctx.strict_failures() == ["2 recordings never used"]
+    assert "2 recordings never used:" in ctx.summary()
 
 
 def test_a_handshake_miss_is_answered_by_the_dialect_and_not_reported():

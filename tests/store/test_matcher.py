@@ -91,6 +91,18 @@ def test_miss_names_the_nearest_recording_with_a_diff():
     with pytest.raises(NoMatch) as err:
         answer(pool, ["GET", "user:2"])
     assert err.value.reason == "no recorded request matches"
-    nearest = err.value.nearest[0]
+    assert err.value.nearest == []  # the search is the report's, off the event loop
+    nearest = pool.nearest("redis", "127.0.0.1:6379", ["GET", "user:2"], "GET user:2")[0]
     assert nearest.startswith("GET user:1")
     assert "-[GET, 'user:1']" in nearest and "+[GET, 'user:2']" in nearest
+
+
+def test_nearest_is_bounded_in_size_and_time():
+    """A 1 MiB request that misses: compared and shown cut to a few KB, the same command's
+    recordings first; a deadline already past gives what it has (nothing)."""
+    big = "x" * (1 << 20)
+    others = [ex(["SET", f"k{i}", "y" * 5000], "OK") for i in range(50)]
+    pool = MockPool.build([*others, ex(["GET", big + "a"], "v")], key)
+    near = pool.nearest("redis", "127.0.0.1:6379", ["GET", big + "b"], "GET k")
+    assert near[0].startswith("GET ") and len("".join(near)) < 40_000
+    assert pool.nearest("redis", "127.0.0.1:6379", ["GET", big], "GET k", deadline=0.0) == []

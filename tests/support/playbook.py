@@ -35,6 +35,7 @@ from trproxy.proxy.engine import (
     Forward,
     Forwarded,
     Miss,
+    OutOfOrder,
     Problem,
     Reset,
     Send,
@@ -102,6 +103,14 @@ def miss(summary: str, reason: str = "") -> Expect:
     """A reported miss of ``summary``, whose reason contains ``reason``."""
     return Expect(f"miss({summary!r}, {reason!r})",
                   lambda c: isinstance(c, Miss) and c.summary == summary and reason in c.reason)
+
+
+def out_of_order(summary: str, *skipped: str) -> Expect:
+    """An answer reported as served out of recorded order, before ``skipped`` ones."""
+    def test(c: Command) -> bool:
+        return (isinstance(c, OutOfOrder) and c.summary == summary
+                and [s["request"] for s in c.entry["skipped"]] == list(skipped))
+    return Expect(f"out_of_order({summary!r}, {skipped!r})", test)
 
 
 def problem(text: str) -> Expect:

@@ -34,6 +34,7 @@ from trproxy.proxy.engine import (
     Drained,
     Event,
     Miss,
+    OutOfOrder,
     Reset,
     Send,
     Session,
@@ -47,7 +48,7 @@ if TYPE_CHECKING:
     from trproxy.tls.ca import CertificateAuthority
     from trproxy.tls.endpoint import TlsEndpoint
 
-Recorded = Interaction | dict[str, Any]  # a dict: ``request``, ``responses``, ``lifetime``?
+Recorded = Interaction | Exchange | dict[str, Any]  # a dict: ``request``, ``responses``...
 
 
 class _Watched:
@@ -97,11 +98,18 @@ class Mocks:
                 self.pool.add(exchange)
 
     def _exchange(self, item: Recorded) -> Exchange:
+        """Numbered as one recorded connection's exchanges (a dict may say otherwise:
+        ``connection``, ``seq``, ``order``, ``metadata``-like keys)."""
+        seq = len(self.exchanges) + 1
+        if isinstance(item, Exchange):  # recorded by the proxy's Capture: kept as it is
+            return item
         if isinstance(item, Interaction):
             return Exchange(self.protocol, self.destination, item.request, item.responses,
-                            item.lifetime, item.summary)
+                            item.lifetime, item.summary, connection=1, seq=seq)
         return Exchange(self.protocol, self.destination, item["request"], item["responses"],
-                        item.get("lifetime", "data"), item.get("summary", ""))
+                        item.get("lifetime", "data"), item.get("summary", ""),
+                        connection=item.get("connection", 1), seq=item.get("seq", seq),
+                        order=item.get("order", 0))
 
     def unused(self) -> list[Exchange]:
         """The recordings no lookup was answered with."""
@@ -121,6 +129,8 @@ class Mocks:
             for c in commands:
                 if isinstance(c, Miss):
                     self.ctx.missed(c.entry)
+                elif isinstance(c, OutOfOrder):
+                    self.ctx.served_out_of_order(c.entry)
         return commands
 
     def replay(self, session: Session, data: bytes) -> tuple[bytes, bool]:

@@ -3,7 +3,8 @@
 One ``Session`` per replayed connection, once its protocol is known. It is driven by
 events (``ClientData``, ``ClientClosed``, ``TimerFired``, ``Drained``, ``Forwarded``,
 and ``Notified`` from other connections) and returns commands (``Send``, ``Wake``,
-``Drain``, ``Close``, ``Reset``, ``Forward``, ``Miss``, ``Problem``), in order. It never
+``Drain``, ``Close``, ``Reset``, ``Forward``, ``Miss``, ``OutOfOrder``, ``Problem``), in
+order. It never
 touches a socket or reads a clock: the time comes with each event (``now``, seconds on
 the driver's monotonic clock), so every rule below is tested with transcripts
 (``tests/proxy/test_engine*.py``), and the asyncio driver (``replay.py``) only moves
@@ -35,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..protocols.base import Dialect, Lookup, ProtocolError, Readable, Replayer, Reply
 from ..store import Affinity, NoMatch
+from ..store.ledger import describe
 
 if TYPE_CHECKING:
     from .context import RunContext
@@ -117,11 +119,21 @@ class Forward:
 @dataclass(frozen=True)
 class Miss:
     """Report a miss; ``entry`` is the report's record (the driver adds the nearest
-    recordings, a search it runs off the event loop, bounded in time)."""
+    recordings to ``request``, a search it runs off the event loop, bounded in time)."""
 
     entry: dict[str, Any] = field(compare=False, repr=False)
     summary: str = ""
     reason: str = ""
+    request: Any = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class OutOfOrder:
+    """Report an answer served while recordings before it on its recorded connection
+    are still unused (``store.ledger``); ``entry`` is the report's record."""
+
+    entry: dict[str, Any] = field(compare=False, repr=False)
+    summary: str = ""
 
 
 @dataclass(frozen=True)
@@ -131,7 +143,7 @@ class Problem:
     text: str
 
 
-Command = Send | Wake | Drain | Close | Reset | Forward | Miss | Problem
+Command = Send | Wake | Drain | Close | Reset | Forward | Miss | OutOfOrder | Problem
 
 
 @dataclass
@@ -210,6 +222,12 @@ class Session:
             self._put(self._miss(lookup, miss.summary, miss.reason, now, commands, miss.nearest))
             return
         ctx.served(self.dialect.name, self.destination, served.exchange)
+        if skipped := ctx.ledger.served(served.exchange, self.affinity, served.repeat):
+            commands.append(OutOfOrder({
+                "protocol": self.dialect.name, "destination": self.destination,
+                "request": lookup.summary, "recorded": describe(served.exchange),
+                "skipped": [describe(e) for e in skipped], "test": ctx.current_test},
+                lookup.summary))
         lookup.context.repeat = served.repeat
         if not lookup.expects_reply:
             return
@@ -235,7 +253,7 @@ class Session:
             entry = {"protocol": self.dialect.name, "destination": self.destination,
                      "request": request, "reason": reason,
                      "nearest": list(nearest or []), "test": self.ctx.current_test}
-            commands.append(Miss(entry, request, reason))
+            commands.append(Miss(entry, request, reason, lookup.request))
         if not lookup.expects_reply:
             return None
         out = self.replayer.miss(lookup, reason)

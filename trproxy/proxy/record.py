@@ -53,6 +53,7 @@ class Capture:
     _seq: int = 0
     _started: float | None = None
     _started_wall: str = ""
+    _order: int = 0  # run-wide number of the request being recorded (metadata.order)
     _tests: list[str] = field(default_factory=list)
 
     def client(self, data: bytes) -> None:
@@ -66,6 +67,7 @@ class Capture:
             return
         if direction is Direction.CLIENT and data and self._started is None:
             self._started, self._started_wall = time.monotonic(), _now()
+            self._order = next(self.ctx.orders)
             self._tests = sorted(self.ctx.open_tests)  # inbound requests this one may serve
         try:
             if self.dialect is None:
@@ -98,7 +100,7 @@ class Capture:
                 summary=it.summary, connection=self.connection, seq=self._seq,
                 started=self._started_wall or _now(),
                 duration_ms=(time.monotonic() - started) * 1000, tests=self._tests,
-                tls=self.tls, alpn=self.alpn,
+                tls=self.tls, alpn=self.alpn, order=self._order,
             ))
             self._started = None
             self._started_wall = ""

@@ -28,6 +28,7 @@ from .engine import (
     Forward,
     Forwarded,
     Miss,
+    OutOfOrder,
     Problem,
     Reset,
     Send,
@@ -161,7 +162,9 @@ class _Driver:
             reset(self.writer)
             self.ended.set()
         elif isinstance(command, Miss):
-            self.ctx.missed(command.entry)
+            self.ctx.missed(command.entry, command.request)
+        elif isinstance(command, OutOfOrder):
+            self.ctx.served_out_of_order(command.entry)
         elif isinstance(command, Problem):
             self.ctx.problems.append(command.text)
             log.warning("%s", command.text)

@@ -53,6 +53,7 @@ class RunOptions:
     tls: bool = True  # intercept TLS in record/replay (our CA, trusted by the child)
     tls_verify: bool = True
     tls_ca_file: Path | None = None
+    strict: bool = False  # replay: a miss, an unused recording or an answer out of order fails the run
 
 
 class RunError(Exception):
@@ -235,8 +236,12 @@ def run(opts: RunOptions) -> int:
             path = ctx.writer.close()
             print(f"trproxy: wrote {ctx.writer.count} exchanges to {path}", file=sys.stderr)
         if mode is not Mode.PASSTHROUGH:
+            ctx.finish_searches()
             print(ctx.summary(), file=sys.stderr)
             _write_report(opts.root, ctx, test_set, status)
+    if opts.strict and status == 0 and (failures := ctx.strict_failures()):
+        print(f"trproxy: --strict: the run fails: {', '.join(failures)}", file=sys.stderr)
+        status = 1
     return status if status is not None else 1
 
 

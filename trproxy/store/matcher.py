@@ -11,13 +11,15 @@ Rules (DESIGN.md, "Matching and replay rules"):
 * within a test window, mocks recorded inside that test come first, then the rest;
 * a connection keeps *affinity* to the recorded connection it was last served from, so
   the statements of a transaction stay together when a pool spreads them differently;
-* a miss raises ``NoMatch`` naming the nearest recordings with a readable diff.
+* a miss raises ``NoMatch`` saying why, at once; ``nearest`` finds the closest
+  recordings with a readable diff, bounded in time and size, for the report.
 """
 
 from __future__ import annotations
 
 import difflib
 import json
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,7 +31,9 @@ from .yamlio import dump
 KeyFn = Callable[[str, Any], Any]  # (protocol, request) -> match key
 
 _MAX_NEAREST = 3
-_MAX_COMPARED = 400
+_MAX_COMPARED = 400  # recordings compared with a request that missed
+_MAX_TEXT = 4000  # characters of a match key compared, and shown in a diff
+_MAX_LINES = 200
 
 
 def destination_key(destination: str) -> str:
@@ -49,9 +53,11 @@ def canonical(key: Any) -> str:
 
 @dataclass
 class Affinity:
-    """Per live connection: which recorded connection it is following."""
+    """Per live connection: which recorded connection it is following; ``positions``:
+    how far it got in each recorded connection it was served from (``ledger.Ledger``)."""
 
     recorded_connection: int | None = None
+    positions: dict[tuple[str, str, int], tuple[int, int]] = field(default_factory=dict)
 
 
 @dataclass
@@ -207,18 +213,50 @@ class MockPool:
             elsewhere = sorted(d for (p, d) in self._by_dest if p == protocol)
             hint = f" (recorded {protocol} destinations: {', '.join(elsewhere)})" if elsewhere else ""
             return NoMatch(summary, f"nothing recorded for {protocol} at {destination}{hint}", [])
-        live = json.loads(key)
+        return NoMatch(summary, "no recorded request matches", [])
+
+    def nearest(self, protocol: str, destination: str, request: Any, summary: str = "",
+                deadline: float | None = None) -> list[str]:
+        """The recordings closest to a request that missed, each with a diff, for the
+        report. Bounded, because it runs for requests of any size while the run goes on
+        (off the event loop): recordings of the same command (the first word of the
+        summary) are compared first, texts are cut at ``_MAX_TEXT`` characters, and the
+        search stops at ``deadline`` (``time.monotonic()``) with what it has."""
+        by_key = self._by_dest.get((protocol, destination_key(destination)))
+        if not by_key:
+            return []
+        key = canonical(self.key_fn(protocol, request))
+        word = _first_word(summary)
+        candidates = sorted(list(by_key.items())[:_MAX_COMPARED * 4],
+                            key=lambda kv: _first_word(kv[1][0].exchange.summary) != word)
         scored = []
-        for other_key, entries in list(by_key.items())[:_MAX_COMPARED]:
-            ratio = difflib.SequenceMatcher(None, key, other_key, autojunk=False).quick_ratio()
+        for other_key, entries in candidates[:_MAX_COMPARED]:
+            if deadline is not None and time.monotonic() > deadline:
+                break
+            ratio = difflib.SequenceMatcher(None, key[:_MAX_TEXT], other_key[:_MAX_TEXT],
+                                            autojunk=False).quick_ratio()
             scored.append((ratio, other_key, entries))
         scored.sort(key=lambda t: -t[0])
         nearest = []
         for ratio, other_key, entries in scored[:_MAX_NEAREST]:
-            diff = "".join(difflib.unified_diff(
-                dump(json.loads(other_key)).splitlines(True)[1:], dump(live).splitlines(True)[1:],
-                "recorded", "live", n=1))
+            if deadline is not None and time.monotonic() > deadline:
+                break
+            diff = "".join(difflib.unified_diff(_readable(other_key), _readable(key),
+                                                "recorded", "live", n=1))
             used = sum(1 for e in entries if e.used)
-            nearest.append(f"{entries[0].exchange.summary or 'exchange'} "
+            label = entries[0].exchange.summary[:200] or "exchange"
+            nearest.append(f"{label} "
                            f"(similarity {ratio:.0%}, {len(entries)} recorded, {used} used)\n{diff}")
-        return NoMatch(summary, "no recorded request matches", nearest)
+        return nearest
+
+
+def _first_word(summary: str) -> str:
+    words = summary.split(None, 1)
+    return words[0] if words else ""
+
+
+def _readable(key: str) -> list[str]:
+    """A match key as YAML lines for a diff; a large one as its first characters."""
+    if len(key) > _MAX_TEXT:
+        return [key[:_MAX_TEXT] + " ...\n"]
+    return dump(json.loads(key)).splitlines(True)[1:][:_MAX_LINES]

@@ -31,6 +31,7 @@ class Exchange:
     tests: list[str] = field(default_factory=list)  # inbound test cases open when it started
     tls: bool = False  # the connection was TLS, terminated by trproxy (replay offers it again)
     alpn: str | None = None  # the application protocol TLS negotiated (replay selects it again)
+    order: int = 0  # run-wide number of the client request it came from (0: not recorded)
     name: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -48,6 +49,8 @@ class Exchange:
             meta["tls"] = True
         if self.alpn:
             meta["alpn"] = self.alpn
+        if self.order:
+            meta["order"] = self.order
         spec: dict[str, Any] = {
             "lifetime": self.lifetime,
             "summary": self.summary,
@@ -81,6 +84,7 @@ class Exchange:
                 tests=list(meta.get("tests") or []),
                 tls=bool(meta.get("tls", False)),
                 alpn=meta["alpn"] if isinstance(meta.get("alpn"), str) else None,
+                order=meta["order"] if isinstance(meta.get("order"), int) else 0,
                 extra=spec,
             )
         except (AttributeError, KeyError, TypeError) as exc:
