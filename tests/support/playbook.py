@@ -9,10 +9,19 @@ commands it gives back (``<<``), in order::
             >> after(200) << close())
 
 The clock is the playbook's: it starts at 0 and moves only with ``after(ms)``; when the
-engine asked to be woken (``Wake``) by then, the playbook fires its timer. ``Wake`` and
-``Drain`` are the playbook's business (a drain is answered at once), so a transcript shows
-what the client sees and what the run reports: bytes, closes, resets, misses, problems.
-Every command must be expected, and nothing may be left over at the end.
+engine asked to be woken (``Wake``) by then, the playbook fires its timer. ``Wake``,
+``Drain`` and ``Notify`` are the playbook's business (a drain is answered at once, a
+notification handed to the other connection's playbook), so a transcript shows what the
+client sees and what the run reports: bytes, closes, resets, misses, problems. Every
+command must be expected, and nothing may be left over at the end.
+
+Several connections of one run: ``other = book.connection()`` shares the recordings, the
+run and the clock; what one connection's requests cause on another (a pushed message, a
+close, an interrupt) shows up in the other's transcript::
+
+    assert sub >> client(SUBSCRIBE) << send(confirmation)
+    assert pub >> client(PUBLISH) << send(b":1\r\n")
+    assert sub << send(message)
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ from trproxy.proxy.engine import (
     Forward,
     Forwarded,
     Miss,
+    Notify,
     OutOfOrder,
     Problem,
     Reset,
@@ -133,6 +143,9 @@ class Playbook:
         self.session: Session = self.mocks.session(
             replayer or dialect.replayer_for(False, self.mocks.destination))
         self.session.forwarding = forwarding
+        self.session.owner = self
+        self.protocol = protocol
+        self.clock: list[Playbook] = [self]  # the playbooks sharing this one's clock
         self.now = 0.0
         self.steps: list[Event | After | Expect] = []
         self.forwards: list[Forward] = []
@@ -148,6 +161,14 @@ class Playbook:
     def __lshift__(self, expected: Expect) -> Playbook:
         self.steps.append(expected)
         return self
+
+    def connection(self, replayer: Replayer | None = None) -> Playbook:
+        """Another connection of the same run (same recordings, run and clock)."""
+        other = Playbook(self.protocol, replayer=replayer, mocks=self.mocks)
+        other.clock = self.clock
+        self.clock.append(other)
+        other.now = self.now
+        return other
 
     def play(self, event: Event | After) -> list[Command]:
         """Play ``event`` after the steps so far and return what the engine said, unchecked
@@ -189,11 +210,13 @@ class Playbook:
             if self._pending:
                 self._fail(f"before {step!r}: unexpected {self._pending!r}")
             if isinstance(step, After):
-                self.now += step.ms / 1000
                 self._log.append(f"  after {step.ms} ms")
-                if self._wake is not None and self._wake <= self.now + 1e-9:
-                    self._wake = None
-                    self._handle(TimerFired())
+                now = self.now + step.ms / 1000
+                for book in self.clock:  # every connection's timers that came due
+                    book.now = now
+                    if book._wake is not None and book._wake <= now + 1e-9:
+                        book._wake = None
+                        book._handle(TimerFired())
             else:
                 self._log.append(f"  >> {step!r}")
                 self._handle(step)
@@ -206,6 +229,11 @@ class Playbook:
                 self._wake = command.at
             elif isinstance(command, Drain):
                 queue += self.mocks.step(self.session, Drained(), self.now)
+            elif isinstance(command, Notify):
+                target = command.target.owner
+                assert isinstance(target, Playbook), "a Notify for a connection of another run"
+                target._log.append(f"  >> {command.event!r} (from another connection)")
+                target._handle(command.event)
             else:
                 if isinstance(command, Forward):
                     self.forwards.append(command)

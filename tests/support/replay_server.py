@@ -15,6 +15,8 @@ client offers.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import socket
 import threading
 import time
@@ -34,6 +36,7 @@ from trproxy.proxy.engine import (
     Drained,
     Event,
     Miss,
+    Notify,
     OutOfOrder,
     Reset,
     Send,
@@ -76,7 +79,7 @@ class Mocks:
         self.ctx = RunContext(Mode.REPLAY, pool=MockPool(match_key))
         self.exchanges: list[Exchange] = []
         self.lookups: list[Lookup] = []
-        self.lock = threading.Lock()  # one engine step at a time (the pool is shared)
+        self.lock = threading.RLock()  # one engine step at a time (the pool is shared)
         self.add(recorded)
 
     @property
@@ -101,8 +104,8 @@ class Mocks:
         """Numbered as one recorded connection's exchanges (a dict may say otherwise:
         ``connection``, ``seq``, ``order``, ``metadata``-like keys)."""
         seq = len(self.exchanges) + 1
-        if isinstance(item, Exchange):  # recorded by the proxy's Capture: kept as it is
-            return item
+        if isinstance(item, Exchange):  # recorded by the proxy's Capture: kept, moved here
+            return dataclasses.replace(item, destination=self.destination)
         if isinstance(item, Interaction):
             return Exchange(self.protocol, self.destination, item.request, item.responses,
                             item.lifetime, item.summary, connection=1, seq=seq)
@@ -127,7 +130,9 @@ class Mocks:
         with self.lock:
             commands = session.handle(event, time.monotonic() if now is None else now)
             for c in commands:
-                if isinstance(c, Miss):
+                if isinstance(c, Notify) and callable(c.target.owner):
+                    c.target.owner(c.event)  # another connection of this server
+                elif isinstance(c, Miss):
                     self.ctx.missed(c.entry)
                 elif isinstance(c, OutOfOrder):
                     self.ctx.served_out_of_order(c.entry)
@@ -224,11 +229,17 @@ class ReplayServer(Listener):
                     commands += self.mocks.step(session, Drained())
                 elif isinstance(command, Reset):
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
+                    with contextlib.suppress(OSError):  # also wakes this connection's thread
+                        sock.shutdown(socket.SHUT_RDWR)
                     return True
                 elif isinstance(command, Close):
+                    with contextlib.suppress(OSError):
+                        sock.shutdown(socket.SHUT_WR)  # FIN, as the server did
                     return True
             return False
 
+        # what other connections' requests cause on this one (pushes, closes, interrupts)
+        session.owner = lambda event: carry_out(self.mocks.step(session, event))
         try:
             while True:
                 if wake is not None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import base64
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -83,6 +83,20 @@ class Interaction:
     responses: list[Readable]
     lifetime: Lifetime = "data"
     summary: str = ""
+    # the connection ended before any answer (the client gave up waiting: a cancelled
+    # BRPOP 0, a client timeout): replay answers nothing and holds what follows
+    unanswered: bool = False
+
+
+@dataclass
+class Pushed:
+    """Messages the server sent on its own, as no answer to a request (record mode):
+    pub/sub messages, RESP3 pushes, Postgres NotificationResponse, a FATAL before the
+    server hangs up. The proxy records when they arrived relative to every connection's
+    requests, and replay sends them (``Replayer.push``) once the replay got that far."""
+
+    responses: list[Readable]
+    summary: str = ""
 
 
 @dataclass
@@ -139,24 +153,45 @@ class Reply:
     data: bytes
 
 
+@dataclass
+class Interrupt:
+    """From ``Replayer.feed``: the client asks another connection, the one whose
+    ``Replayer.identity`` is ``identity``, to stop what it is doing (Postgres
+    CancelRequest, which carries the backend's process id and secret key)."""
+
+    identity: bytes
+
+
 class Recorder(Protocol):
-    """Record mode, one connection: sees both directions, emits completed interactions.
+    """Record mode, one connection: sees both directions, emits completed interactions,
+    and ``Pushed`` messages as they arrive (so the proxy knows when).
+
+    Optional: ``identity`` (bytes, None until known) names the connection the way an
+    ``Interrupt`` from another connection does (Postgres: the BackendKeyData the server
+    sent), and ``feed`` may return such an ``Interrupt`` (a CancelRequest): the proxy
+    then notes that the named connection's pending answer came after an interrupt.
 
     Raises ``ProtocolError`` on bytes it cannot follow; the proxy then stops capturing
     that connection but keeps relaying it.
     """
 
-    def feed(self, direction: Direction, data: bytes) -> list[Interaction]: ...
+    def feed(self, direction: Direction, data: bytes) -> Sequence[Interaction | Pushed | Interrupt]: ...
 
 
 class Replayer(Protocol):
     """Replay mode, one connection: only the client exists.
 
-    ``feed`` returns, in order, ``Reply`` (send these bytes now) and ``Lookup`` events.
-    For each ``Lookup`` the proxy calls ``respond`` with the matched recorded responses,
-    or ``miss`` with a one-line reason, and sends the returned bytes. A replayer that
-    sets an attribute ``close_after = True`` (Postgres Terminate, CancelRequest) has the
-    proxy close the connection once those bytes are written, as the server would.
+    ``feed`` returns, in order, ``Reply`` (send these bytes now), ``Lookup`` and
+    ``Interrupt`` events. For each ``Lookup`` the proxy calls ``respond`` with the
+    matched recorded responses, or ``miss`` with a one-line reason, and sends the
+    returned bytes. A replayer that sets an attribute ``close_after = True`` (Postgres
+    Terminate, CancelRequest) has the proxy close the connection once those bytes are
+    written, as the server would.
+
+    Optional, for what servers do between connections: ``push(responses) -> bytes``
+    renders recorded ``Pushed`` messages on this connection; ``identity`` (bytes, or
+    None until known) names the connection for ``Interrupt`` (the Postgres backend key
+    the replayed startup sent).
 
     Optional, for responses too large to build at once (bodies read from a
     ``BlobStore``): ``pull() -> bytes`` gives the next piece to send, ``b""`` when
@@ -165,7 +200,7 @@ class Replayer(Protocol):
     the replayer still holds (open blobs) when the connection ends.
     """
 
-    def feed(self, data: bytes) -> list[Lookup | Reply]: ...
+    def feed(self, data: bytes) -> Sequence[Lookup | Reply | Interrupt]: ...
 
     def respond(self, lookup: Lookup, responses: list[Readable]) -> bytes: ...
 

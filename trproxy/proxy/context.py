@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import enum
-import itertools
 import logging
 import time
 from collections import Counter
@@ -20,6 +19,7 @@ from ..protocols.base import Dialect
 from ..protocols.registry import match_key
 from ..store import DirBlobStore, Exchange, Ledger, MockPool, MockWriter
 from ..store.ledger import describe
+from .timeline import Timeline
 
 if TYPE_CHECKING:
     from ..tls.stream import TlsSettings  # mitmproxy: imported only when TLS is intercepted
@@ -58,10 +58,24 @@ class RunContext:
     connections: int = 0
     tests_recorded: int = 0
     tls: TlsSettings | None = None  # intercept TLS (record/replay); None: leave it alone
-    orders: itertools.count = field(default_factory=lambda: itertools.count(1))
+    last_order: int = 0  # the run-wide number of the last request that started (record)
+    captures: dict[bytes, Any] = field(default_factory=dict)  # record: Capture by identity
     _ledger: Ledger | None = None
+    _timeline: Timeline | None = None
     _searcher: concurrent.futures.ThreadPoolExecutor | None = None
     _searches: list[concurrent.futures.Future] = field(default_factory=list)
+
+    def next_order(self) -> int:
+        """A number for a request that starts now, in the order requests start run-wide."""
+        self.last_order += 1
+        return self.last_order
+
+    @property
+    def timeline(self) -> Timeline:
+        """What happened between connections when recording, over the current pool."""
+        if self._timeline is None or self._timeline.pool is not self.pool:
+            self._timeline = Timeline(self.pool)
+        return self._timeline
 
     @property
     def ledger(self) -> Ledger:
@@ -73,6 +87,9 @@ class RunContext:
     def record(self, exchange: Exchange) -> None:
         if self.writer is not None:
             self.writer.write(exchange)
+        if exchange.event is not None:
+            log.debug("recorded %s %s: %s", exchange.protocol, exchange.destination, exchange.summary)
+            return
         self.recorded[exchange.protocol] += 1
         log.debug("recorded %s %s: %s", exchange.protocol, exchange.destination, exchange.summary)
 

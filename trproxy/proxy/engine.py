@@ -30,12 +30,14 @@ The rules:
 from __future__ import annotations
 
 import logging
+import math
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..protocols.base import Dialect, Lookup, ProtocolError, Readable, Replayer, Reply
-from ..store import Affinity, NoMatch
+from ..protocols.base import Dialect, Interrupt, Lookup, ProtocolError, Readable, Replayer, Reply
+from ..store import Affinity, Exchange, NoMatch
 from ..store.ledger import describe
 
 if TYPE_CHECKING:
@@ -43,6 +45,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("trproxy")
 MAX_HOLD_MS = 5000  # bound of an answer held on the dialect's request (``context.hold_ms``)
+INTERRUPT_GRACE_MS = 2000  # how much longer than recorded an interrupted answer waits for it
 
 
 # --- events (into the engine) ---------------------------------------------------------------
@@ -77,7 +80,22 @@ class Forwarded:
     reason: str = ""
 
 
-Event = ClientData | ClientClosed | TimerFired | Drained | Forwarded
+@dataclass(frozen=True)
+class Released:
+    """From another connection (``Notify``), or the timeline: recorded events this
+    connection reached: messages the server pushed, its close or reset (see
+    ``timeline.py``)."""
+
+    events: tuple[Exchange, ...]
+
+
+@dataclass(frozen=True)
+class Interrupted:
+    """Another connection interrupted this one (a Postgres CancelRequest carrying this
+    connection's key): what is held goes out now, as the server answered the cancel."""
+
+
+Event = ClientData | ClientClosed | TimerFired | Drained | Forwarded | Released | Interrupted
 
 
 # --- commands (out of the engine) -----------------------------------------------------------
@@ -143,18 +161,30 @@ class Problem:
     text: str
 
 
-Command = Send | Wake | Drain | Close | Reset | Forward | Miss | OutOfOrder | Problem
+@dataclass(frozen=True, eq=False)
+class Notify:
+    """Hand ``event`` to another connection's session (the driver routes it)."""
+
+    target: Session
+    event: Released | Interrupted
+
+
+Command = (Send | Wake | Drain | Close | Reset | Forward | Miss | OutOfOrder | Problem
+           | Notify)
 
 
 @dataclass
 class _Out:
     """An answer waiting its turn in the output: bytes (or a closing command) not before
-    ``at``; ``forward`` marks the place of an answer still being fetched upstream."""
+    ``at`` (``inf``: an answer the server never gave, held until the client gives up);
+    ``forward`` marks the place of an answer still being fetched upstream;
+    ``interruptible``: a hold that an ``Interrupted`` ends."""
 
     data: bytes = b""
     at: float = 0.0
     end: Close | Reset | None = None
     forward: Forward | None = None
+    interruptible: bool = False
 
 
 class Session:
@@ -173,6 +203,8 @@ class Session:
         self._client_closed = False
         self._waking: float | None = None  # the Wake asked for and not yet fired
         self._streaming = False  # a Drain is outstanding for a pulled piece
+        self._identity: bytes | None = None  # what the replayer says this connection is
+        self.owner: Any = None  # the driver's, for routing ``Notify``
 
     # -- events --------------------------------------------------------------------------
 
@@ -185,6 +217,13 @@ class Session:
                 self._client(event.data, now, commands)
             elif isinstance(event, ClientClosed):
                 self._client_closed = True
+                self._drop_unanswered()
+            elif isinstance(event, Released):
+                self._released(event.events, now)
+            elif isinstance(event, Interrupted):
+                for out in self._out:
+                    if out.interruptible:
+                        out.at = min(out.at, now)
             elif isinstance(event, TimerFired):
                 self._waking = None
             elif isinstance(event, Drained):
@@ -199,11 +238,19 @@ class Session:
         return commands
 
     def _client(self, data: bytes, now: float, commands: list[Command]) -> None:
+        timeline = self.ctx.timeline
         for event in self.replayer.feed(data):
             if isinstance(event, Reply):
                 self._emit(event.data, now)
+            elif isinstance(event, Interrupt):
+                commands += [Notify(s, Interrupted()) for s in timeline.interrupt(event.identity)
+                             if s is not self]
             else:
                 self._lookup(event, now, commands)
+        identity = getattr(self.replayer, "identity", None)
+        if identity and identity != self._identity:  # known once its startup was answered
+            self._identity = identity
+            timeline.identify(self, identity)
         if getattr(self.replayer, "close_after", False):
             self._out.append(_Out(at=now, end=Close()))  # the server hangs up now
 
@@ -219,9 +266,18 @@ class Session:
                 self._out.append(_Out(at=now, forward=forward))
                 commands.append(forward)
                 return
+            if ended := ctx.timeline.missed(self):
+                # the recorded connection ended here (closed, reset): so does this one;
+                # the request, sent to a server that had gone, was never recorded
+                for _target, events in ended:
+                    self._released(events, now)
+                return
             self._put(self._miss(lookup, miss.summary, miss.reason, now, commands, miss.nearest))
             return
-        ctx.served(self.dialect.name, self.destination, served.exchange)
+        exchange = served.exchange
+        ctx.served(self.dialect.name, self.destination, exchange)
+        before, after = ctx.timeline.served(self, exchange)
+        self._deliver(before, now, commands)  # recorded before this answer: sent first
         if skipped := ctx.ledger.served(served.exchange, self.affinity, served.repeat):
             commands.append(OutOfOrder({
                 "protocol": self.dialect.name, "destination": self.destination,
@@ -229,10 +285,18 @@ class Session:
                 "skipped": [describe(e) for e in skipped], "test": ctx.current_test},
                 lookup.summary))
         lookup.context.repeat = served.repeat
+        self._answer(lookup, exchange, served.repeat, now, commands)
+        self._deliver(after, now, commands)
+
+    def _answer(self, lookup: Lookup, exchange: Exchange, repeat: bool, now: float,
+                commands: list[Command]) -> None:
         if not lookup.expects_reply:
             return
+        if exchange.unanswered and not repeat:
+            self._out.append(_Out(at=math.inf))  # never answered: nothing, until the client goes
+            return
         try:
-            out = self.replayer.respond(lookup, served.exchange.responses)
+            out = self.replayer.respond(lookup, exchange.responses)
         except Exception as exc:  # a recording is untrusted input (RecursionError included)
             # the recorded answer cannot be rendered (a wrong-typed field, absurd nesting):
             # the app gets the protocol's error and the report says why, never a silent reset
@@ -243,7 +307,36 @@ class Session:
             commands.append(Problem(f"{self.dialect.name} {self.destination}: {lookup.summary}: "
                                     f"{problem}"))
         hold = lookup.context.hold_ms
-        self._emit(out, now + min(hold, MAX_HOLD_MS) / 1000 if out and hold else now)
+        if out and hold:  # the dialect's own hold (a Kafka Fetch with nothing new)
+            self._emit(out, now + min(hold, MAX_HOLD_MS) / 1000)
+        elif out and not repeat and (wait := self.ctx.timeline.hold_ms(exchange)):
+            # recorded after a long wait: held as long, so that timeouts and cancels meet
+            # it as they met the server; one that came because another connection
+            # interrupted it waits for that interrupt (a bounded while longer, not less)
+            if exchange.interrupted:
+                wait += INTERRUPT_GRACE_MS
+            self._out.append(_Out(out, now + wait / 1000, interruptible=True))
+        else:
+            self._emit(out, now)
+
+    def _deliver(self, deliveries: list[tuple[Any, list[Exchange]]], now: float,
+                 commands: list[Command]) -> None:
+        for target, events in deliveries:
+            if target is self:
+                self._released(events, now)
+            else:
+                commands.append(Notify(target, Released(tuple(events))))
+
+    def _released(self, events: Iterable[Exchange], now: float) -> None:
+        """Recorded events this connection reached, queued behind what it already owes."""
+        for ev in events:
+            if ev.event == "push":
+                push = getattr(self.replayer, "push", None)
+                if push is not None:
+                    self._emit(push(ev.responses), now)
+            elif ev.event in ("close", "reset"):
+                self._drop_unanswered()
+                self._out.append(_Out(at=now, end=Close() if ev.event == "close" else Reset()))
 
     def _miss(self, lookup: Lookup, summary: str, reason: str, now: float,
               commands: list[Command], nearest: list[str] | None = None) -> _Out | None:
@@ -275,6 +368,14 @@ class Session:
             return
         slot.data = self.replayer.respond(lookup, event.responses)
 
+    def _drop_unanswered(self) -> None:
+        """The connection ends: an answer the server never gave will not come, nor what
+        was asked after it (the server never got to it)."""
+        for i, out in enumerate(self._out):
+            if out.at == math.inf:
+                self._out = deque(list(self._out)[:i])
+                return
+
     def _emit(self, data: bytes, at: float) -> None:
         if data:
             self._out.append(_Out(data, at))
@@ -292,7 +393,7 @@ class Session:
             if head.forward is not None:
                 return
             if head.at > now:
-                if self._waking != head.at:
+                if self._waking != head.at and head.at != math.inf:
                     self._waking = head.at
                     commands.append(Wake(head.at))
                 return
@@ -323,6 +424,7 @@ class Session:
 
     def close(self) -> None:
         """Release what the replayer holds (open blobs); the driver calls it at the end."""
+        self.ctx.timeline.forget(self)
         if hasattr(self.replayer, "close"):
             self.replayer.close()
 

@@ -28,6 +28,7 @@ from .engine import (
     Forward,
     Forwarded,
     Miss,
+    Notify,
     OutOfOrder,
     Problem,
     Reset,
@@ -56,6 +57,10 @@ async def replay(ctx: RunContext, client: Streams, host: str, port: int) -> None
     tls = False
     server_name = host  # the TLS server name the app asked for (its SNI)
     alpn: str | None = None  # what our TLS with the app negotiated
+    if ctx.pool.refused(destination) or (
+            ctx.mode is Mode.REPLAY and not ctx.pool.has_destination(destination)):
+        refuse(ctx, writer, destination)
+        return
     try:
         while dialect is None:
             try:
@@ -109,6 +114,17 @@ async def replay(ctx: RunContext, client: Streams, host: str, port: int) -> None
             writer.close()
 
 
+def refuse(ctx: RunContext, writer: Any, destination: str) -> None:
+    """No recording there, or the server refused when recording: the app's connection
+    fails (a reset; the eBPF redirect refuses at connect when it can) and, unless it was
+    refused when recording, the report says so."""
+    if not ctx.pool.refused(destination):
+        ctx.missed({"protocol": "tcp", "destination": destination, "request": "connect",
+                    "reason": "nothing was recorded for this destination: connection refused",
+                    "nearest": [], "test": ctx.current_test})
+    reset(writer)
+
+
 class _Driver:
     """Carries out a ``Session``'s commands on one connection: bytes, timers, reports,
     and new-episodes fetches (the rules are all in the engine)."""
@@ -120,6 +136,7 @@ class _Driver:
         self.alpn = alpn
         self.loop = asyncio.get_running_loop()
         self.ended = asyncio.Event()
+        session.owner = self  # other connections' Notify commands reach it through here
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task] = set()
         self._upstream: Any = None  # new-episodes: the real server, opened at the first miss
@@ -170,6 +187,10 @@ class _Driver:
             log.warning("%s", command.text)
         elif isinstance(command, Forward):
             self._spawn(self._forward(command))
+        elif isinstance(command, Notify):
+            target = command.target.owner
+            if isinstance(target, _Driver):
+                target.dispatch(command.event)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)

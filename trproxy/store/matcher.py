@@ -122,6 +122,10 @@ class MockPool:
     # there: asked at every replayed connection's start, so kept as exchanges are added
     _tls: set[str] = field(default_factory=set)
     _alpn: dict[str, set[str]] = field(default_factory=dict)
+    # event documents (pushes, closes, resets, refused connects): never matched, replayed
+    # by the engine's timeline; destinations only ever refused
+    events: list[Exchange] = field(default_factory=list)
+    _refused: set[str] = field(default_factory=set)
 
     @classmethod
     def build(cls, exchanges: list[Exchange], key_fn: KeyFn) -> MockPool:
@@ -131,8 +135,13 @@ class MockPool:
         return pool
 
     def add(self, exchange: Exchange) -> None:
-        key = canonical(self.key_fn(exchange.protocol, exchange.request))
         dest = destination_key(exchange.destination)
+        if exchange.event is not None:
+            self.events.append(exchange)
+            if exchange.event == "refused":
+                self._refused.add(dest)
+            return
+        key = canonical(self.key_fn(exchange.protocol, exchange.request))
         by_key = self._by_dest.setdefault((exchange.protocol, dest), {})
         by_key.setdefault(key, _Bucket()).add(_Entry(exchange, key))
         if exchange.tls:
@@ -150,8 +159,22 @@ class MockPool:
                 yield from bucket
 
     def has_destination(self, destination: str) -> bool:
+        """Whether anything was recorded there (a refused connect counts)."""
         dest = destination_key(destination)
-        return any(d == dest for (_p, d) in self._by_dest)
+        return dest in self._refused or any(d == dest for (_p, d) in self._by_dest)
+
+    def destinations(self) -> set[str]:
+        """Every destination recorded (as ``destination_key`` gives them: ``loopback:P``)."""
+        return {d for (_p, d) in self._by_dest} | self._refused
+
+    def refused_destinations(self) -> set[str]:
+        """Destinations only ever refused when recording."""
+        return {d for d in self._refused if self.refused(d)}
+
+    def refused(self, destination: str) -> bool:
+        """Whether connecting there was refused when recording, and never accepted."""
+        dest = destination_key(destination)
+        return dest in self._refused and not any(d == dest for (_p, d) in self._by_dest)
 
     def recorded_tls(self, destination: str) -> bool:
         """Whether a connection to this destination was recorded over TLS (replay accepts

@@ -39,14 +39,16 @@ def logged_in() -> list[tuple[str, bytes]]:
 
 
 def record(*chunks: tuple[str, bytes], close: bool = True) -> list[Interaction]:
+    """The interactions (pushed messages and interrupts, which the proxy records as
+    events, are left out: ``tests.support.recording.capture`` keeps them)."""
     recorder = PostgresRecorder()
-    out: list[Interaction] = []
+    out: list = []
     for side, data in chunks:
         out += recorder.feed(Direction(side), data)
     if close:
         out += recorder.feed(Direction.CLIENT, b"")
         out += recorder.feed(Direction.SERVER, b"")
-    return out
+    return [i for i in out if isinstance(i, Interaction)]
 
 
 def server_messages(data: bytes, start: str = "ready") -> list[Any]:

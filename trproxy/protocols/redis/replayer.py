@@ -13,9 +13,10 @@ and credentials, see ``commands.match_key``); when nothing was recorded for one,
 ``+PONG``, a ``HELLO`` map (such lookups carry ``context.handshake``). Any
 other miss is ``-ERR trproxy: no recording for <command>: <reason>``.
 
-Recorded out-of-band messages (pub/sub) are part of the responses of the interaction
-they followed, so rendering those responses in order serves ``SUBSCRIBE``'s confirmation
-and then its messages.
+Out-of-band messages (pub/sub, RESP3 pushes) are recorded as pushed events and sent by
+``push`` when the replay reaches the point they arrived at (the PUBLISH that caused
+them); recordings made before that carry them as extra responses of the interaction they
+followed, served with it, in order.
 """
 
 from __future__ import annotations
@@ -94,6 +95,13 @@ class RedisReplayer:
             values[0] = self._hello(values[0], lookup.context.private.get("proto"))
         elif name == b"RESET" and values and isinstance(values[0], SimpleString):
             self.resp = 2
+        if self.resp == 2:
+            values = [downgrade(v) for v in values]
+        return b"".join(encode_value(v) for v in values)
+
+    def push(self, responses: list[Readable]) -> bytes:
+        """Recorded out-of-band messages (pub/sub, RESP3 pushes), in the client's RESP."""
+        values = [from_readable(r) for r in responses]
         if self.resp == 2:
             values = [downgrade(v) for v in values]
         return b"".join(encode_value(v) for v in values)
