@@ -11,10 +11,14 @@ run alive after the command exited.
 
 from __future__ import annotations
 
+import http.server
 import os
 import signal
+import socket
+import struct
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -108,6 +112,48 @@ def test_client_kill_closes_the_killed_connection(tmp_path, redis_server):
     assert "close" in _events(docs)
     blpop = next(d for d in docs if d["spec"].get("summary") == "BLPOP")
     assert blpop["spec"]["metadata"]["unanswered"]  # the server closed with it pending
+
+
+class _Http10(http.server.BaseHTTPRequestHandler):
+    """HTTP/1.0, no Content-Length: the body ends when the server closes."""
+
+    protocol_version = "HTTP/1.0"
+
+    def do_GET(self) -> None:  # noqa: N802
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.end_headers()
+        self.wfile.write(b"delimited by the close " + self.path.encode())
+
+    def log_message(self, *args) -> None:  # type: ignore[no-untyped-def]
+        pass
+
+
+REQUESTS = """
+import sys, requests
+for path in ("/a", "/b"):
+    r = requests.get(f"http://127.0.0.1:{sys.argv[1]}{path}", timeout=20)
+    print(r.status_code, r.headers.get("Content-Length"), r.text)
+"""
+
+
+def test_requests_against_an_http_1_0_server(tmp_path):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Http10)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+
+    try:
+        recorded, replayed, docs = _record_then_replay(
+            tmp_path, _script(tmp_path, REQUESTS), stop, str(server.server_address[1]))
+    finally:
+        stop()
+    assert recorded.stdout.splitlines() == ["200 None delimited by the close /a",
+                                            "200 None delimited by the close /b"]
+    assert replayed.stdout == recorded.stdout  # delimited by the close, as recorded
+    assert _events(docs) == ["close", "close"]
 
 
 ASYNCPG_TIMEOUT = """
@@ -269,3 +315,51 @@ def test_the_run_ends_when_the_command_exits_even_with_a_stuck_connection(tmp_pa
             except ProcessLookupError:
                 pass
 
+
+class _CutByReset(http.server.BaseHTTPRequestHandler):
+    """Promises 100 bytes, sends 30, resets the connection (a crashed backend)."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:  # noqa: N802
+        self.send_response(200)
+        self.send_header("Content-Length", "100")
+        self.end_headers()
+        self.wfile.write(b"only thirty bytes of a hundred")
+        self.wfile.flush()
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.connection.close()  # RST now (socketserver would send a FIN first)
+        self.close_connection = True
+
+    def log_message(self, *args) -> None:  # type: ignore[no-untyped-def]
+        pass
+
+
+CUT = """
+import sys, requests
+try:
+    r = requests.get(f"http://127.0.0.1:{sys.argv[1]}/big", timeout=20)
+    print(r.status_code, len(r.content))
+except requests.RequestException as e:
+    print(type(e).__name__)
+"""
+
+
+def test_an_http_response_cut_by_a_reset_is_cut_again(tmp_path):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _CutByReset)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+
+    try:
+        recorded, replayed, docs = _record_then_replay(
+            tmp_path, _script(tmp_path, CUT), stop, str(server.server_address[1]))
+    finally:
+        stop()
+    assert recorded.stdout.strip() == "ChunkedEncodingError"  # the body ended short
+    assert replayed.stdout == recorded.stdout  # not a 502 for a request never recorded
+    assert "reset" in _events(docs)
+    cut = next(d for d in docs if d["spec"].get("responses"))
+    assert cut["spec"]["responses"][0]["truncated"] is True

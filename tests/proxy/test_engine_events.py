@@ -4,9 +4,10 @@ answer that took long, messages pushed because of another connection, a cancel."
 
 from __future__ import annotations
 
+from tests.protocols.http import capture as http_capture
 from tests.protocols.postgres.build import HANDSHAKE, STARTUP, wire
 from tests.support.playbook import Playbook, after, client, client_closes, close, reset, send
-from tests.support.recording import capture_run
+from tests.support.recording import capture, capture_run
 from trproxy.protocols.postgres import backend as be
 from trproxy.protocols.postgres import frontend as fe
 from trproxy.proxy.context import Mode, RunContext
@@ -14,6 +15,25 @@ from trproxy.proxy.timeline import LONG_WAIT_MS
 
 GET = b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"
 OK = b"+OK\r\n"
+
+
+def test_a_server_that_closed_after_its_answer_closes_at_replay():
+    """HTTP/1.0, a body delimited by the close: the server closed first, recorded as an
+    event, replayed as a FIN after the answer (a client reading to the end needs it)."""
+    request = b"GET /old HTTP/1.0\r\nHost: x\r\n\r\n"
+    recorded = capture([("client", request),
+                        ("server", b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nall "),
+                        ("server", b"of it"), ("server", b"")], close=False)
+    assert [e.event for e in recorded] == [None, "close"]
+    assert (Playbook("http", recorded)
+            >> client(request) << send(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nall of it")
+            << close())
+
+
+def test_a_client_that_closed_first_records_no_event():
+    """The recorded HTTP/1.0 client half-closed after its request: the end is its own."""
+    chunks = http_capture.load("h1")["until_close"]
+    assert [e.event for e in capture(chunks, close=False)] == [None]
 
 
 def test_a_server_reset_is_replayed_as_a_reset():
@@ -133,3 +153,23 @@ def test_an_interrupted_answer_without_its_interrupt_still_ends():
     book = Playbook("postgres", recorded)
     assert book >> client(wire(STARTUP)) << send(wire(be.AuthenticationOk(), *HANDSHAKE[1:]))
     assert book >> client(query) >> after(2999) >> after(1) << send(error)  # wait + 2 s grace
+
+
+def test_an_http_response_cut_by_a_reset_is_cut_and_reset_again():
+    """Recorded as far as it came (``truncated``), the promised length kept; replayed the
+    same way, then the reset: the client sees an incomplete body, not a short one."""
+    request = b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n"
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 100\r\n\r\n"
+    recorded = capture_run([("h", "client", request), ("h", "server", head + b"only thirty bytes of a hundred"),
+                            ("h", "reset", b"")])
+    assert [e.event for e in recorded] == [None, "reset"]
+    assert recorded[0].responses[0]["truncated"] is True
+    assert (Playbook("http", recorded)
+            >> client(request) << send(head + b"only thirty bytes of a hundred") << reset())
+
+
+def test_an_http_request_never_answered_is_held():
+    request = b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n"
+    recorded = capture_run([("h", "client", request), ("h", "client", b""), ("h", "server", b"")])
+    assert recorded[0].unanswered
+    assert Playbook("http", recorded) >> client(request) >> after(10_000) >> client_closes() << close()

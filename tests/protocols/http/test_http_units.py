@@ -270,9 +270,10 @@ def test_response_without_request_is_an_error():
         rec.feed(S, b"HTTP/1.1 200 OK\r\n\r\n")
 
 
-def test_unanswered_request_is_dropped_and_truncated_request_marked():
-    assert record([("client", b"GET / HTTP/1.1\r\nHost: h\r\n\r\n"), ("client", b""),
-                   ("server", b"")]) == []
+def test_unanswered_request_is_kept_unanswered_and_truncated_request_marked():
+    [unanswered] = record([("client", b"GET / HTTP/1.1\r\nHost: h\r\n\r\n"), ("client", b""),
+                           ("server", b"")])
+    assert unanswered.unanswered and unanswered.responses == []
     [item] = record([("client", b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nabc"),
                      ("server", b"HTTP/1.1 413 Too Large\r\nContent-Length: 0\r\n\r\n"),
                      ("client", b""), ("server", b"")])

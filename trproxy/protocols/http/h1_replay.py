@@ -37,7 +37,13 @@ from .forward import http_forward
 from .h1 import Data, End, H1Parser, Head
 from .h1_record import request_url
 from .readable import header_value, method_text, request_readable, summary
-from .render import error_response, render_h1, render_h1_parts, unavailable_response
+from .render import (
+    delimited_by_close,
+    error_response,
+    render_h1,
+    render_h1_parts,
+    unavailable_response,
+)
 from .websocket import WsReplayer, is_websocket_upgrade, open_lookup
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -64,11 +70,13 @@ class H1Replayer:
         self.tunnel = False
         self._ws: WsReplayer | None = None  # after a replayed switch to WebSocket
         self._ws_early = b""  # client bytes read before that switch
+        self._until_close = False  # a response delimited by the close was sent
 
     @property
     def close_after(self) -> bool:
-        """The WebSocket was closed (a Close sent or answered): hang up, as the server would."""
-        return self._ws is not None and self._ws.close_after
+        """Hang up, as the server did: after a response delimited by the close, or once
+        the WebSocket was closed (a Close sent or answered)."""
+        return self._until_close or (self._ws is not None and self._ws.close_after)
 
     def feed(self, data: bytes) -> list[Lookup | Reply]:
         out: list[Lookup | Reply] = []
@@ -137,6 +145,8 @@ class H1Replayer:
             try:
                 out.extend(render_h1_parts(response, method, version, lookup.context.private.get("ws_key"),
                                            self.blobs))
+                if status >= 200 and delimited_by_close(response, method):
+                    self._until_close = True
             except BodyUnavailable as e:
                 out.append(render_h1(unavailable_response(e), method, version))
                 lookup.context.unreplayable = str(e)  # reported by the proxy
