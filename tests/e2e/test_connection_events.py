@@ -181,7 +181,8 @@ def test_asyncpg_timeout_against_pg_sleep_times_out_again(tmp_path, postgres_ser
     assert recorded.stdout.splitlines() == ["TimeoutError", "42"]
     assert replayed.stdout == recorded.stdout
     slow = next(d for d in docs if "57014" in str(d["spec"]["responses"]))
-    assert slow["spec"]["metadata"]["interrupted"] and slow["spec"]["metadata"]["wait_ms"] >= 1000
+    # its answer came when the cancel did, about the 1 s timeout after the query left
+    assert slow["spec"]["metadata"]["interrupted"] and slow["spec"]["metadata"]["wait_ms"] >= 900
     assert time.monotonic() - start > 2  # both runs waited for the timeout
 
 

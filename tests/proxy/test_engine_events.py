@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from tests.protocols.http import capture as http_capture
 from tests.protocols.postgres.build import HANDSHAKE, STARTUP, wire
-from tests.support.playbook import Playbook, after, client, client_closes, close, reset, send
+from tests.support.playbook import Playbook, after, client, client_closes, close, miss, reset, send
 from tests.support.recording import capture, capture_run
 from trproxy.protocols.postgres import backend as be
 from trproxy.protocols.postgres import frontend as fe
@@ -133,6 +133,16 @@ def test_an_answer_recorded_after_a_long_wait_is_held_as_long():
             >> client(query) >> after(999) >> after(1) << send(error))
 
 
+def test_a_long_wait_during_which_other_requests_started_is_not_held():
+    """It may have waited for them (a Kafka Fetch for a Produce on another connection):
+    they are replayed at their own pace, so holding it would only add the old delay."""
+    recorded, query, error = _slow_query(cancelled=False)
+    recorded[-1].answered_after = recorded[-1].order + 1
+    book = Playbook("postgres", recorded)
+    assert (book >> client(wire(STARTUP)) << send(wire(be.AuthenticationOk(), *HANDSHAKE[1:]))
+            >> client(query) << send(error))
+
+
 def test_a_cancel_request_on_another_connection_releases_the_held_answer():
     """asyncpg's timeout=1: at 1 s it sends CancelRequest (a new connection, the backend
     key the startup sent) and the server answers the cancel (recorded ``interrupted``).
@@ -173,3 +183,18 @@ def test_an_http_request_never_answered_is_held():
     recorded = capture_run([("h", "client", request), ("h", "client", b""), ("h", "server", b"")])
     assert recorded[0].unanswered
     assert Playbook("http", recorded) >> client(request) >> after(10_000) >> client_closes() << close()
+
+
+def test_a_miss_before_the_recording_ended_is_a_miss_not_the_end():
+    """The recorded connection closed after GET k and GET j; the live one asks GET k, then
+    something never recorded: a plain miss (the end comes only where the recording ended)."""
+    get_j = b"*2\r\n$3\r\nGET\r\n$1\r\nj\r\n"
+    recorded = capture_run([("a", "client", GET), ("a", "server", b"$1\r\nv\r\n"),
+                            ("a", "client", get_j), ("a", "server", b"$1\r\nw\r\n"),
+                            ("a", "server", b"")])
+    book = (Playbook("redis", recorded) >> client(GET) << send(b"$1\r\nv\r\n")
+            >> client(b"PING x\r\n") << send(b"$1\r\nx\r\n")  # handshake: answered, not the end
+            >> client(b"DEL z\r\n") << miss("DEL", "no recorded request matches")
+            << send(lambda b: b.startswith(b"-ERR")))
+    assert book
+    assert book >> client(get_j) << send(b"$1\r\nw\r\n") << close()  # there it ended

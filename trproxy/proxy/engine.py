@@ -1,30 +1,37 @@
 """The replay engine: what a replayed connection answers, when, and how it ends (sans-I/O).
 
 One ``Session`` per replayed connection, once its protocol is known. It is driven by
-events (``ClientData``, ``ClientClosed``, ``TimerFired``, ``Drained``, ``Forwarded``,
-and ``Notified`` from other connections) and returns commands (``Send``, ``Wake``,
-``Drain``, ``Close``, ``Reset``, ``Forward``, ``Miss``, ``OutOfOrder``, ``Problem``), in
-order. It never
-touches a socket or reads a clock: the time comes with each event (``now``, seconds on
-the driver's monotonic clock), so every rule below is tested with transcripts
-(``tests/proxy/test_engine*.py``), and the asyncio driver (``replay.py``) only moves
-bytes, keeps timers and reports.
+events (``ClientData``, ``ClientClosed``, ``TimerFired``, ``Drained``, ``Forwarded``, and
+from other connections ``Released`` and ``Interrupted``) and returns commands
+(``Send``, ``Wake``, ``Drain``, ``Close``, ``Reset``, ``Forward``, ``Notify``, ``Miss``,
+``OutOfOrder``, ``Problem``), in order. It never touches a socket or reads a clock: the
+time comes with each event (``now``, seconds on the driver's monotonic clock), so every
+rule below is tested with transcripts (``tests/proxy/test_engine*.py``), and the asyncio
+driver (``replay.py``) only moves bytes, keeps timers, routes ``Notify`` and reports.
+What connections share (events between them, identities) is the run's ``Timeline``.
 
 The rules:
 
-* the dialect's replayer turns client bytes into ``Reply`` (sent as is) and ``Lookup``;
-  a lookup is answered from the mock pool (``respond``), or is a miss: the replayer's
-  protocol-native error, plus a ``Miss`` report unless the replayer answers it itself
-  (``context.handshake``); an empty miss answer that is not ``partial`` resets the
+* the dialect's replayer turns client bytes into ``Reply`` (sent as is), ``Lookup`` and
+  ``Interrupt``; a lookup is answered from the mock pool (``respond``), or is a miss: the
+  replayer's protocol-native error, plus a ``Miss`` report unless the replayer answers it
+  itself (``context.handshake``); an empty miss answer that is not ``partial`` resets the
   connection (no protocol-native error exists);
 * a recorded answer that cannot be rendered (a wrong-typed field, absurd nesting) is a
   reported miss with the protocol's error, never a silent reset;
-* output leaves in request order: an answer held (``context.hold_ms``) holds back what
-  follows it, until its time (``Wake``/``TimerFired``);
+* output leaves in request order: an answer held (``context.hold_ms``, or recorded after
+  a long wait) holds back what follows it until its time (``Wake``/``TimerFired``) or an
+  ``Interrupted``; an answer never given (``unanswered``) holds it until the connection
+  ends;
+* recorded events reached by the replay (pushed messages, the server's close or reset)
+  are queued like answers; a miss where the recorded connection ended ends this one;
 * ``close_after`` (Postgres Terminate, a WebSocket Close) closes once the output is out;
+  a client that closes still gets what was held, then the close;
 * bodies streamed from blobs (``pull``) go out one piece per ``Drain``/``Drained``;
 * new-episodes: a miss whose lookup can be forwarded becomes ``Forward``; its answer
-  (``Forwarded``) takes that lookup's place in the output order.
+  (``Forwarded``) takes that lookup's place in the output order;
+* every answer served is shown to the run's ``Ledger``, which reports it ``OutOfOrder``
+  when it skipped recordings of its connection.
 """
 
 from __future__ import annotations
@@ -249,8 +256,8 @@ class Session:
                 self._lookup(event, now, commands)
         identity = getattr(self.replayer, "identity", None)
         if identity and identity != self._identity:  # known once its startup was answered
-            self._identity = identity
             timeline.identify(self, identity)
+            self._identity = identity
         if getattr(self.replayer, "close_after", False):
             self._out.append(_Out(at=now, end=Close()))  # the server hangs up now
 
@@ -424,7 +431,7 @@ class Session:
 
     def close(self) -> None:
         """Release what the replayer holds (open blobs); the driver calls it at the end."""
-        self.ctx.timeline.forget(self)
+        self.ctx.timeline.forget(self, self._identity)
         if hasattr(self.replayer, "close"):
             self.replayer.close()
 

@@ -68,6 +68,7 @@ class Capture:
     _server_ended: bool = False
     _server_reset: bool = False
     _interrupted: bool = False  # another connection interrupted the pending request
+    _answered_after: int = 0  # the run-wide order reached when its answer started
     clock: Callable[[], float] = time.monotonic  # (tests give their own)
 
     def client(self, data: bytes) -> None:
@@ -79,6 +80,7 @@ class Capture:
         if data:
             if self._started is not None and self._first_reply is None:
                 self._first_reply = self.clock()
+                self._answered_after = self.ctx.last_order
             self._feed(Direction.SERVER, data)
             return
         if self._server_ended:
@@ -158,6 +160,7 @@ class Capture:
                 duration_ms=(self.clock() - started) * 1000, tests=self._tests,
                 tls=self.tls, alpn=self.alpn, order=self._order, wait_ms=wait,
                 unanswered=it.unanswered, interrupted=self._interrupted,
+                answered_after=self._answered_after if wait is not None else 0,
             ))
             self._interrupted = False
             self._started = None

@@ -17,7 +17,9 @@ Each replayed connection is a ``engine.Session``; the timeline is what they shar
 * **waits**: an answer recorded after a long wait (``wait_ms`` at least ``LONG_WAIT_MS``
   and ``LONG_WAIT_FACTOR`` times the median of its recorded connection) is held that
   long (capped), so client timeouts, ``statement_timeout`` and cancels meet it as they
-  met the server. A connection's usual wait is the median of its other answers'.
+  met the server; unless requests of other connections started while it waited
+  (``answered_after``), which it may have waited for: those are replayed at their own
+  pace, and the answer is not held (an ``interrupted`` one always is). A connection's usual wait is the median of its other answers'.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ class Timeline:
         self._heap: list[tuple[int, int, int, Key]] = []  # (after, seq, n, key) of pending events
         self._served_order = 0  # the highest request order served
         self._identities: dict[bytes, list[Any]] = {}
+        self._followed: dict[int, set[Key]] = {}  # id(session) -> what it follows (forget)
         waits: dict[Key, list[float]] = {}
         for entry in pool.entries():
             ex = entry.exchange
@@ -87,9 +90,13 @@ class Timeline:
 
     def hold_ms(self, exchange: Exchange) -> float | None:
         """How long to hold this answer: its recorded wait when that was long (see the
-        module doc), else None."""
+        module doc), else None. Not when other requests started while it waited and it
+        was not interrupted: the answer may have waited for them (a Kafka long poll for
+        a Produce), and they are replayed at their own pace."""
         wait = exchange.wait_ms
         if wait is None or wait < LONG_WAIT_MS:
+            return None
+        if exchange.answered_after > exchange.order and not exchange.interrupted:
             return None
         rec = self._recorded.get(key_of(exchange))
         others = list(rec.waits) if rec is not None else []
@@ -111,6 +118,7 @@ class Timeline:
         out: list[tuple[Any, list[Exchange]]] = []
         if rec.follower is not session and (data or not rec.by_data or rec.follower is None):
             rec.follower, rec.by_data = session, data
+            self._followed.setdefault(id(session), set()).add(key)
             if rec.ready:
                 out.append((session, rec.ready))
                 rec.ready = []
@@ -126,12 +134,16 @@ class Timeline:
 
     def missed(self, session: Any) -> list[tuple[Any, list[Exchange]]]:
         """``session`` asked for something no recording answers: if a recorded connection
-        it follows ended (closed, reset) before anything else, that ending comes now."""
+        it follows ended (closed, reset) right after what was served of it, that ending
+        comes now (the request went to a server that had gone, and was never recorded)."""
         out: list[tuple[Any, list[Exchange]]] = []
-        for rec in self._recorded.values():
-            if rec.follower is session and any(ev.event in ("close", "reset") for ev in rec.events):
-                upto = next(i for i, ev in enumerate(rec.events) if ev.event in ("close", "reset"))
-                out.append((session, self._take(rec, rec.events[:upto + 1])))
+        for key in self._followed.get(id(session), ()):
+            rec = self._recorded[key]
+            if rec.follower is not session:
+                continue
+            end = next((i for i, ev in enumerate(rec.events) if ev.event in ("close", "reset")), None)
+            if end is not None and rec.progress >= self._before[id(rec.events[end])]:
+                out.append((session, self._take(rec, rec.events[:end + 1])))
         return out
 
     def _due(self) -> list[tuple[Any, list[Exchange]]]:
@@ -168,16 +180,26 @@ class Timeline:
         sessions = self._identities.setdefault(identity, [])
         if session not in sessions:
             sessions.append(session)
+            session_identity = getattr(session, "_identity", None)
+            if session_identity is not None and session_identity != identity:
+                self._drop_identity(session, session_identity)
 
     def interrupt(self, identity: bytes) -> list[Any]:
         """The live sessions an ``Interrupt`` with this identity is meant for."""
         return list(self._identities.get(identity, []))
 
-    def forget(self, session: Any) -> None:
+    def forget(self, session: Any, identity: bytes | None = None) -> None:
         """``session`` ended: it follows nothing and can be interrupted no more."""
-        for rec in self._recorded.values():
+        for key in self._followed.pop(id(session), ()):
+            rec = self._recorded[key]
             if rec.follower is session:
                 rec.follower, rec.by_data = None, False
-        for sessions in self._identities.values():
-            if session in sessions:
-                sessions.remove(session)
+        if identity is not None:
+            self._drop_identity(session, identity)
+
+    def _drop_identity(self, session: Any, identity: bytes) -> None:
+        sessions = self._identities.get(identity, [])
+        if session in sessions:
+            sessions.remove(session)
+        if not sessions:
+            self._identities.pop(identity, None)

@@ -35,6 +35,7 @@ class Exchange:
     wait_ms: float | None = None  # from the request's first byte to the answer's first byte
     unanswered: bool = False  # the client gave up before any answer came (replay holds it)
     interrupted: bool = False  # its answer came after another connection interrupted it
+    answered_after: int = 0  # the run-wide order reached when its answer started, if later
     # an event document instead of an exchange: "push" (messages the server sent on its
     # own), "close"/"reset" (the server ended the connection), "refused" (at connect);
     # ``after``: the run-wide request ``order`` reached when it happened
@@ -65,6 +66,8 @@ class Exchange:
             meta["unanswered"] = True
         if self.interrupted:
             meta["interrupted"] = True
+        if self.answered_after > self.order:
+            meta["answered_after"] = self.answered_after
         if self.event:
             meta["after"] = self.after
             del meta["duration_ms"]
@@ -109,6 +112,8 @@ class Exchange:
                 wait_ms=meta["wait_ms"] if isinstance(meta.get("wait_ms"), (int, float)) else None,
                 unanswered=meta.get("unanswered") is True,
                 interrupted=meta.get("interrupted") is True,
+                answered_after=meta["answered_after"] if isinstance(meta.get("answered_after"), int)
+                else 0,
                 event=str(event) if event else None,
                 after=meta["after"] if isinstance(meta.get("after"), int) else 0,
                 extra=spec,
