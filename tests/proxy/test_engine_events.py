@@ -23,7 +23,7 @@ def test_a_server_that_closed_after_its_answer_closes_at_replay():
     request = b"GET /old HTTP/1.0\r\nHost: x\r\n\r\n"
     recorded = capture([("client", request),
                         ("server", b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nall "),
-                        ("server", b"of it"), ("server", b"")], close=False)
+                        ("server", b"of it"), ("server", b"")])
     assert [e.event for e in recorded] == [None, "close"]
     assert (Playbook("http", recorded)
             >> client(request) << send(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nall of it")

@@ -67,6 +67,7 @@ class Capture:
     _client_ended: bool = False
     _server_ended: bool = False
     _server_reset: bool = False
+    _ending: tuple[str, int] | None = None  # the server's close or reset, and the order then
     _interrupted: bool = False  # another connection interrupted the pending request
     _answered_after: int = 0  # the run-wide order reached when its answer started
     clock: Callable[[], float] = time.monotonic  # (tests give their own)
@@ -75,6 +76,13 @@ class Capture:
         if not data:
             self._client_ended = True
         self._feed(Direction.CLIENT, data)
+        if not data and self._ending is not None:
+            # written once the recorder flushed what the client's end completes (a
+            # WebSocket's last messages), so that it comes after them in the connection
+            kind, after = self._ending
+            self._ending = None
+            self._event(kind, [], f"server {'reset' if kind == 'reset' else 'closed'} the "
+                        "connection", after)
 
     def server(self, data: bytes) -> None:
         if data:
@@ -91,10 +99,9 @@ class Capture:
         if identity and self.ctx.captures.get(identity) is self:
             del self.ctx.captures[identity]  # nothing can interrupt it any more
         if not self._client_ended and not self._failed and self.dialect is not None:
-            # the server ended the connection on its own (killed, timed out, HTTP/1.0...)
-            self._event("reset" if self._server_reset else "close", [],
-                        "server reset the connection" if self._server_reset
-                        else "server closed the connection")
+            # the server ended the connection on its own (killed, timed out, HTTP/1.0...):
+            # recorded when the client's side ends too, stamped with the order of now
+            self._ending = ("reset" if self._server_reset else "close", self.ctx.last_order)
 
     def server_reset(self) -> None:
         """The server reset the connection (told by the relay before ``server(b"")``)."""
@@ -166,16 +173,17 @@ class Capture:
             self._started = None
             self._started_wall = ""
 
-    def _event(self, kind: str, responses: list, summary: str) -> None:
+    def _event(self, kind: str, responses: list, summary: str, after: int | None = None) -> None:
         """An event document (see ``Exchange.event``) at this point of the run."""
-        assert self.dialect is not None
+        if self.dialect is None or self._failed:
+            return
         self._seq += 1
         self.ctx.record(Exchange(
             protocol=self.dialect.name, destination=self.destination, request=None,
             responses=responses, lifetime="event", summary=summary,
             connection=self.connection, seq=self._seq, started=_now(),
             tests=sorted(self.ctx.open_tests), tls=self.tls, alpn=self.alpn,
-            event=kind, after=self.ctx.last_order))
+            event=kind, after=self.ctx.last_order if after is None else after))
 
 
 async def passthrough_or_record(ctx: RunContext, client: Streams, host: str, port: int,

@@ -38,6 +38,7 @@ MAX_WAIT_MS = 30_000.0
 
 Key = tuple[str, str, int]  # (protocol, destination, recorded connection)
 Deliveries = list[tuple[Any, list[Exchange]]]  # (live session, events for it)
+_NONE: tuple[Deliveries, Deliveries] = ([], [])
 
 
 def key_of(exchange: Exchange) -> Key:
@@ -72,6 +73,7 @@ class Timeline:
             rec.seqs.append(ex.seq)
             if ex.wait_ms is not None:
                 waits.setdefault(key_of(ex), []).append(ex.wait_ms)
+        self._with_events = any(ev.event != "refused" for ev in pool.events)
         for n, ev in enumerate(sorted(pool.events, key=lambda e: e.seq)):
             if ev.event == "refused":
                 continue
@@ -112,6 +114,8 @@ class Timeline:
         """``exchange`` was served to ``session``: who gets which events now, as (those to
         send before its answer: recorded before it on its connection, or waiting for a
         follower; those the replay reached with it, after the answer)."""
+        if not self._with_events:  # nothing happened between connections: nothing to do
+            return _NONE
         key = key_of(exchange)
         rec = self._recorded.setdefault(key, _Recorded())
         data = exchange.lifetime == "data"

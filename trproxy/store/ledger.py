@@ -20,7 +20,6 @@ Definitions (docs/format.md, "Reports"):
 
 from __future__ import annotations
 
-import bisect
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,8 +31,8 @@ from .model import Exchange
 class _Connection:
     """The data exchanges of one recorded connection, in the order of their requests."""
 
-    ranks: list[tuple[int, int]]
     entries: list[Any]  # matcher._Entry, whose ``used`` counts are live
+    index: dict[int, int]  # id(exchange) -> its place in ``entries``
 
 
 class Ledger:
@@ -53,7 +52,8 @@ class Ledger:
             self._connections = {}
             for key, entries in grouped.items():
                 entries.sort(key=lambda e: _rank(e.exchange))
-                self._connections[key] = _Connection([_rank(e.exchange) for e in entries], entries)
+                self._connections[key] = _Connection(
+                    entries, {id(e.exchange): i for i, e in enumerate(entries)})
         return self._connections
 
     def served(self, exchange: Exchange, affinity: Affinity, repeat: bool = False) -> list[Exchange]:
@@ -61,19 +61,18 @@ class Ledger:
         recordings it skipped when that makes the answer out of order (else [])."""
         if exchange.lifetime != "data" or repeat:
             return []
-        key, rank = _key(exchange), _rank(exchange)
-        before = affinity.positions.get(key)
-        if before is None or rank > before:
-            affinity.positions[key] = rank
-        if before is None or rank <= before:
-            return []
+        key = _key(exchange)
         conn = self._index().get(key)
         if conn is None:
             return []
-        lo = bisect.bisect_right(conn.ranks, before)
-        hi = bisect.bisect_left(conn.ranks, rank)
+        at = conn.index[id(exchange)]
+        before = affinity.positions.get(key)
+        if before is None or at > before:
+            affinity.positions[key] = at
+        if before is None or at <= before + 1:  # the first, the next one, or going back
+            return []
         group = _group(exchange)
-        return [e.exchange for e in conn.entries[lo:hi]
+        return [e.exchange for e in conn.entries[before + 1:at]
                 if not e.used and _group(e.exchange) != group]
 
     def unused(self) -> list[Exchange]:

@@ -18,6 +18,7 @@ Rules (DESIGN.md, "Matching and replay rules"):
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -36,6 +37,7 @@ _MAX_TEXT = 4000  # characters of a match key compared, and shown in a diff
 _MAX_LINES = 200
 
 
+@functools.lru_cache(maxsize=4096)  # asked several times per replayed request
 def destination_key(destination: str) -> str:
     """Loopback addresses are one place: a client may dial ::1 at replay and 127.0.0.1 at
     record time (happy eyeballs, ``localhost``), and the server there is the same."""
@@ -57,7 +59,7 @@ class Affinity:
     how far it got in each recorded connection it was served from (``ledger.Ledger``)."""
 
     recorded_connection: int | None = None
-    positions: dict[tuple[str, str, int], tuple[int, int]] = field(default_factory=dict)
+    positions: dict[tuple[str, str, int], int] = field(default_factory=dict)
 
 
 @dataclass

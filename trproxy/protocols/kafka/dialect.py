@@ -4,9 +4,11 @@ Recording: one ``KafkaCodec`` per connection sees both directions; each request 
 keyed by correlation id, for its response, and the pair becomes an ``Interaction`` in the
 readable form of ``readable``. Produce with ``acks=0`` gets no response and is emitted at
 once with ``responses=[]``; ``data`` requests still waiting when either side closes (a
-consumer's long-poll Fetch, typically) are emitted with ``responses=[]`` and ``unanswered``,
-so that replay answers them the same way: with nothing (a broker answers a connection's
-requests in order, so nothing after it either). Unanswered ``session`` requests are
+consumer's long-poll Fetch, typically) are emitted with ``responses=[]``, so that replay
+answers them the same way: with nothing. Not ``unanswered`` (which would hold what
+follows): a Fetch is split per partition, and an idle partition's part at an unchanged
+offset matches the cut poll's part in any later Fetch, which would then never be
+answered. Unanswered ``session`` requests are
 dropped: served again and again, "no answer" would hang every later client.
 
 Lifetimes: ``session`` for ApiVersions, Metadata, FindCoordinator, the SASL handshake,
@@ -109,18 +111,17 @@ class KafkaRecorder:
                 # a session exchange without its answer would be served as "no answer"
                 # from then on (it repeats): only data ones (a cut long poll) are kept
                 if lifetime_of(req.api_key) == "data":
-                    out += self._interactions(req, readable, [], unanswered=True)
+                    out += self._interactions(req, readable, [])
             self.pending.clear()
         return out
 
     @staticmethod
-    def _interactions(req: KafkaRequest, readable: dict, responses: list,
-                      unanswered: bool = False) -> list[Interaction]:
+    def _interactions(req: KafkaRequest, readable: dict, responses: list) -> list[Interaction]:
         lifetime, summary = lifetime_of(req.api_key), summary_of(req)
         layout = LAYOUTS.get(req.api)
         if layout is None or req.opaque or is_opaque_body(readable["body"]) \
                 or any(is_opaque_body(r.get("body")) for r in responses):
-            return [Interaction(readable, responses, lifetime, summary, unanswered)]
+            return [Interaction(readable, responses, lifetime, summary)]
         # Fetch and Produce: one interaction per partition (see ``split``)
         parts = split_request(layout, readable["body"])
         bodies: list = [None] * len(parts)
@@ -128,7 +129,7 @@ class KafkaRecorder:
             bodies = split_response(layout, parts, responses[0]["body"])
         return [Interaction({**readable, "body": part},
                             [{**responses[0], "body": body}] if responses else [],
-                            lifetime, summary, unanswered)
+                            lifetime, summary)
                 for part, body in zip(parts, bodies, strict=True)]
 
 
