@@ -88,6 +88,11 @@ def parser() -> argparse.ArgumentParser:
     dedup.add_argument("--dir", type=Path, default=Path(os.environ.get("TRPROXY_DIR", "trproxy")))
     dedup.add_argument("--test-set", action="append", default=[], help="test set(s) (default: all)")
     dedup.add_argument("--dry-run", action="store_true", help="only say what would be removed")
+    for name in ("run", "replay", "test"):
+        sub.choices[name].add_argument(
+            "--strict", action="store_true",
+            help="fail the run (exit status 1, even if the command succeeded) on any miss, "
+            "recording never used, or answer served out of its recorded order")
     for name in ("run", "record", "replay", "test"):
         sub.choices[name].add_argument("cmd", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
     sub.add_parser("doctor", help="check root, cgroup v2, BTF, bcc and kernel headers")
@@ -136,7 +141,7 @@ def _test(args: argparse.Namespace, cmd: list[str]) -> int:
     opts = TestOptions(command=cmd, root=args.dir, test_sets=args.test_set, delay=args.delay,
                        timeout=args.timeout, startup_timeout=args.startup_timeout, headers=headers,
                        freeze_time=not args.no_freeze_time, mark_noise=args.mark_noise,
-                       tls=not args.no_tls)
+                       tls=not args.no_tls, strict=args.strict)
     try:
         return run_test_command(opts)
     except RunError as exc:
@@ -179,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         redirect=not args.no_redirect,
         cgroup=getattr(args, "cgroup", None) or getattr(args, "container", None),
         tls=not args.no_tls, tls_verify=not args.tls_insecure, tls_ca_file=args.tls_ca,
-        app_ports=getattr(args, "app_port", []),
+        app_ports=getattr(args, "app_port", []), strict=getattr(args, "strict", False),
     )
     if opts.redirect and os.geteuid() != 0:
         print("trproxy: the eBPF redirect needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN): "

@@ -141,7 +141,7 @@ def test_websocket_record_then_replay(tmp_path):
     text = (rec / "test-set-0" / "mocks.yaml").read_text()
     assert "hunter2-password" not in text
     docs = [d["spec"] for d in yaml.safe_load_all(text) if d]
-    ws = [d for d in docs if d["request"]["method"] == "WEBSOCKET"]
+    ws = [d for d in docs if d.get("request") and d["request"]["method"] == "WEBSOCKET"]
     assert docs[0]["responses"][0]["status"] == 101
     assert [d["summary"] for d in ws] == ["WS /ws open", "WS /ws text", "WS /ws text", "WS /ws text",
                                           "WS /ws binary", "WS /ws close 1000"]

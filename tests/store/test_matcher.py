@@ -42,17 +42,22 @@ def test_data_exchanges_repeat_their_last_answer_when_asked():
         pool.find("redis", "127.0.0.1:6379", ["FETCH", "9"], repeat_last=True)
 
 
-def test_recorded_tls_and_h2_are_per_destination():
+def test_recorded_tls_and_alpn_are_per_destination():
     tls = ex(["GET", "a"], "x", dest="127.0.0.1:5432")
     tls.tls = True
     pool = MockPool.build([tls, ex(["GET", "a"], "x", dest="127.0.0.1:6379")], key)
     assert pool.recorded_tls("[::1]:5432") and not pool.recorded_tls("127.0.0.1:6379")
     assert not pool.recorded_tls("127.0.0.1:7000")
-    h2 = Exchange("http", "127.0.0.1:8443", {"method": "GET", "http_version": "HTTP/2.0"}, [])
-    h1 = Exchange("http", "127.0.0.1:8080", {"method": "GET", "http_version": "HTTP/1.1"}, [])
-    pool.add(h2)
-    pool.add(h1)
-    assert pool.recorded_h2("[::1]:8443") and not pool.recorded_h2("127.0.0.1:8080")
+    pool.add(Exchange("http", "127.0.0.1:8443", {"method": "GET"}, [], tls=True, alpn="h2"))
+    pool.add(Exchange("http", "127.0.0.1:8443", {"method": "GET"}, [], tls=True, alpn="http/1.1"))
+    pool.add(Exchange("http", "127.0.0.1:8080", {"method": "GET"}, []))
+    assert pool.recorded_alpn("[::1]:8443") == {"h2", "http/1.1"}
+    assert pool.recorded_alpn("127.0.0.1:8080") == set()
+    # metadata.alpn survives the trip through the file format; old documents have none
+    doc = Exchange("http", "x:1", {}, [], tls=True, alpn="h2").to_doc()
+    assert doc["spec"]["metadata"]["alpn"] == "h2" and Exchange.from_doc(doc).alpn == "h2"
+    del doc["spec"]["metadata"]["alpn"]
+    assert Exchange.from_doc(doc).alpn is None
 
 
 def test_loopback_addresses_are_one_destination():
@@ -86,6 +91,18 @@ def test_miss_names_the_nearest_recording_with_a_diff():
     with pytest.raises(NoMatch) as err:
         answer(pool, ["GET", "user:2"])
     assert err.value.reason == "no recorded request matches"
-    nearest = err.value.nearest[0]
+    assert err.value.nearest == []  # the search is the report's, off the event loop
+    nearest = pool.nearest("redis", "127.0.0.1:6379", ["GET", "user:2"], "GET user:2")[0]
     assert nearest.startswith("GET user:1")
     assert "-[GET, 'user:1']" in nearest and "+[GET, 'user:2']" in nearest
+
+
+def test_nearest_is_bounded_in_size_and_time():
+    """A 1 MiB request that misses: compared and shown cut to a few KB, the same command's
+    recordings first; a deadline already past gives what it has (nothing)."""
+    big = "x" * (1 << 20)
+    others = [ex(["SET", f"k{i}", "y" * 5000], "OK") for i in range(50)]
+    pool = MockPool.build([*others, ex(["GET", big + "a"], "v")], key)
+    near = pool.nearest("redis", "127.0.0.1:6379", ["GET", big + "b"], "GET k")
+    assert near[0].startswith("GET ") and len("".join(near)) < 40_000
+    assert pool.nearest("redis", "127.0.0.1:6379", ["GET", big], "GET k", deadline=0.0) == []

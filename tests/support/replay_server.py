@@ -1,12 +1,11 @@
-"""Replay for dialect tests without the proxy: a dialect's replayer answered from the
-real store.
+"""Replay for dialect tests without the proxy: a dialect's replayer driven by the real
+replay engine, answered from the real store.
 
 ``Mocks`` keeps recorded interactions in a real ``trproxy.store.MockPool`` (keyed with
-``trproxy.proxy.context.match_key``), after the trip through the store's YAML that a
-recording makes, and answers a replayer's lookups as the proxy's replay session does:
-a miss is answered with the replayer's ``miss``; a request that expects no reply is
-still matched (and uses its recording) but answered with nothing; an empty miss answer
-that is not partial, or ``close_after``, closes the connection.
+``trproxy.protocols.registry.match_key``), after the trip through the store's YAML that a
+recording makes, and answers a replayer's bytes through ``trproxy.proxy.engine.Session``,
+the very rules of the proxy (misses, handshakes, partial answers, ``close_after``,
+holds, resets): there is no second copy of them here.
 
 ``ReplayServer`` puts that behind a loopback socket, one replayer per connection (built
 with ``Dialect.replayer_for``, as the proxy does). With ``ca`` it terminates TLS itself
@@ -16,22 +15,58 @@ client offers.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import socket
 import threading
+import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from tests.support.tee import Listener
-from trproxy.protocols.base import Interaction, Lookup, Replayer, Reply
+from trproxy.protocols.base import Interaction, Lookup, Replayer
 from trproxy.protocols.registry import by_name, match_key
-from trproxy.store import Affinity, Exchange, MockPool, NoMatch
+from trproxy.proxy.context import Mode, RunContext
+from trproxy.proxy.engine import (
+    ClientClosed,
+    ClientData,
+    Close,
+    Command,
+    Drain,
+    Drained,
+    Event,
+    Miss,
+    Notify,
+    OutOfOrder,
+    Reset,
+    Send,
+    Session,
+    TimerFired,
+    Wake,
+)
+from trproxy.store import Exchange, MockPool
 from trproxy.store.yamlio import dump, load_one
 
 if TYPE_CHECKING:
     from trproxy.tls.ca import CertificateAuthority
     from trproxy.tls.endpoint import TlsEndpoint
 
-Recorded = Interaction | dict[str, Any]  # a dict: ``request``, ``responses``, ``lifetime``?
+Recorded = Interaction | Exchange | dict[str, Any]  # a dict: ``request``, ``responses``...
+
+
+class _Watched:
+    """A replayer whose lookups are noted (for assertions), otherwise itself."""
+
+    def __init__(self, replayer: Replayer, lookups: list[Lookup]) -> None:
+        self._replayer, self._lookups = replayer, lookups
+
+    def feed(self, data: bytes) -> list:
+        events = self._replayer.feed(data)
+        self._lookups += [e for e in events if isinstance(e, Lookup)]
+        return events
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._replayer, name)
 
 
 class Mocks:
@@ -41,70 +76,87 @@ class Mocks:
                  destination: str = "127.0.0.1:0") -> None:
         self.protocol = protocol
         self.destination = destination
-        self.pool = MockPool(match_key)
+        self.ctx = RunContext(Mode.REPLAY, pool=MockPool(match_key))
         self.exchanges: list[Exchange] = []
         self.lookups: list[Lookup] = []
-        self.misses: list[Lookup] = []
-        self._served: set[int] = set()
-        self._lock = threading.Lock()
+        self.lock = threading.RLock()  # one engine step at a time (the pool is shared)
         self.add(recorded)
+
+    @property
+    def pool(self) -> MockPool:
+        return self.ctx.pool
+
+    @property
+    def misses(self) -> list[dict[str, Any]]:
+        """The misses the engine reported (report entries: request, reason...)."""
+        return self.ctx.misses
 
     def add(self, recorded: Iterable[Recorded]) -> None:
         for item in recorded:
             exchange = self._exchange(item)
             # through YAML, as the store keeps recordings
             exchange = Exchange.from_doc(load_one(dump(exchange.to_doc())))
-            with self._lock:
+            with self.lock:
                 self.exchanges.append(exchange)
                 self.pool.add(exchange)
 
     def _exchange(self, item: Recorded) -> Exchange:
+        """Numbered as one recorded connection's exchanges (a dict may say otherwise:
+        ``connection``, ``seq``, ``order``, ``metadata``-like keys)."""
+        seq = len(self.exchanges) + 1
+        if isinstance(item, Exchange):  # recorded by the proxy's Capture: kept, moved here
+            return dataclasses.replace(item, destination=self.destination)
         if isinstance(item, Interaction):
             return Exchange(self.protocol, self.destination, item.request, item.responses,
-                            item.lifetime, item.summary)
+                            item.lifetime, item.summary, connection=1, seq=seq)
         return Exchange(self.protocol, self.destination, item["request"], item["responses"],
-                        item.get("lifetime", "data"), item.get("summary", ""))
+                        item.get("lifetime", "data"), item.get("summary", ""),
+                        connection=item.get("connection", 1), seq=item.get("seq", seq),
+                        order=item.get("order", 0))
 
     def unused(self) -> list[Exchange]:
         """The recordings no lookup was answered with."""
-        with self._lock:
-            return [e for e in self.exchanges if id(e) not in self._served]
+        with self.lock:
+            return [e.exchange for e in self.pool.entries() if not e.used]
 
-    def answer(self, replayer: Replayer, lookup: Lookup, affinity: Affinity | None = None) -> bytes | None:
-        """The bytes for one lookup; None: close the connection (no native error exists)."""
-        with self._lock:
-            self.lookups.append(lookup)
-            try:
-                served = self.pool.find(self.protocol, self.destination, lookup.request,
-                                        lookup.summary, affinity,
-                                        repeat_last=bool(lookup.context.get("repeat_last")))
-            except NoMatch as miss:
-                self.misses.append(lookup)
-                if not lookup.expects_reply:
-                    return b""
-                out = replayer.miss(lookup, miss.reason)
-                return out if out or lookup.context.get("partial") else None
-            self._served.add(id(served.exchange))
-            if served.repeat:
-                lookup.context["repeat"] = True  # as the proxy's session does
-        return replayer.respond(lookup, served.exchange.responses) if lookup.expects_reply else b""
+    def session(self, replayer: Replayer) -> Session:
+        dialect = by_name(self.protocol)
+        assert dialect is not None, self.protocol
+        return Session(self.ctx, dialect, _Watched(replayer, self.lookups),  # type: ignore[arg-type]
+                       self.destination)
 
-    def replay(self, replayer: Replayer, data: bytes,
-               affinity: Affinity | None = None) -> tuple[bytes, bool]:
-        """What a replaying proxy sends back for ``data``, and whether it then closes."""
+    def step(self, session: Session, event: Event, now: float | None = None) -> list[Command]:
+        """One engine step; misses go to the report as the proxy's driver sends them."""
+        with self.lock:
+            commands = session.handle(event, time.monotonic() if now is None else now)
+            for c in commands:
+                if isinstance(c, Notify) and callable(c.target.owner):
+                    c.target.owner(c.event)  # another connection of this server
+                elif isinstance(c, Miss):
+                    self.ctx.missed(c.entry)
+                elif isinstance(c, OutOfOrder):
+                    self.ctx.served_out_of_order(c.entry)
+        return commands
+
+    def replay(self, session: Session, data: bytes) -> tuple[bytes, bool]:
+        """What a replaying proxy sends back for ``data`` at once (held answers too, as
+        if their time had come), and whether it then ends the connection."""
         out = bytearray()
-        for event in replayer.feed(data):
-            if isinstance(event, Reply):
-                out += event.data
-                continue
-            answer = self.answer(replayer, event, affinity)
-            if answer is None:
+        pending: list[Command] = self.step(session, ClientData(data), 0.0)
+        while pending:
+            command = pending.pop(0)
+            if isinstance(command, Send):
+                out += command.data
+            elif isinstance(command, (Close, Reset)):
                 return bytes(out), True
-            out += answer
-        return bytes(out), bool(getattr(replayer, "close_after", False))
+            elif isinstance(command, Wake):
+                pending += self.step(session, TimerFired(), command.at)
+            elif isinstance(command, Drain):
+                pending += self.step(session, Drained(), 0.0)
+        return bytes(out), False
 
     def replay_bytes(self, replayer: Replayer, data: bytes) -> bytes:
-        return self.replay(replayer, data)[0]
+        return self.replay(self.session(replayer), data)[0]
 
 
 class ReplayServer(Listener):
@@ -124,7 +176,7 @@ class ReplayServer(Listener):
         self.errors: list[BaseException] = []
 
     @property
-    def misses(self) -> list[Lookup]:
+    def misses(self) -> list[dict[str, Any]]:
         return self.mocks.misses
 
     @property
@@ -154,29 +206,75 @@ class ReplayServer(Listener):
             tls, pending = self._tls(sock)
             if tls is None:
                 return
-        replayer = self.dialect.replayer_for(tls is not None, self.mocks.destination)
-        affinity = Affinity()  # per connection, as the proxy keeps it
-        while True:
-            data, pending = pending or sock.recv(65536), b""
+        session = self.mocks.session(self.dialect.replayer_for(tls is not None, self.mocks.destination))
+        wake: float | None = None  # a held answer's time (the engine's Wake)
+
+        def send(data: bytes) -> None:
             if tls is not None:
-                plain = tls.receive(data)
-                if out := tls.outgoing():
-                    sock.sendall(out)
-                if not data or tls.peer_closed:
-                    return
-                data = plain
-                if not data:
+                tls.send(data)
+                data = tls.outgoing()
+            if data:
+                sock.sendall(data)
+
+        def carry_out(commands: list[Command]) -> bool:
+            """Do what the engine says; True when it ended the connection."""
+            nonlocal wake
+            while commands:
+                command = commands.pop(0)
+                if isinstance(command, Send):
+                    send(command.data)
+                elif isinstance(command, Wake):
+                    wake = command.at
+                elif isinstance(command, Drain):
+                    commands += self.mocks.step(session, Drained())
+                elif isinstance(command, Reset):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
+                    with contextlib.suppress(OSError):  # also wakes this connection's thread
+                        sock.shutdown(socket.SHUT_RDWR)
+                    return True
+                elif isinstance(command, Close):
+                    with contextlib.suppress(OSError):
+                        sock.shutdown(socket.SHUT_WR)  # FIN, as the server did
+                    return True
+            return False
+
+        # what other connections' requests cause on this one (pushes, closes, interrupts)
+        session.owner = lambda event: carry_out(self.mocks.step(session, event))
+        try:
+            while True:
+                if wake is not None:
+                    sock.settimeout(max(0.0, wake - time.monotonic()))
+                try:
+                    data, pending = pending or sock.recv(65536), b""
+                except TimeoutError:
+                    wake = None
+                    if carry_out(self.mocks.step(session, TimerFired())):
+                        return
                     continue
-            elif not data:
+                finally:
+                    sock.settimeout(None)
+                if tls is not None:
+                    plain = tls.receive(data)
+                    if out := tls.outgoing():
+                        sock.sendall(out)
+                    if tls.peer_closed:
+                        data = b""
+                    elif data:
+                        data = plain
+                        if not data:
+                            continue
+                if data:
+                    if carry_out(self.mocks.step(session, ClientData(data))):
+                        return
+                    continue
+                ended = carry_out(self.mocks.step(session, ClientClosed()))
+                while not ended and wake is not None:  # held answers still go out
+                    time.sleep(max(0.0, wake - time.monotonic()))
+                    wake = None
+                    ended = carry_out(self.mocks.step(session, TimerFired()))
                 return
-            out, close = self.mocks.replay(replayer, data, affinity)
-            if out and tls is not None:
-                tls.send(out)
-                out = tls.outgoing()
-            if out:
-                sock.sendall(out)
-            if close:
-                return
+        finally:
+            session.close()
 
     def _tls(self, sock: socket.socket) -> tuple[TlsEndpoint | None, bytes]:
         """The server side of TLS after the client's hello (None: it hung up first)."""

@@ -48,6 +48,7 @@ class TestOptions:
     freeze_time: bool = True
     mark_noise: bool = False
     tls: bool = True
+    strict: bool = False  # also fail on a miss, an unused recording, an answer out of order
 
 
 def run_test_command(opts: TestOptions) -> int:
@@ -66,16 +67,19 @@ def run_test_command(opts: TestOptions) -> int:
         if not list_tests(test_set):
             raise RunError(f"{test_set} has no test cases")
         print(f"trproxy: {test_set.name}: {len(list_tests(test_set))} tests", file=sys.stderr)
-        first = _run_set(opts, test_set)
+        first, failures = _run_set(opts, test_set)
         if opts.mark_noise:
-            second = _run_set(opts, test_set)
+            second, _ = _run_set(opts, test_set)
             for name, paths in mark_noise(first, second).items():
                 print(f"trproxy: {name}: marked as noise: {', '.join(paths)}", file=sys.stderr)
-        ok = ok and first.ok
+        if opts.strict and failures:
+            print(f"trproxy: --strict: {test_set.name} fails: {', '.join(failures)}", file=sys.stderr)
+        ok = ok and first.ok and not (opts.strict and failures)
     return 0 if ok else 1
 
 
-def _run_set(opts: TestOptions, test_set: Path) -> TestRun:
+def _run_set(opts: TestOptions, test_set: Path) -> tuple[TestRun, list[str]]:
+    """Run one test set; its results, and what ``--strict`` fails on."""
     run_opts = RunOptions(command=opts.command, mode=Mode.REPLAY, root=opts.root,
                           test_set=test_set.name, tls=opts.tls)
     ctx = build_context(Mode.REPLAY, test_set, run_opts)
@@ -93,10 +97,11 @@ def _run_set(opts: TestOptions, test_set: Path) -> TestRun:
             run = asyncio.run(_test_set(opts, test_set, ctx, env, freeze))
         except RedirectError as exc:
             raise RunError(str(exc)) from exc
+    ctx.finish_searches()
     print(summary(run, ctx.misses), file=sys.stderr)
     json_path, xml_path = write_reports(run, opts.root / "reports", ctx.misses)
     print(f"trproxy: reports: {json_path} {xml_path}", file=sys.stderr)
-    return run
+    return run, ctx.strict_failures()
 
 
 async def _test_set(opts: TestOptions, test_set: Path, ctx, env: dict[str, str],

@@ -37,7 +37,7 @@ from urllib.parse import urlsplit
 import h11
 
 from ..httpclient import Http1Connection, Unanswered
-from ..protocols.base import BlobReader, BlobStore
+from ..protocols.base import BlobReader, BlobStore, DecodeError
 from ..protocols.http.body import BodyUnavailable, body_file, open_body
 from ..protocols.http.config import HttpConfig
 from ..protocols.http.readable import body_bytes, headers_from_readable
@@ -149,7 +149,7 @@ class HttpClient:
                 await self._drop(host, port)
                 if not reused or attempt == 2:  # a fresh connection failing is the app's answer
                     raise
-            except (ConnectionError, h11.RemoteProtocolError):
+            except (ConnectionError, DecodeError):
                 await self._drop(host, port)
                 raise
         raise AssertionError("unreachable")
@@ -282,7 +282,7 @@ async def _run_one(client: HttpClient, test: TestCase, host: str, port: int | No
     except TimeoutError:
         await client.close()
         result.error = f"no response within {timeout:g}s"
-    except (OSError, h11.ProtocolError, BodyUnavailable, ValueError) as exc:
+    except (OSError, h11.ProtocolError, DecodeError, BodyUnavailable, ValueError) as exc:
         await client.close()
         result.error = f"{type(exc).__name__}: {exc}"
     else:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import base64
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -83,6 +83,51 @@ class Interaction:
     responses: list[Readable]
     lifetime: Lifetime = "data"
     summary: str = ""
+    # the connection ended before any answer (the client gave up waiting: a cancelled
+    # BRPOP 0, a client timeout): replay answers nothing and holds what follows
+    unanswered: bool = False
+
+
+@dataclass
+class Pushed:
+    """Messages the server sent on its own, as no answer to a request (record mode):
+    pub/sub messages, RESP3 pushes, Postgres NotificationResponse, a FATAL before the
+    server hangs up. The proxy records when they arrived relative to every connection's
+    requests, and replay sends them (``Replayer.push``) once the replay got that far."""
+
+    responses: list[Readable]
+    summary: str = ""
+
+
+@dataclass
+class LookupContext:
+    """What a dialect and the replay engine agree on about one lookup; ``private`` holds
+    the dialect's own live values (correlation ids, statement names...), which the engine
+    never reads.
+
+    * ``handshake``: the replayer answers a miss itself (synthesized handshake), so the
+      miss is not reported;
+    * ``partial``: an empty ``miss``/``respond`` answer means "nothing yet" (one part of a
+      request answered as a whole later, a Kafka Fetch split per partition), not "close";
+    * ``repeat_last``: once every recorded answer of this request was used, the last one
+      is served again instead of a miss (a Kafka Fetch of an offset asked again, which a
+      broker answers the same way); ``repeat`` (set by the engine) tells ``respond`` so;
+    * ``hold_ms`` (set by ``respond``): send the answer that much later, as the server
+      would (a Kafka Fetch with no new records waits ``max_wait_ms``);
+    * ``unreplayable`` (set by ``respond``): matched, but could not be served as recorded
+      (an HTTP body whose file is gone); reported;
+    * ``forward`` (new-episodes): called on a miss, gives the ``ForwardConversation``
+      that fetches this request from the real server (None: it cannot be forwarded).
+    """
+
+    handshake: bool = False
+    partial: bool = False
+    repeat_last: bool = False
+    repeat: bool = False
+    hold_ms: float | None = None
+    unreplayable: str | None = None
+    forward: Callable[[], ForwardConversation | None] | None = None
+    private: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -98,18 +143,7 @@ class Lookup:
     lifetime: Lifetime = "data"
     summary: str = ""
     expects_reply: bool = True
-    # dialect-private live values; ``context["handshake"] = True`` marks a lookup whose
-    # miss the replayer answers itself (synthesized handshake), so it is not reported;
-    # ``context["partial"] = True``: an empty ``miss`` answer means "nothing yet", not "close";
-    # ``context["repeat_last"] = True``: once every recorded answer of this request was
-    # used, serve the last one again (``respond`` then sees ``context["repeat"] = True``)
-    # instead of missing: a Kafka Fetch of an offset asked again, which a broker answers
-    # the same way;
-    # ``context["hold_ms"] = n`` (set by ``respond``): send the answer after n ms, as the
-    # server would (a Kafka Fetch with no new records waits ``max_wait_ms``);
-    # ``context["unreplayable"] = reason`` (set by ``respond``): matched, but could not be
-    # served as recorded (an HTTP body whose file is gone, or was never written); reported
-    context: dict[str, Any] = field(default_factory=dict)
+    context: LookupContext = field(default_factory=LookupContext)
 
 
 @dataclass
@@ -119,24 +153,45 @@ class Reply:
     data: bytes
 
 
+@dataclass
+class Interrupt:
+    """From ``Replayer.feed``: the client asks another connection, the one whose
+    ``Replayer.identity`` is ``identity``, to stop what it is doing (Postgres
+    CancelRequest, which carries the backend's process id and secret key)."""
+
+    identity: bytes
+
+
 class Recorder(Protocol):
-    """Record mode, one connection: sees both directions, emits completed interactions.
+    """Record mode, one connection: sees both directions, emits completed interactions,
+    and ``Pushed`` messages as they arrive (so the proxy knows when).
+
+    Optional: ``identity`` (bytes, None until known) names the connection the way an
+    ``Interrupt`` from another connection does (Postgres: the BackendKeyData the server
+    sent), and ``feed`` may return such an ``Interrupt`` (a CancelRequest): the proxy
+    then notes that the named connection's pending answer came after an interrupt.
 
     Raises ``ProtocolError`` on bytes it cannot follow; the proxy then stops capturing
     that connection but keeps relaying it.
     """
 
-    def feed(self, direction: Direction, data: bytes) -> list[Interaction]: ...
+    def feed(self, direction: Direction, data: bytes) -> Sequence[Interaction | Pushed | Interrupt]: ...
 
 
 class Replayer(Protocol):
     """Replay mode, one connection: only the client exists.
 
-    ``feed`` returns, in order, ``Reply`` (send these bytes now) and ``Lookup`` events.
-    For each ``Lookup`` the proxy calls ``respond`` with the matched recorded responses,
-    or ``miss`` with a one-line reason, and sends the returned bytes. A replayer that
-    sets an attribute ``close_after = True`` (Postgres Terminate, CancelRequest) has the
-    proxy close the connection once those bytes are written, as the server would.
+    ``feed`` returns, in order, ``Reply`` (send these bytes now), ``Lookup`` and
+    ``Interrupt`` events. For each ``Lookup`` the proxy calls ``respond`` with the
+    matched recorded responses, or ``miss`` with a one-line reason, and sends the
+    returned bytes. A replayer that sets an attribute ``close_after = True`` (Postgres
+    Terminate, CancelRequest) has the proxy close the connection once those bytes are
+    written, as the server would.
+
+    Optional, for what servers do between connections: ``push(responses) -> bytes``
+    renders recorded ``Pushed`` messages on this connection; ``identity`` (bytes, or
+    None until known) names the connection for ``Interrupt`` (the Postgres backend key
+    the replayed startup sent).
 
     Optional, for responses too large to build at once (bodies read from a
     ``BlobStore``): ``pull() -> bytes`` gives the next piece to send, ``b""`` when
@@ -145,11 +200,43 @@ class Replayer(Protocol):
     the replayer still holds (open blobs) when the connection ends.
     """
 
-    def feed(self, data: bytes) -> list[Lookup | Reply]: ...
+    def feed(self, data: bytes) -> Sequence[Lookup | Reply | Interrupt]: ...
 
     def respond(self, lookup: Lookup, responses: list[Readable]) -> bytes: ...
 
     def miss(self, lookup: Lookup, reason: str) -> bytes: ...
+
+
+class ForwardConversation(Protocol):
+    """new-episodes: one request no recording answers, fetched from the real server over a
+    connection the proxy opens and pumps (``Lookup.context.forward`` makes it).
+
+    The proxy connects (over TLS offering ``alpn`` when the app's connection was TLS),
+    writes ``send()``, feeds every byte the server sends to ``receive`` (``b""`` when it
+    closed) until ``done``, then records ``result()[0]`` (redacted, like any recording)
+    and answers the app with ``result()[1]`` (the live responses, unredacted: the app must
+    see its real tokens). ``answered`` says whether any byte came back (a kept-alive
+    connection closed while idle is retried once); ``reusable`` whether the connection
+    can carry the next one. ``receive`` raises ``ProtocolError`` on a broken answer.
+    """
+
+    @property
+    def alpn(self) -> tuple[str, ...]: ...
+
+    @property
+    def answered(self) -> bool: ...
+
+    @property
+    def done(self) -> bool: ...
+
+    @property
+    def reusable(self) -> bool: ...
+
+    def send(self) -> bytes: ...
+
+    def receive(self, data: bytes) -> None: ...
+
+    def result(self) -> tuple[Interaction, list[Readable]]: ...
 
 
 class BlobUnavailable(ProtocolError):

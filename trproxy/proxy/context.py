@@ -6,8 +6,10 @@ so that counting, logging and reporting live in one place.
 
 from __future__ import annotations
 
+import concurrent.futures
 import enum
 import logging
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,12 +17,16 @@ from typing import TYPE_CHECKING, Any
 
 from ..protocols.base import Dialect
 from ..protocols.registry import match_key
-from ..store import DirBlobStore, Exchange, MockPool, MockWriter, NoMatch
+from ..store import DirBlobStore, Exchange, Ledger, MockPool, MockWriter
+from ..store.ledger import describe
+from .timeline import Timeline
 
 if TYPE_CHECKING:
     from ..tls.stream import TlsSettings  # mitmproxy: imported only when TLS is intercepted
 
 log = logging.getLogger("trproxy")
+NEAREST_SECONDS = 2.0  # how long the search for a miss's nearest recordings may take
+_MAX_SEARCHES = 200  # misses whose nearest recordings are searched (the rest are counted)
 
 
 class Mode(enum.Enum):
@@ -47,14 +53,43 @@ class RunContext:
     recorded: Counter = field(default_factory=Counter)
     served_count: Counter = field(default_factory=Counter)
     misses: list[dict[str, Any]] = field(default_factory=list)
+    out_of_order: list[dict[str, Any]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     connections: int = 0
     tests_recorded: int = 0
     tls: TlsSettings | None = None  # intercept TLS (record/replay); None: leave it alone
+    last_order: int = 0  # the run-wide number of the last request that started (record)
+    captures: dict[bytes, Any] = field(default_factory=dict)  # record: Capture by identity
+    _ledger: Ledger | None = None
+    _timeline: Timeline | None = None
+    _searcher: concurrent.futures.ThreadPoolExecutor | None = None
+    _searches: list[concurrent.futures.Future] = field(default_factory=list)
+
+    def next_order(self) -> int:
+        """A number for a request that starts now, in the order requests start run-wide."""
+        self.last_order += 1
+        return self.last_order
+
+    @property
+    def timeline(self) -> Timeline:
+        """What happened between connections when recording, over the current pool."""
+        if self._timeline is None or self._timeline.pool is not self.pool:
+            self._timeline = Timeline(self.pool)
+        return self._timeline
+
+    @property
+    def ledger(self) -> Ledger:
+        """Unused recordings and answers out of order, over the current pool."""
+        if self._ledger is None or self._ledger.pool is not self.pool:
+            self._ledger = Ledger(self.pool)
+        return self._ledger
 
     def record(self, exchange: Exchange) -> None:
         if self.writer is not None:
             self.writer.write(exchange)
+        if exchange.event is not None:
+            log.debug("recorded %s %s: %s", exchange.protocol, exchange.destination, exchange.summary)
+            return
         self.recorded[exchange.protocol] += 1
         log.debug("recorded %s %s: %s", exchange.protocol, exchange.destination, exchange.summary)
 
@@ -62,13 +97,54 @@ class RunContext:
         self.served_count[protocol] += 1
         log.debug("served %s %s: %s", protocol, destination, exchange.summary)
 
-    def missed(self, protocol: str, destination: str, miss: NoMatch) -> None:
-        self.misses.append({"protocol": protocol, "destination": destination,
-                            "request": miss.summary, "reason": miss.reason,
-                            "nearest": miss.nearest, "test": self.current_test})
-        log.warning("MISS %s %s: %s: %s", protocol, destination, miss.summary, miss.reason)
-        for near in miss.nearest[:1]:
-            log.warning("  closest: %s", near.rstrip())
+    def missed(self, entry: dict[str, Any], request: Any = None) -> None:
+        """A miss for the report: protocol, destination, request, reason, nearest, test.
+        With the live ``request``, its nearest recordings are searched in a thread, bounded
+        in time (``NEAREST_SECONDS``), while the run goes on."""
+        self.misses.append(entry)
+        log.warning("MISS %s %s: %s: %s", entry["protocol"], entry["destination"],
+                    entry["request"], entry["reason"])
+        if request is None or entry["nearest"] or len(self.misses) > _MAX_SEARCHES:
+            return
+        if self._searcher is None:
+            self._searcher = concurrent.futures.ThreadPoolExecutor(
+                1, thread_name_prefix="trproxy-nearest")
+        deadline = time.monotonic() + NEAREST_SECONDS  # waiting in line counts
+
+        def search() -> None:
+            entry["nearest"] = self.pool.nearest(entry["protocol"], entry["destination"], request,
+                                                 entry["request"], deadline)
+            for near in entry["nearest"][:1]:
+                log.warning("  closest to %s: %s", entry["request"], near.rstrip())
+
+        self._searches.append(self._searcher.submit(search))
+
+    def finish_searches(self) -> None:
+        """Wait (bounded) for the nearest-recording searches, before the report."""
+        if self._searcher is not None:
+            concurrent.futures.wait(self._searches, timeout=NEAREST_SECONDS + 1)
+            self._searcher.shutdown(wait=False, cancel_futures=True)
+            self._searcher = None
+
+    def served_out_of_order(self, entry: dict[str, Any]) -> None:
+        self.out_of_order.append(entry)
+        log.warning("OUT OF ORDER %s %s: %s served before %s", entry["protocol"],
+                    entry["destination"], entry["request"],
+                    ", ".join(s["request"] for s in entry["skipped"][:3]))
+
+    def unused(self) -> list[dict[str, Any]]:
+        """Report lines for the data recordings no request used (replay modes only)."""
+        if self.mode not in (Mode.REPLAY, Mode.NEW_EPISODES):
+            return []
+        return [describe(e) for e in self.ledger.unused()]
+
+    def strict_failures(self) -> list[str]:
+        """What makes a ``--strict`` run fail: misses, unused recordings, answers out of order."""
+        unused = self.unused()
+        return [f"{n} {what}" for n, what in ((len(self.misses), "misses"),
+                                               (len(unused), "recordings never used"),
+                                               (len(self.out_of_order), "answers out of order"))
+                if n]
 
     def capture_failed(self, destination: str, dialect: Dialect | None, exc: Exception) -> None:
         name = dialect.name if dialect else "?"
@@ -94,6 +170,19 @@ class RunContext:
             lines.append(f"  - {miss['protocol']} {miss['destination']}: {miss['request']}: {miss['reason']}")
         if len(self.misses) > 10:
             lines.append(f"  ... {len(self.misses) - 10} more in the report")
+        unused = self.unused()
+        if unused:
+            lines.append(f"{len(unused)} recordings never used:")
+            lines += [f"  - {u['protocol']} {u['destination']}: {u['request']} "
+                      f"(connection {u['connection']}, #{u['seq']})" for u in unused[:5]]
+            if len(unused) > 5:
+                lines.append(f"  ... {len(unused) - 5} more in the report")
+        if self.out_of_order:
+            lines.append(f"{len(self.out_of_order)} answers out of recorded order:")
+            for o in self.out_of_order[:5]:
+                skipped = ", ".join(s["request"] for s in o["skipped"][:3])
+                lines.append(f"  - {o['protocol']} {o['destination']}: {o['request']} "
+                             f"served before {skipped}")
         lines += [f"note: {p}" for p in self.problems[:5]]
         return "trproxy: " + "\ntrproxy: ".join(lines)
 
@@ -105,6 +194,8 @@ class RunContext:
             "recorded": dict(self.recorded),
             "served": dict(self.served_count),
             "misses": self.misses,
+            "unused": self.unused(),
+            "out_of_order": self.out_of_order,
             "problems": self.problems,
         }
 

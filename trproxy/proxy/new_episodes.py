@@ -1,11 +1,13 @@
-"""``new-episodes`` for HTTP, per request: what no recording answers is fetched and recorded.
+"""``new-episodes``, per request: what no recording answers is fetched and recorded.
 
-A replayed HTTP connection serves recorded requests from the recordings; a request none
-matches is sent to the real server over the connection's own upstream connection
-(HTTP/1.1, TLS when the app's connection was TLS, verified like record mode), its
-answer is recorded (redacted, like any recording) and sent to the app as the server
-sent it (not redacted: the app must see its real cookies and tokens, as in record mode).
-So a test that makes one new call records that call alone (VCR.py's ``new_episodes``).
+A replayed connection serves recorded requests from the recordings; a request none
+matches, whose dialect can forward it (``Lookup.context.forward``, HTTP's), is sent to
+the real server over the replayed connection's own upstream connection (TLS when the
+app's connection was TLS, verified like record mode). The dialect's
+``ForwardConversation`` does the protocol work, sans-I/O; this module only opens the
+connection and pumps bytes. The answer is recorded redacted, like any recording, and the
+app gets it as the server sent it (its real cookies and tokens, as in record mode). So a
+test that makes one new call records that call alone (VCR.py's ``new_episodes``).
 """
 
 from __future__ import annotations
@@ -17,14 +19,10 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-import h11
-
-from ..httpclient import Http1Connection
-from ..protocols.http import HttpConfig, Redaction
-from ..protocols.http.forward import ForwardRequest
-from ..protocols.http.readable import redact_message
+from ..protocols.base import ForwardConversation, Lookup, ProtocolError
 from ..store import Exchange
 from .context import RunContext
+from .relay import CHUNK
 
 log = logging.getLogger("trproxy")
 
@@ -33,70 +31,95 @@ class ForwardError(Exception):
     """The request could not be fetched from the real server (the reason says why)."""
 
 
+class _Unanswered(Exception):
+    """The connection ended before any byte of the answer (kept alive, closed while idle)."""
+
+
 class Upstream:
     """One replayed connection's connection to the real server, opened at the first miss."""
 
     def __init__(self, ctx: RunContext, host: str, port: int, tls_name: str | None) -> None:
         self.ctx, self.host, self.port, self.tls_name = ctx, host, port, tls_name
-        self._conn: Http1Connection | None = None
+        self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        self.reused = False  # the open connection already carried an exchange
         self.seq = 0
 
-    async def fetch(self, request: ForwardRequest, config: HttpConfig) -> dict[str, Any]:
-        """The server's answer as a readable response, not redacted."""
-        unredacted = HttpConfig(redaction=Redaction(frozenset(), frozenset()), noise=config.noise,
-                                max_body=config.max_body, max_head=config.max_head)
-        headers = list(request.headers)
-        if request.body or request.method.upper() in (b"POST", b"PUT", b"PATCH"):
-            headers.append((b"content-length", b"%d" % len(request.body)))  # RFC 9110 §8.6
-        message = h11.Request(method=request.method, target=request.target, headers=headers)
-        for attempt in (1, 2):  # a kept-alive connection the server closed while idle: reopen
-            if self._conn is None or not self._conn.reusable:
-                await self.close()
-                self._conn = await self._open()
-            try:
-                return await self._conn.exchange(message, request.body, unredacted, self.ctx.blobs)
-            except ConnectionResetError:
-                await self.close()
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
+    async def exchange(self, conversation: ForwardConversation) -> None:
+        """Pump one conversation to its end (``_Unanswered``: no byte came back)."""
+        if self._streams is None:
+            self._streams = await self._open(conversation.alpn)
+            self.reused = False
+        reader, writer = self._streams
+        try:
+            writer.write(conversation.send())
+            await writer.drain()
+            while not conversation.done:
+                data = await reader.read(CHUNK)
+                if not data and not conversation.answered:
+                    raise _Unanswered("the server closed the connection without answering")
+                conversation.receive(data)
+        except ConnectionError as exc:
+            if not conversation.answered:
+                raise _Unanswered(str(exc)) from exc
+            raise
+        self.reused = True
+        if not conversation.reusable:
+            await self.close()
 
-    async def _open(self) -> Http1Connection:
+    async def _open(self, alpn: tuple[str, ...]) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         if self.tls_name is None or self.ctx.tls is None:
-            return await Http1Connection.open(self.host, self.port)
+            return await asyncio.open_connection(self.host, self.port, limit=CHUNK)
         from ..tls.ca import upstream_context
 
         ssl = upstream_context(verify=self.ctx.tls.verify, ca_file=self.ctx.tls.ca_file,
-                               alpn=["http/1.1"])
-        return await Http1Connection.open(self.host, self.port, ssl, self.tls_name)
+                               alpn=list(alpn))
+        return await asyncio.open_connection(self.host, self.port, limit=CHUNK, ssl=ssl,
+                                             server_hostname=self.tls_name)
 
     async def close(self) -> None:
-        if self._conn is not None:
-            conn, self._conn = self._conn, None
+        if self._streams is not None:
+            _reader, writer = self._streams
+            self._streams = None
+            writer.close()
             with contextlib.suppress(Exception):
-                await conn.close()
+                await writer.wait_closed()
 
 
-async def forward(ctx: RunContext, upstream: Upstream, replayer: Any, lookup: Any,
-                  destination: str, connection: int) -> bytes:
-    """Fetch, record and answer one request no recording matched (see the module doc);
-    ``ForwardError`` when it cannot be forwarded or the server cannot be had."""
-    request = lookup.context["forward"]()
-    if request is None:
-        raise ForwardError("its body is over max_body (only its digest was kept)")
-    config: HttpConfig = replayer.config
+async def forward(ctx: RunContext, upstream: Upstream, protocol: str, lookup: Lookup,
+                  destination: str, connection: int, alpn: str | None = None) -> list[Any]:
+    """Fetch and record one request no recording matched (see the module doc); its live
+    responses. ``ForwardError`` when it cannot be forwarded or the server cannot be had.
+    ``alpn``: what the app's own TLS connection negotiated (recorded as usual)."""
+    assert lookup.context.forward is not None
     started, t0 = datetime.now(UTC).isoformat(timespec="microseconds"), time.monotonic()
+    conversation: ForwardConversation | None = None
+    for attempt in (1, 2):  # a kept-alive connection the server closed while idle: reopen
+        conversation = lookup.context.forward()
+        if conversation is None:
+            raise ForwardError("it cannot be sent again (its body is over max_body: only its "
+                               "digest was kept)")
+        reused = upstream.reused
+        try:
+            await asyncio.wait_for(upstream.exchange(conversation), ctx.connect_timeout * 6)
+            break
+        except _Unanswered as exc:
+            await upstream.close()
+            if not reused or attempt == 2:
+                raise ForwardError(str(exc)) from exc
+        except (OSError, TimeoutError, ProtocolError, ValueError) as exc:
+            await upstream.close()
+            raise ForwardError(str(exc) or type(exc).__name__) from exc
+    assert conversation is not None
     try:
-        response = await asyncio.wait_for(upstream.fetch(request, config), ctx.connect_timeout * 6)
-    except (OSError, TimeoutError, h11.ProtocolError, ValueError) as exc:
-        await upstream.close()
-        raise ForwardError(str(exc) or type(exc).__name__) from exc
+        interaction, live = conversation.result()
+    except ProtocolError as exc:
+        raise ForwardError(str(exc)) from exc
     upstream.seq += 1
     ctx.record(Exchange(
-        protocol="http", destination=destination, request=lookup.request,
-        responses=[redact_message(response, config.redaction)], lifetime="data",
-        summary=f"{lookup.summary} -> {response['status']}", connection=connection,
-        seq=upstream.seq, started=started, duration_ms=(time.monotonic() - t0) * 1000,
-        tests=sorted(ctx.open_tests), tls=upstream.tls_name is not None))
-    log.info("new episode %s %s: %s", destination, lookup.summary, response["status"])
-    return replayer.respond(lookup, [response])
+        protocol=protocol, destination=destination, request=interaction.request,
+        responses=interaction.responses, lifetime=interaction.lifetime,
+        summary=interaction.summary, connection=connection, seq=upstream.seq, started=started,
+        duration_ms=(time.monotonic() - t0) * 1000, tests=sorted(ctx.open_tests),
+        tls=upstream.tls_name is not None, alpn=alpn))
+    log.info("new episode %s %s", destination, interaction.summary)
+    return live

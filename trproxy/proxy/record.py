@@ -12,11 +12,12 @@ import contextlib
 import itertools
 import logging
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from ..protocols.base import Dialect, Direction, ProtocolError
+from ..protocols.base import Dialect, Direction, Interaction, Interrupt, ProtocolError, Pushed
 from ..protocols.registry import detect, pre_protocol
 from ..store import Exchange
 from ..tls.errors import CertificateRejected, TlsError
@@ -37,12 +38,20 @@ def _now() -> str:
 
 @dataclass
 class Capture:
-    """Record-mode tap for one connection (both directions)."""
+    """Record-mode tap for one connection (both directions).
+
+    Besides the dialect's interactions it records what happens to the connection as a
+    whole, protocol-free: when each request started (``order``, run-wide) and how long
+    its answer took to start (``wait_ms``); messages the server pushed on its own, and a
+    server that closed or reset the connection before the client did, as event
+    documents stamped with the run-wide ``order`` reached when they happened (``after``).
+    """
 
     ctx: RunContext
     destination: str
     port: int
     tls: bool = False
+    alpn: str | None = None  # what TLS negotiated (recorded, selected again at replay)
     connection: int = field(default_factory=lambda: next(conn_ids))
     dialect: Dialect | None = None
     _recorder: object | None = None
@@ -52,19 +61,59 @@ class Capture:
     _seq: int = 0
     _started: float | None = None
     _started_wall: str = ""
+    _first_reply: float | None = None  # the first server byte after the request started
+    _order: int = 0  # run-wide number of the request being recorded (metadata.order)
     _tests: list[str] = field(default_factory=list)
+    _client_ended: bool = False
+    _server_ended: bool = False
+    _server_reset: bool = False
+    _ending: tuple[str, int] | None = None  # the server's close or reset, and the order then
+    _interrupted: bool = False  # another connection interrupted the pending request
+    _answered_after: int = 0  # the run-wide order reached when its answer started
+    clock: Callable[[], float] = time.monotonic  # (tests give their own)
 
     def client(self, data: bytes) -> None:
+        if not data:
+            self._client_ended = True
         self._feed(Direction.CLIENT, data)
+        if not data and self._ending is not None:
+            # written once the recorder flushed what the client's end completes (a
+            # WebSocket's last messages), so that it comes after them in the connection
+            kind, after = self._ending
+            self._ending = None
+            self._event(kind, [], f"server {'reset' if kind == 'reset' else 'closed'} the "
+                        "connection", after)
 
     def server(self, data: bytes) -> None:
+        if data:
+            if self._started is not None and self._first_reply is None:
+                self._first_reply = self.clock()
+                self._answered_after = self.ctx.last_order
+            self._feed(Direction.SERVER, data)
+            return
+        if self._server_ended:
+            return
+        self._server_ended = True
         self._feed(Direction.SERVER, data)
+        identity = getattr(self._recorder, "identity", None)
+        if identity and self.ctx.captures.get(identity) is self:
+            del self.ctx.captures[identity]  # nothing can interrupt it any more
+        if not self._client_ended and not self._failed and self.dialect is not None:
+            # the server ended the connection on its own (killed, timed out, HTTP/1.0...):
+            # recorded when the client's side ends too, stamped with the order of now
+            self._ending = ("reset" if self._server_reset else "close", self.ctx.last_order)
+
+    def server_reset(self) -> None:
+        """The server reset the connection (told by the relay before ``server(b"")``)."""
+        self._server_reset = True
 
     def _feed(self, direction: Direction, data: bytes) -> None:
         if self._failed:
             return
         if direction is Direction.CLIENT and data and self._started is None:
-            self._started, self._started_wall = time.monotonic(), _now()
+            self._started, self._started_wall = self.clock(), _now()
+            self._first_reply, self._interrupted = None, False
+            self._order = self.ctx.next_order()
             self._tests = sorted(self.ctx.open_tests)  # inbound requests this one may serve
         try:
             if self.dialect is None:
@@ -86,21 +135,55 @@ class Capture:
             self._failed = True
             self.ctx.capture_failed(self.destination, self.dialect, exc)
 
-    def _emit(self, interactions: list) -> None:
-        for it in interactions:
+    def interrupt(self) -> None:
+        """Another connection interrupted this one (a CancelRequest naming it): the answer
+        pending now came because of that (``metadata.interrupted``)."""
+        if self._started is not None and self._first_reply is None:
+            self._interrupted = True
+
+    def _emit(self, items: Sequence[Interaction | Pushed | Interrupt]) -> None:
+        identity = getattr(self._recorder, "identity", None)
+        if identity:  # known once the server said it (Postgres BackendKeyData)
+            self.ctx.captures[identity] = self
+        for it in items:
             assert self.dialect is not None
+            if isinstance(it, Pushed):
+                self._event("push", it.responses, it.summary or f"{len(it.responses)} pushed")
+                continue
+            if isinstance(it, Interrupt):
+                if (target := self.ctx.captures.get(it.identity)) is not None:
+                    target.interrupt()
+                continue
             self._seq += 1
-            started = self._started if self._started is not None else time.monotonic()
+            started = self._started if self._started is not None else self.clock()
+            wait = None
+            if self._started is not None and self._first_reply is not None:
+                wait = (self._first_reply - self._started) * 1000
             self.ctx.record(Exchange(
                 protocol=self.dialect.name, destination=self.destination,
                 request=it.request, responses=it.responses, lifetime=it.lifetime,
                 summary=it.summary, connection=self.connection, seq=self._seq,
                 started=self._started_wall or _now(),
-                duration_ms=(time.monotonic() - started) * 1000, tests=self._tests,
-                tls=self.tls,
+                duration_ms=(self.clock() - started) * 1000, tests=self._tests,
+                tls=self.tls, alpn=self.alpn, order=self._order, wait_ms=wait,
+                unanswered=it.unanswered, interrupted=self._interrupted,
+                answered_after=self._answered_after if wait is not None else 0,
             ))
+            self._interrupted = False
             self._started = None
             self._started_wall = ""
+
+    def _event(self, kind: str, responses: list, summary: str, after: int | None = None) -> None:
+        """An event document (see ``Exchange.event``) at this point of the run."""
+        if self.dialect is None or self._failed:
+            return
+        self._seq += 1
+        self.ctx.record(Exchange(
+            protocol=self.dialect.name, destination=self.destination, request=None,
+            responses=responses, lifetime="event", summary=summary,
+            connection=self.connection, seq=self._seq, started=_now(),
+            tests=sorted(self.ctx.open_tests), tls=self.tls, alpn=self.alpn,
+            event=kind, after=self.ctx.last_order if after is None else after))
 
 
 async def passthrough_or_record(ctx: RunContext, client: Streams, host: str, port: int,
@@ -111,6 +194,11 @@ async def passthrough_or_record(ctx: RunContext, client: Streams, host: str, por
                                           ctx.connect_timeout)
     except (TimeoutError, OSError) as exc:
         log.info("upstream %s failed: %s; resetting the client", destination, exc)
+        if record and isinstance(exc, ConnectionRefusedError):  # replayed as refused too
+            ctx.record(Exchange(protocol="tcp", destination=destination, request=None,
+                                responses=[], lifetime="event", summary="connection refused",
+                                connection=next(conn_ids), started=_now(), event="refused",
+                                after=ctx.last_order))
         reset(client[1])
         return
     if not record:
@@ -155,11 +243,13 @@ async def passthrough_or_record(ctx: RunContext, client: Streams, host: str, por
                 reset(client[1])
                 reset(upstream[1])
                 return
-            cap = Capture(ctx, destination, port, tls=True)
-            await relay((down, down), (up, up), cap.client, cap.server)  # type: ignore[arg-type]
+            cap = Capture(ctx, destination, port, tls=True, alpn=down.endpoint.alpn)
+            await relay((down, down), (up, up), cap.client, cap.server,  # type: ignore[arg-type]
+                        upstream_reset=cap.server_reset)
             return
     cap = Capture(ctx, destination, port)
-    await relay(client, upstream, cap.client, cap.server, first_client, first_server)
+    await relay(client, upstream, cap.client, cap.server, first_client, first_server,
+                upstream_reset=cap.server_reset)
 
 
 async def _server_answer(upstream: Streams, request: bytes) -> bytes:

@@ -89,14 +89,15 @@ def spare_socket(writer: Any) -> socket.socket | None:
 
 async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                tap: Tap | None = None, first: bytes = b"",
-               spare: socket.socket | None = None) -> bool:
+               spare: socket.socket | None = None,
+               on_reset: Callable[[], None] | None = None) -> bool:
     """Copy ``first`` then until EOF; False when either side reset (the caller aborts both).
 
     Bytes the reader's peer sent before it reset are still delivered (a server that
     answers 431 and hangs up on a request it did not read). The tap sees ``b""`` however
     the direction ends: a recorder must learn that no more bytes come (a response
     delimited by the server's close is complete even when the app hung up first and our
-    write to it failed).
+    write to it failed). ``on_reset`` is told, before that, when the reader's peer reset.
     """
     peer_reset = False
     try:
@@ -117,6 +118,8 @@ async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
             if peer_reset:
                 break
         if peer_reset:
+            if on_reset is not None:
+                on_reset()
             return False
         if writer.can_write_eof() and not writer.is_closing():
             writer.write_eof()
@@ -131,15 +134,18 @@ async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
 async def relay(client: tuple[asyncio.StreamReader, asyncio.StreamWriter],
                 upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter],
                 to_upstream: Tap | None = None, to_client: Tap | None = None,
-                first_client: bytes = b"", first_server: bytes = b"") -> None:
+                first_client: bytes = b"", first_server: bytes = b"",
+                upstream_reset: Callable[[], None] | None = None) -> None:
     """Relay both ways until both directions ended; a reset aborts both sides.
 
-    ``first_client``/``first_server``: bytes already read from either side, sent first.
+    ``first_client``/``first_server``: bytes already read from either side, sent first;
+    ``upstream_reset`` is told when the server reset (before ``to_client`` sees the end).
     """
     (c_r, c_w), (u_r, u_w) = client, upstream
     spares = (spare_socket(c_w), spare_socket(u_w))
     up = asyncio.ensure_future(pump(c_r, u_w, to_upstream, first_client, spares[0]))
-    down = asyncio.ensure_future(pump(u_r, c_w, to_client, first_server, spares[1]))
+    down = asyncio.ensure_future(pump(u_r, c_w, to_client, first_server, spares[1],
+                                      upstream_reset))
     try:
         for finished in asyncio.as_completed((up, down)):
             if not await finished:

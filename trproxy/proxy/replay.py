@@ -1,7 +1,9 @@
-"""Replay sessions: no upstream is ever opened.
+"""Replay sessions: no upstream is ever opened (new-episodes fetches aside).
 
-The dialect's replayer turns the client's bytes into lookups; the mock pool answers
-them, and a miss becomes the protocol's own error plus a report entry.
+Before the protocol is known this module does the I/O itself: waiting for a client that
+expects the server to speak first, answering bytes that come before the protocol
+(Postgres SSLRequest), TLS interception, detection. Then the connection belongs to a
+``engine.Session``, which decides every answer; ``_Driver`` carries out its commands.
 """
 
 from __future__ import annotations
@@ -11,11 +13,30 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
-from ..protocols.base import Dialect, Lookup, ProtocolError, Reply
+from ..protocols.base import Dialect, ProtocolError
 from ..protocols.registry import detect, pre_protocol
-from ..store import Affinity, NoMatch
 from ..tls.errors import TlsError
 from .context import Mode, format_destination
+from .engine import (
+    ClientClosed,
+    ClientData,
+    Close,
+    Command,
+    Drain,
+    Drained,
+    Event,
+    Forward,
+    Forwarded,
+    Miss,
+    Notify,
+    OutOfOrder,
+    Problem,
+    Reset,
+    Send,
+    Session,
+    TimerFired,
+    Wake,
+)
 from .record import conn_ids
 from .relay import CHUNK, reset
 
@@ -25,8 +46,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("trproxy")
 Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 _SERVER_FIRST_WAIT = 0.5  # how long replay waits for a client that expects the server to speak
-_MAX_HOLD_MS = 5000  # bound of a held answer (Lookup.context["hold_ms"])
-FORWARD = object()  # _answer: fetch this request from the real server (new-episodes)
 
 
 async def replay(ctx: RunContext, client: Streams, host: str, port: int) -> None:
@@ -35,10 +54,13 @@ async def replay(ctx: RunContext, client: Streams, host: str, port: int) -> None
     connection = next(conn_ids)
     buffered = b""
     dialect: Dialect | None = None
-    replayer = None
     tls = False
     server_name = host  # the TLS server name the app asked for (its SNI)
-    upstream: Any = None  # new-episodes: forward.Upstream, the real server, at the first miss
+    alpn: str | None = None  # what our TLS with the app negotiated
+    if ctx.pool.refused(destination) or (
+            ctx.mode is Mode.REPLAY and not ctx.pool.has_destination(destination)):
+        refuse(ctx, writer, destination)
+        return
     try:
         while dialect is None:
             try:
@@ -63,8 +85,9 @@ async def replay(ctx: RunContext, client: Streams, host: str, port: int) -> None
                 if hello is not None:
                     server_name = hello.sni or host
                     stream = await intercept_replay(ctx.tls, (reader, writer), hello, buffered,
-                                                    server_name, ctx.pool.recorded_h2(destination))
+                                                    server_name, ctx.pool.recorded_alpn(destination))
                     reader = writer = stream  # type: ignore[assignment]
+                    alpn = stream.endpoint.alpn
                     tls, buffered = True, await stream.read(CHUNK)
                     data = buffered
             dialect = detect(buffered, port, final=not data)
@@ -72,95 +95,139 @@ async def replay(ctx: RunContext, client: Streams, host: str, port: int) -> None
                 return
         assert dialect is not None
         replayer = dialect.replayer_for(tls, destination, ctx.blobs)
-        pull = getattr(replayer, "pull", None)  # bodies streamed from files
-        affinity = Affinity()
-        data = buffered
-        while data:
-            for event in replayer.feed(data):
-                if isinstance(event, Reply):
-                    writer.write(event.data)
-                else:
-                    out = _answer(ctx, dialect, replayer, event, destination, affinity)
-                    if out is FORWARD:
-                        if upstream is None:
-                            from .new_episodes import (
-                                Upstream,  # h11 and the HTTP dialect: only here
-                            )
-
-                            upstream = Upstream(ctx, host, port, server_name if tls else None)
-                        out = await _forward_or_miss(ctx, dialect, replayer, event, destination,
-                                                     upstream, connection)
-                    if out is None:
-                        reset(writer)
-                        return
-                    assert isinstance(out, bytes)
-                    if out and (hold := event.context.get("hold_ms")):
-                        await writer.drain()  # what came before goes out now
-                        await asyncio.sleep(min(hold, _MAX_HOLD_MS) / 1000)
-                    writer.write(out)
-            await writer.drain()
-            while pull is not None and (more := pull()):
-                writer.write(more)
-                await writer.drain()
-            if getattr(replayer, "close_after", False):
-                break  # the server would hang up now (Terminate, CancelRequest)
-            data = await reader.read(CHUNK)
-        log.debug("replay conn %d to %s (%s) closed by client", connection, destination, dialect.name)
+        session = Session(ctx, dialect, replayer, destination,
+                          forwarding=ctx.mode is Mode.NEW_EPISODES)
+        driver = _Driver(ctx, session, writer, host, port, server_name if tls else None, connection,
+                         alpn)
+        try:
+            await driver.run(reader, buffered)
+        finally:
+            await driver.close()
+        log.debug("replay conn %d to %s (%s) ended", connection, destination, dialect.name)
     except (ProtocolError, TlsError) as exc:
         ctx.replay_failed(destination, dialect, exc)
         reset(writer)
     except (ConnectionError, OSError):
         pass
     finally:
-        if upstream is not None:
-            await upstream.close()
-        if replayer is not None and hasattr(replayer, "close"):
-            replayer.close()
         with contextlib.suppress(Exception):
             writer.close()
 
 
-def _answer(ctx: RunContext, dialect: Dialect, replayer, lookup: Lookup, destination: str,
-            affinity: Affinity) -> bytes | None | object:
-    """Bytes for one lookup; None means close the connection (no protocol-native error);
-    ``FORWARD``: new-episodes, fetch it from the real server (``forward``)."""
-    try:
-        served = ctx.pool.find(dialect.name, destination, lookup.request, lookup.summary,
-                               affinity, ctx.current_test,
-                               repeat_last=bool(lookup.context.get("repeat_last")))
-    except NoMatch as miss:
-        if ctx.mode is Mode.NEW_EPISODES and lookup.context.get("forward") is not None:
-            return FORWARD  # HTTP: this request alone is fetched and recorded
-        return _miss(ctx, dialect, replayer, lookup, destination, miss)
-    ctx.served(dialect.name, destination, served.exchange)
-    if served.repeat:
-        lookup.context["repeat"] = True
-    out = replayer.respond(lookup, served.exchange.responses) if lookup.expects_reply else b""
-    if problem := lookup.context.get("unreplayable"):  # matched, but not served as recorded
-        ctx.problems.append(f"{dialect.name} {destination}: {lookup.summary}: {problem}")
-        log.warning("could not replay %s %s as recorded: %s", destination, lookup.summary, problem)
-    return out
+def refuse(ctx: RunContext, writer: Any, destination: str) -> None:
+    """No recording there, or the server refused when recording: the app's connection
+    fails (a reset; the eBPF redirect refuses at connect when it can) and, unless it was
+    refused when recording, the report says so."""
+    if not ctx.pool.refused(destination):
+        ctx.missed({"protocol": "tcp", "destination": destination, "request": "connect",
+                    "reason": "nothing was recorded for this destination: connection refused",
+                    "nearest": [], "test": ctx.current_test})
+    reset(writer)
 
 
-def _miss(ctx: RunContext, dialect: Dialect, replayer, lookup: Lookup, destination: str,
-          miss: NoMatch) -> bytes | None:
-    if not lookup.context.get("handshake"):  # handshakes the replayer answers itself
-        ctx.missed(dialect.name, destination, miss)
-    if not lookup.expects_reply:
-        return b""
-    out = replayer.miss(lookup, miss.reason)
-    # b"": no protocol-native error exists, close; unless the lookup is one part of a
-    # request answered as a whole later (a Kafka Fetch split per partition)
-    return out if out or lookup.context.get("partial") else None
+class _Driver:
+    """Carries out a ``Session``'s commands on one connection: bytes, timers, reports,
+    and new-episodes fetches (the rules are all in the engine)."""
 
+    def __init__(self, ctx: RunContext, session: Session, writer: Any, host: str, port: int,
+                 tls_name: str | None, connection: int, alpn: str | None = None) -> None:
+        self.ctx, self.session, self.writer = ctx, session, writer
+        self.host, self.port, self.tls_name, self.connection = host, port, tls_name, connection
+        self.alpn = alpn
+        self.loop = asyncio.get_running_loop()
+        self.ended = asyncio.Event()
+        session.owner = self  # other connections' Notify commands reach it through here
+        self._timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self._upstream: Any = None  # new-episodes: the real server, opened at the first miss
 
-async def _forward_or_miss(ctx: RunContext, dialect: Dialect, replayer, lookup: Lookup,
-                           destination: str, upstream: Any, connection: int) -> bytes | None:
-    """new-episodes: the real server's answer, recorded; a miss when it cannot be had."""
-    from .new_episodes import ForwardError, forward
+    async def run(self, reader: Any, data: bytes) -> None:
+        while data:
+            self.dispatch(ClientData(data))
+            if self.session.ended:
+                return
+            await self.writer.drain()
+            data = await reader.read(CHUNK)
+        self.dispatch(ClientClosed())
+        await self.ended.wait()  # held answers, fetches and streams finish first
 
-    try:
-        return await forward(ctx, upstream, replayer, lookup, destination, connection)
-    except ForwardError as exc:
-        reason = f"not recorded, and fetching it from the server failed: {exc}"
-        return _miss(ctx, dialect, replayer, lookup, destination, NoMatch(lookup.summary, reason, []))
+    def dispatch(self, event: Event) -> None:
+        if self.session.ended:
+            return
+        try:
+            commands = self.session.handle(event, self.loop.time())
+        except Exception:
+            log.exception("replay of a connection to %s failed", self.session.destination)
+            commands = [Reset()]
+            self.session.ended = True
+        for command in commands:
+            self._apply(command)
+
+    def _apply(self, command: Command) -> None:
+        if isinstance(command, Send):
+            self.writer.write(command.data)
+        elif isinstance(command, Wake):
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self.loop.call_at(command.at, self.dispatch, TimerFired())
+        elif isinstance(command, Drain):
+            self._spawn(self._drained())
+        elif isinstance(command, Close):
+            self.writer.close()
+            self.ended.set()
+        elif isinstance(command, Reset):
+            reset(self.writer)
+            self.ended.set()
+        elif isinstance(command, Miss):
+            self.ctx.missed(command.entry, command.request)
+        elif isinstance(command, OutOfOrder):
+            self.ctx.served_out_of_order(command.entry)
+        elif isinstance(command, Problem):
+            self.ctx.problems.append(command.text)
+            log.warning("%s", command.text)
+        elif isinstance(command, Forward):
+            self._spawn(self._forward(command))
+        elif isinstance(command, Notify):
+            target = command.target.owner
+            if isinstance(target, _Driver):
+                target.dispatch(command.event)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _drained(self) -> None:
+        try:
+            await self.writer.drain()
+        except (ConnectionError, OSError):
+            self.dispatch(ClientClosed())
+            return
+        self.dispatch(Drained())
+
+    async def _forward(self, command: Forward) -> None:
+        """new-episodes: fetch the lookup from the real server (recorded as it comes)."""
+        from .new_episodes import ForwardError, Upstream, forward
+
+        if self._upstream is None:
+            self._upstream = Upstream(self.ctx, self.host, self.port, self.tls_name)
+        try:
+            responses = await forward(self.ctx, self._upstream, self.session.dialect.name,
+                                      command.lookup, self.session.destination, self.connection,
+                                      self.alpn)
+        except ForwardError as exc:
+            self.dispatch(Forwarded(command, None, str(exc)))
+            return
+        self.dispatch(Forwarded(command, responses))
+
+    async def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._upstream is not None:
+            await self._upstream.close()
+        self.session.close()

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ..apptest.noise import write_default_config
-from ..protocols.registry import match_key
+from ..protocols.registry import dialects, match_key
 from ..redirect.errors import RedirectError
 from ..store import (
     DirBlobStore,
@@ -33,7 +33,7 @@ from ..store import (
 from ..store.config import configure_protocols
 from ..store.errors import FormatError
 from ..store.recording import MOCKS, DocumentWriter
-from .context import Mode, RunContext
+from .context import Mode, RunContext, format_destination
 from .server import Proxy
 
 log = logging.getLogger("trproxy")
@@ -53,6 +53,7 @@ class RunOptions:
     tls: bool = True  # intercept TLS in record/replay (our CA, trusted by the child)
     tls_verify: bool = True
     tls_ca_file: Path | None = None
+    strict: bool = False  # replay: a miss, an unused recording or an answer out of order fails the run
 
 
 class RunError(Exception):
@@ -117,6 +118,7 @@ async def _run(opts: RunOptions, ctx: RunContext, test_set: Path) -> int:
                 redirector = Redirector.create(port, shadow_ports=shadows)
             proxy.resolver = redirector.original_destination
             log.info("proxy on 127.0.0.1:%d and [::1]:%d, cgroup %s", port, port, redirector.cgroup_path)
+            _fence(redirector, ctx)
         if opts.cgroup:
             return await _wait_for_signal()
         return await _run_child(opts, redirector.enter if redirector else None)
@@ -124,8 +126,42 @@ async def _run(opts: RunOptions, ctx: RunContext, test_set: Path) -> int:
         if inbound is not None:
             inbound.close()
         if redirector is not None:
+            _report_refused(redirector, ctx)
             redirector.close()
         await proxy.close()
+
+
+def _fence(redirector, ctx: RunContext) -> None:  # type: ignore[no-untyped-def]
+    """Replay: connects to destinations refused when recording are refused again, and so
+    are connects to destinations with no recording at all (reported at the end).
+
+    TODO(redirect-failclosed): ``Redirector.refuse/allow_only/refused`` come with that
+    branch; until it is merged into main they may be missing, and the proxy refuses by
+    resetting such connections once accepted (``replay.refuse``)."""
+    if ctx.mode is not Mode.REPLAY or not hasattr(redirector, "allow_only"):
+        return
+    redirector.refuse([_address(d) for d in ctx.pool.refused_destinations()])
+    redirector.allow_only([_address(d) for d in ctx.pool.destinations()])
+
+
+def _report_refused(redirector, ctx: RunContext) -> None:  # type: ignore[no-untyped-def]
+    """Connects the redirect refused that the recording did not refuse: misses."""
+    if ctx.mode is not Mode.REPLAY or not hasattr(redirector, "refused"):
+        return
+    with contextlib.suppress(Exception):
+        for (ip, port), count in redirector.refused().items():
+            destination = format_destination(ip, port)
+            if not ctx.pool.refused(destination):
+                ctx.missed({"protocol": "tcp", "destination": destination, "request": "connect",
+                            "reason": f"nothing was recorded for this destination: {count} "
+                            "connection(s) refused", "nearest": [], "test": ctx.current_test})
+
+
+def _address(destination: str) -> tuple[str, int]:
+    """``(ip, port)`` of a recorded destination (``loopback:P`` is 127.0.0.1)."""
+    host, _, port = destination.rpartition(":")
+    host = host.strip("[]")
+    return ("127.0.0.1" if host == "loopback" else host), int(port)
 
 
 async def _capture_inbound(opts: RunOptions, ctx: RunContext, test_set: Path):
@@ -218,6 +254,8 @@ def run(opts: RunOptions) -> int:
     except FormatError as exc:
         raise RunError(str(exc)) from exc
     ctx = build_context(mode, test_set, opts)
+    if mode in (Mode.RECORD, Mode.NEW_EPISODES):
+        dialects()  # imported now, not while timing the first request (metadata.wait_ms)
     if mode is not opts.mode:
         log.warning("mode %s: %s %s", opts.mode.value, mode.value, test_set)
     _event_loop_policy()
@@ -235,8 +273,12 @@ def run(opts: RunOptions) -> int:
             path = ctx.writer.close()
             print(f"trproxy: wrote {ctx.writer.count} exchanges to {path}", file=sys.stderr)
         if mode is not Mode.PASSTHROUGH:
+            ctx.finish_searches()
             print(ctx.summary(), file=sys.stderr)
             _write_report(opts.root, ctx, test_set, status)
+    if opts.strict and status == 0 and (failures := ctx.strict_failures()):
+        print(f"trproxy: --strict: the run fails: {', '.join(failures)}", file=sys.stderr)
+        status = 1
     return status if status is not None else 1
 
 

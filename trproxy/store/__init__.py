@@ -2,6 +2,7 @@
 
 from .blobs import DirBlobStore
 from .errors import FormatError, NoMatch, StoreError
+from .ledger import Ledger
 from .matcher import Affinity, MockPool, Served, canonical
 from .model import FORMAT_VERSION, Exchange
 from .recording import (
@@ -14,7 +15,8 @@ from .recording import (
 )
 
 __all__ = [
-    "FORMAT_VERSION", "Affinity", "DirBlobStore", "Exchange", "FormatError", "MockPool", "MockWriter", "NoMatch",
+    "FORMAT_VERSION", "Affinity", "DirBlobStore", "Exchange", "FormatError", "Ledger", "MockPool",
+    "MockWriter", "NoMatch",
     "Served", "StoreError", "canonical", "existing_test_sets", "load_mocks", "next_test_set",
     "recover", "test_set_dir",
 ]

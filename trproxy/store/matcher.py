@@ -11,14 +11,17 @@ Rules (DESIGN.md, "Matching and replay rules"):
 * within a test window, mocks recorded inside that test come first, then the rest;
 * a connection keeps *affinity* to the recorded connection it was last served from, so
   the statements of a transaction stay together when a pool spreads them differently;
-* a miss raises ``NoMatch`` naming the nearest recordings with a readable diff.
+* a miss raises ``NoMatch`` saying why, at once; ``nearest`` finds the closest
+  recordings with a readable diff, bounded in time and size, for the report.
 """
 
 from __future__ import annotations
 
 import difflib
+import functools
 import json
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,9 +32,12 @@ from .yamlio import dump
 KeyFn = Callable[[str, Any], Any]  # (protocol, request) -> match key
 
 _MAX_NEAREST = 3
-_MAX_COMPARED = 400
+_MAX_COMPARED = 400  # recordings compared with a request that missed
+_MAX_TEXT = 4000  # characters of a match key compared, and shown in a diff
+_MAX_LINES = 200
 
 
+@functools.lru_cache(maxsize=4096)  # asked several times per replayed request
 def destination_key(destination: str) -> str:
     """Loopback addresses are one place: a client may dial ::1 at replay and 127.0.0.1 at
     record time (happy eyeballs, ``localhost``), and the server there is the same."""
@@ -49,9 +55,11 @@ def canonical(key: Any) -> str:
 
 @dataclass
 class Affinity:
-    """Per live connection: which recorded connection it is following."""
+    """Per live connection: which recorded connection it is following; ``positions``:
+    how far it got in each recorded connection it was served from (``ledger.Ledger``)."""
 
     recorded_connection: int | None = None
+    positions: dict[tuple[str, str, int], int] = field(default_factory=dict)
 
 
 @dataclass
@@ -112,10 +120,14 @@ class MockPool:
 
     key_fn: KeyFn  # counting served exchanges and misses is the caller's (RunContext)
     _by_dest: dict[tuple[str, str], dict[str, _Bucket]] = field(default_factory=dict)
-    # destinations with a connection recorded over TLS / HTTP recorded as HTTP/2: asked at
-    # every replayed connection's start, so kept as they are added, not searched for
+    # destinations with a connection recorded over TLS, and the ALPN protocols negotiated
+    # there: asked at every replayed connection's start, so kept as exchanges are added
     _tls: set[str] = field(default_factory=set)
-    _h2: set[str] = field(default_factory=set)
+    _alpn: dict[str, set[str]] = field(default_factory=dict)
+    # event documents (pushes, closes, resets, refused connects): never matched, replayed
+    # by the engine's timeline; destinations only ever refused
+    events: list[Exchange] = field(default_factory=list)
+    _refused: set[str] = field(default_factory=set)
 
     @classmethod
     def build(cls, exchanges: list[Exchange], key_fn: KeyFn) -> MockPool:
@@ -125,32 +137,56 @@ class MockPool:
         return pool
 
     def add(self, exchange: Exchange) -> None:
-        key = canonical(self.key_fn(exchange.protocol, exchange.request))
         dest = destination_key(exchange.destination)
+        if exchange.event is not None:
+            self.events.append(exchange)
+            if exchange.event == "refused":
+                self._refused.add(dest)
+            return
+        key = canonical(self.key_fn(exchange.protocol, exchange.request))
         by_key = self._by_dest.setdefault((exchange.protocol, dest), {})
         by_key.setdefault(key, _Bucket()).add(_Entry(exchange, key))
         if exchange.tls:
             self._tls.add(dest)
-        request = exchange.request
-        if (exchange.protocol == "http" and isinstance(request, dict)
-                and str(request.get("http_version", "")).startswith("HTTP/2")):
-            self._h2.add(dest)
+        if exchange.alpn:
+            self._alpn.setdefault(dest, set()).add(exchange.alpn)
 
     def __len__(self) -> int:
         return sum(len(v) for d in self._by_dest.values() for v in d.values())
 
+    def entries(self) -> Iterator[_Entry]:
+        """Every mock with its use count (``used``), destination by destination."""
+        for by_key in self._by_dest.values():
+            for bucket in by_key.values():
+                yield from bucket
+
     def has_destination(self, destination: str) -> bool:
+        """Whether anything was recorded there (a refused connect counts)."""
         dest = destination_key(destination)
-        return any(d == dest for (_p, d) in self._by_dest)
+        return dest in self._refused or any(d == dest for (_p, d) in self._by_dest)
+
+    def destinations(self) -> set[str]:
+        """Every destination recorded (as ``destination_key`` gives them: ``loopback:P``)."""
+        return {d for (_p, d) in self._by_dest} | self._refused
+
+    def refused_destinations(self) -> set[str]:
+        """Destinations only ever refused when recording."""
+        return {d for d in self._refused if self.refused(d)}
+
+    def refused(self, destination: str) -> bool:
+        """Whether connecting there was refused when recording, and never accepted."""
+        dest = destination_key(destination)
+        return dest in self._refused and not any(d == dest for (_p, d) in self._by_dest)
 
     def recorded_tls(self, destination: str) -> bool:
         """Whether a connection to this destination was recorded over TLS (replay accepts
         an in-band TLS request, a Postgres SSLRequest, only then, as the server did)."""
         return destination_key(destination) in self._tls
 
-    def recorded_h2(self, destination: str) -> bool:
-        """Whether HTTP at this destination was recorded as HTTP/2 (for ALPN at replay)."""
-        return destination_key(destination) in self._h2
+    def recorded_alpn(self, destination: str) -> set[str]:
+        """The application protocols TLS negotiated at this destination when recording
+        (``metadata.alpn``): replay selects one of them again when the client offers it."""
+        return self._alpn.get(destination_key(destination), set())
 
     def find(self, protocol: str, destination: str, request: Any, summary: str = "",
              affinity: Affinity | None = None, test: str | None = None,
@@ -202,18 +238,50 @@ class MockPool:
             elsewhere = sorted(d for (p, d) in self._by_dest if p == protocol)
             hint = f" (recorded {protocol} destinations: {', '.join(elsewhere)})" if elsewhere else ""
             return NoMatch(summary, f"nothing recorded for {protocol} at {destination}{hint}", [])
-        live = json.loads(key)
+        return NoMatch(summary, "no recorded request matches", [])
+
+    def nearest(self, protocol: str, destination: str, request: Any, summary: str = "",
+                deadline: float | None = None) -> list[str]:
+        """The recordings closest to a request that missed, each with a diff, for the
+        report. Bounded, because it runs for requests of any size while the run goes on
+        (off the event loop): recordings of the same command (the first word of the
+        summary) are compared first, texts are cut at ``_MAX_TEXT`` characters, and the
+        search stops at ``deadline`` (``time.monotonic()``) with what it has."""
+        by_key = self._by_dest.get((protocol, destination_key(destination)))
+        if not by_key:
+            return []
+        key = canonical(self.key_fn(protocol, request))
+        word = _first_word(summary)
+        candidates = sorted(list(by_key.items())[:_MAX_COMPARED * 4],
+                            key=lambda kv: _first_word(kv[1][0].exchange.summary) != word)
         scored = []
-        for other_key, entries in list(by_key.items())[:_MAX_COMPARED]:
-            ratio = difflib.SequenceMatcher(None, key, other_key, autojunk=False).quick_ratio()
+        for other_key, entries in candidates[:_MAX_COMPARED]:
+            if deadline is not None and time.monotonic() > deadline:
+                break
+            ratio = difflib.SequenceMatcher(None, key[:_MAX_TEXT], other_key[:_MAX_TEXT],
+                                            autojunk=False).quick_ratio()
             scored.append((ratio, other_key, entries))
         scored.sort(key=lambda t: -t[0])
         nearest = []
         for ratio, other_key, entries in scored[:_MAX_NEAREST]:
-            diff = "".join(difflib.unified_diff(
-                dump(json.loads(other_key)).splitlines(True)[1:], dump(live).splitlines(True)[1:],
-                "recorded", "live", n=1))
+            if deadline is not None and time.monotonic() > deadline:
+                break
+            diff = "".join(difflib.unified_diff(_readable(other_key), _readable(key),
+                                                "recorded", "live", n=1))
             used = sum(1 for e in entries if e.used)
-            nearest.append(f"{entries[0].exchange.summary or 'exchange'} "
+            label = entries[0].exchange.summary[:200] or "exchange"
+            nearest.append(f"{label} "
                            f"(similarity {ratio:.0%}, {len(entries)} recorded, {used} used)\n{diff}")
-        return NoMatch(summary, "no recorded request matches", nearest)
+        return nearest
+
+
+def _first_word(summary: str) -> str:
+    words = summary.split(None, 1)
+    return words[0] if words else ""
+
+
+def _readable(key: str) -> list[str]:
+    """A match key as YAML lines for a diff; a large one as its first characters."""
+    if len(key) > _MAX_TEXT:
+        return [key[:_MAX_TEXT] + " ...\n"]
+    return dump(json.loads(key)).splitlines(True)[1:][:_MAX_LINES]

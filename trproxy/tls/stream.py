@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -131,16 +132,19 @@ async def intercept_record(settings: TlsSettings, client: Streams, upstream: Str
 
 
 async def intercept_replay(settings: TlsSettings, client: Streams, hello: ClientHelloInfo,
-                           first: bytes, name: str, recorded_h2: bool) -> TlsStream:
-    """TLS to the app alone; ALPN h2 only when the recordings for this host are HTTP/2.
+                           first: bytes, name: str, recorded_alpn: Collection[str]) -> TlsStream:
+    """TLS to the app alone, selecting the ALPN protocol the server chose when recording
+    (``recorded_alpn``, the first of the client's offers among them).
 
-    "postgresql" is selected when offered: PostgreSQL 17 clients starting TLS directly
-    (``sslnegotiation=direct``, no SSLRequest) refuse a server that does not select it.
+    Recordings without ``metadata.alpn`` (made before it was recorded) get "http/1.1" when
+    offered (an HTTP/2 recording is served in HTTP/1.1 as well), else "postgresql":
+    PostgreSQL 17 clients starting TLS directly (``sslnegotiation=direct``, no SSLRequest)
+    refuse a server that does not select it.
     """
     offers = hello.alpn
-    chosen = ("h2" if "h2" in offers and recorded_h2 else
-              "http/1.1" if "http/1.1" in offers else
-              "postgresql" if "postgresql" in offers else None)
+    chosen = next((p for p in offers if p in recorded_alpn), None)
+    if chosen is None and not recorded_alpn:
+        chosen = next((p for p in ("http/1.1", "postgresql") if p in offers), None)
     down = TlsEndpoint.server(settings.ca.server_context(name, [chosen] if chosen else []))
     plain = await _handshake(down, client, first)
     return TlsStream(*client, down, plain)

@@ -270,9 +270,10 @@ def test_response_without_request_is_an_error():
         rec.feed(S, b"HTTP/1.1 200 OK\r\n\r\n")
 
 
-def test_unanswered_request_is_dropped_and_truncated_request_marked():
-    assert record([("client", b"GET / HTTP/1.1\r\nHost: h\r\n\r\n"), ("client", b""),
-                   ("server", b"")]) == []
+def test_unanswered_request_is_kept_unanswered_and_truncated_request_marked():
+    [unanswered] = record([("client", b"GET / HTTP/1.1\r\nHost: h\r\n\r\n"), ("client", b""),
+                           ("server", b"")])
+    assert unanswered.unanswered and unanswered.responses == []
     [item] = record([("client", b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nabc"),
                      ("server", b"HTTP/1.1 413 Too Large\r\nContent-Length: 0\r\n\r\n"),
                      ("client", b""), ("server", b"")])
@@ -342,7 +343,7 @@ def test_websocket_101_gets_the_live_accept_key_and_then_frames_are_messages():
     assert f"Sec-WebSocket-Accept: {ws_accept(key)}".encode() in out
     assert ws_accept("dGhlIHNhbXBsZSBub25jZQ==") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="  # RFC 6455 §1.3
     assert greeting.request == {"method": "WEBSOCKET", "url": "http://h/ws", "message": "open"}
-    assert greeting.context["handshake"] and replayer.miss(greeting, "none recorded") == b""
+    assert greeting.context.handshake and replayer.miss(greeting, "none recorded") == b""
     [message] = replayer.feed(b"\x81\x85\x00\x00\x00\x00hello")  # a masked text frame
     assert message.request["body"] == "hello"
 
@@ -383,7 +384,7 @@ def test_h2_replay_waits_for_window_and_forgets_reset_streams():
     assert isinstance(events[0], Reply)  # our SETTINGS
     client.receive_data(events[0].data)
     lookups = [e for e in events if isinstance(e, Lookup)]
-    assert [lk.context["stream_id"] for lk in lookups] == [1, 3]
+    assert [lk.context.private["stream_id"] for lk in lookups] == [1, 3]
     body = bytes(200_000)
     recorded = [{"status": 200, "reason": "OK", "http_version": "HTTP/1.1",
                  "headers": [["Content-Type", "application/octet-stream"]], "body": {"base64": ""}}]
@@ -462,9 +463,9 @@ def test_forward_request_is_the_unredacted_request_framed_afresh():
     [lookup] = replayer.feed(b"POST /v1/items?x=1 HTTP/1.1\r\nHost: api.test\r\nAuthorization: Bearer s3\r\n"
                              b"Connection: keep-alive\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n{}")[-1:]
     assert headers(lookup.request, "authorization") == ["<redacted>"]  # what is recorded
-    fwd = lookup.context["forward"]()
-    assert (fwd.method, fwd.target, fwd.body) == (b"POST", b"/v1/items?x=1", b"{}")
-    assert fwd.headers == [(b"Host", b"api.test"), (b"Authorization", b"Bearer s3")]  # sent as is
+    fwd = lookup.context.forward()
+    assert fwd.send() == (b"POST /v1/items?x=1 HTTP/1.1\r\nHost: api.test\r\n"
+                          b"Authorization: Bearer s3\r\ncontent-length: 2\r\n\r\n{}")  # sent as is
     big = BodyBuffer(4)
     big.add(b"12345")
     assert forward_request("PUT", "/u", [], big) is None  # only a digest: cannot be sent
@@ -489,6 +490,79 @@ def test_h2_lookups_forward_with_the_authority_as_host():
     client.send_headers(1, [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"api.test:8443"),
                             (b":path", b"/v1/x?y=2"), (b"authorization", b"Bearer s3")], end_stream=True)
     [lookup] = [e for e in HttpReplayer(scheme="https").feed(client.data_to_send()) if isinstance(e, Lookup)]
-    fwd = lookup.context["forward"]()
-    assert (fwd.method, fwd.target, fwd.body) == (b"GET", b"/v1/x?y=2", b"")
-    assert fwd.headers == [(b"host", b"api.test:8443"), (b"authorization", b"Bearer s3")]
+    fwd = lookup.context.forward()
+    assert fwd.send() == (b"GET /v1/x?y=2 HTTP/1.1\r\nhost: api.test:8443\r\n"
+                          b"authorization: Bearer s3\r\n\r\n")  # no Content-Length on a GET
+    assert fwd.alpn == ("http/1.1",)
+
+
+def test_a_forward_records_the_response_redacted_and_answers_it_unredacted():
+    [lookup] = HttpReplayer().feed(b"GET /me HTTP/1.1\r\nHost: api.test\r\nCookie: sid=s3\r\n\r\n")
+    fwd = lookup.context.forward()
+    fwd.send()
+    assert not fwd.answered
+    fwd.receive(b"HTTP/1.1 200 OK\r\nSet-Cookie: sid=new; Path=/\r\nContent-Length: 9\r\n\r\n")
+    assert fwd.answered and not fwd.done
+    fwd.receive(b'{"t":"x"}')
+    assert fwd.done and fwd.reusable
+    recorded, [live] = fwd.result()
+    assert recorded.request == lookup.request and recorded.summary == "GET api.test/me -> 200"
+    assert headers(recorded.responses[0], "set-cookie") == ["sid=<redacted>; Path=/"]
+    assert headers(live, "set-cookie") == ["sid=new; Path=/"]  # the app sees its real cookie
+
+
+def test_a_forward_cut_mid_response_is_a_decode_error():
+    [lookup] = HttpReplayer().feed(b"GET / HTTP/1.1\r\nHost: api.test\r\n\r\n")
+    fwd = lookup.context.forward()
+    fwd.send()
+    fwd.receive(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nabc")
+    with pytest.raises(DecodeError):
+        fwd.receive(b"")
+
+
+def _parse(wire: bytes, cut: int | None = None) -> tuple[list, H1Parser]:
+    parser, out = H1Parser(is_request=True), []
+    pieces = [wire] if cut is None else [wire[:cut], wire[cut:]]
+    for piece in [*pieces, b""]:
+        parser.feed(piece)
+        while (e := parser.next_event()) is not NEED_DATA:
+            out.append(e)
+    return out, parser
+
+
+def test_chunked_bodies_extensions_trailers_and_cuts():
+    """Our chunked reader (RFC 9112 §7.1): extensions ignored, trailers folded and
+    lower-cased, the same events wherever the bytes are cut."""
+    wire = (b"POST /u HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"4;name=value\r\nWiki\r\n5 \r\npedia\r\n0\r\nX-Sum: 1\r\n  2\r\nEtag: x\r\n\r\n"
+            b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n")
+    whole, parser = _parse(wire)
+    body = b"".join(e.data for e in whole if isinstance(e, Data))
+    ends = [e for e in whole if isinstance(e, End)]
+    assert body == b"Wikipedia" and ends[0].trailers == [(b"x-sum", b"1 2"), (b"etag", b"x")]
+    assert [e.message.path for e in whole if isinstance(e, Head)] == ["/u", "/next"]
+    assert not parser.truncated
+    for cut in range(1, len(wire)):
+        events, _ = _parse(wire, cut)
+        assert b"".join(e.data for e in events if isinstance(e, Data)) == body, cut
+        assert [e for e in events if isinstance(e, End)] == ends, cut
+
+
+def test_chunked_body_cut_by_the_close_is_truncated_and_bad_chunks_are_decode_errors():
+    _events, parser = _parse(b"POST /u HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab")
+    assert parser.state is H1State.CLOSED and parser.truncated
+    for bad in (b"zz\r\n", b"3\r\nabcX\r\n", b"0\r\nno colon\r\n\r\n"):
+        with pytest.raises(DecodeError):
+            _parse(b"POST /u HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n" + bad)
+
+
+def test_a_response_body_delimited_by_the_close_ends_at_eof():
+    parser = H1Parser(is_request=False)
+    request = H1Parser(is_request=True)
+    request.feed(b"GET / HTTP/1.0\r\n\r\n")
+    head = request.next_event()
+    parser.feed(b"HTTP/1.0 200 OK\r\n\r\nall of it")
+    events = [parser.next_event(head.message), parser.next_event(head.message)]
+    parser.feed(b"")
+    events.append(parser.next_event(head.message))
+    assert [type(e) for e in events] == [Head, Data, End] and not parser.truncated

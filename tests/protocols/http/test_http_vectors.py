@@ -220,7 +220,7 @@ def test_replay_h1_parsed_by_h11(name, recorded):
         assert events[0] == Reply(b"HTTP/1.1 100 Continue\r\n\r\n")
     conn = h11.Connection(h11.CLIENT)
     for lookup, item in zip(lookups, items, strict=True):
-        conn.send(h11.Request(method=lookup.context["method"], target="/", headers=[("Host", "x")]))
+        conn.send(h11.Request(method=lookup.context.private["method"], target="/", headers=[("Host", "x")]))
         conn.send(h11.EndOfMessage())
         conn.receive_data(replayer.respond(lookup, item["responses"]))
         infos, response, body, trailers = _h11_read(conn)

@@ -28,6 +28,7 @@ from wsproto.events import (
 from wsproto.extensions import PerMessageDeflate
 from wsproto.frame_protocol import FrameProtocol
 
+from tests.support.replay_server import Mocks
 from trproxy.protocols.base import DecodeError, Direction, Interaction, Lookup, Reply
 from trproxy.protocols.http import HttpConfig, HttpRecorder, HttpReplayer, match_key
 from trproxy.protocols.http.websocket import WsRecorder, WsReplayer, is_websocket_upgrade
@@ -402,7 +403,7 @@ def test_replayer_cannot_send_an_omitted_message():
     out = rep.respond(lookup, [{"message": "binary", "body": {"omitted": True, "size": 9, "sha256": "00"}}])
     [event] = received(p.client, out)
     assert isinstance(event, CloseConnection) and event.code == 1011
-    assert "unreplayable" in lookup.context
+    assert lookup.context.unreplayable
 
 
 def test_replayer_bad_frame_raises_decode_error():
@@ -414,26 +415,24 @@ def test_replayer_bad_frame_raises_decode_error():
 
 
 class Store:
-    """The proxy's matching in miniature: first unused interaction with an equal key."""
+    """Recorded interactions answered through the replay engine (``Mocks``), one session."""
 
     def __init__(self, interactions: list[Interaction]) -> None:
-        self.left = list(interactions)
-        self.misses: list[str] = []
+        self.mocks = Mocks("http", interactions, destination="example.com:80")
+        self.session = None
 
-    def answer(self, replayer: HttpReplayer, lookup: Lookup) -> bytes:
-        for it in self.left:
-            if match_key(it.request) == match_key(lookup.request):
-                self.left.remove(it)
-                return replayer.respond(lookup, it.responses)
-        if not lookup.context.get("handshake"):
-            self.misses.append(lookup.summary)
-        return replayer.miss(lookup, "no recorded request matches")
+    @property
+    def misses(self) -> list[str]:
+        return [m["request"] for m in self.mocks.misses]
+
+    @property
+    def left(self) -> list:
+        return self.mocks.unused()
 
     def run(self, replayer: HttpReplayer, data: bytes) -> bytes:
-        out = b""
-        for event in replayer.feed(data):
-            out += event.data if isinstance(event, Reply) else self.answer(replayer, event)
-        return out
+        if self.session is None:
+            self.session = self.mocks.session(replayer)
+        return self.mocks.replay(self.session, data)[0]
 
 
 def _conversation(greeting: bool) -> tuple[list[Interaction], Pair]:
@@ -483,7 +482,7 @@ def test_open_lookup_is_a_quiet_partial_handshake():
     upgrade, greeting = replayer.feed(data)
     assert isinstance(upgrade, Lookup) and isinstance(greeting, Lookup)
     assert greeting.request == request("open")
-    assert greeting.context["handshake"] and greeting.context["partial"]
+    assert greeting.context.handshake and greeting.context.partial
     # upgrade refused (no 101): the greeting lookup sends nothing either way
     replayer.respond(upgrade, [{"status": 403, "reason": "Forbidden", "http_version": "HTTP/1.1",
                                 "headers": [], "body": ""}])
@@ -510,7 +509,7 @@ def test_a_server_that_streams_alone_is_kept_to_max_body_and_says_so():
     client = Pair()  # a fresh client to decode what the replayer sends
     got = received(client.client, replayer.respond(lookup, greeting.responses))
     assert [bytes(e.data) for e in got] == [bytes([i]) * 1000 for i in range(10)]
-    assert "not kept" in lookup.context["unreplayable"]
+    assert "not kept" in lookup.context.unreplayable
 
 
 @given(st.lists(st.tuples(st.sampled_from([C, S]), st.binary(min_size=1, max_size=200)),

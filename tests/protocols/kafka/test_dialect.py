@@ -230,7 +230,7 @@ def test_fetch_is_recorded_and_replayed_per_partition():
     replayer = KafkaReplayer()
     first, second = replayer.feed(KafkaCodec().encode(live))
     assert match_key(second.request) == match_key(part.request)
-    assert first.context["partial"] and not second.context["partial"]
+    assert first.context.partial and not second.context.partial
     assert replayer.miss(first, "not recorded") == b""  # waits for the other part
     frame = replayer.respond(second, part.responses)
     codec = KafkaCodec()
@@ -370,9 +370,9 @@ def _answer(interaction, repeat: bool, partitions: int = 1) -> tuple[bytes, list
     lookups = replayer.feed(KafkaCodec().encode(req))
     out = b""
     for lookup in lookups:
-        assert lookup.context["repeat_last"]  # the pool may serve its last answer again
+        assert lookup.context.repeat_last  # the pool may serve its last answer again
         if repeat:
-            lookup.context["repeat"] = True
+            lookup.context.repeat = True
         out += replayer.respond(lookup, yaml.safe_load(yaml.safe_dump(interaction.responses)))
     return out, lookups
 
@@ -381,11 +381,11 @@ def test_a_repeated_fetch_with_nothing_new_is_held_max_wait_ms():
     full, empty = _fetches()
     wait = empty.request["body"]["max_wait_ms"]
     out, [lookup] = _answer(empty, repeat=True)
-    assert out and lookup.context["hold_ms"] == wait  # a broker waits for new records
+    assert out and lookup.context.hold_ms == wait  # a broker waits for new records
     out, [lookup] = _answer(empty, repeat=False)
-    assert out and "hold_ms" not in lookup.context  # as recorded: at once
+    assert out and lookup.context.hold_ms is None  # as recorded: at once
     out, [lookup] = _answer(full, repeat=True)
-    assert out and "hold_ms" not in lookup.context  # records: at once
+    assert out and lookup.context.hold_ms is None  # records: at once
     # split per partition: the whole answer is held only when every part is a repeat
     out, lookups = _answer(empty, repeat=True, partitions=3)
-    assert out and len(lookups) == 3 and lookups[-1].context["hold_ms"] == wait
+    assert out and len(lookups) == 3 and lookups[-1].context.hold_ms == wait

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from trproxy.protocols.base import Direction, Interaction, Lookup, Reply
+from tests.support.replay_server import Mocks
+from trproxy.protocols.base import Direction, Interaction, Lookup
 from trproxy.protocols.postgres import PostgresCodec, PostgresRecorder, PostgresReplayer
 from trproxy.protocols.postgres import backend as be
 from trproxy.protocols.postgres import frontend as fe
@@ -38,14 +39,16 @@ def logged_in() -> list[tuple[str, bytes]]:
 
 
 def record(*chunks: tuple[str, bytes], close: bool = True) -> list[Interaction]:
+    """The interactions (pushed messages and interrupts, which the proxy records as
+    events, are left out: ``tests.support.recording.capture`` keeps them)."""
     recorder = PostgresRecorder()
-    out: list[Interaction] = []
+    out: list = []
     for side, data in chunks:
         out += recorder.feed(Direction(side), data)
     if close:
         out += recorder.feed(Direction.CLIENT, b"")
         out += recorder.feed(Direction.SERVER, b"")
-    return out
+    return [i for i in out if isinstance(i, Interaction)]
 
 
 def server_messages(data: bytes, start: str = "ready") -> list[Any]:
@@ -55,34 +58,27 @@ def server_messages(data: bytes, start: str = "ready") -> list[Any]:
 
 
 class Replay:
-    """A replayer driven like the proxy drives it, answering Lookups from a list of
-    recorded interactions matched by match_key (or missing)."""
+    """A replayer driven by the replay engine (``tests.support.replay_server.Mocks``),
+    answered from recorded interactions in a real mock pool."""
 
     def __init__(self, recorded: list[Interaction] = ()) -> None:
-        from trproxy.protocols.postgres import match_key
+        self.mocks = Mocks("postgres", recorded)
         self.replayer = PostgresReplayer()
-        self.recorded = list(recorded)
-        self.key = match_key
-        self.lookups: list[Lookup] = []
-        self.missed: list[Lookup] = []
+        self.session = self.mocks.session(self.replayer)
+        self.closed = False
+
+    @property
+    def lookups(self) -> list[Lookup]:
+        return self.mocks.lookups
+
+    @property
+    def missed(self) -> list[dict]:
+        """The misses the engine reported."""
+        return self.mocks.misses
 
     def send(self, *messages: Any, raw: bytes = b"") -> list[Any]:
-        """Client messages in; the server messages the replayer answers, decoded."""
-        out = b""
-        for event in self.replayer.feed(wire(*messages) + raw):
-            if isinstance(event, Reply):
-                out += event.data
-                continue
-            self.lookups.append(event)
-            match = next((i for i in self.recorded
-                          if self.key(i.request) == self.key(event.request)), None)
-            if match is None:
-                self.missed.append(event)
-                out += self.replayer.miss(event, "not recorded")
-            else:
-                if match.lifetime == "data":
-                    self.recorded.remove(match)
-                out += self.replayer.respond(event, match.responses)
+        """Client messages in; the server messages the engine answers, decoded."""
+        out, self.closed = self.mocks.replay(self.session, wire(*messages) + raw)
         return self.decode(out)
 
     def decode(self, data: bytes) -> list[Any]:

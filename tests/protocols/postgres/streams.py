@@ -13,7 +13,7 @@ from typing import Any
 
 from tests.support.chunking import CLOSE, Chunks
 from tests.support.pcap import tcp_streams, vector
-from trproxy.protocols.base import Direction, ProtocolError
+from trproxy.protocols.base import Direction, Interrupt, ProtocolError, Pushed
 from trproxy.protocols.postgres import PostgresCodec, PostgresRecorder
 
 VECTORS = vector("postgres")
@@ -71,4 +71,7 @@ def record(chunks: Chunks, start: str = "startup") -> tuple[list[Any], str | Non
 
 
 def _plain(interactions: list[Any]) -> list[Any]:
-    return [(i.request, i.responses, i.lifetime, i.summary) for i in interactions]
+    """Interactions as tuples; pushed messages as ("pushed", messages); interrupts left out."""
+    return [("pushed", i.responses) if isinstance(i, Pushed) else
+            (i.request, i.responses, i.lifetime, i.summary)
+            for i in interactions if not isinstance(i, Interrupt)]

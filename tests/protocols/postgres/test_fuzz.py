@@ -16,7 +16,7 @@ from tests.protocols.postgres.streams import (
     vector_chunks,
     vector_names,
 )
-from trproxy.protocols.base import Direction, Lookup, ProtocolError
+from trproxy.protocols.base import Direction, Interaction, Interrupt, Lookup, ProtocolError, Pushed
 from trproxy.protocols.postgres import PostgresCodec, PostgresRecorder, PostgresReplayer
 
 FUZZED = [n for n in vector_names() if n not in NOT_DECODABLE] + ["zeek-bad-backend-message-1.pcap"]
@@ -60,7 +60,8 @@ def run_recorder(chunks, start) -> None:
     try:
         for side, data in [*chunks, ("client", b""), ("server", b"")]:
             for i in recorder.feed(Direction(side), data):
-                assert isinstance(i.request, list)
+                assert isinstance(i.request, list) if isinstance(i, Interaction) else isinstance(
+                    i, (Pushed, Interrupt))
     except ProtocolError:
         pass
 

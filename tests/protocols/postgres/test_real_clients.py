@@ -224,8 +224,8 @@ def test_more_transactions_at_replay_than_recorded_do_not_miss(postgres_server):
     assert len(recorded) == 1 and replayed == recorded * 2
     assert replay.misses == []
     transaction = [lk for lk in replay.lookups if lk.summary in ("Query BEGIN", "Query COMMIT")]
-    assert [lk.context.get("repeat", False) for lk in transaction] == [False, False, True, True]
-    assert all(lk.context["repeat_last"] for lk in transaction)
+    assert [lk.context.repeat for lk in transaction] == [False, False, True, True]
+    assert all(lk.context.repeat_last for lk in transaction)
 
 
 def test_replay_miss_is_a_server_error_and_the_connection_stays_usable(postgres_server):

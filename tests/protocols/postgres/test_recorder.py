@@ -5,11 +5,20 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from tests.protocols.postgres.build import HANDSHAKE, STARTUP, client, logged_in, record, server
-from trproxy.protocols.base import Direction, ProtocolError, UnexpectedMessage
+from tests.protocols.postgres.build import (
+    HANDSHAKE,
+    STARTUP,
+    client,
+    logged_in,
+    record,
+    server,
+    wire,
+)
+from trproxy.protocols.base import Direction, Interrupt, ProtocolError, Pushed, UnexpectedMessage
 from trproxy.protocols.postgres import PostgresRecorder
 from trproxy.protocols.postgres import backend as be
 from trproxy.protocols.postgres import frontend as fe
+from trproxy.protocols.postgres.backend import backend_key
 
 INT4 = be.FieldDescription("id", 0, 0, 23, 4, -1, 0)
 TEXT = be.FieldDescription("name", 0, 0, 25, -1, -1, 0)
@@ -185,11 +194,34 @@ def test_trivial_batches_and_cancel_are_not_recorded():
     assert record(client(fe.CancelRequest(4242, b"\x01\x02\x03\x04"))) == []
 
 
-def test_notification_while_idle_joins_the_next_interaction():
-    out = record(*logged_in(), server(be.NotificationResponse(7, "jobs", "42")),
-                 client(fe.Query("SELECT 1")), server(be.CommandComplete("SELECT 1"), be.ReadyForQuery("I")))
-    assert out[1].responses[0] == {"NotificationResponse": {"process_id": 7, "channel": "jobs",
-                                                            "payload": "42"}}
+def test_notification_while_idle_is_pushed_when_it_arrives():
+    """A NOTIFY from another connection reaches an idle listener: returned as ``Pushed``
+    at once (the proxy records when), not folded into the next interaction."""
+    recorder = PostgresRecorder()
+    for side, data in logged_in():
+        recorder.feed(Direction(side), data)
+    [pushed] = recorder.feed(Direction.SERVER, wire(be.NotificationResponse(7, "jobs", "42")))
+    assert isinstance(pushed, Pushed) and pushed.summary == "NotificationResponse"
+    assert pushed.responses == [{"NotificationResponse": {"process_id": 7, "channel": "jobs",
+                                                          "payload": "42"}}]
+    recorder.feed(Direction.CLIENT, wire(fe.Query("SELECT 1")))
+    [query] = recorder.feed(Direction.SERVER, wire(be.CommandComplete("SELECT 1"),
+                                                   be.ReadyForQuery("I")))
+    assert names(query.responses) == ["CommandComplete", "ReadyForQuery"]
+
+
+def test_cancel_request_names_the_backend_it_interrupts():
+    listener = PostgresRecorder()
+    for side, data in logged_in():
+        listener.feed(Direction(side), data)
+    assert listener.identity == backend_key(4242, b"\x01\x02\x03\x04")  # HANDSHAKE's key
+    [interrupt] = PostgresRecorder().feed(Direction.CLIENT, wire(fe.CancelRequest(4242, b"\x01\x02\x03\x04")))
+    assert isinstance(interrupt, Interrupt) and interrupt.identity == listener.identity
+
+
+def test_a_query_the_client_gave_up_on_is_recorded_unanswered():
+    out = record(*logged_in(), client(fe.Query("SELECT pg_sleep(60)")))  # then both close
+    assert out[-1].unanswered and out[-1].responses == []
 
 
 def test_fatal_error_mid_query_is_recorded_at_close():

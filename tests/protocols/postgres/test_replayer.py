@@ -4,10 +4,11 @@ the client usable, COPY, transaction status (no server anywhere)."""
 from __future__ import annotations
 
 from tests.protocols.postgres.build import HANDSHAKE, STARTUP, Replay, client, record, server, wire
-from trproxy.protocols.base import Interaction, Lookup, Reply
+from trproxy.protocols.base import Interaction, Interrupt, Lookup, Reply
 from trproxy.protocols.postgres import PostgresReplayer
 from trproxy.protocols.postgres import backend as be
 from trproxy.protocols.postgres import frontend as fe
+from trproxy.protocols.postgres.backend import backend_key
 
 INT4 = be.FieldDescription("n", 0, 0, 23, 4, -1, 0)
 
@@ -83,7 +84,7 @@ def test_query_answered_and_missed():
     answer = replay.send(fe.Query("SELECT 2"))
     error, ready = answer
     assert error.get("C") == "XX000"
-    assert error.get("M") == "trproxy: no recording for Query SELECT 2: not recorded"
+    assert error.get("M") == "trproxy: no recording for Query SELECT 2: no recorded request matches"
     assert ready == be.ReadyForQuery("I")
 
 
@@ -189,10 +190,18 @@ def test_a_recorded_answer_that_does_not_fit_is_a_miss():
     assert "does not fit" in error.get("M") and ready == be.ReadyForQuery("I")
 
 
-def test_cancel_request_is_answered_by_closing():
+def test_cancel_request_interrupts_the_backend_it_names_and_closes():
     replayer = PostgresReplayer()
-    assert replayer.feed(wire(fe.CancelRequest(4242, b"\x01\x02\x03\x04"))) == []
+    assert replayer.feed(wire(fe.CancelRequest(4242, b"\x01\x02\x03\x04"))) == [
+        Interrupt(backend_key(4242, b"\x01\x02\x03\x04"))]
     assert replayer.close_after
+
+
+def test_the_startup_answer_gives_the_connection_its_identity():
+    replay = Replay(record(client(STARTUP), server(*HANDSHAKE)))
+    assert replay.replayer.identity is None
+    replay.send(STARTUP)
+    assert replay.replayer.identity == backend_key(4242, b"\x01\x02\x03\x04")
 
 
 def test_replies_are_replies():

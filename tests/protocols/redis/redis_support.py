@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tests.support.chunking import CLOSE, Chunks, offsets
-from trproxy.protocols.base import NEED_DATA, Direction, Interaction, ProtocolError
+from trproxy.protocols.base import NEED_DATA, Direction, Interaction, ProtocolError, Pushed
 from trproxy.protocols.redis import RedisCodec, RedisRecorder
 
 
@@ -42,19 +42,26 @@ def assert_not_a_bug(exc: ProtocolError) -> None:
 
 @dataclass
 class Recording:
-    interactions: list[Interaction]
+    items: list[Interaction | Pushed]  # in the order the recorder returned them
     error: str | None
     unanswered: list
 
+    @property
+    def interactions(self) -> list[Interaction]:
+        return [i for i in self.items if isinstance(i, Interaction)]
+
     def plain(self) -> list[dict]:
-        return [{"request": i.request, "responses": i.responses, "lifetime": i.lifetime,
-                 "summary": i.summary} for i in self.interactions]
+        """Interactions, and pushed messages as ``{"pushed": [...]}``, in order."""
+        return [{"pushed": i.responses} if isinstance(i, Pushed) else
+                {"request": i.request, "responses": i.responses, "lifetime": i.lifetime,
+                 "summary": i.summary, **({"unanswered": True} if i.unanswered else {})}
+                for i in self.items]
 
 
 def record(chunks: Chunks, close: bool = True, **limits: int) -> Recording:
     """Feed a stream to a recorder the way the proxy does; stops at the first error."""
     recorder = RedisRecorder(**limits)
-    out: list[Interaction] = []
+    out: list[Interaction | Pushed] = []
     error = None
     try:
         for side, data in chunks + (CLOSE if close else []):

@@ -7,8 +7,9 @@ import yaml
 
 from tests.protocols.redis.redis_support import record
 from tests.support.chunking import bytewise, side_bytes
+from tests.support.recording import capture
 from tests.support.replay_server import Mocks
-from trproxy.protocols.base import Direction, Lookup, UnexpectedMessage
+from trproxy.protocols.base import Direction, Lookup, LookupContext, Pushed, UnexpectedMessage
 from trproxy.protocols.redis import DIALECT, RedisRecorder, RedisReplayer, match_key
 
 
@@ -21,7 +22,8 @@ def plain(chunks, **kw):  # type: ignore[no-untyped-def]
     assert rec.error is None, rec.error
     # cutting the bytes differently never changes the result
     assert record(bytewise(chunks), **kw).plain() == rec.plain()
-    return [(i["request"], i["responses"], i["lifetime"]) for i in rec.plain()]
+    return [("pushed", i["pushed"], None) if "pushed" in i else
+            (i["request"], i["responses"], i["lifetime"]) for i in rec.plain()]
 
 
 def test_pipelined_requests_pair_in_order() -> None:
@@ -73,28 +75,34 @@ RESP2_PUBSUB = stream(
 )
 
 
-def test_resp2_pubsub_messages_follow_the_interaction_they_came_after() -> None:
+def test_resp2_pubsub_messages_are_pushed_as_they_arrive() -> None:
+    """Out-of-band messages are returned as ``Pushed`` the moment they arrive (the proxy
+    records when), between the interactions, even between two confirmations."""
     got = plain(RESP2_PUBSUB)
     assert got == [
-        (["SUBSCRIBE", "a", "b"], [["subscribe", "a", {"int": 1}], ["message", "a", "m1"],
-                                   ["subscribe", "b", {"int": 2}], ["message", "b", "m2"],
-                                   ["message", "a", "m3"]], "data"),
+        ("pushed", [["message", "a", "m1"]], None),
+        (["SUBSCRIBE", "a", "b"], [["subscribe", "a", {"int": 1}], ["subscribe", "b", {"int": 2}]],
+         "data"),
+        ("pushed", [["message", "b", "m2"]], None),
+        ("pushed", [["message", "a", "m3"]], None),
         (["PING"], [["pong", ""]], "session"),
         (["UNSUBSCRIBE"], [["unsubscribe", "a", {"int": 1}], ["unsubscribe", "b", {"int": 0}]], "data"),
         (["GET", "k"], ["message"], "data"),
     ]
 
 
-def test_subscribed_interactions_are_held_until_the_next_reply() -> None:
+def test_a_subscription_is_returned_at_its_confirmation() -> None:
     recorder = RedisRecorder()
     recorder.feed(Direction.CLIENT, b"SUBSCRIBE a\r\n")
-    assert recorder.feed(Direction.SERVER, b"*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n") == []
-    assert recorder.feed(Direction.SERVER, b"*3\r\n$7\r\nmessage\r\n$1\r\na\r\n$1\r\nx\r\n") == []
-    done = recorder.feed(Direction.SERVER, b"")
-    assert [i.responses[-1] for i in done] == [["message", "a", "x"]]
+    [sub] = recorder.feed(Direction.SERVER, b"*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n")
+    assert sub.request == ["SUBSCRIBE", "a"]
+    [msg] = recorder.feed(Direction.SERVER, b"*3\r\n$7\r\nmessage\r\n$1\r\na\r\n$1\r\nx\r\n")
+    assert isinstance(msg, Pushed) and msg.responses == [["message", "a", "x"]]
+    assert msg.summary == "message a"
+    assert recorder.feed(Direction.SERVER, b"") == []
 
 
-def test_resp3_pushes_and_a_ping_carrying_them_is_data() -> None:
+def test_resp3_pushes_are_pushed_and_a_ping_stays_session() -> None:
     got = plain(stream(
         ("client", b"*2\r\n$9\r\nSUBSCRIBE\r\n$1\r\nc\r\n"),
         ("server", b">3\r\n$9\r\nsubscribe\r\n$1\r\nc\r\n:1\r\n"),
@@ -105,16 +113,17 @@ def test_resp3_pushes_and_a_ping_carrying_them_is_data() -> None:
     ))
     assert got == [
         (["SUBSCRIBE", "c"], [{"push": ["subscribe", "c", {"int": 1}]}], "data"),
-        (["PING"], [{"simple": "PONG"}, {"push": ["message", "c", "hi"]}], "data"),
+        (["PING"], [{"simple": "PONG"}], "session"),
+        ("pushed", [{"push": ["message", "c", "hi"]}], None),
         (["UNSUBSCRIBE", "c"], [{"push": ["unsubscribe", "c", {"int": 0}]}], "data"),
     ]
 
 
-def test_an_unsolicited_push_goes_with_the_next_interaction() -> None:
+def test_an_unsolicited_push_is_pushed_between_interactions() -> None:
     got = plain(stream(("client", b"GET a\r\n"), ("server", b"$1\r\n1\r\n"),
                        ("server", b">2\r\n$10\r\ninvalidate\r\n*1\r\n$1\r\na\r\n"),
                        ("client", b"GET a\r\n"), ("server", b"$1\r\n2\r\n")))
-    assert [s for _, s, _ in got] == [["1"], [{"push": ["invalidate", ["a"]]}, "2"]]
+    assert [s for _, s, _ in got] == [["1"], [{"push": ["invalidate", ["a"]]}], ["2"]]
 
 
 def test_monitor_lines_are_out_of_band() -> None:
@@ -122,8 +131,9 @@ def test_monitor_lines_are_out_of_band() -> None:
                        ("server", b'+1700000000.123456 [0 127.0.0.1:5000] "GET" "k"\r\n'),
                        ("client", b"RESET\r\n"), ("server", b"+RESET\r\n")))
     assert [s for _, s, _ in got] == [
-        [{"simple": "OK"}, {"simple": '1700000000.123456 [0 127.0.0.1:5000] "GET" "k"'}],
+        [{"simple": "OK"}], [{"simple": '1700000000.123456 [0 127.0.0.1:5000] "GET" "k"'}],
         [{"simple": "RESET"}]]
+    assert got[1][0] == "pushed"
 
 
 def test_errors_end_subscriptions_and_blocking_replies_pair_normally() -> None:
@@ -134,9 +144,12 @@ def test_errors_end_subscriptions_and_blocking_replies_pair_normally() -> None:
                                       [{"array": None}]]
 
 
-def test_unanswered_requests_at_close_are_not_recorded() -> None:
+def test_unanswered_requests_at_close_are_recorded_as_such() -> None:
+    """A blocking BLPOP the client gave up on: recorded with no answer and ``unanswered``
+    (replay holds it: it sends nothing until the client goes, as the server did)."""
     rec = record(stream(("client", b"GET a\r\nBLPOP q 0\r\n"), ("server", b"$1\r\n1\r\n")))
-    assert [i.request for i in rec.interactions] == [["GET", "a"]]
+    assert [(i.request, i.responses, i.unanswered) for i in rec.interactions] == [
+        (["GET", "a"], ["1"], False), (["BLPOP", "q", "0"], [], True)]
     assert rec.unanswered == [["BLPOP", "q", "0"]]
 
 
@@ -202,18 +215,29 @@ def test_match_keys_that_differ(left: list, right: list) -> None:
 
 
 def test_replay_reproduces_the_recorded_server_bytes() -> None:
-    chunks = RESP2_PUBSUB[:-2]
-    rec = record(chunks)
+    """Recorded as the proxy records (through ``Capture``: pushes as events), replayed by
+    the engine: the same bytes, the pushes where they were (here the connection's own
+    requests are the latest when they arrive, so they follow them)."""
+    chunks = stream(
+        ("client", b"SUBSCRIBE a\r\n"),
+        ("server", b"*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n"),
+        ("server", b"*3\r\n$7\r\nmessage\r\n$1\r\na\r\n$2\r\nm1\r\n"),
+        ("client", b"PING\r\n"),
+        ("server", b"*3\r\n$7\r\nmessage\r\n$1\r\na\r\n$2\r\nm2\r\n"),  # before PING's reply
+        ("server", b"*2\r\n$4\r\npong\r\n$0\r\n\r\n"),
+        ("client", b"UNSUBSCRIBE\r\n"),
+        ("server", b"*3\r\n$11\r\nunsubscribe\r\n$1\r\na\r\n:0\r\n"),
+    )
     replayer = RedisReplayer()
     client, server = side_bytes(chunks, "client"), side_bytes(chunks, "server")
-    assert Mocks("redis", rec.interactions).replay_bytes(replayer, client) == server
+    assert Mocks("redis", capture(chunks)).replay_bytes(replayer, client) == server
 
 
 def test_replay_tracks_client_reply_and_hello() -> None:
     replayer = RedisReplayer()
     events = replayer.feed(b"CLIENT REPLY SKIP\r\nSET a 1\r\nGET a\r\n")
     assert [e.expects_reply for e in events] == [False, False, True]
-    hello3 = Lookup(request=["HELLO", "3"], context={"name": b"HELLO", "proto": 3})
+    hello3 = Lookup(request=["HELLO", "3"], context=LookupContext(private={"name": b"HELLO", "proto": 3}))
     recorded_resp2 = [["server", "redis", "proto", {"int": 2}]]
     assert replayer.respond(hello3, recorded_resp2) == (
         b"%2\r\n$6\r\nserver\r\n$5\r\nredis\r\n$5\r\nproto\r\n:3\r\n")
@@ -237,7 +261,7 @@ def test_handshakes_are_synthesized_when_nothing_was_recorded() -> None:
     assert answers[1:6] == [b"+OK\r\n", b"+OK\r\n", b"+PONG\r\n", b"$2\r\nhi\r\n", b"+OK\r\n"]
     assert answers[6] == b"-ERR trproxy: no recording for GET k: nothing recorded\r\n"
     assert events[0].request == ["HELLO", "3", "AUTH", "<redacted>", "<redacted>"]
-    assert [e.context["handshake"] for e in events] == [True] * 6 + [False]
+    assert [e.context.handshake for e in events] == [True] * 6 + [False]
     hello2 = replayer.feed(b"HELLO 2\r\n")[0]
     assert replayer.miss(hello2, "x").startswith(b"*14\r\n")
     assert replayer.resp == 2

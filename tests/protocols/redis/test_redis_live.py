@@ -14,9 +14,11 @@ import pytest
 from tests.protocols.redis.redis_scenario import scenario
 from tests.protocols.redis.redis_support import record, redis_offsets
 from tests.support.chunking import bytewise, side_bytes, split_at
+from tests.support.recording import capture
 from tests.support.replay_server import Mocks, ReplayServer
 from tests.support.tee import Relay
 from trproxy.protocols.redis import RedisReplayer
+from trproxy.proxy.context import Mode, RunContext
 
 redis = pytest.importorskip("redis")
 
@@ -34,6 +36,7 @@ def test_redis_py_records_pairs_and_replays(redis_server, protocol: int) -> None
     connections = [s.data_chunks() for s in relay.streams]
     assert len(connections) >= 3
     everything = []
+    ctx = RunContext(Mode.RECORD)  # one run: the connections' requests numbered in turn
     for chunks in connections:
         rec = record(chunks)
         assert rec.error is None and rec.unanswered == []
@@ -42,19 +45,20 @@ def test_redis_py_records_pairs_and_replays(redis_server, protocol: int) -> None
         for variant in cuts:  # how TCP cut the bytes does not matter
             assert record(variant).plain() == rec.plain()
         client, server = side_bytes(chunks, "client"), side_bytes(chunks, "server")
-        # pairing is right iff replaying this connection gives back the server's bytes
-        assert Mocks("redis", rec.interactions).replay_bytes(RedisReplayer(), client) == server
-        everything += rec.interactions
+        # pairing is right iff replaying this connection (recorded as the proxy records,
+        # pushed messages as events) gives back the server's bytes
+        exchanges = capture(chunks, ctx=ctx)
+        assert Mocks("redis", exchanges).replay_bytes(RedisReplayer(), client) == server
+        everything += exchanges
 
-    requests = [i.request for i in everything]
+    requests = [i.request for i in everything if not i.event]
     assert ["CLIENT", "REPLY", "OFF"] in requests and ["SET", "silent", "1"] in requests
     silent = next(i for i in everything if i.request == ["SET", "silent", "1"])
     assert silent.responses == []
     queued = [i for i in everything if i.responses == [{"simple": "QUEUED"}]]
     assert len(queued) == 5
-    subscribed = [i for i in everything if i.request[:1] in (["SUBSCRIBE"], ["PSUBSCRIBE"])]
-    messages = [r for i in subscribed for r in i.responses if "message" in str(r)]
-    assert len(messages) == 2 and all(i.lifetime == "data" for i in subscribed)
+    messages = [r for i in everything if i.event == "push" for r in i.responses if "message" in str(r)]
+    assert len(messages) == 2
 
     redis_server.stop()  # replay never touches the network
     server = ReplayServer("redis", everything).start()

@@ -1,10 +1,10 @@
 """HTTP/1.x message parser for one direction of a connection (sans-I/O).
 
-Built from the pieces mitmproxy's own HTTP/1 layer uses: h11's ``ReceiveBuffer`` and
-body readers (Content-Length, chunked, read-until-close) for framing, and
-``mitmproxy.net.http.http1`` for request/response heads (``read_request_head``,
-``read_response_head``, ``expected_http_body_size``) and header validation against
-request smuggling (RFC 9112 §6.1, §6.3).
+Heads are parsed by ``mitmproxy.net.http.http1`` (``read_request_head``,
+``read_response_head``, ``expected_http_body_size``) and validated against request
+smuggling (RFC 9112 §6.1, §6.3); framing is ours and small: a receive buffer that finds
+the end of a head, Content-Length bodies counted, chunked bodies (RFC 9112 §7.1) and
+bodies delimited by the close (§6.3).
 
 States (``H1State``)::
 
@@ -20,21 +20,19 @@ States (``H1State``)::
 Bounds: a head (and a chunk-size or trailer line) longer than ``max_head`` bytes is a
 ``DecodeError``. Bodies are streamed out as ``Data`` events and never buffered here.
 
-Speed: a Content-Length body is counted here rather than by h11's reader, and bytes fed
-while nothing else is buffered become ``Data`` without passing through the receive
-buffer (a 100 MB download is not copied in and out of it).
+Speed: bytes of a Content-Length body fed while nothing else is buffered become ``Data``
+without passing through the receive buffer (a 100 MB download is not copied in and out
+of it).
 """
 
 from __future__ import annotations
 
 import enum
+import re
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-import h11
-from h11._readers import ChunkedReader, Http10Reader
-from h11._receivebuffer import ReceiveBuffer
 from mitmproxy import http
 from mitmproxy.net.http import http1, validate
 
@@ -72,6 +70,119 @@ class End:
 
 Event = Head | Data | End
 
+_BLANK_LINE = re.compile(rb"\n\r?\n")
+_CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(;.*)?")  # RFC 9112 §7.1.1
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+class ReceiveBuffer:
+    """Bytes received and not yet parsed; finds the end of a head without rescanning."""
+
+    def __init__(self) -> None:
+        self._data = bytearray()
+        self._searched = 0  # where the next search for a blank line starts
+
+    def __iadd__(self, data: bytes) -> ReceiveBuffer:
+        self._data += data
+        return self
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def take(self, n: int) -> bytes:
+        out = bytes(self._data[:n])
+        del self._data[:n]
+        self._searched = 0
+        return out
+
+    def lines(self) -> list[bytes] | None:
+        """The lines up to the first empty line (taken out), [] for an empty line
+        first, None while incomplete. CRLF or bare LF (RFC 9112 §2.2)."""
+        for empty in (b"\n", b"\r\n"):
+            if self._data.startswith(empty):
+                self.take(len(empty))
+                return []
+        match = _BLANK_LINE.search(self._data, self._searched)
+        if match is None:
+            self._searched = max(0, len(self._data) - 2)
+            return None
+        head = self.take(match.end())
+        return [line[:-1] if line.endswith(b"\r") else line for line in head.split(b"\n")[:-2]]
+
+    def line(self) -> bytes | None:
+        """One CRLF-terminated line without its CRLF (taken out), None while incomplete."""
+        end = self._data.find(b"\r\n")
+        return None if end < 0 else self.take(end + 2)[:-2]
+
+
+class _Chunked:
+    """A chunked body (RFC 9112 §7.1): ``read`` gives Data, End (with trailers) or None."""
+
+    def __init__(self) -> None:
+        self._left = 0  # bytes of the current chunk still to come
+        self._crlf = False  # the CRLF after a chunk's data is due
+        self._trailers = False
+
+    def read(self, buf: ReceiveBuffer) -> Data | End | None:
+        while True:
+            if self._trailers:
+                lines = buf.lines()
+                return None if lines is None else End(_fields(lines) or None)
+            if self._crlf:
+                if len(buf) < 2:
+                    return None
+                if buf.take(2) != b"\r\n":
+                    raise ValueError("chunk data not followed by CRLF")
+                self._crlf = False
+            if self._left:
+                data = buf.take(self._left)
+                if not data:
+                    return None
+                self._left -= len(data)
+                self._crlf = not self._left
+                return Data(data)
+            header = buf.line()
+            if header is None:
+                return None
+            match = _CHUNK_SIZE.fullmatch(header)
+            if match is None:
+                raise ValueError(f"illegal chunk header {header[:40]!r}")
+            self._left = int(match.group(1), 16)
+            self._trailers = not self._left
+
+    @staticmethod
+    def at_eof() -> End | None:
+        return None  # closed before the last chunk: the message is cut
+
+
+class _UntilClose:
+    """A body delimited by the close of the connection (RFC 9112 §6.3, item 8)."""
+
+    @staticmethod
+    def read(buf: ReceiveBuffer) -> Data | None:
+        data = buf.take(len(buf))
+        return Data(data) if data else None
+
+    @staticmethod
+    def at_eof() -> End | None:
+        return End()
+
+
+def _fields(lines: list[bytes]) -> Fields:
+    """Trailer fields (RFC 9110 §6.5), names lower-cased (as recordings have always had
+    them); an obsolete folded line continues the one before."""
+    out: Fields = []
+    for line in lines:
+        if line[:1] in (b" ", b"\t") and out:
+            name, value = out[-1]
+            out[-1] = (name, value + b" " + line.strip(b" \t"))
+            continue
+        name, sep, value = line.partition(b":")
+        if not sep or not _TOKEN.fullmatch(name):
+            raise ValueError(f"illegal trailer line {line[:40]!r}")
+        out.append((name.lower(), value.strip(b" \t")))
+    return out
+
 
 def is_upgrade_request(request: http.Request) -> bool:
     return request.method.upper() == "CONNECT" or "upgrade" in request.headers
@@ -93,7 +204,7 @@ class H1Parser:
         self.truncated = False  # closed in the middle of a message
         self._buf = ReceiveBuffer()
         self._eof = False
-        self._reader: Any = None  # chunked / until-close bodies (h11's readers)
+        self._reader: _Chunked | _UntilClose | None = None  # None: Content-Length
         self._remaining = 0  # of a Content-Length body (``_reader`` is None)
         self._direct: deque[bytes] = deque()  # body bytes that skipped the buffer
         self._error: DecodeError | None = None
@@ -121,7 +232,7 @@ class H1Parser:
 
     def take_buffer(self) -> bytes:
         """Bytes received but not parsed (e.g. what followed a 101 response)."""
-        return bytes(self._buf.maybe_extract_at_most(len(self._buf)) or b"")
+        return self._buf.take(len(self._buf))
 
     def tunnel(self) -> None:
         self.state = H1State.TUNNEL
@@ -156,12 +267,12 @@ class H1Parser:
         except DecodeError as e:
             self.state, self._error = H1State.ERROR, e
             raise
-        except (ValueError, h11.ProtocolError) as e:
+        except ValueError as e:
             raise self._fail(f"HTTP/1 {'request' if self.is_request else 'response'}: {e}", e) from e
 
     def _read_head(self, request: http.Request | None) -> Event | Any:
         while True:
-            lines = self._buf.maybe_extract_lines()
+            lines = self._buf.lines()
             if lines is None:
                 if len(self._buf) > self.max_head:
                     raise self._fail(f"head longer than {self.max_head} bytes")
@@ -191,9 +302,9 @@ class H1Parser:
             message = response
         self.message = message
         if size is None:
-            self._reader = ChunkedReader()
+            self._reader = _Chunked()
         elif size == -1:
-            self._reader = Http10Reader()
+            self._reader = _UntilClose()
         else:
             self._reader, self._remaining = None, size
         self.state = H1State.BODY
@@ -204,7 +315,7 @@ class H1Parser:
         if self._direct:
             data = self._direct.popleft()
         elif self._remaining and self._buf:
-            data = bytes(self._buf.maybe_extract_at_most(self._remaining) or b"")
+            data = self._buf.take(self._remaining)
         elif self._remaining:
             if self._eof:  # the peer closed mid-body: not an error of the bytes, an ending
                 self.truncated = True
@@ -218,22 +329,20 @@ class H1Parser:
     def _read_body(self) -> Event | Any:
         if self._reader is None:
             return self._read_counted()
-        event = self._reader(self._buf)
+        event = self._reader.read(self._buf)
         if event is None:
             if len(self._buf) > self.max_head:
                 raise self._fail(f"chunk header or trailer longer than {self.max_head} bytes")
             if not self._eof:
                 return NEED_DATA
-            try:
-                event = self._reader.read_eof()
-            except h11.ProtocolError:
-                # the peer closed mid-body: not an error of the bytes, just an ending
+            event = self._reader.at_eof()
+            if event is None:  # the peer closed mid-body: not an error of the bytes, an ending
                 self.truncated = True
                 self.state = H1State.CLOSED
                 return NEED_DATA
-        if isinstance(event, h11.Data):
-            return Data(bytes(event.data))
-        return self._end([(bytes(n), bytes(v)) for n, v in event.headers] or None)
+        if isinstance(event, Data):
+            return event
+        return self._end(event.trailers)
 
     def _end(self, trailers: Fields | None) -> End:
         message = self.message

@@ -14,7 +14,10 @@ websocket``) hands every later byte, including any that came with the 101, to a
 ``WsRecorder`` (``websocket.py``), whose message interactions follow; after other
 switches (h2c, tunnels) every later byte is ignored, without error. On close,
 interactions with a complete final response are flushed (a request body cut short is
-marked ``truncated``); requests that never got an answer are dropped.
+marked ``truncated``); a response cut by the server's close or reset is kept as far as
+it came, marked ``truncated`` (replay sends that much, then the proxy ends the
+connection as recorded); requests that never got an answer are returned with
+``unanswered`` set (replay answers them with nothing).
 
 Memory: bodies go through ``BodyBuffer`` (bounded by ``HttpConfig.max_body``; larger
 ones stream to ``blobs`` when given); heads are bounded by ``max_head``.
@@ -193,7 +196,8 @@ class H1Recorder:
         self._ws_early = [(d, chunk) for d, chunk in buffered if chunk]
         self._ws_early += [(d, b"") for d, closed in self.closed.items() if closed]
 
-    def _interaction(self, ex: _Exchange, truncated: bool = False) -> Interaction:
+    def _interaction(self, ex: _Exchange, truncated: bool = False,
+                     unanswered: bool = False) -> Interaction:
         req = ex.request
         url = request_url(req, self.scheme, self.authority, self.config)
         request = request_readable(method_text(req.data.method), url, req.http_version,
@@ -202,7 +206,17 @@ class H1Recorder:
         if truncated:
             request["truncated"] = True
         return Interaction(request=request, responses=ex.responses, lifetime="data",
-                           summary=summary(req.method, url, ex.status))
+                           summary=summary(req.method, url, ex.status), unanswered=unanswered)
+
+    def _cut_response(self, ex: _Exchange) -> None:
+        """The response the server's close cut short: what came of it, ``truncated``."""
+        resp = ex.response
+        assert resp is not None and ex.response_body is not None
+        cut = response_readable(resp.status_code, text_or_hex(resp.data.reason), resp.http_version,
+                                list(resp.headers.fields), ex.response_body, None, self.config)
+        cut["truncated"] = True
+        ex.responses.append(cut)
+        ex.status = resp.status_code
 
     def _emit_ready(self) -> list[Interaction]:
         out = []
@@ -219,10 +233,16 @@ class H1Recorder:
                 ex = self._pending.popleft()
                 out.append(self._interaction(ex, truncated=not ex.request_done))
         if self.closed[Direction.SERVER] and self._responses.state is H1State.CLOSED:
-            # no more responses: answered exchanges go out, unanswered ones are dropped
+            # no more responses: answered exchanges go out, one cut short as far as it came,
+            # the others as never answered
             while self._pending:
                 ex = self._pending.popleft()
-                if ex.final:
+                if not ex.final and ex.response is not None and self._responses.truncated:
+                    self._cut_response(ex)
                     out.append(self._interaction(ex, truncated=not ex.request_done))
+                elif ex.final:
+                    out.append(self._interaction(ex, truncated=not ex.request_done))
+                elif ex.request_done:
+                    out.append(self._interaction(ex, unanswered=True))
         return out
 

@@ -30,14 +30,20 @@ from typing import Any
 
 from mitmproxy import http
 
-from ..base import NEED_DATA, BlobStore, Lookup, Readable, Reply
+from ..base import NEED_DATA, BlobStore, Lookup, LookupContext, Readable, Reply
 from .body import BodyBuffer, BodyUnavailable
 from .config import HttpConfig
-from .forward import forward_request
+from .forward import http_forward
 from .h1 import Data, End, H1Parser, Head
 from .h1_record import request_url
 from .readable import header_value, method_text, request_readable, summary
-from .render import error_response, render_h1, render_h1_parts, unavailable_response
+from .render import (
+    delimited_by_close,
+    error_response,
+    render_h1,
+    render_h1_parts,
+    unavailable_response,
+)
 from .websocket import WsReplayer, is_websocket_upgrade, open_lookup
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -64,11 +70,13 @@ class H1Replayer:
         self.tunnel = False
         self._ws: WsReplayer | None = None  # after a replayed switch to WebSocket
         self._ws_early = b""  # client bytes read before that switch
+        self._until_close = False  # a response delimited by the close was sent
 
     @property
     def close_after(self) -> bool:
-        """The WebSocket was closed (a Close sent or answered): hang up, as the server would."""
-        return self._ws is not None and self._ws.close_after
+        """Hang up, as the server did: after a response delimited by the close, or once
+        the WebSocket was closed (a Close sent or answered)."""
+        return self._until_close or (self._ws is not None and self._ws.close_after)
 
     def feed(self, data: bytes) -> list[Lookup | Reply]:
         out: list[Lookup | Reply] = []
@@ -94,8 +102,8 @@ class H1Replayer:
             elif isinstance(event, End):
                 lookup = self._lookup(event.trailers)
                 out.append(lookup)
-                if "ws_url" in lookup.context:  # answered after the 101: the greeting, if any
-                    out.append(open_lookup(lookup.context["ws_url"]))
+                if "ws_url" in lookup.context.private:  # answered after the 101: the greeting, if any
+                    out.append(open_lookup(lookup.context.private["ws_url"]))
                 # a request that may switch protocols: the answer decides (see respond)
                 self._parser.resume()
 
@@ -105,16 +113,18 @@ class H1Replayer:
         url = request_url(req, self.scheme, self.authority, self.config)
         readable = request_readable(method_text(req.data.method), url, req.http_version,
                                     list(req.headers.fields), body, trailers, self.config)
-        context: dict[str, Any] = {"method": req.method, "http_version": _live_version(req)}
+        label = summary(req.method, url)
+        context = LookupContext(private={"method": req.method, "http_version": _live_version(req)})
         if "sec-websocket-key" in req.headers:
-            context["ws_key"] = req.headers["sec-websocket-key"]
+            context.private["ws_key"] = req.headers["sec-websocket-key"]
         if is_websocket_upgrade(req.headers.get("upgrade")):
-            context["ws_url"] = url
+            context.private["ws_url"] = url
         elif req.method.upper() != "CONNECT":  # new-episodes: what to send upstream on a miss
-            context["forward"] = functools.partial(
-                forward_request, req.data.method, req.data.path, req.headers.fields, body)
-        return Lookup(request=readable, lifetime="data", summary=summary(req.method, url),
-                      expects_reply=True, context=context)
+            context.forward = functools.partial(
+                http_forward, self.config, self.blobs, readable, label, req.data.method,
+                req.data.path, req.headers.fields, body)
+        return Lookup(request=readable, lifetime="data", summary=label, expects_reply=True,
+                      context=context)
 
     def _start_websocket(self, url: str, response: dict[str, Any]) -> None:
         """RFC 6455 §4.1: after the 101 the client sends frames, with the recorded extensions."""
@@ -123,35 +133,37 @@ class H1Replayer:
         self._ws_early = self._parser.take_buffer()
 
     def respond(self, lookup: Lookup, responses: list[Readable]) -> bytes:
-        if lookup.context.get("websocket"):  # a WebSocket message, or the greeting
+        if lookup.context.private.get("websocket"):  # a WebSocket message, or the greeting
             return self._send([self._ws.respond(lookup, responses) if self._ws else b""])
-        method = lookup.context.get("method", "GET")
-        version = lookup.context.get("http_version", "HTTP/1.1")
+        method = lookup.context.private.get("method", "GET")
+        version = lookup.context.private.get("http_version", "HTTP/1.1")
         out: list[bytes | Iterator[bytes] | None] = []
         for response in responses:
             status = int(response["status"])
             if status == 100:
                 continue
             try:
-                out.extend(render_h1_parts(response, method, version, lookup.context.get("ws_key"),
+                out.extend(render_h1_parts(response, method, version, lookup.context.private.get("ws_key"),
                                            self.blobs))
+                if status >= 200 and delimited_by_close(response, method):
+                    self._until_close = True
             except BodyUnavailable as e:
                 out.append(render_h1(unavailable_response(e), method, version))
-                lookup.context["unreplayable"] = str(e)  # reported by the proxy
+                lookup.context.unreplayable = str(e)  # reported by the proxy
             if status == 101 or (method.upper() == "CONNECT" and 200 <= status < 300):
                 self.tunnel = True
-                if status == 101 and "ws_url" in lookup.context:
-                    self._start_websocket(lookup.context["ws_url"], response)
+                if status == 101 and "ws_url" in lookup.context.private:
+                    self._start_websocket(lookup.context.private["ws_url"], response)
                 self._parser.tunnel()
             if status >= 200 or status == 101:
                 break
         return self._send(out)
 
     def miss(self, lookup: Lookup, reason: str) -> bytes:
-        if lookup.context.get("websocket"):  # Close 1011; b"" for a greeting never recorded
+        if lookup.context.private.get("websocket"):  # Close 1011; b"" for a greeting never recorded
             return self._send([self._ws.miss(lookup, reason) if self._ws else b""])
-        method = lookup.context.get("method", "GET")
-        version = lookup.context.get("http_version", "HTTP/1.1")
+        method = lookup.context.private.get("method", "GET")
+        version = lookup.context.private.get("http_version", "HTTP/1.1")
         text = f"trproxy: no recorded response matches {lookup.summary}\n{reason}\n"
         return self._send([render_h1(error_response(502, text), method, version)])
 

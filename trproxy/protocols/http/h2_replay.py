@@ -27,10 +27,10 @@ import h2.events
 import h2.exceptions
 import h2.settings
 
-from ..base import BlobReader, BlobStore, DecodeError, Lookup, Readable, Reply
+from ..base import BlobReader, BlobStore, DecodeError, Lookup, LookupContext, Readable, Reply
 from .body import BodyBuffer, BodyUnavailable
 from .config import HttpConfig
-from .forward import forward_request
+from .forward import http_forward
 from .h2_record import h2_request_url, split_pseudo
 from .readable import method_text, request_readable, summary
 from .render import (
@@ -122,12 +122,14 @@ class H2Replayer:
     def _lookup(self, sid: int, s: _Incoming) -> Lookup:
         readable = request_readable(s.method, s.url, "HTTP/2.0", s.fields, s.body, s.trailers,
                                     self.config)
-        context: dict[str, Any] = {
-            "stream_id": sid, "method": s.method, "http_version": "HTTP/2.0",
+        label = summary(s.method, s.url)
+        context = LookupContext(
+            private={"stream_id": sid, "method": s.method, "http_version": "HTTP/2.0"},
             # new-episodes: what to send upstream (over HTTP/1.1) when nothing recorded answers
-            "forward": functools.partial(forward_request, s.method, None, s.fields, s.body, s.url)}
-        return Lookup(request=readable, lifetime="data", summary=summary(s.method, s.url),
-                      expects_reply=True, context=context)
+            forward=functools.partial(http_forward, self.config, self.blobs, readable, label,
+                                      s.method, None, s.fields, s.body, s.url))
+        return Lookup(request=readable, lifetime="data", summary=label, expects_reply=True,
+                      context=context)
 
     # -- sending ------------------------------------------------------------------------
 
@@ -136,8 +138,8 @@ class H2Replayer:
         return stream is not None and not stream.closed
 
     def respond(self, lookup: Lookup, responses: list[Readable]) -> bytes:
-        sid = lookup.context["stream_id"]
-        method = lookup.context.get("method", "GET")
+        sid = lookup.context.private["stream_id"]
+        method = lookup.context.private.get("method", "GET")
         if not self._stream_open(sid):
             return b""  # the client reset the stream meanwhile
         try:
@@ -150,7 +152,7 @@ class H2Replayer:
                     continue
                 problem = self._send_final(sid, response, method)
                 if problem:
-                    lookup.context["unreplayable"] = problem  # reported by the proxy
+                    lookup.context.unreplayable = problem  # reported by the proxy
                 break
             self._flush(sid)
         except h2.exceptions.H2Error as e:

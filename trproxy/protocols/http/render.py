@@ -2,7 +2,8 @@
 
 A response recorded over HTTP/1.1 may be served to an HTTP/2 client and vice versa,
 so framing is always recomputed, never copied: ``Content-Length`` is set from the
-body actually sent (re-encoded with its content coding), ``Transfer-Encoding`` and
+body actually sent (re-encoded with its content coding), unless the recorded body was
+delimited by the close of the connection (HTTP/1.0 servers), which replay repeats, ``Transfer-Encoding`` and
 the other connection-specific fields are dropped (RFC 9113 §8.2.2 forbids them in
 HTTP/2; in HTTP/1.1 we frame with Content-Length, or chunked when trailers must be
 sent, RFC 9112 §7.1; in HTTP/2 only when the recording had a Content-Length, since
@@ -10,6 +11,9 @@ END_STREAM ends the body). Responses to HEAD and 304 keep the recorded Content-L
 because it describes the representation, not this message (RFC 9110 §8.6). A body
 recorded as a file is streamed from it (``render_h1_parts``; HTTP/2 reads it as the
 flow-control windows open), framed with the file's actual size.
+
+A response recorded ``truncated`` (cut by the server's close or reset) is sent as far as
+it came, with the head as recorded, and no end.
 
 A 101 to a WebSocket upgrade gets a ``Sec-WebSocket-Accept`` computed from the live
 ``Sec-WebSocket-Key`` (RFC 6455 §4.2.2), since the recorded one answered another key.
@@ -41,6 +45,19 @@ WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 def no_body(method: str, status: int) -> bool:
     """RFC 9110 §6.4.1: responses to HEAD, 1xx, 204 and 304 have no content."""
     return method.upper() == "HEAD" or status < 200 or status in (204, 304)
+
+
+def delimited_by_close(response: dict[str, Any], method: str) -> bool:
+    """The recorded body ended with the connection (RFC 9112 §6.3, item 8: no
+    Content-Length, not chunked: an HTTP/1.0 server, or one that closes): replayed the
+    same way, the connection closing after it."""
+    if no_body(method, int(response["status"])) or response.get("trailers"):
+        return False
+    fields = headers_from_readable(response.get("headers", []))
+    if {n.lower() for n, _v in fields} & {b"content-length", b"transfer-encoding"}:
+        return False
+    closes = any(n.lower() == b"connection" and b"close" in v.lower() for n, v in fields)
+    return closes or response.get("http_version") == "HTTP/1.0"
 
 
 def keeps_recorded_length(method: str, status: int) -> bool:
@@ -108,11 +125,14 @@ def render_h1_parts(response: dict[str, Any], method: str, live_version: str,
     Raises ``BodyUnavailable`` when the recorded body cannot be sent.
     """
     status = int(response["status"])
+    if response.get("truncated"):
+        return _render_cut(response, live_version), None
     body = response_body(response, method, blobs)
     size = len(body) if isinstance(body, bytes) else body.size
     trailers = response.get("trailers")
     chunked = bool(trailers) and live_version == "HTTP/1.1" and not no_body(method, status)
-    fields = _framed_fields(response, method, size, ws_key)
+    fields = _framed_fields(response, method, size, ws_key,
+                            length_required=not delimited_by_close(response, method))
     if chunked:
         fields = [(n, v) for n, v in fields if n.lower() != b"content-length"]
         fields.append((b"Transfer-Encoding", b"chunked"))
@@ -134,6 +154,25 @@ def render_h1_parts(response: dict[str, Any], method: str, live_version: str,
     if not chunked:
         return head + body, None
     return head + b"".join(http1.assemble_body(message.headers, [body], trailer_headers)), None
+
+
+def _render_cut(response: dict[str, Any], live_version: str) -> bytes:
+    """A response the server's close or reset cut short, as far as it came: its head as
+    recorded (the length it promised, or chunked), the part of its body that came, no
+    end (the connection ends next, as recorded)."""
+    fields = headers_from_readable(response.get("headers", []))
+    status = int(response["status"])
+    reason = response.get("reason") or status_codes.RESPONSES.get(status, "")
+    message = http.Response(
+        http_version=live_version.encode(), status_code=status,
+        reason=unblob(reason) if not isinstance(reason, str) else reason.encode("latin-1", "replace"),
+        headers=http.Headers(fields), content=None, trailers=None,
+        timestamp_start=0.0, timestamp_end=None)
+    body = body_bytes(response)
+    chunked = any(n.lower() == b"transfer-encoding" and b"chunked" in v.lower() for n, v in fields)
+    if chunked and body:
+        body = b"%x\r\n" % len(body) + body + b"\r\n"
+    return http1.assemble_response_head(message) + body
 
 
 def render_h1(response: dict[str, Any], method: str, live_version: str,

@@ -37,7 +37,16 @@ from typing import Any, cast
 from wsproto.extensions import Extension, PerMessageDeflate
 from wsproto.frame_protocol import CloseReason, FrameProtocol, Opcode, ParseFailed
 
-from ..base import DecodeError, Direction, Interaction, Lookup, ProtocolError, Readable, Reply
+from ..base import (
+    DecodeError,
+    Direction,
+    Interaction,
+    Lookup,
+    LookupContext,
+    ProtocolError,
+    Readable,
+    Reply,
+)
 from .body import BodyBuffer, body_from_readable, body_to_readable
 from .config import HttpConfig
 from .readable import split_url
@@ -75,7 +84,7 @@ def open_lookup(url: str) -> Lookup:
     """Asked right after a replayed 101: a miss means "no greeting", sent nothing, not reported."""
     request = open_request(url)
     return Lookup(request=request, summary=summary(request),
-                  context={"websocket": True, "handshake": True, "partial": True})
+                  context=LookupContext(handshake=True, partial=True, private={"websocket": True}))
 
 
 def _protocol(client: bool, extensions_header: str | None) -> FrameProtocol:
@@ -245,7 +254,7 @@ class WsReplayer:
             elif kind is not Opcode.PONG:
                 request = _request(self.url, kind, value)
                 out.append(Lookup(request=request, summary=summary(request),
-                                  context={"websocket": True}))
+                                  context=LookupContext(private={"websocket": True})))
         return out
 
     def respond(self, lookup: Lookup, responses: list[Readable]) -> bytes:
@@ -255,7 +264,7 @@ class WsReplayer:
         out = []
         for response in responses:
             if "dropped" in response:  # the recording kept only the start of a long stream
-                lookup.context["unreplayable"] = response.get("note", "server messages dropped")
+                lookup.context.unreplayable = response.get("note", "server messages dropped")
                 continue
             if "close" in response:
                 out.append(self._close(int(response["close"]), str(response.get("reason", ""))))
@@ -263,7 +272,7 @@ class WsReplayer:
             try:
                 payload = body_from_readable(response.get("body"))
             except (ValueError, ProtocolError) as e:  # only a digest was kept, or bad YAML
-                lookup.context["unreplayable"] = str(e)
+                lookup.context.unreplayable = str(e)
                 out.append(self._close(CloseReason.INTERNAL_ERROR, "trproxy: cannot replay this message"))
                 break
             if response.get("message") == "text":
@@ -276,7 +285,7 @@ class WsReplayer:
 
     def miss(self, lookup: Lookup, reason: str) -> bytes:
         """Close 1011 (internal error, RFC 6455 §7.4.1) saying there is no recording."""
-        if lookup.context.get("handshake") or self.close_after:
+        if lookup.context.handshake or self.close_after:
             return b""  # no greeting recorded, or closed already: send nothing
         return self._close(CloseReason.INTERNAL_ERROR,
                            f"trproxy: no recording for {lookup.summary}: {reason}")

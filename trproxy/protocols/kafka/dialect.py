@@ -4,8 +4,11 @@ Recording: one ``KafkaCodec`` per connection sees both directions; each request 
 keyed by correlation id, for its response, and the pair becomes an ``Interaction`` in the
 readable form of ``readable``. Produce with ``acks=0`` gets no response and is emitted at
 once with ``responses=[]``; ``data`` requests still waiting when either side closes (a
-consumer's long-poll Fetch, typically) are emitted with ``responses=[]`` too, so that
-replay answers them the same way: with nothing. Unanswered ``session`` requests are
+consumer's long-poll Fetch, typically) are emitted with ``responses=[]``, so that replay
+answers them the same way: with nothing. Not ``unanswered`` (which would hold what
+follows): a Fetch is split per partition, and an idle partition's part at an unchanged
+offset matches the cut poll's part in any later Fetch, which would then never be
+answered. Unanswered ``session`` requests are
 dropped: served again and again, "no answer" would hang every later client.
 
 Lifetimes: ``session`` for ApiVersions, Metadata, FindCoordinator, the SASL handshake,
@@ -19,7 +22,7 @@ Replay: the client's requests become ``Lookup`` events whose ``context`` holds t
 correlation id; ``respond`` renders the recorded response with that id (broker addresses
 in Metadata/FindCoordinator stay as recorded: the redirect brings connections to them
 back to the proxy). ``miss`` answers with the API's own error response (``errors``).
-Lookups that are parts of one request (``split``) carry ``context["partial"]``: all but
+Lookups that are parts of one request (``split``) carry ``context.partial``: all but
 the last answer ``b""`` from ``respond``/``miss`` — nothing to send yet, not a hang-up.
 
 A consumer that polls past the end of the recording asks for offsets whose recorded
@@ -40,6 +43,7 @@ from ..base import (
     Interaction,
     Lifetime,
     Lookup,
+    LookupContext,
     ProtocolError,
     Readable,
     Reply,
@@ -154,45 +158,46 @@ class KafkaReplayer:
                 if assembly is not None:
                     # all but the last part answer b"" (nothing to send yet), also on a
                     # miss: "partial" tells the proxy that this b"" is not a hang-up
-                    context.update(assembly=assembly, part=i, partial=i < len(parts) - 1)
+                    context.private.update(assembly=assembly, part=i)
+                    context.partial = i < len(parts) - 1
                 out.append(Lookup(
                     request={**readable, "body": part}, lifetime=lifetime_of(m.api_key),
                     summary=summary_of(m), expects_reply=m.expects_response, context=context))
 
     @staticmethod
-    def _context(m: KafkaRequest) -> dict[str, Any]:
-        context: dict[str, Any] = {"correlation_id": m.correlation_id, "api_key": m.api_key,
-                   "api_version": m.api_version}
+    def _context(m: KafkaRequest) -> LookupContext:
+        context = LookupContext(private={"correlation_id": m.correlation_id, "api_key": m.api_key,
+                                         "api_version": m.api_version})
         if m.api == "Fetch" and isinstance(m.body, dict) and not m.opaque:
             # a consumer asks for the same offset again once the recorded answers are used
             # up (it polls past the end of the recording): a broker answers the same way
-            context["repeat_last"] = True
-            context["max_wait_ms"] = m.body.get("max_wait_ms")
+            context.repeat_last = True
+            context.private["max_wait_ms"] = m.body.get("max_wait_ms")
         return context
 
     @staticmethod
     def _hold(lookup: Lookup, bodies: list[Any]) -> None:
         """A repeated Fetch answer without records goes out after ``max_wait_ms``, as a
         broker with nothing new answers, so a consumer past the recording does not spin."""
-        wait = lookup.context.get("max_wait_ms")
+        wait = lookup.context.private.get("max_wait_ms")
         if isinstance(wait, int) and wait > 0 and not any(_has_records(b) for b in bodies):
-            lookup.context["hold_ms"] = wait
+            lookup.context.hold_ms = wait
 
     def respond(self, lookup: Lookup, responses: list[Readable]) -> bytes:
         """The recorded response(s), with the live correlation id; none -> no bytes."""
-        cid = lookup.context["correlation_id"]
+        cid = lookup.context.private["correlation_id"]
         try:
-            assembly = lookup.context.get("assembly")
+            assembly = lookup.context.private.get("assembly")
             if assembly is not None:
                 body = responses[0]["body"] if responses else None
-                assembly.repeats += bool(lookup.context.get("repeat"))
-                whole = assembly.add(lookup.context["part"], body)
+                assembly.repeats += bool(lookup.context.repeat)
+                whole = assembly.add(lookup.context.private["part"], body)
                 if whole is None:
                     return b""
                 if assembly.repeats == len(assembly.parts):  # every partition: nothing new
                     self._hold(lookup, [whole.body])
                 return encode_response(whole, self.codec.ctx)
-            if lookup.context.get("repeat"):
+            if lookup.context.repeat:
                 self._hold(lookup, [r.get("body") for r in responses])
             return b"".join(encode_response(readable_to_response(r, cid), self.codec.ctx)
                             for r in responses)
@@ -204,10 +209,10 @@ class KafkaReplayer:
         if not lookup.expects_reply:
             return b""
         req = readable_to_request({**lookup.request,
-                                   "correlation_id": lookup.context["correlation_id"]})
+                                   "correlation_id": lookup.context.private["correlation_id"]})
         resp: KafkaResponse | None = miss_response(req, reason)
-        assembly = lookup.context.get("assembly")
+        assembly = lookup.context.private.get("assembly")
         if assembly is not None and resp is not None:
-            whole = assembly.add(lookup.context["part"], resp.body)
+            whole = assembly.add(lookup.context.private["part"], resp.body)
             return b"" if whole is None else encode_response(whole, self.codec.ctx)
         return b"" if resp is None else encode_response(resp, self.codec.ctx)

@@ -221,6 +221,11 @@ class ParameterStatus(BackendMessage):
         return cls(name, value)
 
 
+def backend_key(process_id: int, secret_key: bytes) -> bytes:
+    """What names a backend to a CancelRequest: its process id and secret key."""
+    return process_id.to_bytes(4, "big", signed=True) + secret_key
+
+
 @dataclass(frozen=True, slots=True)
 class BackendKeyData(BackendMessage):
     """Int32 process id, secret key (Int32 in 3.0, variable length in 3.2)."""

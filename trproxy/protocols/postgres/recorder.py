@@ -17,9 +17,14 @@ Groups follow how the server processes messages (spec, "Message Flow"):
 A cursor walks each batch's messages as the answers arrive, so DataRows are read
 with the right column formats and types (from Bind and RowDescription, possibly of an
 earlier batch) and a reply that fits no request raises ``UnexpectedMessage``.
-NoticeResponse/ParameterStatus/NotificationResponse that arrive with nothing pending
-are kept for the next interaction. Batches of only Parse/Close/Sync/Flush are not
-recorded: the replayer answers them itself (``matching.is_trivial``). CancelRequest connections record nothing.
+NoticeResponse/ParameterStatus/NotificationResponse (and an ErrorResponse, a FATAL before
+the server hangs up) that arrive with nothing pending are returned as ``Pushed`` when
+they arrive, so the proxy records when (a NOTIFY on another connection caused them).
+Batches of only Parse/Close/Sync/Flush are not recorded: the replayer answers them
+itself (``matching.is_trivial``). A CancelRequest connection records nothing but returns
+an ``Interrupt`` naming the backend it cancels, which ``identity`` (the BackendKeyData
+the server sent) lets the proxy find. Requests still unanswered when the client hung up
+first are returned with ``unanswered`` set.
 """
 
 from __future__ import annotations
@@ -28,9 +33,19 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..base import NEED_DATA, Direction, Interaction, ProtocolError, Readable, UnexpectedMessage
+from ..base import (
+    NEED_DATA,
+    Direction,
+    Interaction,
+    Interrupt,
+    ProtocolError,
+    Pushed,
+    Readable,
+    UnexpectedMessage,
+)
 from . import backend as be
 from . import frontend as fe
+from .backend import backend_key
 from .codec import PostgresCodec
 from .matching import is_trivial, lifetime_of, summary_of
 from .names import Names, Portal, Statement, learn_description, shape_of
@@ -51,6 +66,7 @@ class _Group:
     closed_by: str | None = None  # "Sync" | "Flush" once the client ended the batch
     errored: bool = False
     discarded: bool = False  # skipped by the server after an error in an earlier batch
+    unanswered: bool = False  # the client hung up before any answer
     copy: str | None = None  # the server is in COPY "in" (reading data) or "out" mode
     client_copy: str | None = None  # the client sent COPY "data", or is "done" (CopyDone/Fail)
     copy_synced: bool = False  # the Sync after an extended-protocol COPY arrived
@@ -69,15 +85,17 @@ class PostgresRecorder:
         self.names = Names()
         self._pending: deque[_Group] = deque()
         self._open: _Group | None = None  # batch still accepting client messages
-        self._orphans: list[Readable] = []
+        self._pushed: list[Pushed | Interrupt] = []  # server messages with nothing pending
+        self._client_closed = False
+        self.identity: bytes | None = None  # the backend key (CancelRequests name it)
         self._skipping = False  # an error ended a Flush batch: the server skips to Sync
         self._startup: _Group | None = None
 
     # --- Recorder API ------------------------------------------------------------------
 
-    def feed(self, direction: Direction, data: bytes) -> list[Interaction]:
+    def feed(self, direction: Direction, data: bytes) -> list[Interaction | Pushed | Interrupt]:
         self.codec.feed(direction, data)
-        out: list[Interaction] = []
+        out: list[Interaction | Pushed | Interrupt] = []
         while (event := self.codec.next_event()) is not NEED_DATA:
             sender: Direction = event[0]  # type: ignore[index]
             msg: Any = event[1]  # type: ignore[index]
@@ -86,6 +104,10 @@ class PostgresRecorder:
             else:
                 self._server(msg)
             self._emit(out)
+            out += self._pushed
+            self._pushed = []
+        if not data and direction is Direction.CLIENT:
+            self._client_closed = True
         if not data and direction is Direction.SERVER:
             self._server_closed()
             self._emit(out)
@@ -95,9 +117,6 @@ class PostgresRecorder:
 
     def _new(self, kind: str) -> _Group:
         group = _Group(kind)
-        if self._orphans:
-            group.responses.extend(self._orphans)
-            self._orphans = []
         self._pending.append(group)
         return group
 
@@ -139,7 +158,9 @@ class PostgresRecorder:
             self._extended(msg)
         elif isinstance(msg, _EXTENDED):
             self._extended(msg)
-        # Terminate: nothing to record; CancelRequest: the server answers nothing.
+        elif isinstance(msg, fe.CancelRequest):  # the server answers nothing; the cancelled
+            self._pushed.append(Interrupt(backend_key(msg.process_id, msg.secret_key)))
+        # Terminate: nothing to record
 
     def _end_open_batch(self) -> None:
         """A Query after extended messages without Sync: the server answers them first,
@@ -185,10 +206,12 @@ class PostgresRecorder:
                                 "(use sslmode=disable/prefer against a server without TLS)")
         if isinstance(msg, be.GSSENCResponse) and msg.code == "G":
             raise ProtocolError("GSSAPI encryption negotiated: the session cannot be recorded")
+        if isinstance(msg, be.BackendKeyData):
+            self.identity = backend_key(msg.process_id, msg.secret_key)
         head = self._head()
         if head is None:
             if isinstance(msg, (*be.ASYNC_TYPES, be.ErrorResponse)):
-                self._orphans.append(response_item(msg))
+                self._pushed.append(Pushed([response_item(msg)], type(msg).__name__))
                 return
             raise UnexpectedMessage(f"server sent {type(msg).__name__} with no request pending")
         if head.kind == "batch":
@@ -307,10 +330,13 @@ class PostgresRecorder:
             head.done = True  # e.g. FATAL "terminating connection" mid-query
         for group in self._pending:
             if not group.done:
-                group.discarded = True
+                # never answered: the client gave up first (kept, replayed as no answer),
+                # or the server went away (it will be replayed by its close)
+                group.unanswered = self._client_closed and not group.responses
+                group.discarded = not group.unanswered
                 group.done = True
 
-    def _emit(self, out: list[Interaction]) -> None:
+    def _emit(self, out: list[Interaction | Pushed | Interrupt]) -> None:
         while self._pending and self._pending[0].done:
             group = self._pending.popleft()
             if group.discarded or not group.items:
@@ -321,4 +347,4 @@ class PostgresRecorder:
                     "ReadyForQuery" in r or "ErrorResponse" in r for r in group.responses):
                 continue  # abandoned before the end of authentication (psql asks a password)
             out.append(Interaction(group.items, group.responses, lifetime_of(group.items),
-                                   summary_of(group.items)))
+                                   summary_of(group.items), unanswered=group.unanswered))

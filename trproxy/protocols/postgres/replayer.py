@@ -6,7 +6,10 @@ proxy must send them in that order. Synthesized here, never looked up:
 
 * SSLRequest and GSSENCRequest -> 'N' (stay in plaintext); with TLS interception on,
   the proxy answers SSLRequest 'S' itself and feeds this replayer the plaintext inside;
-* CancelRequest -> nothing; ``close_after`` tells the proxy to close, as a server does;
+* CancelRequest -> nothing; ``close_after`` tells the proxy to close, as a server does,
+  and an ``Interrupt`` naming the backend key it carries tells the connection that key
+  belongs to (``identity``: the BackendKeyData its startup answer sent) to stop
+  waiting: its held answer (the cancelled query's) goes out;
 * batches of only Parse/Close/Sync/Flush -> ParseComplete / CloseComplete /
   ReadyForQuery (``matching.is_trivial``);
 * while skipping to Sync after an error: the server ignores messages until Sync.
@@ -27,9 +30,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..base import NEED_DATA, Direction, Lookup, Readable, Reply
+from ..base import NEED_DATA, Direction, Interrupt, Lookup, LookupContext, Readable, Reply
 from . import backend as be
 from . import frontend as fe
+from .backend import backend_key
 from .codec import PostgresCodec
 from .matching import is_trivial, lifetime_of, repeats, summary_of
 from .names import Names
@@ -95,6 +99,7 @@ class PostgresReplayer:
         self.names = Names()
         self.tx = "I"
         self.close_after = False  # the server would close the connection now
+        self.identity: bytes | None = None  # the backend key sent at startup (CancelRequest)
         self._batch: list[tuple[Any, Any]] = []
         self._items: list[Readable] = []
         self._skip = False  # an error ended a Flush batch: ignore messages until Sync
@@ -103,9 +108,9 @@ class PostgresReplayer:
 
     # --- client bytes in -----------------------------------------------------------------
 
-    def feed(self, data: bytes) -> list[Lookup | Reply]:
+    def feed(self, data: bytes) -> list[Lookup | Reply | Interrupt]:
         self.codec.feed(Direction.CLIENT, data)
-        out: list[Lookup | Reply] = []
+        out: list[Lookup | Reply | Interrupt] = []
         while (event := self.codec.next_event()) is not NEED_DATA:
             self._client(event[1], out)  # type: ignore[index]
         return out
@@ -113,13 +118,13 @@ class PostgresReplayer:
     def _encode(self, messages: list[Any]) -> bytes:
         return b"".join(self.codec.encode(m) for m in messages)
 
-    def _client(self, msg: Any, out: list[Lookup | Reply]) -> None:
+    def _client(self, msg: Any, out: list[Lookup | Reply | Interrupt]) -> None:
         n = len(out)
         self._dispatch(msg, out)
         if len(out) > n and isinstance(out[-1], Lookup):
             self._last_lookup = out[-1]
 
-    def _dispatch(self, msg: Any, out: list[Lookup | Reply]) -> None:
+    def _dispatch(self, msg: Any, out: list[Lookup | Reply | Interrupt]) -> None:
         if isinstance(msg, (fe.SSLRequest, fe.GSSENCRequest)):
             self.codec.feed(Direction.SERVER, b"N")  # keep the codec's startup phase in step
             self.codec.events()
@@ -127,8 +132,11 @@ class PostgresReplayer:
         elif isinstance(msg, fe.StartupMessage):
             item = request_item(msg)
             out.append(Lookup([item], "session", summary_of([item]), True,
-                              {"kind": "startup", "parameters": msg.params}))
-        elif isinstance(msg, (fe.CancelRequest, fe.Terminate)):
+                              LookupContext(private={"kind": "startup", "parameters": msg.params})))
+        elif isinstance(msg, fe.CancelRequest):
+            out.append(Interrupt(backend_key(msg.process_id, msg.secret_key)))
+            self.close_after = True
+        elif isinstance(msg, fe.Terminate):
             self.close_after = True
         elif self._copy is not None:
             self._copy_message(msg, out)
@@ -136,7 +144,7 @@ class PostgresReplayer:
             # COPY data sent before the CopyInResponse arrived (asyncpg streams it right
             # after the Query): it belongs to the last request, answered when that is.
             if self._last_lookup is not None:
-                self._last_lookup.context.setdefault("copy", []).append(msg)
+                self._last_lookup.context.private.setdefault("copy", []).append(msg)
         elif isinstance(msg, (fe.Query, fe.FunctionCall)):
             if self._batch:  # extended messages without Sync: answered before the Query
                 self._finish_batch(out)
@@ -145,13 +153,13 @@ class PostgresReplayer:
             item = request_item(msg)
             kind = "query" if isinstance(msg, fe.Query) else "function"
             out.append(Lookup([item], lifetime_of([item]), summary_of([item]), True,
-                              {"kind": kind, "repeat_last": repeats([item])}))
+                              LookupContext(repeat_last=repeats([item]), private={"kind": kind})))
         elif isinstance(msg, (fe.Parse, fe.Bind, fe.Describe, fe.Execute, fe.Close, fe.Sync,
                               fe.Flush)):
             self._extended(msg, out)
         # PasswordMessage & co. (never asked for), stray CopyData: ignored like a server
 
-    def _extended(self, msg: Any, out: list[Lookup | Reply]) -> None:
+    def _extended(self, msg: Any, out: list[Lookup | Reply | Interrupt]) -> None:
         if self._skip and not isinstance(msg, fe.Sync):
             return
         if self._skip:  # the Sync that ends the skipping
@@ -164,14 +172,15 @@ class PostgresReplayer:
         if isinstance(msg, (fe.Sync, fe.Flush)):
             self._finish_batch(out)
 
-    def _finish_batch(self, out: list[Lookup | Reply]) -> None:
+    def _finish_batch(self, out: list[Lookup | Reply | Interrupt]) -> None:
         batch, items = self._batch, self._items
         self._batch, self._items = [], []
         if is_trivial(items):
             out.append(LazyReply(lambda: self._encode(self._trivial(batch))))
             return
         out.append(Lookup(items, lifetime_of(items), summary_of(items), True,
-                          {"kind": "batch", "messages": batch, "repeat_last": repeats(items)}))
+                          LookupContext(repeat_last=repeats(items),
+                                        private={"kind": "batch", "messages": batch})))
 
     def _trivial(self, batch: list[tuple[Any, Any]]) -> list[Any]:
         answers: list[Any] = []
@@ -184,7 +193,7 @@ class PostgresReplayer:
                 answers.append(be.ReadyForQuery(self.tx))
         return answers
 
-    def _copy_message(self, msg: Any, out: list[Lookup | Reply]) -> None:
+    def _copy_message(self, msg: Any, out: list[Lookup | Reply | Interrupt]) -> None:
         """COPY FROM STDIN: the server reads the data and answers at CopyDone/CopyFail.
         In an extended-protocol COPY the ReadyForQuery answers the Sync the client sends
         after CopyDone (a trivial batch here), so only the COPY's own answer is sent."""
@@ -208,7 +217,7 @@ class PostgresReplayer:
     # --- answers -----------------------------------------------------------------------
 
     def respond(self, lookup: Lookup, responses: list[Readable]) -> bytes:
-        kind = lookup.context.get("kind")
+        kind = lookup.context.private.get("kind")
         if kind == "startup":
             return self._encode(self._handshake(lookup, responses))
         if kind == "batch" and self._skip:
@@ -218,7 +227,7 @@ class PostgresReplayer:
                         if item_name(r) not in _AUTH_NAMES]
             session = lookup.lifetime == "session"
             if kind == "batch":
-                rendered = render_batch(lookup.context["messages"], recorded, session=session,
+                rendered = render_batch(lookup.context.private["messages"], recorded, session=session,
                                         tx=self.tx)
             else:
                 rendered = render_simple(recorded, session=session, tx=self.tx)
@@ -231,9 +240,9 @@ class PostgresReplayer:
         data = self._encode(rendered.messages)
         if rendered.paused is not None:
             self._copy = {"remaining": rendered.paused, "session": lookup.lifetime == "session",
-                          "extended": lookup.context.get("kind") == "batch"}
-            early: list[Lookup | Reply] = []
-            for msg in lookup.context.pop("copy", []):
+                          "extended": lookup.context.private.get("kind") == "batch"}
+            early: list[Lookup | Reply | Interrupt] = []
+            for msg in lookup.context.private.pop("copy", []):
                 if self._copy is not None:
                     self._copy_message(msg, early)
             data += b"".join(r.data for r in early if isinstance(r, Reply))
@@ -244,13 +253,18 @@ class PostgresReplayer:
     def _skipped(self, lookup: Lookup) -> bytes:
         """A batch sent before the client saw the error of an earlier one: the server
         ignores it up to its Sync."""
-        if any(isinstance(m, fe.Sync) for m, _ in lookup.context["messages"]):
+        if any(isinstance(m, fe.Sync) for m, _ in lookup.context.private["messages"]):
             self._skip = False
             return self._encode([be.ReadyForQuery(self.tx)])
         return b""
 
+    def push(self, responses: list[Readable]) -> bytes:
+        """Messages the server sent on its own (NotificationResponse, a FATAL before it
+        hung up), as recorded."""
+        return self._encode([response_message(r) for r in responses])
+
     def miss(self, lookup: Lookup, reason: str) -> bytes:
-        kind = lookup.context.get("kind")
+        kind = lookup.context.private.get("kind")
         if kind == "startup":
             return self._encode(self._handshake(lookup, []))
         if kind == "batch" and self._skip:
@@ -261,7 +275,7 @@ class PostgresReplayer:
             self.tx = "E"
         answer: list[Any] = [error]
         ends_with_sync = kind != "batch" or any(
-            isinstance(m, fe.Sync) for m, _ in lookup.context.get("messages", []))
+            isinstance(m, fe.Sync) for m, _ in lookup.context.private.get("messages", []))
         if ends_with_sync:
             answer.append(be.ReadyForQuery(self.tx))
         else:
@@ -270,7 +284,7 @@ class PostgresReplayer:
 
     def _handshake(self, lookup: Lookup, responses: list[Readable]) -> list[Any]:
         """AuthenticationOk + ParameterStatus + BackendKeyData + ReadyForQuery."""
-        live = lookup.context.get("parameters", {})
+        live = lookup.context.private.get("parameters", {})
         recorded = []
         for r in responses:
             if item_name(r) in _AUTH_NAMES:
@@ -298,7 +312,9 @@ class PostgresReplayer:
             out.append(status)
         out += [m for m in recorded if isinstance(m, be.NoticeResponse)]
         key = next((m for m in recorded if isinstance(m, be.BackendKeyData)), None)
-        out.append(key or be.BackendKeyData(1, b"\0\0\0\1"))
+        key = key or be.BackendKeyData(1, b"\0\0\0\1")
+        self.identity = backend_key(key.process_id, key.secret_key)
+        out.append(key)
         self.tx = "I"
         out.append(be.ReadyForQuery("I"))
         return out

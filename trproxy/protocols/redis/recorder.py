@@ -8,20 +8,15 @@ Pairing rules (redis-server behaviour):
   them;
 * out-of-band messages - RESP3 pushes other than an awaited confirmation, RESP2
   ``message``/``pmessage``/``smessage`` arrays while subscribed, ``MONITOR`` lines -
-  belong to no request. They are recorded as extra responses of the interaction they
-  follow in the byte stream (or, when nothing precedes them, of the next one), so on
-  replay ``SUBSCRIBE`` is answered by its confirmation followed by the messages, in the
-  recorded order. An interaction that carries such messages has lifetime ``data`` (it
-  must be served once, not repeated).
+  belong to no request: each is returned as ``Pushed`` when it arrives, so the proxy
+  records when (replay sends it once the replay reached that point: after the PUBLISH
+  on another connection that caused it, not right after ``SUBSCRIBE``).
 
-Emission: an interaction is returned as soon as its last reply arrives, except while the
-connection is subscribed or monitoring: then the last answered interaction stays open
-for the messages that may follow and is returned when the next request's first reply
-arrives or the connection closes.
-
-When the server closes, requests it never answered are not recorded (``unanswered``
-lists them). A decode error is raised on the next ``feed`` when interactions completed
-before it in the same call, so none is lost.
+Emission: an interaction is returned as soon as its last reply arrives. When the
+connection ends, requests never answered are returned with ``unanswered`` set (a
+blocking ``BRPOP k 0`` the client gave up on: replay holds it the same way);
+``unanswered`` also lists them. A decode error is raised on the next ``feed`` when
+interactions completed before it in the same call, so none is lost.
 """
 
 from __future__ import annotations
@@ -36,6 +31,7 @@ from ..base import (
     Interaction,
     Lifetime,
     ProtocolError,
+    Pushed,
     Readable,
     UnexpectedMessage,
     blob,
@@ -76,12 +72,11 @@ class _Pending:
     responses: list[Readable] = field(default_factory=list)
     replies: int = 0
     needed: int = 1
-    pushes: bool = False  # carries out-of-band messages
 
-    def interaction(self) -> Interaction:
+    def interaction(self, unanswered: bool = False) -> Interaction:
         return Interaction(request=self.request, responses=self.responses,
-                           lifetime="data" if self.pushes else self.lifetime,
-                           summary=self.summary)
+                           lifetime="data" if unanswered else self.lifetime,
+                           summary=self.summary, unanswered=unanswered)
 
 
 class RedisRecorder:
@@ -92,16 +87,14 @@ class RedisRecorder:
         self._mode = ReplyMode()
         self._subs = Subscriptions()
         self._queue: deque[_Pending] = deque()  # requests awaiting their replies, in order
-        self._open: _Pending | None = None  # answered; may still get out-of-band messages
-        self._orphans: list[Readable] = []  # out-of-band messages with no interaction yet
         self._monitoring = False
         self._error: ProtocolError | None = None
         self.unanswered: list[Readable] = []
 
-    def feed(self, direction: Direction, data: bytes) -> list[Interaction]:
+    def feed(self, direction: Direction, data: bytes) -> list[Interaction | Pushed]:
         if self._error is not None:
             raise self._error
-        out: list[Interaction] = []
+        out: list[Interaction | Pushed] = []
         try:
             self._codec.feed(direction, data)
             while (message := self._codec.next_message()) is not NEED_DATA:
@@ -120,7 +113,7 @@ class RedisRecorder:
 
     # --- requests ---
 
-    def _on_request(self, message: Command | InvalidInline, out: list[Interaction]) -> None:
+    def _on_request(self, message: Command | InvalidInline, out: list[Interaction | Pushed]) -> None:
         if isinstance(message, InvalidInline):  # the server answers -ERR and closes
             pending = _Pending((), request_to_readable(message), Expect.ONE, "data",
                                "inline request (unbalanced quotes)")
@@ -131,33 +124,21 @@ class RedisRecorder:
         self._queue.append(pending)
         self._drain(out)
 
-    def _drain(self, out: list[Interaction]) -> None:
+    def _drain(self, out: list[Interaction | Pushed]) -> None:
         """Emit requests at the head that get no reply (CLIENT REPLY OFF/SKIP)."""
         while self._queue and self._queue[0].expect is Expect.NONE:
-            self._close_open(out)
             out.append(self._queue.popleft().interaction())
 
     # --- replies ---
 
-    def _on_reply(self, value: RespValue, out: list[Interaction]) -> None:
+    def _on_reply(self, value: RespValue, out: list[Interaction | Pushed]) -> None:
         head = self._queue[0] if self._queue else None
         if self._out_of_band(value, head):
-            readable = to_readable(value)
-            target = self._open or (head if head is not None and head.replies else None)
-            if target is None:
-                self._orphans.append(readable)
-            else:
-                target.responses.append(readable)
-                target.pushes = True
+            out.append(Pushed([to_readable(value)], _push_summary(value)))
             return
         if head is None:
             raise UnexpectedMessage(f"a {type(value).__name__} reply with no request pending")
         if head.replies == 0:
-            self._close_open(out)
-            if self._orphans:
-                head.responses.extend(self._orphans)
-                head.pushes = True
-                self._orphans = []
             if head.expect is Expect.SUBSCRIPTION:
                 head.needed = self._subs.replies_for(head.args)
         head.replies += 1
@@ -170,10 +151,7 @@ class RedisRecorder:
             return
         self._queue.popleft()
         self._apply(head, value)
-        if self._subs.active or self._monitoring:
-            self._open = head
-        else:
-            out.append(head.interaction())
+        out.append(head.interaction())
         self._drain(out)
 
     def _out_of_band(self, value: RespValue, head: _Pending | None) -> bool:
@@ -194,21 +172,20 @@ class RedisRecorder:
             self._monitoring = False
             self._subs.clear()
 
-    def _close_open(self, out: list[Interaction]) -> None:
-        if self._open is not None:
-            out.append(self._open.interaction())
-            self._open = None
-
-    def _on_close(self, direction: Direction, out: list[Interaction]) -> None:
+    def _on_close(self, direction: Direction, out: list[Interaction | Pushed]) -> None:
         if direction is Direction.CLIENT:
-            if not self._queue:  # nothing more can be asked; replies may still come otherwise
-                self._close_open(out)
-            return
-        self._close_open(out)
+            return  # replies may still come
         for pending in self._queue:
-            if pending.replies:
-                out.append(pending.interaction())
-            else:
+            if not pending.replies:
                 self.unanswered.append(pending.request)
+            out.append(pending.interaction(unanswered=not pending.replies))
         self._queue.clear()
-        self._orphans = []
+
+
+def _push_summary(value: RespValue) -> str:
+    """``message news`` (the kind and the channel of a pub/sub message), else ``push``."""
+    items = getattr(value, "items", None)
+    if items and all(isinstance(getattr(i, "value", None), bytes) for i in items[:2]):
+        words = [i.value.decode("utf-8", "replace")[:40] for i in items[:2]]
+        return " ".join(words)
+    return "monitor" if isinstance(value, SimpleString) else "push"

@@ -10,17 +10,18 @@ shape of the live client's version.
 Handshakes are looked up like anything else (their match keys ignore library versions
 and credentials, see ``commands.match_key``); when nothing was recorded for one,
 ``miss`` answers it itself: ``+OK`` for ``AUTH``/``SELECT``/``CLIENT SETINFO|SETNAME``,
-``+PONG``, a ``HELLO`` map (such lookups carry ``context["handshake"] = True``). Any
+``+PONG``, a ``HELLO`` map (such lookups carry ``context.handshake``). Any
 other miss is ``-ERR trproxy: no recording for <command>: <reason>``.
 
-Recorded out-of-band messages (pub/sub) are part of the responses of the interaction
-they followed, so rendering those responses in order serves ``SUBSCRIBE``'s confirmation
-and then its messages.
+Out-of-band messages (pub/sub, RESP3 pushes) are recorded as pushed events and sent by
+``push`` when the replay reaches the point they arrived at (the PUBLISH that caused
+them); recordings made before that carry them as extra responses of the interaction they
+followed, served with it, in order.
 """
 
 from __future__ import annotations
 
-from ..base import NEED_DATA, Lookup, Readable, Reply, blob
+from ..base import NEED_DATA, Lookup, LookupContext, Readable, Reply, blob
 from .commands import Expect, ReplyMode, lifetime, name_of, redact_request, summary
 from .parser import Limits, RequestParser
 from .readable import downgrade, from_readable, request_to_readable
@@ -71,46 +72,54 @@ class RedisReplayer:
         if isinstance(message, InvalidInline):
             return Lookup(request=request_to_readable(message), lifetime="data",
                           summary="inline request (unbalanced quotes)",
-                          context={"name": b"", "label": "an inline request with unbalanced quotes"})
+                          context=LookupContext(private={
+                              "name": b"", "label": "an inline request with unbalanced quotes"}))
         args = message.args
         request = [blob(a) for a in redact_request(args)]
         name = name_of(args)
-        context: dict = {"name": name, "label": _label(name, request),
-                         # miss() answers these itself: a miss here is not an error
-                         "handshake": name in _SYNTH_OK or name in (b"HELLO", b"PING", b"RESET")}
+        private: dict = {"name": name, "label": _label(name, request)}
         if name == b"HELLO":
-            context["proto"] = _proto(args)
+            private["proto"] = _proto(args)
         elif name == b"PING" and len(args) > 1:
-            context["echo"] = args[1]
+            private["echo"] = args[1]
+        # miss() answers these itself: a miss here is not an error
+        handshake = name in _SYNTH_OK or name in (b"HELLO", b"PING", b"RESET")
         return Lookup(request=request, lifetime=lifetime(args),
                       summary=summary(args), expects_reply=self._mode.expect(args) is not Expect.NONE,
-                      context=context)
+                      context=LookupContext(handshake=handshake, private=private))
 
     def respond(self, lookup: Lookup, responses: list[Readable]) -> bytes:
         values = [from_readable(r) for r in responses]
-        name = lookup.context.get("name")
+        name = lookup.context.private.get("name")
         if name == b"HELLO" and values:
-            values[0] = self._hello(values[0], lookup.context.get("proto"))
+            values[0] = self._hello(values[0], lookup.context.private.get("proto"))
         elif name == b"RESET" and values and isinstance(values[0], SimpleString):
             self.resp = 2
         if self.resp == 2:
             values = [downgrade(v) for v in values]
         return b"".join(encode_value(v) for v in values)
 
+    def push(self, responses: list[Readable]) -> bytes:
+        """Recorded out-of-band messages (pub/sub, RESP3 pushes), in the client's RESP."""
+        values = [from_readable(r) for r in responses]
+        if self.resp == 2:
+            values = [downgrade(v) for v in values]
+        return b"".join(encode_value(v) for v in values)
+
     def miss(self, lookup: Lookup, reason: str) -> bytes:
-        name = lookup.context.get("name", b"")
+        name = lookup.context.private.get("name", b"")
         if name == b"HELLO":
-            return encode_value(self._hello(_hello_map(lookup.context.get("proto") or self.resp),
-                                            lookup.context.get("proto")))
+            return encode_value(self._hello(_hello_map(lookup.context.private.get("proto") or self.resp),
+                                            lookup.context.private.get("proto")))
         if name in _SYNTH_OK:
             return encode_value(_OK)
         if name == b"PING":
-            echo = lookup.context.get("echo")
+            echo = lookup.context.private.get("echo")
             return encode_value(SimpleString(b"PONG") if echo is None else BulkString(echo))
         if name == b"RESET":
             self.resp = 2
             return encode_value(SimpleString(b"RESET"))
-        text = f"ERR trproxy: no recording for {lookup.context.get('label', 'this request')}: {reason}"
+        text = f"ERR trproxy: no recording for {lookup.context.private.get('label', 'this request')}: {reason}"
         return encode_value(SimpleError(" ".join(text.split()).encode("utf-8", "replace")))
 
     def _hello(self, value: RespValue, proto: int | None) -> RespValue:

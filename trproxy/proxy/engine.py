@@ -1,0 +1,442 @@
+"""The replay engine: what a replayed connection answers, when, and how it ends (sans-I/O).
+
+One ``Session`` per replayed connection, once its protocol is known. It is driven by
+events (``ClientData``, ``ClientClosed``, ``TimerFired``, ``Drained``, ``Forwarded``, and
+from other connections ``Released`` and ``Interrupted``) and returns commands
+(``Send``, ``Wake``, ``Drain``, ``Close``, ``Reset``, ``Forward``, ``Notify``, ``Miss``,
+``OutOfOrder``, ``Problem``), in order. It never touches a socket or reads a clock: the
+time comes with each event (``now``, seconds on the driver's monotonic clock), so every
+rule below is tested with transcripts (``tests/proxy/test_engine*.py``), and the asyncio
+driver (``replay.py``) only moves bytes, keeps timers, routes ``Notify`` and reports.
+What connections share (events between them, identities) is the run's ``Timeline``.
+
+The rules:
+
+* the dialect's replayer turns client bytes into ``Reply`` (sent as is), ``Lookup`` and
+  ``Interrupt``; a lookup is answered from the mock pool (``respond``), or is a miss: the
+  replayer's protocol-native error, plus a ``Miss`` report unless the replayer answers it
+  itself (``context.handshake``); an empty miss answer that is not ``partial`` resets the
+  connection (no protocol-native error exists);
+* a recorded answer that cannot be rendered (a wrong-typed field, absurd nesting) is a
+  reported miss with the protocol's error, never a silent reset;
+* output leaves in request order: an answer held (``context.hold_ms``, or recorded after
+  a long wait) holds back what follows it until its time (``Wake``/``TimerFired``) or an
+  ``Interrupted``; an answer never given (``unanswered``) holds it until the connection
+  ends;
+* recorded events reached by the replay (pushed messages, the server's close or reset)
+  are queued like answers; a miss where the recorded connection ended ends this one;
+* ``close_after`` (Postgres Terminate, a WebSocket Close) closes once the output is out;
+  a client that closes still gets what was held, then the close;
+* bodies streamed from blobs (``pull``) go out one piece per ``Drain``/``Drained``;
+* new-episodes: a miss whose lookup can be forwarded becomes ``Forward``; its answer
+  (``Forwarded``) takes that lookup's place in the output order;
+* every answer served is shown to the run's ``Ledger``, which reports it ``OutOfOrder``
+  when it skipped recordings of its connection.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..protocols.base import Dialect, Interrupt, Lookup, ProtocolError, Readable, Replayer, Reply
+from ..store import Affinity, Exchange, NoMatch
+from ..store.ledger import describe
+
+if TYPE_CHECKING:
+    from .context import RunContext
+
+log = logging.getLogger("trproxy")
+MAX_HOLD_MS = 5000  # bound of an answer held on the dialect's request (``context.hold_ms``)
+INTERRUPT_GRACE_MS = 2000  # how much longer than recorded an interrupted answer waits for it
+
+
+# --- events (into the engine) ---------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ClientData:
+    data: bytes
+
+
+@dataclass(frozen=True)
+class ClientClosed:
+    """The client sent EOF (or the connection died): nothing more will be asked."""
+
+
+@dataclass(frozen=True)
+class TimerFired:
+    """The time a ``Wake`` asked for has come."""
+
+
+@dataclass(frozen=True)
+class Drained:
+    """Everything sent so far was written (answers ``Drain``)."""
+
+
+@dataclass(frozen=True)
+class Forwarded:
+    """new-episodes: the real server's answer to a ``Forward`` (``responses`` unredacted),
+    or ``reason`` why it could not be had."""
+
+    forward: Forward
+    responses: list[Readable] | None = None
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Released:
+    """From another connection (``Notify``), or the timeline: recorded events this
+    connection reached: messages the server pushed, its close or reset (see
+    ``timeline.py``)."""
+
+    events: tuple[Exchange, ...]
+
+
+@dataclass(frozen=True)
+class Interrupted:
+    """Another connection interrupted this one (a Postgres CancelRequest carrying this
+    connection's key): what is held goes out now, as the server answered the cancel."""
+
+
+Event = ClientData | ClientClosed | TimerFired | Drained | Forwarded | Released | Interrupted
+
+
+# --- commands (out of the engine) -----------------------------------------------------------
+
+@dataclass(frozen=True)
+class Send:
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Wake:
+    """Send ``TimerFired`` at ``at`` (the driver's clock), unless the connection ended."""
+
+    at: float
+
+
+@dataclass(frozen=True)
+class Drain:
+    """Send ``Drained`` once what was sent has been written (flow control for streams)."""
+
+
+@dataclass(frozen=True)
+class Close:
+    """Close the connection (FIN), as the server did."""
+
+
+@dataclass(frozen=True)
+class Reset:
+    """Reset the connection (RST)."""
+
+
+@dataclass(frozen=True, eq=False)
+class Forward:
+    """new-episodes: fetch this lookup from the real server; answer with ``Forwarded``."""
+
+    lookup: Lookup
+
+
+@dataclass(frozen=True)
+class Miss:
+    """Report a miss; ``entry`` is the report's record (the driver adds the nearest
+    recordings to ``request``, a search it runs off the event loop, bounded in time)."""
+
+    entry: dict[str, Any] = field(compare=False, repr=False)
+    summary: str = ""
+    reason: str = ""
+    request: Any = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class OutOfOrder:
+    """Report an answer served while recordings before it on its recorded connection
+    are still unused (``store.ledger``); ``entry`` is the report's record."""
+
+    entry: dict[str, Any] = field(compare=False, repr=False)
+    summary: str = ""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Report something replay could not do as recorded (one line)."""
+
+    text: str
+
+
+@dataclass(frozen=True, eq=False)
+class Notify:
+    """Hand ``event`` to another connection's session (the driver routes it)."""
+
+    target: Session
+    event: Released | Interrupted
+
+
+Command = (Send | Wake | Drain | Close | Reset | Forward | Miss | OutOfOrder | Problem
+           | Notify)
+
+
+@dataclass
+class _Out:
+    """An answer waiting its turn in the output: bytes (or a closing command) not before
+    ``at`` (``inf``: an answer the server never gave, held until the client gives up);
+    ``forward`` marks the place of an answer still being fetched upstream;
+    ``interruptible``: a hold that an ``Interrupted`` ends."""
+
+    data: bytes = b""
+    at: float = 0.0
+    end: Close | Reset | None = None
+    forward: Forward | None = None
+    interruptible: bool = False
+
+
+class Session:
+    """One replayed connection (see the module doc)."""
+
+    def __init__(self, ctx: RunContext, dialect: Dialect, replayer: Replayer, destination: str,
+                 *, forwarding: bool = False) -> None:
+        self.ctx = ctx
+        self.dialect = dialect
+        self.replayer = replayer
+        self.destination = destination
+        self.forwarding = forwarding  # new-episodes: misses may be fetched upstream
+        self.affinity = Affinity()
+        self.ended = False  # Close or Reset was returned: nothing more happens
+        self._out: deque[_Out] = deque()
+        self._client_closed = False
+        self._waking: float | None = None  # the Wake asked for and not yet fired
+        self._streaming = False  # a Drain is outstanding for a pulled piece
+        self._identity: bytes | None = None  # what the replayer says this connection is
+        self.owner: Any = None  # the driver's, for routing ``Notify``
+
+    # -- events --------------------------------------------------------------------------
+
+    def handle(self, event: Event, now: float) -> list[Command]:
+        if self.ended:
+            return []
+        commands: list[Command] = []
+        try:
+            if isinstance(event, ClientData):
+                self._client(event.data, now, commands)
+            elif isinstance(event, ClientClosed):
+                self._client_closed = True
+                self._drop_unanswered()
+            elif isinstance(event, Released):
+                self._released(event.events, now)
+            elif isinstance(event, Interrupted):
+                for out in self._out:
+                    if out.interruptible:
+                        out.at = min(out.at, now)
+            elif isinstance(event, TimerFired):
+                self._waking = None
+            elif isinstance(event, Drained):
+                self._streaming = False
+            elif isinstance(event, Forwarded):
+                self._forwarded(event, now, commands)
+            self._flush(now, commands)
+        except ProtocolError as exc:
+            commands.append(Problem(f"replay could not follow a {self.dialect.name} connection "
+                                    f"to {self.destination}: {exc}"))
+            self._end(Reset(), commands)
+        return commands
+
+    def _client(self, data: bytes, now: float, commands: list[Command]) -> None:
+        timeline = self.ctx.timeline
+        for event in self.replayer.feed(data):
+            if isinstance(event, Reply):
+                self._emit(event.data, now)
+            elif isinstance(event, Interrupt):
+                commands += [Notify(s, Interrupted()) for s in timeline.interrupt(event.identity)
+                             if s is not self]
+            else:
+                self._lookup(event, now, commands)
+        identity = getattr(self.replayer, "identity", None)
+        if identity and identity != self._identity:  # known once its startup was answered
+            timeline.identify(self, identity)
+            self._identity = identity
+        if getattr(self.replayer, "close_after", False):
+            self._out.append(_Out(at=now, end=Close()))  # the server hangs up now
+
+    def _lookup(self, lookup: Lookup, now: float, commands: list[Command]) -> None:
+        ctx = self.ctx
+        try:
+            served = ctx.pool.find(self.dialect.name, self.destination, lookup.request,
+                                   lookup.summary, self.affinity, ctx.current_test,
+                                   repeat_last=lookup.context.repeat_last)
+        except NoMatch as miss:
+            if self.forwarding and lookup.context.forward is not None:
+                forward = Forward(lookup)
+                self._out.append(_Out(at=now, forward=forward))
+                commands.append(forward)
+                return
+            if ended := ctx.timeline.missed(self):
+                # the recorded connection ended here (closed, reset): so does this one;
+                # the request, sent to a server that had gone, was never recorded
+                for _target, events in ended:
+                    self._released(events, now)
+                return
+            self._put(self._miss(lookup, miss.summary, miss.reason, now, commands, miss.nearest))
+            return
+        exchange = served.exchange
+        ctx.served(self.dialect.name, self.destination, exchange)
+        before, after = ctx.timeline.served(self, exchange)
+        self._deliver(before, now, commands)  # recorded before this answer: sent first
+        if skipped := ctx.ledger.served(served.exchange, self.affinity, served.repeat):
+            commands.append(OutOfOrder({
+                "protocol": self.dialect.name, "destination": self.destination,
+                "request": lookup.summary, "recorded": describe(served.exchange),
+                "skipped": [describe(e) for e in skipped], "test": ctx.current_test},
+                lookup.summary))
+        lookup.context.repeat = served.repeat
+        self._answer(lookup, exchange, served.repeat, now, commands)
+        self._deliver(after, now, commands)
+
+    def _answer(self, lookup: Lookup, exchange: Exchange, repeat: bool, now: float,
+                commands: list[Command]) -> None:
+        if not lookup.expects_reply:
+            return
+        if exchange.unanswered and not repeat:
+            self._out.append(_Out(at=math.inf))  # never answered: nothing, until the client goes
+            return
+        try:
+            out = self.replayer.respond(lookup, exchange.responses)
+        except Exception as exc:  # a recording is untrusted input (RecursionError included)
+            # the recorded answer cannot be rendered (a wrong-typed field, absurd nesting):
+            # the app gets the protocol's error and the report says why, never a silent reset
+            reason = f"the recorded answer cannot be replayed: {_describe(exc)}"
+            self._put(self._miss(lookup, lookup.summary, reason, now, commands))
+            return
+        if problem := lookup.context.unreplayable:  # matched, but not served as recorded
+            commands.append(Problem(f"{self.dialect.name} {self.destination}: {lookup.summary}: "
+                                    f"{problem}"))
+        hold = lookup.context.hold_ms
+        if out and hold:  # the dialect's own hold (a Kafka Fetch with nothing new)
+            self._emit(out, now + min(hold, MAX_HOLD_MS) / 1000)
+        elif out and not repeat and (wait := self.ctx.timeline.hold_ms(exchange)):
+            # recorded after a long wait: held as long, so that timeouts and cancels meet
+            # it as they met the server; one that came because another connection
+            # interrupted it waits for that interrupt (a bounded while longer, not less)
+            if exchange.interrupted:
+                wait += INTERRUPT_GRACE_MS
+            self._out.append(_Out(out, now + wait / 1000, interruptible=True))
+        else:
+            self._emit(out, now)
+
+    def _deliver(self, deliveries: list[tuple[Any, list[Exchange]]], now: float,
+                 commands: list[Command]) -> None:
+        for target, events in deliveries:
+            if target is self:
+                self._released(events, now)
+            else:
+                commands.append(Notify(target, Released(tuple(events))))
+
+    def _released(self, events: Iterable[Exchange], now: float) -> None:
+        """Recorded events this connection reached, queued behind what it already owes."""
+        for ev in events:
+            if ev.event == "push":
+                push = getattr(self.replayer, "push", None)
+                if push is not None:
+                    self._emit(push(ev.responses), now)
+            elif ev.event in ("close", "reset"):
+                self._drop_unanswered()
+                self._out.append(_Out(at=now, end=Close() if ev.event == "close" else Reset()))
+
+    def _miss(self, lookup: Lookup, summary: str, reason: str, now: float,
+              commands: list[Command], nearest: list[str] | None = None) -> _Out | None:
+        """Report the miss (unless the replayer answers it itself); the answer to send."""
+        if not lookup.context.handshake:  # handshakes the replayer answers itself
+            request = summary or lookup.summary
+            entry = {"protocol": self.dialect.name, "destination": self.destination,
+                     "request": request, "reason": reason,
+                     "nearest": list(nearest or []), "test": self.ctx.current_test}
+            commands.append(Miss(entry, request, reason, lookup.request))
+        if not lookup.expects_reply:
+            return None
+        out = self.replayer.miss(lookup, reason)
+        if out or lookup.context.partial:
+            return _Out(out, now) if out else None
+        return _Out(at=now, end=Reset())  # no protocol-native error exists: hang up
+
+    def _forwarded(self, event: Forwarded, now: float, commands: list[Command]) -> None:
+        slot = next((o for o in self._out if o.forward is event.forward), None)
+        if slot is None:
+            return
+        slot.forward = None
+        lookup = event.forward.lookup
+        if event.responses is None:
+            reason = f"not recorded, and fetching it from the server failed: {event.reason}"
+            answer = self._miss(lookup, lookup.summary, reason, now, commands)
+            if answer is not None:  # in the forward's place in the output
+                slot.data, slot.end = answer.data, answer.end
+            return
+        slot.data = self.replayer.respond(lookup, event.responses)
+
+    def _drop_unanswered(self) -> None:
+        """The connection ends: an answer the server never gave will not come, nor what
+        was asked after it (the server never got to it)."""
+        for i, out in enumerate(self._out):
+            if out.at == math.inf:
+                self._out = deque(list(self._out)[:i])
+                return
+
+    def _emit(self, data: bytes, at: float) -> None:
+        if data:
+            self._out.append(_Out(data, at))
+
+    def _put(self, out: _Out | None) -> None:
+        if out is not None:
+            self._out.append(out)
+
+    # -- output --------------------------------------------------------------------------
+
+    def _flush(self, now: float, commands: list[Command]) -> None:
+        """Send what is due, in order; a held or forwarded answer holds back the rest."""
+        while self._out:
+            head = self._out[0]
+            if head.forward is not None:
+                return
+            if head.at > now:
+                if self._waking != head.at and head.at != math.inf:
+                    self._waking = head.at
+                    commands.append(Wake(head.at))
+                return
+            self._out.popleft()
+            if head.data:
+                commands.append(Send(head.data))
+            if head.end is not None:
+                self._end(head.end, commands)
+                return
+        self._pull(commands)
+        if self._client_closed and not self._streaming:
+            self._end(Close(), commands)
+
+    def _pull(self, commands: list[Command]) -> None:
+        """The next piece of a body streamed from a blob, one per ``Drained``."""
+        pull = getattr(self.replayer, "pull", None)
+        if pull is None or self._streaming:
+            return
+        if piece := pull():
+            commands += [Send(piece), Drain()]
+            self._streaming = True
+
+    def _end(self, how: Close | Reset, commands: list[Command]) -> None:
+        commands.append(how)
+        self.ended = True
+        self._out.clear()
+        self.close()
+
+    def close(self) -> None:
+        """Release what the replayer holds (open blobs); the driver calls it at the end."""
+        self.ctx.timeline.forget(self, self._identity)
+        if hasattr(self.replayer, "close"):
+            self.replayer.close()
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    text = text if len(text) <= 200 else text[:197] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
