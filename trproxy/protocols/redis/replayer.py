@@ -7,11 +7,13 @@ RESP2) and ``CLIENT REPLY OFF/SKIP`` (such requests become lookups with
 RESP2 form (``readable.downgrade``), as redis-server would; a ``HELLO`` reply takes the
 shape of the live client's version.
 
-Handshakes are looked up like anything else (their match keys ignore library versions
-and credentials, see ``commands.match_key``); when nothing was recorded for one,
-``miss`` answers it itself: ``+OK`` for ``AUTH``/``SELECT``/``CLIENT SETINFO|SETNAME``,
-``+PONG``, a ``HELLO`` map (such lookups carry ``context["handshake"] = True``). Any
-other miss is ``-ERR trproxy: no recording for <command>: <reason>``.
+Handshakes are looked up like anything else (their match keys ignore library versions,
+see ``commands.match_key``); when nothing was recorded for one, ``miss`` answers it
+itself: ``+OK`` for ``SELECT``/``CLIENT SETINFO|SETNAME``, ``+PONG``, a ``HELLO`` map
+(such lookups carry ``context["handshake"] = True``). Credentials are matched (hashed,
+``credentials``): an ``AUTH`` or ``HELLO ... AUTH`` that no recording answers gets
+``-WRONGPASS trproxy: ...`` and is reported, as the server refuses unknown credentials.
+Any other miss is ``-ERR trproxy: no recording for <command>: <reason>``.
 
 Recorded out-of-band messages (pub/sub) are part of the responses of the interaction
 they followed, so rendering those responses in order serves ``SUBSCRIBE``'s confirmation
@@ -38,7 +40,7 @@ from .resp import (
 )
 
 _OK = SimpleString(b"OK")
-_SYNTH_OK = frozenset([b"AUTH", b"SELECT", b"CLIENT SETINFO", b"CLIENT SETNAME", b"CLIENT REPLY",
+_SYNTH_OK = frozenset([b"SELECT", b"CLIENT SETINFO", b"CLIENT SETNAME", b"CLIENT REPLY",
                        b"READONLY", b"READWRITE", b"QUIT"])
 
 
@@ -75,9 +77,11 @@ class RedisReplayer:
         args = message.args
         request = [blob(a) for a in redact_request(args)]
         name = name_of(args)
-        context: dict = {"name": name, "label": _label(name, request),
+        login = name == b"AUTH" or (name == b"HELLO" and any(a.upper() == b"AUTH" for a in args[2:]))
+        context: dict = {"name": name, "label": _label(name, request), "login": login,
                          # miss() answers these itself: a miss here is not an error
-                         "handshake": name in _SYNTH_OK or name in (b"HELLO", b"PING", b"RESET")}
+                         "handshake": not login and (name in _SYNTH_OK
+                                                     or name in (b"HELLO", b"PING", b"RESET"))}
         if name == b"HELLO":
             context["proto"] = _proto(args)
         elif name == b"PING" and len(args) > 1:
@@ -99,6 +103,9 @@ class RedisReplayer:
 
     def miss(self, lookup: Lookup, reason: str) -> bytes:
         name = lookup.context.get("name", b"")
+        if lookup.context.get("login"):
+            text = f"WRONGPASS trproxy: no recording for {name.decode()} with these credentials: {reason}"
+            return encode_value(SimpleError(" ".join(text.split()).encode("utf-8", "replace")))
         if name == b"HELLO":
             return encode_value(self._hello(_hello_map(lookup.context.get("proto") or self.resp),
                                             lookup.context.get("proto")))
