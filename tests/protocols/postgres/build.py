@@ -8,6 +8,7 @@ from trproxy.protocols.base import Direction, Interaction, Lookup, Reply
 from trproxy.protocols.postgres import PostgresCodec, PostgresRecorder, PostgresReplayer
 from trproxy.protocols.postgres import backend as be
 from trproxy.protocols.postgres import frontend as fe
+from trproxy.protocols.postgres.identity import Backends
 
 _CODEC = PostgresCodec()
 
@@ -56,12 +57,15 @@ def server_messages(data: bytes, start: str = "ready") -> list[Any]:
 
 class Replay:
     """A replayer driven like the proxy drives it, answering Lookups from a list of
-    recorded interactions matched by match_key (or missing)."""
+    recorded interactions matched by match_key (or missing); ``data`` ones are used once,
+    and the last used one serves again for a lookup that asks so (``repeat_last``).
+    Each has its own ``Backends`` unless given one (several connections of one run)."""
 
-    def __init__(self, recorded: list[Interaction] = ()) -> None:
+    def __init__(self, recorded: list[Interaction] = (), backends: Backends | None = None) -> None:
         from trproxy.protocols.postgres import match_key
-        self.replayer = PostgresReplayer()
+        self.replayer = PostgresReplayer(backends=backends or Backends())
         self.recorded = list(recorded)
+        self.used: list[Interaction] = []
         self.key = match_key
         self.lookups: list[Lookup] = []
         self.missed: list[Lookup] = []
@@ -74,14 +78,17 @@ class Replay:
                 out += event.data
                 continue
             self.lookups.append(event)
-            match = next((i for i in self.recorded
-                          if self.key(i.request) == self.key(event.request)), None)
+            key = self.key(event.request)
+            match = next((i for i in self.recorded if self.key(i.request) == key), None)
+            if match is None and event.context.get("repeat_last"):
+                match = next((i for i in reversed(self.used) if self.key(i.request) == key), None)
             if match is None:
                 self.missed.append(event)
                 out += self.replayer.miss(event, "not recorded")
             else:
-                if match.lifetime == "data":
+                if match.lifetime == "data" and match in self.recorded:
                     self.recorded.remove(match)
+                    self.used.append(match)
                 out += self.replayer.respond(event, match.responses)
         return self.decode(out)
 

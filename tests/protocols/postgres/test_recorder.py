@@ -7,6 +7,7 @@ import yaml
 
 from tests.protocols.postgres.build import HANDSHAKE, STARTUP, client, logged_in, record, server
 from trproxy.protocols.base import Direction, ProtocolError, UnexpectedMessage
+from trproxy.protocols.credentials import hashed
 from trproxy.protocols.postgres import PostgresRecorder
 from trproxy.protocols.postgres import backend as be
 from trproxy.protocols.postgres import frontend as fe
@@ -31,8 +32,9 @@ def test_simple_query():
                                {"CommandComplete": "SELECT 2"}, {"ReadyForQuery": "I"}]
     assert q.lifetime == "data"
     startup = out[0]
-    assert startup.lifetime == "session"
-    assert {"BackendKeyData": {"process_id": 4242, "secret_key": "01020304"}} in startup.responses
+    assert startup.lifetime == "data"
+    # the cancel key is a secret (it lets anyone cancel that backend's queries)
+    assert {"BackendKeyData": {"process_id": 4242, "secret_key": "<redacted>"}} in startup.responses
     assert {"ParameterStatus": {"server_version": "15.4"}} in startup.responses
 
 
@@ -54,21 +56,34 @@ def test_secrets_never_reach_the_recording(auth):
     elif auth == "md5":
         exchange = [server(be.AuthenticationMD5Password(b"\x93\x1f\xb5\x2a")),
                     client(fe.PasswordMessage(b"md53175bce1d3201d16594cebf9d7eb3f9d"))]
-        secrets = [b"md53175bce1d3201d16594cebf9d7eb3f9d", b"931fb52a", b"3175bce1"]
+        secrets = [b"md53175bce1d3201d16594cebf9d7eb3f9d", b"3175bce1"]
     else:
         exchange = [server(be.AuthenticationCleartextPassword()),
                     client(fe.PasswordMessage(b"hunter2"))]
         secrets = [b"hunter2"]
     out = record(client(fe.SSLRequest()), ("server", b"N"), client(STARTUP), *exchange,
                  server(*HANDSHAKE))
-    assert len(out) == 1
-    text = yaml.safe_dump([out[0].request, out[0].responses])
-    assert "<redacted>" in text
+    text = yaml.safe_dump([[i.request, i.responses] for i in out])
     for s in secrets:
         assert s.decode() not in text
         assert s.hex() not in text
     assert names(out[0].request)[:2] == ["SSLRequest", "StartupMessage"]
     assert out[0].responses[0] == {"SSLResponse": "N"}
+    assert all(i.lifetime == "data" for i in out)
+    if auth == "scram":  # one interaction: replay skips SCRAM (its proofs cannot be checked)
+        assert len(out) == 1 and "<redacted>" in text
+        return
+    # a password was asked: the request (with the MD5 salt replay will ask with again),
+    # then the answer, hashed for the account (credentials.hashed), with the rest
+    first, second = out
+    assert [i.summary for i in out] == ["startup alice@shop", "password alice@shop"]
+    assert names(first.responses)[1:] == [
+        "AuthenticationMD5Password" if auth == "md5" else "AuthenticationCleartextPassword"]
+    if auth == "md5":
+        assert first.responses[1] == {"AuthenticationMD5Password": {"salt": "931fb52a"}}
+    answer = b"md53175bce1d3201d16594cebf9d7eb3f9d" if auth == "md5" else b"hunter2"
+    assert second.request == [first.request[1], {"PasswordMessage": hashed(answer, "postgres alice@shop")}]
+    assert names(second.responses) == [type(m).__name__ for m in HANDSHAKE]
 
 
 def test_pipelined_batches_are_separate_interactions():
@@ -202,7 +217,8 @@ def test_failed_login_is_recorded_abandoned_one_is_not():
     failed = record(client(STARTUP), server(be.AuthenticationCleartextPassword()),
                     client(fe.PasswordMessage(b"x")),
                     server(be.ErrorResponse((("S", "FATAL"), ("C", "28P01")))))
-    assert len(failed) == 1 and failed[0].responses[-1]["ErrorResponse"]["C"] == "28P01"
+    assert [i.summary for i in failed] == ["startup alice@shop", "password alice@shop"]
+    assert failed[1].responses == [{"ErrorResponse": {"S": "FATAL", "C": "28P01"}}]
     assert record(client(STARTUP), server(be.AuthenticationSASL(("SCRAM-SHA-256",)))) == []
 
 
@@ -235,3 +251,62 @@ def test_query_after_an_unsynced_batch_ends_that_batch():
                         be.CommandComplete("SELECT 1"), be.ReadyForQuery("I")))
     assert [names(i.request) for i in out[1:]] == [["Parse", "Bind", "Execute"], ["Query"]]
     assert names(out[2].responses) == ["CommandComplete", "ReadyForQuery"]
+
+
+def test_passwords_in_sql_are_redacted_and_still_match_at_replay():
+    from tests.protocols.postgres.build import Replay
+
+    alter = "ALTER ROLE bob PASSWORD 'SCRAM-SHA-256$4096:c2FsdA==$a2V5:c2Vydg=='"  # psql's \password
+    mapping = "CREATE USER MAPPING FOR bob SERVER s OPTIONS (user 'bob', password 'pw1')"
+    done = lambda tag: [be.CommandComplete(tag), be.ReadyForQuery("I")]  # noqa: E731
+    out = record(*logged_in(), client(fe.Query(alter)), server(*done("ALTER ROLE")),
+                 client(fe.Parse("", mapping), fe.Bind(), fe.Execute(), fe.Sync()),
+                 server(be.ParseComplete(), be.BindComplete(), *done("CREATE USER MAPPING")))
+    text = yaml.safe_dump([i.request for i in out])
+    assert "c2FsdA" not in text and "pw1" not in text
+    assert out[1].request == [{"Query": "ALTER ROLE bob PASSWORD '<redacted>'"}]
+    assert out[2].request[0]["Parse"]["query"].endswith("password '<redacted>')")
+    assert out[2].request[1]["Bind"]["query"].endswith("password '<redacted>')")
+    replay = Replay(out)
+    replay.send(STARTUP)
+    # psql picks a new salt every time: any password set matches (which one was set does not count)
+    assert replay.send(fe.Query("ALTER ROLE bob PASSWORD 'SCRAM-SHA-256$4096:b3RoZXI=$x:y'")) == done("ALTER ROLE")
+    assert replay.send(fe.Parse("", mapping.replace("pw1", "pw2")), fe.Bind(), fe.Execute(), fe.Sync())[-2:] == \
+        done("CREATE USER MAPPING")
+    assert replay.missed == []
+
+
+def test_a_terminated_backend_answers_the_next_request_with_its_fatal_error():
+    """pg_terminate_backend from elsewhere: the idle backend sends FATAL and closes; the
+    client finds out at its next request, which is recorded with that answer, and replay
+    then closes the connection as the server did."""
+    from tests.protocols.postgres.build import Replay
+
+    fatal = be.ErrorResponse((("S", "FATAL"), ("C", "57P01"),
+                              ("M", "terminating connection due to administrator command")))
+    out = record(*logged_in(), server(fatal), ("server", b""), client(fe.Query("SELECT 1")),
+                 client(fe.Query("SELECT 2")), ("client", b""), close=False)
+    assert [(i.request, names(i.responses)) for i in out[1:]] == [([{"Query": "SELECT 1"}], ["ErrorResponse"])]
+    replay = Replay(out)
+    replay.send(STARTUP)
+    assert replay.send(fe.Query("SELECT 1")) == [fatal]
+    assert replay.replayer.close_after
+
+
+def test_split_logins_and_terminations_do_not_depend_on_how_bytes_arrive():
+    """The two halves of a password login, hashes and the FATAL of a terminated backend:
+    the same interactions fed whole, byte by byte and cut at every offset."""
+    from tests.support.chunking import bytewise, split_at, total
+
+    fatal = be.ErrorResponse((("S", "FATAL"), ("C", "57P01")))
+    chunks = [client(STARTUP), server(be.AuthenticationMD5Password(b"\x01\x02\x03\x04")),
+              client(fe.PasswordMessage(b"md5" + b"a" * 32)), server(*HANDSHAKE),
+              client(fe.Query("ALTER ROLE x PASSWORD 'y'")),
+              server(be.CommandComplete("ALTER ROLE"), be.ReadyForQuery("I")),
+              server(fatal), ("server", b""), client(fe.Query("SELECT 1")), ("client", b"")]
+    expected = record(*chunks, close=False)
+    assert [i.summary for i in expected] == ["startup alice@shop", "password alice@shop",
+                                             "Query ALTER ROLE x PASSWORD '<redacted>'", "Query SELECT 1"]
+    assert record(*bytewise(chunks), close=False) == expected
+    for offset in range(1, total(chunks)):
+        assert record(*split_at(chunks, offset), close=False) == expected

@@ -8,6 +8,7 @@ from trproxy.protocols.base import Interaction, Lookup, Reply
 from trproxy.protocols.postgres import PostgresReplayer
 from trproxy.protocols.postgres import backend as be
 from trproxy.protocols.postgres import frontend as fe
+from trproxy.protocols.postgres.identity import cancel_key
 
 INT4 = be.FieldDescription("n", 0, 0, 23, 4, -1, 0)
 
@@ -29,7 +30,7 @@ def test_ssl_and_gssenc_requests_are_declined():
     assert [e.data for e in replayer.feed(wire(fe.SSLRequest()))] == [b"N"]
     events = replayer.feed(wire(STARTUP))
     assert len(events) == 1 and isinstance(events[0], Lookup)
-    assert events[0].lifetime == "session"
+    assert events[0].lifetime == "data" and events[0].context["repeat_last"]
 
 
 def test_startup_is_served_from_the_recorded_handshake():
@@ -44,7 +45,8 @@ def test_startup_is_served_from_the_recorded_handshake():
     assert answer[0] == be.AuthenticationOk()  # no password asked: nothing checks it
     assert be.ParameterStatus("server_version", "15.4") in answer
     assert be.ParameterStatus("application_name", "other") in answer  # the live one
-    assert be.BackendKeyData(4242, b"\x01\x02\x03\x04") in answer
+    # the recorded pid; the key is not the recorded secret but one derived from the pid
+    assert be.BackendKeyData(4242, cancel_key(4242)) in answer
     assert answer[-1] == be.ReadyForQuery("I")
     assert not replay.missed
 
@@ -67,8 +69,9 @@ def test_a_recorded_failed_login_fails_again():
                       client(fe.PasswordMessage(b"x")),
                       server(be.ErrorResponse((("S", "FATAL"), ("C", "28P01"), ("M", "bad")))))
     replay = Replay(recorded)
-    answer = login(replay)
-    assert [type(m) for m in answer] == [be.ErrorResponse]
+    assert login(replay) == [be.AuthenticationCleartextPassword()]  # asked, as recorded
+    answer = replay.send(fe.PasswordMessage(b"x"))
+    assert [type(m) for m in answer] == [be.ErrorResponse] and answer[0].get("M") == "bad"
     assert replay.replayer.close_after
 
 

@@ -9,17 +9,21 @@ extended-protocol *batch* (Parse/Bind/Describe/Execute/Close ending at Sync or F
 "Matching and replay rules"), so the store can pick an answer recorded on any
 connection of a pool:
 
-* startup -> ``{"startup": {"user": ..., "database": ...}}`` only: the user and
-  database choose the recorded handshake; application_name, client_encoding and the
-  other options do not (a different client on the same database gets the same
-  ParameterStatus set, and a miss still gets a working default handshake).
+* startup -> ``{"startup": {"user": ..., "database": ...}}``, plus ``"password"``: the
+  hashed cleartext password or MD5 answer (``credentials``) when the request carries
+  one: a login is served only to the same credentials. application_name,
+  client_encoding and the other options do not count (the replayer reports the live
+  ones, ``startup.reflect``; a miss still gets a working default handshake). SCRAM
+  exchanges are not compared (their proofs differ every time): see docs/format.md.
 * SQL text is compared whitespace-insensitively (``sql.match_sql``).
 * statement and portal names are dropped: Bind/Describe/Execute carry the SQL instead.
   A Parse whose statement is bound later in the same batch is dropped too, so the
   first execution (Parse+Bind+Execute) and a later one of an already prepared
   statement (Bind+Execute) have the same key - which connection prepared what differs
   between runs. Close is dropped (the replayer answers it itself).
-* parameters compare by format and bytes (``values.canonical_value``).
+* parameters compare by format and bytes (``values.canonical_value``), except pids given
+  to ``pg_terminate_backend``/``pg_cancel_backend`` (``<pid>``; literals too,
+  ``sql.match_sql``): which backend a live connection plays depends on connect order.
 * COPY FROM STDIN data and anything after the batch's first Sync are dropped: the
   replayer must answer before the client sends them.
 """
@@ -30,8 +34,9 @@ import json
 from typing import Any
 
 from ..base import Lifetime, ProtocolError, Readable
+from ..credentials import is_hashed
 from .readable import item_name
-from .sql import is_session_sql, is_transaction_sql, match_sql, summarize
+from .sql import is_session_sql, is_transaction_sql, match_sql, pid_parameters, summarize
 from .values import canonical_value
 
 STARTUP_NAMES = {"SSLRequest", "GSSENCRequest", "StartupMessage", "PasswordMessage",
@@ -80,8 +85,11 @@ def _batch_key(request: list[dict[str, Any]]) -> list[Readable]:
                 key.append({name: {"query": _sql(v.get("query")),
                                    "param_types": v.get("param_types", [])}})
         elif name == "Bind":
-            key.append({name: {"query": _sql(v.get("query", v.get("statement"))),
-                               "parameters": [canonical_value(p) for p in v.get("parameters", [])],
+            query = v.get("query", v.get("statement"))
+            pids = pid_parameters(query) if isinstance(query, str) else frozenset()
+            key.append({name: {"query": _sql(query),
+                               "parameters": [("<pid>" if i in pids else canonical_value(p))
+                                              for i, p in enumerate(v.get("parameters", []))],
                                "result_formats": v.get("result_formats", [])}})
         elif name == "Describe":
             kind = "statement" if "statement" in v else "portal"
@@ -112,11 +120,15 @@ def _match_key(request: Readable) -> Readable:
     kind = request_kind(request)
     if kind == "startup":
         params: dict[str, Any] = {}
+        key: dict[str, Any] = {}
         for item in request:
-            if item_name(item) == "StartupMessage":
-                params = item["StartupMessage"].get("parameters", {})
+            name = item_name(item)
+            if name == "StartupMessage":
+                params = item[name].get("parameters", {})
+            elif name == "PasswordMessage" and is_hashed(item[name]):
+                key["password"] = item[name]  # a plain <redacted> (older recordings): any
         user = params.get("user")
-        return {"startup": {"user": user, "database": params.get("database", user)}}
+        return {"startup": {"user": user, "database": params.get("database", user), **key}}
     if kind == "query":
         return [{"Query": _sql(request[0]["Query"])}]
     if kind == "function":
@@ -146,7 +158,7 @@ def executed_sql(request: Readable) -> list[str]:
 def lifetime_of(request: Readable) -> Lifetime:
     kind = request_kind(request)
     if kind == "startup":
-        return "session"
+        return "data"  # once per recorded connection: the live one then follows it (identity)
     if kind == "function":
         return "data"
     executed = executed_sql(request)
@@ -168,7 +180,8 @@ def summary_of(request: Readable) -> str:
     kind = request_kind(request)
     if kind == "startup":
         key = match_key(request)["startup"]
-        return f"startup {key['user']}@{key['database']}"
+        step = "password" if any(item_name(i) == "PasswordMessage" for i in request) else "startup"
+        return f"{step} {key['user']}@{key['database']}"
     if kind == "function":
         return f"FunctionCall {request[0]['FunctionCall'].get('function_oid')}"
     executed = executed_sql(request)

@@ -21,15 +21,19 @@ the server now waits for the client's COPY data (``Rendered.paused``).
 
 ReadyForQuery's transaction status: a session-lifetime answer may be served in any
 transaction state, so it gets the live status; a data answer keeps the recorded one.
+The rows of ``SELECT pg_backend_pid()`` go through ``pid_row`` (the replayer puts the
+live connection's pid in them, ``identity``), whichever recorded connection answered.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import backend as be
 from . import frontend as fe
+from .identity import is_backend_pid_sql
 from .names import learn_description
 
 _STRAY = (be.ParseComplete, be.CloseComplete)
@@ -62,6 +66,7 @@ class _Walk:
         self.i = 0
         self.session = session
         self.out = Rendered(tx=tx)
+        self.pid_row: Callable[[be.DataRow], be.DataRow] | None = None
 
     def peek(self) -> Any:
         while self.i < len(self.r) and isinstance(self.r[self.i], be.ASYNC_TYPES):
@@ -105,9 +110,10 @@ class _Errored(Exception):
 
 
 def render_batch(live: list[tuple[Any, Any]], recorded: list[Any], *, session: bool,
-                 tx: str) -> Rendered:
+                 tx: str, pid_row: Callable[[be.DataRow], be.DataRow] | None = None) -> Rendered:
     """Answer the live batch ``live`` ([(message, statement-or-portal)]) from ``recorded``."""
     w = _Walk(recorded, session, tx)
+    w.pid_row = pid_row
     errored = False
     for msg, ref in live:
         if errored:
@@ -159,6 +165,8 @@ def _answer(w: _Walk, msg: Any, ref: Any) -> bool:
         learn_description(ref, params, rows if isinstance(rows, be.RowDescription) else None)
     elif isinstance(msg, fe.Execute):
         w.skip_stray()
+        pid_row = w.pid_row if w.pid_row is not None and is_backend_pid_sql(
+            getattr(ref, "query", None)) else None
         while True:
             got = w.expect(be.DataRow, *_END_OF_EXECUTE, be.CopyInResponse, be.CopyOutResponse,
                            be.CopyBothResponse, fe.CopyData, fe.CopyDone)
@@ -166,6 +174,8 @@ def _answer(w: _Walk, msg: Any, ref: Any) -> bool:
                 return True
             if isinstance(got, _END_OF_EXECUTE):
                 break
+            if pid_row is not None and isinstance(got, be.DataRow):
+                w.out.messages[-1] = pid_row(got)
     elif isinstance(msg, fe.Sync):
         nxt = w.skip_stray()
         if isinstance(nxt, be.ReadyForQuery):
