@@ -47,6 +47,15 @@ def test_a_backend_terminated_by_its_pid_however_connections_are_ordered(tmp_pat
     assert len(keys) == 2 and {k["secret_key"] for k in keys} == {"<redacted>"}
 
 
+def test_a_backend_that_terminates_itself_hangs_up_at_replay_too(tmp_path, postgres_server):
+    """The server answers FATAL without ReadyForQuery and closes: replay closes too (libpq
+    would wait for ReadyForQuery forever), and PQreset logs in again."""
+    recorded, replayed, _ = record_then_replay(tmp_path, postgres_server, app("suicide", "trproxy"), "forward")
+    assert recorded.stdout.splitlines() == ["FATAL_ERROR None BAD", "after reset OK b'42'"]
+    assert replayed.stdout == recorded.stdout
+    assert misses(replayed.stderr) == 0
+
+
 def test_asyncpg_pool_reports_one_pid_per_connection_and_terminates_by_it(tmp_path, postgres_server):
     recorded, replayed, _ = record_then_replay(tmp_path, postgres_server, app("kill-asyncpg", "trproxy"),
                                                "forward")

@@ -7,6 +7,8 @@ replayed run compare as text. Nothing printed depends on the run (no raw pids).
   ``victim-first``) or killer first; the victim's pid from BackendKeyData agrees with
   ``pg_backend_pid()`` and with the pid of its NOTIFY; the killer terminates it with
   ``pg_terminate_backend(pid)``; the victim's next query fails as the server said.
+* ``suicide PASSWORD``: ``pg_terminate_backend(pg_backend_pid())`` (the server answers
+  FATAL and hangs up mid-query), then libpq's ``PQreset`` logs in again.
 * ``kill-asyncpg PASSWORD``: a pool of two; each connection's ``get_server_pid()`` agrees
   with ``pg_backend_pid()``; one terminates the other.
 * ``settings PASSWORD APP DATESTYLE TIMEZONE ENCODING``: psycopg and asyncpg connect with
@@ -53,6 +55,20 @@ def kill_psycopg(host: str, port: str, password: str, order: str) -> None:
         print("victim:", type(exc).__name__, exc.sqlstate)
     victim.close()
     killer.close()
+
+
+def suicide(host: str, port: str, password: str) -> None:
+    import psycopg
+    from psycopg import pq
+
+    conn = psycopg.connect(dsn(host, port, password), autocommit=True)
+    pgconn = conn.pgconn
+    result = pgconn.exec_(b"select pg_terminate_backend(pg_backend_pid())")
+    print(pq.ExecStatus(result.status).name, result.error_field(pq.DiagnosticField.SQLSTATE),
+          pq.ConnStatus(pgconn.status).name)
+    pgconn.reset()
+    print("after reset", pq.ConnStatus(pgconn.status).name, pgconn.exec_(b"select 6 * 7").get_value(0, 0))
+    pgconn.finish()
 
 
 def kill_asyncpg(host: str, port: str, password: str) -> None:
@@ -143,7 +159,7 @@ def set_passwords(host: str, port: str, password: str, new: str) -> None:
         print("roles", conn.execute("SELECT count(*) FROM pg_roles WHERE rolname = 'app'").fetchone())
 
 
-SCENARIOS = {"kill-psycopg": kill_psycopg, "kill-asyncpg": kill_asyncpg, "settings": settings,
+SCENARIOS = {"kill-psycopg": kill_psycopg, "suicide": suicide, "kill-asyncpg": kill_asyncpg, "settings": settings,
              "big-bind": big_bind, "logins": logins, "set-passwords": set_passwords}
 
 if __name__ == "__main__":
