@@ -310,3 +310,52 @@ def test_split_logins_and_terminations_do_not_depend_on_how_bytes_arrive():
     assert record(*bytewise(chunks), close=False) == expected
     for offset in range(1, total(chunks)):
         assert record(*split_at(chunks, offset), close=False) == expected
+
+
+def test_a_backend_terminating_itself_mid_batch_hangs_up_at_replay():
+    """psycopg's test_broken: the server answers the row, then FATAL, and closes; replay
+    must not add a ReadyForQuery after it (the client would wait for more) and closes."""
+    from tests.protocols.postgres.build import Replay
+
+    kill = [fe.Parse("", "select pg_terminate_backend($1)", (21,)), fe.Bind("", "", (), (b"77",), ()),
+            fe.Describe("P"), fe.Execute(), fe.Sync()]
+    fatal = be.ErrorResponse((("S", "FATAL"), ("C", "57P01")))
+    answer = [be.ParseComplete(), be.BindComplete(), be.RowDescription((INT4,)), be.DataRow((b"t",)), fatal]
+    out = record(*logged_in(), client(*kill), server(*answer))
+    replay = Replay(out)
+    replay.send(STARTUP)
+    assert replay.send(*kill) == answer and replay.replayer.close_after
+    simple = record(*logged_in(), client(fe.Query("select pg_terminate_backend(pg_backend_pid())")),
+                    server(be.RowDescription((INT4,)), fatal, be.ReadyForQuery("I")))
+    replay = Replay(simple)
+    replay.send(STARTUP)
+    assert replay.send(fe.Query("select pg_terminate_backend(pg_backend_pid())"))[-1] == fatal
+    assert replay.replayer.close_after
+
+
+def test_notifications_that_arrive_while_idle_join_the_last_interaction():
+    """After LISTEN the client may wait without sending anything (psycopg's notifies()):
+    a notification then is kept with the last answer (which becomes data) instead of
+    waiting for a request that never comes; replay sends it right after that answer."""
+    from tests.protocols.postgres.build import Replay
+
+    note = be.NotificationResponse(77, "foo", "hi")
+    chunks = [*logged_in(), client(fe.Query("listen foo")),
+              server(be.CommandComplete("LISTEN"), be.ReadyForQuery("I")), server(note),
+              client(fe.Query("SELECT 1")), server(be.CommandComplete("SELECT 1"), be.ReadyForQuery("I")),
+              server(be.NotificationResponse(77, "foo", "again")), client(fe.Terminate())]
+    out = record(*chunks)
+    listen = out[1]
+    assert listen.request == [{"Query": "listen foo"}] and listen.lifetime == "data"
+    assert names(listen.responses) == ["CommandComplete", "ReadyForQuery", "NotificationResponse"]
+    assert out[2].responses[-1] == {"NotificationResponse": {"process_id": 77, "channel": "foo",
+                                                             "payload": "again"}}
+    from tests.support.chunking import bytewise
+    assert record(*bytewise(chunks)) == out
+    replay = Replay(out)
+    replay.send(STARTUP)
+    assert replay.send(fe.Query("listen foo"))[-1] == note
+    # without LISTEN nothing is held: a notice with nothing pending waits for the next request
+    quiet = record(*logged_in(), client(fe.Query("SELECT 1")),
+                   server(be.CommandComplete("SELECT 1"), be.ReadyForQuery("I")), close=False)
+    assert [i.summary for i in quiet] == ["startup alice@shop", "Query SELECT 1"]

@@ -22,9 +22,13 @@ A cursor walks each batch's messages as the answers arrive, so DataRows are read
 with the right column formats and types (from Bind and RowDescription, possibly of an
 earlier batch) and a reply that fits no request raises ``UnexpectedMessage``.
 NoticeResponse/ParameterStatus/NotificationResponse that arrive with nothing pending
-are kept for the next interaction; so is an ErrorResponse, which is how a backend
-terminated from elsewhere (``pg_terminate_backend``) says FATAL before it closes: the
-client's next request is then recorded with that error as its whole answer. Batches of
+are kept for the next interaction - except on a connection that ran LISTEN: there the
+last interaction is held until the client's next message or the end of the connection,
+and notifications arriving while the client is idle join it (it becomes "data"), so
+replay sends them after that answer instead of losing them when no request follows. An
+ErrorResponse that arrives with nothing pending is kept for the next interaction too:
+that is how a backend terminated from elsewhere (``pg_terminate_backend``) says FATAL
+before it closes; the client's next request is recorded with that error as its answer. Batches of
 only Parse/Close/Sync/Flush are not recorded: the replayer answers them itself
 (``matching.is_trivial``). CancelRequest connections record nothing.
 """
@@ -39,9 +43,10 @@ from ..base import NEED_DATA, Direction, Interaction, ProtocolError, Readable, U
 from . import backend as be
 from . import frontend as fe
 from .codec import PostgresCodec
-from .matching import is_trivial, lifetime_of, summary_of
+from .matching import executed_sql, is_trivial, lifetime_of, summary_of
 from .names import Names, Portal, Statement, learn_description, shape_of
 from .readable import RowShape, item_name, password_item, request_item, response_item
+from .sql import first_words
 
 _EXTENDED = (fe.Parse, fe.Bind, fe.Describe, fe.Execute, fe.Close)
 _END_OF_EXECUTE = (be.CommandComplete, be.EmptyQueryResponse, be.PortalSuspended)
@@ -81,6 +86,8 @@ class PostgresRecorder:
         self._startup: _Group | None = None
         self._startup_params: dict[str, str] = {}
         self._server_gone = False
+        self._listening = False  # the connection ran LISTEN: notifications come while idle
+        self._held: Interaction | None = None  # the last interaction, open for notifications
 
     # --- Recorder API ------------------------------------------------------------------
 
@@ -91,6 +98,7 @@ class PostgresRecorder:
             sender: Direction = event[0]  # type: ignore[index]
             msg: Any = event[1]  # type: ignore[index]
             if sender is Direction.CLIENT:
+                self._release(out)  # the client spoke again: what it waited for is complete
                 self._client(msg)
                 if self._server_gone:
                     self._unanswerable()
@@ -100,7 +108,14 @@ class PostgresRecorder:
         if not data and direction is Direction.SERVER:
             self._server_closed()
             self._emit(out)
+        if not data:
+            self._release(out)
         return out
+
+    def _release(self, out: list[Interaction]) -> None:
+        if self._held is not None:
+            out.append(self._held)
+            self._held = None
 
     # --- client side -------------------------------------------------------------------
 
@@ -200,6 +215,10 @@ class PostgresRecorder:
         if isinstance(msg, be.GSSENCResponse) and msg.code == "G":
             raise ProtocolError("GSSAPI encryption negotiated: the session cannot be recorded")
         head = self._head()
+        if head is None and self._held is not None and isinstance(msg, be.NotificationResponse):
+            self._held.responses.append(response_item(msg))
+            self._held.lifetime = "data"  # served once, with what arrived after it
+            return
         if head is None:
             if isinstance(msg, (*be.ASYNC_TYPES, be.ErrorResponse)):
                 self._orphans.append(response_item(msg))
@@ -344,8 +363,19 @@ class PostgresRecorder:
                 if any("ReadyForQuery" in r or "ErrorResponse" in r for r in group.responses):
                     out += _startup_interactions(group.items, group.responses)
                 continue  # else abandoned before the end of authentication (psql asks a password)
-            out.append(Interaction(group.items, group.responses, lifetime_of(group.items),
-                                   summary_of(group.items)))
+            done = Interaction(group.items, group.responses, lifetime_of(group.items),
+                               summary_of(group.items))
+            self._release(out)
+            self._listening = self._listening or _listens(group.items)
+            if self._listening and not self._pending:
+                self._held = done
+            else:
+                out.append(done)
+
+
+def _listens(items: list[Readable]) -> bool:
+    return any(word.upper() == "LISTEN" for sql in executed_sql(items) if "listen" in sql.lower()
+               for word in first_words(sql))
 
 
 _PASSWORD_REQUESTS = ("AuthenticationCleartextPassword", "AuthenticationMD5Password")

@@ -19,6 +19,9 @@ skipped up to Sync, like the server does. NoticeResponse/ParameterStatus/
 NotificationResponse pass through where they were. A CopyInResponse pauses the walk:
 the server now waits for the client's COPY data (``Rendered.paused``).
 
+A FATAL (or PANIC) error ends the answer (``Rendered.fatal``): the server closed the
+session after it, so no ReadyForQuery follows and the replayer hangs up.
+
 ReadyForQuery's transaction status: a session-lifetime answer may be served in any
 transaction state, so it gets the live status; a data answer keeps the recorded one.
 The rows of ``SELECT pg_backend_pid()`` go through ``pid_row`` (the replayer puts the
@@ -54,6 +57,7 @@ class Rendered:
     tx: str = "I"
     errored: bool = False  # ended in an error without reaching Sync: skip to Sync
     paused: list[Any] | None = None  # recorded answers left after a CopyInResponse
+    fatal: bool = False  # a FATAL/PANIC error: the server closed the session after it
 
 
 def status_after_error(tx: str) -> str:
@@ -79,8 +83,10 @@ class _Walk:
         self.i += 1
         if isinstance(msg, be.ReadyForQuery):
             msg = self.ready(msg.status)
-        elif isinstance(msg, be.ErrorResponse) and self.out.tx == "T":
-            self.out.tx = "E"
+        elif isinstance(msg, be.ErrorResponse):
+            if self.out.tx == "T":
+                self.out.tx = "E"
+            self.out.fatal = msg.get("S") in ("FATAL", "PANIC")
         self.out.messages.append(msg)
         return msg
 
@@ -116,6 +122,8 @@ def render_batch(live: list[tuple[Any, Any]], recorded: list[Any], *, session: b
     w.pid_row = pid_row
     errored = False
     for msg, ref in live:
+        if w.out.fatal:
+            return w.out  # the server hung up: nothing more, not even ReadyForQuery
         if errored:
             if isinstance(msg, fe.Sync):
                 w.skip_stray()
@@ -188,7 +196,7 @@ def _answer(w: _Walk, msg: Any, ref: Any) -> bool:
 def render_simple(recorded: list[Any], *, session: bool, tx: str) -> Rendered:
     """Query or FunctionCall: the recorded answers as they are, up to a CopyInResponse."""
     w = _Walk(recorded, session, tx)
-    while w.i < len(w.r):
+    while w.i < len(w.r) and not w.out.fatal:
         msg = w.take()
         if isinstance(msg, be.CopyInResponse):
             w.out.paused = w.r[w.i:]

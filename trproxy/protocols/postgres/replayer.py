@@ -225,6 +225,7 @@ class PostgresReplayer:
             rendered, _ = resume_copy(copy["remaining"], session=copy["session"], tx=self.tx,
                                       until_execute_end=copy["extended"])
             self.tx = rendered.tx
+            self.close_after = self.close_after or rendered.fatal
             out.append(Reply(self._encode(rendered.messages)))
         elif isinstance(msg, fe.CopyFail):
             self._copy = None
@@ -297,8 +298,7 @@ class PostgresReplayer:
 
     def _finish(self, lookup: Lookup, rendered: Rendered) -> bytes:
         self.tx = rendered.tx
-        last = rendered.messages[-1] if rendered.messages else None
-        if isinstance(last, be.ErrorResponse) and last.get("S") in ("FATAL", "PANIC"):
+        if rendered.fatal:
             self.close_after = True  # the server ended the session (pg_terminate_backend)
         data = self._encode(rendered.messages)
         if rendered.paused is not None:

@@ -138,6 +138,12 @@ _TRANSACTION_COMMANDS = {"BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT",
                          "RELEASE"}
 
 
+def first_words(sql: str) -> list[str]:
+    """The first word of each statement of ``sql`` (``["LISTEN", "SELECT"]``)."""
+    found = (_WORD.search(_strip_comments(s)) for s in split_statements(sql))
+    return [m.group(0) for m in found if m is not None]
+
+
 @lru_cache(maxsize=4096)
 def is_transaction_sql(sql: str) -> bool:
     """True when every statement only starts or ends a transaction (or a savepoint): its
