@@ -162,3 +162,24 @@ def test_psql_passwords_in_scripts(tmp_path, postgres_server):
     assert misses(replayed.stderr) == 0
     assert "Psql-Secret-1" not in mocks and "password=trproxy" not in mocks
     assert "password=<redacted>" in mocks
+
+
+def test_scram_logins_replay_as_password_logins(tmp_path, postgres_server):
+    """SCRAM cannot be replayed; replay asks for the password in cleartext: any password
+    logs in (nothing recorded can check it), a client without one fails as against the
+    server, and libpq reports the password as used."""
+    def psql(port: int) -> list[str]:
+        return ["psql", "-X", "-A", "-t", "-w", "-h", "127.0.0.1", "-p", str(port), "-U", "trproxy",
+                "-d", "trproxy", "-c", "SELECT 6 * 7"]
+
+    recording, port = tmp_path / "rec", free_port()
+    forward = ["--no-redirect", "--forward", f"127.0.0.1:{port}=127.0.0.1:{postgres_server.port}"]
+    recorded = run_trproxy("record", "--dir", str(recording), *forward, "--", *psql(port),
+                           env={"PGPASSWORD": "trproxy"})
+    assert recorded.stdout == "42\n", recorded.stderr
+    postgres_server.stop()
+    other = run_trproxy("replay", "--dir", str(recording), *forward, "--", *psql(port),
+                        env={"PGPASSWORD": "not-the-recorded-one"})
+    assert other.stdout == "42\n" and misses(other.stderr) == 0
+    none = run_trproxy("replay", "--dir", str(recording), *forward, "--", *psql(port), env={"PGPASSWORD": ""})
+    assert none.returncode != 0 and "no password supplied" in none.stderr, none.stderr

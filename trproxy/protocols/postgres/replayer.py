@@ -16,10 +16,11 @@ recorded connection in connect order (the last one again when more connect), so 
 live connection follows that recorded connection and takes its identity
 (``identity``). ``respond`` renders AuthenticationOk + the recorded ParameterStatus (with
 the live client's settings reported, ``startup.reflect``) + the live BackendKeyData +
-ReadyForQuery. A SASL (SCRAM) exchange is skipped: its proofs cannot be checked without
-the server's secrets. When the recording asked for a cleartext or MD5 password, the
-same request (the recorded MD5 salt) goes to the client and its answer, hashed, is a
-second lookup: only the recorded credentials get the recorded login. ``miss`` on a
+ReadyForQuery. A SASL (SCRAM) exchange cannot be replayed (it needs the server's keys):
+replay asks for the password in cleartext instead (the client still sees a password
+login and must have one) and takes any. When the recording asked for a cleartext or MD5
+password, the same request (the recorded MD5 salt) goes to the client and its answer,
+hashed, is a second lookup: only the recorded credentials get the recorded login. ``miss`` on a
 startup synthesizes a working default handshake; on a password, fails the login
 (SQLSTATE 28P01). A miss on a query answers ErrorResponse (SQLSTATE XX000,
 "trproxy: no recording for ...") then ReadyForQuery, or - in a batch that ended at
@@ -110,6 +111,7 @@ class PostgresReplayer:
         self.cancel: tuple[int, bytes] | None = None  # a CancelRequest's (pid, key)
         self._startup: fe.StartupMessage | None = None
         self._asked = False  # a password was asked for: the next PasswordMessage answers it
+        self._after_password: list[Readable] | None = None  # SCRAM: the handshake to send then
         self._negotiated: be.NegotiateProtocolVersion | None = None  # sent before the password
         self.names = Names()
         self.tx = "I"
@@ -148,6 +150,9 @@ class PostgresReplayer:
             item = request_item(msg)
             out.append(Lookup([item], "data", summary_of([item]), True,
                               {"kind": "startup", "handshake": True, "repeat_last": True}))
+        elif isinstance(msg, fe.PasswordMessage) and self._after_password is not None:
+            recorded, self._after_password = self._after_password, None
+            out.append(Reply(self._encode(self._handshake(recorded))))  # SCRAM: not checkable
         elif isinstance(msg, fe.PasswordMessage) and self._asked and self._startup is not None:
             self._asked = False
             request = [request_item(self._startup), password_item(msg, self._startup.params)]
@@ -247,6 +252,12 @@ class PostgresReplayer:
                 self._negotiated = next((m for m in asked if isinstance(m, be.NegotiateProtocolVersion)),
                                         None)
                 return self._encode(asked)
+            if any(item_name(r) == "AuthenticationSASL" for r in responses):
+                # the server asked for a password (SCRAM): so does replay, in cleartext to
+                # this local proxy, since a SCRAM exchange needs the server's keys; any
+                # password is taken (nothing recorded can check it)
+                self._after_password = responses
+                return self._encode([be.AuthenticationCleartextPassword()])
             return self._encode(self._handshake(responses))
         if kind == "login":
             return self._encode(self._handshake(responses))
