@@ -36,7 +36,14 @@ from typing import Any
 from ..base import Lifetime, ProtocolError, Readable
 from ..credentials import is_hashed
 from .readable import item_name
-from .sql import is_session_sql, is_transaction_sql, match_sql, pid_parameters, summarize
+from .sql import (
+    is_schema_sql,
+    is_session_sql,
+    is_transaction_sql,
+    match_sql,
+    pid_parameters,
+    summarize,
+)
 from .values import canonical_value
 
 STARTUP_NAMES = {"SSLRequest", "GSSENCRequest", "StartupMessage", "PasswordMessage",
@@ -168,12 +175,13 @@ def lifetime_of(request: Readable) -> Lifetime:
 
 
 def repeats(request: Readable) -> bool:
-    """Transaction control only (BEGIN, COMMIT, ROLLBACK, SAVEPOINT...): once its recorded
-    answers are used up the last one serves again, so an app (or a pool) that opens a
-    different number of transactions at replay does not miss on them."""
+    """Transaction control (BEGIN, COMMIT, ROLLBACK, SAVEPOINT...) and schema changes
+    (CREATE, DROP, ALTER...): once its recorded answers are used up the last one serves
+    again, so an app (or a pool) that opens a different number of transactions at replay,
+    or a test suite that runs its setup again, does not miss on them."""
     executed = executed_sql(request)
     return request_kind(request) in ("query", "batch") and bool(executed) and all(
-        is_transaction_sql(q) for q in executed)
+        is_transaction_sql(q) or is_schema_sql(q) for q in executed)
 
 
 def summary_of(request: Readable) -> str:

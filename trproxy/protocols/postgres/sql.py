@@ -157,6 +157,27 @@ def is_transaction_sql(sql: str) -> bool:
                                for w in words)
 
 
+_SCHEMA_COMMANDS = {"CREATE", "DROP", "ALTER", "TRUNCATE", "COMMENT", "GRANT", "REVOKE"}
+_FILLED_FROM_A_QUERY = re.compile(r"\bAS[\s(]+(SELECT|WITH|VALUES|TABLE|EXECUTE)\b", re.I)
+
+
+@lru_cache(maxsize=4096)
+def is_schema_sql(sql: str) -> bool:
+    """True when every statement changes the schema (CREATE/DROP/ALTER/TRUNCATE/COMMENT/
+    GRANT/REVOKE): its answer is a command tag, not data, so replay may give it again
+    when a setup runs more often than it was recorded. Not ``CREATE ... AS SELECT``, whose
+    tag counts rows."""
+    stmts = split_statements(sql)
+    for stmt in stmts:
+        word = _WORD.search(_strip_comments(stmt))
+        if word is None or word.group(0).upper() not in _SCHEMA_COMMANDS:
+            return False
+        code = "".join(tok for kind, tok in _scan(stmt) if kind not in ("quoted", "comment"))
+        if _FILLED_FROM_A_QUERY.search(code):
+            return False
+    return bool(stmts)
+
+
 _DEALLOCATE = re.compile(r"^(DEALLOCATE\s+(?:PREPARE\s+)?)(?!ALL\b)(\S+)", re.I)
 # a backend pid given to a function that signals it: pids differ between runs
 _PID_ARGUMENT = re.compile(r"(\bpg_(?:terminate|cancel)_backend\s*\(\s*)(\$?)([0-9]+)", re.I)

@@ -14,12 +14,16 @@
   GET``, ``ACL GETUSER`` passwords, ``ACL LIST``'s ``#<sha256>``);
 * ``match_key``: command names (and subcommands) case-insensitive; handshake values
   that differ between runs and libraries (``CLIENT SETINFO LIB-VER``, ``HELLO``'s
-  ``SETNAME``) dropped; ``AUTH pass`` is ``AUTH default pass``.
+  ``SETNAME``) dropped; ``AUTH pass`` is ``AUTH default pass``; the members of commands
+  whose answer does not depend on their order (``SADD``, ``PFADD``, ``DEL``...) compared
+  as a multiset: clients pass a set's members in its iteration order, which differs
+  between runs (Python's string hashing).
 """
 
 from __future__ import annotations
 
 import enum
+import json
 import re
 from collections.abc import Callable
 
@@ -321,12 +325,22 @@ def _upper(arg: Readable) -> Readable:
     return arg.upper() if isinstance(arg, str) else arg
 
 
+# commands whose answer does not depend on the order of their arguments after the first
+# N (a count, a flag, a set): name -> N
+_UNORDERED = {"SADD": 1, "SREM": 1, "PFADD": 1, "PFCOUNT": 0, "PFMERGE": 1, "DEL": 0,
+              "UNLINK": 0, "EXISTS": 0, "TOUCH": 0, "HDEL": 1, "ZREM": 1, "SINTER": 0,
+              "SUNION": 0, "SINTERSTORE": 1, "SUNIONSTORE": 1, "WATCH": 0}
+
+
 def match_key(request: Readable) -> Readable:
     """The normalized request compared at replay (see the module docstring)."""
     if not isinstance(request, list) or not request:
         return request
     name = _upper(request[0])
     rest = list(request[1:])
+    fixed = _UNORDERED.get(name) if isinstance(name, str) else None
+    if fixed is not None and len(rest) > fixed + 1:
+        rest[fixed:] = sorted(rest[fixed:], key=lambda a: json.dumps(a, sort_keys=True))
     if isinstance(name, str) and name.encode() in CONTAINERS and rest:
         rest[0] = _upper(rest[0])
     if name == "HELLO":  # protocol version and credentials; SETNAME's value differs by run
