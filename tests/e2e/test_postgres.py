@@ -64,7 +64,7 @@ def test_clients_replay_what_they_recorded(tmp_path, postgres_server, mode: str,
     docs = documents(mocks)
     assert {d["kind"] for d in docs} == {"postgres"}
     startups = [d for d in docs if d["spec"]["summary"].startswith("startup")]
-    assert startups and all(d["spec"]["lifetime"] == "data" for d in startups)  # one per connection
+    assert startups and all(d["spec"]["lifetime"] == "session" for d in startups)
     assert "<redacted>" in mocks and "c=biws" not in mocks  # SCRAM never reaches disk
     if client == "psycopg":
         assert "error 42P01" in recorded.stdout

@@ -57,15 +57,16 @@ def server_messages(data: bytes, start: str = "ready") -> list[Any]:
 
 class Replay:
     """A replayer driven like the proxy drives it, answering Lookups from a list of
-    recorded interactions matched by match_key (or missing); ``data`` ones are used once,
-    and the last used one serves again for a lookup that asks so (``repeat_last``).
+    recorded interactions matched by match_key (or missing), as the store does: each
+    recording is served once, in order; then the last one of a key again if it is
+    ``session`` or the lookup asks so (``repeat_last``).
     Each has its own ``Backends`` unless given one (several connections of one run)."""
 
     def __init__(self, recorded: list[Interaction] = (), backends: Backends | None = None) -> None:
         from trproxy.protocols.postgres import match_key
         self.replayer = PostgresReplayer(backends=backends or Backends())
         self.recorded = list(recorded)
-        self.used: list[Interaction] = []
+        self.used: set[int] = set()
         self.key = match_key
         self.lookups: list[Lookup] = []
         self.missed: list[Lookup] = []
@@ -79,17 +80,17 @@ class Replay:
                 continue
             self.lookups.append(event)
             key = self.key(event.request)
-            match = next((i for i in self.recorded if self.key(i.request) == key), None)
-            if match is None and event.context.get("repeat_last"):
-                match = next((i for i in reversed(self.used) if self.key(i.request) == key), None)
+            candidates = [n for n, i in enumerate(self.recorded) if self.key(i.request) == key]
+            match = next((n for n in candidates if n not in self.used), None)
+            if match is None and candidates and (
+                    self.recorded[candidates[-1]].lifetime == "session" or event.context.get("repeat_last")):
+                match = candidates[-1]
             if match is None:
                 self.missed.append(event)
                 out += self.replayer.miss(event, "not recorded")
             else:
-                if match.lifetime == "data" and match in self.recorded:
-                    self.recorded.remove(match)
-                    self.used.append(match)
-                out += self.replayer.respond(event, match.responses)
+                self.used.add(match)  # positions in ``recorded``
+                out += self.replayer.respond(event, self.recorded[match].responses)
         return self.decode(out)
 
     def decode(self, data: bytes) -> list[Any]:

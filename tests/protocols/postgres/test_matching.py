@@ -108,8 +108,8 @@ def test_startup_key_is_user_database_and_hashed_password():
     pw = hashed(b"pw", "postgres a@a")
     assert match_key(startup(pw, user="a")) == {"startup": {"user": "a", "database": "a", "password": pw}}
     assert match_key(startup(pw, user="a")) != match_key(startup(hashed(b"pw2", "postgres a@a"), user="a"))
-    # once per recorded connection, whose identity the live one takes
-    assert lifetime_of(startup(user="a")) == "data"
+    # served in recorded order, the last one again: the live connection takes its identity
+    assert lifetime_of(startup(user="a")) == "session"
     assert summary_of(startup(pw, user="a")) == "password a@a"
     assert summary_of(startup(user="a")[:2]) == "startup a@a"
 

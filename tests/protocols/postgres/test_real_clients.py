@@ -139,7 +139,7 @@ def test_psycopg(postgres_server):
     assert row[3] == {"binary": "bool", "value": True}
     lifetimes = {i.summary: i.lifetime for i in interactions}
     assert lifetimes["Query SHOW server_version_num"] == "session"
-    assert lifetimes["startup trproxy@trproxy"] == "data"  # one per connection: it has an identity
+    assert lifetimes["startup trproxy@trproxy"] == "session"
     assert_split_independent(relay)
 
 

@@ -32,7 +32,7 @@ def test_simple_query():
                                {"CommandComplete": "SELECT 2"}, {"ReadyForQuery": "I"}]
     assert q.lifetime == "data"
     startup = out[0]
-    assert startup.lifetime == "data"
+    assert startup.lifetime == "session"
     # the cancel key is a secret (it lets anyone cancel that backend's queries)
     assert {"BackendKeyData": {"process_id": 4242, "secret_key": "<redacted>"}} in startup.responses
     assert {"ParameterStatus": {"server_version": "15.4"}} in startup.responses
@@ -69,7 +69,7 @@ def test_secrets_never_reach_the_recording(auth):
         assert s.hex() not in text
     assert names(out[0].request)[:2] == ["SSLRequest", "StartupMessage"]
     assert out[0].responses[0] == {"SSLResponse": "N"}
-    assert all(i.lifetime == "data" for i in out)
+    assert all(i.lifetime == "session" for i in out)
     if auth == "scram":  # one interaction: replay skips SCRAM (its proofs cannot be checked)
         assert len(out) == 1 and "<redacted>" in text
         return
@@ -335,27 +335,30 @@ def test_a_backend_terminating_itself_mid_batch_hangs_up_at_replay():
 
 def test_notifications_that_arrive_while_idle_join_the_last_interaction():
     """After LISTEN the client may wait without sending anything (psycopg's notifies()):
-    a notification then is kept with the last answer (which becomes data) instead of
-    waiting for a request that never comes; replay sends it right after that answer."""
+    a notification that arrives then goes with the next request if one comes (the server
+    sent it before that answer), else it is kept with the last answer (which becomes
+    data) instead of being lost; replay sends it right after that answer."""
     from tests.protocols.postgres.build import Replay
+    from tests.support.chunking import bytewise
 
     note = be.NotificationResponse(77, "foo", "hi")
-    chunks = [*logged_in(), client(fe.Query("listen foo")),
-              server(be.CommandComplete("LISTEN"), be.ReadyForQuery("I")), server(note),
-              client(fe.Query("SELECT 1")), server(be.CommandComplete("SELECT 1"), be.ReadyForQuery("I")),
+    listen = [client(fe.Query("listen foo")), server(be.CommandComplete("LISTEN"), be.ReadyForQuery("I"))]
+    chunks = [*logged_in(), *listen, server(note), client(fe.Query("SELECT 1")),
+              server(be.CommandComplete("SELECT 1"), be.ReadyForQuery("I")),
               server(be.NotificationResponse(77, "foo", "again")), client(fe.Terminate())]
     out = record(*chunks)
-    listen = out[1]
-    assert listen.request == [{"Query": "listen foo"}] and listen.lifetime == "data"
-    assert names(listen.responses) == ["CommandComplete", "ReadyForQuery", "NotificationResponse"]
-    assert out[2].responses[-1] == {"NotificationResponse": {"process_id": 77, "channel": "foo",
-                                                             "payload": "again"}}
-    from tests.support.chunking import bytewise
     assert record(*bytewise(chunks)) == out
-    replay = Replay(out)
+    assert out[1].request == [{"Query": "listen foo"}] and out[1].lifetime == "session"
+    assert names(out[2].responses) == ["NotificationResponse", "CommandComplete", "ReadyForQuery",
+                                       "NotificationResponse"]  # "again": no request followed
+    assert out[2].lifetime == "data"
+    idle = record(*logged_in(), *listen, server(note), client(fe.Terminate()))
+    assert names(idle[1].responses) == ["CommandComplete", "ReadyForQuery", "NotificationResponse"]
+    assert idle[1].lifetime == "data"
+    replay = Replay(idle)
     replay.send(STARTUP)
     assert replay.send(fe.Query("listen foo"))[-1] == note
-    # without LISTEN nothing is held: a notice with nothing pending waits for the next request
+    # without LISTEN nothing is held
     quiet = record(*logged_in(), client(fe.Query("SELECT 1")),
                    server(be.CommandComplete("SELECT 1"), be.ReadyForQuery("I")), close=False)
     assert [i.summary for i in quiet] == ["startup alice@shop", "Query SELECT 1"]

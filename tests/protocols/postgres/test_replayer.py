@@ -9,6 +9,7 @@ from trproxy.protocols.postgres import PostgresReplayer
 from trproxy.protocols.postgres import backend as be
 from trproxy.protocols.postgres import frontend as fe
 from trproxy.protocols.postgres.identity import cancel_key
+from trproxy.protocols.postgres.render import error_response
 
 INT4 = be.FieldDescription("n", 0, 0, 23, 4, -1, 0)
 
@@ -30,7 +31,7 @@ def test_ssl_and_gssenc_requests_are_declined():
     assert [e.data for e in replayer.feed(wire(fe.SSLRequest()))] == [b"N"]
     events = replayer.feed(wire(STARTUP))
     assert len(events) == 1 and isinstance(events[0], Lookup)
-    assert events[0].lifetime == "data" and events[0].context["repeat_last"]
+    assert events[0].lifetime == "session"
 
 
 def test_startup_is_served_from_the_recorded_handshake():
@@ -243,3 +244,23 @@ def test_query_after_an_unsynced_batch_is_answered_after_it():
         be.ParseComplete(), be.BindComplete(), be.CommandComplete("INSERT 0 1"),
         be.CommandComplete("SELECT 1"), be.ReadyForQuery("I")]
     assert replay.missed == []
+
+
+def test_answers_carry_the_live_transaction_status_unless_they_change_it():
+    """psycopg's suite: 'select 1' recorded outside a transaction, replayed inside one (or
+    the reverse) reports the live status; BEGIN/COMMIT keep what they recorded."""
+    rows = [be.RowDescription((INT4,)), be.DataRow((b"1",)), be.CommandComplete("SELECT 1")]
+    recorded = recorded_session(([fe.Query("select 1")], [*rows, be.ReadyForQuery("I")]),
+                                ([fe.Query("BEGIN")], [be.CommandComplete("BEGIN"), be.ReadyForQuery("T")]),
+                                ([fe.Query("select 1")], [*rows, be.ReadyForQuery("T")]),
+                                ([fe.Query("select 1/0")], [error_response("22012", "division by zero"),
+                                                            be.ReadyForQuery("I")]))
+    replay = Replay(recorded)
+    login(replay)
+    assert replay.send(fe.Query("BEGIN"))[-1] == be.ReadyForQuery("T")
+    assert replay.send(fe.Query("select 1"))[-1] == be.ReadyForQuery("T")  # recorded 'I'
+    assert replay.send(fe.Query("select 1/0"))[-1] == be.ReadyForQuery("E")  # recorded 'I'
+    replay = Replay(recorded)
+    login(replay)
+    replay.used.add(1)  # the first 'select 1' was used by another connection
+    assert replay.send(fe.Query("select 1"))[-1] == be.ReadyForQuery("I")  # recorded 'T'

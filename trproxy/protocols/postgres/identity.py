@@ -6,9 +6,8 @@ own NOTIFYs, and passes pids to ``pg_terminate_backend``/``pg_cancel_backend``. 
 keeps these consistent:
 
 * a live connection takes the identity of the recorded connection whose startup it was
-  served (startups are served once each, in connect order, so it also *follows* that
-  recorded connection: ``matching.lifetime_of``). Its pid is the recorded pid, so the pids
-  recorded in answers read the same at replay. A pid already held by another live
+  served (startups are served in recorded order, the last one again when more connect).
+  Its pid is the recorded pid, so the pids recorded in answers read the same at replay. A pid already held by another live
   connection (more connections at replay than recorded: the last startup serves again)
   is replaced by a free number above any real pid (``SYNTHETIC``);
 * ``SELECT pg_backend_pid()`` answers the live connection's own pid whichever recorded

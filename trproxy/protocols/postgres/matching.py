@@ -37,6 +37,7 @@ from ..base import Lifetime, ProtocolError, Readable
 from ..credentials import is_hashed
 from .readable import item_name
 from .sql import (
+    first_words,
     is_schema_sql,
     is_session_sql,
     is_transaction_sql,
@@ -165,7 +166,7 @@ def executed_sql(request: Readable) -> list[str]:
 def lifetime_of(request: Readable) -> Lifetime:
     kind = request_kind(request)
     if kind == "startup":
-        return "data"  # once per recorded connection: the live one then follows it (identity)
+        return "session"
     if kind == "function":
         return "data"
     executed = executed_sql(request)
@@ -182,6 +183,18 @@ def repeats(request: Readable) -> bool:
     executed = executed_sql(request)
     return request_kind(request) in ("query", "batch") and bool(executed) and all(
         is_transaction_sql(q) or is_schema_sql(q) for q in executed)
+
+
+# statements that may change the transaction status (CALL and DO may COMMIT inside)
+_STATUS_CHANGING = {"BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT", "SAVEPOINT",
+                    "RELEASE", "PREPARE", "CALL", "DO"}
+
+
+def changes_transaction(request: Readable) -> bool:
+    """Whether a request may change the transaction status (a FunctionCall: assume so)."""
+    if request_kind(request) == "function":
+        return True
+    return any(not _STATUS_CHANGING.isdisjoint(first_words(sql)) for sql in executed_sql(request))
 
 
 def summary_of(request: Readable) -> str:

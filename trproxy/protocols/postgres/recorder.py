@@ -8,7 +8,7 @@ Groups follow how the server processes messages (spec, "Message Flow"):
   interactions: the StartupMessage -> the password request, then the StartupMessage
   with the (hashed) PasswordMessage -> the rest, so replay can ask the same question and
   match the answer (``credentials``). SASL (SCRAM) stays one interaction: replay skips
-  it. Lifetime "data" (``matching.lifetime_of``).
+  it. Lifetime "session": served in recorded order, the last one again (``identity``).
 * simple Query -> everything up to ReadyForQuery, including a COPY in either
   direction (the client's CopyData/CopyDone/CopyFail join the request).
 * extended batch: Parse/Bind/Describe/Execute/Close up to Sync -> everything up to
@@ -22,10 +22,11 @@ A cursor walks each batch's messages as the answers arrive, so DataRows are read
 with the right column formats and types (from Bind and RowDescription, possibly of an
 earlier batch) and a reply that fits no request raises ``UnexpectedMessage``.
 NoticeResponse/ParameterStatus/NotificationResponse that arrive with nothing pending
-are kept for the next interaction - except on a connection that ran LISTEN: there the
-last interaction is held until the client's next message or the end of the connection,
-and notifications arriving while the client is idle join it (it becomes "data"), so
-replay sends them after that answer instead of losing them when no request follows. An
+are kept for the next interaction. On a connection that ran LISTEN the last interaction
+is held until the client's next message or the end of the connection: notifications
+that arrived meanwhile go with the next request, or - when none comes (the client waited
+in notifies() and hung up) - join the held one (which becomes "data"), so replay sends
+them after that answer instead of losing them. An
 ErrorResponse that arrives with nothing pending is kept for the next interaction too:
 that is how a backend terminated from elsewhere (``pg_terminate_backend``) says FATAL
 before it closes; the client's next request is recorded with that error as its answer. Batches of
@@ -88,6 +89,7 @@ class PostgresRecorder:
         self._server_gone = False
         self._listening = False  # the connection ran LISTEN: notifications come while idle
         self._held: Interaction | None = None  # the last interaction, open for notifications
+        self._held_notes: list[Readable] = []  # notifications that arrived while it was held
 
     # --- Recorder API ------------------------------------------------------------------
 
@@ -98,7 +100,8 @@ class PostgresRecorder:
             sender: Direction = event[0]  # type: ignore[index]
             msg: Any = event[1]  # type: ignore[index]
             if sender is Direction.CLIENT:
-                self._release(out)  # the client spoke again: what it waited for is complete
+                # the client spoke again: what it waited for is complete
+                self._release(out, ending=isinstance(msg, fe.Terminate))
                 self._client(msg)
                 if self._server_gone:
                     self._unanswerable()
@@ -109,13 +112,21 @@ class PostgresRecorder:
             self._server_closed()
             self._emit(out)
         if not data:
-            self._release(out)
+            self._release(out, ending=True)
         return out
 
-    def _release(self, out: list[Interaction]) -> None:
-        if self._held is not None:
-            out.append(self._held)
-            self._held = None
+    def _release(self, out: list[Interaction], ending: bool = False) -> None:
+        """Emit the held interaction; notifications that arrived while it was held go with
+        the next request, or with it when no request follows (``ending``)."""
+        if self._held is None:
+            return
+        if self._held_notes and ending:
+            self._held.responses.extend(self._held_notes)
+            self._held.lifetime = "data"  # served once, with what arrived after it
+        elif self._held_notes:
+            self._orphans.extend(self._held_notes)
+        out.append(self._held)
+        self._held, self._held_notes = None, []
 
     # --- client side -------------------------------------------------------------------
 
@@ -216,8 +227,7 @@ class PostgresRecorder:
             raise ProtocolError("GSSAPI encryption negotiated: the session cannot be recorded")
         head = self._head()
         if head is None and self._held is not None and isinstance(msg, be.NotificationResponse):
-            self._held.responses.append(response_item(msg))
-            self._held.lifetime = "data"  # served once, with what arrived after it
+            self._held_notes.append(response_item(msg))
             return
         if head is None:
             if isinstance(msg, (*be.ASYNC_TYPES, be.ErrorResponse)):
@@ -365,7 +375,7 @@ class PostgresRecorder:
                 continue  # else abandoned before the end of authentication (psql asks a password)
             done = Interaction(group.items, group.responses, lifetime_of(group.items),
                                summary_of(group.items))
-            self._release(out)
+            self._release(out, ending=False)
             self._listening = self._listening or _listens(group.items)
             if self._listening and not self._pending:
                 self._held = done
@@ -374,8 +384,7 @@ class PostgresRecorder:
 
 
 def _listens(items: list[Readable]) -> bool:
-    return any(word.upper() == "LISTEN" for sql in executed_sql(items) if "listen" in sql.lower()
-               for word in first_words(sql))
+    return any("LISTEN" in first_words(sql) for sql in executed_sql(items) if "listen" in sql.lower())
 
 
 _PASSWORD_REQUESTS = ("AuthenticationCleartextPassword", "AuthenticationMD5Password")

@@ -22,10 +22,11 @@ the server now waits for the client's COPY data (``Rendered.paused``).
 A FATAL (or PANIC) error ends the answer (``Rendered.fatal``): the server closed the
 session after it, so no ReadyForQuery follows and the replayer hangs up.
 
-ReadyForQuery's transaction status: a session-lifetime answer may be served in any
-transaction state, so it gets the live status; a data answer keeps the recorded one.
-The rows of ``SELECT pg_backend_pid()`` go through ``pid_row`` (the replayer puts the
-live connection's pid in them, ``identity``), whichever recorded connection answered.
+ReadyForQuery's transaction status (``live_status``): an answer to a request that cannot
+change it (a session-lifetime answer, or statements without transaction control) gets
+the live status, as the server would report it on this connection - a SELECT recorded
+inside a transaction may be replayed outside one; an answer to BEGIN/COMMIT/CALL...
+keeps the recorded one. Either way an error inside a transaction block makes it 'E'.
 """
 
 from __future__ import annotations
@@ -65,10 +66,10 @@ def status_after_error(tx: str) -> str:
 
 
 class _Walk:
-    def __init__(self, recorded: list[Any], session: bool, tx: str) -> None:
+    def __init__(self, recorded: list[Any], live_status: bool, tx: str) -> None:
         self.r = recorded
         self.i = 0
-        self.session = session
+        self.live_status = live_status
         self.out = Rendered(tx=tx)
         self.pid_row: Callable[[be.DataRow], be.DataRow] | None = None
 
@@ -91,7 +92,7 @@ class _Walk:
         return msg
 
     def ready(self, recorded_status: str | None) -> be.ReadyForQuery:
-        if recorded_status is not None and not self.session:
+        if recorded_status is not None and not self.live_status:
             self.out.tx = recorded_status
         return be.ReadyForQuery(self.out.tx)
 
@@ -115,10 +116,10 @@ class _Errored(Exception):
     pass
 
 
-def render_batch(live: list[tuple[Any, Any]], recorded: list[Any], *, session: bool,
+def render_batch(live: list[tuple[Any, Any]], recorded: list[Any], *, live_status: bool,
                  tx: str, pid_row: Callable[[be.DataRow], be.DataRow] | None = None) -> Rendered:
     """Answer the live batch ``live`` ([(message, statement-or-portal)]) from ``recorded``."""
-    w = _Walk(recorded, session, tx)
+    w = _Walk(recorded, live_status, tx)
     w.pid_row = pid_row
     errored = False
     for msg, ref in live:
@@ -193,9 +194,9 @@ def _answer(w: _Walk, msg: Any, ref: Any) -> bool:
     return False
 
 
-def render_simple(recorded: list[Any], *, session: bool, tx: str) -> Rendered:
+def render_simple(recorded: list[Any], *, live_status: bool, tx: str) -> Rendered:
     """Query or FunctionCall: the recorded answers as they are, up to a CopyInResponse."""
-    w = _Walk(recorded, session, tx)
+    w = _Walk(recorded, live_status, tx)
     while w.i < len(w.r) and not w.out.fatal:
         msg = w.take()
         if isinstance(msg, be.CopyInResponse):
@@ -204,13 +205,13 @@ def render_simple(recorded: list[Any], *, session: bool, tx: str) -> Rendered:
     return w.out
 
 
-def resume_copy(remaining: list[Any], *, session: bool, tx: str,
+def resume_copy(remaining: list[Any], *, live_status: bool, tx: str,
                 until_execute_end: bool) -> tuple[Rendered, list[Any]]:
     """After the client's CopyDone: the recorded answers up to the end of the COPY
     (CommandComplete or ErrorResponse) when ``until_execute_end``, else all of them.
     Returns what was rendered and what is left (the ReadyForQuery of an extended-protocol
     COPY, sent when the client's Sync arrives)."""
-    w = _Walk(remaining, session, tx)
+    w = _Walk(remaining, live_status, tx)
     while w.i < len(w.r):
         msg = w.take()
         if until_execute_end and isinstance(msg, (*_END_OF_EXECUTE, be.ErrorResponse)):

@@ -11,10 +11,9 @@ proxy must send them in that order. Synthesized here, never looked up:
   ReadyForQuery (``matching.is_trivial``);
 * while skipping to Sync after an error: the server ignores messages until Sync.
 
-The startup becomes a ``Lookup`` (match key: user and database), served once per
-recorded connection in connect order (the last one again when more connect), so the
-live connection follows that recorded connection and takes its identity
-(``identity``). ``respond`` renders AuthenticationOk + the recorded ParameterStatus (with
+The startup becomes a session ``Lookup`` (match key: user and database), served in
+recorded order (the last one again when more connect); the live connection takes the
+identity of the recorded one it was served (``identity``). ``respond`` renders AuthenticationOk + the recorded ParameterStatus (with
 the live client's settings reported, ``startup.reflect``) + the live BackendKeyData +
 ReadyForQuery. A SASL (SCRAM) exchange cannot be replayed (it needs the server's keys):
 replay asks for the password in cleartext instead (the client still sees a password
@@ -43,7 +42,7 @@ from . import backend as be
 from . import frontend as fe
 from .codec import PostgresCodec
 from .identity import BACKENDS, Backend, Backends, is_backend_pid_sql, row_pid, with_pid
-from .matching import is_trivial, lifetime_of, repeats, summary_of
+from .matching import changes_transaction, is_trivial, lifetime_of, repeats, summary_of
 from .names import Names
 from .readable import item_name, password_item, request_item, response_message
 from .render import (
@@ -148,16 +147,15 @@ class PostgresReplayer:
         elif isinstance(msg, fe.StartupMessage):
             self._startup = msg
             item = request_item(msg)
-            out.append(Lookup([item], "data", summary_of([item]), True,
-                              {"kind": "startup", "handshake": True, "repeat_last": True}))
+            out.append(Lookup([item], "session", summary_of([item]), True,
+                              {"kind": "startup", "handshake": True}))
         elif isinstance(msg, fe.PasswordMessage) and self._after_password is not None:
             recorded, self._after_password = self._after_password, None
             out.append(Reply(self._encode(self._handshake(recorded))))  # SCRAM: not checkable
         elif isinstance(msg, fe.PasswordMessage) and self._asked and self._startup is not None:
             self._asked = False
             request = [request_item(self._startup), password_item(msg, self._startup.params)]
-            out.append(Lookup(request, "data", summary_of(request), True,
-                              {"kind": "login", "repeat_last": True}))
+            out.append(Lookup(request, "session", summary_of(request), True, {"kind": "login"}))
         elif isinstance(msg, fe.CancelRequest):
             self.cancel = (msg.process_id, msg.secret_key)
             self.close_after = True
@@ -227,7 +225,7 @@ class PostgresReplayer:
         assert copy is not None
         if isinstance(msg, fe.CopyDone):
             self._copy = None
-            rendered, _ = resume_copy(copy["remaining"], session=copy["session"], tx=self.tx,
+            rendered, _ = resume_copy(copy["remaining"], live_status=copy["live_status"], tx=self.tx,
                                       until_execute_end=copy["extended"])
             self.tx = rendered.tx
             self.close_after = self.close_after or rendered.fatal
@@ -265,12 +263,12 @@ class PostgresReplayer:
             return self._skipped(lookup)
         try:
             recorded = self._recorded(responses)
-            session = lookup.lifetime == "session"
+            live_status = _live_status(lookup)
             if kind == "batch":
-                rendered = render_batch(lookup.context["messages"], recorded, session=session,
-                                        tx=self.tx, pid_row=self._pid_row)
+                rendered = render_batch(lookup.context["messages"], recorded,
+                                        live_status=live_status, tx=self.tx, pid_row=self._pid_row)
             else:
-                rendered = render_simple(recorded, session=session, tx=self.tx)
+                rendered = render_simple(recorded, live_status=live_status, tx=self.tx)
                 if lookup.context.get("backend_pid"):
                     rendered.messages = [self._pid_row(m) if isinstance(m, be.DataRow) else m
                                          for m in rendered.messages]
@@ -313,7 +311,7 @@ class PostgresReplayer:
             self.close_after = True  # the server ended the session (pg_terminate_backend)
         data = self._encode(rendered.messages)
         if rendered.paused is not None:
-            self._copy = {"remaining": rendered.paused, "session": lookup.lifetime == "session",
+            self._copy = {"remaining": rendered.paused, "live_status": _live_status(lookup),
                           "extended": lookup.context.get("kind") == "batch"}
             early: list[Lookup | Reply] = []
             for msg in lookup.context.pop("copy", []):
@@ -392,6 +390,12 @@ class PostgresReplayer:
         self.tx = "I"
         out.append(be.ReadyForQuery("I"))
         return out
+
+
+def _live_status(lookup: Lookup) -> bool:
+    """Whether the answer carries the live transaction status (``render``): the request
+    cannot change it (session lifetime, or no transaction control in it)."""
+    return lookup.lifetime == "session" or not changes_transaction(lookup.request)
 
 
 def _password_request(responses: list[Readable]) -> list[Any] | None:

@@ -138,23 +138,22 @@ _TRANSACTION_COMMANDS = {"BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT",
                          "RELEASE"}
 
 
-def first_words(sql: str) -> list[str]:
-    """The first word of each statement of ``sql`` (``["LISTEN", "SELECT"]``)."""
+@lru_cache(maxsize=4096)
+def first_words(sql: str) -> tuple[str, ...]:
+    """The first word of each statement of ``sql``, upper-cased (``("LISTEN", "SELECT")``)."""
+    if not _SPECIAL.search(sql) and ";" not in sql.rstrip().rstrip(";"):
+        word = _WORD.search(sql)  # one statement, nothing quoted: no need to split
+        return (word.group(0).upper(),) if word else ()
     found = (_WORD.search(_strip_comments(s)) for s in split_statements(sql))
-    return [m.group(0) for m in found if m is not None]
+    return tuple(m.group(0).upper() for m in found if m is not None)
 
 
 @lru_cache(maxsize=4096)
 def is_transaction_sql(sql: str) -> bool:
     """True when every statement only starts or ends a transaction (or a savepoint): its
     answer does not depend on any data, so replay may give it again (``repeat_last``)."""
-    if not _SPECIAL.search(sql) and ";" not in sql.rstrip().rstrip(";"):
-        word = _WORD.search(sql)  # one statement, nothing quoted: its first word decides
-        return word is not None and word.group(0).upper() in _TRANSACTION_COMMANDS
-    stmts = split_statements(sql)
-    words = [_WORD.search(_strip_comments(s)) for s in stmts]
-    return bool(stmts) and all(w is not None and w.group(0).upper() in _TRANSACTION_COMMANDS
-                               for w in words)
+    words = first_words(sql)
+    return bool(words) and all(w in _TRANSACTION_COMMANDS for w in words)
 
 
 _SCHEMA_COMMANDS = {"CREATE", "DROP", "ALTER", "TRUNCATE", "COMMENT", "GRANT", "REVOKE"}
