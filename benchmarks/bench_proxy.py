@@ -2,8 +2,10 @@
 
 trproxy runs as users run it: ``trproxy run`` wrapping redis-benchmark, with the eBPF
 redirect when root (else a ``--forward`` listener), in passthrough, record and replay
-modes. Also the start-up cost of ``trproxy run -- true``. Everything is printed as
-ratios to the direct connection measured in the same run.
+modes; and record/replay against a server with ``requirepass`` (``-a``: every connection
+logs in, and replay hashes the password to match it). Also the start-up cost of
+``trproxy run -- true``. Everything is printed as ratios to the direct connection
+measured in the same run.
 """
 
 from __future__ import annotations
@@ -25,9 +27,9 @@ from tests.support.services import RedisServer, free_port, wait_port  # noqa: E4
 N = int(os.environ.get("BENCH_REDIS_N", "20000"))
 
 
-def redis_benchmark(port: int, wrap: list[str] | None = None) -> dict[str, float]:
+def redis_benchmark(port: int, wrap: list[str] | None = None, password: str | None = None) -> dict[str, float]:
     cmd = ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-n", str(N), "-c", "20",
-           "-t", "set,get,incr,lpush", "--csv"]
+           "-t", "set,get,incr,lpush", "--csv", *(["-a", password] if password else [])]
     out = subprocess.run((wrap or []) + cmd, capture_output=True, text=True, check=True,
                          env=dict(os.environ, PYTHONPATH=str(ROOT))).stdout
     rows = [r for r in csv.reader(io.StringIO(out)) if r and r[0] != "test"]
@@ -70,6 +72,16 @@ def main() -> None:
         }
         server.stop()
         results["trproxy replay (no server)"] = redis_benchmark(server.port, wrap("replay", recordings, server.port))
+        secured = RedisServer(password="bench-pw").start()
+        try:
+            auth = recordings / "auth"
+            results["trproxy record, AUTH"] = redis_benchmark(
+                secured.port, wrap("record", auth, secured.port), "bench-pw")
+            secured.stop()
+            results["trproxy replay, AUTH"] = redis_benchmark(
+                secured.port, wrap("replay", auth, secured.port), "bench-pw")
+        finally:
+            secured.destroy()
     finally:
         socat.terminate()
         socat.wait()

@@ -13,6 +13,7 @@ import os
 import sys
 
 import pytest
+import yaml
 
 from tests.support.proc import run_trproxy
 from tests.support.services import RedisServer, free_port
@@ -90,7 +91,9 @@ def test_redis_cli_replays_what_it_recorded(tmp_path, redis_server, mode: str) -
     assert "request: [HELLO, '3']" in mocks
 
 
-def test_passwords_stay_out_and_replay_takes_any(tmp_path) -> None:
+def test_passwords_stay_out_and_the_recorded_one_logs_in(tmp_path) -> None:
+    """Both protocols' logins (AUTH, HELLO 3 AUTH); another password is refused at replay
+    (``test_redis_fidelity``)."""
     server = RedisServer(password="e2e-secret-pw").start()
     try:
         def command(password: str):  # type: ignore[no-untyped-def]
@@ -99,14 +102,15 @@ def test_passwords_stay_out_and_replay_takes_any(tmp_path) -> None:
             return lambda port: ["sh", "-c", " && ".join(
                 f"{sys.executable} -c \"{script}\" {port} {password} {p}" for p in (2, 3))]
 
-        recorded, replayed, mocks = record_then_replay(
-            tmp_path, server, command("e2e-secret-pw"), "forward",
-            replay_command=command("another-password"))
+        recorded, replayed, mocks = record_then_replay(tmp_path, server, command("e2e-secret-pw"), "forward")
     finally:
         server.destroy()
     assert recorded.stdout == replayed.stdout == "b'v'\nb'v'\n"
+    assert "trproxy: 0 misses" in replayed.stderr, replayed.stderr
     assert "e2e-secret-pw" not in mocks
-    assert "<redacted>" in mocks
+    requests = [d["spec"]["request"] for d in yaml.safe_load_all(mocks) if d]
+    hashed = [r[-1] for r in requests if r[0] == "AUTH"] + [r[4] for r in requests if r[:3] == ["HELLO", "3", "AUTH"]]
+    assert len(hashed) == 2 and all(h.startswith("<redacted:scrypt:") for h in hashed)
 
 
 def test_a_miss_is_a_redis_error_and_never_reaches_the_network(tmp_path, redis_server) -> None:

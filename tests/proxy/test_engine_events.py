@@ -10,6 +10,7 @@ from tests.support.playbook import Playbook, after, client, client_closes, close
 from tests.support.recording import capture, capture_run
 from trproxy.protocols.postgres import backend as be
 from trproxy.protocols.postgres import frontend as fe
+from trproxy.protocols.postgres.identity import cancel_key
 from trproxy.proxy.context import Mode, RunContext
 from trproxy.proxy.timeline import LONG_WAIT_MS
 
@@ -92,17 +93,18 @@ def test_postgres_notify_on_another_connection_reaches_the_listener():
     done = [be.CommandComplete("LISTEN"), be.ReadyForQuery("I")]
     notified = [be.CommandComplete("NOTIFY"), be.ReadyForQuery("I")]
     note = be.NotificationResponse(77, "ch", "x")
+    other = [*HANDSHAKE[:-2], be.BackendKeyData(77, cancel_key(77)), HANDSHAKE[-1]]  # the notifier
     recorded = capture_run([
         ("l", "client", wire(STARTUP)), ("l", "server", wire(*HANDSHAKE)),
-        ("n", "client", wire(STARTUP)), ("n", "server", wire(*HANDSHAKE)),
+        ("n", "client", wire(STARTUP)), ("n", "server", wire(*other)),
         ("l", "client", listen), ("l", "server", wire(*done)),
         ("n", "client", notify), ("n", "server", wire(*notified)), ("l", "server", wire(note))])
     assert [e.event for e in recorded if e.event] == ["push"]
     listener = Playbook("postgres", recorded)
     notifier = listener.connection()
-    handshake = wire(be.AuthenticationOk(), *HANDSHAKE[1:])
-    assert listener >> client(wire(STARTUP)) << send(handshake) >> client(listen) << send(wire(*done))
-    assert notifier >> client(wire(STARTUP)) << send(handshake)
+    assert (listener >> client(wire(STARTUP)) << send(wire(be.AuthenticationOk(), *HANDSHAKE[1:]))
+            >> client(listen) << send(wire(*done)))
+    assert notifier >> client(wire(STARTUP)) << send(wire(be.AuthenticationOk(), *other[1:]))
     assert notifier >> client(notify) << send(wire(*notified))
     assert listener << send(wire(note))
 

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from tests.support.tee import Listener
 from trproxy.protocols.base import Interaction, Lookup, Replayer
+from trproxy.protocols.postgres.identity import BACKENDS, Backends
 from trproxy.protocols.registry import by_name, match_key
 from trproxy.proxy.context import Mode, RunContext
 from trproxy.proxy.engine import (
@@ -80,6 +81,7 @@ class Mocks:
         self.exchanges: list[Exchange] = []
         self.lookups: list[Lookup] = []
         self.lock = threading.RLock()  # one engine step at a time (the pool is shared)
+        self.backends = Backends()  # the Postgres pids of this run (a process has one)
         self.add(recorded)
 
     @property
@@ -122,6 +124,8 @@ class Mocks:
     def session(self, replayer: Replayer) -> Session:
         dialect = by_name(self.protocol)
         assert dialect is not None, self.protocol
+        if getattr(replayer, "backends", None) is BACKENDS:
+            replayer.backends = self.backends  # type: ignore[attr-defined]
         return Session(self.ctx, dialect, _Watched(replayer, self.lookups),  # type: ignore[arg-type]
                        self.destination)
 

@@ -9,6 +9,7 @@ from trproxy.protocols.base import Direction, Interaction, Lookup
 from trproxy.protocols.postgres import PostgresCodec, PostgresRecorder, PostgresReplayer
 from trproxy.protocols.postgres import backend as be
 from trproxy.protocols.postgres import frontend as fe
+from trproxy.protocols.postgres.identity import Backends, cancel_key
 
 _CODEC = PostgresCodec()
 
@@ -27,10 +28,11 @@ def server(*messages: Any) -> tuple[str, bytes]:
 
 STARTUP = fe.StartupMessage((("user", "alice"), ("database", "shop"),
                              ("application_name", "test")))
+KEY = cancel_key(4242)  # the key replay hands out for pid 4242 (``identity``): bytes compare equal
 HANDSHAKE = [
     be.AuthenticationOk(), be.ParameterStatus("server_version", "15.4"),
     be.ParameterStatus("application_name", "test"), be.ParameterStatus("client_encoding", "UTF8"),
-    be.BackendKeyData(4242, b"\x01\x02\x03\x04"), be.ReadyForQuery("I"),
+    be.BackendKeyData(4242, KEY), be.ReadyForQuery("I"),
 ]
 
 
@@ -59,11 +61,14 @@ def server_messages(data: bytes, start: str = "ready") -> list[Any]:
 
 class Replay:
     """A replayer driven by the replay engine (``tests.support.replay_server.Mocks``),
-    answered from recorded interactions in a real mock pool."""
+    answered from recorded interactions in a real mock pool. Several connections of one
+    run share ``mocks`` (what the store served) and ``backends`` (the pids handed out);
+    each has its own unless given them."""
 
-    def __init__(self, recorded: list[Interaction] = ()) -> None:
-        self.mocks = Mocks("postgres", recorded)
-        self.replayer = PostgresReplayer()
+    def __init__(self, recorded: list[Interaction] = (), backends: Backends | None = None,
+                 mocks: Mocks | None = None) -> None:
+        self.mocks = mocks or Mocks("postgres", recorded)
+        self.replayer = PostgresReplayer(backends=backends or Backends())
         self.session = self.mocks.session(self.replayer)
         self.closed = False
 

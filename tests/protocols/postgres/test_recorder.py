@@ -7,6 +7,7 @@ import yaml
 
 from tests.protocols.postgres.build import (
     HANDSHAKE,
+    KEY,
     STARTUP,
     client,
     logged_in,
@@ -15,6 +16,7 @@ from tests.protocols.postgres.build import (
     wire,
 )
 from trproxy.protocols.base import Direction, Interrupt, ProtocolError, Pushed, UnexpectedMessage
+from trproxy.protocols.credentials import hashed
 from trproxy.protocols.postgres import PostgresRecorder
 from trproxy.protocols.postgres import backend as be
 from trproxy.protocols.postgres import frontend as fe
@@ -41,7 +43,8 @@ def test_simple_query():
     assert q.lifetime == "data"
     startup = out[0]
     assert startup.lifetime == "session"
-    assert {"BackendKeyData": {"process_id": 4242, "secret_key": "01020304"}} in startup.responses
+    # the cancel key is a secret (it lets anyone cancel that backend's queries)
+    assert {"BackendKeyData": {"process_id": 4242, "secret_key": "<redacted>"}} in startup.responses
     assert {"ParameterStatus": {"server_version": "15.4"}} in startup.responses
 
 
@@ -63,21 +66,34 @@ def test_secrets_never_reach_the_recording(auth):
     elif auth == "md5":
         exchange = [server(be.AuthenticationMD5Password(b"\x93\x1f\xb5\x2a")),
                     client(fe.PasswordMessage(b"md53175bce1d3201d16594cebf9d7eb3f9d"))]
-        secrets = [b"md53175bce1d3201d16594cebf9d7eb3f9d", b"931fb52a", b"3175bce1"]
+        secrets = [b"md53175bce1d3201d16594cebf9d7eb3f9d", b"3175bce1"]
     else:
         exchange = [server(be.AuthenticationCleartextPassword()),
                     client(fe.PasswordMessage(b"hunter2"))]
         secrets = [b"hunter2"]
     out = record(client(fe.SSLRequest()), ("server", b"N"), client(STARTUP), *exchange,
                  server(*HANDSHAKE))
-    assert len(out) == 1
-    text = yaml.safe_dump([out[0].request, out[0].responses])
-    assert "<redacted>" in text
+    text = yaml.safe_dump([[i.request, i.responses] for i in out])
     for s in secrets:
         assert s.decode() not in text
         assert s.hex() not in text
     assert names(out[0].request)[:2] == ["SSLRequest", "StartupMessage"]
     assert out[0].responses[0] == {"SSLResponse": "N"}
+    assert all(i.lifetime == "session" for i in out)
+    if auth == "scram":  # one interaction: replay skips SCRAM (its proofs cannot be checked)
+        assert len(out) == 1 and "<redacted>" in text
+        return
+    # a password was asked: the request (with the MD5 salt replay will ask with again),
+    # then the answer, hashed for the account (credentials.hashed), with the rest
+    first, second = out
+    assert [i.summary for i in out] == ["startup alice@shop", "password alice@shop"]
+    assert names(first.responses)[1:] == [
+        "AuthenticationMD5Password" if auth == "md5" else "AuthenticationCleartextPassword"]
+    if auth == "md5":
+        assert first.responses[1] == {"AuthenticationMD5Password": {"salt": "931fb52a"}}
+    answer = b"md53175bce1d3201d16594cebf9d7eb3f9d" if auth == "md5" else b"hunter2"
+    assert second.request == [first.request[1], {"PasswordMessage": hashed(answer, "postgres alice@shop")}]
+    assert names(second.responses) == [type(m).__name__ for m in HANDSHAKE]
 
 
 def test_pipelined_batches_are_separate_interactions():
@@ -214,8 +230,8 @@ def test_cancel_request_names_the_backend_it_interrupts():
     listener = PostgresRecorder()
     for side, data in logged_in():
         listener.feed(Direction(side), data)
-    assert listener.identity == backend_key(4242, b"\x01\x02\x03\x04")  # HANDSHAKE's key
-    [interrupt] = PostgresRecorder().feed(Direction.CLIENT, wire(fe.CancelRequest(4242, b"\x01\x02\x03\x04")))
+    assert listener.identity == backend_key(4242, KEY)  # HANDSHAKE's key
+    [interrupt] = PostgresRecorder().feed(Direction.CLIENT, wire(fe.CancelRequest(4242, KEY)))
     assert isinstance(interrupt, Interrupt) and interrupt.identity == listener.identity
 
 
@@ -234,7 +250,8 @@ def test_failed_login_is_recorded_abandoned_one_is_not():
     failed = record(client(STARTUP), server(be.AuthenticationCleartextPassword()),
                     client(fe.PasswordMessage(b"x")),
                     server(be.ErrorResponse((("S", "FATAL"), ("C", "28P01")))))
-    assert len(failed) == 1 and failed[0].responses[-1]["ErrorResponse"]["C"] == "28P01"
+    assert [i.summary for i in failed] == ["startup alice@shop", "password alice@shop"]
+    assert failed[1].responses == [{"ErrorResponse": {"S": "FATAL", "C": "28P01"}}]
     assert record(client(STARTUP), server(be.AuthenticationSASL(("SCRAM-SHA-256",)))) == []
 
 
@@ -267,3 +284,85 @@ def test_query_after_an_unsynced_batch_ends_that_batch():
                         be.CommandComplete("SELECT 1"), be.ReadyForQuery("I")))
     assert [names(i.request) for i in out[1:]] == [["Parse", "Bind", "Execute"], ["Query"]]
     assert names(out[2].responses) == ["CommandComplete", "ReadyForQuery"]
+
+
+def test_passwords_in_sql_are_redacted_and_still_match_at_replay():
+    from tests.protocols.postgres.build import Replay
+
+    alter = "ALTER ROLE bob PASSWORD 'SCRAM-SHA-256$4096:c2FsdA==$a2V5:c2Vydg=='"  # psql's \password
+    mapping = "CREATE USER MAPPING FOR bob SERVER s OPTIONS (user 'bob', password 'pw1')"
+    done = lambda tag: [be.CommandComplete(tag), be.ReadyForQuery("I")]  # noqa: E731
+    out = record(*logged_in(), client(fe.Query(alter)), server(*done("ALTER ROLE")),
+                 client(fe.Parse("", mapping), fe.Bind(), fe.Execute(), fe.Sync()),
+                 server(be.ParseComplete(), be.BindComplete(), *done("CREATE USER MAPPING")))
+    text = yaml.safe_dump([i.request for i in out])
+    assert "c2FsdA" not in text and "pw1" not in text
+    assert out[1].request == [{"Query": "ALTER ROLE bob PASSWORD '<redacted>'"}]
+    assert out[2].request[0]["Parse"]["query"].endswith("password '<redacted>')")
+    assert out[2].request[1]["Bind"]["query"].endswith("password '<redacted>')")
+    replay = Replay(out)
+    replay.send(STARTUP)
+    # psql picks a new salt every time: any password set matches (which one was set does not count)
+    assert replay.send(fe.Query("ALTER ROLE bob PASSWORD 'SCRAM-SHA-256$4096:b3RoZXI=$x:y'")) == done("ALTER ROLE")
+    assert replay.send(fe.Parse("", mapping.replace("pw1", "pw2")), fe.Bind(), fe.Execute(), fe.Sync())[-2:] == \
+        done("CREATE USER MAPPING")
+    assert replay.missed == []
+
+
+def test_a_terminated_backend_says_fatal_and_closes_at_replay_too():
+    """pg_terminate_backend from elsewhere: the idle backend sends FATAL and closes. The
+    FATAL is a pushed event and the close an event of the connection; an idle replayed
+    connection finds out as the client did, at its next request (which the server never
+    answered): the FATAL, then the close, and nothing hangs."""
+    from tests.support.playbook import Playbook, close, send
+    from tests.support.playbook import client as sends
+    from tests.support.recording import capture
+
+    fatal = be.ErrorResponse((("S", "FATAL"), ("C", "57P01"),
+                              ("M", "terminating connection due to administrator command")))
+    recorded = capture([client(STARTUP), server(*HANDSHAKE), server(fatal), ("server", b""),
+                        client(fe.Query("SELECT 1")), ("client", b"")], close=False)
+    assert [e.event for e in recorded] == [None, "push", "close"]
+    assert (Playbook("postgres", recorded)
+            >> sends(wire(STARTUP)) << send(wire(be.AuthenticationOk(), *HANDSHAKE[1:]))
+            >> sends(wire(fe.Query("SELECT 1"))) << send(wire(fatal)) << close())
+
+
+def test_split_logins_and_terminations_do_not_depend_on_how_bytes_arrive():
+    """The two halves of a password login, hashes and the FATAL of a terminated backend:
+    the same interactions fed whole, byte by byte and cut at every offset."""
+    from tests.support.chunking import bytewise, split_at, total
+
+    fatal = be.ErrorResponse((("S", "FATAL"), ("C", "57P01")))
+    chunks = [client(STARTUP), server(be.AuthenticationMD5Password(b"\x01\x02\x03\x04")),
+              client(fe.PasswordMessage(b"md5" + b"a" * 32)), server(*HANDSHAKE),
+              client(fe.Query("ALTER ROLE x PASSWORD 'y'")),
+              server(be.CommandComplete("ALTER ROLE"), be.ReadyForQuery("I")),
+              server(fatal), ("server", b""), client(fe.Query("SELECT 1")), ("client", b"")]
+    expected = record(*chunks, close=False)
+    assert [i.summary for i in expected] == ["startup alice@shop", "password alice@shop",
+                                             "Query ALTER ROLE x PASSWORD '<redacted>'"]
+    assert record(*bytewise(chunks), close=False) == expected
+    for offset in range(1, total(chunks)):
+        assert record(*split_at(chunks, offset), close=False) == expected
+
+
+def test_a_backend_terminating_itself_mid_batch_hangs_up_at_replay():
+    """psycopg's test_broken: the server answers the row, then FATAL, and closes; replay
+    must not add a ReadyForQuery after it (the client would wait for more) and closes."""
+    from tests.protocols.postgres.build import Replay
+
+    kill = [fe.Parse("", "select pg_terminate_backend($1)", (21,)), fe.Bind("", "", (), (b"77",), ()),
+            fe.Describe("P"), fe.Execute(), fe.Sync()]
+    fatal = be.ErrorResponse((("S", "FATAL"), ("C", "57P01")))
+    answer = [be.ParseComplete(), be.BindComplete(), be.RowDescription((INT4,)), be.DataRow((b"t",)), fatal]
+    out = record(*logged_in(), client(*kill), server(*answer))
+    replay = Replay(out)
+    replay.send(STARTUP)
+    assert replay.send(*kill) == answer and replay.replayer.close_after
+    simple = record(*logged_in(), client(fe.Query("select pg_terminate_backend(pg_backend_pid())")),
+                    server(be.RowDescription((INT4,)), fatal, be.ReadyForQuery("I")))
+    replay = Replay(simple)
+    replay.send(STARTUP)
+    assert replay.send(fe.Query("select pg_terminate_backend(pg_backend_pid())"))[-1] == fatal
+    assert replay.replayer.close_after

@@ -3,12 +3,23 @@ the client usable, COPY, transaction status (no server anywhere)."""
 
 from __future__ import annotations
 
-from tests.protocols.postgres.build import HANDSHAKE, STARTUP, Replay, client, record, server, wire
+from tests.protocols.postgres.build import (
+    HANDSHAKE,
+    KEY,
+    STARTUP,
+    Replay,
+    client,
+    record,
+    server,
+    wire,
+)
 from trproxy.protocols.base import Interaction, Interrupt, Lookup, Reply
 from trproxy.protocols.postgres import PostgresReplayer
 from trproxy.protocols.postgres import backend as be
 from trproxy.protocols.postgres import frontend as fe
 from trproxy.protocols.postgres.backend import backend_key
+from trproxy.protocols.postgres.identity import cancel_key
+from trproxy.protocols.postgres.render import error_response
 
 INT4 = be.FieldDescription("n", 0, 0, 23, 4, -1, 0)
 
@@ -41,11 +52,15 @@ def test_startup_is_served_from_the_recorded_handshake():
                       server(be.AuthenticationSASLFinal(b"v=c2ln"), *HANDSHAKE))
     replay = Replay(recorded)
     live = fe.StartupMessage((("user", "alice"), ("database", "shop"), ("application_name", "other")))
-    answer = replay.send(live)
-    assert answer[0] == be.AuthenticationOk()  # no password asked: nothing checks it
+    # SCRAM cannot be replayed without the server's keys: the password is asked in
+    # cleartext (the client still logs in with one), and any is taken
+    assert replay.send(live) == [be.AuthenticationCleartextPassword()]
+    answer = replay.send(fe.PasswordMessage(b"whatever"))
+    assert answer[0] == be.AuthenticationOk()
     assert be.ParameterStatus("server_version", "15.4") in answer
     assert be.ParameterStatus("application_name", "other") in answer  # the live one
-    assert be.BackendKeyData(4242, b"\x01\x02\x03\x04") in answer
+    # the recorded pid; the key is not the recorded secret but one derived from the pid
+    assert be.BackendKeyData(4242, cancel_key(4242)) in answer
     assert answer[-1] == be.ReadyForQuery("I")
     assert not replay.missed
 
@@ -68,8 +83,9 @@ def test_a_recorded_failed_login_fails_again():
                       client(fe.PasswordMessage(b"x")),
                       server(be.ErrorResponse((("S", "FATAL"), ("C", "28P01"), ("M", "bad")))))
     replay = Replay(recorded)
-    answer = login(replay)
-    assert [type(m) for m in answer] == [be.ErrorResponse]
+    assert login(replay) == [be.AuthenticationCleartextPassword()]  # asked, as recorded
+    answer = replay.send(fe.PasswordMessage(b"x"))
+    assert [type(m) for m in answer] == [be.ErrorResponse] and answer[0].get("M") == "bad"
     assert replay.replayer.close_after
 
 
@@ -192,8 +208,8 @@ def test_a_recorded_answer_that_does_not_fit_is_a_miss():
 
 def test_cancel_request_interrupts_the_backend_it_names_and_closes():
     replayer = PostgresReplayer()
-    assert replayer.feed(wire(fe.CancelRequest(4242, b"\x01\x02\x03\x04"))) == [
-        Interrupt(backend_key(4242, b"\x01\x02\x03\x04"))]
+    assert replayer.feed(wire(fe.CancelRequest(4242, KEY))) == [
+        Interrupt(backend_key(4242, KEY))]
     assert replayer.close_after
 
 
@@ -201,7 +217,7 @@ def test_the_startup_answer_gives_the_connection_its_identity():
     replay = Replay(record(client(STARTUP), server(*HANDSHAKE)))
     assert replay.replayer.identity is None
     replay.send(STARTUP)
-    assert replay.replayer.identity == backend_key(4242, b"\x01\x02\x03\x04")
+    assert replay.replayer.identity == backend_key(4242, KEY)
 
 
 def test_replies_are_replies():
@@ -246,3 +262,25 @@ def test_query_after_an_unsynced_batch_is_answered_after_it():
         be.ParseComplete(), be.BindComplete(), be.CommandComplete("INSERT 0 1"),
         be.CommandComplete("SELECT 1"), be.ReadyForQuery("I")]
     assert replay.missed == []
+
+
+def test_answers_carry_the_live_transaction_status_unless_they_change_it():
+    """psycopg's suite: 'select 1' recorded outside a transaction, replayed inside one (or
+    the reverse) reports the live status; BEGIN/COMMIT keep what they recorded."""
+    rows = [be.RowDescription((INT4,)), be.DataRow((b"1",)), be.CommandComplete("SELECT 1")]
+    recorded = recorded_session(([fe.Query("select 1")], [*rows, be.ReadyForQuery("I")]),
+                                ([fe.Query("BEGIN")], [be.CommandComplete("BEGIN"), be.ReadyForQuery("T")]),
+                                ([fe.Query("select 1")], [*rows, be.ReadyForQuery("T")]),
+                                ([fe.Query("select 1/0")], [error_response("22012", "division by zero"),
+                                                            be.ReadyForQuery("I")]))
+    replay = Replay(recorded)
+    login(replay)
+    assert replay.send(fe.Query("BEGIN"))[-1] == be.ReadyForQuery("T")
+    assert replay.send(fe.Query("select 1"))[-1] == be.ReadyForQuery("T")  # recorded 'I'
+    assert replay.send(fe.Query("select 1/0"))[-1] == be.ReadyForQuery("E")  # recorded 'I'
+    first = Replay(recorded)
+    login(first)
+    first.send(fe.Query("select 1"))  # another connection of the run is served the first one
+    replay = Replay(mocks=first.mocks)
+    login(replay)
+    assert replay.send(fe.Query("select 1"))[-1] == be.ReadyForQuery("I")  # recorded 'T'

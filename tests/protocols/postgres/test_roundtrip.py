@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.protocols.postgres import strategies as S
+from tests.support.chunking import bytewise, offsets, split_at, total
 from trproxy.protocols.base import NEED_DATA, DecodeError, Direction, EncodeError
 from trproxy.protocols.postgres import PostgresCodec, match_key
 from trproxy.protocols.postgres import backend as be
@@ -137,7 +138,7 @@ def test_known_binary_values_are_readable():
 
 
 @pytest.mark.parametrize("bad", [be.ReadyForQuery("X"), be.SSLResponse("G"), object(),
-                                 be.ParameterStatus("a\0b", ""), be.DataRow((b"x",) * 40000)])
+                                 be.ParameterStatus("a\0b", ""), be.DataRow((b"x",) * 70000)])  # counts are UInt16
 def test_encode_rejects_what_it_cannot_send(bad):
     with pytest.raises(EncodeError):
         PostgresCodec().encode(bad)
@@ -154,3 +155,35 @@ def test_frame_size_is_bounded():
     startup.feed(CLIENT, b"\x00\x00\x01\x00\x00\x03\x00\x00")
     with pytest.raises(DecodeError, match="invalid startup packet length 256"):
         startup.next_message()
+
+
+def test_counts_are_unsigned_up_to_65535():
+    """libpq and the server read Int16 counts as unsigned: a Bind may carry up to 65535
+    parameters (psycopg sends them for a big IN list). Fed whole, cut, and the Bind byte
+    by byte."""
+    n = 32770
+    types = (23,) * n
+    params = tuple(None if i % 7 else b"7" for i in range(n))
+    bind = fe.Bind("", "s", (0,), params, (1,))
+    messages = [fe.Parse("s", f"SELECT ${n}", types), bind, fe.Describe("S", "s"), fe.Execute(), fe.Sync()]
+    answers = [be.ParseComplete(), be.ParameterDescription(types), be.RowDescription(()),
+               be.BindComplete(), be.DataRow(params), be.CommandComplete("SELECT 1"),
+               be.ReadyForQuery("I")]
+    codec = PostgresCodec(start="ready")
+    chunks = [("client", b"".join(codec.encode(m) for m in messages)),
+              ("server", b"".join(codec.encode(m) for m in answers))]
+    assert b"\x80\x02" in codec.encode(bind)[:30]  # 32770 as UInt16, where Int16 is negative
+    expected = [(CLIENT, m) for m in messages] + [(SERVER, m) for m in answers]
+
+    def decode(pieces) -> list:
+        codec = PostgresCodec(start="ready")
+        for side, data in pieces:
+            codec.feed(Direction(side), data)
+        return codec.events()
+
+    assert decode(chunks) == expected
+    for offset in offsets(total(chunks), every_up_to=0, samples=12, ends=8):
+        assert decode(split_at(chunks, offset)) == expected
+    assert decode(bytewise([("client", codec.encode(bind))])) == [(CLIENT, bind)]
+    with pytest.raises(EncodeError):
+        codec.encode(fe.Bind("", "", (), (None,) * 65536))

@@ -157,9 +157,16 @@ def _fields(mapping: dict) -> str:
 
 
 def zeek_rows(interactions, terminated: bool) -> list[tuple]:
-    """Our recorded interactions in the shape of Zeek's postgresql.log."""
+    """Our recorded interactions in the shape of Zeek's postgresql.log (a login that asked
+    for a password is two of ours - up to the request, then the answer - and one of Zeek's)."""
+    merged: list[tuple] = []
+    for request, responses, *_ in interactions:
+        if merged and any(item_name(i) == "PasswordMessage" for i in request):
+            merged[-1] = (merged[-1][0], merged[-1][1] + responses)
+        else:
+            merged.append((request, responses))
     rows = []
-    for request, responses, _, _ in interactions:
+    for request, responses in merged:
         names = [item_name(r) for r in responses]
         errors = [r[item_name(r)] for r in responses if item_name(r) in ("ErrorResponse",
                                                                           "NoticeResponse")]

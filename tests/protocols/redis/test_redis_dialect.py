@@ -10,6 +10,7 @@ from tests.support.chunking import bytewise, side_bytes
 from tests.support.recording import capture
 from tests.support.replay_server import Mocks
 from trproxy.protocols.base import Direction, Lookup, LookupContext, Pushed, UnexpectedMessage
+from trproxy.protocols.credentials import hashed
 from trproxy.protocols.redis import DIALECT, RedisRecorder, RedisReplayer, match_key
 
 
@@ -178,23 +179,31 @@ def test_secrets_never_reach_the_readable_form() -> None:
                    b"*2\r\n$11\r\nrequirepass\r\n$9\r\ns3cr3t-pw\r\n+OK\r\n+NOKEY\r\n"),
     ))
     assert secret not in yaml.safe_dump(got)
-    assert got[0][0] == ["AUTH", "<redacted>"]
-    assert got[2][0] == ["HELLO", "3", "AUTH", "<redacted>", "<redacted>", "SETNAME", "app"]
+    default_pw, user_pw = hashed(secret.encode(), "redis default"), hashed(secret.encode(), "redis user")
+    assert default_pw != user_pw and default_pw.startswith("<redacted:scrypt:")
+    assert got[0][0] == ["AUTH", default_pw]  # login secrets: hashed, they take part in matching
+    assert got[1][0] == ["AUTH", "user", user_pw]
+    assert got[2][0] == ["HELLO", "3", "AUTH", "user", user_pw, "SETNAME", "app"]
     assert got[3][0] == ["CONFIG", "SET", "requirepass", "<redacted>", "maxmemory", "1mb"]
     assert got[4][1] == [["requirepass", "<redacted>"]]
-    assert got[5][0] == ["ACL", "SETUSER", "bob", "on", "<redacted>", "~*", "+@all"]
-    assert got[6][0][-4:] == ["<redacted>", "<redacted>", "KEYS", "a"]
+    assert got[5][0] == ["ACL", "SETUSER", "bob", "on", "><redacted>", "~*", "+@all"]
+    assert got[6][0][-5:] == ["AUTH2", "user", "<redacted>", "KEYS", "a"]
     assert [lt for _, _, lt in got] == ["session", "session", "session", "data", "session", "data", "data"]
 
 
 @pytest.mark.parametrize(("left", "right"), [
     (["get", "k"], ["GET", "k"]),
     (["client", "setinfo", "lib-ver", "5.0.1"], ["CLIENT", "SETINFO", "LIB-VER", "8.1.0"]),
-    (["HELLO", "3", "AUTH", "<redacted>", "<redacted>", "SETNAME", "a"], ["hello", "3"]),
-    (["AUTH", "<redacted>"], ["AUTH", "<redacted>", "<redacted>"]),
+    (["HELLO", "3", "AUTH", "u", "<redacted:scrypt:1:2>", "SETNAME", "a"],
+     ["hello", "3", "auth", "u", "<redacted:scrypt:1:2>"]),
+    (["AUTH", "<redacted:scrypt:1:2>"], ["auth", "default", "<redacted:scrypt:1:2>"]),
     (["CLIENT", "SETNAME", "worker-1"], ["client", "setname", "worker-2"]),
     (["CLIENT", "TRACKING", "on", "REDIRECT", "7"], ["CLIENT", "TRACKING", "ON", "redirect", "12"]),
     (["config", "get", "maxmemory"], ["CONFIG", "GET", "maxmemory"]),
+    # members in a set's iteration order, which differs between runs: a count either way
+    (["SADD", "a", "2", "1", {"hex": "00"}], ["sadd", "a", {"hex": "00"}, "1", "2"]),
+    (["PFADD", "a", "3", "1"], ["PFADD", "a", "1", "3"]), (["DEL", "b", "a"], ["DEL", "a", "b"]),
+    (["PFMERGE", "d", "c", "a"], ["PFMERGE", "d", "a", "c"]),
 ])
 def test_match_keys_that_are_equal(left: list, right: list) -> None:
     assert match_key(left) == match_key(right)
@@ -203,9 +212,15 @@ def test_match_keys_that_are_equal(left: list, right: list) -> None:
 @pytest.mark.parametrize(("left", "right"), [
     (["GET", "k"], ["GET", "K"]),
     (["HELLO", "3"], ["HELLO", "2"]),
+    (["HELLO", "3", "AUTH", "u", "<redacted:scrypt:1:2>"], ["HELLO", "3"]),
+    (["HELLO", "3", "AUTH", "u", "<redacted:scrypt:1:2>"], ["HELLO", "3", "AUTH", "v", "<redacted:scrypt:1:2>"]),
+    (["AUTH", "<redacted:scrypt:1:2>"], ["AUTH", "<redacted:scrypt:1:3>"]),
+    (["AUTH", "u", "<redacted:scrypt:1:2>"], ["AUTH", "<redacted:scrypt:1:2>"]),
     (["SELECT", "0"], ["SELECT", "1"]),
     (["CLIENT", "SETINFO", "LIB-NAME", "x"], ["CLIENT", "SETINFO", "LIB-VER", "x"]),
     (["SET", "k", {"hex": "00"}], ["SET", "k", {"hex": "01"}]),
+    (["SADD", "a", "1"], ["SADD", "b", "1"]), (["PFMERGE", "d", "a"], ["PFMERGE", "a", "d"]),
+    (["RPUSH", "l", "1", "2"], ["RPUSH", "l", "2", "1"]), (["DEL", "a", "a"], ["DEL", "a"]),
 ])
 def test_match_keys_that_differ(left: list, right: list) -> None:
     assert match_key(left) != match_key(right)
@@ -233,6 +248,54 @@ def test_replay_reproduces_the_recorded_server_bytes() -> None:
     assert Mocks("redis", capture(chunks)).replay_bytes(replayer, client) == server
 
 
+def test_logins_are_served_only_to_the_recorded_credentials() -> None:
+    """A recorded WRONGPASS goes to the same wrong password, the recorded +OK to the right
+    one (however it is spelled: AUTH pw is AUTH default pw); anything else is refused."""
+    wrongpass = b"-WRONGPASS invalid username-password pair or user is disabled.\r\n"
+    rec = record(stream(("client", b"AUTH nope\r\n"), ("server", wrongpass),
+                        ("client", b"AUTH default right\r\nHELLO 3 AUTH ann annpw\r\n"),
+                        ("server", b"+OK\r\n%1\r\n$5\r\nproto\r\n:3\r\n")))
+    assert rec.error is None and "right" not in yaml.safe_dump(rec.plain())
+    mocks = Mocks("redis", rec.interactions)
+    for live, answer in [(b"AUTH nope\r\n", wrongpass), (b"AUTH right\r\n", b"+OK\r\n"),
+                         (b"AUTH default right\r\n", b"+OK\r\n"), (b"AUTH nope\r\n", wrongpass),
+                         (b"HELLO 3 AUTH ann annpw\r\n", b"%1\r\n$5\r\nproto\r\n:3\r\n")]:
+        assert mocks.replay_bytes(RedisReplayer(), live) == answer
+    assert mocks.misses == []
+    for live in [b"AUTH Right\r\n", b"AUTH ann right\r\n", b"HELLO 3 AUTH ann other\r\n"]:
+        assert mocks.replay_bytes(RedisReplayer(), live).startswith(b"-WRONGPASS trproxy: no recording for ")
+    assert len(mocks.misses) == 3
+
+
+def test_secrets_in_replies_are_redacted() -> None:
+    sha = "5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8"
+
+    def bulk(*items: str) -> bytes:
+        return f"*{len(items)}\r\n".encode() + b"".join(f"${len(i)}\r\n{i}\r\n".encode() for i in items)
+
+    got = plain(stream(
+        ("client", b"ACL LIST\r\nSENTINEL CONFIG GET *\r\nACL GETUSER u\r\nCONFIG GET *\r\n"),
+        ("server", bulk("user default on nopass ~* &* +@all", f"user u on #{sha} ~* resetchannels -@all")
+         + bulk("sentinel-pass", "sp1", "loglevel", "notice")
+         + b"%1\r\n$9\r\npasswords\r\n" + bulk(sha)
+         + bulk("masterauth", "ma1", "maxclients", "10000")),
+    ))
+    assert sha not in yaml.safe_dump(got) and "sp1" not in str(got) and "ma1" not in str(got)
+    assert got[0][1] == [["user default on nopass ~* &* +@all",
+                          "user u on #<redacted> ~* resetchannels -@all"]]
+    assert got[1][1] == [["sentinel-pass", "<redacted>", "loglevel", "notice"]]
+    assert got[2][1] == [{"map": [["passwords", ["<redacted>"]]]}]
+    assert got[3][1] == [["masterauth", "<redacted>", "maxclients", "10000"]]
+
+
+def test_sentinel_settings_are_redacted() -> None:
+    got = plain(stream(("client", b"SENTINEL SET m auth-pass s1 quorum 2\r\n"
+                                  b"SENTINEL CONFIG SET sentinel-pass s2\r\n"),
+                       ("server", b"+OK\r\n+OK\r\n")))
+    assert got[0][0] == ["SENTINEL", "SET", "m", "auth-pass", "<redacted>", "quorum", "2"]
+    assert got[1][0] == ["SENTINEL", "CONFIG", "SET", "sentinel-pass", "<redacted>"]
+
+
 def test_replay_tracks_client_reply_and_hello() -> None:
     replayer = RedisReplayer()
     events = replayer.feed(b"CLIENT REPLY SKIP\r\nSET a 1\r\nGET a\r\n")
@@ -253,18 +316,31 @@ def test_replay_tracks_client_reply_and_hello() -> None:
 
 def test_handshakes_are_synthesized_when_nothing_was_recorded() -> None:
     replayer = RedisReplayer()
-    events = replayer.feed(b"HELLO 3 AUTH u pw\r\nCLIENT SETINFO LIB-VER 9\r\nSELECT 2\r\nPING\r\n"
-                           b"PING hi\r\nAUTH pw\r\nGET k\r\n")
+    events = replayer.feed(b"HELLO 3\r\nCLIENT SETINFO LIB-VER 9\r\nSELECT 2\r\nPING\r\n"
+                           b"PING hi\r\nGET k\r\n")
     answers = [replayer.miss(e, "nothing recorded") for e in events]
     assert answers[0].startswith(b"%7\r\n$6\r\nserver\r\n")
     assert b"$5\r\nproto\r\n:3\r\n" in answers[0]
-    assert answers[1:6] == [b"+OK\r\n", b"+OK\r\n", b"+PONG\r\n", b"$2\r\nhi\r\n", b"+OK\r\n"]
-    assert answers[6] == b"-ERR trproxy: no recording for GET k: nothing recorded\r\n"
-    assert events[0].request == ["HELLO", "3", "AUTH", "<redacted>", "<redacted>"]
-    assert [e.context.handshake for e in events] == [True] * 6 + [False]
+    assert answers[1:5] == [b"+OK\r\n", b"+OK\r\n", b"+PONG\r\n", b"$2\r\nhi\r\n"]
+    assert answers[5] == b"-ERR trproxy: no recording for GET k: nothing recorded\r\n"
+    assert [e.context.handshake for e in events] == [True] * 5 + [False]
     hello2 = replayer.feed(b"HELLO 2\r\n")[0]
     assert replayer.miss(hello2, "x").startswith(b"*14\r\n")
     assert replayer.resp == 2
+
+
+def test_unknown_credentials_are_refused_and_reported() -> None:
+    """Credentials are matched: a login no recording answers is refused as the server
+    would (WRONGPASS, which clients raise as an authentication error) and reported."""
+    replayer = RedisReplayer()
+    events = replayer.feed(b"AUTH pw\r\nAUTH u pw\r\nHELLO 3 AUTH u pw\r\n")
+    assert [e.context.handshake for e in events] == [False] * 3
+    answers = [replayer.miss(e, "no recorded request matches") for e in events]
+    assert all(a.startswith(b"-WRONGPASS trproxy: no recording for ") for a in answers)
+    assert answers[2] == (b"-WRONGPASS trproxy: no recording for HELLO with these credentials: "
+                          b"no recorded request matches\r\n")
+    assert replayer.resp == 2  # a refused HELLO switches nothing
+    assert events[2].request == ["HELLO", "3", "AUTH", "u", hashed(b"pw", "redis u")]
 
 
 def test_a_miss_reason_stays_on_one_line() -> None:

@@ -17,6 +17,7 @@ from tests.support.chunking import bytewise, side_bytes, split_at
 from tests.support.recording import capture
 from tests.support.replay_server import Mocks, ReplayServer
 from tests.support.tee import Relay
+from trproxy.protocols.credentials import hashed
 from trproxy.protocols.redis import RedisReplayer
 from trproxy.proxy.context import Mode, RunContext
 
@@ -94,27 +95,39 @@ def test_password_never_reaches_the_recording(tmp_path) -> None:  # type: ignore
     interactions = [i for s in relay.streams for i in record(s.data_chunks()).interactions]
     text = yaml.safe_dump([{"request": i.request, "responses": i.responses} for i in interactions])
     assert "hunter2" not in text and "wrong-pw-42" not in text
-    assert ["AUTH", "<redacted>"] in [i.request for i in interactions]
-    assert any(i.request[:1] == ["HELLO"] and "<redacted>" in i.request for i in interactions)
-    # replay: any password is accepted the way it was recorded (keys ignore credentials)
+    secret = hashed(b"hunter2-secret", "redis default")
+    assert ["AUTH", secret] in [i.request for i in interactions]
+    assert ["HELLO", "3", "AUTH", "default", secret] in [i.request for i in interactions]
+    # replay: logins are matched on their (hashed) credentials
     replay = ReplayServer("redis", interactions).start()
     try:
         for protocol in (2, 3):
-            client = redis.Redis(port=replay.port, password="another-one", protocol=protocol)
+            client = redis.Redis(port=replay.port, password="hunter2-secret", protocol=protocol)
             assert client.set("k", "v")
             client.close()
+            refused = redis.Redis(port=replay.port, password="another-one", protocol=protocol)
+            with pytest.raises(redis.AuthenticationError, match="no recording for (AUTH|HELLO)"):
+                refused.set("k", "v")
+            refused.close()
+        wrong = redis.Connection(port=replay.port, password="wrong-pw-42", protocol=2)
+        with pytest.raises(redis.AuthenticationError, match="invalid username-password pair"):
+            wrong.connect()  # the recorded refusal, for the same wrong password
+        wrong.disconnect()
     finally:
         replay.close()
+    assert {m["request"] for m in replay.misses} == {"AUTH", "HELLO"}  # logins only; redis-py retries
 
 
 def test_replay_miss_is_a_redis_error_and_handshakes_are_synthesized() -> None:
     replay = ReplayServer("redis").start()
     try:
         for protocol in (2, 3):
-            client = redis.Redis(port=replay.port, protocol=protocol, password="x")
+            client = redis.Redis(port=replay.port, protocol=protocol, client_name="app")
             with pytest.raises(redis.ResponseError, match="trproxy: no recording for GET k"):
                 client.get("k")
             assert client.ping()
             client.close()
+            with pytest.raises(redis.AuthenticationError):  # credentials nobody recorded
+                redis.Redis(port=replay.port, protocol=protocol, password="x").ping()
     finally:
         replay.close()

@@ -7,7 +7,9 @@ Modules (each says its role and invariants):
 * ``codec``: ``PostgresCodec``, the sans-I/O state machine for one connection;
 * ``readable``, ``values``: messages <-> readable YAML-safe data (secrets redacted);
 * ``names``: per-connection prepared statements/portals (names -> SQL);
-* ``sql``, ``matching``: SQL normalization, lifetimes, ``match_key``;
+* ``sql``, ``matching``: SQL normalization and redaction, lifetimes, ``match_key``;
+* ``startup``: the settings a live StartupMessage asks for, reported back;
+* ``identity``: the backend pid and cancel key each replayed connection reports;
 * ``recorder``: ``PostgresRecorder`` (record mode);
 * ``render``, ``replayer``: ``PostgresReplayer`` (replay mode);
 * ``detect``: is a new connection PostgreSQL;

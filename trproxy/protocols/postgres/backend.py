@@ -388,7 +388,7 @@ class RowDescription(BackendMessage):
     fields: tuple[FieldDescription, ...] = ()
 
     def body(self) -> bytes:
-        w = Writer().int16(len(self.fields))
+        w = Writer().count(len(self.fields))
         for f in self.fields:
             w.cstring(f.name).uint32(f.table_oid).int16(f.column).uint32(f.type_oid)
             w.int16(f.type_size).int32(f.type_modifier).int16(f.format)
@@ -412,7 +412,7 @@ class DataRow(BackendMessage):
     values: tuple[bytes | None, ...] = ()
 
     def body(self) -> bytes:
-        w = Writer().int16(len(self.values))
+        w = Writer().count(len(self.values))
         for v in self.values:
             w.value(v)
         return w.getvalue()
@@ -477,7 +477,7 @@ class ParameterDescription(BackendMessage):
     type_oids: tuple[int, ...] = ()
 
     def body(self) -> bytes:
-        w = Writer().int16(len(self.type_oids))
+        w = Writer().count(len(self.type_oids))
         for oid in self.type_oids:
             w.uint32(oid)
         return w.getvalue()
@@ -514,7 +514,7 @@ class _CopyResponse(BackendMessage):
     column_formats: tuple[int, ...]
 
     def body(self) -> bytes:
-        w = Writer().int8(self.format).int16(len(self.column_formats))
+        w = Writer().int8(self.format).count(len(self.column_formats))
         for f in self.column_formats:
             w.int16(f)
         return w.getvalue()

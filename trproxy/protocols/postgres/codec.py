@@ -53,7 +53,7 @@ DEFAULT_MAX_MESSAGE = 64 * 1024 * 1024
 
 _HEAD = struct.Struct("!ii")
 _TYPED = struct.Struct("!ci")
-_I16 = struct.Struct("!h")
+_U16 = struct.Struct("!H")
 _I32 = struct.Struct("!i")
 
 
@@ -130,9 +130,7 @@ _READY = {s: be.ReadyForQuery(s.decode()) for s in (b"I", b"T", b"E")}
 
 def _data_row(body: bytes) -> be.DataRow:
     """DataRow, the bulk of most result sets, without a Reader per value."""
-    (n,) = _I16.unpack_from(body, 0)
-    if n < 0:
-        raise DecodeError(f"DataRow: negative count {n}")
+    (n,) = _U16.unpack_from(body, 0)  # counts are unsigned (wire.Reader.count)
     pos, end = 2, len(body)
     values: list[bytes | None] = []
     for _ in range(n):

@@ -218,7 +218,7 @@ class Parse(FrontendMessage):
     param_types: tuple[int, ...] = ()
 
     def body(self) -> bytes:
-        w = Writer().cstring(self.name).cstring(self.query).int16(len(self.param_types))
+        w = Writer().cstring(self.name).cstring(self.query).count(len(self.param_types))
         for oid in self.param_types:
             w.uint32(oid)
         return w.getvalue()
@@ -248,13 +248,13 @@ class Bind(FrontendMessage):
 
     def body(self) -> bytes:
         w = Writer().cstring(self.portal).cstring(self.statement)
-        w.int16(len(self.param_formats))
+        w.count(len(self.param_formats))
         for f in self.param_formats:
             w.int16(f)
-        w.int16(len(self.params))
+        w.count(len(self.params))
         for v in self.params:
             w.value(v)
-        w.int16(len(self.result_formats))
+        w.count(len(self.result_formats))
         for f in self.result_formats:
             w.int16(f)
         return w.getvalue()
@@ -372,10 +372,10 @@ class FunctionCall(FrontendMessage):
     result_format: int = 0
 
     def body(self) -> bytes:
-        w = Writer().uint32(self.function_oid).int16(len(self.arg_formats))
+        w = Writer().uint32(self.function_oid).count(len(self.arg_formats))
         for f in self.arg_formats:
             w.int16(f)
-        w.int16(len(self.args))
+        w.count(len(self.args))
         for a in self.args:
             w.value(a)
         return w.int16(self.result_format).getvalue()

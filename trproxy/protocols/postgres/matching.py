@@ -9,17 +9,21 @@ extended-protocol *batch* (Parse/Bind/Describe/Execute/Close ending at Sync or F
 "Matching and replay rules"), so the store can pick an answer recorded on any
 connection of a pool:
 
-* startup -> ``{"startup": {"user": ..., "database": ...}}`` only: the user and
-  database choose the recorded handshake; application_name, client_encoding and the
-  other options do not (a different client on the same database gets the same
-  ParameterStatus set, and a miss still gets a working default handshake).
+* startup -> ``{"startup": {"user": ..., "database": ...}}``, plus ``"password"``: the
+  hashed cleartext password or MD5 answer (``credentials``) when the request carries
+  one: a login is served only to the same credentials. application_name,
+  client_encoding and the other options do not count (the replayer reports the live
+  ones, ``startup.reflect``; a miss still gets a working default handshake). SCRAM
+  exchanges are not compared (their proofs differ every time): see docs/format.md.
 * SQL text is compared whitespace-insensitively (``sql.match_sql``).
 * statement and portal names are dropped: Bind/Describe/Execute carry the SQL instead.
   A Parse whose statement is bound later in the same batch is dropped too, so the
   first execution (Parse+Bind+Execute) and a later one of an already prepared
   statement (Bind+Execute) have the same key - which connection prepared what differs
   between runs. Close is dropped (the replayer answers it itself).
-* parameters compare by format and bytes (``values.canonical_value``).
+* parameters compare by format and bytes (``values.canonical_value``), except pids given
+  to ``pg_terminate_backend``/``pg_cancel_backend`` (``<pid>``; literals too,
+  ``sql.match_sql``): which backend a live connection plays depends on connect order.
 * COPY FROM STDIN data and anything after the batch's first Sync are dropped: the
   replayer must answer before the client sends them.
 """
@@ -30,8 +34,17 @@ import json
 from typing import Any
 
 from ..base import Lifetime, ProtocolError, Readable
+from ..credentials import is_hashed
 from .readable import item_name
-from .sql import is_session_sql, is_transaction_sql, match_sql, summarize
+from .sql import (
+    first_words,
+    is_schema_sql,
+    is_session_sql,
+    is_transaction_sql,
+    match_sql,
+    pid_parameters,
+    summarize,
+)
 from .values import canonical_value
 
 STARTUP_NAMES = {"SSLRequest", "GSSENCRequest", "StartupMessage", "PasswordMessage",
@@ -80,8 +93,11 @@ def _batch_key(request: list[dict[str, Any]]) -> list[Readable]:
                 key.append({name: {"query": _sql(v.get("query")),
                                    "param_types": v.get("param_types", [])}})
         elif name == "Bind":
-            key.append({name: {"query": _sql(v.get("query", v.get("statement"))),
-                               "parameters": [canonical_value(p) for p in v.get("parameters", [])],
+            query = v.get("query", v.get("statement"))
+            pids = pid_parameters(query) if isinstance(query, str) else frozenset()
+            key.append({name: {"query": _sql(query),
+                               "parameters": [("<pid>" if i in pids else canonical_value(p))
+                                              for i, p in enumerate(v.get("parameters", []))],
                                "result_formats": v.get("result_formats", [])}})
         elif name == "Describe":
             kind = "statement" if "statement" in v else "portal"
@@ -112,11 +128,15 @@ def _match_key(request: Readable) -> Readable:
     kind = request_kind(request)
     if kind == "startup":
         params: dict[str, Any] = {}
+        key: dict[str, Any] = {}
         for item in request:
-            if item_name(item) == "StartupMessage":
-                params = item["StartupMessage"].get("parameters", {})
+            name = item_name(item)
+            if name == "StartupMessage":
+                params = item[name].get("parameters", {})
+            elif name == "PasswordMessage" and is_hashed(item[name]):
+                key["password"] = item[name]  # a plain <redacted> (older recordings): any
         user = params.get("user")
-        return {"startup": {"user": user, "database": params.get("database", user)}}
+        return {"startup": {"user": user, "database": params.get("database", user), **key}}
     if kind == "query":
         return [{"Query": _sql(request[0]["Query"])}]
     if kind == "function":
@@ -156,19 +176,33 @@ def lifetime_of(request: Readable) -> Lifetime:
 
 
 def repeats(request: Readable) -> bool:
-    """Transaction control only (BEGIN, COMMIT, ROLLBACK, SAVEPOINT...): once its recorded
-    answers are used up the last one serves again, so an app (or a pool) that opens a
-    different number of transactions at replay does not miss on them."""
+    """Transaction control (BEGIN, COMMIT, ROLLBACK, SAVEPOINT...) and schema changes
+    (CREATE, DROP, ALTER...): once its recorded answers are used up the last one serves
+    again, so an app (or a pool) that opens a different number of transactions at replay,
+    or a test suite that runs its setup again, does not miss on them."""
     executed = executed_sql(request)
     return request_kind(request) in ("query", "batch") and bool(executed) and all(
-        is_transaction_sql(q) for q in executed)
+        is_transaction_sql(q) or is_schema_sql(q) for q in executed)
+
+
+# statements that may change the transaction status (CALL and DO may COMMIT inside)
+_STATUS_CHANGING = {"BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT", "SAVEPOINT",
+                    "RELEASE", "PREPARE", "CALL", "DO"}
+
+
+def changes_transaction(request: Readable) -> bool:
+    """Whether a request may change the transaction status (a FunctionCall: assume so)."""
+    if request_kind(request) == "function":
+        return True
+    return any(not _STATUS_CHANGING.isdisjoint(first_words(sql)) for sql in executed_sql(request))
 
 
 def summary_of(request: Readable) -> str:
     kind = request_kind(request)
     if kind == "startup":
         key = match_key(request)["startup"]
-        return f"startup {key['user']}@{key['database']}"
+        step = "password" if any(item_name(i) == "PasswordMessage" for i in request) else "startup"
+        return f"{step} {key['user']}@{key['database']}"
     if kind == "function":
         return f"FunctionCall {request[0]['FunctionCall'].get('function_oid')}"
     executed = executed_sql(request)

@@ -5,8 +5,12 @@ Every message becomes a one-key mapping named as in the spec, e.g.
 ``{"ErrorResponse": {"S": "ERROR", "C": "42P01", "M": "..."}}``,
 ``{"ReadyForQuery": "I"}``; messages without fields map to ``{}``.
 
-Secrets never reach this form: PasswordMessage, SASL and GSS messages and the MD5
-salt become ``"<redacted>"`` (replay does not need them: it answers AuthenticationOk).
+Secrets never reach this form: passwords in SQL text are ``'<redacted>'``
+(``sql.redact_sql``), SASL and GSS messages become ``"<redacted>"`` (replay
+skips those exchanges), a cleartext password or MD5 answer becomes a salted slow hash
+(``password_item``: replay asks the same question and compares the hashes), and
+BackendKeyData's secret key becomes ``"<redacted>"`` (replay derives one from the pid,
+``identity.cancel_key``). The MD5 salt is kept: it is what replay asks with again.
 
 Backend messages are invertible (``response_message``) so a replayer can render
 recorded responses back to bytes; frontend messages are only ever turned into
@@ -19,8 +23,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..base import EncodeError, Readable, blob
+from ..credentials import hashed
 from . import backend as be
 from . import frontend as fe
+from .identity import cancel_key
+from .sql import redact_sql
 from .values import readable_value, wire_value
 
 REDACTED = "<redacted>"
@@ -91,10 +98,12 @@ def request_item(msg: Any, query: str | None = None,
                        "parameters": {_key(k): text(v) for k, v in msg.parameters}}}
     if isinstance(msg, fe.CancelRequest):
         return {name: {"process_id": msg.process_id, "secret_key": REDACTED}}
+    if query is not None:
+        query = redact_sql(query)
     if isinstance(msg, fe.Query):
-        return {name: text(msg.query)}
+        return {name: text(redact_sql(msg.query))}
     if isinstance(msg, fe.Parse):
-        return {name: {"statement": text(msg.name), "query": text(msg.query),
+        return {name: {"statement": text(msg.name), "query": text(redact_sql(msg.query)),
                        "param_types": list(msg.param_types)}}
     if isinstance(msg, fe.Bind):
         params = []
@@ -130,6 +139,14 @@ def request_item(msg: Any, query: str | None = None,
     return {name: {}}  # SSLRequest, GSSENCRequest, Sync, Flush, CopyDone, Terminate
 
 
+def password_item(msg: fe.PasswordMessage, params: dict[str, str]) -> dict[str, Readable]:
+    """A cleartext password or MD5 answer, hashed for the account of the StartupMessage
+    ``params`` (``credentials.hashed``): the live one hashes the same when it is the same."""
+    user = params.get("user", "")
+    account = f"postgres {user}@{params.get('database', user)}"
+    return {"PasswordMessage": hashed(msg.password, account)}
+
+
 def msg_oid(oids: tuple[int, ...], i: int) -> int:
     return oids[i] if i < len(oids) else 0
 
@@ -156,14 +173,14 @@ def response_item(msg: Any, shape: RowShape = TEXT_ROWS) -> dict[str, Readable]:
                         be.AuthenticationGSSContinue)):
         return {name: REDACTED}
     if isinstance(msg, be.AuthenticationMD5Password):
-        return {name: {"salt": REDACTED}}
+        return {name: {"salt": msg.salt.hex()}}
     if isinstance(msg, be.ParameterStatus):
         key = text(msg.name)
         if isinstance(key, str) and key not in ("name", "value"):
             return {name: {key: text(msg.value)}}
         return {name: {"name": key, "value": text(msg.value)}}
     if isinstance(msg, be.BackendKeyData):
-        return {name: {"process_id": msg.process_id, "secret_key": msg.secret_key.hex()}}
+        return {name: {"process_id": msg.process_id, "secret_key": REDACTED}}
     if isinstance(msg, be.ReadyForQuery):
         return {name: msg.status}
     if isinstance(msg, (be.ErrorResponse, be.NoticeResponse)):
@@ -232,8 +249,12 @@ def response_message(item: Readable) -> Any:
                 return be.ParameterStatus(untext(v["name"]), untext(v["value"]))
             ((key, value),) = v.items()
             return be.ParameterStatus(untext(key), untext(value))
-        if name == "BackendKeyData":
-            return be.BackendKeyData(v["process_id"], bytes.fromhex(v["secret_key"]))
+        if name == "BackendKeyData":  # recordings made before keys were redacted: hex
+            key = v["secret_key"]
+            pid = v["process_id"]
+            return be.BackendKeyData(pid, cancel_key(pid) if key == REDACTED else bytes.fromhex(key))
+        if name == "AuthenticationMD5Password":
+            return be.AuthenticationMD5Password(bytes.fromhex(v["salt"]))
         if name == "ParameterDescription":
             return be.ParameterDescription(tuple(v))
         if name == "NotificationResponse":

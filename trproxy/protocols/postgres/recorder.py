@@ -3,8 +3,12 @@
 Groups follow how the server processes messages (spec, "Message Flow"):
 
 * startup: SSLRequest/GSSENCRequest + StartupMessage + authentication answers ->
-  everything up to ReadyForQuery (or the ErrorResponse that ends the session);
-  lifetime "session".
+  everything up to ReadyForQuery (or the ErrorResponse that ends the session). When the
+  server asks for a cleartext or MD5 password, that is two round trips and two
+  interactions: the StartupMessage -> the password request, then the StartupMessage
+  with the (hashed) PasswordMessage -> the rest, so replay can ask the same question and
+  match the answer (``credentials``). SASL (SCRAM) stays one interaction: replay skips
+  it. Lifetime "session": served in recorded order, the last one again (``identity``).
 * simple Query -> everything up to ReadyForQuery, including a COPY in either
   direction (the client's CopyData/CopyDone/CopyFail join the request).
 * extended batch: Parse/Bind/Describe/Execute/Close up to Sync -> everything up to
@@ -49,7 +53,7 @@ from .backend import backend_key
 from .codec import PostgresCodec
 from .matching import is_trivial, lifetime_of, summary_of
 from .names import Names, Portal, Statement, learn_description, shape_of
-from .readable import RowShape, request_item, response_item
+from .readable import RowShape, item_name, password_item, request_item, response_item
 
 _EXTENDED = (fe.Parse, fe.Bind, fe.Describe, fe.Execute, fe.Close)
 _END_OF_EXECUTE = (be.CommandComplete, be.EmptyQueryResponse, be.PortalSuspended)
@@ -90,6 +94,7 @@ class PostgresRecorder:
         self.identity: bytes | None = None  # the backend key (CancelRequests name it)
         self._skipping = False  # an error ended a Flush batch: the server skips to Sync
         self._startup: _Group | None = None
+        self._startup_params: dict[str, str] = {}
 
     # --- Recorder API ------------------------------------------------------------------
 
@@ -124,12 +129,15 @@ class PostgresRecorder:
         if isinstance(msg, (fe.SSLRequest, fe.GSSENCRequest, fe.StartupMessage)):
             if self._startup is None:
                 self._startup = self._new("startup")
+            if isinstance(msg, fe.StartupMessage):
+                self._startup_params = msg.params
             self._startup.items.append(request_item(msg))
         elif isinstance(msg, (fe.PasswordMessage, fe.SASLInitialResponse, fe.SASLResponse,
                               fe.GSSResponse)):
             if self._startup is None or self._startup.done:
                 raise UnexpectedMessage(f"{type(msg).__name__} outside authentication")
-            self._startup.items.append(request_item(msg))
+            self._startup.items.append(password_item(msg, self._startup_params)
+                                       if isinstance(msg, fe.PasswordMessage) else request_item(msg))
         elif isinstance(msg, (fe.Query, fe.FunctionCall)):
             self._end_open_batch()
             if self._skipping:
@@ -343,8 +351,24 @@ class PostgresRecorder:
                 continue
             if group.kind == "batch" and is_trivial(group.items):
                 continue
-            if group.kind == "startup" and not any(
-                    "ReadyForQuery" in r or "ErrorResponse" in r for r in group.responses):
-                continue  # abandoned before the end of authentication (psql asks a password)
+            if group.kind == "startup":
+                if any("ReadyForQuery" in r or "ErrorResponse" in r for r in group.responses):
+                    out += _startup_interactions(group.items, group.responses)
+                continue  # else abandoned before the end of authentication (psql asks a password)
             out.append(Interaction(group.items, group.responses, lifetime_of(group.items),
                                    summary_of(group.items), unanswered=group.unanswered))
+
+
+_PASSWORD_REQUESTS = ("AuthenticationCleartextPassword", "AuthenticationMD5Password")
+
+
+def _startup_interactions(items: list[Readable], responses: list[Readable]) -> list[Interaction]:
+    """One startup interaction, or two when the server asked for a password (module doc)."""
+    at = next((i for i, item in enumerate(items) if item_name(item) == "PasswordMessage"), None)
+    asked = next((i for i, r in enumerate(responses) if item_name(r) in _PASSWORD_REQUESTS), None)
+    if at is None or asked is None:
+        return [Interaction(items, responses, lifetime_of(items), summary_of(items))]
+    first = items[:at]
+    second = [i for i in first if item_name(i) == "StartupMessage"] + items[at:]
+    return [Interaction(first, responses[:asked + 1], lifetime_of(first), summary_of(first)),
+            Interaction(second, responses[asked + 1:], lifetime_of(second), summary_of(second))]

@@ -19,17 +19,25 @@ skipped up to Sync, like the server does. NoticeResponse/ParameterStatus/
 NotificationResponse pass through where they were. A CopyInResponse pauses the walk:
 the server now waits for the client's COPY data (``Rendered.paused``).
 
-ReadyForQuery's transaction status: a session-lifetime answer may be served in any
-transaction state, so it gets the live status; a data answer keeps the recorded one.
+A FATAL (or PANIC) error ends the answer (``Rendered.fatal``): the server closed the
+session after it, so no ReadyForQuery follows and the replayer hangs up.
+
+ReadyForQuery's transaction status (``live_status``): an answer to a request that cannot
+change it (a session-lifetime answer, or statements without transaction control) gets
+the live status, as the server would report it on this connection - a SELECT recorded
+inside a transaction may be replayed outside one; an answer to BEGIN/COMMIT/CALL...
+keeps the recorded one. Either way an error inside a transaction block makes it 'E'.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import backend as be
 from . import frontend as fe
+from .identity import is_backend_pid_sql
 from .names import learn_description
 
 _STRAY = (be.ParseComplete, be.CloseComplete)
@@ -50,6 +58,7 @@ class Rendered:
     tx: str = "I"
     errored: bool = False  # ended in an error without reaching Sync: skip to Sync
     paused: list[Any] | None = None  # recorded answers left after a CopyInResponse
+    fatal: bool = False  # a FATAL/PANIC error: the server closed the session after it
 
 
 def status_after_error(tx: str) -> str:
@@ -57,11 +66,12 @@ def status_after_error(tx: str) -> str:
 
 
 class _Walk:
-    def __init__(self, recorded: list[Any], session: bool, tx: str) -> None:
+    def __init__(self, recorded: list[Any], live_status: bool, tx: str) -> None:
         self.r = recorded
         self.i = 0
-        self.session = session
+        self.live_status = live_status
         self.out = Rendered(tx=tx)
+        self.pid_row: Callable[[be.DataRow], be.DataRow] | None = None
 
     def peek(self) -> Any:
         while self.i < len(self.r) and isinstance(self.r[self.i], be.ASYNC_TYPES):
@@ -74,13 +84,15 @@ class _Walk:
         self.i += 1
         if isinstance(msg, be.ReadyForQuery):
             msg = self.ready(msg.status)
-        elif isinstance(msg, be.ErrorResponse) and self.out.tx == "T":
-            self.out.tx = "E"
+        elif isinstance(msg, be.ErrorResponse):
+            if self.out.tx == "T":
+                self.out.tx = "E"
+            self.out.fatal = msg.get("S") in ("FATAL", "PANIC")
         self.out.messages.append(msg)
         return msg
 
     def ready(self, recorded_status: str | None) -> be.ReadyForQuery:
-        if recorded_status is not None and not self.session:
+        if recorded_status is not None and not self.live_status:
             self.out.tx = recorded_status
         return be.ReadyForQuery(self.out.tx)
 
@@ -104,12 +116,15 @@ class _Errored(Exception):
     pass
 
 
-def render_batch(live: list[tuple[Any, Any]], recorded: list[Any], *, session: bool,
-                 tx: str) -> Rendered:
+def render_batch(live: list[tuple[Any, Any]], recorded: list[Any], *, live_status: bool,
+                 tx: str, pid_row: Callable[[be.DataRow], be.DataRow] | None = None) -> Rendered:
     """Answer the live batch ``live`` ([(message, statement-or-portal)]) from ``recorded``."""
-    w = _Walk(recorded, session, tx)
+    w = _Walk(recorded, live_status, tx)
+    w.pid_row = pid_row
     errored = False
     for msg, ref in live:
+        if w.out.fatal:
+            return w.out  # the server hung up: nothing more, not even ReadyForQuery
         if errored:
             if isinstance(msg, fe.Sync):
                 w.skip_stray()
@@ -159,6 +174,8 @@ def _answer(w: _Walk, msg: Any, ref: Any) -> bool:
         learn_description(ref, params, rows if isinstance(rows, be.RowDescription) else None)
     elif isinstance(msg, fe.Execute):
         w.skip_stray()
+        pid_row = w.pid_row if w.pid_row is not None and is_backend_pid_sql(
+            getattr(ref, "query", None)) else None
         while True:
             got = w.expect(be.DataRow, *_END_OF_EXECUTE, be.CopyInResponse, be.CopyOutResponse,
                            be.CopyBothResponse, fe.CopyData, fe.CopyDone)
@@ -166,6 +183,8 @@ def _answer(w: _Walk, msg: Any, ref: Any) -> bool:
                 return True
             if isinstance(got, _END_OF_EXECUTE):
                 break
+            if pid_row is not None and isinstance(got, be.DataRow):
+                w.out.messages[-1] = pid_row(got)
     elif isinstance(msg, fe.Sync):
         nxt = w.skip_stray()
         if isinstance(nxt, be.ReadyForQuery):
@@ -175,10 +194,10 @@ def _answer(w: _Walk, msg: Any, ref: Any) -> bool:
     return False
 
 
-def render_simple(recorded: list[Any], *, session: bool, tx: str) -> Rendered:
+def render_simple(recorded: list[Any], *, live_status: bool, tx: str) -> Rendered:
     """Query or FunctionCall: the recorded answers as they are, up to a CopyInResponse."""
-    w = _Walk(recorded, session, tx)
-    while w.i < len(w.r):
+    w = _Walk(recorded, live_status, tx)
+    while w.i < len(w.r) and not w.out.fatal:
         msg = w.take()
         if isinstance(msg, be.CopyInResponse):
             w.out.paused = w.r[w.i:]
@@ -186,13 +205,13 @@ def render_simple(recorded: list[Any], *, session: bool, tx: str) -> Rendered:
     return w.out
 
 
-def resume_copy(remaining: list[Any], *, session: bool, tx: str,
+def resume_copy(remaining: list[Any], *, live_status: bool, tx: str,
                 until_execute_end: bool) -> tuple[Rendered, list[Any]]:
     """After the client's CopyDone: the recorded answers up to the end of the COPY
     (CommandComplete or ErrorResponse) when ``until_execute_end``, else all of them.
     Returns what was rendered and what is left (the ReadyForQuery of an extended-protocol
     COPY, sent when the client's Sync arrives)."""
-    w = _Walk(remaining, session, tx)
+    w = _Walk(remaining, live_status, tx)
     while w.i < len(w.r):
         msg = w.take()
         if until_execute_end and isinstance(msg, (*_END_OF_EXECUTE, be.ErrorResponse)):

@@ -14,13 +14,22 @@ proxy must send them in that order. Synthesized here, never looked up:
   ReadyForQuery (``matching.is_trivial``);
 * while skipping to Sync after an error: the server ignores messages until Sync.
 
-The startup becomes a session ``Lookup`` (match key: user and database); ``respond``
-renders AuthenticationOk + the recorded ParameterStatus/BackendKeyData +
-ReadyForQuery, skipping the recorded authentication exchange (passwords are never
-recorded, and no server checks them), and ``miss`` on a startup synthesizes a working
-default handshake. A miss on a query answers ErrorResponse (SQLSTATE XX000,
+The startup becomes a session ``Lookup`` (match key: user and database), served in
+recorded order (the last one again when more connect); the live connection takes the
+identity of the recorded one it was served (``identity``). ``respond`` renders AuthenticationOk + the recorded ParameterStatus (with
+the live client's settings reported, ``startup.reflect``) + the live BackendKeyData +
+ReadyForQuery. A SASL (SCRAM) exchange cannot be replayed (it needs the server's keys):
+replay asks for the password in cleartext instead (the client still sees a password
+login and must have one) and takes any. When the recording asked for a cleartext or MD5
+password, the same request (the recorded MD5 salt) goes to the client and its answer,
+hashed, is a second lookup: only the recorded credentials get the recorded login. ``miss`` on a
+startup synthesizes a working default handshake; on a password, fails the login
+(SQLSTATE 28P01). A miss on a query answers ErrorResponse (SQLSTATE XX000,
 "trproxy: no recording for ...") then ReadyForQuery, or - in a batch that ended at
 Flush - skips to the next Sync like a server after an error, so the client stays usable.
+
+``backend`` is this connection's identity once its startup was answered
+(``identity.Backend``: pid, key; ``identity`` the same as the key a CancelRequest names).
 
 Transaction status is tracked per connection (from the ReadyForQuery of data answers)
 so session answers and synthesized ReadyForQuery carry the live status.
@@ -35,9 +44,10 @@ from . import backend as be
 from . import frontend as fe
 from .backend import backend_key
 from .codec import PostgresCodec
-from .matching import is_trivial, lifetime_of, repeats, summary_of
+from .identity import BACKENDS, Backend, Backends, is_backend_pid_sql, row_pid, with_pid
+from .matching import changes_transaction, is_trivial, lifetime_of, repeats, summary_of
 from .names import Names
-from .readable import item_name, request_item, response_message
+from .readable import item_name, password_item, request_item, response_message
 from .render import (
     Mismatch,
     Rendered,
@@ -48,6 +58,7 @@ from .render import (
     status_after_error,
 )
 from .sql import summarize
+from .startup import live_settings, reflect
 
 # ParameterStatus a PostgreSQL 15 server reports at startup (GUC_REPORT settings).
 DEFAULT_PARAMETERS: tuple[tuple[str, str], ...] = (
@@ -93,13 +104,20 @@ class LazyReply(Reply):
 
 
 class PostgresReplayer:
-    def __init__(self, *, max_message_size: int | None = None) -> None:
+    def __init__(self, *, max_message_size: int | None = None,
+                 backends: Backends = BACKENDS) -> None:
         kwargs = {"max_message_size": max_message_size} if max_message_size else {}
         self.codec = PostgresCodec(start="startup", **kwargs)
+        self.backends = backends
+        self.backend: Backend | None = None  # this connection's identity, once started
+        self._startup: fe.StartupMessage | None = None
+        self._asked = False  # a password was asked for: the next PasswordMessage answers it
+        self._after_password: list[Readable] | None = None  # SCRAM: the handshake to send then
+        self._negotiated: be.NegotiateProtocolVersion | None = None  # sent before the password
         self.names = Names()
         self.tx = "I"
         self.close_after = False  # the server would close the connection now
-        self.identity: bytes | None = None  # the backend key sent at startup (CancelRequest)
+        self.identity: bytes | None = None  # ``backend`` as a CancelRequest names it
         self._batch: list[tuple[Any, Any]] = []
         self._items: list[Readable] = []
         self._skip = False  # an error ended a Flush batch: ignore messages until Sync
@@ -130,14 +148,25 @@ class PostgresReplayer:
             self.codec.events()
             out.append(Reply(b"N"))
         elif isinstance(msg, fe.StartupMessage):
+            self._startup = msg
             item = request_item(msg)
             out.append(Lookup([item], "session", summary_of([item]), True,
-                              LookupContext(private={"kind": "startup", "parameters": msg.params})))
+                              LookupContext(private={"kind": "startup"})))
+        elif isinstance(msg, fe.PasswordMessage) and self._after_password is not None:
+            recorded, self._after_password = self._after_password, None
+            out.append(Reply(self._encode(self._handshake(recorded))))  # SCRAM: not checkable
+        elif isinstance(msg, fe.PasswordMessage) and self._asked and self._startup is not None:
+            self._asked = False
+            request = [request_item(self._startup), password_item(msg, self._startup.params)]
+            out.append(Lookup(request, "session", summary_of(request), True,
+                              LookupContext(private={"kind": "login"})))
         elif isinstance(msg, fe.CancelRequest):
+            # the engine finds the live connection this key was handed to (``identity``)
             out.append(Interrupt(backend_key(msg.process_id, msg.secret_key)))
             self.close_after = True
         elif isinstance(msg, fe.Terminate):
             self.close_after = True
+            self.close()
         elif self._copy is not None:
             self._copy_message(msg, out)
         elif isinstance(msg, (fe.CopyData, fe.CopyDone, fe.CopyFail)):
@@ -153,11 +182,13 @@ class PostgresReplayer:
             item = request_item(msg)
             kind = "query" if isinstance(msg, fe.Query) else "function"
             out.append(Lookup([item], lifetime_of([item]), summary_of([item]), True,
-                              LookupContext(repeat_last=repeats([item]), private={"kind": kind})))
+                              LookupContext(repeat_last=repeats([item]), private={
+                                  "kind": kind,
+                                  "backend_pid": is_backend_pid_sql(getattr(msg, "query", None))})))
         elif isinstance(msg, (fe.Parse, fe.Bind, fe.Describe, fe.Execute, fe.Close, fe.Sync,
                               fe.Flush)):
             self._extended(msg, out)
-        # PasswordMessage & co. (never asked for), stray CopyData: ignored like a server
+        # PasswordMessage & co. never asked for, stray CopyData: ignored like a server
 
     def _extended(self, msg: Any, out: list[Lookup | Reply | Interrupt]) -> None:
         if self._skip and not isinstance(msg, fe.Sync):
@@ -201,9 +232,10 @@ class PostgresReplayer:
         assert copy is not None
         if isinstance(msg, fe.CopyDone):
             self._copy = None
-            rendered, _ = resume_copy(copy["remaining"], session=copy["session"], tx=self.tx,
+            rendered, _ = resume_copy(copy["remaining"], live_status=copy["live_status"], tx=self.tx,
                                       until_execute_end=copy["extended"])
             self.tx = rendered.tx
+            self.close_after = self.close_after or rendered.fatal
             out.append(Reply(self._encode(rendered.messages)))
         elif isinstance(msg, fe.CopyFail):
             self._copy = None
@@ -219,27 +251,74 @@ class PostgresReplayer:
     def respond(self, lookup: Lookup, responses: list[Readable]) -> bytes:
         kind = lookup.context.private.get("kind")
         if kind == "startup":
-            return self._encode(self._handshake(lookup, responses))
+            asked = _password_request(responses)
+            if asked is not None:  # the recording answered a password: ask for it too
+                self._asked = True
+                self._negotiated = next((m for m in asked if isinstance(m, be.NegotiateProtocolVersion)),
+                                        None)
+                return self._encode(asked)
+            if any(item_name(r) == "AuthenticationSASL" for r in responses):
+                # the server asked for a password (SCRAM): so does replay, in cleartext to
+                # this local proxy, since a SCRAM exchange needs the server's keys; any
+                # password is taken (nothing recorded can check it)
+                self._after_password = responses
+                return self._encode([be.AuthenticationCleartextPassword()])
+            return self._encode(self._handshake(responses))
+        if kind == "login":
+            return self._encode(self._handshake(responses))
         if kind == "batch" and self._skip:
             return self._skipped(lookup)
         try:
-            recorded = [response_message(r) for r in responses
-                        if item_name(r) not in _AUTH_NAMES]
-            session = lookup.lifetime == "session"
+            recorded = self._recorded(responses)
+            live_status = _live_status(lookup)
             if kind == "batch":
-                rendered = render_batch(lookup.context.private["messages"], recorded, session=session,
-                                        tx=self.tx)
+                rendered = render_batch(lookup.context.private["messages"], recorded,
+                                        live_status=live_status, tx=self.tx, pid_row=self._pid_row)
             else:
-                rendered = render_simple(recorded, session=session, tx=self.tx)
+                rendered = render_simple(recorded, live_status=live_status, tx=self.tx)
+                if lookup.context.private.get("backend_pid"):
+                    rendered.messages = [self._pid_row(m) if isinstance(m, be.DataRow) else m
+                                         for m in rendered.messages]
         except Mismatch as exc:
             return self.miss(lookup, f"the recorded answer does not fit: {exc}")
         return self._finish(lookup, rendered)
 
+    def _recorded(self, responses: list[Readable]) -> list[Any]:
+        """The recorded answers as messages; a notification names the live connection
+        that plays its recorded sender (``identity``)."""
+        out = []
+        for r in responses:
+            name = item_name(r)
+            if name in _AUTH_NAMES:
+                continue
+            msg = response_message(r)
+            if name == "NotificationResponse":
+                msg = be.NotificationResponse(self.backends.live_pid(msg.process_id), msg.channel,
+                                              msg.payload)
+            out.append(msg)
+        return out
+
+    def _pid_row(self, row: be.DataRow) -> be.DataRow:
+        """A row of ``SELECT pg_backend_pid()``: this connection's pid; the recorded one
+        says which recorded backend it plays (``identity``)."""
+        found = row_pid(row)
+        if self.backend is None or found is None:
+            return row
+        self.backends.reveal(self.backend, found[0])
+        return with_pid(row, self.backend.pid, found[1])
+
+    def close(self) -> None:
+        """The connection ended: its pid is free again."""
+        if self.backend is not None:
+            self.backends.release(self.backend)
+
     def _finish(self, lookup: Lookup, rendered: Rendered) -> bytes:
         self.tx = rendered.tx
+        if rendered.fatal:
+            self.close_after = True  # the server ended the session (pg_terminate_backend)
         data = self._encode(rendered.messages)
         if rendered.paused is not None:
-            self._copy = {"remaining": rendered.paused, "session": lookup.lifetime == "session",
+            self._copy = {"remaining": rendered.paused, "live_status": _live_status(lookup),
                           "extended": lookup.context.private.get("kind") == "batch"}
             early: list[Lookup | Reply | Interrupt] = []
             for msg in lookup.context.private.pop("copy", []):
@@ -260,13 +339,19 @@ class PostgresReplayer:
 
     def push(self, responses: list[Readable]) -> bytes:
         """Messages the server sent on its own (NotificationResponse, a FATAL before it
-        hung up), as recorded."""
-        return self._encode([response_message(r) for r in responses])
+        hung up), as recorded; a notification names the live player of its sender."""
+        return self._encode(self._recorded(responses))
 
     def miss(self, lookup: Lookup, reason: str) -> bytes:
         kind = lookup.context.private.get("kind")
         if kind == "startup":
-            return self._encode(self._handshake(lookup, []))
+            return self._encode(self._handshake([]))
+        if kind == "login":  # no recorded login with these credentials: refused, as a server
+            self.close_after = True
+            user = self._startup.params.get("user", "") if self._startup else ""
+            return self._encode([error_response(
+                "28P01", f'password authentication failed for user "{user}" (trproxy: no '
+                         f"recording of {lookup.summary} with this password: {reason})", "FATAL")])
         if kind == "batch" and self._skip:
             return self._skipped(lookup)
         what = summarize(lookup.summary, 200) if lookup.summary else "this request"
@@ -282,9 +367,8 @@ class PostgresReplayer:
             self._skip = True
         return self._encode(answer)
 
-    def _handshake(self, lookup: Lookup, responses: list[Readable]) -> list[Any]:
+    def _handshake(self, responses: list[Readable]) -> list[Any]:
         """AuthenticationOk + ParameterStatus + BackendKeyData + ReadyForQuery."""
-        live = lookup.context.private.get("parameters", {})
         recorded = []
         for r in responses:
             if item_name(r) in _AUTH_NAMES:
@@ -298,23 +382,44 @@ class PostgresReplayer:
             self.close_after = True
             ok = [m for m in recorded if isinstance(m, be.AuthenticationOk)]
             return ok + [fatal]
+        startup = self._startup or fe.StartupMessage()
+        live = startup.params
         # NegotiateProtocolVersion comes before authentication (spec, "Start-up")
         out: list[Any] = [m for m in recorded if isinstance(m, be.NegotiateProtocolVersion)]
         out.append(be.AuthenticationOk())
         statuses = [m for m in recorded if isinstance(m, be.ParameterStatus)]
         if not statuses:
-            user = live.get("user", "")
-            defaults = dict(DEFAULT_PARAMETERS, session_authorization=user)
+            defaults = dict(DEFAULT_PARAMETERS, session_authorization=live.get("user", ""))
             statuses = [be.ParameterStatus(k, v) for k, v in defaults.items()]
-        for status in statuses:
-            if status.name == "application_name" and "application_name" in live:
-                status = be.ParameterStatus("application_name", live["application_name"])
-            out.append(status)
+        out += reflect(statuses, live_settings(live))
         out += [m for m in recorded if isinstance(m, be.NoticeResponse)]
         key = next((m for m in recorded if isinstance(m, be.BackendKeyData)), None)
-        key = key or be.BackendKeyData(1, b"\0\0\0\1")
-        self.identity = backend_key(key.process_id, key.secret_key)
-        out.append(key)
+        self.close()  # a second startup on one connection cannot happen; be safe
+        negotiated = next((m for m in out if isinstance(m, be.NegotiateProtocolVersion)), self._negotiated)
+        minor = negotiated.newest_minor if negotiated else startup.protocol_version & 0xFFFF
+        self.backend = self.backends.claim(key.process_id if key else None, 32 if minor >= 2 else 4)
+        self.identity = backend_key(self.backend.pid, self.backend.key)
+        out.append(be.BackendKeyData(self.backend.pid, self.backend.key))
         self.tx = "I"
         out.append(be.ReadyForQuery("I"))
         return out
+
+
+def _live_status(lookup: Lookup) -> bool:
+    """Whether the answer carries the live transaction status (``render``): the request
+    cannot change it (session lifetime, or no transaction control in it)."""
+    return lookup.lifetime == "session" or not changes_transaction(lookup.request)
+
+
+def _password_request(responses: list[Readable]) -> list[Any] | None:
+    """What to send when a startup's recorded answer ends with a cleartext/MD5 password
+    request (a recording split at the password, ``recorder``): NegotiateProtocolVersion
+    and the request; else None."""
+    names = [item_name(r) for r in responses]
+    if not names or names[-1] not in ("AuthenticationCleartextPassword", "AuthenticationMD5Password"):
+        return None
+    try:
+        return [response_message(r) for r, name in zip(responses, names, strict=True)
+                if name not in ("SSLResponse", "GSSENCResponse")]
+    except Exception:  # noqa: BLE001 - a hand-edited salt: no password step
+        return None

@@ -40,7 +40,8 @@ _METADATA = re.compile(
     r"pg_advisory_unlock_all)\b",
     re.I)
 _WORD = re.compile(r"[A-Za-z_]+")
-_SPECIAL = re.compile(r"['\"$]|--|/\*")  # anything the lexer must see: quotes, comments
+# anything the lexer must see: quotes, comments, dollar quotes ($1 parameters are not)
+_SPECIAL = re.compile(r"['\"]|--|/\*|\$(?:[A-Za-z_][A-Za-z_0-9]*)?\$")
 
 
 _TOKEN = re.compile(r"""
@@ -138,23 +139,103 @@ _TRANSACTION_COMMANDS = {"BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT",
 
 
 @lru_cache(maxsize=4096)
+def first_words(sql: str) -> tuple[str, ...]:
+    """The first word of each statement of ``sql``, upper-cased (``("LISTEN", "SELECT")``)."""
+    if not _SPECIAL.search(sql) and ";" not in sql.rstrip().rstrip(";"):
+        word = _WORD.search(sql)  # one statement, nothing quoted: no need to split
+        return (word.group(0).upper(),) if word else ()
+    found = (_WORD.search(_strip_comments(s)) for s in split_statements(sql))
+    return tuple(m.group(0).upper() for m in found if m is not None)
+
+
+@lru_cache(maxsize=4096)
 def is_transaction_sql(sql: str) -> bool:
     """True when every statement only starts or ends a transaction (or a savepoint): its
     answer does not depend on any data, so replay may give it again (``repeat_last``)."""
+    words = first_words(sql)
+    return bool(words) and all(w in _TRANSACTION_COMMANDS for w in words)
+
+
+_SCHEMA_COMMANDS = {"CREATE", "DROP", "ALTER", "TRUNCATE", "COMMENT", "GRANT", "REVOKE"}
+_FILLED_FROM_A_QUERY = re.compile(r"\bAS[\s(]+(SELECT|WITH|VALUES|TABLE|EXECUTE)\b", re.I)
+
+
+@lru_cache(maxsize=4096)
+def is_schema_sql(sql: str) -> bool:
+    """True when every statement changes the schema (CREATE/DROP/ALTER/TRUNCATE/COMMENT/
+    GRANT/REVOKE): its answer is a command tag, not data, so replay may give it again
+    when a setup runs more often than it was recorded. Not ``CREATE ... AS SELECT``, whose
+    tag counts rows."""
     stmts = split_statements(sql)
-    words = [_WORD.search(_strip_comments(s)) for s in stmts]
-    return bool(stmts) and all(w is not None and w.group(0).upper() in _TRANSACTION_COMMANDS
-                               for w in words)
+    for stmt in stmts:
+        word = _WORD.search(_strip_comments(stmt))
+        if word is None or word.group(0).upper() not in _SCHEMA_COMMANDS:
+            return False
+        code = "".join(tok for kind, tok in _scan(stmt) if kind not in ("quoted", "comment"))
+        if _FILLED_FROM_A_QUERY.search(code):
+            return False
+    return bool(stmts)
 
 
 _DEALLOCATE = re.compile(r"^(DEALLOCATE\s+(?:PREPARE\s+)?)(?!ALL\b)(\S+)", re.I)
+# a backend pid given to a function that signals it: pids differ between runs
+_PID_ARGUMENT = re.compile(r"(\bpg_(?:terminate|cancel)_backend\s*\(\s*)(\$?)([0-9]+)", re.I)
 
 
 @lru_cache(maxsize=4096)
 def match_sql(sql: str) -> str:
-    """``normalize_sql`` plus run-specific names dropped: ``DEALLOCATE <name>``."""
-    text = normalize_sql(sql)
-    return _DEALLOCATE.sub(lambda m: m.group(1) + "<name>", text)
+    """``normalize_sql`` plus run-specific names and numbers dropped: ``DEALLOCATE
+    <name>``, ``pg_terminate_backend(<pid>)`` (a literal pid; a ``$n`` stays)."""
+    text = _DEALLOCATE.sub(lambda m: m.group(1) + "<name>", normalize_sql(sql))
+    if "_backend" in text:
+        text = _PID_ARGUMENT.sub(lambda m: m.group(0) if m.group(2) else m.group(1) + "<pid>", text)
+    return text
+
+
+@lru_cache(maxsize=1024)
+def pid_parameters(sql: str) -> frozenset[int]:
+    """0-based indexes of the parameters ``sql`` passes to ``pg_terminate_backend`` /
+    ``pg_cancel_backend``: their values are pids, which differ between runs."""
+    if "_backend" not in sql:
+        return frozenset()
+    return frozenset(int(m.group(3)) - 1 for m in _PID_ARGUMENT.finditer(sql) if m.group(2))
+
+
+_SECRET_HINT = re.compile(r"password|://", re.I)
+_PASSWORD_WORD = re.compile(r"(?:^|\W)password$", re.I)
+# inside a literal, where quotes are doubled: password=value or password=''quoted value''
+_CONNINFO_PASSWORD = re.compile(r"(\bpassword\s*=\s*)(''(?:[^']|'''')*?''(?!')|[^\s'&]+)", re.I)
+_URI_PASSWORD = re.compile(r"(://[^:/@\s']*:)([^@\s']+)(@)")
+REDACTED_LITERAL = "'<redacted>'"
+
+
+@lru_cache(maxsize=4096)
+def redact_sql(sql: str) -> str:
+    """SQL with the passwords it carries replaced by ``<redacted>``: the literal after a
+    ``PASSWORD`` keyword or option (``CREATE/ALTER ROLE|USER ... PASSWORD '...'``, psql's
+    ``\\password`` sending ``'SCRAM-SHA-256$...'``, ``USER MAPPING ... OPTIONS (password
+    '...')``) and the password of a connection string or URI inside a literal
+    (``dblink_connect('... password=...')``, ``CREATE SUBSCRIPTION ... CONNECTION '...'``).
+    Recorder and replayer both redact, so the live statement still matches; which password
+    was set does not take part in matching."""
+    if not _SECRET_HINT.search(sql):
+        return sql
+    out: list[str] = []
+    after_keyword = False
+    for kind, tok in _scan(sql):
+        if kind == "quoted" and tok[:1] != '"':
+            if after_keyword:
+                tok = REDACTED_LITERAL
+            else:
+                tok = _URI_PASSWORD.sub(r"\1<redacted>\3",
+                                        _CONNINFO_PASSWORD.sub(r"\1<redacted>", tok))
+            after_keyword = False
+        elif kind in ("quoted", "other"):
+            after_keyword = tok.lower() == '"password"' or _PASSWORD_WORD.search(tok) is not None
+        elif kind not in ("ws", "comment"):
+            after_keyword = False
+        out.append(tok)
+    return "".join(out)
 
 
 def summarize(sql: str, width: int = 72) -> str:

@@ -28,6 +28,7 @@ CANCEL_REQUEST_CODE = 80877102  # 1234 << 16 | 5678
 MAX_STARTUP_PACKET = 10000
 
 _I16 = struct.Struct("!h")
+_U16 = struct.Struct("!H")
 _I32 = struct.Struct("!i")
 _U32 = struct.Struct("!I")
 _HEADER = struct.Struct("!ci")
@@ -77,11 +78,9 @@ class Reader:
         return _U32.unpack_from(self.data, self._need(4))[0]
 
     def count(self) -> int:
-        """An Int16 element count; negative counts are illegal."""
-        n = self.int16()
-        if n < 0:
-            raise DecodeError(f"{self.what}: negative count {n}")
-        return n
+        """An Int16 element count, read unsigned (0..65535) as servers and libpq do: a
+        Bind may carry up to 65535 parameters, so a count of 32768+ is not negative."""
+        return _U16.unpack_from(self.data, self._need(2))[0]
 
     def take(self, n: int) -> bytes:
         start = self._need(n)
@@ -142,6 +141,11 @@ class Writer:
 
     def int32(self, v: int) -> Writer:
         self.parts.append(_checked("!i", v))
+        return self
+
+    def count(self, n: int) -> Writer:
+        """An Int16 element count, unsigned (see ``Reader.count``)."""
+        self.parts.append(_checked("!H", n))
         return self
 
     def uint32(self, v: int) -> Writer:

@@ -23,8 +23,10 @@ An inline request redis-server rejects (unbalanced quotes) is ``{inline: <line>}
 Requests that get no reply (``CLIENT REPLY OFF``/``SKIP``) have ``responses: []``.
 Out-of-band messages (pub/sub messages, RESP3 pushes, MONITOR lines) are extra
 responses of the interaction they follow, so ``SUBSCRIBE`` replays its confirmation and
-then its messages; such interactions are ``data``. Secrets (``AUTH``, ``HELLO ... AUTH``,
-``CONFIG SET requirepass``...) are ``<redacted>`` before anything is recorded.
+then its messages; such interactions are ``data``. Secrets never reach a recording: login
+passwords (``AUTH``, ``HELLO ... AUTH``) become a salted scrypt hash that replay matches
+(``credentials``), other secrets (``CONFIG SET requirepass``, ``ACL`` rules and hashes...)
+``<redacted>`` (``commands``).
 
 Lifetimes: ``session`` for ``HELLO``, ``AUTH``, ``SELECT``, ``PING``, ``ECHO``, ``CLIENT
 SETINFO|SETNAME|ID|...``, ``COMMAND``, ``CONFIG GET``, ``INFO``, ``ROLE``, ``CLUSTER

@@ -4,22 +4,32 @@
   ON|OFF|SKIP`` and ``MULTI`` in request order, as redis ``networking.c`` does;
 * lifetimes (``session`` for handshakes, configuration and metadata; ``data`` else) and
   short summaries;
-* redaction of secrets (``AUTH``, ``HELLO ... AUTH``, ``MIGRATE ... AUTH/AUTH2``,
-  ``CONFIG SET requirepass``, ``ACL SETUSER`` passwords; ``CONFIG GET`` and ``ACL
-  GETUSER`` replies): applied before anything becomes readable, so secrets never reach
-  a recording;
+* redaction of secrets, applied before anything becomes readable, so secrets never
+  reach a recording: login passwords (``AUTH``, ``HELLO ... AUTH``) become a salted slow
+  hash (``credentials``), so they still take part in matching - a recorded
+  ``WRONGPASS`` is served only to the same credentials; passwords a command sets or
+  passes on (``MIGRATE ... AUTH/AUTH2``, ``CONFIG SET requirepass``, ``ACL SETUSER``
+  rules, ``SENTINEL SET ... auth-pass``, ``SENTINEL CONFIG SET sentinel-pass``) become
+  ``<redacted>``, and so do the secrets in replies (``CONFIG GET``, ``SENTINEL CONFIG
+  GET``, ``ACL GETUSER`` passwords, ``ACL LIST``'s ``#<sha256>``);
 * ``match_key``: command names (and subcommands) case-insensitive; handshake values
   that differ between runs and libraries (``CLIENT SETINFO LIB-VER``, ``HELLO``'s
-  ``AUTH``/``SETNAME``, ``AUTH`` arguments) dropped.
+  ``SETNAME``) dropped; ``AUTH pass`` is ``AUTH default pass``; the members of commands
+  whose answer does not depend on their order (``SADD``, ``PFADD``, ``DEL``...) compared
+  as a multiset: clients pass a set's members in its iteration order, which differs
+  between runs (Python's string hashing).
 """
 
 from __future__ import annotations
 
 import enum
+import json
+import re
 from collections.abc import Callable
 
 from ..base import Lifetime, Readable
-from .resp import Array, BulkString, Map, Push, RespValue
+from ..credentials import hashed
+from .resp import Array, BulkString, Map, Push, RespValue, SimpleString
 
 REDACTED = b"<redacted>"
 
@@ -74,8 +84,9 @@ SUBSCRIBE = {b"SUBSCRIBE": "channels", b"PSUBSCRIBE": "patterns", b"SSUBSCRIBE":
 UNSUBSCRIBE = {b"UNSUBSCRIBE": "channels", b"PUNSUBSCRIBE": "patterns", b"SUNSUBSCRIBE": "shards"}
 MESSAGES = frozenset([b"message", b"pmessage", b"smessage"])
 
-_SECRET_CONFIG = frozenset([b"requirepass", b"masterauth", b"tls-key-file-pass",
-                            b"tls-client-key-file-pass"])
+_SECRET_CONFIG = frozenset([b"requirepass", b"masterauth", b"primaryauth", b"tls-key-file-pass",
+                            b"tls-client-key-file-pass", b"sentinel-pass", b"auth-pass"])
+_PASSWORD_HASH = re.compile(rb"(?<=#)[0-9a-fA-F]{64}\b")
 
 
 def name_of(args: tuple[bytes, ...]) -> bytes:
@@ -214,41 +225,76 @@ def is_message(value: RespValue) -> bool:
 # --- secrets ----------------------------------------------------------------------------
 
 
+def login_secret(username: bytes, password: bytes) -> bytes:
+    """A login password as recorded and matched: hashed for its user (``credentials``)."""
+    return hashed(password, "redis " + username.decode("utf-8", "surrogateescape")).encode()
+
+
 def redact_request(args: tuple[bytes, ...]) -> tuple[bytes, ...]:
-    """The request with passwords replaced by ``<redacted>``."""
+    """The request with secrets replaced (see the module docstring)."""
     if not args:
         return args
     name = args[0].upper()
     out = list(args)
-    if name == b"AUTH":
-        out[1:] = [REDACTED] * (len(args) - 1)
-    elif name == b"HELLO" or name == b"MIGRATE":
-        # HELLO [protover [AUTH username password]]; MIGRATE h p key db timeout ... [AUTH pw |
-        # AUTH2 username pw]
-        widths = {b"AUTH": 2} if name == b"HELLO" else {b"AUTH": 1, b"AUTH2": 2}
-        i = 1 if name == b"HELLO" else 6
+    if name == b"AUTH":  # AUTH password | AUTH username password
+        if len(args) == 2:
+            out[1] = login_secret(b"default", args[1])
+        elif len(args) == 3:
+            out[2] = login_secret(args[1], args[2])
+        else:
+            out[1:] = [REDACTED] * (len(args) - 1)
+    elif name == b"HELLO":  # HELLO [protover [AUTH username password] [SETNAME clientname]]
+        i = 2
         while i < len(args):
-            width = widths.get(args[i].upper(), 0)
-            out[i + 1:i + 1 + width] = [REDACTED] * len(args[i + 1:i + 1 + width])
+            if args[i].upper() == b"AUTH" and i + 2 < len(args):
+                out[i + 2] = login_secret(args[i + 1], args[i + 2])
+                i += 3
+            else:
+                i += 1
+    elif name == b"MIGRATE":  # MIGRATE h p key db timeout ... [AUTH pw | AUTH2 username pw]
+        i = 6
+        while i < len(args):
+            width = {b"AUTH": 1, b"AUTH2": 2}.get(args[i].upper(), 0)
+            if width:
+                out[i + width:i + width + 1] = [REDACTED] * len(args[i + width:i + width + 1])
             i += 1 + width
     elif name == b"CONFIG" and len(args) > 2 and args[1].upper() == b"SET":
-        for i in range(2, len(args) - 1, 2):
-            if args[i].lower() in _SECRET_CONFIG:
-                out[i + 1] = REDACTED
+        _redact_settings(args, out, 2)
+    elif name == b"SENTINEL" and len(args) > 3:
+        # SENTINEL SET master option value ...; SENTINEL CONFIG SET option value ...
+        sub = args[1].upper()
+        if sub == b"SET" or (sub == b"CONFIG" and args[2].upper() == b"SET"):
+            _redact_settings(args, out, 3)
     elif name == b"ACL" and len(args) > 3 and args[1].upper() == b"SETUSER":
         for i in range(3, len(args)):
             if args[i][:1] in (b">", b"<", b"#", b"!"):
-                out[i] = REDACTED
+                out[i] = args[i][:1] + REDACTED
     return tuple(out)
 
 
+def _redact_settings(args: tuple[bytes, ...], out: list[bytes], start: int) -> None:
+    for i in range(start, len(args) - 1, 2):
+        if args[i].lower() in _SECRET_CONFIG:
+            out[i + 1] = REDACTED
+
+
 def redact_reply(args: tuple[bytes, ...], value: RespValue) -> RespValue:
-    """``CONFIG GET requirepass`` and ``ACL GETUSER`` answers without the secrets."""
+    """``CONFIG GET requirepass``, ``SENTINEL CONFIG GET``, ``ACL GETUSER`` and ``ACL
+    LIST`` answers without the secrets."""
     name = name_of(args)
-    if name == b"CONFIG GET":
+    if name == b"CONFIG GET" or (name == b"SENTINEL" and len(args) > 2 and args[1].upper() == b"CONFIG"):
         return _redact_pairs(value, lambda key: key.lower() in _SECRET_CONFIG)
     if name == b"ACL GETUSER":
         return _redact_pairs(value, lambda key: key == b"passwords")
+    if name == b"ACL LIST" and isinstance(value, Array) and value.items:
+        return Array(tuple(_redact_acl_rule(v) for v in value.items))
+    return value
+
+
+def _redact_acl_rule(value: RespValue) -> RespValue:
+    """``user default on #5e884898... ~* +@all``: the SHA-256 password hashes redacted."""
+    if isinstance(value, BulkString | SimpleString) and value.value and b"#" in value.value:
+        return type(value)(_PASSWORD_HASH.sub(REDACTED, value.value))
     return value
 
 
@@ -279,18 +325,32 @@ def _upper(arg: Readable) -> Readable:
     return arg.upper() if isinstance(arg, str) else arg
 
 
+# commands whose answer does not depend on the order of their arguments after the first
+# N (a count, a flag, a set): name -> N
+_UNORDERED = {"SADD": 1, "SREM": 1, "PFADD": 1, "PFCOUNT": 0, "PFMERGE": 1, "DEL": 0,
+              "UNLINK": 0, "EXISTS": 0, "TOUCH": 0, "HDEL": 1, "ZREM": 1, "SINTER": 0,
+              "SUNION": 0, "SINTERSTORE": 1, "SUNIONSTORE": 1, "WATCH": 0}
+
+
 def match_key(request: Readable) -> Readable:
     """The normalized request compared at replay (see the module docstring)."""
     if not isinstance(request, list) or not request:
         return request
     name = _upper(request[0])
     rest = list(request[1:])
+    fixed = _UNORDERED.get(name) if isinstance(name, str) else None
+    if fixed is not None and len(rest) > fixed + 1:
+        rest[fixed:] = sorted(rest[fixed:], key=lambda a: json.dumps(a, sort_keys=True))
     if isinstance(name, str) and name.encode() in CONTAINERS and rest:
         rest[0] = _upper(rest[0])
-    if name == "HELLO":  # keyed by protocol version only
-        return ["HELLO", *rest[:1]]
-    if name == "AUTH":
-        return ["AUTH"]
+    if name == "HELLO":  # protocol version and credentials; SETNAME's value differs by run
+        key = ["HELLO", *rest[:1]]
+        for i, arg in enumerate(rest):
+            if _upper(arg) == "AUTH":
+                key += ["AUTH", *rest[i + 1:i + 3]]
+        return key
+    if name == "AUTH" and len(rest) == 1:  # AUTH password = AUTH default password
+        return ["AUTH", "default", *rest]
     if name == "CLIENT" and rest:
         if rest[0] == "SETINFO":  # LIB-NAME / LIB-VER: any value
             return ["CLIENT", "SETINFO", *[_upper(a) for a in rest[1:2]]]

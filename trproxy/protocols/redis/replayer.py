@@ -7,11 +7,13 @@ RESP2) and ``CLIENT REPLY OFF/SKIP`` (such requests become lookups with
 RESP2 form (``readable.downgrade``), as redis-server would; a ``HELLO`` reply takes the
 shape of the live client's version.
 
-Handshakes are looked up like anything else (their match keys ignore library versions
-and credentials, see ``commands.match_key``); when nothing was recorded for one,
-``miss`` answers it itself: ``+OK`` for ``AUTH``/``SELECT``/``CLIENT SETINFO|SETNAME``,
-``+PONG``, a ``HELLO`` map (such lookups carry ``context.handshake``). Any
-other miss is ``-ERR trproxy: no recording for <command>: <reason>``.
+Handshakes are looked up like anything else (their match keys ignore library versions,
+see ``commands.match_key``); when nothing was recorded for one, ``miss`` answers it
+itself: ``+OK`` for ``SELECT``/``CLIENT SETINFO|SETNAME``, ``+PONG``, a ``HELLO`` map
+(such lookups carry ``context.handshake``). Credentials are matched (hashed,
+``credentials``): an ``AUTH`` or ``HELLO ... AUTH`` that no recording answers gets
+``-WRONGPASS trproxy: ...`` and is reported, as the server refuses unknown credentials.
+Any other miss is ``-ERR trproxy: no recording for <command>: <reason>``.
 
 Out-of-band messages (pub/sub, RESP3 pushes) are recorded as pushed events and sent by
 ``push`` when the replay reaches the point they arrived at (the PUBLISH that caused
@@ -39,7 +41,7 @@ from .resp import (
 )
 
 _OK = SimpleString(b"OK")
-_SYNTH_OK = frozenset([b"AUTH", b"SELECT", b"CLIENT SETINFO", b"CLIENT SETNAME", b"CLIENT REPLY",
+_SYNTH_OK = frozenset([b"SELECT", b"CLIENT SETINFO", b"CLIENT SETNAME", b"CLIENT REPLY",
                        b"READONLY", b"READWRITE", b"QUIT"])
 
 
@@ -77,13 +79,14 @@ class RedisReplayer:
         args = message.args
         request = [blob(a) for a in redact_request(args)]
         name = name_of(args)
-        private: dict = {"name": name, "label": _label(name, request)}
+        login = name == b"AUTH" or (name == b"HELLO" and any(a.upper() == b"AUTH" for a in args[2:]))
+        private: dict = {"name": name, "label": _label(name, request), "login": login}
         if name == b"HELLO":
             private["proto"] = _proto(args)
         elif name == b"PING" and len(args) > 1:
             private["echo"] = args[1]
         # miss() answers these itself: a miss here is not an error
-        handshake = name in _SYNTH_OK or name in (b"HELLO", b"PING", b"RESET")
+        handshake = not login and (name in _SYNTH_OK or name in (b"HELLO", b"PING", b"RESET"))
         return Lookup(request=request, lifetime=lifetime(args),
                       summary=summary(args), expects_reply=self._mode.expect(args) is not Expect.NONE,
                       context=LookupContext(handshake=handshake, private=private))
@@ -108,6 +111,9 @@ class RedisReplayer:
 
     def miss(self, lookup: Lookup, reason: str) -> bytes:
         name = lookup.context.private.get("name", b"")
+        if lookup.context.private.get("login"):
+            text = f"WRONGPASS trproxy: no recording for {name.decode()} with these credentials: {reason}"
+            return encode_value(SimpleError(" ".join(text.split()).encode("utf-8", "replace")))
         if name == b"HELLO":
             return encode_value(self._hello(_hello_map(lookup.context.private.get("proto") or self.resp),
                                             lookup.context.private.get("proto")))

@@ -1,0 +1,72 @@
+"""Redis logins through the real CLI: credentials take part in matching (hashed on disk),
+with redis-py (RESP2 ``AUTH``, RESP3 ``HELLO 3 AUTH``) and redis-cli against a real
+redis-server with ``requirepass``."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import sys
+
+import pytest
+
+from tests.support.proc import run_trproxy
+from tests.support.services import RedisServer, free_port
+
+pytestmark = pytest.mark.slow
+
+PASSWORD = "r3dis-Secret"
+
+
+def misses(stderr: str) -> int:
+    found = re.findall(r"^trproxy: (\d+) misses", stderr, re.MULTILINE)
+    assert len(found) == 1, stderr
+    return int(found[0])
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_redis_py_logins_are_matched_on_their_credentials(tmp_path, protocol: int) -> None:
+    server = RedisServer(password=PASSWORD).start()
+    recording, port = tmp_path / "rec", free_port()
+    forward = ["--no-redirect", "--forward", f"127.0.0.1:{port}=127.0.0.1:{server.port}"]
+
+    def run(mode: str, *passwords: str):  # type: ignore[no-untyped-def]
+        return run_trproxy(mode, "--dir", str(recording), *forward, "--", sys.executable, "-m",
+                           "tests.e2e.apps.redis_auth", str(port), str(protocol), *passwords)
+
+    try:
+        recorded = run("record", "wrong-one", PASSWORD)
+    finally:
+        server.destroy()
+    assert recorded.stdout.splitlines() == ["refused AuthenticationError", "ok b'1' 1 ['requirepass']"]
+    mocks = (recording / "test-set-0" / "mocks.yaml").read_text()
+    assert PASSWORD not in mocks and "wrong-one" not in mocks
+    assert hashlib.sha256(PASSWORD.encode()).hexdigest() not in mocks  # ACL LIST's #<sha256>
+    assert len(set(re.findall(r"<redacted:scrypt:[0-9a-f:]+>", mocks))) == 2  # two passwords (retried)
+    assert "#<redacted>" in mocks
+
+    same = run("replay", "wrong-one", PASSWORD)
+    assert same.stdout == recorded.stdout and misses(same.stderr) == 0, same.stderr
+    other = run("replay", "not-recorded")
+    assert other.stdout == "refused AuthenticationError\n" and misses(other.stderr) >= 1  # redis-py retries
+
+
+def test_redis_cli_with_a_password(tmp_path) -> None:
+    server = RedisServer(password=PASSWORD).start()
+    recording, port = tmp_path / "rec", free_port()
+    forward = ["--no-redirect", "--forward", f"127.0.0.1:{port}=127.0.0.1:{server.port}"]
+
+    def cli(mode: str, password: str):  # type: ignore[no-untyped-def]
+        return run_trproxy(mode, "--dir", str(recording), *forward, "--", "redis-cli", "-p", str(port),
+                           "--no-auth-warning", "-a", password, "incr", "n")
+
+    try:
+        recorded = cli("record", PASSWORD)
+    finally:
+        server.destroy()
+    assert recorded.stdout == "1\n"
+    assert PASSWORD not in (recording / "test-set-0" / "mocks.yaml").read_text()
+    replayed = cli("replay", PASSWORD)
+    assert replayed.stdout == "1\n" and misses(replayed.stderr) == 0
+    refused = cli("replay", "guess")
+    assert "WRONGPASS" in refused.stdout + refused.stderr and misses(refused.stderr) >= 1
