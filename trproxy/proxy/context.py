@@ -44,6 +44,7 @@ class RunContext:
     connect_timeout: float = 10.0
     current_test: str | None = None  # replay: the test being run (its mocks come first)
     open_tests: set[str] = field(default_factory=set)  # record: inbound requests in progress
+    windows: set[str] = field(default_factory=set)  # test windows a test runner reports (control.py)
     recorded: Counter = field(default_factory=Counter)
     served_count: Counter = field(default_factory=Counter)
     misses: list[dict[str, Any]] = field(default_factory=list)
@@ -58,6 +59,14 @@ class RunContext:
         self.recorded[exchange.protocol] += 1
         log.debug("recorded %s %s: %s", exchange.protocol, exchange.destination, exchange.summary)
 
+    def set_windows(self, windows: set[str], opened: str | None = None) -> None:
+        """The test windows open now, as the test runner reports them (``control.py``):
+        record tags what starts inside them, replay serves each its own recordings."""
+        self.open_tests.difference_update(self.windows)
+        self.open_tests.update(windows)
+        self.windows = set(windows)
+        self.pool.scope(self.windows, opened)
+
     def served(self, protocol: str, destination: str, exchange: Exchange) -> None:
         self.served_count[protocol] += 1
         log.debug("served %s %s: %s", protocol, destination, exchange.summary)
@@ -65,7 +74,8 @@ class RunContext:
     def missed(self, protocol: str, destination: str, miss: NoMatch) -> None:
         self.misses.append({"protocol": protocol, "destination": destination,
                             "request": miss.summary, "reason": miss.reason,
-                            "nearest": miss.nearest, "test": self.current_test})
+                            "nearest": miss.nearest,
+                            "test": self.current_test or ", ".join(sorted(self.windows)) or None})
         log.warning("MISS %s %s: %s: %s", protocol, destination, miss.summary, miss.reason)
         for near in miss.nearest[:1]:
             log.warning("  closest: %s", near.rstrip())
@@ -91,7 +101,8 @@ class RunContext:
             lines.append(f"served {_counts(self.served_count) or '0'} from {len(self.pool)} mocks")
         lines.append(f"{len(self.misses)} misses" + (":" if self.misses else ""))
         for miss in self.misses[:10]:
-            lines.append(f"  - {miss['protocol']} {miss['destination']}: {miss['request']}: {miss['reason']}")
+            test = f"[{miss['test']}] " if miss["test"] else ""
+            lines.append(f"  - {test}{miss['protocol']} {miss['destination']}: {miss['request']}: {miss['reason']}")
         if len(self.misses) > 10:
             lines.append(f"  ... {len(self.misses) - 10} more in the report")
         lines += [f"note: {p}" for p in self.problems[:5]]
@@ -105,6 +116,7 @@ class RunContext:
             "recorded": dict(self.recorded),
             "served": dict(self.served_count),
             "misses": self.misses,
+            "misses_per_test": dict(Counter(m["test"] for m in self.misses if m["test"])),
             "problems": self.problems,
         }
 
