@@ -222,3 +222,20 @@ def test_windows_tag_replay_choices_through_the_context() -> None:
     assert ctx.report(None, 0)["misses_per_test"] == {a: 1}
     assert f"[{a}] redis 127.0.0.1:6379" in ctx.summary()
 
+
+
+def test_a_killed_runs_directory_is_removed_by_the_next_run(tmp_path, monkeypatch) -> None:
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    leftover = tmp_path / f"trproxy-control-{dead.pid}-x1"
+    leftover.mkdir()
+    (leftover / "control").write_text("")
+    alive = tmp_path / f"trproxy-control-{os.getpid()}-x2"  # a run still going: kept
+    alive.mkdir()
+    server = asyncio.run(ControlServer(RunContext(Mode.RECORD)).start())
+    assert not leftover.exists() and alive.exists() and server.path.parent.parent == tmp_path
+    asyncio.run(server.close())
+    assert not server.path.parent.exists()

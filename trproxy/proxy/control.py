@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import os
 import secrets
 import shutil
 import tempfile
@@ -36,6 +37,7 @@ log = logging.getLogger("trproxy")
 ENV = "TRPROXY_CONTROL"
 _MAX_LINE = 64 * 1024
 _UNIX_PATH_MAX = 107  # sun_path holds 108 bytes with the terminating NUL
+_PREFIX = "trproxy-control-"  # then <pid>-<random>
 
 
 @dataclass
@@ -58,10 +60,12 @@ class ControlServer:
         return f"{self.token}:{self.path}"
 
     async def start(self) -> ControlServer:
-        self.directory = Path(tempfile.mkdtemp(prefix="trproxy-"))  # mode 0700
+        prefix = f"{_PREFIX}{os.getpid()}-"
+        self.directory = Path(tempfile.mkdtemp(prefix=prefix))  # mode 0700
         if len(str(self.path).encode()) > _UNIX_PATH_MAX:  # a long $TMPDIR
             shutil.rmtree(self.directory)
-            self.directory = Path(tempfile.mkdtemp(prefix="trproxy-", dir="/tmp"))
+            self.directory = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+        _remove_leftovers(self.directory.parent)
         self._server = await asyncio.start_unix_server(self._serve, str(self.path), limit=_MAX_LINE)
         return self
 
@@ -115,6 +119,14 @@ class ControlServer:
 
     def _innermost(self) -> set[str]:
         return {stack[-1] for stack in self._stacks.values() if stack}
+
+
+def _remove_leftovers(parent: Path) -> None:
+    """Directories of runs that were killed (SIGKILL) before they could remove theirs."""
+    for leftover in parent.glob(f"{_PREFIX}*-*"):
+        pid = leftover.name[len(_PREFIX):].split("-")[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists() and leftover.stat().st_uid == os.geteuid():
+            shutil.rmtree(leftover, ignore_errors=True)
 
 
 async def start(ctx: RunContext) -> ControlServer | None:
