@@ -34,6 +34,8 @@ from ..store.config import configure_protocols
 from ..store.errors import FormatError
 from ..store.recording import MOCKS, DocumentWriter
 from .context import Mode, RunContext, format_destination
+from .control import ENV as CONTROL_ENV
+from .control import start as start_control
 from .server import Proxy
 
 log = logging.getLogger("trproxy")
@@ -102,7 +104,11 @@ async def _run(opts: RunOptions, ctx: RunContext, test_set: Path) -> int:
     proxy = Proxy(ctx)
     redirector = None
     inbound = None
+    control = None
     try:
+        if ctx.mode is not Mode.PASSTHROUGH and not opts.cgroup:  # test runners in the child
+            if (control := await start_control(ctx)) is not None:
+                opts.env = {**opts.env, CONTROL_ENV: control.address}
         for listen, upstream in opts.forwards:
             await proxy.listen_forward(listen, upstream)
         shadows: dict[int, int] = {}
@@ -125,6 +131,8 @@ async def _run(opts: RunOptions, ctx: RunContext, test_set: Path) -> int:
     finally:
         if inbound is not None:
             inbound.close()
+        if control is not None:
+            await control.close()
         if redirector is not None:
             _report_refused(redirector, ctx)
             redirector.close()
