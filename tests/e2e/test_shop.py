@@ -198,7 +198,7 @@ def test_recorded_shop_passes_with_every_service_stopped(recording):
     assert report["misses"] == []
 
     # GET /now: a fresh UUID and the current time pass through noise, and the app's clock
-    # read the recorded time (libfaketime), not the time of the replay
+    # read the recorded time (the clock shim), not the time of the replay
     now_case = next(c for c in cases if c["spec"]["request"]["url"].endswith("/now"))
     assert {"body.json.request_id", "body.json.now", "body.json.epoch_ms"} <= set(now_case["spec"]["noise"])
     live = next(t for t in report["tests"] if t["name"] == now_case["name"])

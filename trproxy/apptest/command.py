@@ -93,6 +93,9 @@ def _run_set(opts: TestOptions, test_set: Path) -> TestRun:
             run = asyncio.run(_test_set(opts, test_set, ctx, env, freeze))
         except RedirectError as exc:
             raise RunError(str(exc)) from exc
+        finally:
+            if freeze is not None:
+                freeze.close()
     print(summary(run, ctx.misses), file=sys.stderr)
     json_path, xml_path = write_reports(run, opts.root / "reports", ctx.misses)
     print(f"trproxy: reports: {json_path} {xml_path}", file=sys.stderr)
