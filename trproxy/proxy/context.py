@@ -51,6 +51,7 @@ class RunContext:
     connections: int = 0
     tests_recorded: int = 0
     tls: TlsSettings | None = None  # intercept TLS (record/replay); None: leave it alone
+    vault: Any = None  # the run's named secrets (protocols/http/secrets.SecretVault), if any
 
     def record(self, exchange: Exchange) -> None:
         if self.writer is not None:
