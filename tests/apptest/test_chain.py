@@ -77,8 +77,8 @@ def test_answers_not_complete_when_the_request_started_are_not_sources():
     index.add_response("test-1", resp({"json": {"id": 99}}), completed=5.0)
     assert index.links(req("GET", "/items/99"), started=4.0) == []  # concurrent: not taken from it
     assert index.links(req("GET", "/items/99"), started=6.0) == [Link("99", "test-1", "body.json.id")]
-    index.add_response("test-2", resp({"json": {"count": 99}}), completed=7.0)
-    assert index.links(req("GET", "/items/99"), started=8.0) == [Link("99", "test-1", "body.json.id")]
+    index.add_response("test-2", resp({"json": {"item": {"id": 99}}}), completed=7.0)
+    assert index.links(req("GET", "/items/99"), started=8.0) == [Link("99", "test-1", "body.json.id")]  # first seen
 
 
 def test_text_around_a_value_never_carries_a_secret():
@@ -134,3 +134,7 @@ def test_extract_and_substitute_cover_each_place():
     assert out["headers"] == [["X-Item", "18"]] and out["body"]["json"] == {"item_id": 18, "note": "17 apples"}
     long = substitute(req("GET", f"/t?x=pre-{CSRF}"), CSRF, "NEW")  # tokens: inside strings too
     assert long["url"].endswith("?x=pre-NEW")
+    # a form re-encoded for one value keeps the other placeholders findable (and filled)
+    form = req("POST", "/login", [FORM], f"csrf_token={CSRF}&email=a%40b.c&password=<secret:login.password>")
+    out, missing = fill_placeholders(substitute(form, CSRF, "NEW"), {"login.password": "p&w"}.get)
+    assert missing == [] and out["body"] == "csrf_token=NEW&email=a%40b.c&password=p%26w"

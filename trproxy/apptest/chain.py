@@ -10,7 +10,8 @@ Record time (``ChainIndex``): the raw (unredacted, in memory only) responses of 
 last ``WINDOW`` tests are kept; for each new request, every value it carries (URL path
 segments and query values, cookie values, credentials, other non-standard header values,
 JSON leaves, form values) is looked up in the responses completed before the request
-started, latest first. A hit becomes a ``Link`` in the test file::
+started, the earliest first (where the value first appeared: the login that issued a
+token, the POST that created an id). A hit becomes a ``Link`` in the test file::
 
     chain:
     - {value: "<secret:login.token>", from: test-2, at: body.json.user.token}
@@ -62,6 +63,7 @@ _PLAIN_HEADERS = frozenset({
     "x-content-type-options", "referrer-policy", "content-security-policy", "if-none-match",
     "if-modified-since",
 })
+_KEEP = "<>:"  # re-encoded forms and queries keep other placeholders findable
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9!#$%&'*+.^_`|~-]*) +(\S+)\Z")
 
 
@@ -263,7 +265,7 @@ class ChainIndex:
     def links(self, request: dict[str, Any], started: float) -> list[Link]:
         """The links of a raw request that started at ``started`` (same clock)."""
         out: dict[str, Link] = {}
-        earlier = [s for s in reversed(self._seen) if s.completed <= started]
+        earlier = [s for s in self._seen if s.completed <= started]
         for value in dict.fromkeys(request_values(request)):
             if not value or value in ("true", "false", "null"):
                 continue
@@ -369,7 +371,7 @@ def _substitute_url(url: str, old: str, new: str, inside: bool) -> str:
     if query:
         pairs = parse_qsl(query, keep_blank_values=True)
         if any(v == old for _k, v in pairs):
-            query = urlencode([(k, new if v == old else v) for k, v in pairs])
+            query = urlencode([(k, new if v == old else v) for k, v in pairs], safe=_KEEP)
     if inside:
         path, query = path.replace(old, quote(new, safe="")), query.replace(old, quote_plus(new))
     head = f"{parts.scheme}://{parts.netloc}" if parts.scheme else ""
@@ -414,7 +416,8 @@ def _substitute_json(data: Any, old: str, new: str, inside: bool) -> Any:
 def _substitute_form(body: str, old: str, new: str, inside: bool) -> str:
     pairs = parse_qsl(body, keep_blank_values=True)
     if any(v == old or (inside and old in v) for _k, v in pairs):
-        return urlencode([(k, new if v == old else v.replace(old, new) if inside else v) for k, v in pairs])
+        return urlencode([(k, new if v == old else v.replace(old, new) if inside else v) for k, v in pairs],
+                         safe=_KEEP)
     return body
 
 
