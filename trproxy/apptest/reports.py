@@ -88,7 +88,8 @@ def summary(run: TestRun, misses: Iterable[Miss] = ()) -> str:
     if run.count(NEEDS_SECRET):
         counts += f", {run.count(NEEDS_SECRET)} need a secret"
     out = [f"test set {run.test_set.name}: {len(run.results)} tests: {counts} "
-           f"({run.duration_ms / 1000:.1f} s)"]
+           f"({run.duration_ms / 1000:.1f} s: app start-up {run.startup_ms / 1000:.1f} s, "
+           f"tests {(run.duration_ms - run.startup_ms) / 1000:.1f} s)"]
     for r in run.results:
         if r.passed:
             continue
@@ -143,6 +144,7 @@ def report_dict(run: TestRun, misses: Iterable[Miss] = ()) -> dict[str, Any]:
         "test_set": str(run.test_set),
         "started": run.started,
         "duration_ms": round(run.duration_ms, 3),
+        "startup_ms": round(run.startup_ms, 3),
         "total": len(run.results),
         "passed": run.count(PASSED),
         "failed": run.count(FAILED),

@@ -98,7 +98,8 @@ class TestRun:
     test_set: Path
     results: list[TestResult] = field(default_factory=list)
     started: str = ""
-    duration_ms: float = 0.0
+    duration_ms: float = 0.0  # from the app's start to the last answer
+    startup_ms: float = 0.0  # of which: until the app listened (and ``delay``)
 
     __test__ = False
 
@@ -369,6 +370,7 @@ async def run_tests(
         hosts[port] = await wait_listening(candidates, port, startup_timeout, app_alive)
     if delay > 0:
         await asyncio.sleep(delay)
+    run.startup_ms = (time.monotonic() - t0) * 1000
     preparer = Preparer(LiveChains({t.name: t.chain for t in tests}, config.redaction.vault),
                         secrets or {}, environ, overrides or Overrides())
     client = HttpClient(replace(config, redaction=NO_REDACTION), DirBlobStore(test_set))
