@@ -92,6 +92,8 @@ def test_redacted_set_cookie_is_not_noise():
 def test_redacted_and_named_secret_cookies_are_not_noise_and_compare_as_present():
     named = response("ok", headers=[("Set-Cookie", "sid=<secret:cookie.sid-2>; Path=/")])
     assert detect_noise(named, NOW) == []
+    expiring = response("ok", headers=[("Set-Cookie", "sid=<secret:s>; Expires=Wed, 01 May 2024 10:30:00 GMT")])
+    assert detect_noise(expiring, NOW) == ["header.set-cookie"]  # the date moves with the clock
     other = response("ok", headers=[("Set-Cookie", "sid=<secret:cookie.sid-7>; Path=/")])
     assert compare(named, other) == []  # a secret is compared as present, not by name
     body_a = response({"json": {"token": "<secret:login.token>", "n": 1}})

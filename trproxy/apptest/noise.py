@@ -400,9 +400,8 @@ def detect_noise(response: dict[str, Any], now: datetime | None = None,
     for name, values in headers_of(response).items():
         if name in volatile_headers or name in FRAMING_HEADERS:
             continue
-        if name == "set-cookie":
-            if any(isinstance(v, str) and "=" in v and not is_placeholder(v.split(";")[0].partition("=")[2])
-                   for v in values):
+        if name == "set-cookie":  # a value not redacted, or an Expires=<date> attribute
+            if any(isinstance(v, str) and "=" in v and _volatile_cookie(v) for v in values):
                 found.append("header.set-cookie")
         elif any(volatile_value(v, now) for v in values):
             found.append(format_path(("header", name)))
@@ -415,6 +414,11 @@ def detect_noise(response: dict[str, Any], now: datetime | None = None,
     elif isinstance(body, str) and body and mask_tokens(body, (now,)) != body:
         found.append("body.tokens")
     return list(dict.fromkeys(found))
+
+
+def _volatile_cookie(header: str) -> bool:
+    first, _, attributes = header.partition(";")
+    return not is_placeholder(first.partition("=")[2]) or bool(_TIMESTAMPS.search(attributes))
 
 
 _MASK_TOKEN = "<noise>"
