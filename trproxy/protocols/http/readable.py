@@ -299,7 +299,8 @@ def request_readable(method: str, url: str, http_version: str, fields: Fields,
 def response_readable(status: int, reason: Readable, http_version: str, fields: Fields,
                       buf: BodyBuffer | None, trailers: Fields | None,
                       config: HttpConfig, url: str = "") -> dict[str, Any]:
-    """The readable response; ``url`` (its request's) names the secrets in its body."""
+    """The readable response; ``url`` (its request's, or just its path) names the
+    secrets in its body."""
     out: dict[str, Any] = {
         "status": status,
         "reason": reason,

@@ -24,6 +24,7 @@ value, and the caller decides where that goes.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -109,6 +110,7 @@ def _holds_placeholder(value: Any) -> bool:
     return False
 
 
+@functools.lru_cache(maxsize=1024)  # computed per message; paths repeat
 def hint_of(url_path: str) -> str:
     """The last word-like segment of a URL path (``/api/v1/login`` -> ``login``): the
     context a field's secret is named after."""
