@@ -12,7 +12,7 @@ from trproxy.apptest.chain import (
 )
 from trproxy.protocols.http.config import Redaction
 from trproxy.protocols.http.readable import redact_message
-from trproxy.protocols.http.secrets import SecretVault
+from trproxy.protocols.secrets import SecretVault
 
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbm4ifQ.c2lnbmF0dXJlLXZhbHVl"
 CSRF = "ImQ2ZjQ0YjA2MzFlOTk0NjYzMmM2ZmVhOGMwYWQ1OTdkYzYxNDVjYjYi.Zk5rWg.x2YkR9a7Hq0p"

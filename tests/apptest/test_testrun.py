@@ -37,7 +37,7 @@ from trproxy.apptest.testrun import (
 from trproxy.protocols.http.body import BodyBuffer
 from trproxy.protocols.http.config import HttpConfig, Redaction
 from trproxy.protocols.http.readable import headers_to_readable, response_readable
-from trproxy.protocols.http.secrets import SecretVault
+from trproxy.protocols.secrets import SecretVault
 
 pytestmark = pytest.mark.slow  # a real app server per test
 

@@ -25,7 +25,7 @@ import pytest
 from tests.protocols.http.servers import H1Server, H2Server, _Handler
 from tests.support.proc import run_trproxy
 from tests.support.services import free_port
-from trproxy.protocols.http.secrets import standin
+from trproxy.protocols.secrets import standin
 from trproxy.tls.ca import CertificateAuthority
 
 pytestmark = pytest.mark.slow

@@ -32,8 +32,8 @@ from pathlib import Path
 from ..protocols.base import Dialect, Direction, Interaction, ProtocolError
 from ..protocols.http.config import NO_REDACTION, HttpConfig, Redaction, config_from_section
 from ..protocols.http.readable import lenient_urlsplit, redact_message
-from ..protocols.http.secrets import SecretVault, hint_of
 from ..protocols.registry import by_name
+from ..protocols.secrets import SecretVault, hint_of
 from ..proxy.context import RunContext
 from ..proxy.relay import CHUNK, relay, reset
 from ..proxy.server import BACKLOG

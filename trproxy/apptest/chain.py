@@ -44,7 +44,7 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlencode
 
 from ..protocols.http.readable import header_value, lenient_urlsplit
-from ..protocols.http.secrets import PLACEHOLDER, SecretVault, placeholder
+from ..protocols.secrets import PLACEHOLDER, SecretVault, placeholder
 from .noise import format_path, parse_path
 
 WINDOW = 200  # responses kept for lookups at record time

@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from ..protocols.base import digest_form
-from ..protocols.http.secrets import blank_names, is_placeholder, map_strings
+from ..protocols.secrets import blank_names, is_placeholder, map_strings
 from ..store.config import CONFIG
 from ..store.errors import FormatError
 from ..store.yamlio import dump, load_one

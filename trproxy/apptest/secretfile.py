@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from ..protocols.http.secrets import SecretVault
+from ..protocols.secrets import SecretVault
 from ..store.config import read_config
 from ..store.errors import FormatError
 

@@ -52,7 +52,7 @@ from ..protocols.http.readable import (
     lenient_urlsplit,
     redact_message,
 )
-from ..protocols.http.secrets import PLACEHOLDER, hint_of, placeholder
+from ..protocols.secrets import PLACEHOLDER, hint_of, placeholder
 from ..store.blobs import DirBlobStore
 from .chain import LiveChains, fill_placeholders, substitute
 from .noise import Difference, Noise, compare, noise_between, parse_path, render_diff

@@ -8,7 +8,7 @@ import json
 from trproxy.protocols.base import Lookup
 from trproxy.protocols.http import HttpConfig, HttpReplayer, Redaction, match_key
 from trproxy.protocols.http.config import Noise
-from trproxy.protocols.http.secrets import (
+from trproxy.protocols.secrets import (
     SecretVault,
     hint_of,
     placeholder,

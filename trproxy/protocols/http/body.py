@@ -44,8 +44,8 @@ import zstandard
 from mitmproxy.net.encoding import custom_encode
 
 from ..base import BlobReader, BlobStore, BlobUnavailable, BlobWriter, Readable, unblob
+from ..secrets import map_strings
 from .config import Redaction, is_secret_field, secret_hints
-from .secrets import map_strings
 
 CODINGS = frozenset({"gzip", "x-gzip", "deflate", "br", "zstd"})
 

@@ -13,7 +13,7 @@ connection. The defaults are module constants the proxy's config layer can exten
   recorded one (header names, JSON paths, query keys).
 
 A secret is replaced by ``"<redacted>"``, or, when the run has a ``SecretVault``
-(``secrets.py``), by a named placeholder ``<secret:NAME>`` that ``trproxy test`` can fill
+(``protocols/secrets.py``), by a named placeholder ``<secret:NAME>`` that ``trproxy test`` can fill
 in again; the vault also scrubs known secret values from anywhere else in a message.
 
 Invariant: redaction happens when readable data is built (record *and* replay), so a
@@ -27,7 +27,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .secrets import SecretVault, standins_to_placeholders
+from ..secrets import SecretVault, standins_to_placeholders
 
 REDACTED = "<redacted>"
 

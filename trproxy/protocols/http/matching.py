@@ -33,10 +33,10 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from ..base import Readable, digest_form
+from ..secrets import blank_names, map_strings
 from .body import is_form_type, is_json_type, parse_json
 from .config import DEFAULT_NOISE_HEADERS, Noise
 from .readable import DEFAULT_PORTS, header_value, lenient_urlsplit
-from .secrets import blank_names, map_strings
 
 _PATH_TOKEN = re.compile(r"\[(\*|\d+)\]|\.?([^.\[\]]+)")
 

@@ -29,6 +29,7 @@ from typing import Any
 from urllib.parse import SplitResult, quote, unquote_plus, urlsplit
 
 from ..base import DecodeError, Readable, unblob
+from ..secrets import hint_of
 from .body import (
     CODINGS,
     BodyBuffer,
@@ -40,7 +41,6 @@ from .body import (
     is_text,
 )
 from .config import HttpConfig, Redaction, is_secret_field
-from .secrets import hint_of
 
 Fields = Sequence[tuple[bytes, bytes]]
 

@@ -11,11 +11,11 @@ recorded response reach the app as stand-ins (``secrets.with_standins``).
 from __future__ import annotations
 
 from ..base import BlobStore, DecodeError, Lookup, Readable, Reply
+from ..secrets import with_standins
 from .config import HttpConfig
 from .h1_replay import H1Replayer
 from .h2_replay import H2Replayer
 from .recorder import H2_PREFACE
-from .secrets import with_standins
 
 
 class HttpReplayer:
