@@ -153,6 +153,22 @@ def test_offset_page_is_what_the_shim_reads(freeze):
     assert int.from_bytes(freeze.file.read_bytes()[:8], "little", signed=True) == 0
 
 
+def test_the_clock_never_goes_back_between_tests(freeze):
+    """Tests recorded 10 ms apart and replayed slower: the second starts at the clock the
+    first left, not 0.5 s before it; a new run (reset) may go anywhere."""
+    t1 = datetime.now(UTC) - timedelta(days=3)
+    freeze.set_time(t1)
+    first = freeze.offset_ns
+    time.sleep(1.2)  # the first test took longer than the recorded gap
+    freeze.set_time(t1 + timedelta(milliseconds=10))
+    assert freeze.offset_ns == first  # not 1 s back
+    freeze.set_time(t1 + timedelta(minutes=5))  # forward jumps are taken
+    assert freeze.offset_ns > first + 250 * 10**9
+    freeze.reset()
+    freeze.set_time(t1)
+    assert abs(freeze.offset_ns - first) <= 2 * 10**9
+
+
 def test_no_compiler_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setenv("PATH", str(tmp_path))  # no cc, gcc or clang

@@ -210,8 +210,9 @@ def test_recorded_shop_passes_with_every_service_stopped(recording):
     created_ms = datetime.fromisoformat(now_case["spec"]["created"]).timestamp() * 1000
     replayed_ms = datetime.fromisoformat(live["started"]).timestamp() * 1000
     assert replayed_ms - created_ms > 2500, "the replay came too soon after the recording to tell"
-    # the faked clock is set in whole seconds: it reads `created` to within half a second
-    assert -501 < live_ms - created_ms < 1000, (live_body, now_case["spec"]["created"])
+    # the faked clock is set in whole seconds (it reads `created` to within half a second)
+    # and never goes back, so it may run ahead by what replay lost to the recording
+    assert -501 < live_ms - created_ms < 3000, (live_body, now_case["spec"]["created"])
 
 
 def test_broken_endpoint_fails_exactly_its_test(recording, tmp_path):

@@ -8,7 +8,8 @@ realtime clock read (``clock_gettime(CLOCK_REALTIME*)``, ``gettimeofday``, ``tim
 ``timespec_get``) adds it, so the app reads the recorded instant and then the clock
 advances at the normal rate (a stopped clock would hang any loop waiting on wall time).
 The offset is a whole number of seconds (the app reads the recorded instant to within
-0.5 s), written with one aligned 64-bit store: the app sees the old or the new
+0.5 s) and never goes down between tests (the clock runs on when replay is slower than
+the recording was), written with one aligned 64-bit store: the app sees the old or the new
 value, never a torn one. A read costs about what a native one does (``make bench``
 measures the ratio): libfaketime, used before, re-read its file on every call to follow
 a changing setting and made each read ~80x slower.
@@ -122,10 +123,16 @@ class TimeFreeze:
             return
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=UTC)
-        self.moment = moment
         # whole seconds: time() then stays as cheap as a native read and agrees with
         # clock_gettime(); the app's clock reads the recorded instant to within 0.5 s
-        self._offset.value = round((moment - datetime.now(UTC)).total_seconds()) * 10**9
+        offset = round((moment - datetime.now(UTC)).total_seconds()) * 10**9
+        if self.moment is not None:
+            # never backwards: a test replayed slower than it was recorded would otherwise
+            # see the next one start before its own answers (a session cookie signed
+            # "in the future" is refused by itsdangerous, Flask's signer)
+            offset = max(offset, self._offset.value)
+        self.moment = moment
+        self._offset.value = offset
 
     def reset(self) -> None:
         self.moment = None
