@@ -67,6 +67,16 @@ def test_loopback_addresses_are_one_destination():
         answer(pool, ["GET", "a"], dest="127.0.0.1:6380")
 
 
+@pytest.mark.parametrize("recorded", ["0.0.0.0:6379", "[::]:6379"])
+def test_the_unspecified_address_is_loopback_too(recorded):
+    """An app dialing 0.0.0.0 (a listen address copied into its DATABASE_URL) at record
+    time and 127.0.0.1 at replay, or the other way round, reaches the same server."""
+    pool = MockPool.build([ex(["GET", "a"], "x", dest=recorded)], key)
+    assert answer(pool, ["GET", "a"], dest="127.0.0.1:6379") == "x"
+    pool = MockPool.build([ex(["GET", "a"], "x", dest="127.0.0.1:6379")], key)
+    assert answer(pool, ["GET", "a"], dest=recorded) == "x"
+
+
 def test_affinity_keeps_a_transaction_on_its_recorded_connection():
     # two connections ran the same statements with different results
     pool = MockPool.build([

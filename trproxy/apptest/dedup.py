@@ -4,7 +4,9 @@ Two tests are duplicates when they have the same *signature*: method, route shap
 (path segments that are numbers, UUIDs or hex ids collapsed to ``{n}``/``{uuid}``/``{id}``,
 query keys without values), request body shape, response status and response body shape
 (JSON: keys and value types, recursively; lists: the set of their element shapes;
-text/binary/empty otherwise). The first test of each signature (lowest number) is kept.
+text/binary/empty otherwise). The first test of each signature (lowest number) is kept,
+and so is every test a kept test's ``chain`` takes a value from (the page that served
+the CSRF token a later form posts is a duplicate in shape, not in what it hands on).
 
 Keeping the recording consistent (DESIGN.md pitfall: deleting a test desynchronized the
 mocks of the others):
@@ -120,6 +122,10 @@ def find_duplicates(tests: list[TestCase]) -> dict[str, str]:
             removed[test.name] = first[sig]
         else:
             first[sig] = test.name
+    for test in reversed(tests):  # sources come before the tests that use them
+        if test.name not in removed:
+            for link in test.chain:
+                removed.pop(link.source, None)
     return removed
 
 

@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .testcase import TestCase
-from .testrun import ERROR, FAILED, PASSED, TestResult, TestRun
+from .testrun import ERROR, FAILED, NEEDS_SECRET, PASSED, TestResult, TestRun
 
 Miss = dict[str, Any]
-_LABEL = {PASSED: "PASS", FAILED: "FAIL", ERROR: "ERROR"}
-_COLOR = {PASSED: "\033[32m", FAILED: "\033[31m", ERROR: "\033[33m"}
+_LABEL = {PASSED: "PASS", FAILED: "FAIL", ERROR: "ERROR", NEEDS_SECRET: "SECRET"}
+_COLOR = {PASSED: "\033[32m", FAILED: "\033[31m", ERROR: "\033[33m", NEEDS_SECRET: "\033[35m"}
 _MAX_DIFFS = 20
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
@@ -85,8 +85,11 @@ def summary(run: TestRun, misses: Iterable[Miss] = ()) -> str:
     """The human summary printed at the end of ``trproxy test``."""
     misses = list(misses)
     counts = f"{run.count(PASSED)} passed, {run.count(FAILED)} failed, {run.count(ERROR)} errors"
+    if run.count(NEEDS_SECRET):
+        counts += f", {run.count(NEEDS_SECRET)} need a secret"
     out = [f"test set {run.test_set.name}: {len(run.results)} tests: {counts} "
-           f"({run.duration_ms / 1000:.1f} s)"]
+           f"({run.duration_ms / 1000:.1f} s: app start-up {run.startup_ms / 1000:.1f} s, "
+           f"tests {(run.duration_ms - run.startup_ms) / 1000:.1f} s)"]
     for r in run.results:
         if r.passed:
             continue
@@ -141,10 +144,12 @@ def report_dict(run: TestRun, misses: Iterable[Miss] = ()) -> dict[str, Any]:
         "test_set": str(run.test_set),
         "started": run.started,
         "duration_ms": round(run.duration_ms, 3),
+        "startup_ms": round(run.startup_ms, 3),
         "total": len(run.results),
         "passed": run.count(PASSED),
         "failed": run.count(FAILED),
         "errors": run.count(ERROR),
+        "needs_secret": run.count(NEEDS_SECRET),
         "tests": [_result_dict(r, misses) for r in run.results],
         "misses": misses,
     }
@@ -162,7 +167,7 @@ def junit_xml(run: TestRun, misses: Iterable[Miss] = ()) -> str:
                         time=f"{run.duration_ms / 1000:.3f}")
     suite = ET.SubElement(suites, "testsuite", name=run.test_set.name, tests=str(len(run.results)),
                           failures=str(run.count(FAILED)), errors=str(run.count(ERROR)),
-                          skipped="0", time=f"{run.duration_ms / 1000:.3f}",
+                          skipped=str(run.count(NEEDS_SECRET)), time=f"{run.duration_ms / 1000:.3f}",
                           timestamp=run.started)
     for r in run.results:
         case = ET.SubElement(suite, "testcase", name=_x(f"{r.name} {r.test.title}"),
@@ -174,6 +179,8 @@ def junit_xml(run: TestRun, misses: Iterable[Miss] = ()) -> str:
             ET.SubElement(case, "failure", message=_x(message), type="ResponseMismatch").text = _x(detail)
         elif r.status == ERROR:
             ET.SubElement(case, "error", message=_x(r.error), type="NoResponse").text = _x(r.error)
+        elif r.status == NEEDS_SECRET:  # not run: not a failure of the app
+            ET.SubElement(case, "skipped", message=_x(r.error))
         test_misses = _misses_of(misses, r.name)
         if test_misses:
             out = ET.SubElement(case, "system-out")

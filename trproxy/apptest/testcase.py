@@ -11,12 +11,16 @@ the response the app gave, and the parts of that response that may change betwee
       request:  {method, url, http_version, headers: [[name, value], ...], body}
       response: {status, reason, http_version, headers, body}
       noise: [header.etag, body.json.created_at]   # edit by hand; [] when none
+      chain:                                        # values taken from earlier answers
+      - {value: "<secret:login.token>", from: test-1, at: body.json.token}
       created: "2024-05-01T10:00:00.123456+00:00"   # when the request arrived (UTC)
       port: 8080                                    # the app port it arrived on
     curl: |                                         # to send it by hand (informational)
       curl -X POST ...
 
-Request and response are the HTTP dialect's readable form (``protocols/http/readable.py``).
+Request and response are the HTTP dialect's readable form (``protocols/http/readable.py``),
+secrets as named placeholders (``apptest/secretfile.py``); ``chain`` is
+``apptest/chain.py``'s (absent when empty).
 Unknown ``spec`` keys are kept on a round trip (``extra``).
 
 Invariants: a test file is replaced atomically (temp file + ``os.replace``), so a reader
@@ -39,6 +43,7 @@ from typing import Any
 from ..store.errors import FormatError
 from ..store.model import FORMAT_VERSION
 from ..store.yamlio import dump, load_one
+from .chain import Link
 from .noise import Noise, detect_noise
 
 KIND = "http-test"
@@ -54,6 +59,7 @@ class TestCase:
     noise: list[str] = field(default_factory=list)
     created: str = ""  # ISO 8601 UTC, when the request arrived
     port: int | None = None  # the port the app received it on
+    chain: list[Link] = field(default_factory=list)  # values from earlier tests' answers
     extra: dict[str, Any] = field(default_factory=dict)
     path: Path | None = field(default=None, compare=False)
 
@@ -89,6 +95,8 @@ class TestCase:
         }
         if self.port is not None:
             spec["port"] = self.port
+        if self.chain:
+            spec["chain"] = [link.to_doc() for link in self.chain]
         spec.update(self.extra)
         return {"version": FORMAT_VERSION, "kind": KIND, "name": self.name, "spec": spec,
                 "curl": curl_command(self.request, self.port)}
@@ -111,6 +119,13 @@ class TestCase:
         if not isinstance(request, dict) or not isinstance(response, dict):
             raise FormatError(f"{where}request and response must be mappings")
         port = spec.pop("port", None)
+        chain = spec.pop("chain", None) or []
+        try:
+            if not isinstance(chain, list):
+                raise ValueError("chain must be a list")
+            links = [Link.from_doc(doc) for doc in chain]
+        except ValueError as exc:
+            raise FormatError(f"{where}{exc}") from exc
         return cls(
             name=str(doc.get("name") or (path.stem if path else "")),
             request=request,
@@ -118,6 +133,7 @@ class TestCase:
             noise=noise_list(spec.pop("noise", None)),
             created=str(spec.pop("created", "") or ""),
             port=int(port) if port is not None else None,
+            chain=links,
             extra=spec,
             path=path,
         )
@@ -198,7 +214,8 @@ def write_test(test_set: Path, case: TestCase) -> Path:
 
 
 def record_test(test_set: Path, name: str, request: dict[str, Any], response: dict[str, Any],
-                created: str, port: int | None, noise: Noise | None = None) -> TestCase:
+                created: str, port: int | None, noise: Noise | None = None,
+                chain: list[Link] | None = None) -> TestCase:
     """Store one inbound call (record mode) with the noise its response values show.
 
     ``created`` is when the request arrived (ISO 8601); ``noise`` the run's global rules:
@@ -207,7 +224,7 @@ def record_test(test_set: Path, name: str, request: dict[str, Any], response: di
     noise = noise or Noise()
     moment = TestCase(name, request, response, created=created).created_at
     found = [p for p in detect_noise(response, moment, noise.volatile_headers) if not noise.ignores(p)]
-    case = TestCase(name, request, response, found, created, port)
+    case = TestCase(name, request, response, found, created, port, list(chain or []))
     write_test(test_set, case)
     return case
 

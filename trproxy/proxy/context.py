@@ -59,6 +59,7 @@ class RunContext:
     connections: int = 0
     tests_recorded: int = 0
     tls: TlsSettings | None = None  # intercept TLS (record/replay); None: leave it alone
+    vault: Any = None  # the run's named secrets (protocols/secrets.SecretVault), if any
     last_order: int = 0  # the run-wide number of the last request that started (record)
     captures: dict[bytes, Any] = field(default_factory=dict)  # record: Capture by identity
     _ledger: Ledger | None = None

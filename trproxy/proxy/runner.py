@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ..apptest.noise import write_default_config
+from ..apptest.secretfile import use_secrets
 from ..protocols.registry import dialects, match_key
 from ..redirect.errors import RedirectError
 from ..store import (
@@ -113,7 +114,9 @@ async def _run(opts: RunOptions, ctx: RunContext, test_set: Path) -> int:
             await proxy.listen_forward(listen, upstream)
         shadows: dict[int, int] = {}
         if opts.app_ports and ctx.mode is Mode.RECORD:
-            inbound, shadows = await _capture_inbound(opts, ctx, test_set)
+            from ..apptest.capture import start_capture
+
+            inbound, shadows = await start_capture(opts.root, opts.app_ports, ctx, test_set, ctx.vault)
         if opts.redirect:
             from ..redirect import Redirector  # bcc is imported only when needed
 
@@ -162,7 +165,7 @@ def _report_refused(redirector, ctx: RunContext) -> None:  # type: ignore[no-unt
             if not ctx.pool.refused(destination):
                 ctx.missed({"protocol": "tcp", "destination": destination, "request": "connect",
                             "reason": f"nothing was recorded for this destination: {count} "
-                            "connection(s) refused", "nearest": [], "test": ctx.current_test})
+                            "connection(s) refused", "nearest": [], "test": ctx.test})
 
 
 def _address(destination: str) -> tuple[str, int]:
@@ -170,36 +173,6 @@ def _address(destination: str) -> tuple[str, int]:
     host, _, port = destination.rpartition(":")
     host = host.strip("[]")
     return ("127.0.0.1" if host == "loopback" else host), int(port)
-
-
-async def _capture_inbound(opts: RunOptions, ctx: RunContext, test_set: Path):
-    """Listen on the app's ports (the app is moved to shadow ports); calls become tests."""
-    from ..apptest.capture import InboundCapture
-    from ..apptest.noise import load_config, write_default_config
-    from ..apptest.testcase import record_test
-
-    write_default_config(opts.root)
-    noise = load_config(opts.root)
-    test_set.mkdir(parents=True, exist_ok=True)
-
-    def on_test(name: str, interaction, started: str, port: int) -> None:
-        if interaction.responses:
-            record_test(test_set, name, interaction.request, interaction.responses[-1], started, port, noise)
-            ctx.tests_recorded += 1
-
-    inbound = InboundCapture(ctx, on_test)
-    shadows = {port: free_port() for port in opts.app_ports}
-    for port, shadow in shadows.items():
-        await inbound.listen(port, shadow)
-    return inbound, shadows
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def _wait_for_signal() -> int:
@@ -259,9 +232,13 @@ def run(opts: RunOptions) -> int:
         write_default_config(opts.root)  # a commented template to edit (never overwritten)
     try:
         configure_protocols(opts.root)
+        vault = None
+        if mode is not Mode.PASSTHROUGH:  # named secrets; recording saves their values aside
+            vault = use_secrets(opts.root, record=mode in (Mode.RECORD, Mode.NEW_EPISODES))
     except FormatError as exc:
         raise RunError(str(exc)) from exc
     ctx = build_context(mode, test_set, opts)
+    ctx.vault = vault
     if mode in (Mode.RECORD, Mode.NEW_EPISODES):
         dialects()  # imported now, not while timing the first request (metadata.wait_ms)
     if mode is not opts.mode:

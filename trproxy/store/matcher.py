@@ -44,10 +44,12 @@ _MAX_LINES = 200
 @functools.lru_cache(maxsize=4096)  # asked several times per replayed request
 def destination_key(destination: str) -> str:
     """Loopback addresses are one place: a client may dial ::1 at replay and 127.0.0.1 at
-    record time (happy eyeballs, ``localhost``), and the server there is the same."""
+    record time (happy eyeballs, ``localhost``), and the server there is the same. The
+    unspecified addresses ``0.0.0.0`` and ``::`` count too: Linux connects them to the
+    local host (a ``DATABASE_URL`` copied from a server's listen address)."""
     host, _, port = destination.rpartition(":")
     host = host.strip("[]")
-    if host in ("::1", "localhost") or host.startswith(("127.", "::ffff:127.")):
+    if host in ("::1", "localhost", "0.0.0.0", "::", "::ffff:0.0.0.0") or host.startswith(("127.", "::ffff:127.")):
         return f"loopback:{port}"
     return destination
 

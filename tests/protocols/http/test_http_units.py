@@ -84,7 +84,9 @@ def test_redaction_of_headers_cookies_query_and_bodies():
         HttpConfig(redaction=Redaction.with_extra(headers=["X-Custom-Secret"], fields=["token"])))
     req, [resp] = item.request, item.responses
     assert req["url"] == "http://api.test/login?access_token=<redacted>&page=2"
-    for name in ("authorization", "proxy-authorization", "x-api-key", "x-custom-secret"):
+    assert headers(req, "authorization") == ["Basic <redacted>"]  # the scheme is not a secret
+    assert headers(req, "proxy-authorization") == ["Bearer <redacted>"]
+    for name in ("x-api-key", "x-custom-secret"):
         assert headers(req, name) == ["<redacted>"]
     assert headers(req, "cookie") == ["sid=<redacted>; lang=<redacted>"]
     assert req["body"] == "user=ann&password=<redacted>&remember="
@@ -462,7 +464,7 @@ def test_forward_request_is_the_unredacted_request_framed_afresh():
     replayer = HttpReplayer()
     [lookup] = replayer.feed(b"POST /v1/items?x=1 HTTP/1.1\r\nHost: api.test\r\nAuthorization: Bearer s3\r\n"
                              b"Connection: keep-alive\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n{}")[-1:]
-    assert headers(lookup.request, "authorization") == ["<redacted>"]  # what is recorded
+    assert headers(lookup.request, "authorization") == ["Bearer <redacted>"]  # what is recorded
     fwd = lookup.context.forward()
     assert fwd.send() == (b"POST /v1/items?x=1 HTTP/1.1\r\nHost: api.test\r\n"
                           b"Authorization: Bearer s3\r\ncontent-length: 2\r\n\r\n{}")  # sent as is
