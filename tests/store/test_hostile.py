@@ -426,3 +426,10 @@ def test_replay_with_a_hostile_directory_ends_in_one_line(tmp_path, outside):
     assert out.stderr == (f"trproxy: {rec / 'test-set-0' / MOCKS}: refused: it is a symbolic link "
                           "(a recording holds only regular files and directories; replace or delete it)\n")
     assert not marker.exists()
+
+
+def test_a_file_given_as_the_recording_directory_is_a_one_line_error(tmp_path):
+    (tmp_path / "rec").write_text("not a directory")
+    out = run_trproxy("replay", "--no-redirect", "--dir", str(tmp_path / "rec"), "--", "true", timeout=60)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+    assert "nothing to replay" in out.stderr

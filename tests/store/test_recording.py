@@ -98,7 +98,9 @@ def _recorded(test_set, n=3):
 def test_closing_a_recording_writes_a_cache_the_next_load_uses(tmp_path, monkeypatch):
     """The first replay after a recording reads msgpack, not the YAML just written."""
     path = _recorded(tmp_path / "test-set-0")
-    assert path.with_name(MOCKS + ".cache").exists()
+    data = path.read_bytes()
+    docs, lines = recording._read_cache(path, tmp_path, hashlib.sha256(data).digest())
+    assert (docs, lines) == (load_stream(data).docs, load_stream(data).lines)  # lines for errors
 
     def no_parsing(*args):
         raise AssertionError("the YAML was parsed: the cache was not used")

@@ -214,12 +214,12 @@ def write_bytes(path: Path, root: Path, data: bytes) -> None:
 
 
 def lstat(path: Path, root: Path) -> os.stat_result | None:
-    """The entry ``path`` below ``root`` (not followed), None if it or a parent is missing;
-    a parent that is a link is refused."""
+    """The entry ``path`` below ``root`` (not followed), None if it or a parent is missing
+    (or ``root`` is no directory); a parent that is a link is refused."""
     try:
         with open_dir(path.parent, root) as d:
             return d.lstat(path.name)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
 
 
