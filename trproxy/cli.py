@@ -11,6 +11,7 @@ from pathlib import Path
 from .proxy.context import Mode
 from .proxy.runner import RunError, RunOptions, run
 from .proxy.server import parse_hostport
+from .store.errors import StoreError
 
 EPILOG = """\
 examples:
@@ -125,9 +126,9 @@ def _doctor() -> int:
 
 def _dedup(args: argparse.Namespace) -> int:
     from .apptest.dedup import dedup
-    from .store import existing_test_sets
+    from .store import existing_test_sets, test_set_dir
 
-    sets = [args.dir / n for n in args.test_set] or existing_test_sets(args.dir)
+    sets = [test_set_dir(args.dir, n) for n in args.test_set] or existing_test_sets(args.dir)
     for test_set in sets:
         print(f"{test_set.name}: {dedup(test_set, dry_run=args.dry_run).describe()}")
     return 0
@@ -158,14 +159,18 @@ def _test(args: argparse.Namespace, cmd: list[str]) -> int:
                        add_headers=add_headers, body_fields=body_fields,
                        freeze_time=not args.no_freeze_time, mark_noise=args.mark_noise,
                        tls=not args.no_tls, strict=args.strict)
+    return run_test_command(opts)
+
+
+def main(argv: list[str] | None = None) -> int:
     try:
-        return run_test_command(opts)
-    except RunError as exc:
+        return _main(argv)
+    except (RunError, StoreError) as exc:  # what is wrong and what to do: one line, no traceback
         print(f"trproxy: {exc}", file=sys.stderr)
         return 2
 
 
-def main(argv: list[str] | None = None) -> int:
+def _main(argv: list[str] | None) -> int:
     args = parser().parse_args(argv)
     if args.command == "doctor":
         return _doctor()
@@ -206,11 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         print("trproxy: the eBPF redirect needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN): "
               "run as root, or use --no-redirect with --forward", file=sys.stderr)
         return 2
-    try:
-        return run(opts)
-    except RunError as exc:
-        print(f"trproxy: {exc}", file=sys.stderr)
-        return 2
+    return run(opts)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ from ..protocols.secrets import SecretVault, hint_of
 from ..proxy.context import RunContext
 from ..proxy.relay import CHUNK, relay, reset
 from ..proxy.server import BACKLOG
+from ..store import safeio
 from ..store.config import read_config
 from .chain import ChainIndex
 from .noise import Noise, load_config, write_default_config
@@ -104,7 +105,7 @@ async def start_capture(root: Path, ports: list[int], ctx: RunContext, test_set:
     """Listen on the app's ports (the app is moved to shadow ports); calls become tests.
     Returns the capture and {app port: shadow port} for the redirect."""
     write_default_config(root)
-    test_set.mkdir(parents=True, exist_ok=True)
+    safeio.open_dir(test_set, test_set.parent, create=True).close()
     config = http_config(root)
     redaction = replace(config.redaction, vault=vault)
     writer = TestWriter(test_set, redaction, load_config(root), ChainIndex(vault))

@@ -24,7 +24,7 @@ from ..proxy.context import Mode
 from ..proxy.runner import RunError, RunOptions, build_context
 from ..proxy.server import Proxy
 from ..redirect.errors import RedirectError
-from ..store import existing_test_sets, recover
+from ..store import existing_test_sets, recover, test_set_dir
 from ..store.config import configure_protocols
 from ..store.errors import FormatError
 from .capture import http_config
@@ -67,7 +67,7 @@ def run_test_command(opts: TestOptions) -> int:
     except FormatError as exc:
         raise RunError(str(exc)) from exc
     config = replace(config, redaction=replace(config.redaction, vault=vault))
-    sets = ([opts.root / name for name in opts.test_sets] if opts.test_sets
+    sets = ([test_set_dir(opts.root, name) for name in opts.test_sets] if opts.test_sets
             else [s for s in existing_test_sets(opts.root) if list_tests(s)])
     if not sets:
         raise RunError(f"no test cases under {opts.root} (record with `trproxy record --app-port PORT -- CMD`)")

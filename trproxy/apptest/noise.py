@@ -56,9 +56,10 @@ from typing import Any
 
 from ..protocols.base import digest_form
 from ..protocols.secrets import blank_names, is_placeholder, map_strings
-from ..store.config import CONFIG
+from ..store import safeio
+from ..store.config import CONFIG, read_config
 from ..store.errors import FormatError
-from ..store.yamlio import dump, load_one
+from ..store.yamlio import dump
 
 #: Response headers never compared unless config.yaml says otherwise.
 DEFAULT_VOLATILE_HEADERS: frozenset[str] = frozenset({
@@ -201,32 +202,28 @@ def default_config_text() -> str:
 def write_default_config(root: Path) -> Path:
     """Create ``<root>/config.yaml`` with the defaults and comments, unless it exists."""
     path = root / CONFIG
-    if not path.exists():
-        root.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{CONFIG}.tmp")
-        tmp.write_text(default_config_text(), "utf-8")
-        tmp.replace(path)
+    if safeio.lstat(path, root) is None:
+        safeio.write_bytes(path, root, default_config_text().encode("utf-8"))
     return path
 
 
 def load_config(root: Path) -> Noise:
     """Global noise from ``<root>/config.yaml`` (defaults when the file is missing)."""
     path = root / CONFIG
-    if not path.exists():
-        return Noise()
-    doc = load_one(path.read_text("utf-8")) or {}
-    section = doc.get("noise") or {} if isinstance(doc, dict) else None
+    section = read_config(root).get("noise") or {}
     if not isinstance(section, dict):
-        raise FormatError(f"{path}: `noise` must be a mapping")
+        raise FormatError("`noise` must be a mapping", path)
     paths = section.get("global") or []
     headers = section.get("volatile_headers")
     if not isinstance(paths, list) or not (headers is None or isinstance(headers, list)):
-        raise FormatError(f"{path}: noise.global and noise.volatile_headers must be lists")
+        raise FormatError("noise.global and noise.volatile_headers must be lists", path)
+    if not all(isinstance(h, str) for h in headers or []):
+        raise FormatError("noise.volatile_headers must be header names (text)", path)
     volatile = DEFAULT_VOLATILE_HEADERS if headers is None else frozenset(h.lower() for h in headers)
     try:
         return Noise(tuple(str(p) for p in paths), volatile)
     except FormatError as exc:
-        raise FormatError(f"{path}: {exc}") from exc
+        raise exc.at(path) from None
 
 
 # -- reading responses tolerantly -------------------------------------------------------

@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from ..store.safeio import write_bytes
 from .testcase import TestCase
 from .testrun import ERROR, FAILED, NEEDS_SECRET, PASSED, TestResult, TestRun
 
@@ -193,20 +194,14 @@ def junit_xml(run: TestRun, misses: Iterable[Miss] = ()) -> str:
     return ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n"
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, "utf-8")
-    tmp.replace(path)
-
-
 def write_reports(run: TestRun, reports_dir: Path, misses: Iterable[Miss] = ()) -> tuple[Path, Path]:
-    """Write the JSON report and the JUnit XML of one run; returns both paths."""
+    """Write the JSON report and the JUnit XML of one run into ``<root>/reports`` (made
+    without following links from the root); returns both paths."""
     misses = list(misses)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     base = reports_dir / f"test-{stamp}"
     json_path, xml_path = base.with_suffix(".json"), base.with_suffix(".xml")
-    _atomic_write(json_path, json.dumps(report_dict(run, misses), indent=2, ensure_ascii=False,
-                                        default=str) + "\n")
-    _atomic_write(xml_path, junit_xml(run, misses))
+    text = json.dumps(report_dict(run, misses), indent=2, ensure_ascii=False, default=str) + "\n"
+    write_bytes(json_path, reports_dir.parent, text.encode("utf-8"))
+    write_bytes(xml_path, reports_dir.parent, junit_xml(run, misses).encode("utf-8"))
     return json_path, xml_path

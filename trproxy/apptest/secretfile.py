@@ -25,12 +25,15 @@ from pathlib import Path
 import yaml
 
 from ..protocols.secrets import SecretVault
-from ..store.config import read_config
+from ..store import safeio
+from ..store.config import CONFIG, read_config
 from ..store.errors import FormatError
+from ..store.yamlio import read_document
 
 SECRETS = ".secrets.yaml"
 GITIGNORE = ".gitignore"
 ENV_PREFIX = "TRPROXY_SECRET_"
+_MAX_GITIGNORE = 1 << 20
 _HEADER = ("# trproxy: the real values behind the <secret:NAME> placeholders of these recordings.\n"
            "# Never commit this file (.gitignore lists it). `trproxy test` reads it; the variable\n"
            "# TRPROXY_SECRET_<NAME> (upper case, other characters _) overrides an entry.\n")
@@ -45,19 +48,17 @@ def from_env(name: str, environ: Mapping[str, str] | None = None) -> str | None:
 
 
 def load_secrets(root: Path) -> dict[str, str]:
-    """The secrets file's entries ({} when there is none)."""
+    """The secrets file's entries ({} when there is none), read as ``store/safeio.py``
+    allows: a link or a FIFO in its place is refused, never followed."""
     path = root / SECRETS
-    if not path.exists():
+    if not safeio.is_file(path, root):
         return {}
-    try:
-        doc = yaml.safe_load(path.read_text("utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise FormatError(f"{path}: not readable YAML: {exc}") from exc
+    doc = read_document(path, root)
     if doc is None:
         return {}
     if not isinstance(doc, dict) or not all(isinstance(k, str) and isinstance(v, str | int | float)
                                             for k, v in doc.items()):
-        raise FormatError(f"{path}: must map secret names to values")
+        raise FormatError("must map secret names to values", path)
     return {k: str(v) for k, v in doc.items()}
 
 
@@ -67,29 +68,26 @@ def save_secret(root: Path, name: str, value: str) -> None:
     if entries.get(name) == value:
         return
     entries[name] = value
-    root.mkdir(parents=True, exist_ok=True)
-    ignore_secrets(root)
-    path = root / SECRETS
-    tmp = root / f".secrets.yaml.tmp-{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            os.fchmod(out.fileno(), 0o600)
-            out.write(_HEADER + yaml.safe_dump(entries, sort_keys=True, allow_unicode=True, width=10**6))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    text = _HEADER + yaml.safe_dump(entries, sort_keys=True, allow_unicode=True, width=10**6)
+    with safeio.open_dir(root, root, create=True) as folder:
+        _ignore(folder)
+        folder.write(SECRETS, text.encode("utf-8"), mode=0o600)
 
 
 def ignore_secrets(root: Path) -> None:
     """Make sure ``<root>/.gitignore`` lists the secrets file."""
-    path = root / GITIGNORE
-    text = path.read_text("utf-8") if path.exists() else ""
+    with safeio.open_dir(root, root, create=True) as folder:
+        _ignore(folder)
+
+
+def _ignore(folder: safeio.Dir) -> None:
+    text = folder.read(GITIGNORE, _MAX_GITIGNORE).decode("utf-8", "replace") \
+        if folder.lstat(GITIGNORE) is not None else ""
     if SECRETS in text.split():
         return
     prefix = "" if not text or text.endswith("\n") else "\n"
     header = "" if text else "# written by trproxy: real secret values never go into git\n"
-    path.write_text(text + prefix + header + SECRETS + "\n", "utf-8")
+    folder.write(GITIGNORE, (text + prefix + header + SECRETS + "\n").encode("utf-8"))
 
 
 def use_secrets(root: Path, record: bool) -> SecretVault:
@@ -103,9 +101,9 @@ def use_secrets(root: Path, record: bool) -> SecretVault:
     doc = read_config(root)
     section = doc.get("http") or {}
     if not isinstance(section, dict):
-        raise FormatError(f"{root / 'config.yaml'}: `http` must be a mapping")
+        raise FormatError("`http` must be a mapping", root / CONFIG)
     try:
         registry.configure({**doc, "http": {**section, "vault": vault}})
     except ValueError as exc:
-        raise FormatError(f"{root / 'config.yaml'}: {exc}") from exc
+        raise FormatError(str(exc), root / CONFIG) from exc
     return vault

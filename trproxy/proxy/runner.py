@@ -24,6 +24,7 @@ from ..protocols.registry import dialects, match_key
 from ..redirect.errors import RedirectError
 from ..store import (
     DirBlobStore,
+    Exchange,
     MockPool,
     MockWriter,
     load_mocks,
@@ -32,8 +33,8 @@ from ..store import (
     test_set_dir,
 )
 from ..store.config import configure_protocols
-from ..store.errors import FormatError
-from ..store.recording import MOCKS, DocumentWriter
+from ..store.errors import FormatError, StoreError
+from ..store.recording import MOCKS, REPORTS, DocumentWriter, has_mocks
 from .context import Mode, RunContext, format_destination
 from .control import ENV as CONTROL_ENV
 from .control import start as start_control
@@ -69,17 +70,21 @@ def resolve_mode(opts: RunOptions) -> tuple[Mode, Path]:
     newest = test_set_dir(opts.root, opts.test_set)
     mode = opts.mode
     if mode is Mode.AUTO:
-        mode = Mode.REPLAY if (newest / MOCKS).exists() else Mode.RECORD
+        mode = Mode.REPLAY if has_mocks(newest) else Mode.RECORD
         return mode, newest
     if mode is Mode.RECORD:
-        return mode, opts.root / opts.test_set if opts.test_set else next_test_set(opts.root)
-    if mode is Mode.REPLAY and not (newest / MOCKS).exists():
+        return mode, newest if opts.test_set else next_test_set(opts.root)
+    if mode is Mode.REPLAY and not has_mocks(newest):
         raise RunError(f"nothing to replay: {newest / MOCKS} does not exist (record first)")
     return mode, newest
 
 
 def build_context(mode: Mode, test_set: Path, opts: RunOptions | None = None) -> RunContext:
     ctx = RunContext(mode)
+    mocks: list[Exchange] = []  # loaded first: a recording that cannot be read stops the run here
+    if mode in (Mode.REPLAY, Mode.NEW_EPISODES) and has_mocks(test_set):
+        mocks = load_mocks(test_set)
+        ctx.pool = MockPool.build(mocks, match_key)
     if opts is not None and opts.tls and mode is not Mode.PASSTHROUGH:
         from ..tls.ca import (  # mitmproxy/cryptography: only when needed
             CertificateAuthority,
@@ -91,13 +96,10 @@ def build_context(mode: Mode, test_set: Path, opts: RunOptions | None = None) ->
         opts.env = {**ca_env(ctx.tls.ca), **opts.env}
     if mode is not Mode.PASSTHROUGH:
         ctx.blobs = DirBlobStore(test_set)
-    if mode in (Mode.REPLAY, Mode.NEW_EPISODES) and (test_set / MOCKS).exists():
-        ctx.pool = MockPool.build(load_mocks(test_set), match_key)
     if mode is Mode.RECORD:
         ctx.writer = MockWriter(test_set / MOCKS)
     elif mode is Mode.NEW_EPISODES:
-        old = [e.to_doc() for e in load_mocks(test_set)] if (test_set / MOCKS).exists() else []
-        ctx.writer = MockWriter(test_set / MOCKS, header=old)
+        ctx.writer = MockWriter(test_set / MOCKS, header=[e.to_doc() for e in mocks])
     return ctx
 
 
@@ -269,8 +271,12 @@ def run(opts: RunOptions) -> int:
 
 def _write_report(root: Path, ctx: RunContext, test_set: Path, status: int | None) -> None:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    writer = DocumentWriter(root / "reports" / f"run-{stamp}-{ctx.mode.value}.yaml",
-                            header=[ctx.report(test_set, status)])
-    path = writer.close()
+    try:
+        writer = DocumentWriter(root / REPORTS / f"run-{stamp}-{ctx.mode.value}.yaml",
+                                header=[ctx.report(test_set, status)], root=root)
+        path = writer.close()
+    except (StoreError, OSError) as exc:  # the run's own status still counts
+        log.warning("could not write the run's report: %s", exc)
+        return
     if ctx.misses:
         print(f"trproxy: report with the misses and their nearest recordings: {path}", file=sys.stderr)
