@@ -130,7 +130,8 @@ def test_exit_status_stdin_and_signals():
 def _run_cgroups() -> set[Path]:
     mounts = Path("/proc/self/mounts").read_text().splitlines()
     root = next(Path(m.split()[1]) for m in mounts if m.split()[2] == "cgroup2")
-    return set((root / "trproxy").glob("run-*")) if (root / "trproxy").exists() else set()
+    runs = root / "trproxy" / "v2"
+    return set(runs.glob("run-*")) if runs.exists() else set()
 
 
 def test_kill_9_leftovers_are_cleaned_by_the_next_run():
