@@ -3,20 +3,25 @@
 Order matters: the proxy listens before the redirect exists (no connection can land
 nowhere); the child is moved into the cgroup before it execs (every descendant is
 covered); on the way out, whatever happened (exit, Ctrl-C, SIGTERM, an error), the
-redirect is removed, the recording published and the summary printed.
+redirect is removed, the recording published and the summary printed. If trproxy itself
+dies (SIGKILL, OOM) the child is killed with it (PR_SET_PDEATHSIG) and whatever else runs
+in the cgroup can reach nothing (see trproxy.redirect).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
 import signal
 import sys
+import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..apptest.noise import write_default_config
 from ..apptest.secretfile import use_secrets
@@ -39,6 +44,9 @@ from .context import Mode, RunContext, format_destination
 from .control import ENV as CONTROL_ENV
 from .control import start as start_control
 from .server import Proxy
+
+if TYPE_CHECKING:
+    from ..redirect import Redirector  # bcc: imported at run time only when redirecting
 
 log = logging.getLogger("trproxy")
 
@@ -144,22 +152,20 @@ async def _run(opts: RunOptions, ctx: RunContext, test_set: Path) -> int:
         await proxy.close()
 
 
-def _fence(redirector, ctx: RunContext) -> None:  # type: ignore[no-untyped-def]
+def _fence(redirector: Redirector, ctx: RunContext) -> None:
     """Replay: connects to destinations refused when recording are refused again, and so
-    are connects to destinations with no recording at all (reported at the end).
-
-    TODO(redirect-failclosed): ``Redirector.refuse/allow_only/refused`` come with that
-    branch; until it is merged into main they may be missing, and the proxy refuses by
-    resetting such connections once accepted (``replay.refuse``)."""
-    if ctx.mode is not Mode.REPLAY or not hasattr(redirector, "allow_only"):
+    are connects to destinations with no recording at all (reported at the end), by the
+    redirect at connect (ECONNREFUSED). Without the redirect (``--forward``) the proxy
+    refuses by resetting such connections once accepted (``replay.refuse``)."""
+    if ctx.mode is not Mode.REPLAY:
         return
     redirector.refuse([_address(d) for d in ctx.pool.refused_destinations()])
     redirector.allow_only([_address(d) for d in ctx.pool.destinations()])
 
 
-def _report_refused(redirector, ctx: RunContext) -> None:  # type: ignore[no-untyped-def]
+def _report_refused(redirector: Redirector, ctx: RunContext) -> None:
     """Connects the redirect refused that the recording did not refuse: misses."""
-    if ctx.mode is not Mode.REPLAY or not hasattr(redirector, "refused"):
+    if ctx.mode is not Mode.REPLAY:
         return
     with contextlib.suppress(Exception):
         for (ip, port), count in redirector.refused().items():
@@ -188,32 +194,71 @@ async def _wait_for_signal() -> int:
     return 0
 
 
+_libc = ctypes.CDLL(None, use_errno=True)
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def dies_with_us(enter=None):
+    """A ``preexec_fn`` for the app: SIGKILL it when trproxy dies (PR_SET_PDEATHSIG), then
+    ``enter`` (the redirect's cgroup).
+
+    PR_SET_PDEATHSIG fires when the *thread* that forked the child ends, not the process
+    (prctl(2)): spawn from a thread that lives as long as the run. asyncio spawns from its
+    loop thread, and trproxy runs its loop in the main thread (``_run_child`` checks).
+    """
+    parent = os.getpid()
+
+    def preexec() -> None:
+        if _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            os._exit(126)
+        if os.getppid() != parent:  # trproxy died before the prctl: nobody to die with
+            os._exit(126)
+        if enter is not None:
+            enter()
+
+    return preexec
+
+
+_FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+
+
 async def _run_child(opts: RunOptions, enter) -> int:
     loop = asyncio.get_running_loop()
     env = dict(os.environ, **opts.env)
-    try:
-        child = await asyncio.create_subprocess_exec(*opts.command, env=env, preexec_fn=enter)
-    except FileNotFoundError:
-        print(f"trproxy: command not found: {opts.command[0]}", file=sys.stderr)
-        return 127
-    except PermissionError:
-        print(f"trproxy: permission denied: {opts.command[0]}", file=sys.stderr)
-        return 126
+    if threading.current_thread() is not threading.main_thread():
+        raise RuntimeError("trproxy spawns the app from the main thread (PR_SET_PDEATHSIG)")
     interactive = sys.stdin is not None and sys.stdin.isatty()
+    child: asyncio.subprocess.Process | None = None
+    early: list[signal.Signals] = []  # arrived while the child was being started
 
     def forward(sig: signal.Signals) -> None:
         # Ctrl-C on a terminal reaches the child already (same process group)
         if sig is signal.SIGINT and interactive:
             return
+        if child is None:
+            early.append(sig)
+            return
         with contextlib.suppress(ProcessLookupError):
             child.send_signal(sig)
 
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+    # Installed before the child exists: once it runs, a signal to trproxy reaches it.
+    for sig in _FORWARDED:
         loop.add_signal_handler(sig, forward, sig)
     try:
+        try:
+            child = await asyncio.create_subprocess_exec(*opts.command, env=env,
+                                                         preexec_fn=dies_with_us(enter))
+        except FileNotFoundError:
+            print(f"trproxy: command not found: {opts.command[0]}", file=sys.stderr)
+            return 127
+        except PermissionError:
+            print(f"trproxy: permission denied: {opts.command[0]}", file=sys.stderr)
+            return 126
+        for sig in early:
+            forward(sig)
         status = await child.wait()
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+        for sig in _FORWARDED:
             loop.remove_signal_handler(sig)
     return 128 - status if status < 0 else status
 
