@@ -16,15 +16,19 @@ repository's corpus with the fix so CI keeps running it. A summary line per targ
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import importlib
 import json
+import random
 import re
+import resource
 import shutil
+import signal
 import subprocess
 import sys
 import time
+import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,19 +40,100 @@ INSTRUMENT = {"http1": ["h11", "mitmproxy.net.http"], "http2": ["h2", "hpack"],
 
 
 def child(target: str, plain: bool, args: list[str]) -> None:
-    """Inside the fuzzing process: instrument (unless ``plain``), then hand over to libFuzzer."""
+    """Inside the fuzzing process: the guided phase under libFuzzer, or the plain loop."""
+    sys.path.insert(0, str(ROOT))
+    if plain:
+        from tests.fuzz.targets import TARGETS
+
+        mutate_loop(TARGETS[target].run, args)
+        return
     import atheris
 
-    sys.path.insert(0, str(ROOT))
     include = ["trproxy", *INSTRUMENT.get(target, [])]
-    with contextlib.nullcontext() if plain else atheris.instrument_imports(include=include):
+    with atheris.instrument_imports(include=include):
         from tests.fuzz.targets import TARGETS
 
         for module in MODULES:  # the targets import lazily: load what they use in here
             importlib.import_module(module)
-    run = TARGETS[target].run
-    atheris.Setup([sys.argv[0], *args], run)
+    atheris.Setup([sys.argv[0], *args], TARGETS[target].run)
     atheris.Fuzz()
+
+
+class Hang(BaseException):
+    """One input ran past --timeout (a BaseException: no ``except Exception`` hides it)."""
+
+
+INTERESTING = [b"\x00", b"\xff", b"\x7f", b"\x80", b"\x00\x00", b"\xff\xff", b"\x7f\xff",
+               b"\x00\x00\x00\x00", b"\xff\xff\xff\xff", b"\x7f\xff\xff\xff",
+               b"\x80\x00\x00\x00", b"\x00\x00\x00\x04", b"\x00\x01\x00\x00", b"\r\n",
+               b"-1", b"99999999999", b"\x00" * 8, b"\xff" * 8]
+
+
+def mutate(rng: random.Random, data: bytes, pool: list[bytes], max_len: int) -> bytes:
+    """libFuzzer's kinds of edits: flip, set, erase, insert, copy a part, an interesting
+    value, splice with another corpus input."""
+    b = bytearray(data)
+    for _ in range(rng.choice((1, 1, 2, 3, 4, 8))):
+        i = rng.randrange(len(b) + 1)
+        op = rng.randrange(7)
+        if op == 0 and b:
+            b[min(i, len(b) - 1)] ^= 1 << rng.randrange(8)
+        elif op == 1 and b:
+            b[min(i, len(b) - 1)] = rng.randrange(256)
+        elif op == 2:
+            del b[i:i + rng.randrange(1, 33)]
+        elif op == 3:
+            b[i:i] = rng.randbytes(rng.randrange(1, 17))
+        elif op == 4 and b:
+            j = rng.randrange(len(b))
+            b[i:i] = b[j:j + rng.randrange(1, 65)]
+        elif op == 5:
+            v = rng.choice(INTERESTING)
+            b[i:i + (len(v) if rng.random() < 0.7 else 0)] = v
+        else:
+            other = rng.choice(pool)
+            b = b[:i] + other[rng.randrange(len(other) + 1):]
+    return bytes(b[:max_len])
+
+
+def mutate_loop(run: Callable[[bytes], None], args: list[str]) -> None:
+    """The plain phase: mutate the corpus without coverage feedback, much faster than
+    instrumented code. Same flags and output lines as libFuzzer for the parent."""
+    corpus = Path(args[0])
+    flags = dict(a.lstrip("-").split("=", 1) for a in args[1:])
+    runs, max_len = int(flags["runs"]), int(flags["max_len"])
+    timeout, seconds = int(flags["timeout"]), int(flags.get("max_total_time", 0))
+    out = flags["artifact_prefix"]
+    limit = int(flags["rss_limit_mb"]) << 20
+    resource.setrlimit(resource.RLIMIT_AS, (4 * limit, 4 * limit))  # a runaway allocation
+    pool = [f.read_bytes() for f in sorted(corpus.iterdir())] or [b""]
+    rng = random.Random(int(time.time()))
+
+    def hang(_signum: int, _frame: object) -> None:
+        raise Hang()
+
+    signal.signal(signal.SIGALRM, hang)
+    start = time.monotonic()
+    n = 0
+    data = b""
+    try:
+        while n < runs and not (seconds and time.monotonic() - start > seconds):
+            data = mutate(rng, rng.choice(pool), pool, max_len)
+            signal.setitimer(signal.ITIMER_REAL, timeout)
+            run(data)
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            n += 1
+            if n & (n - 1) == 0 or n % 100_000 == 0:
+                print(f"#{n}\tpulse  exec/s: {n / (time.monotonic() - start):.0f}", flush=True)
+    except BaseException as exc:
+        kind = "timeout" if isinstance(exc, Hang) else "crash"
+        path = f"{out}{kind}-{hashlib.sha1(data).hexdigest()}"
+        Path(path).write_bytes(data)
+        traceback.print_exc()
+        print(f"{kind}: input written to {path}", flush=True)
+    elapsed = time.monotonic() - start
+    print(f"stat::number_of_executed_units: {n}\n"
+          f"stat::average_exec_per_sec:     {int(n / elapsed) if elapsed else 0}", flush=True)
 
 
 def prepare(target: str) -> Path:

@@ -16,8 +16,10 @@ payload is that side's end of stream. A truncated last frame keeps what is there
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -342,6 +344,7 @@ def store_loader(data: bytes) -> None:
 
     if not _STORE_DIR:
         _STORE_DIR.append(Path(tempfile.mkdtemp(prefix="trproxy-fuzz-store-")))
+        atexit.register(shutil.rmtree, _STORE_DIR[0], True)
     root = _STORE_DIR[0]
     path = root / MOCKS
     path.write_bytes(data)

@@ -492,3 +492,18 @@ def test_h2_lookups_forward_with_the_authority_as_host():
     fwd = lookup.context["forward"]()
     assert (fwd.method, fwd.target, fwd.body) == (b"GET", b"/v1/x?y=2", b"")
     assert fwd.headers == [(b"host", b"api.test:8443"), (b"authorization", b"Bearer s3")]
+
+
+@pytest.mark.timeout(60)
+def test_server_bytes_held_while_sniffing_cost_linear_time():
+    """Found by `make fuzz` (http1): a client that stops inside the HTTP/2 preface and a
+    server sending tiny pieces made each feed add up everything held so far (quadratic:
+    minutes of CPU for 64 KiB in 1-byte pieces, stalling the whole proxy). The bound still
+    holds, counted as it grows."""
+    recorder = HttpRecorder()
+    client = b"PRI * HTTP/2.0\r\n"
+    assert recorder.feed(Direction.CLIENT, client) == []
+    for _ in range(recorder.config.max_head - len(client)):
+        assert recorder.feed(Direction.SERVER, b"\x00") == []
+    with pytest.raises(ProtocolError, match="before the HTTP version is known"):
+        recorder.feed(Direction.SERVER, b"\x00")
