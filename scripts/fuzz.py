@@ -45,6 +45,8 @@ def child(target: str, plain: bool, args: list[str]) -> None:
     if plain:
         from tests.fuzz.targets import TARGETS
 
+        for module in MODULES:  # not inside the first input's time limit
+            importlib.import_module(module)
         mutate_loop(TARGETS[target].run, args)
         return
     import atheris
@@ -115,13 +117,20 @@ def mutate_loop(run: Callable[[bytes], None], args: list[str]) -> None:
     signal.signal(signal.SIGALRM, hang)
     start = time.monotonic()
     n = 0
+    slowest = 0.0
     data = b""
     try:
         while n < runs and not (seconds and time.monotonic() - start > seconds):
             data = mutate(rng, rng.choice(pool), pool, max_len)
             signal.setitimer(signal.ITIMER_REAL, timeout)
+            began = time.monotonic()
             run(data)
+            took = time.monotonic() - began
             signal.setitimer(signal.ITIMER_REAL, 0)
+            if took > max(slowest, 1.0):  # not a hang, but worth a look (quadratic work?)
+                slowest = took
+                Path(f"{out}slow-unit-{hashlib.sha1(data).hexdigest()}").write_bytes(data)
+                print(f"slow unit: {took:.1f} s", flush=True)
             n += 1
             if n & (n - 1) == 0 or n % 100_000 == 0:
                 print(f"#{n}\tpulse  exec/s: {n / (time.monotonic() - start):.0f}", flush=True)
