@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PKGS=(bpfcc-tools python3-bpfcc libbpfcc clang postgresql postgresql-contrib redis-server
-      redis-tools libfaketime socat curl ca-certificates procps iproute2)
+      redis-tools gcc libc6-dev socat curl ca-certificates procps iproute2)
 
 missing=()
 for p in "${PKGS[@]}"; do
@@ -48,4 +48,6 @@ site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purel
 bcc_src=$(ls -d /usr/lib/python3/dist-packages/bcc 2>/dev/null || true)
 if [ -n "$bcc_src" ]; then ln -sfn "$bcc_src" "$site/bcc"; fi
 .venv/bin/python -c 'import bcc' || { echo "setup: bcc does not import" >&2; exit 1; }
+# the clock shim `trproxy test` preloads into the app (built once per source version)
+.venv/bin/python -m trproxy.apptest.timefreeze --build
 echo "setup: ok"

@@ -2,7 +2,7 @@
 deterministic property tests in CI.
 
 With ``TRPROXY_REQUIRE_ROOT=1`` (set by ``.ci/run``) a test that skips — no privileges,
-no eBPF, a missing tool such as libfaketime or bcc — is reported as a failure instead,
+no eBPF, a missing tool such as a C compiler or bcc — is reported as a failure instead,
 so CI cannot go green by silently not running part of the suite.
 """
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from .proxy.context import Mode
 from .proxy.runner import RunError, RunOptions, run
 from .proxy.server import parse_hostport
+from .store.errors import StoreError
 
 EPILOG = """\
 examples:
@@ -77,7 +78,12 @@ def parser() -> argparse.ArgumentParser:
     test.add_argument("--startup-timeout", type=float, default=60.0,
                       help="seconds to wait for the app to listen")
     test.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'",
-                      help="replace a request header in every test (credentials redacted at record time)")
+                      help="replace this header in every request recorded with it")
+    test.add_argument("--add-header", action="append", default=[], metavar="'NAME: VALUE'",
+                      help="set this header in every request (added where it was not recorded)")
+    test.add_argument("--body-field", action="append", default=[], metavar="PATH=VALUE",
+                      help="set a JSON body field (user.password, items[0].qty) or a form field "
+                      "in every request whose body has it; VALUE is JSON when it parses as JSON")
     test.add_argument("--no-freeze-time", action="store_true",
                       help="do not fake the app's clock to each test's recorded time")
     test.add_argument("--mark-noise", action="store_true",
@@ -120,36 +126,51 @@ def _doctor() -> int:
 
 def _dedup(args: argparse.Namespace) -> int:
     from .apptest.dedup import dedup
-    from .store import existing_test_sets
+    from .store import existing_test_sets, test_set_dir
 
-    sets = [args.dir / n for n in args.test_set] or existing_test_sets(args.dir)
+    sets = [test_set_dir(args.dir, n) for n in args.test_set] or existing_test_sets(args.dir)
     for test_set in sets:
         print(f"{test_set.name}: {dedup(test_set, dry_run=args.dry_run).describe()}")
     return 0
 
 
+def _pairs(items: list[str], separator: str, usage: str) -> list[tuple[str, str]]:
+    out = []
+    for item in items:
+        name, sep, value = item.partition(separator)
+        if not sep or not name.strip():
+            raise ValueError(usage)
+        out.append((name.strip(), value.strip()))
+    return out
+
+
 def _test(args: argparse.Namespace, cmd: list[str]) -> int:
     from .apptest.command import TestOptions, run_test_command
 
-    headers = []
-    for item in args.header:
-        name, sep, value = item.partition(":")
-        if not sep:
-            print("trproxy: --header takes 'NAME: VALUE'", file=sys.stderr)
-            return 2
-        headers.append((name.strip(), value.strip()))
+    try:
+        headers = _pairs(args.header, ":", "--header takes 'NAME: VALUE'")
+        add_headers = _pairs(args.add_header, ":", "--add-header takes 'NAME: VALUE'")
+        body_fields = _pairs(args.body_field, "=", "--body-field takes PATH=VALUE")
+    except ValueError as exc:
+        print(f"trproxy: {exc}", file=sys.stderr)
+        return 2
     opts = TestOptions(command=cmd, root=args.dir, test_sets=args.test_set, delay=args.delay,
                        timeout=args.timeout, startup_timeout=args.startup_timeout, headers=headers,
+                       add_headers=add_headers, body_fields=body_fields,
                        freeze_time=not args.no_freeze_time, mark_noise=args.mark_noise,
                        tls=not args.no_tls, strict=args.strict)
+    return run_test_command(opts)
+
+
+def main(argv: list[str] | None = None) -> int:
     try:
-        return run_test_command(opts)
-    except RunError as exc:
+        return _main(argv)
+    except (RunError, StoreError) as exc:  # what is wrong and what to do: one line, no traceback
         print(f"trproxy: {exc}", file=sys.stderr)
         return 2
 
 
-def main(argv: list[str] | None = None) -> int:
+def _main(argv: list[str] | None) -> int:
     args = parser().parse_args(argv)
     if args.command == "doctor":
         return _doctor()
@@ -190,11 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         print("trproxy: the eBPF redirect needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN): "
               "run as root, or use --no-redirect with --forward", file=sys.stderr)
         return 2
-    try:
-        return run(opts)
-    except RunError as exc:
-        print(f"trproxy: {exc}", file=sys.stderr)
-        return 2
+    return run(opts)
 
 
 if __name__ == "__main__":

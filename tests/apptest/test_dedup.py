@@ -96,3 +96,16 @@ def test_dedup_without_mocks(tmp_path):
     write_test(tmp_path, CASES[1])
     result = dedup(tmp_path)
     assert result.removed == {"test-2": "test-1"} and not (tmp_path / "mocks.yaml").exists()
+
+
+def test_a_duplicate_that_a_kept_test_takes_a_value_from_is_kept():
+    from trproxy.apptest.chain import Link
+
+    page = "<form><input name=csrf_token value=%s></form>"
+    tests = [case(1, "GET", "/notes", 200, page % "t1"), case(2, "POST", "/notes", 302, ""),
+             case(3, "GET", "/notes", 200, page % "t3"),  # same shape as test-1...
+             case(4, "POST", "/notes", 302, "", "title=b"), case(5, "GET", "/notes", 200, page % "t5")]
+    tests[3].chain = [Link("t3", "test-3", "body.text", "value=", ">")]  # ... but test-4 posts its token
+    assert find_duplicates(tests) == {"test-5": "test-1"}
+    tests[3].chain = []
+    assert find_duplicates(tests) == {"test-3": "test-1", "test-5": "test-1"}

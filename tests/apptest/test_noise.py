@@ -89,8 +89,21 @@ def test_redacted_set_cookie_is_not_noise():
     assert detect_noise(resp, NOW) == []
 
 
-def test_text_body_with_a_timestamp_is_noise_whole():
-    assert detect_noise(response(f"<p>Generated {NOW.isoformat()}</p>"), NOW) == ["body"]
+def test_redacted_and_named_secret_cookies_are_not_noise_and_compare_as_present():
+    named = response("ok", headers=[("Set-Cookie", "sid=<secret:cookie.sid-2>; Path=/")])
+    assert detect_noise(named, NOW) == []
+    expiring = response("ok", headers=[("Set-Cookie", "sid=<secret:s>; Expires=Wed, 01 May 2024 10:30:00 GMT")])
+    assert detect_noise(expiring, NOW) == ["header.set-cookie"]  # the date moves with the clock
+    other = response("ok", headers=[("Set-Cookie", "sid=<secret:cookie.sid-7>; Path=/")])
+    assert compare(named, other) == []  # a secret is compared as present, not by name
+    body_a = response({"json": {"token": "<secret:login.token>", "n": 1}})
+    body_b = response({"json": {"token": "<secret:login.token-2>", "n": 1}})
+    assert compare(body_a, body_b) == []
+    assert [d.path for d in compare(body_a, response({"json": {"token": "abc", "n": 1}}))] == ["body.json.token"]
+
+
+def test_text_body_with_a_timestamp_masks_the_token_not_the_body():
+    assert detect_noise(response(f"<p>Generated {NOW.isoformat()}</p>"), NOW) == ["body.tokens"]
     assert detect_noise(response("<p>Hello</p>"), NOW) == []
     assert detect_noise(response('{"at": "2024-05-01T10:00:00Z"}'), NOW) == ["body.json.at"]
 
@@ -232,6 +245,55 @@ def test_text_and_binary_bodies_compare_exactly_and_tolerate_shapes():
     assert compare(response("x"), response("y"), Noise(("body",))) == []
     assert compare({"status_code": 200, "headers": {"X-A": "1"}, "body": ""},
                    response("", headers=[("x-a", "1")])) == []
+
+
+CSRF_PAGE = """<html><body>
+<h1>Notes</h1>
+<form method="post" action="/notes">
+  <input id="csrf_token" name="csrf_token" type="hidden" value="{token}">
+  <input name="title" type="text">
+</form>
+<p>Signed in as ann. Rendered {at}.</p>
+<script src="/static/app.{digest}.js"></script>
+</body></html>
+"""
+
+
+def _page(token: str, at: str = "2024-05-01T10:00:00Z", digest: str = "9f86d081884c7d659a2f",
+          title: str = "<h1>Notes</h1>") -> dict:
+    return response(CSRF_PAGE.format(token=token, at=at, digest=digest).replace("<h1>Notes</h1>", title),
+                    headers=[("Content-Type", "text/html; charset=utf-8")])
+
+
+FLASK_WTF = "ImQ2ZjQ0YjA2MzFlOTk0NjYzMmM2ZmVhOGMwYWQ1OTdkYzYxNDVjYjYi.Zk5rWg.x2YkR9a7Hq0pVw3ZtLmN8cJ1bE4"
+
+
+def test_a_volatile_token_in_html_masks_that_token_not_the_page():
+    recorded = _page(FLASK_WTF)
+    noise = Noise(tuple(detect_noise(recorded, NOW)), moment=NOW)
+    assert noise.paths == ("body.tokens",)
+    live = _page("IjU1YjQ2ZDkxZTMwYjQ4ODk3ZDIxZWQzZWM3YjY4NzE5OTU2ODM5NjMi.Zk5sAb.Qm9fZXh0cmFfcmFuZG9tX3N0dWZm",
+                 at="2024-05-01T10:00:01Z", digest="5f3a9c2e7b1d4e6f0a1b")
+    assert compare(recorded, live, noise) == []  # token, time and asset digest changed: noise
+    changed = _page(FLASK_WTF, title="<h1>My notes</h1>")  # one template line changed
+    [diff] = compare(recorded, changed, noise)
+    assert (diff.path, diff.expected, diff.actual) == ("body", "line 2: <h1>Notes</h1>", "line 2: <h1>My notes</h1>")
+    text = render_diff(recorded, changed, noise)
+    assert "-  <h1>Notes</h1>\n+  <h1>My notes</h1>\n" in text  # a line diff, not one YAML string
+    assert FLASK_WTF not in text and "<noise>" in text
+    assert noise_between(recorded, live) == ["body.tokens"]  # a second run confirms the tokens only
+    assert noise_between(recorded, changed) == ["body"]
+
+
+def test_set_valued_headers_compare_as_sets_others_in_order_of_items():
+    a = response("", headers=[("Allow", "GET, POST, HEAD, OPTIONS"), ("Vary", "Accept, Cookie")])
+    b = response("", headers=[("Allow", "POST, OPTIONS, GET, HEAD"), ("Vary", "cookie,accept")])
+    assert compare(a, b) == []
+    c = response("", headers=[("Allow", "GET, HEAD, OPTIONS"), ("Vary", "Accept, Cookie")])
+    assert [d.path for d in compare(a, c)] == ["header.allow"]
+    enc = response("", headers=[("Content-Encoding", "gzip, br")])
+    assert [d.path for d in compare(enc, response("", headers=[("Content-Encoding", "br, gzip")]))] == [
+        "header.content-encoding"]  # order matters there (RFC 9110 §8.4)
 
 
 def test_noise_between_two_runs_generalizes_indices():

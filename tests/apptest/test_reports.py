@@ -10,7 +10,7 @@ from pathlib import Path
 from trproxy.apptest.noise import Noise, compare
 from trproxy.apptest.reports import Progress, junit_xml, summary, write_reports
 from trproxy.apptest.testcase import TestCase
-from trproxy.apptest.testrun import ERROR, FAILED, PASSED, TestResult, TestRun
+from trproxy.apptest.testrun import ERROR, FAILED, NEEDS_SECRET, PASSED, TestResult, TestRun
 
 
 def resp(body, status=200):
@@ -45,13 +45,14 @@ def make_run() -> TestRun:
         result("test-2", resp({"json": {"name": "widget", "n": 1}}),
                resp({"json": {"name": "gadget\x01", "n": 1}}, status=500)),
         result("test-3", resp("x"), None, error="no response within 10s"),
-    ], started="2024-05-01T10:00:00+00:00", duration_ms=1234.0)
+    ], started="2024-05-01T10:00:00+00:00", duration_ms=1234.0, startup_ms=900.0)
 
 
 def test_summary_lists_failures_with_diffs_and_misses():
     run = make_run()
     text = summary(run, MISSES)
-    assert text.startswith("test set test-set-0: 3 tests: 1 passed, 1 failed, 1 errors (1.2 s)")
+    assert text.startswith("test set test-set-0: 3 tests: 1 passed, 1 failed, 1 errors "
+                           "(1.2 s: app start-up 0.9 s, tests 0.3 s)")
     assert "FAIL test-2: GET /items/2" in text
     assert "  status: expected 200, got 500" in text
     assert "-    name: widget" in text and "+    name: \"gadget\\x01\"" in text
@@ -125,3 +126,18 @@ def test_control_characters_do_not_break_the_xml():
     run = TestRun(Path("ts"), [result("test-1", resp("a"), None, error="reset \x00\x1b[31m byte")])
     error = ET.fromstring(junit_xml(run)).find("testsuite/testcase/error")
     assert error is not None and error.get("message") == "reset \ufffd\ufffd[31m byte"
+
+
+def test_a_test_that_needs_a_secret_is_skipped_not_failed():
+    needs = result("test-2", resp("a"), None, error="needs secret login.password: set TRPROXY_SECRET_LOGIN_PASSWORD")
+    needs.status = NEEDS_SECRET
+    run = TestRun(Path("ts"), [result("test-1", resp("a"), resp("a")), needs])
+    assert not run.ok
+    assert "2 tests: 1 passed, 0 failed, 0 errors, 1 need a secret" in summary(run)
+    suite = ET.fromstring(junit_xml(run)).find("testsuite")
+    assert suite is not None and (suite.get("failures"), suite.get("errors"), suite.get("skipped")) == ("0", "0", "1")
+    skipped = suite.find("testcase/skipped")
+    assert skipped is not None and "TRPROXY_SECRET_LOGIN_PASSWORD" in skipped.get("message", "")
+    plain = io.StringIO()
+    Progress(plain).result(needs, 2, 2)
+    assert plain.getvalue().startswith("[2/2] SECRET test-2")

@@ -25,15 +25,19 @@ from trproxy.apptest.testcase import TestCase, load_test, write_test
 from trproxy.apptest.testrun import (
     ERROR,
     FAILED,
+    NEEDS_SECRET,
     PASSED,
     AppNotListening,
     HttpClient,
+    Overrides,
     mark_noise,
     run_tests,
+    set_body_field,
 )
 from trproxy.protocols.http.body import BodyBuffer
-from trproxy.protocols.http.config import HttpConfig
+from trproxy.protocols.http.config import HttpConfig, Redaction
 from trproxy.protocols.http.readable import headers_to_readable, response_readable
+from trproxy.protocols.secrets import SecretVault
 
 pytestmark = pytest.mark.slow  # a real app server per test
 
@@ -52,7 +56,8 @@ async def hello(request):
 async def item(request):
     return web.json_response({
         "id": int(request.match_info["id"]), "name": "gadget" if MODE == "v2" else "widget",
-        "created_at": datetime.datetime.now(datetime.UTC).isoformat(), "token": str(uuid.uuid4())})
+        "created_at": datetime.datetime.now(datetime.UTC).isoformat(),
+        "request_id": str(uuid.uuid4()), "token": str(uuid.uuid4())})
 
 @routes.post("/echo")
 async def echo(request):
@@ -125,9 +130,9 @@ REQUESTS = [
 ]
 
 
-def record(test_set: Path, port: int, requests=REQUESTS, headers=None) -> list[TestCase]:
+def record(test_set: Path, port: int, requests=REQUESTS, headers=None, vault=None) -> list[TestCase]:
     """Store the app's real answers as test cases (what inbound capture writes)."""
-    config = HttpConfig()
+    config = HttpConfig(redaction=Redaction(vault=vault))
     cases = []
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers) as http:
         for i, (method, path, body) in enumerate(requests, 1):
@@ -135,13 +140,13 @@ def record(test_set: Path, port: int, requests=REQUESTS, headers=None) -> list[T
             resp = http.send(http.build_request(method, path, json=body), stream=True)
             buf = BodyBuffer(config.max_body)
             buf.add(b"".join(resp.iter_raw()))  # as sent: the dialect removes the coding
-            readable = response_readable(resp.status_code, resp.reason_phrase, "HTTP/1.1",
-                                         resp.headers.raw, buf, None, config)
-            resp.close()
-            request = {"method": method, "url": f"http://127.0.0.1:{port}{path}",
+            request = {"method": method, "url": f"http://127.0.0.1:{port}{path}",  # first, as capture
                        "http_version": "HTTP/1.1",
                        "headers": headers_to_readable(resp.request.headers.raw, config.redaction),
                        "body": {"json": body} if body is not None else ""}
+            readable = response_readable(resp.status_code, resp.reason_phrase, "HTTP/1.1",
+                                         resp.headers.raw, buf, None, config, str(resp.request.url))
+            resp.close()
             case = TestCase(f"test-{i}", request, readable, detect_noise(readable, created),
                             created.isoformat(), port)
             write_test(test_set, case)
@@ -156,8 +161,10 @@ def run(test_set: Path, **kw):
 def test_replaying_against_the_same_app_passes_with_hooks_in_order(apps, tmp_path):
     app = apps()
     cases = record(tmp_path, app.port)
-    assert load_test(tmp_path / "tests" / "test-2.yaml").noise == [
-        "body.json.created_at", "body.json.token"]
+    second = load_test(tmp_path / "tests" / "test-2.yaml")
+    # a random id is noise; the token, random too, is a secret (compared as present)
+    assert second.noise == ["body.json.created_at", "body.json.request_id"]
+    assert second.response["body"]["json"]["token"] == "<redacted>"
     calls: list[str] = []
 
     async def before(test: TestCase) -> None:  # async hooks are awaited
@@ -258,12 +265,43 @@ def test_second_run_marks_differing_fields_as_noise(apps, tmp_path):
     assert third.results[0].noise.paths == ("header.x-unused", "body.json.value")
 
 
-def test_redacted_credentials_are_replaced_by_configured_headers(apps, tmp_path):
+def test_secrets_come_from_the_file_the_environment_or_overrides_else_the_test_needs_one(apps, tmp_path):
     app = apps()
-    record(tmp_path, app.port, [("GET", "/whoami", None)], headers={"Authorization": "Bearer s3cret"})
+    record(tmp_path, app.port, [("GET", "/whoami", None), ("GET", "/hello", None)],
+           headers={"Authorization": "Bearer s3cret"}, vault=SecretVault())
     case = load_test(tmp_path / "tests" / "test-1.yaml")
-    assert ["Authorization", "<redacted>"] in case.request["headers"]  # never on disk
-    assert case.response["body"]["json"] == {"auth": "Bearer s3cret"}
-    without = run(tmp_path)
-    assert [(d.path, d.actual) for d in without.results[0].differences] == [("body.json.auth", "<redacted>")]
-    assert run(tmp_path, headers=[("authorization", "Bearer s3cret")]).ok
+    assert ["Authorization", "Bearer <secret:authorization>"] in case.request["headers"]  # never on disk
+    assert case.response["body"]["json"] == {"auth": "Bearer <secret:authorization>"}  # scrubbed
+    assert "s3cret" not in (tmp_path / "tests" / "test-1.yaml").read_text()
+
+    def config() -> HttpConfig:  # a run's redaction: a fresh vault, as `trproxy test` makes
+        return HttpConfig(redaction=Redaction(vault=SecretVault()))
+
+    without = run(tmp_path, http_config=config(), environ={})
+    assert [r.status for r in without.results] == [NEEDS_SECRET, NEEDS_SECRET]  # not sent, not failed
+    assert without.results[0].actual is None and not without.results[0].differences
+    assert "TRPROXY_SECRET_AUTHORIZATION" in without.results[0].error and ".secrets.yaml" in without.results[0].error
+    assert not without.ok
+    assert run(tmp_path, http_config=config(), environ={}, secrets={"authorization": "s3cret"}).ok
+    assert run(tmp_path, http_config=config(), environ={"TRPROXY_SECRET_AUTHORIZATION": "s3cret"}).ok
+    # --header: the whole value, only where the request has the header
+    replaced = run(tmp_path, http_config=config(), environ={},
+                   overrides=Overrides(replace_headers=(("authorization", "Bearer other"),)))
+    assert [r.status for r in replaced.results] == [FAILED, PASSED]
+    assert replaced.results[0].actual["body"]["json"] == {"auth": "Bearer other"}
+    assert replaced.results[1].actual is not None
+
+
+def test_overrides_replace_add_and_set_body_fields():
+    request = {"method": "POST", "url": "/login", "headers": [["X-Csrf", "a"], ["Content-Type", "application/json"]],
+               "body": {"json": {"user": {"password": "<secret:login.password>", "name": "ann"}, "n": 1}}}
+    over = Overrides(replace_headers=(("x-csrf", "b"), ("Authorization", "never added")),
+                     add_headers=(("X-Trace", "t"),),
+                     body_fields=(("user.password", "pw"), ("n", "2"), ("absent.field", "x")))
+    out = over.apply(request)
+    assert out["headers"] == [["X-Csrf", "b"], ["Content-Type", "application/json"], ["X-Trace", "t"]]
+    assert out["body"]["json"] == {"user": {"password": "pw", "name": "ann"}, "n": 2}
+    form = {"method": "POST", "url": "/f", "headers": [["Content-Type", "application/x-www-form-urlencoded"]],
+            "body": "a=1&password=%3Csecret%3Ax%3E"}
+    assert set_body_field(form, "password", "p w")["body"] == "a=1&password=p+w"
+    assert set_body_field(form, "other", "z") is form

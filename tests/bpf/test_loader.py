@@ -34,6 +34,7 @@ def test_ctypes_mirrors_match_redirect_h() -> None:
         "trp_listen": loader.Listen,
         "trp_tuple_key": loader.TupleKey,
         "trp_orig_dst": loader.OrigDst,
+        "trp_dst_key": loader.DstKey,
         "trp_sock_state": loader.SockState,
     }
     text = '#include "redirect.h"\n' + "".join(
@@ -54,7 +55,7 @@ def test_ctypes_mirrors_match_redirect_h() -> None:
                     fname,
                 )
                 compared += 1
-        assert compared >= 20
+        assert compared >= 30
     finally:
         b.cleanup()
 
@@ -133,3 +134,52 @@ def test_source_hash_covers_source_and_header() -> None:
         spec.name.startswith(loader.PROG_NAME_PREFIX) and len(spec.name) < 16
         for spec in loader.PROGRAMS
     )
+
+
+VARIANT = r"""
+import sys
+from pathlib import Path
+import trproxy.bpf.loader as L
+L.PIN_ROOT, d = sys.argv[1], Path(sys.argv[2])
+L.PKG_DIR, L.SOURCE, L.HEADER = d, d / "redirect.bpf.c", d / "redirect.h"
+print(L.load().pin_dir)
+"""
+
+
+@pytest.mark.root
+def test_a_version_with_another_layout_is_cleaned_without_the_mirrors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pins of another source whose trp_orig key is longer: reading that map through the
+    mirrors would overflow them, so cleanup only drops its dead configs, then the version."""
+    _require_root()
+    from trproxy.bpf import syscall
+    from trproxy.redirect import cleanup_leftovers
+
+    pin_root = f"trproxy-test-layout-{os.getpid()}"
+    shutil.copy(loader.SOURCE, tmp_path / "redirect.bpf.c")
+    header = loader.HEADER.read_text()
+    assert header.count("__u8 _pad[3];") == 1  # trp_tuple_key's
+    (tmp_path / "redirect.h").write_text(header.replace("__u8 _pad[3];", "__u8 _pad[7];"))
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    try:
+        pin_dir = subprocess.run([sys.executable, "-c", VARIANT, pin_root, str(tmp_path)], env=env,
+                                 capture_output=True, text=True, check=True).stdout.strip()
+        maps = loader.open_version(pin_dir)
+        try:
+            assert not maps.layout_ok()
+            info = syscall.MapInfo()
+            syscall.obj_info(maps.fds["trp_orig"], info)
+            assert info.key_size == ctypes.sizeof(loader.TupleKey) + 4
+            dead = loader.Config(owner_pid=999_999_999, owner_start=12345)  # above pid_max
+            maps.set_config(777, dead)  # trp_config's layout is the same in both
+            assert maps.owners() == {777: (999_999_999, 12345)}
+        finally:
+            loader.close_maps(maps)
+        monkeypatch.setattr(loader, "PIN_ROOT", pin_root)
+        removed = cleanup_leftovers()
+        assert "redirect of cgroup id 777 (owner pid 999999999)" in removed
+        assert f"pinned programs {pin_dir}" in removed
+        assert not os.path.exists(pin_dir)
+    finally:
+        shutil.rmtree(f"{loader.ensure_bpffs()}/{pin_root}", ignore_errors=True)

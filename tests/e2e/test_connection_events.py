@@ -269,12 +269,12 @@ def test_a_refused_port_is_refused_again_and_an_unknown_one_is_reported(tmp_path
     replayed = run_trproxy("replay", "--dir", str(rec), "--", *app, str(port))
     unknown = run_trproxy("replay", "--dir", str(rec), "--", *app, str(other))
     assert recorded.returncode == replayed.returncode == 0
-    # TODO(redirect-failclosed): ConnectionRefusedError at connect once Redirector.refuse is
-    # in main; until then the proxy accepts and resets, at record and replay alike
-    assert recorded.stdout == replayed.stdout
+    # recording, the proxy accepted and reset once the server refused it; at replay the
+    # redirect refuses at connect (Redirector.refuse / allow_only), as the server did
     assert recorded.stdout.strip() in ("ConnectionRefusedError", "ConnectionResetError")
+    assert replayed.stdout.strip() == "ConnectionRefusedError"
     assert "trproxy: 0 misses" in replayed.stderr
-    assert unknown.stdout.strip() in ("ConnectionRefusedError", "ConnectionResetError")
+    assert unknown.stdout.strip() == "ConnectionRefusedError"
     assert "trproxy: 1 misses" in unknown.stderr and "nothing was recorded for this destination" \
         in unknown.stderr
     docs = list(yaml.safe_load_all((rec / "test-set-0" / "mocks.yaml").read_text()))

@@ -25,6 +25,7 @@ import pytest
 from tests.protocols.http.servers import H1Server, H2Server, _Handler
 from tests.support.proc import run_trproxy
 from tests.support.services import free_port
+from trproxy.protocols.secrets import standin
 from trproxy.tls.ca import CertificateAuthority
 
 pytestmark = pytest.mark.slow
@@ -127,7 +128,7 @@ def test_http_record_then_replay_with_ebpf(tmp_path, host):
     assert _exchanges(mocks) == 11, recorded.stderr  # 7 GET, HEAD, POST, urllib, curl
     for secret in SECRETS:
         assert secret not in mocks
-    assert "<redacted>" in mocks and "style: spaced" in mocks
+    assert "<secret:" in mocks and "style: spaced" in mocks
     replayed = _trproxy("replay", rec, "--", sys.executable, str(client), base)
     assert replayed.stdout == recorded.stdout
     assert json.loads(replayed.stdout)[2][3] == b"first second third".hex()
@@ -266,11 +267,11 @@ def test_forward_fallback_without_ebpf(tmp_path):
                         sys.executable, str(client), base)
     rows = json.loads(recorded.stdout)
     assert rows[0][1] == 200 and rows[4][2] == "<html>hi</html>"
-    # cookie values are redacted in the recording, so replay differs there by design
+    # cookie values are secrets in the recording: replay sends stand-ins for them
     for live, again in zip(rows, json.loads(replayed.stdout), strict=True):
         assert live[:3] == again[:3]
         assert [c.split("=")[0] for c in live[3]] == [c.split("=")[0] for c in again[3]]
-    assert rows[1][3] and json.loads(replayed.stdout)[1][3][0].startswith("session=<redacted>")
+    assert rows[1][3] and json.loads(replayed.stdout)[1][3][0].startswith(f"session={standin('cookie.session')};")
 
 
 
@@ -330,8 +331,8 @@ def test_new_episodes_fetches_and_records_only_the_new_request(tmp_path):
     assert _Counting.hits == {"/a": 1, "/b": 1}  # /a was replayed, /b fetched
     rows = json.loads(both.stdout)
     assert json.loads(first.stdout)[0][2]["access_token"] == "tok/a"  # recording: the real answer
-    assert rows[0] == ["/a", 200, {"path": "/a", "hit": 1, "access_token": "<redacted>"},
-                       "sid=<redacted>; Path=/"]  # replayed: as recorded
+    assert rows[0] == ["/a", 200, {"path": "/a", "hit": 1, "access_token": standin("access_token")},
+                       f"sid={standin('cookie.sid')}; Path=/"]  # replayed: secrets as stand-ins
     assert rows[1] == ["/b", 200, {"path": "/b", "hit": 1, "access_token": "tok/b"}, "sid=real/b; Path=/"]
     assert "trproxy: recorded 1 http" in both.stderr and "trproxy: 0 misses" in both.stderr
     mocks = _mocks(rec)
@@ -343,7 +344,7 @@ def test_new_episodes_fetches_and_records_only_the_new_request(tmp_path):
     again = json.loads(replayed.stdout)
     assert again[0] == rows[0]
     assert again[1][:2] == ["/b", 200] and again[1][2]["hit"] == 1
-    assert again[1][2]["access_token"] == "<redacted>"  # as recorded
+    assert again[1][2]["access_token"] == standin("access_token-2")  # another value: another name
 
 
 TLS_EPISODES_CLIENT = r'''

@@ -56,7 +56,7 @@ def test_configured_secrets_are_redacted_and_noise_is_ignored(tmp_path):
         stop(server)
     assert recorded.returncode == 0, recorded.stderr
     mocks = (tmp_path / "test-set-0" / "mocks.yaml").read_text()
-    assert "078-05-1120" not in mocks and "<redacted>" in mocks
+    assert "078-05-1120" not in mocks and "ssn: <secret:people.ssn>" in mocks
     # another timestamp in the query: ignored by the configured noise, so it still matches
     replayed = run_trproxy("replay", "--dir", str(tmp_path), "--", sys.executable, "-c", CLIENT,
                            str(port), "222")

@@ -147,7 +147,7 @@ def test_websocket_record_then_replay(tmp_path):
                                           "WS /ws binary", "WS /ws close 1000"]
     assert ws[1]["request"] == {
         "method": "WEBSOCKET", "url": url, "message": "text",
-        "body": {"json": {"op": "add", "n": 1, "password": "<redacted>"}, "style": "spaced"}}
+        "body": {"json": {"op": "add", "n": 1, "password": "<secret:password>"}, "style": "spaced"}}
     assert ws[1]["responses"] == [{"message": "text", "body": {"json": {"count": 1, "got": 1},
                                                                 "style": "spaced"}}]
     assert ws[5]["request"]["body"] == {"close": 1000, "reason": ""}

@@ -119,7 +119,9 @@ def test_exit_status_stdin_and_signals():
     out, _ = proc.communicate("through stdin", timeout=30)
     assert (proc.returncode, out) == (0, "through stdin")
     proc = trproxy("run", "--", "sleep", "30")
-    time.sleep(1.0)
+    deadline = time.monotonic() + 60
+    while not children(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.02)  # signals are forwarded once the child exists, however slow the start
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=30)
     assert proc.returncode == 128 + signal.SIGTERM
@@ -128,7 +130,8 @@ def test_exit_status_stdin_and_signals():
 def _run_cgroups() -> set[Path]:
     mounts = Path("/proc/self/mounts").read_text().splitlines()
     root = next(Path(m.split()[1]) for m in mounts if m.split()[2] == "cgroup2")
-    return set((root / "trproxy").glob("run-*")) if (root / "trproxy").exists() else set()
+    runs = root / "trproxy" / "v2"
+    return set(runs.glob("run-*")) if runs.exists() else set()
 
 
 def test_kill_9_leftovers_are_cleaned_by_the_next_run():

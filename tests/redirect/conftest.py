@@ -138,7 +138,7 @@ class RelayProxy:
 
     def _handle(self, conn: socket.socket, peer: tuple) -> None:
         assert self.redirector is not None
-        orig = self.redirector.original_destination(peer)
+        orig = self.redirector.original_destination(peer, conn.getsockname())
         self.accepted.append(Accepted(peer, orig))
         with conn, contextlib.suppress(OSError):
             if orig is None:
@@ -210,6 +210,39 @@ def run_client(host: str, port: int, how: str, preexec=None, shell: bool = False
     )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
+
+
+CONNECT = r"""
+import errno, socket, sys
+host, port = sys.argv[1], int(sys.argv[2])
+s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+s.settimeout(10)
+try:
+    s.connect((host, port))
+except OSError as e:
+    print(errno.errorcode.get(e.errno, e.errno))
+else:
+    print("connected")
+"""
+
+
+def try_connect(host: str, port: int, preexec=None) -> str:
+    """Connect from a child process (put in a cgroup by ``preexec``): ``connected`` or the
+    errno's name (``EPERM``, ``ECONNREFUSED``...)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", CONNECT, host, str(port)],
+        preexec_fn=preexec, capture_output=True, text=True, timeout=30, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
+
+
+def enter_cgroup(path: str):
+    """A ``preexec_fn`` that moves the child into the cgroup at ``path``."""
+    def enter() -> None:
+        with open(os.path.join(path, "cgroup.procs"), "w") as f:
+            f.write("0")
+    return enter
 
 
 @pytest.fixture

@@ -1,19 +1,30 @@
-"""A run whose owner is killed with SIGKILL leaves a cgroup and map entries behind;
-``cleanup_leftovers()`` in a new process removes them."""
+"""A run whose owner is killed with SIGKILL fails closed: its links stay pinned and every
+connect of its processes fails, until ``cleanup_leftovers()`` in a new process finds the
+processes gone and removes the run."""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from tests.redirect.conftest import ROOT, EchoServer, bind_pair, free_port, require_root, run_client
-from trproxy.bpf import loader
+from tests.redirect.conftest import (
+    ROOT,
+    EchoServer,
+    bind_pair,
+    enter_cgroup,
+    free_port,
+    require_root,
+    try_connect,
+)
+from trproxy.bpf import loader, syscall
 from trproxy.redirect import cgroup
 
 pytestmark = pytest.mark.root
@@ -24,6 +35,7 @@ from trproxy.redirect import Redirector
 
 proxy_port, dest_port, x, s = map(int, sys.argv[1:5])
 r = Redirector.create(proxy_port, shadow_ports={x: s})
+r.refuse([("127.0.0.1", 9)])
 sleeper = subprocess.Popen(["sleep", "120"], preexec_fn=r.enter)
 listener = subprocess.Popen(
     [sys.executable, "-c", "import socket,time; s=socket.socket(); s.bind(('127.0.0.1', 0)); "
@@ -38,30 +50,55 @@ print(json.dumps({"cgroup": r.cgroup_path, "id": r.cgroup_id,
 time.sleep(120)
 """
 
+CLEANUP = (
+    "import json; from trproxy.redirect import cleanup_leftovers; "
+    "print(json.dumps(cleanup_leftovers()))"
+)
 
-def _cgroup_of(pid: int) -> str:
-    with open(f"/proc/{pid}/cgroup") as f:
-        return next(line.split(":", 2)[2].strip() for line in f if line.startswith("0::"))
+
+def _cleanup_in_new_process() -> list[str]:
+    done = subprocess.run(
+        [sys.executable, "-c", CLEANUP],
+        capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=ROOT), cwd=ROOT,
+        timeout=60, check=True,
+    )
+    return json.loads(done.stdout)
 
 
-def test_kill9_leftovers_are_cleaned_by_a_new_process(echo: EchoServer) -> None:
+def _links_on(cg_id: int) -> int:
+    n = 0
+    for link_id in syscall.link_ids():
+        try:
+            fd = syscall.link_fd_by_id(link_id)
+        except OSError:
+            continue
+        info = syscall.LinkInfo()
+        syscall.obj_info(fd, info)
+        os.close(fd)
+        n += info.type == syscall.LINK_TYPE_CGROUP and info.cgroup_id == cg_id
+    return n
+
+
+def _kill_and_wait_gone(pids: list[int], path: Path) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + 20
+    while cgroup.all_procs(path) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not cgroup.all_procs(path)
+
+
+def test_kill9_fails_closed_until_the_run_is_gone(echo: EchoServer) -> None:
     require_root()
     p4, p6 = bind_pair()  # a proxy that never accepts: the kernel still completes handshakes
     env = dict(os.environ, PYTHONPATH=ROOT)
     owner = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            OWNER,
-            str(p4.getsockname()[1]),
-            str(free_port()),
-            str(free_port()),
-            str(free_port()),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env,
-        cwd=ROOT,
+        [sys.executable, "-c", OWNER, str(p4.getsockname()[1]), str(free_port()),
+         str(free_port()), str(free_port())],
+        stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT,
     )
     children: list[int] = []
     try:
@@ -70,71 +107,47 @@ def test_kill9_leftovers_are_cleaned_by_a_new_process(echo: EchoServer) -> None:
         children = info["children"]
         path, cg_id = Path(info["cgroup"]), info["id"]
         maps = loader.load().maps
-        assert maps.run_entries(cg_id) == {
-            "trp_config": 1,
-            "trp_listen": 1,
-            "trp_shadow": 1,
-            "trp_orig": 1,
-        }
+        everything = {"trp_config": 1, "trp_listen": 1, "trp_shadow": 1, "trp_orig": 1,
+                      "trp_dst": 1, "trp_refused": 0}
+        assert maps.run_entries(cg_id) == everything
+        pins = loader.run_pin_dir(cg_id)
+        assert pins is not None
+        assert sorted(os.listdir(pins)) == sorted(s.name for s in loader.PROGRAMS)
+        alive_port = maps.config(cg_id).alive_port
+        enter = enter_cgroup(str(path))
+        assert try_connect("127.0.0.1", echo.port, enter) == "connected"  # to the dummy proxy
 
         owner.send_signal(signal.SIGKILL)
         owner.wait(10)
 
-        # The bpf_links died with their owner: the cgroup is no longer redirected ...
-        def enter() -> None:
-            with open(path / "cgroup.procs", "w") as f:
-                f.write("0")
+        # Every connect of the run fails now, IPv4, IPv6 and v4-mapped alike ...
+        for host in ("127.0.0.1", "::1", "::ffff:127.0.0.1"):
+            assert try_connect(host, echo.port, enter) == "EPERM", host
+        # ... also when someone else takes the marker's port (the mark is the owner's) ...
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as impostor:
+            impostor.bind(("127.0.0.1", alive_port))
+            assert try_connect("127.0.0.1", echo.port, enter) == "EPERM"
+        # ... but the run's own servers stay reachable.
+        assert try_connect("127.0.0.1", info["listen"], enter) == "connected"
+        assert _links_on(cg_id) == len(loader.PROGRAMS)
 
-        out = run_client("127.0.0.1", echo.port, "v4", preexec=enter)
-        assert out["kernel_remote"] == ["127.0.0.1", echo.port]
-        # ... but the cgroup and the map entries stay until a trproxy cleans up: the process
-        # below, or one started meanwhile by another run on this machine (cleanup is safe to
-        # run concurrently; then that run removed them and ours finds nothing to do)
-        still_there = path.is_dir()
-        if still_there:
-            assert maps.run_entries(cg_id)["trp_config"] == 1
+        # A cleanup while processes of the run live leaves it all in place.
+        removed = _cleanup_in_new_process()
+        assert f"cgroup {path}" not in removed
+        assert path.is_dir() and pins.is_dir()
+        assert maps.run_entries(cg_id)["trp_config"] == 1
+        assert try_connect("127.0.0.1", echo.port, enter) == "EPERM"
 
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                "import json; from trproxy.redirect import cleanup_leftovers; "
-                "print(json.dumps(cleanup_leftovers()))",
-            ],
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=ROOT,
-            timeout=60,
-            check=True,
-        )
-        removed = json.loads(done.stdout)
-
-        assert f"cgroup {path}" in removed or not still_there, removed
+        # Once they are gone, the next cleanup removes the run (or one started meanwhile by
+        # another run on this machine did: cleanup is safe to run concurrently).
+        _kill_and_wait_gone(children, path)
+        removed = _cleanup_in_new_process()
+        assert f"cgroup {path}" in removed or not path.exists(), removed
         assert not path.exists()
-        assert maps.run_entries(cg_id) == {
-            "trp_config": 0,
-            "trp_listen": 0,
-            "trp_shadow": 0,
-            "trp_orig": 0,
-        }
-        for pid in children:  # survivors were moved to the parent, not killed
-            assert _cgroup_of(pid) == "/" + str(path.parent.relative_to(cgroup.require_mount()))
-        # Nothing left to do the second time.
-        again = subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                "from trproxy.redirect import cleanup_leftovers; print(cleanup_leftovers())",
-            ],
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=ROOT,
-            timeout=60,
-            check=True,
-        )
-        assert str(path) not in again.stdout
+        assert not pins.exists()
+        assert maps.run_entries(cg_id) == dict.fromkeys(everything, 0)
+        assert _links_on(cg_id) == 0
+        assert str(path) not in json.dumps(_cleanup_in_new_process())  # nothing left to do
     finally:
         if owner.poll() is None:
             owner.kill()
@@ -146,6 +159,31 @@ def test_kill9_leftovers_are_cleaned_by_a_new_process(echo: EchoServer) -> None:
                 pass
         p4.close()
         p6.close()
+
+
+def test_link_pins_without_a_run_are_removed() -> None:
+    require_root()
+    from trproxy.redirect import cleanup_leftovers
+
+    path = cgroup.require_mount() / f"trproxy-test-orphan-{time.monotonic_ns()}"
+    path.mkdir()
+    try:
+        progs = loader.load()
+        cg_id = cgroup.cgroup_id(path)
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            links = progs.attach(fd)
+        finally:
+            os.close(fd)
+        pins = loader.pin_links(cg_id, links)  # no config: as if the owner died right there
+        for link in links.values():
+            os.close(link)
+        assert _links_on(cg_id) == len(loader.PROGRAMS)
+        assert f"pinned links of cgroup id {cg_id}" in cleanup_leftovers()
+        assert not pins.exists()
+        assert _links_on(cg_id) == 0
+    finally:
+        path.rmdir()
 
 
 def test_half_written_pins_of_dead_processes_are_removed() -> None:

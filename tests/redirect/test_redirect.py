@@ -164,7 +164,7 @@ def test_two_redirectors_do_not_interfere(echo: EchoServer) -> None:
             assert len(proxy.accepted) == 2
             assert all(a.original == ("127.0.0.1", echo.port) for a in proxy.accepted)
         # A peer of one run is unknown to the other run.
-        assert r2.original_destination(p1.accepted[0].peer) is None
+        assert r2.original_destination(p1.accepted[0].peer, ("127.0.0.1", p1.port)) is None
     finally:
         r1.close()
         r2.close()
@@ -295,7 +295,8 @@ def test_asyncio_proxy_usage(echo: EchoServer) -> None:
 
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             assert redirector is not None
-            found.append(redirector.original_destination(writer.get_extra_info("peername")))
+            found.append(redirector.original_destination(
+                writer.get_extra_info("peername"), writer.get_extra_info("sockname")))
             await reader.readline()
             writer.write(b"recorded\n")
             await writer.drain()
@@ -324,3 +325,69 @@ def test_asyncio_proxy_usage(echo: EchoServer) -> None:
         return found
 
     assert asyncio.run(main()) == [("127.0.0.1", echo.port), ("::1", echo.port)]
+
+
+def test_attach_turns_the_owner_check_off_for_another_netns(proxy: RelayProxy) -> None:
+    """The owner's marker is looked up in the connecting process's network namespace: a
+    cgroup whose processes live in another one (a container) gets the check off."""
+    require_root()
+    from trproxy.bpf import loader
+    from trproxy.redirect import cgroup
+
+    path = cgroup.require_mount() / f"trproxy-test-netns-{time.monotonic_ns()}"
+    path.mkdir()
+    procs: list[subprocess.Popen] = []
+    try:
+        def enter() -> None:
+            with open(path / "cgroup.procs", "w") as f:
+                f.write("0")
+
+        procs.append(subprocess.Popen(["sleep", "30"], preexec_fn=enter))
+        with Redirector.attach(str(path), proxy.port) as same:
+            assert same._maps.config(same.cgroup_id).flags & loader.FLAG_CHECK_OWNER
+        procs.append(subprocess.Popen(["unshare", "--net", "sleep", "30"], preexec_fn=enter))
+        deadline = time.monotonic() + 10
+        while not cgroup.other_netns(path) and time.monotonic() < deadline:
+            time.sleep(0.02)  # unshare(2) happens after the fork
+        with Redirector.attach(str(path), proxy.port) as other:
+            assert not other._maps.config(other.cgroup_id).flags & loader.FLAG_CHECK_OWNER
+        with Redirector.attach(str(path), proxy.port, check_owner=True) as forced:
+            assert forced._maps.config(forced.cgroup_id).flags & loader.FLAG_CHECK_OWNER
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+        path.rmdir()
+
+
+def test_attach_replaces_the_run_of_a_dead_trproxy(proxy: RelayProxy, echo: EchoServer) -> None:
+    """A cgroup trproxy did not create keeps a killed owner's pinned run (cut off) until
+    someone attaches it again: the new run replaces the dead one."""
+    require_root()
+    from tests.redirect.conftest import ROOT, enter_cgroup, try_connect
+    from trproxy.redirect import cgroup
+
+    path = cgroup.require_mount() / f"trproxy-test-reattach-{time.monotonic_ns()}"
+    path.mkdir()
+    enter = enter_cgroup(str(path))
+    owner = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from trproxy.redirect import Redirector; "
+         "Redirector.attach(sys.argv[1], int(sys.argv[2])); print('up', flush=True); time.sleep(60)",
+         str(path), str(free_port())],
+        stdout=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=ROOT), cwd=ROOT,
+    )
+    try:
+        assert owner.stdout and owner.stdout.readline() == "up\n"
+        owner.kill()
+        owner.wait()
+        assert try_connect("127.0.0.1", echo.port, enter) == "EPERM"
+        with Redirector.attach(str(path), proxy.port) as r:
+            proxy.redirector = r
+            out = run_client("127.0.0.1", echo.port, "v4", preexec=enter)
+            assert out["reply"] == f"echo {echo.port} hello\n"
+        assert try_connect("127.0.0.1", echo.port, enter) == "connected"  # detached: direct
+    finally:
+        if owner.poll() is None:
+            owner.kill()
+            owner.wait()
+        path.rmdir()

@@ -102,9 +102,13 @@ def test_doctor_all_green_here() -> None:
 def test_unknown_peers_and_bad_arguments() -> None:
     require_root()
     with Redirector.create(40000) as r:
-        assert r.original_destination(("127.0.0.1", 1)) is None
-        assert r.original_destination(("::1", 1, 0, 0)) is None
-        assert r.original_destination(("::ffff:127.0.0.1", 1, 0, 0)) is None
+        assert r.original_destination(("127.0.0.1", 1), ("127.0.0.1", 40000)) is None
+        assert r.original_destination(("::1", 1, 0, 0), ("::1", 40000, 0, 0)) is None
+        assert r.original_destination(("::ffff:127.0.0.1", 1, 0, 0), ("::1", 40000, 0, 0)) is None
+        with pytest.raises(RedirectError, match="not an IP address"):
+            r.refuse([("localhost", 80)])
+        with pytest.raises(RedirectError, match="invalid port"):
+            r.allow_only([("127.0.0.1", 0)])
         assert r.listening_ports() == set()
     assert not os.path.exists(r.cgroup_path)
     with pytest.raises(OSError):

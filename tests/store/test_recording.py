@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import subprocess
@@ -11,7 +12,7 @@ import textwrap
 import pytest
 import yaml
 
-from trproxy.store import Exchange, FormatError, MockWriter, load_mocks, recover
+from trproxy.store import Exchange, FormatError, MockWriter, load_mocks, recording, recover
 from trproxy.store.recording import MOCKS, load_documents
 from trproxy.store.yamlio import dump, load_stream
 
@@ -45,11 +46,12 @@ def test_unknown_version_is_a_format_error(tmp_path):
 
 
 def test_torn_last_document_is_dropped_and_the_rest_kept():
-    text = "".join(dump(_exchange(i).to_doc()) for i in range(3))
-    docs, warning = load_stream(text[:-7])
-    assert len(docs) == 2 and "torn" in warning
-    docs, warning = load_stream(text)
-    assert len(docs) == 3 and warning is None
+    text = "".join(dump(_exchange(i).to_doc()) for i in range(3)).encode()
+    stream = load_stream(text[:-7])
+    assert len(stream.docs) == 2 and "torn" in stream.torn
+    stream = load_stream(text)
+    assert len(stream.docs) == 3 and stream.torn is None
+    assert stream.lines == [1, 1 + text.count(b"\n") // 3, 1 + 2 * text.count(b"\n") // 3]
 
 
 def test_partial_file_is_published_only_on_close(tmp_path):
@@ -63,11 +65,12 @@ def test_partial_file_is_published_only_on_close(tmp_path):
 
 def test_sigkill_mid_recording_keeps_completed_exchanges(tmp_path):
     """A writer killed with SIGKILL leaves a partial file; recover() publishes it."""
+    test_set = tmp_path / "test-set-0"
     script = textwrap.dedent(f"""
         import os, sys, time
         sys.path.insert(0, {os.getcwd()!r})
         from trproxy.store import Exchange, MockWriter
-        w = MockWriter(__import__("pathlib").Path({str(tmp_path / MOCKS)!r}))
+        w = MockWriter(__import__("pathlib").Path({str(test_set / MOCKS)!r}))
         for i in range(5):
             w.write(Exchange(protocol="redis", destination="127.0.0.1:1", request=["GET", str(i)],
                              responses=[None]))
@@ -78,43 +81,78 @@ def test_sigkill_mid_recording_keeps_completed_exchanges(tmp_path):
     assert proc.stdout.readline().strip() == "written"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert not (tmp_path / MOCKS).exists()
+    assert not (test_set / MOCKS).exists()
     done = recover(tmp_path)
     assert any("recovered 5 documents" in line for line in done), done
-    assert [e.request[1] for e in load_mocks(tmp_path)] == ["0", "1", "2", "3", "4"]
+    assert [e.request[1] for e in load_mocks(test_set)] == ["0", "1", "2", "3", "4"]
 
 
-def test_msgpack_cache_is_used_and_rebuilt_when_yaml_changes(tmp_path):
-    w = MockWriter(tmp_path / MOCKS)
-    for i in range(3):
+def _recorded(test_set, n=3):
+    w = MockWriter(test_set / MOCKS)
+    for i in range(n):
         w.write(_exchange(i))
     w.close()
-    path = tmp_path / MOCKS
-    assert len(load_documents(path)) == 3
-    cache = path.with_name(MOCKS + ".cache")
-    assert cache.exists()
-    # the cache, not the YAML, answers while the stamp is current
-    import msgpack
-    packed = msgpack.unpackb(cache.read_bytes(), raw=False)
-    packed["docs"] = packed["docs"][:1]
-    cache.write_bytes(msgpack.packb(packed))
-    assert len(load_documents(path)) == 1
-    # editing the YAML (a user deleting a document by hand) invalidates it
-    text = path.read_text()
-    path.write_text(text[: text.rindex("---\n")])
-    assert len(load_documents(path)) == 2
+    return test_set / MOCKS
 
 
-def test_closing_a_recording_writes_a_current_cache(tmp_path):
+def test_closing_a_recording_writes_a_cache_the_next_load_uses(tmp_path, monkeypatch):
     """The first replay after a recording reads msgpack, not the YAML just written."""
-    w = MockWriter(tmp_path / MOCKS)
-    for i in range(3):
-        w.write(_exchange(i))
-    w.close()
-    cache = tmp_path / (MOCKS + ".cache")
-    assert cache.exists()
-    import msgpack
-    packed = msgpack.unpackb(cache.read_bytes(), raw=False)
-    packed["docs"] = packed["docs"][:2]  # proves the loader takes the cache as it is
-    cache.write_bytes(msgpack.packb(packed))
-    assert len(load_documents(tmp_path / MOCKS)) == 2
+    path = _recorded(tmp_path / "test-set-0")
+    data = path.read_bytes()
+    docs, lines = recording._read_cache(path, tmp_path, hashlib.sha256(data).digest())
+    assert (docs, lines) == (load_stream(data).docs, load_stream(data).lines)  # lines for errors
+
+    def no_parsing(*args):
+        raise AssertionError("the YAML was parsed: the cache was not used")
+
+    monkeypatch.setattr(recording, "load_stream", no_parsing)
+    assert [e.seq for e in load_mocks(tmp_path / "test-set-0")] == [0, 1, 2]
+
+
+def test_a_cache_of_other_yaml_bytes_is_ignored_and_rewritten(tmp_path, monkeypatch):
+    """An edit that keeps the size and the modification time (what a tarball or a
+    checkout can do) still invalidates the cache: it is keyed by the content's SHA-256."""
+    test_set = tmp_path / "test-set-0"
+    path = _recorded(test_set)
+    cache = path.with_name(MOCKS + ".cache")
+    before, stat = cache.read_bytes(), path.stat()
+    path.write_text(path.read_text().replace("INCR", "DECR"))  # same size
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert path.stat().st_size == stat.st_size and path.stat().st_mtime_ns == stat.st_mtime_ns
+    assert {e.request[0] for e in load_mocks(test_set)} == {"DECR"}
+    assert cache.read_bytes() != before  # rewritten for the new bytes...
+    monkeypatch.setattr(recording, "load_stream", None)  # ...and used from now on
+    assert {e.request[0] for e in load_mocks(test_set)} == {"DECR"}
+
+
+def test_a_cache_made_elsewhere_is_not_trusted(tmp_path, monkeypatch):
+    """A cache shipped with a recording names the right YAML digest (anyone can compute it)
+    but carries other content: its MAC is not under this installation's key, so the
+    reviewed YAML is what replays."""
+    test_set = tmp_path / "test-set-0"
+    path = _recorded(test_set)
+    yaml_bytes = path.read_bytes()
+    forged = [dict(d, spec=dict(d["spec"], responses=[{"int": 666}])) for d in load_documents(path)]
+    monkeypatch.setenv("TRPROXY_HOME", str(tmp_path / "elsewhere"))  # another key
+    recording.write_cache(path, tmp_path, hashlib.sha256(yaml_bytes).digest(), forged, [1, 9, 17])
+    shipped = path.with_name(MOCKS + ".cache").read_bytes()
+    monkeypatch.setenv("TRPROXY_HOME", str(tmp_path / "here"))
+    assert [e.responses for e in load_mocks(test_set)] == [[{"int": 0}], [{"int": 1}], [{"int": 2}]]
+    assert path.with_name(MOCKS + ".cache").read_bytes() != shipped
+    assert (tmp_path / "here" / "cache.key").stat().st_mode & 0o777 == 0o600
+
+
+def test_without_a_cache_key_nothing_is_cached(tmp_path, monkeypatch):
+    (tmp_path / "home").write_text("a file: no directory can be made here")
+    monkeypatch.setenv("TRPROXY_HOME", str(tmp_path / "home"))
+    test_set = tmp_path / "test-set-0"
+    _recorded(test_set)
+    assert not (test_set / (MOCKS + ".cache")).exists()
+    assert len(load_mocks(test_set)) == 3
+
+
+def test_the_strict_loader_parses_with_libyaml():
+    """Events come from libyaml's parser; the pure-Python one made a cold load ~7x slower."""
+    from trproxy.store import yamlio
+
+    assert yaml.__with_libyaml__ and issubclass(yamlio._StrictLoader, yaml._yaml.CParser)

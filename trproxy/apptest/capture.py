@@ -10,6 +10,10 @@ open carries that name, and the name is removed when the response is complete. S
 concurrent requests each list every mock that might be theirs, and replay (which
 prefers the running test's mocks, then matches by content) gives each its own.
 Connections that carry no request make no test.
+
+The tap records each exchange unredacted (in memory only): ``TestWriter`` first reads
+the values later requests may take from it (``apptest/chain.py``), then redacts it with
+the run's secret vault (named placeholders) before anything is written.
 """
 
 from __future__ import annotations
@@ -19,26 +23,108 @@ import contextlib
 import itertools
 import logging
 import socket
+import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from pathlib import Path
 
 from ..protocols.base import Dialect, Direction, Interaction, ProtocolError
+from ..protocols.http.config import NO_REDACTION, HttpConfig, Redaction, config_from_section
+from ..protocols.http.readable import lenient_urlsplit, redact_message
 from ..protocols.registry import by_name
+from ..protocols.secrets import SecretVault, hint_of
 from ..proxy.context import RunContext
 from ..proxy.relay import CHUNK, relay, reset
 from ..proxy.server import BACKLOG
+from ..store import safeio
+from ..store.config import read_config
+from .chain import ChainIndex
+from .noise import Noise, load_config, write_default_config
+from .testcase import record_test
 
 log = logging.getLogger("trproxy")
 
-OnTest = Callable[[str, Interaction, str, int], None]  # (name, interaction, started ISO, port)
-_APP_WAIT = 30.0
+
+@dataclass
+class Captured:
+    """One inbound exchange as the tap saw it: unredacted."""
+
+    name: str
+    interaction: Interaction
+    started: str  # ISO 8601, when its first byte arrived
+    started_mono: float  # the same moment on the monotonic clock
+    port: int
+
+
+OnTest = Callable[[Captured], None]
+_APP_WAIT = 30.0  # the proxy listens before the app does: wait this long for it to bind
 
 
 def _http() -> Dialect:
     dialect = by_name("http")
     assert dialect is not None, "the HTTP dialect (mitmproxy) is not importable"
-    return dialect  # the proxy listens before the app does: wait this long for it to bind
+    return dialect
+
+
+@dataclass
+class TestWriter:
+    """Turns captured exchanges into test files: links to earlier answers, secrets named,
+    noise detected."""
+
+    test_set: Path
+    redaction: Redaction
+    noise: Noise
+    chains: ChainIndex
+    written: int = 0
+
+    __test__ = False
+
+    def __call__(self, captured: Captured) -> None:
+        if not captured.interaction.responses:
+            return
+        raw_request, raw_response = captured.interaction.request, captured.interaction.responses[-1]
+        context = hint_of(lenient_urlsplit(str(raw_request.get("url", ""))).path)
+        request = redact_message(raw_request, self.redaction)  # names its secrets in the vault
+        response = redact_message(raw_response, self.redaction, context)
+        links = self.chains.links(raw_request, captured.started_mono)
+        self.chains.add_response(captured.name, raw_response, time.monotonic())
+        record_test(self.test_set, captured.name, request, response, captured.started, captured.port,
+                    self.noise, links)
+        self.written += 1
+
+
+def http_config(root: Path) -> HttpConfig:
+    """The ``http:`` settings of ``root/config.yaml`` (max_body, secret names)."""
+    section = read_config(root).get("http") or {}
+    return config_from_section(section if isinstance(section, dict) else {})
+
+
+async def start_capture(root: Path, ports: list[int], ctx: RunContext, test_set: Path,
+                        vault: SecretVault | None = None) -> tuple[InboundCapture, dict[int, int]]:
+    """Listen on the app's ports (the app is moved to shadow ports); calls become tests.
+    Returns the capture and {app port: shadow port} for the redirect."""
+    write_default_config(root)
+    safeio.open_dir(test_set, test_set.parent, create=True).close()
+    config = http_config(root)
+    redaction = replace(config.redaction, vault=vault)
+    writer = TestWriter(test_set, redaction, load_config(root), ChainIndex(vault))
+
+    def on_test(captured: Captured) -> None:
+        writer(captured)
+        ctx.tests_recorded = writer.written
+
+    inbound = InboundCapture(ctx, on_test, replace(config, redaction=NO_REDACTION))
+    shadows = {port: free_port() for port in ports}
+    for port, shadow in shadows.items():
+        await inbound.listen(port, shadow)
+    return inbound, shadows
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @dataclass
@@ -47,6 +133,7 @@ class InboundCapture:
 
     ctx: RunContext
     on_test: OnTest
+    config: HttpConfig = field(default_factory=lambda: HttpConfig(redaction=NO_REDACTION))
     servers: list[asyncio.AbstractServer] = field(default_factory=list)
     _numbers: itertools.count = field(default_factory=lambda: itertools.count(1))
 
@@ -95,18 +182,21 @@ class _TestTap:
     capture: InboundCapture
     port: int
     _recorder: object = None
-    _open: list[tuple[str, str]] = field(default_factory=list)  # (name, started) in request order
+    _open: list[tuple[str, str, float]] = field(default_factory=list)  # (name, started, monotonic)
     _failed: bool = False
     _idle: bool = True
 
     def __post_init__(self) -> None:
-        # bodies over max_body go to the test set's bodies/, like outbound ones
-        self._recorder = _http().recorder(blobs=self.capture.ctx.blobs)
+        # unredacted (TestWriter redacts); bodies over max_body go to the test set's bodies/
+        from ..protocols.http import HttpRecorder
+
+        self._recorder = HttpRecorder(self.capture.config, blobs=self.capture.ctx.blobs)
 
     def client(self, data: bytes) -> None:
         if data and self._idle:
             name = self.capture.next_name()
-            self._open.append((name, datetime.now(UTC).isoformat(timespec="microseconds")))
+            self._open.append((name, datetime.now(UTC).isoformat(timespec="microseconds"),
+                               time.monotonic()))
             self.capture.ctx.open_tests.add(name)
             self._idle = False
         self._feed(Direction.CLIENT, data)
@@ -127,15 +217,15 @@ class _TestTap:
         for interaction in done:
             if not self._open:
                 break
-            name, started = self._open.pop(0)
+            name, started, started_mono = self._open.pop(0)
             self.capture.ctx.open_tests.discard(name)
-            self.capture.on_test(name, interaction, started, self.port)
+            self.capture.on_test(Captured(name, interaction, started, started_mono, self.port))
         if not self._open:
             self._idle = True
         if not data:
             self._close_all()
 
     def _close_all(self) -> None:
-        for name, _ in self._open:
+        for name, _, _ in self._open:
             self.capture.ctx.open_tests.discard(name)
         self._open.clear()

@@ -16,20 +16,23 @@ import os
 import signal
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from ..protocols.http.config import HttpConfig
 from ..proxy.context import Mode
 from ..proxy.runner import RunError, RunOptions, build_context
 from ..proxy.server import Proxy
 from ..redirect.errors import RedirectError
-from ..store import existing_test_sets, recover
+from ..store import existing_test_sets, recover, test_set_dir
 from ..store.config import configure_protocols
 from ..store.errors import FormatError
+from .capture import http_config
 from .noise import load_config
 from .reports import Progress, summary, write_reports
+from .secretfile import load_secrets, use_secrets
 from .testcase import TestCase, list_tests
-from .testrun import ERROR, AppNotListening, TestResult, TestRun, mark_noise, run_tests
+from .testrun import ERROR, AppNotListening, Overrides, TestResult, TestRun, mark_noise, run_tests
 from .timefreeze import TimeFreeze, TimeFreezeError
 
 log = logging.getLogger("trproxy")
@@ -44,7 +47,9 @@ class TestOptions:
     delay: float = 0.0
     timeout: float = 10.0
     startup_timeout: float = 60.0
-    headers: list[tuple[str, str]] = field(default_factory=list)
+    headers: list[tuple[str, str]] = field(default_factory=list)  # replace where recorded
+    add_headers: list[tuple[str, str]] = field(default_factory=list)  # set in every request
+    body_fields: list[tuple[str, str]] = field(default_factory=list)  # path=value where present
     freeze_time: bool = True
     mark_noise: bool = False
     tls: bool = True
@@ -56,9 +61,13 @@ def run_test_command(opts: TestOptions) -> int:
         log.warning("%s", line)
     try:
         configure_protocols(opts.root)
+        vault = use_secrets(opts.root, record=False)  # outbound stand-ins map back to names
+        secrets = load_secrets(opts.root)
+        config = http_config(opts.root)
     except FormatError as exc:
         raise RunError(str(exc)) from exc
-    sets = ([opts.root / name for name in opts.test_sets] if opts.test_sets
+    config = replace(config, redaction=replace(config.redaction, vault=vault))
+    sets = ([test_set_dir(opts.root, name) for name in opts.test_sets] if opts.test_sets
             else [s for s in existing_test_sets(opts.root) if list_tests(s)])
     if not sets:
         raise RunError(f"no test cases under {opts.root} (record with `trproxy record --app-port PORT -- CMD`)")
@@ -67,9 +76,9 @@ def run_test_command(opts: TestOptions) -> int:
         if not list_tests(test_set):
             raise RunError(f"{test_set} has no test cases")
         print(f"trproxy: {test_set.name}: {len(list_tests(test_set))} tests", file=sys.stderr)
-        first, failures = _run_set(opts, test_set)
+        first, failures = _run_set(opts, test_set, config, secrets)
         if opts.mark_noise:
-            second, _ = _run_set(opts, test_set)
+            second, _ = _run_set(opts, test_set, config, secrets)
             for name, paths in mark_noise(first, second).items():
                 print(f"trproxy: {name}: marked as noise: {', '.join(paths)}", file=sys.stderr)
         if opts.strict and failures:
@@ -78,7 +87,8 @@ def run_test_command(opts: TestOptions) -> int:
     return 0 if ok else 1
 
 
-def _run_set(opts: TestOptions, test_set: Path) -> tuple[TestRun, list[str]]:
+def _run_set(opts: TestOptions, test_set: Path, config: HttpConfig,
+             secrets: dict[str, str]) -> tuple[TestRun, list[str]]:
     """Run one test set; its results, and what ``--strict`` fails on."""
     run_opts = RunOptions(command=opts.command, mode=Mode.REPLAY, root=opts.root,
                           test_set=test_set.name, tls=opts.tls)
@@ -94,9 +104,12 @@ def _run_set(opts: TestOptions, test_set: Path) -> tuple[TestRun, list[str]]:
         if freeze is not None:
             env = freeze.child_env(env)
         try:
-            run = asyncio.run(_test_set(opts, test_set, ctx, env, freeze))
+            run = asyncio.run(_test_set(opts, test_set, ctx, env, freeze, config, secrets))
         except RedirectError as exc:
             raise RunError(str(exc)) from exc
+        finally:
+            if freeze is not None:
+                freeze.close()
     ctx.finish_searches()
     print(summary(run, ctx.misses), file=sys.stderr)
     json_path, xml_path = write_reports(run, opts.root / "reports", ctx.misses)
@@ -105,7 +118,7 @@ def _run_set(opts: TestOptions, test_set: Path) -> tuple[TestRun, list[str]]:
 
 
 async def _test_set(opts: TestOptions, test_set: Path, ctx, env: dict[str, str],
-                    freeze: TimeFreeze | None) -> TestRun:
+                    freeze: TimeFreeze | None, config: HttpConfig, secrets: dict[str, str]) -> TestRun:
     from ..redirect import Redirector
 
     proxy = Proxy(ctx)
@@ -133,7 +146,8 @@ async def _test_set(opts: TestOptions, test_set: Path, ctx, env: dict[str, str],
         try:
             return await run_tests(
                 test_set, delay=opts.delay, timeout=opts.timeout, startup_timeout=opts.startup_timeout,
-                global_noise=load_config(opts.root), headers=opts.headers,
+                global_noise=load_config(opts.root), http_config=config, secrets=secrets,
+                overrides=Overrides(tuple(opts.headers), tuple(opts.add_headers), tuple(opts.body_fields)),
                 app_alive=lambda: child is not None and child.returncode is None,
                 before_test=before, after_test=after, on_start=progress.start, on_result=progress.result,
             )

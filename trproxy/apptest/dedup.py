@@ -4,7 +4,9 @@ Two tests are duplicates when they have the same *signature*: method, route shap
 (path segments that are numbers, UUIDs or hex ids collapsed to ``{n}``/``{uuid}``/``{id}``,
 query keys without values), request body shape, response status and response body shape
 (JSON: keys and value types, recursively; lists: the set of their element shapes;
-text/binary/empty otherwise). The first test of each signature (lowest number) is kept.
+text/binary/empty otherwise). The first test of each signature (lowest number) is kept,
+and so is every test a kept test's ``chain`` takes a value from (the page that served
+the CSRF token a later form posts is a duplicate in shape, not in what it hands on).
 
 Keeping the recording consistent (DESIGN.md pitfall: deleting a test desynchronized the
 mocks of the others):
@@ -26,6 +28,7 @@ replay ignores unless a live request has no better candidate.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -33,9 +36,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from ..store.recording import MOCKS, DocumentWriter, load_documents
+from ..store import safeio
+from ..store.recording import MOCKS, DocumentWriter, has_mocks, load_documents
 from .noise import normalize_body
-from .testcase import TestCase, load_tests
+from .testcase import TestCase, load_tests, tests_dir
 
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _HEXID = re.compile(r"(?=.*\d)[0-9a-fA-F]{8,}")
@@ -120,6 +124,10 @@ def find_duplicates(tests: list[TestCase]) -> dict[str, str]:
             removed[test.name] = first[sig]
         else:
             first[sig] = test.name
+    for test in reversed(tests):  # sources come before the tests that use them
+        if test.name not in removed:
+            for link in test.chain:
+                removed.pop(link.source, None)
     return removed
 
 
@@ -129,14 +137,16 @@ def dedup(test_set: Path, dry_run: bool = False) -> DedupResult:
     result = DedupResult(removed=find_duplicates(tests))
     result.kept = [t.name for t in tests if t.name not in result.removed]
     mocks_path = test_set / MOCKS
-    docs = load_documents(mocks_path) if mocks_path.exists() else []
+    docs = load_documents(mocks_path) if has_mocks(test_set) else []
     keep = [d for d in docs if not _belongs_to_removed(d, result.removed)]
     result.mocks_dropped, result.mocks_kept = len(docs) - len(keep), len(keep)
     if dry_run or not result.removed:
         return result
-    for test in tests:
-        if test.name in result.removed and test.path is not None:
-            test.path.unlink(missing_ok=True)
+    with safeio.open_dir(tests_dir(test_set), test_set.parent) as folder:
+        for test in tests:
+            if test.name in result.removed and test.path is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    folder.unlink(test.path.name)
     if result.mocks_dropped:
         DocumentWriter(mocks_path, header=keep).close()
     return result

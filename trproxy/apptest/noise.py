@@ -4,7 +4,11 @@ A *noise path* names a part of a response that may change from run to run:
 
 * ``status``; ``header.<name>`` (lower case, every value of that field);
 * ``body`` (the whole body); ``body.json.created_at``, ``body.json.items[*].id``,
-  ``body.json["odd.key"]`` (``[*]`` matches every index, a ``*`` key every key).
+  ``body.json["odd.key"]`` (``[*]`` matches every index, a ``*`` key every key);
+* ``body.tokens``: in a text or HTML body, the tokens that look volatile (timestamps,
+  UUIDs, JWTs, random tokens, epoch numbers near the test's time) are masked and the
+  rest is compared exactly, so a CSRF token in a form is ignored but a changed
+  template line is not.
 
 A path also covers everything below it (``body.json.meta`` ignores the whole object).
 
@@ -13,7 +17,7 @@ Where noise comes from:
 1. ``detect_noise`` at record time, from the *values* of one response: timestamps and
    dates (ISO 8601, RFC 1123, asctime, common log format, epoch seconds/millis near the
    recording time), UUIDs/ULIDs, JWTs and random-looking tokens, un-redacted
-   ``Set-Cookie`` values. Text bodies holding such a value become ``body`` entirely.
+   ``Set-Cookie`` values. Text bodies holding such a value get ``body.tokens``.
 2. ``noise_between`` when two replays of the same test disagree: every differing part.
 3. By hand: ``<recording dir>/config.yaml`` (``noise.global`` for every test,
    ``noise.volatile_headers``) and each test file's ``spec.noise``.
@@ -23,9 +27,13 @@ comparison) and ``DEFAULT_VOLATILE_HEADERS`` (replaceable in config.yaml). ``ETa
 compared, except when the test has body noise (a changed body changes its tag).
 
 ``compare`` reports every difference outside the noise as a ``Difference`` (path,
-expected, actual): status, headers (as multisets of values per name) and the body — JSON
-structurally (key order ignored, lists by index), everything else exactly.
-``render_diff`` shows both responses with noise masked as a unified diff.
+expected, actual): status, headers (as multisets of values per name; the comma-separated
+items of ``SET_HEADERS`` such as ``Allow`` and ``Vary`` as sets) and the body — JSON
+structurally (key order ignored, lists by index), everything else exactly (a text body's
+first differing line is named). Secret placeholders compare equal whatever their name
+(``<secret:a>`` = ``<secret:b>`` = ``<redacted>``): a secret is compared as present.
+``render_diff`` shows both responses with noise masked as one unified diff, a text or
+HTML body line by line.
 
 Invariant: pure functions on readable data (the HTTP dialect's form: headers
 ``[[name, value], ...]``, bodies ``str`` / ``{"json": v}`` / ``{"base64": s}``); shape
@@ -47,9 +55,11 @@ from pathlib import Path
 from typing import Any
 
 from ..protocols.base import digest_form
-from ..store.config import CONFIG
+from ..protocols.secrets import blank_names, is_placeholder, map_strings
+from ..store import safeio
+from ..store.config import CONFIG, read_config
 from ..store.errors import FormatError
-from ..store.yamlio import dump, load_one
+from ..store.yamlio import dump
 
 #: Response headers never compared unless config.yaml says otherwise.
 DEFAULT_VOLATILE_HEADERS: frozenset[str] = frozenset({
@@ -60,6 +70,14 @@ DEFAULT_VOLATILE_HEADERS: frozenset[str] = frozenset({
 #: Framing and hop-by-hop fields: a body difference shows itself in the body.
 FRAMING_HEADERS: frozenset[str] = frozenset({
     "content-length", "transfer-encoding", "connection", "keep-alive", "proxy-connection",
+})
+
+#: Headers whose comma-separated items form a set: their order carries no meaning (and
+#: varies between processes in some frameworks, e.g. Django REST framework's ``Allow``).
+SET_HEADERS: frozenset[str] = frozenset({
+    "allow", "vary", "access-control-allow-methods", "access-control-allow-headers",
+    "access-control-expose-headers", "access-control-request-headers", "cache-control",
+    "content-language", "accept-patch", "accept-post", "accept-ranges",
 })
 
 _ANY = "*"  # a path segment matching any key or index
@@ -118,6 +136,7 @@ class Noise:
 
     paths: tuple[str, ...] = ()
     volatile_headers: frozenset[str] = DEFAULT_VOLATILE_HEADERS
+    moment: datetime | None = field(default=None, compare=False)  # when the test was recorded
     _parsed: tuple[tuple[Segment, ...], ...] = field(default=(), repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -143,9 +162,9 @@ class Noise:
     def body_noisy(self) -> bool:
         return any(p[:1] == ("body",) for p in self._parsed)
 
-    def with_paths(self, extra: Iterable[str]) -> Noise:
+    def with_paths(self, extra: Iterable[str], moment: datetime | None = None) -> Noise:
         merged = list(dict.fromkeys([*self.paths, *extra]))
-        return Noise(tuple(merged), self.volatile_headers)
+        return Noise(tuple(merged), self.volatile_headers, moment or self.moment)
 
 
 # -- config.yaml ------------------------------------------------------------------------
@@ -183,32 +202,28 @@ def default_config_text() -> str:
 def write_default_config(root: Path) -> Path:
     """Create ``<root>/config.yaml`` with the defaults and comments, unless it exists."""
     path = root / CONFIG
-    if not path.exists():
-        root.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{CONFIG}.tmp")
-        tmp.write_text(default_config_text(), "utf-8")
-        tmp.replace(path)
+    if safeio.lstat(path, root) is None:
+        safeio.write_bytes(path, root, default_config_text().encode("utf-8"))
     return path
 
 
 def load_config(root: Path) -> Noise:
     """Global noise from ``<root>/config.yaml`` (defaults when the file is missing)."""
     path = root / CONFIG
-    if not path.exists():
-        return Noise()
-    doc = load_one(path.read_text("utf-8")) or {}
-    section = doc.get("noise") or {} if isinstance(doc, dict) else None
+    section = read_config(root).get("noise") or {}
     if not isinstance(section, dict):
-        raise FormatError(f"{path}: `noise` must be a mapping")
+        raise FormatError("`noise` must be a mapping", path)
     paths = section.get("global") or []
     headers = section.get("volatile_headers")
     if not isinstance(paths, list) or not (headers is None or isinstance(headers, list)):
-        raise FormatError(f"{path}: noise.global and noise.volatile_headers must be lists")
+        raise FormatError("noise.global and noise.volatile_headers must be lists", path)
+    if not all(isinstance(h, str) for h in headers or []):
+        raise FormatError("noise.volatile_headers must be header names (text)", path)
     volatile = DEFAULT_VOLATILE_HEADERS if headers is None else frozenset(h.lower() for h in headers)
     try:
         return Noise(tuple(str(p) for p in paths), volatile)
     except FormatError as exc:
-        raise FormatError(f"{path}: {exc}") from exc
+        raise exc.at(path) from None
 
 
 # -- reading responses tolerantly -------------------------------------------------------
@@ -382,9 +397,8 @@ def detect_noise(response: dict[str, Any], now: datetime | None = None,
     for name, values in headers_of(response).items():
         if name in volatile_headers or name in FRAMING_HEADERS:
             continue
-        if name == "set-cookie":
-            if any(isinstance(v, str) and "=" in v and "<redacted>" not in v.split(";")[0]
-                   for v in values):
+        if name == "set-cookie":  # a value not redacted, or an Expires=<date> attribute
+            if any(isinstance(v, str) and "=" in v and _volatile_cookie(v) for v in values):
                 found.append("header.set-cookie")
         elif any(volatile_value(v, now) for v in values):
             found.append(format_path(("header", name)))
@@ -394,15 +408,44 @@ def detect_noise(response: dict[str, Any], now: datetime | None = None,
         for path, leaf in _walk(data, ("body", "json")):
             if volatile_value(leaf, now):
                 found.append(format_path(path))
-    elif isinstance(body, str) and body and _text_volatile(body, now):
-        found.append("body")
+    elif isinstance(body, str) and body and mask_tokens(body, (now,)) != body:
+        found.append("body.tokens")
     return list(dict.fromkeys(found))
 
 
-def _text_volatile(text: str, now: datetime) -> bool:
-    if volatile_value(text, now):
-        return True
-    return any(volatile_value(word, now) for word in re.split(r"[\s<>\"'=,;()]+", text) if word)
+def _volatile_cookie(header: str) -> bool:
+    first, _, attributes = header.partition(";")
+    return not is_placeholder(first.partition("=")[2]) or bool(_TIMESTAMPS.search(attributes))
+
+
+_MASK_TOKEN = "<noise>"
+_WORD = re.compile(r"[A-Za-z0-9+/_\-.=~%]{8,}")
+_SLASH = re.compile(r"(/)")
+
+
+def _volatile_near(value: str, moments: Iterable[datetime]) -> bool:
+    return any(volatile_value(value, m) for m in moments)
+
+
+def _mask_word(word: str, moments: tuple[datetime, ...]) -> str:
+    """A word masked whole when volatile; else each ``/`` segment (``/static/app.<hash>.js``)
+    masked when it, or one of its ``.`` parts (a signed token's), is volatile."""
+    if _volatile_near(word, moments):
+        return _MASK_TOKEN
+    segments = _SLASH.split(word)
+    for i, segment in enumerate(segments):
+        if len(segment) >= 8 and (_volatile_near(segment, moments) or any(
+                len(part) >= 8 and _volatile_near(part, moments) for part in segment.split("."))):
+            segments[i] = _MASK_TOKEN
+    return "".join(segments)
+
+
+def mask_tokens(text: str, moments: tuple[datetime, ...]) -> str:
+    """``text`` with each volatile-looking token replaced by ``<noise>`` (times, UUIDs,
+    JWTs, random tokens; epoch numbers and dates near one of ``moments``)."""
+    for pattern in (_TIMESTAMPS, _UUID, _JWT):
+        text = pattern.sub(_MASK_TOKEN, text)
+    return _WORD.sub(lambda m: _mask_word(m.group(0), moments), text)
 
 
 # -- comparison ---------------------------------------------------------------------------
@@ -440,12 +483,30 @@ def compare(expected: dict[str, Any], actual: dict[str, Any], noise: Noise | Non
         if noise.ignores(path):
             continue
         e, a = exp_h.get(name), act_h.get(name)
-        if e is None or a is None or Counter(map(_hashable, e)) != Counter(map(_hashable, a)):
+        if e is None or a is None or _header_key(name, e) != _header_key(name, a):
             diffs.append(Difference(format_path(path), _one(e), _one(a)))
     if not noise.ignores(("body",)):
-        diffs += _compare_body(normalize_body(expected.get("body")),
-                               normalize_body(actual.get("body")), noise)
+        diffs += _compare_body(_blank(normalize_body(expected.get("body"))),
+                               _blank(normalize_body(actual.get("body"))), noise)
     return diffs
+
+
+def _header_key(name: str, values: list[Any]) -> Counter:
+    """What is compared of a header's values: a multiset, or the set of items of a
+    list-valued header in ``SET_HEADERS``; secret placeholders without their names."""
+    texts = [blank_names(_hashable(v)) for v in values]
+    if name in SET_HEADERS:
+        return Counter({item.strip().lower() for t in texts for item in t.split(",") if item.strip()})
+    return Counter(texts)
+
+
+def _blank(body: Any) -> Any:
+    """A body with its secret placeholders' names blanked (they compare as present)."""
+    if isinstance(body, str):
+        return blank_names(body)
+    if isinstance(body, dict) and "json" in body and "<secret:" in json.dumps(body["json"], ensure_ascii=False):
+        return dict(body, json=map_strings(body["json"], blank_names))
+    return body
 
 
 def _hashable(value: Any) -> str:
@@ -466,7 +527,31 @@ def _compare_body(expected: Any, actual: Any, noise: Noise) -> list[Difference]:
         return out
     if expected == actual:
         return []
+    if isinstance(expected, str) and isinstance(actual, str):
+        if noise.ignores(("body", "tokens")):
+            moments = _moments(noise)
+            expected, actual = mask_tokens(expected, moments), mask_tokens(actual, moments)
+            if expected == actual:
+                return []
+        return [_first_line_difference(expected, actual)]
     return [Difference("body", expected, actual)]
+
+
+def _moments(noise: Noise) -> tuple[datetime, ...]:
+    now = datetime.now(UTC)
+    return (noise.moment, now) if noise.moment is not None else (now,)
+
+
+def _first_line_difference(expected: str, actual: str) -> Difference:
+    e_lines, a_lines = expected.splitlines(), actual.splitlines()
+    if len(e_lines) <= 1 and len(a_lines) <= 1:
+        return Difference("body", expected, actual)
+    for i in range(max(len(e_lines), len(a_lines))):
+        e = e_lines[i] if i < len(e_lines) else _MISSING
+        a = a_lines[i] if i < len(a_lines) else _MISSING
+        if e != a:
+            return Difference("body", f"line {i + 1}: {e.strip()}", f"line {i + 1}: {a.strip()}")
+    return Difference("body", expected, actual)  # differ only in line endings
 
 
 def _compare_tree(e: Any, a: Any, path: tuple[Segment, ...], noise: Noise,
@@ -508,6 +593,9 @@ def noise_between(first: dict[str, Any], second: dict[str, Any]) -> list[str]:
     for d in compare(first, second, Noise(volatile_headers=frozenset())):
         if d.path == "status":
             continue
+        if d.path == "body" and not compare(first, second, Noise(("body.tokens",), frozenset())):
+            found.append("body.tokens")  # only volatile tokens of a text differ
+            continue
         segs = tuple(_ANY if isinstance(s, int) else s for s in parse_path(d.path))
         found.append(format_path(segs))
     return list(dict.fromkeys(found))
@@ -538,16 +626,31 @@ def comparable_view(response: dict[str, Any], noise: Noise) -> dict[str, Any]:
         shown: Any = _MASK
     elif data is not _NOT_JSON:
         shown = {"json": _masked(data, ("body", "json"), noise)}
+    elif isinstance(body, str) and noise.ignores(("body", "tokens")):
+        shown = mask_tokens(body, _moments(noise))
     else:
         shown = body
     return {"status": status_of(response), "headers": headers, "body": shown}
+
+
+def _view_lines(response: dict[str, Any], noise: Noise) -> list[str]:
+    """The view as lines: status and headers as YAML, then the body: JSON as YAML, a
+    text body as its own lines (so a changed template line is one line of the diff)."""
+    view = comparable_view(response, noise)
+    body = view.pop("body")
+    lines = dump(view).splitlines(keepends=True)[1:]
+    if isinstance(body, str) and body != _MASK:
+        lines.append("body: |\n")
+        lines += [f"  {line}\n" for line in body.splitlines()]
+    else:
+        lines += dump({"body": body}).splitlines(keepends=True)[1:]
+    return lines
 
 
 def render_diff(expected: dict[str, Any], actual: dict[str, Any], noise: Noise | None = None,
                 context: int = 3) -> str:
     """A unified diff (recorded -> live) of the two responses, noise masked."""
     noise = noise or Noise()
-    left = dump(comparable_view(expected, noise)).splitlines(keepends=True)[1:]
-    right = dump(comparable_view(actual, noise)).splitlines(keepends=True)[1:]
+    left, right = _view_lines(expected, noise), _view_lines(actual, noise)
     return "".join(difflib.unified_diff(left, right, "recorded", "live", n=context))
 

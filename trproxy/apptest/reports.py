@@ -26,12 +26,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from ..store.safeio import write_bytes
 from .testcase import TestCase
-from .testrun import ERROR, FAILED, PASSED, TestResult, TestRun
+from .testrun import ERROR, FAILED, NEEDS_SECRET, PASSED, TestResult, TestRun
 
 Miss = dict[str, Any]
-_LABEL = {PASSED: "PASS", FAILED: "FAIL", ERROR: "ERROR"}
-_COLOR = {PASSED: "\033[32m", FAILED: "\033[31m", ERROR: "\033[33m"}
+_LABEL = {PASSED: "PASS", FAILED: "FAIL", ERROR: "ERROR", NEEDS_SECRET: "SECRET"}
+_COLOR = {PASSED: "\033[32m", FAILED: "\033[31m", ERROR: "\033[33m", NEEDS_SECRET: "\033[35m"}
 _MAX_DIFFS = 20
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
@@ -85,8 +86,11 @@ def summary(run: TestRun, misses: Iterable[Miss] = ()) -> str:
     """The human summary printed at the end of ``trproxy test``."""
     misses = list(misses)
     counts = f"{run.count(PASSED)} passed, {run.count(FAILED)} failed, {run.count(ERROR)} errors"
+    if run.count(NEEDS_SECRET):
+        counts += f", {run.count(NEEDS_SECRET)} need a secret"
     out = [f"test set {run.test_set.name}: {len(run.results)} tests: {counts} "
-           f"({run.duration_ms / 1000:.1f} s)"]
+           f"({run.duration_ms / 1000:.1f} s: app start-up {run.startup_ms / 1000:.1f} s, "
+           f"tests {(run.duration_ms - run.startup_ms) / 1000:.1f} s)"]
     for r in run.results:
         if r.passed:
             continue
@@ -141,10 +145,12 @@ def report_dict(run: TestRun, misses: Iterable[Miss] = ()) -> dict[str, Any]:
         "test_set": str(run.test_set),
         "started": run.started,
         "duration_ms": round(run.duration_ms, 3),
+        "startup_ms": round(run.startup_ms, 3),
         "total": len(run.results),
         "passed": run.count(PASSED),
         "failed": run.count(FAILED),
         "errors": run.count(ERROR),
+        "needs_secret": run.count(NEEDS_SECRET),
         "tests": [_result_dict(r, misses) for r in run.results],
         "misses": misses,
     }
@@ -162,7 +168,7 @@ def junit_xml(run: TestRun, misses: Iterable[Miss] = ()) -> str:
                         time=f"{run.duration_ms / 1000:.3f}")
     suite = ET.SubElement(suites, "testsuite", name=run.test_set.name, tests=str(len(run.results)),
                           failures=str(run.count(FAILED)), errors=str(run.count(ERROR)),
-                          skipped="0", time=f"{run.duration_ms / 1000:.3f}",
+                          skipped=str(run.count(NEEDS_SECRET)), time=f"{run.duration_ms / 1000:.3f}",
                           timestamp=run.started)
     for r in run.results:
         case = ET.SubElement(suite, "testcase", name=_x(f"{r.name} {r.test.title}"),
@@ -174,6 +180,8 @@ def junit_xml(run: TestRun, misses: Iterable[Miss] = ()) -> str:
             ET.SubElement(case, "failure", message=_x(message), type="ResponseMismatch").text = _x(detail)
         elif r.status == ERROR:
             ET.SubElement(case, "error", message=_x(r.error), type="NoResponse").text = _x(r.error)
+        elif r.status == NEEDS_SECRET:  # not run: not a failure of the app
+            ET.SubElement(case, "skipped", message=_x(r.error))
         test_misses = _misses_of(misses, r.name)
         if test_misses:
             out = ET.SubElement(case, "system-out")
@@ -186,20 +194,14 @@ def junit_xml(run: TestRun, misses: Iterable[Miss] = ()) -> str:
     return ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n"
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, "utf-8")
-    tmp.replace(path)
-
-
 def write_reports(run: TestRun, reports_dir: Path, misses: Iterable[Miss] = ()) -> tuple[Path, Path]:
-    """Write the JSON report and the JUnit XML of one run; returns both paths."""
+    """Write the JSON report and the JUnit XML of one run into ``<root>/reports`` (made
+    without following links from the root); returns both paths."""
     misses = list(misses)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     base = reports_dir / f"test-{stamp}"
     json_path, xml_path = base.with_suffix(".json"), base.with_suffix(".xml")
-    _atomic_write(json_path, json.dumps(report_dict(run, misses), indent=2, ensure_ascii=False,
-                                        default=str) + "\n")
-    _atomic_write(xml_path, junit_xml(run, misses))
+    text = json.dumps(report_dict(run, misses), indent=2, ensure_ascii=False, default=str) + "\n"
+    write_bytes(json_path, reports_dir.parent, text.encode("utf-8"))
+    write_bytes(xml_path, reports_dir.parent, junit_xml(run, misses).encode("utf-8"))
     return json_path, xml_path

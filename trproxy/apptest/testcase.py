@@ -11,15 +11,19 @@ the response the app gave, and the parts of that response that may change betwee
       request:  {method, url, http_version, headers: [[name, value], ...], body}
       response: {status, reason, http_version, headers, body}
       noise: [header.etag, body.json.created_at]   # edit by hand; [] when none
+      chain:                                        # values taken from earlier answers
+      - {value: "<secret:login.token>", from: test-1, at: body.json.token}
       created: "2024-05-01T10:00:00.123456+00:00"   # when the request arrived (UTC)
       port: 8080                                    # the app port it arrived on
     curl: |                                         # to send it by hand (informational)
       curl -X POST ...
 
-Request and response are the HTTP dialect's readable form (``protocols/http/readable.py``).
+Request and response are the HTTP dialect's readable form (``protocols/http/readable.py``),
+secrets as named placeholders (``apptest/secretfile.py``); ``chain`` is
+``apptest/chain.py``'s (absent when empty).
 Unknown ``spec`` keys are kept on a round trip (``extra``).
 
-Invariants: a test file is replaced atomically (temp file + ``os.replace``), so a reader
+Invariants: a test file is replaced atomically (temp file + rename, ``store/safeio.py``), so a reader
 sees the old or the new file, never half of one; tests are listed in numeric order
 (``test-2`` before ``test-10``); names are never reused within a test set while their
 file exists, and ``dedup`` keeps the names of the tests it keeps.
@@ -28,7 +32,6 @@ file exists, and ``dedup`` keeps the names of the tests it keeps.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 from dataclasses import dataclass, field
@@ -36,9 +39,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ..store import safeio
 from ..store.errors import FormatError
 from ..store.model import FORMAT_VERSION
-from ..store.yamlio import dump, load_one
+from ..store.yamlio import dump, read_document
+from .chain import Link
 from .noise import Noise, detect_noise
 
 KIND = "http-test"
@@ -54,6 +59,7 @@ class TestCase:
     noise: list[str] = field(default_factory=list)
     created: str = ""  # ISO 8601 UTC, when the request arrived
     port: int | None = None  # the port the app received it on
+    chain: list[Link] = field(default_factory=list)  # values from earlier tests' answers
     extra: dict[str, Any] = field(default_factory=dict)
     path: Path | None = field(default=None, compare=False)
 
@@ -89,35 +95,53 @@ class TestCase:
         }
         if self.port is not None:
             spec["port"] = self.port
+        if self.chain:
+            spec["chain"] = [link.to_doc() for link in self.chain]
         spec.update(self.extra)
         return {"version": FORMAT_VERSION, "kind": KIND, "name": self.name, "spec": spec,
                 "curl": curl_command(self.request, self.port)}
 
     @classmethod
     def from_doc(cls, doc: Any, path: Path | None = None) -> TestCase:
-        where = f"{path}: " if path else ""
+        try:
+            return cls._from_doc(doc, path)
+        except FormatError as exc:
+            raise exc.at(path) from None
+
+    @classmethod
+    def _from_doc(cls, doc: Any, path: Path | None) -> TestCase:
         if not isinstance(doc, dict) or not isinstance(doc.get("spec"), dict):
-            raise FormatError(f"{where}not a trproxy test document")
+            raise FormatError("not a trproxy test document")
         if doc.get("version") != FORMAT_VERSION:
-            raise FormatError(f"{where}unsupported version {doc.get('version')!r} "
+            raise FormatError(f"unsupported version {doc.get('version')!r} "
                               f"(this trproxy reads {FORMAT_VERSION})")
         if doc.get("kind") != KIND:
-            raise FormatError(f"{where}kind {doc.get('kind')!r} is not {KIND}")
+            raise FormatError(f"kind {doc.get('kind')!r} is not {KIND}")
         spec = dict(doc["spec"])
         try:
             request, response = spec.pop("request"), spec.pop("response")
         except KeyError as exc:
-            raise FormatError(f"{where}spec has no {exc.args[0]}") from exc
+            raise FormatError(f"spec has no {exc.args[0]}") from exc
         if not isinstance(request, dict) or not isinstance(response, dict):
-            raise FormatError(f"{where}request and response must be mappings")
+            raise FormatError("request and response must be mappings")
         port = spec.pop("port", None)
+        if port is not None and (isinstance(port, bool) or not isinstance(port, int)):
+            raise FormatError(f"spec.port must be a port number, not {str(port)[:40]!r}")
+        chain = spec.pop("chain", None) or []
+        try:
+            if not isinstance(chain, list):
+                raise ValueError("chain must be a list")
+            links = [Link.from_doc(doc) for doc in chain]
+        except ValueError as exc:
+            raise FormatError(str(exc)) from exc
         return cls(
             name=str(doc.get("name") or (path.stem if path else "")),
             request=request,
             response=response,
             noise=noise_list(spec.pop("noise", None)),
             created=str(spec.pop("created", "") or ""),
-            port=int(port) if port is not None else None,
+            port=port,
+            chain=links,
             extra=spec,
             path=path,
         )
@@ -158,16 +182,19 @@ def tests_dir(test_set: Path) -> Path:
 
 
 def list_tests(test_set: Path) -> list[Path]:
-    """Test files of a test set in numeric order."""
-    folder = tests_dir(test_set)
-    if not folder.is_dir():
+    """Test files of a test set in numeric order (a test set is a child of the root)."""
+    try:
+        with safeio.open_dir(tests_dir(test_set), test_set.parent) as d:
+            names = [entry.name for entry in d.entries()]
+    except (FileNotFoundError, NotADirectoryError):
         return []
-    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _NAME.match(p.name))]
-    return [p for _n, p in sorted(found)]
+    found = [(int(m.group(1)), name) for name in names if (m := _NAME.match(name))]
+    return [tests_dir(test_set) / name for _n, name in sorted(found)]
 
 
 def load_test(path: Path) -> TestCase:
-    return TestCase.from_doc(load_one(path.read_text("utf-8")), path)
+    """``<root>/<test set>/tests/<name>.yaml``, read from the root without following links."""
+    return TestCase.from_doc(read_document(path, path.parents[2]), path)
 
 
 def load_tests(test_set: Path) -> list[TestCase]:
@@ -181,24 +208,15 @@ def next_test_name(test_set: Path) -> str:
 
 def write_test(test_set: Path, case: TestCase) -> Path:
     """Write ``tests/<name>.yaml`` atomically; returns its path (also set on ``case``)."""
-    folder = tests_dir(test_set)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{case.name}.yaml"
-    tmp = folder / f".{case.name}.yaml.tmp-{os.getpid()}"
-    try:
-        with tmp.open("w", encoding="utf-8") as out:
-            out.write(dump(case.to_doc()))
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    path = tests_dir(test_set) / f"{case.name}.yaml"
+    safeio.write_bytes(path, test_set.parent, dump(case.to_doc()).encode("utf-8"))
     case.path = path
     return path
 
 
 def record_test(test_set: Path, name: str, request: dict[str, Any], response: dict[str, Any],
-                created: str, port: int | None, noise: Noise | None = None) -> TestCase:
+                created: str, port: int | None, noise: Noise | None = None,
+                chain: list[Link] | None = None) -> TestCase:
     """Store one inbound call (record mode) with the noise its response values show.
 
     ``created`` is when the request arrived (ISO 8601); ``noise`` the run's global rules:
@@ -207,7 +225,7 @@ def record_test(test_set: Path, name: str, request: dict[str, Any], response: di
     noise = noise or Noise()
     moment = TestCase(name, request, response, created=created).created_at
     found = [p for p in detect_noise(response, moment, noise.volatile_headers) if not noise.ignores(p)]
-    case = TestCase(name, request, response, found, created, port)
+    case = TestCase(name, request, response, found, created, port, list(chain or []))
     write_test(test_set, case)
     return case
 

@@ -2,15 +2,19 @@
 
 ``run_tests`` loads a test set's test cases (``apptest/testcase.py``), waits until the app
 accepts connections, then for each test in order: calls ``before_test(test)`` (the CLI
-switches the mock window and the faked clock there), sends the recorded request over an
-HTTP/1.1 keep-alive connection (h11; headers as recorded, body as recorded with framing
-recomputed), reads the response within ``timeout`` seconds, turns it into the HTTP
-dialect's readable form (same redaction and body decoding as at record time), compares
-it with the recorded one under the noise rules (``apptest/noise.py``), calls
-``after_test(test)`` and ``on_result(result)``.
+switches the mock window and the faked clock there), prepares the recorded request
+(``prepare``: secrets from the environment, values chained from earlier tests' live
+answers and the cookie jar (``apptest/chain.py``), the user's ``Overrides``, then the
+secrets file), sends it over an HTTP/1.1 keep-alive connection (h11; headers as
+recorded, body as recorded with framing recomputed), reads the response within
+``timeout`` seconds, reads from it what later tests chain on, redacts it as recording
+did, compares it with the recorded one under the noise rules (``apptest/noise.py``),
+calls ``after_test(test)`` and ``on_result(result)``.
 
 A test *fails* when the response differs outside the noise, and is an *error* when no
 response came (connection refused or reset, timeout, a request that cannot be rebuilt).
+A request holding a secret placeholder nothing fills is not sent: the test *needs a
+secret* (``NEEDS_SECRET``), and says which and how to give it.
 An error closes the connection; the next test opens a new one. A kept-alive connection
 that the app closed while idle is reopened and the request sent again, once, and only
 when not a byte of response had arrived on the old one.
@@ -27,25 +31,35 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import json
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import h11
 
 from ..httpclient import Http1Connection, Unanswered
 from ..protocols.base import BlobReader, BlobStore, DecodeError
 from ..protocols.http.body import BodyUnavailable, body_file, open_body
-from ..protocols.http.config import HttpConfig
-from ..protocols.http.readable import body_bytes, headers_from_readable
+from ..protocols.http.config import NO_REDACTION, HttpConfig, Redaction
+from ..protocols.http.readable import (
+    body_bytes,
+    header_value,
+    headers_from_readable,
+    lenient_urlsplit,
+    redact_message,
+)
+from ..protocols.secrets import PLACEHOLDER, hint_of, placeholder
 from ..store.blobs import DirBlobStore
-from .noise import Difference, Noise, compare, noise_between, render_diff
+from .chain import LiveChains, fill_placeholders, substitute
+from .noise import Difference, Noise, compare, noise_between, parse_path, render_diff
+from .secretfile import SECRETS, env_name, from_env
 from .testcase import TestCase, add_noise, load_tests, now_iso, target_of
 
-PASSED, FAILED, ERROR = "passed", "failed", "error"
+PASSED, FAILED, ERROR, NEEDS_SECRET = "passed", "failed", "error", "needs-secret"
 _NOT_SENT = frozenset({b"content-length", b"transfer-encoding", b"expect", b"te", b"upgrade"})
 
 Hook = Callable[[TestCase], Awaitable[None] | None]
@@ -84,7 +98,8 @@ class TestRun:
     test_set: Path
     results: list[TestResult] = field(default_factory=list)
     started: str = ""
-    duration_ms: float = 0.0
+    duration_ms: float = 0.0  # from the app's start to the last answer
+    startup_ms: float = 0.0  # of which: until the app listened (and ``delay``)
 
     __test__ = False
 
@@ -125,19 +140,18 @@ async def wait_listening(host: str | Sequence[str], port: int, timeout: float = 
 
 
 class HttpClient:
-    """Keep-alive connections to the app, one per address, reopened when needed."""
+    """Keep-alive connections to the app, one per address, reopened when needed. Responses
+    come back as readable data with ``config``'s redaction (default: none)."""
 
-    def __init__(self, config: HttpConfig | None = None,
-                 headers: Sequence[tuple[str, str]] = (), blobs: BlobStore | None = None) -> None:
-        self.config = config or HttpConfig()
-        self.headers = list(headers)
+    def __init__(self, config: HttpConfig | None = None, blobs: BlobStore | None = None) -> None:
+        self.config = config or HttpConfig(redaction=NO_REDACTION)
         self.blobs = blobs  # request bodies recorded as files
         self._conns: dict[tuple[str, int], Http1Connection] = {}
 
     async def send(self, request: dict[str, Any], host: str, port: int) -> dict[str, Any]:
         """Send a readable request; returns the readable response."""
         for attempt in (1, 2):
-            h11_request, body = build_request(request, host, port, self.headers, self.blobs)
+            h11_request, body = build_request(request, host, port, blobs=self.blobs)
             conn = self._conns.get((host, port))
             if conn is None or not conn.reusable:
                 await self._drop(host, port)
@@ -210,6 +224,107 @@ async def _call(hook: Callable[..., Any] | None, *args: Any) -> None:
             await result
 
 
+@dataclass(frozen=True)
+class Overrides:
+    """What the user changes in every request: ``replace_headers`` only where the recorded
+    request has that header, ``add_headers`` everywhere (replacing), ``body_fields``
+    (``path=value``: a JSON path or a form field) only where the body has that field."""
+
+    replace_headers: tuple[tuple[str, str], ...] = ()
+    add_headers: tuple[tuple[str, str], ...] = ()
+    body_fields: tuple[tuple[str, str], ...] = ()
+
+    def apply(self, request: dict[str, Any]) -> dict[str, Any]:
+        if not (self.replace_headers or self.add_headers or self.body_fields):
+            return request
+        headers = [list(h) for h in request.get("headers") or []]
+        for name, value in self.replace_headers:
+            headers = [[n, value if isinstance(n, str) and n.lower() == name.lower() else v] for n, v in headers]
+        for name, value in self.add_headers:
+            headers = [h for h in headers if not (isinstance(h[0], str) and h[0].lower() == name.lower())]
+            headers.append([name, value])
+        out = dict(request, headers=headers)
+        for path, value in self.body_fields:
+            out = set_body_field(out, path, value)
+        return out
+
+
+def set_body_field(request: dict[str, Any], path: str, value: str) -> dict[str, Any]:
+    """``request`` with a JSON body's ``path`` (``user.password``, ``items[0].qty``) or a
+    form body's field set to ``value`` (JSON-decoded when it is JSON: ``42``, ``true``),
+    where the recorded body has it; otherwise unchanged."""
+    body = request.get("body")
+    if isinstance(body, dict) and "json" in body:
+        steps = parse_path(path)
+        try:
+            parsed: Any = json.loads(value)
+        except ValueError:
+            parsed = value
+        data = _set_at(body["json"], steps, parsed)
+        return request if data is None else dict(request, body=dict(body, json=data))
+    ctype = header_value(request.get("headers") or [], "content-type") or ""
+    if isinstance(body, str) and "x-www-form-urlencoded" in ctype:
+        pairs = parse_qsl(body, keep_blank_values=True)
+        if any(k == path for k, _v in pairs):
+            return dict(request, body=urlencode([(k, value if k == path else v) for k, v in pairs]))
+    return request
+
+
+def _set_at(data: Any, steps: tuple[Any, ...], value: Any) -> Any:
+    """A copy of ``data`` with ``steps`` set to ``value``; None when the path is absent."""
+    if not steps:
+        return value
+    step, rest = steps[0], steps[1:]
+    if isinstance(data, dict) and isinstance(step, str) and step in data:
+        inner = _set_at(data[step], rest, value)
+        return None if inner is None and rest else {**data, step: inner}
+    if isinstance(data, list) and isinstance(step, int) and 0 <= step < len(data):
+        inner = _set_at(data[step], rest, value)
+        if inner is None and rest:
+            return None
+        return [inner if i == step else v for i, v in enumerate(data)]
+    return None
+
+
+@dataclass
+class Preparer:
+    """Turns a recorded request into the one to send: see the module docstring's order."""
+
+    chains: LiveChains
+    secrets: Mapping[str, str] = field(default_factory=dict)  # the secrets file
+    environ: Mapping[str, str] | None = None  # default os.environ
+    overrides: Overrides = field(default_factory=Overrides)
+
+    def prepare(self, test: TestCase) -> tuple[dict[str, Any], list[str]]:
+        """The request to send, and the secrets nothing could fill."""
+        request = test.request
+        for name in _placeholders(request):
+            value = from_env(name, self.environ)
+            if value is not None:
+                self._known(name, value)
+                request = substitute(request, placeholder(name), value)
+        request = self.chains.apply(request, test.chain)
+        request = self.chains.fill_cookies(request)
+        request = self.overrides.apply(request)
+        return fill_placeholders(request, lambda name: self._known(name, self.secrets.get(name)))
+
+    def _known(self, name: str, value: str | None) -> str | None:
+        """A value sent for ``name``: the app may echo it, redaction must know it."""
+        if value is not None and self.chains.vault is not None:
+            self.chains.vault.alias(name, value)
+        return value
+
+
+def _placeholders(request: dict[str, Any]) -> list[str]:
+    return list(dict.fromkeys(m.group(1) for m in PLACEHOLDER.finditer(json.dumps(request, ensure_ascii=False))))
+
+
+def needs_secret_message(names: list[str]) -> str:
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    return (f"needs secret {shown}: set {env_name(names[0])}{' (etc.)' if len(names) > 1 else ''} "
+            f"or add it to the recording directory's {SECRETS}")
+
+
 async def run_tests(
     test_set: Path,
     *,
@@ -222,7 +337,9 @@ async def run_tests(
     global_noise: Noise | None = None,
     names: list[str] | None = None,
     http_config: HttpConfig | None = None,
-    headers: Sequence[tuple[str, str]] = (),
+    overrides: Overrides | None = None,
+    secrets: Mapping[str, str] | None = None,
+    environ: Mapping[str, str] | None = None,
     app_alive: Callable[[], bool] | None = None,
     before_test: Hook | None = None,
     after_test: Hook | None = None,
@@ -234,11 +351,14 @@ async def run_tests(
     ``ports`` maps recorded app ports to live ones (default: the same port);
     ``delay`` is waited once the app listens, before the first test (apps that listen
     before they are ready); ``app_alive`` lets the wait stop early when the app exits.
-    ``headers`` replace recorded request headers of the same name in every request
-    (credentials redacted at record time). ``on_start(test, i, n)`` /
-    ``on_result(result, i, n)`` feed the progress display.
+    ``http_config``'s redaction (with the run's secret vault) is applied to live answers
+    before they are compared; ``secrets`` is the secrets file, ``environ`` where
+    ``TRPROXY_SECRET_*`` are read (default ``os.environ``); ``overrides`` the user's
+    header and body changes. ``on_start(test, i, n)`` / ``on_result(result, i, n)`` feed
+    the progress display.
     """
     ports = ports or {}
+    config = http_config or HttpConfig()
     tests = [t for t in load_tests(test_set) if names is None or t.name in names]
     run = TestRun(test_set, started=now_iso())
     t0 = time.monotonic()
@@ -250,7 +370,10 @@ async def run_tests(
         hosts[port] = await wait_listening(candidates, port, startup_timeout, app_alive)
     if delay > 0:
         await asyncio.sleep(delay)
-    client = HttpClient(http_config, headers, DirBlobStore(test_set))
+    run.startup_ms = (time.monotonic() - t0) * 1000
+    preparer = Preparer(LiveChains({t.name: t.chain for t in tests}, config.redaction.vault),
+                        secrets or {}, environ, overrides or Overrides())
+    client = HttpClient(replace(config, redaction=NO_REDACTION), DirBlobStore(test_set))
     try:
         for i, test in enumerate(tests, 1):
             await _call(on_start, test, i, len(tests))
@@ -258,7 +381,7 @@ async def run_tests(
             try:
                 target = app_port(test, ports, default_port)
                 live_host = hosts.get(target, host) if target is not None else host
-                result = await _run_one(client, test, live_host, target,
+                result = await _run_one(client, preparer, config.redaction, test, live_host, target,
                                         timeout, global_noise or Noise())
             finally:
                 await _call(after_test, test)
@@ -270,15 +393,20 @@ async def run_tests(
     return run
 
 
-async def _run_one(client: HttpClient, test: TestCase, host: str, port: int | None,
-                   timeout: float, global_noise: Noise) -> TestResult:
-    noise = global_noise.with_paths(test.noise)
+async def _run_one(client: HttpClient, preparer: Preparer, redaction: Redaction, test: TestCase,
+                   host: str, port: int | None, timeout: float, global_noise: Noise) -> TestResult:
+    noise = global_noise.with_paths(test.noise, test.created_at)
     result = TestResult(test, ERROR, noise=noise, started=now_iso())
     t0 = time.monotonic()
+    request, missing = preparer.prepare(test)
+    if missing:
+        result.status = NEEDS_SECRET
+        result.error = needs_secret_message(missing)
+        return result
     try:
         if port is None:
             raise ValueError("the test has no port and no default port was given")
-        actual = await asyncio.wait_for(client.send(test.request, host, port), timeout)
+        raw = await asyncio.wait_for(client.send(request, host, port), timeout)
     except TimeoutError:
         await client.close()
         result.error = f"no response within {timeout:g}s"
@@ -286,6 +414,9 @@ async def _run_one(client: HttpClient, test: TestCase, host: str, port: int | No
         await client.close()
         result.error = f"{type(exc).__name__}: {exc}"
     else:
+        preparer.chains.learn(test.name, raw)
+        context = hint_of(lenient_urlsplit(str(test.request.get("url", ""))).path)
+        actual = redact_message(raw, redaction, context)
         result.actual = actual
         result.differences = compare(test.response, actual, noise)
         result.status = FAILED if result.differences else PASSED

@@ -1,76 +1,52 @@
 """Time travel for the app under test: its wall clock shows each test's recorded time.
 
-``trproxy test`` starts the app with libfaketime preloaded (``child_env``) and, before
-each test, calls ``set_time(test.created_at)``. libfaketime reads its setting from a file
-(``FAKETIME_TIMESTAMP_FILE``) on every clock call (``FAKETIME_NO_CACHE=1``); the file
-holds an *offset* in seconds (``-86400.250000``) so that the app's ``time()`` /
-``gettimeofday`` / ``clock_gettime(CLOCK_REALTIME)`` return the recorded instant and then
-advance at the normal rate (a stopped clock would hang any loop waiting on wall time).
-The file is replaced atomically: the app reads the old or the new offset, never a torn one.
+``trproxy test`` starts the app with our clock shim preloaded (``clockshim.c``, built
+once with the machine's C compiler by ``make setup`` or on first use, cached) and,
+before each test, calls ``set_time(test.created_at)``. The shim maps a one-page file
+(``TRPROXY_CLOCK_FILE``) whose first 8 bytes hold an *offset* in nanoseconds; each
+realtime clock read (``clock_gettime(CLOCK_REALTIME*)``, ``gettimeofday``, ``time``,
+``timespec_get``) adds it, so the app reads the recorded instant and then the clock
+advances at the normal rate (a stopped clock would hang any loop waiting on wall time).
+The offset is a whole number of seconds (the app reads the recorded instant to within
+0.5 s) and never goes down between tests (the clock runs on when replay is slower than
+the recording was), written with one aligned 64-bit store: the app sees the old or the new
+value, never a torn one. A read costs about what a native one does (``make bench``
+measures the ratio): libfaketime, used before, re-read its file on every call to follow
+a changing setting and made each read ~80x slower.
 
-Monotonic clocks are left alone (``FAKETIME_DONT_FAKE_MONOTONIC=1``): event loops,
-timeouts and ``time.monotonic()`` keep working and never jump when the offset changes.
+Monotonic clocks are left alone: event loops, timeouts and ``time.monotonic()`` keep
+working and never jump when the offset changes. Absolute realtime waits
+(``clock_nanosleep(TIMER_ABSTIME)``, ``sem_timedwait``) are shifted back to the real
+clock.
 
-libfaketime 0.9.10 (Debian bookworm) mis-converts ``clock_nanosleep(CLOCK_MONOTONIC,
-TIMER_ABSTIME)`` when monotonic is not faked (wolfcw/libfaketime#426), and Python >= 3.11
-sleeps exactly that way: ``time.sleep`` raises ``OSError: [Errno 22]``. When a C compiler
-is present we build (once, cached) a 15-line preload shim that sends non-realtime
-``clock_nanosleep`` straight to the kernel; without one, ``sleep_fix`` is None and the
-limitation stands (``limits`` says so).
-
-Limits (libfaketime works through ``LD_PRELOAD``): statically linked binaries and Go
-programs (their runtime calls the vDSO/syscalls itself) keep the real time; setuid
-programs ignore ``LD_PRELOAD``; file timestamps are not shifted; containers need the
-library at the same path inside. A ``FAKETIME`` variable in the environment would take
-priority over the file, so ``child_env`` removes it.
+Limits (the shim works through ``LD_PRELOAD``): statically linked binaries and Go
+programs (their runtime reads the vDSO itself) keep the real time; setuid programs
+ignore ``LD_PRELOAD``; file timestamps are not shifted; ``pthread_cond_timedwait`` on a
+realtime condition variable waits by the real clock; containers need the library at the
+same path inside.
 """
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
+import mmap
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
-LIBFAKETIME_CANDIDATES = (
-    "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
-    "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
-    "/usr/lib/faketime/libfaketime.so.1",
-    "/usr/local/lib/faketime/libfaketime.so.1",
-)
-
-_SHIM_C = r"""
-#define _GNU_SOURCE
-#include <dlfcn.h>
-#include <errno.h>
-#include <sys/syscall.h>
-#include <time.h>
-#include <unistd.h>
-/* trproxy: monotonic sleeps go to the kernel untouched (libfaketime#426) */
-int clock_nanosleep(clockid_t clock, int flags, const struct timespec *req, struct timespec *rem) {
-    static int (*next)(clockid_t, int, const struct timespec *, struct timespec *);
-    if (clock != CLOCK_REALTIME && clock != CLOCK_REALTIME_ALARM && clock != CLOCK_TAI)
-        return syscall(SYS_clock_nanosleep, clock, flags, req, rem) == 0 ? 0 : errno;
-    if (!next) next = dlsym(RTLD_NEXT, "clock_nanosleep");
-    return next(clock, flags, req, rem);
-}
-"""
+SHIM_SOURCE = Path(__file__).with_name("clockshim.c")
+ENV_FILE = "TRPROXY_CLOCK_FILE"
+_PAGE = mmap.PAGESIZE
 
 
 class TimeFreezeError(Exception):
-    """libfaketime is not installed (``apt-get install libfaketime``)."""
-
-
-def find_libfaketime() -> Path | None:
-    override = os.environ.get("TRPROXY_LIBFAKETIME")
-    for candidate in ([override] if override else []) + list(LIBFAKETIME_CANDIDATES):
-        if Path(candidate).is_file():
-            return Path(candidate)
-    return None
+    """The clock shim cannot be built (no C compiler) or loaded."""
 
 
 def _cache_dir() -> Path:
@@ -78,64 +54,66 @@ def _cache_dir() -> Path:
     return Path(base) / "trproxy"
 
 
-def sleep_fix() -> Path | None:
-    """The compiled ``clock_nanosleep`` shim (built once per source version), or None."""
-    digest = hashlib.sha256(_SHIM_C.encode()).hexdigest()[:12]
-    target = _cache_dir() / f"trproxy-sleepfix-{digest}.so"
+def shim_path() -> Path:
+    """Where the shim built from this source lives (named by the source's digest)."""
+    digest = hashlib.sha256(SHIM_SOURCE.read_bytes()).hexdigest()[:12]
+    return _cache_dir() / f"trproxy-clock-{digest}.so"
+
+
+def build_shim() -> Path:
+    """The compiled shim, built now if this version is not cached yet."""
+    target = shim_path()
     if target.is_file():
         return target
     compiler = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
     if compiler is None:
-        return None
+        raise TimeFreezeError("no C compiler to build the clock shim (Debian: apt-get install gcc)")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
             built = Path(tmp) / target.name
-            subprocess.run([compiler, "-shared", "-fPIC", "-O2", "-x", "c", "-", "-o", str(built), "-ldl"],
-                           input=_SHIM_C.encode(), check=True, capture_output=True, timeout=60)
+            subprocess.run([compiler, "-shared", "-fPIC", "-O2", "-o", str(built), str(SHIM_SOURCE), "-ldl"],
+                           check=True, capture_output=True, timeout=120)
             os.replace(built, target)
-    except (OSError, subprocess.SubprocessError):
-        return None
+    except subprocess.CalledProcessError as exc:
+        raise TimeFreezeError(f"building the clock shim failed: {exc.stderr.decode(errors='replace')[-300:]}") from exc
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise TimeFreezeError(f"building the clock shim failed: {exc}") from exc
     return target
 
 
 class TimeFreeze:
-    """The faked clock of one app run; ``state_dir`` holds the timestamp file."""
+    """The faked clock of one app run; ``state_dir`` holds the offset page."""
 
-    def __init__(self, state_dir: Path, library: Path | None = None, fix_sleep: bool = True) -> None:
-        library = library or find_libfaketime()
-        if library is None:
-            raise TimeFreezeError("libfaketime not found (Debian: apt-get install libfaketime; "
-                                  "or set TRPROXY_LIBFAKETIME to libfaketime.so.1)")
-        self.library = library
-        self.shim = sleep_fix() if fix_sleep else None
+    def __init__(self, state_dir: Path, library: Path | None = None) -> None:
+        self.library = library or build_shim()
         state_dir.mkdir(parents=True, exist_ok=True)
-        self.file = state_dir / "faketime.rc"
+        self.file = state_dir / "clock-offset"
+        with self.file.open("wb") as out:
+            out.write(b"\0" * _PAGE)
+        with self.file.open("r+b") as f:
+            self._map = mmap.mmap(f.fileno(), _PAGE)
+        self._offset = ctypes.c_int64.from_buffer(self._map)  # one aligned 64-bit store per write
         self.moment: datetime | None = None
-        self.reset()
 
     def env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
         """Variables to add to the app's environment; ``LD_PRELOAD`` keeps the entries
         ``base`` (default ``os.environ``) already has, after ours."""
-        preload = [str(p) for p in (self.shim, self.library) if p is not None]
+        preload = [str(self.library)]
         existing = (os.environ if base is None else base).get("LD_PRELOAD")
         if existing:
             preload.append(existing)
-        return {
-            "LD_PRELOAD": ":".join(preload),
-            "FAKETIME_TIMESTAMP_FILE": str(self.file),
-            "FAKETIME_NO_CACHE": "1",
-            "FAKETIME_DONT_FAKE_MONOTONIC": "1",
-            "FAKETIME_DONT_RESET": "1",  # children of the app share its clock
-        }
+        return {"LD_PRELOAD": ":".join(preload), ENV_FILE: str(self.file)}
 
     def child_env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
-        """A whole environment for the app: ``base`` (default ``os.environ``) + ``env()``,
-        without ``FAKETIME`` (it would override the file)."""
+        """A whole environment for the app: ``base`` (default ``os.environ``) + ``env()``."""
         env = dict(os.environ if base is None else base)
-        env.pop("FAKETIME", None)
         env.update(self.env(env))
         return env
+
+    @property
+    def offset_ns(self) -> int:
+        return self._offset.value
 
     def set_time(self, moment: datetime | None) -> None:
         """From now on the app's wall clock reads ``moment`` (+ time elapsed since this call).
@@ -145,22 +123,33 @@ class TimeFreeze:
             return
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=UTC)
+        # whole seconds: time() then stays as cheap as a native read and agrees with
+        # clock_gettime(); the app's clock reads the recorded instant to within 0.5 s
+        offset = round((moment - datetime.now(UTC)).total_seconds()) * 10**9
+        if self.moment is not None:
+            # never backwards: a test replayed slower than it was recorded would otherwise
+            # see the next one start before its own answers (a session cookie signed
+            # "in the future" is refused by itsdangerous, Flask's signer)
+            offset = max(offset, self._offset.value)
         self.moment = moment
-        self._write((moment - datetime.now(UTC)).total_seconds())
+        self._offset.value = offset
 
     def reset(self) -> None:
         self.moment = None
-        self._write(0.0)
+        self._offset.value = 0
 
-    def _write(self, offset: float) -> None:
-        tmp = self.file.with_name(self.file.name + ".tmp")
-        tmp.write_text(f"{offset:+.6f}\n", "ascii")
-        os.replace(tmp, self.file)
+    def close(self) -> None:
+        del self._offset  # the buffer export must go before the map can close
+        self._map.close()
 
     def limits(self) -> list[str]:
-        """What will not follow the faked clock on this machine, for the run's log."""
-        notes = ["statically linked binaries, Go programs and setuid programs keep the real time"]
-        if self.shim is None:
-            notes.append("no C compiler: time.sleep() in Python >= 3.11 apps fails with EINVAL "
-                         "under libfaketime 0.9.10 (wolfcw/libfaketime#426)")
-        return notes
+        """What will not follow the faked clock, for the run's log."""
+        return ["statically linked binaries, Go programs and setuid programs keep the real time"]
+
+
+if __name__ == "__main__":  # `python -m trproxy.apptest.timefreeze --build` (make setup)
+    if sys.argv[1:] == ["--build"]:
+        try:
+            print(f"clock shim: {build_shim()}")
+        except TimeFreezeError as exc:
+            sys.exit(f"clock shim: {exc}")

@@ -5,16 +5,24 @@ of the current source, ``Programs.attach(cgroup_fd)`` attaches them to one cgrou
 ``Maps`` reads and writes the maps through the ctypes mirrors of redirect.h below.
 
 Invariants:
-- A compiled version lives in ``<bpffs>/trproxy/<hash>/`` (``prog_<name>``, ``map_<name>``),
-  where <hash> covers redirect.bpf.c and redirect.h. It is filled under a temporary name and
-  renamed, so a version directory is either complete or absent, and concurrent cold starts
-  need no lock: the first rename wins and the others use the winner's objects.
+- A compiled version lives in ``<bpffs>/trproxy/v2/<hash>/`` (``prog_<name>``,
+  ``map_<name>``), where <hash> covers redirect.bpf.c and redirect.h. It is filled under a
+  temporary name and renamed, so a version directory is either complete or absent, and
+  concurrent cold starts need no lock: the first rename wins and the others use the
+  winner's objects.
 - Only a cold start (no pins yet) imports bcc and needs kernel headers; a warm start only
-  calls bpf(2) (syscall.py). Without bpffs every start is cold and nothing is shared.
-- The programs are attached with bpf_links held by the owning process: when it dies, even
-  by SIGKILL, the kernel detaches them. Map entries outlive it; see trproxy.redirect.
+  calls bpf(2) (syscall.py). Without bpffs every start is cold and nothing is shared, and
+  no run can be pinned (``pin_links`` fails: a run that cannot fail closed does not start).
+- The programs are attached with bpf_links that are also pinned, in
+  ``<bpffs>/trproxy/v2/runs/<cgroup id>/``: they outlive a killed owner, so its run keeps
+  failing connects (fail closed) until ``trproxy.redirect.cleanup`` removes them.
 - Pins are never deleted while a config entry uses them; deleting a pin does not affect
   processes that already hold the objects' fds.
+- Maps are read through the mirrors below only when their key and value sizes match
+  (``Maps.layout_ok``); trp_config's owner fields are read from every version.
+- ``v2``: trproxy before the pinned links and the 4-tuple key pinned under
+  ``<bpffs>/trproxy/`` and reads every version there with its own struct layouts (a
+  larger key would overflow its buffers), so this layout lives one level down.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ import ctypes
 import errno
 import hashlib
 import os
+import re
 import secrets
 import shutil
 import threading
@@ -36,7 +45,8 @@ from trproxy.bpf import syscall
 PKG_DIR = Path(__file__).resolve().parent
 SOURCE = PKG_DIR / "redirect.bpf.c"
 HEADER = PKG_DIR / "redirect.h"
-PIN_ROOT = "trproxy"  # directory under the bpffs mount
+PIN_ROOT = "trproxy/v2"  # directory under the bpffs mount
+RUNS_DIR = "runs"  # <PIN_ROOT>/runs/<cgroup id>/<program>: the pinned links of each run
 
 # enum bpf_prog_type
 _PROG_SOCK_OPS = 13
@@ -59,6 +69,10 @@ class KernelHeadersMissingError(BpfError):
 u8, u16, u32, u64 = ctypes.c_uint8, ctypes.c_uint16, ctypes.c_uint32, ctypes.c_uint64
 AF_INET, AF_INET6 = 2, 10  # TRP_AF_INET, TRP_AF_INET6
 FLAG_SHADOW = 1  # TRP_FLAG_SHADOW
+FLAG_CHECK_OWNER = 2  # TRP_FLAG_CHECK_OWNER
+FLAG_ALLOW_ONLY = 4  # TRP_FLAG_ALLOW_ONLY
+DST_LOOPBACK = 1  # TRP_DST_LOOPBACK (trp_dst_key.family)
+DST_ALLOW, DST_REFUSE = 1, 2  # TRP_DST_ALLOW, TRP_DST_REFUSE
 
 
 class Config(ctypes.Structure):
@@ -69,7 +83,8 @@ class Config(ctypes.Structure):
         ("proxy_ip6", u8 * 16),
         ("proxy_port", u16),
         ("flags", u16),
-        ("_pad", u32),
+        ("alive_port", u16),
+        ("refuse_port", u16),
     ]
 
 
@@ -84,6 +99,7 @@ class Listen(ctypes.Structure):
 class TupleKey(ctypes.Structure):
     _fields_ = [
         ("saddr", u8 * 16),
+        ("daddr", u8 * 16),
         ("sport", u16),
         ("dport", u16),
         ("family", u8),
@@ -101,6 +117,16 @@ class OrigDst(ctypes.Structure):
     ]
 
 
+class DstKey(ctypes.Structure):
+    _fields_ = [
+        ("cgroup_id", u64),
+        ("addr", u8 * 16),
+        ("port", u16),
+        ("family", u8),
+        ("_pad", u8 * 5),
+    ]
+
+
 class SockState(ctypes.Structure):
     _fields_ = [
         ("orig", OrigDst),
@@ -108,7 +134,20 @@ class SockState(ctypes.Structure):
         ("listen_port", u16),
         ("requested_port", u16),
         ("_pad", u32),
+        ("alive_run", u64),
     ]
+
+
+# (key, value) mirror of each map; trp_sock's key is a socket fd (from user space).
+LAYOUTS: dict[str, tuple[type, type]] = {
+    "trp_config": (u64, Config),
+    "trp_listen": (PortKey, Listen),
+    "trp_shadow": (PortKey, u32),
+    "trp_orig": (TupleKey, OrigDst),
+    "trp_dst": (DstKey, u32),
+    "trp_refused": (DstKey, u64),
+    "trp_sock": (ctypes.c_int32, SockState),
+}
 
 
 # --- what gets loaded ---
@@ -128,11 +167,11 @@ PROGRAMS: tuple[ProgSpec, ...] = (
     ProgSpec("trp_bind4", _PROG_CGROUP_SOCK_ADDR, syscall.CGROUP_INET4_BIND),
     ProgSpec("trp_bind6", _PROG_CGROUP_SOCK_ADDR, syscall.CGROUP_INET6_BIND),
 )
-MAPS = ("trp_config", "trp_listen", "trp_shadow", "trp_orig", "trp_sock")
+MAPS = tuple(LAYOUTS)
 PROG_NAME_PREFIX = "trp_"
 
 K = TypeVar("K", bound=ctypes.Structure | ctypes.c_uint64)
-V = TypeVar("V", bound=ctypes.Structure | ctypes.c_uint32)
+V = TypeVar("V", bound=ctypes.Structure | ctypes.c_uint32 | ctypes.c_uint64)
 
 
 class Maps:
@@ -140,6 +179,16 @@ class Maps:
 
     def __init__(self, fds: dict[str, int]) -> None:
         self.fds = fds
+
+    def layout_ok(self) -> bool:
+        """Do this version's key and value sizes match the mirrors above? (Pins of an older
+        source may differ; reading them through the mirrors would overflow the buffers.)"""
+        for name, (ktype, vtype) in LAYOUTS.items():
+            info = syscall.MapInfo()
+            syscall.obj_info(self.fds[name], info)
+            if (info.key_size, info.value_size) != (ctypes.sizeof(ktype), ctypes.sizeof(vtype)):
+                return False
+        return True
 
     def _items(self, name: str, ktype: type[K], vtype: type[V]) -> Iterator[tuple[K, V]]:
         """Snapshot of a map (keys first, so deleting while iterating is safe)."""
@@ -168,6 +217,35 @@ class Maps:
     def configs(self) -> dict[int, Config]:
         return {k.value: v for k, v in self._items("trp_config", u64, Config)}
 
+    def owners(self) -> dict[int, tuple[int, int]]:
+        """{cgroup id: (owner pid, owner start)} of every run, whatever this version's
+        layout (trp_config's key and first two members never change)."""
+        fd = self.fds["trp_config"]
+        info = syscall.MapInfo()
+        syscall.obj_info(fd, info)
+        if info.key_size != 8 or info.value_size < 12:
+            return {}
+        owners: dict[int, tuple[int, int]] = {}
+        prev: ctypes.c_uint64 | None = None
+        while True:
+            key = u64()
+            if not syscall.map_next_key(fd, prev, key):
+                return owners
+            raw = ctypes.create_string_buffer(info.value_size)
+            if syscall.map_lookup(fd, key, raw):
+                start, pid = u64.from_buffer(raw, 0).value, u32.from_buffer(raw, 8).value
+                owners[key.value] = (pid, start)
+            prev = key
+
+    def forget_config(self, cgroup_id: int) -> bool:
+        return syscall.map_delete(self.fds["trp_config"], u64(cgroup_id))
+
+    # trp_sock: the owner's marker socket
+    def mark_alive(self, sock_fd: int, cgroup_id: int) -> None:
+        state = SockState()
+        state.alive_run = cgroup_id
+        syscall.map_update(self.fds["trp_sock"], ctypes.c_int32(sock_fd), state)
+
     # trp_shadow
     def set_shadow(self, cgroup_id: int, port: int, shadow_port: int) -> None:
         syscall.map_update(self.fds["trp_shadow"], PortKey(cgroup_id, port), u32(shadow_port))
@@ -183,9 +261,22 @@ class Maps:
         return {k.port: v.bound_port for k, v in items if k.cgroup_id == cgroup_id}
 
     # trp_orig
-    def original(self, key: TupleKey) -> OrigDst | None:
+    def take_original(self, key: TupleKey) -> OrigDst | None:
+        """Remove and return the entry of one accepted connection."""
         v = OrigDst()
-        return v if syscall.map_lookup(self.fds["trp_orig"], key, v) else None
+        return v if syscall.map_lookup_and_delete(self.fds["trp_orig"], key, v) else None
+
+    # trp_dst, trp_refused
+    def dst_verdict(self, key: DstKey) -> int:
+        v = u32()
+        return v.value if syscall.map_lookup(self.fds["trp_dst"], key, v) else 0
+
+    def set_dst_verdict(self, key: DstKey, verdict: int) -> None:
+        syscall.map_update(self.fds["trp_dst"], key, u32(verdict))
+
+    def refusals(self, cgroup_id: int) -> list[tuple[DstKey, int]]:
+        items = self._items("trp_refused", DstKey, u64)
+        return [(k, v.value) for k, v in items if k.cgroup_id == cgroup_id]
 
     def _run_keys(self, cgroup_id: int) -> dict[str, list[ctypes.Structure | ctypes.c_uint64]]:
         """The keys of every entry that belongs to one run, per map."""
@@ -197,6 +288,12 @@ class Maps:
         keys["trp_shadow"] = [
             k for k, _ in self._items("trp_shadow", PortKey, u32) if k.cgroup_id == cgroup_id
         ]
+        keys["trp_dst"] = [
+            k for k, _ in self._items("trp_dst", DstKey, u32) if k.cgroup_id == cgroup_id
+        ]
+        keys["trp_refused"] = [
+            k for k, _ in self._items("trp_refused", DstKey, u64) if k.cgroup_id == cgroup_id
+        ]
         keys["trp_orig"] = [
             k for k, v in self._items("trp_orig", TupleKey, OrigDst) if v.cgroup_id == cgroup_id
         ]
@@ -207,12 +304,12 @@ class Maps:
         return {name: len(keys) for name, keys in self._run_keys(cgroup_id).items()}
 
     def forget_run(self, cgroup_id: int) -> int:
-        """Delete every entry of one run; returns how many."""
-        return sum(
-            syscall.map_delete(self.fds[name], k)
-            for name, keys in self._run_keys(cgroup_id).items()
-            for k in keys
-        )
+        """Delete every entry of one run; returns how many. The config goes last: until
+        then the run's programs still find it (and fail closed)."""
+        keys = self._run_keys(cgroup_id)
+        config = keys.pop("trp_config")
+        n = sum(syscall.map_delete(self.fds[name], k) for name, ks in keys.items() for k in ks)
+        return n + sum(syscall.map_delete(self.fds["trp_config"], k) for k in config)
 
 
 @dataclass
@@ -226,16 +323,17 @@ class Programs:
     maps: Maps
     cold: bool = False  # compiled by this load
 
-    def attach(self, cgroup_fd: int) -> list[int]:
-        """Attach every program to a cgroup; returns the link fds (close them to detach)."""
-        links: list[int] = []
+    def attach(self, cgroup_fd: int) -> dict[str, int]:
+        """Attach every program to a cgroup; returns the link fds by program name (close
+        them, and remove their pins, to detach)."""
+        links: dict[str, int] = {}
         try:
             for spec in PROGRAMS:
-                links.append(
-                    syscall.link_create(self.prog_fds[spec.name], cgroup_fd, spec.attach_type)
+                links[spec.name] = syscall.link_create(
+                    self.prog_fds[spec.name], cgroup_fd, spec.attach_type
                 )
         except OSError:
-            for fd in links:
+            for fd in links.values():
                 os.close(fd)
             raise
         return links
@@ -323,13 +421,51 @@ def close_maps(maps: Maps) -> None:
         os.close(fd)
 
 
-def version_dirs() -> list[str]:
-    """Pinned version directories (complete ones; temporaries start with 'tmp-')."""
+def pin_root() -> Path | None:
     bpffs = find_bpffs()
-    root = Path(bpffs or "/nonexistent") / PIN_ROOT
-    if not root.is_dir():
+    return Path(bpffs) / PIN_ROOT if bpffs else None
+
+
+def version_dirs() -> list[str]:
+    """Pinned version directories (complete ones: temporaries start with 'tmp-')."""
+    root = pin_root()
+    if root is None or not root.is_dir():
         return []
-    return sorted(str(p) for p in root.iterdir() if not p.name.startswith("tmp-"))
+    return sorted(str(p) for p in root.iterdir() if re.fullmatch(r"[0-9a-f]{16}", p.name))
+
+
+def run_pin_dir(cgroup_id: int) -> Path | None:
+    root = pin_root()
+    return root / RUNS_DIR / str(cgroup_id) if root else None
+
+
+def pin_links(cgroup_id: int, links: dict[str, int]) -> Path:
+    """Pin one run's links so that they outlive their owner; returns the directory."""
+    pin_dir = run_pin_dir(cgroup_id)
+    if pin_dir is None:
+        raise OSError(errno.ENOENT, "bpffs is not mounted (runs are pinned there to fail closed)")
+    pin_dir.mkdir(parents=True, exist_ok=True)
+    for name, fd in links.items():
+        syscall.obj_pin(fd, str(pin_dir / name))
+    return pin_dir
+
+
+def unpin_links(cgroup_id: int) -> bool:
+    """Remove one run's link pins (links nobody else holds detach); False if none."""
+    pin_dir = run_pin_dir(cgroup_id)
+    if pin_dir is None or not pin_dir.is_dir():
+        return False
+    remove_pin_dir(str(pin_dir))
+    return True
+
+
+def pinned_runs() -> list[int]:
+    """Cgroup ids that have pinned links."""
+    root = pin_root()
+    runs = root / RUNS_DIR if root else None
+    if runs is None or not runs.is_dir():
+        return []
+    return [int(p.name) for p in runs.iterdir() if p.name.isdigit()]
 
 
 def remove_pin_dir(pin_dir: str) -> None:
@@ -380,7 +516,7 @@ def load() -> Programs:
         final = root / version
         cold = not final.is_dir()
         if cold:
-            root.mkdir(exist_ok=True)
+            root.mkdir(parents=True, exist_ok=True)
             _pin_new_version(root, final)
         try:
             progs, maps = _open_pins(str(final))

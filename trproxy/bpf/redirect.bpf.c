@@ -12,14 +12,17 @@
  *   connect4/6  (BPF_CGROUP_INET{4,6}_CONNECT): rewrite the destination to the proxy and keep
  *               the original one in the socket's storage. Not rewritten: non-TCP sockets,
  *               the proxy's own port, and local ports that the run itself listens on.
+ *               Fails the connect (EPERM) when the run's owner is gone (fail closed), and
+ *               sends refused destinations to the owner's refuse port (ECONNREFUSED).
  *   sockops     (BPF_CGROUP_SOCK_OPS): on TCP_CONNECT_CB (the local port is bound, the SYN
- *               not yet sent) copy the original destination to trp_orig keyed by the tuple
- *               that the proxy will see as its peer; on TCP_LISTEN_CB/STATE_CB keep
- *               trp_listen, the ports the run listens on.
+ *               not yet sent) copy the original destination to trp_orig keyed by the 4-tuple
+ *               that the proxy will accept, and drop it again if the connection closes
+ *               without ever being established (STATE_CB SYN_SENT -> CLOSE); on
+ *               TCP_LISTEN_CB/STATE_CB keep trp_listen, the ports the run listens on.
  *   peer4/6     (BPF_CGROUP_INET{4,6}_GETPEERNAME): getpeername() returns the original peer.
  *   bind4/6     (BPF_CGROUP_INET{4,6}_BIND): with TRP_FLAG_SHADOW, bind(X) -> bind(trp_shadow[X]).
  *
- * Every program returns 1 (allow): trproxy never makes a syscall fail.
+ * Only connect4/6 ever fail a syscall, and only to keep the app away from the network.
  */
 #include "redirect.h"
 
@@ -36,9 +39,12 @@
 BPF_HASH(trp_config, __u64, struct trp_config, TRP_MAX_RUNS);
 BPF_HASH(trp_listen, struct trp_port_key, struct trp_listen, TRP_MAX_LISTEN);
 BPF_HASH(trp_shadow, struct trp_port_key, __u32, TRP_MAX_SHADOW);
-/* LRU: entries are never deleted per connection (the proxy may accept after the client
- * already closed), so old ones make room for new ones. */
+/* Entries leave when the proxy takes them at accept, when the connection fails before it
+ * is established, and with their run. LRU only so that a leak (a connection the proxy
+ * never accepted) cannot fill the map. */
 BPF_TABLE("lru_hash", struct trp_tuple_key, struct trp_orig_dst, trp_orig, TRP_MAX_CONNS);
+BPF_HASH(trp_dst, struct trp_dst_key, __u32, TRP_MAX_DSTS);
+BPF_HASH(trp_refused, struct trp_dst_key, __u64, TRP_MAX_DSTS);
 BPF_SK_STORAGE(trp_sock, struct trp_sock_state);
 
 /* The run of the current task: its own cgroup or the deepest ancestor that has a config. */
@@ -70,43 +76,106 @@ static __always_inline int trp_is_local4(__u32 ip)
 	return ip == 0 || (trp_ntohl(ip) >> 24) == 127; /* 0.0.0.0 connects to this host too */
 }
 
-/* Connections the run makes to itself or to its proxy keep their destination. */
-static __always_inline int trp_keep(struct trp_config *cfg, __u64 run_id, int local,
-				    int to_proxy_ip, __u16 port)
+/* Is the run's owner alive? It holds a UDP socket on 127.0.0.1:alive_port marked with the
+ * run's id (user space writes the mark into trp_sock; nobody else can), and the kernel
+ * closes it when the owner dies, however it dies. Looked up in the caller's netns. */
+static __always_inline int trp_owner_alive(struct bpf_sock_addr *ctx, struct trp_config *cfg,
+					   __u64 run_id)
 {
-	if (port == cfg->proxy_port && (local || to_proxy_ip))
-		return 1;
-	if (!local)
+	struct bpf_sock_tuple t = {};
+	t.ipv4.daddr = trp_htonl(0x7f000001);
+	t.ipv4.dport = trp_htons(cfg->alive_port);
+	struct bpf_sock *sk = bpf_sk_lookup_udp(ctx, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+	if (!sk)
 		return 0;
+	struct trp_sock_state *st = trp_sock.sk_storage_get(sk, 0, 0);
+	int alive = st && st->alive_run == run_id;
+	bpf_sk_release(sk);
+	return alive;
+}
+
+#define TRP_KEEP 0     /* leave the destination alone */
+#define TRP_DENY 1     /* fail the connect: EPERM */
+#define TRP_REFUSE 2   /* send it to the refuse port: ECONNREFUSED */
+#define TRP_REDIRECT 3 /* send it to the proxy */
+
+/* What to do with a connect of the run to `dst` (the address as dialed, v4-mapped as IPv4).
+ * local: a loopback or unspecified address; loopback: 127/8 or ::1 (one key in trp_dst);
+ * to_proxy: the proxy's address. */
+static __always_inline int trp_decide(struct bpf_sock_addr *ctx, struct trp_config *cfg,
+				      struct trp_dst_key *dst, int local, int loopback, int to_proxy)
+{
 	struct trp_port_key k = {};
-	k.cgroup_id = run_id;
-	k.port = port;
-	return trp_listen.lookup(&k) != 0;
+	k.cgroup_id = dst->cgroup_id;
+	k.port = dst->port;
+	if (local && trp_listen.lookup(&k)) /* the run's own servers */
+		return TRP_KEEP;
+	if ((cfg->flags & TRP_FLAG_CHECK_OWNER) && !trp_owner_alive(ctx, cfg, dst->cgroup_id))
+		return TRP_DENY;
+	if (dst->port == cfg->proxy_port && (local || to_proxy))
+		return TRP_KEEP;
+	struct trp_dst_key place = *dst;
+	if (loopback) {
+		place.family = TRP_DST_LOOPBACK;
+		place.addr[0] = 0;
+		place.addr[1] = 0;
+		place.addr[2] = 0;
+		place.addr[3] = 0;
+	}
+	__u32 *verdict = trp_dst.lookup(&place);
+	int refuse = verdict ? *verdict == TRP_DST_REFUSE : (cfg->flags & TRP_FLAG_ALLOW_ONLY) != 0;
+	if (!refuse)
+		return TRP_REDIRECT;
+	__u64 zero = 0;
+	__u64 *count = trp_refused.lookup_or_try_init(dst, &zero);
+	if (count)
+		__sync_fetch_and_add(count, 1);
+	return TRP_REFUSE;
+}
+
+/* Keep the original destination with the socket; 0 when out of memory. */
+static __always_inline int trp_remember(struct bpf_sock_addr *ctx, __u64 run_id, __u32 a0,
+					__u32 a1, __u32 a2, __u32 a3, __u16 port, __u8 family)
+{
+	struct trp_sock_state *st =
+		trp_sock.sk_storage_get(ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!st)
+		return 0;
+	st->orig.cgroup_id = run_id;
+	st->orig.addr[0] = a0;
+	st->orig.addr[1] = a1;
+	st->orig.addr[2] = a2;
+	st->orig.addr[3] = a3;
+	st->orig.port = port;
+	st->orig.family = family;
+	return 1;
 }
 
 int trp_connect4(struct bpf_sock_addr *ctx)
 {
 	if (ctx->type != TRP_SOCK_STREAM)
 		return 1;
-	__u64 run_id = 0;
-	struct trp_config *cfg = trp_find_run(&run_id);
+	struct trp_dst_key dst = {};
+	struct trp_config *cfg = trp_find_run(&dst.cgroup_id);
 	if (!cfg)
 		return 1;
 	__u32 ip = ctx->user_ip4;
-	__u16 port = trp_ntohs((__u16)ctx->user_port);
-	if (trp_keep(cfg, run_id, trp_is_local4(ip), ip == cfg->proxy_ip4, port))
+	dst.addr[0] = ip;
+	dst.port = trp_ntohs((__u16)ctx->user_port);
+	dst.family = TRP_AF_INET;
+	int action = trp_decide(ctx, cfg, &dst, trp_is_local4(ip), (trp_ntohl(ip) >> 24) == 127,
+				ip == cfg->proxy_ip4);
+	if (action == TRP_KEEP)
 		return 1;
-	struct trp_sock_state *st =
-		trp_sock.sk_storage_get(ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-	if (!st)
-		return 1; /* out of memory: better unredirected than redirected and unknown */
-	st->orig.cgroup_id = run_id;
-	st->orig.addr[0] = ip;
-	st->orig.addr[1] = 0;
-	st->orig.addr[2] = 0;
-	st->orig.addr[3] = 0;
-	st->orig.port = port;
-	st->orig.family = TRP_AF_INET;
+	if (action == TRP_REFUSE) {
+		ctx->user_ip4 = trp_htonl(0x7f000001);
+		ctx->user_port = trp_htons(cfg->refuse_port);
+		return 1;
+	}
+	/* Out of memory: failing is better than reaching the real destination unseen. */
+	if (action == TRP_DENY ||
+	    !trp_remember(ctx, dst.cgroup_id, ip, 0, 0, 0, dst.port, TRP_AF_INET))
+		return 0;
 	ctx->user_ip4 = cfg->proxy_ip4;
 	ctx->user_port = trp_htons(cfg->proxy_port);
 	return 1;
@@ -116,38 +185,53 @@ int trp_connect6(struct bpf_sock_addr *ctx)
 {
 	if (ctx->type != TRP_SOCK_STREAM)
 		return 1;
-	__u64 run_id = 0;
-	struct trp_config *cfg = trp_find_run(&run_id);
+	struct trp_dst_key dst = {};
+	struct trp_config *cfg = trp_find_run(&dst.cgroup_id);
 	if (!cfg)
 		return 1;
 	__u32 a0 = ctx->user_ip6[0], a1 = ctx->user_ip6[1];
 	__u32 a2 = ctx->user_ip6[2], a3 = ctx->user_ip6[3];
-	__u16 port = trp_ntohs((__u16)ctx->user_port);
+	dst.port = trp_ntohs((__u16)ctx->user_port);
 	/* ::ffff:a.b.c.d (RFC 4291 2.5.5.2): the kernel makes it an IPv4 connection
 	 * (tcp_v6_connect -> tcp_v4_connect) and connect4 does not run for it. */
 	int mapped = a0 == 0 && a1 == 0 && a2 == trp_htonl(0xffff);
-	int local, to_proxy;
+	int local, loopback, to_proxy;
 	if (mapped) {
 		local = trp_is_local4(a3);
+		loopback = (trp_ntohl(a3) >> 24) == 127;
 		to_proxy = a3 == cfg->proxy_ip4;
+		dst.addr[0] = a3;
+		dst.family = TRP_AF_INET;
 	} else {
-		local = a0 == 0 && a1 == 0 && a2 == 0 && (a3 == 0 || a3 == trp_htonl(1));
+		int low = a0 == 0 && a1 == 0 && a2 == 0;
+		loopback = low && a3 == trp_htonl(1);
+		local = loopback || (low && a3 == 0);
 		to_proxy = a0 == cfg->proxy_ip6[0] && a1 == cfg->proxy_ip6[1] &&
 			   a2 == cfg->proxy_ip6[2] && a3 == cfg->proxy_ip6[3];
+		dst.addr[0] = a0;
+		dst.addr[1] = a1;
+		dst.addr[2] = a2;
+		dst.addr[3] = a3;
+		dst.family = TRP_AF_INET6;
 	}
-	if (trp_keep(cfg, run_id, local, to_proxy, port))
+	int action = trp_decide(ctx, cfg, &dst, local, loopback, to_proxy);
+	if (action == TRP_KEEP)
 		return 1;
-	struct trp_sock_state *st =
-		trp_sock.sk_storage_get(ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-	if (!st)
+	if (action == TRP_REFUSE) {
+		if (mapped) {
+			ctx->user_ip6[3] = trp_htonl(0x7f000001);
+		} else {
+			ctx->user_ip6[0] = 0;
+			ctx->user_ip6[1] = 0;
+			ctx->user_ip6[2] = 0;
+			ctx->user_ip6[3] = trp_htonl(1);
+		}
+		ctx->user_port = trp_htons(cfg->refuse_port);
 		return 1;
-	st->orig.cgroup_id = run_id;
-	st->orig.addr[0] = a0;
-	st->orig.addr[1] = a1;
-	st->orig.addr[2] = a2;
-	st->orig.addr[3] = a3;
-	st->orig.port = port;
-	st->orig.family = TRP_AF_INET6;
+	}
+	if (action == TRP_DENY ||
+	    !trp_remember(ctx, dst.cgroup_id, a0, a1, a2, a3, dst.port, TRP_AF_INET6))
+		return 0;
 	if (mapped) {
 		ctx->user_ip6[3] = cfg->proxy_ip4;
 	} else {
@@ -160,30 +244,57 @@ int trp_connect6(struct bpf_sock_addr *ctx)
 	return 1;
 }
 
-/* TCP_CONNECT_CB: publish the original destination under the tuple the proxy will accept. */
+/* The 4-tuple under which the proxy will accept a redirected connection. */
+static __always_inline void trp_tuple(struct bpf_sock_ops *skops, struct trp_sock_state *st,
+				      struct trp_tuple_key *key)
+{
+	/* A v4-mapped connection is IPv4 on the wire: the proxy's IPv4 listener accepts it. */
+	if (skops->family == TRP_AF_INET ||
+	    (st->orig.addr[0] == 0 && st->orig.addr[1] == 0 && st->orig.addr[2] == trp_htonl(0xffff))) {
+		key->family = TRP_AF_INET;
+		key->saddr[0] = skops->local_ip4;
+		key->daddr[0] = skops->remote_ip4;
+	} else {
+		key->family = TRP_AF_INET6;
+		/* volatile: the verifier allows only 4-byte loads here, and clang would
+		 * otherwise merge neighbouring words into one 8-byte load. */
+		key->saddr[0] = *(volatile __u32 *)&skops->local_ip6[0];
+		key->saddr[1] = *(volatile __u32 *)&skops->local_ip6[1];
+		key->saddr[2] = *(volatile __u32 *)&skops->local_ip6[2];
+		key->saddr[3] = *(volatile __u32 *)&skops->local_ip6[3];
+		key->daddr[0] = *(volatile __u32 *)&skops->remote_ip6[0];
+		key->daddr[1] = *(volatile __u32 *)&skops->remote_ip6[1];
+		key->daddr[2] = *(volatile __u32 *)&skops->remote_ip6[2];
+		key->daddr[3] = *(volatile __u32 *)&skops->remote_ip6[3];
+	}
+	key->sport = (__u16)skops->local_port;            /* host byte order */
+	key->dport = (__u16)trp_ntohl(skops->remote_port); /* network order, in the high half */
+}
+
+/* TCP_CONNECT_CB: publish the original destination under the 4-tuple the proxy will
+ * accept, and watch the socket's state to take it back if the connection never comes up. */
 static __always_inline void trp_publish(struct bpf_sock_ops *skops, struct bpf_sock *sk)
 {
 	struct trp_sock_state *st = trp_sock.sk_storage_get(sk, 0, 0);
 	if (!st || st->orig.family == 0)
 		return;
 	struct trp_tuple_key key = {};
-	/* A v4-mapped connection is IPv4 on the wire: the proxy's IPv4 listener accepts it. */
-	if (skops->family == TRP_AF_INET ||
-	    (st->orig.addr[0] == 0 && st->orig.addr[1] == 0 && st->orig.addr[2] == trp_htonl(0xffff))) {
-		key.family = TRP_AF_INET;
-		key.saddr[0] = skops->local_ip4;
-	} else {
-		key.family = TRP_AF_INET6;
-		/* volatile: the verifier allows only 4-byte loads here, and clang would
-		 * otherwise merge neighbouring words into one 8-byte load. */
-		key.saddr[0] = *(volatile __u32 *)&skops->local_ip6[0];
-		key.saddr[1] = *(volatile __u32 *)&skops->local_ip6[1];
-		key.saddr[2] = *(volatile __u32 *)&skops->local_ip6[2];
-		key.saddr[3] = *(volatile __u32 *)&skops->local_ip6[3];
-	}
-	key.sport = (__u16)skops->local_port;            /* host byte order */
-	key.dport = (__u16)trp_ntohl(skops->remote_port); /* network order, in the high half */
+	trp_tuple(skops, st, &key);
 	trp_orig.update(&key, &st->orig);
+	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
+}
+
+/* STATE_CB SYN_SENT -> CLOSE: refused, timed out or closed while connecting; the proxy
+ * will never accept it. (An established connection stays: the proxy may accept it after
+ * the client has closed, from its accept queue, and takes the entry then.) */
+static __always_inline void trp_unpublish(struct bpf_sock_ops *skops, struct bpf_sock *sk)
+{
+	struct trp_sock_state *st = trp_sock.sk_storage_get(sk, 0, 0);
+	if (!st || st->orig.family == 0)
+		return;
+	struct trp_tuple_key key = {};
+	trp_tuple(skops, st, &key);
+	trp_orig.delete(&key);
 }
 
 /* TCP_LISTEN_CB: count the port as one the run listens on, and watch the socket's close. */
@@ -245,8 +356,11 @@ int trp_sockops(struct bpf_sock_ops *skops)
 		trp_listen_start(skops, sk);
 		break;
 	case BPF_SOCK_OPS_STATE_CB: /* args[0] = old state, args[1] = new state */
-		if (skops->args[1] == BPF_TCP_CLOSE)
+		if (skops->args[1] == BPF_TCP_CLOSE) {
+			if (skops->args[0] == BPF_TCP_SYN_SENT)
+				trp_unpublish(skops, sk);
 			trp_listen_stop(sk);
+		}
 		break;
 	}
 	return 1;

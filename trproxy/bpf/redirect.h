@@ -2,12 +2,14 @@
 /*
  * Every struct and constant shared between redirect.bpf.c and user space.
  *
- * trproxy/bpf/loader.py mirrors the structs with ctypes; tests/bpf/test_layout.py compares
+ * trproxy/bpf/loader.py mirrors the structs with ctypes; tests/bpf/test_loader.py compares
  * that mirror with the layout clang gives this file, so change both together.
  *
  * Conventions: IP addresses are in network byte order, exactly as the kernel hands them
  * to sock_addr/sock_ops programs (IPv4 in addr[0], the rest zero). Ports are in HOST byte
  * order. Every struct is padded explicitly so that user space sees no hidden holes.
+ * trp_config's first two members (owner_start, owner_pid) never move: cleanup reads them
+ * from the maps of every pinned version, whatever its other layouts.
  */
 #ifndef TRPROXY_REDIRECT_H
 #define TRPROXY_REDIRECT_H
@@ -20,13 +22,16 @@
 #define TRP_MAX_CGROUP_DEPTH 16
 
 /* trp_config.flags */
-#define TRP_FLAG_SHADOW 1 /* rewrite bind(X) to bind(trp_shadow[X]) */
+#define TRP_FLAG_SHADOW 1      /* rewrite bind(X) to bind(trp_shadow[X]) */
+#define TRP_FLAG_CHECK_OWNER 2 /* fail every connect once the owner's marker socket is gone */
+#define TRP_FLAG_ALLOW_ONLY 4  /* refuse redirected connects to destinations trp_dst lacks */
 
 /* Map sizes (max_entries). */
 #define TRP_MAX_RUNS 4096
 #define TRP_MAX_LISTEN 16384
 #define TRP_MAX_SHADOW 4096
 #define TRP_MAX_CONNS 65536
+#define TRP_MAX_DSTS 16384
 
 /* trp_config: key = __u64 cgroup id of a run (the inode number of its cgroup directory). */
 struct trp_config {
@@ -36,7 +41,9 @@ struct trp_config {
 	__u32 proxy_ip6[4]; /* where IPv6 connections go */
 	__u16 proxy_port;  /* the proxy listens on proxy_ip4:port and [proxy_ip6]:port */
 	__u16 flags;       /* TRP_FLAG_* */
-	__u32 _pad;
+	__u16 alive_port;  /* the owner's marker: a UDP socket on 127.0.0.1:alive_port */
+	__u16 refuse_port; /* a TCP port the owner holds bound on 127.0.0.1 and ::1, never
+			    * listening: a connect sent there fails with ECONNREFUSED */
 };
 
 /* Key of trp_listen and trp_shadow: a port of one run. */
@@ -56,9 +63,10 @@ struct trp_listen {
 
 /* trp_shadow value: __u32 shadow port (bind(key.port) becomes bind(value)). */
 
-/* Key of trp_orig: the redirected connection as the proxy sees it once accepted. */
+/* Key of trp_orig: the redirected connection's 4-tuple as the proxy sees it once accepted. */
 struct trp_tuple_key {
 	__u32 saddr[4];    /* client address (the accepted socket's peer) */
+	__u32 daddr[4];    /* proxy address (the accepted socket's local address) */
 	__u16 sport;       /* client port */
 	__u16 dport;       /* proxy port */
 	__u8 family;       /* TRP_AF_INET (also v4-mapped) or TRP_AF_INET6: the wire family */
@@ -74,6 +82,23 @@ struct trp_orig_dst {
 	__u8 _pad[5];
 };
 
+/* Key of trp_dst (value: __u32 TRP_DST_*) and trp_refused (value: __u64 refusals): a
+ * destination of one run. In trp_refused it is the address as dialed (a v4-mapped address
+ * as plain IPv4); in trp_dst every loopback address (127.0.0.0/8, ::1, ::ffff:127.0.0.0/104)
+ * is the one key {family TRP_DST_LOOPBACK, addr 0}, as the store treats loopback as one
+ * place (clients dial localhost as 127.0.0.1 or ::1). */
+struct trp_dst_key {
+	__u64 cgroup_id;
+	__u32 addr[4];
+	__u16 port;
+	__u8 family;       /* TRP_AF_INET, TRP_AF_INET6 or TRP_DST_LOOPBACK */
+	__u8 _pad[5];
+};
+
+#define TRP_DST_LOOPBACK 1
+#define TRP_DST_ALLOW 1
+#define TRP_DST_REFUSE 2
+
 /* Per-socket state (BPF_MAP_TYPE_SK_STORAGE, freed with the socket). */
 struct trp_sock_state {
 	struct trp_orig_dst orig;  /* set by connect4/6 when redirected */
@@ -81,6 +106,7 @@ struct trp_sock_state {
 	__u16 listen_port;         /* its key port in trp_listen */
 	__u16 requested_port;      /* bind() port before a shadow rewrite; 0 = not shadowed */
 	__u32 _pad;
+	__u64 alive_run;           /* set by the owner on its marker socket: the run's cgroup id */
 };
 
 #endif /* TRPROXY_REDIRECT_H */

@@ -32,6 +32,7 @@ LINK_CREATE = 28
 LINK_GET_FD_BY_ID = 30
 LINK_GET_NEXT_ID = 31
 LINK_DETACH = 34
+MAP_LOOKUP_AND_DELETE_ELEM = 21
 
 # enum bpf_attach_type (the ones trproxy attaches)
 CGROUP_SOCK_OPS = 3
@@ -45,8 +46,9 @@ CGROUP_INET6_GETPEERNAME = 30
 LINK_TYPE_CGROUP = 3  # enum bpf_link_type
 BPF_ANY = 0
 
-# What a map key or value can be: a mirror of a struct in redirect.h, or a plain integer.
-Buf = ctypes.Structure | ctypes.c_uint32 | ctypes.c_uint64
+# What a map key or value can be: a mirror of a struct in redirect.h, a plain integer (a
+# socket fd is the key of an sk_storage map), or raw bytes.
+Buf = ctypes.Structure | ctypes.c_uint32 | ctypes.c_uint64 | ctypes.c_int32 | ctypes.Array[ctypes.c_char]
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
@@ -109,6 +111,20 @@ class LinkInfo(ctypes.Structure):
     ]
 
 
+class MapInfo(ctypes.Structure):
+    """The head of struct bpf_map_info."""
+
+    _fields_ = [
+        ("type", ctypes.c_uint32),
+        ("id", ctypes.c_uint32),
+        ("key_size", ctypes.c_uint32),
+        ("value_size", ctypes.c_uint32),
+        ("max_entries", ctypes.c_uint32),
+        ("map_flags", ctypes.c_uint32),
+        ("name", ctypes.c_char * 16),
+    ]
+
+
 class ProgInfo(ctypes.Structure):
     """The head of struct bpf_prog_info, up to the program name."""
 
@@ -154,6 +170,18 @@ def map_lookup(fd: int, key: Buf, value: Buf) -> bool:
     """Fill ``value``; False when the key is absent."""
     try:
         _bpf(MAP_LOOKUP_ELEM, _MapElemAttr(map_fd=fd, key=_addr(key), value=_addr(value)))
+    except OSError as e:
+        if e.errno == errno.ENOENT:
+            return False
+        raise
+    return True
+
+
+def map_lookup_and_delete(fd: int, key: Buf, value: Buf) -> bool:
+    """Fill ``value`` and delete the element in one step (hash maps: Linux 5.14+); False
+    when the key is absent."""
+    try:
+        _bpf(MAP_LOOKUP_AND_DELETE_ELEM, _MapElemAttr(map_fd=fd, key=_addr(key), value=_addr(value)))
     except OSError as e:
         if e.errno == errno.ENOENT:
             return False

@@ -50,6 +50,7 @@ class RunContext:
     connect_timeout: float = 10.0
     current_test: str | None = None  # replay: the test being run (its mocks come first)
     open_tests: set[str] = field(default_factory=set)  # record: inbound requests in progress
+    windows: set[str] = field(default_factory=set)  # test windows a test runner reports (control.py)
     recorded: Counter = field(default_factory=Counter)
     served_count: Counter = field(default_factory=Counter)
     misses: list[dict[str, Any]] = field(default_factory=list)
@@ -58,6 +59,7 @@ class RunContext:
     connections: int = 0
     tests_recorded: int = 0
     tls: TlsSettings | None = None  # intercept TLS (record/replay); None: leave it alone
+    vault: Any = None  # the run's named secrets (protocols/secrets.SecretVault), if any
     last_order: int = 0  # the run-wide number of the last request that started (record)
     captures: dict[bytes, Any] = field(default_factory=dict)  # record: Capture by identity
     _ledger: Ledger | None = None
@@ -93,9 +95,23 @@ class RunContext:
         self.recorded[exchange.protocol] += 1
         log.debug("recorded %s %s: %s", exchange.protocol, exchange.destination, exchange.summary)
 
+    def set_windows(self, windows: set[str], opened: str | None = None) -> None:
+        """The test windows open now, as the test runner reports them (``control.py``):
+        record tags what starts inside them, replay serves each its own recordings."""
+        self.open_tests.difference_update(self.windows)
+        self.open_tests.update(windows)
+        self.windows = set(windows)
+        self.pool.scope(self.windows, opened)
+
     def served(self, protocol: str, destination: str, exchange: Exchange) -> None:
         self.served_count[protocol] += 1
         log.debug("served %s %s: %s", protocol, destination, exchange.summary)
+
+    @property
+    def test(self) -> str | None:
+        """The test a miss or an answer out of order belongs to: the inbound test being
+        replayed, else the windows a test runner reports open (``control.py``)."""
+        return self.current_test or ", ".join(sorted(self.windows)) or None
 
     def missed(self, entry: dict[str, Any], request: Any = None) -> None:
         """A miss for the report: protocol, destination, request, reason, nearest, test.
@@ -167,7 +183,8 @@ class RunContext:
             lines.append(f"served {_counts(self.served_count) or '0'} from {len(self.pool)} mocks")
         lines.append(f"{len(self.misses)} misses" + (":" if self.misses else ""))
         for miss in self.misses[:10]:
-            lines.append(f"  - {miss['protocol']} {miss['destination']}: {miss['request']}: {miss['reason']}")
+            test = f"[{miss['test']}] " if miss["test"] else ""
+            lines.append(f"  - {test}{miss['protocol']} {miss['destination']}: {miss['request']}: {miss['reason']}")
         if len(self.misses) > 10:
             lines.append(f"  ... {len(self.misses) - 10} more in the report")
         unused = self.unused()
@@ -194,6 +211,7 @@ class RunContext:
             "recorded": dict(self.recorded),
             "served": dict(self.served_count),
             "misses": self.misses,
+            "misses_per_test": dict(Counter(m["test"] for m in self.misses if m["test"])),
             "unused": self.unused(),
             "out_of_order": self.out_of_order,
             "problems": self.problems,

@@ -289,7 +289,7 @@ class Session:
             commands.append(OutOfOrder({
                 "protocol": self.dialect.name, "destination": self.destination,
                 "request": lookup.summary, "recorded": describe(served.exchange),
-                "skipped": [describe(e) for e in skipped], "test": ctx.current_test},
+                "skipped": [describe(e) for e in skipped], "test": ctx.test},
                 lookup.summary))
         lookup.context.repeat = served.repeat
         self._answer(lookup, exchange, served.repeat, now, commands)
@@ -352,7 +352,7 @@ class Session:
             request = summary or lookup.summary
             entry = {"protocol": self.dialect.name, "destination": self.destination,
                      "request": request, "reason": reason,
-                     "nearest": list(nearest or []), "test": self.ctx.current_test}
+                     "nearest": list(nearest or []), "test": self.ctx.test}
             commands.append(Miss(entry, request, reason, lookup.request))
         if not lookup.expects_reply:
             return None

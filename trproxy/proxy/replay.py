@@ -121,7 +121,7 @@ def refuse(ctx: RunContext, writer: Any, destination: str) -> None:
     if not ctx.pool.refused(destination):
         ctx.missed({"protocol": "tcp", "destination": destination, "request": "connect",
                     "reason": "nothing was recorded for this destination: connection refused",
-                    "nearest": [], "test": ctx.current_test})
+                    "nearest": [], "test": ctx.test})
     reset(writer)
 
 

@@ -3,26 +3,33 @@
 Order matters: the proxy listens before the redirect exists (no connection can land
 nowhere); the child is moved into the cgroup before it execs (every descendant is
 covered); on the way out, whatever happened (exit, Ctrl-C, SIGTERM, an error), the
-redirect is removed, the recording published and the summary printed.
+redirect is removed, the recording published and the summary printed. If trproxy itself
+dies (SIGKILL, OOM) the child is killed with it (PR_SET_PDEATHSIG) and whatever else runs
+in the cgroup can reach nothing (see trproxy.redirect).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
 import signal
 import sys
+import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..apptest.noise import write_default_config
+from ..apptest.secretfile import use_secrets
 from ..protocols.registry import dialects, match_key
 from ..redirect.errors import RedirectError
 from ..store import (
     DirBlobStore,
+    Exchange,
     MockPool,
     MockWriter,
     load_mocks,
@@ -31,10 +38,15 @@ from ..store import (
     test_set_dir,
 )
 from ..store.config import configure_protocols
-from ..store.errors import FormatError
-from ..store.recording import MOCKS, DocumentWriter
+from ..store.errors import FormatError, StoreError
+from ..store.recording import MOCKS, REPORTS, DocumentWriter, has_mocks
 from .context import Mode, RunContext, format_destination
+from .control import ENV as CONTROL_ENV
+from .control import start as start_control
 from .server import Proxy
+
+if TYPE_CHECKING:
+    from ..redirect import Redirector  # bcc: imported at run time only when redirecting
 
 log = logging.getLogger("trproxy")
 
@@ -66,17 +78,21 @@ def resolve_mode(opts: RunOptions) -> tuple[Mode, Path]:
     newest = test_set_dir(opts.root, opts.test_set)
     mode = opts.mode
     if mode is Mode.AUTO:
-        mode = Mode.REPLAY if (newest / MOCKS).exists() else Mode.RECORD
+        mode = Mode.REPLAY if has_mocks(newest) else Mode.RECORD
         return mode, newest
     if mode is Mode.RECORD:
-        return mode, opts.root / opts.test_set if opts.test_set else next_test_set(opts.root)
-    if mode is Mode.REPLAY and not (newest / MOCKS).exists():
+        return mode, newest if opts.test_set else next_test_set(opts.root)
+    if mode is Mode.REPLAY and not has_mocks(newest):
         raise RunError(f"nothing to replay: {newest / MOCKS} does not exist (record first)")
     return mode, newest
 
 
 def build_context(mode: Mode, test_set: Path, opts: RunOptions | None = None) -> RunContext:
     ctx = RunContext(mode)
+    mocks: list[Exchange] = []  # loaded first: a recording that cannot be read stops the run here
+    if mode in (Mode.REPLAY, Mode.NEW_EPISODES) and has_mocks(test_set):
+        mocks = load_mocks(test_set)
+        ctx.pool = MockPool.build(mocks, match_key)
     if opts is not None and opts.tls and mode is not Mode.PASSTHROUGH:
         from ..tls.ca import (  # mitmproxy/cryptography: only when needed
             CertificateAuthority,
@@ -88,13 +104,10 @@ def build_context(mode: Mode, test_set: Path, opts: RunOptions | None = None) ->
         opts.env = {**ca_env(ctx.tls.ca), **opts.env}
     if mode is not Mode.PASSTHROUGH:
         ctx.blobs = DirBlobStore(test_set)
-    if mode in (Mode.REPLAY, Mode.NEW_EPISODES) and (test_set / MOCKS).exists():
-        ctx.pool = MockPool.build(load_mocks(test_set), match_key)
     if mode is Mode.RECORD:
         ctx.writer = MockWriter(test_set / MOCKS)
     elif mode is Mode.NEW_EPISODES:
-        old = [e.to_doc() for e in load_mocks(test_set)] if (test_set / MOCKS).exists() else []
-        ctx.writer = MockWriter(test_set / MOCKS, header=old)
+        ctx.writer = MockWriter(test_set / MOCKS, header=[e.to_doc() for e in mocks])
     return ctx
 
 
@@ -102,12 +115,18 @@ async def _run(opts: RunOptions, ctx: RunContext, test_set: Path) -> int:
     proxy = Proxy(ctx)
     redirector = None
     inbound = None
+    control = None
     try:
+        if ctx.mode is not Mode.PASSTHROUGH and not opts.cgroup:  # test runners in the child
+            if (control := await start_control(ctx)) is not None:
+                opts.env = {**opts.env, CONTROL_ENV: control.address}
         for listen, upstream in opts.forwards:
             await proxy.listen_forward(listen, upstream)
         shadows: dict[int, int] = {}
         if opts.app_ports and ctx.mode is Mode.RECORD:
-            inbound, shadows = await _capture_inbound(opts, ctx, test_set)
+            from ..apptest.capture import start_capture
+
+            inbound, shadows = await start_capture(opts.root, opts.app_ports, ctx, test_set, ctx.vault)
         if opts.redirect:
             from ..redirect import Redirector  # bcc is imported only when needed
 
@@ -125,28 +144,28 @@ async def _run(opts: RunOptions, ctx: RunContext, test_set: Path) -> int:
     finally:
         if inbound is not None:
             inbound.close()
+        if control is not None:
+            await control.close()
         if redirector is not None:
             _report_refused(redirector, ctx)
             redirector.close()
         await proxy.close()
 
 
-def _fence(redirector, ctx: RunContext) -> None:  # type: ignore[no-untyped-def]
+def _fence(redirector: Redirector, ctx: RunContext) -> None:
     """Replay: connects to destinations refused when recording are refused again, and so
-    are connects to destinations with no recording at all (reported at the end).
-
-    TODO(redirect-failclosed): ``Redirector.refuse/allow_only/refused`` come with that
-    branch; until it is merged into main they may be missing, and the proxy refuses by
-    resetting such connections once accepted (``replay.refuse``)."""
-    if ctx.mode is not Mode.REPLAY or not hasattr(redirector, "allow_only"):
+    are connects to destinations with no recording at all (reported at the end), by the
+    redirect at connect (ECONNREFUSED). Without the redirect (``--forward``) the proxy
+    refuses by resetting such connections once accepted (``replay.refuse``)."""
+    if ctx.mode is not Mode.REPLAY:
         return
     redirector.refuse([_address(d) for d in ctx.pool.refused_destinations()])
     redirector.allow_only([_address(d) for d in ctx.pool.destinations()])
 
 
-def _report_refused(redirector, ctx: RunContext) -> None:  # type: ignore[no-untyped-def]
+def _report_refused(redirector: Redirector, ctx: RunContext) -> None:
     """Connects the redirect refused that the recording did not refuse: misses."""
-    if ctx.mode is not Mode.REPLAY or not hasattr(redirector, "refused"):
+    if ctx.mode is not Mode.REPLAY:
         return
     with contextlib.suppress(Exception):
         for (ip, port), count in redirector.refused().items():
@@ -154,7 +173,7 @@ def _report_refused(redirector, ctx: RunContext) -> None:  # type: ignore[no-unt
             if not ctx.pool.refused(destination):
                 ctx.missed({"protocol": "tcp", "destination": destination, "request": "connect",
                             "reason": f"nothing was recorded for this destination: {count} "
-                            "connection(s) refused", "nearest": [], "test": ctx.current_test})
+                            "connection(s) refused", "nearest": [], "test": ctx.test})
 
 
 def _address(destination: str) -> tuple[str, int]:
@@ -162,36 +181,6 @@ def _address(destination: str) -> tuple[str, int]:
     host, _, port = destination.rpartition(":")
     host = host.strip("[]")
     return ("127.0.0.1" if host == "loopback" else host), int(port)
-
-
-async def _capture_inbound(opts: RunOptions, ctx: RunContext, test_set: Path):
-    """Listen on the app's ports (the app is moved to shadow ports); calls become tests."""
-    from ..apptest.capture import InboundCapture
-    from ..apptest.noise import load_config, write_default_config
-    from ..apptest.testcase import record_test
-
-    write_default_config(opts.root)
-    noise = load_config(opts.root)
-    test_set.mkdir(parents=True, exist_ok=True)
-
-    def on_test(name: str, interaction, started: str, port: int) -> None:
-        if interaction.responses:
-            record_test(test_set, name, interaction.request, interaction.responses[-1], started, port, noise)
-            ctx.tests_recorded += 1
-
-    inbound = InboundCapture(ctx, on_test)
-    shadows = {port: free_port() for port in opts.app_ports}
-    for port, shadow in shadows.items():
-        await inbound.listen(port, shadow)
-    return inbound, shadows
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def _wait_for_signal() -> int:
@@ -205,32 +194,71 @@ async def _wait_for_signal() -> int:
     return 0
 
 
+_libc = ctypes.CDLL(None, use_errno=True)
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def dies_with_us(enter=None):
+    """A ``preexec_fn`` for the app: SIGKILL it when trproxy dies (PR_SET_PDEATHSIG), then
+    ``enter`` (the redirect's cgroup).
+
+    PR_SET_PDEATHSIG fires when the *thread* that forked the child ends, not the process
+    (prctl(2)): spawn from a thread that lives as long as the run. asyncio spawns from its
+    loop thread, and trproxy runs its loop in the main thread (``_run_child`` checks).
+    """
+    parent = os.getpid()
+
+    def preexec() -> None:
+        if _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            os._exit(126)
+        if os.getppid() != parent:  # trproxy died before the prctl: nobody to die with
+            os._exit(126)
+        if enter is not None:
+            enter()
+
+    return preexec
+
+
+_FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+
+
 async def _run_child(opts: RunOptions, enter) -> int:
     loop = asyncio.get_running_loop()
     env = dict(os.environ, **opts.env)
-    try:
-        child = await asyncio.create_subprocess_exec(*opts.command, env=env, preexec_fn=enter)
-    except FileNotFoundError:
-        print(f"trproxy: command not found: {opts.command[0]}", file=sys.stderr)
-        return 127
-    except PermissionError:
-        print(f"trproxy: permission denied: {opts.command[0]}", file=sys.stderr)
-        return 126
+    if threading.current_thread() is not threading.main_thread():
+        raise RuntimeError("trproxy spawns the app from the main thread (PR_SET_PDEATHSIG)")
     interactive = sys.stdin is not None and sys.stdin.isatty()
+    child: asyncio.subprocess.Process | None = None
+    early: list[signal.Signals] = []  # arrived while the child was being started
 
     def forward(sig: signal.Signals) -> None:
         # Ctrl-C on a terminal reaches the child already (same process group)
         if sig is signal.SIGINT and interactive:
             return
+        if child is None:
+            early.append(sig)
+            return
         with contextlib.suppress(ProcessLookupError):
             child.send_signal(sig)
 
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+    # Installed before the child exists: once it runs, a signal to trproxy reaches it.
+    for sig in _FORWARDED:
         loop.add_signal_handler(sig, forward, sig)
     try:
+        try:
+            child = await asyncio.create_subprocess_exec(*opts.command, env=env,
+                                                         preexec_fn=dies_with_us(enter))
+        except FileNotFoundError:
+            print(f"trproxy: command not found: {opts.command[0]}", file=sys.stderr)
+            return 127
+        except PermissionError:
+            print(f"trproxy: permission denied: {opts.command[0]}", file=sys.stderr)
+            return 126
+        for sig in early:
+            forward(sig)
         status = await child.wait()
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+        for sig in _FORWARDED:
             loop.remove_signal_handler(sig)
     return 128 - status if status < 0 else status
 
@@ -251,9 +279,13 @@ def run(opts: RunOptions) -> int:
         write_default_config(opts.root)  # a commented template to edit (never overwritten)
     try:
         configure_protocols(opts.root)
+        vault = None
+        if mode is not Mode.PASSTHROUGH:  # named secrets; recording saves their values aside
+            vault = use_secrets(opts.root, record=mode in (Mode.RECORD, Mode.NEW_EPISODES))
     except FormatError as exc:
         raise RunError(str(exc)) from exc
     ctx = build_context(mode, test_set, opts)
+    ctx.vault = vault
     if mode in (Mode.RECORD, Mode.NEW_EPISODES):
         dialects()  # imported now, not while timing the first request (metadata.wait_ms)
     if mode is not opts.mode:
@@ -284,8 +316,12 @@ def run(opts: RunOptions) -> int:
 
 def _write_report(root: Path, ctx: RunContext, test_set: Path, status: int | None) -> None:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    writer = DocumentWriter(root / "reports" / f"run-{stamp}-{ctx.mode.value}.yaml",
-                            header=[ctx.report(test_set, status)])
-    path = writer.close()
+    try:
+        writer = DocumentWriter(root / REPORTS / f"run-{stamp}-{ctx.mode.value}.yaml",
+                                header=[ctx.report(test_set, status)], root=root)
+        path = writer.close()
+    except (StoreError, OSError) as exc:  # the run's own status still counts
+        log.warning("could not write the run's report: %s", exc)
+        return
     if ctx.misses:
         print(f"trproxy: report with the misses and their nearest recordings: {path}", file=sys.stderr)

@@ -2,7 +2,8 @@
 
 The redirect listener serves 127.0.0.1 and ::1 on one port (the eBPF program sends
 IPv4 connections to the first and IPv6 to the second); each accepted connection's
-original destination comes from the redirector. Forward listeners (``--forward``,
+original destination comes from the redirector, which knows only connections the app's
+cgroup made (anything else that connects to the port is reset). Forward listeners (``--forward``,
 the fallback where eBPF is unavailable) have a fixed destination each.
 """
 
@@ -22,7 +23,7 @@ from .replay import replay
 
 log = logging.getLogger("trproxy")
 BACKLOG = 4096  # apps open pools of connections at once; a short queue drops them
-Resolver = Callable[[tuple], "tuple[str, int] | None"]
+Resolver = Callable[[tuple, tuple], "tuple[str, int] | None"]  # (peername, sockname)
 
 
 def parse_hostport(text: str) -> tuple[str, int]:
@@ -77,9 +78,11 @@ class Proxy:
                      fixed: tuple[str, int] | None) -> None:
         self.ctx.connections += 1
         peer = writer.get_extra_info("peername")
-        dest = fixed or (self.resolver(peer) if self.resolver else None)
+        dest = fixed
+        if dest is None and self.resolver is not None:
+            dest = self.resolver(peer, writer.get_extra_info("sockname"))
         if dest is None:
-            log.warning("no original destination for connection from %s; closing", peer)
+            log.warning("connection from %s was not redirected from the app's cgroup: reset", peer)
             reset(writer)
             return
         host, port = dest

@@ -4,16 +4,22 @@ Public API::
 
     r = Redirector.create(proxy_port)            # new cgroup, redirect attached
     subprocess.Popen(cmd, preexec_fn=r.enter)    # the child and all its descendants
-    r.original_destination(peer)                 # in the proxy, per accepted connection
+    r.original_destination(peer, sockname)       # in the proxy, once per accepted connection
+    r.refuse([(ip, port)]); r.allow_only([...])  # those connects fail: ECONNREFUSED
+    r.refused()                                  # {(ip, port): refused connects}
     r.close()
 
     Redirector.attach(cgroup_path_or_container_id, proxy_port)
     cleanup_leftovers()  # what dead runs left behind (create() does it too)
     doctor()             # [Check(name, ok, detail, fix)]
 
+A run fails closed: if its owner dies, every TCP connect of the run fails until the run's
+processes are gone and a later cleanup removes it (see redirector.py).
+
 Setup, teardown and cleanup raise RedirectError (saying what to do); ``enter`` raises
 OSError in the child (subprocess reports it), ``original_destination`` never raises for
-a well-formed peer.
+well-formed addresses; ``refuse``/``allow_only`` raise RedirectError for a destination
+that is not an IP address and port.
 """
 
 from trproxy.redirect.checks import Check, doctor

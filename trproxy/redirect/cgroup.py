@@ -3,9 +3,11 @@ an existing cgroup (path or Docker container id), and tell whether a run's owner
 
 Invariants:
 - The cgroup2 mount is read from /proc/self/mounts, never assumed.
-- trproxy's own cgroups are ``<mount>/trproxy/run-<pid>-<start>-<n>``: <pid> and <start>
+- trproxy's own cgroups are ``<mount>/trproxy/v2/run-<pid>-<start>-<n>``: <pid> and <start>
   (its /proc/<pid>/stat start time) name the owning process, so a leftover is recognised
-  even after the pid has been reused; <n> numbers the runs of one process.
+  even after the pid has been reused; <n> numbers the runs of one process. (``v2``: trproxy
+  before fail-closed runs cleaned up ``<mount>/trproxy/run-*`` by detaching and freeing
+  their processes; it must not do that to a run whose processes are to stay cut off.)
 - A cgroup id is the inode number of the cgroup directory (kernfs, Linux 5.5+), the value
   bpf_get_current_cgroup_id() returns.
 """
@@ -20,7 +22,7 @@ from pathlib import Path
 
 from trproxy.redirect.errors import RedirectError
 
-ROOT_NAME = "trproxy"
+ROOT_NAME = "trproxy/v2"
 RUN_RE = re.compile(r"^run-(\d+)-(\d+)-(\d+)$")
 _counter = itertools.count()
 
@@ -82,7 +84,7 @@ def cgroup_id(path: str | Path) -> int:
 def create_run(mount: Path) -> Path:
     """Create a fresh run cgroup owned by this process."""
     root = mount / ROOT_NAME
-    root.mkdir(exist_ok=True)
+    root.mkdir(parents=True, exist_ok=True)
     pid = os.getpid()
     start = proc_start_time(pid)
     while True:
@@ -99,6 +101,37 @@ def procs(path: Path) -> list[int]:
         return [int(x) for x in (path / "cgroup.procs").read_text().split()]
     except FileNotFoundError:
         return []
+
+
+def all_procs(path: Path) -> list[int]:
+    """Processes in a cgroup and its descendants (zombies are not listed: cgroup-v2.rst)."""
+    found = []
+    for dirpath, _, _ in os.walk(path):
+        found += procs(Path(dirpath))
+    return found
+
+
+def other_netns(path: Path) -> bool:
+    """Does a process in the cgroup live in another network namespace than this one?"""
+    own = os.stat("/proc/self/ns/net").st_ino
+    for pid in all_procs(path):
+        try:
+            if os.stat(f"/proc/{pid}/ns/net").st_ino != own:
+                return True
+        except OSError:
+            continue  # gone meanwhile
+    return False
+
+
+def find_by_id(mount: Path, cg_id: int) -> Path | None:
+    """The cgroup directory whose inode is ``cg_id`` (None when it is gone)."""
+    for dirpath, _, _ in os.walk(mount):
+        try:
+            if os.stat(dirpath).st_ino == cg_id:
+                return Path(dirpath)
+        except OSError:
+            continue
+    return None
 
 
 def move_procs(src: Path, dst: Path) -> int:

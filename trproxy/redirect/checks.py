@@ -87,12 +87,16 @@ def _headers() -> Check:
 def _bpffs() -> Check:
     found = loader.find_bpffs()
     if found:
-        return Check("bpffs", True, f"mounted at {found} (programs are compiled once and pinned)")
+        return Check(
+            "bpffs",
+            True,
+            f"mounted at {found} (programs are compiled once; runs are pinned to fail closed)",
+        )
     ok = os.path.isdir("/sys/fs/bpf")
     return Check(
         "bpffs",
         ok,
-        "not mounted; trproxy mounts it at /sys/fs/bpf on first use",
+        "not mounted; trproxy mounts it at /sys/fs/bpf on first use (needed: runs are pinned)",
         "" if ok else "mkdir -p /sys/fs/bpf && mount -t bpf bpf /sys/fs/bpf",
     )
 

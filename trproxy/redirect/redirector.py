@@ -1,31 +1,42 @@
 """The Redirector: one run's redirect of a cgroup's outbound TCP connections to a proxy.
 
 A run is a cgroup plus an entry in the shared trp_config map (keyed by the cgroup id) plus
-the programs' bpf_links on that cgroup. ``Redirector.create`` makes a new cgroup under
-``<cgroup2 mount>/trproxy/``; ``Redirector.attach`` uses an existing one (e.g. a Docker
-container's) and never removes it.
+the programs' bpf_links on that cgroup, pinned in bpffs. ``Redirector.create`` makes a new
+cgroup under ``<cgroup2 mount>/trproxy/v2/``; ``Redirector.attach`` uses an existing one
+(e.g. a Docker container's) and never removes it.
 
 Invariants:
 - Only the process that created a Redirector tears it down (``close`` in a forked child is
   a no-op), and ``close`` is idempotent; open Redirectors are closed at interpreter exit.
-- The links die with the owner process, so a killed owner stops redirecting at once; its
-  cgroup and map entries stay until ``cleanup_leftovers`` (called by every ``create``).
+- Fail closed: the links are pinned, so they outlive a killed owner, and every connect of
+  the run first checks that the owner's marker socket (a UDP socket on 127.0.0.1 that the
+  kernel closes when the owner dies) is still there; once it is gone every TCP connect of
+  the run fails with EPERM, except to ports the run itself listens on. The pins, config and
+  cgroup stay until ``cleanup_leftovers`` finds the run's processes all gone.
+- The check looks the marker up in the connecting process's network namespace: a run whose
+  processes live in another one (a container) has it off (``check_owner``); there a dead
+  owner's run still sends connections to the proxy's address, where nothing listens.
 - The proxy must listen on ``proxy_ipv4:proxy_port`` and ``[proxy_ipv6]:proxy_port`` (the
   same port), outside the run's cgroup: the programs never redirect the proxy's port.
+- The original destination of a connection is given out once, to the proxy's accept of
+  that very 4-tuple, and only if the run's programs recorded it.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import ipaddress
 import logging
 import os
 import socket
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 
 from trproxy.bpf import loader
 from trproxy.redirect import cgroup as cgroups
+from trproxy.redirect import cleanup
 from trproxy.redirect.errors import RedirectError
 
 log = logging.getLogger(__name__)
@@ -77,6 +88,7 @@ class Redirector:
         shadow_ports: dict[int, int] | None,
         proxy_ipv4: str,
         proxy_ipv6: str,
+        check_owner: bool,
     ) -> None:
         """Use ``create`` or ``attach``."""
         if not 0 < proxy_port < 65536:
@@ -87,11 +99,22 @@ class Redirector:
         self._owned = owned
         self._owner_pid = os.getpid()
         self._procs_file = os.fsencode(path / "cgroup.procs")
-        self._links: list[int] = []
+        self._links: dict[str, int] = {}
+        self._sockets: list[socket.socket] = []
         self._closed = False
         self._progs = load_programs()
         self._maps = self._progs.maps
-        self._install(shadow_ports or {}, proxy_ipv4, proxy_ipv6)
+        try:
+            owner = cleanup.live_owner(self.cgroup_id)
+        except OSError as e:
+            raise RedirectError(f"cannot read the redirect maps: {e}") from e
+        if owner is not None:
+            raise RedirectError(f"{self.cgroup_path} is already redirected by trproxy pid {owner}")
+        try:
+            self._install(shadow_ports or {}, proxy_ipv4, proxy_ipv6, check_owner)
+        except BaseException:
+            self._release()
+            raise
         with _open_lock:
             _open.add(self)
 
@@ -113,10 +136,8 @@ class Redirector:
         require_root()
         mount = cgroups.require_mount()
         load_programs()  # fail before creating anything
-        from trproxy.redirect.cleanup import cleanup_leftovers
-
         try:
-            for line in cleanup_leftovers():
+            for line in cleanup.cleanup_leftovers():
                 log.warning("cleaned up after an earlier run: %s", line)
         except RedirectError as e:  # a leftover must not block a new run
             log.warning("%s", e)
@@ -129,6 +150,7 @@ class Redirector:
                 shadow_ports=shadow_ports,
                 proxy_ipv4=proxy_ipv4,
                 proxy_ipv6=proxy_ipv6,
+                check_owner=True,
             )
         except BaseException:
             cgroups.remove(path)
@@ -143,12 +165,16 @@ class Redirector:
         shadow_ports: dict[int, int] | None = None,
         proxy_ipv4: str = "127.0.0.1",
         proxy_ipv6: str = "::1",
+        check_owner: bool | None = None,
     ) -> Redirector:
         """Redirect an existing cgroup: a path (absolute or relative to the cgroup2 mount)
         or a Docker container id. ``close`` detaches but leaves the cgroup alone.
 
         A container in its own network namespace cannot reach the host's loopback: pass
         ``proxy_ipv4``/``proxy_ipv6`` addresses it can reach, where the proxy listens.
+        ``check_owner`` (fail closed when trproxy dies, see the module docstring) needs the
+        cgroup's processes in trproxy's network namespace; None: on unless a process now in
+        the cgroup is in another one.
         """
         require_root()
         mount = cgroups.require_mount()
@@ -159,6 +185,14 @@ class Redirector:
                 f"trproxy itself runs in {path}: its own upstream connections would loop back "
                 "into the proxy; run trproxy outside that cgroup"
             )
+        if check_owner is None:
+            check_owner = not cgroups.other_netns(path)
+            if not check_owner:
+                log.warning(
+                    "%s runs in another network namespace: if trproxy dies, its connections "
+                    "still go to the proxy's address (refused while nothing listens there)",
+                    path,
+                )
         return cls(
             path,
             proxy_port,
@@ -166,14 +200,16 @@ class Redirector:
             shadow_ports=shadow_ports,
             proxy_ipv4=proxy_ipv4,
             proxy_ipv6=proxy_ipv6,
+            check_owner=check_owner,
         )
 
-    def _install(self, shadow_ports: dict[int, int], ip4: str, ip6: str) -> None:
-        existing = self._maps.config(self.cgroup_id)
-        if existing and cgroups.owner_alive(existing.owner_pid, existing.owner_start):
-            raise RedirectError(
-                f"{self.cgroup_path} is already redirected by trproxy pid {existing.owner_pid}"
-            )
+    def _install(
+        self,
+        shadow_ports: dict[int, int],
+        ip4: str,
+        ip6: str,
+        check_owner: bool,
+    ) -> None:
         cfg = loader.Config()
         cfg.owner_pid = self._owner_pid
         cfg.owner_start = cgroups.proc_start_time(self._owner_pid) or 0
@@ -183,8 +219,13 @@ class Redirector:
         except OSError as e:
             raise RedirectError(f"invalid proxy address {ip4!r} / {ip6!r}: {e}") from e
         cfg.proxy_port = self.proxy_port
-        cfg.flags = loader.FLAG_SHADOW if shadow_ports else 0
+        cfg.flags = (loader.FLAG_SHADOW if shadow_ports else 0) | (
+            loader.FLAG_CHECK_OWNER if check_owner else 0
+        )
         try:
+            cfg.alive_port = self._marker_socket()
+            cfg.refuse_port = self._refuse_sockets()
+            cleanup.forget_dead_run(self.cgroup_id)  # a dead trproxy's, on an attached cgroup
             for port, shadow in shadow_ports.items():
                 self._maps.set_shadow(self.cgroup_id, port, shadow)
             self._maps.set_config(self.cgroup_id, cfg)  # before attaching: no unknown-run window
@@ -193,9 +234,39 @@ class Redirector:
                 self._links = self._progs.attach(fd)
             finally:
                 os.close(fd)
+            loader.pin_links(self.cgroup_id, self._links)
         except OSError as e:
-            self._maps.forget_run(self.cgroup_id)
-            raise RedirectError(f"cannot attach the redirect to {self.cgroup_path}: {e}") from e
+            raise RedirectError(
+                f"cannot attach the redirect to {self.cgroup_path}: {e} (see `trproxy doctor`)"
+            ) from e
+
+    def _marker_socket(self) -> int:
+        """The owner's marker: a UDP socket on 127.0.0.1 marked with the run's id in
+        trp_sock; it closes when this process dies. Returns its port."""
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._sockets.append(s)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)  # it never reads anything
+        s.bind(("127.0.0.1", 0))
+        self._maps.mark_alive(s.fileno(), self.cgroup_id)
+        return int(s.getsockname()[1])
+
+    def _refuse_sockets(self) -> int:
+        """A TCP port held bound (never listening, no SO_REUSEADDR: nobody else can listen
+        there) on 127.0.0.1 and ::1; connects sent there get a reset: ECONNREFUSED."""
+        for _ in range(20):
+            s4 = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s4.bind(("127.0.0.1", 0))
+            port = int(s4.getsockname()[1])
+            s6 = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+            try:
+                s6.bind(("::1", port))
+            except OSError:
+                s4.close()
+                s6.close()
+                continue
+            self._sockets += [s4, s6]
+            return port
+        raise OSError("no port free on both 127.0.0.1 and ::1")
 
     def enter(self) -> None:
         """Move the calling process into the cgroup. Meant as ``preexec_fn``: runs between
@@ -209,28 +280,64 @@ class Redirector:
         finally:
             os.close(fd)
 
-    def original_destination(self, peer: tuple) -> tuple[str, int] | None:  # type: ignore[type-arg]
+    def original_destination(self, peer: tuple, local: tuple) -> tuple[str, int] | None:  # type: ignore[type-arg]
         """Where a connection accepted by the proxy was going, from the accepted socket's
-        peer address as asyncio gives it (``transport.get_extra_info("peername")``):
-        ``(host, port)`` with the host as the app wrote it (an IPv4-mapped IPv6 address is
-        returned as plain IPv4), or None if the connection was not redirected by this run's
-        programs to ``proxy_port``."""
-        host, port = peer[0], peer[1]
-        ip = ipaddress.ip_address(str(host).split("%", 1)[0])
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped  # a dual-stack listener shows IPv4 clients as ::ffff:a.b.c.d
+        addresses as asyncio gives them (``transport.get_extra_info("peername")`` and
+        ``("sockname")``): ``(host, port)`` with the host as the app wrote it (an
+        IPv4-mapped IPv6 address is returned as plain IPv4), or None if this run's
+        programs did not redirect this very connection from the run's cgroup (a connection
+        from elsewhere, or one that reuses the 4-tuple of a connection already taken).
+        Answers once per connection: the entry is removed."""
+        client, proxy = _ip(peer[0]), _ip(local[0])
+        if client.version != proxy.version:
+            return None
         key = loader.TupleKey()
-        key.family = loader.AF_INET if ip.version == 4 else loader.AF_INET6
-        key.saddr[: len(ip.packed)] = ip.packed
-        key.sport = port
-        key.dport = self.proxy_port
-        orig = self._maps.original(key)
-        if orig is None or orig.family == 0:
+        key.family = loader.AF_INET if client.version == 4 else loader.AF_INET6
+        key.saddr[: len(client.packed)] = client.packed
+        key.daddr[: len(proxy.packed)] = proxy.packed
+        key.sport = peer[1]
+        key.dport = local[1]
+        orig = self._maps.take_original(key)
+        if orig is None or orig.family == 0 or orig.cgroup_id != self.cgroup_id:
             return None
         if orig.family == loader.AF_INET:
             return str(ipaddress.IPv4Address(bytes(orig.addr[:4]))), orig.port
         dst = ipaddress.IPv6Address(bytes(orig.addr))
         return str(dst.ipv4_mapped or dst), orig.port
+
+    def refuse(self, destinations: Iterable[tuple[str, int]]) -> None:
+        """Connects of the run to these ``(ip, port)`` fail with ECONNREFUSED (they never
+        reach the proxy). Loopback addresses are one place: refusing 127.0.0.1:P refuses
+        ::1:P and every 127.x.y.z:P too."""
+        for key in [_dst_key(self.cgroup_id, ip, port) for ip, port in destinations]:
+            self._maps.set_dst_verdict(key, loader.DST_REFUSE)
+
+    def allow_only(self, destinations: Iterable[tuple[str, int]]) -> None:
+        """From now on a redirected connect whose destination is not among these (nor
+        among those of earlier calls) fails with ECONNREFUSED; ``refuse`` still wins.
+        Loopback addresses are one place, as in ``refuse``."""
+        for key in [_dst_key(self.cgroup_id, ip, port) for ip, port in destinations]:
+            if self._maps.dst_verdict(key) != loader.DST_REFUSE:
+                self._maps.set_dst_verdict(key, loader.DST_ALLOW)
+        cfg = self._maps.config(self.cgroup_id)
+        if cfg is None:
+            raise RedirectError(f"{self.cgroup_path} is no longer redirected")
+        if not cfg.flags & loader.FLAG_ALLOW_ONLY:
+            cfg.flags |= loader.FLAG_ALLOW_ONLY
+            self._maps.set_config(self.cgroup_id, cfg)
+
+    def refused(self) -> dict[tuple[str, int], int]:
+        """{(ip, port) as the app dialed it (v4-mapped as IPv4): connects refused}."""
+        out = {}
+        for key, count in self._maps.refusals(self.cgroup_id):
+            if key.family == loader.AF_INET:
+                ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.IPv4Address(
+                    bytes(key.addr[:4])
+                )
+            else:
+                ip = ipaddress.IPv6Address(bytes(key.addr))
+            out[(str(ip), int(key.port))] = count
+        return out
 
     def listening_ports(self) -> set[int]:
         """Ports that processes in the cgroup listen on (as they asked for them in bind(),
@@ -246,6 +353,27 @@ class Redirector:
         """The configured shadow map {X: S} of this run."""
         return self._maps.shadows(self.cgroup_id)
 
+    def _release(self) -> list[str]:
+        """Detach (pins and fds), forget the run's map entries, close the sockets;
+        returns what failed."""
+        errors = []
+        try:
+            loader.unpin_links(self.cgroup_id)
+        except OSError as e:
+            errors.append(f"link pins: {e}")
+        for fd in self._links.values():
+            os.close(fd)  # closing the last reference to a bpf_link detaches it
+        self._links = {}
+        try:
+            self._maps.forget_run(self.cgroup_id)
+        except OSError as e:
+            errors.append(f"map entries: {e}")
+        for s in self._sockets:
+            with contextlib.suppress(OSError):
+                s.close()
+        self._sockets = []
+        return errors
+
     def close(self) -> None:
         """Stop redirecting: detach, forget the run's map entries and, for a cgroup made by
         ``create``, move surviving processes to the parent and remove it. Idempotent."""
@@ -254,14 +382,7 @@ class Redirector:
         self._closed = True
         with _open_lock:
             _open.discard(self)
-        for fd in self._links:
-            os.close(fd)  # closing the last reference to a bpf_link detaches it
-        self._links = []
-        errors = []
-        try:
-            self._maps.forget_run(self.cgroup_id)
-        except OSError as e:
-            errors.append(f"map entries: {e}")
+        errors = self._release()
         if self._owned:
             try:
                 cgroups.remove(Path(self.cgroup_path))
@@ -279,6 +400,35 @@ class Redirector:
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
         return f"<Redirector {self.cgroup_path} -> port {self.proxy_port} ({state})>"
+
+
+def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """An address as asyncio reports it; a dual-stack listener shows IPv4 peers as
+    ::ffff:a.b.c.d, which is IPv4 on the wire."""
+    ip = ipaddress.ip_address(str(host).split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def _dst_key(cgroup_id: int, host: str, port: int) -> loader.DstKey:
+    """trp_dst's key of a destination: every loopback address is one key, as the store
+    treats loopback as one place (store/matcher.destination_key)."""
+    try:
+        ip = _ip(host)
+    except ValueError:
+        raise RedirectError(f"destination {host!r} is not an IP address") from None
+    if not 0 < port < 65536:
+        raise RedirectError(f"destination {host}:{port}: invalid port")
+    key = loader.DstKey()
+    key.cgroup_id = cgroup_id
+    key.port = port
+    if ip.is_loopback:
+        key.family = loader.DST_LOOPBACK
+    else:
+        key.family = loader.AF_INET if ip.version == 4 else loader.AF_INET6
+        key.addr[: len(ip.packed)] = ip.packed
+    return key
 
 
 @atexit.register

@@ -17,9 +17,13 @@ import itertools
 import logging
 import os
 import re
-from pathlib import Path
+import stat
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 from ..protocols.base import BlobUnavailable
+from . import safeio
+from .errors import StoreError
 
 log = logging.getLogger("trproxy")
 
@@ -33,13 +37,12 @@ class FileWriter:
 
     def __init__(self, store: DirBlobStore) -> None:
         self.store = store
-        self.path = store.dir / f".tmp-{os.getpid()}-{next(_numbers)}"
-        self.error: OSError | None = None
+        self.name = f".tmp-{os.getpid()}-{next(_numbers)}"
+        self.error: Exception | None = None
         self._fd: int | None = None
         try:
-            store.dir.mkdir(parents=True, exist_ok=True)
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except OSError as exc:
+            self._fd = store.bodies().create(self.name)
+        except (OSError, StoreError) as exc:
             self.error = exc
 
     def write(self, data: bytes) -> None:
@@ -61,14 +64,17 @@ class FileWriter:
         os.close(self._fd)
         self._fd = None
         self.store.writers.discard(self)
-        target = self.store.dir / sha256
+        bodies = self.store.bodies()
         try:
-            if target.exists():  # same content recorded before
-                self.path.unlink()
+            st = bodies.lstat(sha256)
+            if st is not None and stat.S_ISREG(st.st_mode):  # same content recorded before
+                bodies.unlink(self.name)
             else:
-                os.replace(self.path, target)
-        except OSError as exc:
+                bodies.replace(self.name, sha256)
+        except (OSError, StoreError) as exc:
             log.warning("could not store a body of the recording: %s", exc)
+            with contextlib.suppress(OSError):
+                bodies.unlink(self.name)
             return None
         return f"{BODIES}/{sha256}"
 
@@ -77,16 +83,16 @@ class FileWriter:
             os.close(self._fd)
             self._fd = None
         self.store.writers.discard(self)
-        with contextlib.suppress(OSError):
-            self.path.unlink()
+        with contextlib.suppress(OSError, StoreError):
+            self.store.bodies().unlink(self.name)
 
 
 class FileReader:
     """A stored payload, opened for streaming; ``size`` is the file's actual size."""
 
-    def __init__(self, path: Path) -> None:
-        self._file = path.open("rb")
-        self.size = os.fstat(self._file.fileno()).st_size
+    def __init__(self, file: BinaryIO) -> None:
+        self._file = file
+        self.size = os.fstat(file.fileno()).st_size
 
     def read(self, n: int) -> bytes:
         return self._file.read(n)
@@ -96,12 +102,19 @@ class FileReader:
 
 
 class DirBlobStore:
-    """The ``BlobStore`` of one test set directory."""
+    """The ``BlobStore`` of one test set directory (a direct child of the recording root)."""
 
     def __init__(self, test_set: Path) -> None:
         self.root = test_set
         self.dir = test_set / BODIES
         self.writers: set[FileWriter] = set()
+        self._bodies: safeio.Dir | None = None
+
+    def bodies(self) -> safeio.Dir:
+        """``bodies/``, made and opened on first use without following links."""
+        if self._bodies is None:
+            self._bodies = safeio.open_dir(self.dir, self.root.parent, create=True)
+        return self._bodies
 
     def create(self) -> FileWriter:
         writer = FileWriter(self)
@@ -110,13 +123,15 @@ class DirBlobStore:
 
     def open(self, ref: str) -> FileReader:
         """``ref`` is relative to the test set (a hand-edited recording may name any file
-        in it, e.g. ``bodies/big.json``); nothing outside the test set is read."""
-        root = self.root.resolve()
-        path = (root / ref).resolve()
-        if not path.is_relative_to(root):
+        in it, e.g. ``bodies/big.json``); only a regular file inside the recording is read
+        (a FIFO there would block the proxy: it is refused without being opened)."""
+        parts = PurePosixPath(ref).parts
+        if PurePosixPath(ref).is_absolute() or ".." in parts:
             raise BlobUnavailable(f"body file {ref!r} is outside the test set {self.root}")
         try:
-            return FileReader(path)
+            return FileReader(safeio.open_file(self.root / ref, self.root.parent))
+        except StoreError as exc:
+            raise BlobUnavailable(f"body file {ref!r}: {exc}") from exc
         except OSError as exc:
             raise BlobUnavailable(f"body file {ref} cannot be read: {exc.strerror or exc}") from exc
 
@@ -124,17 +139,25 @@ class DirBlobStore:
         """Drop payloads whose message never completed (the connection died mid-body)."""
         for writer in list(self.writers):
             writer.abort()
+        if self._bodies is not None:
+            self._bodies.close()
+            self._bodies = None
 
 
-def remove_stale(root: Path) -> list[str]:
+def remove_stale(test_set: safeio.Dir) -> list[str]:
     """Remove temporary body files of processes that are gone; what was removed, for the log."""
     from .recording import alive
 
+    try:
+        bodies = test_set.subdir(BODIES)
+    except FileNotFoundError:
+        return []
     done = []
-    for tmp in root.glob(f"*/{BODIES}/.tmp-*"):
-        m = _TMP.match(tmp.name)
-        if m and not alive(int(m.group("pid"))):
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-                done.append(f"removed the unfinished body {tmp}")
+    with bodies:
+        for entry in bodies.entries():
+            m = _TMP.match(entry.name)
+            if m and not alive(int(m.group("pid"))):
+                with contextlib.suppress(OSError):
+                    bodies.unlink(entry.name)
+                    done.append(f"removed the unfinished body {bodies.path / entry.name}")
     return done

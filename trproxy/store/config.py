@@ -7,8 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from . import safeio
 from .errors import FormatError
-from .yamlio import load_one
+from .yamlio import read_document
 
 CONFIG = "config.yaml"
 
@@ -16,11 +17,11 @@ CONFIG = "config.yaml"
 def read_config(root: Path) -> dict[str, Any]:
     """The parsed file ({} when there is none); FormatError when it is not a mapping."""
     path = root / CONFIG
-    if not path.exists():
+    if not safeio.is_file(path, root):
         return {}
-    doc = load_one(path.read_text("utf-8")) or {}
+    doc = read_document(path, root) or {}
     if not isinstance(doc, dict):
-        raise FormatError(f"{path}: must be a mapping of sections")
+        raise FormatError("must be a mapping of sections", path)
     return doc
 
 
@@ -31,4 +32,4 @@ def configure_protocols(root: Path) -> None:
     try:
         configure(read_config(root))
     except ValueError as exc:
-        raise FormatError(f"{root / CONFIG}: {exc}") from exc
+        raise FormatError(str(exc), root / CONFIG) from exc

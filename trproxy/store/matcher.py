@@ -8,7 +8,11 @@ Rules (DESIGN.md, "Matching and replay rules"):
   served in recorded order and the last answer repeats when they run out; so does a
   ``data`` exchange when the caller asks (``repeat_last``: a Kafka Fetch of an offset
   whose recorded answers were used up gets the last one again, as a broker would);
-* within a test window, mocks recorded inside that test come first, then the rest;
+* within a test window, mocks recorded inside that test come first, then mocks recorded
+  outside any test, then the rest; when a test runner reports its tests over the control
+  channel (the pytest plugin: ``scope``), the rest is never served: a data exchange
+  recorded in one test is not another test's, session exchanges stay shareable, and a
+  test that starts again with all its recordings used gets them again (a rerun);
 * a connection keeps *affinity* to the recorded connection it was last served from, so
   the statements of a transaction stay together when a pool spreads them differently;
 * a miss raises ``NoMatch`` saying why, at once; ``nearest`` finds the closest
@@ -40,10 +44,12 @@ _MAX_LINES = 200
 @functools.lru_cache(maxsize=4096)  # asked several times per replayed request
 def destination_key(destination: str) -> str:
     """Loopback addresses are one place: a client may dial ::1 at replay and 127.0.0.1 at
-    record time (happy eyeballs, ``localhost``), and the server there is the same."""
+    record time (happy eyeballs, ``localhost``), and the server there is the same. The
+    unspecified addresses ``0.0.0.0`` and ``::`` count too: Linux connects them to the
+    local host (a ``DATABASE_URL`` copied from a server's listen address)."""
     host, _, port = destination.rpartition(":")
     host = host.strip("[]")
-    if host in ("::1", "localhost") or host.startswith(("127.", "::ffff:127.")):
+    if host in ("::1", "localhost", "0.0.0.0", "::", "::ffff:0.0.0.0") or host.startswith(("127.", "::ffff:127.")):
         return f"loopback:{port}"
     return destination
 
@@ -83,12 +89,42 @@ class _Bucket(list):
         self.by_connection: dict[int, list[_Entry]] = {}
         self.connection_head: dict[int, int] = {}
         self.last_session: _Entry | None = None
+        self._groups: dict[str, _Bucket] | None = None  # per test window; built on first use
 
     def add(self, entry: _Entry) -> None:
         self.append(entry)
         self.by_connection.setdefault(entry.exchange.connection, []).append(entry)
         if entry.exchange.lifetime == "session":
             self.last_session = entry
+        if self._groups is not None:
+            self._group(entry)
+
+    def group(self, window: str) -> _Bucket | None:
+        """The entries recorded in one test window (``""``: outside any), as a bucket of its own:
+        the entries are shared, so using one in a group uses it everywhere."""
+        if self._groups is None:
+            self._groups = {}
+            for entry in self:
+                self._group(entry)
+        return self._groups.get(window)
+
+    def _group(self, entry: _Entry) -> None:
+        assert self._groups is not None
+        for window in entry.exchange.tests or ("",):
+            self._groups.setdefault(window, _Bucket()).add(entry)
+
+    def first(self, followed: int | None) -> _Entry | None:
+        """The followed connection's first fresh entry, else the first fresh one."""
+        best = self.first_fresh_of(followed) if followed is not None else None
+        return best or self.first_fresh()
+
+    def rewind(self) -> None:
+        """Cursors back to the start (entries were made fresh again); always correct, since
+        a cursor only skips used entries."""
+        self.head = 0
+        self.connection_head.clear()
+        for group in (self._groups or {}).values():
+            group.rewind()
 
     def first_fresh(self) -> _Entry | None:
         entry, self.head = _first_fresh(self, self.head)
@@ -128,6 +164,9 @@ class MockPool:
     # by the engine's timeline; destinations only ever refused
     events: list[Exchange] = field(default_factory=list)
     _refused: set[str] = field(default_factory=set)
+    # test windows open now, as a test runner reports them (``scope``); None: no runner does
+    _running: tuple[str, ...] | None = None
+    _by_window: dict[str, list[tuple[_Bucket, _Entry]]] = field(default_factory=dict)
 
     @classmethod
     def build(cls, exchanges: list[Exchange], key_fn: KeyFn) -> MockPool:
@@ -145,7 +184,10 @@ class MockPool:
             return
         key = canonical(self.key_fn(exchange.protocol, exchange.request))
         by_key = self._by_dest.setdefault((exchange.protocol, dest), {})
-        by_key.setdefault(key, _Bucket()).add(_Entry(exchange, key))
+        bucket, entry = by_key.setdefault(key, _Bucket()), _Entry(exchange, key)
+        bucket.add(entry)
+        for window in exchange.tests:
+            self._by_window.setdefault(window, []).append((bucket, entry))
         if exchange.tls:
             self._tls.add(dest)
         if exchange.alpn:
@@ -188,14 +230,30 @@ class MockPool:
         (``metadata.alpn``): replay selects one of them again when the client offers it."""
         return self._alpn.get(destination_key(destination), set())
 
+    def scope(self, running: set[str] | frozenset[str], opened: str | None = None) -> None:
+        """A test runner reports the test windows open now (``opened``: the one that just
+        opened). From then on a data exchange recorded in a window is served to that window
+        only. A window that opens again with all its data exchanges used (a rerun) gets
+        them again; one with some left (recorded reruns) goes on with those."""
+        self._running = tuple(sorted(running))
+        owned = self._by_window.get(opened or "", [])
+        data = [entry for _b, entry in owned if entry.exchange.lifetime == "data"]
+        if data and all(entry.used for entry in data):
+            for _b, entry in owned:
+                entry.used = 0
+            for bucket in {id(b): b for b, _e in owned}.values():
+                bucket.rewind()
+
     def find(self, protocol: str, destination: str, request: Any, summary: str = "",
              affinity: Affinity | None = None, test: str | None = None,
              repeat_last: bool = False) -> Served:
         key = canonical(self.key_fn(protocol, request))
         entries = self._by_dest.get((protocol, destination_key(destination)), {}).get(key, _Bucket())
-        chosen = self._choose(entries, affinity, test)
-        if chosen is None and repeat_last and entries:
-            chosen = entries[-1], True
+        windows = (test,) if test is not None else self._running or ()
+        exclusive = test is None and self._running is not None
+        chosen = self._choose(entries, affinity, windows, exclusive, repeat_last)
+        if chosen is None and exclusive and (miss := _elsewhere(summary or key[:80], entries, windows)):
+            raise miss
         if chosen is None:
             raise self._explain(protocol, destination, key, summary or key[:80], entries)
         entry, repeat = chosen
@@ -205,28 +263,26 @@ class MockPool:
         return Served(entry.exchange, repeat)
 
     @staticmethod
-    def _choose(entries: _Bucket, affinity: Affinity | None,
-                test: str | None) -> tuple[_Entry, bool] | None:
-        if test is None:  # the best rank below: the followed connection's first fresh entry, else the first
-            followed = affinity.recorded_connection if affinity else None
-            best = entries.first_fresh_of(followed) if followed is not None else None
-            best = best or entries.first_fresh()
-            if best is not None:
+    def _choose(entries: _Bucket, affinity: Affinity | None, windows: tuple[str, ...],
+                exclusive: bool, repeat_last: bool) -> tuple[_Entry, bool] | None:
+        """Fresh entries first: the running windows' own, then those recorded outside any
+        window, then (unless ``exclusive``) any; then a repeat of the last session entry, or
+        of the last data entry when the caller asks (``repeat_last``), in the same order."""
+        followed = affinity.recorded_connection if affinity else None
+        groups: list[_Bucket] = []
+        if windows or exclusive:
+            groups = [g for w in (*windows, "") if (g := entries.group(w)) is not None]
+        if not exclusive:
+            groups.append(entries)
+        for group in groups:
+            if (best := group.first(followed)) is not None:
                 return best, False
-            return (entries.last_session, True) if entries.last_session else None
-        fresh = [e for e in entries if e.used == 0]
-        if fresh:
-            def rank(e: _Entry) -> tuple[int, int]:
-                tests = e.exchange.tests
-                in_test = 0 if test is None or test in tests else (1 if not tests else 2)
-                same_conn = 0 if affinity and e.exchange.connection == affinity.recorded_connection else 1
-                return (in_test, same_conn)
-
-            best = min(fresh, key=rank)  # min keeps recorded order among equals
-            return best, False
-        sessions = [e for e in entries if e.exchange.lifetime == "session"]
-        if sessions:
-            return sessions[-1], True  # the last answer repeats
+        for group in groups + ([entries] if exclusive else []):  # session exchanges are shared
+            if group.last_session is not None:
+                return group.last_session, True
+        for group in groups:
+            if repeat_last and group:
+                return group[-1], True
         return None
 
     def _explain(self, protocol: str, destination: str, key: str, summary: str,
@@ -285,3 +341,16 @@ def _readable(key: str) -> list[str]:
     if len(key) > _MAX_TEXT:
         return [key[:_MAX_TEXT] + " ...\n"]
     return dump(json.loads(key)).splitlines(True)[1:][:_MAX_LINES]
+
+
+def _elsewhere(summary: str, entries: list[_Entry], windows: tuple[str, ...]) -> NoMatch | None:
+    """The miss of a request recorded in other test windows (scoped replay never serves them)."""
+    others = sorted({w for e in entries for w in e.exchange.tests if w not in windows})
+    if not others:
+        return None
+    mine = sum(1 for e in entries if not e.exchange.tests or set(e.exchange.tests) & set(windows))
+    listed = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+    if mine:
+        return NoMatch(summary, f"the {mine} answers recorded for this test were already used "
+                                f"(also recorded in other tests: {listed})", [])
+    return NoMatch(summary, f"recorded only in other tests: {listed}", [])

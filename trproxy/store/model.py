@@ -86,37 +86,89 @@ class Exchange:
 
     @classmethod
     def from_doc(cls, doc: Any) -> Exchange:
-        try:
-            if doc.get("version") != FORMAT_VERSION:
-                raise FormatError(f"unsupported recording version {doc.get('version')!r}"
-                                  f" (this trproxy reads {FORMAT_VERSION})")
-            spec = dict(doc["spec"])
-            meta = spec.pop("metadata", {}) or {}
-            event = spec.pop("event", None)
-            return cls(
-                protocol=doc["kind"],
-                name=doc.get("name", ""),
-                lifetime=spec.pop("lifetime", "data"),
-                summary=spec.pop("summary", ""),
-                request=spec.pop("request", None) if event else spec.pop("request"),
-                responses=spec.pop("responses", []) or [],
-                destination=meta.get("destination", ""),
-                connection=meta.get("connection", 0),
-                seq=meta.get("seq", 0),
-                started=meta.get("started", ""),
-                duration_ms=meta.get("duration_ms", 0.0),
-                tests=list(meta.get("tests") or []),
-                tls=bool(meta.get("tls", False)),
-                alpn=meta["alpn"] if isinstance(meta.get("alpn"), str) else None,
-                order=meta["order"] if isinstance(meta.get("order"), int) else 0,
-                wait_ms=meta["wait_ms"] if isinstance(meta.get("wait_ms"), (int, float)) else None,
-                unanswered=meta.get("unanswered") is True,
-                interrupted=meta.get("interrupted") is True,
-                answered_after=meta["answered_after"] if isinstance(meta.get("answered_after"), int)
-                else 0,
-                event=str(event) if event else None,
-                after=meta["after"] if isinstance(meta.get("after"), int) else 0,
-                extra=spec,
-            )
-        except (AttributeError, KeyError, TypeError) as exc:
-            raise FormatError(f"not a trproxy exchange document: {exc}") from exc
+        """The exchange of a document whose envelope is checked field by field, so a
+        wrong-typed field is a ``FormatError`` at load, not a crash at replay (what a
+        protocol makes of ``request``/``responses`` is its codec's business)."""
+        if not isinstance(doc, dict):
+            raise FormatError(f"not a trproxy exchange document: a {_kind(doc)}, not a mapping")
+        version = doc.get("version")
+        if version != FORMAT_VERSION:
+            raise FormatError(f"unsupported recording version {_short(version)}"
+                              f" (this trproxy reads {FORMAT_VERSION})")
+        spec = dict(_field(doc, "spec", dict))
+        event = _field(spec, "event", str, None, "spec.")  # an event document has no request
+        if "request" not in spec and event is None:
+            raise FormatError("spec has no request")
+        meta = _field(spec, "metadata", dict, {}, "spec.")
+        return cls(
+            protocol=_field(doc, "kind", str),
+            name=_field(doc, "name", str, ""),
+            lifetime=_lifetime(_field(spec, "lifetime", str, "data", "spec."), event),
+            summary=_field(spec, "summary", str, "", "spec."),
+            request=spec.pop("request", None),
+            responses=_field(spec, "responses", list, [], "spec."),
+            destination=_field(meta, "destination", str, "", _META),
+            connection=_field(meta, "connection", int, 0, _META),
+            seq=_field(meta, "seq", int, 0, _META),
+            started=_field(meta, "started", str, "", _META),
+            duration_ms=_field(meta, "duration_ms", (int, float), 0.0, _META),
+            tests=_tests(_field(meta, "tests", list, [], _META)),
+            tls=_field(meta, "tls", bool, False, _META),
+            alpn=_field(meta, "alpn", str, None, _META),
+            order=_field(meta, "order", int, 0, _META),
+            wait_ms=_field(meta, "wait_ms", (int, float), None, _META),
+            unanswered=_field(meta, "unanswered", bool, False, _META),
+            interrupted=_field(meta, "interrupted", bool, False, _META),
+            answered_after=_field(meta, "answered_after", int, 0, _META),
+            event=event,
+            after=_field(meta, "after", int, 0, _META),
+            extra={k: v for k, v in spec.items()
+                   if k not in ("metadata", "lifetime", "summary", "responses", "event")},
+        )
+
+_META = "spec.metadata."
+_REQUIRED = object()
+_LIFETIMES = ("data", "session")
+
+
+def _field(doc: dict, key: str, kind: type | tuple[type, ...], default: Any = _REQUIRED,
+           prefix: str = "") -> Any:
+    """``doc[key]`` when it is a ``kind`` (bools are not numbers); ``default`` when absent
+    or null, if there is one."""
+    value = doc.get(key)
+    if value is None:
+        if default is _REQUIRED:
+            raise FormatError(f"{prefix}{key} is missing")
+        return default
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise FormatError(f"{prefix}{key} must be {_TYPE_NAMES[kind]}, not {_kind(value)} {_short(value)}")
+    return value
+
+
+def _lifetime(value: str, event: str | None) -> str:
+    if event is not None:  # an event document's lifetime is "event"
+        return value
+    if value not in _LIFETIMES:
+        raise FormatError(f"spec.lifetime must be data or session, not {_short(value)}")
+    return value
+
+
+def _tests(value: list) -> list[str]:
+    if not all(isinstance(t, str) for t in value):
+        raise FormatError(f"{_META}tests must be a list of test names (text), not {_short(value)}")
+    return list(value)
+
+
+_TYPE_NAMES: dict[Any, str] = {dict: "a mapping", list: "a list", str: "text", int: "an integer",
+                               (int, float): "a number", bool: "true or false"}
+
+
+def _kind(value: Any) -> str:
+    return {dict: "mapping", list: "list", str: "text", bool: "boolean", int: "integer",
+            float: "number", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """``repr`` cut to ``limit`` characters: an error message stays one short line."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,4 +1,4 @@
-"""The recording directory on disk: test sets, their mocks, and crash-safe writing.
+"""The recording directory on disk: test sets, their mocks, crash-safe writing, the cache.
 
 Layout (default ``./trproxy/``)::
 
@@ -10,49 +10,87 @@ Layout (default ``./trproxy/``)::
         bodies/<sha256>     # HTTP bodies over max_body, referenced from the YAML (blobs.py)
       reports/              # one report per run
 
+A test set is always a direct child of the root (``test_set_dir`` refuses other names), so
+a test set's files are opened from ``test_set.parent`` down through ``safeio``: nothing
+in a recording directory is followed out of it.
+
 Writing is crash-safe: exchanges are appended, one ``write`` per complete document, to
 ``mocks.yaml.partial-<pid>``; closing (normal exit, Ctrl-C, SIGTERM) renames it over
 ``mocks.yaml`` atomically. After a SIGKILL the partial file stays; ``recover`` (run at
 every start) turns it into ``mocks.yaml`` keeping every complete document.
+
+The cache is trusted only when it is this file's and ours: it holds the SHA-256 of the
+YAML bytes it was made from and an HMAC under a key in trproxy's home directory (never in
+the recording), so a cache that came with a recording, or one left from an earlier
+version of the YAML, is ignored and rewritten. It is written only after the YAML it copies
+was parsed and every exchange in it checked.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import gc
+import hashlib
+import hmac
+import logging
 import os
 import re
+import secrets
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import msgpack
 
+from ..home import trproxy_home
+from . import safeio, yamlio
 from .blobs import remove_stale
-from .errors import FormatError
+from .errors import FormatError, UnsafeFile
 from .model import FORMAT_VERSION, Exchange
 from .yamlio import dump, load_stream
 
+log = logging.getLogger("trproxy")
+
 MOCKS = "mocks.yaml"
+REPORTS = "reports"
 _PARTIAL = re.compile(r"^(?P<name>.+)\.partial-(?P<pid>\d+)$")
-_CACHE_FORMAT = 1
+_CACHE_MAGIC = b"trproxy-cache/2\n"  # a new version when the format or the checks change
+_CACHE_KEY_FILE = "cache.key"
+_DIGEST = 32
 
 
 def test_set_dir(root: Path, name: str | None = None) -> Path:
     """The named test set, or the newest one (highest N), or ``test-set-0`` if none."""
     if name:
+        name = name.rstrip("/")
+        if not name or "/" in name or name in (".", ".."):
+            raise UnsafeFile(f"refused: a test set is a directory name (test-set-N), not {name!r}", root)
         return root / name
     sets = existing_test_sets(root)
     return sets[-1] if sets else root / "test-set-0"
 
 
 def existing_test_sets(root: Path) -> list[Path]:
+    """The ``test-set-*`` directories of ``root``, in numeric order; a link is refused."""
     def number(p: Path) -> int:
         tail = p.name.rsplit("-", 1)[-1]
         return int(tail) if tail.isdigit() else -1
 
-    if not root.is_dir():
+    try:
+        with safeio.open_dir(root, root) as d:
+            entries = d.entries()
+    except (FileNotFoundError, NotADirectoryError):
         return []
-    return sorted((p for p in root.iterdir() if p.is_dir() and p.name.startswith("test-set-")),
-                  key=number)
+    sets = []
+    for entry in entries:
+        if not entry.name.startswith("test-set-"):
+            continue
+        if entry.is_symlink():
+            raise UnsafeFile("refused: it is a symbolic link", root / entry.name)
+        if entry.is_dir(follow_symlinks=False):
+            sets.append(root / entry.name)
+    return sorted(sets, key=number)
 
 
 def next_test_set(root: Path) -> Path:
@@ -61,46 +99,76 @@ def next_test_set(root: Path) -> Path:
     return root / f"test-set-{max(numbers) + 1 if numbers else 0}"
 
 
-class DocumentWriter:
-    """Appends YAML documents to ``<path>.partial-<pid>``; ``close`` publishes ``path``."""
+def has_mocks(test_set: Path) -> bool:
+    """The test set has a ``mocks.yaml`` entry (one that is not a file is refused on load)."""
+    return safeio.is_file(test_set / MOCKS, test_set.parent)
 
-    def __init__(self, path: Path, header: list[Any] | None = None) -> None:
+
+class DocumentWriter:
+    """Appends YAML documents to ``<path>.partial-<pid>``; ``close`` publishes ``path``.
+
+    ``path`` is ``<root>/<directory>/<name>`` (a test set's mocks, a report), and its
+    directory is opened from ``root`` (default: its parent's parent) without following links.
+    """
+
+    def __init__(self, path: Path, header: list[Any] | None = None, root: Path | None = None) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        self.root = path.parent.parent if root is None else root
         self.partial = path.with_name(f"{path.name}.partial-{os.getpid()}")
-        self._fd: int | None = os.open(self.partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+        self._dir = safeio.open_dir(path.parent, self.root, create=True)
+        try:
+            with contextlib.suppress(FileNotFoundError):  # left by an earlier process with our pid
+                self._dir.unlink(self.partial.name)
+            self._fd: int | None = self._dir.create(self.partial.name)
+        except BaseException:
+            self._dir.close()
+            raise
         self.count = 0
         for doc in header or []:
             self.append(doc)
 
-    def append(self, doc: Any) -> None:
+    def append(self, doc: Any) -> bytes:
+        """Write one document whole before the next starts; returns its bytes."""
         if self._fd is None:
             raise ValueError("writer is closed")
-        data = memoryview(dump(doc).encode("utf-8"))
-        while data:  # one document, written whole before the next starts
-            data = data[os.write(self._fd, data):]
+        data = dump(doc).encode("utf-8")
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view):]
         self.count += 1
+        return data
 
     def close(self) -> Path:
         if self._fd is not None:
             os.fsync(self._fd)
             os.close(self._fd)
             self._fd = None
-            os.replace(self.partial, self.path)
+            try:
+                self._dir.replace(self.partial.name, self.path.name)
+            finally:
+                self._dir.close()
         return self.path
 
 
 class MockWriter(DocumentWriter):
     """Writes exchanges in recording order; on close also the msgpack cache, so the first
-    replay after a recording does not parse the YAML it just wrote."""
+    replay after a recording does not parse the YAML it just wrote (the documents are
+    ``to_doc``'s own: checked by construction)."""
 
-    def __init__(self, path: Path, header: list[Any] | None = None) -> None:
+    def __init__(self, path: Path, header: list[Any] | None = None, root: Path | None = None) -> None:
         self._docs: list[Any] = []
-        super().__init__(path, header)
+        self._lines: list[int] = []
+        self._next_line = 1
+        self._digest = hashlib.sha256()
+        super().__init__(path, header, root)
 
-    def append(self, doc: Any) -> None:
-        super().append(doc)
+    def append(self, doc: Any) -> bytes:
+        data = super().append(doc)
+        self._digest.update(data)
         self._docs.append(doc)
+        self._lines.append(self._next_line)
+        self._next_line += data.count(b"\n")
+        return data
 
     def write(self, exchange: Exchange) -> None:
         self.append(exchange.to_doc())
@@ -109,34 +177,44 @@ class MockWriter(DocumentWriter):
         if self._fd is None:
             return self.path
         path = super().close()
-        write_cache(path, self._docs)
-        self._docs = []
+        write_cache(path, self.root, self._digest.digest(), self._docs, self._lines)
+        self._docs, self._lines = [], []
         return path
 
 
 def recover(root: Path) -> list[str]:
     """Publish partial files left by dead writers (and remove their unfinished body
-    files); return what was done, for the log."""
+    files); return what was done, for the log. Only the test sets and ``reports/`` are
+    looked at; a partial file that is a link or not a regular file is refused."""
     done: list[str] = []
     if not root.is_dir():
         return done
-    done += remove_stale(root)
-    for partial in root.rglob("*.partial-*"):
-        m = _PARTIAL.match(partial.name)
-        if not m or alive(int(m.group("pid"))):
-            continue
-        target = partial.with_name(m.group("name"))
-        text = partial.read_text("utf-8", errors="replace")
+    sets = existing_test_sets(root)
+    for folder in [*sets, root / REPORTS]:
         try:
-            docs, warning = load_stream(text)
-        except FormatError as exc:
-            done.append(f"kept {partial} aside: {exc}")
+            d = safeio.open_dir(folder, root)
+        except FileNotFoundError:
             continue
-        with target.open("w", encoding="utf-8") as out:
-            out.write("".join(dump(d) for d in docs))
-        partial.unlink()
-        done.append(f"recovered {len(docs)} documents into {target}" + (f" ({warning})" if warning else ""))
+        with d:
+            if folder in sets:
+                done += remove_stale(d)
+            for entry in d.entries():
+                m = _PARTIAL.match(entry.name)
+                if m and not alive(int(m.group("pid"))):
+                    done.append(_recover_one(d, entry.name, m.group("name")))
     return done
+
+
+def _recover_one(d: safeio.Dir, partial: str, target: str) -> str:
+    data = d.read(partial, yamlio.MAX_FILE_BYTES)  # refuses links, FIFOs, devices
+    try:
+        stream = load_stream(data, d.path / partial)
+    except FormatError as exc:
+        return f"kept {d.path / partial} aside: {exc}"
+    d.write(target, "".join(dump(doc) for doc in stream.docs).encode("utf-8"))
+    d.unlink(partial)
+    return (f"recovered {len(stream.docs)} documents into {d.path / target}"
+            + (f" ({stream.torn})" if stream.torn else ""))
 
 
 def alive(pid: int) -> bool:
@@ -151,40 +229,124 @@ def alive(pid: int) -> bool:
     return True
 
 
-def _stamp(path: Path) -> list[Any]:
-    """What ties a cache to one state of its YAML file (edits change size or mtime)."""
-    stat = path.stat()
-    return [_CACHE_FORMAT, FORMAT_VERSION, stat.st_size, stat.st_mtime_ns]
+# -- loading, through the cache ---------------------------------------------------------
+
+
+def load_mocks(test_set: Path) -> list[Exchange]:
+    """The exchanges of ``test_set/mocks.yaml`` ([] when there is none)."""
+    if not has_mocks(test_set):
+        return []
+    return _load(test_set / MOCKS, test_set.parent)[1]
+
+
+def load_documents(path: Path, root: Path | None = None) -> list[Any]:
+    """The documents of a mocks file ``<root>/<test set>/mocks.yaml``, each checked."""
+    return _load(path, path.parent.parent if root is None else root)[0]
+
+
+def _load(path: Path, root: Path) -> tuple[list[Any], list[Exchange]]:
+    with _no_gc():
+        return _load_documents(path, root)
+
+
+def _load_documents(path: Path, root: Path) -> tuple[list[Any], list[Exchange]]:
+    data = safeio.read_bytes(path, root, yamlio.MAX_FILE_BYTES)
+    digest = hashlib.sha256(data).digest()
+    cached = _read_cache(path, root, digest)
+    if cached is not None:
+        docs, lines = cached
+    else:
+        stream = load_stream(data, path)
+        if stream.torn:
+            raise FormatError("the last document is cut short (no newline ends the file)", path,
+                              len(stream.docs) + 1, stream.torn_line)
+        docs, lines = stream.docs, stream.lines
+    exchanges = []
+    for i, doc in enumerate(docs):
+        if isinstance(doc, dict) and doc.get("kind") == "meta":
+            continue
+        try:
+            exchanges.append(Exchange.from_doc(doc))
+        except FormatError as exc:
+            raise exc.at(path, i + 1, lines[i]) from None
+    if cached is None:  # only now: the YAML parsed and every exchange in it checked
+        write_cache(path, root, digest, docs, lines)
+    return docs, exchanges
 
 
 def _cache_path(path: Path) -> Path:
     return path.with_name(path.name + ".cache")
 
 
-def write_cache(path: Path, docs: list[Any]) -> None:
-    """msgpack copy of ``path``'s documents (best effort: a cache is never required)."""
-    cache = _cache_path(path)
+def _mac(key: bytes, digest: bytes, payload: bytes) -> bytes:
+    return hmac.new(key, _CACHE_MAGIC + FORMAT_VERSION.encode() + digest + payload, "sha256").digest()
+
+
+def write_cache(path: Path, root: Path, digest: bytes, docs: list[Any], lines: list[int]) -> None:
+    """msgpack copy of ``path``'s documents, for YAML bytes whose SHA-256 is ``digest``
+    (best effort: a cache is never required)."""
+    key = _cache_key(trproxy_home())
+    if key is None:
+        return
     with contextlib.suppress(OSError, TypeError, ValueError):
-        tmp = cache.with_name(cache.name + f".tmp-{os.getpid()}")
-        tmp.write_bytes(msgpack.packb({"stamp": _stamp(path), "docs": docs}, use_bin_type=True))
-        os.replace(tmp, cache)
+        payload = msgpack.packb({"docs": docs, "lines": lines}, use_bin_type=True)
+        safeio.write_bytes(_cache_path(path), root,
+                           _CACHE_MAGIC + digest + _mac(key, digest, payload) + payload)
 
 
-def load_documents(path: Path) -> list[Any]:
-    """All documents of a YAML stream, through the msgpack cache when it is current."""
-    with contextlib.suppress(OSError, ValueError, msgpack.UnpackException):
-        packed = msgpack.unpackb(_cache_path(path).read_bytes(), raw=False, strict_map_key=False)
-        if packed.get("stamp") == _stamp(path):
-            return packed["docs"]
-    docs, warning = load_stream(path.read_text("utf-8"))
-    if warning:
-        raise FormatError(f"{path}: {warning}")
-    write_cache(path, docs)
-    return docs
+def _read_cache(path: Path, root: Path, digest: bytes) -> tuple[list[Any], list[int]] | None:
+    """The cached documents and their lines, if the cache is of these YAML bytes and ours."""
+    key = _cache_key(trproxy_home())
+    if key is None:
+        return None
+    try:
+        data = safeio.read_bytes(_cache_path(path), root, 2 * yamlio.MAX_FILE_BYTES)
+    except UnsafeFile:  # a link or a FIFO in its place: refused like any other file
+        raise
+    except (FileNotFoundError, FormatError):  # none, or over the size limit: rebuilt
+        return None
+    head = len(_CACHE_MAGIC)
+    payload = data[head + 2 * _DIGEST:]
+    if (data[:head] != _CACHE_MAGIC or data[head:head + _DIGEST] != digest
+            or not hmac.compare_digest(data[head + _DIGEST:head + 2 * _DIGEST], _mac(key, digest, payload))):
+        return None
+    with contextlib.suppress(ValueError, msgpack.UnpackException):
+        packed = msgpack.unpackb(payload, raw=False, strict_map_key=False)
+        if len(packed["lines"]) == len(packed["docs"]):
+            return packed["docs"], packed["lines"]
+    return None
 
 
-def load_mocks(test_set: Path) -> list[Exchange]:
-    path = test_set / MOCKS
-    if not path.exists():
-        return []
-    return [Exchange.from_doc(d) for d in load_documents(path) if d.get("kind") != "meta"]
+@functools.lru_cache(maxsize=4)
+def _cache_key(home: Path) -> bytes | None:
+    """This installation's secret for cache MACs (``<home>/cache.key``, made on first use);
+    None when it cannot be had (read-only home): then nothing is cached."""
+    path = home / _CACHE_KEY_FILE
+    try:
+        if not path.exists():
+            home.mkdir(mode=0o700, parents=True, exist_ok=True)
+            tmp = home / f".{_CACHE_KEY_FILE}.{os.getpid()}"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                out.write(secrets.token_bytes(_DIGEST))
+            with contextlib.suppress(FileExistsError):  # another process made it first
+                os.link(tmp, path)
+            os.unlink(tmp)
+        key = path.read_bytes()
+    except OSError as exc:
+        log.debug("no cache key (%s): recordings are parsed every time", exc)
+        return None
+    return key if len(key) == _DIGEST else None
+
+
+@contextlib.contextmanager
+def _no_gc() -> Iterator[None]:
+    """Building a million small containers makes the cyclic GC run over and over for
+    nothing (they hold no cycles): it was 80% of a cached load's time."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()

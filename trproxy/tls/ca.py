@@ -26,7 +26,8 @@ from pathlib import Path
 from cryptography import x509
 from mitmproxy.certs import Cert, CertStore
 
-HOME_ENV = "TRPROXY_HOME"
+from ..home import trproxy_home
+
 BASENAME = "trproxy"
 
 #: environment variables that point TLS clients at a CA bundle (value: our bundle)
@@ -64,14 +65,6 @@ _SYSTEM_BUNDLES = (
 
 
 # -- the CA -----------------------------------------------------------------------------
-
-
-def trproxy_home(home: str | os.PathLike[str] | None = None) -> Path:
-    """The config dir: ``home``, else ``$TRPROXY_HOME``, else ``~/.trproxy``."""
-    if home is not None:
-        return Path(home)
-    env = os.environ.get(HOME_ENV)
-    return Path(env) if env else Path.home() / ".trproxy"
 
 
 @contextlib.contextmanager

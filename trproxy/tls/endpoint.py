@@ -32,9 +32,6 @@ import contextlib
 import ssl
 from typing import NamedTuple
 
-from mitmproxy.proxy.layers.tls import get_client_hello
-from mitmproxy.tls import ClientHello
-
 from .errors import CertificateRejected, NotTls, TlsError
 
 #: TLS alerts a client sends when it refuses the server certificate (RFC 8446 §6.2)
@@ -68,6 +65,10 @@ def parse_client_hello(data: bytes) -> ClientHelloInfo | None:
     # record header: handshake(22), legacy version 3.x (RFC 8446 §5.1)
     if data[0] != 0x16 or (len(data) > 1 and data[1] != 0x03) or (len(data) > 2 and data[2] > 0x03):
         raise NotTls(f"not a TLS handshake record: {data[:8]!r}")
+    # mitmproxy's proxy layers cost ~0.3 s to import: only runs that see TLS pay it
+    from mitmproxy.proxy.layers.tls import get_client_hello
+    from mitmproxy.tls import ClientHello
+
     try:
         raw = get_client_hello(data)
     except ValueError as e:

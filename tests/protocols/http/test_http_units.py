@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import gzip
 import hashlib
 import json
@@ -84,7 +85,9 @@ def test_redaction_of_headers_cookies_query_and_bodies():
         HttpConfig(redaction=Redaction.with_extra(headers=["X-Custom-Secret"], fields=["token"])))
     req, [resp] = item.request, item.responses
     assert req["url"] == "http://api.test/login?access_token=<redacted>&page=2"
-    for name in ("authorization", "proxy-authorization", "x-api-key", "x-custom-secret"):
+    assert headers(req, "authorization") == ["Basic <redacted>"]  # the scheme is not a secret
+    assert headers(req, "proxy-authorization") == ["Bearer <redacted>"]
+    for name in ("x-api-key", "x-custom-secret"):
         assert headers(req, name) == ["<redacted>"]
     assert headers(req, "cookie") == ["sid=<redacted>; lang=<redacted>"]
     assert req["body"] == "user=ann&password=<redacted>&remember="
@@ -344,6 +347,22 @@ def test_websocket_101_gets_the_live_accept_key_and_then_frames_are_messages():
     assert ws_accept("dGhlIHNhbXBsZSBub25jZQ==") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="  # RFC 6455 §1.3
     assert greeting.request == {"method": "WEBSOCKET", "url": "http://h/ws", "message": "open"}
     assert greeting.context.handshake and replayer.miss(greeting, "none recorded") == b""
+
+
+def test_websocket_key_that_is_not_ascii_is_hashed_as_received():
+    """Found by `make fuzz` (http1): a Sec-WebSocket-Key with a byte that is not UTF-8
+    made the replayer raise UnicodeEncodeError instead of answering."""
+    replayer = HttpReplayer()
+    key = b"x3JJHMbDL1Ez\xe7kh9GBhXDw=="
+    [lookup, _greeting] = replayer.feed(
+        b"GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: " + key + b"\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    recorded = [{"status": 101, "reason": "Switching Protocols", "http_version": "HTTP/1.1",
+                 "headers": [["Upgrade", "websocket"], ["Connection", "Upgrade"],
+                             ["Sec-WebSocket-Accept", "recorded-for-another-key"]], "body": ""}]
+    out = replayer.respond(lookup, recorded)
+    accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+    assert b"Sec-WebSocket-Accept: " + accept + b"\r\n" in out
     [message] = replayer.feed(b"\x81\x85\x00\x00\x00\x00hello")  # a masked text frame
     assert message.request["body"] == "hello"
 
@@ -462,7 +481,7 @@ def test_forward_request_is_the_unredacted_request_framed_afresh():
     replayer = HttpReplayer()
     [lookup] = replayer.feed(b"POST /v1/items?x=1 HTTP/1.1\r\nHost: api.test\r\nAuthorization: Bearer s3\r\n"
                              b"Connection: keep-alive\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n{}")[-1:]
-    assert headers(lookup.request, "authorization") == ["<redacted>"]  # what is recorded
+    assert headers(lookup.request, "authorization") == ["Bearer <redacted>"]  # what is recorded
     fwd = lookup.context.forward()
     assert fwd.send() == (b"POST /v1/items?x=1 HTTP/1.1\r\nHost: api.test\r\n"
                           b"Authorization: Bearer s3\r\ncontent-length: 2\r\n\r\n{}")  # sent as is
@@ -566,3 +585,18 @@ def test_a_response_body_delimited_by_the_close_ends_at_eof():
     parser.feed(b"")
     events.append(parser.next_event(head.message))
     assert [type(e) for e in events] == [Head, Data, End] and not parser.truncated
+
+
+@pytest.mark.timeout(60)
+def test_server_bytes_held_while_sniffing_cost_linear_time():
+    """Found by `make fuzz` (http1): a client that stops inside the HTTP/2 preface and a
+    server sending tiny pieces made each feed add up everything held so far (quadratic:
+    minutes of CPU for 64 KiB in 1-byte pieces, stalling the whole proxy). The bound still
+    holds, counted as it grows."""
+    recorder = HttpRecorder()
+    client = b"PRI * HTTP/2.0\r\n"
+    assert recorder.feed(Direction.CLIENT, client) == []
+    for _ in range(recorder.config.max_head - len(client)):
+        assert recorder.feed(Direction.SERVER, b"\x00") == []
+    with pytest.raises(ProtocolError, match="before the HTTP version is known"):
+        recorder.feed(Direction.SERVER, b"\x00")

@@ -104,7 +104,7 @@ def test_keepalive_sequence(recorded):
         "access_token": "<redacted>", "user": "ann", "nested": {"password": "<redacted>"}})
     post = by["POST", "echo?b=2&a=1"]
     assert post["request"]["body"]["json"] == {"name": "ann", "password": "<redacted>"}
-    assert headers(post["request"], "authorization") == ["<redacted>"]
+    assert headers(post["request"], "authorization") == ["Bearer <redacted>"]
     assert headers(post["request"], "cookie") == ["session=<redacted>; theme=<redacted>"]
     assert all(i["lifetime"] == "data" for i in items)
 
@@ -169,7 +169,7 @@ def test_h2_streams(recorded):
     assert by["GET", "gzip"]["responses"][0]["encoding"] == "gzip"
     post = by["POST", "echo"]
     assert post["request"]["body"]["json"] == {"q": [1, 2, 3], "password": "<redacted>"}
-    assert headers(post["request"], "authorization") == ["<redacted>"]
+    assert headers(post["request"], "authorization") == ["Bearer <redacted>"]
     assert by["GET", "nocontent"]["responses"][0]["status"] == 204
 
 

@@ -389,3 +389,20 @@ def test_a_repeated_fetch_with_nothing_new_is_held_max_wait_ms():
     # split per partition: the whole answer is held only when every part is a repeat
     out, lookups = _answer(empty, repeat=True, partitions=3)
     assert out and len(lookups) == 3 and lookups[-1].context.hold_ms == wait
+
+
+@pytest.mark.parametrize("name,chunks", STREAMS[:1], ids=IDS[:1])
+def test_responses_after_the_client_closed_are_not_an_error(name, chunks):
+    """Found by `make fuzz` (kafka_dialect): a client that half-closes while requests are
+    in flight had them recorded unanswered, then their responses raised KeyError (which
+    the proxy's capture does not expect)."""
+    rec = KafkaRecorder()
+    out = []
+    for side, data in chunks:
+        if side == "client" and data:
+            out += rec.feed(Direction.CLIENT, data)
+    out += rec.feed(Direction.CLIENT, b"")
+    for side, data in chunks:
+        if side == "server" and data:
+            out += rec.feed(Direction.SERVER, data)
+    assert out and all(i.responses == [] and i.lifetime == "data" for i in out)

@@ -44,7 +44,8 @@ import zstandard
 from mitmproxy.net.encoding import custom_encode
 
 from ..base import BlobReader, BlobStore, BlobUnavailable, BlobWriter, Readable, unblob
-from .config import REDACTED, Redaction, is_secret_field, secret_hints
+from ..secrets import map_strings
+from .config import Redaction, is_secret_field, secret_hints
 
 CODINGS = frozenset({"gzip", "x-gzip", "deflate", "br", "zstd"})
 
@@ -278,22 +279,38 @@ def may_hold_secrets(text: str, fields: frozenset[str]) -> bool:
     return any(hint in squashed for hint in secret_hints(fields))
 
 
-def redact_json(value: Any, fields: frozenset[str]) -> Any:
+def field_hint(context: str, key: str) -> str:
+    """The name a secret field's value gets: ``login.password`` (``context`` is where the
+    message went, ``hint_of`` its URL)."""
+    return f"{context}.{key}" if context and context != key.lower() else key
+
+
+def _secret_value(value: Any, hint: str, redaction: Redaction) -> Any:
+    if value is None or isinstance(value, bool):
+        return value  # nothing to hide
+    text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+    return redaction.secret(text, hint)
+
+
+def redact_json(value: Any, redaction: Redaction, context: str = "") -> Any:
     """A copy of ``value`` with the values of secret keys replaced, at any depth."""
+    fields = redaction.fields
     if isinstance(value, dict):
-        return {k: (REDACTED if is_secret_field(k, fields) else redact_json(v, fields))
+        return {k: (_secret_value(v, field_hint(context, k), redaction) if is_secret_field(k, fields)
+                    else redact_json(v, redaction, context))
                 for k, v in value.items()}
     if isinstance(value, list):
-        return [redact_json(v, fields) for v in value]
+        return [redact_json(v, redaction, context) for v in value]
     return value
 
 
-def redact_form(text: str, fields: frozenset[str]) -> str:
+def redact_form(text: str, redaction: Redaction, context: str = "") -> str:
     pairs = parse_qsl(text, keep_blank_values=True)
-    if not any(is_secret_field(k, fields) for k, _ in pairs):
+    if not any(is_secret_field(k, redaction.fields) for k, _ in pairs):
         return text
-    return urlencode([(k, REDACTED if is_secret_field(k, fields) else v) for k, v in pairs],
-                     safe="<>")
+    return urlencode([(k, _secret_value(v, field_hint(context, k), redaction)
+                       if is_secret_field(k, redaction.fields) else v) for k, v in pairs],
+                     safe="<>:")
 
 
 # -- JSON layout ----------------------------------------------------------------------
@@ -331,14 +348,17 @@ def _guess_styles(text: str) -> list[str]:
     return [(layout + suffix).strip() for layout in layouts]
 
 
-def json_readable(text: str, redaction: Redaction) -> Readable | None:
+def json_readable(text: str, redaction: Redaction, context: str = "") -> Readable | None:
     """``{"json": value, "style"?: ...}`` for a JSON text, None to keep it as text."""
     try:
         value = parse_json(text)
     except (ValueError, RecursionError):
         return None
-    redacted = (redact_json(value, redaction.fields)
-                if may_hold_secrets(text, redaction.fields) else value)
+    redacted = value
+    if may_hold_secrets(text, redaction.fields):
+        redacted = redact_json(value, redaction, context)
+        if redaction.vault is not None and redacted != value:  # a secret named here, echoed here
+            redacted = map_strings(redacted, redaction.scrub)
     styles = _guess_styles(text)
     try:
         exact = next((st for st in styles if dumps_styled(value, st) == text), None)
@@ -351,8 +371,10 @@ def json_readable(text: str, redaction: Redaction) -> Readable | None:
     return {"json": redacted, "style": style} if style != "compact" else {"json": redacted}
 
 
-def body_to_readable(data: bytes, content_type: str, redaction: Redaction) -> Readable:
-    """The readable form of a complete (decoded) body; see the module docstring."""
+def body_to_readable(data: bytes, content_type: str, redaction: Redaction,
+                     context: str = "") -> Readable:
+    """The readable form of a complete (decoded) body; see the module docstring.
+    ``context`` names the secrets found in it (``hint_of`` the request's URL)."""
     if not data:
         return ""
     try:
@@ -360,14 +382,15 @@ def body_to_readable(data: bytes, content_type: str, redaction: Redaction) -> Re
     except UnicodeDecodeError:
         text = None
     if text is not None:
+        text = redaction.scrub(text)  # secret values known from elsewhere, stand-ins
         stripped = text.lstrip()
         if is_json_type(content_type) or (not content_type and stripped[:1] in ("{", "[")):
-            as_json = json_readable(text, redaction)
+            as_json = json_readable(text, redaction, context)
             if as_json is not None:
                 return as_json
         if is_text(text):
             if is_form_type(content_type):
-                return redact_form(text, redaction.fields)
+                return redact_form(text, redaction, context)
             return text
     return {"base64": base64.b64encode(data).decode("ascii")}
 

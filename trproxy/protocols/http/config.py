@@ -5,11 +5,16 @@ connection. The defaults are module constants the proxy's config layer can exten
 
 * ``DEFAULT_SECRET_HEADERS``: header names whose values never reach a recording.
   ``Cookie`` and ``Set-Cookie`` keep the cookie *names* and attributes; only the
-  values become ``"<redacted>"``. The other names lose their whole value.
+  values are replaced. ``Authorization``-like values keep their scheme (``Bearer``).
+  The other names lose their whole value.
 * ``DEFAULT_SECRET_FIELDS``: JSON object keys, form fields and query keys whose
   values are redacted wherever they occur (request and response, any depth).
 * ``Noise``: what ``match_key_with`` ignores when it compares a live request with a
   recorded one (header names, JSON paths, query keys).
+
+A secret is replaced by ``"<redacted>"``, or, when the run has a ``SecretVault``
+(``protocols/secrets.py``), by a named placeholder ``<secret:NAME>`` that ``trproxy test`` can fill
+in again; the vault also scrubs known secret values from anywhere else in a message.
 
 Invariant: redaction happens when readable data is built (record *and* replay), so a
 live request and its recording are redacted the same way before they are compared.
@@ -21,6 +26,8 @@ import functools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+from ..secrets import SecretVault, standins_to_placeholders
 
 REDACTED = "<redacted>"
 
@@ -102,10 +109,26 @@ def _lower(names: Iterable[str]) -> frozenset[str]:
 
 @dataclass(frozen=True)
 class Redaction:
-    """What is replaced by ``"<redacted>"`` at record time (and on live requests)."""
+    """What is replaced at record time (and on live requests): ``"<redacted>"``, or a
+    named placeholder when a ``vault`` names the run's secrets."""
 
     headers: frozenset[str] = DEFAULT_SECRET_HEADERS
     fields: frozenset[str] = DEFAULT_SECRET_FIELDS
+    vault: SecretVault | None = field(default=None, compare=False, hash=False)
+    standins: bool = True  # replayed stand-ins sent back become placeholders again
+
+    def secret(self, value: str, hint: str) -> str:
+        """What a secret position holds instead of ``value`` (found as ``hint``)."""
+        if self.vault is not None:
+            return self.vault.secret(value, hint)
+        decoded = standins_to_placeholders(value)  # a replayed stand-in sent back
+        return decoded if decoded != value else REDACTED
+
+    def scrub(self, text: str) -> str:
+        """``text`` with the secrets known to the vault (and stand-ins) replaced."""
+        if self.vault is not None:
+            return self.vault.scrub(text)
+        return standins_to_placeholders(text) if self.standins else text
 
     @classmethod
     def with_extra(cls, headers: Iterable[str] = (), fields: Iterable[str] = ()) -> Redaction:
@@ -115,6 +138,11 @@ class Redaction:
     def __post_init__(self) -> None:
         object.__setattr__(self, "headers", _lower(self.headers))
         object.__setattr__(self, "fields", _lower(self.fields))
+
+
+#: Nothing redacted: messages as they were, for code that redacts them itself later
+#: (``redact_message``) after reading values out of them (``trproxy test``'s chaining).
+NO_REDACTION = Redaction(frozenset(), frozenset(), standins=False)
 
 
 @dataclass(frozen=True)
@@ -165,9 +193,13 @@ def config_from_section(section: dict[str, Any]) -> HttpConfig:
     match = section.get("match") or {}
     if not isinstance(match, dict):
         raise ValueError("http.match must be a mapping")
+    vault = section.get("vault")  # set by the app-test layer, never by config.yaml
+    if vault is not None and not isinstance(vault, SecretVault):
+        raise ValueError("http.vault is not a setting")
+    redaction = Redaction.with_extra(headers=_names(section, "secret_headers"),
+                                     fields=_names(section, "secret_fields"))
     return HttpConfig(
-        redaction=Redaction.with_extra(headers=_names(section, "secret_headers"),
-                                       fields=_names(section, "secret_fields")),
+        redaction=Redaction(redaction.headers, redaction.fields, vault),
         noise=Noise(query=frozenset(_names(match, "ignore_query", "match.")),
                     json_paths=tuple(_names(match, "ignore_json_paths", "match.")),
                     headers=frozenset(_names(match, "ignore_headers", "match.")),

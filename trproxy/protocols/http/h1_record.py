@@ -170,7 +170,7 @@ class H1Recorder:
         ex.responses.append(response_readable(
             resp.status_code, text_or_hex(resp.data.reason), resp.http_version,
             list(resp.headers.fields),
-            ex.response_body, trailers, self.config))
+            ex.response_body, trailers, self.config, wire_text(ex.request.data.path)))
         ex.response = None
         if resp.status_code >= 200 or resp.status_code == 101:
             ex.final = True

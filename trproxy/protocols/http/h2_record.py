@@ -204,7 +204,7 @@ class H2Recorder:
             if s is not None and s.response_body is not None:
                 s.responses.append(response_readable(
                     s.status, "", "HTTP/2.0", s.response_fields, s.response_body,
-                    s.response_trailers, self.config))
+                    s.response_trailers, self.config, s.url))
                 s.final = True
                 self._maybe_emit(event.stream_id, out)
         elif isinstance(event, h2.events.StreamReset):

@@ -13,6 +13,8 @@
   same request sent over HTTP/2 and vice versa.
 * ``query`` is the multiset of decoded pairs (RFC 3986 §3.4 leaves order to the
   application; the usual form decoding is assumed), minus ``Noise.query`` keys.
+* secrets compare as present, not by value: every placeholder ``<secret:NAME>`` is
+  ``<redacted>`` in the key (``secrets.blank_names``), in the path, query, body and headers;
 * ``body``: JSON as data (so key order and whitespace do not matter, minus
   ``Noise.json_paths``; also JSON stored as text), form bodies as sorted pairs
   (``Noise.query`` keys dropped from them too), text as text, binary as base64,
@@ -24,12 +26,14 @@ Pure functions of their arguments; the result is readable data (lists, not tuple
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import parse_qsl
 
 from ..base import Readable, digest_form
+from ..secrets import blank_names, map_strings
 from .body import is_form_type, is_json_type, parse_json
 from .config import DEFAULT_NOISE_HEADERS, Noise
 from .readable import DEFAULT_PORTS, header_value, lenient_urlsplit
@@ -93,12 +97,15 @@ def _host(netloc: str, scheme: str) -> str:
 
 
 def _pairs(query: str, ignore: frozenset[str]) -> list[list[str]]:
-    return sorted([k, v] for k, v in parse_qsl(query, keep_blank_values=True) if k not in ignore)
+    return sorted([k, blank_names(v)] for k, v in parse_qsl(query, keep_blank_values=True)
+                  if k not in ignore)
 
 
 def _json_key(value: Any, noise: Noise) -> Readable:
     for path in noise.json_paths:
         value = drop_json_path(value, parse_json_path(path))
+    if "<secret:" in json.dumps(value, ensure_ascii=False):  # C-speed check before a walk
+        value = map_strings(value, blank_names)
     return {"json": value}
 
 
@@ -121,7 +128,7 @@ def _body_key(request: dict[str, Any], noise: Noise) -> Readable:
             return _json_key(parse_json(body), noise)
         except (ValueError, RecursionError):
             pass
-    return body
+    return blank_names(body) if isinstance(body, str) else body
 
 
 def _headers_key(request: dict[str, Any], noise: Noise) -> list[list[Readable]]:
@@ -131,7 +138,7 @@ def _headers_key(request: dict[str, Any], noise: Noise) -> list[list[Readable]]:
         lname = name.lower() if isinstance(name, str) else name
         if isinstance(lname, str) and (lname in skip or lname.startswith(":")):
             continue
-        out.append([lname, value])
+        out.append([lname, blank_names(value) if isinstance(value, str) else value])
     return sorted(out, key=repr)
 
 
@@ -141,7 +148,7 @@ def match_key_with(request: Readable, noise: Noise) -> Readable:
     key: dict[str, Any] = {
         "method": str(request.get("method", "")).upper(),
         "host": _host(parts.netloc, parts.scheme),
-        "path": parts.path or "/",
+        "path": blank_names(parts.path or "/"),
         "query": _pairs(parts.query, noise.query),
         "body": _body_key(request, noise),
     }

@@ -29,6 +29,7 @@ from typing import Any
 from urllib.parse import SplitResult, quote, unquote_plus, urlsplit
 
 from ..base import DecodeError, Readable, unblob
+from ..secrets import hint_of
 from .body import (
     CODINGS,
     BodyBuffer,
@@ -36,9 +37,10 @@ from .body import (
     body_to_readable,
     decode_body,
     encode_body,
+    field_hint,
     is_text,
 )
-from .config import REDACTED, HttpConfig, Redaction, is_secret_field
+from .config import HttpConfig, Redaction, is_secret_field
 
 Fields = Sequence[tuple[bytes, bytes]]
 
@@ -75,33 +77,43 @@ def text_or_hex(value: bytes) -> Readable:
     return s if is_text(s) else {"hex": value.hex()}
 
 
-def _redact_cookie_pairs(value: str, separator: str) -> str:
-    """``a=1; b=2`` -> ``a=<redacted>; b=<redacted>`` (names kept, RFC 6265 §4.2.1)."""
+def _redact_cookie_pairs(value: str, separator: str, redaction: Redaction) -> str:
+    """``a=1; b=2`` -> ``a=<secret:cookie.a>; b=<secret:cookie.b>`` (names kept, RFC 6265 §4.2.1)."""
     out = []
     for pair in value.split(separator):
-        name, eq, _ = pair.partition("=")
-        out.append(f"{name}={REDACTED}" if eq else REDACTED)
+        name, eq, cookie = pair.partition("=")
+        hint = f"cookie.{name.strip()}" if eq else "cookie"
+        out.append(f"{name}={redaction.secret(cookie, hint)}" if eq else redaction.secret(pair, hint))
     return separator.join(out)
 
 
-def _redact_set_cookie(value: str) -> str:
-    """``sid=abc; Path=/; HttpOnly`` -> ``sid=<redacted>; Path=/; HttpOnly`` (RFC 6265 §4.1.1)."""
+def _redact_set_cookie(value: str, redaction: Redaction) -> str:
+    """``sid=abc; Path=/; HttpOnly`` -> ``sid=<secret:cookie.sid>; Path=/; HttpOnly`` (RFC 6265 §4.1.1)."""
     first, sep, attributes = value.partition(";")
-    name, eq, _ = first.partition("=")
-    return (f"{name}={REDACTED}" if eq else REDACTED) + sep + attributes
+    name, eq, cookie = first.partition("=")
+    hint = f"cookie.{name.strip()}"
+    return (f"{name}={redaction.secret(cookie, hint)}" if eq else redaction.secret(first, hint)) \
+        + sep + attributes
+
+
+# ``Bearer abc``, ``Token abc``, ``Basic abc=``: the scheme is kept (RFC 9110 §11.4)
+_CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9!#$%&'*+.^_`|~-]*)( +)(\S.*)\Z", re.S)
 
 
 def redact_header(name: str, value: Readable, redaction: Redaction) -> Readable:
     lname = name.lower()
     if lname not in redaction.headers:
-        return value
+        return redaction.scrub(value) if isinstance(value, str) else value
     if not isinstance(value, str):
-        return REDACTED
+        return redaction.secret(unblob(value).decode("latin-1"), lname)
     if lname == "cookie":
-        return _redact_cookie_pairs(value, ";")
+        return _redact_cookie_pairs(value, ";", redaction)
     if lname == "set-cookie":
-        return _redact_set_cookie(value)
-    return REDACTED
+        return _redact_set_cookie(value, redaction)
+    scheme = _CREDENTIALS.match(value)
+    if scheme is not None:
+        return scheme.group(1) + scheme.group(2) + redaction.secret(scheme.group(3), lname)
+    return redaction.secret(value, lname)
 
 
 def headers_to_readable(fields: Iterable[tuple[bytes, bytes]], redaction: Redaction) -> list[list[Readable]]:
@@ -137,16 +149,17 @@ def field_value(fields: Fields, name: bytes) -> bytes | None:
 # -- URLs ---------------------------------------------------------------------------------
 
 
-def redact_query(query: str, fields: frozenset[str]) -> str:
+def redact_query(query: str, redaction: Redaction, context: str = "") -> str:
     """Replace values of secret query keys, keeping the rest of the query text as sent."""
     if not query:
         return query
     parts = query.split("&")
     changed = False
     for i, part in enumerate(parts):
-        key, eq, _ = part.partition("=")
-        if is_secret_field(unquote_plus(key), fields):
-            parts[i] = f"{key}={REDACTED}"
+        key, eq, value = part.partition("=")
+        name = unquote_plus(key)
+        if is_secret_field(name, redaction.fields):
+            parts[i] = f"{key}={redaction.secret(unquote_plus(value), field_hint(context, name))}"
             changed = True
     return "&".join(parts) if changed else query
 
@@ -160,7 +173,8 @@ def make_url(scheme: str, authority: str, target: str, redaction: Redaction) -> 
     host, colon, port = authority.rpartition(":")
     if colon and "]" not in port and port.isdigit() and int(port) == DEFAULT_PORTS.get(scheme):
         authority = host
-    return f"{scheme}://{authority}{path}{q}{redact_query(query, redaction.fields)}"
+    query = redact_query(query, redaction, hint_of(path))
+    return redaction.scrub(f"{scheme}://{authority}{path}{q}{query}")
 
 
 def lenient_urlsplit(url: str) -> SplitResult:
@@ -189,8 +203,9 @@ def split_url(url: str) -> tuple[str, str, str]:
 # -- bodies ---------------------------------------------------------------------------
 
 
-def body_fields(fields: Fields, buf: BodyBuffer, config: HttpConfig) -> dict[str, Any]:
-    """``{"body": ..., "encoding"?: ...}`` for a complete message body."""
+def body_fields(fields: Fields, buf: BodyBuffer, config: HttpConfig, context: str = "") -> dict[str, Any]:
+    """``{"body": ..., "encoding"?: ...}`` for a complete message body (``context``: see
+    ``body_to_readable``)."""
     ctype_raw = field_value(fields, b"content-type")
     ctype = ctype_raw.decode("latin-1") if ctype_raw else ""
     coding_raw = field_value(fields, b"content-encoding")
@@ -216,8 +231,8 @@ def body_fields(fields: Fields, buf: BodyBuffer, config: HttpConfig) -> dict[str
             return {"body": big.stored(f"{coding} body decodes to more than max_body "
                                        f"{config.max_body} bytes; size and digest are of the "
                                        f"encoded body")}
-        return {"body": body_to_readable(decoded, ctype, config.redaction), "encoding": coding}
-    return {"body": body_to_readable(data, ctype, config.redaction)}
+        return {"body": body_to_readable(decoded, ctype, config.redaction, context), "encoding": coding}
+    return {"body": body_to_readable(data, ctype, config.redaction, context)}
 
 
 def body_bytes(message: dict[str, Any]) -> bytes:
@@ -235,13 +250,26 @@ def body_bytes(message: dict[str, Any]) -> bytes:
 # -- whole messages -------------------------------------------------------------------
 
 
-def redact_message(message: dict[str, Any], redaction: Redaction) -> dict[str, Any]:
+def redact_url(url: str, redaction: Redaction) -> str:
+    """A readable URL built without redaction, redacted as ``make_url`` would have."""
+    base, q, query = url.partition("?")
+    if not q:
+        return redaction.scrub(url)
+    return redaction.scrub(f"{base}?{redact_query(query, redaction, hint_of(lenient_urlsplit(base).path))}")
+
+
+def redact_message(message: dict[str, Any], redaction: Redaction, context: str | None = None) -> dict[str, Any]:
     """A readable message built without redaction, redacted as recording would have.
 
     The body is made readable again from its bytes, so JSON kept as text for its layout
     is still searched for secret fields. Bodies kept as files or digests stay as they are.
+    ``context`` names its secrets (default: from the message's own URL, for a request).
     """
     out = dict(message)
+    if context is None:
+        context = hint_of(lenient_urlsplit(str(message.get("url", ""))).path)
+    if isinstance(message.get("url"), str):
+        out["url"] = redact_url(message["url"], redaction)
     for part in ("headers", "trailers"):
         if part in message:
             out[part] = [[n, redact_header(n, v, redaction) if isinstance(n, str) else v]
@@ -249,7 +277,7 @@ def redact_message(message: dict[str, Any], redaction: Redaction) -> dict[str, A
     body = message.get("body")
     if isinstance(body, str) or (isinstance(body, dict) and "json" in body):
         ctype = header_value(message.get("headers", []), "content-type") or ""
-        out["body"] = body_to_readable(body_from_readable(body), ctype, redaction)
+        out["body"] = body_to_readable(body_from_readable(body), ctype, redaction, context)
     return out
 
 
@@ -262,7 +290,7 @@ def request_readable(method: str, url: str, http_version: str, fields: Fields,
         "http_version": http_version,
         "headers": headers_to_readable(fields, config.redaction),
     }
-    out.update(body_fields(fields, buf, config))
+    out.update(body_fields(fields, buf, config, hint_of(lenient_urlsplit(url).path)))
     if trailers:
         out["trailers"] = headers_to_readable(trailers, config.redaction)
     return out
@@ -270,7 +298,9 @@ def request_readable(method: str, url: str, http_version: str, fields: Fields,
 
 def response_readable(status: int, reason: Readable, http_version: str, fields: Fields,
                       buf: BodyBuffer | None, trailers: Fields | None,
-                      config: HttpConfig) -> dict[str, Any]:
+                      config: HttpConfig, url: str = "") -> dict[str, Any]:
+    """The readable response; ``url`` (its request's, or just its path) names the
+    secrets in its body."""
     out: dict[str, Any] = {
         "status": status,
         "reason": reason,
@@ -280,7 +310,7 @@ def response_readable(status: int, reason: Readable, http_version: str, fields: 
     if buf is None:
         out["body"] = ""
     else:
-        out.update(body_fields(fields, buf, config))
+        out.update(body_fields(fields, buf, config, hint_of(lenient_urlsplit(url).path) if url else ""))
     if trailers:
         out["trailers"] = headers_to_readable(trailers, config.redaction)
     return out

@@ -46,6 +46,7 @@ class HttpRecorder:
         self.state = RecorderState.SNIFF
         self._inner: H1Recorder | H2Recorder | None = None
         self._held: list[tuple[Direction, bytes]] = []
+        self._held_size = 0  # kept as a sum: adding up ``_held`` per feed is quadratic
         self._sniffed = b""
         self._error: ProtocolError | None = None
 
@@ -63,12 +64,13 @@ class HttpRecorder:
 
     def _sniff(self, direction: Direction, data: bytes) -> list[Interaction]:
         self._held.append((direction, data))
+        self._held_size += len(data)
         if direction is Direction.CLIENT:
             self._sniffed += data
         decided = self._sniffed[:len(H2_PREFACE)]
         closed = not data
         if not closed and H2_PREFACE.startswith(decided) and len(decided) < len(H2_PREFACE):
-            if sum(len(d) for _, d in self._held) > self.config.max_head:
+            if self._held_size > self.config.max_head:
                 self._fail(ProtocolError("too many bytes before the HTTP version is known"))
             return []
         if decided == H2_PREFACE:
@@ -77,7 +79,7 @@ class HttpRecorder:
         else:
             self.state = RecorderState.H1
             self._inner = H1Recorder(self.config, self.scheme, self.authority, self.blobs)
-        held, self._held, self._sniffed = self._held, [], b""
+        held, self._held, self._held_size, self._sniffed = self._held, [], 0, b""
         return self._inner_feed(held)
 
     def _inner_feed(self, chunks: list[tuple[Direction, bytes]]) -> list[Interaction]:

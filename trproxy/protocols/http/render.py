@@ -80,7 +80,10 @@ def unavailable_response(error: BodyUnavailable) -> dict[str, Any]:
 
 
 def ws_accept(key: str) -> str:
-    return base64.b64encode(hashlib.sha1(key.encode("latin-1") + WS_GUID).digest()).decode()
+    """RFC 6455 §4.2.2 over the key's bytes as received (header values are decoded as
+    UTF-8 with surrogateescape, so a key that is not ASCII must not raise)."""
+    raw = key.encode("utf-8", "surrogateescape")
+    return base64.b64encode(hashlib.sha1(raw + WS_GUID).digest()).decode()
 
 
 def _framed_fields(response: dict[str, Any], method: str, body_len: int,

@@ -4,12 +4,14 @@ Like the recorder it buffers the client's first bytes until they either are the
 HTTP/2 connection preface (RFC 9113 §3.4: after ALPN ``h2`` or with prior
 knowledge) or cannot be, then hands everything to ``H1Replayer`` / ``H2Replayer``.
 ``respond``/``miss`` go to whichever was chosen; their output is always in the live
-connection's HTTP version, whatever version the recording was made in.
+connection's HTTP version, whatever version the recording was made in. Secrets in a
+recorded response reach the app as stand-ins (``secrets.with_standins``).
 """
 
 from __future__ import annotations
 
 from ..base import BlobStore, DecodeError, Lookup, Readable, Reply
+from ..secrets import with_standins
 from .config import HttpConfig
 from .h1_replay import H1Replayer
 from .h2_replay import H2Replayer
@@ -50,7 +52,8 @@ class HttpReplayer:
     def respond(self, lookup: Lookup, responses: list[Readable]) -> bytes:
         if self._inner is None:
             raise DecodeError("respond() before any request")
-        return self._inner.respond(lookup, responses)
+        return self._inner.respond(lookup, [with_standins(r) if isinstance(r, dict) else r
+                                            for r in responses])
 
     def miss(self, lookup: Lookup, reason: str) -> bytes:
         if self._inner is None:

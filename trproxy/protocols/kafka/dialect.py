@@ -104,7 +104,10 @@ class KafkaRecorder:
                 else:
                     out += self._interactions(m, readable, [])
             else:
-                req, readable = self.pending.pop(m.correlation_id)
+                waiting = self.pending.pop(m.correlation_id, None)
+                if waiting is None:  # recorded unanswered when the client closed (below)
+                    continue
+                req, readable = waiting
                 out += self._interactions(req, readable, [response_to_readable(m)])
         if not data:  # that side closed: what is still waiting will never be answered
             for req, readable in self.pending.values():

@@ -1,0 +1,263 @@
+"""``make soak``: load and soak of ``trproxy record`` against a real redis-server.
+
+Two measurements, each beside its reference in the same run (not part of ``make bench``
+nor of CI: it takes ``SOAK_SECONDS`` plus about a minute):
+
+* **1,000 connections**: an asyncio client (hiredis to build and parse RESP) opens
+  ``SOAK_CONNECTIONS`` connections at once and sends ``SOAK_REQUESTS`` SET/GET pairs on
+  each, first straight to redis-server, then through ``trproxy record --forward``. It
+  prints per-request latency percentiles, the longest gap between two replies while
+  requests were outstanding (a stall of the whole proxy) and the errors the app saw,
+  with the ratio of each to the direct run. It fails on any error or a gap > 100 ms.
+* **RSS soak**: redis-benchmark ``-c 50`` through ``trproxy record`` for
+  ``SOAK_SECONDS`` (default 600), trproxy's VmRSS sampled every ``SOAK_SAMPLE`` seconds
+  from ``/proc/<pid>/status``. It fails when, after the first minute (the first fifth of
+  a shorter run), RSS grows more than 10% above its first sample.
+
+``python -m benchmarks.soak [connections|rss]`` runs one part; ``SOAK_SECONDS=20`` gives a
+smoke run. The exit status says whether every assertion held.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import hiredis
+
+from benchmarks.common import ROOT, TRPROXY  # noqa: E402  (puts ROOT on sys.path)
+from tests.support.services import RedisServer, free_port, wait_port  # noqa: E402
+
+CONNECTIONS = int(os.environ.get("SOAK_CONNECTIONS", "1000"))
+REQUESTS = int(os.environ.get("SOAK_REQUESTS", "20"))  # SET/GET pairs per connection
+SECONDS = float(os.environ.get("SOAK_SECONDS", "600"))
+SAMPLE = float(os.environ.get("SOAK_SAMPLE", "5"))
+MAX_GAP_MS = 100.0
+MAX_GROWTH = 0.10
+
+
+# -- trproxy record as a process -----------------------------------------------------------
+
+class Recorder:
+    """``trproxy record --forward LISTEN=redis`` around a ``sleep``; stopped by SIGTERM."""
+
+    def __init__(self, upstream: int, recordings: Path) -> None:
+        self.port = free_port()
+        self.log = recordings / "trproxy.log"
+        cmd = [*TRPROXY, "record", "--dir", str(recordings), "--no-redirect", "--forward",
+               f"127.0.0.1:{self.port}=127.0.0.1:{upstream}", "--", "sleep", "100000"]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self.log.open("wb"),
+                                     env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        wait_port("127.0.0.1", self.port, timeout=60, proc=self.proc)
+
+    def rss_kb(self) -> int:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        raise RuntimeError("no VmRSS")
+
+    def stop(self) -> float:
+        """SIGTERM; the seconds trproxy took to publish the recording and exit."""
+        start = time.monotonic()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(120)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return time.monotonic() - start
+
+
+# -- (a) many connections ------------------------------------------------------------------
+
+@dataclass
+class LoadResult:
+    latencies: list[float] = field(default_factory=list)  # seconds, per request
+    replies: list[float] = field(default_factory=list)  # monotonic time of each reply
+    connects: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    wall: float = 0.0
+
+    def pct(self, values: list[float], p: float) -> float:
+        s = sorted(values)
+        return s[min(len(s) - 1, int(p / 100 * len(s)))] * 1000 if s else float("nan")
+
+    def longest_gap_ms(self) -> float:
+        """Longest time without any reply while requests were outstanding."""
+        s = sorted(self.replies)
+        return max((b - a for a, b in zip(s, s[1:], strict=False)), default=0.0) * 1000
+
+
+async def _client(port: int, index: int, requests: int, ready: asyncio.Event,
+                  out: LoadResult) -> None:
+    t0 = time.monotonic()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError as e:
+        out.errors.append(f"connect: {e}")
+        return
+    out.connects.append(time.monotonic() - t0)
+    parser = hiredis.Reader()
+    try:
+        await ready.wait()  # every client starts sending at once
+        for i in range(requests * 2):
+            key = b"soak:%d:%d" % (index, i // 2)
+            value = b"v%d-%d" % (index, i)
+            cmd = (b"SET", key, value) if i % 2 == 0 else (b"GET", key)
+            start = time.monotonic()
+            writer.write(hiredis.pack_command(cmd))
+            reply = parser.gets()
+            while reply is False:
+                data = await reader.read(65536)
+                if not data:
+                    raise ConnectionError("closed by peer")
+                parser.feed(data)
+                reply = parser.gets()
+            now = time.monotonic()
+            out.latencies.append(now - start)
+            out.replies.append(now)
+            expected = b"OK" if i % 2 == 0 else b"v%d-%d" % (index, i - 1)
+            if reply != expected:
+                out.errors.append(f"{cmd[0].decode()} {key.decode()}: {reply!r}")
+    except (OSError, ConnectionError, hiredis.ProtocolError) as e:
+        out.errors.append(f"{type(e).__name__}: {e}")
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+
+async def _load(port: int, connections: int, requests: int) -> LoadResult:
+    out = LoadResult()
+    ready = asyncio.Event()
+    tasks = [asyncio.create_task(_client(port, i, requests, ready, out))
+             for i in range(connections)]
+    while len(out.connects) + len(out.errors) < connections:
+        await asyncio.sleep(0.01)
+    start = time.monotonic()
+    ready.set()
+    await asyncio.gather(*tasks)
+    out.wall = time.monotonic() - start
+    return out
+
+
+def load(port: int, connections: int = CONNECTIONS, requests: int = REQUESTS) -> LoadResult:
+    return asyncio.run(_load(port, connections, requests))
+
+
+def connections(server: RedisServer, recordings: Path, n: int = CONNECTIONS,
+                requests: int = REQUESTS) -> dict:
+    direct = load(server.port, n, requests)
+    rec = Recorder(server.port, recordings)
+    try:
+        through = load(rec.port, n, requests)
+        rss = rec.rss_kb()
+    finally:
+        stop_s = rec.stop()
+    rows = [("p50 latency ms", lambda r: r.pct(r.latencies, 50)),
+            ("p90 latency ms", lambda r: r.pct(r.latencies, 90)),
+            ("p99 latency ms", lambda r: r.pct(r.latencies, 99)),
+            ("max latency ms", lambda r: r.pct(r.latencies, 100)),
+            ("longest gap ms", LoadResult.longest_gap_ms),
+            ("connect p99 ms", lambda r: r.pct(r.connects, 99)),
+            ("requests/s", lambda r: len(r.latencies) / r.wall if r.wall else 0.0)]
+    print(f"{n} connections x {requests} SET/GET pairs, direct vs trproxy record "
+          f"(--forward listener)")
+    print(f"{'':20}{'direct':>12}{'record':>12}{'ratio':>9}")
+    for name, fn in rows:
+        d, t = fn(direct), fn(through)
+        print(f"{name:20}{d:12.1f}{t:12.1f}{t / d if d else float('nan'):9.2f}")
+    print(f"{'errors':20}{len(direct.errors):12}{len(through.errors):12}")
+    for e in sorted(set(through.errors))[:5]:
+        print(f"  record error: {e}")
+    print(f"trproxy RSS after the run {rss / 1024:.0f} MiB; SIGTERM to exit {stop_s:.1f} s")
+    ok = not through.errors and not direct.errors and through.longest_gap_ms() <= MAX_GAP_MS
+    print(f"connections: {'ok' if ok else 'FAILED'} (no error, longest gap <= {MAX_GAP_MS:.0f} ms)")
+    return {"direct": direct, "record": through, "exchanges": recorded_exchanges(recordings),
+            "ok": ok}
+
+
+# -- (b) RSS over a long record run -------------------------------------------------------
+
+def rss(server: RedisServer, recordings: Path, seconds: float = SECONDS,
+        sample: float = SAMPLE) -> dict:
+    rec = Recorder(server.port, recordings)
+    samples: list[tuple[float, int]] = []
+    bench = ["redis-benchmark", "-h", "127.0.0.1", "-p", str(rec.port), "-c", "50", "-n",
+             "20000", "-t", "set,get", "-r", "100000", "-q"]
+    start = time.monotonic()
+    proc: subprocess.Popen | None = None
+    try:
+        next_sample = start
+        while time.monotonic() - start < seconds:
+            if proc is None or proc.poll() is not None:
+                if proc is not None and proc.returncode != 0:
+                    raise RuntimeError(f"redis-benchmark failed: {proc.stderr.read()}")
+                proc = subprocess.Popen(bench, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                        text=True)
+            now = time.monotonic()
+            if now >= next_sample:
+                samples.append((now - start, rec.rss_kb()))
+                next_sample += sample
+            time.sleep(0.1)
+        samples.append((time.monotonic() - start, rec.rss_kb()))
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            proc.wait()
+        stop_s = rec.stop()
+    exchanges = recorded_exchanges(recordings)
+    warmup = min(60.0, seconds / 5)
+    steady = [kb for t, kb in samples if t >= warmup] or [samples[-1][1]]
+    growth = max(steady) / steady[0] - 1
+    print(f"redis-benchmark -c 50 through trproxy record for {seconds:.0f} s: {exchanges} "
+          f"exchanges recorded, RSS every {sample:.0f} s")
+    step = max(1, len(samples) // 12)
+    print("  t(s) RSS(MiB): " + "  ".join(f"{t:.0f}:{kb / 1024:.0f}" for t, kb in samples[::step]))
+    print(f"RSS after warm-up ({warmup:.0f} s) {steady[0] / 1024:.0f} MiB, max {max(steady) / 1024:.0f}"
+          f" MiB, end {samples[-1][1] / 1024:.0f} MiB: growth {growth * 100:.1f}%"
+          f" ({(samples[-1][1] - samples[0][1]) * 1024 / max(exchanges, 1):.0f} B per exchange);"
+          f" SIGTERM to exit {stop_s:.1f} s")
+    ok = growth <= MAX_GROWTH
+    print(f"rss: {'ok' if ok else 'FAILED'} (growth after warm-up <= {MAX_GROWTH * 100:.0f}%)")
+    return {"samples": samples, "exchanges": exchanges, "growth": growth, "ok": ok}
+
+
+def recorded_exchanges(recordings: Path) -> int:
+    """Documents in the published mocks.yaml files (one ``---`` line each)."""
+    count = 0
+    for path in recordings.glob("*/mocks.yaml"):
+        with path.open("rb") as f:
+            count += sum(1 for line in f if line.startswith(b"---"))
+    return count
+
+
+def main(argv: list[str] | None = None) -> int:
+    parts = (argv if argv is not None else sys.argv[1:]) or ["connections", "rss"]
+    server = RedisServer().start()
+    results = []
+    try:
+        for part in parts:
+            recordings = Path(tempfile.mkdtemp(prefix="trproxy-soak-"))
+            try:
+                print(f"\n=== soak: {part} ===", flush=True)
+                results.append({"connections": connections, "rss": rss}[part](server, recordings)["ok"])
+            finally:
+                shutil.rmtree(recordings, ignore_errors=True)
+    finally:
+        server.destroy()
+    return 0 if all(results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

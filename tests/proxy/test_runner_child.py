@@ -1,0 +1,66 @@
+"""The app trproxy starts dies with trproxy (PR_SET_PDEATHSIG), and is spawned only from the
+main thread (the signal follows the thread that forked)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from trproxy.proxy import runner
+
+ROOT = str(Path(__file__).resolve().parents[2])
+
+PARENT = r"""
+import subprocess, sys, time
+from trproxy.proxy.runner import dies_with_us
+child = subprocess.Popen(["sleep", "60"], preexec_fn=dies_with_us())
+print(child.pid, flush=True)
+time.sleep(60)
+"""
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def test_the_child_dies_with_its_parent() -> None:
+    parent = subprocess.Popen([sys.executable, "-c", PARENT], stdout=subprocess.PIPE, text=True,
+                              env=dict(os.environ, PYTHONPATH=ROOT))
+    assert parent.stdout
+    child = int(parent.stdout.readline())
+    try:
+        assert not _gone(child)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(10)
+        deadline = time.monotonic() + 20
+        while not _gone(child) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert _gone(child)
+    finally:
+        if not _gone(child):
+            os.kill(child, signal.SIGKILL)
+
+
+def test_the_app_is_spawned_from_the_main_thread_only() -> None:
+    errors: list[BaseException] = []
+
+    def spawn() -> None:
+        try:
+            asyncio.run(runner._run_child(runner.RunOptions(command=["true"]), None))
+        except BaseException as e:  # noqa: BLE001 - handed to the test thread
+            errors.append(e)
+
+    t = threading.Thread(target=spawn)
+    t.start()
+    t.join(30)
+    assert len(errors) == 1 and isinstance(errors[0], RuntimeError)
+    assert "main thread" in str(errors[0])
