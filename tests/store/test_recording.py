@@ -109,6 +109,24 @@ def test_closing_a_recording_writes_a_cache_the_next_load_uses(tmp_path, monkeyp
     assert [e.seq for e in load_mocks(tmp_path / "test-set-0")] == [0, 1, 2]
 
 
+def test_a_long_recording_keeps_nothing_in_memory_and_is_cached_at_first_load(tmp_path, monkeypatch):
+    """Past ``CACHE_ON_CLOSE_BYTES`` of YAML the writer drops what it kept for the cache
+    (a recorder's memory must not grow with every exchange); the first load parses the
+    YAML, checks it and writes the cache then."""
+    monkeypatch.setattr(recording, "CACHE_ON_CLOSE_BYTES", 600)
+    w = MockWriter(tmp_path / "test-set-0" / MOCKS)
+    w.write(_exchange(0))
+    assert w._docs  # small so far: kept for the cache
+    for i in range(1, 20):
+        w.write(_exchange(i))
+    assert w._docs is None and w._lines == []
+    path = w.close()
+    cache = path.with_name(MOCKS + ".cache")
+    assert not cache.exists()
+    assert [e.seq for e in load_mocks(tmp_path / "test-set-0")] == list(range(20))
+    assert cache.exists()  # written by that load, after the YAML was checked
+
+
 def test_a_cache_of_other_yaml_bytes_is_ignored_and_rewritten(tmp_path, monkeypatch):
     """An edit that keeps the size and the modification time (what a tarball or a
     checkout can do) still invalidates the cache: it is keyed by the content's SHA-256."""

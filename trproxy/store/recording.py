@@ -57,6 +57,7 @@ REPORTS = "reports"
 _PARTIAL = re.compile(r"^(?P<name>.+)\.partial-(?P<pid>\d+)$")
 _CACHE_MAGIC = b"trproxy-cache/2\n"  # a new version when the format or the checks change
 _CACHE_KEY_FILE = "cache.key"
+CACHE_ON_CLOSE_BYTES = 8 << 20  # YAML a recorder keeps the documents of, for the cache
 _DIGEST = 32
 
 
@@ -124,6 +125,7 @@ class DocumentWriter:
             self._dir.close()
             raise
         self.count = 0
+        self.written = 0  # bytes
         for doc in header or []:
             self.append(doc)
 
@@ -136,6 +138,7 @@ class DocumentWriter:
         while view:
             view = view[os.write(self._fd, view):]
         self.count += 1
+        self.written += len(data)
         return data
 
     def close(self) -> Path:
@@ -153,10 +156,14 @@ class DocumentWriter:
 class MockWriter(DocumentWriter):
     """Writes exchanges in recording order; on close also the msgpack cache, so the first
     replay after a recording does not parse the YAML it just wrote (the documents are
-    ``to_doc``'s own: checked by construction)."""
+    ``to_doc``'s own: checked by construction). Only while the recording is small
+    (``CACHE_ON_CLOSE_BYTES`` of YAML): the documents are kept in memory until then, and a
+    long recording must not grow the recorder's memory with every exchange (a soak run
+    grew it 1.3 KB per exchange); past it they are dropped and the first replay parses the
+    YAML and caches it."""
 
     def __init__(self, path: Path, header: list[Any] | None = None, root: Path | None = None) -> None:
-        self._docs: list[Any] = []
+        self._docs: list[Any] | None = []
         self._lines: list[int] = []
         self._next_line = 1
         self._digest = hashlib.sha256()
@@ -165,8 +172,11 @@ class MockWriter(DocumentWriter):
     def append(self, doc: Any) -> bytes:
         data = super().append(doc)
         self._digest.update(data)
-        self._docs.append(doc)
-        self._lines.append(self._next_line)
+        if self._docs is not None:
+            self._docs.append(doc)
+            self._lines.append(self._next_line)
+            if self.written > CACHE_ON_CLOSE_BYTES:  # too big to keep: cached at first load
+                self._docs, self._lines = None, []
         self._next_line += data.count(b"\n")
         return data
 
@@ -177,8 +187,9 @@ class MockWriter(DocumentWriter):
         if self._fd is None:
             return self.path
         path = super().close()
-        write_cache(path, self.root, self._digest.digest(), self._docs, self._lines)
-        self._docs, self._lines = [], []
+        if self._docs is not None:
+            write_cache(path, self.root, self._digest.digest(), self._docs, self._lines)
+        self._docs, self._lines = None, []
         return path
 
 
