@@ -116,10 +116,10 @@ def test_a_long_recording_keeps_nothing_in_memory_and_is_cached_at_first_load(tm
     monkeypatch.setattr(recording, "CACHE_ON_CLOSE_BYTES", 600)
     w = MockWriter(tmp_path / "test-set-0" / MOCKS)
     w.write(_exchange(0))
-    assert w._docs  # small so far: kept for the cache
+    assert w._packed  # small so far: kept for the cache
     for i in range(1, 20):
         w.write(_exchange(i))
-    assert w._docs is None and w._lines == []
+    assert w._packed is None and w._lines == []
     path = w.close()
     cache = path.with_name(MOCKS + ".cache")
     assert not cache.exists()
@@ -152,7 +152,8 @@ def test_a_cache_made_elsewhere_is_not_trusted(tmp_path, monkeypatch):
     yaml_bytes = path.read_bytes()
     forged = [dict(d, spec=dict(d["spec"], responses=[{"int": 666}])) for d in load_documents(path)]
     monkeypatch.setenv("TRPROXY_HOME", str(tmp_path / "elsewhere"))  # another key
-    recording.write_cache(path, tmp_path, hashlib.sha256(yaml_bytes).digest(), forged, [1, 9, 17])
+    recording.write_cache(path, tmp_path, hashlib.sha256(yaml_bytes).digest(),
+                          recording.pack_cache(forged, [1, 9, 17]))
     shipped = path.with_name(MOCKS + ".cache").read_bytes()
     monkeypatch.setenv("TRPROXY_HOME", str(tmp_path / "here"))
     assert [e.responses for e in load_mocks(test_set)] == [[{"int": 0}], [{"int": 1}], [{"int": 2}]]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import gc
 import logging
 import os
 import signal
@@ -138,6 +139,9 @@ async def _run(opts: RunOptions, ctx: RunContext, test_set: Path) -> int:
             proxy.resolver = redirector.original_destination
             log.info("proxy on 127.0.0.1:%d and [::1]:%d, cgroup %s", port, port, redirector.cgroup_path)
             _fence(redirector, ctx)
+        # what startup built (the mock pool, bcc's tables) lives as long as the run: out of
+        # the collector's way, so full collections do not stall every connection over it
+        gc.freeze()
         if opts.cgroup:
             return await _wait_for_signal()
         return await _run_child(opts, redirector.enter if redirector else None)

@@ -156,14 +156,15 @@ class DocumentWriter:
 class MockWriter(DocumentWriter):
     """Writes exchanges in recording order; on close also the msgpack cache, so the first
     replay after a recording does not parse the YAML it just wrote (the documents are
-    ``to_doc``'s own: checked by construction). Only while the recording is small
-    (``CACHE_ON_CLOSE_BYTES`` of YAML): the documents are kept in memory until then, and a
-    long recording must not grow the recorder's memory with every exchange (a soak run
-    grew it 1.3 KB per exchange); past it they are dropped and the first replay parses the
-    YAML and caches it."""
+    ``to_doc``'s own: checked by construction). Each document is kept packed (one bytes
+    object: no garbage-collector work while a run records), and only while the recording
+    is small (``CACHE_ON_CLOSE_BYTES`` of YAML): a long recording must not grow the
+    recorder's memory with every exchange (a soak run grew it 1.3 KB per exchange); past
+    that the first replay parses the YAML and caches it."""
 
     def __init__(self, path: Path, header: list[Any] | None = None, root: Path | None = None) -> None:
-        self._docs: list[Any] | None = []
+        self._packed: list[bytes] | None = []
+        self._packer = msgpack.Packer(use_bin_type=True)
         self._lines: list[int] = []
         self._next_line = 1
         self._digest = hashlib.sha256()
@@ -172,11 +173,11 @@ class MockWriter(DocumentWriter):
     def append(self, doc: Any) -> bytes:
         data = super().append(doc)
         self._digest.update(data)
-        if self._docs is not None:
-            self._docs.append(doc)
+        if self._packed is not None:
+            self._packed.append(self._packer.pack(doc))
             self._lines.append(self._next_line)
             if self.written > CACHE_ON_CLOSE_BYTES:  # too big to keep: cached at first load
-                self._docs, self._lines = None, []
+                self._packed, self._lines = None, []
         self._next_line += data.count(b"\n")
         return data
 
@@ -187,9 +188,12 @@ class MockWriter(DocumentWriter):
         if self._fd is None:
             return self.path
         path = super().close()
-        if self._docs is not None:
-            write_cache(path, self.root, self._digest.digest(), self._docs, self._lines)
-        self._docs, self._lines = None, []
+        if self._packed is not None:
+            p = self._packer
+            payload = b"".join([p.pack_map_header(2), p.pack("docs"), p.pack_array_header(len(self._packed)),
+                                *self._packed, p.pack("lines"), p.pack(self._lines)])
+            write_cache(path, self.root, self._digest.digest(), payload)
+        self._packed, self._lines = None, []
         return path
 
 
@@ -281,7 +285,8 @@ def _load_documents(path: Path, root: Path) -> tuple[list[Any], list[Exchange]]:
         except FormatError as exc:
             raise exc.at(path, i + 1, lines[i]) from None
     if cached is None:  # only now: the YAML parsed and every exchange in it checked
-        write_cache(path, root, digest, docs, lines)
+        with contextlib.suppress(TypeError, ValueError):
+            write_cache(path, root, digest, pack_cache(docs, lines))
     return docs, exchanges
 
 
@@ -293,14 +298,18 @@ def _mac(key: bytes, digest: bytes, payload: bytes) -> bytes:
     return hmac.new(key, _CACHE_MAGIC + FORMAT_VERSION.encode() + digest + payload, "sha256").digest()
 
 
-def write_cache(path: Path, root: Path, digest: bytes, docs: list[Any], lines: list[int]) -> None:
-    """msgpack copy of ``path``'s documents, for YAML bytes whose SHA-256 is ``digest``
-    (best effort: a cache is never required)."""
+def pack_cache(docs: list[Any], lines: list[int]) -> bytes:
+    """The cache's payload: ``{"docs": [...], "lines": [...]}`` in msgpack."""
+    return msgpack.packb({"docs": docs, "lines": lines}, use_bin_type=True)
+
+
+def write_cache(path: Path, root: Path, digest: bytes, payload: bytes) -> None:
+    """``pack_cache``'s copy of ``path``'s documents, for YAML bytes whose SHA-256 is
+    ``digest`` (best effort: a cache is never required)."""
     key = _cache_key(trproxy_home())
     if key is None:
         return
-    with contextlib.suppress(OSError, TypeError, ValueError):
-        payload = msgpack.packb({"docs": docs, "lines": lines}, use_bin_type=True)
+    with contextlib.suppress(OSError):
         safeio.write_bytes(_cache_path(path), root,
                            _CACHE_MAGIC + digest + _mac(key, digest, payload) + payload)
 
