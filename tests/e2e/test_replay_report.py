@@ -83,9 +83,8 @@ def test_a_malformed_recording_is_a_reported_miss_with_a_native_error(tmp_path, 
     docs = list(yaml.safe_load_all(mocks.read_text()))
     by_summary = {d["spec"]["summary"]: d for d in docs}
     by_summary["GET"]["spec"]["responses"] = [{"int": "not a number"}]  # a wrong-typed field
-    by_summary["INCR"]["spec"]["responses"] = ["DEEP"]  # nested beyond any use:
-    text = "".join("---\n" + yaml.safe_dump(d) for d in docs)
-    mocks.write_text(text.replace("- DEEP", "- " + "[" * 990 + "x" + "]" * 990))
+    by_summary["INCR"]["spec"]["responses"] = [["x", {"map": 3}]]  # wrong-typed, nested
+    mocks.write_text("".join("---\n" + yaml.safe_dump(d) for d in docs))
     out = run_trproxy("replay", "--dir", str(tmp_path), "--",
                       *_redis_py(redis_server.port, "SET a 1", "GET a", "INCR n"))
     assert out.returncode == 0, out.stderr
@@ -95,6 +94,16 @@ def test_a_malformed_recording_is_a_reported_miss_with_a_native_error(tmp_path, 
                                "cannot be replayed")
     assert lines[2].startswith("error: trproxy: no recording for INCR n: the recorded answer")
     assert "trproxy: 2 misses" in out.stderr
+    # nested beyond any use: the loader refuses it (store/yamlio.py, MAX_DEPTH) with one
+    # line naming the document, before anything is replayed
+    by_summary["INCR"]["spec"]["responses"] = ["DEEP"]
+    text = "".join("---\n" + yaml.safe_dump(d) for d in docs)
+    mocks.write_text(text.replace("- DEEP", "- " + "[" * 990 + "x" + "]" * 990))
+    deep = run_trproxy("replay", "--dir", str(tmp_path), "--",
+                       *_redis_py(redis_server.port, "SET a 1", "GET a", "INCR n"))
+    assert deep.returncode == 2 and deep.stdout == ""
+    assert deep.stderr.strip().count("\n") == 0 and "nested deeper than" in deep.stderr \
+        and "document 5" in deep.stderr
 
 
 def test_a_big_request_that_misses_gets_a_bounded_nearest_search(tmp_path, redis_server):
