@@ -39,7 +39,7 @@ import re
 
 from ..base import Dialect
 from .codec import RedisCodec
-from .commands import COMMANDS, match_key
+from .commands import COMMANDS, match_key, volatile
 from .parser import Limits, ParserState
 from .readable import from_readable, to_readable
 from .recorder import RedisRecorder
@@ -103,6 +103,7 @@ DIALECT = Dialect(
     recorder=RedisRecorder,
     replayer=RedisReplayer,
     match_key=match_key,
+    volatile=volatile,
 )
 
 __all__ = [

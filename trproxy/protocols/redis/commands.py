@@ -26,9 +26,11 @@ import enum
 import json
 import re
 from collections.abc import Callable
+from datetime import datetime
 
 from ..base import Lifetime, Readable
 from ..credentials import hashed
+from ..volatile import find_volatile
 from .resp import Array, BulkString, Map, Push, RespValue, SimpleString
 
 REDACTED = b"<redacted>"
@@ -330,6 +332,29 @@ def _upper(arg: Readable) -> Readable:
 _UNORDERED = {"SADD": 1, "SREM": 1, "PFADD": 1, "PFCOUNT": 0, "PFMERGE": 1, "DEL": 0,
               "UNLINK": 0, "EXISTS": 0, "TOUCH": 0, "HDEL": 1, "ZREM": 1, "SINTER": 0,
               "SUNION": 0, "SINTERSTORE": 1, "SUNIONSTORE": 1, "WATCH": 0}
+
+
+# commands whose arguments are never app-generated values: logins, settings, scripts
+_NOT_VOLATILE = frozenset({"AUTH", "HELLO", "CLIENT", "CONFIG", "ACL", "SCRIPT", "FUNCTION",
+                           "SELECT", "COMMAND", "INFO", "MODULE"})
+# positions that hold a content hash, the same in every run (EVALSHA's script SHA1)
+_HASH_POSITIONS = {"EVALSHA": 1, "EVALSHA_RO": 1}
+
+
+def volatile(request: Readable, now: datetime) -> list[str]:
+    """The values the app generated in a command's arguments (lock tokens, session ids,
+    timestamps: ``protocols.volatile``), in order."""
+    if not isinstance(request, list) or not request or not isinstance(request[0], str):
+        return []
+    name = request[0].upper()
+    if name in _NOT_VOLATILE:
+        return []
+    skip = _HASH_POSITIONS.get(name)
+    found: list[str] = []
+    for i, arg in enumerate(request[1:], 1):
+        if i != skip and isinstance(arg, str):
+            found += find_volatile(arg, now)
+    return found
 
 
 def match_key(request: Readable) -> Readable:

@@ -1,0 +1,131 @@
+"""Values the app generates (``trproxy.protocols.volatile``): found in request texts,
+masked, listed with a recording, and mapped recorded -> live."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from trproxy.protocols.redis.commands import volatile as redis_volatile
+from trproxy.protocols.registry import match_key
+from trproxy.protocols.volatile import ValueMap, find_volatile, mask, occurrences, recorded_values
+from trproxy.proxy.context import Mode, RunContext
+from trproxy.store import Exchange, MockPool, NoMatch
+
+NOW = datetime(2026, 12, 3, 1, 0, 0, tzinfo=UTC)
+EPOCH = str(int(NOW.timestamp()))
+UUID = "0f4a6c3e-2b1d-4e8f-9a7c-5d3b1e2f4a6c"
+TOKEN = "1dd943eaeebc11f1bb1402fc00000001"  # redis-py Lock: uuid1().hex
+OTHER = "7c21b0e4a9d811f1a3b502fc00000002"
+
+
+@pytest.mark.parametrize(("text", "found"), [
+    (TOKEN, [TOKEN]),
+    # a uuid1 whose node part is mostly zeros: too little entropy for a random token (1.5%
+    # of redis-py's lock tokens were missed so), a UUID by its version and variant digits
+    ("b7c7ff00eebc11f1823702fc00000001", ["b7c7ff00eebc11f1823702fc00000001"]),
+    (f"session:{UUID}", [UUID]),  # the key's prefix is kept
+    (f"SESSION_{UUID.replace('-', '')}", [UUID.replace("-", "")]),
+    (EPOCH, [EPOCH]),
+    (EPOCH + "123", [EPOCH + "123"]),  # milliseconds
+    ('{"csrf": "Xk9fA2Lm0QpZt7Rb3Vc8", "at": ' + EPOCH + "}", ["Xk9fA2Lm0QpZt7Rb3Vc8", EPOCH]),
+    (f"{UUID} {UUID}", [UUID, UUID]),
+])
+def test_volatile_parts_of_a_text(text, found):
+    assert find_volatile(text, NOW) == found
+
+
+@pytest.mark.parametrize("text", [
+    "lock:resource", "10000", "getUserProfileById", "user_profile_cache_v2", "1234567890",
+    "release2024", "hello world", "__asyncpg_savepoint_3__",
+])
+def test_ordinary_values_are_not_volatile(text):
+    assert find_volatile(text, NOW) == []
+
+
+def test_redis_arguments_skip_logins_and_script_hashes():
+    sha = "c3f8721cbb97f72bc19e972846bd7aaf91901658"
+    assert redis_volatile(["EVALSHA", sha, "1", "resource", TOKEN], NOW) == [TOKEN]
+    assert redis_volatile(["AUTH", "default", TOKEN], NOW) == []
+    assert redis_volatile(["SET", f"session:{UUID}", "v", "EX", "60"], NOW) == [UUID]
+    assert redis_volatile([{"hex": "00ff"}], NOW) == []
+
+
+def test_masking_replaces_whole_occurrences_only():
+    request = ["SET", f"s:{UUID}", f"x{TOKEN}", TOKEN]
+    assert mask(request, [TOKEN, UUID]) == ["SET", "s:<volatile>", f"x{TOKEN}", "<volatile>"]
+    assert occurrences(request, [TOKEN, UUID]) == [UUID, TOKEN]
+    assert recorded_values({"volatile": [TOKEN, 3, None, ""]}) == [TOKEN]
+    assert recorded_values({"volatile": "not a list"}) == []
+
+
+def test_a_value_map_keeps_pairs_and_refuses_contradictions():
+    values = ValueMap()
+    assert values.bind([TOKEN], [OTHER]) is None
+    assert values.to_recorded(["GET", f"lock:{OTHER}"]) == ["GET", f"lock:{TOKEN}"]
+    assert values.to_live([TOKEN, {"map": [["k", f'"{TOKEN}"']]}]) == [
+        OTHER, {"map": [["k", f'"{OTHER}"']]}]
+    assert values.bind([TOKEN], [OTHER]) is None  # the same pair again
+    assert "already stands for" in (values.bind([TOKEN], [UUID]) or "")
+    assert "already stands for" in (values.bind([UUID], [OTHER]) or "")
+    assert values.bind([TOKEN, UUID], [OTHER]) is not None  # not the same shape
+
+
+def _pool(*exchanges: Exchange) -> MockPool:
+    return MockPool.build(list(exchanges), match_key)
+
+
+def _set(token: str, volatile: list[str] | None = None) -> Exchange:
+    return Exchange("redis", "127.0.0.1:6379", ["SET", "lock:a", token, "NX"], [{"simple": "OK"}],
+                    extra={"volatile": volatile} if volatile is not None else {})
+
+
+def test_the_pool_matches_through_listed_volatile_values_only():
+    live = ["SET", "lock:a", OTHER, "NX"]
+    masked = mask(live, [OTHER])
+    pool = _pool(_set(TOKEN, [TOKEN]))
+    served = pool.find("redis", "127.0.0.1:6379", live, "SET", masked=masked)
+    assert served.masked and served.exchange.request[2] == TOKEN
+    with pytest.raises(NoMatch):  # used up
+        pool.find("redis", "127.0.0.1:6379", live, "SET", masked=masked)
+    unlisted = _pool(_set(TOKEN))  # the user removed spec.volatile: exact values only
+    with pytest.raises(NoMatch):
+        unlisted.find("redis", "127.0.0.1:6379", live, "SET", masked=masked)
+    exact = _pool(_set(TOKEN, [TOKEN]))  # the same value matches exactly, not masked
+    assert not exact.find("redis", "127.0.0.1:6379", ["SET", "lock:a", TOKEN, "NX"], "SET",
+                          masked=mask(["SET", "lock:a", TOKEN, "NX"], [TOKEN])).masked
+
+
+def test_a_masked_match_the_caller_refuses_is_a_miss_and_stays_unused():
+    pool = _pool(_set(TOKEN, [TOKEN]))
+    live = ["SET", "lock:a", OTHER, "NX"]
+    with pytest.raises(NoMatch, match="does not fit the values seen so far: no"):
+        pool.find("redis", "127.0.0.1:6379", live, "SET", masked=mask(live, [OTHER]),
+                  accept=lambda exchange: "no")
+    assert [e.used for e in pool.entries()] == [0]
+
+
+def test_a_real_difference_still_misses_and_its_diff_shows_the_masks():
+    pool = _pool(Exchange("redis", "127.0.0.1:6379", ["SET", f"session:{UUID}", "a"], [{"simple": "OK"}],
+                          summary="SET", extra={"volatile": [UUID]}))
+    for live, shown in ((["SET", f"token:{OTHER}", "a"], "token:<volatile>"),
+                        (["SET", f"session:{OTHER}", "b"], "b]")):
+        masked = mask(live, [OTHER])
+        with pytest.raises(NoMatch):
+            pool.find("redis", "127.0.0.1:6379", live, "SET", masked=masked)
+        diff = pool.nearest("redis", "127.0.0.1:6379", masked, "SET")[0]
+        assert "-[SET, 'session:<volatile>', a]" in diff and shown in diff, diff
+
+
+def test_a_test_that_starts_again_starts_with_no_values_mapped():
+    ctx = RunContext(Mode.REPLAY)
+    ctx.set_windows({"t1"}, "t1")
+    assert ctx.value_map().bind([TOKEN], [OTHER]) is None
+    ctx.set_windows({"t1", "t2"}, "t2")
+    ctx.set_windows({"t1"})
+    assert ctx.value_map().live == {TOKEN: OTHER}  # t1 goes on
+    ctx.set_windows(set())
+    assert ctx.value_map().live == {}  # outside any test: the run's own
+    ctx.set_windows({"t1"}, "t1")  # t1 again (a rerun)
+    assert ctx.value_map().live == {}
