@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from trproxy.protocols.postgres.matching import volatile as pg_volatile
 from trproxy.protocols.redis.commands import volatile as redis_volatile
 from trproxy.protocols.registry import match_key
 from trproxy.protocols.volatile import ValueMap, find_volatile, mask, occurrences, recorded_values
@@ -129,3 +130,34 @@ def test_a_test_that_starts_again_starts_with_no_values_mapped():
     assert ctx.value_map().live == {}  # outside any test: the run's own
     ctx.set_windows({"t1"}, "t1")  # t1 again (a rerun)
     assert ctx.value_map().live == {}
+
+
+def _insert(uid: str, name: str, at: int) -> list:
+    query = "INSERT INTO t (id, name, at) VALUES ($1, $2, $3) RETURNING id"
+    return [{"Parse": {"statement": "", "query": query, "param_types": []}},
+            {"Bind": {"portal": "", "statement": "", "query": query, "result_formats": [0],
+                      "parameters": [{"binary": "uuid", "value": uid}, name,
+                                     {"binary": "int8", "value": at}]}},
+            {"Execute": {"portal": "", "max_rows": 0, "query": query}}, {"Sync": {}}]
+
+
+def test_postgres_bind_parameters_literals_and_savepoint_counters():
+    at = int(NOW.timestamp())
+    request = _insert(UUID, "apple", at)
+    assert pg_volatile(request, NOW) == [UUID, str(at)]
+    assert pg_volatile([{"Query": f"SELECT 1 FROM t WHERE id = '{UUID}'"}], NOW) == [UUID]
+    assert pg_volatile([{"Query": "RELEASE SAVEPOINT __asyncpg_savepoint_1a__"}], NOW) == [
+        "__asyncpg_savepoint_1a__"]
+    assert pg_volatile([{"StartupMessage": {"protocol": "3.0", "parameters": {"user": UUID}}}], NOW) == []
+    live_uuid, live_at = "9b2d4f6a-1c3e-4a5b-8d7f-0e1f2a3b4c5d", at + 5
+    live = _insert(live_uuid, "apple", live_at)
+    assert match_key("postgres", mask(request, [UUID, str(at)])) == \
+        match_key("postgres", mask(live, pg_volatile(live, NOW)))
+    other = _insert(live_uuid, "pear", live_at)  # an ordinary value differs: still differs masked
+    assert match_key("postgres", mask(request, [UUID, str(at)])) != \
+        match_key("postgres", mask(other, pg_volatile(other, NOW)))
+    values = ValueMap()
+    assert values.bind(occurrences(request, [UUID, str(at)]), pg_volatile(live, NOW)) is None
+    row = [{"DataRow": [UUID, {"binary": "uuid", "value": UUID}, {"binary": "int8", "value": at}]}]
+    assert values.to_live(row) == [{"DataRow": [live_uuid, {"binary": "uuid", "value": live_uuid},
+                                                {"binary": "int8", "value": live_at}]}]

@@ -22,14 +22,13 @@ numbers near now (``volatile_value``).
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
-
-from .secrets import map_strings
 
 _MONTH = r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
 _DAY = r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)"
@@ -135,17 +134,23 @@ _STRONG = re.compile(f"{_UUID.pattern}|{_JWT.pattern}|{_TIMESTAMPS.pattern}")
 _WORD = re.compile(r"[A-Za-z0-9+/=_-]{9,}")
 
 
-def find_volatile(text: str, now: datetime) -> list[str]:
+def find_volatile(text: str, now: datetime, also: str = "") -> list[str]:
     """The volatile parts of ``text``, in order (repeats included): UUIDs, JWTs and
-    timestamps wherever they are (``session:<uuid>`` keeps its prefix), then the words
-    between them that ``volatile_value`` calls volatile."""
+    timestamps wherever they are (``session:<uuid>`` keeps its prefix), and what the
+    regular expression ``also`` matches (a dialect's counters inside identifiers), then
+    the words between them that ``volatile_value`` calls volatile."""
     found: list[str] = []
     pos = 0
-    for m in _STRONG.finditer(text):
+    for m in _strong(also).finditer(text):
         found += _words(text[pos:m.start()], now)
         found.append(m.group())
         pos = m.end()
     return found + _words(text[pos:], now)
+
+
+@functools.lru_cache(maxsize=16)
+def _strong(also: str) -> re.Pattern[str]:
+    return re.compile(f"{also}|{_STRONG.pattern}") if also else _STRONG
 
 
 def _words(text: str, now: datetime) -> list[str]:
@@ -176,24 +181,46 @@ def _pattern(values: Iterable[str]) -> re.Pattern[str] | None:
     return re.compile(r"(?<![A-Za-z0-9])(?:" + "|".join(map(re.escape, ordered)) + r")(?![A-Za-z0-9])")
 
 
+def _map_leaves(value: Any, text: Callable[[str], Any], number: Callable[[int], Any]) -> Any:
+    """``value`` (readable data) with ``text`` applied to its strings and ``number`` to its
+    integers (an epoch in a binary ``int8`` parameter is a number)."""
+    if isinstance(value, str):
+        return text(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return number(value)
+    if isinstance(value, list):
+        return [_map_leaves(v, text, number) for v in value]
+    if isinstance(value, dict):
+        return {k: _map_leaves(v, text, number) for k, v in value.items()}
+    return value
+
+
 def mask(request: Any, values: Iterable[str]) -> Any:
     """``request`` (readable data) with every occurrence of ``values`` as ``<volatile>``."""
+    values = set(values)
     pattern = _pattern(values)
     if pattern is None:
         return request
-    return map_strings(request, lambda s: pattern.sub(MASK, s))
+    return _map_leaves(request, lambda s: pattern.sub(MASK, s),
+                       lambda n: MASK if str(n) in values else n)
 
 
 def occurrences(request: Any, values: Iterable[str]) -> list[str]:
-    """The occurrences of ``values`` in ``request``'s strings, in order (as ``mask`` meets them)."""
+    """The occurrences of ``values`` in ``request``, in order (as ``mask`` meets them)."""
+    values = set(values)
     pattern = _pattern(values)
     found: list[str] = []
     if pattern is not None:
-        def collect(text: str) -> str:
-            found.extend(pattern.findall(text))
-            return text
+        def text(s: str) -> str:
+            found.extend(pattern.findall(s))
+            return s
 
-        map_strings(request, collect)
+        def number(n: int) -> int:
+            if str(n) in values:
+                found.append(str(n))
+            return n
+
+        _map_leaves(request, text, number)
     return found
 
 
@@ -238,4 +265,9 @@ def _replace(value: Any, table: dict[str, str]) -> Any:
     pattern = _pattern(table)
     if pattern is None:
         return value
-    return map_strings(value, lambda s: pattern.sub(lambda m: table[m.group()], s))
+
+    def number(n: int) -> int:
+        other = table.get(str(n))
+        return int(other) if other is not None and other.isdigit() else n
+
+    return _map_leaves(value, lambda s: pattern.sub(lambda m: table[m.group()], s), number)

@@ -22,7 +22,7 @@ from ..base import Dialect
 from .codec import PostgresCodec
 from .detect import detect
 from .encryption import decline_encryption, tls_upgrade
-from .matching import match_key
+from .matching import match_key, volatile
 from .recorder import PostgresRecorder
 from .replayer import PostgresReplayer
 
@@ -33,6 +33,7 @@ DIALECT = Dialect(
     recorder=PostgresRecorder,
     replayer=PostgresReplayer,
     match_key=match_key,
+    volatile=volatile,
     local_reply=decline_encryption,
     tls_upgrade=tls_upgrade,
 )

@@ -31,10 +31,12 @@ connection of a pool:
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 from ..base import Lifetime, ProtocolError, Readable
 from ..credentials import is_hashed
+from ..volatile import find_volatile, volatile_value
 from .readable import item_name
 from .sql import (
     first_words,
@@ -109,6 +111,36 @@ def _batch_key(request: list[dict[str, Any]]) -> list[Readable]:
             key.append({name: {}})
         # Close and COPY data: not compared (see module doc)
     return key
+
+
+# asyncpg numbers its savepoints per connection: the counter differs between runs
+_COUNTERS = r"\b__asyncpg_savepoint_[0-9a-f]+__\b"
+
+
+def volatile(request: Readable, now: datetime) -> list[str]:
+    """The values the app generated in a request (``protocols.volatile``), in order: in
+    SQL text (literals, asyncpg's savepoint names) and in Bind parameters (text, or the
+    value of a decoded binary one: a uuid). Never in a startup (logins are compared)."""
+    if not isinstance(request, list) or request_kind(request) == "startup":
+        return []
+    found: list[str] = []
+    for item in request:
+        if not isinstance(item, dict) or len(item) != 1:
+            continue
+        name = item_name(item)
+        v = item[name]
+        if name == "Query" and isinstance(v, str):
+            found += find_volatile(v, now, _COUNTERS)
+        elif isinstance(v, dict) and name in ("Parse", "Bind", "Describe", "Execute"):
+            if isinstance(v.get("query"), str):
+                found += find_volatile(v["query"], now, _COUNTERS)
+            for p in v.get("parameters", []) if name == "Bind" else []:
+                value = p.get("value") if isinstance(p, dict) and "binary" in p else p
+                if isinstance(value, str):
+                    found += find_volatile(value, now)
+                elif isinstance(value, int) and volatile_value(value, now):  # a binary epoch
+                    found.append(str(value))
+    return found
 
 
 def _hashable(name: Readable) -> Readable:
