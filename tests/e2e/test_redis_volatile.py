@@ -67,3 +67,30 @@ def test_a_real_difference_still_misses(recorded, args, masked) -> None:  # type
     live_line = next(line for line in closest.splitlines() if line.startswith("+[SET"))
     assert "'session:<volatile>'" in recorded_line and '"csrf": "<volatile>"' in recorded_line
     assert masked in live_line and '"at": <volatile>' in live_line, closest
+
+
+def test_a_user_rule_names_an_argument_the_detectors_miss(tmp_path) -> None:
+    """``SET job <4 random digits>``: no detector calls it volatile; a rule written in
+    config.yaml after recording (``redis.volatile_arguments: {SET: [2]}``) makes replay
+    match it and map it (the ``GET`` answers the live number)."""
+    recording, port = tmp_path / "rec", free_port()
+    server = RedisServer().start()
+    forward = ["--no-redirect", "--forward", f"127.0.0.1:{port}=127.0.0.1:{server.port}"]
+
+    def run(mode: str):  # type: ignore[no-untyped-def]
+        return run_trproxy(mode, "--dir", str(recording), *forward, "--", sys.executable, "-m",
+                           "tests.e2e.apps.redis_volatile", str(port), "pin")
+
+    try:
+        recorded = run("record")
+    finally:
+        server.destroy()
+    assert recorded.stdout == "job True\n", recorded.stderr
+    without = [run("replay") for _ in range(3)]  # a new number each time: 3 same ones are unlikely
+    assert any(misses(r.stderr) >= 1 for r in without)
+    config = recording / "config.yaml"
+    text = config.read_text()
+    assert "volatile_arguments: {}" in text  # the template documents it
+    config.write_text(text.replace("volatile_arguments: {}", "volatile_arguments: {SET: [2]}"))
+    replayed = run("replay")
+    assert replayed.stdout == recorded.stdout and misses(replayed.stderr) == 0, replayed.stderr

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from trproxy.protocols.postgres.matching import volatile as pg_volatile
+from trproxy.protocols.redis.commands import rule_values, rules_from_section
 from trproxy.protocols.redis.commands import volatile as redis_volatile
 from trproxy.protocols.registry import match_key
 from trproxy.protocols.volatile import ValueMap, find_volatile, mask, occurrences, recorded_values
@@ -103,7 +104,7 @@ def test_a_masked_match_the_caller_refuses_is_a_miss_and_stays_unused():
     live = ["SET", "lock:a", OTHER, "NX"]
     with pytest.raises(NoMatch, match="does not fit the values seen so far: no"):
         pool.find("redis", "127.0.0.1:6379", live, "SET", masked=mask(live, [OTHER]),
-                  accept=lambda exchange: "no")
+                  accept=lambda exchange, values: "no")
     assert [e.used for e in pool.entries()] == [0]
 
 
@@ -161,3 +162,28 @@ def test_postgres_bind_parameters_literals_and_savepoint_counters():
     row = [{"DataRow": [UUID, {"binary": "uuid", "value": UUID}, {"binary": "int8", "value": at}]}]
     assert values.to_live(row) == [{"DataRow": [live_uuid, {"binary": "uuid", "value": live_uuid},
                                                 {"binary": "int8", "value": live_at}]}]
+
+
+def test_redis_rules_from_config_yaml():
+    rules = rules_from_section({"volatile_arguments": {"set": [2], "HSET": [3, 5]}})
+    assert rules == {"SET": frozenset({2}), "HSET": frozenset({3, 5})}
+    assert redis_volatile(["SET", "job", "1234"], NOW, rules) == ["1234"]
+    assert redis_volatile(["SET", "job", "1234"], NOW) == []
+    for bad in ({"volatile_arguments": ["SET"]}, {"volatile_arguments": {"SET": [0]}},
+                {"volatile_arguments": {"SET": "2"}}, {"volatile_arguments": {"SET": [True]}}):
+        with pytest.raises(ValueError, match="volatile_arguments"):
+            rules_from_section(bad)
+
+
+def test_a_rule_applies_to_recordings_made_before_it():
+    recorded = Exchange("redis", "127.0.0.1:6379", ["SET", "job", "1234"], [{"simple": "OK"}])
+    rules = rules_from_section({"volatile_arguments": {"SET": [2]}})
+    pool = MockPool.build([recorded], match_key, lambda _p, request: rule_values(rules, request))
+    live = ["SET", "job", "5678"]
+    seen: list = []
+    served = pool.find("redis", "127.0.0.1:6379", live, "SET",
+                       masked=mask(live, redis_volatile(live, NOW, rules)),
+                       accept=lambda exchange, values: seen.append(values))
+    assert served.masked and seen == [["1234"]]
+    with pytest.raises(NoMatch):  # another key is not covered by the rule
+        _pool(recorded).find("redis", "127.0.0.1:6379", live, "SET", masked=mask(live, ["5678"]))

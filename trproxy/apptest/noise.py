@@ -192,6 +192,13 @@ http:
     match_headers: false    # also compare request headers (except framing/tracing ones)
     ignore_headers: []      # ... but not these
   max_body_mb: 8            # larger bodies go to bodies/<sha256>, streamed, not inline
+redis:
+  # Arguments the app generates that trproxy's detectors miss (UUIDs, random tokens and
+  # epochs are found by themselves), by command and position, 1 being the first argument
+  # after the command's name, e.g. {{SET: [2]}}: replay matches any value there and maps
+  # it like a detected one (docs/format.md, "Volatile values"); recordings made before
+  # the rule was written included.
+  volatile_arguments: {{}}
 """
 
 

@@ -305,6 +305,9 @@ class Dialect:
     # the values the app generated in a request (ids, tokens, times: ``volatile.py``), in
     # order, given the time it was sent: listed at record time, masked at replay
     volatile: Callable[[Readable, datetime], list[str]] | None = None
+    # the values the user's rules (config.yaml) call volatile in a request: applied to
+    # recordings made before the rule too
+    volatile_rules: Callable[[Readable], list[str]] | None = None
 
     def recorder_for(self, tls: bool, authority: str, blobs: BlobStore | None = None) -> Recorder:
         if self.connection_aware:

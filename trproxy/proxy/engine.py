@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..protocols.base import Dialect, Interrupt, Lookup, ProtocolError, Readable, Replayer, Reply
-from ..protocols.volatile import ValueMap, mask, occurrences, recorded_values
+from ..protocols.volatile import ValueMap, mask, occurrences
 from ..store import Affinity, Exchange, NoMatch
 from ..store.ledger import describe
 
@@ -269,8 +269,8 @@ class Session:
         if self.dialect.volatile is not None and (live := self.dialect.volatile(request, ctx.started)):
             masked = mask(request, live)
 
-        def accept(recorded: Exchange) -> str | None:
-            return values.bind(occurrences(recorded.request, recorded_values(recorded.extra)), live)
+        def accept(recorded: Exchange, volatile: list[str]) -> str | None:
+            return values.bind(occurrences(recorded.request, volatile), live)
 
         try:
             served = ctx.pool.find(self.dialect.name, self.destination, request,

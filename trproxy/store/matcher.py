@@ -75,6 +75,7 @@ class _Entry:
     key: str
     used: int = 0
     masked_key: str | None = None  # the key with its volatile values masked (``spec.volatile``)
+    volatile: list[str] = field(default_factory=list)  # those values (and the user's rules')
 
 
 class _Bucket(list):
@@ -158,6 +159,8 @@ class MockPool:
     """All mocks of a test set, ready to answer live requests."""
 
     key_fn: KeyFn  # counting served exchanges and misses is the caller's (RunContext)
+    # (protocol, request) -> values the user's rules call volatile (config.yaml)
+    rules_fn: Callable[[str, Any], list[str]] | None = None
     _by_dest: dict[tuple[str, str], dict[str, _Bucket]] = field(default_factory=dict)
     # the same entries by their keys with the volatile values masked (those that have any)
     _masked: dict[tuple[str, str], dict[str, _Bucket]] = field(default_factory=dict)
@@ -174,8 +177,9 @@ class MockPool:
     _by_window: dict[str, list[tuple[_Bucket, _Entry]]] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, exchanges: list[Exchange], key_fn: KeyFn) -> MockPool:
-        pool = cls(key_fn)
+    def build(cls, exchanges: list[Exchange], key_fn: KeyFn,
+              rules_fn: Callable[[str, Any], list[str]] | None = None) -> MockPool:
+        pool = cls(key_fn, rules_fn)
         for ex in exchanges:
             pool.add(ex)
         return pool
@@ -193,10 +197,13 @@ class MockPool:
         bucket.add(entry)
         for window in exchange.tests:
             self._by_window.setdefault(window, []).append((bucket, entry))
-        if values := recorded_values(exchange.extra):
+        values = recorded_values(exchange.extra)
+        if self.rules_fn is not None:
+            values += self.rules_fn(exchange.protocol, exchange.request)
+        if values:
             masked = canonical(self.key_fn(exchange.protocol, mask(exchange.request, values)))
             if masked != key:
-                entry.masked_key = masked
+                entry.masked_key, entry.volatile = masked, values
                 by_masked = self._masked.setdefault((exchange.protocol, dest), {})
                 bucket = by_masked.setdefault(masked, _Bucket())
                 bucket.add(entry)
@@ -261,10 +268,10 @@ class MockPool:
     def find(self, protocol: str, destination: str, request: Any, summary: str = "",
              affinity: Affinity | None = None, test: str | None = None,
              repeat_last: bool = False, masked: Any = None,
-             accept: Callable[[Exchange], str | None] | None = None) -> Served:
+             accept: Callable[[Exchange, list[str]], str | None] | None = None) -> Served:
         """The recording that answers ``request``; else, with ``masked`` (the request with
         its volatile values masked), one whose own volatile values are masked the same way
-        and that ``accept`` takes (None: yes; else why not)."""
+        and that ``accept`` takes, given those values (None: yes; else why not)."""
         key = canonical(self.key_fn(protocol, request))
         dest = destination_key(destination)
         entries = self._by_dest.get((protocol, dest), {}).get(key, _Bucket())
@@ -276,7 +283,7 @@ class MockPool:
             masked_key = canonical(self.key_fn(protocol, masked))
             similar = self._masked.get((protocol, dest), {}).get(masked_key)
             if similar and (chosen := self._choose(similar, affinity, windows, exclusive, repeat_last)):
-                if accept is not None and (refused := accept(chosen[0].exchange)):
+                if accept is not None and (refused := accept(chosen[0].exchange, chosen[0].volatile)):
                     raise NoMatch(summary or key[:80], "the recording that matches with its volatile "
                                   f"values masked does not fit the values seen so far: {refused}", [])
                 through_mask = True

@@ -8,6 +8,10 @@
 * a session stored under ``<PREFIX>:<uuid4>`` (default ``session``) holding a random CSRF
   token and the time, then read back: the reply must carry the live values.
 
+``python -m tests.e2e.apps.redis_volatile PORT pin`` stores a random 4-digit job number
+(``SET job <n>``: too short for any detector; config.yaml's ``redis.volatile_arguments``
+names it) and reads it back.
+
 It prints only what does not change between runs (booleans, the payload), so a replay
 prints the same.
 """
@@ -15,6 +19,7 @@ prints the same.
 from __future__ import annotations
 
 import json
+import random
 import secrets
 import sys
 import time
@@ -41,6 +46,16 @@ def main(port: int, prefix: str, payload: str) -> None:
     client.delete(key)
 
 
+def pin(port: int) -> None:
+    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=10)
+    number = str(random.randint(1000, 9999))
+    client.set("job", number)
+    print("job", client.get("job") == number.encode())
+
+
 if __name__ == "__main__":
     args = sys.argv[1:]
+    if args[1:] == ["pin"]:
+        pin(int(args[0]))
+        sys.exit()
     main(int(args[0]), args[1] if len(args) > 1 else "session", args[2] if len(args) > 2 else "hello")

@@ -341,20 +341,49 @@ _NOT_VOLATILE = frozenset({"AUTH", "HELLO", "CLIENT", "CONFIG", "ACL", "SCRIPT",
 _HASH_POSITIONS = {"EVALSHA": 1, "EVALSHA_RO": 1}
 
 
-def volatile(request: Readable, now: datetime) -> list[str]:
+Rules = dict[str, frozenset[int]]  # config.yaml ``redis.volatile_arguments``: command -> positions
+
+
+def volatile(request: Readable, now: datetime, rules: Rules | None = None) -> list[str]:
     """The values the app generated in a command's arguments (lock tokens, session ids,
-    timestamps: ``protocols.volatile``), in order."""
+    timestamps: ``protocols.volatile``; whole arguments the user's ``rules`` name), in order."""
     if not isinstance(request, list) or not request or not isinstance(request[0], str):
         return []
     name = request[0].upper()
     if name in _NOT_VOLATILE:
         return []
-    skip = _HASH_POSITIONS.get(name)
+    skip, pinned = _HASH_POSITIONS.get(name), (rules or {}).get(name, frozenset())
     found: list[str] = []
     for i, arg in enumerate(request[1:], 1):
-        if i != skip and isinstance(arg, str):
+        if i in pinned and isinstance(arg, str) and arg:
+            found.append(arg)
+        elif i != skip and isinstance(arg, str):
             found += find_volatile(arg, now)
     return found
+
+
+def rule_values(rules: Rules, request: Readable) -> list[str]:
+    """The whole arguments the user's ``rules`` call volatile (``volatile_arguments``)."""
+    if not isinstance(request, list) or not request or not isinstance(request[0], str):
+        return []
+    pinned = rules.get(request[0].upper(), frozenset())
+    return [a for i, a in enumerate(request[1:], 1) if i in pinned and isinstance(a, str) and a]
+
+
+def rules_from_section(section: dict) -> Rules:
+    """``redis.volatile_arguments`` of config.yaml: ``{SET: [2]}`` (1: the first argument
+    after the command's name); ValueError naming what is wrong."""
+    given = section.get("volatile_arguments") or {}
+    if not isinstance(given, dict):
+        raise ValueError("redis.volatile_arguments must map command names to argument positions")
+    rules: Rules = {}
+    for command, positions in given.items():
+        if not isinstance(command, str) or not isinstance(positions, list) or not all(
+                isinstance(p, int) and not isinstance(p, bool) and p >= 1 for p in positions):
+            raise ValueError(f"redis.volatile_arguments.{command}: must be a list of positions "
+                             "(1: the first argument after the command)")
+        rules[command.upper()] = frozenset(positions)
+    return rules
 
 
 def match_key(request: Readable) -> Readable:
