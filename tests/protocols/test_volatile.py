@@ -187,3 +187,8 @@ def test_a_rule_applies_to_recordings_made_before_it():
     assert served.masked and seen == [["1234"]]
     with pytest.raises(NoMatch):  # another key is not covered by the rule
         _pool(recorded).find("redis", "127.0.0.1:6379", live, "SET", masked=mask(live, ["5678"]))
+
+
+def test_bulk_payloads_are_not_searched():
+    assert find_volatile("x" * 17000 + " " + UUID, NOW) == []
+    assert find_volatile("x" * 16000 + " " + UUID, NOW) == [UUID]

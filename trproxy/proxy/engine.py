@@ -265,9 +265,16 @@ class Session:
     def _lookup(self, lookup: Lookup, now: float, commands: list[Command]) -> None:
         ctx = self.ctx
         values = ctx.value_map()
-        request, masked, live = values.to_recorded(lookup.request), None, []
-        if self.dialect.volatile is not None and (live := self.dialect.volatile(request, ctx.started)):
-            masked = mask(request, live)
+        request = values.to_recorded(lookup.request)
+        live: list[str] = []
+        masked: Any = None
+
+        def masking() -> Any:  # asked only when nothing matches exactly
+            nonlocal live, masked
+            if self.dialect.volatile is not None:
+                live = self.dialect.volatile(request, ctx.started)
+                masked = mask(request, live) if live else None
+            return masked
 
         def accept(recorded: Exchange, volatile: list[str]) -> str | None:
             return values.bind(occurrences(recorded.request, volatile), live)
@@ -275,7 +282,7 @@ class Session:
         try:
             served = ctx.pool.find(self.dialect.name, self.destination, request,
                                    lookup.summary, self.affinity, ctx.current_test,
-                                   repeat_last=lookup.context.repeat_last, masked=masked,
+                                   repeat_last=lookup.context.repeat_last, masked=masking,
                                    accept=accept)
         except NoMatch as miss:
             if self.forwarding and lookup.context.forward is not None:

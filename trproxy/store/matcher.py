@@ -267,11 +267,12 @@ class MockPool:
 
     def find(self, protocol: str, destination: str, request: Any, summary: str = "",
              affinity: Affinity | None = None, test: str | None = None,
-             repeat_last: bool = False, masked: Any = None,
+             repeat_last: bool = False, masked: Callable[[], Any] | Any = None,
              accept: Callable[[Exchange, list[str]], str | None] | None = None) -> Served:
         """The recording that answers ``request``; else, with ``masked`` (the request with
-        its volatile values masked), one whose own volatile values are masked the same way
-        and that ``accept`` takes, given those values (None: yes; else why not)."""
+        its volatile values masked, or a function that makes it: asked only when nothing
+        matches exactly), one whose own volatile values are masked the same way and that
+        ``accept`` takes, given those values (None: yes; else why not)."""
         key = canonical(self.key_fn(protocol, request))
         dest = destination_key(destination)
         entries = self._by_dest.get((protocol, dest), {}).get(key, _Bucket())
@@ -279,6 +280,8 @@ class MockPool:
         exclusive = test is None and self._running is not None
         chosen = self._choose(entries, affinity, windows, exclusive, repeat_last)
         through_mask = False
+        if chosen is None and callable(masked):
+            masked = masked()
         if chosen is None and masked is not None:
             masked_key = canonical(self.key_fn(protocol, masked))
             similar = self._masked.get((protocol, dest), {}).get(masked_key)
