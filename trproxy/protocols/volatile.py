@@ -244,6 +244,7 @@ class ValueMap:
     def __init__(self) -> None:
         self.live: dict[str, str] = {}
         self.recorded: dict[str, str] = {}
+        self._patterns: dict[str, re.Pattern[str] | None] = {}  # built once per change
 
     def bind(self, recorded: list[str], live: list[str]) -> str | None:
         """Keep the pairs of a match through masked values; why not, when they contradict
@@ -256,19 +257,25 @@ class ValueMap:
                 return f"recorded {r} already stands for {self.live.get(r) or self.recorded.get(v)}"
         for r, v in pairs:
             self.live[r], self.recorded[v] = v, r
+        if pairs:
+            self._patterns.clear()
         return None
 
     def to_recorded(self, request: Any) -> Any:
         """A live request with the live values known as the recorded ones they replace."""
-        return _replace(request, self.recorded)
+        return _replace(request, self.recorded, self._pattern("recorded"))
 
     def to_live(self, responses: Any) -> Any:
         """Recorded responses with the recorded values known as the live ones."""
-        return _replace(responses, self.live)
+        return _replace(responses, self.live, self._pattern("live"))
+
+    def _pattern(self, which: str) -> re.Pattern[str] | None:
+        if which not in self._patterns:
+            self._patterns[which] = _pattern(getattr(self, which))
+        return self._patterns[which]
 
 
-def _replace(value: Any, table: dict[str, str]) -> Any:
-    pattern = _pattern(table)
+def _replace(value: Any, table: dict[str, str], pattern: re.Pattern[str] | None) -> Any:
     if pattern is None:
         return value
 
