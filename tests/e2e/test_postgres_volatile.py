@@ -32,6 +32,14 @@ def test_a_uuid_primary_key_returned_and_selected(tmp_path, postgres_server) -> 
     assert misses(replayed.stderr) == 0, replayed.stderr
 
 
+def test_a_registration_with_a_salted_password_hash_then_a_login(tmp_path, postgres_server) -> None:
+    recorded, replayed, mocks = record_then_replay(tmp_path, postgres_server, app("register"), "forward")
+    assert recorded.stdout == "login True False\n", recorded.stderr
+    assert "volatile: ['scrypt:32768:8:1$" in mocks or "- scrypt:32768:8:1$" in mocks
+    assert replayed.stdout == recorded.stdout, replayed.stderr
+    assert misses(replayed.stderr) == 0, replayed.stderr
+
+
 def test_asyncpg_savepoints_whose_counter_moved(tmp_path, postgres_server) -> None:
     recorded, replayed, mocks = record_then_replay(tmp_path, postgres_server, app("asyncpg", "0"), "forward",
                                                    replay_command=app("asyncpg", "5"))

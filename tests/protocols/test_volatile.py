@@ -33,6 +33,12 @@ OTHER = "7c21b0e4a9d811f1a3b502fc00000002"
     (EPOCH + "123", [EPOCH + "123"]),  # milliseconds
     ('{"csrf": "Xk9fA2Lm0QpZt7Rb3Vc8", "at": ' + EPOCH + "}", ["Xk9fA2Lm0QpZt7Rb3Vc8", EPOCH]),
     (f"{UUID} {UUID}", [UUID, UUID]),
+    ("INSERT INTO users VALUES ('ann', '$2b$12$KIXQJ9v1ZcO1mQ0yX6pQeO0vXcBq4mWZ1m7Zb9y8d3xJr5T1uV2aG')",
+     ["$2b$12$KIXQJ9v1ZcO1mQ0yX6pQeO0vXcBq4mWZ1m7Zb9y8d3xJr5T1uV2aG"]),
+    ("$argon2id$v=19$m=65536,t=3,p=4$c29tZXNhbHQ$RdescudvJCsgt3ub+b+dWRWJTmaaJObG",
+     ["$argon2id$v=19$m=65536,t=3,p=4$c29tZXNhbHQ$RdescudvJCsgt3ub+b+dWRWJTmaaJObG"]),
+    ("pbkdf2_sha256$600000$Xk9fA2Lm0QpZ$q1w2e3r4t5y6u7i8o9p0=", ["pbkdf2_sha256$600000$Xk9fA2Lm0QpZ$q1w2e3r4t5y6u7i8o9p0="]),
+    ("scrypt:32768:8:1$Xk9fA2Lm0QpZt7Rb$0a1b2c3d4e5f", ["scrypt:32768:8:1$Xk9fA2Lm0QpZt7Rb$0a1b2c3d4e5f"]),
 ])
 def test_volatile_parts_of_a_text(text, found):
     assert find_volatile(text, NOW) == found

@@ -15,8 +15,8 @@ exchange (``spec.volatile``, readable and editable). At replay:
   looked up (the ``GET`` of the session key, the lock's release script), and recorded
   replies are rewritten to the live values (the token the app compares with).
 
-Detectors: UUIDs and JWTs anywhere in a text, timestamps and dates near the recording
-time, and words of 9+ characters that look like random hex/base64 tokens or epoch
+Detectors: UUIDs, JWTs and salted password hashes (bcrypt, argon2, pbkdf2, scrypt)
+anywhere in a text, timestamps and dates near the recording time, and words of 9+ characters that look like random hex/base64 tokens or epoch
 numbers near now (``volatile_value``).
 """
 
@@ -132,7 +132,15 @@ def volatile_value(value: Any, now: datetime) -> bool:
 MASK = "<volatile>"
 MAX_SCANNED = 16384  # longer texts (bulk payloads) are not searched: every request pays for it
 _MAX_WORD = 512  # longer words are data (base64 images...), not ids or tokens
-_STRONG = re.compile(f"{_UUID.pattern}|{_JWT.pattern}|{_TIMESTAMPS.pattern}")
+# password hashes, each with its random salt: bcrypt, argon2, Django's pbkdf2, Werkzeug's
+# scrypt/pbkdf2 (a registration stores a new one every run; the login reads it back)
+_HASHES = re.compile("|".join([
+    r"\$2[abxy]?\$\d{2}\$[./A-Za-z0-9]{53}",
+    r"\$argon2(?:id|i|d)\$v=\d+\$m=\d+,t=\d+,p=\d+\$[A-Za-z0-9+/]+\$[A-Za-z0-9+/]+",
+    r"pbkdf2_sha\d+\$\d+\$[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+",
+    r"(?:scrypt:\d+:\d+:\d+|pbkdf2:sha\d+:\d+)\$[A-Za-z0-9+/=]+\$[0-9a-f]+",
+]))
+_STRONG = re.compile(f"{_HASHES.pattern}|{_UUID.pattern}|{_JWT.pattern}|{_TIMESTAMPS.pattern}")
 _WORD = re.compile(r"[A-Za-z0-9+/=_-]{9,}")
 
 
@@ -145,7 +153,7 @@ def find_volatile(text: str, now: datetime, also: str = "") -> list[str]:
     if len(text) < 9 or len(text) > MAX_SCANNED:
         return found  # too short to hold one, or a bulk payload
     pos = 0
-    hint = also or any(c in text for c in ("-", ":", "eyJ", "T"))  # in every _STRONG match
+    hint = also or any(c in text for c in ("-", ":", "eyJ", "T", "$"))  # in every _STRONG match
     strong = _strong(also) if hint else None  # (_STRONG is slow to run: 0.4 ms per KiB)
     for m in strong.finditer(text) if strong else ():
         found += _words(text[pos:m.start()], now)

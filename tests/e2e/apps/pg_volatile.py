@@ -7,6 +7,8 @@ change between runs.
   parameter), read back with ``SELECT ... WHERE id = %s`` and with the id as a SQL literal,
   a row holding an epoch and a random token; ``NAME`` (default ``apple``) is an ordinary
   value, for the negative test.
+* ``register``: a user registered with Werkzeug's salted scrypt hash (a new salt every
+  run), then a login that reads the hash back and checks the password against it.
 * ``asyncpg [BUMP]``: nested transactions (asyncpg's ``SAVEPOINT __asyncpg_savepoint_<n>__``),
   a uuid4 inserted and returned; ``BUMP`` ids are taken from asyncpg's process-wide
   counter first, as statements prepared earlier in a longer-running process would.
@@ -40,6 +42,18 @@ def with_psycopg(host: str, port: str, name: str = "apple") -> None:
         conn.execute("DELETE FROM vol_items WHERE id = %s", [new_id])
 
 
+def register(host: str, port: str) -> None:
+    import psycopg
+    from werkzeug.security import check_password_hash, generate_password_hash
+
+    with psycopg.connect(DSN.format(host=host, port=port), autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS vol_users (name text PRIMARY KEY, hash text)")
+        conn.execute("INSERT INTO vol_users VALUES (%s, %s)", ["ann", generate_password_hash("s3cret")])
+        stored = conn.execute("SELECT hash FROM vol_users WHERE name = %s", ["ann"]).fetchone()[0]
+        print("login", check_password_hash(stored, "s3cret"), check_password_hash(stored, "guess"))
+        conn.execute("DELETE FROM vol_users WHERE name = %s", ["ann"])
+
+
 async def with_asyncpg(host: str, port: str, bump: str = "0") -> None:
     import asyncpg
 
@@ -66,5 +80,7 @@ if __name__ == "__main__":
     scenario, host, port, *rest = sys.argv[1:]
     if scenario == "psycopg":
         with_psycopg(host, port, *rest)
+    elif scenario == "register":
+        register(host, port)
     else:
         asyncio.run(with_asyncpg(host, port, *rest))
