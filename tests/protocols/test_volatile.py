@@ -7,6 +7,8 @@ from datetime import UTC, datetime
 
 import pytest
 
+from trproxy.protocols.postgres.matching import rule_values as pg_rule_values
+from trproxy.protocols.postgres.matching import rules_from_section as pg_rules_from_section
 from trproxy.protocols.postgres.matching import volatile as pg_volatile
 from trproxy.protocols.redis.commands import rule_values, rules_from_section
 from trproxy.protocols.redis.commands import volatile as redis_volatile
@@ -198,3 +200,37 @@ def test_a_rule_applies_to_recordings_made_before_it():
 def test_bulk_payloads_are_not_searched():
     assert find_volatile("x" * 17000 + " " + UUID, NOW) == []
     assert find_volatile("x" * 16000 + " " + UUID, NOW) == [UUID]
+
+
+def test_postgres_rules_from_config_yaml():
+    rules = pg_rules_from_section({"volatile_parameters": {"INSERT INTO t": [2]},
+                                   "volatile_literals": ["ord-[0-9]+"]})
+    request = _insert(UUID, "apple", 7)
+    assert pg_volatile(request, NOW, rules) == [UUID, "apple"]  # $2 named; 7 is no epoch
+    assert pg_rule_values(rules, request) == ["apple"]
+    query = [{"Query": "SELECT 1 FROM orders WHERE ref = 'ord-1234'"}]
+    assert pg_volatile(query, NOW, rules) == ["ord-1234"] and pg_rule_values(rules, query) == ["ord-1234"]
+    assert pg_volatile(query, NOW) == []
+    for bad, message in (({"volatile_parameters": ["x"]}, "must map"),
+                         ({"volatile_parameters": {"x": [0]}}, "parameter numbers"),
+                         ({"volatile_literals": ["("]}, "not a regular expression")):
+        with pytest.raises(ValueError, match=message):
+            pg_rules_from_section(bad)
+
+
+def test_a_postgres_rule_applies_to_older_recordings():
+    rules = pg_rules_from_section({"volatile_parameters": {"INSERT INTO t": [2]}})
+    # recorded before the rule: its uuid listed (spec.volatile), the name not
+    recorded = Exchange("postgres", "127.0.0.1:5432", _insert(UUID, "apple", 7),
+                        [{"CommandComplete": "INSERT 0 1"}], extra={"volatile": [UUID]})
+    live = _insert("9b2d4f6a-1c3e-4a5b-8d7f-0e1f2a3b4c5d", "pear", 7)
+    seen: list = []
+    pool = MockPool.build([recorded], match_key, lambda _p, request: pg_rule_values(rules, request))
+    served = pool.find("postgres", "127.0.0.1:5432", live, "INSERT",
+                       masked=mask(live, pg_volatile(live, NOW, rules)),
+                       accept=lambda exchange, values: seen.append(values))
+    assert served.masked and seen == [[UUID, "apple"]]
+    unruled = MockPool.build([recorded], match_key)
+    with pytest.raises(NoMatch):  # without the rule, pear is not apple
+        unruled.find("postgres", "127.0.0.1:5432", live, "INSERT",
+                     masked=mask(live, pg_volatile(live, NOW)))

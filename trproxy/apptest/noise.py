@@ -199,6 +199,12 @@ redis:
   # it like a detected one (docs/format.md, "Volatile values"); recordings made before
   # the rule was written included.
   volatile_arguments: {{}}
+postgres:
+  # The same for SQL: Bind parameters by statement (a regular expression searched in the
+  # SQL) and number ($1 is 1), e.g. {{"INSERT INTO orders": [3]}}, and regular expressions
+  # whose matches in SQL text are volatile, e.g. ["ord-[0-9]+"].
+  volatile_parameters: {{}}
+  volatile_literals: []
 """
 
 
