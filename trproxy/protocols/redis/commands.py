@@ -386,6 +386,12 @@ def rules_from_section(section: dict) -> Rules:
     return rules
 
 
+# commands setting field/value (or key/value) pairs after the first N arguments, whose
+# answer does not depend on the pairs' order when no field repeats (a dict built from a
+# set, or a mapping of another process, is sent in another order): name -> N
+_PAIRS = {"HSET": 1, "HMSET": 1, "MSET": 0, "MSETNX": 0}
+
+
 def match_key(request: Readable) -> Readable:
     """The normalized request compared at replay (see the module docstring)."""
     if not isinstance(request, list) or not request:
@@ -395,6 +401,12 @@ def match_key(request: Readable) -> Readable:
     fixed = _UNORDERED.get(name) if isinstance(name, str) else None
     if fixed is not None and len(rest) > fixed + 1:
         rest[fixed:] = sorted(rest[fixed:], key=lambda a: json.dumps(a, sort_keys=True))
+    fixed = _PAIRS.get(name) if isinstance(name, str) else None
+    if fixed is not None and len(rest) > fixed + 2 and (len(rest) - fixed) % 2 == 0:
+        pairs = [rest[i:i + 2] for i in range(fixed, len(rest), 2)]
+        fields = [json.dumps(p[0], sort_keys=True) for p in pairs]
+        if len(set(fields)) == len(fields):  # a field set twice: the last one wins, order counts
+            rest[fixed:] = [a for _f, p in sorted(zip(fields, pairs, strict=True)) for a in p]
     if isinstance(name, str) and name.encode() in CONTAINERS and rest:
         rest[0] = _upper(rest[0])
     if name == "HELLO":  # protocol version and credentials; SETNAME's value differs by run
