@@ -45,17 +45,17 @@ from __future__ import annotations
 import base64
 import difflib
 import json
-import math
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from ..protocols.base import digest_form
 from ..protocols.secrets import blank_names, is_placeholder, map_strings
+from ..protocols.volatile import _JWT, _TIMESTAMPS, _UUID, volatile_value
 from ..store import safeio
 from ..store.config import CONFIG, read_config
 from ..store.errors import FormatError
@@ -192,6 +192,19 @@ http:
     match_headers: false    # also compare request headers (except framing/tracing ones)
     ignore_headers: []      # ... but not these
   max_body_mb: 8            # larger bodies go to bodies/<sha256>, streamed, not inline
+redis:
+  # Arguments the app generates that trproxy's detectors miss (UUIDs, random tokens and
+  # epochs are found by themselves), by command and position, 1 being the first argument
+  # after the command's name, e.g. {{SET: [2]}}: replay matches any value there and maps
+  # it like a detected one (docs/format.md, "Volatile values"); recordings made before
+  # the rule was written included.
+  volatile_arguments: {{}}
+postgres:
+  # The same for SQL: Bind parameters by statement (a regular expression searched in the
+  # SQL) and number ($1 is 1), e.g. {{"INSERT INTO orders": [3]}}, and regular expressions
+  # whose matches in SQL text are volatile, e.g. ["ord-[0-9]+"].
+  volatile_parameters: {{}}
+  volatile_literals: []
 """
 
 
@@ -277,98 +290,6 @@ _NOT_JSON = object()
 
 
 # -- detection ---------------------------------------------------------------------------
-
-_MONTH = r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
-_DAY = r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)"
-_TIMESTAMPS = re.compile("|".join([
-    r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?",  # ISO 8601
-    r"\d{8}T\d{6}(?:\.\d+)?Z?",  # ISO 8601 basic
-    rf"{_DAY}[a-z]*, \d{{1,2}}[ -]{_MONTH}[ -]\d{{2,4}} \d{{2}}:\d{{2}}:\d{{2}}",  # RFC 1123/850
-    rf"{_DAY} {_MONTH} [ \d]\d \d{{2}}:\d{{2}}:\d{{2}} \d{{4}}",  # asctime
-    rf"\d{{2}}/{_MONTH}/\d{{4}}:\d{{2}}:\d{{2}}:\d{{2}}",  # common log format
-    r"\d{1,2}/\d{1,2}/\d{4},? \d{1,2}:\d{2}(?::\d{2})?",  # 1/2/2024 10:00
-]))
-_DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
-_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
-_ULID = re.compile(r"[0-7][0-9A-HJKMNP-TV-Z]{25}")
-_JWT = re.compile(r"eyJ[\w-]{8,}\.[\w-]{8,}\.[\w-]*")
-_HEX = re.compile(r"[0-9a-fA-F]{16,}")
-_B64 = re.compile(r"[A-Za-z0-9+/_-]{20,}={0,2}")
-_PREFIXED = re.compile(r"[A-Za-z]{1,12}[_-]([A-Za-z0-9]{12,})")  # ord_3fK9x2..., sk-...
-_EPOCH_WINDOW = timedelta(days=7)
-
-
-def _entropy(text: str) -> float:
-    counts = Counter(text)
-    n = len(text)
-    return -sum(c / n * math.log2(c / n) for c in counts.values())
-
-
-def _char_class(c: str) -> str:
-    return "d" if c.isdigit() else "u" if c.isupper() else "l" if c.islower() else "o"
-
-
-def _looks_random(text: str) -> bool:
-    """Random ids alternate digits and letters, and (base62/64) upper and lower case, far
-    more often than words do (``release2024``, ``getUserProfileById``)."""
-    pairs = list(zip(text, text[1:], strict=False))
-    digit_switches = sum(a.isdigit() != b.isdigit() for a, b in pairs)
-    mixed_case = any(c.islower() for c in text) and any(c.isupper() for c in text)
-    class_switches = sum(_char_class(a) != _char_class(b) for a, b in pairs)
-    return digit_switches >= 4 or (mixed_case and class_switches >= 0.55 * len(pairs))
-
-
-def _random_token(text: str) -> bool:
-    """Hex or base64 ids that look random (not words, not small numbers)."""
-    if _HEX.fullmatch(text):
-        return any(c.isdigit() for c in text) and any(c.isalpha() for c in text) and _entropy(text) > 3.0
-    if _B64.fullmatch(text):
-        return _entropy(text) > 3.5 and _looks_random(text)
-    m = _PREFIXED.fullmatch(text)  # ord_3fK9x2LmQp7Zt
-    return m is not None and _looks_random(m.group(1))
-
-
-def _near(moment: datetime, now: datetime, window: timedelta) -> bool:
-    return abs(moment - now) <= window
-
-
-def _epoch_near(value: float, now: datetime) -> bool:
-    """Seconds, millis, micros or nanos since the epoch within a week of ``now``."""
-    for scale in (1, 1e3, 1e6, 1e9):
-        try:
-            moment = datetime.fromtimestamp(value / scale, UTC)
-        except (OverflowError, OSError, ValueError):
-            continue
-        if _near(moment, now, _EPOCH_WINDOW):
-            return True
-    return False
-
-
-def volatile_value(value: Any, now: datetime) -> bool:
-    """Whether one value looks like it changes from run to run (time, id, token)."""
-    if isinstance(value, bool):
-        return False
-    if isinstance(value, int | float):
-        return value > 1e8 and _epoch_near(float(value), now)
-    if not isinstance(value, str):
-        return False
-    text = value.strip().strip('"')
-    if text.startswith("W/"):
-        text = text[2:].strip('"')
-    if not text:
-        return False
-    if _TIMESTAMPS.search(text) or _UUID.search(text) or _JWT.search(text):
-        return True
-    if re.fullmatch(r"\d{9,19}(?:\.\d+)?", text):
-        return _epoch_near(float(text), now)
-    date = _DATE.fullmatch(text)
-    if date:
-        try:
-            day = datetime(int(date[1]), int(date[2]), int(date[3]), tzinfo=UTC)
-        except ValueError:
-            return False
-        return _near(day, now, timedelta(days=2))
-    return bool(_ULID.fullmatch(text)) or _random_token(text)
 
 
 def _walk(value: Any, path: tuple[Segment, ...]) -> Iterator[tuple[tuple[Segment, ...], Any]]:

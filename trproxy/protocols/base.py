@@ -24,6 +24,7 @@ import base64
 import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal, Protocol
 
 Readable = Any  # a JSON/YAML-safe value: dict, list, str, int, float, bool, None
@@ -301,6 +302,12 @@ class Dialect:
     # the dialect built from this protocol's section of the user's ``config.yaml``
     # (``http:`` secrets and noise); raises ValueError naming the field that is wrong
     configure: Callable[[dict], Dialect] | None = None
+    # the values the app generated in a request (ids, tokens, times: ``volatile.py``), in
+    # order, given the time it was sent: listed at record time, masked at replay
+    volatile: Callable[[Readable, datetime], list[str]] | None = None
+    # the values the user's rules (config.yaml) call volatile in a request: applied to
+    # recordings made before the rule too
+    volatile_rules: Callable[[Readable], list[str]] | None = None
 
     def recorder_for(self, tls: bool, authority: str, blobs: BlobStore | None = None) -> Recorder:
         if self.connection_aware:

@@ -53,6 +53,12 @@ def configure(doc: dict[str, Any]) -> None:
         override(dialect.configure(section))
 
 
+def volatile_rules(protocol: str, request: Any) -> list[str]:
+    """The values the user's rules in ``config.yaml`` call volatile in a request."""
+    dialect = by_name(protocol)
+    return dialect.volatile_rules(request) if dialect and dialect.volatile_rules else []
+
+
 def by_name(name: str) -> Dialect | None:
     if name in _overrides:
         return _overrides[name]

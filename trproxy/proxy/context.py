@@ -12,11 +12,13 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..protocols.base import Dialect
 from ..protocols.registry import match_key
+from ..protocols.volatile import ValueMap
 from ..store import DirBlobStore, Exchange, Ledger, MockPool, MockWriter
 from ..store.ledger import describe
 from .timeline import Timeline
@@ -62,6 +64,10 @@ class RunContext:
     vault: Any = None  # the run's named secrets (protocols/secrets.SecretVault), if any
     last_order: int = 0  # the run-wide number of the last request that started (record)
     captures: dict[bytes, Any] = field(default_factory=dict)  # record: Capture by identity
+    # replay: when the run started (volatile epoch numbers are near it), and the values the
+    # app generated in place of recorded ones, per test (``protocols/volatile.py``)
+    started: datetime = field(default_factory=lambda: datetime.now(UTC))
+    values: dict[str | None, ValueMap] = field(default_factory=dict)
     _ledger: Ledger | None = None
     _timeline: Timeline | None = None
     _searcher: concurrent.futures.ThreadPoolExecutor | None = None
@@ -95,9 +101,17 @@ class RunContext:
         self.recorded[exchange.protocol] += 1
         log.debug("recorded %s %s: %s", exchange.protocol, exchange.destination, exchange.summary)
 
+    def value_map(self) -> ValueMap:
+        """The recorded -> live values of the test running now (the run's, outside tests)."""
+        return self.values.setdefault(self.test, ValueMap())
+
     def set_windows(self, windows: set[str], opened: str | None = None) -> None:
         """The test windows open now, as the test runner reports them (``control.py``):
-        record tags what starts inside them, replay serves each its own recordings."""
+        record tags what starts inside them, replay serves each its own recordings; a
+        test that starts (again) starts with no values mapped."""
+        if opened is not None:
+            self.values = {t: m for t, m in self.values.items()
+                           if t is None or opened not in t.split(", ")}
         self.open_tests.difference_update(self.windows)
         self.open_tests.update(windows)
         self.windows = set(windows)

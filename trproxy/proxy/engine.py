@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..protocols.base import Dialect, Interrupt, Lookup, ProtocolError, Readable, Replayer, Reply
+from ..protocols.volatile import ValueMap, mask, occurrences
 from ..store import Affinity, Exchange, NoMatch
 from ..store.ledger import describe
 
@@ -263,10 +264,26 @@ class Session:
 
     def _lookup(self, lookup: Lookup, now: float, commands: list[Command]) -> None:
         ctx = self.ctx
+        values = ctx.value_map()
+        request = values.to_recorded(lookup.request)
+        live: list[str] = []
+        masked: Any = None
+
+        def masking() -> Any:  # asked only when nothing matches exactly
+            nonlocal live, masked
+            if self.dialect.volatile is not None:
+                live = self.dialect.volatile(request, ctx.started)
+                masked = mask(request, live) if live else None
+            return masked
+
+        def accept(recorded: Exchange, volatile: list[str]) -> str | None:
+            return values.bind(occurrences(recorded.request, volatile), live)
+
         try:
-            served = ctx.pool.find(self.dialect.name, self.destination, lookup.request,
+            served = ctx.pool.find(self.dialect.name, self.destination, request,
                                    lookup.summary, self.affinity, ctx.current_test,
-                                   repeat_last=lookup.context.repeat_last)
+                                   repeat_last=lookup.context.repeat_last, masked=masking,
+                                   accept=accept)
         except NoMatch as miss:
             if self.forwarding and lookup.context.forward is not None:
                 forward = Forward(lookup)
@@ -279,7 +296,8 @@ class Session:
                 for _target, events in ended:
                     self._released(events, now)
                 return
-            self._put(self._miss(lookup, miss.summary, miss.reason, now, commands, miss.nearest))
+            self._put(self._miss(lookup, miss.summary, miss.reason, now, commands, miss.nearest,
+                                 compared=masked if masked is not None else request))
             return
         exchange = served.exchange
         ctx.served(self.dialect.name, self.destination, exchange)
@@ -292,18 +310,18 @@ class Session:
                 "skipped": [describe(e) for e in skipped], "test": ctx.test},
                 lookup.summary))
         lookup.context.repeat = served.repeat
-        self._answer(lookup, exchange, served.repeat, now, commands)
+        self._answer(lookup, exchange, served.repeat, now, commands, values)
         self._deliver(after, now, commands)
 
     def _answer(self, lookup: Lookup, exchange: Exchange, repeat: bool, now: float,
-                commands: list[Command]) -> None:
+                commands: list[Command], values: ValueMap) -> None:
         if not lookup.expects_reply:
             return
         if exchange.unanswered and not repeat:
             self._out.append(_Out(at=math.inf))  # never answered: nothing, until the client goes
             return
         try:
-            out = self.replayer.respond(lookup, exchange.responses)
+            out = self.replayer.respond(lookup, values.to_live(exchange.responses))
         except Exception as exc:  # a recording is untrusted input (RecursionError included)
             # the recorded answer cannot be rendered (a wrong-typed field, absurd nesting):
             # the app gets the protocol's error and the report says why, never a silent reset
@@ -346,14 +364,17 @@ class Session:
                 self._out.append(_Out(at=now, end=Close() if ev.event == "close" else Reset()))
 
     def _miss(self, lookup: Lookup, summary: str, reason: str, now: float,
-              commands: list[Command], nearest: list[str] | None = None) -> _Out | None:
-        """Report the miss (unless the replayer answers it itself); the answer to send."""
+              commands: list[Command], nearest: list[str] | None = None,
+              compared: Any = None) -> _Out | None:
+        """Report the miss (unless the replayer answers it itself); the answer to send.
+        ``compared``: the request as it was looked up (values mapped, volatile ones masked)."""
         if not lookup.context.handshake:  # handshakes the replayer answers itself
             request = summary or lookup.summary
             entry = {"protocol": self.dialect.name, "destination": self.destination,
                      "request": request, "reason": reason,
                      "nearest": list(nearest or []), "test": self.ctx.test}
-            commands.append(Miss(entry, request, reason, lookup.request))
+            commands.append(Miss(entry, request, reason,
+                                 lookup.request if compared is None else compared))
         if not lookup.expects_reply:
             return None
         out = self.replayer.miss(lookup, reason)

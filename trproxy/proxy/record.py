@@ -159,6 +159,7 @@ class Capture:
             wait = None
             if self._started is not None and self._first_reply is not None:
                 wait = (self._first_reply - self._started) * 1000
+            volatile = self.dialect.volatile(it.request, datetime.now(UTC)) if self.dialect.volatile else []
             self.ctx.record(Exchange(
                 protocol=self.dialect.name, destination=self.destination,
                 request=it.request, responses=it.responses, lifetime=it.lifetime,
@@ -168,6 +169,7 @@ class Capture:
                 tls=self.tls, alpn=self.alpn, order=self._order, wait_ms=wait,
                 unanswered=it.unanswered, interrupted=self._interrupted,
                 answered_after=self._answered_after if wait is not None else 0,
+                extra={"volatile": list(dict.fromkeys(volatile))} if volatile else {},
             ))
             self._interrupted = False
             self._started = None

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 from ..apptest.noise import write_default_config
 from ..apptest.secretfile import use_secrets
-from ..protocols.registry import dialects, match_key
+from ..protocols.registry import dialects, match_key, volatile_rules
 from ..redirect.errors import RedirectError
 from ..store import (
     DirBlobStore,
@@ -93,7 +93,7 @@ def build_context(mode: Mode, test_set: Path, opts: RunOptions | None = None) ->
     mocks: list[Exchange] = []  # loaded first: a recording that cannot be read stops the run here
     if mode in (Mode.REPLAY, Mode.NEW_EPISODES) and has_mocks(test_set):
         mocks = load_mocks(test_set)
-        ctx.pool = MockPool.build(mocks, match_key)
+        ctx.pool = MockPool.build(mocks, match_key, volatile_rules)
     if opts is not None and opts.tls and mode is not Mode.PASSTHROUGH:
         from ..tls.ca import (  # mitmproxy/cryptography: only when needed
             CertificateAuthority,

@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..protocols.volatile import MASK, mask, recorded_values
 from .errors import NoMatch
 from .model import Exchange
 from .yamlio import dump
@@ -73,6 +74,8 @@ class _Entry:
     exchange: Exchange
     key: str
     used: int = 0
+    masked_key: str | None = None  # the key with its volatile values masked (``spec.volatile``)
+    volatile: list[str] = field(default_factory=list)  # those values (and the user's rules')
 
 
 class _Bucket(list):
@@ -148,6 +151,7 @@ def _first_fresh(entries: list[_Entry], start: int) -> tuple[_Entry | None, int]
 class Served:
     exchange: Exchange
     repeat: bool = False
+    masked: bool = False  # matched through its volatile values
 
 
 @dataclass
@@ -155,7 +159,11 @@ class MockPool:
     """All mocks of a test set, ready to answer live requests."""
 
     key_fn: KeyFn  # counting served exchanges and misses is the caller's (RunContext)
+    # (protocol, request) -> values the user's rules call volatile (config.yaml)
+    rules_fn: Callable[[str, Any], list[str]] | None = None
     _by_dest: dict[tuple[str, str], dict[str, _Bucket]] = field(default_factory=dict)
+    # the same entries by their keys with the volatile values masked (those that have any)
+    _masked: dict[tuple[str, str], dict[str, _Bucket]] = field(default_factory=dict)
     # destinations with a connection recorded over TLS, and the ALPN protocols negotiated
     # there: asked at every replayed connection's start, so kept as exchanges are added
     _tls: set[str] = field(default_factory=set)
@@ -169,8 +177,9 @@ class MockPool:
     _by_window: dict[str, list[tuple[_Bucket, _Entry]]] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, exchanges: list[Exchange], key_fn: KeyFn) -> MockPool:
-        pool = cls(key_fn)
+    def build(cls, exchanges: list[Exchange], key_fn: KeyFn,
+              rules_fn: Callable[[str, Any], list[str]] | None = None) -> MockPool:
+        pool = cls(key_fn, rules_fn)
         for ex in exchanges:
             pool.add(ex)
         return pool
@@ -188,6 +197,18 @@ class MockPool:
         bucket.add(entry)
         for window in exchange.tests:
             self._by_window.setdefault(window, []).append((bucket, entry))
+        values = recorded_values(exchange.extra)
+        if self.rules_fn is not None:
+            values += self.rules_fn(exchange.protocol, exchange.request)
+        if values:
+            masked = canonical(self.key_fn(exchange.protocol, mask(exchange.request, values)))
+            if masked != key:
+                entry.masked_key, entry.volatile = masked, values
+                by_masked = self._masked.setdefault((exchange.protocol, dest), {})
+                bucket = by_masked.setdefault(masked, _Bucket())
+                bucket.add(entry)
+                for window in exchange.tests:
+                    self._by_window.setdefault(window, []).append((bucket, entry))
         if exchange.tls:
             self._tls.add(dest)
         if exchange.alpn:
@@ -246,12 +267,29 @@ class MockPool:
 
     def find(self, protocol: str, destination: str, request: Any, summary: str = "",
              affinity: Affinity | None = None, test: str | None = None,
-             repeat_last: bool = False) -> Served:
+             repeat_last: bool = False, masked: Callable[[], Any] | Any = None,
+             accept: Callable[[Exchange, list[str]], str | None] | None = None) -> Served:
+        """The recording that answers ``request``; else, with ``masked`` (the request with
+        its volatile values masked, or a function that makes it: asked only when nothing
+        matches exactly), one whose own volatile values are masked the same way and that
+        ``accept`` takes, given those values (None: yes; else why not)."""
         key = canonical(self.key_fn(protocol, request))
-        entries = self._by_dest.get((protocol, destination_key(destination)), {}).get(key, _Bucket())
+        dest = destination_key(destination)
+        entries = self._by_dest.get((protocol, dest), {}).get(key, _Bucket())
         windows = (test,) if test is not None else self._running or ()
         exclusive = test is None and self._running is not None
         chosen = self._choose(entries, affinity, windows, exclusive, repeat_last)
+        through_mask = False
+        if chosen is None and callable(masked):
+            masked = masked()
+        if chosen is None and masked is not None:
+            masked_key = canonical(self.key_fn(protocol, masked))
+            similar = self._masked.get((protocol, dest), {}).get(masked_key)
+            if similar and (chosen := self._choose(similar, affinity, windows, exclusive, repeat_last)):
+                if accept is not None and (refused := accept(chosen[0].exchange, chosen[0].volatile)):
+                    raise NoMatch(summary or key[:80], "the recording that matches with its volatile "
+                                  f"values masked does not fit the values seen so far: {refused}", [])
+                through_mask = True
         if chosen is None and exclusive and (miss := _elsewhere(summary or key[:80], entries, windows)):
             raise miss
         if chosen is None:
@@ -260,7 +298,7 @@ class MockPool:
         entry.used += 1
         if affinity is not None and entry.exchange.lifetime == "data":
             affinity.recorded_connection = entry.exchange.connection
-        return Served(entry.exchange, repeat)
+        return Served(entry.exchange, repeat, through_mask)
 
     @staticmethod
     def _choose(entries: _Bucket, affinity: Affinity | None, windows: tuple[str, ...],
@@ -307,6 +345,8 @@ class MockPool:
         if not by_key:
             return []
         key = canonical(self.key_fn(protocol, request))
+        if MASK in key:  # a request with volatile values: compared with recordings masked too
+            by_key = {bucket[0].masked_key or k: bucket for k, bucket in by_key.items()}
         word = _first_word(summary)
         candidates = sorted(list(by_key.items())[:_MAX_COMPARED * 4],
                             key=lambda kv: _first_word(kv[1][0].exchange.summary) != word)

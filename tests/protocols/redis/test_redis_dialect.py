@@ -204,6 +204,9 @@ def test_secrets_never_reach_the_readable_form() -> None:
     (["SADD", "a", "2", "1", {"hex": "00"}], ["sadd", "a", {"hex": "00"}, "1", "2"]),
     (["PFADD", "a", "3", "1"], ["PFADD", "a", "1", "3"]), (["DEL", "b", "a"], ["DEL", "a", "b"]),
     (["PFMERGE", "d", "c", "a"], ["PFMERGE", "d", "a", "c"]),
+    # field/value pairs in a mapping's order: any order when no field repeats
+    (["HSET", "h", "b", "2", "a", "1"], ["hset", "h", "a", "1", "b", "2"]),
+    (["MSET", "k2", "v", "k1", "w"], ["MSET", "k1", "w", "k2", "v"]),
 ])
 def test_match_keys_that_are_equal(left: list, right: list) -> None:
     assert match_key(left) == match_key(right)
@@ -221,6 +224,9 @@ def test_match_keys_that_are_equal(left: list, right: list) -> None:
     (["SET", "k", {"hex": "00"}], ["SET", "k", {"hex": "01"}]),
     (["SADD", "a", "1"], ["SADD", "b", "1"]), (["PFMERGE", "d", "a"], ["PFMERGE", "a", "d"]),
     (["RPUSH", "l", "1", "2"], ["RPUSH", "l", "2", "1"]), (["DEL", "a", "a"], ["DEL", "a"]),
+    (["HSET", "h", "a", "1", "b", "2"], ["HSET", "h", "a", "2", "b", "1"]),  # values stay with fields
+    (["HSET", "h", "a", "1", "a", "2"], ["HSET", "h", "a", "2", "a", "1"]),  # the last a wins
+    (["HSET", "h", "a", "1", "b", "2"], ["HSET", "g", "a", "1", "b", "2"]),
 ])
 def test_match_keys_that_differ(left: list, right: list) -> None:
     assert match_key(left) != match_key(right)

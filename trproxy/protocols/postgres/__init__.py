@@ -18,13 +18,25 @@ Modules (each says its role and invariants):
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+
 from ..base import Dialect
 from .codec import PostgresCodec
 from .detect import detect
 from .encryption import decline_encryption, tls_upgrade
-from .matching import match_key
+from .matching import match_key, rule_values, rules_from_section, volatile
 from .recorder import PostgresRecorder
 from .replayer import PostgresReplayer
+
+
+def _configure(section: dict) -> Dialect:
+    """The dialect with the user's ``postgres:`` rules (``volatile_parameters``,
+    ``volatile_literals``)."""
+    rules = rules_from_section(section)
+    return dataclasses.replace(DIALECT, volatile=functools.partial(volatile, rules=rules),
+                               volatile_rules=functools.partial(rule_values, rules))
+
 
 DIALECT = Dialect(
     name="postgres",
@@ -33,6 +45,8 @@ DIALECT = Dialect(
     recorder=PostgresRecorder,
     replayer=PostgresReplayer,
     match_key=match_key,
+    volatile=volatile,
+    configure=_configure,
     local_reply=decline_encryption,
     tls_upgrade=tls_upgrade,
 )

@@ -31,10 +31,14 @@ connection of a pool:
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from ..base import Lifetime, ProtocolError, Readable
 from ..credentials import is_hashed
+from ..volatile import find_volatile, volatile_value
 from .readable import item_name
 from .sql import (
     first_words,
@@ -109,6 +113,97 @@ def _batch_key(request: list[dict[str, Any]]) -> list[Readable]:
             key.append({name: {}})
         # Close and COPY data: not compared (see module doc)
     return key
+
+
+# asyncpg numbers its savepoints per connection: the counter differs between runs
+_COUNTERS = r"\b__asyncpg_savepoint_[0-9a-f]+__\b"
+
+
+@dataclass(frozen=True)
+class Rules:
+    """config.yaml ``postgres:``: ``volatile_parameters`` (a regular expression searched in
+    the SQL -> parameter numbers, 1 for ``$1``) and ``volatile_literals`` (regular
+    expressions whose matches in SQL text are volatile)."""
+
+    parameters: tuple[tuple[re.Pattern[str], frozenset[int]], ...] = ()
+    literals: str = ""  # one alternation
+
+
+def rules_from_section(section: dict) -> Rules:
+    """ValueError naming what is wrong."""
+    given, literals = section.get("volatile_parameters") or {}, section.get("volatile_literals") or []
+    if not isinstance(given, dict) or not isinstance(literals, list):
+        raise ValueError("postgres.volatile_parameters must map SQL patterns to parameter numbers, "
+                         "postgres.volatile_literals must be a list of patterns")
+    parameters = []
+    for pattern, numbers in given.items():
+        if not isinstance(numbers, list) or not all(
+                isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in numbers):
+            raise ValueError(f"postgres.volatile_parameters.{pattern}: must be a list of parameter "
+                             "numbers (1 for $1)")
+        parameters.append((_regex(pattern, "volatile_parameters"), frozenset(numbers)))
+    for literal in literals:
+        _regex(literal, "volatile_literals")
+    return Rules(tuple(parameters), "|".join(f"(?:{p})" for p in literals))
+
+
+def _regex(pattern: object, where: str) -> re.Pattern[str]:
+    try:
+        return re.compile(str(pattern))
+    except re.error as exc:
+        raise ValueError(f"postgres.{where}: {pattern!r} is not a regular expression: {exc}") from None
+
+
+def volatile(request: Readable, now: datetime, rules: Rules = Rules()) -> list[str]:
+    """The values the app generated in a request (``protocols.volatile``), in order: in
+    SQL text (literals, asyncpg's savepoint names) and in Bind parameters (text, or the
+    value of a decoded binary one: a uuid), and what the user's ``rules`` name. Never in
+    a startup (logins are compared)."""
+    return _volatile(request, rules, now)
+
+
+def rule_values(rules: Rules, request: Readable) -> list[str]:
+    """What the user's ``rules`` alone call volatile in a request (for older recordings)."""
+    return _volatile(request, rules, None)
+
+
+def _volatile(request: Readable, rules: Rules, now: datetime | None) -> list[str]:
+    if not isinstance(request, list) or request_kind(request) == "startup":
+        return []
+    also = "|".join(p for p in (_COUNTERS if now else "", rules.literals) if p)
+
+    def in_sql(text: str) -> list[str]:
+        if now is not None:
+            return find_volatile(text, now, also)
+        return [m.group() for m in re.finditer(also, text) if m.group()] if also else []
+
+    found: list[str] = []
+    for item in request:
+        if not isinstance(item, dict) or len(item) != 1:
+            continue
+        name = item_name(item)
+        v = item[name]
+        if name == "Query" and isinstance(v, str):
+            found += in_sql(v)
+        elif isinstance(v, dict) and name in ("Parse", "Bind", "Describe", "Execute"):
+            query = v.get("query")
+            if isinstance(query, str):
+                found += in_sql(query)
+            pinned = frozenset().union(*(numbers for pattern, numbers in rules.parameters
+                                         if isinstance(query, str) and pattern.search(query)))
+            for i, p in enumerate(v.get("parameters", []) if name == "Bind" else [], 1):
+                value = p.get("value") if isinstance(p, dict) and "binary" in p else p
+                if isinstance(value, bool) or not isinstance(value, str | int):
+                    continue
+                if i in pinned and str(value):
+                    found.append(str(value))
+                elif now is None:
+                    continue
+                elif isinstance(value, str):
+                    found += find_volatile(value, now)
+                elif volatile_value(value, now):  # a binary epoch
+                    found.append(str(value))
+    return found
 
 
 def _hashable(name: Readable) -> Readable:

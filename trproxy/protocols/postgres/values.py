@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..base import EncodeError, Readable, blob, unblob
+from ..volatile import MASK
 
 _Codec = tuple[Callable[[bytes], Any], Callable[[Any], bytes]]
 
@@ -150,7 +151,10 @@ def wire_value(value: Readable) -> bytes | None:
 
 
 def canonical_value(value: Readable) -> Readable:
-    """What match keys compare: text as readable text, binary as {"binary": hex}."""
+    """What match keys compare: text as readable text, binary as {"binary": hex}; a
+    binary value masked as volatile as it is."""
+    if isinstance(value, dict) and "binary" in value and MASK in str(value.get("value")):
+        return value
     if isinstance(value, dict) and "binary" in value:
         raw = wire_value(value)
         return {"binary": raw.hex() if raw is not None else None}

@@ -35,11 +35,13 @@ SLOTS|...``, ``SCRIPT LOAD``; ``data`` for everything else.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import re
 
 from ..base import Dialect
 from .codec import RedisCodec
-from .commands import COMMANDS, match_key
+from .commands import COMMANDS, match_key, rule_values, rules_from_section, volatile
 from .parser import Limits, ParserState
 from .readable import from_readable, to_readable
 from .recorder import RedisRecorder
@@ -96,6 +98,13 @@ def detect(first_bytes: bytes, port: int) -> bool | None:
     return _HTTP_LINE.search(data[:end]) is None
 
 
+def _configure(section: dict) -> Dialect:
+    """The dialect with the user's ``redis:`` rules (``volatile_arguments``)."""
+    rules = rules_from_section(section)
+    return dataclasses.replace(DIALECT, volatile=functools.partial(volatile, rules=rules),
+                               volatile_rules=functools.partial(rule_values, rules))
+
+
 DIALECT = Dialect(
     name="redis",
     default_ports=(6379, 26379),
@@ -103,6 +112,8 @@ DIALECT = Dialect(
     recorder=RedisRecorder,
     replayer=RedisReplayer,
     match_key=match_key,
+    volatile=volatile,
+    configure=_configure,
 )
 
 __all__ = [

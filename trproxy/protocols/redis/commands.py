@@ -26,9 +26,11 @@ import enum
 import json
 import re
 from collections.abc import Callable
+from datetime import datetime
 
 from ..base import Lifetime, Readable
 from ..credentials import hashed
+from ..volatile import find_volatile
 from .resp import Array, BulkString, Map, Push, RespValue, SimpleString
 
 REDACTED = b"<redacted>"
@@ -332,6 +334,64 @@ _UNORDERED = {"SADD": 1, "SREM": 1, "PFADD": 1, "PFCOUNT": 0, "PFMERGE": 1, "DEL
               "SUNION": 0, "SINTERSTORE": 1, "SUNIONSTORE": 1, "WATCH": 0}
 
 
+# commands whose arguments are never app-generated values: logins, settings, scripts
+_NOT_VOLATILE = frozenset({"AUTH", "HELLO", "CLIENT", "CONFIG", "ACL", "SCRIPT", "FUNCTION",
+                           "SELECT", "COMMAND", "INFO", "MODULE"})
+# positions that hold a content hash, the same in every run (EVALSHA's script SHA1)
+_HASH_POSITIONS = {"EVALSHA": 1, "EVALSHA_RO": 1}
+
+
+Rules = dict[str, frozenset[int]]  # config.yaml ``redis.volatile_arguments``: command -> positions
+
+
+def volatile(request: Readable, now: datetime, rules: Rules | None = None) -> list[str]:
+    """The values the app generated in a command's arguments (lock tokens, session ids,
+    timestamps: ``protocols.volatile``; whole arguments the user's ``rules`` name), in order."""
+    if not isinstance(request, list) or not request or not isinstance(request[0], str):
+        return []
+    name = request[0].upper()
+    if name in _NOT_VOLATILE:
+        return []
+    skip, pinned = _HASH_POSITIONS.get(name), (rules or {}).get(name, frozenset())
+    found: list[str] = []
+    for i, arg in enumerate(request[1:], 1):
+        if i in pinned and isinstance(arg, str) and arg:
+            found.append(arg)
+        elif i != skip and isinstance(arg, str):
+            found += find_volatile(arg, now)
+    return found
+
+
+def rule_values(rules: Rules, request: Readable) -> list[str]:
+    """The whole arguments the user's ``rules`` call volatile (``volatile_arguments``)."""
+    if not isinstance(request, list) or not request or not isinstance(request[0], str):
+        return []
+    pinned = rules.get(request[0].upper(), frozenset())
+    return [a for i, a in enumerate(request[1:], 1) if i in pinned and isinstance(a, str) and a]
+
+
+def rules_from_section(section: dict) -> Rules:
+    """``redis.volatile_arguments`` of config.yaml: ``{SET: [2]}`` (1: the first argument
+    after the command's name); ValueError naming what is wrong."""
+    given = section.get("volatile_arguments") or {}
+    if not isinstance(given, dict):
+        raise ValueError("redis.volatile_arguments must map command names to argument positions")
+    rules: Rules = {}
+    for command, positions in given.items():
+        if not isinstance(command, str) or not isinstance(positions, list) or not all(
+                isinstance(p, int) and not isinstance(p, bool) and p >= 1 for p in positions):
+            raise ValueError(f"redis.volatile_arguments.{command}: must be a list of positions "
+                             "(1: the first argument after the command)")
+        rules[command.upper()] = frozenset(positions)
+    return rules
+
+
+# commands setting field/value (or key/value) pairs after the first N arguments, whose
+# answer does not depend on the pairs' order when no field repeats (a dict built from a
+# set, or a mapping of another process, is sent in another order): name -> N
+_PAIRS = {"HSET": 1, "HMSET": 1, "MSET": 0, "MSETNX": 0}
+
+
 def match_key(request: Readable) -> Readable:
     """The normalized request compared at replay (see the module docstring)."""
     if not isinstance(request, list) or not request:
@@ -341,6 +401,12 @@ def match_key(request: Readable) -> Readable:
     fixed = _UNORDERED.get(name) if isinstance(name, str) else None
     if fixed is not None and len(rest) > fixed + 1:
         rest[fixed:] = sorted(rest[fixed:], key=lambda a: json.dumps(a, sort_keys=True))
+    fixed = _PAIRS.get(name) if isinstance(name, str) else None
+    if fixed is not None and len(rest) > fixed + 2 and (len(rest) - fixed) % 2 == 0:
+        pairs = [rest[i:i + 2] for i in range(fixed, len(rest), 2)]
+        fields = [json.dumps(p[0], sort_keys=True) for p in pairs]
+        if len(set(fields)) == len(fields):  # a field set twice: the last one wins, order counts
+            rest[fixed:] = [a for _f, p in sorted(zip(fields, pairs, strict=True)) for a in p]
     if isinstance(name, str) and name.encode() in CONTAINERS and rest:
         rest[0] = _upper(rest[0])
     if name == "HELLO":  # protocol version and credentials; SETNAME's value differs by run

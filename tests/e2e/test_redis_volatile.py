@@ -1,0 +1,96 @@
+"""Values the app generates in Redis requests (issue 12): redis-py's ``Lock`` tokens, a
+uuid4 session key, a CSRF token and a timestamp in the stored value. Recorded against a
+real redis-server, replayed with the server gone: the same output and no miss, because
+the recording lists the volatile values (``spec.volatile``), replay matches around them
+and maps recorded -> live values in later requests and in replies. A different key
+prefix or payload still misses, and the miss's diff shows what was masked."""
+
+from __future__ import annotations
+
+import re
+import sys
+
+import pytest
+
+from tests.support.proc import run_trproxy
+from tests.support.services import RedisServer, free_port
+
+pytestmark = pytest.mark.slow
+
+
+def misses(stderr: str) -> int:
+    found = re.findall(r"^trproxy: (\d+) misses", stderr, re.MULTILINE)
+    assert len(found) == 1, stderr
+    return int(found[0])
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory):  # type: ignore[no-untyped-def]
+    recording, port = tmp_path_factory.mktemp("volatile") / "rec", free_port()
+    server = RedisServer().start()
+    forward = ["--no-redirect", "--forward", f"127.0.0.1:{port}=127.0.0.1:{server.port}"]
+
+    def run(mode: str, *args: str):  # type: ignore[no-untyped-def]
+        return run_trproxy(mode, "--dir", str(recording), *forward, "--", sys.executable, "-m",
+                           "tests.e2e.apps.redis_volatile", str(port), *args)
+
+    try:
+        first = run("record")
+    finally:
+        server.destroy()
+    return run, first, (recording / "test-set-0" / "mocks.yaml").read_text()
+
+
+def test_lock_tokens_and_session_ids_replay_without_a_server(recorded) -> None:  # type: ignore[no-untyped-def]
+    run, first, mocks = recorded
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.splitlines() == ["lock True True True", "released False"] * 2 + [
+        "session True True hello", "ttl True"]
+    assert mocks.count("volatile:") >= 6  # 2 SET NX, 2 GET, 2 EVALSHA, the session's SET/GET...
+    replayed = run("replay")
+    assert replayed.stdout == first.stdout, replayed.stderr
+    assert misses(replayed.stderr) == 0, replayed.stderr
+    assert "recordings never used" not in replayed.stderr
+
+
+@pytest.mark.parametrize(("args", "masked"), [
+    (("token", "hello"), "token:<volatile>"),  # another key prefix
+    (("session", "bye"), "bye"),  # another payload
+])
+def test_a_real_difference_still_misses(recorded, args, masked) -> None:  # type: ignore[no-untyped-def]
+    run, _first, _mocks = recorded
+    replayed = run("replay", *args)
+    assert misses(replayed.stderr) >= 1, replayed.stderr
+    assert "lock True True True" in replayed.stdout, replayed.stderr  # the rest still replays
+    closest = replayed.stderr[replayed.stderr.index("closest to SET"):]
+    recorded_line = next(line for line in closest.splitlines() if line.startswith("-[SET"))
+    live_line = next(line for line in closest.splitlines() if line.startswith("+[SET"))
+    assert "'session:<volatile>'" in recorded_line and '"csrf": "<volatile>"' in recorded_line
+    assert masked in live_line and '"at": <volatile>' in live_line, closest
+
+
+def test_a_user_rule_names_an_argument_the_detectors_miss(tmp_path) -> None:
+    """``SET job <4 random digits>``: no detector calls it volatile; a rule written in
+    config.yaml after recording (``redis.volatile_arguments: {SET: [2]}``) makes replay
+    match it and map it (the ``GET`` answers the live number)."""
+    recording, port = tmp_path / "rec", free_port()
+    server = RedisServer().start()
+    forward = ["--no-redirect", "--forward", f"127.0.0.1:{port}=127.0.0.1:{server.port}"]
+
+    def run(mode: str):  # type: ignore[no-untyped-def]
+        return run_trproxy(mode, "--dir", str(recording), *forward, "--", sys.executable, "-m",
+                           "tests.e2e.apps.redis_volatile", str(port), "pin")
+
+    try:
+        recorded = run("record")
+    finally:
+        server.destroy()
+    assert recorded.stdout == "job True\n", recorded.stderr
+    without = [run("replay") for _ in range(3)]  # a new number each time: 3 same ones are unlikely
+    assert any(misses(r.stderr) >= 1 for r in without)
+    config = recording / "config.yaml"
+    text = config.read_text()
+    assert "volatile_arguments: {}" in text  # the template documents it
+    config.write_text(text.replace("volatile_arguments: {}", "volatile_arguments: {SET: [2]}"))
+    replayed = run("replay")
+    assert replayed.stdout == recorded.stdout and misses(replayed.stderr) == 0, replayed.stderr

@@ -1,0 +1,54 @@
+"""Replay of requests carrying values the app generates (``protocols/volatile.py``), as
+transcripts: a recording listed as volatile matches through them, the pairs recorded ->
+live are kept for later requests and replies, and a contradiction is a miss."""
+
+from __future__ import annotations
+
+from tests.support.playbook import Playbook, client, miss, send
+from trproxy.protocols.redis.resp import Command, encode_command
+from trproxy.store import Exchange
+
+TOKEN = "1dd943eaeebc11f1bb1402fc00000001"  # recorded
+LIVE = "7c21b0e4a9d811f1a3b502fc00000002"  # what the app sends at replay
+OTHER = "0a9b8c7d6e5f11f1a3b502fc00000003"
+
+
+def ex(request: list[str], responses: list, volatile: bool = True) -> Exchange:
+    return Exchange("redis", "127.0.0.1:1", request, responses, summary=request[0],
+                    connection=1, extra={"volatile": [TOKEN]} if volatile else {})
+
+
+def cmd(*args: str) -> bytes:
+    return encode_command(Command(tuple(a.encode() for a in args)))
+
+
+RECORDED = [ex(["SET", "lock", TOKEN, "NX", "PX", "10000"], [{"simple": "OK"}]),
+            ex(["GET", "lock"], [TOKEN], volatile=False),
+            ex(["EVALSHA", "c3f8721cbb97f72bc19e972846bd7aaf91901658", "1", "lock", TOKEN],
+               [{"int": 1}])]
+
+
+def test_a_lock_token_is_matched_mapped_and_echoed_live():
+    assert (Playbook("redis", RECORDED)
+            >> client(cmd("SET", "lock", LIVE, "NX", "PX", "10000")) << send(b"+OK\r\n")
+            >> client(cmd("GET", "lock")) << send(f"${len(LIVE)}\r\n{LIVE}\r\n".encode())
+            >> client(cmd("EVALSHA", "c3f8721cbb97f72bc19e972846bd7aaf91901658", "1", "lock", LIVE))
+            << send(b":1\r\n"))
+
+
+def test_a_value_that_contradicts_the_mapping_misses():
+    reason = (f"the recording that matches with its volatile values masked does not fit the "
+              f"values seen so far: recorded {TOKEN} already stands for {LIVE}")
+    assert (Playbook("redis", RECORDED)
+            >> client(cmd("SET", "lock", LIVE, "NX", "PX", "10000")) << send(b"+OK\r\n")
+            >> client(cmd("GET", "lock")) << send(f"${len(LIVE)}\r\n{LIVE}\r\n".encode())
+            >> client(cmd("EVALSHA", "c3f8721cbb97f72bc19e972846bd7aaf91901658", "1", "lock", OTHER))
+            << miss("EVALSHA", reason) << send(lambda data: data.startswith(b"-ERR trproxy:")))
+
+
+def test_without_a_volatile_list_the_values_must_be_equal():
+    recorded = [ex(["SET", "lock", TOKEN, "NX", "PX", "10000"], [{"simple": "OK"}], volatile=False)]
+    assert (Playbook("redis", recorded)
+            >> client(cmd("SET", "lock", LIVE, "NX", "PX", "10000"))
+            << miss("SET", "no recorded request matches")
+            << send(lambda data: data.startswith(b"-ERR trproxy:")))
