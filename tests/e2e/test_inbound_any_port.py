@@ -1,0 +1,99 @@
+"""``trproxy record`` without ``--app-port``: HTTP reaching any port the app listens on from
+outside the run is recorded; the app's own connections to itself never are.
+
+The app is ``tests/e2e/apps/http_app.py`` (stdlib HTTP servers; ``GET /self`` makes it call
+its own port), the traffic driver is this test process (urllib, raw sockets): outside the
+run's cgroup, like curl or a traffic script.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+
+import pytest
+
+from tests.e2e.test_inbound import HTTP_APP, assert_all_passed, cases_of, get, record, run_test
+from tests.support.proc import trproxy
+from tests.support.services import free_port
+
+pytestmark = [pytest.mark.slow, pytest.mark.root]
+
+if os.geteuid() != 0:
+    pytest.skip("the eBPF redirect needs root", allow_module_level=True)
+
+
+def urls(rec) -> list[str]:  # type: ignore[no-untyped-def]
+    return [c["spec"]["request"]["url"] for c in cases_of(rec)]
+
+
+def test_every_port_is_recorded_and_the_apps_own_calls_are_not(tmp_path):
+    rec, a, b = tmp_path / "rec", free_port(), free_port()
+    cmd = [*HTTP_APP, "serve", str(a), str(b)]
+    answers: list[dict] = []
+    record(rec, [a, b], cmd, lambda: answers.extend([
+        get(a, "/one"), get(b, "/two", b"payload"), get(a, "/self")]), app_ports=[])
+    assert answers[2]["inner"]["path"] == "/inner"  # the app reached itself during the run
+    assert urls(rec) == [f"http://127.0.0.1:{a}/one", f"http://127.0.0.1:{b}/two",
+                         f"http://127.0.0.1:{a}/self"]  # /inner: the app's own call, no test
+    assert [c["spec"]["port"] for c in cases_of(rec)] == [a, b, a]
+
+    out, report, junit = run_test(rec, cmd)
+    assert_all_passed(out, junit, 3)
+    assert report["tests"][2]["actual"]["body"]["json"]["inner"]["path"] == "/inner"
+
+
+def test_app_port_narrows_the_capture(tmp_path):
+    rec, a, b = tmp_path / "rec", free_port(), free_port()
+    cmd = [*HTTP_APP, "serve", str(a), str(b)]
+    answers: list[dict] = []
+    record(rec, [a, b], cmd, lambda: answers.extend([get(a, "/one"), get(b, "/two"), get(a, "/three")]),
+           app_ports=[a])
+    assert [x["path"] for x in answers] == ["/one", "/two", "/three"]  # b still answers
+    assert urls(rec) == [f"http://127.0.0.1:{a}/one", f"http://127.0.0.1:{a}/three"]
+
+
+@pytest.mark.parametrize(("bind", "dial"), [("0.0.0.0", "0.0.0.0"), ("::", "::1")])
+def test_wildcard_binds_and_destinations_count_as_loopback(tmp_path, bind, dial):
+    rec, port = tmp_path / "rec", free_port()
+    answers: list[dict] = []
+    record(rec, [port], [*HTTP_APP, "serve", str(port)],
+           lambda: answers.extend([get(port, "/one", host=dial), get(port, "/self", host=dial)]),
+           env={"HOST": bind}, app_ports=[])
+    assert answers[1]["inner"]["path"] == "/inner"
+    assert [u.rsplit("/", 1)[1] for u in urls(rec)] == ["one", "self"]
+
+
+def test_other_protocols_are_relayed_without_a_test(tmp_path):
+    """Bytes that do not start an HTTP request reach the app and its answer comes back;
+    no test case, no capture problem reported."""
+    rec, port = tmp_path / "rec", free_port()
+    replies: list[bytes] = []
+
+    def traffic() -> None:
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+            s.sendall(b"\x00\x01\x02 not http\r\n\r\n")
+            replies.append(s.recv(4096))
+        get(port, "/after")
+
+    err = record(rec, [port], [*HTTP_APP, "serve", str(port)], traffic, app_ports=[])
+    assert b"400 - Bad request syntax" in replies[0], replies  # the app's own answer
+    assert urls(rec) == [f"http://127.0.0.1:{port}/after"]
+    assert "capture stopped" not in err, err
+
+
+def test_a_bind_to_a_port_in_use_fails_as_without_trproxy(tmp_path):
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        proc = trproxy("record", "--dir", str(tmp_path / "rec"), "--", *HTTP_APP, "serve", str(port))
+        try:
+            _, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            raise AssertionError("the app did not fail to bind a port in use") from None
+    assert proc.returncode == 1, err
+    assert "Address already in use" in err
