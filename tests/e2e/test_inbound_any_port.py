@@ -8,6 +8,7 @@ run's cgroup, like curl or a traffic script.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -32,8 +33,14 @@ def test_every_port_is_recorded_and_the_apps_own_calls_are_not(tmp_path):
     rec, a, b = tmp_path / "rec", free_port(), free_port()
     cmd = [*HTTP_APP, "serve", str(a), str(b)]
     answers: list[dict] = []
-    record(rec, [a, b], cmd, lambda: answers.extend([
-        get(a, "/one"), get(b, "/two", b"payload"), get(a, "/self")]), app_ports=[])
+
+    def traffic() -> None:
+        answers.extend([get(a, "/one"), get(b, "/two", b"payload")])
+        curl = subprocess.run(["curl", "-sf", f"http://127.0.0.1:{a}/self"], capture_output=True,
+                              check=True, timeout=60)
+        answers.append(json.loads(curl.stdout))
+
+    record(rec, [a, b], cmd, traffic, app_ports=[])
     assert answers[2]["inner"]["path"] == "/inner"  # the app reached itself during the run
     assert urls(rec) == [f"http://127.0.0.1:{a}/one", f"http://127.0.0.1:{b}/two",
                          f"http://127.0.0.1:{a}/self"]  # /inner: the app's own call, no test
