@@ -10,14 +10,25 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
+import time
 
 import pytest
 
-from tests.e2e.test_inbound import HTTP_APP, assert_all_passed, cases_of, get, record, run_test
+from tests.e2e.test_inbound import (
+    HTTP_APP,
+    alive,
+    assert_all_passed,
+    cases_of,
+    get,
+    pids_in,
+    record,
+    run_test,
+)
 from tests.support.proc import trproxy
-from tests.support.services import free_port
+from tests.support.services import free_port, wait_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]
 
@@ -104,3 +115,32 @@ def test_a_bind_to_a_port_in_use_fails_as_without_trproxy(tmp_path):
             raise AssertionError("the app did not fail to bind a port in use") from None
     assert proc.returncode == 1, err
     assert "Address already in use" in err
+
+
+def test_when_trproxy_is_killed_clients_reach_the_app_directly(tmp_path):
+    """The capture lives only in trproxy (an unpinned sk_lookup link, its sockets): once it
+    is SIGKILLed, outside calls reach the app (a grandchild, so it outlives trproxy)
+    instead of a dead capture socket."""
+    port, pids, rec = free_port(), tmp_path / "app.pids", tmp_path / "rec"
+    script = f"{' '.join(HTTP_APP)} serve {port} & wait"
+    proc = trproxy("record", "--dir", str(rec), "--", "sh", "-c", script,
+                   env={"PID_FILE": str(pids)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    app = None
+    try:
+        wait_port("127.0.0.1", port, timeout=60, proc=proc)
+        [app] = pids_in(pids)["server"]
+        assert get(port, "/before")["path"] == "/before"
+        deadline = time.monotonic() + 30
+        while not list((rec / "test-set-0" / "tests").glob("*.yaml")):  # it was captured
+            assert time.monotonic() < deadline, "no test case for /before"
+            time.sleep(0.05)
+        proc.kill()
+        proc.wait()
+        assert get(port, "/after")["path"] == "/after"
+        assert alive(app)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if app is not None and alive(app):
+            os.kill(app, signal.SIGKILL)  # ours, by pid
