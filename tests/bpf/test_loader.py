@@ -37,6 +37,7 @@ def test_ctypes_mirrors_match_redirect_h() -> None:
         "trp_dst_key": loader.DstKey,
         "trp_sock_state": loader.SockState,
         "trp_capture_key": loader.CaptureKey,
+        "trp_capture": loader.Capture,
     }
     text = '#include "redirect.h"\n' + "".join(
         f"BPF_ARRAY(m_{name}, struct {name}, 1);\n" for name in mirrors

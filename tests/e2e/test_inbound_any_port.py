@@ -83,6 +83,25 @@ def test_wildcard_binds_and_destinations_count_as_loopback(tmp_path, bind, dial)
     assert [u.rsplit("/", 1)[1] for u in urls(rec)] == ["one", "self"]
 
 
+def test_a_family_the_app_does_not_listen_in_is_refused_as_without_trproxy(tmp_path):
+    """The app listens on 127.0.0.1 only: ::1 is refused (so clients of ``localhost`` fall
+    back to 127.0.0.1, as without trproxy), 127.0.0.1 is recorded."""
+    rec, port = tmp_path / "rec", free_port()
+    refused: list[bool] = []
+
+    def traffic() -> None:
+        try:
+            socket.create_connection(("::1", port), timeout=30).close()
+            refused.append(False)
+        except ConnectionRefusedError:
+            refused.append(True)
+        get(port, "/v4")
+
+    record(rec, [port], [*HTTP_APP, "serve", str(port)], traffic, app_ports=[])
+    assert refused == [True]
+    assert urls(rec) == [f"http://127.0.0.1:{port}/v4"]
+
+
 def test_other_protocols_are_relayed_without_a_test(tmp_path):
     """Bytes that do not start an HTTP request reach the app and its answer comes back;
     no test case, no capture problem reported."""

@@ -129,6 +129,10 @@ class DstKey(ctypes.Structure):
     ]
 
 
+class Capture(ctypes.Structure):
+    _fields_ = [("cgroup_id", u64), ("families", u8), ("_pad", u8 * 7)]
+
+
 class CaptureKey(ctypes.Structure):
     _fields_ = [("cgroup_id", u64), ("family", u8), ("_pad", u8 * 7)]
 
@@ -153,7 +157,7 @@ LAYOUTS: dict[str, tuple[type, type]] = {
     "trp_dst": (DstKey, u32),
     "trp_refused": (DstKey, u64),
     "trp_sock": (ctypes.c_int32, SockState),
-    "trp_capture": (u32, u64),
+    "trp_capture": (u32, Capture),
     "trp_inner": (TupleKey, u32),
     "trp_socks": (CaptureKey, u32),  # value: a socket fd (from user space)
 }
@@ -278,7 +282,7 @@ class Maps:
     # trp_capture, trp_inner, trp_socks
     def capturing(self, cgroup_id: int) -> set[int]:
         """Ports whose outside connections go to the run's capture sockets."""
-        return {k.value for k, v in self._items("trp_capture", u32, u64) if v.value == cgroup_id}
+        return {k.value for k, v in self._items("trp_capture", u32, Capture) if v.cgroup_id == cgroup_id}
 
     def set_capture_socket(self, cgroup_id: int, family: int, sock_fd: int) -> None:
         syscall.map_update(self.fds["trp_socks"], CaptureKey(cgroup_id, family), u32(sock_fd))
@@ -325,7 +329,7 @@ class Maps:
             k for k, _ in self._items("trp_refused", DstKey, u64) if k.cgroup_id == cgroup_id
         ]
         keys["trp_capture"] = [
-            k for k, v in self._items("trp_capture", u32, u64) if v.value == cgroup_id
+            k for k, v in self._items("trp_capture", u32, Capture) if v.cgroup_id == cgroup_id
         ]
         keys["trp_socks"] = [
             k for k in self._keys("trp_socks", CaptureKey) if k.cgroup_id == cgroup_id

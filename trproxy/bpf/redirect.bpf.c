@@ -53,7 +53,7 @@ BPF_TABLE("lru_hash", struct trp_tuple_key, struct trp_orig_dst, trp_orig, TRP_M
 BPF_HASH(trp_dst, struct trp_dst_key, __u32, TRP_MAX_DSTS);
 BPF_HASH(trp_refused, struct trp_dst_key, __u64, TRP_MAX_DSTS);
 BPF_SK_STORAGE(trp_sock, struct trp_sock_state);
-BPF_HASH(trp_capture, __u32, __u64, TRP_MAX_CAPTURE);
+BPF_HASH(trp_capture, __u32, struct trp_capture, TRP_MAX_CAPTURE);
 BPF_TABLE("lru_hash", struct trp_tuple_key, __u32, trp_inner, TRP_MAX_INNER);
 /* A sockhash with a lookup() (bcc's BPF_SOCKHASH has none): returns a referenced socket. */
 struct trp_socks_table_t {
@@ -377,6 +377,35 @@ static __always_inline void trp_inner_stop(struct bpf_sock_ops *skops)
 	trp_inner.delete(&key);
 }
 
+/* Publish a listening port of a capturing run with the families it accepts, so that a
+ * client of another family is refused by the kernel as without trproxy (and falls back,
+ * as clients of `localhost` do from ::1 to 127.0.0.1). */
+static __always_inline void trp_capture_add(struct bpf_sock_ops *skops, __u16 port, __u64 run_id)
+{
+	__u8 family = TRP_CAPTURE_V4;
+	if (skops->family == TRP_AF_INET6) {
+		__u32 a0 = *(volatile __u32 *)&skops->local_ip6[0];
+		__u32 a1 = *(volatile __u32 *)&skops->local_ip6[1];
+		__u32 a2 = *(volatile __u32 *)&skops->local_ip6[2];
+		__u32 a3 = *(volatile __u32 *)&skops->local_ip6[3];
+		int low = a0 == 0 && a1 == 0;
+		if (low && a2 == trp_htonl(0xffff))
+			family = TRP_CAPTURE_V4; /* ::ffff:a.b.c.d */
+		else if (low && a2 == 0 && a3 == 0)
+			family = TRP_CAPTURE_V4 | TRP_CAPTURE_V6; /* :: (dual-stack unless V6ONLY) */
+		else
+			family = TRP_CAPTURE_V6;
+	}
+	__u32 key = port;
+	struct trp_capture fresh = {};
+	fresh.cgroup_id = run_id;
+	struct trp_capture *c = trp_capture.lookup(&key);
+	if (c && c->cgroup_id == run_id)
+		fresh.families = c->families;
+	fresh.families |= family;
+	trp_capture.update(&key, &fresh);
+}
+
 /* TCP_LISTEN_CB: count the port as one the run listens on, and watch the socket's close. */
 static __always_inline void trp_listen_start(struct bpf_sock_ops *skops, struct bpf_sock *sk)
 {
@@ -398,10 +427,8 @@ static __always_inline void trp_listen_start(struct bpf_sock_ops *skops, struct 
 	if (!l)
 		return;
 	__sync_fetch_and_add(&l->count, 1);
-	if (cfg->flags & TRP_FLAG_CAPTURE) {
-		__u32 port = k.port;
-		trp_capture.update(&port, &run_id);
-	}
+	if (cfg->flags & TRP_FLAG_CAPTURE)
+		trp_capture_add(skops, k.port, run_id);
 	st->listen_cgroup_id = run_id;
 	st->listen_port = k.port;
 	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
@@ -425,8 +452,8 @@ static __always_inline void trp_listen_stop(struct bpf_sock *sk)
 	if (l->count <= 1) {
 		trp_listen.delete(&k);
 		__u32 port = k.port;
-		__u64 *owner = trp_capture.lookup(&port);
-		if (owner && *owner == k.cgroup_id)
+		struct trp_capture *owner = trp_capture.lookup(&port);
+		if (owner && owner->cgroup_id == k.cgroup_id)
 			trp_capture.delete(&port);
 	} else
 		__sync_fetch_and_add(&l->count, -1);
@@ -526,9 +553,11 @@ int trp_lookup(struct bpf_sk_lookup *ctx)
 	if (ctx->protocol != 6 /* IPPROTO_TCP */)
 		return SK_PASS;
 	__u32 port = ctx->local_port;
-	__u64 *run = trp_capture.lookup(&port);
+	struct trp_capture *run = trp_capture.lookup(&port);
 	if (!run)
 		return SK_PASS;
+	if (!(run->families & (ctx->family == TRP_AF_INET ? TRP_CAPTURE_V4 : TRP_CAPTURE_V6)))
+		return SK_PASS; /* the app does not listen in this family: refused as usual */
 	struct trp_tuple_key key = {};
 	if (ctx->family == TRP_AF_INET) {
 		key.family = TRP_AF_INET;
@@ -550,7 +579,7 @@ int trp_lookup(struct bpf_sk_lookup *ctx)
 	if (trp_inner.lookup(&key))
 		return SK_PASS;
 	struct trp_capture_key ck = {};
-	ck.cgroup_id = *run;
+	ck.cgroup_id = run->cgroup_id;
 	ck.family = key.family;
 	struct bpf_sock *sk = trp_socks.lookup(&ck);
 	if (!sk)

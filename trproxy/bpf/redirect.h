@@ -105,10 +105,19 @@ struct trp_dst_key {
 #define TRP_DST_ALLOW 1
 #define TRP_DST_REFUSE 2
 
-/* trp_capture: key __u32 port (host order) that a TRP_FLAG_CAPTURE run listens on, value
- * __u64 the run's cgroup id. trp_inner: key trp_tuple_key of a connection (saddr/sport the
- * client, daddr/dport the listener) that trp_lookup leaves alone (the run's own, and the
- * owner's relay to the app), value __u32 1. */
+/* trp_capture: key __u32 port (host order) that a TRP_FLAG_CAPTURE run listens on.
+ * trp_inner: key trp_tuple_key of a connection (saddr/sport the client, daddr/dport the
+ * listener) that trp_lookup leaves alone (the run's own, and the owner's relay to the
+ * app), value __u32 1. */
+struct trp_capture {
+	__u64 cgroup_id;   /* the run */
+	__u8 families;     /* TRP_CAPTURE_V4 | TRP_CAPTURE_V6: families the run listens in
+			    * (an IPv6 wildcard listener counts for IPv4 too: dual-stack) */
+	__u8 _pad[7];
+};
+
+#define TRP_CAPTURE_V4 1
+#define TRP_CAPTURE_V6 2
 
 /* Key of trp_socks (a sockhash): the owner's capture socket of one run and family. */
 struct trp_capture_key {
