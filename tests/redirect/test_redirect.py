@@ -419,22 +419,27 @@ for line in sys.stdin:  # each line: connect to itself, report what answered
 """
 
 
-def test_capture_sockets_take_outside_connections_to_every_listening_port(proxy: RelayProxy) -> None:
-    """The app binds its real port; connections from outside land on the capture socket
-    (which sees the port dialed), the app's own and the owner's announced relay reach the
-    app; after close, outside connections reach the app and the run's entries are gone."""
+@pytest.mark.parametrize("kernel_chosen", [False, True])
+def test_capture_sockets_take_outside_connections_to_every_listening_port(
+    proxy: RelayProxy, kernel_chosen: bool
+) -> None:
+    """The app binds its real port (or 0: the kernel picks one, captured as well);
+    connections from outside land on the capture socket (which sees the port dialed), the
+    app's own and the owner's announced relay reach the app; after close, outside
+    connections reach the app and the run's entries are gone."""
     require_root()
     c4, c6 = bind_pair()
     for s in (c4, c6):
         s.settimeout(10)
     r = Redirector.create(proxy.port, capture_sockets=[c4, c6])
     proxy.redirector = r
-    x = free_port()
-    p = subprocess.Popen([sys.executable, "-c", CAPTURED_APP, str(x)], preexec_fn=r.enter,
+    asked = 0 if kernel_chosen else free_port()
+    p = subprocess.Popen([sys.executable, "-c", CAPTURED_APP, str(asked)], preexec_fn=r.enter,
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert p.stdout and p.stdin
-        assert int(p.stdout.readline()) == x  # not rewritten
+        x = int(p.stdout.readline())
+        assert x == asked or (kernel_chosen and x > 0)  # never rewritten
         assert r.captured_ports() == {x}
         with socket.create_connection(("127.0.0.1", x), timeout=5):  # from outside: captured
             conn, _ = c4.accept()
