@@ -16,8 +16,7 @@ from .store.errors import StoreError
 EPILOG = """\
 examples:
   trproxy record -- python app.py          record every outbound call of the app
-  trproxy record --app-port 8080 -- python app.py
-                                            ... and every API call it receives, as test cases
+                                            and every API call it receives (as test cases)
   trproxy test -- python app.py             replay those calls as tests, dependencies mocked
   trproxy replay -- pytest tests/           replay them: no database, cache or broker needed
   trproxy run --mode auto -- ./app          record the first time, replay afterwards
@@ -67,7 +66,8 @@ def parser() -> argparse.ArgumentParser:
     for name in ("run", "record"):
         sub.choices[name].add_argument(
             "--app-port", type=int, action="append", default=[], metavar="PORT",
-            help="record mode: the app listens on PORT; its inbound HTTP calls become test cases")
+            help="record mode: only calls to PORT (repeatable) become test cases "
+                 "(default: calls to every port the app listens on)")
     test = sub.add_parser("test", help="start the app with its dependencies replayed, send the "
                           "recorded requests, compare the responses")
     test.add_argument("--dir", type=Path, default=Path(os.environ.get("TRPROXY_DIR", "trproxy")))

@@ -36,6 +36,8 @@ def test_ctypes_mirrors_match_redirect_h() -> None:
         "trp_orig_dst": loader.OrigDst,
         "trp_dst_key": loader.DstKey,
         "trp_sock_state": loader.SockState,
+        "trp_capture_key": loader.CaptureKey,
+        "trp_capture": loader.Capture,
     }
     text = '#include "redirect.h"\n' + "".join(
         f"BPF_ARRAY(m_{name}, struct {name}, 1);\n" for name in mirrors
@@ -132,7 +134,7 @@ def test_source_hash_covers_source_and_header() -> None:
     assert len(h) == 16 and h == loader.source_hash()
     assert all(
         spec.name.startswith(loader.PROG_NAME_PREFIX) and len(spec.name) < 16
-        for spec in loader.PROGRAMS
+        for spec in (*loader.PROGRAMS, loader.LOOKUP)
     )
 
 

@@ -39,18 +39,22 @@ APPS = Path(__file__).resolve().parent / "apps"
 HTTP_APP = [sys.executable, str(APPS / "http_app.py")]
 
 
-def record(rec: Path, ports: list[int], cmd: list[str], traffic, env: dict | None = None) -> str:  # type: ignore[no-untyped-def]
-    """``trproxy record --app-port P... -- CMD`` while ``traffic()`` runs; stopped with SIGTERM.
+def record(rec: Path, ports: list[int], cmd: list[str], traffic, env: dict | None = None,  # type: ignore[no-untyped-def]
+           app_ports: list[int] | None = None) -> str:
+    """``trproxy record --app-port P... -- CMD`` while ``traffic()`` runs, once something
+    listens on every port of ``ports``; stopped with SIGTERM. ``app_ports``: the
+    ``--app-port`` options, when not ``ports`` (``[]``: none, every port is captured).
 
     Output goes to a file, not a pipe: app processes that outlive a failed run must not
     keep the test waiting for end of file."""
-    args = [a for p in ports for a in ("--app-port", str(p))]
+    args = [a for p in (ports if app_ports is None else app_ports) for a in ("--app-port", str(p))]
     log = rec.parent / f"{rec.name}-record.log"
     with log.open("w") as out:
         proc = trproxy("record", "--dir", str(rec), *args, "--", *cmd, env=env or {}, stdout=out, stderr=out)
     try:
         for port in ports:
-            wait_port("127.0.0.1", port, timeout=30, proc=proc)  # trproxy's listener
+            wait_port("::1" if (env or {}).get("HOST") == "::1" else "127.0.0.1", port, timeout=30,
+                      proc=proc)  # trproxy's listener, or the app's
         traffic()
     finally:
         if proc.poll() is None:

@@ -1,7 +1,8 @@
 """The issue's evidence on web apps written the way frameworks make them: logins, sessions,
 CSRF tokens, created ids, downstream credentials. ``trproxy record`` with a traffic
 script against real Postgres, Redis (and a rates service), every dependency stopped,
-then ``trproxy test`` with no hand edits.
+then ``trproxy test`` with no hand edits. Recorded without ``--app-port`` (every port the
+app listens on).
 
 * notes (``examples/notes``): Flask, Flask-Login cookie session, Flask-WTF CSRF tokens in
   HTML forms, SQLAlchemy on Postgres, Redis; driven like a browser (``requests`` session).
@@ -74,8 +75,9 @@ def _record(app: str, where: Path) -> Recorded:
     log = where / "record.log"
     try:
         with log.open("w") as out:
-            proc = trproxy("record", "--dir", str(rec), "--app-port", str(services.port), "--",
-                           *services.command, env=env, stdout=out, stderr=out)
+            # no --app-port: calls to every port the app listens on are recorded
+            proc = trproxy("record", "--dir", str(rec), "--", *services.command, env=env,
+                           stdout=out, stderr=out)
             try:
                 wait_port("127.0.0.1", services.port, timeout=60, proc=proc)
                 subprocess.run(services.traffic, env=dict(os.environ, **env, **services.traffic_env()),

@@ -10,7 +10,15 @@ import time
 
 import pytest
 
-from tests.redirect.conftest import EchoServer, RelayProxy, free_port, require_root, run_client
+from tests.redirect.conftest import (
+    EchoServer,
+    RelayProxy,
+    bind_pair,
+    free_port,
+    require_root,
+    run_client,
+)
+from trproxy.bpf import loader
 from trproxy.redirect import Redirector
 
 pytestmark = pytest.mark.root
@@ -391,3 +399,69 @@ def test_attach_replaces_the_run_of_a_dead_trproxy(proxy: RelayProxy, echo: Echo
             owner.kill()
             owner.wait()
         path.rmdir()
+
+
+CAPTURED_APP = """
+import socket, sys, threading
+srv = socket.socket()
+srv.bind(('127.0.0.1', int(sys.argv[1])))
+srv.listen()
+print(srv.getsockname()[1], flush=True)
+def serve():
+    while True:
+        c, _ = srv.accept()
+        c.sendall(b'app\\n')
+        c.close()
+threading.Thread(target=serve, daemon=True).start()
+for line in sys.stdin:  # each line: connect to itself, report what answered
+    with socket.create_connection(('127.0.0.1', srv.getsockname()[1]), timeout=5) as c:
+        print(c.makefile().readline().strip(), flush=True)
+"""
+
+
+@pytest.mark.parametrize("kernel_chosen", [False, True])
+def test_capture_sockets_take_outside_connections_to_every_listening_port(
+    proxy: RelayProxy, kernel_chosen: bool
+) -> None:
+    """The app binds its real port (or 0: the kernel picks one, captured as well);
+    connections from outside land on the capture socket (which sees the port dialed), the
+    app's own and the owner's announced relay reach the app; after close, outside
+    connections reach the app and the run's entries are gone."""
+    require_root()
+    c4, c6 = bind_pair()
+    for s in (c4, c6):
+        s.settimeout(10)
+    r = Redirector.create(proxy.port, capture_sockets=[c4, c6])
+    proxy.redirector = r
+    asked = 0 if kernel_chosen else free_port()
+    p = subprocess.Popen([sys.executable, "-c", CAPTURED_APP, str(asked)], preexec_fn=r.enter,
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout and p.stdin
+        x = int(p.stdout.readline())
+        assert x == asked or (kernel_chosen and x > 0)  # never rewritten
+        assert r.captured_ports() == {x}
+        with socket.create_connection(("127.0.0.1", x), timeout=5):  # from outside: captured
+            conn, _ = c4.accept()
+            assert conn.getsockname() == ("127.0.0.1", x)
+            conn.close()
+        relay = socket.socket()
+        relay.bind(("127.0.0.1", 0))
+        with r.to_app(relay, "127.0.0.1", x):
+            relay.connect(("127.0.0.1", x))
+        assert relay.makefile().readline() == "app\n"  # the owner's relay reached the app
+        relay.close()
+        p.stdin.write("self\n")
+        p.stdin.flush()
+        assert p.stdout.readline() == "app\n"  # the app's own connection reached the app
+        assert proxy.accepted == []
+        r.close()
+        with socket.create_connection(("127.0.0.1", x), timeout=5) as c:  # owner gone: the app
+            assert c.makefile().readline() == "app\n"
+        assert loader.load().maps.capturing(r.cgroup_id) == set()
+    finally:
+        p.kill()
+        p.wait()
+        r.close()
+        c4.close()
+        c6.close()

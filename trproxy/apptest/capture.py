@@ -1,8 +1,14 @@
 """Inbound capture (record mode): the app's API calls become test cases.
 
-The eBPF ``bind4``/``bind6`` programs move the app's listening port X to a shadow port
-S; trproxy listens on X, relays each connection to the app at S and feeds a copy of
-the bytes to the HTTP recorder. Each completed request/response is one test case.
+Two ways in, one tap. Every port (no ``--app-port``): the redirect's sk_lookup program
+hands each connection from outside the run to a port the app listens on to one of our
+two capture sockets (127.0.0.1 and ::1, ephemeral ports); the accepted socket's local
+address is where the client was going, and we relay to the app there (announced to the
+redirect, so that this one connection reaches the app). Connections that do not start
+like HTTP are relayed without a test. Known ports (``--app-port X``): the eBPF
+``bind4``/``bind6`` programs move the app's listener to a shadow port S, we listen on
+X and relay to S. Either way a copy of the bytes feeds the HTTP recorder, and each
+completed request/response is one test case.
 
 Attribution of outbound mocks: when a request's first byte arrives, its test name is
 added to ``RunContext.open_tests``; every outbound exchange that *starts* while it is
@@ -58,6 +64,8 @@ class Captured:
 
 
 OnTest = Callable[[Captured], None]
+# Redirector.to_app: while connecting a bound socket to (host, port), it reaches the app
+ToApp = Callable[[socket.socket, str, int], contextlib.AbstractContextManager[None]]
 _APP_WAIT = 30.0  # the proxy listens before the app does: wait this long for it to bind
 
 
@@ -102,8 +110,9 @@ def http_config(root: Path) -> HttpConfig:
 
 async def start_capture(root: Path, ports: list[int], ctx: RunContext, test_set: Path,
                         vault: SecretVault | None = None) -> tuple[InboundCapture, dict[int, int]]:
-    """Listen on the app's ports (the app is moved to shadow ports); calls become tests.
-    Returns the capture and {app port: shadow port} for the redirect."""
+    """Listen on the app's ports (the app is moved to shadow ports), or with no ports on
+    two capture sockets for every port (``InboundCapture.capture_sockets``, for the
+    redirect); calls become tests. Returns the capture and {app port: shadow port}."""
     write_default_config(root)
     safeio.open_dir(test_set, test_set.parent, create=True).close()
     config = http_config(root)
@@ -118,6 +127,8 @@ async def start_capture(root: Path, ports: list[int], ctx: RunContext, test_set:
     shadows = {port: free_port() for port in ports}
     for port, shadow in shadows.items():
         await inbound.listen(port, shadow)
+    if not ports:
+        await inbound.listen_any()
     return inbound, shadows
 
 
@@ -135,6 +146,8 @@ class InboundCapture:
     on_test: OnTest
     config: HttpConfig = field(default_factory=lambda: HttpConfig(redaction=NO_REDACTION))
     servers: list[asyncio.AbstractServer] = field(default_factory=list)
+    capture_sockets: list[socket.socket] = field(default_factory=list)
+    to_app: ToApp | None = None  # set once the redirect exists (before any connection comes)
     _numbers: itertools.count = field(default_factory=lambda: itertools.count(1))
 
     async def listen(self, port: int, shadow: int, hosts: tuple[str, ...] = ("127.0.0.1", "::1")) -> None:
@@ -144,6 +157,46 @@ class InboundCapture:
                                                 limit=CHUNK, backlog=BACKLOG)
             self.servers.append(server)
         log.info("recording inbound calls on port %d (app moved to %d)", port, shadow)
+
+    async def listen_any(self) -> None:
+        """The capture sockets that the redirect hands outside connections to (any port)."""
+        for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind((host, 0))
+            sock.listen(BACKLOG)
+            self.capture_sockets.append(sock)
+            self.servers.append(await asyncio.start_server(self._any_handler, sock=sock, limit=CHUNK))
+        log.info("recording inbound HTTP calls on every port the app listens on")
+
+    async def _any_handler(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        host, port = writer.get_extra_info("sockname")[:2]
+        upstream = await self._connect_direct(host, port)
+        if upstream is None:
+            reset(writer)
+            return
+        tap = _TestTap(self, port, sniff=True)
+        with contextlib.suppress(asyncio.CancelledError):
+            await relay((reader, writer), upstream, tap.client, tap.server)
+
+    async def _connect_direct(self, host: str, port: int
+                              ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+        """Connect to the app where the client was going, past the capture sockets: from the
+        same local address (bound first, so the redirect can tell this connection apart)."""
+        assert self.to_app is not None, "the redirect was not set up"
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            sock.bind((host, 0))
+            with self.to_app(sock, host, port):
+                await asyncio.get_running_loop().sock_connect(sock, (host, port))
+            return await asyncio.open_connection(sock=sock, limit=CHUNK)
+        except OSError as exc:
+            sock.close()
+            log.warning("cannot reach the app at %s:%d (%s); resetting an inbound connection",
+                        host, port, exc)
+            return None
 
     def _handler(self, port: int, shadow: int):
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -181,6 +234,7 @@ async def _connect_app(shadow: int) -> tuple[asyncio.StreamReader, asyncio.Strea
 class _TestTap:
     capture: InboundCapture
     port: int
+    sniff: bool = False  # relay without a test unless the client speaks first, in HTTP
     _recorder: object = None
     _open: list[tuple[str, str, float]] = field(default_factory=list)  # (name, started, monotonic)
     _failed: bool = False
@@ -193,7 +247,11 @@ class _TestTap:
         self._recorder = HttpRecorder(self.capture.config, blobs=self.capture.ctx.blobs)
 
     def client(self, data: bytes) -> None:
-        if data and self._idle:
+        if self.sniff and data:
+            self.sniff = False
+            if _http().detect(data, self.port) is False:
+                self._failed = True  # not HTTP: relayed, not recorded
+        if data and self._idle and not self._failed:
             name = self.capture.next_name()
             self._open.append((name, datetime.now(UTC).isoformat(timespec="microseconds"),
                                time.monotonic()))
@@ -202,6 +260,9 @@ class _TestTap:
         self._feed(Direction.CLIENT, data)
 
     def server(self, data: bytes) -> None:
+        if self.sniff and data:  # the server spoke first: not HTTP
+            self.sniff = False
+            self._failed = True
         self._feed(Direction.SERVER, data)
 
     def _feed(self, direction: Direction, data: bytes) -> None:

@@ -70,7 +70,7 @@ def run_test_command(opts: TestOptions) -> int:
     sets = ([test_set_dir(opts.root, name) for name in opts.test_sets] if opts.test_sets
             else [s for s in existing_test_sets(opts.root) if list_tests(s)])
     if not sets:
-        raise RunError(f"no test cases under {opts.root} (record with `trproxy record --app-port PORT -- CMD`)")
+        raise RunError(f"no test cases under {opts.root} (record with `trproxy record -- CMD` while calling the app)")
     ok = True
     for test_set in sets:
         if not list_tests(test_set):

@@ -51,6 +51,7 @@ RUNS_DIR = "runs"  # <PIN_ROOT>/runs/<cgroup id>/<program>: the pinned links of 
 # enum bpf_prog_type
 _PROG_SOCK_OPS = 13
 _PROG_CGROUP_SOCK_ADDR = 18
+_PROG_SK_LOOKUP = 30
 
 
 class BpfError(Exception):
@@ -71,6 +72,7 @@ AF_INET, AF_INET6 = 2, 10  # TRP_AF_INET, TRP_AF_INET6
 FLAG_SHADOW = 1  # TRP_FLAG_SHADOW
 FLAG_CHECK_OWNER = 2  # TRP_FLAG_CHECK_OWNER
 FLAG_ALLOW_ONLY = 4  # TRP_FLAG_ALLOW_ONLY
+FLAG_CAPTURE = 8  # TRP_FLAG_CAPTURE
 DST_LOOPBACK = 1  # TRP_DST_LOOPBACK (trp_dst_key.family)
 DST_ALLOW, DST_REFUSE = 1, 2  # TRP_DST_ALLOW, TRP_DST_REFUSE
 
@@ -127,6 +129,14 @@ class DstKey(ctypes.Structure):
     ]
 
 
+class Capture(ctypes.Structure):
+    _fields_ = [("cgroup_id", u64), ("families", u8), ("_pad", u8 * 7)]
+
+
+class CaptureKey(ctypes.Structure):
+    _fields_ = [("cgroup_id", u64), ("family", u8), ("_pad", u8 * 7)]
+
+
 class SockState(ctypes.Structure):
     _fields_ = [
         ("orig", OrigDst),
@@ -147,6 +157,9 @@ LAYOUTS: dict[str, tuple[type, type]] = {
     "trp_dst": (DstKey, u32),
     "trp_refused": (DstKey, u64),
     "trp_sock": (ctypes.c_int32, SockState),
+    "trp_capture": (u32, Capture),
+    "trp_inner": (TupleKey, u32),
+    "trp_socks": (CaptureKey, u32),  # value: a socket fd (from user space)
 }
 
 
@@ -167,10 +180,12 @@ PROGRAMS: tuple[ProgSpec, ...] = (
     ProgSpec("trp_bind4", _PROG_CGROUP_SOCK_ADDR, syscall.CGROUP_INET4_BIND),
     ProgSpec("trp_bind6", _PROG_CGROUP_SOCK_ADDR, syscall.CGROUP_INET6_BIND),
 )
+# Attached to a network namespace by each capturing run, for as long as it runs (not pinned).
+LOOKUP = ProgSpec("trp_lookup", _PROG_SK_LOOKUP, syscall.SK_LOOKUP)
 MAPS = tuple(LAYOUTS)
 PROG_NAME_PREFIX = "trp_"
 
-K = TypeVar("K", bound=ctypes.Structure | ctypes.c_uint64)
+K = TypeVar("K", bound=ctypes.Structure | ctypes.c_uint32 | ctypes.c_uint64)
 V = TypeVar("V", bound=ctypes.Structure | ctypes.c_uint32 | ctypes.c_uint64)
 
 
@@ -190,8 +205,7 @@ class Maps:
                 return False
         return True
 
-    def _items(self, name: str, ktype: type[K], vtype: type[V]) -> Iterator[tuple[K, V]]:
-        """Snapshot of a map (keys first, so deleting while iterating is safe)."""
+    def _keys(self, name: str, ktype: type[K]) -> list[K]:
         fd = self.fds[name]
         keys: list[K] = []
         prev: K | None = None
@@ -201,7 +215,12 @@ class Maps:
                 break
             keys.append(nxt)
             prev = nxt
-        for k in keys:
+        return keys
+
+    def _items(self, name: str, ktype: type[K], vtype: type[V]) -> Iterator[tuple[K, V]]:
+        """Snapshot of a map (keys first, so deleting while iterating is safe)."""
+        fd = self.fds[name]
+        for k in self._keys(name, ktype):
             v = vtype()
             if syscall.map_lookup(fd, k, v):
                 yield k, v
@@ -260,6 +279,21 @@ class Maps:
         items = self._items("trp_listen", PortKey, Listen)
         return {k.port: v.bound_port for k, v in items if k.cgroup_id == cgroup_id}
 
+    # trp_capture, trp_inner, trp_socks
+    def capturing(self, cgroup_id: int) -> set[int]:
+        """Ports whose outside connections go to the run's capture sockets."""
+        return {k.value for k, v in self._items("trp_capture", u32, Capture) if v.cgroup_id == cgroup_id}
+
+    def set_capture_socket(self, cgroup_id: int, family: int, sock_fd: int) -> None:
+        syscall.map_update(self.fds["trp_socks"], CaptureKey(cgroup_id, family), u32(sock_fd))
+
+    def set_inner(self, key: TupleKey, inner: bool) -> None:
+        """Leave (or stop leaving) one connection to the app's own listener."""
+        if inner:
+            syscall.map_update(self.fds["trp_inner"], key, u32(1))
+        else:
+            syscall.map_delete(self.fds["trp_inner"], key)
+
     # trp_orig
     def take_original(self, key: TupleKey) -> OrigDst | None:
         """Remove and return the entry of one accepted connection."""
@@ -278,9 +312,9 @@ class Maps:
         items = self._items("trp_refused", DstKey, u64)
         return [(k, v.value) for k, v in items if k.cgroup_id == cgroup_id]
 
-    def _run_keys(self, cgroup_id: int) -> dict[str, list[ctypes.Structure | ctypes.c_uint64]]:
+    def _run_keys(self, cgroup_id: int) -> dict[str, list[ctypes.Structure | ctypes.c_uint32 | ctypes.c_uint64]]:
         """The keys of every entry that belongs to one run, per map."""
-        keys: dict[str, list[ctypes.Structure | ctypes.c_uint64]] = {}
+        keys: dict[str, list[ctypes.Structure | ctypes.c_uint32 | ctypes.c_uint64]] = {}
         keys["trp_config"] = [u64(cgroup_id)] if self.config(cgroup_id) else []
         keys["trp_listen"] = [
             k for k, _ in self._items("trp_listen", PortKey, Listen) if k.cgroup_id == cgroup_id
@@ -293,6 +327,12 @@ class Maps:
         ]
         keys["trp_refused"] = [
             k for k, _ in self._items("trp_refused", DstKey, u64) if k.cgroup_id == cgroup_id
+        ]
+        keys["trp_capture"] = [
+            k for k, v in self._items("trp_capture", u32, Capture) if v.cgroup_id == cgroup_id
+        ]
+        keys["trp_socks"] = [
+            k for k in self._keys("trp_socks", CaptureKey) if k.cgroup_id == cgroup_id
         ]
         keys["trp_orig"] = [
             k for k, v in self._items("trp_orig", TupleKey, OrigDst) if v.cgroup_id == cgroup_id
@@ -393,7 +433,7 @@ def _compile() -> tuple[dict[str, int], dict[str, int]]:
         raise BpfError(f"bcc failed to compile {SOURCE.name}: {e}") from e
     try:
         progs = {}
-        for spec in PROGRAMS:
+        for spec in (*PROGRAMS, LOOKUP):
             try:
                 fn = b.load_func(spec.name, spec.prog_type, attach_type=spec.attach_type)
             except Exception as e:
@@ -406,7 +446,7 @@ def _compile() -> tuple[dict[str, int], dict[str, int]]:
 
 
 def _open_pins(pin_dir: str) -> tuple[dict[str, int], dict[str, int]]:
-    progs = {s.name: syscall.obj_get(f"{pin_dir}/prog_{s.name}") for s in PROGRAMS}
+    progs = {s.name: syscall.obj_get(f"{pin_dir}/prog_{s.name}") for s in (*PROGRAMS, LOOKUP)}
     maps = {m: syscall.obj_get(f"{pin_dir}/map_{m}") for m in MAPS}
     return progs, maps
 

@@ -21,6 +21,13 @@
  *               TCP_LISTEN_CB/STATE_CB keep trp_listen, the ports the run listens on.
  *   peer4/6     (BPF_CGROUP_INET{4,6}_GETPEERNAME): getpeername() returns the original peer.
  *   bind4/6     (BPF_CGROUP_INET{4,6}_BIND): with TRP_FLAG_SHADOW, bind(X) -> bind(trp_shadow[X]).
+ *   lookup      (BPF_SK_LOOKUP, attached to the owner's network namespace while it runs, not
+ *               pinned): with TRP_FLAG_CAPTURE, a new TCP connection to a port the run
+ *               listens on (trp_capture) goes to the owner's capture socket (trp_socks)
+ *               unless the run itself made it (trp_inner, filled at TCP_CONNECT_CB) or the
+ *               owner marked it as its relay to the app. The app keeps its real port, so
+ *               bind() behaves as without trproxy; if the owner dies its link and sockets go
+ *               and connections reach the app directly.
  *
  * Only connect4/6 ever fail a syscall, and only to keep the app away from the network.
  */
@@ -46,6 +53,20 @@ BPF_TABLE("lru_hash", struct trp_tuple_key, struct trp_orig_dst, trp_orig, TRP_M
 BPF_HASH(trp_dst, struct trp_dst_key, __u32, TRP_MAX_DSTS);
 BPF_HASH(trp_refused, struct trp_dst_key, __u64, TRP_MAX_DSTS);
 BPF_SK_STORAGE(trp_sock, struct trp_sock_state);
+BPF_HASH(trp_capture, __u32, struct trp_capture, TRP_MAX_CAPTURE);
+BPF_TABLE("lru_hash", struct trp_tuple_key, __u32, trp_inner, TRP_MAX_INNER);
+/* A sockhash with a lookup() (bcc's BPF_SOCKHASH has none): returns a referenced socket. */
+struct trp_socks_table_t {
+	struct trp_capture_key key;
+	int leaf;
+	struct bpf_sock *(*lookup)(struct trp_capture_key *);
+	int (*update)(struct trp_capture_key *, int *);
+	int (*delete)(struct trp_capture_key *);
+	u32 max_entries;
+};
+__attribute__((section("maps/sockhash")))
+struct trp_socks_table_t trp_socks = { .max_entries = TRP_MAX_CAPTURE_SOCKS };
+BPF_ANNOTATE_KV_PAIR(trp_socks, struct trp_capture_key, int);
 
 /* The run of the current task: its own cgroup or the deepest ancestor that has a config. */
 static __always_inline struct trp_config *trp_find_run(__u64 *run_id)
@@ -297,11 +318,100 @@ static __always_inline void trp_unpublish(struct bpf_sock_ops *skops, struct bpf
 	trp_orig.delete(&key);
 }
 
+/* A connection's key in trp_inner, from the client's side (v4-mapped as IPv4, as on the
+ * wire and as trp_lookup sees it). */
+static __always_inline void trp_inner_key(struct bpf_sock_ops *skops, struct trp_tuple_key *key)
+{
+	if (skops->family == TRP_AF_INET) {
+		key->family = TRP_AF_INET;
+		key->saddr[0] = skops->local_ip4;
+		key->daddr[0] = skops->remote_ip4;
+	} else {
+		__u32 r0 = *(volatile __u32 *)&skops->remote_ip6[0];
+		__u32 r1 = *(volatile __u32 *)&skops->remote_ip6[1];
+		__u32 r2 = *(volatile __u32 *)&skops->remote_ip6[2];
+		__u32 r3 = *(volatile __u32 *)&skops->remote_ip6[3];
+		__u32 l0 = *(volatile __u32 *)&skops->local_ip6[0];
+		__u32 l1 = *(volatile __u32 *)&skops->local_ip6[1];
+		__u32 l2 = *(volatile __u32 *)&skops->local_ip6[2];
+		__u32 l3 = *(volatile __u32 *)&skops->local_ip6[3];
+		if (r0 == 0 && r1 == 0 && r2 == trp_htonl(0xffff)) {
+			key->family = TRP_AF_INET;
+			key->saddr[0] = l3;
+			key->daddr[0] = r3;
+		} else {
+			key->family = TRP_AF_INET6;
+			key->saddr[0] = l0;
+			key->saddr[1] = l1;
+			key->saddr[2] = l2;
+			key->saddr[3] = l3;
+			key->daddr[0] = r0;
+			key->daddr[1] = r1;
+			key->daddr[2] = r2;
+			key->daddr[3] = r3;
+		}
+	}
+	key->sport = (__u16)skops->local_port;
+	key->dport = (__u16)trp_ntohl(skops->remote_port);
+}
+
+/* TCP_CONNECT_CB of a connection of the run to a captured port: trp_lookup leaves it to
+ * the app (the app's own connections are never recorded); forgotten when it leaves
+ * SYN_SENT (the listener has been chosen by then). */
+static __always_inline void trp_inner_start(struct bpf_sock_ops *skops)
+{
+	__u32 port = (__u16)trp_ntohl(skops->remote_port);
+	if (!trp_capture.lookup(&port))
+		return;
+	struct trp_tuple_key key = {};
+	trp_inner_key(skops, &key);
+	__u32 one = 1;
+	trp_inner.update(&key, &one);
+	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
+}
+
+static __always_inline void trp_inner_stop(struct bpf_sock_ops *skops)
+{
+	struct trp_tuple_key key = {};
+	trp_inner_key(skops, &key);
+	trp_inner.delete(&key);
+}
+
+/* Publish a listening port of a capturing run with the families it accepts, so that a
+ * client of another family is refused by the kernel as without trproxy (and falls back,
+ * as clients of `localhost` do from ::1 to 127.0.0.1). */
+static __always_inline void trp_capture_add(struct bpf_sock_ops *skops, __u16 port, __u64 run_id)
+{
+	__u8 family = TRP_CAPTURE_V4;
+	if (skops->family == TRP_AF_INET6) {
+		__u32 a0 = *(volatile __u32 *)&skops->local_ip6[0];
+		__u32 a1 = *(volatile __u32 *)&skops->local_ip6[1];
+		__u32 a2 = *(volatile __u32 *)&skops->local_ip6[2];
+		__u32 a3 = *(volatile __u32 *)&skops->local_ip6[3];
+		int low = a0 == 0 && a1 == 0;
+		if (low && a2 == trp_htonl(0xffff))
+			family = TRP_CAPTURE_V4; /* ::ffff:a.b.c.d */
+		else if (low && a2 == 0 && a3 == 0)
+			family = TRP_CAPTURE_V4 | TRP_CAPTURE_V6; /* :: (dual-stack unless V6ONLY) */
+		else
+			family = TRP_CAPTURE_V6;
+	}
+	__u32 key = port;
+	struct trp_capture fresh = {};
+	fresh.cgroup_id = run_id;
+	struct trp_capture *c = trp_capture.lookup(&key);
+	if (c && c->cgroup_id == run_id)
+		fresh.families = c->families;
+	fresh.families |= family;
+	trp_capture.update(&key, &fresh);
+}
+
 /* TCP_LISTEN_CB: count the port as one the run listens on, and watch the socket's close. */
 static __always_inline void trp_listen_start(struct bpf_sock_ops *skops, struct bpf_sock *sk)
 {
 	__u64 run_id = 0;
-	if (!trp_find_run(&run_id))
+	struct trp_config *cfg = trp_find_run(&run_id);
+	if (!cfg)
 		return;
 	struct trp_sock_state *st =
 		trp_sock.sk_storage_get(sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
@@ -317,6 +427,8 @@ static __always_inline void trp_listen_start(struct bpf_sock_ops *skops, struct 
 	if (!l)
 		return;
 	__sync_fetch_and_add(&l->count, 1);
+	if (cfg->flags & TRP_FLAG_CAPTURE)
+		trp_capture_add(skops, k.port, run_id);
 	st->listen_cgroup_id = run_id;
 	st->listen_port = k.port;
 	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
@@ -337,9 +449,13 @@ static __always_inline void trp_listen_stop(struct bpf_sock *sk)
 		return;
 	/* Not atomic with a concurrent listen() on the same port: at worst the port is
 	 * forgotten early (its connections get redirected) or kept until the run ends. */
-	if (l->count <= 1)
+	if (l->count <= 1) {
 		trp_listen.delete(&k);
-	else
+		__u32 port = k.port;
+		struct trp_capture *owner = trp_capture.lookup(&port);
+		if (owner && owner->cgroup_id == k.cgroup_id)
+			trp_capture.delete(&port);
+	} else
 		__sync_fetch_and_add(&l->count, -1);
 }
 
@@ -351,11 +467,14 @@ int trp_sockops(struct bpf_sock_ops *skops)
 	switch (skops->op) {
 	case BPF_SOCK_OPS_TCP_CONNECT_CB:
 		trp_publish(skops, sk);
+		trp_inner_start(skops);
 		break;
 	case BPF_SOCK_OPS_TCP_LISTEN_CB:
 		trp_listen_start(skops, sk);
 		break;
 	case BPF_SOCK_OPS_STATE_CB: /* args[0] = old state, args[1] = new state */
+		if (skops->args[0] == BPF_TCP_SYN_SENT)
+			trp_inner_stop(skops);
 		if (skops->args[1] == BPF_TCP_CLOSE) {
 			if (skops->args[0] == BPF_TCP_SYN_SENT)
 				trp_unpublish(skops, sk);
@@ -423,4 +542,49 @@ int trp_bind4(struct bpf_sock_addr *ctx)
 int trp_bind6(struct bpf_sock_addr *ctx)
 {
 	return trp_bind(ctx);
+}
+
+/* sk_lookup: a new connection to a captured port, not made by the run nor by the owner's
+ * relay, is accepted by the owner's capture socket of the run (which reads the port it was
+ * for with getsockname()). Anything else, or no capture socket (its owner is gone): the
+ * kernel's usual lookup. */
+int trp_lookup(struct bpf_sk_lookup *ctx)
+{
+	if (ctx->protocol != 6 /* IPPROTO_TCP */)
+		return SK_PASS;
+	__u32 port = ctx->local_port;
+	struct trp_capture *run = trp_capture.lookup(&port);
+	if (!run)
+		return SK_PASS;
+	if (!(run->families & (ctx->family == TRP_AF_INET ? TRP_CAPTURE_V4 : TRP_CAPTURE_V6)))
+		return SK_PASS; /* the app does not listen in this family: refused as usual */
+	struct trp_tuple_key key = {};
+	if (ctx->family == TRP_AF_INET) {
+		key.family = TRP_AF_INET;
+		key.saddr[0] = ctx->remote_ip4;
+		key.daddr[0] = ctx->local_ip4;
+	} else {
+		key.family = TRP_AF_INET6;
+		key.saddr[0] = *(volatile __u32 *)&ctx->remote_ip6[0];
+		key.saddr[1] = *(volatile __u32 *)&ctx->remote_ip6[1];
+		key.saddr[2] = *(volatile __u32 *)&ctx->remote_ip6[2];
+		key.saddr[3] = *(volatile __u32 *)&ctx->remote_ip6[3];
+		key.daddr[0] = *(volatile __u32 *)&ctx->local_ip6[0];
+		key.daddr[1] = *(volatile __u32 *)&ctx->local_ip6[1];
+		key.daddr[2] = *(volatile __u32 *)&ctx->local_ip6[2];
+		key.daddr[3] = *(volatile __u32 *)&ctx->local_ip6[3];
+	}
+	key.sport = trp_ntohs((__u16)ctx->remote_port);
+	key.dport = (__u16)ctx->local_port;
+	if (trp_inner.lookup(&key))
+		return SK_PASS;
+	struct trp_capture_key ck = {};
+	ck.cgroup_id = run->cgroup_id;
+	ck.family = key.family;
+	struct bpf_sock *sk = trp_socks.lookup(&ck);
+	if (!sk)
+		return SK_PASS;
+	bpf_sk_assign(ctx, sk, 0);
+	bpf_sk_release(sk);
+	return SK_PASS;
 }

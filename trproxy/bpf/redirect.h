@@ -25,6 +25,9 @@
 #define TRP_FLAG_SHADOW 1      /* rewrite bind(X) to bind(trp_shadow[X]) */
 #define TRP_FLAG_CHECK_OWNER 2 /* fail every connect once the owner's marker socket is gone */
 #define TRP_FLAG_ALLOW_ONLY 4  /* refuse redirected connects to destinations trp_dst lacks */
+#define TRP_FLAG_CAPTURE 8     /* publish the run's listening ports in trp_capture: trp_lookup
+				* steers connections to them from outside the run to the
+				* owner's capture sockets (trp_socks) */
 
 /* Map sizes (max_entries). */
 #define TRP_MAX_RUNS 4096
@@ -32,6 +35,9 @@
 #define TRP_MAX_SHADOW 4096
 #define TRP_MAX_CONNS 65536
 #define TRP_MAX_DSTS 16384
+#define TRP_MAX_CAPTURE 16384
+#define TRP_MAX_INNER 65536
+#define TRP_MAX_CAPTURE_SOCKS 1024
 
 /* trp_config: key = __u64 cgroup id of a run (the inode number of its cgroup directory). */
 struct trp_config {
@@ -98,6 +104,27 @@ struct trp_dst_key {
 #define TRP_DST_LOOPBACK 1
 #define TRP_DST_ALLOW 1
 #define TRP_DST_REFUSE 2
+
+/* trp_capture: key __u32 port (host order) that a TRP_FLAG_CAPTURE run listens on.
+ * trp_inner: key trp_tuple_key of a connection (saddr/sport the client, daddr/dport the
+ * listener) that trp_lookup leaves alone (the run's own, and the owner's relay to the
+ * app), value __u32 1. */
+struct trp_capture {
+	__u64 cgroup_id;   /* the run */
+	__u8 families;     /* TRP_CAPTURE_V4 | TRP_CAPTURE_V6: families the run listens in
+			    * (an IPv6 wildcard listener counts for IPv4 too: dual-stack) */
+	__u8 _pad[7];
+};
+
+#define TRP_CAPTURE_V4 1
+#define TRP_CAPTURE_V6 2
+
+/* Key of trp_socks (a sockhash): the owner's capture socket of one run and family. */
+struct trp_capture_key {
+	__u64 cgroup_id;
+	__u8 family;       /* TRP_AF_INET or TRP_AF_INET6: the connection's family */
+	__u8 _pad[7];
+};
 
 /* Per-socket state (BPF_MAP_TYPE_SK_STORAGE, freed with the socket). */
 struct trp_sock_state {

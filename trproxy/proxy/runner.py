@@ -124,7 +124,9 @@ async def _run(opts: RunOptions, ctx: RunContext, test_set: Path) -> int:
         for listen, upstream in opts.forwards:
             await proxy.listen_forward(listen, upstream)
         shadows: dict[int, int] = {}
-        if opts.app_ports and ctx.mode is Mode.RECORD:
+        # record: HTTP calls to the app become tests; every port it listens on, unless
+        # --app-port names them (the capture of every port needs a cgroup of our own)
+        if ctx.mode is Mode.RECORD and (opts.app_ports or (opts.redirect and not opts.cgroup)):
             from ..apptest.capture import start_capture
 
             inbound, shadows = await start_capture(opts.root, opts.app_ports, ctx, test_set, ctx.vault)
@@ -135,7 +137,10 @@ async def _run(opts: RunOptions, ctx: RunContext, test_set: Path) -> int:
             if opts.cgroup:
                 redirector = Redirector.attach(opts.cgroup, port, shadow_ports=shadows)
             else:
-                redirector = Redirector.create(port, shadow_ports=shadows)
+                capture = inbound.capture_sockets if inbound is not None else []
+                redirector = Redirector.create(port, shadow_ports=shadows, capture_sockets=capture)
+                if inbound is not None:
+                    inbound.to_app = redirector.to_app
             proxy.resolver = redirector.original_destination
             log.info("proxy on 127.0.0.1:%d and [::1]:%d, cgroup %s", port, port, redirector.cgroup_path)
             _fence(redirector, ctx)

@@ -20,6 +20,13 @@ Invariants:
   same port), outside the run's cgroup: the programs never redirect the proxy's port.
 - The original destination of a connection is given out once, to the proxy's accept of
   that very 4-tuple, and only if the run's programs recorded it.
+- Inbound capture (``capture_sockets``): new connections from outside the run to any port
+  the run listens on are accepted by the owner's capture sockets instead of the app
+  (sk_lookup on the owner's network namespace); the run's own connections, and the
+  owner's relays announced with ``to_app``, reach the app. The app binds its real port,
+  so bind() succeeds or fails as without trproxy. The sk_lookup link and the sockets live
+  only in the owner: once it is gone, connections reach the app directly (nothing is
+  recorded, nothing leaves the machine that the app did not already expose).
 """
 
 from __future__ import annotations
@@ -31,10 +38,10 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from trproxy.bpf import loader
+from trproxy.bpf import loader, syscall
 from trproxy.redirect import cgroup as cgroups
 from trproxy.redirect import cleanup
 from trproxy.redirect.errors import RedirectError
@@ -89,6 +96,7 @@ class Redirector:
         proxy_ipv4: str,
         proxy_ipv6: str,
         check_owner: bool,
+        capture_sockets: Iterable[socket.socket] = (),
     ) -> None:
         """Use ``create`` or ``attach``."""
         if not 0 < proxy_port < 65536:
@@ -100,6 +108,7 @@ class Redirector:
         self._owner_pid = os.getpid()
         self._procs_file = os.fsencode(path / "cgroup.procs")
         self._links: dict[str, int] = {}
+        self._lookup_link: int | None = None
         self._sockets: list[socket.socket] = []
         self._closed = False
         self._progs = load_programs()
@@ -111,7 +120,8 @@ class Redirector:
         if owner is not None:
             raise RedirectError(f"{self.cgroup_path} is already redirected by trproxy pid {owner}")
         try:
-            self._install(shadow_ports or {}, proxy_ipv4, proxy_ipv6, check_owner)
+            self._install(shadow_ports or {}, proxy_ipv4, proxy_ipv6, check_owner,
+                          list(capture_sockets))
         except BaseException:
             self._release()
             raise
@@ -126,12 +136,16 @@ class Redirector:
         shadow_ports: dict[int, int] | None = None,
         proxy_ipv4: str = "127.0.0.1",
         proxy_ipv6: str = "::1",
+        capture_sockets: Iterable[socket.socket] = (),
     ) -> Redirector:
         """A new cgroup whose processes' connections go to the proxy. Put processes in it with
         ``enter`` (e.g. ``subprocess.Popen(..., preexec_fn=r.enter)``).
 
         ``shadow_ports`` {X: S}: a bind() to port X inside the cgroup binds S instead, so the
-        proxy can listen on X (inbound capture). Also removes leftovers of dead runs.
+        proxy can listen on X (inbound capture of known ports). ``capture_sockets``: listening
+        TCP sockets (one IPv4, one IPv6) that accept every connection from outside the run
+        to any port the run listens on (inbound capture of every port; see the module
+        docstring). Also removes leftovers of dead runs.
         """
         require_root()
         mount = cgroups.require_mount()
@@ -151,6 +165,7 @@ class Redirector:
                 proxy_ipv4=proxy_ipv4,
                 proxy_ipv6=proxy_ipv6,
                 check_owner=True,
+                capture_sockets=capture_sockets,
             )
         except BaseException:
             cgroups.remove(path)
@@ -209,6 +224,7 @@ class Redirector:
         ip4: str,
         ip6: str,
         check_owner: bool,
+        capture: list[socket.socket],
     ) -> None:
         cfg = loader.Config()
         cfg.owner_pid = self._owner_pid
@@ -219,8 +235,10 @@ class Redirector:
         except OSError as e:
             raise RedirectError(f"invalid proxy address {ip4!r} / {ip6!r}: {e}") from e
         cfg.proxy_port = self.proxy_port
-        cfg.flags = (loader.FLAG_SHADOW if shadow_ports else 0) | (
-            loader.FLAG_CHECK_OWNER if check_owner else 0
+        cfg.flags = (
+            (loader.FLAG_SHADOW if shadow_ports else 0)
+            | (loader.FLAG_CHECK_OWNER if check_owner else 0)
+            | (loader.FLAG_CAPTURE if capture else 0)
         )
         try:
             cfg.alive_port = self._marker_socket()
@@ -228,6 +246,8 @@ class Redirector:
             cleanup.forget_dead_run(self.cgroup_id)  # a dead trproxy's, on an attached cgroup
             for port, shadow in shadow_ports.items():
                 self._maps.set_shadow(self.cgroup_id, port, shadow)
+            if capture:
+                self._capture(capture)
             self._maps.set_config(self.cgroup_id, cfg)  # before attaching: no unknown-run window
             fd = os.open(self.cgroup_path, os.O_RDONLY | os.O_DIRECTORY)
             try:
@@ -239,6 +259,39 @@ class Redirector:
             raise RedirectError(
                 f"cannot attach the redirect to {self.cgroup_path}: {e} (see `trproxy doctor`)"
             ) from e
+
+    def _capture(self, sockets: list[socket.socket]) -> None:
+        """Register the capture sockets and attach trp_lookup to this process's network
+        namespace (where the run's processes listen: ``create`` only), unpinned: it
+        detaches when this process dies."""
+        for s in sockets:
+            family = loader.AF_INET6 if s.family == socket.AF_INET6 else loader.AF_INET
+            self._maps.set_capture_socket(self.cgroup_id, family, s.fileno())
+        netns = os.open("/proc/self/ns/net", os.O_RDONLY)
+        try:
+            self._lookup_link = syscall.link_create(
+                self._progs.prog_fds[loader.LOOKUP.name], netns, loader.LOOKUP.attach_type
+            )
+        finally:
+            os.close(netns)
+
+    @contextlib.contextmanager
+    def to_app(self, sock: socket.socket, host: str, port: int) -> Iterator[None]:
+        """While connecting ``sock`` (bound, not yet connected) to the app's ``host:port``,
+        the connection reaches the app, not a capture socket."""
+        local = sock.getsockname()
+        key = loader.TupleKey()
+        src, dst = _ip(local[0]), _ip(host)
+        key.family = loader.AF_INET if dst.version == 4 else loader.AF_INET6
+        key.saddr[: len(src.packed)] = src.packed
+        key.daddr[: len(dst.packed)] = dst.packed
+        key.sport = local[1]
+        key.dport = port
+        self._maps.set_inner(key, True)
+        try:
+            yield
+        finally:
+            self._maps.set_inner(key, False)
 
     def _marker_socket(self) -> int:
         """The owner's marker: a UDP socket on 127.0.0.1 marked with the run's id in
@@ -349,6 +402,10 @@ class Redirector:
         that are up now and were shadowed."""
         return {p: b for p, b in self._maps.listening(self.cgroup_id).items() if p != b}
 
+    def captured_ports(self) -> set[int]:
+        """Ports of the run whose outside connections go to the capture sockets now."""
+        return self._maps.capturing(self.cgroup_id)
+
     def shadow_ports(self) -> dict[int, int]:
         """The configured shadow map {X: S} of this run."""
         return self._maps.shadows(self.cgroup_id)
@@ -357,6 +414,9 @@ class Redirector:
         """Detach (pins and fds), forget the run's map entries, close the sockets;
         returns what failed."""
         errors = []
+        if self._lookup_link is not None:  # first: no connection is steered to a closing socket
+            os.close(self._lookup_link)
+            self._lookup_link = None
         try:
             loader.unpin_links(self.cgroup_id)
         except OSError as e:

@@ -8,6 +8,9 @@
 * ``reloader PORT``: the parent binds nothing; it spawns ``serve PORT`` as a child
   process and waits for it (uvicorn ``--reload``'s model).
 
+``GET /self`` makes the app call itself (``GET /inner`` on its own port, as a health
+check or an internal API call would) and answers that answer under ``"inner"``.
+
 Every answer is JSON ``{"path", "port", "role", "host"}``: ``port`` is the port the app
 was *configured* with (not the shadow port the redirect gave it), ``role`` says which kind
 of process answered (``server``, ``worker``, ``child``), ``host`` what the client sent in
@@ -28,6 +31,7 @@ import socket
 import subprocess
 import sys
 import threading
+import urllib.request
 from http.server import BaseHTTPRequestHandler, HTTPServer, ThreadingHTTPServer
 
 
@@ -45,8 +49,10 @@ def handler(port: int, role: str) -> type[BaseHTTPRequestHandler]:
             length = int(self.headers.get("Content-Length") or 0)
             received = self.rfile.read(length).decode() if length else ""
             host = (self.headers.get("Host") or "").rsplit(":", 1)[0]
-            body = json.dumps({"path": self.path, "port": port, "role": role, "host": host,
-                               "received": received}).encode()
+            answer = {"path": self.path, "port": port, "role": role, "host": host, "received": received}
+            if self.path == "/self":
+                answer["inner"] = _call_self(port)
+            body = json.dumps(answer).encode()
             self.send_response(404 if self.path.startswith("/missing") else 200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
@@ -59,6 +65,14 @@ def handler(port: int, role: str) -> type[BaseHTTPRequestHandler]:
             pass
 
     return Handler
+
+
+def _call_self(port: int) -> dict:
+    host = os.environ.get("HOST", "127.0.0.1")
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/inner"
+    with urllib.request.urlopen(url, timeout=30) as resp:
+        return json.loads(resp.read())
 
 
 def _family(host: str) -> socket.AddressFamily:
