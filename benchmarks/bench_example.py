@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,7 @@ sys.path.insert(0, str(ROOT / "examples" / "shop"))
 
 from services import ShopServices  # noqa: E402
 
+from tests.support.proc import stop  # noqa: E402
 from tests.support.services import wait_port  # noqa: E402
 
 SHOP = ROOT / "examples" / "shop"
@@ -32,15 +32,6 @@ ENV = dict(os.environ, PYTHONPATH=str(ROOT))
 def _traffic(port: int) -> None:
     subprocess.run(["bash", str(SHOP / "traffic.sh"), f"http://127.0.0.1:{port}"], check=True,
                    stdout=subprocess.DEVNULL)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def with_real_services() -> float:
@@ -53,7 +44,7 @@ def with_real_services() -> float:
             wait_port("127.0.0.1", services.shop_port, timeout=60, proc=app)
             _traffic(services.shop_port)
         finally:
-            _stop(app)
+            stop(app)
     finally:
         services.stop()
     return time.perf_counter() - start
@@ -71,7 +62,7 @@ def record(recordings: Path) -> None:
             time.sleep(1.0)  # the app binds its shadow port a moment after trproxy listens
             _traffic(services.shop_port)
         finally:
-            _stop(rec)
+            stop(rec)
         return env
     finally:
         services.stop()

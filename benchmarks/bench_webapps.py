@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -27,19 +26,11 @@ sys.path.insert(0, str(ROOT / "examples"))
 
 from webapps import WebAppServices  # noqa: E402
 
+from tests.support.proc import stop  # noqa: E402
 from tests.support.services import wait_port  # noqa: E402
 
 ENV = dict(os.environ, PYTHONPATH=str(ROOT))
 SUMMARY = re.compile(r"\((?P<total>[\d.]+) s: app start-up (?P<startup>[\d.]+) s, tests (?P<tests>[\d.]+) s\)")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def with_real_services(app: str) -> float:
@@ -53,7 +44,7 @@ def with_real_services(app: str) -> float:
             subprocess.run(services.traffic, env=dict(env, **services.traffic_env()), check=True,
                            stdout=subprocess.DEVNULL)
         finally:
-            _stop(proc)
+            stop(proc)
     finally:
         services.stop()
     return time.perf_counter() - start
@@ -71,7 +62,7 @@ def record(app: str, recordings: Path) -> tuple[dict[str, str], list[str]]:
             subprocess.run(services.traffic, env=dict(env, **services.traffic_env()), check=True,
                            stdout=subprocess.DEVNULL)
         finally:
-            _stop(rec)
+            stop(rec)
         return env, services.command
     finally:
         services.stop()

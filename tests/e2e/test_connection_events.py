@@ -143,8 +143,10 @@ for path in ("/a", "/b"):
 """
 
 
-def test_requests_against_an_http_1_0_server(tmp_path):
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Http10)
+def _against_http_server(tmp_path, handler, script: str):
+    """``script`` recorded against a stdlib HTTP server with ``handler``, then replayed
+    with the server stopped (``_record_then_replay``)."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
 
     def stop() -> None:
@@ -152,10 +154,14 @@ def test_requests_against_an_http_1_0_server(tmp_path):
         server.server_close()
 
     try:
-        recorded, replayed, docs = _record_then_replay(
-            tmp_path, _script(tmp_path, REQUESTS), stop, str(server.server_address[1]))
+        return _record_then_replay(tmp_path, _script(tmp_path, script), stop,
+                                   str(server.server_address[1]))
     finally:
         stop()
+
+
+def test_requests_against_an_http_1_0_server(tmp_path):
+    recorded, replayed, docs = _against_http_server(tmp_path, _Http10, REQUESTS)
     assert recorded.stdout.splitlines() == ["200 None delimited by the close /a",
                                             "200 None delimited by the close /b"]
     assert replayed.stdout == recorded.stdout  # delimited by the close, as recorded
@@ -353,18 +359,7 @@ except requests.RequestException as e:
 
 
 def test_an_http_response_cut_by_a_reset_is_cut_again(tmp_path):
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _CutByReset)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-
-    def stop() -> None:
-        server.shutdown()
-        server.server_close()
-
-    try:
-        recorded, replayed, docs = _record_then_replay(
-            tmp_path, _script(tmp_path, CUT), stop, str(server.server_address[1]))
-    finally:
-        stop()
+    recorded, replayed, docs = _against_http_server(tmp_path, _CutByReset, CUT)
     assert recorded.stdout.strip() == "ChunkedEncodingError"  # the body ended short
     assert replayed.stdout == recorded.stdout  # not a 502 for a request never recorded
     assert "reset" in _events(docs)

@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support.proc import trproxy
+from tests.support.proc import run_test, trproxy
 from tests.support.services import RedisServer, free_port, wait_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]
@@ -75,29 +75,6 @@ def get(port: int, path: str, data: bytes | None = None, host: str = "127.0.0.1"
     with urllib.request.urlopen(urllib.request.Request(url, data=data), timeout=30) as resp:
         assert resp.status == 200
         return json.loads(resp.read())
-
-
-def run_test(rec: Path, cmd: list[str], env: dict | None = None, *extra: str):  # type: ignore[no-untyped-def]
-    """``trproxy test``; returns (process, JSON report or None, JUnit root or None).
-
-    stderr goes to a file: app processes left behind must not hold a pipe open."""
-    reports = rec / "reports"
-    before = set(reports.glob("test-*.xml")) if reports.exists() else set()
-    log = rec.parent / f"{rec.name}-test.log"
-    with log.open("w") as err:
-        proc = trproxy("test", "--dir", str(rec), *extra, "--", *cmd, env=env or {}, stdout=err, stderr=err)
-    try:
-        proc.wait(90)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-        raise AssertionError(f"trproxy test timed out\n{log.read_text()}") from None
-    out = subprocess.CompletedProcess(proc.args, proc.returncode, "", log.read_text())
-    new = sorted(set(reports.glob("test-*.xml")) - before) if reports.exists() else []
-    assert len(new) <= 1
-    if not new:
-        return out, None, None
-    return out, json.loads(new[0].with_suffix(".json").read_text()), ET.parse(new[0]).getroot()
 
 
 def cases_of(rec: Path, test_set: str = "test-set-0") -> list[dict]:

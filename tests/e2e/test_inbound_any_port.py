@@ -25,9 +25,8 @@ from tests.e2e.test_inbound import (
     get,
     pids_in,
     record,
-    run_test,
 )
-from tests.support.proc import trproxy
+from tests.support.proc import run_test, trproxy
 from tests.support.services import free_port, wait_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]
@@ -147,6 +146,10 @@ def test_when_trproxy_is_killed_clients_reach_the_app_directly(tmp_path):
     app = None
     try:
         wait_port("127.0.0.1", port, timeout=60, proc=proc)
+        deadline = time.monotonic() + 30
+        while not pids.exists():  # the app may write it just after it listens
+            assert time.monotonic() < deadline, "the app wrote no pid file"
+            time.sleep(0.05)
         [app] = pids_in(pids)["server"]
         assert get(port, "/before")["path"] == "/before"
         deadline = time.monotonic() + 30

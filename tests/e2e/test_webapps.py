@@ -19,7 +19,6 @@ secret (and the environment can give it).
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import stat
@@ -31,7 +30,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support.proc import ROOT, trproxy
+from tests.support.proc import ROOT, run_test, trproxy
 from tests.support.services import wait_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]
@@ -50,22 +49,10 @@ class Recorded:
     def test(self, *extra: str, command: list[str] | None = None, env: dict[str, str] | None = None,
              rec: Path | None = None) -> tuple[subprocess.CompletedProcess, dict, ET.Element]:
         """``trproxy test``; the process, its JSON report and JUnit root."""
-        rec = rec or self.rec
-        reports = rec / "reports"
-        before = set(reports.glob("test-*.json")) if reports.exists() else set()
-        log = rec.parent / f"{rec.name}-test.log"
-        with log.open("w") as out:
-            proc = trproxy("test", "--dir", str(rec), *extra, "--", *(command or self.command),
-                           env=env if env is not None else self.env, stdout=out, stderr=out)
-            try:
-                proc.wait(240)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-                raise AssertionError(f"trproxy test timed out\n{log.read_text()}") from None
-        done = subprocess.CompletedProcess(proc.args, proc.returncode, "", log.read_text())
-        [new] = sorted(set(reports.glob("test-*.json")) - before)
-        return done, json.loads(new.read_text()), ET.parse(new.with_suffix(".xml")).getroot()
+        done, report, junit = run_test(rec or self.rec, command or self.command,
+                                       env if env is not None else self.env, *extra, timeout=240)
+        assert report is not None and junit is not None, done.stderr
+        return done, report, junit
 
 
 def _record(app: str, where: Path) -> Recorded:

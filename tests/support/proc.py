@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -10,6 +11,7 @@ import socketserver
 import subprocess
 import sys
 import threading
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from .services import free_port, wait_port
@@ -98,3 +100,27 @@ def forward_proxy(upstream_port: int, *extra: str, mode: str = "passthrough",
                    f"127.0.0.1:{port}={upstream_host}:{upstream_port}", *extra, "--", "sleep", "600")
     wait_port("127.0.0.1", port, proc=proc)
     return proc, port
+
+
+def run_test(rec: Path, cmd: list[str], env: dict | None = None, *extra: str,  # type: ignore[no-untyped-def]
+             timeout: float = 90):
+    """``trproxy test``; returns (process, JSON report or None, JUnit root or None).
+
+    stderr goes to a file: app processes left behind must not hold a pipe open."""
+    reports = rec / "reports"
+    before = set(reports.glob("test-*.xml")) if reports.exists() else set()
+    log = rec.parent / f"{rec.name}-test.log"
+    with log.open("w") as err:
+        proc = trproxy("test", "--dir", str(rec), *extra, "--", *cmd, env=env or {}, stdout=err, stderr=err)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise AssertionError(f"trproxy test timed out\n{log.read_text()}") from None
+    out = subprocess.CompletedProcess(proc.args, proc.returncode, "", log.read_text())
+    new = sorted(set(reports.glob("test-*.xml")) - before) if reports.exists() else []
+    assert len(new) <= 1
+    if not new:
+        return out, None, None
+    return out, json.loads(new[0].with_suffix(".json").read_text()), ET.parse(new[0]).getroot()

@@ -45,7 +45,7 @@ from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlencode
 
 from ..protocols.http.readable import header_value, lenient_urlsplit
 from ..protocols.secrets import PLACEHOLDER, SecretVault, placeholder
-from .noise import format_path, parse_path
+from .noise import NOT_JSON, format_path, json_of, parse_path
 
 WINDOW = 200  # responses kept for lookups at record time
 TOKEN_MIN = 8
@@ -125,15 +125,8 @@ def _json_leaves(value: Any, path: tuple[str | int, ...] = ()) -> Iterator[tuple
 
 
 def _json_body(message: dict[str, Any]) -> Any:
-    body = message.get("body")
-    if isinstance(body, dict) and "json" in body:
-        return body["json"]
-    if isinstance(body, str) and body.lstrip()[:1] in ("{", "["):
-        try:
-            return json.loads(body)
-        except ValueError:
-            pass
-    return None
+    data = json_of(message.get("body"))
+    return None if data is NOT_JSON else data
 
 
 def _seen(test: str, response: dict[str, Any], completed: float) -> _Seen:

@@ -274,7 +274,7 @@ def normalize_body(body: Any) -> Any:
     return digest_form(body) or body  # over max_body: compared by size and digest
 
 
-def _json_of(body: Any) -> Any:
+def json_of(body: Any) -> Any:
     """The JSON value of a body given as ``{"json": v}`` or as JSON text, else a sentinel."""
     if isinstance(body, dict) and "json" in body:
         return body["json"]
@@ -283,10 +283,10 @@ def _json_of(body: Any) -> Any:
             return json.loads(body)
         except ValueError:
             pass
-    return _NOT_JSON
+    return NOT_JSON
 
 
-_NOT_JSON = object()
+NOT_JSON = object()
 
 
 # -- detection ---------------------------------------------------------------------------
@@ -324,8 +324,8 @@ def detect_noise(response: dict[str, Any], now: datetime | None = None,
         elif any(volatile_value(v, now) for v in values):
             found.append(format_path(("header", name)))
     body = normalize_body(response.get("body"))
-    data = _json_of(body)
-    if data is not _NOT_JSON:
+    data = json_of(body)
+    if data is not NOT_JSON:
         for path, leaf in _walk(data, ("body", "json")):
             if volatile_value(leaf, now):
                 found.append(format_path(path))
@@ -441,8 +441,8 @@ def _one(values: list[Any] | None) -> Any:
 
 
 def _compare_body(expected: Any, actual: Any, noise: Noise) -> list[Difference]:
-    e_json, a_json = _json_of(expected), _json_of(actual)
-    if e_json is not _NOT_JSON and a_json is not _NOT_JSON:
+    e_json, a_json = json_of(expected), json_of(actual)
+    if e_json is not NOT_JSON and a_json is not NOT_JSON:
         out: list[Difference] = []
         _compare_tree(e_json, a_json, ("body", "json"), noise, out)
         return out
@@ -542,10 +542,10 @@ def comparable_view(response: dict[str, Any], noise: Noise) -> dict[str, Any]:
     headers = {name: _one(values) for name, values in sorted(headers_of(response).items())
                if not noise.ignores(("header", name))}
     body = normalize_body(response.get("body"))
-    data = _json_of(body)
+    data = json_of(body)
     if noise.ignores(("body",)):
         shown: Any = _MASK
-    elif data is not _NOT_JSON:
+    elif data is not NOT_JSON:
         shown = {"json": _masked(data, ("body", "json"), noise)}
     elif isinstance(body, str) and noise.ignores(("body", "tokens")):
         shown = mask_tokens(body, _moments(noise))
