@@ -21,6 +21,7 @@ from ..protocols.registry import match_key
 from ..protocols.volatile import ValueMap
 from ..store import DirBlobStore, Exchange, Ledger, MockPool, MockWriter
 from ..store.ledger import describe
+from .faults import FaultPlan
 from .timeline import Timeline
 
 if TYPE_CHECKING:
@@ -68,6 +69,8 @@ class RunContext:
     # app generated in place of recorded ones, per test (``protocols/volatile.py``)
     started: datetime = field(default_factory=lambda: datetime.now(UTC))
     values: dict[str | None, ValueMap] = field(default_factory=dict)
+    faults: FaultPlan | None = None  # replay: the requests that fail on purpose (faults.py)
+    injected: list[dict[str, Any]] = field(default_factory=list)
     _ledger: Ledger | None = None
     _timeline: Timeline | None = None
     _searcher: concurrent.futures.ThreadPoolExecutor | None = None
@@ -156,6 +159,11 @@ class RunContext:
             self._searcher.shutdown(wait=False, cancel_futures=True)
             self._searcher = None
 
+    def fault_injected(self, entry: dict[str, Any]) -> None:
+        self.injected.append(entry)
+        log.info("FAULT %s %s: %s: %s", entry["protocol"], entry["destination"],
+                 entry["request"], entry["fault"])
+
     def served_out_of_order(self, entry: dict[str, Any]) -> None:
         self.out_of_order.append(entry)
         log.warning("OUT OF ORDER %s %s: %s served before %s", entry["protocol"],
@@ -214,6 +222,12 @@ class RunContext:
                 skipped = ", ".join(s["request"] for s in o["skipped"][:3])
                 lines.append(f"  - {o['protocol']} {o['destination']}: {o['request']} "
                              f"served before {skipped}")
+        if self.injected:
+            lines.append(f"{len(self.injected)} faults injected:")
+            for f in self.injected[:5]:
+                lines.append(f"  - {f['protocol']} {f['destination']}: {f['request']}: {f['fault']}")
+            if len(self.injected) > 5:
+                lines.append(f"  ... {len(self.injected) - 5} more in the report")
         lines += [f"note: {p}" for p in self.problems[:5]]
         return "trproxy: " + "\ntrproxy: ".join(lines)
 
@@ -229,6 +243,7 @@ class RunContext:
             "unused": self.unused(),
             "out_of_order": self.out_of_order,
             "problems": self.problems,
+            "faults": self.injected,
         }
 
 

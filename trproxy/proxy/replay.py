@@ -27,6 +27,7 @@ from .engine import (
     Event,
     Forward,
     Forwarded,
+    Injected,
     Miss,
     Notify,
     OutOfOrder,
@@ -182,6 +183,8 @@ class _Driver:
             self.ctx.missed(command.entry, command.request)
         elif isinstance(command, OutOfOrder):
             self.ctx.served_out_of_order(command.entry)
+        elif isinstance(command, Injected):
+            self.ctx.fault_injected(command.entry)
         elif isinstance(command, Problem):
             self.ctx.problems.append(command.text)
             log.warning("%s", command.text)

@@ -34,6 +34,7 @@ from .config import (
 )
 from .matching import match_key, match_key_with
 from .recorder import H2_PREFACE, HttpRecorder
+from .render import check_fault
 from .replayer import HttpReplayer
 from .sniff import detect
 
@@ -51,6 +52,7 @@ def dialect_with(config: HttpConfig) -> Dialect:
         match_key=functools.partial(match_key_with, noise=config.noise),
         connection_aware=True,
         configure=_configure,
+        check_fault=check_fault,
     )
 
 
@@ -67,6 +69,7 @@ DIALECT = Dialect(
     match_key=match_key,
     connection_aware=True,
     configure=_configure,
+    check_fault=check_fault,
 )
 
 __all__ = [
