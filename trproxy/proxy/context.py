@@ -71,6 +71,7 @@ class RunContext:
     values: dict[str | None, ValueMap] = field(default_factory=dict)
     faults: FaultPlan | None = None  # replay: the requests that fail on purpose (faults.py)
     injected: list[dict[str, Any]] = field(default_factory=list)
+    raw: Counter = field(default_factory=Counter)  # exchanges recorded / served as raw bytes
     _ledger: Ledger | None = None
     _timeline: Timeline | None = None
     _searcher: concurrent.futures.ThreadPoolExecutor | None = None
@@ -102,6 +103,8 @@ class RunContext:
             log.debug("recorded %s %s: %s", exchange.protocol, exchange.destination, exchange.summary)
             return
         self.recorded[exchange.protocol] += 1
+        if exchange.extra.get("raw"):
+            self.raw[exchange.protocol] += 1
         log.debug("recorded %s %s: %s", exchange.protocol, exchange.destination, exchange.summary)
 
     def value_map(self) -> ValueMap:
@@ -122,6 +125,8 @@ class RunContext:
 
     def served(self, protocol: str, destination: str, exchange: Exchange) -> None:
         self.served_count[protocol] += 1
+        if exchange.extra.get("raw"):
+            self.raw[protocol] += 1
         log.debug("served %s %s: %s", protocol, destination, exchange.summary)
 
     @property
@@ -203,6 +208,10 @@ class RunContext:
             lines.append("recorded " + _counts(self.recorded))
         if self.served_count or self.mode in (Mode.REPLAY, Mode.NEW_EPISODES):
             lines.append(f"served {_counts(self.served_count) or '0'} from {len(self.pool)} mocks")
+        if self.raw:  # replies a dialect could not decode: kept (and replayed) byte for byte
+            done = "served" if self.mode in (Mode.REPLAY, Mode.NEW_EPISODES) else "recorded"
+            lines.append(f"{done} as raw bytes (a reply the dialect could not decode): "
+                         f"{_counts(self.raw)}")
         lines.append(f"{len(self.misses)} misses" + (":" if self.misses else ""))
         for miss in self.misses[:10]:
             test = f"[{miss['test']}] " if miss["test"] else ""
@@ -244,6 +253,7 @@ class RunContext:
             "out_of_order": self.out_of_order,
             "problems": self.problems,
             "faults": self.injected,
+            "raw": dict(self.raw),
         }
 
 

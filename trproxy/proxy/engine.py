@@ -48,6 +48,7 @@ from ..protocols.volatile import ValueMap, mask, occurrences
 from ..store import Affinity, Exchange, NoMatch
 from ..store.ledger import describe
 from .faults import describe as describe_fault
+from .raw import raw_answer
 
 if TYPE_CHECKING:
     from .context import RunContext
@@ -359,7 +360,9 @@ class Session:
             self._out.append(_Out(at=math.inf))  # never answered: nothing, until the client goes
             return
         try:
-            out = self.replayer.respond(lookup, values.to_live(exchange.responses))
+            out = raw_answer(exchange.responses, exchange.extra)  # recorded raw: as it was
+            if out is None:
+                out = self.replayer.respond(lookup, values.to_live(exchange.responses))
         except Exception as exc:  # a recording is untrusted input (RecursionError included)
             # the recorded answer cannot be rendered (a wrong-typed field, absurd nesting):
             # the app gets the protocol's error and the report says why, never a silent reset
