@@ -324,6 +324,12 @@ class Dialect:
     # the values the user's rules (config.yaml) call volatile in a request: applied to
     # recordings made before the rule too
     volatile_rules: Callable[[Readable], list[str]] | None = None
+    # TLS ALPN protocol ids that name this protocol: a connection that negotiated one is
+    # this protocol whoever speaks first (an HTTP/2 server sends SETTINGS first)
+    alpn: tuple[str, ...] = ()
+    # the server spoke first with these bytes, which this protocol's servers send before
+    # the client's first bytes (HTTP/2 SETTINGS): detection waits for the client's bytes
+    server_first: Callable[[bytes], bool] | None = None
     # fault injection: raises ValueError when this protocol cannot fail as ``failure``
     # says (an unknown Kafka error name, an HTTP status out of range); None: no errors
     check_fault: Callable[[Failure], None] | None = None

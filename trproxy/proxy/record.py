@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from ..protocols.base import Dialect, Direction, Interaction, Interrupt, ProtocolError, Pushed
-from ..protocols.registry import detect, pre_protocol
+from ..protocols.registry import by_alpn, detect, pre_protocol, server_first_waits
 from ..store import Exchange
 from ..tls.errors import CertificateRejected, TlsError
 from .context import format_destination
@@ -129,8 +129,10 @@ class Capture:
                 self._early.append((direction, data))
                 if direction is Direction.CLIENT:
                     self._client_bytes += data
-                final = not data or direction is Direction.SERVER or len(self._client_bytes) > 64
-                self.dialect = detect(self._client_bytes, self.port, final=final)
+                final = not data or len(self._client_bytes) > 64 or (
+                    direction is Direction.SERVER and not server_first_waits(data))
+                self.dialect = by_alpn(self.alpn) or detect(self._client_bytes, self.port,
+                                                            final=final)
                 if self.dialect is None:
                     return
                 self._recorder = self.dialect.recorder_for(self.tls, self.destination, self.ctx.blobs)

@@ -14,7 +14,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from ..protocols.base import Dialect, ProtocolError
-from ..protocols.registry import detect, pre_protocol
+from ..protocols.registry import by_alpn, detect, pre_protocol
 from ..tls.errors import TlsError
 from .context import Mode, format_destination
 from .engine import (
@@ -91,7 +91,7 @@ async def replay(ctx: RunContext, client: Streams, host: str, port: int) -> None
                     alpn = stream.endpoint.alpn
                     tls, buffered = True, await stream.read(CHUNK)
                     data = buffered
-            dialect = detect(buffered, port, final=not data)
+            dialect = by_alpn(alpn) or detect(buffered, port, final=not data)
             if not data and dialect is None:
                 return
         assert dialect is not None

@@ -36,9 +36,10 @@ from .matching import match_key, match_key_with
 from .recorder import H2_PREFACE, HttpRecorder
 from .render import check_fault
 from .replayer import HttpReplayer
-from .sniff import detect
+from .sniff import detect, server_settings_first
 
 DEFAULT_PORTS = (80, 443, 8000, 8080, 8443)
+ALPN = ("h2", "http/1.1", "http/1.0")
 
 
 def dialect_with(config: HttpConfig) -> Dialect:
@@ -53,6 +54,8 @@ def dialect_with(config: HttpConfig) -> Dialect:
         connection_aware=True,
         configure=_configure,
         check_fault=check_fault,
+        alpn=ALPN,
+        server_first=server_settings_first,
     )
 
 
@@ -70,6 +73,8 @@ DIALECT = Dialect(
     connection_aware=True,
     configure=_configure,
     check_fault=check_fault,
+    alpn=ALPN,
+    server_first=server_settings_first,
 )
 
 __all__ = [
