@@ -237,3 +237,25 @@ def test_the_run_reads_config_yaml_and_names_a_wrong_rule(tmp_path):
         fault_plan(RunOptions([], root=tmp_path, faults=["redis error=LOADING nht=2"]))
     with pytest.raises(RunError, match="no fault profile 'x'"):
         fault_plan(RunOptions([], root=tmp_path, fault_profile="x"))
+
+
+def test_http2_status_with_retry_after_on_its_stream():
+    """The same fault over HTTP/2: the stream's HEADERS carry 503 and retry-after."""
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    from tests.protocols.http.streams import record as http_record
+
+    request = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n"
+    recorded = http_record([("client", request), ("server", b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")])
+    h2c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+    h2c.initiate_connection()
+    h2c.send_headers(1, [(":method", "GET"), (":path", "/a"), (":scheme", "http"),
+                         (":authority", "x")], end_stream=True)
+    book = faulty("http", recorded, "http error=503 retry_after=7")
+    commands = book.play(client(h2c.data_to_send()))
+    assert [c.entry["fault"] for c in commands if hasattr(c, "entry")] == ["error 503"]
+    events = h2c.receive_data(b"".join(c.data for c in commands if hasattr(c, "data")))
+    headers = next(dict(e.headers) for e in events if isinstance(e, h2.events.ResponseReceived))
+    assert headers[":status"] == "503" and headers["retry-after"] == "7"
