@@ -75,6 +75,7 @@ class Capture:
     # the current turn's bytes, kept for the raw fallback (``raw.py``); None: too large
     _turn: list[tuple[Direction, bytes]] | None = field(default_factory=list)
     _turn_size: int = 0
+    _turn_answered: bool = False  # the server spoke in the current turn
     _raw: RawTurns | None = None  # the dialect could not follow: the rest goes raw
 
     def client(self, data: bytes) -> None:
@@ -150,12 +151,13 @@ class Capture:
     def _keep_turn(self, direction: Direction, data: bytes) -> None:
         """The bytes of the current turn (client until the server answers, then server),
         references only, while they are not too many."""
-        if direction is Direction.CLIENT and data and self._turn_size and (
-                self._turn is None or any(d is Direction.SERVER for d, _ in self._turn[-1:])):
-            self._turn, self._turn_size = [], 0  # a new turn starts
+        if direction is Direction.SERVER:
+            self._turn_answered = True
+        elif self._turn_answered and data:  # the client speaks again: a new turn
+            self._turn, self._turn_size, self._turn_answered = [], 0, False
         if self._turn is not None:
             self._turn.append((direction, data))
-            self._turn_size += len(data) or 1
+            self._turn_size += len(data)
             if self._turn_size > MAX_TURN_BYTES:
                 self._turn = None
 
