@@ -259,3 +259,18 @@ def test_http2_status_with_retry_after_on_its_stream():
     events = h2c.receive_data(b"".join(c.data for c in commands if hasattr(c, "data")))
     headers = next(dict(e.headers) for e in events if isinstance(e, h2.events.ResponseReceived))
     assert headers[":status"] == "503" and headers["retry-after"] == "7"
+
+
+def test_the_cli_refuses_a_wrong_rule_in_one_line(tmp_path):
+    from tests.support.proc import run_trproxy
+    from trproxy.store import Exchange
+    from trproxy.store.yamlio import dump
+
+    mocks = tmp_path / "rec" / "test-set-0" / "mocks.yaml"
+    mocks.parent.mkdir(parents=True)
+    mocks.write_text("---\n" + dump(Exchange("redis", "127.0.0.1:6379", ["GET", "a"], ["1"]).to_doc()))
+    done = run_trproxy("replay", "--dir", str(tmp_path / "rec"), "--no-redirect",
+                       "--fault", "redis error=LOADING sometimes", "--", "true", timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == (
+        "trproxy: fault 'redis error=LOADING sometimes': 'sometimes' is not KEY=VALUE")
