@@ -99,6 +99,16 @@ def parser() -> argparse.ArgumentParser:
             "--strict", action="store_true",
             help="fail the run (exit status 1, even if the command succeeded) on any miss, "
             "recording never used, or answer served out of its recorded order")
+    for name in ("run", "replay", "attach", "test"):
+        sub.choices[name].add_argument(
+            "--fault", action="append", default=[], metavar="RULE",
+            help="replay: make matching requests fail as the server would (repeatable), e.g. "
+            "'postgres error=40001 match=UPDATE first=1', 'redis error=LOADING nth=2', "
+            "'http error=503 retry_after=1', 'kafka error=NOT_LEADER_OR_FOLLOWER', "
+            "'redis reset', 'http delay=500', 'postgres hang' (docs/format.md, Fault injection)")
+        sub.choices[name].add_argument(
+            "--fault-profile", metavar="NAME",
+            help="replay: also inject the faults of this profile of config.yaml's fault_profiles")
     for name in ("run", "record", "replay", "test"):
         sub.choices[name].add_argument("cmd", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
     sub.add_parser("doctor", help="check root, cgroup v2, BTF, bcc and kernel headers")
@@ -158,7 +168,8 @@ def _test(args: argparse.Namespace, cmd: list[str]) -> int:
                        timeout=args.timeout, startup_timeout=args.startup_timeout, headers=headers,
                        add_headers=add_headers, body_fields=body_fields,
                        freeze_time=not args.no_freeze_time, mark_noise=args.mark_noise,
-                       tls=not args.no_tls, strict=args.strict)
+                       tls=not args.no_tls, strict=args.strict, faults=args.fault,
+                       fault_profile=args.fault_profile)
     return run_test_command(opts)
 
 
@@ -206,6 +217,7 @@ def _main(argv: list[str] | None) -> int:
         cgroup=getattr(args, "cgroup", None) or getattr(args, "container", None),
         tls=not args.no_tls, tls_verify=not args.tls_insecure, tls_ca_file=args.tls_ca,
         app_ports=getattr(args, "app_port", []), strict=getattr(args, "strict", False),
+        faults=getattr(args, "fault", []), fault_profile=getattr(args, "fault_profile", None),
     )
     if opts.redirect and os.geteuid() != 0:
         print("trproxy: the eBPF redirect needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN): "

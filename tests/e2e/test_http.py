@@ -383,3 +383,43 @@ def test_new_episodes_over_https_fetches_from_the_verified_server(tmp_path, home
     assert "fetching it from the server failed" in refused.stderr and "CERTIFICATE_VERIFY_FAILED" in refused.stderr
     replayed = _trproxy("replay", rec, "--", sys.executable, str(client), base, "/json", "/text")
     assert json.loads(replayed.stdout) == rows and "trproxy: 0 misses" in replayed.stderr
+
+
+H2_CONNECTIONS = r'''
+import json, sys
+import httpx
+url, tls = sys.argv[1], sys.argv[2] == "tls"
+out = []
+for i in range(20):  # 20 connections: the server sends its SETTINGS first on each
+    with httpx.Client(http2=True, http1=tls) as c:  # h2c: prior knowledge
+        r = c.get(f"{url}/echo?n={i}")
+        out.append([r.http_version, r.status_code, r.json()["method"]])
+print(json.dumps(out))
+'''
+
+
+@pytest.mark.root
+@needs_root
+@pytest.mark.parametrize("tls", ["tls", "h2c"])
+def test_h2_server_speaking_first_is_always_http(tmp_path, home, tls):
+    """An HTTP/2 server that sends SETTINGS before the client's preface (h2's
+    initiate_connection on accept), over TLS (ALPN h2) and cleartext with prior
+    knowledge: 20 connections recorded, every one as http, replayed with 0 misses."""
+    upstream_ca = CertificateAuthority(tmp_path / "upstream-ca")
+    context = upstream_ca.server_context("localhost", ["h2"]) if tls == "tls" else None
+    server = H2Server(ssl_context=context).start()
+    url = f"{'https' if tls == 'tls' else 'http'}://localhost:{server.port}"
+    client = _script(tmp_path, H2_CONNECTIONS)
+    rec = tmp_path / "rec"
+    try:
+        recorded = _trproxy("record", rec, "--tls-ca", str(upstream_ca.cert_path), "--",
+                            sys.executable, str(client), url, tls)
+    finally:
+        server.close()
+    assert json.loads(recorded.stdout) == [["HTTP/2", 200, "GET"]] * 20
+    mocks = _mocks(rec)
+    assert "kind: generic" not in mocks
+    assert _exchanges(mocks) == 20
+    replayed = _trproxy("replay", rec, "--", sys.executable, str(client), url, tls)
+    assert replayed.stdout == recorded.stdout
+    assert "trproxy: 0 misses" in replayed.stderr, replayed.stderr

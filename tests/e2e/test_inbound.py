@@ -349,3 +349,22 @@ def test_an_app_that_dies_at_start_up_is_reported_not_a_crash(redis_recording):
     assert junit is not None, "no JUnit report for a run whose app did not start"
     assert counts(junit) == (4, 0, 4)
     assert report["misses"] and all(m["test"] is None for m in report["misses"])
+
+
+def test_a_fault_profile_fails_the_tests_whose_calls_it_fails(redis_recording, tmp_path):
+    """``trproxy test --fault-profile``: the profile in config.yaml makes every INCRBY
+    answer -LOADING; redis_app does not retry, so the three /visit tests fail and
+    /greeting passes; the report lists each fault with its test."""
+    rec, cmd, env = redis_recording
+    copy = tmp_path / "rec"
+    shutil.copytree(rec, copy)
+    config = yaml.safe_load((copy / "config.yaml").read_text())
+    config["fault_profiles"] = {"cache-loading": ["redis error=LOADING match=INCRBY"]}
+    (copy / "config.yaml").write_text(yaml.safe_dump(config))
+    out, report, junit = run_test(copy, cmd, env, "--fault-profile", "cache-loading")
+    assert out.returncode == 1, out.stderr
+    assert [t["name"] for t in report["tests"] if t["status"] == "passed"] == ["test-4"]
+    assert report["faults"], out.stderr
+    assert {(f["fault"], f["test"]) for f in report["faults"]} == {
+        ("error LOADING", f"test-{n}") for n in (1, 2, 3)}
+    assert "fault injected: [test-1] redis" in out.stderr

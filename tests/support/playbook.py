@@ -43,6 +43,7 @@ from trproxy.proxy.engine import (
     Event,
     Forward,
     Forwarded,
+    Injected,
     Miss,
     Notify,
     OutOfOrder,
@@ -125,6 +126,13 @@ def out_of_order(summary: str, *skipped: str) -> Expect:
 
 def problem(text: str) -> Expect:
     return Expect(f"problem({text!r})", lambda c: isinstance(c, Problem) and text in c.text)
+
+
+def injected(summary: str, fault: str) -> Expect:
+    """A reported fault injected on ``summary`` (``fault``: ``error 40001``, ``reset``...)."""
+    return Expect(f"injected({summary!r}, {fault!r})",
+                  lambda c: isinstance(c, Injected) and c.summary == summary
+                  and c.entry["fault"] == fault)
 
 
 def forward() -> Expect:

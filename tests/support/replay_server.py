@@ -36,6 +36,7 @@ from trproxy.proxy.engine import (
     Drain,
     Drained,
     Event,
+    Injected,
     Miss,
     Notify,
     OutOfOrder,
@@ -140,6 +141,8 @@ class Mocks:
                     self.ctx.missed(c.entry)
                 elif isinstance(c, OutOfOrder):
                     self.ctx.served_out_of_order(c.entry)
+                elif isinstance(c, Injected):
+                    self.ctx.fault_injected(c.entry)
         return commands
 
     def replay(self, session: Session, data: bytes) -> tuple[bytes, bool]:

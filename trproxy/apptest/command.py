@@ -54,6 +54,8 @@ class TestOptions:
     mark_noise: bool = False
     tls: bool = True
     strict: bool = False  # also fail on a miss, an unused recording, an answer out of order
+    faults: list[str] = field(default_factory=list)  # --fault rules (proxy/faults.py)
+    fault_profile: str | None = None  # a profile of config.yaml's fault_profiles
 
 
 def run_test_command(opts: TestOptions) -> int:
@@ -91,7 +93,8 @@ def _run_set(opts: TestOptions, test_set: Path, config: HttpConfig,
              secrets: dict[str, str]) -> tuple[TestRun, list[str]]:
     """Run one test set; its results, and what ``--strict`` fails on."""
     run_opts = RunOptions(command=opts.command, mode=Mode.REPLAY, root=opts.root,
-                          test_set=test_set.name, tls=opts.tls)
+                          test_set=test_set.name, tls=opts.tls, faults=opts.faults,
+                          fault_profile=opts.fault_profile)
     ctx = build_context(Mode.REPLAY, test_set, run_opts)
     with tempfile.TemporaryDirectory(prefix="trproxy-test-") as state:
         freeze = None
@@ -112,7 +115,10 @@ def _run_set(opts: TestOptions, test_set: Path, config: HttpConfig,
                 freeze.close()
     ctx.finish_searches()
     print(summary(run, ctx.misses), file=sys.stderr)
-    json_path, xml_path = write_reports(run, opts.root / "reports", ctx.misses)
+    for fault in ctx.injected:
+        print(f"trproxy: fault injected: [{fault['test']}] {fault['protocol']} "
+              f"{fault['destination']}: {fault['request']}: {fault['fault']}", file=sys.stderr)
+    json_path, xml_path = write_reports(run, opts.root / "reports", ctx.misses, ctx.injected)
     print(f"trproxy: reports: {json_path} {xml_path}", file=sys.stderr)
     return run, ctx.strict_failures()
 

@@ -205,6 +205,17 @@ postgres:
   # whose matches in SQL text are volatile, e.g. ["ord-[0-9]+"].
   volatile_parameters: {{}}
   volatile_literals: []
+# Failures injected at replay (docs/format.md, "Fault injection"), to test the app's
+# retries and fallbacks: each rule selects requests (protocol, to=HOST:PORT pattern,
+# match=REGEX on the request's summary, nth=N | every=N | first=N) and says how they fail
+# (error=CODE [close] | reset | close | hang | delay=MS), e.g.
+#   - postgres error=40001 match=UPDATE first=1
+#   - redis error=LOADING nth=2
+#   - kafka error=NOT_LEADER_OR_FOLLOWER match=Produce first=1
+#   - http error=503 retry_after=1 every=3
+# `faults` apply to every replay; a profile only with `--fault-profile NAME`.
+faults: []
+fault_profiles: {{}}
 """
 
 

@@ -139,7 +139,8 @@ def _result_dict(r: TestResult, misses: list[Miss]) -> dict[str, Any]:
     }
 
 
-def report_dict(run: TestRun, misses: Iterable[Miss] = ()) -> dict[str, Any]:
+def report_dict(run: TestRun, misses: Iterable[Miss] = (),
+                faults: Iterable[dict[str, Any]] = ()) -> dict[str, Any]:
     misses = list(misses)
     return {
         "test_set": str(run.test_set),
@@ -153,6 +154,7 @@ def report_dict(run: TestRun, misses: Iterable[Miss] = ()) -> dict[str, Any]:
         "needs_secret": run.count(NEEDS_SECRET),
         "tests": [_result_dict(r, misses) for r in run.results],
         "misses": misses,
+        "faults": list(faults),  # injected on purpose (--fault, a fault profile)
     }
 
 
@@ -194,14 +196,15 @@ def junit_xml(run: TestRun, misses: Iterable[Miss] = ()) -> str:
     return ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n"
 
 
-def write_reports(run: TestRun, reports_dir: Path, misses: Iterable[Miss] = ()) -> tuple[Path, Path]:
+def write_reports(run: TestRun, reports_dir: Path, misses: Iterable[Miss] = (),
+                  faults: Iterable[dict[str, Any]] = ()) -> tuple[Path, Path]:
     """Write the JSON report and the JUnit XML of one run into ``<root>/reports`` (made
     without following links from the root); returns both paths."""
     misses = list(misses)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     base = reports_dir / f"test-{stamp}"
     json_path, xml_path = base.with_suffix(".json"), base.with_suffix(".xml")
-    text = json.dumps(report_dict(run, misses), indent=2, ensure_ascii=False, default=str) + "\n"
+    text = json.dumps(report_dict(run, misses, faults), indent=2, ensure_ascii=False, default=str) + "\n"
     write_bytes(json_path, reports_dir.parent, text.encode("utf-8"))
     write_bytes(xml_path, reports_dir.parent, junit_xml(run, misses).encode("utf-8"))
     return json_path, xml_path

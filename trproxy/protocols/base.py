@@ -147,6 +147,19 @@ class Lookup:
     context: LookupContext = field(default_factory=LookupContext)
 
 
+@dataclass(frozen=True)
+class Failure:
+    """A failure injected at replay (``proxy/faults.py``), rendered by ``Replayer.fault``
+    in the protocol's own terms: ``error`` is the protocol's code (a Postgres SQLSTATE, a
+    Redis error prefix such as ``LOADING``, a Kafka error name or number, an HTTP
+    status); ``message`` replaces the server's usual text; ``retry_after`` (seconds)
+    goes with an HTTP status."""
+
+    error: str
+    message: str | None = None
+    retry_after: int | None = None
+
+
 @dataclass
 class Reply:
     """Bytes a Replayer synthesizes on its own (handshakes, ``SSLRequest`` -> ``N``)."""
@@ -206,6 +219,9 @@ class Replayer(Protocol):
     def respond(self, lookup: Lookup, responses: list[Readable]) -> bytes: ...
 
     def miss(self, lookup: Lookup, reason: str) -> bytes: ...
+
+    # Optional: ``fault(lookup, failure) -> bytes``, the answer of a server failing this
+    # request as ``failure`` says (fault injection), in the connection's current state.
 
 
 class ForwardConversation(Protocol):
@@ -308,6 +324,15 @@ class Dialect:
     # the values the user's rules (config.yaml) call volatile in a request: applied to
     # recordings made before the rule too
     volatile_rules: Callable[[Readable], list[str]] | None = None
+    # TLS ALPN protocol ids that name this protocol: a connection that negotiated one is
+    # this protocol whoever speaks first (an HTTP/2 server sends SETTINGS first)
+    alpn: tuple[str, ...] = ()
+    # the server spoke first with these bytes, which this protocol's servers send before
+    # the client's first bytes (HTTP/2 SETTINGS): detection waits for the client's bytes
+    server_first: Callable[[bytes], bool] | None = None
+    # fault injection: raises ValueError when this protocol cannot fail as ``failure``
+    # says (an unknown Kafka error name, an HTTP status out of range); None: no errors
+    check_fault: Callable[[Failure], None] | None = None
 
     def recorder_for(self, tls: bool, authority: str, blobs: BlobStore | None = None) -> Recorder:
         if self.connection_aware:

@@ -82,6 +82,20 @@ def detect(first_bytes: bytes, port: int, final: bool = False) -> Dialect | None
     return by_name("generic")
 
 
+def by_alpn(alpn: str | None) -> Dialect | None:
+    """The dialect TLS's ALPN chose (``h2`` -> http), if any claims it."""
+    if not alpn:
+        return None
+    found = next((d for d in dialects() if alpn in d.alpn), None)
+    return by_name(found.name) if found is not None else None
+
+
+def server_first_waits(server_bytes: bytes) -> bool:
+    """Whether a server's first bytes are ones some protocol's servers send before their
+    client speaks (HTTP/2 SETTINGS): then the client's first bytes decide, not these."""
+    return any(d.server_first is not None and d.server_first(server_bytes) for d in dialects())
+
+
 def pre_protocol(first: bytes) -> tuple[bytes, bytes | None] | None:
     """Bytes a dialect answers before its protocol starts: (the plaintext answer, the answer
     accepting TLS or None), e.g. Postgres SSLRequest -> ("N", "S"); None if none claims them."""

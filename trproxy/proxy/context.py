@@ -21,6 +21,7 @@ from ..protocols.registry import match_key
 from ..protocols.volatile import ValueMap
 from ..store import DirBlobStore, Exchange, Ledger, MockPool, MockWriter
 from ..store.ledger import describe
+from .faults import FaultPlan
 from .timeline import Timeline
 
 if TYPE_CHECKING:
@@ -68,6 +69,9 @@ class RunContext:
     # app generated in place of recorded ones, per test (``protocols/volatile.py``)
     started: datetime = field(default_factory=lambda: datetime.now(UTC))
     values: dict[str | None, ValueMap] = field(default_factory=dict)
+    faults: FaultPlan | None = None  # replay: the requests that fail on purpose (faults.py)
+    injected: list[dict[str, Any]] = field(default_factory=list)
+    raw: Counter = field(default_factory=Counter)  # exchanges recorded / served as raw bytes
     _ledger: Ledger | None = None
     _timeline: Timeline | None = None
     _searcher: concurrent.futures.ThreadPoolExecutor | None = None
@@ -99,6 +103,8 @@ class RunContext:
             log.debug("recorded %s %s: %s", exchange.protocol, exchange.destination, exchange.summary)
             return
         self.recorded[exchange.protocol] += 1
+        if exchange.extra.get("raw"):
+            self.raw[exchange.protocol] += 1
         log.debug("recorded %s %s: %s", exchange.protocol, exchange.destination, exchange.summary)
 
     def value_map(self) -> ValueMap:
@@ -119,6 +125,8 @@ class RunContext:
 
     def served(self, protocol: str, destination: str, exchange: Exchange) -> None:
         self.served_count[protocol] += 1
+        if exchange.extra.get("raw"):
+            self.raw[protocol] += 1
         log.debug("served %s %s: %s", protocol, destination, exchange.summary)
 
     @property
@@ -155,6 +163,11 @@ class RunContext:
             concurrent.futures.wait(self._searches, timeout=NEAREST_SECONDS + 1)
             self._searcher.shutdown(wait=False, cancel_futures=True)
             self._searcher = None
+
+    def fault_injected(self, entry: dict[str, Any]) -> None:
+        self.injected.append(entry)
+        log.info("FAULT %s %s: %s: %s", entry["protocol"], entry["destination"],
+                 entry["request"], entry["fault"])
 
     def served_out_of_order(self, entry: dict[str, Any]) -> None:
         self.out_of_order.append(entry)
@@ -195,6 +208,10 @@ class RunContext:
             lines.append("recorded " + _counts(self.recorded))
         if self.served_count or self.mode in (Mode.REPLAY, Mode.NEW_EPISODES):
             lines.append(f"served {_counts(self.served_count) or '0'} from {len(self.pool)} mocks")
+        if self.raw:  # replies a dialect could not decode: kept (and replayed) byte for byte
+            done = "served" if self.mode in (Mode.REPLAY, Mode.NEW_EPISODES) else "recorded"
+            lines.append(f"{done} as raw bytes (a reply the dialect could not decode): "
+                         f"{_counts(self.raw)}")
         lines.append(f"{len(self.misses)} misses" + (":" if self.misses else ""))
         for miss in self.misses[:10]:
             test = f"[{miss['test']}] " if miss["test"] else ""
@@ -214,6 +231,12 @@ class RunContext:
                 skipped = ", ".join(s["request"] for s in o["skipped"][:3])
                 lines.append(f"  - {o['protocol']} {o['destination']}: {o['request']} "
                              f"served before {skipped}")
+        if self.injected:
+            lines.append(f"{len(self.injected)} faults injected:")
+            for f in self.injected[:5]:
+                lines.append(f"  - {f['protocol']} {f['destination']}: {f['request']}: {f['fault']}")
+            if len(self.injected) > 5:
+                lines.append(f"  ... {len(self.injected) - 5} more in the report")
         lines += [f"note: {p}" for p in self.problems[:5]]
         return "trproxy: " + "\ntrproxy: ".join(lines)
 
@@ -229,6 +252,8 @@ class RunContext:
             "unused": self.unused(),
             "out_of_order": self.out_of_order,
             "problems": self.problems,
+            "faults": self.injected,
+            "raw": dict(self.raw),
         }
 
 

@@ -47,6 +47,8 @@ from ..protocols.base import Dialect, Interrupt, Lookup, ProtocolError, Readable
 from ..protocols.volatile import ValueMap, mask, occurrences
 from ..store import Affinity, Exchange, NoMatch
 from ..store.ledger import describe
+from .faults import describe as describe_fault
+from .raw import raw_answer
 
 if TYPE_CHECKING:
     from .context import RunContext
@@ -169,6 +171,14 @@ class Problem:
     text: str
 
 
+@dataclass(frozen=True)
+class Injected:
+    """Report a fault injected (``faults``); ``entry`` is the report's record."""
+
+    entry: dict[str, Any] = field(compare=False, repr=False)
+    summary: str = ""
+
+
 @dataclass(frozen=True, eq=False)
 class Notify:
     """Hand ``event`` to another connection's session (the driver routes it)."""
@@ -178,7 +188,7 @@ class Notify:
 
 
 Command = (Send | Wake | Drain | Close | Reset | Forward | Miss | OutOfOrder | Problem
-           | Notify)
+           | Notify | Injected)
 
 
 @dataclass
@@ -254,7 +264,7 @@ class Session:
                 commands += [Notify(s, Interrupted()) for s in timeline.interrupt(event.identity)
                              if s is not self]
             else:
-                self._lookup(event, now, commands)
+                self._lookup_or_fault(event, now, commands)
         identity = getattr(self.replayer, "identity", None)
         if identity and identity != self._identity:  # known once its startup was answered
             timeline.identify(self, identity)
@@ -313,6 +323,35 @@ class Session:
         self._answer(lookup, exchange, served.repeat, now, commands, values)
         self._deliver(after, now, commands)
 
+    def _lookup_or_fault(self, lookup: Lookup, now: float, commands: list[Command]) -> None:
+        """A request a fault rule picks (``faults``) fails as the rule says, without using
+        up its recording (the app's retry gets it); any other is looked up."""
+        plan = self.ctx.faults
+        rule = plan.pick(self.dialect.name, self.destination, lookup) if plan else None
+        if rule is None:
+            self._lookup(lookup, now, commands)
+            return
+        entry = {"protocol": self.dialect.name, "destination": self.destination,
+                 "request": lookup.summary, "fault": describe_fault(rule), "rule": rule.text,
+                 "occurrence": rule.seen, "test": self.ctx.test}
+        commands.append(Injected(entry, lookup.summary))
+        at = now + rule.delay_ms / 1000
+        if rule.hang:
+            self._out.append(_Out(at=math.inf))  # never answered, like ``unanswered``
+        elif rule.reset:
+            self._out.append(_Out(at=at, end=Reset()))
+        elif rule.failure is not None:
+            data = self.replayer.fault(lookup, rule.failure)  # type: ignore[attr-defined]
+            if data or rule.close:
+                self._out.append(_Out(data, at, end=Close() if rule.close else None))
+        elif rule.close:
+            self._out.append(_Out(at=at, end=Close()))
+        else:  # latency alone: the recorded answer, later (a cancel ends the wait)
+            n = len(self._out)
+            self._lookup(lookup, now, commands)
+            for out in list(self._out)[n:]:
+                out.at, out.interruptible = max(out.at, at), True
+
     def _answer(self, lookup: Lookup, exchange: Exchange, repeat: bool, now: float,
                 commands: list[Command], values: ValueMap) -> None:
         if not lookup.expects_reply:
@@ -321,7 +360,9 @@ class Session:
             self._out.append(_Out(at=math.inf))  # never answered: nothing, until the client goes
             return
         try:
-            out = self.replayer.respond(lookup, values.to_live(exchange.responses))
+            out = raw_answer(exchange.responses, exchange.extra)  # recorded raw: as it was
+            if out is None:
+                out = self.replayer.respond(lookup, values.to_live(exchange.responses))
         except Exception as exc:  # a recording is untrusted input (RecursionError included)
             # the recorded answer cannot be rendered (a wrong-typed field, absurd nesting):
             # the app gets the protocol's error and the report says why, never a silent reset

@@ -18,10 +18,11 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from ..protocols.base import Dialect, Direction, Interaction, Interrupt, ProtocolError, Pushed
-from ..protocols.registry import detect, pre_protocol
+from ..protocols.registry import by_alpn, detect, pre_protocol, server_first_waits
 from ..store import Exchange
 from ..tls.errors import CertificateRejected, TlsError
 from .context import format_destination
+from .raw import MAX_TURN_BYTES, RawTurns
 from .relay import CHUNK, relay, reset
 
 if TYPE_CHECKING:
@@ -71,6 +72,11 @@ class Capture:
     _interrupted: bool = False  # another connection interrupted the pending request
     _answered_after: int = 0  # the run-wide order reached when its answer started
     clock: Callable[[], float] = time.monotonic  # (tests give their own)
+    # the current turn's bytes, kept for the raw fallback (``raw.py``); None: too large
+    _turn: list[tuple[Direction, bytes]] | None = field(default_factory=list)
+    _turn_size: int = 0
+    _turn_answered: bool = False  # the server spoke in the current turn
+    _raw: RawTurns | None = None  # the dialect could not follow: the rest goes raw
 
     def client(self, data: bytes) -> None:
         if not data:
@@ -110,6 +116,10 @@ class Capture:
     def _feed(self, direction: Direction, data: bytes) -> None:
         if self._failed:
             return
+        if self._raw is not None:
+            self._raw_feed(direction, data)
+            return
+        self._keep_turn(direction, data)
         if direction is Direction.CLIENT and data and self._started is None:
             self._started, self._started_wall = self.clock(), _now()
             self._first_reply, self._interrupted = None, False
@@ -120,8 +130,10 @@ class Capture:
                 self._early.append((direction, data))
                 if direction is Direction.CLIENT:
                     self._client_bytes += data
-                final = not data or direction is Direction.SERVER or len(self._client_bytes) > 64
-                self.dialect = detect(self._client_bytes, self.port, final=final)
+                final = not data or len(self._client_bytes) > 64 or (
+                    direction is Direction.SERVER and not server_first_waits(data))
+                self.dialect = by_alpn(self.alpn) or detect(self._client_bytes, self.port,
+                                                            final=final)
                 if self.dialect is None:
                     return
                 self._recorder = self.dialect.recorder_for(self.tls, self.destination, self.ctx.blobs)
@@ -132,8 +144,51 @@ class Capture:
             else:
                 self._emit(self._recorder.feed(direction, data))  # type: ignore[attr-defined]
         except ProtocolError as exc:
+            if not self._go_raw(direction, exc):
+                self._failed = True
+                self.ctx.capture_failed(self.destination, self.dialect, exc)
+
+    def _keep_turn(self, direction: Direction, data: bytes) -> None:
+        """The bytes of the current turn (client until the server answers, then server),
+        references only, while they are not too many."""
+        if direction is Direction.SERVER:
+            self._turn_answered = True
+        elif self._turn_answered and data:  # the client speaks again: a new turn
+            self._turn, self._turn_size, self._turn_answered = [], 0, False
+        if self._turn is not None:
+            self._turn.append((direction, data))
+            self._turn_size += len(data)
+            if self._turn_size > MAX_TURN_BYTES:
+                self._turn = None
+
+    def _go_raw(self, direction: Direction, exc: ProtocolError) -> bool:
+        """The dialect failed on the server's bytes: the failed turn and the rest of the
+        connection are recorded raw (``raw.py``); False when that cannot be done."""
+        if direction is not Direction.SERVER or self._turn is None or self.dialect is None:
+            return False
+        turn, self._turn = self._turn, None
+        if not any(d is Direction.CLIENT and data for d, data in turn):
+            return False
+        note = f"the {self.dialect.name} dialect could not decode the reply: {exc}"
+        self._raw = RawTurns(self.dialect, self.tls, self.destination, note)
+        for d, chunk in turn:
+            self._emit(self._raw.feed(d, chunk), raw=note)
+        if not self._raw.reading or self._raw.lost:  # its requests cannot be read alone
+            self._raw = None
+            return False
+        self.ctx.problems.append(f"{self.destination}: {note}; the rest of the connection "
+                                 "is recorded as raw bytes")
+        log.warning("conn %d to %s: %s (recorded raw from here)", self.connection,
+                    self.destination, note)
+        return True
+
+    def _raw_feed(self, direction: Direction, data: bytes) -> None:
+        assert self._raw is not None
+        self._emit(self._raw.feed(direction, data), raw=self._raw.note)
+        if self._raw.lost:  # a request not even the replayer can read: capture stops
             self._failed = True
-            self.ctx.capture_failed(self.destination, self.dialect, exc)
+            self.ctx.capture_failed(self.destination, self.dialect, ProtocolError(
+                f"{self._raw.note}; then a request it cannot read either"))
 
     def interrupt(self) -> None:
         """Another connection interrupted this one (a CancelRequest naming it): the answer
@@ -141,7 +196,7 @@ class Capture:
         if self._started is not None and self._first_reply is None:
             self._interrupted = True
 
-    def _emit(self, items: Sequence[Interaction | Pushed | Interrupt]) -> None:
+    def _emit(self, items: Sequence[Interaction | Pushed | Interrupt], raw: str | None = None) -> None:
         identity = getattr(self._recorder, "identity", None)
         if identity:  # known once the server said it (Postgres BackendKeyData)
             self.ctx.captures[identity] = self
@@ -169,7 +224,8 @@ class Capture:
                 tls=self.tls, alpn=self.alpn, order=self._order, wait_ms=wait,
                 unanswered=it.unanswered, interrupted=self._interrupted,
                 answered_after=self._answered_after if wait is not None else 0,
-                extra={"volatile": list(dict.fromkeys(volatile))} if volatile else {},
+                extra=({"volatile": list(dict.fromkeys(volatile))} if volatile else {})
+                | ({"raw": raw} if raw else {}),
             ))
             self._interrupted = False
             self._started = None

@@ -14,7 +14,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from ..protocols.base import Dialect, ProtocolError
-from ..protocols.registry import detect, pre_protocol
+from ..protocols.registry import by_alpn, detect, pre_protocol
 from ..tls.errors import TlsError
 from .context import Mode, format_destination
 from .engine import (
@@ -27,6 +27,7 @@ from .engine import (
     Event,
     Forward,
     Forwarded,
+    Injected,
     Miss,
     Notify,
     OutOfOrder,
@@ -90,7 +91,7 @@ async def replay(ctx: RunContext, client: Streams, host: str, port: int) -> None
                     alpn = stream.endpoint.alpn
                     tls, buffered = True, await stream.read(CHUNK)
                     data = buffered
-            dialect = detect(buffered, port, final=not data)
+            dialect = by_alpn(alpn) or detect(buffered, port, final=not data)
             if not data and dialect is None:
                 return
         assert dialect is not None
@@ -182,6 +183,8 @@ class _Driver:
             self.ctx.missed(command.entry, command.request)
         elif isinstance(command, OutOfOrder):
             self.ctx.served_out_of_order(command.entry)
+        elif isinstance(command, Injected):
+            self.ctx.fault_injected(command.entry)
         elif isinstance(command, Problem):
             self.ctx.problems.append(command.text)
             log.warning("%s", command.text)

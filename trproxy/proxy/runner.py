@@ -38,12 +38,13 @@ from ..store import (
     recover,
     test_set_dir,
 )
-from ..store.config import configure_protocols
+from ..store.config import configure_protocols, read_config
 from ..store.errors import FormatError, StoreError
 from ..store.recording import MOCKS, REPORTS, DocumentWriter, has_mocks
 from .context import Mode, RunContext, format_destination
 from .control import ENV as CONTROL_ENV
 from .control import start as start_control
+from .faults import FaultPlan, plan_from
 from .server import Proxy
 
 if TYPE_CHECKING:
@@ -67,6 +68,8 @@ class RunOptions:
     tls_verify: bool = True
     tls_ca_file: Path | None = None
     strict: bool = False  # replay: a miss, an unused recording or an answer out of order fails the run
+    faults: list[str] = field(default_factory=list)  # replay: --fault rules (proxy/faults.py)
+    fault_profile: str | None = None  # replay: a profile of config.yaml's fault_profiles
 
 
 class RunError(Exception):
@@ -103,6 +106,8 @@ def build_context(mode: Mode, test_set: Path, opts: RunOptions | None = None) ->
 
         ctx.tls = TlsSettings(CertificateAuthority(), verify=opts.tls_verify, ca_file=opts.tls_ca_file)
         opts.env = {**ca_env(ctx.tls.ca), **opts.env}
+    if opts is not None and mode in (Mode.REPLAY, Mode.NEW_EPISODES):
+        ctx.faults = fault_plan(opts)
     if mode is not Mode.PASSTHROUGH:
         ctx.blobs = DirBlobStore(test_set)
     if mode is Mode.RECORD:
@@ -110,6 +115,15 @@ def build_context(mode: Mode, test_set: Path, opts: RunOptions | None = None) ->
     elif mode is Mode.NEW_EPISODES:
         ctx.writer = MockWriter(test_set / MOCKS, header=[e.to_doc() for e in mocks])
     return ctx
+
+
+def fault_plan(opts: RunOptions) -> FaultPlan | None:
+    """The failures this replay injects: config.yaml's ``faults:`` and the profile
+    named, then ``--fault`` rules; RunError naming the rule that is wrong."""
+    try:
+        return plan_from(opts.faults, read_config(opts.root), opts.fault_profile)
+    except (ValueError, FormatError) as exc:
+        raise RunError(str(exc)) from exc
 
 
 async def _run(opts: RunOptions, ctx: RunContext, test_set: Path) -> int:
@@ -295,6 +309,9 @@ def run(opts: RunOptions) -> int:
         raise RunError(str(exc)) from exc
     ctx = build_context(mode, test_set, opts)
     ctx.vault = vault
+    if (opts.faults or opts.fault_profile) and ctx.faults is None and mode is not Mode.REPLAY:
+        log.warning("--fault and --fault-profile act at replay only: this %s run ignores them",
+                    mode.value)
     if mode in (Mode.RECORD, Mode.NEW_EPISODES):
         dialects()  # imported now, not while timing the first request (metadata.wait_ms)
     if mode is not opts.mode:

@@ -34,10 +34,12 @@ from .config import (
 )
 from .matching import match_key, match_key_with
 from .recorder import H2_PREFACE, HttpRecorder
+from .render import check_fault
 from .replayer import HttpReplayer
-from .sniff import detect
+from .sniff import detect, server_settings_first
 
 DEFAULT_PORTS = (80, 443, 8000, 8080, 8443)
+ALPN = ("h2", "http/1.1", "http/1.0")
 
 
 def dialect_with(config: HttpConfig) -> Dialect:
@@ -51,6 +53,9 @@ def dialect_with(config: HttpConfig) -> Dialect:
         match_key=functools.partial(match_key_with, noise=config.noise),
         connection_aware=True,
         configure=_configure,
+        check_fault=check_fault,
+        alpn=ALPN,
+        server_first=server_settings_first,
     )
 
 
@@ -67,6 +72,9 @@ DIALECT = Dialect(
     match_key=match_key,
     connection_aware=True,
     configure=_configure,
+    check_fault=check_fault,
+    alpn=ALPN,
+    server_first=server_settings_first,
 )
 
 __all__ = [

@@ -29,7 +29,7 @@ from typing import Any
 from mitmproxy import http
 from mitmproxy.net.http import http1, status_codes
 
-from ..base import BlobReader, BlobStore, unblob
+from ..base import BlobReader, BlobStore, Failure, unblob
 from .body import BodyUnavailable, body_file, open_body, read_chunks
 from .readable import body_bytes, headers_from_readable
 
@@ -73,6 +73,24 @@ def error_response(status: int, text: str) -> dict[str, Any]:
         "headers": [["Content-Type", "text/plain; charset=utf-8"], ["X-Trproxy", "miss"]],
         "body": text,
     }
+
+
+def fault_response(failure: Failure) -> dict[str, Any]:
+    """A readable response with the status ``failure`` names (fault injection), with
+    ``Retry-After`` when it gives one."""
+    status = int(failure.error)
+    response = error_response(status, failure.message or "trproxy: injected fault\n")
+    response["headers"] = [h for h in response["headers"] if h[0] != "X-Trproxy"]
+    response["headers"].append(["X-Trproxy", "fault"])
+    if failure.retry_after is not None:
+        response["headers"].append(["Retry-After", str(failure.retry_after)])
+    return response
+
+
+def check_fault(failure: Failure) -> None:
+    """An HTTP fault is a final status (200..599: 503, 429, 500...)."""
+    if not failure.error.isdigit() or not 200 <= int(failure.error) <= 599:
+        raise ValueError(f"an HTTP error is a status from 200 to 599, not {failure.error!r}")
 
 
 def unavailable_response(error: BodyUnavailable) -> dict[str, Any]:

@@ -10,12 +10,13 @@ recorded response reach the app as stand-ins (``secrets.with_standins``).
 
 from __future__ import annotations
 
-from ..base import BlobStore, DecodeError, Lookup, Readable, Reply
+from ..base import BlobStore, DecodeError, Failure, Lookup, Readable, Reply
 from ..secrets import with_standins
 from .config import HttpConfig
 from .h1_replay import H1Replayer
 from .h2_replay import H2Replayer
 from .recorder import H2_PREFACE
+from .render import fault_response
 
 
 class HttpReplayer:
@@ -59,6 +60,15 @@ class HttpReplayer:
         if self._inner is None:
             raise DecodeError("miss() before any request")
         return self._inner.miss(lookup, reason)
+
+    def fault(self, lookup: Lookup, failure: Failure) -> bytes:
+        """The status ``failure`` names (fault injection) in the live HTTP version; a
+        WebSocket message fails as a miss does (Close 1011)."""
+        if self._inner is None:
+            raise DecodeError("fault() before any request")
+        if lookup.context.private.get("websocket"):
+            return self._inner.miss(lookup, "trproxy: injected fault")
+        return self._inner.respond(lookup, [fault_response(failure)])
 
     @property
     def close_after(self) -> bool:

@@ -37,3 +37,12 @@ def detect(first_bytes: bytes, port: int = 0) -> bool | None:
     if b"\n" in data or len(line) > _MAX_LINE:
         return False
     return None if _PARTIAL.match(data) else False
+
+
+def server_settings_first(data: bytes) -> bool:
+    """An HTTP/2 server's first frame is SETTINGS (RFC 9113 §3.4): length a multiple of
+    6, type 0x4, stream 0; it may come before the client's preface."""
+    if len(data) < 9:
+        return False
+    length = int.from_bytes(data[:3], "big")
+    return data[3] == 0x4 and length % 6 == 0 and int.from_bytes(data[5:9], "big") & 0x7FFFFFFF == 0

@@ -13,7 +13,7 @@ from __future__ import annotations
 from ..base import Dialect
 from .apis import API_NAMES
 from .codec import KafkaCodec, KafkaRequest, KafkaResponse
-from .dialect import KafkaRecorder, KafkaReplayer
+from .dialect import KafkaRecorder, KafkaReplayer, check_fault
 from .readable import match_key
 
 MAX_DETECT_FRAME = 128 << 20
@@ -51,6 +51,7 @@ DIALECT = Dialect(
     recorder=KafkaRecorder,
     replayer=KafkaReplayer,
     match_key=match_key,
+    check_fault=check_fault,
 )
 
 __all__ = ["DIALECT", "KafkaCodec", "KafkaRecorder", "KafkaReplayer", "KafkaRequest",

@@ -40,6 +40,7 @@ from typing import Any
 from ..base import (
     NEED_DATA,
     Direction,
+    Failure,
     Interaction,
     Lifetime,
     Lookup,
@@ -50,7 +51,7 @@ from ..base import (
 )
 from .apis import APIS
 from .codec import KafkaCodec, KafkaRequest, KafkaResponse, encode_response, is_opaque_body
-from .errors import miss_response
+from .errors import UNKNOWN_SERVER_ERROR, error_code, miss_response
 from .readable import (
     readable_to_request,
     readable_to_response,
@@ -209,13 +210,25 @@ class KafkaReplayer:
 
     def miss(self, lookup: Lookup, reason: str) -> bytes:
         """The API's error response (see ``errors``); b"" for APIs we cannot build one for."""
+        return self._error(lookup, reason, UNKNOWN_SERVER_ERROR)
+
+    def fault(self, lookup: Lookup, failure: Failure) -> bytes:
+        """The API's response carrying the error code ``failure`` names (fault injection)."""
+        code = error_code(failure.error)
+        return self._error(lookup, failure.message or failure.error.upper(), code)
+
+    def _error(self, lookup: Lookup, reason: str, code: int) -> bytes:
         if not lookup.expects_reply:
             return b""
         req = readable_to_request({**lookup.request,
                                    "correlation_id": lookup.context.private["correlation_id"]})
-        resp: KafkaResponse | None = miss_response(req, reason)
+        resp: KafkaResponse | None = miss_response(req, reason, code)
         assembly = lookup.context.private.get("assembly")
         if assembly is not None and resp is not None:
             whole = assembly.add(lookup.context.private["part"], resp.body)
             return b"" if whole is None else encode_response(whole, self.codec.ctx)
         return b"" if resp is None else encode_response(resp, self.codec.ctx)
+
+
+def check_fault(failure: Failure) -> None:
+    error_code(failure.error)  # raises ValueError naming the known errors

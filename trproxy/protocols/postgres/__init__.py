@@ -27,7 +27,7 @@ from .detect import detect
 from .encryption import decline_encryption, tls_upgrade
 from .matching import match_key, rule_values, rules_from_section, volatile
 from .recorder import PostgresRecorder
-from .replayer import PostgresReplayer
+from .replayer import PostgresReplayer, check_fault
 
 
 def _configure(section: dict) -> Dialect:
@@ -49,6 +49,7 @@ DIALECT = Dialect(
     configure=_configure,
     local_reply=decline_encryption,
     tls_upgrade=tls_upgrade,
+    check_fault=check_fault,
 )
 
 __all__ = ["DIALECT", "PostgresCodec", "decline_encryption", "PostgresRecorder", "PostgresReplayer", "detect",

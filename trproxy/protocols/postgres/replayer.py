@@ -39,7 +39,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..base import NEED_DATA, Direction, Interrupt, Lookup, LookupContext, Readable, Reply
+from ..base import (
+    NEED_DATA,
+    Direction,
+    Failure,
+    Interrupt,
+    Lookup,
+    LookupContext,
+    Readable,
+    Reply,
+)
 from . import backend as be
 from . import frontend as fe
 from .backend import backend_key
@@ -76,6 +85,17 @@ DEFAULT_PARAMETERS: tuple[tuple[str, str], ...] = (
     ("standard_conforming_strings", "on"),
     ("TimeZone", "UTC"),
 )
+# what PostgreSQL 15 says with these SQLSTATEs (the ones fault injection is most used for)
+FAULT_MESSAGES = {
+    "40001": "could not serialize access due to concurrent update",
+    "40P01": "deadlock detected",
+    "57014": "canceling statement due to statement timeout",
+    "55P03": "could not obtain lock on row in relation",
+    "53300": "sorry, too many clients already",
+    "57P01": "terminating connection due to administrator command",
+    "57P03": "the database system is starting up",
+    "08006": "terminating connection due to unexpected failure",
+}
 _AUTH_EXCHANGE = (be.SSLResponse, be.GSSENCResponse, be.AuthenticationCleartextPassword,
                   be.AuthenticationMD5Password, be.AuthenticationSASL,
                   be.AuthenticationSASLContinue, be.AuthenticationSASLFinal,
@@ -181,10 +201,12 @@ class PostgresReplayer:
                 return  # the server discards everything up to Sync
             item = request_item(msg)
             kind = "query" if isinstance(msg, fe.Query) else "function"
+            rollback = isinstance(msg, fe.Query) and _is_rollback(msg.query)
+            private = {"kind": kind, "rollback": rollback,
+                       "backend_pid": is_backend_pid_sql(getattr(msg, "query", None))}
             out.append(Lookup([item], lifetime_of([item]), summary_of([item]), True,
-                              LookupContext(repeat_last=repeats([item]), private={
-                                  "kind": kind,
-                                  "backend_pid": is_backend_pid_sql(getattr(msg, "query", None))})))
+                              LookupContext(repeat_last=repeats([item]), handshake=rollback,
+                                            private=private)))
         elif isinstance(msg, (fe.Parse, fe.Bind, fe.Describe, fe.Execute, fe.Close, fe.Sync,
                               fe.Flush)):
             self._extended(msg, out)
@@ -354,8 +376,32 @@ class PostgresReplayer:
                          f"recording of {lookup.summary} with this password: {reason})", "FATAL")])
         if kind == "batch" and self._skip:
             return self._skipped(lookup)
+        if lookup.context.private.get("rollback"):
+            # a ROLLBACK never recorded (the app's retry loop after an injected error):
+            # a server answers it the same way in any state
+            self.tx = "I"
+            return self._encode([be.CommandComplete("ROLLBACK"), be.ReadyForQuery("I")])
         what = summarize(lookup.summary, 200) if lookup.summary else "this request"
-        error = error_response("XX000", f"trproxy: no recording for {what}: {reason}")
+        return self._failed(lookup, error_response("XX000", f"trproxy: no recording for {what}: {reason}"))
+
+    def fault(self, lookup: Lookup, failure: Failure) -> bytes:
+        """The request fails with ``failure.error`` as its SQLSTATE (fault injection); a
+        connection-class one (08xxx, 57P0x) is FATAL and the server hangs up after it."""
+        kind = lookup.context.private.get("kind")
+        if kind == "batch" and self._skip:
+            return self._skipped(lookup)
+        code = failure.error.upper()
+        fatal = code.startswith("08") or code.startswith("57P0") or kind in ("startup", "login")
+        message = failure.message or FAULT_MESSAGES.get(code, f"trproxy: injected fault {code}")
+        if fatal:
+            self.close_after = True
+            return self._encode([error_response(code, message, "FATAL")])
+        return self._failed(lookup, error_response(code, message))
+
+    def _failed(self, lookup: Lookup, error: be.ErrorResponse) -> bytes:
+        """``error`` in place of the answer, then as a server goes on after an error:
+        ReadyForQuery, or (a batch that ended at Flush) skipping to the next Sync."""
+        kind = lookup.context.private.get("kind")
         if self.tx == "T":
             self.tx = "E"
         answer: list[Any] = [error]
@@ -405,6 +451,11 @@ class PostgresReplayer:
         return out
 
 
+def _is_rollback(sql: str) -> bool:
+    return " ".join(sql.rstrip().rstrip(";").split()).upper() in (
+        "ROLLBACK", "ABORT", "ROLLBACK WORK", "ROLLBACK TRANSACTION")
+
+
 def _live_status(lookup: Lookup) -> bool:
     """Whether the answer carries the live transaction status (``render``): the request
     cannot change it (session lifetime, or no transaction control in it)."""
@@ -423,3 +474,11 @@ def _password_request(responses: list[Readable]) -> list[Any] | None:
                 if name not in ("SSLResponse", "GSSENCResponse")]
     except Exception:  # noqa: BLE001 - a hand-edited salt: no password step
         return None
+
+
+def check_fault(failure: Failure) -> None:
+    """A SQLSTATE is five digits or upper-case letters (``40001``, ``57P01``)."""
+    code = failure.error.upper()
+    if len(code) != 5 or not code.isalnum() or not code.isascii():
+        raise ValueError(f"a Postgres error is a SQLSTATE (5 characters, e.g. 40001), "
+                         f"not {failure.error!r}")

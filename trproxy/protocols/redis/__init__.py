@@ -45,7 +45,7 @@ from .commands import COMMANDS, match_key, rule_values, rules_from_section, vola
 from .parser import Limits, ParserState
 from .readable import from_readable, to_readable
 from .recorder import RedisRecorder
-from .replayer import RedisReplayer
+from .replayer import RedisReplayer, check_fault
 from .resp import (
     Array,
     Attribute,
@@ -114,6 +114,7 @@ DIALECT = Dialect(
     match_key=match_key,
     volatile=volatile,
     configure=_configure,
+    check_fault=check_fault,
 )
 
 __all__ = [

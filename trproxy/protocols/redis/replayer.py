@@ -23,7 +23,7 @@ followed, served with it, in order.
 
 from __future__ import annotations
 
-from ..base import NEED_DATA, Lookup, LookupContext, Readable, Reply, blob
+from ..base import NEED_DATA, Failure, Lookup, LookupContext, Readable, Reply, blob
 from .commands import Expect, ReplyMode, lifetime, name_of, redact_request, summary
 from .parser import Limits, RequestParser
 from .readable import downgrade, from_readable, request_to_readable
@@ -41,6 +41,17 @@ from .resp import (
 )
 
 _OK = SimpleString(b"OK")
+# what redis-server 7 says with these error prefixes (the failures clients retry on)
+FAULT_MESSAGES = {
+    "LOADING": "Redis is loading the dataset in memory",
+    "READONLY": "You can't write against a read only replica.",
+    "BUSY": "Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSCRIPT.",
+    "MASTERDOWN": "Link with MASTER is down and replica-serve-stale-data is set to 'no'.",
+    "TRYAGAIN": "Multiple keys request during rehashing of slot",
+    "CLUSTERDOWN": "The cluster is down",
+    "OOM": "command not allowed when used memory > 'maxmemory'.",
+    "NOREPLICAS": "Not enough good replicas to write.",
+}
 _SYNTH_OK = frozenset([b"SELECT", b"CLIENT SETINFO", b"CLIENT SETNAME", b"CLIENT REPLY",
                        b"READONLY", b"READWRITE", b"QUIT"])
 
@@ -128,6 +139,12 @@ class RedisReplayer:
         text = f"ERR trproxy: no recording for {lookup.context.private.get('label', 'this request')}: {reason}"
         return encode_value(SimpleError(" ".join(text.split()).encode("utf-8", "replace")))
 
+    def fault(self, lookup: Lookup, failure: Failure) -> bytes:
+        """The error a failing redis-server answers (fault injection): ``-LOADING ...``."""
+        prefix = failure.error.upper()
+        text = failure.message or FAULT_MESSAGES.get(prefix, "trproxy: injected fault")
+        return encode_value(SimpleError(" ".join(f"{prefix} {text}".split()).encode("utf-8", "replace")))
+
     def _hello(self, value: RespValue, proto: int | None) -> RespValue:
         """A HELLO reply in the live client's shape; switches the connection's version."""
         if proto is not None and proto not in (2, 3):
@@ -165,3 +182,10 @@ def _label(name: bytes, request: list) -> str:
     if isinstance(first, str):
         label += " " + (first if len(first) <= 60 else first[:57] + "...")
     return label
+
+
+def check_fault(failure: Failure) -> None:
+    """A Redis error starts with an upper-case word (``LOADING``, ``READONLY``, ``ERR``)."""
+    if not failure.error.isascii() or not failure.error.isalpha():
+        raise ValueError(f"a Redis error is a prefix word such as LOADING, READONLY, BUSY "
+                         f"(then message=...), not {failure.error!r}")
