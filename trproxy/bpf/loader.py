@@ -16,7 +16,8 @@ Invariants:
 - The programs are attached with bpf_links that are also pinned, in
   ``<bpffs>/trproxy/v2/runs/<cgroup id>/``: they outlive a killed owner, so its run keeps
   failing connects (fail closed) until ``trproxy.redirect.cleanup`` removes them.
-- Pins are never deleted while a config entry uses them; deleting a pin does not affect
+- Pins are never deleted while a config entry uses them, nor while a process that
+  redirects with them lives (``trproxy.redirect.locks``); deleting a pin does not affect
   processes that already hold the objects' fds.
 - Maps are read through the mirrors below only when their key and value sizes match
   (``Maps.layout_ok``); trp_config's owner fields are read from every version.

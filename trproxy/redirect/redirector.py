@@ -126,7 +126,8 @@ class Redirector:
         if lock is None or owner is not None:
             if lock is not None:
                 lock.release()
-            by = f"trproxy pid {owner}" if owner else "another trproxy (it holds the run's lock)"
+            by = (f"trproxy pid {owner}" if owner else
+                  f"another trproxy (it holds {locks.LOCK_DIR}/run-{self.cgroup_id}.lock)")
             raise RedirectError(f"{self.cgroup_path} is already redirected by {by}")
         self._lock = lock
         try:
