@@ -32,7 +32,12 @@ TIMEOUT = 600  # s, per redis-benchmark run (a replay first loads its recording)
 def redis_benchmark(port: int, wrap: list[str] | None = None, password: str | None = None) -> dict[str, float]:
     cmd = ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-n", str(N), "-c", "20",
            "-t", "set,get,incr,lpush", "--csv", *(["-a", password] if password else [])]
+    start = time.perf_counter()
     out = check((wrap or []) + cmd, dict(os.environ, PYTHONPATH=str(ROOT)), TIMEOUT).stdout
+    # progress, so that a slow step is seen as such (a replay of a recording over
+    # store.recording.CACHE_ON_CLOSE_BYTES first parses its YAML: minutes on a busy machine)
+    print(f"  {' '.join(wrap[3:6]) if wrap else 'direct'} {port}: {time.perf_counter() - start:.0f} s",
+          flush=True)
     rows = [r for r in csv.reader(io.StringIO(out)) if r and r[0] != "test"]
     return {r[0]: float(r[1]) for r in rows}
 
