@@ -2,7 +2,9 @@
 
 Runs ``benchmarks/bench_*.py`` modules' ``main()`` in turn (or those named on the
 command line: ``python -m benchmarks proxy redis``). A failing benchmark is reported
-and the others still run; the exit status says whether all of them ran.
+and the others still run; the exit status says whether all of them ran. Every command a
+benchmark runs is waited for a bounded time (``common.run``/``check``): one that does not
+end is stopped and named, never waited for until an outer timeout.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import sys
 import time
 import traceback
 from pathlib import Path
+
+from benchmarks.common import BenchError
 
 
 def main(argv: list[str]) -> int:
@@ -26,6 +30,9 @@ def main(argv: list[str]) -> int:
         start = time.perf_counter()
         try:
             importlib.import_module(f"benchmarks.bench_{name}").main()
+        except BenchError as e:  # a command failed or did not end in time: it says which
+            print(f"{name} failed: {e}", flush=True)
+            failed.append(name)
         except Exception:
             traceback.print_exc()
             failed.append(name)

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from benchmarks.common import ROOT  # noqa: F401  (puts ROOT on sys.path)
+from benchmarks.common import check  # (puts ROOT on sys.path)
 from trproxy.apptest.timefreeze import TimeFreeze
 
 LOOP = r"""
@@ -52,7 +51,7 @@ ROUNDS = 5
 
 
 def _ns(cmd: list[str], env: dict[str, str]) -> float:
-    return float(subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout.split()[0])
+    return float(check(cmd, env, 120).stdout.split()[0])
 
 
 def _compare(label: str, cmd: list[str], native: dict[str, str], frozen: dict[str, str]) -> None:
@@ -67,7 +66,7 @@ def _compare(label: str, cmd: list[str], native: dict[str, str], frozen: dict[st
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="trproxy-bench-clock-") as tmp:
         exe = Path(tmp) / "loop"
-        subprocess.run(["cc", "-O2", "-x", "c", "-", "-o", str(exe)], input=LOOP.encode(), check=True)
+        check(["cc", "-O2", "-x", "c", "-", "-o", str(exe)], timeout=120, input=LOOP)
         freeze = TimeFreeze(Path(tmp) / "state")
         freeze.set_time(datetime.now(UTC) - timedelta(days=400))
         native = dict(os.environ)

@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import ROOT, TRPROXY  # noqa: E402  (puts ROOT on sys.path)
+from benchmarks.common import ROOT, TRPROXY, check  # noqa: E402  (puts ROOT on sys.path)
 
 sys.path.insert(0, str(ROOT / "examples" / "shop"))
 
@@ -30,8 +30,7 @@ ENV = dict(os.environ, PYTHONPATH=str(ROOT))
 
 
 def _traffic(port: int) -> None:
-    subprocess.run(["bash", str(SHOP / "traffic.sh"), f"http://127.0.0.1:{port}"], check=True,
-                   stdout=subprocess.DEVNULL)
+    check(["bash", str(SHOP / "traffic.sh"), f"http://127.0.0.1:{port}"], timeout=300)
 
 
 def with_real_services() -> float:
@@ -70,12 +69,9 @@ def record(recordings: Path) -> None:
 
 def replay_tests(recordings: Path, env: dict[str, str]) -> float:
     start = time.perf_counter()
-    out = subprocess.run([*TRPROXY, "test", "--dir", str(recordings), "--", sys.executable,
-                          str(SHOP / "app.py")], env=env, capture_output=True, text=True)
-    elapsed = time.perf_counter() - start
-    if out.returncode != 0:
-        raise RuntimeError(f"trproxy test failed:\n{out.stderr[-2000:]}")
-    return elapsed
+    check([*TRPROXY, "test", "--dir", str(recordings), "--", sys.executable, str(SHOP / "app.py")],
+          env, 600)
+    return time.perf_counter() - start
 
 
 def main() -> None:

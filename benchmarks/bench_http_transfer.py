@@ -26,7 +26,7 @@ import tempfile
 import textwrap
 from pathlib import Path
 
-from benchmarks.common import ROOT, TRPROXY  # noqa: E402  (puts ROOT on sys.path)
+from benchmarks.common import ROOT, TRPROXY, run  # noqa: E402  (puts ROOT on sys.path)
 from tests.support.services import free_port, wait_port  # noqa: E402
 
 MB = 1 << 20
@@ -83,9 +83,7 @@ CLIENT = textwrap.dedent("""
 def client_run(port: int, wrap: list[str]) -> dict:
     """Run the client (wrapped); its result, with the peak RSS of trproxy (the client's
     parent when wrapped) read by the client once the body is through."""
-    proc = subprocess.run([*wrap, sys.executable, "-c", CLIENT, str(port)],
-                          capture_output=True, text=True, timeout=600,
-                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    proc = run([*wrap, sys.executable, "-c", CLIENT, str(port)], dict(os.environ, PYTHONPATH=str(ROOT)), 600)
     if proc.returncode != 0 or not proc.stdout.strip():
         return {"error": f"exit {proc.returncode}: {proc.stderr.strip()[-600:]}"}
     return json.loads(proc.stdout.strip().splitlines()[-1])

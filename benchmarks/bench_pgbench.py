@@ -30,13 +30,12 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.common import ROOT, TRPROXY, run  # noqa: E402  (puts ROOT on sys.path)
+from benchmarks.common import ROOT, TRPROXY, check, run  # noqa: E402  (puts ROOT on sys.path)
 from tests.support.services import PostgresServer  # noqa: E402
 
 PGBENCH = "/usr/lib/postgresql/15/bin/pgbench"
@@ -103,8 +102,8 @@ def main() -> None:
     paths = ["direct", "trproxy record", "trproxy replay (no server)", "  again (msgpack cache)"]
     try:
         env = dict(os.environ, PGPASSWORD=server.password)
-        subprocess.run([PGBENCH, "-i", "-q", "-h", "127.0.0.1", "-p", str(server.port), "-U", server.user,
-                        server.dbname], check=True, capture_output=True, env=env, timeout=120)
+        check([PGBENCH, "-i", "-q", "-h", "127.0.0.1", "-p", str(server.port), "-U", server.user,
+               server.dbname], env, 120)
         for name, workload in WORKLOADS.items():
             for path in paths:
                 runs[name][path] = []

@@ -33,16 +33,12 @@ import contextlib
 import json
 import os
 import struct
-import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
+from benchmarks.common import check  # noqa: E402  (puts ROOT on sys.path)
 from tests.support.services import PostgresServer, _pg_bindir  # noqa: E402
 from trproxy.protocols.base import NEED_DATA, Direction, Lookup  # noqa: E402
 from trproxy.protocols.postgres import (  # noqa: E402
@@ -114,8 +110,8 @@ def capture(transactions: int) -> dict[str, list[Chunks]]:
                 "select-prepared": ["-S", "-M", "prepared", "-t", str(transactions)]}
         for name, args in runs.items():
             with Relay(server.port) as relay:
-                subprocess.run([pgbench, "-h", "127.0.0.1", "-p", str(relay.port), "-U", server.user,
-                                *args, server.dbname], check=True, env=env, capture_output=True)
+                check([pgbench, "-h", "127.0.0.1", "-p", str(relay.port), "-U", server.user,
+                       *args, server.dbname], env, 300)
                 time.sleep(0.2)  # let the relay see both sides close
             corpora[name] = [s for s in relay.streams if s]
     finally:

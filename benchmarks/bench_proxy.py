@@ -21,17 +21,23 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import ROOT, TRPROXY  # noqa: E402  (puts ROOT on sys.path)
+from benchmarks.common import ROOT, TRPROXY, check  # noqa: E402  (puts ROOT on sys.path)
+from tests.support.proc import stop  # noqa: E402
 from tests.support.services import RedisServer, free_port, wait_port  # noqa: E402
 
 N = int(os.environ.get("BENCH_REDIS_N", "20000"))
+TIMEOUT = 600  # s, per redis-benchmark run (a replay first loads its recording)
 
 
 def redis_benchmark(port: int, wrap: list[str] | None = None, password: str | None = None) -> dict[str, float]:
     cmd = ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-n", str(N), "-c", "20",
            "-t", "set,get,incr,lpush", "--csv", *(["-a", password] if password else [])]
-    out = subprocess.run((wrap or []) + cmd, capture_output=True, text=True, check=True,
-                         env=dict(os.environ, PYTHONPATH=str(ROOT))).stdout
+    start = time.perf_counter()
+    out = check((wrap or []) + cmd, dict(os.environ, PYTHONPATH=str(ROOT)), TIMEOUT).stdout
+    # progress, so that a slow step is seen as such (a replay of a recording over
+    # store.recording.CACHE_ON_CLOSE_BYTES first parses its YAML: minutes on a busy machine)
+    print(f"  {' '.join(wrap[3:6]) if wrap else 'direct'} {port}: {time.perf_counter() - start:.0f} s",
+          flush=True)
     rows = [r for r in csv.reader(io.StringIO(out)) if r and r[0] != "test"]
     return {r[0]: float(r[1]) for r in rows}
 
@@ -49,10 +55,10 @@ def startup(samples: int = 5) -> tuple[float, float]:
     times = []
     for _ in range(samples):
         t = time.perf_counter()
-        subprocess.run([*TRPROXY, "run", "--", "true"], check=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        check([*TRPROXY, "run", "--", "true"], dict(os.environ, PYTHONPATH=str(ROOT)), 120)
         times.append(time.perf_counter() - t)
     t = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import trproxy.cli"], check=True)
+    check([sys.executable, "-c", "import trproxy.cli"], timeout=120)
     return statistics.median(times), time.perf_counter() - t
 
 
@@ -83,8 +89,7 @@ def main() -> None:
         finally:
             secured.destroy()
     finally:
-        socat.terminate()
-        socat.wait()
+        stop(socat)
         server.destroy()
         shutil.rmtree(recordings, ignore_errors=True)
     direct = results["direct"]

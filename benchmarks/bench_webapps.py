@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import ROOT, TRPROXY  # noqa: E402  (puts ROOT on sys.path)
+from benchmarks.common import ROOT, TRPROXY, check  # noqa: E402  (puts ROOT on sys.path)
 
 sys.path.insert(0, str(ROOT / "examples"))
 
@@ -41,8 +41,7 @@ def with_real_services(app: str) -> float:
         proc = subprocess.Popen(services.command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             wait_port("127.0.0.1", services.port, timeout=60, proc=proc)
-            subprocess.run(services.traffic, env=dict(env, **services.traffic_env()), check=True,
-                           stdout=subprocess.DEVNULL)
+            check(services.traffic, dict(env, **services.traffic_env()), 300)
         finally:
             stop(proc)
     finally:
@@ -59,8 +58,7 @@ def record(app: str, recordings: Path) -> tuple[dict[str, str], list[str]]:
                                stderr=subprocess.DEVNULL)
         try:
             wait_port("127.0.0.1", services.port, timeout=60, proc=rec)
-            subprocess.run(services.traffic, env=dict(env, **services.traffic_env()), check=True,
-                           stdout=subprocess.DEVNULL)
+            check(services.traffic, dict(env, **services.traffic_env()), 300)
         finally:
             stop(rec)
         return env, services.command
@@ -70,11 +68,8 @@ def record(app: str, recordings: Path) -> tuple[dict[str, str], list[str]]:
 
 def replay_tests(recordings: Path, env: dict[str, str], command: list[str]) -> tuple[float, dict[str, float]]:
     start = time.perf_counter()
-    out = subprocess.run([*TRPROXY, "test", "--dir", str(recordings), "--", *command], env=env,
-                         capture_output=True, text=True)
+    out = check([*TRPROXY, "test", "--dir", str(recordings), "--", *command], env, 600)
     elapsed = time.perf_counter() - start
-    if out.returncode != 0:
-        raise RuntimeError(f"trproxy test failed:\n{out.stderr[-2000:]}")
     found = SUMMARY.search(out.stderr)
     parts = {k: float(v) for k, v in found.groupdict().items()} if found else {}
     return elapsed, parts

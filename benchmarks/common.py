@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -14,17 +15,55 @@ if str(ROOT) not in sys.path:
 TRPROXY = [sys.executable, "-m", "trproxy.cli"]
 
 
-def run(cmd: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
-    """Run to the end; on timeout SIGTERM first (trproxy forwards it to the command it wraps)."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.terminate()
+class BenchError(RuntimeError):
+    """A benchmark's command failed or did not end in time (one line, then its stderr)."""
+
+
+def run(cmd: list[str], env: dict[str, str] | None = None, timeout: float = 600,
+        input: str | None = None) -> subprocess.CompletedProcess:
+    """Run to the end, at most ``timeout`` s: then SIGTERM (trproxy forwards it to the
+    command it wraps), SIGKILL 15 s later, and ``(timed out after N s)`` at the end of
+    stderr. Output goes through files, not pipes: a process the command left running
+    cannot keep this waiting for the pipes' end."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env,
+                                stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL)
+        timed_out = False
         try:
-            out, err = proc.communicate(timeout=15)
+            if input is not None:
+                assert proc.stdin
+                proc.stdin.write(input.encode())
+                proc.stdin.close()
+            proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            out, err = proc.communicate()
-        err += f"\n(timed out after {timeout:.0f} s)"
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+            timed_out = True
+            _end(proc)
+        finally:
+            if proc.poll() is None:  # interrupted (KeyboardInterrupt): nothing left behind
+                _end(proc)
+        out.seek(0)
+        err.seek(0)
+        stderr = err.read().decode(errors="replace")
+        if timed_out:
+            stderr += f"\n(timed out after {timeout:.0f} s)"
+        return subprocess.CompletedProcess(cmd, proc.returncode, out.read().decode(errors="replace"),
+                                           stderr)
+
+
+def _end(proc: subprocess.Popen) -> None:  # type: ignore[type-arg]
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(15)
+
+
+def check(cmd: list[str], env: dict[str, str] | None = None, timeout: float = 600,
+          input: str | None = None) -> subprocess.CompletedProcess:
+    """``run``, raising BenchError when the command fails or times out."""
+    done = run(cmd, env, timeout, input)
+    if done.returncode != 0:
+        name = " ".join(cmd[:8]) + (" ..." if len(cmd) > 8 else "")
+        raise BenchError(f"`{name}` exited {done.returncode}: {done.stderr.strip()[-2000:]}")
+    return done

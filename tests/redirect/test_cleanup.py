@@ -197,3 +197,94 @@ def test_half_written_pins_of_dead_processes_are_removed() -> None:
     tmp.mkdir()
     assert f"pinned programs {tmp}" in cleanup_leftovers()
     assert not tmp.exists()
+
+
+# A run's owner that reports its cgroup and stays; in its own pid namespace (unshare) its
+# pid and start time name no process that /proc here shows.
+QUIET_OWNER = r"""
+import json, os, sys, time
+from trproxy.redirect import Redirector
+r = Redirector.create(int(sys.argv[1]))
+print(json.dumps({"cgroup": r.cgroup_path, "id": r.cgroup_id, "pid": os.getpid()}), flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_live_owner_in_another_pid_namespace_keeps_its_run() -> None:
+    """Its run has no process, and the pid in its cgroup's name is dead or another process
+    here: only the run's lock, which the kernel keeps while the owner lives, tells."""
+    require_root()
+    p4, p6 = bind_pair()
+    owner = subprocess.Popen(
+        ["unshare", "--pid", "--fork", "--kill-child", "--mount-proc",
+         sys.executable, "-c", QUIET_OWNER, str(p4.getsockname()[1])],
+        stdout=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=ROOT), cwd=ROOT,
+    )
+    try:
+        assert owner.stdout
+        info = json.loads(owner.stdout.readline())
+        path, cg_id = Path(info["cgroup"]), info["id"]
+        assert info["pid"] != owner.pid and path.name.startswith(f"run-{info['pid']}-")
+        assert not cgroup.owner_alive(*map(int, path.name.split("-")[1:3]))  # dead by /proc
+        pins = loader.run_pin_dir(cg_id)
+        assert pins is not None and pins.is_dir()
+
+        removed = _cleanup_in_new_process()
+        assert f"cgroup {path}" not in removed and path.is_dir() and pins.is_dir(), removed
+        assert _links_on(cg_id) == len(loader.PROGRAMS)
+        assert loader.load().maps.config(cg_id) is not None
+
+        owner.kill()  # --kill-child: the owner dies with unshare
+        owner.wait(10)
+        deadline = time.monotonic() + 20
+        while f"cgroup {path}" not in _cleanup_in_new_process() and path.exists():
+            assert time.monotonic() < deadline, "the dead owner's run was not removed"
+            time.sleep(0.2)
+        assert not path.exists() and not pins.exists() and _links_on(cg_id) == 0
+    finally:
+        if owner.poll() is None:
+            owner.kill()
+            owner.wait()
+        p4.close()
+        p6.close()
+
+
+# Loads (and so pins) the programs of another source, as a starting run does before its
+# config exists, then waits until its stdin closes.
+LOADING = r"""
+import sys
+from pathlib import Path
+import trproxy.bpf.loader as L
+d = Path(sys.argv[1])
+L.PKG_DIR, L.SOURCE, L.HEADER = d, d / "redirect.bpf.c", d / "redirect.h"
+from trproxy.redirect.redirector import load_programs
+print(load_programs().pin_dir, flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_version_that_a_starting_run_loaded_is_kept(tmp_path: Path) -> None:
+    """Another version with no run yet is not removed while a process that loaded it
+    lives (it is about to write its run's config into those maps); then it is."""
+    require_root()
+    (tmp_path / "redirect.h").write_text(loader.HEADER.read_text())
+    (tmp_path / "redirect.bpf.c").write_text(loader.SOURCE.read_text() + "\n/* another version */\n")
+    loading = subprocess.Popen(
+        [sys.executable, "-c", LOADING, str(tmp_path)], stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=ROOT), cwd=ROOT,
+    )
+    try:
+        assert loading.stdout and loading.stdin
+        pin_dir = loading.stdout.readline().strip()
+        assert pin_dir and Path(pin_dir).parent == loader.pin_root()
+        assert f"pinned programs {pin_dir}" not in _cleanup_in_new_process()
+        assert Path(pin_dir, "map_trp_config").exists()
+        loading.stdin.close()
+        loading.wait(30)
+        removed = _cleanup_in_new_process()
+        assert f"pinned programs {pin_dir}" in removed or not Path(pin_dir).exists(), removed
+        assert not Path(pin_dir).exists()
+    finally:
+        if loading.poll() is None:
+            loading.kill()
+            loading.wait()

@@ -16,7 +16,8 @@ Invariants:
 - The programs are attached with bpf_links that are also pinned, in
   ``<bpffs>/trproxy/v2/runs/<cgroup id>/``: they outlive a killed owner, so its run keeps
   failing connects (fail closed) until ``trproxy.redirect.cleanup`` removes them.
-- Pins are never deleted while a config entry uses them; deleting a pin does not affect
+- Pins are never deleted while a config entry uses them, nor while a process that
+  redirects with them lives (``trproxy.redirect.locks``); deleting a pin does not affect
   processes that already hold the objects' fds.
 - Maps are read through the mirrors below only when their key and value sizes match
   (``Maps.layout_ok``); trp_config's owner fields are read from every version.
@@ -199,6 +200,8 @@ class Maps:
         """Do this version's key and value sizes match the mirrors above? (Pins of an older
         source may differ; reading them through the mirrors would overflow the buffers.)"""
         for name, (ktype, vtype) in LAYOUTS.items():
+            if name not in self.fds:
+                return False  # a version with other maps (older or newer source)
             info = syscall.MapInfo()
             syscall.obj_info(self.fds[name], info)
             if (info.key_size, info.value_size) != (ctypes.sizeof(ktype), ctypes.sizeof(vtype)):
@@ -452,8 +455,22 @@ def _open_pins(pin_dir: str) -> tuple[dict[str, int], dict[str, int]]:
 
 
 def open_version(pin_dir: str) -> Maps:
-    """Maps of a pinned version (for cleanup of runs of any version)."""
-    return Maps({m: syscall.obj_get(f"{pin_dir}/map_{m}") for m in MAPS})
+    """Maps of a pinned version (for cleanup of runs of any version): those of ours it
+    has; another version may lack some (then ``layout_ok`` is False). Raises OSError
+    without trp_config (the version is being removed)."""
+    fds: dict[str, int] = {}
+    try:
+        for m in MAPS:
+            try:
+                fds[m] = syscall.obj_get(f"{pin_dir}/map_{m}")
+            except FileNotFoundError:
+                if m == "trp_config":
+                    raise
+    except OSError:
+        for fd in fds.values():
+            os.close(fd)
+        raise
+    return Maps(fds)
 
 
 def close_maps(maps: Maps) -> None:

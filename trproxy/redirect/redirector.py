@@ -8,6 +8,9 @@ cgroup under ``<cgroup2 mount>/trproxy/v2/``; ``Redirector.attach`` uses an exis
 Invariants:
 - Only the process that created a Redirector tears it down (``close`` in a forked child is
   a no-op), and ``close`` is idempotent; open Redirectors are closed at interpreter exit.
+- The owner holds the run's lock (``locks.run_lock``) from before it installs anything
+  until ``close`` has removed it all: cleanup by any other trproxy keeps off a run whose
+  owner lives, and two trproxy cannot redirect one cgroup at once.
 - Fail closed: the links are pinned, so they outlive a killed owner, and every connect of
   the run first checks that the owner's marker socket (a UDP socket on 127.0.0.1 that the
   kernel closes when the owner dies) is still there; once it is gone every TCP connect of
@@ -43,7 +46,7 @@ from pathlib import Path
 
 from trproxy.bpf import loader, syscall
 from trproxy.redirect import cgroup as cgroups
-from trproxy.redirect import cleanup
+from trproxy.redirect import cleanup, locks
 from trproxy.redirect.errors import RedirectError
 
 log = logging.getLogger(__name__)
@@ -60,8 +63,10 @@ def require_root() -> None:
 
 
 def load_programs() -> loader.Programs:
-    """loader.load() with its errors translated into actionable RedirectErrors."""
+    """loader.load() with its errors translated into actionable RedirectErrors. The
+    version is marked used first: no cleanup removes its pins while this process lives."""
     try:
+        locks.use_version(loader.source_hash())
         return loader.load()
     except loader.BccMissingError as e:
         raise RedirectError(
@@ -114,11 +119,17 @@ class Redirector:
         self._progs = load_programs()
         self._maps = self._progs.maps
         try:
+            lock = locks.run_lock(self.cgroup_id)  # held for the owner's lifetime
             owner = cleanup.live_owner(self.cgroup_id)
         except OSError as e:
             raise RedirectError(f"cannot read the redirect maps: {e}") from e
-        if owner is not None:
-            raise RedirectError(f"{self.cgroup_path} is already redirected by trproxy pid {owner}")
+        if lock is None or owner is not None:
+            if lock is not None:
+                lock.release()
+            by = (f"trproxy pid {owner}" if owner else
+                  f"another trproxy (it holds {locks.LOCK_DIR}/run-{self.cgroup_id}.lock)")
+            raise RedirectError(f"{self.cgroup_path} is already redirected by {by}")
+        self._lock = lock
         try:
             self._install(shadow_ports or {}, proxy_ipv4, proxy_ipv6, check_owner,
                           list(capture_sockets))
@@ -432,6 +443,7 @@ class Redirector:
             with contextlib.suppress(OSError):
                 s.close()
         self._sockets = []
+        self._lock.release(remove=True)  # last: until here a cleaner keeps off the run
         return errors
 
     def close(self) -> None:
