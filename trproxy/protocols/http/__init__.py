@@ -9,7 +9,7 @@ Module map: ``sniff`` (detection) · ``h1`` (HTTP/1 parser) · ``h1_record`` /
 ``h2_record`` (record mode) · ``h1_replay`` / ``h2_replay`` (replay mode) ·
 ``recorder`` / ``replayer`` (version choice) · ``readable`` + ``body`` (readable
 form, redaction, content codings) · ``render`` (responses in the live version) ·
-``matching`` (match keys) · ``config``.
+``matching`` (match keys) · ``volatile`` (values the app generates) · ``config``.
 
 Recorders and replayers take keyword arguments ``scheme`` (``"https"`` when the
 proxy terminated TLS) and ``authority`` (the original destination ``host:port``,
@@ -36,6 +36,7 @@ from .matching import match_key, match_key_with
 from .recorder import H2_PREFACE, HttpRecorder
 from .replayer import HttpReplayer
 from .sniff import detect
+from .volatile import rule_values, volatile
 
 DEFAULT_PORTS = (80, 443, 8000, 8080, 8443)
 
@@ -51,6 +52,8 @@ def dialect_with(config: HttpConfig) -> Dialect:
         match_key=functools.partial(match_key_with, noise=config.noise),
         connection_aware=True,
         configure=_configure,
+        volatile=functools.partial(volatile, rules=config.volatile),
+        volatile_rules=functools.partial(rule_values, config.volatile),
     )
 
 
@@ -67,6 +70,7 @@ DIALECT = Dialect(
     match_key=match_key,
     connection_aware=True,
     configure=_configure,
+    volatile=volatile,
 )
 
 __all__ = [
