@@ -308,6 +308,10 @@ class Dialect:
     # the values the user's rules (config.yaml) call volatile in a request: applied to
     # recordings made before the rule too
     volatile_rules: Callable[[Readable], list[str]] | None = None
+    # the form of a request in which its volatile values pair up with a recording's by
+    # position, once its objects' keys are sorted (None: the request itself); Kafka's
+    # match key, whose JSON record values are data, not text in the producer's key order
+    pairing: Callable[[Readable], Readable] | None = None
 
     def recorder_for(self, tls: bool, authority: str, blobs: BlobStore | None = None) -> Recorder:
         if self.connection_aware:

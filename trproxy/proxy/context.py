@@ -57,6 +57,10 @@ class RunContext:
     served_count: Counter = field(default_factory=Counter)
     misses: list[dict[str, Any]] = field(default_factory=list)
     out_of_order: list[dict[str, Any]] = field(default_factory=list)
+    # answers from a similar recording, not an exact match (``store/similar.py``); off
+    # with ``--strict``, where such a request is a miss
+    similar: list[dict[str, Any]] = field(default_factory=list)
+    similar_fallback: bool = True
     problems: list[str] = field(default_factory=list)
     connections: int = 0
     tests_recorded: int = 0
@@ -156,6 +160,11 @@ class RunContext:
             self._searcher.shutdown(wait=False, cancel_futures=True)
             self._searcher = None
 
+    def served_similar(self, entry: dict[str, Any]) -> None:
+        self.similar.append(entry)
+        log.warning("SIMILAR %s %s: %s answered by %s: %s\n%s", entry["protocol"], entry["destination"],
+                    entry["request"], entry["recorded"], entry["reason"], entry["diff"])
+
     def served_out_of_order(self, entry: dict[str, Any]) -> None:
         self.out_of_order.append(entry)
         log.warning("OUT OF ORDER %s %s: %s served before %s", entry["protocol"],
@@ -214,6 +223,11 @@ class RunContext:
                 skipped = ", ".join(s["request"] for s in o["skipped"][:3])
                 lines.append(f"  - {o['protocol']} {o['destination']}: {o['request']} "
                              f"served before {skipped}")
+        if self.similar:
+            lines.append(f"{len(self.similar)} answers from a similar recording (no exact match; "
+                         "--strict refuses them):")
+            lines += [f"  - {o['protocol']} {o['destination']}: {o['request']} answered by "
+                      f"{o['recorded']}: {o['reason']}" for o in self.similar[:5]]
         lines += [f"note: {p}" for p in self.problems[:5]]
         return "trproxy: " + "\ntrproxy: ".join(lines)
 
@@ -228,6 +242,7 @@ class RunContext:
             "misses_per_test": dict(Counter(m["test"] for m in self.misses if m["test"])),
             "unused": self.unused(),
             "out_of_order": self.out_of_order,
+            "similar": self.similar,
             "problems": self.problems,
         }
 

@@ -36,6 +36,7 @@ The rules:
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections import deque
@@ -45,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..protocols.base import Dialect, Interrupt, Lookup, ProtocolError, Readable, Replayer, Reply
 from ..protocols.volatile import ValueMap, mask, occurrences
-from ..store import Affinity, Exchange, NoMatch
+from ..store import Affinity, Exchange, NoMatch, canonical
 from ..store.ledger import describe
 
 if TYPE_CHECKING:
@@ -163,6 +164,14 @@ class OutOfOrder:
 
 
 @dataclass(frozen=True)
+class Similar:
+    """Report an answer served from a similar recording, not an exact match
+    (``store/similar.py``); ``entry`` is the report's record."""
+
+    entry: dict[str, Any] = field(compare=False, repr=False)
+
+
+@dataclass(frozen=True)
 class Problem:
     """Report something replay could not do as recorded (one line)."""
 
@@ -177,8 +186,8 @@ class Notify:
     event: Released | Interrupted
 
 
-Command = (Send | Wake | Drain | Close | Reset | Forward | Miss | OutOfOrder | Problem
-           | Notify)
+Command = (Send | Wake | Drain | Close | Reset | Forward | Miss | OutOfOrder | Similar
+           | Problem | Notify)
 
 
 @dataclass
@@ -276,14 +285,20 @@ class Session:
                 masked = mask(request, live) if live else None
             return masked
 
-        def accept(recorded: Exchange, volatile: list[str]) -> str | None:
-            return values.bind(occurrences(recorded.request, volatile), live)
+        def accept(recorded: Exchange, volatile: list[str],
+                   similar: list[tuple[str, str]] | None = None) -> str | None:
+            # values pair up by their place in the requests with their objects' keys
+            # sorted (or the dialect's form): a JSON body in another key order pairs right;
+            # then the tokens a similar recording differs in (``store/similar.py``)
+            pairs = similar or []
+            return values.bind(occurrences(self._pairing(recorded.request), volatile) + [r for r, _v in pairs],
+                               occurrences(self._pairing(request), live) + [v for _r, v in pairs])
 
         try:
             served = ctx.pool.find(self.dialect.name, self.destination, request,
                                    lookup.summary, self.affinity, ctx.current_test,
                                    repeat_last=lookup.context.repeat_last, masked=masking,
-                                   accept=accept)
+                                   accept=accept, similar=accept if ctx.similar_fallback else None)
         except NoMatch as miss:
             if self.forwarding and lookup.context.forward is not None:
                 forward = Forward(lookup)
@@ -301,6 +316,9 @@ class Session:
             return
         exchange = served.exchange
         ctx.served(self.dialect.name, self.destination, exchange)
+        if served.similar is not None:
+            commands.append(Similar({"protocol": self.dialect.name, "destination": self.destination,
+                                     "request": lookup.summary, "test": ctx.test, **served.similar}))
         before, after = ctx.timeline.served(self, exchange)
         self._deliver(before, now, commands)  # recorded before this answer: sent first
         if skipped := ctx.ledger.served(served.exchange, self.affinity, served.repeat):
@@ -312,6 +330,11 @@ class Session:
         lookup.context.repeat = served.repeat
         self._answer(lookup, exchange, served.repeat, now, commands, values)
         self._deliver(after, now, commands)
+
+    def _pairing(self, request: Readable) -> Readable:
+        """The form in which volatile values pair up by position: the request (or the
+        dialect's ``pairing`` form of it) with its objects' keys sorted."""
+        return _sorted(self.dialect.pairing(request) if self.dialect.pairing else request)
 
     def _answer(self, lookup: Lookup, exchange: Exchange, repeat: bool, now: float,
                 commands: list[Command], values: ValueMap) -> None:
@@ -461,3 +484,8 @@ def _describe(exc: BaseException) -> str:
     text = str(exc).splitlines()[0] if str(exc) else ""
     text = text if len(text) <= 200 else text[:197] + "..."
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _sorted(request: Readable) -> Readable:
+    """``request`` with the keys of its objects sorted (``Dialect.pairing``'s default)."""
+    return json.loads(canonical(request))

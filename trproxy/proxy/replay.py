@@ -34,6 +34,7 @@ from .engine import (
     Reset,
     Send,
     Session,
+    Similar,
     TimerFired,
     Wake,
 )
@@ -182,6 +183,8 @@ class _Driver:
             self.ctx.missed(command.entry, command.request)
         elif isinstance(command, OutOfOrder):
             self.ctx.served_out_of_order(command.entry)
+        elif isinstance(command, Similar):
+            self.ctx.served_similar(command.entry)
         elif isinstance(command, Problem):
             self.ctx.problems.append(command.text)
             log.warning("%s", command.text)

@@ -66,6 +66,7 @@ DIALECT = Dialect(
     match_key=match_key,
     configure=_configure,
     volatile=volatile,
+    pairing=match_key,
 )
 
 __all__ = ["DIALECT", "KafkaCodec", "KafkaRecorder", "KafkaReplayer", "KafkaRequest",
