@@ -380,8 +380,8 @@ class Session:
         for ev in events:
             if ev.event == "push":
                 push = getattr(self.replayer, "push", None)
-                if push is not None:
-                    self._emit(push(ev.responses), now)
+                if push is not None:  # with the live values in place of recorded ones
+                    self._emit(push(self.ctx.value_map().to_live(ev.responses)), now)
             elif ev.event in ("close", "reset"):
                 self._drop_unanswered()
                 self._out.append(_Out(at=now, end=Close() if ev.event == "close" else Reset()))
