@@ -72,3 +72,12 @@ def test_a_recording_the_judge_refuses_is_not_served() -> None:
     with pytest.raises(NoMatch):
         pool.find("redis", "127.0.0.1:1", ["SET", "order:771234", "a"],
                   similar=lambda exchange, volatile, pairs: "contradicts")
+
+
+def test_a_session_exchange_such_as_a_login_is_never_served_by_similarity() -> None:
+    login = Exchange("redis", "127.0.0.1:1", ["AUTH", "default", "5f2c9a1b7d3e"], [{"simple": "OK"}],
+                     summary="AUTH", connection=1, seq=1, order=1, lifetime="session")
+    pool = MockPool.build([login], match_key)
+    with pytest.raises(NoMatch):
+        pool.find("redis", "127.0.0.1:1", ["AUTH", "default", "0a1b2c3d4e5f"],
+                  similar=lambda exchange, volatile, pairs: None)

@@ -298,7 +298,7 @@ class Session:
             served = ctx.pool.find(self.dialect.name, self.destination, request,
                                    lookup.summary, self.affinity, ctx.current_test,
                                    repeat_last=lookup.context.repeat_last, masked=masking,
-                                   accept=accept, similar=accept if ctx.similar_fallback else None)
+                                   accept=accept, similar=accept if self._fallback(lookup) else None)
         except NoMatch as miss:
             if self.forwarding and lookup.context.forward is not None:
                 forward = Forward(lookup)
@@ -330,6 +330,11 @@ class Session:
         lookup.context.repeat = served.repeat
         self._answer(lookup, exchange, served.repeat, now, commands, values)
         self._deliver(after, now, commands)
+
+    def _fallback(self, lookup: Lookup) -> bool:
+        """Whether a similar recording may answer (``store/similar.py``): not under
+        ``--strict``, nor when the server can be asked (new episodes: it answers exactly)."""
+        return self.ctx.similar_fallback and not (self.forwarding and lookup.context.forward is not None)
 
     def _pairing(self, request: Readable) -> Readable:
         """The form in which volatile values pair up by position: the request (or the

@@ -327,8 +327,9 @@ class MockPool:
 
     def _similar(self, protocol: str, dest: str, key: str, masked: bool, windows: tuple[str, ...],
                  exclusive: bool) -> list[tuple[_Entry, list[tuple[str, str]], str]]:
-        """Unused recordings of ``key``'s skeleton within the bounds (``similar.py``), the
-        most similar first (fewest differing values, then recorded order), with a diff."""
+        """Unused ``data`` recordings of ``key``'s skeleton within the bounds (``similar.py``),
+        the most similar first (fewest differing values, then recorded order), with a diff.
+        Never a ``session`` exchange: logins (a password's hash) and settings stay exact."""
         shape = skeleton(key)
         index = self._skeletons.get((protocol, dest, masked))
         if index is None:
@@ -341,8 +342,9 @@ class MockPool:
         found = []
         for entry in index.get(shape, []) if shape is not None else []:
             tests = entry.exchange.tests
-            if entry.used or (tests and not set(tests) & set(windows) and (exclusive or windows)):
-                continue
+            if entry.used or entry.exchange.lifetime != "data" or (
+                    tests and not set(tests) & set(windows) and (exclusive or windows)):
+                continue  # used, a login or a setting (compared exactly), another test's
             other = entry.masked_key or entry.key if masked else entry.key
             if (pairs := differences(other, key)) is not None:
                 found.append((len(pairs), entry.exchange.order, entry, pairs, other))

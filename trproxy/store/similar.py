@@ -13,6 +13,8 @@ under bounds that keep a real difference a miss:
   same shape (same length; both decimal, both hexadecimal, or both alphanumeric), and
   the same recorded token always in place of the same live one.
 
+Only unused ``data`` exchanges are candidates: a login (a password's salted hash is
+hex of a fixed shape) or a setting (``session`` exchanges) is always compared exactly.
 The differing tokens pair up recorded -> live like masked values (``ValueMap``), so
 replies carry the live ones. The run's report lists every such answer with the recording
 and a diff; ``--strict`` turns the fallback off (a miss).
