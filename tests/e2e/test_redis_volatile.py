@@ -94,3 +94,41 @@ def test_a_user_rule_names_an_argument_the_detectors_miss(tmp_path) -> None:
     config.write_text(text.replace("volatile_arguments: {}", "volatile_arguments: {SET: [2]}"))
     replayed = run("replay")
     assert replayed.stdout == recorded.stdout and misses(replayed.stderr) == 0, replayed.stderr
+
+
+def test_the_similarity_fallback_serves_what_no_detector_sees(tmp_path) -> None:
+    """``SET order:<6 random digits> pending`` then its ``GET``: a new number each run, too
+    short and plain for any detector. Replay serves the unused recording of the same
+    skeleton, maps the number (the ``GET`` then matches) and reports which recording and
+    why; ``--strict`` refuses it; another key prefix still misses."""
+    recording, port = tmp_path / "rec", free_port()
+    server = RedisServer().start()
+    forward = ["--no-redirect", "--forward", f"127.0.0.1:{port}=127.0.0.1:{server.port}"]
+
+    def run(mode: str, *options: str, prefix: str = "order"):  # type: ignore[no-untyped-def]
+        return run_trproxy(mode, "--dir", str(recording), *forward, *options, "--", sys.executable,
+                           "-m", "tests.e2e.apps.redis_volatile", str(port), "counter", prefix)
+
+    try:
+        recorded = run("record")
+    finally:
+        server.destroy()
+    assert recorded.stdout == "order True\n", recorded.stderr
+    mocks = (recording / "test-set-0" / "mocks.yaml").read_text()
+    assert "volatile:" not in mocks  # no detector saw the number
+    replayed = run("replay")
+    assert replayed.returncode == 0 and replayed.stdout == recorded.stdout, replayed.stderr
+    assert misses(replayed.stderr) == 0, replayed.stderr
+    assert "1 answers from a similar recording" in replayed.stderr, replayed.stderr
+    found = re.search(r"SIMILAR redis \S+: SET answered by SET: no exact match; differs only in 1 "
+                      r"value\(s\) of the same shape: (\d{6}) -> (\d{6})\n--- recorded\n\+\+\+ live\n"
+                      r"(?:.*\n)*?-.*'order:\1'.*\n\+.*'order:\2'", replayed.stderr)
+    assert found, replayed.stderr  # which recording, why, and a readable diff
+    reports = sorted((recording / "reports").glob("*-replay.yaml"))
+    assert len(reports) == 1 and "differs only in 1 value(s)" in reports[0].read_text()  # in the report
+    strict = run("replay", "--strict")
+    assert strict.returncode == 1 and misses(strict.stderr) >= 1, strict.stderr
+    assert "order True" not in strict.stdout and "similar recording" not in strict.stderr, strict.stderr
+    assert "no recording for SET order:" in strict.stderr  # the app got Redis's own error
+    other = run("replay", prefix="invoice")  # another key prefix: never served from order:<n>
+    assert misses(other.stderr) >= 1 and "similar recording" not in other.stderr, other.stderr

@@ -200,3 +200,50 @@ def test_a_miss_before_the_recording_ended_is_a_miss_not_the_end():
             << send(lambda b: b.startswith(b"-ERR")))
     assert book
     assert book >> client(get_j) << send(b"$1\r\nw\r\n") << close()  # there it ended
+
+
+def test_a_pushed_message_carries_the_live_value_of_the_publish_that_caused_it():
+    """Recorded: a publishes ``job <uuid>``, b receives it. Replayed with another uuid: the
+    PUBLISH matches through it, and b's message carries the live uuid (issue 12)."""
+    recorded_id, live_id = "0f4a6c3e-2b1d-4e8f-9a7c-5d3b1e2f4a6c", "5b2e9d10-7c4f-4a8e-b1d2-3e4f5a6b7c8d"
+
+    def pub(uid: str) -> bytes:
+        return f"*3\r\n$7\r\nPUBLISH\r\n$4\r\nnews\r\n${len(uid) + 4}\r\njob {uid}\r\n".encode()
+
+    def message(uid: str) -> bytes:
+        return f"*3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n${len(uid) + 4}\r\njob {uid}\r\n".encode()
+
+    sub = b"SUBSCRIBE news\r\n"
+    confirmation = b"*3\r\n$9\r\nsubscribe\r\n$4\r\nnews\r\n:1\r\n"
+    recorded = capture_run([("b", "client", sub), ("b", "server", confirmation),
+                            ("a", "client", pub(recorded_id)), ("b", "server", message(recorded_id)),
+                            ("a", "server", b":1\r\n")])
+    assert next(e for e in recorded if e.event is None and e.request[0] == "PUBLISH").extra == {
+        "volatile": [recorded_id]}
+    b = Playbook("redis", recorded)
+    a = b.connection()
+    assert b >> client(sub) << send(confirmation)
+    assert a >> client(pub(live_id)) << send(b":1\r\n")
+    assert b << send(message(live_id))
+
+
+def test_a_postgres_notification_carries_the_live_value_of_the_notify():
+    recorded_id, live_id = "0f4a6c3e-2b1d-4e8f-9a7c-5d3b1e2f4a6c", "5b2e9d10-7c4f-4a8e-b1d2-3e4f5a6b7c8d"
+    listen = wire(fe.Query("LISTEN ch"))
+    done = [be.CommandComplete("LISTEN"), be.ReadyForQuery("I")]
+    notified = [be.CommandComplete("NOTIFY"), be.ReadyForQuery("I")]
+    other = [*HANDSHAKE[:-2], be.BackendKeyData(77, cancel_key(77)), HANDSHAKE[-1]]
+    recorded = capture_run([
+        ("l", "client", wire(STARTUP)), ("l", "server", wire(*HANDSHAKE)),
+        ("n", "client", wire(STARTUP)), ("n", "server", wire(*other)),
+        ("l", "client", listen), ("l", "server", wire(*done)),
+        ("n", "client", wire(fe.Query(f"NOTIFY ch, 'order {recorded_id}'"))),
+        ("n", "server", wire(*notified)),
+        ("l", "server", wire(be.NotificationResponse(77, "ch", f"order {recorded_id}")))])
+    listener = Playbook("postgres", recorded)
+    notifier = listener.connection()
+    assert (listener >> client(wire(STARTUP)) << send(wire(be.AuthenticationOk(), *HANDSHAKE[1:]))
+            >> client(listen) << send(wire(*done)))
+    assert notifier >> client(wire(STARTUP)) << send(wire(be.AuthenticationOk(), *other[1:]))
+    assert notifier >> client(wire(fe.Query(f"NOTIFY ch, 'order {live_id}'"))) << send(wire(*notified))
+    assert listener << send(wire(be.NotificationResponse(77, "ch", f"order {live_id}")))

@@ -94,7 +94,7 @@ def _run_set(opts: TestOptions, test_set: Path, config: HttpConfig,
     """Run one test set; its results, and what ``--strict`` fails on."""
     run_opts = RunOptions(command=opts.command, mode=Mode.REPLAY, root=opts.root,
                           test_set=test_set.name, tls=opts.tls, faults=opts.faults,
-                          fault_profile=opts.fault_profile)
+                          fault_profile=opts.fault_profile, strict=opts.strict)
     ctx = build_context(Mode.REPLAY, test_set, run_opts)
     with tempfile.TemporaryDirectory(prefix="trproxy-test-") as state:
         freeze = None

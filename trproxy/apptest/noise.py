@@ -192,6 +192,14 @@ http:
     match_headers: false    # also compare request headers (except framing/tracing ones)
     ignore_headers: []      # ... but not these
   max_body_mb: 8            # larger bodies go to bodies/<sha256>, streamed, not inline
+  # Values the app generates in its outbound requests that trproxy's detectors miss
+  # (UUIDs, random tokens, timestamps and epochs are found by themselves): replay matches
+  # any value there and maps it recorded -> live like a detected one, in later requests
+  # and in replies (docs/format.md, "Volatile values"); recordings made before included.
+  volatile_headers: []      # request header names, e.g. [x-nonce]
+  volatile_query: []        # query keys and form fields, e.g. [n]
+  volatile_json_paths: []   # request body paths, e.g. [order.ref, items[*].code]
+  volatile_identifiers: []  # regular expressions: ids to map wherever they appear, e.g. ['ord-[0-9]+']
 redis:
   # Arguments the app generates that trproxy's detectors miss (UUIDs, random tokens and
   # epochs are found by themselves), by command and position, 1 being the first argument
@@ -216,6 +224,14 @@ postgres:
 # `faults` apply to every replay; a profile only with `--fault-profile NAME`.
 faults: []
 fault_profiles: {{}}
+kafka:
+  # The same for produced records: the topics whose record keys the app generates
+  # (["*"]: every topic), record header names, JSON paths into record values, and
+  # identifiers to map (regular expressions).
+  volatile_keys: []
+  volatile_headers: []
+  volatile_json_paths: []
+  volatile_identifiers: []
 """
 
 

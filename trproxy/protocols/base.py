@@ -333,6 +333,10 @@ class Dialect:
     # fault injection: raises ValueError when this protocol cannot fail as ``failure``
     # says (an unknown Kafka error name, an HTTP status out of range); None: no errors
     check_fault: Callable[[Failure], None] | None = None
+    # the form of a request in which its volatile values pair up with a recording's by
+    # position, once its objects' keys are sorted (None: the request itself); Kafka's
+    # match key, whose JSON record values are data, not text in the producer's key order
+    pairing: Callable[[Readable], Readable] | None = None
 
     def recorder_for(self, tls: bool, authority: str, blobs: BlobStore | None = None) -> Recorder:
         if self.connection_aware:

@@ -23,12 +23,16 @@ numbers near now (``volatile_value``).
 from __future__ import annotations
 
 import functools
+import json
 import math
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from .jsonpath import parse_json_path, path_matches
 
 _MONTH = r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
 _DAY = r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)"
@@ -195,12 +199,12 @@ def _pattern(values: Iterable[str]) -> re.Pattern[str] | None:
     return re.compile(r"(?<![A-Za-z0-9])(?:" + "|".join(map(re.escape, ordered)) + r")(?![A-Za-z0-9])")
 
 
-def _map_leaves(value: Any, text: Callable[[str], Any], number: Callable[[int], Any]) -> Any:
+def _map_leaves(value: Any, text: Callable[[str], Any], number: Callable[[Any], Any]) -> Any:
     """``value`` (readable data) with ``text`` applied to its strings and ``number`` to its
-    integers (an epoch in a binary ``int8`` parameter is a number)."""
+    numbers (an epoch in a binary ``int8`` parameter, ``time.time()`` in a JSON body)."""
     if isinstance(value, str):
         return text(value)
-    if isinstance(value, int) and not isinstance(value, bool):
+    if isinstance(value, int | float) and not isinstance(value, bool):
         return number(value)
     if isinstance(value, list):
         return [_map_leaves(v, text, number) for v in value]
@@ -229,7 +233,7 @@ def occurrences(request: Any, values: Iterable[str]) -> list[str]:
             found.extend(pattern.findall(s))
             return s
 
-        def number(n: int) -> int:
+        def number(n: Any) -> Any:
             if str(n) in values:
                 found.append(str(n))
             return n
@@ -287,8 +291,96 @@ def _replace(value: Any, table: dict[str, str], pattern: re.Pattern[str] | None)
     if pattern is None:
         return value
 
-    def number(n: int) -> int:
+    def number(n: Any) -> Any:
         other = table.get(str(n))
-        return int(other) if other is not None and other.isdigit() else n
+        if other is None:
+            return n
+        try:
+            return int(other) if isinstance(n, int) else float(other)
+        except ValueError:
+            return n
 
     return _map_leaves(value, lambda s: pattern.sub(lambda m: table[m.group()], s), number)
+
+
+# -- structured messages: JSON values, named fields, user rules ------------------------
+
+_BARE_MASK = re.compile(r"(?<=[:\[,])(\s*)" + re.escape(MASK) + r"(?=\s*[,}\]])")
+
+
+def loads_masked(text: str) -> Any:
+    """JSON text as data, also once masked (a number replaced by a bare ``<volatile>``
+    becomes the string ``"<volatile>"``), so masked JSON still compares as data, in any
+    key order; ValueError when it is not JSON."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        if MASK not in text:
+            raise
+    return json.loads(_BARE_MASK.sub(r'\1"' + MASK + '"', text))
+
+
+@dataclass(frozen=True)
+class FieldRules:
+    """The user's rules for values inside structured messages (HTTP requests, Kafka
+    records; config.yaml): JSON paths, field names (headers, query keys) and Kafka topics
+    whose whole values are volatile, and regular expressions (identifiers to map: ids the
+    detectors cannot tell from data, such as ``ord-[0-9]+``) whose matches anywhere are."""
+
+    json_paths: tuple[tuple[str | int, ...], ...] = ()
+    names: frozenset[str] = frozenset()  # lower case
+    topics: frozenset[str] = frozenset()  # Kafka: record keys of these topics ("*": all)
+    identifiers: str = ""  # one regular expression (the alternation of the user's)
+
+    def pinned(self, path: tuple[str | int, ...]) -> bool:
+        return any(path_matches(list(steps), path) for steps in self.json_paths)
+
+
+def field_rules(section: dict, where: str, names: tuple[str, ...], topics: str = "") -> FieldRules:
+    """``volatile_json_paths``, the name lists ``names`` (``volatile_headers``...),
+    ``topics`` and ``volatile_identifiers`` of a config.yaml section named ``where``;
+    ValueError naming what is wrong."""
+    def strings(key: str) -> list[str]:
+        value = section.get(key) or []
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise ValueError(f"{where}.{key} must be a list of names")
+        return value
+
+    identifiers = strings("volatile_identifiers")
+    for pattern in identifiers:
+        try:
+            if re.compile(pattern).match(""):
+                raise ValueError(f"{where}.volatile_identifiers: {pattern!r} matches nothing at all")
+        except re.error as exc:
+            raise ValueError(f"{where}.volatile_identifiers: {pattern!r} is not a regular "
+                             f"expression: {exc}") from None
+    return FieldRules(
+        json_paths=tuple(tuple(parse_json_path(p)) for p in strings("volatile_json_paths")),
+        names=frozenset(n.lower() for key in names for n in strings(key)),
+        topics=frozenset(strings(topics)) if topics else frozenset(),
+        identifiers="|".join(f"(?:{p})" for p in identifiers))
+
+
+def in_text(text: str, now: datetime | None, rules: FieldRules) -> list[str]:
+    """The volatile parts of one text: the detectors' (``now``: None for the rules
+    alone) and the matches of the user's identifiers."""
+    if now is not None and len(text) >= 9:
+        return find_volatile(text, now, rules.identifiers)
+    return [m.group() for m in re.finditer(rules.identifiers, text) if m.group()] if rules.identifiers else []
+
+
+def in_data(value: Any, now: datetime | None, rules: FieldRules,
+            path: tuple[str | int, ...] = ()) -> list[str]:
+    """The volatile parts of JSON data, in the order ``mask`` meets them: the whole value
+    at a path the user names, else what ``in_text`` finds in texts and epoch numbers."""
+    if isinstance(value, dict):
+        return [v for k, item in value.items() for v in in_data(item, now, rules, (*path, k))]
+    if isinstance(value, list):
+        return [v for i, item in enumerate(value) for v in in_data(item, now, rules, (*path, i))]
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        return []
+    if rules.json_paths and rules.pinned(path):
+        return [str(value)] if str(value) else []
+    if isinstance(value, str):
+        return in_text(value, now, rules)
+    return [str(value)] if now is not None and volatile_value(value, now) else []

@@ -58,6 +58,10 @@ class RunContext:
     served_count: Counter = field(default_factory=Counter)
     misses: list[dict[str, Any]] = field(default_factory=list)
     out_of_order: list[dict[str, Any]] = field(default_factory=list)
+    # answers from a similar recording, not an exact match (``store/similar.py``); off
+    # with ``--strict``, where such a request is a miss
+    similar: list[dict[str, Any]] = field(default_factory=list)
+    similar_fallback: bool = True
     problems: list[str] = field(default_factory=list)
     connections: int = 0
     tests_recorded: int = 0
@@ -168,6 +172,10 @@ class RunContext:
         self.injected.append(entry)
         log.info("FAULT %s %s: %s: %s", entry["protocol"], entry["destination"],
                  entry["request"], entry["fault"])
+    def served_similar(self, entry: dict[str, Any]) -> None:
+        self.similar.append(entry)
+        log.warning("SIMILAR %s %s: %s answered by %s: %s\n%s", entry["protocol"], entry["destination"],
+                    entry["request"], entry["recorded"], entry["reason"], entry["diff"])
 
     def served_out_of_order(self, entry: dict[str, Any]) -> None:
         self.out_of_order.append(entry)
@@ -237,6 +245,11 @@ class RunContext:
                 lines.append(f"  - {f['protocol']} {f['destination']}: {f['request']}: {f['fault']}")
             if len(self.injected) > 5:
                 lines.append(f"  ... {len(self.injected) - 5} more in the report")
+        if self.similar:
+            lines.append(f"{len(self.similar)} answers from a similar recording (no exact match; "
+                         "--strict refuses them):")
+            lines += [f"  - {o['protocol']} {o['destination']}: {o['request']} answered by "
+                      f"{o['recorded']}: {o['reason']}" for o in self.similar[:5]]
         lines += [f"note: {p}" for p in self.problems[:5]]
         return "trproxy: " + "\ntrproxy: ".join(lines)
 
@@ -251,6 +264,7 @@ class RunContext:
             "misses_per_test": dict(Counter(m["test"] for m in self.misses if m["test"])),
             "unused": self.unused(),
             "out_of_order": self.out_of_order,
+            "similar": self.similar,
             "problems": self.problems,
             "faults": self.injected,
             "raw": dict(self.raw),

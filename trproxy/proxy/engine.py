@@ -36,6 +36,7 @@ The rules:
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections import deque
@@ -45,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..protocols.base import Dialect, Interrupt, Lookup, ProtocolError, Readable, Replayer, Reply
 from ..protocols.volatile import ValueMap, mask, occurrences
-from ..store import Affinity, Exchange, NoMatch
+from ..store import Affinity, Exchange, NoMatch, canonical
 from ..store.ledger import describe
 from .faults import describe as describe_fault
 from .raw import raw_answer
@@ -165,6 +166,14 @@ class OutOfOrder:
 
 
 @dataclass(frozen=True)
+class Similar:
+    """Report an answer served from a similar recording, not an exact match
+    (``store/similar.py``); ``entry`` is the report's record."""
+
+    entry: dict[str, Any] = field(compare=False, repr=False)
+
+
+@dataclass(frozen=True)
 class Problem:
     """Report something replay could not do as recorded (one line)."""
 
@@ -187,8 +196,8 @@ class Notify:
     event: Released | Interrupted
 
 
-Command = (Send | Wake | Drain | Close | Reset | Forward | Miss | OutOfOrder | Problem
-           | Notify | Injected)
+Command = (Send | Wake | Drain | Close | Reset | Forward | Miss | OutOfOrder | Similar
+           | Problem | Notify | Injected)
 
 
 @dataclass
@@ -286,14 +295,20 @@ class Session:
                 masked = mask(request, live) if live else None
             return masked
 
-        def accept(recorded: Exchange, volatile: list[str]) -> str | None:
-            return values.bind(occurrences(recorded.request, volatile), live)
+        def accept(recorded: Exchange, volatile: list[str],
+                   similar: list[tuple[str, str]] | None = None) -> str | None:
+            # values pair up by their place in the requests with their objects' keys
+            # sorted (or the dialect's form): a JSON body in another key order pairs right;
+            # then the tokens a similar recording differs in (``store/similar.py``)
+            pairs = similar or []
+            return values.bind(occurrences(self._pairing(recorded.request), volatile) + [r for r, _v in pairs],
+                               occurrences(self._pairing(request), live) + [v for _r, v in pairs])
 
         try:
             served = ctx.pool.find(self.dialect.name, self.destination, request,
                                    lookup.summary, self.affinity, ctx.current_test,
                                    repeat_last=lookup.context.repeat_last, masked=masking,
-                                   accept=accept)
+                                   accept=accept, similar=accept if self._fallback(lookup) else None)
         except NoMatch as miss:
             if self.forwarding and lookup.context.forward is not None:
                 forward = Forward(lookup)
@@ -311,6 +326,9 @@ class Session:
             return
         exchange = served.exchange
         ctx.served(self.dialect.name, self.destination, exchange)
+        if served.similar is not None:
+            commands.append(Similar({"protocol": self.dialect.name, "destination": self.destination,
+                                     "request": lookup.summary, "test": ctx.test, **served.similar}))
         before, after = ctx.timeline.served(self, exchange)
         self._deliver(before, now, commands)  # recorded before this answer: sent first
         if skipped := ctx.ledger.served(served.exchange, self.affinity, served.repeat):
@@ -351,6 +369,15 @@ class Session:
             self._lookup(lookup, now, commands)
             for out in list(self._out)[n:]:
                 out.at, out.interruptible = max(out.at, at), True
+    def _fallback(self, lookup: Lookup) -> bool:
+        """Whether a similar recording may answer (``store/similar.py``): not under
+        ``--strict``, nor when the server can be asked (new episodes: it answers exactly)."""
+        return self.ctx.similar_fallback and not (self.forwarding and lookup.context.forward is not None)
+
+    def _pairing(self, request: Readable) -> Readable:
+        """The form in which volatile values pair up by position: the request (or the
+        dialect's ``pairing`` form of it) with its objects' keys sorted."""
+        return _sorted(self.dialect.pairing(request) if self.dialect.pairing else request)
 
     def _answer(self, lookup: Lookup, exchange: Exchange, repeat: bool, now: float,
                 commands: list[Command], values: ValueMap) -> None:
@@ -398,8 +425,8 @@ class Session:
         for ev in events:
             if ev.event == "push":
                 push = getattr(self.replayer, "push", None)
-                if push is not None:
-                    self._emit(push(ev.responses), now)
+                if push is not None:  # with the live values in place of recorded ones
+                    self._emit(push(self.ctx.value_map().to_live(ev.responses)), now)
             elif ev.event in ("close", "reset"):
                 self._drop_unanswered()
                 self._out.append(_Out(at=now, end=Close() if ev.event == "close" else Reset()))
@@ -502,3 +529,8 @@ def _describe(exc: BaseException) -> str:
     text = str(exc).splitlines()[0] if str(exc) else ""
     text = text if len(text) <= 200 else text[:197] + "..."
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _sorted(request: Readable) -> Readable:
+    """``request`` with the keys of its objects sorted (``Dialect.pairing``'s default)."""
+    return json.loads(canonical(request))

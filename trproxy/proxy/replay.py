@@ -35,6 +35,7 @@ from .engine import (
     Reset,
     Send,
     Session,
+    Similar,
     TimerFired,
     Wake,
 )
@@ -185,6 +186,8 @@ class _Driver:
             self.ctx.served_out_of_order(command.entry)
         elif isinstance(command, Injected):
             self.ctx.fault_injected(command.entry)
+        elif isinstance(command, Similar):
+            self.ctx.served_similar(command.entry)
         elif isinstance(command, Problem):
             self.ctx.problems.append(command.text)
             log.warning("%s", command.text)

@@ -92,7 +92,7 @@ def resolve_mode(opts: RunOptions) -> tuple[Mode, Path]:
 
 
 def build_context(mode: Mode, test_set: Path, opts: RunOptions | None = None) -> RunContext:
-    ctx = RunContext(mode)
+    ctx = RunContext(mode, similar_fallback=not (opts is not None and opts.strict))
     mocks: list[Exchange] = []  # loaded first: a recording that cannot be read stops the run here
     if mode in (Mode.REPLAY, Mode.NEW_EPISODES) and has_mocks(test_set):
         mocks = load_mocks(test_set)

@@ -32,6 +32,7 @@ from typing import Any
 from ..protocols.volatile import MASK, mask, recorded_values
 from .errors import NoMatch
 from .model import Exchange
+from .similar import differences, skeleton
 from .yamlio import dump
 
 KeyFn = Callable[[str, Any], Any]  # (protocol, request) -> match key
@@ -152,6 +153,13 @@ class Served:
     exchange: Exchange
     repeat: bool = False
     masked: bool = False  # matched through its volatile values
+    # served by the similarity fallback: {recorded, reason, diff} (``similar.py``)
+    similar: dict[str, str] | None = None
+
+
+# the similarity fallback's judge: (recording, its volatile values, the (recorded, live)
+# tokens that differ) -> None to take it, else why not
+Similar = Callable[[Exchange, list[str], list[tuple[str, str]]], str | None]
 
 
 @dataclass
@@ -175,6 +183,8 @@ class MockPool:
     # test windows open now, as a test runner reports them (``scope``); None: no runner does
     _running: tuple[str, ...] | None = None
     _by_window: dict[str, list[tuple[_Bucket, _Entry]]] = field(default_factory=dict)
+    # (protocol, destination, masked) -> skeleton -> entries, built on the first fallback
+    _skeletons: dict[tuple[str, str, bool], dict[str, list[_Entry]]] = field(default_factory=dict)
 
     @classmethod
     def build(cls, exchanges: list[Exchange], key_fn: KeyFn,
@@ -192,6 +202,8 @@ class MockPool:
                 self._refused.add(dest)
             return
         key = canonical(self.key_fn(exchange.protocol, exchange.request))
+        for masked_index in (False, True):
+            self._skeletons.pop((exchange.protocol, dest, masked_index), None)
         by_key = self._by_dest.setdefault((exchange.protocol, dest), {})
         bucket, entry = by_key.setdefault(key, _Bucket()), _Entry(exchange, key)
         bucket.add(entry)
@@ -268,28 +280,41 @@ class MockPool:
     def find(self, protocol: str, destination: str, request: Any, summary: str = "",
              affinity: Affinity | None = None, test: str | None = None,
              repeat_last: bool = False, masked: Callable[[], Any] | Any = None,
-             accept: Callable[[Exchange, list[str]], str | None] | None = None) -> Served:
+             accept: Callable[[Exchange, list[str]], str | None] | None = None,
+             similar: Similar | None = None) -> Served:
         """The recording that answers ``request``; else, with ``masked`` (the request with
         its volatile values masked, or a function that makes it: asked only when nothing
         matches exactly), one whose own volatile values are masked the same way and that
-        ``accept`` takes, given those values (None: yes; else why not)."""
+        ``accept`` takes, given those values (None: yes; else why not); else, with
+        ``similar``, the most similar unused recording within the bounds of ``similar.py``
+        that ``similar`` takes, given its volatile values and the tokens that differ."""
         key = canonical(self.key_fn(protocol, request))
         dest = destination_key(destination)
         entries = self._by_dest.get((protocol, dest), {}).get(key, _Bucket())
         windows = (test,) if test is not None else self._running or ()
         exclusive = test is None and self._running is not None
         chosen = self._choose(entries, affinity, windows, exclusive, repeat_last)
-        through_mask = False
+        through_mask, approximate = False, None
         if chosen is None and callable(masked):
             masked = masked()
-        if chosen is None and masked is not None:
-            masked_key = canonical(self.key_fn(protocol, masked))
-            similar = self._masked.get((protocol, dest), {}).get(masked_key)
-            if similar and (chosen := self._choose(similar, affinity, windows, exclusive, repeat_last)):
+        masked_key = canonical(self.key_fn(protocol, masked)) if chosen is None and masked is not None else None
+        if chosen is None and masked_key is not None:
+            alike = self._masked.get((protocol, dest), {}).get(masked_key)
+            if alike and (chosen := self._choose(alike, affinity, windows, exclusive, repeat_last)):
                 if accept is not None and (refused := accept(chosen[0].exchange, chosen[0].volatile)):
                     raise NoMatch(summary or key[:80], "the recording that matches with its volatile "
                                   f"values masked does not fit the values seen so far: {refused}", [])
                 through_mask = True
+        if chosen is None and similar is not None:
+            for entry, pairs, diff in self._similar(protocol, dest, masked_key or key, masked_key is not None,
+                                                    windows, exclusive):
+                if similar(entry.exchange, entry.volatile if masked_key else [], pairs) is None:
+                    chosen = entry, False
+                    changed = ", ".join(f"{r} -> {v}" for r, v in pairs)
+                    approximate = {"recorded": entry.exchange.summary[:200] or "exchange",
+                                   "reason": f"no exact match; differs only in {len(pairs)} value(s) of "
+                                             f"the same shape: {changed}", "diff": diff}
+                    break
         if chosen is None and exclusive and (miss := _elsewhere(summary or key[:80], entries, windows)):
             raise miss
         if chosen is None:
@@ -298,7 +323,35 @@ class MockPool:
         entry.used += 1
         if affinity is not None and entry.exchange.lifetime == "data":
             affinity.recorded_connection = entry.exchange.connection
-        return Served(entry.exchange, repeat, through_mask)
+        return Served(entry.exchange, repeat, through_mask, approximate)
+
+    def _similar(self, protocol: str, dest: str, key: str, masked: bool, windows: tuple[str, ...],
+                 exclusive: bool) -> list[tuple[_Entry, list[tuple[str, str]], str]]:
+        """Unused ``data`` recordings of ``key``'s skeleton within the bounds (``similar.py``),
+        the most similar first (fewest differing values, then recorded order), with a diff.
+        Never a ``session`` exchange: logins (a password's hash) and settings stay exact."""
+        shape = skeleton(key)
+        index = self._skeletons.get((protocol, dest, masked))
+        if index is None:
+            index = self._skeletons[(protocol, dest, masked)] = {}
+            for bucket in self._by_dest.get((protocol, dest), {}).values():
+                for entry in bucket:
+                    other = entry.masked_key or entry.key if masked else entry.key
+                    if (s := skeleton(other)) is not None:
+                        index.setdefault(s, []).append(entry)
+        found = []
+        for entry in index.get(shape, []) if shape is not None else []:
+            tests = entry.exchange.tests
+            if entry.used or entry.exchange.lifetime != "data" or (
+                    tests and not set(tests) & set(windows) and (exclusive or windows)):
+                continue  # used, a login or a setting (compared exactly), another test's
+            other = entry.masked_key or entry.key if masked else entry.key
+            if (pairs := differences(other, key)) is not None:
+                found.append((len(pairs), entry.exchange.order, entry, pairs, other))
+        found.sort(key=lambda t: t[:2])
+        return [(entry, pairs, "".join(difflib.unified_diff(_readable(other), _readable(key),
+                                                            "recorded", "live", n=2)))
+                for _n, _o, entry, pairs, other in found[:_MAX_NEAREST]]
 
     @staticmethod
     def _choose(entries: _Bucket, affinity: Affinity | None, windows: tuple[str, ...],

@@ -8,6 +8,9 @@
 * a session stored under ``<PREFIX>:<uuid4>`` (default ``session``) holding a random CSRF
   token and the time, then read back: the reply must carry the live values.
 
+``python -m tests.e2e.apps.redis_volatile PORT counter [PREFIX]`` stores ``pending`` under
+``<PREFIX>:<6 random digits>`` (default ``order``) and reads it back.
+
 ``python -m tests.e2e.apps.redis_volatile PORT pin`` stores a random 4-digit job number
 (``SET job <n>``: too short for any detector; config.yaml's ``redis.volatile_arguments``
 names it) and reads it back.
@@ -53,9 +56,21 @@ def pin(port: int) -> None:
     print("job", client.get("job") == number.encode())
 
 
+def counter(port: int, prefix: str) -> None:
+    """``SET <prefix>:<6 random digits> pending``, then ``GET`` it: no detector calls a
+    6-digit number generated; the similarity fallback serves (and maps) it."""
+    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=10)
+    key = f"{prefix}:{random.randint(100000, 999999)}"
+    client.set(key, "pending")
+    print("order", client.get(key) == b"pending")
+
+
 if __name__ == "__main__":
     args = sys.argv[1:]
     if args[1:] == ["pin"]:
         pin(int(args[0]))
+        sys.exit()
+    if args[1:2] == ["counter"]:
+        counter(int(args[0]), args[2] if len(args) > 2 else "order")
         sys.exit()
     main(int(args[0]), args[1] if len(args) > 1 else "session", args[2] if len(args) > 2 else "hello")

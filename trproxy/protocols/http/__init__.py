@@ -9,7 +9,7 @@ Module map: ``sniff`` (detection) · ``h1`` (HTTP/1 parser) · ``h1_record`` /
 ``h2_record`` (record mode) · ``h1_replay`` / ``h2_replay`` (replay mode) ·
 ``recorder`` / ``replayer`` (version choice) · ``readable`` + ``body`` (readable
 form, redaction, content codings) · ``render`` (responses in the live version) ·
-``matching`` (match keys) · ``config``.
+``matching`` (match keys) · ``volatile`` (values the app generates) · ``config``.
 
 Recorders and replayers take keyword arguments ``scheme`` (``"https"`` when the
 proxy terminated TLS) and ``authority`` (the original destination ``host:port``,
@@ -37,6 +37,7 @@ from .recorder import H2_PREFACE, HttpRecorder
 from .render import check_fault
 from .replayer import HttpReplayer
 from .sniff import detect, server_settings_first
+from .volatile import rule_values, volatile
 
 DEFAULT_PORTS = (80, 443, 8000, 8080, 8443)
 ALPN = ("h2", "http/1.1", "http/1.0")
@@ -56,6 +57,8 @@ def dialect_with(config: HttpConfig) -> Dialect:
         check_fault=check_fault,
         alpn=ALPN,
         server_first=server_settings_first,
+        volatile=functools.partial(volatile, rules=config.volatile),
+        volatile_rules=functools.partial(rule_values, config.volatile),
     )
 
 
@@ -75,6 +78,7 @@ DIALECT = Dialect(
     check_fault=check_fault,
     alpn=ALPN,
     server_first=server_settings_first,
+    volatile=volatile,
 )
 
 __all__ = [

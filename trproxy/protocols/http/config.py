@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..secrets import SecretVault, standins_to_placeholders
+from ..volatile import FieldRules, field_rules
 
 REDACTED = "<redacted>"
 
@@ -185,6 +186,8 @@ class HttpConfig:
     max_body: int = 8 * 1024 * 1024
     max_head: int = 64 * 1024
     max_header_table: int = 1024 * 1024
+    # the user's rules for values the app generates in requests (``volatile.py``)
+    volatile: FieldRules = field(default_factory=FieldRules)
 
 
 def config_from_section(section: dict[str, Any]) -> HttpConfig:
@@ -205,6 +208,7 @@ def config_from_section(section: dict[str, Any]) -> HttpConfig:
                     headers=frozenset(_names(match, "ignore_headers", "match.")),
                     match_headers=bool(match.get("match_headers", False))),
         max_body=int(float(section.get("max_body_mb", 8)) * 1024 * 1024),
+        volatile=field_rules(section, "http", ("volatile_headers", "volatile_query")),
     )
 
 

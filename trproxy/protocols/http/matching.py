@@ -27,65 +27,16 @@ Pure functions of their arguments; the result is readable data (lists, not tuple
 from __future__ import annotations
 
 import json
-import re
-from collections.abc import Iterable
 from typing import Any
 from urllib.parse import parse_qsl
 
 from ..base import Readable, digest_form
+from ..jsonpath import drop_json_path, parse_json_path
 from ..secrets import blank_names, map_strings
+from ..volatile import MASK, loads_masked
 from .body import is_form_type, is_json_type, parse_json
 from .config import DEFAULT_NOISE_HEADERS, Noise
 from .readable import DEFAULT_PORTS, header_value, lenient_urlsplit
-
-_PATH_TOKEN = re.compile(r"\[(\*|\d+)\]|\.?([^.\[\]]+)")
-
-
-def parse_json_path(path: str) -> list[str | int]:
-    """``$.a.b[0].c`` / ``a.*.c`` / ``items[*].id`` -> steps; ``"*"`` is a wildcard."""
-    path = path.strip()
-    if path.startswith("$"):
-        path = path[1:]
-    steps: list[str | int] = []
-    for m in _PATH_TOKEN.finditer(path):
-        index, key = m.group(1), m.group(2)
-        if index is not None:
-            steps.append("*" if index == "*" else int(index))
-        else:
-            steps.append(key)
-    return steps
-
-
-def drop_json_path(value: Any, steps: list[str | int]) -> Any:
-    """A copy of ``value`` without what ``steps`` reaches (dict keys removed, list
-    items replaced by None so indices stay stable)."""
-    if not steps:
-        return value
-    step, rest = steps[0], steps[1:]
-    if isinstance(value, dict):
-        keys = list(value) if step == "*" else [str(step)]
-        out = dict(value)
-        for k in keys:
-            if k in out:
-                if rest:
-                    out[k] = drop_json_path(out[k], rest)
-                else:
-                    del out[k]
-        return out
-    if isinstance(value, list):
-        indices: Iterable[int]
-        if step == "*":
-            indices = range(len(value))
-        elif isinstance(step, int) or (isinstance(step, str) and step.isdigit()):
-            indices = [int(step)]
-        else:
-            return value
-        out_list = list(value)
-        for i in indices:
-            if 0 <= i < len(out_list):
-                out_list[i] = drop_json_path(out_list[i], rest) if rest else None
-        return out_list
-    return value
 
 
 def _host(netloc: str, scheme: str) -> str:
@@ -125,7 +76,7 @@ def _body_key(request: dict[str, Any], noise: Noise) -> Readable:
     if isinstance(body, str) and is_json_type(ctype):
         # JSON kept as text (its layout was unusual) still compares as data
         try:
-            return _json_key(parse_json(body), noise)
+            return _json_key(parse_json(body) if MASK not in body else loads_masked(body), noise)
         except (ValueError, RecursionError):
             pass
     return blank_names(body) if isinstance(body, str) else body

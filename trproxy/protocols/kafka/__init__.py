@@ -4,17 +4,22 @@ Modules: ``primitives`` (wire types), ``schema`` (schemas as data + the generic
 interpreter), ``apis`` (the schema tables), ``records`` (record batches and compression),
 ``codec`` (framing, headers, correlation), ``readable`` (recorded form, match keys),
 ``errors`` (miss responses), ``split`` (Fetch/Produce split per partition and reassembled),
-``dialect`` (recorder, replayer). This module exports
+``dialect`` (recorder, replayer), ``volatile`` (values the app generates in records). This module exports
 ``DIALECT`` and the detection rule.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+
 from ..base import Dialect
+from ..volatile import field_rules
 from .apis import API_NAMES
 from .codec import KafkaCodec, KafkaRequest, KafkaResponse
 from .dialect import KafkaRecorder, KafkaReplayer, check_fault
 from .readable import match_key
+from .volatile import rule_values, volatile
 
 MAX_DETECT_FRAME = 128 << 20
 
@@ -44,6 +49,14 @@ def detect(first_bytes: bytes, port: int) -> bool | None:
     return True
 
 
+def _configure(section: dict) -> Dialect:
+    """The dialect with the user's ``kafka:`` rules for produced records (``volatile_keys``:
+    topics, ``volatile_headers``, ``volatile_json_paths``, ``volatile_identifiers``)."""
+    rules = field_rules(section, "kafka", ("volatile_headers",), topics="volatile_keys")
+    return dataclasses.replace(DIALECT, volatile=functools.partial(volatile, rules=rules),
+                               volatile_rules=functools.partial(rule_values, rules))
+
+
 DIALECT = Dialect(
     name="kafka",
     default_ports=(9092,),
@@ -52,6 +65,9 @@ DIALECT = Dialect(
     replayer=KafkaReplayer,
     match_key=match_key,
     check_fault=check_fault,
+    configure=_configure,
+    volatile=volatile,
+    pairing=match_key,
 )
 
 __all__ = ["DIALECT", "KafkaCodec", "KafkaRecorder", "KafkaReplayer", "KafkaRequest",

@@ -22,6 +22,7 @@ from typing import Any
 
 from ..base import EncodeError, Readable
 from .codec import KafkaRequest, KafkaResponse, api_key_of, is_opaque_body, schema_for
+from .volatile import json_value
 
 REDACTED = "<redacted>"
 MEMBER = "<member-id>"
@@ -90,13 +91,14 @@ def match_key(request: Readable) -> Readable:
 
 
 def _records_key(entries: Any) -> Any:
-    """Only what the producer chose: key, value, headers — across batch boundaries."""
+    """Only what the producer chose: key, value, headers — across batch boundaries; JSON
+    keys and values as data (their object keys in any order)."""
     if not isinstance(entries, list):
         return entries
     out: list = []
     for entry in entries:
         if isinstance(entry, dict) and "records" in entry:
-            out += [{"key": r.get("key"), "value": r.get("value"),
+            out += [{"key": json_value(r.get("key")), "value": json_value(r.get("value")),
                      "headers": r.get("headers", [])} for r in entry["records"]]
         else:
             out.append(entry)  # legacy / truncated entries compare as bytes
