@@ -297,6 +297,8 @@ class Session:
                                    repeat_last=lookup.context.repeat_last, masked=masking,
                                    accept=accept)
         except NoMatch as miss:
+            if lookup.context.tentative:
+                return  # maybe not the whole request yet: the replayer waits for more
             if self.forwarding and lookup.context.forward is not None:
                 forward = Forward(lookup)
                 self._out.append(_Out(at=now, forward=forward))
