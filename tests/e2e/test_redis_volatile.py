@@ -132,3 +132,36 @@ def test_the_similarity_fallback_serves_what_no_detector_sees(tmp_path) -> None:
     assert "no recording for SET order:" in strict.stderr  # the app got Redis's own error
     other = run("replay", prefix="invoice")  # another key prefix: never served from order:<n>
     assert misses(other.stderr) >= 1 and "similar recording" not in other.stderr, other.stderr
+
+
+def test_passwords_the_app_sets_itself_are_mapped_for_its_logins(tmp_path) -> None:
+    """The app sets a random ``requirepass`` and ACL user password, then logs in with them
+    (RESP2 ``AUTH``, RESP3 ``HELLO 3 AUTH``): replay, with other random values, maps the
+    recorded passwords to the live ones, so the logins match; the wrong password is still
+    refused, and logging in with passwords other than those the app set is refused too."""
+    recording, port = tmp_path / "rec", free_port()
+    server = RedisServer().start()
+    forward = ["--no-redirect", "--forward", f"127.0.0.1:{port}=127.0.0.1:{server.port}"]
+
+    def run(mode: str, logins: str):  # type: ignore[no-untyped-def]
+        return run_trproxy(mode, "--dir", str(recording), *forward, "--", sys.executable, "-m",
+                           "tests.e2e.apps.redis_setpass", str(port), logins)
+
+    try:
+        first = run("record", "same")
+    finally:
+        server.destroy()
+    assert first.returncode == 0, first.stderr
+    expected = [f"{result} {protocol} {user}" for protocol in (2, 3) for result, user in (
+        ("ok", "None"), ("ok", "app"), ("refused", "None AuthenticationError"))]
+    assert first.stdout.splitlines() == expected, first.stderr
+    assert "<redacted:scrypt:" in (recording / "test-set-0" / "mocks.yaml").read_text()
+    replayed = run("replay", "same")
+    assert replayed.stdout == first.stdout, replayed.stderr
+    assert misses(replayed.stderr) == 0, replayed.stderr
+    other = run("replay", "other")
+    assert other.stdout.splitlines() == [line.replace("ok", "refused") + (
+        "" if line.startswith("refused") else " AuthenticationError") for line in expected], other.stderr
+    assert misses(other.stderr) >= 4, other.stderr  # (redis-py retries a refused login)
+    missed = re.findall(r"^trproxy: MISS redis \S+ (\w+):", other.stderr, re.MULTILINE)
+    assert missed and set(missed) <= {"AUTH", "HELLO"}, other.stderr

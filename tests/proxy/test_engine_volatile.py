@@ -4,6 +4,8 @@ live are kept for later requests and replies, and a contradiction is a miss."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from tests.support.playbook import Playbook, client, miss, send
 from trproxy.protocols.redis.resp import Command, encode_command
 from trproxy.store import Exchange
@@ -52,3 +54,50 @@ def test_without_a_volatile_list_the_values_must_be_equal():
             >> client(cmd("SET", "lock", LIVE, "NX", "PX", "10000"))
             << miss("SET", "no recorded request matches")
             << send(lambda data: data.startswith(b"-ERR trproxy:")))
+
+
+# -- a password the run sets itself (CONFIG SET requirepass <random>, then AUTH with it) --
+
+def _login_recordings() -> list[Exchange]:
+    """As recorded: connection 1 sets a random password, connection 2 logs in with a wrong
+    one (WRONGPASS) and then with the one set."""
+    from trproxy.protocols.redis.commands import redact_request, volatile
+
+    def rec(args: tuple[bytes, ...], responses: list, connection: int) -> Exchange:
+        request = [a.decode() for a in redact_request(args)]
+        values = volatile(request, datetime.now(UTC))
+        return Exchange("redis", "127.0.0.1:1", request, responses, summary=request[0],
+                        connection=connection, extra={"volatile": values} if values else {})
+
+    return [rec((b"CONFIG", b"SET", b"requirepass", b"recorded-Pw-41x"), [{"simple": "OK"}], 1),
+            rec((b"AUTH", b"wrong-pw"), [{"error": "WRONGPASS invalid username-password pair"}], 2),
+            rec((b"AUTH", b"recorded-Pw-41x"), [{"simple": "OK"}], 2)]
+
+
+def test_a_password_the_run_set_itself_is_mapped_so_its_login_matches():
+    book = Playbook("redis", _login_recordings())
+    assert book >> client(cmd("CONFIG", "SET", "requirepass", "live-Pw-97q")) << send(b"+OK\r\n")
+    login = book.connection()
+    assert (login >> client(cmd("AUTH", "wrong-pw"))
+            << send(b"-WRONGPASS invalid username-password pair\r\n")
+            >> client(cmd("AUTH", "live-Pw-97q")) << send(b"+OK\r\n"))
+
+
+def test_other_credentials_and_the_replaced_password_are_refused():
+    book = Playbook("redis", _login_recordings())
+    assert book >> client(cmd("CONFIG", "SET", "requirepass", "live-Pw-97q")) << send(b"+OK\r\n")
+    login = book.connection()
+    assert (login >> client(cmd("AUTH", "another-pw")) << miss("AUTH", "no recorded request matches")
+            << send(lambda data: data.startswith(b"-WRONGPASS trproxy:"))
+            # the recorded password is no longer the server's: this run set another one
+            >> client(cmd("AUTH", "recorded-Pw-41x"))
+            << miss("AUTH", "1 credential(s) recorded here were replaced by the ones this run "
+                    "set itself: the old one is wrong now")
+            << send(lambda data: data.startswith(b"-WRONGPASS trproxy:")))
+
+
+def test_without_the_password_set_first_the_login_does_not_match():
+    recorded = _login_recordings()
+    assert (Playbook("redis", recorded) >> client(cmd("AUTH", "live-Pw-97q"))
+            << miss("AUTH", "no recorded request matches")
+            << send(lambda data: data.startswith(b"-WRONGPASS trproxy:")))

@@ -118,7 +118,10 @@ class LookupContext:
     * ``unreplayable`` (set by ``respond``): matched, but could not be served as recorded
       (an HTTP body whose file is gone); reported;
     * ``forward`` (new-episodes): called on a miss, gives the ``ForwardConversation``
-      that fetches this request from the real server (None: it cannot be forwarded).
+      that fetches this request from the real server (None: it cannot be forwarded);
+    * ``tentative``: served only when a recording matches; a miss is nothing at all (no
+      answer, no report): the request may not be complete yet (Postgres extended messages
+      without Sync, which a server answers only when it flushes: at an error).
     """
 
     handshake: bool = False
@@ -128,6 +131,7 @@ class LookupContext:
     hold_ms: float | None = None
     unreplayable: str | None = None
     forward: Callable[[], ForwardConversation | None] | None = None
+    tentative: bool = False
     private: dict[str, Any] = field(default_factory=dict)
 
 

@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..protocols.base import Dialect, Interrupt, Lookup, ProtocolError, Readable, Replayer, Reply
+from ..protocols.credentials import is_hashed
 from ..protocols.volatile import ValueMap, mask, occurrences
 from ..store import Affinity, Exchange, NoMatch, canonical
 from ..store.ledger import describe
@@ -107,6 +108,14 @@ class Interrupted:
 
 
 Event = ClientData | ClientClosed | TimerFired | Drained | Forwarded | Released | Interrupted
+
+
+def _replaced_secrets(values: ValueMap, request: Any) -> list[str]:
+    """The hashed secrets in a live request that the run's own password change replaced
+    (a recorded ``CONFIG SET requirepass`` now stands for the live password): the server
+    would refuse them, so they must not match the recorded login that accepted them."""
+    old = [r for r in values.live if is_hashed(r) and r not in values.recorded]
+    return occurrences(request, old) if old else []
 
 
 # --- commands (out of the engine) -----------------------------------------------------------
@@ -305,11 +314,16 @@ class Session:
                                occurrences(self._pairing(request), live) + [v for _r, v in pairs])
 
         try:
+            if replaced := _replaced_secrets(values, lookup.request):
+                raise NoMatch(lookup.summary, f"{len(replaced)} credential(s) recorded here were "
+                              "replaced by the ones this run set itself: the old one is wrong now", [])
             served = ctx.pool.find(self.dialect.name, self.destination, request,
                                    lookup.summary, self.affinity, ctx.current_test,
                                    repeat_last=lookup.context.repeat_last, masked=masking,
                                    accept=accept, similar=accept if self._fallback(lookup) else None)
         except NoMatch as miss:
+            if lookup.context.tentative:
+                return  # maybe not the whole request yet: the replayer waits for more
             if self.forwarding and lookup.context.forward is not None:
                 forward = Forward(lookup)
                 self._out.append(_Out(at=now, forward=forward))

@@ -115,6 +115,39 @@ def test_miss_in_a_flush_batch_skips_to_sync_like_a_server():
     assert len(replay.missed) == 1  # the batch; nothing for the ones the server skips
 
 
+def test_a_pipeline_without_sync_is_answered_when_the_recording_was():
+    """psycopg's test_pipeline_communicate_uniqviol: inserts in pipeline mode and no Sync.
+    The server runs each Execute at once and flushes at the unique violation's error, so
+    the client gets its answers without a Sync; replay used to wait for one (a hang).
+    The batch is served once it is all there, however the client's bytes were split; a
+    prefix of it is no request (no answer, no miss), and the Sync after the error gets
+    ReadyForQuery."""
+    insert = "insert into t values ($1) returning id"
+    field = be.FieldDescription("id", 0, 0, 20, 8, -1, 0)
+
+    def row(n: bytes) -> list:
+        return [fe.Bind("", "ins", (), (n,), ()), fe.Describe("P", ""), fe.Execute()]
+
+    answer = [be.BindComplete(), be.RowDescription((field,)), be.DataRow((b"1",)),
+              be.CommandComplete("INSERT 0 1"), be.BindComplete(), be.RowDescription((field,)),
+              error_response("23505", "duplicate key value violates unique constraint")]
+    recorded = recorded_session(([fe.Parse("ins", insert), fe.Sync()], [be.ParseComplete(), be.ReadyForQuery("I")]),
+                                (row(b"1") + row(b"1") + row(b"2"), answer))
+    replay = Replay(recorded)
+    login(replay)
+    assert replay.send(fe.Parse("ins", insert), fe.Sync()) == [be.ParseComplete(), be.ReadyForQuery("I")]
+    assert replay.send(*row(b"1")) == []  # the server would still hold its answer
+    assert replay.send(*row(b"1"), *row(b"2")) == answer
+    assert replay.send(fe.Sync()) == [be.ReadyForQuery("I")]
+    assert replay.missed == []
+    other = Replay(recorded)  # a different pipeline: nothing recorded, so it waits for its Sync
+    login(other)
+    other.send(fe.Parse("ins", insert), fe.Sync())
+    assert other.send(*row(b"5")) == []
+    assert [type(m) for m in other.send(fe.Sync())] == [be.ErrorResponse, be.ReadyForQuery]
+    assert len(other.missed) == 1
+
+
 def test_recorded_batch_fits_a_live_batch_of_another_shape():
     """Recorded on a connection that had to Parse; replayed on one that had prepared the
     statement already (and the reverse): names and Parse do not take part in matching."""

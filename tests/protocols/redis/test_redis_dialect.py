@@ -184,11 +184,27 @@ def test_secrets_never_reach_the_readable_form() -> None:
     assert got[0][0] == ["AUTH", default_pw]  # login secrets: hashed, they take part in matching
     assert got[1][0] == ["AUTH", "user", user_pw]
     assert got[2][0] == ["HELLO", "3", "AUTH", "user", user_pw, "SETNAME", "app"]
-    assert got[3][0] == ["CONFIG", "SET", "requirepass", "<redacted>", "maxmemory", "1mb"]
+    # the passwords a later login gives: hashed like it (and volatile, see below)
+    assert got[3][0] == ["CONFIG", "SET", "requirepass", default_pw, "maxmemory", "1mb"]
     assert got[4][1] == [["requirepass", "<redacted>"]]
-    assert got[5][0] == ["ACL", "SETUSER", "bob", "on", "><redacted>", "~*", "+@all"]
+    bob_pw = hashed(secret.encode(), "redis bob")
+    assert got[5][0] == ["ACL", "SETUSER", "bob", "on", ">" + bob_pw, "~*", "+@all"]
     assert got[6][0][-5:] == ["AUTH2", "user", "<redacted>", "KEYS", "a"]
     assert [lt for _, _, lt in got] == ["session", "session", "session", "data", "session", "data", "data"]
+
+
+def test_passwords_the_run_sets_are_volatile_and_logins_are_not() -> None:
+    """A password set by ``CONFIG SET requirepass`` or an ``ACL SETUSER`` rule is listed as
+    volatile (mapped recorded -> live at replay); the login itself never is (it must match)."""
+    from datetime import UTC, datetime
+    now = datetime.now(UTC)
+    pw, bob = hashed(b"x7Kq2", "redis default"), hashed(b"x7Kq2", "redis bob")
+    assert DIALECT.volatile(["CONFIG", "SET", "requirepass", pw, "maxmemory", "1mb"], now) == [pw]
+    assert DIALECT.volatile(["ACL", "SETUSER", "bob", "on", ">" + bob, "<" + bob, "#<redacted>"],
+                            now) == [bob, bob]
+    assert DIALECT.volatile(["CONFIG", "SET", "masterauth", "<redacted>"], now) == []
+    assert DIALECT.volatile(["AUTH", pw], now) == []
+    assert DIALECT.volatile(["HELLO", "3", "AUTH", "bob", bob], now) == []
 
 
 @pytest.mark.parametrize(("left", "right"), [

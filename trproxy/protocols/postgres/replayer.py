@@ -151,6 +151,8 @@ class PostgresReplayer:
         out: list[Lookup | Reply | Interrupt] = []
         while (event := self.codec.next_event()) is not NEED_DATA:
             self._client(event[1], out)  # type: ignore[index]
+        if self._batch and not self._skip and isinstance(self._batch[-1][0], fe.Execute):
+            out.append(self._batch_lookup(list(self._batch), list(self._items), tentative=True))
         return out
 
     def _encode(self, messages: list[Any]) -> bytes:
@@ -231,9 +233,18 @@ class PostgresReplayer:
         if is_trivial(items):
             out.append(LazyReply(lambda: self._encode(self._trivial(batch))))
             return
-        out.append(Lookup(items, lifetime_of(items), summary_of(items), True,
-                          LookupContext(repeat_last=repeats(items),
-                                        private={"kind": "batch", "messages": batch})))
+        out.append(self._batch_lookup(batch, items))
+
+    def _batch_lookup(self, batch: list[tuple[Any, Any]], items: list[Readable],
+                      tentative: bool = False) -> Lookup:
+        """Extended messages as one lookup. ``tentative``: they end with an Execute and no
+        Sync/Flush has come (yet): a server runs them at once but answers only when it
+        flushes - at an error (``elog.c`` flushes every ErrorResponse), a full buffer, or
+        the Sync. A recording of just these messages (the server answered them before any
+        Sync) is served now; else nothing happens and more messages extend the batch."""
+        return Lookup(items, lifetime_of(items), summary_of(items), True,
+                      LookupContext(repeat_last=repeats(items), tentative=tentative,
+                                    private={"kind": "batch", "messages": batch}))
 
     def _trivial(self, batch: list[tuple[Any, Any]]) -> list[Any]:
         answers: list[Any] = []
@@ -290,6 +301,8 @@ class PostgresReplayer:
             return self._encode(self._handshake(responses))
         if kind == "batch" and self._skip:
             return self._skipped(lookup)
+        if lookup.context.tentative:  # answered: the batch it holds is done
+            self._batch, self._items = [], []
         try:
             recorded = self._recorded(responses)
             live_status = _live_status(lookup)

@@ -7,11 +7,15 @@
 * redaction of secrets, applied before anything becomes readable, so secrets never
   reach a recording: login passwords (``AUTH``, ``HELLO ... AUTH``) become a salted slow
   hash (``credentials``), so they still take part in matching - a recorded
-  ``WRONGPASS`` is served only to the same credentials; passwords a command sets or
-  passes on (``MIGRATE ... AUTH/AUTH2``, ``CONFIG SET requirepass``, ``ACL SETUSER``
-  rules, ``SENTINEL SET ... auth-pass``, ``SENTINEL CONFIG SET sentinel-pass``) become
-  ``<redacted>``, and so do the secrets in replies (``CONFIG GET``, ``SENTINEL CONFIG
-  GET``, ``ACL GETUSER`` passwords, ``ACL LIST``'s ``#<sha256>``);
+  ``WRONGPASS`` is served only to the same credentials; the passwords a later login will
+  give (``CONFIG SET requirepass``, ``ACL SETUSER`` ``>pass``/``<pass`` rules) are hashed
+  the same way, for the account they belong to, and are volatile (``set_passwords``): a
+  run that sets a random password maps the recorded one to its own, so its ``AUTH``
+  matches; other passwords a command sets or passes on (``MIGRATE ... AUTH/AUTH2``,
+  ``CONFIG SET masterauth``, ``ACL SETUSER`` ``#sha256``, ``SENTINEL SET ... auth-pass``,
+  ``SENTINEL CONFIG SET sentinel-pass``) become ``<redacted>``, and so do the secrets in
+  replies (``CONFIG GET``, ``SENTINEL CONFIG GET``, ``ACL GETUSER`` passwords, ``ACL
+  LIST``'s ``#<sha256>``);
 * ``match_key``: command names (and subcommands) case-insensitive; handshake values
   that differ between runs and libraries (``CLIENT SETINFO LIB-VER``, ``HELLO``'s
   ``SETNAME``) dropped; ``AUTH pass`` is ``AUTH default pass``; the members of commands
@@ -29,7 +33,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from ..base import Lifetime, Readable
-from ..credentials import hashed
+from ..credentials import hashed, is_hashed
 from ..volatile import find_volatile
 from .resp import Array, BulkString, Map, Push, RespValue, SimpleString
 
@@ -262,6 +266,9 @@ def redact_request(args: tuple[bytes, ...]) -> tuple[bytes, ...]:
             i += 1 + width
     elif name == b"CONFIG" and len(args) > 2 and args[1].upper() == b"SET":
         _redact_settings(args, out, 2)
+        for i in range(2, len(args) - 1, 2):  # the password AUTH will give: hashed like it
+            if args[i].lower() == b"requirepass":
+                out[i + 1] = login_secret(b"default", args[i + 1])
     elif name == b"SENTINEL" and len(args) > 3:
         # SENTINEL SET master option value ...; SENTINEL CONFIG SET option value ...
         sub = args[1].upper()
@@ -269,7 +276,9 @@ def redact_request(args: tuple[bytes, ...]) -> tuple[bytes, ...]:
             _redact_settings(args, out, 3)
     elif name == b"ACL" and len(args) > 3 and args[1].upper() == b"SETUSER":
         for i in range(3, len(args)):
-            if args[i][:1] in (b">", b"<", b"#", b"!"):
+            if args[i][:1] in (b">", b"<"):  # a password of this user: hashed like its AUTH
+                out[i] = args[i][:1] + login_secret(args[2], args[i][1:])
+            elif args[i][:1] in (b"#", b"!"):  # a SHA-256 of one: nothing to hash
                 out[i] = args[i][:1] + REDACTED
     return tuple(out)
 
@@ -350,6 +359,8 @@ def volatile(request: Readable, now: datetime, rules: Rules | None = None) -> li
     if not isinstance(request, list) or not request or not isinstance(request[0], str):
         return []
     name = request[0].upper()
+    if name in ("CONFIG", "ACL"):
+        return set_passwords(request)
     if name in _NOT_VOLATILE:
         return []
     skip, pinned = _HASH_POSITIONS.get(name), (rules or {}).get(name, frozenset())
@@ -359,6 +370,23 @@ def volatile(request: Readable, now: datetime, rules: Rules | None = None) -> li
             found.append(arg)
         elif i != skip and isinstance(arg, str):
             found += find_volatile(arg, now)
+    return found
+
+
+def set_passwords(request: Readable) -> list[str]:
+    """The (hashed) passwords a ``CONFIG SET requirepass`` or ``ACL SETUSER`` sets: the
+    run chooses them (often at random, then logs in with them), so they are volatile -
+    mapped recorded -> live, a later ``AUTH`` with the live one matches the recorded one."""
+    if not isinstance(request, list) or len(request) < 3 or not isinstance(request[1], str):
+        return []
+    if request[1].upper() not in ("SET", "SETUSER"):
+        return []
+    found = []
+    for arg in request[2:]:
+        if isinstance(arg, str):
+            value = arg[1:] if arg[:1] in "<>" and is_hashed(arg[1:]) else arg  # ACL >pass
+            if is_hashed(value):
+                found.append(value)
     return found
 
 
