@@ -15,6 +15,7 @@ test-fast: setup
 	$(VENV)/bin/pytest -m "not slow and not root" -q $(PYTEST_ARGS)
 
 bench: setup
+	BENCH=1 bash scripts/setup.sh
 	$(PY) -m benchmarks $(BENCH_ARGS)
 
 # load and soak of `trproxy record` (real redis-server; SOAK_SECONDS=20 for a smoke run)

@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Any
 from ..protocols.base import Dialect
 from ..protocols.registry import match_key
 from ..protocols.volatile import ValueMap
-from ..store import DirBlobStore, Exchange, Ledger, MockPool, MockWriter
+from ..store import DirBlobStore, Exchange, Ledger, MockPool
 from ..store.ledger import describe
+from ..store.offload import MockWriterProcess
 from .faults import FaultPlan
 from .timeline import Timeline
 
@@ -48,7 +49,7 @@ def format_destination(host: str, port: int) -> str:
 class RunContext:
     mode: Mode
     pool: MockPool = field(default_factory=lambda: MockPool(match_key))
-    writer: MockWriter | None = None
+    writer: MockWriterProcess | None = None
     blobs: DirBlobStore | None = None  # large bodies of the test set (bodies/<sha256>)
     connect_timeout: float = 10.0
     current_test: str | None = None  # replay: the test being run (its mocks come first)

@@ -32,7 +32,6 @@ from ..store import (
     DirBlobStore,
     Exchange,
     MockPool,
-    MockWriter,
     load_mocks,
     next_test_set,
     recover,
@@ -40,6 +39,7 @@ from ..store import (
 )
 from ..store.config import configure_protocols, read_config
 from ..store.errors import FormatError, StoreError
+from ..store.offload import MockWriterProcess
 from ..store.recording import MOCKS, REPORTS, DocumentWriter, has_mocks
 from .context import Mode, RunContext, format_destination
 from .control import ENV as CONTROL_ENV
@@ -111,9 +111,9 @@ def build_context(mode: Mode, test_set: Path, opts: RunOptions | None = None) ->
     if mode is not Mode.PASSTHROUGH:
         ctx.blobs = DirBlobStore(test_set)
     if mode is Mode.RECORD:
-        ctx.writer = MockWriter(test_set / MOCKS)
+        ctx.writer = MockWriterProcess(test_set / MOCKS)
     elif mode is Mode.NEW_EPISODES:
-        ctx.writer = MockWriter(test_set / MOCKS, header=[e.to_doc() for e in mocks])
+        ctx.writer = MockWriterProcess(test_set / MOCKS, header=[e.to_doc() for e in mocks])
     return ctx
 
 

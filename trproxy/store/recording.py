@@ -33,13 +33,15 @@ import functools
 import gc
 import hashlib
 import hmac
+import itertools
 import logging
 import os
 import re
 import secrets
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import msgpack
 
@@ -57,7 +59,6 @@ REPORTS = "reports"
 _PARTIAL = re.compile(r"^(?P<name>.+)\.partial-(?P<pid>\d+)$")
 _CACHE_MAGIC = b"trproxy-cache/2\n"  # a new version when the format or the checks change
 _CACHE_KEY_FILE = "cache.key"
-CACHE_ON_CLOSE_BYTES = 8 << 20  # YAML a recorder keeps the documents of, for the cache
 _DIGEST = 32
 
 
@@ -156,16 +157,16 @@ class DocumentWriter:
 class MockWriter(DocumentWriter):
     """Writes exchanges in recording order; on close also the msgpack cache, so the first
     replay after a recording does not parse the YAML it just wrote (the documents are
-    ``to_doc``'s own: checked by construction). Each document is kept packed (one bytes
-    object: no garbage-collector work while a run records), and only while the recording
-    is small (``CACHE_ON_CLOSE_BYTES`` of YAML): a long recording must not grow the
-    recorder's memory with every exchange (a soak run grew it 1.3 KB per exchange); past
-    that the first replay parses the YAML and caches it."""
+    ``to_doc``'s own: checked by construction). The packed documents and their line
+    numbers go to unnamed temporary files as they come, not to memory: a long recording
+    must not grow the recorder's memory with every exchange (a soak run grew it 1.3 KB
+    per exchange when they were kept), and its first replay must not parse a YAML file
+    of a million documents (minutes) either."""
 
     def __init__(self, path: Path, header: list[Any] | None = None, root: Path | None = None) -> None:
-        self._packed: list[bytes] | None = []
+        self._docs: BinaryIO | None = tempfile.TemporaryFile()
+        self._lines: BinaryIO | None = tempfile.TemporaryFile()
         self._packer = msgpack.Packer(use_bin_type=True)
-        self._lines: list[int] = []
         self._next_line = 1
         self._digest = hashlib.sha256()
         super().__init__(path, header, root)
@@ -173,27 +174,48 @@ class MockWriter(DocumentWriter):
     def append(self, doc: Any) -> bytes:
         data = super().append(doc)
         self._digest.update(data)
-        if self._packed is not None:
-            self._packed.append(self._packer.pack(doc))
-            self._lines.append(self._next_line)
-            if self.written > CACHE_ON_CLOSE_BYTES:  # too big to keep: cached at first load
-                self._packed, self._lines = None, []
+        if self._docs is not None and self._lines is not None:
+            try:
+                self._docs.write(self._packer.pack(doc))
+                self._lines.write(self._packer.pack(self._next_line))
+            except (OSError, TypeError, ValueError) as exc:  # no room in /tmp: no cache, nothing lost
+                log.debug("no cache for %s: %s", self.path, exc)
+                self._drop_cache()
         self._next_line += data.count(b"\n")
         return data
 
     def write(self, exchange: Exchange) -> None:
         self.append(exchange.to_doc())
 
+    def _drop_cache(self) -> None:
+        for f in (self._docs, self._lines):
+            if f is not None:
+                f.close()
+        self._docs = self._lines = None
+
+    def _payload(self) -> Iterator[bytes]:
+        """``pack_cache(docs, lines)``'s bytes, read back from the temporary files."""
+        assert self._docs is not None and self._lines is not None
+        p = self._packer
+        for head, f in ((p.pack_map_header(2) + p.pack("docs"), self._docs), (p.pack("lines"), self._lines)):
+            yield head + p.pack_array_header(self.count)
+            f.seek(0)
+            while piece := f.read(1 << 20):
+                yield piece
+
     def close(self) -> Path:
         if self._fd is None:
             return self.path
         path = super().close()
-        if self._packed is not None:
-            p = self._packer
-            payload = b"".join([p.pack_map_header(2), p.pack("docs"), p.pack_array_header(len(self._packed)),
-                                *self._packed, p.pack("lines"), p.pack(self._lines)])
-            write_cache(path, self.root, self._digest.digest(), payload)
-        self._packed, self._lines = None, []
+        if self._docs is not None:
+            try:
+                for f in (self._docs, self._lines):
+                    assert f is not None
+                    f.flush()
+                write_cache(path, self.root, self._digest.digest(), self._payload)
+            except OSError as exc:  # best effort, like every cache
+                log.debug("no cache for %s: %s", path, exc)
+        self._drop_cache()
         return path
 
 
@@ -303,15 +325,20 @@ def pack_cache(docs: list[Any], lines: list[int]) -> bytes:
     return msgpack.packb({"docs": docs, "lines": lines}, use_bin_type=True)
 
 
-def write_cache(path: Path, root: Path, digest: bytes, payload: bytes) -> None:
+def write_cache(path: Path, root: Path, digest: bytes, payload: bytes | Callable[[], Iterable[bytes]]) -> None:
     """``pack_cache``'s copy of ``path``'s documents, for YAML bytes whose SHA-256 is
-    ``digest`` (best effort: a cache is never required)."""
+    ``digest`` (best effort: a cache is never required). ``payload`` may be a function
+    giving it in pieces, read twice (the MAC, then the file), larger than memory."""
     key = _cache_key(trproxy_home())
     if key is None:
         return
+    pieces = (lambda: [payload]) if isinstance(payload, bytes) else payload
+    mac = hmac.new(key, _CACHE_MAGIC + FORMAT_VERSION.encode() + digest, "sha256")
+    for piece in pieces():
+        mac.update(piece)
     with contextlib.suppress(OSError):
         safeio.write_bytes(_cache_path(path), root,
-                           _CACHE_MAGIC + digest + _mac(key, digest, payload) + payload)
+                           itertools.chain([_CACHE_MAGIC + digest + mac.digest()], pieces()))
 
 
 def _read_cache(path: Path, root: Path, digest: bytes) -> tuple[list[Any], list[int]] | None:

@@ -25,6 +25,7 @@ import errno
 import itertools
 import os
 import stat
+from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
@@ -139,13 +140,15 @@ class Dir:
         """Remove the entry ``name`` (a link itself, never what it points to)."""
         os.unlink(_name(name, self.path), dir_fd=self.fd)
 
-    def write(self, name: str, data: bytes, mode: int = 0o644) -> None:
-        """Replace ``name`` atomically: a temporary file, fsync'd, renamed over it."""
+    def write(self, name: str, data: bytes | Iterable[bytes], mode: int = 0o644) -> None:
+        """Replace ``name`` atomically: a temporary file, fsync'd, renamed over it; ``data``
+        may come in pieces (a file larger than memory should hold)."""
         tmp = f".{name}.tmp-{os.getpid()}-{next(_numbers)}"
         fd = self.create(tmp, mode)
         try:
             with os.fdopen(fd, "wb") as out:
-                out.write(data)
+                for piece in [data] if isinstance(data, bytes) else data:
+                    out.write(piece)
                 out.flush()
                 os.fsync(out.fileno())
             self.replace(tmp, name)
@@ -207,7 +210,7 @@ def open_file(path: Path, root: Path) -> BinaryIO:
         return os.fdopen(d.open_regular(path.name), "rb")
 
 
-def write_bytes(path: Path, root: Path, data: bytes) -> None:
+def write_bytes(path: Path, root: Path, data: bytes | Iterable[bytes]) -> None:
     """Replace ``path`` below ``root`` atomically, making its directories if needed."""
     with open_dir(path.parent, root, create=True) as d:
         d.write(path.name, data)
