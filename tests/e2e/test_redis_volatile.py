@@ -7,12 +7,14 @@ prefix or payload still misses, and the miss's diff shows what was masked."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 import sys
 
 import pytest
 
-from tests.support.proc import run_trproxy
+from tests.support.proc import ROOT, run_trproxy
 from tests.support.services import RedisServer, free_port
 
 pytestmark = pytest.mark.slow
@@ -165,3 +167,41 @@ def test_passwords_the_app_sets_itself_are_mapped_for_its_logins(tmp_path) -> No
     assert misses(other.stderr) >= 4, other.stderr  # (redis-py retries a refused login)
     missed = re.findall(r"^trproxy: MISS redis \S+ (\w+):", other.stderr, re.MULTILINE)
     assert missed and set(missed) <= {"AUTH", "HELLO"}, other.stderr
+
+
+def _order(seed: str) -> list[str]:
+    """The order in which a process with this hash seed iterates the app's set."""
+    code = "from tests.e2e.apps.redis_volatile import TAGS; print(list(TAGS))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env=dict(os.environ, PYTHONHASHSEED=seed), cwd=ROOT)
+    return out.stdout.split()
+
+
+def test_a_python_set_sent_in_another_order_by_another_process(tmp_path) -> None:
+    """``SADD``/``SMISMEMBER``/``SREM`` of a Python ``set``: each process sends the members
+    in its own hash order. Replayed from processes with other seeds (orders checked to
+    differ from the recorded one): same output, 0 misses; an extra member still misses."""
+    recording, port = tmp_path / "rec", free_port()
+    server = RedisServer().start()
+    forward = ["--no-redirect", "--forward", f"127.0.0.1:{port}=127.0.0.1:{server.port}"]
+
+    def run(mode: str, seed: str, *extra: str):  # type: ignore[no-untyped-def]
+        return run_trproxy(mode, "--dir", str(recording), *forward, "--", sys.executable, "-m",
+                           "tests.e2e.apps.redis_volatile", str(port), "tags", *extra,
+                           env={"PYTHONHASHSEED": seed})
+
+    try:
+        first = run("record", "1")
+    finally:
+        server.destroy()
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.splitlines() == [
+        "added 7", "member 2", "removed 2", "left ['alpha', 'delta', 'epsilon', 'eta', 'zeta']"]
+    seeds = [s for s in map(str, range(2, 40)) if _order(s) != _order("1")][:3]
+    assert len(seeds) == 3  # 7 members: most seeds give another order
+    for seed in seeds:
+        replayed = run("replay", seed)
+        assert replayed.stdout == first.stdout, replayed.stderr
+        assert misses(replayed.stderr) == 0, replayed.stderr
+    other = run("replay", seeds[0], "theta")
+    assert misses(other.stderr) >= 1 and "SADD" in other.stderr, other.stderr

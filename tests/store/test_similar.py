@@ -81,3 +81,11 @@ def test_a_session_exchange_such_as_a_login_is_never_served_by_similarity() -> N
     with pytest.raises(NoMatch):
         pool.find("redis", "127.0.0.1:1", ["AUTH", "default", "0a1b2c3d4e5f"],
                   similar=lambda exchange, volatile, pairs: None)
+
+
+def test_a_request_with_a_redacted_secret_has_no_skeleton() -> None:
+    """A Redis ``AUTH`` is a ``data`` command: its hashed password (hex of a fixed shape)
+    must never be answered by another password's recording."""
+    key = canonical(["AUTH", "default", "<redacted:scrypt:0a1b2c3d4e5f:9f8e7d6c5b4a39281706>"])
+    assert skeleton(key) is None
+    assert skeleton(canonical(["GET", "order:123456"])) is not None

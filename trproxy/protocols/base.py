@@ -121,7 +121,10 @@ class LookupContext:
       that fetches this request from the real server (None: it cannot be forwarded);
     * ``tentative``: served only when a recording matches; a miss is nothing at all (no
       answer, no report): the request may not be complete yet (Postgres extended messages
-      without Sync, which a server answers only when it flushes: at an error).
+      without Sync, which a server answers only when it flushes: at an error);
+    * ``recorded`` (set by the engine before ``respond``): the recorded request that
+      answers, for an answer that follows its request's order where matching ignored it
+      (Redis ``SMISMEMBER`` of a set sent in another order).
     """
 
     handshake: bool = False
@@ -132,6 +135,7 @@ class LookupContext:
     unreplayable: str | None = None
     forward: Callable[[], ForwardConversation | None] | None = None
     tentative: bool = False
+    recorded: Readable = None
     private: dict[str, Any] = field(default_factory=dict)
 
 

@@ -14,7 +14,8 @@ under bounds that keep a real difference a miss:
   the same recorded token always in place of the same live one.
 
 Only unused ``data`` exchanges are candidates: a login (a password's salted hash is
-hex of a fixed shape) or a setting (``session`` exchanges) is always compared exactly.
+hex of a fixed shape) or a setting (``session`` exchanges) is always compared exactly,
+and so is any request holding a redacted secret (a Redis ``AUTH`` is a ``data`` command).
 The differing tokens pair up recorded -> live like masked values (``ValueMap``), so
 replies carry the live ones. The run's report lists every such answer with the recording
 and a diff; ``--strict`` turns the fallback off (a miss).
@@ -38,7 +39,7 @@ def _value_like(token: str) -> bool:
 
 def skeleton(key: str) -> str | None:
     """``key`` (a canonical match key) with its value-like tokens as ``#``; None when too long."""
-    if len(key) > MAX_KEY:
+    if len(key) > MAX_KEY or "<redacted" in key:  # credentials are never near enough
         return None
     return _TOKEN.sub(lambda m: "#" if _value_like(m.group()) else m.group(), key)
 

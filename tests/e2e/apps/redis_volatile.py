@@ -15,6 +15,11 @@
 (``SET job <n>``: too short for any detector; config.yaml's ``redis.volatile_arguments``
 names it) and reads it back.
 
+``python -m tests.e2e.apps.redis_volatile PORT tags [EXTRA]`` sends a Python ``set`` with
+``SADD``, ``SMISMEMBER`` and ``SREM``: its iteration order, and so the order of the
+arguments, changes with the process's string hash seed (``PYTHONHASHSEED``). ``EXTRA`` adds
+a member, for the negative test.
+
 It prints only what does not change between runs (booleans, the payload), so a replay
 prints the same.
 """
@@ -65,8 +70,24 @@ def counter(port: int, prefix: str) -> None:
     print("order", client.get(key) == b"pending")
 
 
+TAGS = {"alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta"}
+
+
+def tags(port: int, extra: list[str]) -> None:
+    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=10)
+    members = TAGS | set(extra)
+    print("added", client.sadd("tags", *members))
+    print("member", client.smismember("tags", *{"alpha", "eta", "omega"}).count(1))
+    print("removed", client.srem("tags", *{"beta", "gamma"}))
+    print("left", sorted(m.decode() for m in client.smembers("tags")))
+    client.delete("tags")
+
+
 if __name__ == "__main__":
     args = sys.argv[1:]
+    if args[1:2] == ["tags"]:
+        tags(int(args[0]), args[2:])
+        sys.exit()
     if args[1:] == ["pin"]:
         pin(int(args[0]))
         sys.exit()

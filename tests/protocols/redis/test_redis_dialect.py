@@ -220,6 +220,7 @@ def test_passwords_the_run_sets_are_volatile_and_logins_are_not() -> None:
     (["SADD", "a", "2", "1", {"hex": "00"}], ["sadd", "a", {"hex": "00"}, "1", "2"]),
     (["PFADD", "a", "3", "1"], ["PFADD", "a", "1", "3"]), (["DEL", "b", "a"], ["DEL", "a", "b"]),
     (["PFMERGE", "d", "c", "a"], ["PFMERGE", "d", "a", "c"]),
+    (["SMISMEMBER", "s", "b", "a"], ["smismember", "s", "a", "b"]),  # answer reordered: below
     # field/value pairs in a mapping's order: any order when no field repeats
     (["HSET", "h", "b", "2", "a", "1"], ["hset", "h", "a", "1", "b", "2"]),
     (["MSET", "k2", "v", "k1", "w"], ["MSET", "k1", "w", "k2", "v"]),
@@ -249,6 +250,18 @@ def test_match_keys_that_differ(left: list, right: list) -> None:
 
 
 # --- replay -----------------------------------------------------------------------------
+
+
+def test_a_per_member_answer_follows_the_live_order() -> None:
+    """``SMISMEMBER`` of a set sent in another order matches; its answer (one 0/1 per
+    member, in the request's order) is reordered to the live request's order."""
+    replayer = RedisReplayer()
+    [lookup] = replayer.feed(b"*5\r\n$10\r\nSMISMEMBER\r\n$1\r\ns\r\n$1\r\nc\r\n$1\r\na\r\n$1\r\nb\r\n")
+    assert isinstance(lookup, Lookup)
+    lookup.context.recorded = ["SMISMEMBER", "s", "a", "b", "c"]  # answered 1, 0, 0
+    assert replayer.respond(lookup, [[{"int": 1}, {"int": 0}, {"int": 0}]]) == b"*3\r\n:0\r\n:1\r\n:0\r\n"
+    lookup.context.recorded = ["SMISMEMBER", "s", "a", "b", "d"]  # other members: as recorded
+    assert replayer.respond(lookup, [[{"int": 1}, {"int": 0}, {"int": 0}]]) == b"*3\r\n:1\r\n:0\r\n:0\r\n"
 
 
 def test_replay_reproduces_the_recorded_server_bytes() -> None:

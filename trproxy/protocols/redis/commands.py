@@ -341,6 +341,9 @@ def _upper(arg: Readable) -> Readable:
 _UNORDERED = {"SADD": 1, "SREM": 1, "PFADD": 1, "PFCOUNT": 0, "PFMERGE": 1, "DEL": 0,
               "UNLINK": 0, "EXISTS": 0, "TOUCH": 0, "HDEL": 1, "ZREM": 1, "SINTER": 0,
               "SUNION": 0, "SINTERSTORE": 1, "SUNIONSTORE": 1, "WATCH": 0}
+# commands whose members are a set too, but whose answer lists a result per member in the
+# request's order: matched in any order, the answer reordered (``in_live_order``)
+_PER_MEMBER = {"SMISMEMBER": 1}
 
 
 # commands whose arguments are never app-generated values: logins, settings, scripts
@@ -420,13 +423,30 @@ def rules_from_section(section: dict) -> Rules:
 _PAIRS = {"HSET": 1, "HMSET": 1, "MSET": 0, "MSETNX": 0}
 
 
+def in_live_order(recorded: Readable, live: Readable, answer: Readable) -> Readable:
+    """The recorded per-member answer of a ``_PER_MEMBER`` command (``SMISMEMBER``'s
+    array) in the order the live request lists its members; as recorded when the two
+    requests are not the same members in another order."""
+    if not (isinstance(recorded, list) and isinstance(live, list) and recorded and live
+            and isinstance(live[0], str) and len(recorded) == len(live)):
+        return answer
+    fixed = _PER_MEMBER.get(live[0].upper())
+    if fixed is None or not isinstance(answer, list):
+        return answer
+    was, now = recorded[1 + fixed:], live[1 + fixed:]
+    if len(answer) != len(was) or sorted(map(repr, was)) != sorted(map(repr, now)):
+        return answer
+    position = {repr(m): i for i, m in enumerate(was)}
+    return [answer[position[repr(m)]] for m in now]
+
+
 def match_key(request: Readable) -> Readable:
     """The normalized request compared at replay (see the module docstring)."""
     if not isinstance(request, list) or not request:
         return request
     name = _upper(request[0])
     rest = list(request[1:])
-    fixed = _UNORDERED.get(name) if isinstance(name, str) else None
+    fixed = (_UNORDERED.get(name, _PER_MEMBER.get(name))) if isinstance(name, str) else None
     if fixed is not None and len(rest) > fixed + 1:
         rest[fixed:] = sorted(rest[fixed:], key=lambda a: json.dumps(a, sort_keys=True))
     fixed = _PAIRS.get(name) if isinstance(name, str) else None

@@ -24,7 +24,7 @@ followed, served with it, in order.
 from __future__ import annotations
 
 from ..base import NEED_DATA, Failure, Lookup, LookupContext, Readable, Reply, blob
-from .commands import Expect, ReplyMode, lifetime, name_of, redact_request, summary
+from .commands import Expect, ReplyMode, in_live_order, lifetime, name_of, redact_request, summary
 from .parser import Limits, RequestParser
 from .readable import downgrade, from_readable, request_to_readable
 from .resp import (
@@ -103,6 +103,9 @@ class RedisReplayer:
                       context=LookupContext(handshake=handshake, private=private))
 
     def respond(self, lookup: Lookup, responses: list[Readable]) -> bytes:
+        if responses and lookup.context.recorded is not None:
+            responses = [in_live_order(lookup.context.recorded, lookup.request, responses[0]),
+                         *responses[1:]]
         values = [from_readable(r) for r in responses]
         name = lookup.context.private.get("name")
         if name == b"HELLO" and values:
