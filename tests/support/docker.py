@@ -102,6 +102,7 @@ class DockerDaemon:
     proc: subprocess.Popen | None = None
     bridge: Network | None = None
     networks: list[Network] = field(default_factory=list)
+    cgroup_parents: list[str] = field(default_factory=list)  # --cgroup-parent values used
     _cgroups_before: set[Path] = field(default_factory=set)
 
     @property
@@ -179,6 +180,8 @@ class DockerDaemon:
     def run(self, name: str, *cmd: str, network: str | None = None, options: tuple[str, ...] = ()) -> str:
         """Start a detached container of the test image (host's /usr read-only); its id."""
         net = ["--network", network] if network else []
+        if "--cgroup-parent" in options:
+            self.cgroup_parents.append(options[options.index("--cgroup-parent") + 1])
         return self.docker("run", "-d", "--name", name, *net, "-v", "/usr:/usr:ro", *options,
                            IMAGE, *cmd)
 
@@ -249,9 +252,11 @@ class DockerDaemon:
             [CGROUP_ROOT / "docker"] if (CGROUP_ROOT / "docker" / "cgroup.procs").exists() else [])
 
     def _remove_cgroups(self) -> None:
-        """The ``docker`` parents the daemon created in each hierarchy, if now empty (a
-        container's own cgroup goes with the container)."""
-        for parent in set(self._docker_cgroup_dirs()) - self._cgroups_before:
+        """The ``docker`` parents the daemon created in each hierarchy and the
+        ``--cgroup-parent`` ones the tests named, if now empty (a container's own cgroup goes
+        with the container)."""
+        named = [p for name in self.cgroup_parents for p in CGROUP_ROOT.glob(f"*/{name.strip('/')}")]
+        for parent in (set(self._docker_cgroup_dirs()) - self._cgroups_before) | set(named):
             for child in sorted((p for p in parent.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
                 with contextlib.suppress(OSError):
                     child.rmdir()

@@ -41,6 +41,7 @@ from ..store import (
 from ..store.config import configure_protocols
 from ..store.errors import FormatError, StoreError
 from ..store.recording import MOCKS, REPORTS, DocumentWriter, has_mocks
+from .attach import Attachment
 from .context import Mode, RunContext, format_destination
 from .control import ENV as CONTROL_ENV
 from .control import start as start_control
@@ -115,6 +116,7 @@ def build_context(mode: Mode, test_set: Path, opts: RunOptions | None = None) ->
 async def _run(opts: RunOptions, ctx: RunContext, test_set: Path) -> int:
     proxy = Proxy(ctx)
     redirector = None
+    attachment: Attachment | None = None
     inbound = None
     control = None
     try:
@@ -130,17 +132,20 @@ async def _run(opts: RunOptions, ctx: RunContext, test_set: Path) -> int:
             from ..apptest.capture import start_capture
 
             inbound, shadows = await start_capture(opts.root, opts.app_ports, ctx, test_set, ctx.vault)
-        if opts.redirect:
+        if opts.redirect and opts.cgroup:
+            attachment = Attachment(opts.cgroup, proxy, shadows,
+                                    on_attach=lambda r: _fence(r, ctx),
+                                    on_detach=lambda r: _report_refused(r, ctx))
+            redirector = await attachment.start()
+            log.info("proxy on port %d of %s", proxy.port, ", ".join(["127.0.0.1", *proxy.addresses]))
+        elif opts.redirect:
             from ..redirect import Redirector  # bcc is imported only when needed
 
             port = await proxy.listen_redirect()
-            if opts.cgroup:
-                redirector = Redirector.attach(opts.cgroup, port, shadow_ports=shadows)
-            else:
-                capture = inbound.capture_sockets if inbound is not None else []
-                redirector = Redirector.create(port, shadow_ports=shadows, capture_sockets=capture)
-                if inbound is not None:
-                    inbound.to_app = redirector.to_app
+            capture = inbound.capture_sockets if inbound is not None else []
+            redirector = Redirector.create(port, shadow_ports=shadows, capture_sockets=capture)
+            if inbound is not None:
+                inbound.to_app = redirector.to_app
             proxy.resolver = redirector.original_destination
             log.info("proxy on 127.0.0.1:%d and [::1]:%d, cgroup %s", port, port, redirector.cgroup_path)
             _fence(redirector, ctx)
@@ -148,14 +153,16 @@ async def _run(opts: RunOptions, ctx: RunContext, test_set: Path) -> int:
         # the collector's way, so full collections do not stall every connection over it
         gc.freeze()
         if opts.cgroup:
-            return await _wait_for_signal()
+            return await _wait_for_signal(attachment)
         return await _run_child(opts, redirector.enter if redirector else None)
     finally:
         if inbound is not None:
             inbound.close()
         if control is not None:
             await control.close()
-        if redirector is not None:
+        if attachment is not None:
+            attachment.close()
+        elif redirector is not None:
             _report_refused(redirector, ctx)
             redirector.close()
         await proxy.close()
@@ -192,14 +199,24 @@ def _address(destination: str) -> tuple[str, int]:
     return ("127.0.0.1" if host == "loopback" else host), int(port)
 
 
-async def _wait_for_signal() -> int:
-    """``attach`` mode: serve until Ctrl-C or SIGTERM."""
+async def _wait_for_signal(attachment: Attachment | None) -> int:
+    """``attach`` mode: serve (following the container across restarts) until Ctrl-C or
+    SIGTERM."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    print("trproxy: attached; press Ctrl-C to stop", file=sys.stderr)
-    await stop.wait()
+    if attachment is None:
+        print("trproxy: listening (no redirect); press Ctrl-C to stop", file=sys.stderr)
+        await stop.wait()
+        return 0
+    follow = asyncio.create_task(attachment.follow())
+    stopped = asyncio.create_task(stop.wait())
+    await asyncio.wait({follow, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    for task in (follow, stopped):
+        task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await follow  # raises what made following fail (e.g. no listening on a new address)
     return 0
 
 

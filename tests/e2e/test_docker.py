@@ -1,0 +1,175 @@
+"""`trproxy attach` against containers of a real Docker engine (a private dockerd:
+tests.support.docker): record a container's Redis traffic, stop the server, replay, and
+compare what the container's redis-cli printed.
+
+Destinations: 127.0.0.1 (host network), the gateway of the test's own bridge (the host's
+address there), and a second container on a network the test creates.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.support.docker import DockerDaemon
+from tests.support.proc import trproxy
+from tests.support.services import RedisServer
+
+pytestmark = [pytest.mark.slow, pytest.mark.root]
+
+if os.geteuid() != 0:
+    pytest.skip("the eBPF redirect and dockerd need root", allow_module_level=True)
+
+
+class Attached:
+    """A running ``trproxy attach``; its stderr is collected line by line."""
+
+    def __init__(self, daemon: DockerDaemon, *args: str) -> None:
+        self.proc = trproxy("attach", *args, env=daemon.env)
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line)
+
+    def wait_for(self, text: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while not any(text in line for line in self.lines):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise AssertionError(f"no {text!r} from trproxy attach:\n{''.join(self.lines)}")
+            time.sleep(0.05)
+
+    def stop(self) -> str:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._reader.join(10)
+        return "".join(self.lines)
+
+
+Client = Callable[[Attached], list[str]]
+
+
+def record_then_replay(daemon: DockerDaemon, tmp_path: Path, target: str, client: Client,
+                       stop_server: Callable[[], None]) -> tuple[list[str], list[str], str, str]:
+    """``client`` under ``attach --mode record``, the server stopped, then under replay:
+    (recorded output, replayed output, both runs' stderr, mocks.yaml)."""
+    outputs, logs = [], []
+    for mode in ("record", "replay"):
+        att = Attached(daemon, "--container", target, "--mode", mode, "--dir", str(tmp_path / "rec"))
+        try:
+            att.wait_for(f"attached to {target}")
+            outputs.append(client(att))
+        finally:
+            logs.append(att.stop())
+        assert att.proc.returncode == 0, logs[-1]
+        if mode == "record":
+            stop_server()
+    assert "trproxy: wrote" in logs[0], logs[0]
+    return outputs[0], outputs[1], "".join(logs), (tmp_path / "rec" / "test-set-0" / "mocks.yaml").read_text()
+
+
+def redis_cli(daemon: DockerDaemon, container: str, host: str, port: int, tag: str) -> list[str]:
+    """A few redis-cli calls in the container; what each printed (and its exit status)."""
+    out = []
+    for cmd in (["SET", f"greeting-{tag}", f"hello {tag}"], ["GET", f"greeting-{tag}"],
+                ["INCR", f"visits-{tag}"], ["RPUSH", f"list-{tag}", "a", "b"], ["LRANGE", f"list-{tag}", "0", "-1"]):
+        r = daemon.exec(container, "redis-cli", "-h", host, "-p", str(port), *cmd)
+        out.append(f"{r.returncode} {r.stdout.strip()} {r.stderr.strip()}".strip())
+    return out
+
+
+def expected(tag: str) -> list[str]:
+    return ["0 OK", f"0 hello {tag}", "0 1", "0 2", "0 a\nb"]
+
+
+def test_host_network_container(docker_daemon: DockerDaemon, tmp_path: Path) -> None:
+    server = RedisServer().start()
+    docker_daemon.run("trp-hostnet", "sleep", "600", options=("--network", "host"))
+    try:
+        recorded, replayed, log, mocks = record_then_replay(
+            docker_daemon, tmp_path, "trp-hostnet",
+            lambda att: redis_cli(docker_daemon, "trp-hostnet", "127.0.0.1", server.port, "h"),
+            server.stop)
+    finally:
+        docker_daemon.docker("rm", "-f", "trp-hostnet", check=False)
+        server.destroy()
+    assert recorded == expected("h")
+    assert replayed == recorded
+    assert log.count("trproxy: 0 misses") == 2, log
+    assert f"destination: 127.0.0.1:{server.port}" in mocks and "kind: redis" in mocks
+
+
+def test_bridge_container_across_a_restart(docker_daemon: DockerDaemon, tmp_path: Path) -> None:
+    """The default bridge: the container reaches the host by the bridge's address, where
+    the proxy listens too. ``docker restart`` in the middle: attach follows and says so."""
+    assert docker_daemon.bridge is not None
+    gateway = docker_daemon.bridge.gateway
+    server = RedisServer(host=gateway).start()
+    docker_daemon.run("trp-bridge", "sleep", "600")
+
+    def client(att: Attached) -> list[str]:
+        before = redis_cli(docker_daemon, "trp-bridge", gateway, server.port, "before")
+        docker_daemon.docker("restart", "-t", "0", "trp-bridge")
+        att.wait_for("trp-bridge restarted: attached again")
+        return before + redis_cli(docker_daemon, "trp-bridge", gateway, server.port, "after")
+
+    try:
+        recorded, replayed, log, mocks = record_then_replay(
+            docker_daemon, tmp_path, "trp-bridge", client, server.stop)
+    finally:
+        docker_daemon.docker("rm", "-f", "trp-bridge", check=False)
+        server.destroy()
+    assert recorded == expected("before") + expected("after")
+    assert replayed == recorded
+    assert f"reaching the host at {gateway}" in log and log.count("trproxy: 0 misses") == 2, log
+    assert f"destination: {gateway}:{server.port}" in mocks
+    assert mocks.count("request: [SET,") == 2  # after the restart too
+
+
+def test_user_defined_network_server_in_another_container(docker_daemon: DockerDaemon,
+                                                          tmp_path: Path) -> None:
+    """Client and server containers on a network the test creates; the client already
+    holds a connection when trproxy attaches, which attach reports."""
+    net = docker_daemon.network("trp-net")
+    docker_daemon.run("trp-srv", "redis-server", "--port", "6379", "--bind", "0.0.0.0", "--save", "",
+                      "--appendonly", "no", "--protected-mode", "no", network=net.name)
+    server = docker_daemon.address("trp-srv", net.name)
+    holder = (f"import socket, time; s = socket.create_connection(('{server}', 6379)); "
+              "print('up', flush=True); time.sleep(600)")
+    try:
+        deadline = time.monotonic() + 30
+        while docker_daemon.exec("trp-srv", "redis-cli", "ping").stdout.strip() != "PONG":
+            assert time.monotonic() < deadline, docker_daemon.docker("logs", "trp-srv")
+            time.sleep(0.1)
+        docker_daemon.run("trp-cli", "python3", "-c", holder, network=net.name)
+        while "up" not in docker_daemon.docker("logs", "trp-cli"):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        recorded, replayed, log, mocks = record_then_replay(
+            docker_daemon, tmp_path, "trp-cli",
+            lambda att: redis_cli(docker_daemon, "trp-cli", server, 6379, "u"),
+            lambda: docker_daemon.docker("stop", "-t", "0", "trp-srv"))
+    finally:
+        docker_daemon.docker("rm", "-f", "trp-cli", "trp-srv", check=False)
+    assert recorded == expected("u")
+    assert replayed == recorded
+    assert f"reaching the host at {net.gateway}" in log and log.count("trproxy: 0 misses") == 2, log
+    assert "1 connection(s) of trp-cli opened before attach are not seen" in log
+    assert f"-> {server}:6379" in log
+    assert f"destination: {server}:6379" in mocks
