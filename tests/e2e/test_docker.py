@@ -21,6 +21,7 @@ import pytest
 from tests.support.docker import DockerDaemon
 from tests.support.proc import trproxy
 from tests.support.services import RedisServer
+from trproxy.redirect import RedirectError, cgroup, containers
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]
 
@@ -173,3 +174,31 @@ def test_user_defined_network_server_in_another_container(docker_daemon: DockerD
     assert "1 connection(s) of trp-cli opened before attach are not seen" in log
     assert f"-> {server}:6379" in log
     assert f"destination: {server}:6379" in mocks
+
+
+def test_attach_resolves_names_prefixes_compose_services_and_cgroup_parents(
+        docker_daemon: DockerDaemon, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a user may type for --container, against the engine's real cgroups: the
+    default cgroupfs layout (docker/<id>) and a --cgroup-parent of the test's own."""
+    mount = cgroup.require_mount()
+    parent = f"trproxy-test-parent-{os.getpid()}"
+    labelled = docker_daemon.run("trp-named", "sleep", "600", options=(
+        "--label", f"{containers.COMPOSE_SERVICE}=trpweb", "--cgroup-parent", f"/{parent}"))
+    plain = docker_daemon.run("trp-plain", "sleep", "600")
+    monkeypatch.setenv("DOCKER_HOST", docker_daemon.env["DOCKER_HOST"])
+    try:
+        in_parent, in_docker = mount / parent / labelled, mount / "docker" / plain
+        assert in_parent.is_dir() and in_docker.is_dir()
+        for spec in ("trp-named", "trpweb", labelled, labelled[:5].upper(), f"/{parent}/{labelled}"):
+            assert containers.resolve(spec, mount) == in_parent, spec
+        assert containers.resolve(plain[:12].upper(), mount) == in_docker
+        assert containers.resolve("trp-plain", mount) == in_docker
+        docker_daemon.docker("stop", "-t", "0", "trp-plain")
+        with pytest.raises(RedirectError, match="trp-plain .* is not running"):
+            containers.resolve("trp-plain", mount)
+        with pytest.raises(RedirectError, match="neither a cgroup"):
+            containers.resolve("trp-no-such-container", mount)
+        monkeypatch.setenv("DOCKER_HOST", f"unix://{docker_daemon.tmp}/no-such.sock")
+        assert containers.resolve(labelled[:8], mount) == in_parent  # the tree alone
+    finally:
+        docker_daemon.docker("rm", "-f", "trp-named", "trp-plain", check=False)
