@@ -202,3 +202,27 @@ def test_attach_resolves_names_prefixes_compose_services_and_cgroup_parents(
         assert containers.resolve(labelled[:8], mount) == in_parent  # the tree alone
     finally:
         docker_daemon.docker("rm", "-f", "trp-named", "trp-plain", check=False)
+
+
+def test_attaching_a_cgroup_parent_has_no_gap_across_restarts(docker_daemon: DockerDaemon,
+                                                              tmp_path: Path) -> None:
+    """A container started with --cgroup-parent, the parent attached with --cgroup: right
+    after ``docker restart`` returns, the container's connections are recorded already."""
+    assert docker_daemon.bridge is not None
+    gateway = docker_daemon.bridge.gateway
+    parent = f"trproxy-test-gapless-{os.getpid()}"
+    server = RedisServer(host=gateway).start()
+    docker_daemon.run("trp-gapless", "sleep", "600", options=("--cgroup-parent", f"/{parent}"))
+    att = Attached(docker_daemon, "--cgroup", parent, "--dir", str(tmp_path / "rec"))
+    try:
+        att.wait_for(f"attached to {parent}")
+        before = redis_cli(docker_daemon, "trp-gapless", gateway, server.port, "before")
+        docker_daemon.docker("restart", "-t", "0", "trp-gapless")
+        after = redis_cli(docker_daemon, "trp-gapless", gateway, server.port, "after")
+    finally:
+        log = att.stop()
+        docker_daemon.docker("rm", "-f", "trp-gapless", check=False)
+        server.destroy()
+    assert before + after == expected("before") + expected("after")
+    assert f"reaching the host at {gateway}" in log and "wrote 10 exchanges" in log, log
+    assert "restarted" not in log  # the attached cgroup itself never went away
