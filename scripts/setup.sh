@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PKGS=(bpfcc-tools python3-bpfcc libbpfcc clang postgresql postgresql-contrib redis-server
-      redis-tools gcc libc6-dev socat curl ca-certificates procps iproute2 docker.io)
+      redis-tools gcc libc6-dev socat curl ca-certificates procps iproute2 docker.io
+      docker-compose)
 
 missing=()
 for p in "${PKGS[@]}"; do

@@ -226,3 +226,62 @@ def test_attaching_a_cgroup_parent_has_no_gap_across_restarts(docker_daemon: Doc
     assert before + after == expected("before") + expected("after")
     assert f"reaching the host at {gateway}" in log and "wrote 10 exchanges" in log, log
     assert "restarted" not in log  # the attached cgroup itself never went away
+
+
+COMPOSE = """\
+version: "2.4"
+services:
+  app:
+    image: {image}
+    command: ["sleep", "600"]
+    volumes: ["/usr:/usr:ro"]
+    depends_on:
+      redis: {{condition: service_healthy}}
+  redis:
+    image: {image}
+    command: ["redis-server", "--port", "6379", "--bind", "0.0.0.0", "--save", "",
+              "--appendonly", "no", "--protected-mode", "no"]
+    volumes: ["/usr:/usr:ro"]
+    healthcheck: {{test: ["CMD", "redis-cli", "ping"], interval: 1s, retries: 30}}
+networks:
+  default:
+    driver_opts: {{com.docker.network.bridge.name: {bridge}}}
+    ipam: {{config: [{{subnet: "{subnet}"}}]}}
+"""
+
+DRIVER = ("test -r \"$SSL_CERT_FILE\" && echo ca-mounted; redis-cli -h redis SET greeting hi; "
+          "redis-cli -h redis GET greeting; redis-cli -h redis INCR visits")
+
+
+def test_compose_project_records_and_replays_without_its_redis(docker_daemon: DockerDaemon,
+                                                                tmp_path: Path) -> None:
+    """Two services, app and redis: ``trproxy compose --service app`` records app's calls
+    while a driver on the host runs in it, takes the project down; replay starts app alone
+    (redis never runs) and the driver prints the same."""
+    from tests.support.docker import IMAGE, Network, free_subnet
+    from trproxy.compose import compose_cli
+
+    subnet, bridge = free_subnet(), f"trpc{os.getpid() % 100000}"
+    docker_daemon.networks.append(Network("trpcompose_default", bridge, subnet))  # teardown
+    project = tmp_path / "trpcompose"
+    project.mkdir()
+    (project / "docker-compose.yml").write_text(COMPOSE.format(image=IMAGE, bridge=bridge, subnet=subnet))
+    driver = [*compose_cli(), "-f", str(project / "docker-compose.yml"), "-p", "trpcompose",
+              "exec", "-T", "app", "sh", "-c", DRIVER]
+    runs = []
+    for mode in ("record", "replay"):
+        proc = trproxy("compose", "--mode", mode, "--service", "app", "--dir", str(tmp_path / "rec"),
+                       "-f", str(project / "docker-compose.yml"), "--", *driver, env=docker_daemon.env)
+        out, err = proc.communicate(timeout=240)
+        assert proc.returncode == 0, err
+        runs.append((out, err))
+        assert docker_daemon.docker("ps", "-aq") == ""  # the project was taken down
+    (recorded, record_log), (replayed, replay_log) = runs
+    assert recorded.splitlines() == ["ca-mounted", "OK", "hi", "1"]
+    assert replayed == recorded
+    assert "redirected: app" in record_log and "trproxy: wrote 3 exchanges" in record_log, record_log
+    assert "trproxy: 0 misses" in replay_log and "served 3 redis" in replay_log, replay_log
+    hosts = (tmp_path / "rec" / "compose-hosts.yaml").read_text()
+    assert hosts.startswith("redis: ") and f"destination: {hosts.split()[1]}:6379" in (
+        tmp_path / "rec" / "test-set-0" / "mocks.yaml").read_text()
+    assert not list(Path("/sys/fs/cgroup").glob("*/trproxy-compose-*"))

@@ -77,10 +77,11 @@ def _rootfs_tar() -> bytes:
             info = tarfile.TarInfo(link)
             info.type, info.linkname = tarfile.SYMTYPE, f"usr/{link}"
             tar.addfile(info)
-        passwd = b"root:x:0:0:root:/root:/bin/sh\n"
-        info = tarfile.TarInfo("etc/passwd")
-        info.size = len(passwd)
-        tar.addfile(info, io.BytesIO(passwd))
+        for name, text in (("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n"),
+                           ("etc/nsswitch.conf", b"hosts: files dns\n")):  # /etc/hosts first
+            info = tarfile.TarInfo(name)
+            info.size = len(text)
+            tar.addfile(info, io.BytesIO(text))
     return buf.getvalue()
 
 

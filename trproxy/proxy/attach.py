@@ -56,7 +56,10 @@ class Attachment:
 
     def __init__(self, spec: str, proxy: Proxy, shadows: dict[int, int],
                  on_attach: Callable[[Redirector], None],
-                 on_detach: Callable[[Redirector], None]) -> None:
+                 on_detach: Callable[[Redirector], None],
+                 hosts: tuple[str, str] | None = None) -> None:
+        """``hosts``: where the cgroup's processes will reach the host, for a cgroup with
+        no process yet (a Compose project's parent before it starts)."""
         self.spec = spec
         self.proxy = proxy
         self.shadows = shadows
@@ -64,7 +67,8 @@ class Attachment:
         self.on_detach = on_detach
         self.redirector: Redirector | None = None
         self.path = Path()
-        self.hosts = containers.HostAddresses(*containers.LOOPBACK, other_netns=False)
+        self.hosts = containers.HostAddresses(*(hosts or containers.LOOPBACK),
+                                              other_netns=hosts is not None and hosts[0] not in containers.LOOPBACK)
         self.restarts = 0
 
     async def start(self) -> Redirector:

@@ -19,6 +19,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -62,6 +63,9 @@ class RunOptions:
     forwards: list[tuple[tuple[str, int], tuple[str, int]]] = field(default_factory=list)
     redirect: bool = True
     cgroup: str | None = None  # attach to an existing cgroup / container instead of a child
+    # attach: where the cgroup's processes reach the host (IPv4, IPv6) when it has none yet
+    attach_hosts: tuple[str, str] | None = None
+    attached: Callable[[], None] | None = None  # attach: run (in a thread) once redirected
     env: dict[str, str] = field(default_factory=dict)
     app_ports: list[int] = field(default_factory=list)  # record: inbound calls become tests
     tls: bool = True  # intercept TLS in record/replay (our CA, trusted by the child)
@@ -135,7 +139,8 @@ async def _run(opts: RunOptions, ctx: RunContext, test_set: Path) -> int:
         if opts.redirect and opts.cgroup:
             attachment = Attachment(opts.cgroup, proxy, shadows,
                                     on_attach=lambda r: _fence(r, ctx),
-                                    on_detach=lambda r: _report_refused(r, ctx))
+                                    on_detach=lambda r: _report_refused(r, ctx),
+                                    hosts=opts.attach_hosts)
             redirector = await attachment.start()
             log.info("proxy on port %d of %s", proxy.port, ", ".join(["127.0.0.1", *proxy.addresses]))
         elif opts.redirect:
@@ -152,8 +157,19 @@ async def _run(opts: RunOptions, ctx: RunContext, test_set: Path) -> int:
         # what startup built (the mock pool, bcc's tables) lives as long as the run: out of
         # the collector's way, so full collections do not stall every connection over it
         gc.freeze()
-        if opts.cgroup:
+        if opts.cgroup and opts.attached is not None:
+            await asyncio.to_thread(opts.attached)
+        if opts.cgroup and not opts.command:
             return await _wait_for_signal(attachment)
+        if opts.cgroup:  # a driver on the host (not redirected) while the attachment is followed
+            follow = asyncio.create_task(attachment.follow()) if attachment else None
+            try:
+                return await _run_child(opts, None)
+            finally:
+                if follow is not None:
+                    follow.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await follow
         return await _run_child(opts, redirector.enter if redirector else None)
     finally:
         if inbound is not None:
