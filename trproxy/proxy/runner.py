@@ -16,6 +16,7 @@ import ctypes
 import gc
 import logging
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -345,7 +346,10 @@ def run(opts: RunOptions) -> int:
             ctx.blobs.close()  # bodies of messages that never completed
         if ctx.writer is not None:
             path = ctx.writer.close()
-            print(f"trproxy: wrote {ctx.writer.count} exchanges to {path}", file=sys.stderr)
+            if _discard_failed_recording(opts, ctx, test_set, status):
+                print(f"trproxy: the run failed and recorded nothing: {test_set} not kept", file=sys.stderr)
+            else:
+                print(f"trproxy: wrote {ctx.writer.count} exchanges to {path}", file=sys.stderr)
         if mode is not Mode.PASSTHROUGH:
             ctx.finish_searches()
             print(ctx.summary(), file=sys.stderr)
@@ -354,6 +358,16 @@ def run(opts: RunOptions) -> int:
         print(f"trproxy: --strict: the run fails: {', '.join(failures)}", file=sys.stderr)
         status = 1
     return status if status is not None else 1
+
+
+def _discard_failed_recording(opts: RunOptions, ctx: RunContext, test_set: Path,
+                              status: int | None) -> bool:
+    """A new test set of a failed run that recorded nothing (attach failed, the command was
+    not found...) is removed: the next replay would take it as the newest."""
+    if ctx.mode is not Mode.RECORD or opts.test_set or status == 0 or ctx.writer is None or ctx.writer.count:
+        return False
+    shutil.rmtree(test_set, ignore_errors=True)
+    return True
 
 
 def _write_report(root: Path, ctx: RunContext, test_set: Path, status: int | None) -> None:
