@@ -32,6 +32,9 @@ import yaml
 from .proxy.context import Mode
 from .proxy.runner import RunError, RunOptions, run
 from .redirect import cgroup as cgroups
+from .store import safeio
+from .store.errors import StoreError
+from .store.yamlio import read_document
 
 HOSTS_FILE = "compose-hosts.yaml"
 CA_DIR = "/etc/trproxy"  # where the CA files are mounted in the containers
@@ -109,6 +112,26 @@ def _addresses(project: Project, others: list[str]) -> dict[str, str]:
     return found
 
 
+def _recorded_hosts(root: Path, others: list[str]) -> dict[str, str]:
+    """{service: address} as recorded, for the services replay does not start (the
+    recording directory is untrusted input: read as the store reads, every value checked)."""
+    path = root / HOSTS_FILE
+    try:
+        doc = read_document(path, root) if safeio.is_file(path, root) else None
+    except (StoreError, OSError) as exc:
+        raise RunError(f"{path}: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise RunError(f"{path} is missing or not a mapping: record with `trproxy compose` first")
+    hosts = {}
+    for name in others:
+        if name in doc:
+            try:
+                hosts[name] = str(ipaddress.ip_address(str(doc[name])))
+            except ValueError:
+                raise RunError(f"{path}: {name}: {doc[name]!r} is not an IP address") from None
+    return hosts
+
+
 def _override(parent: str, services: list[str], hosts: dict[str, str], tls: bool) -> dict:
     env: dict[str, str] = {}
     volumes: list[str] = []
@@ -166,10 +189,7 @@ def run_compose(files: list[Path], name: str | None, services: list[str], opts: 
     hosts_file = opts.root / HOSTS_FILE
     hosts: dict[str, str] = {}
     if replay and others:
-        loaded = yaml.safe_load(hosts_file.read_text()) if hosts_file.is_file() else None
-        if not isinstance(loaded, dict):
-            raise RunError(f"{hosts_file} is missing or not a mapping: record with `trproxy compose` first")
-        hosts = {str(k): str(v) for k, v in loaded.items() if str(k) in others}
+        hosts = _recorded_hosts(opts.root, others)
     parent = f"/trproxy-compose-{os.getpid()}"
     mount = cgroups.require_mount()
     workdir = Path(tempfile.mkdtemp(prefix="trproxy-compose-"))
@@ -185,8 +205,8 @@ def run_compose(files: list[Path], name: str | None, services: list[str], opts: 
         def start() -> None:
             project.compose(*up)
             if not replay and others:
-                opts.root.mkdir(parents=True, exist_ok=True)
-                hosts_file.write_text(yaml.safe_dump(_addresses(project, others)))
+                safeio.write_bytes(hosts_file, opts.root,
+                                   yaml.safe_dump(_addresses(project, others)).encode())
             print(f"trproxy: compose project {name} up; redirected: {', '.join(project.services)}",
                   file=sys.stderr, flush=True)
 
