@@ -37,3 +37,14 @@ def test_override_sets_the_cgroup_parent_the_ca_and_the_recorded_hosts(
     assert app["environment"]["PGCHANNELBINDING"] == "disable"
     assert f"{tmp_path}/home/trproxy-ca-bundle.pem:/etc/trproxy/trproxy-ca-bundle.pem:ro" in app["volumes"]
     assert "environment" not in _override("/p", ["app"], {}, tls=False)["services"]["app"]
+
+
+@pytest.mark.parametrize("command", [["attach", "--container", "no-such-container"], ["compose"]])
+def test_no_redirect_is_refused_where_the_redirect_is_the_point(
+        command: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`attach --no-redirect` used to say "attached" and redirect nothing."""
+    from trproxy.cli import main
+
+    assert main([*command, "--no-redirect", "--dir", str(tmp_path)]) == 2
+    assert "--no-redirect leaves nothing to do" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())  # and no test set was made

@@ -198,6 +198,10 @@ def _main(argv: list[str] | None) -> int:
             return 2
         return _test(args, cmd)
     mode = Mode(args.mode) if hasattr(args, "mode") else Mode(args.command)
+    if args.command in ("attach", "compose") and args.no_redirect:
+        print(f"trproxy: {args.command} redirects the container's connections: --no-redirect "
+              "leaves nothing to do (use `trproxy run --no-redirect --forward ...`)", file=sys.stderr)
+        return 2
     if args.command not in ("attach", "compose") and not cmd:
         print("trproxy: no command given (usage: trproxy run -- COMMAND [ARGS...])", file=sys.stderr)
         return 2

@@ -158,19 +158,18 @@ async def _run(opts: RunOptions, ctx: RunContext, test_set: Path) -> int:
         # what startup built (the mock pool, bcc's tables) lives as long as the run: out of
         # the collector's way, so full collections do not stall every connection over it
         gc.freeze()
-        if opts.cgroup and opts.attached is not None:
+        if attachment is not None and opts.attached is not None:
             await asyncio.to_thread(opts.attached)
-        if opts.cgroup and not opts.command:
+        if attachment is not None and not opts.command:
             return await _wait_for_signal(attachment)
-        if opts.cgroup:  # a driver on the host (not redirected) while the attachment is followed
-            follow = asyncio.create_task(attachment.follow()) if attachment else None
+        if attachment is not None:  # a driver on the host (not redirected) meanwhile
+            follow = asyncio.create_task(attachment.follow())
             try:
                 return await _run_child(opts, None)
             finally:
-                if follow is not None:
-                    follow.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await follow
+                follow.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await follow
         return await _run_child(opts, redirector.enter if redirector else None)
     finally:
         if inbound is not None:
@@ -216,17 +215,13 @@ def _address(destination: str) -> tuple[str, int]:
     return ("127.0.0.1" if host == "loopback" else host), int(port)
 
 
-async def _wait_for_signal(attachment: Attachment | None) -> int:
+async def _wait_for_signal(attachment: Attachment) -> int:
     """``attach`` mode: serve (following the container across restarts) until Ctrl-C or
     SIGTERM."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    if attachment is None:
-        print("trproxy: listening (no redirect); press Ctrl-C to stop", file=sys.stderr)
-        await stop.wait()
-        return 0
     follow = asyncio.create_task(attachment.follow())
     stopped = asyncio.create_task(stop.wait())
     await asyncio.wait({follow, stopped}, return_when=asyncio.FIRST_COMPLETED)
