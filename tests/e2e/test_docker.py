@@ -8,6 +8,7 @@ address there), and a second container on a network the test creates.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.redirect.conftest import enter_cgroup
 from tests.support.docker import DockerDaemon
 from tests.support.proc import trproxy
 from tests.support.services import RedisServer
@@ -285,3 +287,31 @@ def test_compose_project_records_and_replays_without_its_redis(docker_daemon: Do
     assert hosts.startswith("redis: ") and f"destination: {hosts.split()[1]}:6379" in (
         tmp_path / "rec" / "test-set-0" / "mocks.yaml").read_text()
     assert not list(Path("/sys/fs/cgroup").glob("*/trproxy-compose-*"))
+
+
+def test_where_a_starting_container_reaches_the_host(docker_daemon: DockerDaemon) -> None:
+    """While a container starts, a process of its cgroup may still be in the host's network
+    namespace (runc's init): the container's namespace decides, not the first process."""
+    assert docker_daemon.bridge is not None
+    mount = cgroup.require_mount()
+    cid = docker_daemon.run("trp-starting", "sleep", "600")
+    path = mount / "docker" / cid
+    inner = path / "inner"
+    host_process = None
+    try:
+        assert containers.host_addresses(path) == containers.HostAddresses(
+            docker_daemon.bridge.gateway, "::1", other_netns=True)
+        inner.mkdir()
+        (inner / "cgroup.procs").write_text(str(docker_daemon.pid("trp-starting")))
+        host_process = subprocess.Popen(["sleep", "60"], preexec_fn=enter_cgroup(str(path)))
+        assert cgroup.all_procs(path)[0] == host_process.pid  # looked at first
+        assert containers.host_addresses(path) == containers.HostAddresses(
+            docker_daemon.bridge.gateway, "::1", other_netns=True)
+    finally:
+        if host_process is not None:
+            host_process.kill()
+            host_process.wait()
+        docker_daemon.docker("rm", "-f", "trp-starting", check=False)
+        for leftover in (inner, path):  # the engine does not remove a cgroup it did not make
+            with contextlib.suppress(OSError):
+                leftover.rmdir()

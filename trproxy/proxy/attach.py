@@ -137,14 +137,17 @@ class Attachment:
 
     async def _readdress(self) -> None:
         """Once the restarted container's network is up: if it reaches the host by other
-        addresses now, listen there too and attach again with them."""
+        addresses now, listen there too and attach again with them. A container that was
+        in its own network namespace is only taken to be in trproxy's after ``SETTLE``
+        seconds (while it starts, its processes join their namespace one by one)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + SETTLE
         hosts = None
         while loop.time() < deadline:
             with contextlib.suppress(RedirectError):  # interfaces not configured yet
-                if (hosts := containers.host_addresses(self.path)) is not None:
-                    break
+                hosts = containers.host_addresses(self.path)
+            if hosts is not None and (hosts.other_netns or not self.hosts.other_netns):
+                break
             await asyncio.sleep(POLL)
         if hosts is None or hosts == self.hosts:
             return

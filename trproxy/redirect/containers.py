@@ -90,15 +90,18 @@ class HostAddresses:
 
 
 def host_addresses(path: Path) -> HostAddresses | None:
-    """Loopback for processes in trproxy's own network namespace (``--network host``, a
-    plain cgroup); else the default gateways of the first process's namespace (IPv6: ::1
-    when it has no global IPv6 gateway). None for a cgroup with no processes."""
+    """The default gateways of the namespace of the cgroup's processes that live in
+    another network namespace (IPv6: ::1 when there is no global IPv6 gateway); loopback
+    when all are in trproxy's own (``--network host``, a plain cgroup); None for a cgroup
+    with no processes. Another namespace wins: a starting container's first process (runc's
+    init) is in the cgroup a moment before it joins the container's namespace."""
     own = os.stat("/proc/self/ns/net").st_ino
+    same = False
     for pid in cgroups.all_procs(path):
-        ns = f"/proc/{pid}/ns/net"
         try:
-            if os.stat(ns).st_ino == own:
-                return HostAddresses(*LOOPBACK, other_netns=False)
+            if os.stat(f"/proc/{pid}/ns/net").st_ino == own:
+                same = True
+                continue
             v4, v6 = _gateways(pid)
         except OSError:
             continue  # gone meanwhile
@@ -109,7 +112,7 @@ def host_addresses(path: Path) -> HostAddresses | None:
                 "the host, so trproxy cannot be reached either"
             )
         return HostAddresses(v4, v6 or LOOPBACK[1], other_netns=True)
-    return None
+    return HostAddresses(*LOOPBACK, other_netns=False) if same else None
 
 
 def _gateways(pid: int) -> tuple[str | None, str | None]:
