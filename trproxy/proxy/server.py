@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import socket
 from collections.abc import Callable
@@ -45,17 +46,22 @@ class Proxy:
         """Listen on 127.0.0.1, ::1 and the addresses ``also`` (where containers reach the
         host) on one free port; returns the port."""
         for _attempt in range(20):
+            before = len(self.servers)  # forward listeners may be there already
             v4 = await asyncio.start_server(self._accept(None), "127.0.0.1", 0, limit=CHUNK, backlog=BACKLOG)
             self.port = v4.sockets[0].getsockname()[1]
             self.servers.append(v4)
             try:
                 for host in ("::1", *also):
                     await self.listen_also(host)
-            except OSError:
-                for server in self.servers:
+            except OSError as exc:
+                for server in self.servers[before:]:
                     server.close()
-                self.servers, self.addresses = [], []
-                continue
+                del self.servers[before:]
+                self.addresses = []
+                if exc.errno == errno.EADDRINUSE:
+                    continue  # the port is taken at one of the addresses: another port
+                raise  # e.g. EADDRNOTAVAIL: not an address of this host
+
             return self.port
         raise OSError(f"no port free on all of 127.0.0.1, ::1 {' '.join(also)}")
 
