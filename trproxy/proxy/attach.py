@@ -84,7 +84,10 @@ class Attachment:
             log.warning("%s runs in another network namespace: if trproxy dies, its connections "
                         "still go to %s (refused while nothing listens there)", self.spec, self.hosts.ipv4)
         redirector = self._attach()
-        if already := containers.open_connections(self.path):
+        proxy = {f"{h}:{self.proxy.port}" if ":" not in h else f"[{h}]:{self.proxy.port}"
+                 for h in ("127.0.0.1", *self.proxy.addresses)}  # made since: redirected
+        if already := [c for c in containers.open_connections(self.path)
+                       if c.split(" -> ")[1] not in proxy]:
             say(f"{len(already)} connection(s) of {self.spec} opened before attach are not seen "
                 f"(only new connections are redirected): {', '.join(already[:5])}")
         where = "" if not self.hosts.other_netns else f", reaching the host at {self.hosts.ipv4}"
