@@ -170,6 +170,7 @@ def test_user_defined_network_server_in_another_container(docker_daemon: DockerD
             lambda: docker_daemon.docker("stop", "-t", "0", "trp-srv"))
     finally:
         docker_daemon.docker("rm", "-f", "trp-cli", "trp-srv", check=False)
+        docker_daemon.docker("network", "rm", net.name, check=False)
     assert recorded == expected("u")
     assert replayed == recorded
     assert f"reaching the host at {net.gateway}" in log and log.count("trproxy: 0 misses") == 2, log
