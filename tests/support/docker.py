@@ -104,7 +104,6 @@ class DockerDaemon:
     bridge: Network | None = None
     networks: list[Network] = field(default_factory=list)
     cgroup_parents: list[str] = field(default_factory=list)  # --cgroup-parent values used
-    _cgroups_before: set[Path] = field(default_factory=set)
 
     @property
     def socket(self) -> Path:
@@ -119,7 +118,6 @@ class DockerDaemon:
         dockerd = shutil.which("dockerd")
         if dockerd is None or shutil.which("docker") is None:
             raise DockerUnavailable("dockerd or docker not found: run `make setup` (installs docker.io)")
-        self._cgroups_before = set(self._docker_cgroup_dirs())
         try:
             self.bridge = self._make_bridge()
             log = open(self.tmp / "dockerd.log", "wb")
@@ -253,11 +251,12 @@ class DockerDaemon:
             [CGROUP_ROOT / "docker"] if (CGROUP_ROOT / "docker" / "cgroup.procs").exists() else [])
 
     def _remove_cgroups(self) -> None:
-        """The ``docker`` parents the daemon created in each hierarchy and the
-        ``--cgroup-parent`` ones the tests named, if now empty (a container's own cgroup goes
-        with the container)."""
+        """The ``docker`` parents in each hierarchy and the ``--cgroup-parent`` ones the
+        tests named, if now empty (a container's own cgroup goes with the container). Also
+        a ``docker`` parent that was there before: another test session's daemon may have
+        made it, and an empty one is made again by the engine when it needs it."""
         named = [p for name in self.cgroup_parents for p in CGROUP_ROOT.glob(f"*/{name.strip('/')}")]
-        for parent in (set(self._docker_cgroup_dirs()) - self._cgroups_before) | set(named):
+        for parent in set(self._docker_cgroup_dirs()) | set(named):
             for child in sorted((p for p in parent.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
                 with contextlib.suppress(OSError):
                     child.rmdir()
