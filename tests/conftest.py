@@ -13,6 +13,7 @@ import os
 import pytest
 from hypothesis import settings
 
+from tests.support.docker import DockerDaemon
 from tests.support.services import PostgresServer, RedisServer
 
 # CI runs the property tests with a fixed seed, so a run never fails on a new random
@@ -55,3 +56,13 @@ def postgres_server():
     server = PostgresServer().start()
     yield server
     server.destroy()
+
+
+@pytest.fixture(scope="session")
+def docker_daemon():
+    """One private dockerd for the whole session (tests.support.docker), torn down after."""
+    if os.geteuid() != 0:
+        pytest.skip("a private dockerd needs root")
+    daemon = DockerDaemon().start()
+    yield daemon
+    daemon.destroy()

@@ -20,7 +20,8 @@ examples:
   trproxy test -- python app.py             replay those calls as tests, dependencies mocked
   trproxy replay -- pytest tests/           replay them: no database, cache or broker needed
   trproxy run --mode auto -- ./app          record the first time, replay afterwards
-  trproxy attach --container 3f2a...        redirect a running Docker container
+  trproxy attach --container web           redirect a running container (name, id, prefix)
+  trproxy compose --service app -- ./e2e.sh record a Compose project's app while e2e.sh runs
   trproxy doctor                            check that this machine can run trproxy
 """
 
@@ -61,7 +62,15 @@ def parser() -> argparse.ArgumentParser:
     target = att.add_mutually_exclusive_group(required=True)
     target.add_argument("--cgroup", help="cgroup v2 path (absolute, or relative to the cgroup2 mount)")
     target.add_argument("--container", help="Docker container id")
-    for name in ("run", "record", "replay", "attach"):
+    comp = sub.add_parser("compose", help="start a Compose project with its services redirected "
+                          "(record, or replay without the services not chosen), take it down after")
+    comp.add_argument("--mode", choices=[Mode.RECORD.value, Mode.REPLAY.value], default=Mode.RECORD.value)
+    comp.add_argument("-f", "--file", action="append", default=[], type=Path,
+                      help="Compose file (repeatable; default ./docker-compose.yml)")
+    comp.add_argument("-p", "--project-name", help="project name (default: the file's directory)")
+    comp.add_argument("--service", action="append", default=[],
+                      help="service to redirect (repeatable; default: all); replay starts only these")
+    for name in ("run", "record", "replay", "attach", "compose"):
         _common(sub.choices[name])
     for name in ("run", "record"):
         sub.choices[name].add_argument(
@@ -109,7 +118,7 @@ def parser() -> argparse.ArgumentParser:
         sub.choices[name].add_argument(
             "--fault-profile", metavar="NAME",
             help="replay: also inject the faults of this profile of config.yaml's fault_profiles")
-    for name in ("run", "record", "replay", "test"):
+    for name in ("run", "record", "replay", "test", "compose"):
         sub.choices[name].add_argument("cmd", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
     sub.add_parser("doctor", help="check root, cgroup v2, BTF, bcc and kernel headers")
     return top
@@ -200,7 +209,11 @@ def _main(argv: list[str] | None) -> int:
             return 2
         return _test(args, cmd)
     mode = Mode(args.mode) if hasattr(args, "mode") else Mode(args.command)
-    if args.command != "attach" and not cmd:
+    if args.command in ("attach", "compose") and args.no_redirect:
+        print(f"trproxy: {args.command} redirects the container's connections: --no-redirect "
+              "leaves nothing to do (use `trproxy run --no-redirect --forward ...`)", file=sys.stderr)
+        return 2
+    if args.command not in ("attach", "compose") and not cmd:
         print("trproxy: no command given (usage: trproxy run -- COMMAND [ARGS...])", file=sys.stderr)
         return 2
     try:
@@ -223,6 +236,10 @@ def _main(argv: list[str] | None) -> int:
         print("trproxy: the eBPF redirect needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN): "
               "run as root, or use --no-redirect with --forward", file=sys.stderr)
         return 2
+    if args.command == "compose":
+        from .compose import run_compose
+
+        return run_compose(args.file, args.project_name, args.service, opts)
     return run(opts)
 
 

@@ -64,3 +64,18 @@ def test_the_app_is_spawned_from_the_main_thread_only() -> None:
     t.join(30)
     assert len(errors) == 1 and isinstance(errors[0], RuntimeError)
     assert "main thread" in str(errors[0])
+
+
+def test_a_failed_recording_of_nothing_leaves_no_test_set(tmp_path: Path) -> None:
+    """`record` of a command that does not exist (or an attach that fails) must not leave an
+    empty newest test set for the next replay; a failed run that recorded keeps its set."""
+    def record(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "trproxy.cli", "record", "--dir", str(tmp_path),
+                               "--no-redirect", "--", *args], capture_output=True, text=True,
+                              env=dict(os.environ, PYTHONPATH=ROOT), timeout=120)
+
+    missing = record("/nonexistent/command")
+    assert missing.returncode == 127, missing.stderr
+    assert "recorded nothing" in missing.stderr and not (tmp_path / "test-set-0").exists()
+    ok = record("true")
+    assert ok.returncode == 0 and (tmp_path / "test-set-0" / "mocks.yaml").is_file(), ok.stderr

@@ -69,9 +69,32 @@ def test_resolve_paths_and_docker_ids(tmp_path: Path) -> None:
         cgroup.resolve("0123456789ab", tmp_path)
     with pytest.raises(RedirectError, match="neither a cgroup"):
         cgroup.resolve("nope", tmp_path)
-    _fake_cgroup(tmp_path / "system.slice" / f"docker-{CID[:12]}ffff.scope")
+    _fake_cgroup(tmp_path / "system.slice" / f"docker-{CID[:12]}{'f' * 52}.scope")
     with pytest.raises(RedirectError, match="ambiguous"):
         cgroup.resolve(CID[:12], tmp_path)
+
+
+def test_resolve_container_ids_in_every_layout(tmp_path: Path) -> None:
+    """Ids in any case and any prefix length, under any parent: cgroupfs (docker/<id>, a
+    --cgroup-parent, Kubernetes' kubepods/<qos>/pod<uid>/<id>) and systemd scopes of any
+    runtime (kubepods-...-pod<uid>.slice/cri-containerd-<id>.scope)."""
+    ids = {name: name[:2] * 32 for name in ("aa", "bb", "cc", "dd")}
+    layouts = {
+        "aa": tmp_path / "my-parent" / ids["aa"],
+        "bb": tmp_path / "kubepods" / "burstable" / "pod1234-5678" / ids["bb"],
+        "cc": (tmp_path / "kubepods.slice" / "kubepods-besteffort.slice"
+               / "kubepods-besteffort-pod1234_5678.slice" / f"cri-containerd-{ids['cc']}.scope"),
+        "dd": tmp_path / "docker" / ids["dd"],
+    }
+    for name, path in layouts.items():
+        _fake_cgroup(path)
+        _fake_cgroup(path / "init.scope")  # a container's own sub-cgroup is not a container
+        assert cgroup.resolve(ids[name], tmp_path) == path
+        assert cgroup.resolve(ids[name][:3].upper(), tmp_path) == path
+    _fake_cgroup(tmp_path / "docker" / ("d" * 63 + "e"))
+    with pytest.raises(RedirectError, match="ambiguous"):
+        cgroup.resolve("DDD", tmp_path)
+    assert cgroup.find_containers("d" * 64, tmp_path) == [layouts["dd"]]
 
 
 def test_owner_liveness() -> None:

@@ -16,9 +16,11 @@ import ctypes
 import gc
 import logging
 import os
+import shutil
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,6 +43,7 @@ from ..store.config import configure_protocols, read_config
 from ..store.errors import FormatError, StoreError
 from ..store.offload import MockWriterProcess
 from ..store.recording import MOCKS, REPORTS, DocumentWriter, has_mocks
+from .attach import Attachment
 from .context import Mode, RunContext, format_destination
 from .control import ENV as CONTROL_ENV
 from .control import start as start_control
@@ -62,6 +65,9 @@ class RunOptions:
     forwards: list[tuple[tuple[str, int], tuple[str, int]]] = field(default_factory=list)
     redirect: bool = True
     cgroup: str | None = None  # attach to an existing cgroup / container instead of a child
+    # attach: where the cgroup's processes reach the host (IPv4, IPv6) when it has none yet
+    attach_hosts: tuple[str, str] | None = None
+    attached: Callable[[], None] | None = None  # attach: run (in a thread) once redirected
     env: dict[str, str] = field(default_factory=dict)
     app_ports: list[int] = field(default_factory=list)  # record: inbound calls become tests
     tls: bool = True  # intercept TLS in record/replay (our CA, trusted by the child)
@@ -129,6 +135,7 @@ def fault_plan(opts: RunOptions) -> FaultPlan | None:
 async def _run(opts: RunOptions, ctx: RunContext, test_set: Path) -> int:
     proxy = Proxy(ctx)
     redirector = None
+    attachment: Attachment | None = None
     inbound = None
     control = None
     try:
@@ -144,32 +151,48 @@ async def _run(opts: RunOptions, ctx: RunContext, test_set: Path) -> int:
             from ..apptest.capture import start_capture
 
             inbound, shadows = await start_capture(opts.root, opts.app_ports, ctx, test_set, ctx.vault)
-        if opts.redirect:
+        if opts.redirect and opts.cgroup:
+            attachment = Attachment(opts.cgroup, proxy, shadows,
+                                    on_attach=lambda r: _fence(r, ctx),
+                                    on_detach=lambda r: _report_refused(r, ctx),
+                                    hosts=opts.attach_hosts)
+            redirector = await attachment.start()
+            log.info("proxy on port %d of %s", proxy.port, ", ".join(["127.0.0.1", *proxy.addresses]))
+        elif opts.redirect:
             from ..redirect import Redirector  # bcc is imported only when needed
 
             port = await proxy.listen_redirect()
-            if opts.cgroup:
-                redirector = Redirector.attach(opts.cgroup, port, shadow_ports=shadows)
-            else:
-                capture = inbound.capture_sockets if inbound is not None else []
-                redirector = Redirector.create(port, shadow_ports=shadows, capture_sockets=capture)
-                if inbound is not None:
-                    inbound.to_app = redirector.to_app
+            capture = inbound.capture_sockets if inbound is not None else []
+            redirector = Redirector.create(port, shadow_ports=shadows, capture_sockets=capture)
+            if inbound is not None:
+                inbound.to_app = redirector.to_app
             proxy.resolver = redirector.original_destination
             log.info("proxy on 127.0.0.1:%d and [::1]:%d, cgroup %s", port, port, redirector.cgroup_path)
             _fence(redirector, ctx)
         # what startup built (the mock pool, bcc's tables) lives as long as the run: out of
         # the collector's way, so full collections do not stall every connection over it
         gc.freeze()
-        if opts.cgroup:
-            return await _wait_for_signal()
+        if attachment is not None and opts.attached is not None:
+            await asyncio.to_thread(opts.attached)
+        if attachment is not None and not opts.command:
+            return await _wait_for_signal(attachment)
+        if attachment is not None:  # a driver on the host (not redirected) meanwhile
+            follow = asyncio.create_task(attachment.follow())
+            try:
+                return await _run_child(opts, None)
+            finally:
+                follow.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await follow
         return await _run_child(opts, redirector.enter if redirector else None)
     finally:
         if inbound is not None:
             inbound.close()
         if control is not None:
             await control.close()
-        if redirector is not None:
+        if attachment is not None:
+            attachment.close()
+        elif redirector is not None:
             _report_refused(redirector, ctx)
             redirector.close()
         await proxy.close()
@@ -206,14 +229,20 @@ def _address(destination: str) -> tuple[str, int]:
     return ("127.0.0.1" if host == "loopback" else host), int(port)
 
 
-async def _wait_for_signal() -> int:
-    """``attach`` mode: serve until Ctrl-C or SIGTERM."""
+async def _wait_for_signal(attachment: Attachment) -> int:
+    """``attach`` mode: serve (following the container across restarts) until Ctrl-C or
+    SIGTERM."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    print("trproxy: attached; press Ctrl-C to stop", file=sys.stderr)
-    await stop.wait()
+    follow = asyncio.create_task(attachment.follow())
+    stopped = asyncio.create_task(stop.wait())
+    await asyncio.wait({follow, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    for task in (follow, stopped):
+        task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await follow  # raises what made following fail (e.g. no listening on a new address)
     return 0
 
 
@@ -329,7 +358,10 @@ def run(opts: RunOptions) -> int:
             ctx.blobs.close()  # bodies of messages that never completed
         if ctx.writer is not None:
             path = ctx.writer.close()
-            print(f"trproxy: wrote {ctx.writer.count} exchanges to {path}", file=sys.stderr)
+            if _discard_failed_recording(opts, ctx, test_set, status):
+                print(f"trproxy: the run failed and recorded nothing: {test_set} not kept", file=sys.stderr)
+            else:
+                print(f"trproxy: wrote {ctx.writer.count} exchanges to {path}", file=sys.stderr)
         if mode is not Mode.PASSTHROUGH:
             ctx.finish_searches()
             print(ctx.summary(), file=sys.stderr)
@@ -338,6 +370,16 @@ def run(opts: RunOptions) -> int:
         print(f"trproxy: --strict: the run fails: {', '.join(failures)}", file=sys.stderr)
         status = 1
     return status if status is not None else 1
+
+
+def _discard_failed_recording(opts: RunOptions, ctx: RunContext, test_set: Path,
+                              status: int | None) -> bool:
+    """A new test set of a failed run that recorded nothing (attach failed, the command was
+    not found...) is removed: the next replay would take it as the newest."""
+    if ctx.mode is not Mode.RECORD or opts.test_set or status == 0 or ctx.writer is None or ctx.writer.count:
+        return False
+    shutil.rmtree(test_set, ignore_errors=True)
+    return True
 
 
 def _write_report(root: Path, ctx: RunContext, test_set: Path, status: int | None) -> None:

@@ -1,7 +1,8 @@
 """Listeners of the proxy and dispatch of each accepted connection to its session.
 
 The redirect listener serves 127.0.0.1 and ::1 on one port (the eBPF program sends
-IPv4 connections to the first and IPv6 to the second); each accepted connection's
+IPv4 connections to the first and IPv6 to the second), and the same port on the addresses
+by which attached containers reach the host; each accepted connection's
 original destination comes from the redirector, which knows only connections the app's
 cgroup made (anything else that connects to the port is reset). Forward listeners (``--forward``,
 the fallback where eBPF is unavailable) have a fixed destination each.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import socket
 from collections.abc import Callable
@@ -37,23 +39,39 @@ class Proxy:
     resolver: Resolver | None = None
     servers: list[asyncio.AbstractServer] = field(default_factory=list)
     port: int = 0
+    addresses: list[str] = field(default_factory=list)  # redirect listeners besides 127.0.0.1
     _tasks: set[asyncio.Task] = field(default_factory=set)
 
-    async def listen_redirect(self) -> int:
-        """Listen on 127.0.0.1 and ::1 on one free port; returns the port."""
+    async def listen_redirect(self, also: tuple[str, ...] = ()) -> int:
+        """Listen on 127.0.0.1, ::1 and the addresses ``also`` (where containers reach the
+        host) on one free port; returns the port."""
         for _attempt in range(20):
+            before = len(self.servers)  # forward listeners may be there already
             v4 = await asyncio.start_server(self._accept(None), "127.0.0.1", 0, limit=CHUNK, backlog=BACKLOG)
-            port = v4.sockets[0].getsockname()[1]
+            self.port = v4.sockets[0].getsockname()[1]
+            self.servers.append(v4)
             try:
-                v6 = await asyncio.start_server(self._accept(None), "::1", port, limit=CHUNK, backlog=BACKLOG,
-                                                family=socket.AF_INET6)
-            except OSError:
-                v4.close()
-                continue
-            self.servers += [v4, v6]
-            self.port = port
-            return port
-        raise OSError("no port free on both 127.0.0.1 and ::1")
+                for host in ("::1", *also):
+                    await self.listen_also(host)
+            except OSError as exc:
+                for server in self.servers[before:]:
+                    server.close()
+                del self.servers[before:]
+                self.addresses = []
+                if exc.errno == errno.EADDRINUSE:
+                    continue  # the port is taken at one of the addresses: another port
+                raise  # e.g. EADDRNOTAVAIL: not an address of this host
+
+            return self.port
+        raise OSError(f"no port free on all of 127.0.0.1, ::1 {' '.join(also)}")
+
+    async def listen_also(self, host: str) -> None:
+        """Listen on ``host`` too, on the redirect port (a container's gateway address)."""
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        server = await asyncio.start_server(self._accept(None), host, self.port, limit=CHUNK,
+                                            backlog=BACKLOG, family=family)
+        self.servers.append(server)
+        self.addresses.append(host)
 
     async def listen_forward(self, listen: tuple[str, int], upstream: tuple[str, int]) -> None:
         server = await asyncio.start_server(self._accept(upstream), listen[0], listen[1], limit=CHUNK,

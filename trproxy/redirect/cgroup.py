@@ -181,38 +181,61 @@ def run_cgroups(mount: Path) -> list[tuple[Path, int, int]]:
     return runs
 
 
-def resolve(spec: str, mount: Path) -> Path:
-    """A cgroup given as a path (absolute, relative to the mount, or as in /proc/<pid>/cgroup)
-    or as a Docker container id (full or a unique prefix of at least 12 hex digits)."""
+def path_of(spec: str, mount: Path) -> Path | None:
+    """The cgroup ``spec`` names as a path (absolute, relative to the mount, or as in
+    /proc/<pid>/cgroup), or None."""
     candidates = [Path(spec)] if spec.startswith(str(mount)) else []
     candidates.append(mount / spec.lstrip("/"))
     for c in candidates:
         if c.is_dir() and (c / "cgroup.procs").exists():
             return c.resolve()
-    if re.fullmatch(r"[0-9a-f]{12,64}", spec):
-        found = find_docker(spec, mount)
+    return None
+
+
+def of_process(pid: int, mount: Path) -> Path | None:
+    """The cgroup v2 directory of a process ("0::<path>" in /proc/<pid>/cgroup)."""
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            for line in f:
+                if line.startswith("0::"):
+                    return mount / line[3:].strip().lstrip("/")
+    except OSError:
+        return None
+    return None
+
+
+def resolve(spec: str, mount: Path) -> Path:
+    """A cgroup given as a path or as a container id (full, or a unique prefix; any case)."""
+    path = path_of(spec, mount)
+    if path is not None:
+        return path
+    if re.fullmatch(r"[0-9a-fA-F]{1,64}", spec):
+        found = find_containers(spec, mount)
         if len(found) == 1:
             return found[0]
         if len(found) > 1:
             raise RedirectError(f"container id {spec} is ambiguous: {', '.join(map(str, found))}")
         raise RedirectError(
-            f"no cgroup for container {spec} under {mount} (looked for "
-            f"system.slice/docker-{spec}*.scope and docker/{spec}*); is it running?"
+            f"no cgroup for container {spec} under {mount} (looked for <parent>/{spec}... as "
+            f"cgroupfs, kubepods and --cgroup-parent make, and <runtime>-{spec}....scope as "
+            "systemd makes); is it running?"
         )
     raise RedirectError(f"{spec} is neither a cgroup under {mount} nor a container id")
 
 
-def find_docker(container_id: str, mount: Path, max_depth: int = 4) -> list[Path]:
-    """Cgroups of a Docker container: systemd driver ``.../docker-<id>.scope``, cgroupfs
-    driver ``.../docker/<id>`` (also nested, e.g. under kubepods)."""
+# cgroupfs: <parent>/<id> (docker/<id>, a --cgroup-parent, kubepods/<qos>/pod<uid>/<id>);
+# systemd: <runtime>-<id>.scope (docker-, cri-containerd-, crio-, libpod-)
+_CONTAINER_DIR = re.compile(r"^(?:[a-z][a-z-]*-([0-9a-f]{64})\.scope|([0-9a-f]{64}))$")
+
+
+def find_containers(prefix: str, mount: Path) -> list[Path]:
+    """Cgroups of containers whose id starts with ``prefix``, in any cgroup parent."""
+    prefix = prefix.lower()
     found = []
     for dirpath, dirnames, _ in os.walk(mount):
-        depth = len(Path(dirpath).relative_to(mount).parts)
-        if depth >= max_depth:
-            dirnames.clear()
-        for d in dirnames:
-            scope = d.startswith(f"docker-{container_id}") and d.endswith(".scope")
-            plain = os.path.basename(dirpath) == "docker" and d.startswith(container_id)
-            if scope or plain:
+        for d in list(dirnames):
+            m = _CONTAINER_DIR.match(d)
+            if m and (m.group(1) or m.group(2)).startswith(prefix):
                 found.append(Path(dirpath, d))
+                dirnames.remove(d)  # a container's own sub-cgroups are not other containers
     return found

@@ -46,7 +46,7 @@ from pathlib import Path
 
 from trproxy.bpf import loader, syscall
 from trproxy.redirect import cgroup as cgroups
-from trproxy.redirect import cleanup, locks
+from trproxy.redirect import cleanup, containers, locks
 from trproxy.redirect.errors import RedirectError
 
 log = logging.getLogger(__name__)
@@ -194,7 +194,7 @@ class Redirector:
         check_owner: bool | None = None,
     ) -> Redirector:
         """Redirect an existing cgroup: a path (absolute or relative to the cgroup2 mount)
-        or a Docker container id. ``close`` detaches but leaves the cgroup alone.
+        or a container (id, id prefix, name, Compose service: ``containers.resolve``). ``close`` detaches but leaves the cgroup alone.
 
         A container in its own network namespace cannot reach the host's loopback: pass
         ``proxy_ipv4``/``proxy_ipv6`` addresses it can reach, where the proxy listens.
@@ -204,7 +204,7 @@ class Redirector:
         """
         require_root()
         mount = cgroups.require_mount()
-        path = cgroups.resolve(cgroup, mount)
+        path = containers.resolve(cgroup, mount)
         own = mount / cgroups.own_cgroup().lstrip("/")
         if own == path or path in own.parents:
             raise RedirectError(

@@ -1,0 +1,165 @@
+"""``trproxy attach``: redirect a cgroup or container that trproxy did not start, and keep
+redirecting it across restarts.
+
+A container in its own network namespace reaches the host by its gateway, not by
+127.0.0.1 (its own loopback): the proxy listens on that address too, on the redirect port,
+and the redirect rewrites the container's connections to it.
+
+A restarted container gets a new cgroup (same path, new cgroup id: the old programs went
+with the old directory) and a new network namespace. The cgroup path is polled every
+``POLL`` seconds; when it is back, the redirect is attached to it at once with the previous
+addresses, then the addresses are read again (the container may have come back on another
+network). Connections the container opens between its start and the re-attach (at most one
+poll interval) are not seen; attaching a ``--cgroup-parent`` given to the container
+(``--cgroup PARENT``) has no such gap, since the parent outlives the container's restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..redirect import cgroup as cgroups
+from ..redirect import containers
+from ..redirect.errors import RedirectError
+from .server import Proxy
+
+if TYPE_CHECKING:
+    from ..redirect import Redirector
+
+log = logging.getLogger("trproxy")
+POLL = 0.1  # seconds between looks at the cgroup
+SETTLE = 10.0  # seconds a restarted container has to bring its network up
+
+
+def say(text: str) -> None:
+    print(f"trproxy: {text}", file=sys.stderr, flush=True)
+
+
+def _inode(path: Path) -> int | None:
+    try:
+        return os.stat(path).st_ino
+    except FileNotFoundError:
+        return None
+
+
+class Attachment:
+    """The redirect of one cgroup, renewed whenever the cgroup is created again.
+    ``on_attach``/``on_detach`` see every Redirector (replay fences it, then reports what
+    it refused)."""
+
+    def __init__(self, spec: str, proxy: Proxy, shadows: dict[int, int],
+                 on_attach: Callable[[Redirector], None],
+                 on_detach: Callable[[Redirector], None],
+                 hosts: tuple[str, str] | None = None) -> None:
+        """``hosts``: where the cgroup's processes will reach the host, for a cgroup with
+        no process yet (a Compose project's parent before it starts)."""
+        self.spec = spec
+        self.proxy = proxy
+        self.shadows = shadows
+        self.on_attach = on_attach
+        self.on_detach = on_detach
+        self.redirector: Redirector | None = None
+        self.path = Path()
+        self.hosts = containers.HostAddresses(*(hosts or containers.LOOPBACK),
+                                              other_netns=hosts is not None and hosts[0] not in containers.LOOPBACK)
+        self.restarts = 0
+
+    async def start(self) -> Redirector:
+        self.path = containers.resolve(self.spec, cgroups.require_mount())
+        self.hosts = containers.host_addresses(self.path) or self.hosts
+        also = tuple(h for h in (self.hosts.ipv4, self.hosts.ipv6) if h not in containers.LOOPBACK)
+        try:
+            await self.proxy.listen_redirect(also)
+        except OSError as e:
+            raise RedirectError(f"cannot listen on {', '.join(also)}, where {self.spec} "
+                                f"reaches the host: {e}") from e
+        if self.hosts.other_netns:
+            log.warning("%s runs in another network namespace: if trproxy dies, its connections "
+                        "still go to %s (refused while nothing listens there)", self.spec, self.hosts.ipv4)
+        redirector = self._attach()
+        proxy = {f"{h}:{self.proxy.port}" if ":" not in h else f"[{h}]:{self.proxy.port}"
+                 for h in ("127.0.0.1", *self.proxy.addresses)}  # made since: redirected
+        if already := [c for c in containers.open_connections(self.path)
+                       if c.split(" -> ")[1] not in proxy]:
+            say(f"{len(already)} connection(s) of {self.spec} opened before attach are not seen "
+                f"(only new connections are redirected): {', '.join(already[:5])}")
+        where = "" if not self.hosts.other_netns else f", reaching the host at {self.hosts.ipv4}"
+        say(f"attached to {self.spec} (cgroup {self.path}{where}); press Ctrl-C to stop")
+        return redirector
+
+    def _attach(self) -> Redirector:
+        from ..redirect import Redirector  # bcc: imported only when redirecting
+
+        r = Redirector.attach(str(self.path), self.proxy.port, shadow_ports=self.shadows,
+                              proxy_ipv4=self.hosts.ipv4, proxy_ipv6=self.hosts.ipv6,
+                              check_owner=not self.hosts.other_netns)
+        self.redirector = r
+        self.proxy.resolver = r.original_destination
+        self.on_attach(r)
+        return r
+
+    def _detach(self) -> None:
+        r, self.redirector = self.redirector, None
+        if r is not None:
+            self.on_detach(r)
+            try:
+                r.close()
+            except RedirectError as e:  # the cgroup is gone: little left to undo
+                log.info("%s", e)
+
+    async def follow(self) -> None:
+        """Re-attach whenever the cgroup is created again; returns only when cancelled."""
+        waiting = False
+        while True:
+            await asyncio.sleep(POLL)
+            inode = _inode(self.path)
+            if self.redirector is not None and inode == self.redirector.cgroup_id:
+                continue
+            self._detach()
+            if inode is None:
+                if not waiting:
+                    say(f"{self.spec} stopped (its cgroup is gone): waiting for it to start again")
+                    waiting = True
+                continue
+            try:
+                self._attach()
+            except RedirectError as e:  # gone again already, or in the middle of starting
+                log.info("re-attaching %s: %s", self.spec, e)
+                continue
+            await self._readdress()
+            waiting = False
+            self.restarts += 1
+            say(f"{self.spec} restarted: attached again (cgroup {self.path}, restart {self.restarts})")
+
+    async def _readdress(self) -> None:
+        """Once the restarted container's network is up: if it reaches the host by other
+        addresses now, listen there too and attach again with them. A container that was
+        in its own network namespace is only taken to be in trproxy's after ``SETTLE``
+        seconds (while it starts, its processes join their namespace one by one)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SETTLE
+        hosts = None
+        while loop.time() < deadline:
+            with contextlib.suppress(RedirectError):  # interfaces not configured yet
+                hosts = containers.host_addresses(self.path)
+            if hosts is not None and (hosts.other_netns or not self.hosts.other_netns):
+                break
+            await asyncio.sleep(POLL)
+        if hosts is None or hosts == self.hosts:
+            return
+        for host in (hosts.ipv4, hosts.ipv6):
+            if host not in containers.LOOPBACK and host not in self.proxy.addresses:
+                await self.proxy.listen_also(host)
+        self.hosts = hosts
+        self._detach()
+        self._attach()
+
+    def close(self) -> None:
+        self._detach()
