@@ -8,13 +8,15 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 import tracemalloc
+from pathlib import Path
 
 import pytest
 import yaml
 
 from trproxy.store import Exchange, FormatError, MockWriter, load_mocks, recording, recover
-from trproxy.store.recording import MOCKS, load_documents
+from trproxy.store.recording import MOCKS, alive, load_documents
 from trproxy.store.yamlio import dump, load_stream
 
 
@@ -184,3 +186,16 @@ def test_the_strict_loader_parses_with_libyaml():
     from trproxy.store import yamlio
 
     assert yaml.__with_libyaml__ and issubclass(yamlio._StrictLoader, yaml._yaml.CParser)
+
+
+def test_a_zombie_writer_is_not_alive() -> None:
+    """A SIGKILLed recording child whose parent died too stays a zombie until reaped:
+    its partial file must be recoverable by the next run, not waited for."""
+    child = subprocess.Popen(["true"])
+    deadline = time.monotonic() + 10
+    while alive(child.pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not alive(child.pid)
+    assert Path(f"/proc/{child.pid}").exists()  # not reaped yet: a zombie, not gone
+    child.wait()
+    assert alive(os.getpid())

@@ -11,6 +11,7 @@ import socketserver
 import subprocess
 import sys
 import threading
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -50,9 +51,20 @@ def children(pid: int) -> list[int]:
 
 
 def kill_all(pids: list[int]) -> None:
+    """SIGKILL each of ``pids`` and wait (10 s at most) until it is gone or a zombie."""
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    for pid in pids:
+        while time.monotonic() < deadline:
+            try:
+                state = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
+            except (OSError, IndexError):
+                break
+            if state == b"Z":
+                break
+            time.sleep(0.01)
 
 
 def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:

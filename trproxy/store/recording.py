@@ -255,6 +255,8 @@ def _recover_one(d: safeio.Dir, partial: str, target: str) -> str:
 
 
 def alive(pid: int) -> bool:
+    """Whether the writer ``pid`` may still append; a zombie cannot (a SIGKILLed
+    recording child whose parent died too is one until it is reaped)."""
     if pid == os.getpid():
         return True
     try:
@@ -263,7 +265,11 @@ def alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True
 
 
 # -- loading, through the cache ---------------------------------------------------------
