@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,7 @@ from pathlib import Path
 import hiredis
 
 from benchmarks.common import ROOT, TRPROXY  # noqa: E402  (puts ROOT on sys.path)
+from tests.support.proc import stop  # noqa: E402
 from tests.support.services import RedisServer, free_port, wait_port  # noqa: E402
 
 CONNECTIONS = int(os.environ.get("SOAK_CONNECTIONS", "1000"))
@@ -68,13 +68,7 @@ class Recorder:
     def stop(self) -> float:
         """SIGTERM; the seconds trproxy took to publish the recording and exit."""
         start = time.monotonic()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(120)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop(self.proc, timeout=120)
         return time.monotonic() - start
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 import threading
 import time
@@ -21,7 +20,7 @@ import pytest
 
 from tests.redirect.conftest import enter_cgroup
 from tests.support.docker import DockerDaemon
-from tests.support.proc import trproxy
+from tests.support.proc import stop, trproxy
 from tests.support.services import RedisServer
 from trproxy.redirect import RedirectError, cgroup, containers
 
@@ -54,13 +53,7 @@ class Attached:
             time.sleep(0.05)
 
     def stop(self) -> str:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop(self.proc, timeout=30)
         self._reader.join(10)
         return "".join(self.lines)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.proc import children, kill_all, run_trproxy, trproxy
+from tests.support.proc import alive, children, kill_all, run_trproxy, trproxy
 from trproxy.bpf import loader
 from trproxy.redirect import cgroup
 from trproxy.store import load_mocks
@@ -53,13 +53,6 @@ def _counter(redis_server) -> int:
     return int(redis_server.cli("get", "counter").strip() or 0)
 
 
-def _gone(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
-
-
 class Loop:
     """``trproxy MODE -- sh -c 'python redis_loop.py & wait'``: the app is a grandchild,
     so it outlives the shell that PR_SET_PDEATHSIG kills with trproxy."""
@@ -82,8 +75,8 @@ class Loop:
         os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
         done = len(_calls(self.out))
-        _wait_for(lambda: _gone(shell[0]), "the shell to die with trproxy (PR_SET_PDEATHSIG)")
-        assert not _gone(self.app)  # the app outlives it ...
+        _wait_for(lambda: not alive(shell[0]), "the shell to die with trproxy (PR_SET_PDEATHSIG)")
+        assert alive(self.app)  # the app outlives it ...
         return done
 
     def wait_denied(self, after: int, n: int = 3) -> list[str]:

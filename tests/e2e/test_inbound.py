@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support.proc import run_test, trproxy
+from tests.support.proc import alive, run_test, trproxy
 from tests.support.services import RedisServer, free_port, wait_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]
@@ -102,15 +102,6 @@ def pids_in(path: Path) -> dict[str, list[int]]:
         role, pid = line.split()
         roles.setdefault(role, []).append(int(pid))
     return roles
-
-
-def alive(pid: int) -> bool:
-    """Running (a zombie waiting to be reaped counts as gone)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return state not in ("Z", "X")
 
 
 @pytest.fixture

@@ -19,14 +19,13 @@ import pytest
 
 from tests.e2e.test_inbound import (
     HTTP_APP,
-    alive,
     assert_all_passed,
     cases_of,
     get,
     pids_in,
     record,
 )
-from tests.support.proc import run_test, trproxy
+from tests.support.proc import alive, run_test, trproxy
 from tests.support.services import free_port, wait_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]

@@ -12,6 +12,7 @@ import threading
 import time
 from pathlib import Path
 
+from tests.support.proc import alive
 from trproxy.proxy import runner
 
 ROOT = str(Path(__file__).resolve().parents[2])
@@ -25,28 +26,21 @@ time.sleep(60)
 """
 
 
-def _gone(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
-
-
 def test_the_child_dies_with_its_parent() -> None:
     parent = subprocess.Popen([sys.executable, "-c", PARENT], stdout=subprocess.PIPE, text=True,
                               env=dict(os.environ, PYTHONPATH=ROOT))
     assert parent.stdout
     child = int(parent.stdout.readline())
     try:
-        assert not _gone(child)
+        assert alive(child)
         parent.send_signal(signal.SIGKILL)
         parent.wait(10)
         deadline = time.monotonic() + 20
-        while not _gone(child) and time.monotonic() < deadline:
+        while alive(child) and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert _gone(child)
+        assert not alive(child)
     finally:
-        if not _gone(child):
+        if alive(child):
             os.kill(child, signal.SIGKILL)
 
 

@@ -31,6 +31,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.support.proc import stop
+
 IMAGE = "trproxy-test:1"
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
@@ -220,12 +222,7 @@ class DockerDaemon:
 
     def _stop_daemon(self) -> None:
         assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop(self.proc, timeout=30)
 
     def _kill_leftover_processes(self) -> None:
         """containerd and shims started for this daemon (their command lines name our temp

@@ -50,28 +50,31 @@ def children(pid: int) -> list[int]:
     return out
 
 
+def alive(pid: int) -> bool:
+    """Running: a zombie waiting to be reaped counts as gone."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in (b"Z", b"X")
+
+
 def kill_all(pids: list[int]) -> None:
     """SIGKILL each of ``pids`` and wait (10 s at most) until it is gone or a zombie."""
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 10
-    for pid in pids:
-        while time.monotonic() < deadline:
-            try:
-                state = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
-            except (OSError, IndexError):
-                break
-            if state == b"Z":
-                break
-            time.sleep(0.01)
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
-def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 15) -> None:
+    """``sig``, then SIGKILL if ``proc`` has not ended ``timeout`` seconds later."""
     if proc.poll() is None:
         proc.send_signal(sig)
         try:
-            proc.wait(15)
+            proc.wait(timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
