@@ -1,14 +1,25 @@
 """The shop example's tests: `trproxy test` with mocks vs the same calls with real services.
 
-Reference: what an integration test run costs without trproxy — start Postgres, Redis,
-Kafka and the pricing service fresh, start the shop, send traffic.sh's calls, stop
-everything. Measured: `trproxy test -- python app.py` on the recording of those calls,
-no service running. Printed as wall-time ratio, both measured in this run.
+Two references, each what an integration test run costs without trproxy — start
+Postgres, Redis, Kafka and the pricing service fresh, start the shop, send traffic.sh's
+calls, stop everything:
+- local: the services as processes on loopback (examples/shop/services.py);
+- containers: each service in a container of a private dockerd (tests.support.docker:
+  its own data root and bridge, an image imported from the host's binaries, no
+  registry), started together as Compose does, stopped and removed at the end. The
+  daemon and the image exist before the clock starts (a developer's engine is running
+  and its images are pulled). Postgres and Redis run on the default bridge and are
+  reached at their container address; the pricing service and the Kafka mock broker bind
+  127.0.0.1 only (the broker also advertises it), so they run with ``--network host``.
+Measured: `trproxy test -- python app.py` on the recording of those calls, no service
+running. Printed as wall-time ratios, all measured in this run, with where `trproxy
+test`'s time goes (the app's start-up, the tests, the rest).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -22,11 +33,14 @@ sys.path.insert(0, str(ROOT / "examples" / "shop"))
 
 from services import ShopServices  # noqa: E402
 
+from benchmarks.shop_containers import ShopContainers  # noqa: E402
+from tests.support.docker import DockerDaemon, DockerUnavailable  # noqa: E402
 from tests.support.proc import stop  # noqa: E402
 from tests.support.services import wait_port  # noqa: E402
 
 SHOP = ROOT / "examples" / "shop"
 ENV = dict(os.environ, PYTHONPATH=str(ROOT))
+SUMMARY = re.compile(r"\((?P<total>[\d.]+) s: app start-up (?P<startup>[\d.]+) s, tests (?P<tests>[\d.]+) s\)")
 
 
 def _traffic(port: int) -> None:
@@ -67,11 +81,47 @@ def record(recordings: Path) -> None:
         services.stop()
 
 
-def replay_tests(recordings: Path, env: dict[str, str]) -> float:
+def with_containers(daemon: DockerDaemon) -> float:
+    """The services started in containers (started together, as Compose does), the app,
+    the calls, the containers removed."""
     start = time.perf_counter()
-    check([*TRPROXY, "test", "--dir", str(recordings), "--", sys.executable, str(SHOP / "app.py")],
-          env, 600)
+    services = ShopContainers(daemon).start()
+    try:
+        env = dict(ENV, **services.env())
+        app = subprocess.Popen([sys.executable, str(SHOP / "app.py")], env=env, stdout=subprocess.DEVNULL)
+        try:
+            wait_port("127.0.0.1", services.shop_port, timeout=60, proc=app)
+            _traffic(services.shop_port)
+        finally:
+            stop(app)
+    finally:
+        services.stop()
     return time.perf_counter() - start
+
+
+def replay_tests(recordings: Path, env: dict[str, str], profile: Path | None = None
+                 ) -> tuple[float, dict[str, float]]:
+    start = time.perf_counter()
+    prof = ["-m", "cProfile", "-o", str(profile)] if profile else []
+    out = check([sys.executable, *prof, "-m", "trproxy.cli", "test", "--dir", str(recordings), "--",
+                 sys.executable, str(SHOP / "app.py")], env, 600)
+    elapsed = time.perf_counter() - start
+    found = SUMMARY.search(out.stderr)
+    return elapsed, {k: float(v) for k, v in found.groupdict().items()} if found else {}
+
+
+def _profile_top(profile: Path, n: int = 12) -> None:
+    """trproxy's own process, by cumulative time: where the time that is not the app's goes."""
+    import io
+    import pstats
+
+    text = io.StringIO()
+    pstats.Stats(str(profile), stream=text).sort_stats("cumulative").print_stats(n)
+    rows = [line for line in text.getvalue().splitlines() if line.strip()]
+    start = next((i for i, line in enumerate(rows) if "cumtime" in line), 0)
+    print("  trproxy test's own process (cProfile, by cumulative time; the app is a child process):")
+    for line in rows[start:start + n + 1]:
+        print("    " + line.strip()[:150])
 
 
 def main() -> None:
@@ -83,14 +133,37 @@ def main() -> None:
         env = record(recordings)
         real = [with_real_services() for _ in range(2)]
         mocked = [replay_tests(recordings, env) for _ in range(2)]
+        try:
+            daemon = DockerDaemon().start()
+        except DockerUnavailable as e:
+            print(f"containers reference skipped: {e}")
+            daemon = None
+        try:
+            contained = [with_containers(daemon) for _ in range(2)] if daemon else []
+        finally:
+            if daemon:
+                daemon.destroy()
+        profile = recordings / "trproxy-test.prof"
+        replay_tests(recordings, env, profile)
+        print(f"load average before the profiled run: {os.getloadavg()[0]:.2f} ({os.cpu_count()} cores)")
+        _profile_top(profile)
     finally:
         shutil.rmtree(recordings, ignore_errors=True)
-    best_real, best_mocked = min(real), min(mocked)
+    best_real = min(real)
+    best_mocked, parts = min(mocked, key=lambda m: m[0])
     print("shop example, traffic.sh's 14 calls (best of 2 each, wall time)")
-    print(f"  real services started fresh + app + calls : {best_real:6.2f} s")
-    print(f"  trproxy test (all dependencies replayed)  : {best_mocked:6.2f} s")
-    print(f"  ratio real / trproxy test                 : {best_real / best_mocked:6.2f}x faster")
-
+    print(f"  local services started fresh + app + calls      : {best_real:6.2f} s")
+    if contained:
+        print(f"  services in containers started + app + calls    : {min(contained):6.2f} s")
+    print(f"  trproxy test (all dependencies replayed)        : {best_mocked:6.2f} s")
+    if parts:
+        print(f"    of which the app's start-up until it listens  : {parts['startup']:6.2f} s")
+        print(f"             the tests                            : {parts['tests']:6.2f} s")
+        print(f"             trproxy's start and the app's stop   : {best_mocked - parts['total']:6.2f} s")
+    print(f"  ratio local services / trproxy test             : {best_real / best_mocked:6.2f}x faster (target > 1)")
+    if contained:
+        print(f"  ratio containers / trproxy test                 : {min(contained) / best_mocked:6.2f}x faster"
+              " (target >= 10)")
 
 if __name__ == "__main__":
     main()
