@@ -285,13 +285,18 @@ async def passthrough_or_record(ctx: RunContext, client: Streams, host: str, por
         except (TlsError, ConnectionError, OSError):
             hello = None
         name = (hello.sni or host) if hello else host
-        if hello is not None and name not in ctx.tls.passthrough_hosts:
+        who = ctx.tls.client_of(client[1]) if hello is not None else None
+        if who is not None and (name not in ctx.tls.refusals or not ctx.tls.passes_through(name, await who)):
             try:
                 down, up = await intercept_record(ctx.tls, client, upstream, hello, first_client, name,
                                                   system_trust=not upgraded)
             except CertificateRejected as exc:
-                ctx.problems.append(f"{name} refused our certificate ({exc}); passed through from now on")
-                log.warning("the app refused trproxy's certificate for %s: %s", name, exc)
+                by = await who
+                ctx.tls.refused(name, by)
+                by_text = f"process {by[0]}" if isinstance(by, tuple) else "the app"
+                ctx.problems.append(f"{name} refused our certificate ({exc}); passed through for "
+                                    f"{by_text} from now on")
+                log.warning("%s refused trproxy's certificate for %s: %s", by_text, name, exc)
                 reset(client[1])
                 reset(upstream[1])
                 return

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
 import gc
 import logging
 import os
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING
 from ..apptest.noise import write_default_config
 from ..apptest.secretfile import use_secrets
 from ..protocols.registry import dialects, match_key, volatile_rules
+from ..redirect import containers
 from ..redirect.errors import RedirectError
 from ..store import (
     DirBlobStore,
@@ -169,6 +171,8 @@ async def _run(opts: RunOptions, ctx: RunContext, test_set: Path) -> int:
             proxy.resolver = redirector.original_destination
             log.info("proxy on 127.0.0.1:%d and [::1]:%d, cgroup %s", port, port, redirector.cgroup_path)
             _fence(redirector, ctx)
+        if redirector is not None and ctx.tls is not None:  # who refused our certificate
+            ctx.tls.identify = functools.partial(containers.socket_owner, Path(redirector.cgroup_path))
         # what startup built (the mock pool, bcc's tables) lives as long as the run: out of
         # the collector's way, so full collections do not stall every connection over it
         gc.freeze()
