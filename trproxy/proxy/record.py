@@ -286,7 +286,8 @@ async def passthrough_or_record(ctx: RunContext, client: Streams, host: str, por
             hello = None
         name = (hello.sni or host) if hello else host
         who = ctx.tls.client_of(client[1]) if hello is not None else None
-        if who is not None and (name not in ctx.tls.refusals or not ctx.tls.passes_through(name, await who)):
+        if hello is not None and who is not None and (
+                name not in ctx.tls.refusals or not ctx.tls.passes_through(name, await who)):
             try:
                 down, up = await intercept_record(ctx.tls, client, upstream, hello, first_client, name,
                                                   system_trust=not upgraded)

@@ -70,6 +70,7 @@ class RunOptions:
     # attach: where the cgroup's processes reach the host (IPv4, IPv6) when it has none yet
     attach_hosts: tuple[str, str] | None = None
     attached: Callable[[], None] | None = None  # attach: run (in a thread) once redirected
+    install_ca: bool = False  # attach: write our CA into the container's trust store
     env: dict[str, str] = field(default_factory=dict)
     app_ports: list[int] = field(default_factory=list)  # record: inbound calls become tests
     tls: bool = True  # intercept TLS in record/replay (our CA, trusted by the child)
@@ -157,7 +158,9 @@ async def _run(opts: RunOptions, ctx: RunContext, test_set: Path) -> int:
             attachment = Attachment(opts.cgroup, proxy, shadows,
                                     on_attach=lambda r: _fence(r, ctx),
                                     on_detach=lambda r: _report_refused(r, ctx),
-                                    hosts=opts.attach_hosts)
+                                    hosts=opts.attach_hosts,
+                                    install_ca=ctx.tls.ca.cert_path.read_bytes()
+                                    if opts.install_ca and ctx.tls is not None else None)
             redirector = await attachment.start()
             log.info("proxy on port %d of %s", proxy.port, ", ".join(["127.0.0.1", *proxy.addresses]))
         elif opts.redirect:
