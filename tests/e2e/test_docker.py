@@ -354,3 +354,33 @@ def test_install_ca_lets_a_running_container_trust_the_interception(docker_daemo
     assert "trproxy's CA removed from trp-tls" in log and after == before and left == ""
     mocks = (tmp_path / "rec" / "test-set-0" / "mocks.yaml").read_text()
     assert "kind: http" in mocks and "hello, world" in mocks
+
+
+def test_sidecar_on_the_containers_own_loopback(docker_daemon: DockerDaemon, tmp_path: Path) -> None:
+    """Two processes in one container's network namespace: redis-server bound to the
+    container's 127.0.0.1 and redis-cli dialling it. The proxy dials that destination
+    inside the container's namespace (nothing listens on the host's loopback at that
+    port); replayed with the server stopped."""
+    from tests.support.services import free_port
+
+    port = free_port()  # free on the host's loopback: a host-side dial would be refused
+    docker_daemon.run("trp-sidecar", "sleep", "600")
+    try:
+        docker_daemon.docker("exec", "-d", "trp-sidecar", "redis-server", "--port", str(port), "--bind",
+                             "127.0.0.1", "--save", "", "--appendonly", "no")
+        deadline = time.monotonic() + 30
+        while docker_daemon.exec("trp-sidecar", "redis-cli", "-p", str(port), "ping").stdout.strip() != "PONG":
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        recorded, replayed, log, mocks = record_then_replay(
+            docker_daemon, tmp_path, "trp-sidecar",
+            lambda att: redis_cli(docker_daemon, "trp-sidecar", "127.0.0.1", port, "s"),
+            lambda: docker_daemon.exec("trp-sidecar", "redis-cli", "-p", str(port), "shutdown", "nosave"))
+        stopped = docker_daemon.exec("trp-sidecar", "redis-cli", "-p", str(port), "ping")
+    finally:
+        docker_daemon.docker("rm", "-f", "trp-sidecar", check=False)
+    assert "Connection refused" in stopped.stdout + stopped.stderr  # replay had no server
+    assert recorded == expected("s")
+    assert replayed == recorded
+    assert log.count("trproxy: 0 misses") == 2, log
+    assert f"destination: 127.0.0.1:{port}" in mocks and mocks.count("request: [SET,") == 1

@@ -13,6 +13,9 @@ network). Connections the container opens between its start and the re-attach (a
 poll interval) are not seen; attaching a ``--cgroup-parent`` given to the container
 (``--cgroup PARENT``) has no such gap, since the parent outlives the container's restarts.
 
+Destinations on the container's own loopback (a sidecar sharing its network namespace)
+are dialled from inside that namespace (``netns.py``), not on the host's loopback.
+
 ``--install-ca`` writes trproxy's CA into the container's trust store
 (``tls.container_trust``) when attaching and takes it out when detaching; a restart keeps
 the container's file system, so the CA stays in across it.
@@ -104,14 +107,17 @@ class Attachment:
         say(f"attached to {self.spec} (cgroup {self.path}{where}); press Ctrl-C to stop")
         return redirector
 
-    def _container_pid(self) -> int | None:
-        """A process of the cgroup with a file system of its own (a container's)."""
-        own = os.stat("/proc/self/ns/mnt").st_ino
+    def _container_pid(self, namespace: str = "mnt") -> int | None:
+        """A process of the cgroup in a ``namespace`` (mnt, net) other than trproxy's."""
+        own = os.stat(f"/proc/self/ns/{namespace}").st_ino
         for pid in cgroups.all_procs(self.path):
             with contextlib.suppress(OSError):
-                if os.stat(f"/proc/{pid}/ns/mnt").st_ino != own:
+                if os.stat(f"/proc/{pid}/ns/{namespace}").st_ino != own:
                     return pid
         return None
+
+    def _netns_pid(self) -> int | None:
+        return self._container_pid("net")
 
     def _install_ca(self, cert: bytes) -> None:
         pid = self._container_pid()
@@ -146,6 +152,8 @@ class Attachment:
                               check_owner=not self.hosts.other_netns)
         self.redirector = r
         self.proxy.resolver = r.original_destination
+        # the container's own loopback is dialled in its network namespace (netns.py)
+        self.proxy.ctx.upstream_netns = self._netns_pid if self.hosts.other_netns else None
         self.on_attach(r)
         return r
 

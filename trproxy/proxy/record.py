@@ -22,6 +22,7 @@ from ..protocols.registry import by_alpn, detect, pre_protocol, server_first_wai
 from ..store import Exchange
 from ..tls.errors import CertificateRejected, TlsError
 from .context import format_destination
+from .netns import open_upstream
 from .raw import MAX_TURN_BYTES, RawTurns
 from .relay import CHUNK, relay, reset
 
@@ -248,7 +249,7 @@ async def passthrough_or_record(ctx: RunContext, client: Streams, host: str, por
                                 record: bool) -> None:
     destination = format_destination(host, port)
     try:
-        upstream = await asyncio.wait_for(asyncio.open_connection(host, port, limit=CHUNK),
+        upstream = await asyncio.wait_for(open_upstream(ctx.upstream_netns, host, port, limit=CHUNK),
                                           ctx.connect_timeout)
     except (TimeoutError, OSError) as exc:
         log.info("upstream %s failed: %s; resetting the client", destination, exc)
