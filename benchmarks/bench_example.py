@@ -39,7 +39,9 @@ from tests.support.proc import stop  # noqa: E402
 from tests.support.services import wait_port  # noqa: E402
 
 SHOP = ROOT / "examples" / "shop"
-ENV = dict(os.environ, PYTHONPATH=str(ROOT))
+# as in a user's shell: Python caches bytecode (a CI or sandbox setting that turns that off
+# would make every run of trproxy and of the app compile their sources again)
+ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"} | {"PYTHONPATH": str(ROOT)}
 SUMMARY = re.compile(r"\((?P<total>[\d.]+) s: app start-up (?P<startup>[\d.]+) s, tests (?P<tests>[\d.]+) s\)")
 
 
@@ -110,48 +112,64 @@ def replay_tests(recordings: Path, env: dict[str, str], profile: Path | None = N
     return elapsed, {k: float(v) for k, v in found.groupdict().items()} if found else {}
 
 
-def _profile_top(profile: Path, n: int = 12) -> None:
-    """trproxy's own process, by cumulative time: where the time that is not the app's goes."""
-    import io
+def _profile_summary(profile: Path) -> None:
+    """Where trproxy test's own process spends its time (cProfile; the app is a child)."""
     import pstats
 
-    text = io.StringIO()
-    pstats.Stats(str(profile), stream=text).sort_stats("cumulative").print_stats(n)
-    rows = [line for line in text.getvalue().splitlines() if line.strip()]
-    start = next((i for i, line in enumerate(rows) if "cumtime" in line), 0)
-    print("  trproxy test's own process (cProfile, by cumulative time; the app is a child process):")
-    for line in rows[start:start + n + 1]:
-        print("    " + line.strip()[:150])
+    stats = pstats.Stats(str(profile)).stats  # type: ignore[attr-defined]
+    total = max(v[3] for v in stats.values())
+
+    def cum(file_part: str, func: str) -> float:
+        return sum(v[3] for (f, _, fn), v in stats.items() if file_part in f and fn == func)
+
+    def own(func: str) -> float:
+        return sum(v[2] for (_, _, fn), v in stats.items() if fn == func)
+
+    rows = [
+        ("imports (mitmproxy's HTTP model, codecs, apptest...)", cum("importlib._bootstrap", "_find_and_load")),
+        ("event loop idle: waiting for the app and its answers", own("<method 'poll' of 'select.epoll' objects>")),
+        ("serving the replayed connections", cum("trproxy/proxy/replay.py", "replay")),
+        ("reading the test set (YAML)", cum("trproxy/store/yamlio.py", "read_document")),
+    ]
+    print(f"  trproxy test's own process, {total:.2f} s (cProfile; the app is its child):")
+    for label, seconds in rows:
+        print(f"    {label:<56} {seconds:6.2f} s")
+    mine = sorted(((v[3], f"{Path(f).name}:{fn}") for (f, _, fn), v in stats.items()
+                   if "/trproxy/" in f and fn not in ("<module>", "main", "_main", "_test")), reverse=True)
+    print("    trproxy functions by cumulative time: " + ", ".join(f"{n} {t:.2f} s" for t, n in mine[:6]))
 
 
 def main() -> None:
     if os.geteuid() != 0:
         print("skipped: trproxy test needs root for the eBPF redirect")
         return
+    load = os.getloadavg()[0]
+    profile = Path(tempfile.mkdtemp(prefix="trproxy-bench-prof-")) / "trproxy-test.prof"
     recordings = Path(tempfile.mkdtemp(prefix="trproxy-bench-shop-"))
     try:
         env = record(recordings)
-        real = [with_real_services() for _ in range(2)]
-        mocked = [replay_tests(recordings, env) for _ in range(2)]
-        try:
-            daemon = DockerDaemon().start()
+        try:  # started before the clock, as a developer's engine runs already
+            daemon: DockerDaemon | None = DockerDaemon().start()
         except DockerUnavailable as e:
             print(f"containers reference skipped: {e}")
             daemon = None
+        real, mocked, contained = [], [], []
         try:
-            contained = [with_containers(daemon) for _ in range(2)] if daemon else []
+            for _ in range(2):  # interleaved, so a change of the machine's load hits all three
+                real.append(with_real_services())
+                mocked.append(replay_tests(recordings, env))
+                if daemon is not None:
+                    contained.append(with_containers(daemon))
         finally:
-            if daemon:
+            if daemon is not None:
                 daemon.destroy()
-        profile = recordings / "trproxy-test.prof"
         replay_tests(recordings, env, profile)
-        print(f"load average before the profiled run: {os.getloadavg()[0]:.2f} ({os.cpu_count()} cores)")
-        _profile_top(profile)
     finally:
         shutil.rmtree(recordings, ignore_errors=True)
     best_real = min(real)
     best_mocked, parts = min(mocked, key=lambda m: m[0])
-    print("shop example, traffic.sh's 14 calls (best of 2 each, wall time)")
+    print(f"shop example, traffic.sh's 14 calls (best of 2 each, wall time; load average "
+          f"{load:.1f} before, {os.getloadavg()[0]:.1f} after, {os.cpu_count()} cores)")
     print(f"  local services started fresh + app + calls      : {best_real:6.2f} s")
     if contained:
         print(f"  services in containers started + app + calls    : {min(contained):6.2f} s")
@@ -164,6 +182,9 @@ def main() -> None:
     if contained:
         print(f"  ratio containers / trproxy test                 : {min(contained) / best_mocked:6.2f}x faster"
               " (target >= 10)")
+    _profile_summary(profile)
+    shutil.rmtree(profile.parent, ignore_errors=True)
+
 
 if __name__ == "__main__":
     main()
