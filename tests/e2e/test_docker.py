@@ -384,3 +384,32 @@ def test_sidecar_on_the_containers_own_loopback(docker_daemon: DockerDaemon, tmp
     assert replayed == recorded
     assert log.count("trproxy: 0 misses") == 2, log
     assert f"destination: 127.0.0.1:{port}" in mocks and mocks.count("request: [SET,") == 1
+
+
+def test_two_containers_each_reach_their_own_loopback(docker_daemon: DockerDaemon, tmp_path: Path) -> None:
+    """Two containers under one attached cgroup parent, each with a redis-server on its
+    own 127.0.0.1 at the same port: each one's call is dialled in its own namespace."""
+    from tests.support.services import free_port
+
+    parent, port = f"trproxy-test-loopbacks-{os.getpid()}", free_port()
+    names = ("trp-lo-a", "trp-lo-b")
+    try:
+        for name in names:
+            docker_daemon.run(name, "sleep", "600", options=("--cgroup-parent", f"/{parent}"))
+            docker_daemon.docker("exec", "-d", name, "redis-server", "--port", str(port), "--bind",
+                                 "127.0.0.1", "--save", "", "--appendonly", "no")
+            deadline = time.monotonic() + 30
+            while docker_daemon.exec(name, "redis-cli", "-p", str(port), "SET", "who", name).stdout.strip() != "OK":
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        att = Attached(docker_daemon, "--cgroup", parent, "--dir", str(tmp_path / "rec"))
+        try:
+            att.wait_for(f"attached to {parent}")
+            answers = [docker_daemon.exec(n, "redis-cli", "-p", str(port), "GET", "who").stdout.strip()
+                       for n in (*names, *reversed(names))]
+        finally:
+            log = att.stop()
+    finally:
+        docker_daemon.docker("rm", "-f", *names, check=False)
+    assert answers == [*names, *reversed(names)], log
+    assert "wrote 4 exchanges" in log, log

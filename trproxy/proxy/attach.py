@@ -116,8 +116,12 @@ class Attachment:
                     return pid
         return None
 
-    def _netns_pid(self) -> int | None:
-        return self._container_pid("net")
+    def _netns_pid(self, app: tuple | None) -> int | None:  # type: ignore[type-arg]
+        """The process holding the app's connection (``app``: its peername and sockname
+        at the proxy), in whose namespace its local destinations are; else any process of
+        the cgroup in another network namespace (a single container has one)."""
+        owner = containers.socket_owner(self.path, *app) if app is not None else None
+        return owner[0] if owner is not None else self._container_pid("net")
 
     def _install_ca(self, cert: bytes) -> None:
         pid = self._container_pid()

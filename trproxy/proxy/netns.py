@@ -24,8 +24,9 @@ from typing import Any
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
 
-#: a process whose network namespace local destinations are dialled in (None: ours)
-NetnsPid = Callable[[], int | None]
+#: the process whose network namespace the app's local destinations are dialled in (None:
+#: ours), given the app's connection to the proxy as (peername, sockname) when known
+NetnsPid = Callable[[tuple | None], int | None]  # type: ignore[type-arg]
 
 
 def is_local(host: str) -> bool:
@@ -64,11 +65,16 @@ def socket_in(pid: int, family: int) -> socket.socket:
     return out["sock"]
 
 
-async def open_upstream(netns_pid: NetnsPid | None, host: str, port: int,
+async def open_upstream(netns_pid: NetnsPid | None, host: str, port: int, client: Any = None,
                         **kw: Any) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """``asyncio.open_connection(host, port, **kw)``, from the namespace of ``netns_pid()``
-    when ``host`` is a local address and such a process exists."""
-    pid = netns_pid() if netns_pid is not None and is_local(host) else None
+    """``asyncio.open_connection(host, port, **kw)``, from the namespace of
+    ``netns_pid(client)`` when ``host`` is a local address and such a process exists.
+    ``client``: the app's side of the connection (a StreamWriter), to tell which
+    container's loopback is meant when the attached cgroup holds several."""
+    pid = None
+    if netns_pid is not None and is_local(host):
+        app = (client.get_extra_info("peername"), client.get_extra_info("sockname")) if client else None
+        pid = await asyncio.to_thread(netns_pid, app)
     if pid is None:
         return await asyncio.open_connection(host, port, **kw)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET

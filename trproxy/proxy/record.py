@@ -249,7 +249,8 @@ async def passthrough_or_record(ctx: RunContext, client: Streams, host: str, por
                                 record: bool) -> None:
     destination = format_destination(host, port)
     try:
-        upstream = await asyncio.wait_for(open_upstream(ctx.upstream_netns, host, port, limit=CHUNK),
+        upstream = await asyncio.wait_for(open_upstream(ctx.upstream_netns, host, port, client[1],
+                                                        limit=CHUNK),
                                           ctx.connect_timeout)
     except (TimeoutError, OSError) as exc:
         log.info("upstream %s failed: %s; resetting the client", destination, exc)
