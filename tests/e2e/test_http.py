@@ -236,6 +236,29 @@ def test_pinning_client_falls_back_to_passthrough(tmp_path, home):
     assert "refused trproxy's certificate for localhost" in recorded.stderr
 
 
+@pytest.mark.root
+@needs_root
+def test_a_refusal_is_per_client_a_later_client_that_trusts_us_is_intercepted(tmp_path, home):
+    """curl trusting only the server's CA refuses our certificate; a second curl in the
+    same run trusts trproxy's CA (CURL_CA_BUNDLE, set for the run): it is intercepted and
+    recorded, not passed through to a server whose certificate it does not trust."""
+    upstream_ca = CertificateAuthority(tmp_path / "upstream-ca")
+    _, httpd = _tls_servers(upstream_ca)
+    url = f"https://localhost:{httpd.server_address[1]}/text"
+    script = (f"curl -sS --cacert {upstream_ca.cert_path} {url}; echo rc=$?; "
+              f"curl -sS {url}; echo rc=$?; curl -sS {url}; echo rc=$?")
+    try:
+        recorded = _trproxy("record", tmp_path / "rec", "--tls-ca", str(upstream_ca.cert_path), "--",
+                            "sh", "-c", script)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert recorded.stdout.splitlines() == ["rc=60", "hello, world", "rc=0", "hello, world", "rc=0"]
+    assert "refused trproxy's certificate for localhost" in recorded.stderr
+    assert "refused our certificate" in recorded.stderr and "passed through for process" in recorded.stderr
+    assert _exchanges(_mocks(tmp_path / "rec")) == 2
+
+
 FORWARD_CLIENT = r'''
 import json, sys, httpx
 base = sys.argv[1]

@@ -22,6 +22,7 @@ from ..protocols.registry import by_alpn, detect, pre_protocol, server_first_wai
 from ..store import Exchange
 from ..tls.errors import CertificateRejected, TlsError
 from .context import format_destination
+from .netns import open_upstream
 from .raw import MAX_TURN_BYTES, RawTurns
 from .relay import CHUNK, relay, reset
 
@@ -248,7 +249,8 @@ async def passthrough_or_record(ctx: RunContext, client: Streams, host: str, por
                                 record: bool) -> None:
     destination = format_destination(host, port)
     try:
-        upstream = await asyncio.wait_for(asyncio.open_connection(host, port, limit=CHUNK),
+        upstream = await asyncio.wait_for(open_upstream(ctx.upstream_netns, host, port, client[1],
+                                                        limit=CHUNK),
                                           ctx.connect_timeout)
     except (TimeoutError, OSError) as exc:
         log.info("upstream %s failed: %s; resetting the client", destination, exc)
@@ -285,13 +287,19 @@ async def passthrough_or_record(ctx: RunContext, client: Streams, host: str, por
         except (TlsError, ConnectionError, OSError):
             hello = None
         name = (hello.sni or host) if hello else host
-        if hello is not None and name not in ctx.tls.passthrough_hosts:
+        who = ctx.tls.client_of(client[1]) if hello is not None else None
+        if hello is not None and who is not None and (
+                name not in ctx.tls.refusals or not ctx.tls.passes_through(name, await who)):
             try:
                 down, up = await intercept_record(ctx.tls, client, upstream, hello, first_client, name,
                                                   system_trust=not upgraded)
             except CertificateRejected as exc:
-                ctx.problems.append(f"{name} refused our certificate ({exc}); passed through from now on")
-                log.warning("the app refused trproxy's certificate for %s: %s", name, exc)
+                by = await who
+                ctx.tls.refused(name, by)
+                by_text = f"process {by[0]}" if isinstance(by, tuple) else "the app"
+                ctx.problems.append(f"{name} refused our certificate ({exc}); passed through for "
+                                    f"{by_text} from now on")
+                log.warning("%s refused trproxy's certificate for %s: %s", by_text, name, exc)
                 reset(client[1])
                 reset(upstream[1])
                 return

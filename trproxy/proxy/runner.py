@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
 import gc
 import logging
 import os
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING
 from ..apptest.noise import write_default_config
 from ..apptest.secretfile import use_secrets
 from ..protocols.registry import dialects, match_key, volatile_rules
+from ..redirect import containers
 from ..redirect.errors import RedirectError
 from ..store import (
     DirBlobStore,
@@ -68,6 +70,7 @@ class RunOptions:
     # attach: where the cgroup's processes reach the host (IPv4, IPv6) when it has none yet
     attach_hosts: tuple[str, str] | None = None
     attached: Callable[[], None] | None = None  # attach: run (in a thread) once redirected
+    install_ca: bool = False  # attach: write our CA into the container's trust store
     env: dict[str, str] = field(default_factory=dict)
     app_ports: list[int] = field(default_factory=list)  # record: inbound calls become tests
     tls: bool = True  # intercept TLS in record/replay (our CA, trusted by the child)
@@ -155,7 +158,9 @@ async def _run(opts: RunOptions, ctx: RunContext, test_set: Path) -> int:
             attachment = Attachment(opts.cgroup, proxy, shadows,
                                     on_attach=lambda r: _fence(r, ctx),
                                     on_detach=lambda r: _report_refused(r, ctx),
-                                    hosts=opts.attach_hosts)
+                                    hosts=opts.attach_hosts,
+                                    install_ca=ctx.tls.ca.cert_path.read_bytes()
+                                    if opts.install_ca and ctx.tls is not None else None)
             redirector = await attachment.start()
             log.info("proxy on port %d of %s", proxy.port, ", ".join(["127.0.0.1", *proxy.addresses]))
         elif opts.redirect:
@@ -169,6 +174,8 @@ async def _run(opts: RunOptions, ctx: RunContext, test_set: Path) -> int:
             proxy.resolver = redirector.original_destination
             log.info("proxy on 127.0.0.1:%d and [::1]:%d, cgroup %s", port, port, redirector.cgroup_path)
             _fence(redirector, ctx)
+        if redirector is not None and ctx.tls is not None:  # who refused our certificate
+            ctx.tls.identify = functools.partial(containers.socket_owner, Path(redirector.cgroup_path))
         # what startup built (the mock pool, bcc's tables) lives as long as the run: out of
         # the collector's way, so full collections do not stall every connection over it
         gc.freeze()
