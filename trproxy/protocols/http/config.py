@@ -29,6 +29,7 @@ from typing import Any
 
 from ..secrets import SecretVault, standins_to_placeholders
 from ..volatile import FieldRules, field_rules
+from .grpc import Names
 
 REDACTED = "<redacted>"
 
@@ -188,6 +189,8 @@ class HttpConfig:
     max_header_table: int = 1024 * 1024
     # the user's rules for values the app generates in requests (``volatile.py``)
     volatile: FieldRules = field(default_factory=FieldRules)
+    # gRPC field names and types from the configured descriptor sets (``grpc.py``)
+    grpc_names: Names | None = field(default=None, compare=False, hash=False)
 
 
 def config_from_section(section: dict[str, Any]) -> HttpConfig:
@@ -209,7 +212,24 @@ def config_from_section(section: dict[str, Any]) -> HttpConfig:
                     match_headers=bool(match.get("match_headers", False))),
         max_body=int(float(section.get("max_body_mb", 8)) * 1024 * 1024),
         volatile=field_rules(section, "http", ("volatile_headers", "volatile_query")),
+        grpc_names=_grpc_names(section),
     )
+
+
+def _grpc_names(section: dict[str, Any]) -> Names | None:
+    """Names from the descriptor sets the config layer read (``grpc_descriptor_sets``:
+    their bytes, in the order ``grpc_descriptors`` lists them)."""
+    sets = section.get("grpc_descriptor_sets") or []
+    if not isinstance(sets, list) or not all(isinstance(s, bytes) for s in sets):
+        raise ValueError("http.grpc_descriptor_sets is not a setting (use grpc_descriptors)")
+    if not sets:
+        return None
+    names = Names()
+    for data in sets:
+        one = Names.from_descriptor_set(data)
+        names.messages.update(one.messages)
+        names.methods.update(one.methods)
+    return names
 
 
 def _names(section: dict[str, Any], key: str, prefix: str = "") -> list[str]:
