@@ -93,3 +93,31 @@ def test_grpc_calls_replay_with_the_server_stopped(tmp_path: Path, stubs: Path, 
     assert code == "StatusCode.UNAVAILABLE" and "trproxy: no recording for gRPC" in details, details
     assert "trproxy.echo.Echo/Get" in details
     assert "1 miss" in missed.stderr, missed.stderr
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="the eBPF redirect needs root")
+def test_grpc_over_tls_replays(tmp_path: Path, stubs: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """TLS with ALPN h2: the server's certificate from a test CA (given with --tls-ca), the
+    client trusting trproxy's CA through SSL_CERT_FILE."""
+    from tests.e2e.apps.grpc.app import serve
+    from trproxy.tls.ca import CertificateAuthority
+
+    monkeypatch.setenv("TRPROXY_HOME", str(tmp_path / "home"))
+    upstream = CertificateAuthority(tmp_path / "upstream-ca")
+    port = free_port()
+    server = serve(port, str(stubs), (upstream.key_path.read_bytes(),
+                                      upstream.leaf_path("127.0.0.1").read_bytes()))
+    recording = tmp_path / "rec"
+    try:
+        recorded = run_trproxy("record", "--dir", str(recording), "--tls-ca",
+                               str(upstream.cert_path), "--", *_client(port, stubs, "tls"))
+    finally:
+        server.stop(0).wait()
+    assert recorded.returncode == 0, recorded.stderr
+    replayed = run_trproxy("replay", "--dir", str(recording), "--", *_client(port, stubs, "tls"))
+    assert replayed.returncode == 0, replayed.stderr
+    assert replayed.stdout == recorded.stdout and "DEADLINE_EXCEEDED" in recorded.stdout
+    assert "trproxy: 0 misses" in replayed.stderr, replayed.stderr
+    mocks = (recording / "test-set-0" / "mocks.yaml").read_text()
+    assert "url: https://127.0.0.1:" in mocks and "grpc:" in mocks
