@@ -24,7 +24,8 @@ from tests.support.chunking import bytewise, offsets, split_at, total
 from trproxy.protocols.base import Lookup, Reply
 from trproxy.protocols.http import HttpConfig, HttpReplayer, match_key
 from trproxy.protocols.http import grpc as g
-from trproxy.protocols.http.body import body_from_readable
+from trproxy.protocols.http.body import BodyBuffer, body_from_readable
+from trproxy.protocols.http.readable import request_readable
 from trproxy.protocols.http.volatile import volatile
 
 from .streams import as_data, record, yaml_roundtrip
@@ -351,3 +352,21 @@ def test_values_the_app_generates_in_a_message_are_volatile() -> None:
     assert volatile(request, datetime.now(UTC)) == [token]
     raw = {**request, "body": {"grpc": [{"base64": base64.b64encode(token.encode()).decode()}]}}
     assert volatile(raw, datetime.now(UTC)) == []
+
+
+def test_secret_fields_named_by_the_schema_are_redacted() -> None:
+    """A field named like a secret (the schema says its name) never reaches the recording;
+    the tree still encodes (the placeholder in its place), and a live request redacted
+    the same way matches."""
+    # a schema where the text field is called "password"
+    fds = [[1, [[2, "p"], [4, [[1, "Login"], [2, [[1, "password"], [3, 1], [5, 9]]],
+                               [2, [[1, "n"], [3, 2], [5, 5]]]]],
+                [6, [[1, "S"], [2, [[1, "In"], [2, ".p.Login"], [3, ".p.Login"]]]]]]]]
+    config = HttpConfig(grpc_names=g.Names.from_descriptor_set(g.encode_fields(fds)))
+    buf = BodyBuffer(1 << 20)
+    buf.add(g.frame(g.encode_fields([[1, "hunter2-password"], [2, 5]])))
+    request = request_readable("POST", "http://h/p.S/In", "HTTP/2.0",
+                               [(b"content-type", b"application/grpc")], buf, None, config)
+    assert request["body"] == {"grpc": [[[1, "<redacted>", "password"], [2, 5, "n"]]]}
+    assert "hunter2" not in str(request)
+    assert g.body_bytes(request["body"]) == g.frame(g.encode_fields([[1, "<redacted>"], [2, 5]]))

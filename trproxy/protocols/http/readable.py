@@ -238,8 +238,27 @@ def body_fields(fields: Fields, buf: BodyBuffer, config: HttpConfig, context: st
     if data and is_grpc_type(ctype):
         grpc = grpc_body_readable(data, config.grpc_names, path, response)
         if grpc is not None:
-            return {"body": grpc}
+            return {"body": {"grpc": [redact_fields(m, config.redaction, context)
+                                      for m in grpc["grpc"]]}}
     return {"body": body_to_readable(data, ctype, config.redaction, context)}
+
+
+def redact_fields(message: Readable, redaction: Redaction, context: str = "") -> Readable:
+    """A gRPC message's field tree with the texts of secret fields (by their names, known
+    from a descriptor set) replaced, and known secret values scrubbed from the others."""
+    if not isinstance(message, list):
+        return message
+    out = []
+    for entry in message:
+        value = entry[1]
+        if isinstance(value, str) and value:
+            name = entry[2] if len(entry) == 3 else None
+            value = redaction.secret(value, field_hint(context, name)) \
+                if name and is_secret_field(name, redaction.fields) else redaction.scrub(value)
+        elif isinstance(value, list):
+            value = redact_fields(value, redaction, context)
+        out.append([entry[0], value, *entry[2:]])
+    return out
 
 
 def body_bytes(message: dict[str, Any]) -> bytes:
