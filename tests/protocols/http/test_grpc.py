@@ -370,3 +370,22 @@ def test_secret_fields_named_by_the_schema_are_redacted() -> None:
     assert request["body"] == {"grpc": [[[1, "<redacted>", "password"], [2, 5, "n"]]]}
     assert "hunter2" not in str(request)
     assert g.body_bytes(request["body"]) == g.frame(g.encode_fields([[1, "<redacted>"], [2, 5]]))
+
+
+def test_ignore_json_paths_name_fields_of_grpc_messages() -> None:
+    """``match.ignore_json_paths`` drops fields by name or number, at any depth given by
+    the path; everything else still compares."""
+    from trproxy.protocols.http import Noise, match_key_with
+
+    def request(sent_at: int, text: str) -> dict:
+        tree = [[1, text, "text"], [2, [[1, sent_at, "sent_at"], [2, "eu", "region"]], "meta"],
+                [3, sent_at], [3, sent_at + 1]]
+        return {"method": "POST", "url": "http://h/pkg.S/M", "body": {"grpc": [tree, tree]}}
+
+    noise = Noise(json_paths=("meta.sent_at", "3"))
+    assert match_key_with(request(1, "a"), noise) == match_key_with(request(2, "a"), noise)
+    assert match_key_with(request(1, "a"), noise) != match_key_with(request(1, "b"), noise)
+    assert match_key_with(request(1, "a"), Noise()) != match_key_with(request(2, "a"), Noise())
+    key = match_key_with(request(1, "a"), noise)["body"]
+    assert key == {"grpc": [[[1, "a", "text"], [2, [[2, "eu", "region"]], "meta"]]] * 2}
+    assert g.drop_field_path([[1, [[2, 5]]], "junk"], ["*", "2"]) == [[1, []], "junk"]

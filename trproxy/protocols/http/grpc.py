@@ -316,6 +316,23 @@ def strings_of(form: Readable) -> Iterator[Readable]:
             yield item
 
 
+def drop_field_path(message: Readable, steps: list[str | int]) -> Readable:
+    """A message without the fields a path reaches (``match.ignore_json_paths`` applied
+    to gRPC): each step is a field's name or number, or ``*``; repeated fields all go."""
+    if not steps or not isinstance(message, list):
+        return message
+    step, rest = str(steps[0]), steps[1:]
+    out = []
+    for entry in message:
+        hit = isinstance(entry, list) and len(entry) >= 2 and (
+            step == "*" or step == str(entry[0]) or (len(entry) == 3 and entry[2] == step))
+        if not hit:
+            out.append(entry)
+        elif rest:
+            out.append([entry[0], drop_field_path(entry[1], rest), *entry[2:]])
+    return out
+
+
 def call_name(path: str) -> str | None:
     """``package.Service/Method`` of a gRPC ``:path`` ``/package.Service/Method``."""
     parts = path.split("?", 1)[0].split("/")
