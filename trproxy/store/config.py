@@ -30,35 +30,30 @@ def configure_protocols(root: Path) -> None:
     from ..protocols.registry import configure
 
     try:
-        configure(with_descriptor_sets(read_config(root), root))
+        configure(with_files(read_config(root), root))
     except ValueError as exc:
         raise FormatError(str(exc), root / CONFIG) from exc
 
 
-MAX_DESCRIPTOR_SET = 64 * 1024 * 1024
+MAX_SETTING_FILE = 64 * 1024 * 1024
 
 
-def with_descriptor_sets(doc: dict[str, Any], root: Path) -> dict[str, Any]:
-    """``http.grpc_descriptors`` (FileDescriptorSet files, ``protoc --descriptor_set_out``;
-    relative paths are inside ``root``) read here, since protocols read no files: their
-    bytes go to the HTTP dialect as ``grpc_descriptor_sets``."""
-    section = doc.get("http")
-    if not isinstance(section, dict) or not section.get("grpc_descriptors"):
-        return doc
-    paths = section["grpc_descriptors"]
-    if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
-        raise ValueError("http.grpc_descriptors must be a list of file paths")
-    sets = []
-    for name in paths:
+def with_files(doc: dict[str, Any], root: Path) -> dict[str, Any]:
+    """``doc`` with ``files`` in each section: how a dialect reads a file one of its
+    settings names (protocols read no files themselves). A relative path is inside
+    ``root`` (read as safely as a recording); an absolute one is read as given. Both are
+    bounded; ValueError says why a file cannot be read."""
+    def read(name: str) -> bytes:
         path = Path(name)
         try:
-            if path.is_absolute():
-                data = path.read_bytes()[:MAX_DESCRIPTOR_SET + 1]
-            else:
-                data = safeio.read_bytes(root / path, root, MAX_DESCRIPTOR_SET)
+            if not path.is_absolute():
+                return safeio.read_bytes(root / path, root, MAX_SETTING_FILE)
+            with open(path, "rb") as f:
+                data = f.read(MAX_SETTING_FILE + 1)
         except (OSError, FormatError) as exc:
-            raise ValueError(f"http.grpc_descriptors: cannot read {name}: {exc}") from exc
-        if len(data) > MAX_DESCRIPTOR_SET:
-            raise ValueError(f"http.grpc_descriptors: {name} is over {MAX_DESCRIPTOR_SET} bytes")
-        sets.append(data)
-    return {**doc, "http": {**section, "grpc_descriptor_sets": sets}}
+            raise ValueError(f"cannot read {name}: {exc}") from exc
+        if len(data) > MAX_SETTING_FILE:
+            raise ValueError(f"{name} is over {MAX_SETTING_FILE} bytes")
+        return data
+
+    return {k: {**v, "files": read} if isinstance(v, dict) else v for k, v in doc.items()}

@@ -217,16 +217,20 @@ def config_from_section(section: dict[str, Any]) -> HttpConfig:
 
 
 def _grpc_names(section: dict[str, Any]) -> Names | None:
-    """Names from the descriptor sets the config layer read (``grpc_descriptor_sets``:
-    their bytes, in the order ``grpc_descriptors`` lists them)."""
-    sets = section.get("grpc_descriptor_sets") or []
-    if not isinstance(sets, list) or not all(isinstance(s, bytes) for s in sets):
-        raise ValueError("http.grpc_descriptor_sets is not a setting (use grpc_descriptors)")
-    if not sets:
+    """Names from the descriptor sets ``grpc_descriptors`` lists, read with the section's
+    ``files`` (given by the config layer; without it, as for inbound capture, none)."""
+    paths = section.get("grpc_descriptors") or []
+    if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+        raise ValueError("http.grpc_descriptors must be a list of file paths")
+    files = section.get("files")
+    if not paths or not callable(files):
         return None
     names = Names()
-    for data in sets:
-        one = Names.from_descriptor_set(data)
+    for path in paths:
+        try:
+            one = Names.from_descriptor_set(files(path))
+        except ValueError as exc:
+            raise ValueError(f"http.grpc_descriptors: {path}: {exc}") from exc
         names.messages.update(one.messages)
         names.methods.update(one.methods)
     return names
