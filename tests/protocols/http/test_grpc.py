@@ -389,3 +389,17 @@ def test_ignore_json_paths_name_fields_of_grpc_messages() -> None:
     key = match_key_with(request(1, "a"), noise)["body"]
     assert key == {"grpc": [[[1, "a", "text"], [2, [[2, "eu", "region"]], "meta"]]] * 2}
     assert g.drop_field_path([[1, [[2, 5]]], "junk"], ["*", "2"]) == [[1, []], "junk"]
+
+
+def test_the_time_left_to_a_deadline_is_not_compared_with_the_headers() -> None:
+    from trproxy.protocols.http import Noise, match_key_with
+
+    def request(timeout: str) -> dict:
+        return {"method": "POST", "url": "http://h/pkg.S/M", "body": {"grpc": [[[1, 1]]]},
+                "headers": [["content-type", "application/grpc"], ["grpc-timeout", timeout],
+                            ["x-user", "ann"]]}
+
+    noise = Noise(match_headers=True)
+    assert match_key_with(request("9960m"), noise) == match_key_with(request("9S"), noise)
+    other = {**request("9S"), "headers": [["x-user", "bob"]]}
+    assert match_key_with(other, noise) != match_key_with(request("9S"), noise)

@@ -102,6 +102,7 @@ DEFAULT_NOISE_HEADERS: frozenset[str] = frozenset({
     "baggage", "sentry-trace", "x-amzn-trace-id", "x-b3-traceid", "x-b3-spanid",
     "x-b3-parentspanid", "x-b3-sampled", "x-datadog-trace-id", "x-datadog-parent-id",
     "idempotency-key",
+    "grpc-timeout",  # a gRPC call's time left until its deadline: another value every run
 })
 
 
