@@ -37,7 +37,7 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from ..base import DecodeError, Readable
+from ..base import Readable
 
 MAX_DEPTH = 32  # nested messages deeper than this stay bytes (bounds recursion)
 GRPC_CONTENT_TYPE = "application/grpc"
@@ -69,34 +69,6 @@ def split_messages(body: bytes) -> list[tuple[bool, bytes]] | None:
         out.append((body[pos] == 1, body[pos + 5:pos + 5 + size]))
         pos += 5 + size
     return out
-
-
-class MessageSplitter:
-    """Incremental framing (sans-I/O): ``feed`` bytes as they come, get whole messages."""
-
-    def __init__(self, limit: int = 4 * 1024 * 1024) -> None:
-        self.limit = limit  # grpc's default max receive message size
-        self._buf = bytearray()
-
-    def feed(self, data: bytes) -> list[tuple[bool, bytes]]:
-        self._buf += data
-        out = []
-        while len(self._buf) >= 5:
-            if self._buf[0] > 1:
-                raise DecodeError(f"gRPC message flag {self._buf[0]} (0 or 1 expected)")
-            size = int.from_bytes(self._buf[1:5], "big")
-            if size > self.limit:
-                raise DecodeError(f"gRPC message of {size} bytes exceeds {self.limit}")
-            if len(self._buf) < 5 + size:
-                break
-            out.append((self._buf[0] == 1, bytes(self._buf[5:5 + size])))
-            del self._buf[:5 + size]
-        return out
-
-    @property
-    def pending(self) -> int:
-        """Bytes of an incomplete message held (non-zero at the end: the body was cut)."""
-        return len(self._buf)
 
 
 def frame(message: bytes, compressed: bool = False) -> bytes:
