@@ -315,6 +315,7 @@ def test_replay_answers_with_the_recorded_messages_and_trailers() -> None:
     def answer(lookup: Lookup):  # type: ignore[no-untyped-def]
         assert match_key(lookup.request) == match_key(call.request)
         assert lookup.summary == "gRPC 127.0.0.1:50051 trproxy.echo.Echo/Chat"
+        assert lookup.context.forward is None  # new-episodes fetches over HTTP/1.1: not gRPC
         return call.responses
 
     client = _replay(answer)

@@ -134,9 +134,11 @@ class H2Replayer:
         context = LookupContext(
             private={"stream_id": sid, "method": s.method, "http_version": "HTTP/2.0",
                      "grpc": grpc},
-            # new-episodes: what to send upstream (over HTTP/1.1) when nothing recorded answers
-            forward=functools.partial(http_forward, self.config, self.blobs, readable, label,
-                                      s.method, None, s.fields, s.body, s.url))
+            # new-episodes: what to send upstream (over HTTP/1.1) when nothing recorded
+            # answers; not a gRPC call, which needs HTTP/2 (a miss, UNAVAILABLE)
+            forward=None if grpc else functools.partial(
+                http_forward, self.config, self.blobs, readable, label, s.method, None,
+                s.fields, s.body, s.url))
         return Lookup(request=readable, lifetime="data", summary=label, expects_reply=True,
                       context=context)
 
