@@ -93,6 +93,12 @@ def test_grpc_calls_replay_with_the_server_stopped(tmp_path: Path, stubs: Path, 
     assert code == "StatusCode.UNAVAILABLE" and "trproxy: no recording for gRPC" in details, details
     assert "trproxy.echo.Echo/Get" in details
     assert "1 miss" in missed.stderr, missed.stderr
+    report = yaml.safe_load(sorted((recording / "reports").glob("run-*-replay.yaml"))[-1].read_text())
+    [miss] = report["misses"]
+    assert miss["request"].endswith("trproxy.echo.Echo/Get")
+    # the closest candidate: a recorded Get, with a diff showing the text that differs
+    assert miss["nearest"] and "trproxy.echo.Echo/Get" in miss["nearest"][0], miss
+    assert "never recorded" in miss["nearest"][0], miss
 
 
 @pytest.mark.root
