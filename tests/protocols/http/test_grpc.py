@@ -116,6 +116,14 @@ def test_the_body_form_round_trips_exactly() -> None:
     assert body_from_readable(yaml_roundtrip(form)) == BODY
 
 
+def test_a_message_that_is_text_not_protobuf_stays_text() -> None:
+    """application/grpc+json: a JSON message is not protobuf (``{`` is a group's tag)."""
+    body = g.frame(b'{"name": "x"}') + g.frame(b"\xff\xfe")
+    form = g.body_readable(body)
+    assert form == {"grpc": ['{"name": "x"}', {"base64": "//4="}]}
+    assert g.body_bytes(form) == body
+
+
 @pytest.mark.parametrize("cut", [1, 4, 5, 9, len(BODY) - 1])
 def test_a_cut_body_is_not_grpc(cut: int) -> None:
     assert g.split_messages(BODY[:cut]) is None

@@ -14,11 +14,12 @@ The readable body form is ``{"grpc": [message, ...]}``, each message one of:
   ``{"fixed32": n}`` / ``{"fixed64": n}``, ``{"float": x}`` / ``{"double": x}``,
   ``{"sint": n}`` (zigzag varint), ``str`` (length-delimited UTF-8 text), a list (a
   length-delimited nested message) or ``{"base64": ...}`` (length-delimited bytes);
-* ``{"base64": ...}``: bytes that are not a protobuf message this decoder re-encodes
-  exactly;
+* a string: a message that is not protobuf but UTF-8 text (``application/grpc+json``);
+* ``{"base64": ...}``: bytes that are neither a protobuf message this decoder re-encodes
+  exactly nor text;
 * ``{"compressed": ...}`` (base64): a message sent with the compressed flag, kept as sent.
 
-Invariant: ``encode_messages(decode_messages(body))`` is the body, byte for byte. Only a
+Invariant: ``body_bytes(body_readable(body))`` is the body, byte for byte. Only a
 message whose tree re-encodes to its own bytes is shown as a tree (so non-minimal
 varints, groups or trailing garbage leave it as ``base64``); replay then sends the same
 bytes, and live values mapped into the tree (``volatile``) are re-encoded with their
@@ -251,6 +252,8 @@ def body_readable(data: bytes, names: Names | None = None, path: str = "",
         tree = decode_message(message)
         if names is not None and isinstance(tree, list):
             tree = names.annotate(tree, names.message_type(path, response))
+        elif not isinstance(tree, list) and (text := _text(message)) is not None:
+            tree = text
         out.append(tree)
     return {"grpc": out}
 
@@ -264,12 +267,15 @@ def body_bytes(form: Readable) -> bytes:
     for message in messages:
         if isinstance(message, list):
             out += frame(encode_fields(message))
+        elif isinstance(message, str):
+            out += frame(message.encode("utf-8"))
         elif isinstance(message, dict) and isinstance(message.get("compressed"), str):
             out += frame(base64.b64decode(message["compressed"], validate=True), compressed=True)
         elif isinstance(message, dict) and isinstance(message.get("base64"), str):
             out += frame(base64.b64decode(message["base64"], validate=True))
         else:
-            raise ValueError(f"a gRPC message is a field list, {{base64}} or {{compressed}}, not {message!r:.60}")
+            raise ValueError(f"a gRPC message is a field list, a text, {{base64}} or {{compressed}}, "
+                             f"not {message!r:.60}")
     return bytes(out)
 
 
