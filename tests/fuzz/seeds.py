@@ -139,6 +139,29 @@ def http2() -> list[bytes]:
     return _framed(streams, random.Random(5))
 
 
+def grpc() -> list[bytes]:
+    """gRPC bodies of messages the protobuf runtime made (tests/protocols/http/test_grpc.py),
+    each with every header byte; and the descriptor set's own bytes."""
+    from tests.protocols.http.test_grpc import BODY, MESSAGES
+    from trproxy.protocols.http.grpc import frame as grpc_frame
+
+    bodies = [BODY[:MAX_SEED - 1]] + [grpc_frame(m) for m in MESSAGES.values() if len(m) < MAX_SEED]
+    return [bytes([flags]) + b for b in bodies for flags in range(4)]
+
+
+def grpc_h2() -> list[bytes]:
+    """A bidi gRPC call between two h2 connections, as the http2 target reads it."""
+    from tests.protocols.http.test_grpc import _conversation
+    from trproxy.protocols.http import H2_PREFACE
+
+    out = []
+    for end in ("trailers", "client reset", "server reset"):
+        chunks = _conversation(end)
+        side, data = chunks[0]
+        out += _framed([[(side, data[len(H2_PREFACE):]), *chunks[1:]]], random.Random(6))
+    return out
+
+
 def websocket() -> list[bytes]:
     """The captured WebSocket session after its 101, and frames of every kind from wsproto."""
     from wsproto.frame_protocol import CloseReason, FrameProtocol
@@ -229,7 +252,7 @@ SEEDS = {
     "postgres_codec": postgres, "postgres_dialect": postgres,
     "redis_codec": redis, "redis_dialect": redis,
     "kafka_codec": kafka, "kafka_dialect": kafka, "kafka_records": kafka_records,
-    "http1": http1, "http2": http2, "websocket": websocket,
+    "http1": http1, "http2": http2, "websocket": websocket, "grpc": grpc,
     "tls_client_hello": tls_client_hello, "store_loader": store_loader,
 }
 

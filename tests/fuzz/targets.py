@@ -317,6 +317,50 @@ def websocket(data: bytes) -> None:
                [i.responses for i in recorded])
 
 
+# -- gRPC ---------------------------------------------------------------------------------
+
+_GRPC_NAMES: list[Any] = []
+
+
+def _grpc_names() -> Any:
+    """A FileDescriptorSet written as a field tree (package trproxy.fuzz, message M with a
+    sint32, a double, a nested M, a float and an int64; service S, method M: M -> M)."""
+    from trproxy.protocols.http import grpc
+
+    if not _GRPC_NAMES:
+        fields = [[2, [[1, n], [3, i], [5, t], *([[6, ".trproxy.fuzz.M"]] if t == 11 else [])]]
+                  for i, (n, t) in enumerate([("a", 17), ("b", 1), ("c", 11), ("d", 2), ("e", 3)], 1)]
+        fds = [[1, [[2, "trproxy.fuzz"], [4, [[1, "M"], *fields]],
+                    [6, [[1, "S"], [2, [[1, "M"], [2, ".trproxy.fuzz.M"], [3, ".trproxy.fuzz.M"]]]]]]]]
+        _GRPC_NAMES.append(grpc.Names.from_descriptor_set(grpc.encode_fields(fds)))
+    return _GRPC_NAMES[0]
+
+
+def grpc(data: bytes) -> None:
+    """A gRPC body (after one header byte: bit 0 names fields from a descriptor set, bit 1
+    reads it as a response): the readable form must give back the exact bytes; the bytes
+    as one protobuf message and as a descriptor set; the body cut short."""
+    from trproxy.protocols.http import grpc
+
+    if not data:
+        return
+    body = data[1:]
+    names = _grpc_names() if data[0] & 1 else None
+    form = grpc.body_readable(body, names, "/trproxy.fuzz.S/M", response=bool(data[0] & 2))
+    if form is not None:
+        check_readable(form)
+        assert grpc.body_bytes(form) == body
+    tree = grpc.decode_message(body)
+    assert grpc.encode_fields(tree) == body if isinstance(tree, list) else "base64" in tree
+    with contextlib.suppress(ValueError):  # not a descriptor set: its documented error
+        grpc.Names.from_descriptor_set(body)
+    whole = grpc.split_messages(body)
+    for cut in (len(body) // 3, len(body) // 2, len(body) - 1):  # a body cut short
+        part = grpc.split_messages(body[:cut]) if cut > 0 else None
+        if part is not None and whole is not None:
+            assert whole[:len(part)] == part
+
+
 # -- TLS ----------------------------------------------------------------------------------
 
 def tls_client_hello(data: bytes) -> None:
@@ -379,6 +423,7 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
     Target("http1", http1, "H1Parser, HttpRecorder/HttpReplayer over HTTP/1"),
     Target("http2", http2, "HttpRecorder/HttpReplayer over HTTP/2"),
     Target("websocket", websocket, "WsRecorder, WsReplayer (with/without deflate)"),
+    Target("grpc", grpc, "gRPC framing, protobuf without a schema, descriptor-set names"),
     Target("tls_client_hello", tls_client_hello, "tls.endpoint.parse_client_hello"),
     Target("store_loader", store_loader, "mocks.yaml -> yamlio -> Exchange.from_doc"),
 )}
