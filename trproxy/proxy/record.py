@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from ..protocols.base import Dialect, Direction, Interaction, Interrupt, ProtocolError, Pushed
-from ..protocols.registry import by_alpn, detect, pre_protocol, server_first_waits
+from ..protocols.registry import by_alpn, by_greeting, detect, pre_protocol, server_first_waits
 from ..store import Exchange
 from ..tls.errors import CertificateRejected, TlsError
 from .context import format_destination
@@ -133,8 +133,10 @@ class Capture:
                     self._client_bytes += data
                 final = not data or len(self._client_bytes) > 64 or (
                     direction is Direction.SERVER and not server_first_waits(data))
-                self.dialect = by_alpn(self.alpn) or detect(self._client_bytes, self.port,
-                                                            final=final)
+                greeted = (by_greeting(data) if direction is Direction.SERVER
+                           and not self._client_bytes else None)
+                self.dialect = by_alpn(self.alpn) or greeted or detect(self._client_bytes, self.port,
+                                                                       final=final)
                 if self.dialect is None:
                     return
                 self._recorder = self.dialect.recorder_for(self.tls, self.destination, self.ctx.blobs)

@@ -14,12 +14,13 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from ..protocols.base import Dialect, ProtocolError
-from ..protocols.registry import by_alpn, detect, pre_protocol
+from ..protocols.registry import by_alpn, by_greeting, detect, pre_protocol
 from ..tls.errors import TlsError
 from .context import Mode, format_destination
 from .engine import (
     ClientClosed,
     ClientData,
+    Opened,
     Close,
     Command,
     Drain,
@@ -92,7 +93,10 @@ async def replay(ctx: RunContext, client: Streams, host: str, port: int) -> None
                     alpn = stream.endpoint.alpn
                     tls, buffered = True, await stream.read(CHUNK)
                     data = buffered
-            dialect = by_alpn(alpn) or detect(buffered, port, final=not data)
+            silent = data is None and not buffered  # waits for a server-first greeting
+            dialect = by_alpn(alpn) or (
+                by_greeting(b"", ctx.pool.recorded_protocols(destination)) if silent else None
+            ) or detect(buffered, port, final=not data)
             if not data and dialect is None:
                 return
         assert dialect is not None
@@ -144,6 +148,10 @@ class _Driver:
         self._upstream: Any = None  # new-episodes: the real server, opened at the first miss
 
     async def run(self, reader: Any, data: bytes) -> None:
+        if not data:
+            self.dispatch(Opened())  # a server-first protocol's replayer speaks first
+            await self.writer.drain()
+            data = await reader.read(CHUNK)
         while data:
             self.dispatch(ClientData(data))
             if self.session.ended:
