@@ -20,7 +20,6 @@ from .context import Mode, format_destination
 from .engine import (
     ClientClosed,
     ClientData,
-    Opened,
     Close,
     Command,
     Drain,
@@ -31,6 +30,7 @@ from .engine import (
     Injected,
     Miss,
     Notify,
+    Opened,
     OutOfOrder,
     Problem,
     Reset,

@@ -16,6 +16,7 @@ connection: the replayer hands out its own) nor the parameter types a driver pic
 from __future__ import annotations
 
 from datetime import datetime
+
 from ..base import Lifetime, Readable
 from ..volatile import find_volatile, volatile_value
 from .sql import is_schema_sql, is_session_sql, is_transaction_sql, normalize_sql, summarize

@@ -19,7 +19,7 @@ from functools import lru_cache
 
 _TOKEN = re.compile(r"""
     (?P<ws>\s+)
-  | (?P<quoted>'(?:[^'\\]|\\.|'')*'?|"(?:[^"\\]|\\.|"")*"?|`(?:[^`]|``)*`?)
+  | (?P<quoted>'(?:[^'\\]+|\\.|'')*'?|"(?:[^"\\]+|\\.|"")*"?|`(?:[^`]+|``)*`?)
   | (?P<comment>(?:--(?=\s)|\#)[^\n]*|/\*.*?(?:\*/|\Z))
   | (?P<semi>;)
   | (?P<other>[^\s'"`;#/-]+|.)
@@ -58,7 +58,8 @@ def normalize_sql(sql: str) -> str:
 
 
 def split_statements(sql: str) -> list[str]:
-    stmts, cur = [], []
+    stmts: list[str] = []
+    cur: list[str] = []
     for kind, tok in _scan(sql):
         if kind == "semi":
             stmts.append("".join(cur))
