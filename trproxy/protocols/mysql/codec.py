@@ -63,6 +63,7 @@ class _Pending:
     columns: list[Any] = field(default_factory=list)
     rows: list[Any] = field(default_factory=list)
     prepared: dict[str, Any] | None = None
+    converters: list[Any] | None = None  # text rows: per column (``packets.text_converters``)
     param_defs: list[Any] = field(default_factory=list)
 
 
@@ -298,7 +299,7 @@ class MySQLCodec:
             r = Reader(payload)
             q.count = r.lenenc_int()
             metadata = r.u8() if r.left() else 1  # MariaDB's metadata-follows flag
-            q.columns, q.rows = [], []
+            q.columns, q.rows, q.converters = [], [], None
             if not metadata:
                 if q.statement is None:
                     raise UnexpectedMessage("a resultset without its column definitions")
@@ -343,7 +344,9 @@ class MySQLCodec:
                 raise DecodeError(f"binary row header 0x{payload[0]:02x}")
             q.rows.append(p.parse_binary_row(payload, q.columns))
         else:
-            q.rows.append(p.parse_text_row(payload, q.columns))
+            if q.converters is None:
+                q.converters = p.text_converters(q.columns)
+            q.rows.append(p.parse_text_row(payload, q.columns, q.converters))
 
     def _prepared(self, q: _Pending, payload: bytes) -> None:
         deprecate = self.caps & CLIENT_DEPRECATE_EOF

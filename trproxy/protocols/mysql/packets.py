@@ -14,6 +14,7 @@ text in MySQL's own format) and encoded back from the same types.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from typing import Any
 
 from ..base import DecodeError, EncodeError, Readable, blob, unblob
@@ -189,7 +190,7 @@ def build_ok(ok: Readable, caps: int, header: int = 0) -> bytes:
         if state is not None:
             parts.append(lenenc_str(unblob(state)))
     else:
-        parts += [u16(status & ~SERVER_SESSION_STATE_CHANGED), u16(int(ok.get("warnings", 0))), info]
+        parts += [u16(status), u16(int(ok.get("warnings", 0))), info]
     return b"".join(parts)
 
 
@@ -268,21 +269,34 @@ def build_column(col: Readable, caps: int) -> bytes:
     return b"".join(parts)
 
 
-def _number_from_text(data: bytes, col: Readable) -> Readable:
-    """Text-protocol value -> int/float when that prints back to the same bytes."""
-    kind = col.get("type")
-    try:
-        if kind in INTEGER_TYPES and not int(col.get("flags", 0)) & ZEROFILL_FLAG:
-            number: int | float = int(data)
-            if str(number).encode() == data:
-                return number
-        elif kind in ("DOUBLE", "FLOAT"):
-            number = float(data)
-            if repr(number).encode() == data:
-                return number
-    except ValueError:
-        pass
+def _int_from_text(data: bytes) -> Readable:
+    digits = data[1:] if data[:1] == b"-" else data
+    if digits.isdigit() and (digits[0] != 0x30 or len(digits) == 1) and data != b"-0":
+        return int(data)
     return blob(data)
+
+
+def _float_from_text(data: bytes) -> Readable:
+    try:
+        number = float(data)
+    except ValueError:
+        return blob(data)
+    return number if repr(number).encode() == data else blob(data)
+
+
+def text_converters(columns: list[Readable]) -> list[Callable[[bytes], Readable]]:
+    """Per column: text-protocol value -> int/float when that prints back to the same
+    bytes (not ZEROFILL integers, not DECIMAL), else text (``blob``)."""
+    out: list[Callable[[bytes], Readable]] = []
+    for col in columns:
+        kind = col.get("type")
+        if kind in INTEGER_TYPES and not int(col.get("flags", 0)) & ZEROFILL_FLAG:
+            out.append(_int_from_text)
+        elif kind in ("DOUBLE", "FLOAT"):
+            out.append(_float_from_text)
+        else:
+            out.append(blob)
+    return out
 
 
 def _text_value(value: Readable) -> bytes:
@@ -295,13 +309,33 @@ def _text_value(value: Readable) -> bytes:
     return unblob(value)
 
 
-def parse_text_row(payload: bytes, columns: list[Readable]) -> list[Readable]:
-    r = Reader(payload)
-    row = []
-    for col in columns:
-        data = r.lenenc_bytes()
-        row.append(None if data is None else _number_from_text(data, col))
-    if r.left():
+def parse_text_row(payload: bytes, columns: list[Readable],
+                   converters: list[Callable[[bytes], Readable]] | None = None) -> list[Readable]:
+    """A text-protocol row (the hot loop of a resultset: inlined length-encoded strings)."""
+    row: list[Readable] = []
+    pos, n = 0, len(payload)
+    for convert in converters or text_converters(columns):
+        if pos >= n:
+            raise DecodeError("text row shorter than its columns")
+        first = payload[pos]
+        if first < 0xFB:
+            length, pos = first, pos + 1
+        elif first == 0xFB:
+            row.append(None)
+            pos += 1
+            continue
+        else:
+            size = {0xFC: 2, 0xFD: 3, 0xFE: 8}.get(first)
+            if size is None or pos + 1 + size > n:
+                raise DecodeError("bad length in a text row")
+            length = int.from_bytes(payload[pos + 1:pos + 1 + size], "little")
+            pos += 1 + size
+        end = pos + length
+        if end > n:
+            raise DecodeError("text row value longer than its packet")
+        row.append(convert(payload[pos:end]))
+        pos = end
+    if pos != n:
         raise DecodeError("text row longer than its columns")
     return row
 
