@@ -12,7 +12,7 @@ import pytest
 from tests.support.chunking import CLOSE, bytewise, split_at
 from tests.support.pcap import tcp_streams, vector
 from tests.support.replay_server import Mocks
-from trproxy.protocols.base import NEED_DATA, DecodeError, Direction, Interaction, ProtocolError
+from trproxy.protocols.base import DecodeError, Direction, Interaction, ProtocolError
 from trproxy.protocols.mysql import MySQLRecorder, MySQLReplayer, greeting
 from trproxy.protocols.mysql import packets as p
 from trproxy.protocols.mysql.matching import lifetime_of, match_key
@@ -261,13 +261,25 @@ def test_sql_lifetimes_and_whitespace_insensitive_matching() -> None:
         match_key({"COM_STMT_EXECUTE": {"sql": "SELECT ?", "params": [1], "types": ["LONGLONG"]}})
 
 
-def test_a_real_mysql_8_capture_decodes_until_what_is_not_supported() -> None:
+def test_a_real_mysql_8_capture_decodes_with_its_auth_switch_and_change_user() -> None:
     [stream] = tcp_streams(vector("postgres", "zeek-mysql-on-port-5432.pcap"))
-    recorder = MySQLRecorder()
-    interactions = []
-    with pytest.raises(ProtocolError, match="COM_CHANGE_USER"):
-        for side, data in stream.chunks:
-            interactions += recorder.feed(Direction(side), data)
-    assert [i.summary for i in interactions] == ["greeting 8.4.2", "login root@"]
-    assert interactions[0].responses[0]["Greeting"]["auth_plugin"] == "caching_sha2_password"
-    assert recorder.codec.next_event() is NEED_DATA
+    recorded = record(stream.chunks)
+    assert [request for request, _ in recorded][3:] == [
+        {"COM_QUERY": "SET NAMES 'utf8mb4' COLLATE 'utf8mb4_0900_ai_ci'"},
+        {"COM_QUERY": "SET @@session.autocommit = OFF"}]
+    greeted, login_, change = recorded[:3]
+    assert greeted[1][0]["Greeting"]["auth_plugin"] == "caching_sha2_password"
+    assert login_[1] == change[1] == [{"AuthSwitchRequest": {"plugin": "mysql_native_password"}},
+                                      {"OK": {"affected_rows": 0, "last_insert_id": 0, "status": 2,
+                                              "warnings": 0}}]
+    assert change[0]["COM_CHANGE_USER"]["user"] == "root2"
+    assert change[0]["COM_CHANGE_USER"]["auth_response"] == "<redacted>"
+    # replayed: the change of user plays the recorded switch with the live scramble
+    replayer = Mocks("mysql", [Interaction(change[0], change[1], "session")])
+    session = replayer.session(MySQLReplayer())
+    replayer.step(session, Opened(), 0.0)
+    replayer.replay(session, login())
+    switch, _ = replayer.replay(session, frame(b"\x11root2\0\x14" + b"p" * 20 + b"\0\xff\0", 0)[0])
+    assert packets(switch)[0][1].startswith(b"\xfemysql_native_password\0")
+    ok, _ = replayer.replay(session, frame(b"p" * 20, 2)[0])
+    assert packets(ok)[0] == (3, p.build_ok({"status": 2}, CLIENT_CAPS & SERVER_CAPS))

@@ -36,8 +36,7 @@ from .wire import (
 _NO_ANSWER = {"COM_STMT_CLOSE", "COM_STMT_SEND_LONG_DATA", "COM_QUIT"}
 _ONE_PACKET = {"COM_PING", "COM_INIT_DB", "COM_RESET_CONNECTION", "COM_STMT_RESET",
                "COM_SET_OPTION", "COM_STATISTICS"}
-UNSUPPORTED = {"COM_CHANGE_USER": "COM_CHANGE_USER (re-authentication)",
-               "COM_STMT_FETCH": "server-side cursors (COM_STMT_FETCH)"}
+UNSUPPORTED = {"COM_STMT_FETCH": "server-side cursors (COM_STMT_FETCH)"}
 
 
 @dataclass
@@ -152,6 +151,11 @@ class MySQLCodec:
             raise ProtocolError(f"unknown command 0x{payload[0]:02x}")
         if name in UNSUPPORTED:
             raise ProtocolError(f"{UNSUPPORTED[name]} is not supported")
+        if name == "COM_CHANGE_USER":  # a new authentication exchange, as at connect
+            self.phase, self._responded = "auth", True
+            self.statements.clear()
+            self._emit(Direction.CLIENT, {name: p.parse_change_user(payload, self.caps)})
+            return
         message, pending = self._command(name, payload)
         if pending is not None:
             self.pending.append(pending)

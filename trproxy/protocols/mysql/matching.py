@@ -2,7 +2,8 @@
 
 A readable request is a one-key dict named after the packet that carries it:
 ``{"Connect": {}}`` (the server's greeting, asked for before the client says anything),
-``{"HandshakeResponse": {...}}`` (the login, its password proof redacted),
+``{"HandshakeResponse": {...}}`` (the login, its password proof redacted; a
+``COM_CHANGE_USER`` is another login),
 ``{"COM_QUERY": sql}``, ``{"COM_STMT_PREPARE": sql}``, ``{"COM_STMT_EXECUTE": {"sql",
 "params", "types"}}``, ``{"COM_INIT_DB": name}``, ``{"COM_FIELD_LIST": {...}}``.
 
@@ -21,7 +22,7 @@ from ..base import Lifetime, Readable
 from ..volatile import find_volatile, volatile_value
 from .sql import is_schema_sql, is_session_sql, is_transaction_sql, normalize_sql, summarize
 
-_SESSION_REQUESTS = {"Connect", "HandshakeResponse", "COM_STMT_PREPARE", "COM_INIT_DB",
+_SESSION_REQUESTS = {"Connect", "HandshakeResponse", "COM_CHANGE_USER", "COM_STMT_PREPARE", "COM_INIT_DB",
                      "COM_FIELD_LIST", "COM_STATISTICS"}
 
 
@@ -46,8 +47,8 @@ def match_key(request: Readable) -> Readable:
     (a hand-edited recording) is its own key: it never matches a live one."""
     name = request_name(request)
     value = request.get(name) if name else None
-    if name == "HandshakeResponse" and isinstance(value, dict):
-        return {"Login": {"user": value.get("user"), "database": value.get("database")}}
+    if name in ("HandshakeResponse", "COM_CHANGE_USER") and isinstance(value, dict):
+        return {"Login": {"user": value.get("user"), "database": value.get("database") or None}}
     if name in ("COM_QUERY", "COM_STMT_PREPARE") and isinstance(value, str):
         return {name: normalize_sql(value)}
     if name == "COM_STMT_EXECUTE" and isinstance(value, dict) and isinstance(value.get("sql"), str):
@@ -75,8 +76,9 @@ def repeats(request: Readable) -> bool:
 def summary_of(request: Readable) -> str:
     name = request_name(request)
     value = request.get(name) if name else None
-    if name == "HandshakeResponse" and isinstance(value, dict):
-        return f"login {value.get('user')}@{value.get('database') or ''}"
+    if name in ("HandshakeResponse", "COM_CHANGE_USER") and isinstance(value, dict):
+        step = "login" if name == "HandshakeResponse" else "change user"
+        return f"{step} {value.get('user')}@{value.get('database') or ''}"
     if name == "Connect":
         return "greeting"
     sql = executed_sql(request)

@@ -135,6 +135,19 @@ def parse_handshake_response(payload: bytes) -> dict[str, Any]:
     return out
 
 
+def parse_change_user(payload: bytes, caps: int) -> dict[str, Any]:
+    """COM_CHANGE_USER: a new login on the same connection (the auth exchange follows)."""
+    r = Reader(payload, 1)
+    out: dict[str, Any] = {"user": text(r.nul_str())}
+    out["auth_response"] = r.take(r.u8()) if caps & CLIENT_SECURE_CONNECTION else r.nul_str()
+    out["database"] = text(r.nul_str(lenient=True))
+    if r.left() >= 2:
+        out["charset"] = r.u16()
+    if caps & CLIENT_PLUGIN_AUTH and r.left():
+        out["auth_plugin"] = text(r.nul_str(lenient=True))
+    return out
+
+
 def build_handshake_response(h: Readable, auth: bytes) -> bytes:
     """(For tests and benchmarks: what a client sends.)"""
     caps = int(h["capabilities"])

@@ -43,7 +43,7 @@ class _Open:
 def recorded_request(message: dict[str, Any]) -> Readable:
     """A client message as recorded and looked up: secrets and connection-local ids out."""
     name, value = next(iter(message.items()))
-    if name == "HandshakeResponse":
+    if name in ("HandshakeResponse", "COM_CHANGE_USER"):
         return {name: redacted_response(value)}
     if name == "COM_STMT_EXECUTE":
         return {name: {k: v for k, v in value.items() if k != "statement"}}

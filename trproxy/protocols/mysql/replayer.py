@@ -81,7 +81,7 @@ class MySQLReplayer:
         if name == "SSLRequest":
             self.close_after = True  # the greeting offered no TLS: a confused client
             return
-        if name == "HandshakeResponse":
+        if name in ("HandshakeResponse", "COM_CHANGE_USER"):
             request = recorded_request(message)
             out.append(Lookup(request, "session", summary_of(request),
                               context=LookupContext(handshake=True, private={"kind": "login", "seq": seq})))
