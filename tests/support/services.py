@@ -167,6 +167,7 @@ class MariaDBServer:
     user: str = "trproxy"
     password: str = "trproxy"
     dbname: str = "trproxy"
+    ssl: bool = False  # serve TLS (a self-signed certificate) to clients that ask
     datadir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="trproxy-mariadb-")))
     proc: subprocess.Popen | None = None
 
@@ -184,8 +185,18 @@ class MariaDBServer:
             subprocess.run(["mariadb-install-db", "--no-defaults", f"--datadir={data}", *owner,
                             "--auth-root-authentication-method=socket", "--skip-test-db"],
                            check=True, capture_output=True)
+        tls: list[str] = []
+        if self.ssl:
+            key, cert = self.datadir / "server.key", self.datadir / "server.crt"
+            if not cert.exists():
+                subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                                "-subj", "/CN=localhost", "-keyout", key, "-out", cert],
+                               check=True, capture_output=True)
+                if os.geteuid() == 0:
+                    shutil.chown(key, "mysql", "mysql")
+            tls = [f"--ssl-cert={cert}", f"--ssl-key={key}"]
         self.proc = subprocess.Popen(
-            ["mariadbd", "--no-defaults", f"--datadir={data}", *owner, f"--port={self.port}",
+            ["mariadbd", "--no-defaults", f"--datadir={data}", *owner, *tls, f"--port={self.port}",
              f"--bind-address={self.host}", f"--socket={self.socket}",
              f"--pid-file={self.datadir / 'pid'}", f"--log-error={self.datadir / 'log'}",
              "--innodb-buffer-pool-size=16M", "--innodb-log-file-size=8M",

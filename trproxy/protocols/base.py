@@ -345,6 +345,11 @@ class Dialect:
     # connection is this protocol whatever the client says later; at replay a silent
     # client of a destination recorded with it gets the replayer's ``opened()`` answer
     greeting: Callable[[bytes], bool] | None = None
+    # with TLS interception, for a ``greeting`` protocol: the length of the request for TLS
+    # inside the protocol the client's first bytes after the greeting start with (MySQL
+    # SSLRequest), else 0; record mode forwards it and intercepts the TLS that follows on
+    # both sides, replay (when that destination was recorded over TLS) intercepts it
+    tls_request: Callable[[bytes], int] | None = None
     # fault injection: raises ValueError when this protocol cannot fail as ``failure``
     # says (an unknown Kafka error name, an HTTP status out of range); None: no errors
     check_fault: Callable[[Failure], None] | None = None

@@ -100,11 +100,17 @@ async def replay(ctx: RunContext, client: Streams, host: str, port: int) -> None
             if not data and dialect is None:
                 return
         assert dialect is not None
-        replayer = dialect.replayer_for(tls, destination, ctx.blobs)
+        # a server-first protocol whose recording was TLS inside it (MySQL SSLRequest): its
+        # greeting offers TLS (the replayer is told so), and the driver intercepts it
+        offer_tls = (not buffered and dialect.tls_request is not None and ctx.tls is not None
+                     and ctx.pool.recorded_tls(destination))
+        replayer = dialect.replayer_for(tls or offer_tls, destination, ctx.blobs)
         session = Session(ctx, dialect, replayer, destination,
                           forwarding=ctx.mode is Mode.NEW_EPISODES)
         driver = _Driver(ctx, session, writer, host, port, server_name if tls else None, connection,
                          alpn)
+        if offer_tls:
+            driver.tls_request = dialect.tls_request
         try:
             await driver.run(reader, buffered)
         finally:
@@ -146,6 +152,7 @@ class _Driver:
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task] = set()
         self._upstream: Any = None  # new-episodes: the real server, opened at the first miss
+        self.tls_request: Any = None  # client bytes that start TLS now (MySQL SSLRequest)
 
     async def run(self, reader: Any, data: bytes) -> None:
         if not data:
@@ -153,6 +160,10 @@ class _Driver:
             await self.writer.drain()
             data = await reader.read(CHUNK)
         while data:
+            if self.tls_request is not None and (size := self.tls_request(data)):
+                reader = await self._start_tls(reader, data[size:])
+                data = await reader.read(CHUNK)
+                continue
             self.dispatch(ClientData(data))
             if self.session.ended:
                 return
@@ -160,6 +171,23 @@ class _Driver:
             data = await reader.read(CHUNK)
         self.dispatch(ClientClosed())
         await self.ended.wait()  # held answers, fetches and streams finish first
+
+    async def _start_tls(self, reader: Any, first: bytes) -> Any:
+        """TLS the client asked for inside the protocol: intercepted as at connect; the
+        replayer never sees the request and reads the plaintext inside."""
+        from ..tls.errors import TlsError
+        from ..tls.stream import intercept_replay, read_client_hello
+
+        assert self.ctx.tls is not None
+        self.tls_request = None
+        hello, first = await read_client_hello(reader, first)
+        if hello is None:
+            raise TlsError("no TLS ClientHello after the TLS request")
+        name = hello.sni or self.host
+        stream = await intercept_replay(self.ctx.tls, (reader, self.writer), hello, first, name,
+                                        self.ctx.pool.recorded_alpn(format_destination(self.host, self.port)))
+        self.writer, self.tls_name = stream, name
+        return stream
 
     def dispatch(self, event: Event) -> None:
         if self.session.ended:

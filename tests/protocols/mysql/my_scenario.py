@@ -71,6 +71,21 @@ def pymysql_client(host: str, port: int, password: str) -> None:
           "t_pymysql")
 
 
+def pymysql_tls_client(host: str, port: int, password: str) -> None:
+    """PyMySQL asking for TLS (not verified: the test server's certificate is self-signed);
+    prints whether the server saw this connection encrypted."""
+    import pymysql
+
+    conn = pymysql.connect(host=host, port=port, user="trproxy", password=password, database="trproxy",
+                           ssl={"check_hostname": False})
+    cur = conn.cursor()
+    cur.execute("SHOW SESSION STATUS LIKE 'Ssl_version'")
+    out("tls", [(name, bool(value)) for name, value in cur.fetchall()])
+    cur.execute("SELECT 40 + %s AS n", (2,))
+    out("rows", cur.fetchall())
+    conn.close()
+
+
 def mysqlclient_client(host: str, port: int, password: str) -> None:
     import MySQLdb
     from MySQLdb.constants import CLIENT
@@ -137,7 +152,7 @@ def sqlalchemy_client(host: str, port: int, password: str) -> None:
     engine.dispose()
 
 
-CLIENTS = {"pymysql": pymysql_client, "mysqlclient": mysqlclient_client,
+CLIENTS = {"pymysql": pymysql_client, "pymysql_tls": pymysql_tls_client, "mysqlclient": mysqlclient_client,
            "connector": connector_client, "sqlalchemy": sqlalchemy_client}
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from .codec import MySQLCodec
 from .matching import match_key, volatile
 from .recorder import MySQLRecorder
 from .replayer import MySQLReplayer
+from .wire import CLIENT_SSL
 
 
 def detect(first_bytes: bytes, port: int) -> bool | None:
@@ -42,6 +43,16 @@ def greeting(server_bytes: bytes) -> bool:
     return all(0x20 <= b < 0x7F for b in data[5:end])
 
 
+def tls_request(client_bytes: bytes) -> int:
+    """The length of the SSLRequest the client's answer to the greeting starts with (a
+    32-byte HandshakeResponse41 prefix, sequence id 1, CLIENT_SSL set; the ClientHello
+    may follow in the same read), or 0."""
+    data = client_bytes
+    ok = (len(data) >= 36 and data[:4] == b"\x20\x00\x00\x01"
+          and bool(int.from_bytes(data[4:8], "little") & CLIENT_SSL))
+    return 36 if ok else 0
+
+
 DIALECT = Dialect(
     name="mysql",
     default_ports=(3306,),
@@ -51,6 +62,9 @@ DIALECT = Dialect(
     match_key=match_key,
     volatile=volatile,
     greeting=greeting,
+    tls_request=tls_request,
+    connection_aware=True,
 )
 
-__all__ = ["DIALECT", "MySQLCodec", "MySQLRecorder", "MySQLReplayer", "detect", "greeting", "match_key"]
+__all__ = ["DIALECT", "MySQLCodec", "MySQLRecorder", "MySQLReplayer", "detect", "greeting", "match_key",
+           "tls_request"]

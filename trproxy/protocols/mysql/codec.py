@@ -69,7 +69,7 @@ class _Pending:
 class MySQLCodec:
     def __init__(self, max_packet: int = DEFAULT_MAX_PACKET) -> None:
         self._in = {Direction.CLIENT: PacketBuffer(max_packet), Direction.SERVER: PacketBuffer(max_packet)}
-        self.phase = "greeting"  # -> "auth" -> "command"; "tls" after an SSLRequest
+        self.phase = "greeting"  # -> "auth" -> "command" (or "closed" after an ERR)
         self.server_caps = 0
         self.caps = 0  # negotiated: what the client asked for of what the server offered
         self.scramble = b""
@@ -85,7 +85,7 @@ class MySQLCodec:
     # --- API ---------------------------------------------------------------------------------
 
     def feed(self, direction: Direction, data: bytes) -> None:
-        if self.phase == "tls" or not data:
+        if not data:
             return
         buf = self._in[direction]
         buf.feed(data)
@@ -94,8 +94,6 @@ class MySQLCodec:
             if direction is Direction.CLIENT:
                 self.seq = seq
                 self._client(payload)
-                if self.phase == "tls":
-                    return
             else:
                 self._server(payload)
 
@@ -134,8 +132,8 @@ class MySQLCodec:
                 self._responded = True
                 response = p.parse_handshake_response(payload)
                 self.caps = response["capabilities"] & (self.server_caps or response["capabilities"])
-                if response.get("ssl_request"):
-                    self.phase, self._responded = "tls", False
+                if response.get("ssl_request"):  # TLS now; the HandshakeResponse inside it
+                    self._responded = False
                     self._emit(Direction.CLIENT, {"SSLRequest": response})
                     return
                 if self.caps & CLIENT_COMPRESS:

@@ -14,7 +14,8 @@
   answers them itself.
 
 An ERR with no command pending (a server going away) is returned as ``Pushed``. An
-SSLRequest means the rest is encrypted: ``ProtocolError`` (the proxy keeps relaying).
+SSLRequest means the rest is encrypted: ``ProtocolError`` (the proxy keeps relaying),
+unless the proxy intercepts that TLS (``scheme="https"``): the plaintext inside follows.
 """
 
 from __future__ import annotations
@@ -53,8 +54,10 @@ def recorded_request(message: dict[str, Any]) -> Readable:
 
 
 class MySQLRecorder:
-    def __init__(self, *, max_packet: int | None = None) -> None:
+    def __init__(self, *, max_packet: int | None = None, scheme: str = "http", authority: str = "",
+                 blobs: object = None) -> None:
         self.codec = MySQLCodec(max_packet) if max_packet else MySQLCodec()
+        self.tls = scheme == "https"  # the proxy intercepts the TLS an SSLRequest starts
         self._open: deque[_Open] = deque()
         self._client_closed = False
 
@@ -78,6 +81,8 @@ class MySQLRecorder:
 
     def _client(self, message: dict[str, Any]) -> None:
         name = next(iter(message))
+        if name == "SSLRequest" and self.tls:
+            return  # what follows is the plaintext inside the TLS the proxy intercepts
         if name == "SSLRequest":
             raise ProtocolError("the client asked for TLS (SSLRequest): the session is encrypted "
                                 "and cannot be recorded (connect with ssl disabled, or let "

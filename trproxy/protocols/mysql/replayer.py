@@ -3,7 +3,9 @@
 The server speaks first: ``opened()`` asks for the recorded greeting (a session
 ``Lookup`` of ``{"Connect": {}}``; a miss sends a default one, unreported), sent with
 this connection's own id and a fresh scramble and without the capabilities replay cannot
-play (TLS, compression, MariaDB's metadata cache: ``wire.REPLAY_WITHHELD``). The login is
+play (compression, MariaDB's metadata cache: ``wire.REPLAY_WITHHELD``; TLS unless the
+recording was TLS and the proxy intercepts it: ``scheme="https"``, and then the proxy
+answers the client's SSLRequest itself and this replayer reads the plaintext inside). The login is
 a session ``Lookup`` by user and database; its recorded authentication exchange is played
 step by step (an AuthSwitchRequest carries the live scramble, caching_sha2_password's
 fast-auth byte or full-auth public key as recorded) and whatever the client proves is
@@ -30,6 +32,7 @@ from .matching import lifetime_of, repeats, summary_of
 from .recorder import recorded_request
 from .wire import (
     CLIENT_DEPRECATE_EOF,
+    CLIENT_SSL,
     REPLAY_WITHHELD,
     SERVER_STATUS_AUTOCOMMIT,
     frames,
@@ -53,9 +56,10 @@ def _scramble(connection_id: int) -> bytes:
 
 
 class MySQLReplayer:
-    def __init__(self) -> None:
+    def __init__(self, *, scheme: str = "http", authority: str = "", blobs: object = None) -> None:
         self.codec = MySQLCodec()
         self.codec.phase = "auth"
+        self.offer_tls = scheme == "https"  # the proxy intercepts the TLS a client asks for
         self.connection_id = next(_CONNECTION_IDS)
         self.scramble = _scramble(self.connection_id)
         self.close_after = False
@@ -129,7 +133,8 @@ class MySQLReplayer:
             self.close_after = True
             return frames([p.build_err(response["ERR"])], 0)[0]
         greeting = dict(response["Greeting"])
-        greeting["capabilities"] = int(greeting.get("capabilities", 0)) & ~REPLAY_WITHHELD
+        withheld = REPLAY_WITHHELD & ~CLIENT_SSL if self.offer_tls else REPLAY_WITHHELD
+        greeting["capabilities"] = int(greeting.get("capabilities", 0)) & ~withheld
         self.codec.server_caps = greeting["capabilities"]
         self.codec.status = int(greeting.get("status", SERVER_STATUS_AUTOCOMMIT))
         return frames([p.build_greeting(greeting, self.scramble, self.connection_id)], 0)[0]
