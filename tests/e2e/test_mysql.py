@@ -91,6 +91,20 @@ def test_mysql_command_line_client(tmp_path, mariadb_server) -> None:
     assert "trproxy: 0 misses" in replayed.stderr, replayed.stderr
 
 
+def test_an_injected_deadlock_reaches_the_mysql_client(tmp_path, mariadb_server) -> None:
+    port = free_port()
+    options = ["--no-redirect", "--forward", f"127.0.0.1:{port}=127.0.0.1:{mariadb_server.port}"]
+    command = ["mysql", "--no-defaults", "--protocol=TCP", "-h127.0.0.1", f"-P{port}", "-utrproxy",
+               "-ptrproxy", "trproxy", "-e", "SELECT 6 * 7"]
+    recorded = run_trproxy("record", "--dir", str(tmp_path), *options, "--", *command)
+    assert recorded.returncode == 0 and "42" in recorded.stdout, recorded.stderr
+    replayed = run_trproxy("replay", "--dir", str(tmp_path), *options,
+                           "--fault", "mysql error=1213 match=SELECT", "--", *command)
+    assert replayed.returncode != 0
+    assert "ERROR 1213 (40001)" in replayed.stderr and "Deadlock found" in replayed.stderr
+    assert "1 faults injected:" in replayed.stderr
+
+
 def test_a_query_never_recorded_gets_an_error_and_a_report_line(tmp_path, mariadb_server) -> None:
     def command(port: int) -> list[str]:
         sql = "SELECT 1" if not (tmp_path / "rec").exists() else "SELECT 2"

@@ -12,10 +12,11 @@ import pytest
 from tests.support.chunking import CLOSE, bytewise, split_at
 from tests.support.pcap import tcp_streams, vector
 from tests.support.replay_server import Mocks
-from trproxy.protocols.base import DecodeError, Direction, Interaction, ProtocolError
+from trproxy.protocols.base import DecodeError, Direction, Failure, Interaction, ProtocolError
 from trproxy.protocols.mysql import MySQLRecorder, MySQLReplayer, greeting
 from trproxy.protocols.mysql import packets as p
 from trproxy.protocols.mysql.matching import lifetime_of, match_key
+from trproxy.protocols.mysql.replayer import check_fault
 from trproxy.protocols.mysql.sql import is_session_sql, normalize_sql
 from trproxy.protocols.mysql.wire import (
     CLIENT_DEPRECATE_EOF,
@@ -283,3 +284,20 @@ def test_a_real_mysql_8_capture_decodes_with_its_auth_switch_and_change_user() -
     assert packets(switch)[0][1].startswith(b"\xfemysql_native_password\0")
     ok, _ = replayer.replay(session, frame(b"p" * 20, 2)[0])
     assert packets(ok)[0] == (3, p.build_ok({"status": 2}, CLIENT_CAPS & SERVER_CAPS))
+
+
+def test_an_injected_fault_is_the_err_packet_mariadb_sends() -> None:
+    replayer = MySQLReplayer()
+    replayer.respond(replayer.opened()[0], [])
+    [login_] = replayer.feed(login())
+    replayer.respond(login_, [])
+    [query] = replayer.feed(frame(b"\x03UPDATE t SET n = 1", 0)[0])
+    [(seq, payload)] = packets(replayer.fault(query, Failure("1213")))
+    assert seq == 1 and p.parse_err(payload) == {
+        "code": 1213, "state": "40001",
+        "message": "Deadlock found when trying to get lock; try restarting transaction"}
+    assert not replayer.close_after
+    replayer.fault(query, Failure("1927", message="bye"))
+    assert replayer.close_after  # the server hangs up after "Connection was killed"
+    with pytest.raises(ValueError, match="error number"):
+        check_fault(Failure("40001x"))

@@ -21,7 +21,7 @@ from ..base import Dialect
 from .codec import MySQLCodec
 from .matching import match_key, volatile
 from .recorder import MySQLRecorder
-from .replayer import MySQLReplayer
+from .replayer import MySQLReplayer, check_fault
 from .wire import CLIENT_SSL
 
 
@@ -64,6 +64,7 @@ DIALECT = Dialect(
     greeting=greeting,
     tls_request=tls_request,
     connection_aware=True,
+    check_fault=check_fault,
 )
 
 __all__ = ["DIALECT", "MySQLCodec", "MySQLRecorder", "MySQLReplayer", "detect", "greeting", "match_key",

@@ -25,7 +25,7 @@ import hashlib
 import itertools
 from typing import Any
 
-from ..base import NEED_DATA, Direction, Lookup, LookupContext, Readable, Reply, unblob
+from ..base import NEED_DATA, Direction, Failure, Lookup, LookupContext, Readable, Reply, unblob
 from . import packets as p
 from .codec import MySQLCodec, Statement
 from .matching import lifetime_of, repeats, summary_of
@@ -45,6 +45,16 @@ DEFAULT_GREETING = {
     "charset": 45, "status": SERVER_STATUS_AUTOCOMMIT, "auth_plugin": "mysql_native_password",
 }
 _CONNECTION_IDS = itertools.count(1)
+# what MariaDB says with the errors fault injection is most used for: (SQLSTATE, message)
+FAULT_ERRORS = {
+    1205: ("HY000", "Lock wait timeout exceeded; try restarting transaction"),
+    1213: ("40001", "Deadlock found when trying to get lock; try restarting transaction"),
+    1040: ("08004", "Too many connections"),
+    1053: ("08S01", "Server shutdown in progress"),
+    1927: ("70100", "Connection was killed"),
+    1969: ("70100", "Query execution was interrupted (max_statement_time exceeded)"),
+}
+_FATAL = {1040, 1053, 1927}  # the server hangs up after these
 FAST_AUTH_SUCCESS = b"\x03"
 
 
@@ -127,6 +137,17 @@ class MySQLReplayer:
             return self._play_auth(seq)
         err = {"code": 1105, "state": "HY000", "message": f"trproxy: no recording for {lookup.summary}: {reason}"}
         return frames([p.build_err(err)], seq)[0]
+
+    def fault(self, lookup: Lookup, failure: Failure) -> bytes:
+        """The request fails with ERR ``failure.error`` (fault injection); after a
+        connection-ending one (1040, 1053, 1927) or a failed login the server hangs up."""
+        code = int(failure.error)
+        state, message = FAULT_ERRORS.get(code, ("HY000", f"trproxy: injected fault {code}"))
+        kind, seq = lookup.context.private["kind"], lookup.context.private.get("seq", 0)
+        if code in _FATAL or kind in ("greeting", "login"):
+            self.close_after = True
+        err = p.build_err({"code": code, "state": state, "message": failure.message or message})
+        return frames([err], seq)[0]
 
     def _greeting(self, response: Readable) -> bytes:
         if "ERR" in response:
@@ -229,3 +250,9 @@ def _auth_steps(responses: list[Readable]) -> list[list[Readable]]:
         steps[-1].append({"OK": {"status": SERVER_STATUS_AUTOCOMMIT}})
     return steps
 
+
+
+def check_fault(failure: Failure) -> None:
+    """A MySQL error is its number (``1213``, ``1205``)."""
+    if not failure.error.isdigit() or not 1 <= int(failure.error) <= 0xFFFE:
+        raise ValueError(f"a MySQL error is an error number (e.g. 1213), not {failure.error!r}")
