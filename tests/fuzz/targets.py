@@ -178,7 +178,8 @@ def mysql_codec(data: bytes) -> None:
             while (event := codec.next_event()) is not NEED_DATA:
                 events.append(event)
     for _side, message, _done in events:  # decode(encode(x)) == x
-        check_readable({k: v for k, v in message.items() if k not in ("HandshakeResponse", "AuthData")})
+        check_readable({k: v for k, v in message.items()
+                        if k not in ("HandshakeResponse", "COM_CHANGE_USER", "AuthData")})  # raw proofs
         name, value = next(iter(message.items()))
         if name == "OK":
             assert p.parse_ok(p.build_ok(value, codec.caps), codec.caps) == value
