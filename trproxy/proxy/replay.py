@@ -155,7 +155,7 @@ class _Driver:
         self.tls_request: Any = None  # client bytes that start TLS now (MySQL SSLRequest)
 
     async def run(self, reader: Any, data: bytes) -> None:
-        if not data:
+        if not data and hasattr(self.session.replayer, "opened"):
             self.dispatch(Opened())  # a server-first protocol's replayer speaks first
             await self.writer.drain()
             data = await reader.read(CHUNK)
