@@ -71,7 +71,7 @@ def docker_daemon():
 @pytest.fixture(scope="session")
 def mariadb_server():
     """One MariaDB for the whole session (tests may stop it to replay, then ``start`` it
-    again on the same port and datadir)."""
-    server = MariaDBServer().start()
+    again on the same port and datadir), with TLS for the clients that ask for it."""
+    server = MariaDBServer(ssl=True).start()
     yield server
     server.destroy()

@@ -122,15 +122,11 @@ def test_a_query_never_recorded_gets_an_error_and_a_report_line(tmp_path, mariad
     assert "1 miss" in replayed.stderr and "SELECT 1" in replayed.stderr  # the nearest candidate
 
 
-def test_tls_asked_for_after_the_greeting_is_intercepted_and_recorded(tmp_path) -> None:
+def test_tls_asked_for_after_the_greeting_is_intercepted_and_recorded(tmp_path, mariadb_server) -> None:
     """A client that requires TLS (SSLRequest) of a server that has it: record mode forwards
     the request and intercepts the TLS on both sides, recording the plaintext inside;
     replay's greeting offers TLS because the recording was TLS, and replay intercepts it."""
-    server = MariaDBServer(ssl=True).start()
-    try:
-        recorded, replayed, docs, mocks = record_then_replay(tmp_path, server, scenario("pymysql_tls"))
-    finally:
-        server.destroy()
+    recorded, replayed, docs, mocks = record_then_replay(tmp_path, mariadb_server, scenario("pymysql_tls"))
     assert "'tls' [('Ssl_version', True)]" in recorded.stdout  # the server saw TLS
     assert replayed.stdout == recorded.stdout
     assert "trproxy: 0 misses" in replayed.stderr, replayed.stderr

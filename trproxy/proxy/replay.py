@@ -180,7 +180,7 @@ class _Driver:
 
         assert self.ctx.tls is not None
         self.tls_request = None
-        hello, first = await read_client_hello(reader, first)
+        hello, first = await read_client_hello(reader, first or await reader.read(CHUNK))
         if hello is None:
             raise TlsError("no TLS ClientHello after the TLS request")
         name = hello.sni or self.host
