@@ -87,6 +87,8 @@ def test_mysql_command_line_client(tmp_path, mariadb_server) -> None:
 
     recorded, replayed, docs, _mocks = record_then_replay(tmp_path, mariadb_server, command)
     assert "forty-two" in recorded.stdout and "NULL" in recorded.stdout
+    # the mariadb CLI asks for TLS when the server offers it: intercepted both times
+    assert docs and all(d["spec"]["metadata"].get("tls") for d in docs)
     assert replayed.stdout == recorded.stdout
     assert "trproxy: 0 misses" in replayed.stderr, replayed.stderr
 
