@@ -6,6 +6,8 @@ identifies the protocol, SQL lifetimes; and a real MySQL 8.4 capture (pcap vecto
 from __future__ import annotations
 
 import hashlib
+import uuid
+from datetime import UTC, datetime
 
 import pytest
 
@@ -15,7 +17,7 @@ from tests.support.replay_server import Mocks
 from trproxy.protocols.base import DecodeError, Direction, Failure, Interaction, ProtocolError
 from trproxy.protocols.mysql import MySQLRecorder, MySQLReplayer, greeting
 from trproxy.protocols.mysql import packets as p
-from trproxy.protocols.mysql.matching import lifetime_of, match_key
+from trproxy.protocols.mysql.matching import lifetime_of, match_key, volatile
 from trproxy.protocols.mysql.replayer import check_fault
 from trproxy.protocols.mysql.sql import is_session_sql, normalize_sql
 from trproxy.protocols.mysql.wire import (
@@ -301,3 +303,14 @@ def test_an_injected_fault_is_the_err_packet_mariadb_sends() -> None:
     assert replayer.close_after  # the server hangs up after "Connection was killed"
     with pytest.raises(ValueError, match="error number"):
         check_fault(Failure("40001x"))
+
+
+def test_values_the_app_generated_are_volatile_in_sql_and_parameters() -> None:
+    now = datetime.now(UTC)
+    token = str(uuid.uuid4())
+    query = {"COM_QUERY": f"INSERT INTO s (id, at) VALUES ('{token}', '{now:%Y-%m-%d %H:%M:%S}')"}
+    assert volatile(query, now) == [token, f"{now:%Y-%m-%d %H:%M:%S}"]
+    execute = {"COM_STMT_EXECUTE": {"sql": "INSERT INTO s VALUES (?, ?, ?)",
+                                    "params": [token, 7, int(now.timestamp())], "types": []}}
+    assert volatile(execute, now) == [token, str(int(now.timestamp()))]
+    assert volatile({"HandshakeResponse": {"user": token}}, now) == []
