@@ -66,6 +66,13 @@ def test_clients_replay_what_they_recorded(tmp_path, mariadb_server, client: str
         assert "'multi' [((1,),)" in recorded.stdout  # three results of one COM_QUERY
 
 
+def test_a_fresh_uuid_each_run_is_paired_with_the_recorded_one(tmp_path, mariadb_server) -> None:
+    recorded, replayed, docs, _mocks = record_then_replay(tmp_path, mariadb_server, scenario("volatile"))
+    assert recorded.stdout == replayed.stdout == "'same key back' True 7\n"
+    assert "trproxy: 0 misses" in replayed.stderr, replayed.stderr
+    assert any(d["spec"].get("volatile") for d in docs)
+
+
 @pytest.mark.root
 @pytest.mark.skipif(os.geteuid() != 0, reason="the eBPF redirect needs root")
 def test_pymysql_with_the_ebpf_redirect(tmp_path, mariadb_server) -> None:

@@ -86,6 +86,27 @@ def pymysql_tls_client(host: str, port: int, password: str) -> None:
     conn.close()
 
 
+def volatile_client(host: str, port: int, password: str) -> None:
+    """A fresh uuid4 primary key each run, inserted through a prepared statement and
+    looked up again in SQL text: replay must pair the new value with the recorded one."""
+    import uuid
+
+    import mysql.connector
+
+    conn = mysql.connector.connect(host=host, port=port, user="trproxy", password=password,
+                                   database="trproxy", use_pure=True, ssl_disabled=True)
+    cur = conn.cursor()
+    cur.execute("CREATE TABLE IF NOT EXISTS t_volatile (id CHAR(36) PRIMARY KEY, n INT)")
+    key = str(uuid.uuid4())
+    prepared = conn.cursor(prepared=True)
+    prepared.execute("INSERT INTO t_volatile (id, n) VALUES (%s, %s)", (key, 7))
+    conn.commit()
+    cur.execute(f"SELECT id, n FROM t_volatile WHERE id = '{key}'")
+    [(found, n)] = cur.fetchall()
+    out("same key back", found == key, n)
+    conn.close()
+
+
 def mysqlclient_client(host: str, port: int, password: str) -> None:
     import MySQLdb
     from MySQLdb.constants import CLIENT
@@ -153,7 +174,7 @@ def sqlalchemy_client(host: str, port: int, password: str) -> None:
 
 
 CLIENTS = {"pymysql": pymysql_client, "pymysql_tls": pymysql_tls_client, "mysqlclient": mysqlclient_client,
-           "connector": connector_client, "sqlalchemy": sqlalchemy_client}
+           "connector": connector_client, "volatile": volatile_client, "sqlalchemy": sqlalchemy_client}
 
 if __name__ == "__main__":
     client, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
