@@ -33,9 +33,7 @@ from .wire import (
     Reader,
 )
 
-_NO_ANSWER = {"COM_STMT_CLOSE", "COM_STMT_SEND_LONG_DATA", "COM_QUIT"}
-_ONE_PACKET = {"COM_PING", "COM_INIT_DB", "COM_RESET_CONNECTION", "COM_STMT_RESET",
-               "COM_SET_OPTION", "COM_STATISTICS"}
+NO_ANSWER = {"COM_STMT_CLOSE", "COM_STMT_SEND_LONG_DATA", "COM_QUIT"}  # the server sends nothing
 UNSUPPORTED = {"COM_STMT_FETCH": "server-side cursors (COM_STMT_FETCH)"}
 
 

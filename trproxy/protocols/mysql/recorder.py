@@ -25,12 +25,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..base import NEED_DATA, Direction, Interaction, ProtocolError, Pushed, Readable
-from .codec import MySQLCodec
+from .codec import NO_ANSWER, MySQLCodec
 from .matching import lifetime_of, summary_of
 from .packets import redacted_response
 
 LOCAL_COMMANDS = {"COM_PING", "COM_RESET_CONNECTION", "COM_STMT_RESET", "COM_SET_OPTION"}
-_NO_ANSWER = {"COM_STMT_CLOSE", "COM_STMT_SEND_LONG_DATA", "COM_QUIT"}
 
 
 @dataclass
@@ -87,7 +86,7 @@ class MySQLRecorder:
             raise ProtocolError("the client asked for TLS (SSLRequest): the session is encrypted "
                                 "and cannot be recorded (connect with ssl disabled, or let "
                                 "trproxy intercept TLS)")
-        if name == "AuthData" or name in _NO_ANSWER:
+        if name == "AuthData" or name in NO_ANSWER:
             return
         self._open.append(_Open(recorded_request(message), keep=name not in LOCAL_COMMANDS))
 
