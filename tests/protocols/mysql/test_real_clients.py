@@ -15,6 +15,7 @@ import pytest
 
 from tests.support.chunking import CLOSE, Chunks, bytewise, offsets, split_at, total
 from tests.support.replay_server import ReplayServer
+from tests.support.services import MariaDBServer
 from tests.support.tee import Relay
 from trproxy.protocols.base import NEED_DATA, Direction, ProtocolError
 from trproxy.protocols.mysql import MySQLCodec, MySQLRecorder
@@ -54,15 +55,18 @@ def record(chunks: Chunks) -> tuple[list, str | None]:
 
 
 @pytest.fixture(scope="module")
-def captured(mariadb_server):
+def captured():
     """PyMySQL (text protocol, multi-results) and mysql-connector-python (prepared
-    statements) through the tee, once for the module."""
-    relay = Relay((mariadb_server.host, mariadb_server.port), recorder=MySQLRecorder).start()
+    statements) through the tee, once for the module, against a MariaDB without TLS (the
+    session's offers it, and PyMySQL takes it: the tee reads no TLS)."""
+    server = MariaDBServer().start()
+    relay = Relay((server.host, server.port), recorder=MySQLRecorder).start()
     try:
         printed = {client: run(client, relay.port) for client in ("pymysql", "connector")}
         relay.wait()
     finally:
         relay.close()
+        server.destroy()
     assert [s.error for s in relay.streams] == [None] * len(relay.streams)
     return printed, relay
 
