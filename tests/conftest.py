@@ -14,7 +14,7 @@ import pytest
 from hypothesis import settings
 
 from tests.support.docker import DockerDaemon
-from tests.support.services import PostgresServer, RedisServer
+from tests.support.services import MariaDBServer, PostgresServer, RedisServer
 
 # CI runs the property tests with a fixed seed, so a run never fails on a new random
 # example it happened to draw; developers' runs stay random and keep finding bugs.
@@ -66,3 +66,12 @@ def docker_daemon():
     daemon = DockerDaemon().start()
     yield daemon
     daemon.destroy()
+
+
+@pytest.fixture(scope="session")
+def mariadb_server():
+    """One MariaDB for the whole session (tests may stop it to replay, then ``start`` it
+    again on the same port and datadir), with TLS for the clients that ask for it."""
+    server = MariaDBServer(ssl=True).start()
+    yield server
+    server.destroy()

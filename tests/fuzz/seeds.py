@@ -248,7 +248,21 @@ def store_loader() -> list[bytes]:
     return out
 
 
+def mysql() -> list[bytes]:
+    """A MySQL 8.4 session (caching_sha2_password, an auth switch; captured by Zeek on
+    port 5432) and MariaDB sessions of PyMySQL and mysql-connector-python (this
+    project's captures, ``tests/protocols/mysql/data``)."""
+    import json
+
+    rng = random.Random(3)
+    streams = [c for name, c in _pcap_streams("postgres") if "mysql" in name]
+    data = Path(__file__).parents[1] / "protocols" / "mysql" / "data" / "mariadb-sessions.json"
+    streams += [[(side, bytes.fromhex(h)) for side, h in s] for s in json.loads(data.read_text())]
+    return _framed(streams, rng)
+
+
 SEEDS = {
+    "mysql_codec": mysql, "mysql_dialect": mysql,
     "postgres_codec": postgres, "postgres_dialect": postgres,
     "redis_codec": redis, "redis_dialect": redis,
     "kafka_codec": kafka, "kafka_dialect": kafka, "kafka_records": kafka_records,

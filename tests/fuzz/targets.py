@@ -163,6 +163,51 @@ def postgres_dialect(data: bytes) -> None:
         replay(PostgresReplayer(), chunks, answers)
 
 
+# -- MySQL ----------------------------------------------------------------------------------
+
+def mysql_codec(data: bytes) -> None:
+    from trproxy.protocols.base import NEED_DATA
+    from trproxy.protocols.mysql import MySQLCodec
+    from trproxy.protocols.mysql import packets as p
+
+    codec = MySQLCodec(max_packet=1 << 20)
+    events: list[Any] = []
+    with contextlib.suppress(ProtocolError):
+        for side, chunk in unframe(data):
+            codec.feed(side, chunk)
+            while (event := codec.next_event()) is not NEED_DATA:
+                events.append(event)
+    for _side, message, _done in events:  # decode(encode(x)) == x
+        check_readable({k: v for k, v in message.items()
+                        if k not in ("HandshakeResponse", "COM_CHANGE_USER", "AuthData")})  # raw proofs
+        name, value = next(iter(message.items()))
+        if name == "OK":
+            assert p.parse_ok(p.build_ok(value, codec.caps), codec.caps) == value
+        elif name == "ERR" and "state" in value:
+            assert p.parse_err(p.build_err(value)) == value
+        elif name == "ResultSet":
+            columns = value["columns"]
+            for column in columns:
+                assert p.parse_column(p.build_column(column, codec.caps), codec.caps) == column
+            for row in value["rows"]:
+                again = (p.parse_binary_row(p.build_binary_row(row, columns), columns) if value.get("binary")
+                         else p.parse_text_row(p.build_text_row(row), columns))
+                assert again == row or row != row, (row, again)  # NaN is not itself
+
+
+def mysql_dialect(data: bytes) -> None:
+    from trproxy.protocols.mysql import MySQLRecorder, MySQLReplayer
+
+    chunks = unframe(data)
+    recorded = record(MySQLRecorder(max_packet=1 << 20), chunks)
+    answers = [i.responses for i in recorded]
+    replayer = MySQLReplayer()
+    with contextlib.suppress(ProtocolError):
+        [hello] = replayer.opened()
+        assert isinstance(replayer.respond(hello, answers[0] if answers else []), bytes)
+        replay(replayer, chunks, answers)
+
+
 # -- Redis --------------------------------------------------------------------------------
 
 def redis_codec(data: bytes) -> None:
@@ -415,6 +460,8 @@ class Target:
 TARGETS: dict[str, Target] = {t.name: t for t in (
     Target("postgres_codec", postgres_codec, "PostgresCodec both sides + re-decode of encode"),
     Target("postgres_dialect", postgres_dialect, "PostgresRecorder, PostgresReplayer"),
+    Target("mysql_codec", mysql_codec, "MySQLCodec both sides + re-decode of encode"),
+    Target("mysql_dialect", mysql_dialect, "MySQLRecorder, MySQLReplayer"),
     Target("redis_codec", redis_codec, "RESP request/reply parsers + re-decode of encode"),
     Target("redis_dialect", redis_dialect, "RedisRecorder, RedisReplayer"),
     Target("kafka_codec", kafka_codec, "KafkaCodec frames + re-decode of encode"),

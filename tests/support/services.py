@@ -157,6 +157,75 @@ class PostgresServer:
 
 
 @dataclass
+class MariaDBServer:
+    """A throwaway MariaDB (Debian's mariadbd) with its own datadir: user ``trproxy`` /
+    password ``trproxy`` (mysql_native_password), database ``trproxy``; root only over
+    the server's own unix socket."""
+
+    host: str = "127.0.0.1"
+    port: int = field(default_factory=free_port)
+    user: str = "trproxy"
+    password: str = "trproxy"
+    dbname: str = "trproxy"
+    ssl: bool = False  # serve TLS (a self-signed certificate) to clients that ask
+    datadir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="trproxy-mariadb-")))
+    proc: subprocess.Popen | None = None
+
+    @property
+    def socket(self) -> Path:
+        return self.datadir / "sock"
+
+    def start(self) -> MariaDBServer:
+        data = self.datadir / "data"
+        owner = ["--user=mysql"] if os.geteuid() == 0 else []
+        fresh = not data.exists()
+        if fresh:
+            if os.geteuid() == 0:
+                shutil.chown(self.datadir, "mysql", "mysql")
+            subprocess.run(["mariadb-install-db", "--no-defaults", f"--datadir={data}", *owner,
+                            "--auth-root-authentication-method=socket", "--skip-test-db"],
+                           check=True, capture_output=True)
+        tls: list[str] = []
+        if self.ssl:
+            key, cert = self.datadir / "server.key", self.datadir / "server.crt"
+            if not cert.exists():
+                subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                                "-subj", "/CN=localhost", "-keyout", key, "-out", cert],
+                               check=True, capture_output=True)
+                if os.geteuid() == 0:
+                    shutil.chown(key, "mysql", "mysql")
+            tls = [f"--ssl-cert={cert}", f"--ssl-key={key}"]
+        self.proc = subprocess.Popen(
+            ["mariadbd", "--no-defaults", f"--datadir={data}", *owner, *tls, f"--port={self.port}",
+             f"--bind-address={self.host}", f"--socket={self.socket}",
+             f"--pid-file={self.datadir / 'pid'}", f"--log-error={self.datadir / 'log'}",
+             "--innodb-buffer-pool-size=16M", "--innodb-log-file-size=8M",
+             "--innodb-flush-log-at-trx-commit=0", "--skip-log-bin", "--max-connections=200"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(self.host, self.port, timeout=60, proc=self.proc)
+        if fresh:
+            self.root_sql(f"CREATE DATABASE {self.dbname}; "
+                          f"CREATE USER '{self.user}'@'%' IDENTIFIED BY '{self.password}'; "
+                          f"GRANT ALL ON *.* TO '{self.user}'@'%'; FLUSH PRIVILEGES;")
+        return self
+
+    def root_sql(self, sql: str) -> str:
+        r = subprocess.run(["mariadb", "--no-defaults", f"--socket={self.socket}", "-uroot",
+                            "-N", "-B", "-e", sql], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"mariadb failed: {r.stderr}")
+        return r.stdout
+
+    def stop(self) -> None:
+        _stop(self.proc, timeout=30)
+        self.proc = None
+
+    def destroy(self) -> None:
+        self.stop()
+        shutil.rmtree(self.datadir, ignore_errors=True)
+
+
+@dataclass
 class RedisServer:
     """redis-server with no persistence; ``requirepass`` when a password is given."""
 

@@ -210,6 +210,9 @@ class Replayer(Protocol):
     Terminate, CancelRequest) has the proxy close the connection once those bytes are
     written, as the server would.
 
+    Optional, for protocols whose server speaks first (``Dialect.greeting``): ``opened()
+    -> Sequence[Lookup | Reply]``, what the server says before the client speaks.
+
     Optional, for what servers do between connections: ``push(responses) -> bytes``
     renders recorded ``Pushed`` messages on this connection; ``identity`` (bytes, or
     None until known) names the connection for ``Interrupt`` (the Postgres backend key
@@ -338,6 +341,15 @@ class Dialect:
     # the server spoke first with these bytes, which this protocol's servers send before
     # the client's first bytes (HTTP/2 SETTINGS): detection waits for the client's bytes
     server_first: Callable[[bytes], bool] | None = None
+    # the server speaks first, and these are its first bytes (MySQL's greeting): a recorded
+    # connection is this protocol whatever the client says later; at replay a silent
+    # client of a destination recorded with it gets the replayer's ``opened()`` answer
+    greeting: Callable[[bytes], bool] | None = None
+    # with TLS interception, for a ``greeting`` protocol: the length of the request for TLS
+    # inside the protocol the client's first bytes after the greeting start with (MySQL
+    # SSLRequest), else 0; record mode forwards it and intercepts the TLS that follows on
+    # both sides, replay (when that destination was recorded over TLS) intercepts it
+    tls_request: Callable[[bytes], int] | None = None
     # fault injection: raises ValueError when this protocol cannot fail as ``failure``
     # says (an unknown Kafka error name, an HTTP status out of range); None: no errors
     check_fault: Callable[[Failure], None] | None = None

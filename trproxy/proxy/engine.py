@@ -40,7 +40,7 @@ import json
 import logging
 import math
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -65,6 +65,12 @@ INTERRUPT_GRACE_MS = 2000  # how much longer than recorded an interrupted answer
 @dataclass(frozen=True)
 class ClientData:
     data: bytes
+
+
+@dataclass(frozen=True)
+class Opened:
+    """The connection is open and the client silent: a server-first protocol's replayer
+    (``opened()``) speaks first (the MySQL greeting)."""
 
 
 @dataclass(frozen=True)
@@ -107,7 +113,7 @@ class Interrupted:
     connection's key): what is held goes out now, as the server answered the cancel."""
 
 
-Event = ClientData | ClientClosed | TimerFired | Drained | Forwarded | Released | Interrupted
+Event = ClientData | Opened | ClientClosed | TimerFired | Drained | Forwarded | Released | Interrupted
 
 
 def _replaced_secrets(values: ValueMap, request: Any) -> list[str]:
@@ -251,6 +257,9 @@ class Session:
         try:
             if isinstance(event, ClientData):
                 self._client(event.data, now, commands)
+            elif isinstance(event, Opened):
+                if (opened := getattr(self.replayer, "opened", None)) is not None:
+                    self._replayed(opened(), now, commands)
             elif isinstance(event, ClientClosed):
                 self._client_closed = True
                 self._drop_unanswered()
@@ -274,8 +283,12 @@ class Session:
         return commands
 
     def _client(self, data: bytes, now: float, commands: list[Command]) -> None:
+        self._replayed(self.replayer.feed(data), now, commands)
+
+    def _replayed(self, events: Sequence[Lookup | Reply | Interrupt], now: float,
+                  commands: list[Command]) -> None:
         timeline = self.ctx.timeline
-        for event in self.replayer.feed(data):
+        for event in events:
             if isinstance(event, Reply):
                 self._emit(event.data, now)
             elif isinstance(event, Interrupt):

@@ -253,6 +253,11 @@ class MockPool:
         dest = destination_key(destination)
         return dest in self._refused and not any(d == dest for (_p, d) in self._by_dest)
 
+    def recorded_protocols(self, destination: str) -> set[str]:
+        """The protocols recorded at this destination."""
+        dest = destination_key(destination)
+        return {p for (p, d) in self._by_dest if d == dest}
+
     def recorded_tls(self, destination: str) -> bool:
         """Whether a connection to this destination was recorded over TLS (replay accepts
         an in-band TLS request, a Postgres SSLRequest, only then, as the server did)."""
