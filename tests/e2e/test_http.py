@@ -65,7 +65,7 @@ TLS_CLIENT = r'''
 import hashlib, json, sys, httpx, requests
 h2, h1 = sys.argv[1], sys.argv[2]
 out = []
-with httpx.Client(http2=True) as c:  # trusts trproxy's CA through SSL_CERT_FILE
+with httpx.Client(http2=True, timeout=60) as c:  # trusts trproxy's CA through SSL_CERT_FILE
     for path in ["/json", "/cookies", "/gzip", "/big?n=70000", "/trailers", "/early",
                  "/big?n=9000000"]:
         r = c.get(h2 + path, headers={"authorization": "Bearer e2e-secret-token"})
@@ -263,7 +263,7 @@ FORWARD_CLIENT = r'''
 import json, sys, httpx
 base = sys.argv[1]
 out = []
-with httpx.Client() as c:
+with httpx.Client(timeout=60) as c:
     for path in ["/json", "/cookies", "/chunked", "/zstd", "/early", "/notmodified"]:
         r = c.get(base + path)
         out.append([path, r.status_code, r.text, r.headers.get_list("set-cookie")])
@@ -414,7 +414,7 @@ import httpx
 url, tls = sys.argv[1], sys.argv[2] == "tls"
 out = []
 for i in range(20):  # 20 connections: the server sends its SETTINGS first on each
-    with httpx.Client(http2=True, http1=tls) as c:  # h2c: prior knowledge
+    with httpx.Client(http2=True, http1=tls, timeout=60) as c:  # h2c: prior knowledge
         r = c.get(f"{url}/echo?n={i}")
         out.append([r.http_version, r.status_code, r.json()["method"]])
 print(json.dumps(out))
