@@ -225,12 +225,22 @@ def store_loader() -> list[bytes]:
     return out
 
 
+def dns_codec() -> list[bytes]:
+    """Queries and answers dnsmasq gave (the corpus keeps them, captured once by
+    ``tests/support/dnsserver.py``), and each answer as a DNS-over-TCP stream."""
+    from trproxy.protocols.dns.codec import tcp_frame
+
+    captured = [f.read_bytes() for f in sorted(corpus_dir("dns_codec").iterdir())]
+    return captured + [tcp_frame(m) for m in captured]
+
+
 SEEDS = {
     "postgres_codec": postgres, "postgres_dialect": postgres,
     "redis_codec": redis, "redis_dialect": redis,
     "kafka_codec": kafka, "kafka_dialect": kafka, "kafka_records": kafka_records,
     "http1": http1, "http2": http2, "websocket": websocket,
     "tls_client_hello": tls_client_hello, "store_loader": store_loader,
+    "dns_codec": dns_codec,
 }
 
 
