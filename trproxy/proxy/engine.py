@@ -368,8 +368,11 @@ class Session:
                  "occurrence": rule.seen, "test": self.ctx.test}
         commands.append(Injected(entry, lookup.summary))
         at = now + rule.delay_ms / 1000
-        if rule.hang:
-            self._out.append(_Out(at=math.inf))  # never answered, like ``unanswered``
+        if rule.hang:  # never answered, like ``unanswered``; a cancel (if the protocol has
+            # one: a Postgres CancelRequest) ends it with the protocol's "canceled" answer
+            cancelled = getattr(self.replayer, "cancelled", None)
+            data = cancelled(lookup) if cancelled is not None else b""
+            self._out.append(_Out(data, at=math.inf, interruptible=bool(data)))
         elif rule.reset:
             self._out.append(_Out(at=at, end=Reset()))
         elif rule.failure is not None:
