@@ -99,3 +99,33 @@ def test_a_name_never_recorded_is_a_miss_naming_the_closest(tmp_path):
                     "dbx.internal")
     assert replayed.stdout.startswith("error"), replayed.stdout  # SERVFAIL: the lookup fails
     assert "dns" in replayed.stderr and "closest recorded name: db.internal" in replayed.stderr, replayed.stderr
+
+
+TCP_APP = """
+import random, socket, sys
+from trproxy.protocols.dns import codec, readable
+from tests.support.dnsserver import query
+with socket.create_connection((sys.argv[1], 53), timeout=5) as s:
+    ident = random.randrange(65536)  # another id at every run
+    s.sendall(codec.tcp_frame(query(sys.argv[2], 1, ident)))
+    framer, got = codec.TcpFramer(), []
+    while not got:
+        got = framer.feed(s.recv(4096))
+answer = codec.parse(got[0])
+print(answer.id == ident, readable.answer(answer))
+"""
+
+
+def test_dns_over_tcp_replays_with_the_live_query_id(tmp_path):
+    nameserver = f"127.53.{random.randrange(1, 255)}.{random.randrange(1, 255)}"
+    rec = tmp_path / "rec"
+    app = [sys.executable, "-c", TCP_APP, nameserver, "www.internal"]
+    with DnsServer(["host-record=db.internal,127.0.0.1", "cname=www.internal,db.internal"], host=nameserver,
+                   port=53):
+        recorded = _run([], *TRPROXY, "record", "--dir", str(rec), "--", *app)
+    assert recorded.returncode == 0, recorded.stderr
+    assert recorded.stdout.startswith("True {'rcode': 'NOERROR', 'answers': [{'name': 'www.internal', 'type': 'CNAME'")
+    assert "kind: dns" in (rec / "test-set-0" / "mocks.yaml").read_text()
+    replayed = _run([], *TRPROXY, "replay", "--dir", str(rec), "--", *app)
+    assert replayed.stdout == recorded.stdout, replayed.stderr
+    assert "trproxy: 0 misses" in replayed.stderr, replayed.stderr

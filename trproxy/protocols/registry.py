@@ -15,7 +15,7 @@ from typing import Any
 
 from .base import Dialect
 
-_ORDER = ("postgres", "redis", "kafka", "http", "generic")
+_ORDER = ("postgres", "redis", "kafka", "http", "dns", "generic")
 
 
 @functools.cache
