@@ -234,13 +234,18 @@ def dns_codec() -> list[bytes]:
     return captured + [tcp_frame(m) for m in captured]
 
 
+def dns_dialect() -> list[bytes]:
+    """dnsmasq's DNS-over-TCP conversations (the corpus keeps them, captured once)."""
+    return [f.read_bytes() for f in sorted(corpus_dir("dns_dialect").iterdir())]
+
+
 SEEDS = {
     "postgres_codec": postgres, "postgres_dialect": postgres,
     "redis_codec": redis, "redis_dialect": redis,
     "kafka_codec": kafka, "kafka_dialect": kafka, "kafka_records": kafka_records,
     "http1": http1, "http2": http2, "websocket": websocket,
     "tls_client_hello": tls_client_hello, "store_loader": store_loader,
-    "dns_codec": dns_codec,
+    "dns_codec": dns_codec, "dns_dialect": dns_dialect,
 }
 
 

@@ -359,6 +359,16 @@ def dns_codec(data: bytes) -> None:
         assert framer.feed(data[:cut]) + framer.feed(data[cut:]) == whole
 
 
+def dns_dialect(data: bytes) -> None:
+    """DNS over TCP: DnsRecorder on both sides, DnsReplayer on the client's bytes."""
+    from trproxy.protocols.dns import DnsRecorder, DnsReplayer
+
+    chunks = unframe(data)
+    recorded = record(DnsRecorder(), chunks)
+    with contextlib.suppress(ProtocolError):
+        replay(DnsReplayer(), chunks, [i.responses for i in recorded])
+
+
 # -- the recording loader -----------------------------------------------------------------
 
 _STORE_DIR: list[Path] = []
@@ -404,6 +414,7 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
     Target("http2", http2, "HttpRecorder/HttpReplayer over HTTP/2"),
     Target("websocket", websocket, "WsRecorder, WsReplayer (with/without deflate)"),
     Target("tls_client_hello", tls_client_hello, "tls.endpoint.parse_client_hello"),
+    Target("dns_dialect", dns_dialect, "DnsRecorder, DnsReplayer (DNS over TCP)"),
     Target("dns_codec", dns_codec, "DNS message parse/serialize, readable form, TCP framing"),
     Target("store_loader", store_loader, "mocks.yaml -> yamlio -> Exchange.from_doc"),
 )}

@@ -1,7 +1,7 @@
 """DNS questions and answers as readable recording data (``kind: dns`` documents).
 
 A question is ``{name, type}`` (``class`` only when not IN), the name in lower case
-without the final dot, so that matching ignores case as DNS does (RFC 4343). An answer is
+(no final dot, as the codec gives names), so that matching ignores case as DNS does (RFC 4343). An answer is
 ``{rcode, answers: [...]}`` plus ``authority``/``additional`` when not empty; a record is
 ``{name, type, ttl, data}``: the address for A/AAAA, the name for CNAME/NS/PTR,
 ``{priority, weight, port, target}`` for SRV, ``{preference, exchange}`` for MX, and the
@@ -33,8 +33,9 @@ OPT = 41
 
 
 def normal_name(name: str) -> str:
-    name = name.lower().rstrip(".")
-    return name or "."
+    """Lower case (RFC 4343). Decoded names have no final dot (the root is "."); an
+    escaped dot at the end (``a\\.``) is part of the last label and stays."""
+    return name.lower()
 
 
 def question(q: Question) -> dict[str, Any]:
@@ -61,7 +62,7 @@ def answer(msg: Message) -> dict[str, Any]:
 
 
 def record(r: Record) -> dict[str, Any]:
-    out: dict[str, Any] = {"name": r.name.rstrip(".") or ".", "type": type_name(r.type), "ttl": r.ttl}
+    out: dict[str, Any] = {"name": r.name, "type": type_name(r.type), "ttl": r.ttl}
     if r.cls != 1:
         out["class"] = CLASSES.get(r.cls, f"CLASS{r.cls}")
     data = r.data
