@@ -98,7 +98,7 @@ def test_a_name_never_recorded_is_a_miss_naming_the_closest(tmp_path):
     replayed = _run(prefix, *TRPROXY, "replay", "--dir", str(rec), "--", sys.executable, "-c", lookup,
                     "dbx.internal")
     assert replayed.stdout.startswith("error"), replayed.stdout  # SERVFAIL: the lookup fails
-    assert "dns" in replayed.stderr and "closest recorded name: db.internal" in replayed.stderr, replayed.stderr
+    assert "dns" in replayed.stderr and "closest recorded: A db.internal" in replayed.stderr, replayed.stderr
 
 
 TCP_APP = """

@@ -82,6 +82,12 @@ def detect(first_bytes: bytes, port: int, final: bool = False) -> Dialect | None
     return by_name("generic")
 
 
+def by_udp_port(port: int) -> Dialect | None:
+    """The dialect that speaks over UDP on this port (``Dialect.datagrams``), if any."""
+    found = next((d for d in dialects() if d.datagrams is not None and port in d.datagrams.ports), None)
+    return by_name(found.name) if found is not None else None
+
+
 def by_alpn(alpn: str | None) -> Dialect | None:
     """The dialect TLS's ALPN chose (``h2`` -> http), if any claims it."""
     if not alpn:

@@ -47,7 +47,7 @@ from .attach import Attachment
 from .context import Mode, RunContext, format_destination
 from .control import ENV as CONTROL_ENV
 from .control import start as start_control
-from .dns import DnsListener
+from .datagrams import DatagramListener
 from .faults import FaultPlan, plan_from
 from .server import Proxy
 
@@ -139,7 +139,7 @@ async def _run(opts: RunOptions, ctx: RunContext, test_set: Path) -> int:
     attachment: Attachment | None = None
     inbound = None
     control = None
-    dns: DnsListener | None = None
+    dns: DatagramListener | None = None
     try:
         if ctx.mode is not Mode.PASSTHROUGH and not opts.cgroup:  # test runners in the child
             if (control := await start_control(ctx)) is not None:
@@ -165,8 +165,8 @@ async def _run(opts: RunOptions, ctx: RunContext, test_set: Path) -> int:
 
             port = await proxy.listen_redirect()
             capture = inbound.capture_sockets if inbound is not None else []
-            if ctx.mode is not Mode.PASSTHROUGH:  # the app's DNS too (proxy/dns.py)
-                dns = DnsListener(ctx)
+            if ctx.mode is not Mode.PASSTHROUGH:  # the app's DNS too (proxy/datagrams.py)
+                dns = DatagramListener(ctx)
                 await dns.start()
             redirector = Redirector.create(port, shadow_ports=shadows, capture_sockets=capture,
                                            dns_port=dns.port if dns is not None else 0)

@@ -1,10 +1,13 @@
-"""The proxy's DNS listener without the redirect: queries sent straight to it, with the
+"""The proxy's datagram listener (DNS) without the redirect: queries sent straight to it, with the
 server the app "asked" given by ``server_of``. Record asks a real dnsmasq and keeps each
-question and answer once; replay answers from those documents with the server gone."""
+question and answer once; replay answers from those documents with the server gone.
+dnsmasq listens on port 53 (the port that says DNS) of a loopback address of its own: root."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import random
 import socket
 
 import pytest
@@ -13,11 +16,17 @@ from tests.support.dnsserver import DnsServer, query
 from trproxy.protocols.dns import codec
 from trproxy.protocols.registry import match_key
 from trproxy.proxy.context import Mode, RunContext
-from trproxy.proxy.dns import DnsListener
+from trproxy.proxy.datagrams import DatagramListener
 from trproxy.store import Exchange, MockPool
+
+pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="port 53 needs root")]
 
 RECORDS = ["host-record=db.internal,127.0.0.1", "cname=www.internal,db.internal",
            "srv-host=_pg._tcp.internal,db.internal,5432,10,5"]
+
+
+def _dnsmasq() -> DnsServer:
+    return DnsServer(RECORDS, host=f"127.53.{random.randrange(1, 255)}.{random.randrange(1, 255)}", port=53)
 
 
 class Recorded:
@@ -31,7 +40,7 @@ class Recorded:
         self.items.append(exchange)
 
 
-async def _ask(listener: DnsListener, message: bytes, family: int = socket.AF_INET) -> bytes | None:
+async def _ask(listener: DatagramListener, message: bytes, family: int = socket.AF_INET) -> bytes | None:
     host = "127.0.0.1" if family == socket.AF_INET else "::1"
     loop = asyncio.get_running_loop()
     with socket.socket(family, socket.SOCK_DGRAM) as s:
@@ -44,7 +53,7 @@ async def _ask(listener: DnsListener, message: bytes, family: int = socket.AF_IN
 
 
 async def _session(ctx: RunContext, server: tuple[str, int], messages: list[tuple[bytes, int]]) -> list[bytes | None]:
-    listener = DnsListener(ctx)
+    listener = DatagramListener(ctx)
     await listener.start()
     listener.server_of = lambda sender, local: server
     try:
@@ -64,7 +73,7 @@ def test_record_keeps_each_question_and_answer_once_and_replay_answers_them():
     asked = [(query("db.internal", ident=1), socket.AF_INET), (query("WWW.internal", ident=2), socket.AF_INET6),
              (query("db.internal", ident=3), socket.AF_INET), (query("_pg._tcp.internal", 33, 4), socket.AF_INET),
              (query("nope.internal", ident=5), socket.AF_INET)]
-    with DnsServer(RECORDS) as server:
+    with _dnsmasq() as server:
         recorded, live = _record(server, asked)
     assert [codec.parse(a).id for a in live if a] == [1, 2, 3, 4, 5]
     assert [e.request for e in recorded] == [{"name": "db.internal", "type": "A"}, {"name": "www.internal", "type": "A"},
@@ -84,16 +93,16 @@ def test_record_keeps_each_question_and_answer_once_and_replay_answers_them():
     miss = codec.parse(replayed[-1])
     assert miss.id == 6 and miss.rcode == 2 and not miss.answers  # SERVFAIL
     assert len(ctx.misses) == 1 and ctx.misses[0]["request"] == "A db.internl"
-    assert "closest recorded name: db.internal" in ctx.misses[0]["reason"]
+    assert "closest recorded: A db.internal" in ctx.misses[0]["reason"]
     assert ctx.served_count["dns"] == 5
 
 
 def test_bad_bytes_are_dropped_at_replay_and_forwarded_at_record(monkeypatch):
-    monkeypatch.setattr("trproxy.proxy.dns.TIMEOUT", 0.5)  # dnsmasq ignores the junk
+    monkeypatch.setattr("trproxy.proxy.datagrams.TIMEOUT", 0.5)  # dnsmasq ignores the junk
     junk = b"\x01\x02\x03"
     ctx = RunContext(Mode.REPLAY)
     assert asyncio.run(_session(ctx, ("127.0.0.99", 53), [(junk, socket.AF_INET)])) == [None]
-    with DnsServer(RECORDS) as server:
+    with _dnsmasq() as server:
         recorded, live = _record(server, [(junk, socket.AF_INET), (query("db.internal"), socket.AF_INET)])
     assert recorded[0].request == {"name": "db.internal", "type": "A"} and len(recorded) == 1
     assert live[1] is not None
@@ -101,7 +110,7 @@ def test_bad_bytes_are_dropped_at_replay_and_forwarded_at_record(monkeypatch):
 
 def test_a_query_nobody_redirected_is_not_answered():
     async def go() -> bytes | None:
-        listener = DnsListener(RunContext(Mode.REPLAY))
+        listener = DatagramListener(RunContext(Mode.REPLAY))
         await listener.start()
         listener.server_of = lambda sender, local: None  # not a socket of the run
         try:
@@ -119,4 +128,4 @@ def test_a_broken_recorded_answer_is_a_miss_not_a_crash(bad):
                                         lifetime="session")], match_key)
     [got] = asyncio.run(_session(ctx, ("127.0.0.1", 53), [(query("db.internal"), socket.AF_INET)]))
     assert codec.parse(got).rcode == 2
-    assert "the recorded answer is not valid" in ctx.misses[0]["reason"]
+    assert "the recorded answer cannot be replayed" in ctx.misses[0]["reason"]
