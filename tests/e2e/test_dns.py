@@ -129,3 +129,52 @@ def test_dns_over_tcp_replays_with_the_live_query_id(tmp_path):
     replayed = _run([], *TRPROXY, "replay", "--dir", str(rec), "--", *app)
     assert replayed.stdout == recorded.stdout, replayed.stderr
     assert "trproxy: 0 misses" in replayed.stderr, replayed.stderr
+
+
+HTTP_APP = """
+import json, signal, socket, sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        name = self.path.rpartition("=")[2]
+        try:
+            found = socket.gethostbyname(name)
+        except OSError as exc:
+            found = f"error {exc.errno}"
+        body = json.dumps({"name": name, "address": found}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+HTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+"""
+
+
+def test_trproxy_test_answers_the_apps_names_from_the_recording(tmp_path):
+    """An inbound call whose handler resolves a name: recorded as a test case with its DNS
+    answer; ``trproxy test`` passes after the name is gone."""
+    import json
+    import urllib.request
+
+    from tests.support.services import free_port, wait_port
+
+    nameserver = f"127.53.{random.randrange(1, 255)}.{random.randrange(1, 255)}"
+    prefix = _namespace(tmp_path, nameserver)
+    rec, port = tmp_path / "rec", free_port()
+    app = [sys.executable, "-c", HTTP_APP, str(port)]
+    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin:/usr/sbin:/sbin"}
+    with DnsServer(["host-record=api.internal,127.0.0.8"], host=nameserver, port=53):
+        proc = subprocess.Popen([*prefix, *TRPROXY, "record", "--dir", str(rec), "--app-port", str(port), "--",
+                                 *app], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            wait_port("127.0.0.1", port, timeout=60, proc=proc)
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/resolve?name=api.internal", timeout=30) as resp:
+                assert json.loads(resp.read()) == {"name": "api.internal", "address": "127.0.0.8"}
+        finally:
+            proc.terminate()
+            _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    tested = _run(prefix, *TRPROXY, "test", "--dir", str(rec), "--", *app)
+    assert tested.returncode == 0, tested.stderr
+    assert "1 tests: 1 passed, 0 failed, 0 errors" in tested.stderr, tested.stderr
