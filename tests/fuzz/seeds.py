@@ -261,6 +261,20 @@ def mysql() -> list[bytes]:
     return _framed(streams, rng)
 
 
+def dns_codec() -> list[bytes]:
+    """Queries and answers dnsmasq gave (the corpus keeps them, captured once by
+    ``tests/support/dnsserver.py``), and each answer as a DNS-over-TCP stream."""
+    from trproxy.protocols.dns.codec import tcp_frame
+
+    captured = [f.read_bytes() for f in sorted(corpus_dir("dns_codec").iterdir())]
+    return captured + [tcp_frame(m) for m in captured]
+
+
+def dns_dialect() -> list[bytes]:
+    """dnsmasq's DNS-over-TCP conversations (the corpus keeps them, captured once)."""
+    return [f.read_bytes() for f in sorted(corpus_dir("dns_dialect").iterdir())]
+
+
 SEEDS = {
     "mysql_codec": mysql, "mysql_dialect": mysql,
     "postgres_codec": postgres, "postgres_dialect": postgres,
@@ -268,6 +282,7 @@ SEEDS = {
     "kafka_codec": kafka, "kafka_dialect": kafka, "kafka_records": kafka_records,
     "http1": http1, "http2": http2, "websocket": websocket, "grpc": grpc,
     "tls_client_hello": tls_client_hello, "store_loader": store_loader,
+    "dns_codec": dns_codec, "dns_dialect": dns_dialect,
 }
 
 

@@ -424,6 +424,40 @@ def tls_client_hello(data: bytes) -> None:
             assert all(isinstance(p, str) for p in info.alpn)
 
 
+# -- DNS ----------------------------------------------------------------------------------
+
+def dns_codec(data: bytes) -> None:
+    """The bytes as one message (UDP), re-encoded to the same message and through its
+    readable form; and as a DNS-over-TCP stream cut at every offset of its first 64 bytes."""
+    from trproxy.protocols.dns import codec, readable
+
+    try:
+        msg = codec.parse(data)
+    except codec.DnsError:
+        msg = None
+    if msg is not None:
+        assert codec.parse(codec.serialize(msg)) == msg
+        text = readable.answer(msg)
+        check_readable(text)
+        with contextlib.suppress(ValueError):  # e.g. a label too long for the text form
+            again = readable.reply(msg, text)
+            assert readable.answer(codec.parse(codec.serialize(again))) == text
+    whole = codec.TcpFramer().feed(data)
+    for cut in range(1, min(len(data), 64)):
+        framer = codec.TcpFramer()
+        assert framer.feed(data[:cut]) + framer.feed(data[cut:]) == whole
+
+
+def dns_dialect(data: bytes) -> None:
+    """DNS over TCP: DnsRecorder on both sides, DnsReplayer on the client's bytes."""
+    from trproxy.protocols.dns import DnsRecorder, DnsReplayer
+
+    chunks = unframe(data)
+    recorded = record(DnsRecorder(), chunks)
+    with contextlib.suppress(ProtocolError):
+        replay(DnsReplayer(), chunks, [i.responses for i in recorded])
+
+
 # -- the recording loader -----------------------------------------------------------------
 
 _STORE_DIR: list[Path] = []
@@ -472,5 +506,7 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
     Target("websocket", websocket, "WsRecorder, WsReplayer (with/without deflate)"),
     Target("grpc", grpc, "gRPC framing, protobuf without a schema, descriptor-set names"),
     Target("tls_client_hello", tls_client_hello, "tls.endpoint.parse_client_hello"),
+    Target("dns_dialect", dns_dialect, "DnsRecorder, DnsReplayer (DNS over TCP)"),
+    Target("dns_codec", dns_codec, "DNS message parse/serialize, readable form, TCP framing"),
     Target("store_loader", store_loader, "mocks.yaml -> yamlio -> Exchange.from_doc"),
 )}

@@ -302,6 +302,18 @@ class BlobStore(Protocol):
 
 
 @dataclass(frozen=True)
+class Datagrams:
+    """A protocol that also runs over UDP (DNS): one message per datagram, on these
+    ``ports``. ``frame`` makes a datagram the bytes of one message of the stream form
+    (DNS: its TCP length prefix) and ``unframe`` takes one back, so the dialect's recorder
+    and replayer serve both."""
+
+    ports: tuple[int, ...]
+    frame: Callable[[bytes], bytes]
+    unframe: Callable[[bytes], bytes]
+
+
+@dataclass(frozen=True)
 class Dialect:
     """What a protocol package exports as ``DIALECT`` for the proxy and the store.
 
@@ -357,6 +369,8 @@ class Dialect:
     # position, once its objects' keys are sorted (None: the request itself); Kafka's
     # match key, whose JSON record values are data, not text in the producer's key order
     pairing: Callable[[Readable], Readable] | None = None
+    # the protocol over UDP too (the proxy's datagram listener; DNS)
+    datagrams: Datagrams | None = None
 
     def recorder_for(self, tls: bool, authority: str, blobs: BlobStore | None = None) -> Recorder:
         if self.connection_aware:

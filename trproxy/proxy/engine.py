@@ -372,17 +372,21 @@ class Session:
         """A request a fault rule picks (``faults``) fails as the rule says, without using
         up its recording (the app's retry gets it); any other is looked up."""
         plan = self.ctx.faults
-        rule = plan.pick(self.dialect.name, self.destination, lookup) if plan else None
+        test = self.ctx.test
+        rule = plan.pick(self.dialect.name, self.destination, lookup, test) if plan else None
         if rule is None:
             self._lookup(lookup, now, commands)
             return
         entry = {"protocol": self.dialect.name, "destination": self.destination,
                  "request": lookup.summary, "fault": describe_fault(rule), "rule": rule.text,
-                 "occurrence": rule.seen, "test": self.ctx.test}
+                 "occurrence": rule.seen[test], "test": test}
         commands.append(Injected(entry, lookup.summary))
         at = now + rule.delay_ms / 1000
-        if rule.hang:
-            self._out.append(_Out(at=math.inf))  # never answered, like ``unanswered``
+        if rule.hang:  # never answered, like ``unanswered``; a cancel (if the protocol has
+            # one: a Postgres CancelRequest) ends it with the protocol's "canceled" answer
+            cancelled = getattr(self.replayer, "cancelled", None)
+            data = cancelled(lookup) if cancelled is not None else b""
+            self._out.append(_Out(data, at=math.inf, interruptible=bool(data)))
         elif rule.reset:
             self._out.append(_Out(at=at, end=Reset()))
         elif rule.failure is not None:

@@ -49,6 +49,7 @@ from .attach import Attachment
 from .context import Mode, RunContext, format_destination
 from .control import ENV as CONTROL_ENV
 from .control import start as start_control
+from .datagrams import DatagramListener
 from .faults import FaultPlan, plan_from
 from .server import Proxy
 
@@ -141,6 +142,7 @@ async def _run(opts: RunOptions, ctx: RunContext, test_set: Path) -> int:
     attachment: Attachment | None = None
     inbound = None
     control = None
+    dns: DatagramListener | None = None
     try:
         if ctx.mode is not Mode.PASSTHROUGH and not opts.cgroup:  # test runners in the child
             if (control := await start_control(ctx)) is not None:
@@ -168,7 +170,13 @@ async def _run(opts: RunOptions, ctx: RunContext, test_set: Path) -> int:
 
             port = await proxy.listen_redirect()
             capture = inbound.capture_sockets if inbound is not None else []
-            redirector = Redirector.create(port, shadow_ports=shadows, capture_sockets=capture)
+            if ctx.mode is not Mode.PASSTHROUGH:  # the app's DNS too (proxy/datagrams.py)
+                dns = DatagramListener(ctx)
+                await dns.start()
+            redirector = Redirector.create(port, shadow_ports=shadows, capture_sockets=capture,
+                                           dns_port=dns.port if dns is not None else 0)
+            if dns is not None:
+                dns.server_of = redirector.dns_server
             if inbound is not None:
                 inbound.to_app = redirector.to_app
             proxy.resolver = redirector.original_destination
@@ -195,6 +203,8 @@ async def _run(opts: RunOptions, ctx: RunContext, test_set: Path) -> int:
     finally:
         if inbound is not None:
             inbound.close()
+        if dns is not None:
+            await dns.close()
         if control is not None:
             await control.close()
         if attachment is not None:

@@ -411,6 +411,13 @@ class PostgresReplayer:
             return self._encode([error_response(code, message, "FATAL")])
         return self._failed(lookup, error_response(code, message))
 
+    def cancelled(self, lookup: Lookup) -> bytes:
+        """What the server answers a query that a CancelRequest ended (a ``hang`` fault
+        released by the client's cancel): 57014, then on as after any error."""
+        if lookup.context.private.get("kind") == "batch" and self._skip:
+            return self._skipped(lookup)
+        return self._failed(lookup, error_response("57014", "canceling statement due to user request"))
+
     def _failed(self, lookup: Lookup, error: be.ErrorResponse) -> bytes:
         """``error`` in place of the answer, then as a server goes on after an error:
         ReadyForQuery, or (a batch that ended at Flush) skipping to the next Sync."""
