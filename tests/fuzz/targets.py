@@ -389,8 +389,9 @@ def store_loader(data: bytes) -> None:
     from trproxy.store.model import Exchange
     from trproxy.store.recording import MOCKS, load_mocks
 
-    if not _STORE_DIR:
-        _STORE_DIR.append(Path(tempfile.mkdtemp(prefix="trproxy-fuzz-store-")))
+    if not _STORE_DIR:  # in memory when there is a tmpfs: a disk's open/fsync cost more
+        shm = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None  # than the loading itself
+        _STORE_DIR.append(Path(tempfile.mkdtemp(prefix="trproxy-fuzz-store-", dir=shm)))
         atexit.register(shutil.rmtree, _STORE_DIR[0], True)
     root = _STORE_DIR[0]
     path = root / MOCKS
