@@ -20,6 +20,7 @@ import argparse
 import hashlib
 import importlib
 import json
+import os
 import random
 import re
 import resource
@@ -260,7 +261,10 @@ def main() -> int:
                                plain=True))
         results = json.loads(results_path.read_text()) if results_path.exists() else {}
         results[target] = phases
-        results_path.write_text(json.dumps(results, indent=1))
+        # targets run as parallel processes: replaced whole, never read half-written
+        part = results_path.with_suffix(f".{os.getpid()}")
+        part.write_text(json.dumps(results, indent=1))
+        os.replace(part, results_path)
         for r in phases:
             print(f"{target:18} {r['mode']:6} {r['runs']:>9} inputs {r['exec_per_s']:>6} exec/s "
                   f"{r['seconds']:>6} s  cov {r['coverage']:>5}  corpus {r['corpus']:>5}  "
