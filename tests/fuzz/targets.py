@@ -255,17 +255,15 @@ def kafka_codec(data: bytes) -> None:
             codec.feed(side, chunk)
             while (m := codec.next_message()) is not NEED_DATA:
                 messages.append(m)
-    versions = {m.correlation_id: (m.api_key, m.api_version) for m in messages
-                if isinstance(m, KafkaRequest)}
     for m in messages:  # decode(encode(x)) == x
         frame_ = codec.encode(m)[4:]
         if isinstance(m, KafkaRequest):
             again = KafkaCodec(max_decompressed=1 << 20).decode_request(frame_)
-        else:
-            key, version = versions[m.correlation_id]
+        else:  # as the request it answered said: a correlation id can be used again later
             r = Reader(frame_)
             r.int32()
-            again = decode_response_body(key, version, m.correlation_id, r, Context(1 << 20))
+            again = decode_response_body(m.api_key, m.api_version, m.correlation_id, r,
+                                         Context(1 << 20))
         assert again == m, m
 
 
@@ -468,8 +466,9 @@ def store_loader(data: bytes) -> None:
     from trproxy.store.model import Exchange
     from trproxy.store.recording import MOCKS, load_mocks
 
-    if not _STORE_DIR:
-        _STORE_DIR.append(Path(tempfile.mkdtemp(prefix="trproxy-fuzz-store-")))
+    if not _STORE_DIR:  # in memory when there is a tmpfs: a disk's open/fsync cost more
+        shm = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None  # than the loading itself
+        _STORE_DIR.append(Path(tempfile.mkdtemp(prefix="trproxy-fuzz-store-", dir=shm)))
         atexit.register(shutil.rmtree, _STORE_DIR[0], True)
     root = _STORE_DIR[0]
     path = root / MOCKS
