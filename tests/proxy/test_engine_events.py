@@ -37,6 +37,21 @@ def test_a_client_that_closed_first_records_no_event():
     assert [e.event for e in capture(chunks, close=False)] == [None]
 
 
+def test_the_close_that_answers_a_terminate_is_no_event():
+    """asyncpg sends Terminate and the server hangs up before the client's own FIN: that
+    close answers the client. Recorded as an event, replay would close whichever live
+    connection follows this recording (a live connection still in use). The same close
+    without a Terminate is the server's own."""
+    select = wire(fe.Query("SELECT 1"))
+    answer = wire(be.CommandComplete("SELECT 1"), be.ReadyForQuery("I"))
+    talk = [("client", wire(STARTUP)), ("server", wire(*HANDSHAKE)),
+            ("client", select), ("server", answer)]
+    bye = capture([*talk, ("client", wire(fe.Terminate())), ("server", b"")])
+    assert [e.event for e in bye] == [None, None]
+    killed = capture([*talk, ("server", b"")])
+    assert [e.event for e in killed] == [None, None, "close"]
+
+
 def test_a_server_reset_is_replayed_as_a_reset():
     recorded = capture_run([("a", "client", GET), ("a", "server", b"$1\r\nv\r\n"),
                             ("a", "reset", b"")])

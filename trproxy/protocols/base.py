@@ -192,6 +192,9 @@ class Recorder(Protocol):
     ``Interrupt`` from another connection does (Postgres: the BackendKeyData the server
     sent), and ``feed`` may return such an ``Interrupt`` (a CancelRequest): the proxy
     then notes that the named connection's pending answer came after an interrupt.
+    ``farewell`` (bool) is true once the client said it is leaving (Postgres Terminate or
+    CancelRequest): the server's close then answers the client and is not recorded as an
+    event, which replay would deliver to whichever live connection follows this one.
 
     Raises ``ProtocolError`` on bytes it cannot follow; the proxy then stops capturing
     that connection but keeps relaying it.

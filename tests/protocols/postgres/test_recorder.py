@@ -240,6 +240,16 @@ def test_a_query_the_client_gave_up_on_is_recorded_unanswered():
     assert out[-1].unanswered and out[-1].responses == []
 
 
+def test_an_answer_that_came_after_the_client_left_is_recorded_unanswered():
+    """asyncpg's terminate() mid pg_sleep: the server answers 10 s later, to no one. Replay
+    must not answer at once (the test expects the connection to die mid-query)."""
+    out = record(*logged_in(), client(fe.Query("SELECT pg_sleep(10)")), ("client", b""),
+                 server(be.RowDescription((INT4,)), be.DataRow((b"",)),
+                        be.CommandComplete("SELECT 1"), be.ReadyForQuery("I")),
+                 ("server", b""), close=False)
+    assert out[-1].unanswered and names(out[-1].responses)[-1] == "ReadyForQuery"
+
+
 def test_fatal_error_mid_query_is_recorded_at_close():
     out = record(*logged_in(), client(fe.Query("SELECT pg_sleep(10)")),
                  server(be.ErrorResponse((("S", "FATAL"), ("C", "57P01")))))
