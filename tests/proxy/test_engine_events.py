@@ -175,6 +175,21 @@ def test_a_cancel_request_on_another_connection_releases_the_held_answer():
     assert book << send(error)
 
 
+def test_a_short_interrupted_wait_is_held_for_its_cancel_too():
+    """asyncpg's timeout=0.02: the cancel came 35 ms in, below the long-wait threshold.
+    Sent at once, the client would see QueryCanceledError instead of its own timeout."""
+    recorded, query, error = _slow_query(cancelled=True)
+    recorded[-1].wait_ms = 35.0
+    assert 35.0 < LONG_WAIT_MS
+    book = Playbook("postgres", recorded)
+    assert book >> client(wire(STARTUP)) << send(wire(be.AuthenticationOk(), *HANDSHAKE[1:]))
+    assert book >> client(query) >> after(1000)  # nothing yet: no cancel came
+    key = HANDSHAKE[4]
+    canceller = book.connection()
+    assert canceller >> client(wire(fe.CancelRequest(key.process_id, key.secret_key))) << close()
+    assert book << send(error)
+
+
 def test_an_interrupted_answer_without_its_interrupt_still_ends():
     recorded, query, error = _slow_query(cancelled=True)
     book = Playbook("postgres", recorded)

@@ -91,11 +91,13 @@ class Timeline:
     # -- holds -----------------------------------------------------------------------
 
     def hold_ms(self, exchange: Exchange) -> float | None:
-        """How long to hold this answer: its recorded wait when that was long (see the
-        module doc), else None. Not when other requests started while it waited and it
+        """How long to hold this answer: its recorded wait when that was long or ended by
+        an interrupt (see the module doc), else None. Not when other requests started while it waited and it
         was not interrupted: the answer may have waited for them (a Kafka long poll for
         a Produce), and they are replayed at their own pace."""
         wait = exchange.wait_ms
+        if wait is not None and exchange.interrupted:  # it came because of the cancel:
+            return min(max(wait, 1.0), MAX_WAIT_MS)  # it waits for one, however short
         if wait is None or wait < LONG_WAIT_MS:
             return None
         if exchange.answered_after > exchange.order and not exchange.interrupted:
