@@ -376,3 +376,21 @@ def test_a_backend_terminating_itself_mid_batch_hangs_up_at_replay():
     replay.send(STARTUP)
     assert replay.send(fe.Query("select pg_terminate_backend(pg_backend_pid())"))[-1] == fatal
     assert replay.replayer.close_after
+
+
+def test_sql_naming_a_bound_portal_reads_the_same_in_every_run():
+    """asyncpg's cursor.forward(5) sends ``MOVE FORWARD 5 __asyncpg_portal_1e8__``: the
+    portal's name is a per-process counter, so the readable request names its SQL."""
+    def moved(portal):
+        return record(*logged_in(),
+                      client(fe.Parse("", "SELECT generate_series(0, 100)"),
+                             fe.Bind(portal, "", (), (), ()), fe.Execute(portal, 1), fe.Sync()),
+                      server(be.ParseComplete(), be.BindComplete(), be.DataRow((b"0",)),
+                             be.PortalSuspended(), be.ReadyForQuery("T")),
+                      client(fe.Query(f'MOVE FORWARD 5 {portal}; CLOSE "{portal}"')),
+                      server(be.CommandComplete("MOVE 5"), be.CommandComplete("CLOSE CURSOR"),
+                             be.ReadyForQuery("T")))[-1].request
+
+    here, there = moved("__asyncpg_portal_1e8__"), moved("__asyncpg_portal_2b0__")
+    assert here == there == [{"Query": "MOVE FORWARD 5 <portal: SELECT generate_series(0, 100)>; "
+                                       "CLOSE <portal: SELECT generate_series(0, 100)>"}]

@@ -154,7 +154,7 @@ class PostgresRecorder:
             if self._skipping:
                 return  # the server discards it with the rest of the failed batch
             kind = "query" if isinstance(msg, fe.Query) else "function"
-            self._new(kind).items.append(request_item(msg))
+            self._new(kind).items.append(self.names.request_item(msg)[0])
         elif isinstance(msg, (fe.CopyData, fe.CopyDone, fe.CopyFail)):
             # COPY data belongs to the latest request: clients may stream it before the
             # CopyInResponse arrives (asyncpg); the server ignores it if no COPY runs.

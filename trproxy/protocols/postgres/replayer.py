@@ -201,7 +201,7 @@ class PostgresReplayer:
                 self._finish_batch(out)
             if self._skip:
                 return  # the server discards everything up to Sync
-            item = request_item(msg)
+            item = self.names.request_item(msg)[0]
             kind = "query" if isinstance(msg, fe.Query) else "function"
             rollback = isinstance(msg, fe.Query) and _is_rollback(msg.query)
             private = {"kind": kind, "rollback": rollback,
