@@ -124,7 +124,10 @@ class LookupContext:
       without Sync, which a server answers only when it flushes: at an error);
     * ``recorded`` (set by the engine before ``respond``): the recorded request that
       answers, for an answer that follows its request's order where matching ignored it
-      (Redis ``SMISMEMBER`` of a set sent in another order).
+      (Redis ``SMISMEMBER`` of a set sent in another order);
+    * ``timed``: the request waits on purpose (Postgres ``pg_sleep``): how long its answer
+      took is part of the answer, so replay holds it for its recorded wait, however short
+      (tests of timeouts and of "another operation is in progress" depend on it).
     """
 
     handshake: bool = False
@@ -136,6 +139,7 @@ class LookupContext:
     forward: Callable[[], ForwardConversation | None] | None = None
     tentative: bool = False
     recorded: Readable = None
+    timed: bool = False
     private: dict[str, Any] = field(default_factory=dict)
 
 

@@ -94,8 +94,9 @@ class Names:
     def _portals_named(self, sql: str) -> str:
         for name, portal in self.portals.items():
             if name and name in sql:
+                named = f"<portal: {redact_sql(portal.query or '')}>"
                 sql = re.sub(rf'"{re.escape(name)}"|(?<![\w$]){re.escape(name)}(?![\w$])',
-                             lambda _m, q=portal.query: f"<portal: {redact_sql(q or '')}>", sql)
+                             named.replace("\\", "\\\\"), sql)
         return sql
 
 
