@@ -124,7 +124,10 @@ class LookupContext:
       without Sync, which a server answers only when it flushes: at an error);
     * ``recorded`` (set by the engine before ``respond``): the recorded request that
       answers, for an answer that follows its request's order where matching ignored it
-      (Redis ``SMISMEMBER`` of a set sent in another order).
+      (Redis ``SMISMEMBER`` of a set sent in another order);
+    * ``timed``: the request waits on purpose (Postgres ``pg_sleep``): how long its answer
+      took is part of the answer, so replay holds it for its recorded wait, however short
+      (tests of timeouts and of "another operation is in progress" depend on it).
     """
 
     handshake: bool = False
@@ -136,6 +139,7 @@ class LookupContext:
     forward: Callable[[], ForwardConversation | None] | None = None
     tentative: bool = False
     recorded: Readable = None
+    timed: bool = False
     private: dict[str, Any] = field(default_factory=dict)
 
 
@@ -192,6 +196,9 @@ class Recorder(Protocol):
     ``Interrupt`` from another connection does (Postgres: the BackendKeyData the server
     sent), and ``feed`` may return such an ``Interrupt`` (a CancelRequest): the proxy
     then notes that the named connection's pending answer came after an interrupt.
+    ``farewell`` (bool) is true once the client said it is leaving (Postgres Terminate or
+    CancelRequest): the server's close then answers the client and is not recorded as an
+    event, which replay would deliver to whichever live connection follows this one.
 
     Raises ``ProtocolError`` on bytes it cannot follow; the proxy then stops capturing
     that connection but keeps relaying it.

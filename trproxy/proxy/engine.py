@@ -434,7 +434,8 @@ class Session:
         hold = lookup.context.hold_ms
         if out and hold:  # the dialect's own hold (a Kafka Fetch with nothing new)
             self._emit(out, now + min(hold, MAX_HOLD_MS) / 1000)
-        elif out and not repeat and (wait := self.ctx.timeline.hold_ms(exchange)):
+        elif out and not repeat and (wait := self.ctx.timeline.hold_ms(exchange,
+                                                                        lookup.context.timed)):
             # recorded after a long wait: held as long, so that timeouts and cancels meet
             # it as they met the server; one that came because another connection
             # interrupted it waits for that interrupt (a bounded while longer, not less)

@@ -105,7 +105,9 @@ class Capture:
         identity = getattr(self._recorder, "identity", None)
         if identity and self.ctx.captures.get(identity) is self:
             del self.ctx.captures[identity]  # nothing can interrupt it any more
-        if not self._client_ended and not self._failed and self.dialect is not None:
+        farewell = getattr(self._recorder, "farewell", False)  # the close answers the client
+        if not self._client_ended and not self._failed and self.dialect is not None \
+                and not farewell:
             # the server ended the connection on its own (killed, timed out, HTTP/1.0...):
             # recorded when the client's side ends too, stamped with the order of now
             self._ending = ("reset" if self._server_reset else "close", self.ctx.last_order)
