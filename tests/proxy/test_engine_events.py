@@ -52,6 +52,22 @@ def test_the_close_that_answers_a_terminate_is_no_event():
     assert [e.event for e in killed] == [None, None, "close"]
 
 
+def test_what_a_client_saw_before_it_hung_up_is_replayed_and_nothing_more():
+    """psycopg's execute("copy t from stdin") fails at the CopyInResponse and the client
+    hangs up: replay sends that CopyInResponse (held back, psycopg would wait forever),
+    and not the error the server sent to no one after."""
+    copy = wire(fe.Query("copy t from stdin"))
+    copy_in = wire(be.CopyInResponse(0, (0,)))
+    recorded = capture([("client", wire(STARTUP)), ("server", wire(*HANDSHAKE)),
+                        ("client", copy), ("server", copy_in), ("client", wire(fe.Terminate())),
+                        ("client", b""), ("server", wire(be.ErrorResponse((("S", "FATAL"),)))),
+                        ("server", b"")], close=False)
+    assert recorded[-1].unanswered
+    book = Playbook("postgres", recorded)
+    assert book >> client(wire(STARTUP)) << send(wire(be.AuthenticationOk(), *HANDSHAKE[1:]))
+    assert book >> client(copy) << send(copy_in) >> after(60_000)
+
+
 def test_a_server_reset_is_replayed_as_a_reset():
     recorded = capture_run([("a", "client", GET), ("a", "server", b"$1\r\nv\r\n"),
                             ("a", "reset", b"")])

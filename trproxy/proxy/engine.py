@@ -415,6 +415,13 @@ class Session:
         if not lookup.expects_reply:
             return
         if exchange.unanswered and not repeat:
+            if exchange.responses:  # what came before the client left (a COPY's CopyInResponse)
+                try:
+                    self._emit(self.replayer.respond(lookup, values.to_live(exchange.responses)), now)
+                except Exception as exc:  # a recording is untrusted input
+                    commands.append(Problem(f"{self.dialect.name} {self.destination}: "
+                                            f"{lookup.summary}: what the client got before it "
+                                            f"hung up cannot be replayed: {_describe(exc)}"))
             self._out.append(_Out(at=math.inf))  # never answered: nothing, until the client goes
             return
         try:

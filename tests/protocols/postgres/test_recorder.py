@@ -247,7 +247,18 @@ def test_an_answer_that_came_after_the_client_left_is_recorded_unanswered():
                  server(be.RowDescription((INT4,)), be.DataRow((b"",)),
                         be.CommandComplete("SELECT 1"), be.ReadyForQuery("I")),
                  ("server", b""), close=False)
-    assert out[-1].unanswered and names(out[-1].responses)[-1] == "ReadyForQuery"
+    assert out[-1].unanswered and out[-1].responses == []
+
+
+def test_a_client_that_hung_up_mid_answer_keeps_what_it_had_seen():
+    """psycopg's execute("copy t from stdin") raises at CopyInResponse; the connection then
+    ends (Terminate in COPY: the server errors out). Replay must send the CopyInResponse
+    the client acted on, and nothing after it."""
+    out = record(*logged_in(), client(fe.Query("copy t from stdin")),
+                 server(be.CopyInResponse(0, (0,))), client(fe.Terminate()), ("client", b""),
+                 server(be.ErrorResponse((("S", "FATAL"), ("C", "08P01")))), ("server", b""),
+                 close=False)
+    assert out[-1].unanswered and names(out[-1].responses) == ["CopyInResponse"]
 
 
 def test_fatal_error_mid_query_is_recorded_at_close():

@@ -28,8 +28,8 @@ Batches of only Parse/Close/Sync/Flush are not recorded: the replayer answers th
 itself (``matching.is_trivial``). A CancelRequest connection records nothing but returns
 an ``Interrupt`` naming the backend it cancels, which ``identity`` (the BackendKeyData
 the server sent) lets the proxy find. Requests not wholly answered when the client hung
-up first are returned with ``unanswered`` set: the client never read an answer that came
-after it left (kept in the recording, never replayed). A server close after the client's
+up first are returned with ``unanswered`` set and only the responses that came before it
+left (a COPY's CopyInResponse): it never read the rest. A server close after the client's
 Terminate or CancelRequest answers it (``farewell``), it is no event of its own.
 """
 
@@ -73,7 +73,7 @@ class _Group:
     errored: bool = False
     discarded: bool = False  # skipped by the server after an error in an earlier batch
     unanswered: bool = False  # the client hung up before any answer
-    abandoned: bool = False  # the client hung up before the whole answer: it never saw it
+    seen: int | None = None  # the client hung up mid-answer after this many responses
     copy: str | None = None  # the server is in COPY "in" (reading data) or "out" mode
     client_copy: str | None = None  # the client sent COPY "data", or is "done" (CopyDone/Fail)
     copy_synced: bool = False  # the Sync after an extended-protocol COPY arrived
@@ -123,7 +123,8 @@ class PostgresRecorder:
         if not data and direction is Direction.CLIENT:
             self._client_closed = True
             for group in self._pending:  # a Postgres client that hangs up has left: what
-                group.abandoned = not group.done  # the server says after, no one reads
+                if not group.done:  # the server says after, no one reads
+                    group.seen = len(group.responses)
         if not data and direction is Direction.SERVER:
             self._server_closed()
             self._emit(out)
@@ -366,9 +367,10 @@ class PostgresRecorder:
                 if any("ReadyForQuery" in r or "ErrorResponse" in r for r in group.responses):
                     out += _startup_interactions(group.items, group.responses)
                 continue  # else abandoned before the end of authentication (psql asks a password)
-            out.append(Interaction(group.items, group.responses, lifetime_of(group.items),
+            seen = group.responses if group.seen is None else group.responses[:group.seen]
+            out.append(Interaction(group.items, seen, lifetime_of(group.items),
                                    summary_of(group.items),
-                                   unanswered=group.unanswered or group.abandoned))
+                                   unanswered=group.unanswered or group.seen is not None))
 
 
 _PASSWORD_REQUESTS = ("AuthenticationCleartextPassword", "AuthenticationMD5Password")
