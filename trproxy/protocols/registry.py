@@ -59,6 +59,13 @@ def volatile_rules(protocol: str, request: Any) -> list[str]:
     return dialect.volatile_rules(request) if dialect and dialect.volatile_rules else []
 
 
+def has_volatile_rules(protocol: str) -> bool:
+    """Whether the user's ``config.yaml`` gives ``protocol`` volatile rules (else
+    ``volatile_rules`` is [] for every request, and loading need not ask)."""
+    dialect = by_name(protocol)
+    return bool(dialect and dialect.volatile_rules)
+
+
 def by_name(name: str) -> Dialect | None:
     if name in _overrides:
         return _overrides[name]
