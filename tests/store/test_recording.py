@@ -273,3 +273,21 @@ def test_user_volatile_rules_apply_to_a_cached_recording(tmp_path, monkeypatch):
         served = pool.find("redis", "127.0.0.1:6379", ["GET", "other"], masked=mask(["GET", "other"], ["other"]),
                            accept=lambda ex, values: None)
         assert served.exchange.seq == 1 and served.masked
+
+
+def test_a_dialect_the_users_config_rebuilt_matches_with_its_own_keys(tmp_path, monkeypatch):
+    """The cache holds the shipped dialects' match keys (the recorder's child process reads
+    no config.yaml); a protocol the user's config rebuilds (HTTP ``noise``) computes its
+    keys again, with its own ``match_key``, at load."""
+    import dataclasses
+
+    from trproxy.protocols import registry
+    from trproxy.store import MockPool
+
+    packed, _parsed = _packed_and_parsed(tmp_path, monkeypatch, [_exchange(0)])
+    pool = MockPool.build(packed, registry.match_key)
+    assert pool.find("redis", "127.0.0.1:6379", ["INCR", "c"]).exchange.seq == 0
+    upper = dataclasses.replace(registry.by_name("redis"), match_key=lambda r: [w.lower() for w in r])
+    monkeypatch.setitem(registry._overrides, "redis", upper)
+    pool = MockPool.build(packed, registry.match_key)
+    assert pool.find("redis", "127.0.0.1:6379", ["incr", "C"]).exchange.seq == 0

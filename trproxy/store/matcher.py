@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..protocols.registry import match_key
+from ..protocols.registry import configured, match_key, shipped_match_key
 from ..protocols.volatile import MASK, mask, recorded_values
 from .errors import NoMatch
 from .model import Exchange
@@ -65,14 +65,16 @@ def canonical(key: Any) -> str:
 def packed_keys(exchange: Exchange) -> dict[str, Any]:
     """What the cache's index keeps of an exchange's matching (``packed.py``), so that
     loading computes nothing per exchange: its match key and, when its recording names
-    volatile values, those and its key with them masked; under the registry's
-    ``match_key``, the key function replay uses (a pool with another computes its own)."""
+    volatile values, those and its key with them masked; under the shipped dialects' match
+    keys (a pool with another key function, or a dialect the user's config rebuilt,
+    computes its own)."""
     if exchange.event is not None:
         return {}
-    keys: dict[str, Any] = {"_key": canonical(match_key(exchange.protocol, exchange.request))}
+    protocol = exchange.protocol
+    keys: dict[str, Any] = {"_key": canonical(shipped_match_key(protocol, exchange.request))}
     if values := recorded_values(exchange.extra):
         keys["_volatile"] = values
-        keys["_masked"] = canonical(match_key(exchange.protocol, mask(exchange.request, values)))
+        keys["_masked"] = canonical(shipped_match_key(protocol, mask(exchange.request, values)))
     return keys
 
 
@@ -204,6 +206,7 @@ class MockPool:
     # protocol without any is not asked, so that a packed exchange is not decoded for it
     rules_apply: Callable[[str], bool] | None = None
     _rules_cache: dict[str, bool] = field(default_factory=dict)
+    _shipped_cache: dict[str, bool] = field(default_factory=dict)
     _by_dest: dict[tuple[str, str], dict[str, _Bucket]] = field(default_factory=dict)
     # the same entries by their keys with the volatile values masked (those that have any)
     _masked: dict[tuple[str, str], dict[str, _Bucket]] = field(default_factory=dict)
@@ -240,7 +243,7 @@ class MockPool:
                 self._refused.add(dest)
             return
         # a packed exchange (``packed.py``) comes with its keys: its request stays packed
-        known = exchange.__dict__ if self.key_fn is match_key else _NOT_PACKED
+        known = exchange.__dict__ if self._shipped_keys(protocol) else _NOT_PACKED
         key = known.get("_key") or canonical(self.key_fn(protocol, exchange.request))
         if self._skeletons:
             for masked_index in (False, True):
@@ -274,6 +277,12 @@ class MockPool:
             self._tls.add(dest)
         if exchange.alpn:
             self._alpn.setdefault(dest, set()).add(exchange.alpn)
+
+    def _shipped_keys(self, protocol: str) -> bool:
+        """Whether this pool's keys for ``protocol`` are the ones a cache holds (asked once)."""
+        if (shipped := self._shipped_cache.get(protocol)) is None:
+            shipped = self._shipped_cache[protocol] = self.key_fn is match_key and not configured(protocol)
+        return shipped
 
     def _ruled(self, protocol: str) -> bool:
         """Whether the user's volatile rules may apply to ``protocol`` (asked once each)."""
