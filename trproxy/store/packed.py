@@ -154,10 +154,12 @@ class Packed:
         return [self.document(i) for i in range(len(self))]
 
     def exchanges(self) -> list[Exchange]:
-        """Every exchange, as a ``PackedExchange`` over its index map (no copy)."""
+        """Every exchange, as a ``PackedExchange`` over its index map (no copy); once:
+        the maps become the exchanges' (and the payload is not kept alive by a cycle)."""
         out: list[Exchange] = []
         new, cls, append = object.__new__, PackedExchange, out.append
-        for fields_ in self.rows:
+        rows, self.rows = self.rows, []
+        for fields_ in rows:
             fields_["_src"] = self
             x = new(cls)
             x.__dict__ = fields_
