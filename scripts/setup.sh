@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 PKGS=(bpfcc-tools python3-bpfcc libbpfcc clang postgresql postgresql-contrib redis-server
       redis-tools gcc libc6-dev socat curl ca-certificates procps iproute2 docker.io
-      docker-compose)
+      docker-compose mariadb-server mariadb-client libmariadb-dev pkg-config build-essential dnsmasq-base)
 # `make bench`'s references (benchmarks/bench_table.py), only for it: BENCH=1
 if [ "${BENCH:-}" = 1 ]; then PKGS+=(haproxy nutcracker pgbouncer nginx-light wrk); fi
 

@@ -62,6 +62,9 @@ def parser() -> argparse.ArgumentParser:
     target = att.add_mutually_exclusive_group(required=True)
     target.add_argument("--cgroup", help="cgroup v2 path (absolute, or relative to the cgroup2 mount)")
     target.add_argument("--container", help="Docker container id")
+    att.add_argument("--install-ca", action="store_true",
+                     help="write trproxy's CA into the container's trust store while attached "
+                     "(its system CA bundles and /etc/trproxy/trproxy-ca-cert.pem; taken out at exit)")
     comp = sub.add_parser("compose", help="start a Compose project with its services redirected "
                           "(record, or replay without the services not chosen), take it down after")
     comp.add_argument("--mode", choices=[Mode.RECORD.value, Mode.REPLAY.value], default=Mode.RECORD.value)
@@ -213,6 +216,10 @@ def _main(argv: list[str] | None) -> int:
         print(f"trproxy: {args.command} redirects the container's connections: --no-redirect "
               "leaves nothing to do (use `trproxy run --no-redirect --forward ...`)", file=sys.stderr)
         return 2
+    if getattr(args, "install_ca", False) and (args.no_tls or args.mode == Mode.PASSTHROUGH.value):
+        print("trproxy: --install-ca is for TLS interception (record or replay, without --no-tls)",
+              file=sys.stderr)
+        return 2
     if args.command not in ("attach", "compose") and not cmd:
         print("trproxy: no command given (usage: trproxy run -- COMMAND [ARGS...])", file=sys.stderr)
         return 2
@@ -231,6 +238,7 @@ def _main(argv: list[str] | None) -> int:
         tls=not args.no_tls, tls_verify=not args.tls_insecure, tls_ca_file=args.tls_ca,
         app_ports=getattr(args, "app_port", []), strict=getattr(args, "strict", False),
         faults=getattr(args, "fault", []), fault_profile=getattr(args, "fault_profile", None),
+        install_ca=getattr(args, "install_ca", False),
     )
     if opts.redirect and os.geteuid() != 0:
         print("trproxy: the eBPF redirect needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN): "

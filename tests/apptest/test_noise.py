@@ -43,7 +43,9 @@ def response(body=None, headers=(), status=200):
     "2024-05-01T10:00:00Z", "2024-05-01T10:00:00.123456+00:00", "2024-05-01 10:00:00",
     "20240501T100000Z", "Wed, 01 May 2024 10:00:00 GMT", "Wed May  1 10:00:00 2024",
     "01/May/2024:10:00:00 +0000", "5/1/2024 10:00", "order placed at 2024-05-01T10:00:00Z",
-    str(uuid.uuid4()), str(uuid.uuid4()).upper(), "01HXYZ8K3M9N2P4Q6R7S8T9V0W",
+    # fresh ones each run; ids that every pytest-xdist worker collects alike
+    pytest.param(str(uuid.uuid4()), id="uuid4"), pytest.param(str(uuid.uuid4()).upper(), id="UUID4"),
+    "01HXYZ8K3M9N2P4Q6R7S8T9V0W",
     "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
     "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b", "5f3a9c2e7b1d4e6f", "ord_3fK9x2LmQp7Zt",
     "Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5", "kJ7d9Q2mXz4LpR8vT1nB5cW3", NOW.timestamp(),

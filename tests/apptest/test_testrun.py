@@ -100,7 +100,7 @@ class App:
                                      env=dict(os.environ, PORT=str(port), **env))
 
     def wait(self) -> App:
-        wait_port("127.0.0.1", self.port, proc=self.proc)
+        wait_port("127.0.0.1", self.port, timeout=90, proc=self.proc)  # aiohttp took > 20 s at load 25
         return self
 
     def stop(self) -> None:

@@ -310,13 +310,13 @@ def test_the_run_ends_when_the_command_exits_even_with_a_stuck_connection(tmp_pa
     pids: list[int] = []
     try:
         for mode in ("record", "replay"):
-            start = time.monotonic()
+            # ends after the proxy's grace period (2 s), never waiting for the stuck BRPOP
+            # (forever): a run that waited would fail by the timeout, however loaded the machine
             out = run_trproxy(mode, "--dir", str(rec), "--", *app, str(redis_server.port),
-                              timeout=60)
+                              timeout=180)
             pids.append(int(out.stdout.split()[-1]))
             assert out.returncode == 0, out.stderr
             assert out.stdout.split()[0] == "blocking"
-            assert time.monotonic() - start < 30  # the grace period, not the stuck BRPOP
             if mode == "record":
                 os.kill(pids[-1], signal.SIGKILL)  # the record-time BRPOP: given up
                 time.sleep(0.5)

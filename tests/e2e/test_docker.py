@@ -33,8 +33,8 @@ if os.geteuid() != 0:
 class Attached:
     """A running ``trproxy attach``; its stderr is collected line by line."""
 
-    def __init__(self, daemon: DockerDaemon, *args: str) -> None:
-        self.proc = trproxy("attach", *args, env=daemon.env)
+    def __init__(self, daemon: DockerDaemon, *args: str, env: dict[str, str] | None = None) -> None:
+        self.proc = trproxy("attach", *args, env={**daemon.env, **(env or {})})
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -264,10 +264,11 @@ def test_compose_project_records_and_replays_without_its_redis(docker_daemon: Do
     (project / "docker-compose.yml").write_text(COMPOSE.format(image=IMAGE, bridge=bridge, subnet=subnet))
     driver = [*compose_cli(), "-f", str(project / "docker-compose.yml"), "-p", "trpcompose",
               "exec", "-T", "app", "sh", "-c", DRIVER]
-    runs = []
+    runs, pids = [], []
     for mode in ("record", "replay"):
         proc = trproxy("compose", "--mode", mode, "--service", "app", "--dir", str(tmp_path / "rec"),
                        "-f", str(project / "docker-compose.yml"), "--", *driver, env=docker_daemon.env)
+        pids.append(proc.pid)
         out, err = proc.communicate(timeout=240)
         assert proc.returncode == 0, err
         runs.append((out, err))
@@ -280,7 +281,8 @@ def test_compose_project_records_and_replays_without_its_redis(docker_daemon: Do
     hosts = (tmp_path / "rec" / "compose-hosts.yaml").read_text()
     assert hosts.startswith("redis: ") and f"destination: {hosts.split()[1]}:6379" in (
         tmp_path / "rec" / "test-set-0" / "mocks.yaml").read_text()
-    assert not list(Path("/sys/fs/cgroup").glob("*/trproxy-compose-*"))
+    # each run's cgroup parent is gone (only ours: other sessions may run compose meanwhile)
+    assert not [p for pid in pids for p in Path("/sys/fs/cgroup").glob(f"*/trproxy-compose-{pid}")]
 
 
 def test_where_a_starting_container_reaches_the_host(docker_daemon: DockerDaemon) -> None:
@@ -309,3 +311,107 @@ def test_where_a_starting_container_reaches_the_host(docker_daemon: DockerDaemon
         for leftover in (inner, path):  # the engine does not remove a cgroup it did not make
             with contextlib.suppress(OSError):
                 leftover.rmdir()
+
+
+def test_install_ca_lets_a_running_container_trust_the_interception(docker_daemon: DockerDaemon,
+                                                                     tmp_path: Path) -> None:
+    """A running container with a Debian-like trust store and nothing mounted: with
+    ``--install-ca`` its curl trusts trproxy's certificate, the HTTPS call is recorded,
+    and at exit the container's bundle is as it was."""
+    from http.server import ThreadingHTTPServer
+
+    from tests.protocols.http.servers import _Handler
+    from trproxy.tls.ca import CertificateAuthority
+
+    assert docker_daemon.bridge is not None
+    gateway = docker_daemon.bridge.gateway
+    upstream_ca = CertificateAuthority(tmp_path / "upstream-ca")
+    httpd = ThreadingHTTPServer((gateway, 0), _Handler)
+    httpd.daemon_threads = True
+    httpd.socket = upstream_ca.server_context("trp.test", ["http/1.1"]).wrap_socket(httpd.socket, server_side=True)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    port = httpd.server_address[1]
+    bundle = "/etc/ssl/certs/ca-certificates.crt"
+    docker_daemon.run("trp-tls", "sleep", "600")
+    curl = ("curl", "-sS", "--resolve", f"trp.test:{port}:{gateway}", f"https://trp.test:{port}/text")
+    try:
+        assert docker_daemon.exec("trp-tls", "sh", "-c", f"mkdir -p /etc/ssl/certs && cat "
+                                  f"/usr/share/ca-certificates/mozilla/*.crt > {bundle}").returncode == 0
+        before = docker_daemon.exec("trp-tls", "sha256sum", bundle).stdout
+        att = Attached(docker_daemon, "--container", "trp-tls", "--install-ca", "--tls-ca",
+                       str(upstream_ca.cert_path), "--dir", str(tmp_path / "rec"), env={"TRPROXY_HOME": str(tmp_path / "home")})
+        try:
+            att.wait_for("attached to trp-tls")
+            fetched = docker_daemon.exec("trp-tls", *curl)
+        finally:
+            log = att.stop()
+        after = docker_daemon.exec("trp-tls", "sha256sum", bundle).stdout
+        left = docker_daemon.exec("trp-tls", "ls", "/etc/trproxy").stdout
+    finally:
+        docker_daemon.docker("rm", "-f", "trp-tls", check=False)
+        httpd.shutdown()
+        httpd.server_close()
+    assert (fetched.returncode, fetched.stdout) == (0, "hello, world\n"), fetched.stderr + log
+    assert f"trproxy's CA installed in the container ({bundle}" in log and "NODE_EXTRA_CA_CERTS=" in log
+    assert "trproxy's CA removed from trp-tls" in log and after == before and left == ""
+    mocks = (tmp_path / "rec" / "test-set-0" / "mocks.yaml").read_text()
+    assert "kind: http" in mocks and "hello, world" in mocks
+
+
+def test_sidecar_on_the_containers_own_loopback(docker_daemon: DockerDaemon, tmp_path: Path) -> None:
+    """Two processes in one container's network namespace: redis-server bound to the
+    container's 127.0.0.1 and redis-cli dialling it. The proxy dials that destination
+    inside the container's namespace (nothing listens on the host's loopback at that
+    port); replayed with the server stopped."""
+    from tests.support.services import free_port
+
+    port = free_port()  # free on the host's loopback: a host-side dial would be refused
+    docker_daemon.run("trp-sidecar", "sleep", "600")
+    try:
+        docker_daemon.docker("exec", "-d", "trp-sidecar", "redis-server", "--port", str(port), "--bind",
+                             "127.0.0.1", "--save", "", "--appendonly", "no")
+        deadline = time.monotonic() + 30
+        while docker_daemon.exec("trp-sidecar", "redis-cli", "-p", str(port), "ping").stdout.strip() != "PONG":
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        recorded, replayed, log, mocks = record_then_replay(
+            docker_daemon, tmp_path, "trp-sidecar",
+            lambda att: redis_cli(docker_daemon, "trp-sidecar", "127.0.0.1", port, "s"),
+            lambda: docker_daemon.exec("trp-sidecar", "redis-cli", "-p", str(port), "shutdown", "nosave"))
+        stopped = docker_daemon.exec("trp-sidecar", "redis-cli", "-p", str(port), "ping")
+    finally:
+        docker_daemon.docker("rm", "-f", "trp-sidecar", check=False)
+    assert "Connection refused" in stopped.stdout + stopped.stderr  # replay had no server
+    assert recorded == expected("s")
+    assert replayed == recorded
+    assert log.count("trproxy: 0 misses") == 2, log
+    assert f"destination: 127.0.0.1:{port}" in mocks and mocks.count("request: [SET,") == 1
+
+
+def test_two_containers_each_reach_their_own_loopback(docker_daemon: DockerDaemon, tmp_path: Path) -> None:
+    """Two containers under one attached cgroup parent, each with a redis-server on its
+    own 127.0.0.1 at the same port: each one's call is dialled in its own namespace."""
+    from tests.support.services import free_port
+
+    parent, port = f"trproxy-test-loopbacks-{os.getpid()}", free_port()
+    names = ("trp-lo-a", "trp-lo-b")
+    try:
+        for name in names:
+            docker_daemon.run(name, "sleep", "600", options=("--cgroup-parent", f"/{parent}"))
+            docker_daemon.docker("exec", "-d", name, "redis-server", "--port", str(port), "--bind",
+                                 "127.0.0.1", "--save", "", "--appendonly", "no")
+            deadline = time.monotonic() + 30
+            while docker_daemon.exec(name, "redis-cli", "-p", str(port), "SET", "who", name).stdout.strip() != "OK":
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        att = Attached(docker_daemon, "--cgroup", parent, "--dir", str(tmp_path / "rec"))
+        try:
+            att.wait_for(f"attached to {parent}")
+            answers = [docker_daemon.exec(n, "redis-cli", "-p", str(port), "GET", "who").stdout.strip()
+                       for n in (*names, *reversed(names))]
+        finally:
+            log = att.stop()
+    finally:
+        docker_daemon.docker("rm", "-f", *names, check=False)
+    assert answers == [*names, *reversed(names)], log
+    assert "wrote 4 exchanges" in log, log

@@ -103,3 +103,22 @@ def test_urllib3_retries_503_after_retry_after(tmp_path):
     assert replayed.stdout == "200 forty-two\n"
     assert attempts(replayed.stderr) == 2
     assert [f["fault"] for f in report["faults"]] == ["error 503"]
+
+
+def test_a_postgres_hang_is_released_by_the_clients_cancel(tmp_path, postgres_server):
+    """``hang`` never answers, as a stuck server; psycopg's ``cancel()`` (a CancelRequest
+    on a new connection) ends it with 57014, as the server would, and the connection goes
+    on with its recorded answers."""
+    app = [sys.executable, str(ROOT / "tests" / "e2e" / "apps" / "pg_cancel.py"), postgres_server.dsn, "2"]
+    recording = tmp_path / "rec"
+    try:
+        recorded = run_trproxy("record", "--dir", str(recording), "--", *app, timeout=180)
+    finally:
+        postgres_server.stop()
+    assert recorded.returncode == 0, recorded.stderr
+    assert recorded.stdout.splitlines() == ["(1,)", "('slow', '')", "(2,)"]
+    replayed = run_trproxy("replay", "--dir", str(recording), "--fault", "postgres hang match=slow",
+                           "--", *app, timeout=120)
+    assert replayed.returncode == 0, replayed.stderr
+    assert replayed.stdout.splitlines() == ["(1,)", "canceled: 57014", "(2,)"]
+    assert "1 faults injected" in replayed.stderr and "trproxy: 0 misses" in replayed.stderr, replayed.stderr

@@ -65,7 +65,7 @@ TLS_CLIENT = r'''
 import hashlib, json, sys, httpx, requests
 h2, h1 = sys.argv[1], sys.argv[2]
 out = []
-with httpx.Client(http2=True) as c:  # trusts trproxy's CA through SSL_CERT_FILE
+with httpx.Client(http2=True, timeout=60) as c:  # trusts trproxy's CA through SSL_CERT_FILE
     for path in ["/json", "/cookies", "/gzip", "/big?n=70000", "/trailers", "/early",
                  "/big?n=9000000"]:
         r = c.get(h2 + path, headers={"authorization": "Bearer e2e-secret-token"})
@@ -236,11 +236,34 @@ def test_pinning_client_falls_back_to_passthrough(tmp_path, home):
     assert "refused trproxy's certificate for localhost" in recorded.stderr
 
 
+@pytest.mark.root
+@needs_root
+def test_a_refusal_is_per_client_a_later_client_that_trusts_us_is_intercepted(tmp_path, home):
+    """curl trusting only the server's CA refuses our certificate; a second curl in the
+    same run trusts trproxy's CA (CURL_CA_BUNDLE, set for the run): it is intercepted and
+    recorded, not passed through to a server whose certificate it does not trust."""
+    upstream_ca = CertificateAuthority(tmp_path / "upstream-ca")
+    _, httpd = _tls_servers(upstream_ca)
+    url = f"https://localhost:{httpd.server_address[1]}/text"
+    script = (f"curl -sS --cacert {upstream_ca.cert_path} {url}; echo rc=$?; "
+              f"curl -sS {url}; echo rc=$?; curl -sS {url}; echo rc=$?")
+    try:
+        recorded = _trproxy("record", tmp_path / "rec", "--tls-ca", str(upstream_ca.cert_path), "--",
+                            "sh", "-c", script)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert recorded.stdout.splitlines() == ["rc=60", "hello, world", "rc=0", "hello, world", "rc=0"]
+    assert "refused trproxy's certificate for localhost" in recorded.stderr
+    assert "refused our certificate" in recorded.stderr and "passed through for process" in recorded.stderr
+    assert _exchanges(_mocks(tmp_path / "rec")) == 2
+
+
 FORWARD_CLIENT = r'''
 import json, sys, httpx
 base = sys.argv[1]
 out = []
-with httpx.Client() as c:
+with httpx.Client(timeout=60) as c:
     for path in ["/json", "/cookies", "/chunked", "/zstd", "/early", "/notmodified"]:
         r = c.get(base + path)
         out.append([path, r.status_code, r.text, r.headers.get_list("set-cookie")])
@@ -391,7 +414,7 @@ import httpx
 url, tls = sys.argv[1], sys.argv[2] == "tls"
 out = []
 for i in range(20):  # 20 connections: the server sends its SETTINGS first on each
-    with httpx.Client(http2=True, http1=tls) as c:  # h2c: prior knowledge
+    with httpx.Client(http2=True, http1=tls, timeout=60) as c:  # h2c: prior knowledge
         r = c.get(f"{url}/echo?n={i}")
         out.append([r.http_version, r.status_code, r.json()["method"]])
 print(json.dumps(out))

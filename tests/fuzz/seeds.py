@@ -139,6 +139,29 @@ def http2() -> list[bytes]:
     return _framed(streams, random.Random(5))
 
 
+def grpc() -> list[bytes]:
+    """gRPC bodies of messages the protobuf runtime made (tests/protocols/http/test_grpc.py),
+    each with every header byte; and the descriptor set's own bytes."""
+    from tests.protocols.http.test_grpc import BODY, MESSAGES
+    from trproxy.protocols.http.grpc import frame as grpc_frame
+
+    bodies = [BODY[:MAX_SEED - 1]] + [grpc_frame(m) for m in MESSAGES.values() if len(m) < MAX_SEED]
+    return [bytes([flags]) + b for b in bodies for flags in range(4)]
+
+
+def grpc_h2() -> list[bytes]:
+    """A bidi gRPC call between two h2 connections, as the http2 target reads it."""
+    from tests.protocols.http.test_grpc import _conversation
+    from trproxy.protocols.http import H2_PREFACE
+
+    out = []
+    for end in ("trailers", "client reset", "server reset"):
+        chunks = _conversation(end)
+        side, data = chunks[0]
+        out += _framed([[(side, data[len(H2_PREFACE):]), *chunks[1:]]], random.Random(6))
+    return out
+
+
 def websocket() -> list[bytes]:
     """The captured WebSocket session after its 101, and frames of every kind from wsproto."""
     from wsproto.frame_protocol import CloseReason, FrameProtocol
@@ -225,12 +248,41 @@ def store_loader() -> list[bytes]:
     return out
 
 
+def mysql() -> list[bytes]:
+    """A MySQL 8.4 session (caching_sha2_password, an auth switch; captured by Zeek on
+    port 5432) and MariaDB sessions of PyMySQL and mysql-connector-python (this
+    project's captures, ``tests/protocols/mysql/data``)."""
+    import json
+
+    rng = random.Random(3)
+    streams = [c for name, c in _pcap_streams("postgres") if "mysql" in name]
+    data = Path(__file__).parents[1] / "protocols" / "mysql" / "data" / "mariadb-sessions.json"
+    streams += [[(side, bytes.fromhex(h)) for side, h in s] for s in json.loads(data.read_text())]
+    return _framed(streams, rng)
+
+
+def dns_codec() -> list[bytes]:
+    """Queries and answers dnsmasq gave (the corpus keeps them, captured once by
+    ``tests/support/dnsserver.py``), and each answer as a DNS-over-TCP stream."""
+    from trproxy.protocols.dns.codec import tcp_frame
+
+    captured = [f.read_bytes() for f in sorted(corpus_dir("dns_codec").iterdir())]
+    return captured + [tcp_frame(m) for m in captured]
+
+
+def dns_dialect() -> list[bytes]:
+    """dnsmasq's DNS-over-TCP conversations (the corpus keeps them, captured once)."""
+    return [f.read_bytes() for f in sorted(corpus_dir("dns_dialect").iterdir())]
+
+
 SEEDS = {
+    "mysql_codec": mysql, "mysql_dialect": mysql,
     "postgres_codec": postgres, "postgres_dialect": postgres,
     "redis_codec": redis, "redis_dialect": redis,
     "kafka_codec": kafka, "kafka_dialect": kafka, "kafka_records": kafka_records,
-    "http1": http1, "http2": http2, "websocket": websocket,
+    "http1": http1, "http2": http2, "websocket": websocket, "grpc": grpc,
     "tls_client_hello": tls_client_hello, "store_loader": store_loader,
+    "dns_codec": dns_codec, "dns_dialect": dns_dialect,
 }
 
 

@@ -163,6 +163,51 @@ def postgres_dialect(data: bytes) -> None:
         replay(PostgresReplayer(), chunks, answers)
 
 
+# -- MySQL ----------------------------------------------------------------------------------
+
+def mysql_codec(data: bytes) -> None:
+    from trproxy.protocols.base import NEED_DATA
+    from trproxy.protocols.mysql import MySQLCodec
+    from trproxy.protocols.mysql import packets as p
+
+    codec = MySQLCodec(max_packet=1 << 20)
+    events: list[Any] = []
+    with contextlib.suppress(ProtocolError):
+        for side, chunk in unframe(data):
+            codec.feed(side, chunk)
+            while (event := codec.next_event()) is not NEED_DATA:
+                events.append(event)
+    for _side, message, _done in events:  # decode(encode(x)) == x
+        check_readable({k: v for k, v in message.items()
+                        if k not in ("HandshakeResponse", "COM_CHANGE_USER", "AuthData")})  # raw proofs
+        name, value = next(iter(message.items()))
+        if name == "OK":
+            assert p.parse_ok(p.build_ok(value, codec.caps), codec.caps) == value
+        elif name == "ERR" and "state" in value:
+            assert p.parse_err(p.build_err(value)) == value
+        elif name == "ResultSet":
+            columns = value["columns"]
+            for column in columns:
+                assert p.parse_column(p.build_column(column, codec.caps), codec.caps) == column
+            for row in value["rows"]:
+                again = (p.parse_binary_row(p.build_binary_row(row, columns), columns) if value.get("binary")
+                         else p.parse_text_row(p.build_text_row(row), columns))
+                assert again == row or row != row, (row, again)  # NaN is not itself
+
+
+def mysql_dialect(data: bytes) -> None:
+    from trproxy.protocols.mysql import MySQLRecorder, MySQLReplayer
+
+    chunks = unframe(data)
+    recorded = record(MySQLRecorder(max_packet=1 << 20), chunks)
+    answers = [i.responses for i in recorded]
+    replayer = MySQLReplayer()
+    with contextlib.suppress(ProtocolError):
+        [hello] = replayer.opened()
+        assert isinstance(replayer.respond(hello, answers[0] if answers else []), bytes)
+        replay(replayer, chunks, answers)
+
+
 # -- Redis --------------------------------------------------------------------------------
 
 def redis_codec(data: bytes) -> None:
@@ -210,17 +255,15 @@ def kafka_codec(data: bytes) -> None:
             codec.feed(side, chunk)
             while (m := codec.next_message()) is not NEED_DATA:
                 messages.append(m)
-    versions = {m.correlation_id: (m.api_key, m.api_version) for m in messages
-                if isinstance(m, KafkaRequest)}
     for m in messages:  # decode(encode(x)) == x
         frame_ = codec.encode(m)[4:]
         if isinstance(m, KafkaRequest):
             again = KafkaCodec(max_decompressed=1 << 20).decode_request(frame_)
-        else:
-            key, version = versions[m.correlation_id]
+        else:  # as the request it answered said: a correlation id can be used again later
             r = Reader(frame_)
             r.int32()
-            again = decode_response_body(key, version, m.correlation_id, r, Context(1 << 20))
+            again = decode_response_body(m.api_key, m.api_version, m.correlation_id, r,
+                                         Context(1 << 20))
         assert again == m, m
 
 
@@ -317,6 +360,50 @@ def websocket(data: bytes) -> None:
                [i.responses for i in recorded])
 
 
+# -- gRPC ---------------------------------------------------------------------------------
+
+_GRPC_NAMES: list[Any] = []
+
+
+def _grpc_names() -> Any:
+    """A FileDescriptorSet written as a field tree (package trproxy.fuzz, message M with a
+    sint32, a double, a nested M, a float and an int64; service S, method M: M -> M)."""
+    from trproxy.protocols.http import grpc
+
+    if not _GRPC_NAMES:
+        fields = [[2, [[1, n], [3, i], [5, t], *([[6, ".trproxy.fuzz.M"]] if t == 11 else [])]]
+                  for i, (n, t) in enumerate([("a", 17), ("b", 1), ("c", 11), ("d", 2), ("e", 3)], 1)]
+        fds = [[1, [[2, "trproxy.fuzz"], [4, [[1, "M"], *fields]],
+                    [6, [[1, "S"], [2, [[1, "M"], [2, ".trproxy.fuzz.M"], [3, ".trproxy.fuzz.M"]]]]]]]]
+        _GRPC_NAMES.append(grpc.Names.from_descriptor_set(grpc.encode_fields(fds)))
+    return _GRPC_NAMES[0]
+
+
+def grpc(data: bytes) -> None:
+    """A gRPC body (after one header byte: bit 0 names fields from a descriptor set, bit 1
+    reads it as a response): the readable form must give back the exact bytes; the bytes
+    as one protobuf message and as a descriptor set; the body cut short."""
+    from trproxy.protocols.http import grpc
+
+    if not data:
+        return
+    body = data[1:]
+    names = _grpc_names() if data[0] & 1 else None
+    form = grpc.body_readable(body, names, "/trproxy.fuzz.S/M", response=bool(data[0] & 2))
+    if form is not None:
+        check_readable(form)
+        assert grpc.body_bytes(form) == body
+    tree = grpc.decode_message(body)
+    assert grpc.encode_fields(tree) == body if isinstance(tree, list) else "base64" in tree
+    with contextlib.suppress(ValueError):  # not a descriptor set: its documented error
+        grpc.Names.from_descriptor_set(body)
+    whole = grpc.split_messages(body)
+    for cut in (len(body) // 3, len(body) // 2, len(body) - 1):  # a body cut short
+        part = grpc.split_messages(body[:cut]) if cut > 0 else None
+        if part is not None and whole is not None:
+            assert whole[:len(part)] == part
+
+
 # -- TLS ----------------------------------------------------------------------------------
 
 def tls_client_hello(data: bytes) -> None:
@@ -335,6 +422,40 @@ def tls_client_hello(data: bytes) -> None:
             assert all(isinstance(p, str) for p in info.alpn)
 
 
+# -- DNS ----------------------------------------------------------------------------------
+
+def dns_codec(data: bytes) -> None:
+    """The bytes as one message (UDP), re-encoded to the same message and through its
+    readable form; and as a DNS-over-TCP stream cut at every offset of its first 64 bytes."""
+    from trproxy.protocols.dns import codec, readable
+
+    try:
+        msg = codec.parse(data)
+    except codec.DnsError:
+        msg = None
+    if msg is not None:
+        assert codec.parse(codec.serialize(msg)) == msg
+        text = readable.answer(msg)
+        check_readable(text)
+        with contextlib.suppress(ValueError):  # e.g. a label too long for the text form
+            again = readable.reply(msg, text)
+            assert readable.answer(codec.parse(codec.serialize(again))) == text
+    whole = codec.TcpFramer().feed(data)
+    for cut in range(1, min(len(data), 64)):
+        framer = codec.TcpFramer()
+        assert framer.feed(data[:cut]) + framer.feed(data[cut:]) == whole
+
+
+def dns_dialect(data: bytes) -> None:
+    """DNS over TCP: DnsRecorder on both sides, DnsReplayer on the client's bytes."""
+    from trproxy.protocols.dns import DnsRecorder, DnsReplayer
+
+    chunks = unframe(data)
+    recorded = record(DnsRecorder(), chunks)
+    with contextlib.suppress(ProtocolError):
+        replay(DnsReplayer(), chunks, [i.responses for i in recorded])
+
+
 # -- the recording loader -----------------------------------------------------------------
 
 _STORE_DIR: list[Path] = []
@@ -345,8 +466,9 @@ def store_loader(data: bytes) -> None:
     from trproxy.store.model import Exchange
     from trproxy.store.recording import MOCKS, load_mocks
 
-    if not _STORE_DIR:
-        _STORE_DIR.append(Path(tempfile.mkdtemp(prefix="trproxy-fuzz-store-")))
+    if not _STORE_DIR:  # in memory when there is a tmpfs: a disk's open/fsync cost more
+        shm = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None  # than the loading itself
+        _STORE_DIR.append(Path(tempfile.mkdtemp(prefix="trproxy-fuzz-store-", dir=shm)))
         atexit.register(shutil.rmtree, _STORE_DIR[0], True)
     root = _STORE_DIR[0]
     path = root / MOCKS
@@ -371,6 +493,8 @@ class Target:
 TARGETS: dict[str, Target] = {t.name: t for t in (
     Target("postgres_codec", postgres_codec, "PostgresCodec both sides + re-decode of encode"),
     Target("postgres_dialect", postgres_dialect, "PostgresRecorder, PostgresReplayer"),
+    Target("mysql_codec", mysql_codec, "MySQLCodec both sides + re-decode of encode"),
+    Target("mysql_dialect", mysql_dialect, "MySQLRecorder, MySQLReplayer"),
     Target("redis_codec", redis_codec, "RESP request/reply parsers + re-decode of encode"),
     Target("redis_dialect", redis_dialect, "RedisRecorder, RedisReplayer"),
     Target("kafka_codec", kafka_codec, "KafkaCodec frames + re-decode of encode"),
@@ -379,6 +503,9 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
     Target("http1", http1, "H1Parser, HttpRecorder/HttpReplayer over HTTP/1"),
     Target("http2", http2, "HttpRecorder/HttpReplayer over HTTP/2"),
     Target("websocket", websocket, "WsRecorder, WsReplayer (with/without deflate)"),
+    Target("grpc", grpc, "gRPC framing, protobuf without a schema, descriptor-set names"),
     Target("tls_client_hello", tls_client_hello, "tls.endpoint.parse_client_hello"),
+    Target("dns_dialect", dns_dialect, "DnsRecorder, DnsReplayer (DNS over TCP)"),
+    Target("dns_codec", dns_codec, "DNS message parse/serialize, readable form, TCP framing"),
     Target("store_loader", store_loader, "mocks.yaml -> yamlio -> Exchange.from_doc"),
 )}

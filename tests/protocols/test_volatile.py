@@ -116,6 +116,22 @@ def test_a_masked_match_the_caller_refuses_is_a_miss_and_stays_unused():
     assert [e.used for e in pool.entries()] == [0]
 
 
+def test_a_repeated_answer_is_served_whatever_value_its_recording_stands_for():
+    """asyncpg's SAVEPOINT __asyncpg_savepoint_<n>__ once the recorded ones are used up
+    (transaction control repeats its last answer): that recording's name already stands
+    for another live name, but a repeated answer does not depend on it."""
+    pool = _pool(_set(TOKEN, [TOKEN]))
+    first = ["SET", "lock:a", OTHER, "NX"]
+    assert not pool.find("redis", "127.0.0.1:6379", first, "SET", masked=mask(first, [OTHER])).repeat
+    third = ["SET", "lock:a", "f" * 32, "NX"]
+    with pytest.raises(NoMatch):  # not a request that repeats: the mapping decides
+        pool.find("redis", "127.0.0.1:6379", third, "SET", masked=mask(third, ["f" * 32]),
+                  accept=lambda exchange, values: "no")
+    served = pool.find("redis", "127.0.0.1:6379", third, "SET", masked=mask(third, ["f" * 32]),
+                       repeat_last=True, accept=lambda exchange, values: "no")
+    assert served.repeat and served.exchange.request[2] == TOKEN
+
+
 def test_a_real_difference_still_misses_and_its_diff_shows_the_masks():
     pool = _pool(Exchange("redis", "127.0.0.1:6379", ["SET", f"session:{UUID}", "a"], [{"simple": "OK"}],
                           summary="SET", extra={"volatile": [UUID]}))

@@ -227,9 +227,10 @@ def test_a_killed_runs_directory_is_removed_by_the_next_run(tmp_path, monkeypatc
     import tempfile
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    dead = subprocess.Popen(["true"])
-    dead.wait()
-    leftover = tmp_path / f"trproxy-control-{dead.pid}-x1"
+    # above pid_max: never alive (an exited child's pid was reused at once on a busy
+    # machine with pid_max 32768, and the leftover looked alive)
+    dead_pid = int(open("/proc/sys/kernel/pid_max").read()) + 1
+    leftover = tmp_path / f"trproxy-control-{dead_pid}-x1"
     leftover.mkdir()
     (leftover / "control").write_text("")
     alive = tmp_path / f"trproxy-control-{os.getpid()}-x2"  # a run still going: kept

@@ -35,6 +35,12 @@ def test_alpn_h2_decides_whoever_speaks_first():
 
 
 def test_another_server_greeting_is_still_generic():
-    cap = Capture(RunContext(Mode.RECORD), "127.0.0.1:3306", 3306)
-    cap.server(b"J\x00\x00\x00\n8.0.36\x00greeting")
+    cap = Capture(RunContext(Mode.RECORD), "127.0.0.1:25", 25)
+    cap.server(b"220 mail.example.com ESMTP\r\n")
     assert cap.dialect is not None and cap.dialect.name == "generic"
+
+
+def test_a_mysql_greeting_is_mysql_on_any_port():
+    cap = Capture(RunContext(Mode.RECORD), "127.0.0.1:40001", 40001)
+    cap.server(b"J\x00\x00\x00\n8.0.36\x00" + b"\x01" * 70)
+    assert cap.dialect is not None and cap.dialect.name == "mysql"

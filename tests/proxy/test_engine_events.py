@@ -37,6 +37,21 @@ def test_a_client_that_closed_first_records_no_event():
     assert [e.event for e in capture(chunks, close=False)] == [None]
 
 
+def test_the_close_that_answers_a_terminate_is_no_event():
+    """asyncpg sends Terminate and the server hangs up before the client's own FIN: that
+    close answers the client. Recorded as an event, replay would close whichever live
+    connection follows this recording (a live connection still in use). The same close
+    without a Terminate is the server's own."""
+    select = wire(fe.Query("SELECT 1"))
+    answer = wire(be.CommandComplete("SELECT 1"), be.ReadyForQuery("I"))
+    talk = [("client", wire(STARTUP)), ("server", wire(*HANDSHAKE)),
+            ("client", select), ("server", answer)]
+    bye = capture([*talk, ("client", wire(fe.Terminate())), ("server", b"")])
+    assert [e.event for e in bye] == [None, None]
+    killed = capture([*talk, ("server", b"")])
+    assert [e.event for e in killed] == [None, None, "close"]
+
+
 def test_a_server_reset_is_replayed_as_a_reset():
     recorded = capture_run([("a", "client", GET), ("a", "server", b"$1\r\nv\r\n"),
                             ("a", "reset", b"")])
@@ -109,9 +124,9 @@ def test_postgres_notify_on_another_connection_reaches_the_listener():
     assert listener << send(wire(note))
 
 
-def _slow_query(cancelled: bool) -> list:
+def _slow_query(cancelled: bool, sql: str = "SELECT pg_sleep(5)") -> list:
     """A query whose answer came after a long wait (a cancel, or a statement_timeout)."""
-    query = wire(fe.Query("SELECT pg_sleep(5)"))
+    query = wire(fe.Query(sql))
     error = [be.ErrorResponse((("S", "ERROR"), ("C", "57014"), ("M", "canceling statement"))),
              be.ReadyForQuery("I")]
     ctx = RunContext(Mode.RECORD)
@@ -138,7 +153,7 @@ def test_an_answer_recorded_after_a_long_wait_is_held_as_long():
 def test_a_long_wait_during_which_other_requests_started_is_not_held():
     """It may have waited for them (a Kafka Fetch for a Produce on another connection):
     they are replayed at their own pace, so holding it would only add the old delay."""
-    recorded, query, error = _slow_query(cancelled=False)
+    recorded, query, error = _slow_query(cancelled=False, sql="SELECT * FROM jobs FOR UPDATE")
     recorded[-1].answered_after = recorded[-1].order + 1
     book = Playbook("postgres", recorded)
     assert (book >> client(wire(STARTUP)) << send(wire(be.AuthenticationOk(), *HANDSHAKE[1:]))
@@ -158,6 +173,36 @@ def test_a_cancel_request_on_another_connection_releases_the_held_answer():
     key = HANDSHAKE[4]
     assert canceller >> client(wire(fe.CancelRequest(key.process_id, key.secret_key))) << close()
     assert book << send(error)
+
+
+def test_a_short_interrupted_wait_is_held_for_its_cancel_too():
+    """asyncpg's timeout=0.02: the cancel came 35 ms in, below the long-wait threshold.
+    Sent at once, the client would see QueryCanceledError instead of its own timeout."""
+    recorded, query, error = _slow_query(cancelled=True)
+    recorded[-1].wait_ms = 35.0
+    assert 35.0 < LONG_WAIT_MS
+    book = Playbook("postgres", recorded)
+    assert book >> client(wire(STARTUP)) << send(wire(be.AuthenticationOk(), *HANDSHAKE[1:]))
+    assert book >> client(query) >> after(1000)  # nothing yet: no cancel came
+    key = HANDSHAKE[4]
+    canceller = book.connection()
+    assert canceller >> client(wire(fe.CancelRequest(key.process_id, key.secret_key))) << close()
+    assert book << send(error)
+
+
+def test_a_sleep_is_held_as_long_as_recorded_however_short():
+    """``SELECT pg_sleep(0.1)`` among answers as slow (a loaded recording): still held, so
+    asyncpg's "another operation is in progress" meets it at replay as it did when
+    recording. A query that did not sleep on purpose is not held below the threshold."""
+    for sql, held in (("SELECT pg_sleep(0.1)", True), ("SELECT count(*) FROM big", False)):
+        recorded, query, error = _slow_query(cancelled=False, sql=sql)
+        recorded[-1].wait_ms = 35.0
+        book = Playbook("postgres", recorded)
+        assert book >> client(wire(STARTUP)) << send(wire(be.AuthenticationOk(), *HANDSHAKE[1:]))
+        if held:
+            assert book >> client(query) >> after(34) >> after(1) << send(error)
+        else:
+            assert book >> client(query) << send(error)
 
 
 def test_an_interrupted_answer_without_its_interrupt_still_ends():

@@ -197,7 +197,8 @@ def test_http_status_with_retry_after():
     ("redis error=LOADING nth=2 first=1", "cannot go together"),
     ("redis", "says nothing to do"),
     ("redis reset hang", "choose one"),
-    ("mysql reset", "unknown protocol"),
+    ("mssql reset", "unknown protocol"),
+    ("mysql error=DEADLOCK", "error number"),
     ("redis reset nth=0", "at least 1"),
     ("redis reset match=(", "regular expression"),
     ("generic error=X", "no protocol errors"),
@@ -274,3 +275,26 @@ def test_the_cli_refuses_a_wrong_rule_in_one_line(tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1] == (
         "trproxy: fault 'redis error=LOADING sometimes': 'sometimes' is not KEY=VALUE")
+
+
+def test_occurrences_are_counted_per_test():
+    """nth=1 fails the first matching request of each test, not only the run's first: a
+    test meets the same faults alone or in a suite. Outside tests, over the run."""
+    from trproxy.protocols.base import Lookup
+
+    plan = FaultPlan([parse_rule("redis error=LOADING nth=1")])
+    get = Lookup(["GET", "a"], summary="GET a")
+    picked = [plan.pick("redis", "127.0.0.1:6379", get, test) is not None
+              for test in ("t1", "t1", "t2", "t2", None, None, "t1")]
+    assert picked == [True, False, True, False, True, False, False]
+    assert plan.rules[0].seen == {"t1": 3, "t2": 2, None: 2}
+
+
+def test_a_test_window_counts_its_own_faults():
+    book = faulty("redis", RECORDED * 2, "redis error=LOADING nth=1")
+    book.mocks.ctx.current_test = "test-1"
+    book = book >> client(GET_A) << injected("GET", "error LOADING") << send(LOADING)
+    book = book >> client(GET_A) << send(b"$1\r\n1\r\n")
+    assert book
+    book.mocks.ctx.current_test = "test-2"  # the next test's first GET fails again
+    assert book >> client(GET_A) << injected("GET", "error LOADING") << send(LOADING)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import socket
 
 import pytest
 
@@ -28,3 +29,28 @@ def test_redirect_port_also_on_a_container_gateway_address() -> None:
         await proxy.close()
 
     asyncio.run(main())
+
+
+def test_a_burst_of_connections_is_accepted_in_a_few_loop_iterations() -> None:
+    """uvloop's own server accepts one connection per loop iteration: 300 queued connects
+    took 300 iterations, and a busy loop's iteration is long (a 1,000-connection soak's
+    last connections waited 29 s for their first reply). The listener takes a batch."""
+    uvloop = pytest.importorskip("uvloop")
+
+    async def main() -> None:
+        ctx = RunContext(Mode.PASSTHROUGH)
+        proxy = Proxy(ctx)
+        await proxy.listen_forward(("127.0.0.1", 0), ("127.0.0.1", 9))
+        port = proxy.servers[0].sockets[0].getsockname()[1]
+        clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(300)]  # queued
+        try:
+            for _ in range(12):  # accept, then each connection's task runs to its handler
+                await asyncio.sleep(0)
+            assert ctx.connections == 300
+        finally:
+            for c in clients:
+                c.close()
+            await proxy.close()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main())

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from tests.support.services import free_port  # noqa: F401 (the redirect tests' import)
 from trproxy.redirect import Redirector
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -50,12 +51,6 @@ def bind_pair(port: int = 0) -> tuple[socket.socket, socket.socket]:
     raise RuntimeError("no port free on both 127.0.0.1 and ::1")
 
 
-def free_port() -> int:
-    s4, s6 = bind_pair()
-    port = s4.getsockname()[1]
-    s4.close()
-    s6.close()
-    return port
 
 
 def _serve(listeners: list[socket.socket], handle, stop: threading.Event) -> list[threading.Thread]:

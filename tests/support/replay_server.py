@@ -39,6 +39,7 @@ from trproxy.proxy.engine import (
     Injected,
     Miss,
     Notify,
+    Opened,
     OutOfOrder,
     Reset,
     Send,
@@ -247,6 +248,8 @@ class ReplayServer(Listener):
 
         # what other connections' requests cause on this one (pushes, closes, interrupts)
         session.owner = lambda event: carry_out(self.mocks.step(session, event))
+        if self.dialect.greeting is not None and carry_out(self.mocks.step(session, Opened())):
+            return  # the server speaks first (MySQL), and this one hung up at once
         try:
             while True:
                 if wake is not None:

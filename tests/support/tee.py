@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Self
 
+from tests.support.services import free_port
 from trproxy.protocols.base import Direction, Interaction, Recorder
 
 Chunks = list[tuple[str, bytes]]
@@ -68,7 +69,8 @@ class Listener:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self.host = host
-        self.listener = socket.create_server((host, port))  # SO_REUSEADDR: a port just freed
+        # a port held by free_port(): a replay server may take it again after close()
+        self.listener = socket.create_server((host, port or free_port()))  # SO_REUSEADDR
         self.port: int = self.listener.getsockname()[1]
         self.closing = False
         self._lock = threading.Lock()

@@ -89,8 +89,9 @@ class TestWriter:
     __test__ = False
 
     def __call__(self, captured: Captured) -> None:
-        if not captured.interaction.responses:
-            return
+        last = captured.interaction.responses[-1] if captured.interaction.responses else None
+        if not isinstance(last, dict) or "status" not in last or last.get("truncated"):
+            return  # never answered, or reset or cut short (an HTTP/2 stream): no test
         raw_request, raw_response = captured.interaction.request, captured.interaction.responses[-1]
         context = hint_of(lenient_urlsplit(str(raw_request.get("url", ""))).path)
         request = redact_message(raw_request, self.redaction)  # names its secrets in the vault

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ..protocols.http.config import HttpConfig
 from ..proxy.context import Mode
+from ..proxy.datagrams import DatagramListener
 from ..proxy.runner import RunError, RunOptions, build_context
 from ..proxy.server import Proxy
 from ..redirect.errors import RedirectError
@@ -129,8 +130,11 @@ async def _test_set(opts: TestOptions, test_set: Path, ctx, env: dict[str, str],
 
     proxy = Proxy(ctx)
     port = await proxy.listen_redirect()
-    redirector = Redirector.create(port)
+    dns = DatagramListener(ctx)  # the app's DNS, answered from the recording
+    await dns.start()
+    redirector = Redirector.create(port, dns_port=dns.port)
     proxy.resolver = redirector.original_destination
+    dns.server_of = redirector.dns_server
     child = None
     progress = Progress()
 
@@ -164,6 +168,7 @@ async def _test_set(opts: TestOptions, test_set: Path, ctx, env: dict[str, str],
             await _stop(child)
         _kill_rest(redirector.cgroup_path)
         redirector.close()
+        await dns.close()
         await proxy.close()
 
 

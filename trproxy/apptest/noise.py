@@ -200,6 +200,9 @@ http:
   volatile_query: []        # query keys and form fields, e.g. [n]
   volatile_json_paths: []   # request body paths, e.g. [order.ref, items[*].code]
   volatile_identifiers: []  # regular expressions: ids to map wherever they appear, e.g. ['ord-[0-9]+']
+  # gRPC field names: FileDescriptorSet files (protoc --include_imports
+  # --descriptor_set_out=api.pb api.proto), relative to this directory, e.g. [api.pb]
+  grpc_descriptors: []
 redis:
   # Arguments the app generates that trproxy's detectors miss (UUIDs, random tokens and
   # epochs are found by themselves), by command and position, 1 being the first argument

@@ -26,7 +26,7 @@ import yaml
 
 from ..protocols.secrets import SecretVault
 from ..store import safeio
-from ..store.config import CONFIG, read_config
+from ..store.config import CONFIG, read_config, with_files
 from ..store.errors import FormatError
 from ..store.yamlio import read_document
 
@@ -103,7 +103,7 @@ def use_secrets(root: Path, record: bool) -> SecretVault:
     if not isinstance(section, dict):
         raise FormatError("`http` must be a mapping", root / CONFIG)
     try:
-        registry.configure({**doc, "http": {**section, "vault": vault}})
+        registry.configure(with_files({**doc, "http": {**section, "vault": vault}}, root))
     except ValueError as exc:
         raise FormatError(str(exc), root / CONFIG) from exc
     return vault

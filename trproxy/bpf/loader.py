@@ -88,6 +88,8 @@ class Config(ctypes.Structure):
         ("flags", u16),
         ("alive_port", u16),
         ("refuse_port", u16),
+        ("dns_port", u16),
+        ("_pad", u16 * 3),
     ]
 
 
@@ -161,6 +163,7 @@ LAYOUTS: dict[str, tuple[type, type]] = {
     "trp_capture": (u32, Capture),
     "trp_inner": (TupleKey, u32),
     "trp_socks": (CaptureKey, u32),  # value: a socket fd (from user space)
+    "trp_dns": (u64, OrigDst),  # key: a UDP socket's cookie
 }
 
 
@@ -180,6 +183,10 @@ PROGRAMS: tuple[ProgSpec, ...] = (
     ProgSpec("trp_peer6", _PROG_CGROUP_SOCK_ADDR, syscall.CGROUP_INET6_GETPEERNAME),
     ProgSpec("trp_bind4", _PROG_CGROUP_SOCK_ADDR, syscall.CGROUP_INET4_BIND),
     ProgSpec("trp_bind6", _PROG_CGROUP_SOCK_ADDR, syscall.CGROUP_INET6_BIND),
+    ProgSpec("trp_sendmsg4", _PROG_CGROUP_SOCK_ADDR, syscall.CGROUP_UDP4_SENDMSG),
+    ProgSpec("trp_sendmsg6", _PROG_CGROUP_SOCK_ADDR, syscall.CGROUP_UDP6_SENDMSG),
+    ProgSpec("trp_recvmsg4", _PROG_CGROUP_SOCK_ADDR, syscall.CGROUP_UDP4_RECVMSG),
+    ProgSpec("trp_recvmsg6", _PROG_CGROUP_SOCK_ADDR, syscall.CGROUP_UDP6_RECVMSG),
 )
 # Attached to a network namespace by each capturing run, for as long as it runs (not pinned).
 LOOKUP = ProgSpec("trp_lookup", _PROG_SK_LOOKUP, syscall.SK_LOOKUP)
@@ -303,6 +310,12 @@ class Maps:
         v = OrigDst()
         return v if syscall.map_lookup_and_delete(self.fds["trp_orig"], key, v) else None
 
+    # trp_dns
+    def dns_original(self, cookie: int) -> OrigDst | None:
+        """The DNS server a UDP socket (by its cookie) of some run asked."""
+        v = OrigDst()
+        return v if syscall.map_lookup(self.fds["trp_dns"], u64(cookie), v) else None
+
     # trp_dst, trp_refused
     def dst_verdict(self, key: DstKey) -> int:
         v = u32()
@@ -336,6 +349,9 @@ class Maps:
         ]
         keys["trp_socks"] = [
             k for k in self._keys("trp_socks", CaptureKey) if k.cgroup_id == cgroup_id
+        ]
+        keys["trp_dns"] = [
+            k for k, v in self._items("trp_dns", u64, OrigDst) if v.cgroup_id == cgroup_id
         ]
         keys["trp_orig"] = [
             k for k, v in self._items("trp_orig", TupleKey, OrigDst) if v.cgroup_id == cgroup_id

@@ -20,6 +20,13 @@
  *               without ever being established (STATE_CB SYN_SENT -> CLOSE); on
  *               TCP_LISTEN_CB/STATE_CB keep trp_listen, the ports the run listens on.
  *   peer4/6     (BPF_CGROUP_INET{4,6}_GETPEERNAME): getpeername() returns the original peer.
+ *   DNS over UDP: connect4/6 of a UDP socket to port 53 and sendmsg4/6 (BPF_CGROUP_UDP{4,6}_
+ *               SENDMSG: unconnected sends) to port 53 go to the proxy's DNS port instead;
+ *               the original server is kept in trp_dns under the socket's cookie (a cookie
+ *               is never reused, so only that very socket of the run is ever served), and
+ *               recvmsg4/6 (BPF_CGROUP_UDP{4,6}_RECVMSG) make the proxy's answers come from
+ *               the server the app asked (stub resolvers check that). DNS over TCP is a
+ *               TCP connection like any other.
  *   bind4/6     (BPF_CGROUP_INET{4,6}_BIND): with TRP_FLAG_SHADOW, bind(X) -> bind(trp_shadow[X]).
  *   lookup      (BPF_SK_LOOKUP, attached to the owner's network namespace while it runs, not
  *               pinned): with TRP_FLAG_CAPTURE, a new TCP connection to a port the run
@@ -53,6 +60,8 @@ BPF_TABLE("lru_hash", struct trp_tuple_key, struct trp_orig_dst, trp_orig, TRP_M
 BPF_HASH(trp_dst, struct trp_dst_key, __u32, TRP_MAX_DSTS);
 BPF_HASH(trp_refused, struct trp_dst_key, __u64, TRP_MAX_DSTS);
 BPF_SK_STORAGE(trp_sock, struct trp_sock_state);
+/* LRU: entries of closed sockets are never looked up again (cookies are unique). */
+BPF_TABLE("lru_hash", __u64, struct trp_orig_dst, trp_dns, TRP_MAX_DNS_SOCKS);
 BPF_HASH(trp_capture, __u32, struct trp_capture, TRP_MAX_CAPTURE);
 BPF_TABLE("lru_hash", struct trp_tuple_key, __u32, trp_inner, TRP_MAX_INNER);
 /* A sockhash with a lookup() (bcc's BPF_SOCKHASH has none): returns a referenced socket. */
@@ -172,8 +181,115 @@ static __always_inline int trp_remember(struct bpf_sock_addr *ctx, __u64 run_id,
 	return 1;
 }
 
+/* DNS over UDP (connect or sendmsg to port 53): to the proxy's DNS port, the server kept
+ * under the socket's cookie (and with the socket, for getpeername). 0: fail the call. */
+static __always_inline int trp_dns_query(struct bpf_sock_addr *ctx, int v6, int connecting)
+{
+	if (ctx->user_port != trp_htons(TRP_DNS_PORT))
+		return 1;
+	__u64 run_id = 0;
+	struct trp_config *cfg = trp_find_run(&run_id);
+	if (!cfg || !cfg->dns_port)
+		return 1;
+	if ((cfg->flags & TRP_FLAG_CHECK_OWNER) && !trp_owner_alive(ctx, cfg, run_id))
+		return 0;
+	struct trp_orig_dst orig = {};
+	orig.cgroup_id = run_id;
+	orig.port = TRP_DNS_PORT;
+	int mapped = 0;
+	if (v6) {
+		orig.addr[0] = ctx->user_ip6[0];
+		orig.addr[1] = ctx->user_ip6[1];
+		orig.addr[2] = ctx->user_ip6[2];
+		orig.addr[3] = ctx->user_ip6[3];
+		orig.family = TRP_AF_INET6;
+		mapped = orig.addr[0] == 0 && orig.addr[1] == 0 && orig.addr[2] == trp_htonl(0xffff);
+	} else {
+		orig.addr[0] = ctx->user_ip4;
+		orig.family = TRP_AF_INET;
+	}
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+	if (trp_dns.update(&cookie, &orig) != 0)
+		return 0; /* out of memory: failing beats asking the real server unseen */
+	if (connecting && !trp_remember(ctx, run_id, orig.addr[0], orig.addr[1], orig.addr[2],
+					orig.addr[3], orig.port, orig.family))
+		return 0;
+	if (!v6)
+		ctx->user_ip4 = cfg->proxy_ip4;
+	else if (mapped)
+		ctx->user_ip6[3] = cfg->proxy_ip4;
+	else {
+		ctx->user_ip6[0] = cfg->proxy_ip6[0];
+		ctx->user_ip6[1] = cfg->proxy_ip6[1];
+		ctx->user_ip6[2] = cfg->proxy_ip6[2];
+		ctx->user_ip6[3] = cfg->proxy_ip6[3];
+	}
+	ctx->user_port = trp_htons(cfg->dns_port);
+	return 1;
+}
+
+/* An answer from the proxy's DNS port to a socket whose DNS it redirected comes from the
+ * server the app asked. */
+static __always_inline int trp_dns_reply(struct bpf_sock_addr *ctx, int v6)
+{
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+	struct trp_orig_dst *orig = trp_dns.lookup(&cookie);
+	if (!orig)
+		return 1;
+	struct trp_config *cfg = trp_config.lookup(&orig->cgroup_id);
+	if (!cfg || ctx->user_port != trp_htons(cfg->dns_port))
+		return 1;
+	if (!v6) {
+		if (ctx->user_ip4 != cfg->proxy_ip4 || orig->family != TRP_AF_INET)
+			return 1;
+		ctx->user_ip4 = orig->addr[0];
+	} else {
+		__u32 a0 = ctx->user_ip6[0], a1 = ctx->user_ip6[1];
+		__u32 a2 = ctx->user_ip6[2], a3 = ctx->user_ip6[3];
+		int from_v4 = a0 == 0 && a1 == 0 && a2 == trp_htonl(0xffff) && a3 == cfg->proxy_ip4;
+		int from_v6 = a0 == cfg->proxy_ip6[0] && a1 == cfg->proxy_ip6[1] &&
+			      a2 == cfg->proxy_ip6[2] && a3 == cfg->proxy_ip6[3];
+		if (from_v4 && orig->family == TRP_AF_INET) {
+			/* sendto(::ffff:a.b.c.d) ran sendmsg4 (udpv6_sendmsg -> udp_sendmsg) */
+			ctx->user_ip6[3] = orig->addr[0];
+			ctx->user_port = trp_htons(orig->port);
+			return 1;
+		}
+		if (!(from_v4 || from_v6) || orig->family != TRP_AF_INET6)
+			return 1;
+		ctx->user_ip6[0] = orig->addr[0];
+		ctx->user_ip6[1] = orig->addr[1];
+		ctx->user_ip6[2] = orig->addr[2];
+		ctx->user_ip6[3] = orig->addr[3];
+	}
+	ctx->user_port = trp_htons(orig->port);
+	return 1;
+}
+
+int trp_sendmsg4(struct bpf_sock_addr *ctx)
+{
+	return trp_dns_query(ctx, 0, 0);
+}
+
+int trp_sendmsg6(struct bpf_sock_addr *ctx)
+{
+	return trp_dns_query(ctx, 1, 0);
+}
+
+int trp_recvmsg4(struct bpf_sock_addr *ctx)
+{
+	return trp_dns_reply(ctx, 0);
+}
+
+int trp_recvmsg6(struct bpf_sock_addr *ctx)
+{
+	return trp_dns_reply(ctx, 1);
+}
+
 int trp_connect4(struct bpf_sock_addr *ctx)
 {
+	if (ctx->type == TRP_SOCK_DGRAM)
+		return trp_dns_query(ctx, 0, 1);
 	if (ctx->type != TRP_SOCK_STREAM)
 		return 1;
 	struct trp_dst_key dst = {};
@@ -204,6 +320,8 @@ int trp_connect4(struct bpf_sock_addr *ctx)
 
 int trp_connect6(struct bpf_sock_addr *ctx)
 {
+	if (ctx->type == TRP_SOCK_DGRAM)
+		return trp_dns_query(ctx, 1, 1);
 	if (ctx->type != TRP_SOCK_STREAM)
 		return 1;
 	struct trp_dst_key dst = {};

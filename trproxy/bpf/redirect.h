@@ -17,6 +17,8 @@
 #define TRP_AF_INET 2
 #define TRP_AF_INET6 10
 #define TRP_SOCK_STREAM 1
+#define TRP_SOCK_DGRAM 2
+#define TRP_DNS_PORT 53
 
 /* Deepest cgroup level searched for a run's config (the root is level 0). */
 #define TRP_MAX_CGROUP_DEPTH 16
@@ -38,6 +40,7 @@
 #define TRP_MAX_CAPTURE 16384
 #define TRP_MAX_INNER 65536
 #define TRP_MAX_CAPTURE_SOCKS 1024
+#define TRP_MAX_DNS_SOCKS 65536
 
 /* trp_config: key = __u64 cgroup id of a run (the inode number of its cgroup directory). */
 struct trp_config {
@@ -50,6 +53,9 @@ struct trp_config {
 	__u16 alive_port;  /* the owner's marker: a UDP socket on 127.0.0.1:alive_port */
 	__u16 refuse_port; /* a TCP port the owner holds bound on 127.0.0.1 and ::1, never
 			    * listening: a connect sent there fails with ECONNREFUSED */
+	__u16 dns_port;    /* the proxy's UDP port for DNS on proxy_ip4/proxy_ip6; 0 = the
+			    * run's DNS over UDP is not redirected */
+	__u16 _pad[3];
 };
 
 /* Key of trp_listen and trp_shadow: a port of one run. */
@@ -79,7 +85,9 @@ struct trp_tuple_key {
 	__u8 _pad[3];
 };
 
-/* trp_orig value, and the original destination kept with each redirected socket. */
+/* trp_orig value, the original destination kept with each redirected socket, and
+ * trp_dns's value (key: the __u64 socket cookie of a UDP socket of the run whose DNS was
+ * redirected: the proxy finds the cookie of a datagram's sender with sock_diag). */
 struct trp_orig_dst {
 	__u64 cgroup_id;   /* the run that redirected it */
 	__u32 addr[4];     /* as the app passed it to connect(): v4-mapped stays mapped */

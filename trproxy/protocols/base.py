@@ -124,7 +124,10 @@ class LookupContext:
       without Sync, which a server answers only when it flushes: at an error);
     * ``recorded`` (set by the engine before ``respond``): the recorded request that
       answers, for an answer that follows its request's order where matching ignored it
-      (Redis ``SMISMEMBER`` of a set sent in another order).
+      (Redis ``SMISMEMBER`` of a set sent in another order);
+    * ``timed``: the request waits on purpose (Postgres ``pg_sleep``): how long its answer
+      took is part of the answer, so replay holds it for its recorded wait, however short
+      (tests of timeouts and of "another operation is in progress" depend on it).
     """
 
     handshake: bool = False
@@ -136,6 +139,7 @@ class LookupContext:
     forward: Callable[[], ForwardConversation | None] | None = None
     tentative: bool = False
     recorded: Readable = None
+    timed: bool = False
     private: dict[str, Any] = field(default_factory=dict)
 
 
@@ -192,6 +196,9 @@ class Recorder(Protocol):
     ``Interrupt`` from another connection does (Postgres: the BackendKeyData the server
     sent), and ``feed`` may return such an ``Interrupt`` (a CancelRequest): the proxy
     then notes that the named connection's pending answer came after an interrupt.
+    ``farewell`` (bool) is true once the client said it is leaving (Postgres Terminate or
+    CancelRequest): the server's close then answers the client and is not recorded as an
+    event, which replay would deliver to whichever live connection follows this one.
 
     Raises ``ProtocolError`` on bytes it cannot follow; the proxy then stops capturing
     that connection but keeps relaying it.
@@ -209,6 +216,9 @@ class Replayer(Protocol):
     returned bytes. A replayer that sets an attribute ``close_after = True`` (Postgres
     Terminate, CancelRequest) has the proxy close the connection once those bytes are
     written, as the server would.
+
+    Optional, for protocols whose server speaks first (``Dialect.greeting``): ``opened()
+    -> Sequence[Lookup | Reply]``, what the server says before the client speaks.
 
     Optional, for what servers do between connections: ``push(responses) -> bytes``
     renders recorded ``Pushed`` messages on this connection; ``identity`` (bytes, or
@@ -299,6 +309,18 @@ class BlobStore(Protocol):
 
 
 @dataclass(frozen=True)
+class Datagrams:
+    """A protocol that also runs over UDP (DNS): one message per datagram, on these
+    ``ports``. ``frame`` makes a datagram the bytes of one message of the stream form
+    (DNS: its TCP length prefix) and ``unframe`` takes one back, so the dialect's recorder
+    and replayer serve both."""
+
+    ports: tuple[int, ...]
+    frame: Callable[[bytes], bytes]
+    unframe: Callable[[bytes], bytes]
+
+
+@dataclass(frozen=True)
 class Dialect:
     """What a protocol package exports as ``DIALECT`` for the proxy and the store.
 
@@ -338,6 +360,15 @@ class Dialect:
     # the server spoke first with these bytes, which this protocol's servers send before
     # the client's first bytes (HTTP/2 SETTINGS): detection waits for the client's bytes
     server_first: Callable[[bytes], bool] | None = None
+    # the server speaks first, and these are its first bytes (MySQL's greeting): a recorded
+    # connection is this protocol whatever the client says later; at replay a silent
+    # client of a destination recorded with it gets the replayer's ``opened()`` answer
+    greeting: Callable[[bytes], bool] | None = None
+    # with TLS interception, for a ``greeting`` protocol: the length of the request for TLS
+    # inside the protocol the client's first bytes after the greeting start with (MySQL
+    # SSLRequest), else 0; record mode forwards it and intercepts the TLS that follows on
+    # both sides, replay (when that destination was recorded over TLS) intercepts it
+    tls_request: Callable[[bytes], int] | None = None
     # fault injection: raises ValueError when this protocol cannot fail as ``failure``
     # says (an unknown Kafka error name, an HTTP status out of range); None: no errors
     check_fault: Callable[[Failure], None] | None = None
@@ -345,6 +376,8 @@ class Dialect:
     # position, once its objects' keys are sorted (None: the request itself); Kafka's
     # match key, whose JSON record values are data, not text in the producer's key order
     pairing: Callable[[Readable], Readable] | None = None
+    # the protocol over UDP too (the proxy's datagram listener; DNS)
+    datagrams: Datagrams | None = None
 
     def recorder_for(self, tls: bool, authority: str, blobs: BlobStore | None = None) -> Recorder:
         if self.connection_aware:

@@ -15,7 +15,7 @@ from typing import Any
 
 from .base import Dialect
 
-_ORDER = ("postgres", "redis", "kafka", "http", "generic")
+_ORDER = ("postgres", "redis", "kafka", "http", "mysql", "dns", "generic")
 
 
 @functools.cache
@@ -100,6 +100,23 @@ def detect(first_bytes: bytes, port: int, final: bool = False) -> Dialect | None
         if verdict:
             return dialect
     return by_name("generic")
+
+
+def by_greeting(server_bytes: bytes, recorded: set[str] | None = None) -> Dialect | None:
+    """The server-first dialect whose greeting these first server bytes are (record), or,
+    given the protocols ``recorded`` at a destination whose client stays silent (replay),
+    the server-first one among them."""
+    for dialect in dialects():
+        if dialect.greeting is not None and (
+                dialect.name in recorded if recorded is not None else dialect.greeting(server_bytes)):
+            return by_name(dialect.name)
+    return None
+
+
+def by_udp_port(port: int) -> Dialect | None:
+    """The dialect that speaks over UDP on this port (``Dialect.datagrams``), if any."""
+    found = next((d for d in dialects() if d.datagrams is not None and port in d.datagrams.ports), None)
+    return by_name(found.name) if found is not None else None
 
 
 def by_alpn(alpn: str | None) -> Dialect | None:

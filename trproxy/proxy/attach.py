@@ -12,6 +12,13 @@ addresses, then the addresses are read again (the container may have come back o
 network). Connections the container opens between its start and the re-attach (at most one
 poll interval) are not seen; attaching a ``--cgroup-parent`` given to the container
 (``--cgroup PARENT``) has no such gap, since the parent outlives the container's restarts.
+
+Destinations on the container's own loopback (a sidecar sharing its network namespace)
+are dialled from inside that namespace (``netns.py``), not on the host's loopback.
+
+``--install-ca`` writes trproxy's CA into the container's trust store
+(``tls.container_trust``) when attaching and takes it out when detaching; a restart keeps
+the container's file system, so the CA stays in across it.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from typing import TYPE_CHECKING
 from ..redirect import cgroup as cgroups
 from ..redirect import containers
 from ..redirect.errors import RedirectError
+from ..tls import container_trust
 from .server import Proxy
 
 if TYPE_CHECKING:
@@ -57,9 +65,10 @@ class Attachment:
     def __init__(self, spec: str, proxy: Proxy, shadows: dict[int, int],
                  on_attach: Callable[[Redirector], None],
                  on_detach: Callable[[Redirector], None],
-                 hosts: tuple[str, str] | None = None) -> None:
+                 hosts: tuple[str, str] | None = None, install_ca: bytes | None = None) -> None:
         """``hosts``: where the cgroup's processes will reach the host, for a cgroup with
-        no process yet (a Compose project's parent before it starts)."""
+        no process yet (a Compose project's parent before it starts). ``install_ca``:
+        the CA certificate (PEM) to write into the container's trust store."""
         self.spec = spec
         self.proxy = proxy
         self.shadows = shadows
@@ -70,6 +79,8 @@ class Attachment:
         self.hosts = containers.HostAddresses(*(hosts or containers.LOOPBACK),
                                               other_netns=hosts is not None and hosts[0] not in containers.LOOPBACK)
         self.restarts = 0
+        self.install_ca = install_ca
+        self.installed: container_trust.Installed | None = None
 
     async def start(self) -> Redirector:
         self.path = containers.resolve(self.spec, cgroups.require_mount())
@@ -83,6 +94,8 @@ class Attachment:
         if self.hosts.other_netns:
             log.warning("%s runs in another network namespace: if trproxy dies, its connections "
                         "still go to %s (refused while nothing listens there)", self.spec, self.hosts.ipv4)
+        if self.install_ca is not None:
+            self._install_ca(self.install_ca)
         redirector = self._attach()
         proxy = {f"{h}:{self.proxy.port}" if ":" not in h else f"[{h}]:{self.proxy.port}"
                  for h in ("127.0.0.1", *self.proxy.addresses)}  # made since: redirected
@@ -94,6 +107,47 @@ class Attachment:
         say(f"attached to {self.spec} (cgroup {self.path}{where}); press Ctrl-C to stop")
         return redirector
 
+    def _container_pid(self, namespace: str = "mnt") -> int | None:
+        """A process of the cgroup in a ``namespace`` (mnt, net) other than trproxy's."""
+        own = os.stat(f"/proc/self/ns/{namespace}").st_ino
+        for pid in cgroups.all_procs(self.path):
+            with contextlib.suppress(OSError):
+                if os.stat(f"/proc/{pid}/ns/{namespace}").st_ino != own:
+                    return pid
+        return None
+
+    def _netns_pid(self, app: tuple | None) -> int | None:  # type: ignore[type-arg]
+        """The process holding the app's connection (``app``: its peername and sockname
+        at the proxy), in whose namespace its local destinations are; else any process of
+        the cgroup in another network namespace (a single container has one)."""
+        owner = containers.socket_owner(self.path, *app) if app is not None else None
+        return owner[0] if owner is not None else self._container_pid("net")
+
+    def _install_ca(self, cert: bytes) -> None:
+        pid = self._container_pid()
+        if pid is None:
+            raise RedirectError(f"--install-ca: no process of {self.spec} has a file system of its "
+                                "own (a plain cgroup, or a stopped container): nothing to install into")
+        try:
+            self.installed = container_trust.install(container_trust.root_of(pid), cert)
+        except container_trust.TrustError as e:
+            raise RedirectError(f"--install-ca: {e}") from e
+        say(container_trust.advice(self.installed))
+
+    def _remove_ca(self) -> None:
+        installed, self.installed = self.installed, None
+        if installed is None:
+            return
+        pid = self._container_pid()
+        try:
+            if pid is None:
+                raise container_trust.TrustError("no process left to reach its file system through")
+            container_trust.remove(container_trust.root_of(pid), installed)
+        except container_trust.TrustError as e:
+            say(f"trproxy's CA stays in {self.spec} ({', '.join(installed.bundles)}): {e}")
+            return
+        say(f"trproxy's CA removed from {self.spec}")
+
     def _attach(self) -> Redirector:
         from ..redirect import Redirector  # bcc: imported only when redirecting
 
@@ -102,6 +156,8 @@ class Attachment:
                               check_owner=not self.hosts.other_netns)
         self.redirector = r
         self.proxy.resolver = r.original_destination
+        # the container's own loopback is dialled in its network namespace (netns.py)
+        self.proxy.ctx.upstream_netns = self._netns_pid if self.hosts.other_netns else None
         self.on_attach(r)
         return r
 
@@ -163,3 +219,4 @@ class Attachment:
 
     def close(self) -> None:
         self._detach()
+        self._remove_ca()

@@ -11,6 +11,7 @@ import enum
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -67,6 +68,9 @@ class RunContext:
     connections: int = 0
     tests_recorded: int = 0
     tls: TlsSettings | None = None  # intercept TLS (record/replay); None: leave it alone
+    # attach: the process whose network namespace local destinations are dialled in, given
+    # the app's connection (peername, sockname) when known (netns.py)
+    upstream_netns: Callable[[tuple | None], int | None] | None = None  # type: ignore[type-arg]
     vault: Any = None  # the run's named secrets (protocols/secrets.SecretVault), if any
     last_order: int = 0  # the run-wide number of the last request that started (record)
     captures: dict[bytes, Any] = field(default_factory=dict)  # record: Capture by identity

@@ -40,7 +40,7 @@ import json
 import logging
 import math
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -65,6 +65,12 @@ INTERRUPT_GRACE_MS = 2000  # how much longer than recorded an interrupted answer
 @dataclass(frozen=True)
 class ClientData:
     data: bytes
+
+
+@dataclass(frozen=True)
+class Opened:
+    """The connection is open and the client silent: a server-first protocol's replayer
+    (``opened()``) speaks first (the MySQL greeting)."""
 
 
 @dataclass(frozen=True)
@@ -107,7 +113,7 @@ class Interrupted:
     connection's key): what is held goes out now, as the server answered the cancel."""
 
 
-Event = ClientData | ClientClosed | TimerFired | Drained | Forwarded | Released | Interrupted
+Event = ClientData | Opened | ClientClosed | TimerFired | Drained | Forwarded | Released | Interrupted
 
 
 def _replaced_secrets(values: ValueMap, request: Any) -> list[str]:
@@ -251,6 +257,9 @@ class Session:
         try:
             if isinstance(event, ClientData):
                 self._client(event.data, now, commands)
+            elif isinstance(event, Opened):
+                if (opened := getattr(self.replayer, "opened", None)) is not None:
+                    self._replayed(opened(), now, commands)
             elif isinstance(event, ClientClosed):
                 self._client_closed = True
                 self._drop_unanswered()
@@ -274,8 +283,12 @@ class Session:
         return commands
 
     def _client(self, data: bytes, now: float, commands: list[Command]) -> None:
+        self._replayed(self.replayer.feed(data), now, commands)
+
+    def _replayed(self, events: Sequence[Lookup | Reply | Interrupt], now: float,
+                  commands: list[Command]) -> None:
         timeline = self.ctx.timeline
-        for event in self.replayer.feed(data):
+        for event in events:
             if isinstance(event, Reply):
                 self._emit(event.data, now)
             elif isinstance(event, Interrupt):
@@ -359,17 +372,21 @@ class Session:
         """A request a fault rule picks (``faults``) fails as the rule says, without using
         up its recording (the app's retry gets it); any other is looked up."""
         plan = self.ctx.faults
-        rule = plan.pick(self.dialect.name, self.destination, lookup) if plan else None
+        test = self.ctx.test
+        rule = plan.pick(self.dialect.name, self.destination, lookup, test) if plan else None
         if rule is None:
             self._lookup(lookup, now, commands)
             return
         entry = {"protocol": self.dialect.name, "destination": self.destination,
                  "request": lookup.summary, "fault": describe_fault(rule), "rule": rule.text,
-                 "occurrence": rule.seen, "test": self.ctx.test}
+                 "occurrence": rule.seen[test], "test": test}
         commands.append(Injected(entry, lookup.summary))
         at = now + rule.delay_ms / 1000
-        if rule.hang:
-            self._out.append(_Out(at=math.inf))  # never answered, like ``unanswered``
+        if rule.hang:  # never answered, like ``unanswered``; a cancel (if the protocol has
+            # one: a Postgres CancelRequest) ends it with the protocol's "canceled" answer
+            cancelled = getattr(self.replayer, "cancelled", None)
+            data = cancelled(lookup) if cancelled is not None else b""
+            self._out.append(_Out(data, at=math.inf, interruptible=bool(data)))
         elif rule.reset:
             self._out.append(_Out(at=at, end=Reset()))
         elif rule.failure is not None:
@@ -417,7 +434,8 @@ class Session:
         hold = lookup.context.hold_ms
         if out and hold:  # the dialect's own hold (a Kafka Fetch with nothing new)
             self._emit(out, now + min(hold, MAX_HOLD_MS) / 1000)
-        elif out and not repeat and (wait := self.ctx.timeline.hold_ms(exchange)):
+        elif out and not repeat and (wait := self.ctx.timeline.hold_ms(exchange,
+                                                                        lookup.context.timed)):
             # recorded after a long wait: held as long, so that timeouts and cancels meet
             # it as they met the server; one that came because another connection
             # interrupted it waits for that interrupt (a bounded while longer, not less)

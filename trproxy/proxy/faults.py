@@ -10,7 +10,9 @@ answer (``hang``), or answer late (``delay=MS``, alone: the recorded answer, hel
 A failed request does not use up its recording, so the app's retry gets the recorded
 answer, as a retry against a server that recovered would. The rule format is in
 format.md ("Fault injection"). ``FaultPlan.pick`` is called by the engine for every
-lookup; it counts occurrences per rule over the whole run.
+lookup; it counts occurrences per rule and per test (the test a test runner reports, or
+``trproxy test``'s case; outside tests, over the run), so a test meets the same faults
+whether it runs alone or in a suite, in any order.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ class FaultRule:
     reset: bool = False
     hang: bool = False
     delay_ms: float = 0.0
-    seen: int = 0  # matching requests so far
+    seen: dict[str | None, int] = field(default_factory=dict)  # matching requests per test
 
     def selects(self, protocol: str, destination: str, lookup: Lookup) -> bool:
         """Whether this rule is about ``lookup`` (before counting occurrences). Without a
@@ -59,15 +61,15 @@ class FaultRule:
             return bool(self.match.search(lookup.summary or ""))
         return lookup.lifetime == "data" and not lookup.context.handshake
 
-    def fires(self) -> bool:
-        """Counts one more matching request; whether this one fails."""
-        self.seen += 1
+    def fires(self, test: str | None = None) -> bool:
+        """Counts one more matching request of ``test``; whether this one fails."""
+        seen = self.seen[test] = self.seen.get(test, 0) + 1
         if self.nth is not None:
-            return self.seen == self.nth
+            return seen == self.nth
         if self.every is not None:
-            return self.seen % self.every == 0
+            return seen % self.every == 0
         if self.first is not None:
-            return self.seen <= self.first
+            return seen <= self.first
         return True
 
 
@@ -77,12 +79,13 @@ class FaultPlan:
 
     rules: list[FaultRule] = field(default_factory=list)
 
-    def pick(self, protocol: str, destination: str, lookup: Lookup) -> FaultRule | None:
+    def pick(self, protocol: str, destination: str, lookup: Lookup,
+             test: str | None = None) -> FaultRule | None:
         if not lookup.expects_reply:
             return None
         chosen = None
         for rule in self.rules:  # every selecting rule counts the request
-            if rule.selects(protocol, destination, lookup) and rule.fires() and chosen is None:
+            if rule.selects(protocol, destination, lookup) and rule.fires(test) and chosen is None:
                 chosen = rule
         return chosen
 

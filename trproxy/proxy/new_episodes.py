@@ -22,6 +22,7 @@ from typing import Any
 from ..protocols.base import ForwardConversation, Lookup, ProtocolError
 from ..store import Exchange
 from .context import RunContext
+from .netns import open_upstream
 from .relay import CHUNK
 
 log = logging.getLogger("trproxy")
@@ -68,13 +69,13 @@ class Upstream:
 
     async def _open(self, alpn: tuple[str, ...]) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         if self.tls_name is None or self.ctx.tls is None:
-            return await asyncio.open_connection(self.host, self.port, limit=CHUNK)
+            return await open_upstream(self.ctx.upstream_netns, self.host, self.port, limit=CHUNK)
         from ..tls.ca import upstream_context
 
         ssl = upstream_context(verify=self.ctx.tls.verify, ca_file=self.ctx.tls.ca_file,
                                alpn=list(alpn))
-        return await asyncio.open_connection(self.host, self.port, limit=CHUNK, ssl=ssl,
-                                             server_hostname=self.tls_name)
+        return await open_upstream(self.ctx.upstream_netns, self.host, self.port, limit=CHUNK, ssl=ssl,
+                                   server_hostname=self.tls_name)
 
     async def close(self) -> None:
         if self._streams is not None:

@@ -18,10 +18,11 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from ..protocols.base import Dialect, Direction, Interaction, Interrupt, ProtocolError, Pushed
-from ..protocols.registry import by_alpn, detect, pre_protocol, server_first_waits
+from ..protocols.registry import by_alpn, by_greeting, detect, pre_protocol, server_first_waits
 from ..store import Exchange
 from ..tls.errors import CertificateRejected, TlsError
 from .context import format_destination
+from .netns import open_upstream
 from .raw import MAX_TURN_BYTES, RawTurns
 from .relay import CHUNK, relay, reset
 
@@ -104,10 +105,17 @@ class Capture:
         identity = getattr(self._recorder, "identity", None)
         if identity and self.ctx.captures.get(identity) is self:
             del self.ctx.captures[identity]  # nothing can interrupt it any more
-        if not self._client_ended and not self._failed and self.dialect is not None:
+        farewell = getattr(self._recorder, "farewell", False)  # the close answers the client
+        if not self._client_ended and not self._failed and self.dialect is not None \
+                and not farewell:
             # the server ended the connection on its own (killed, timed out, HTTP/1.0...):
             # recorded when the client's side ends too, stamped with the order of now
             self._ending = ("reset" if self._server_reset else "close", self.ctx.last_order)
+
+    def replay_early(self, chunks: list[tuple[str, bytes]]) -> None:
+        """Bytes relayed before the capture started (a greeting, a TLS request)."""
+        for side, data in chunks:
+            (self.server if side == "server" else self.client)(data)
 
     def server_reset(self) -> None:
         """The server reset the connection (told by the relay before ``server(b"")``)."""
@@ -132,8 +140,10 @@ class Capture:
                     self._client_bytes += data
                 final = not data or len(self._client_bytes) > 64 or (
                     direction is Direction.SERVER and not server_first_waits(data))
-                self.dialect = by_alpn(self.alpn) or detect(self._client_bytes, self.port,
-                                                            final=final)
+                greeted = (by_greeting(data) if direction is Direction.SERVER
+                           and not self._client_bytes else None)
+                self.dialect = by_alpn(self.alpn) or greeted or detect(self._client_bytes, self.port,
+                                                                       final=final)
                 if self.dialect is None:
                     return
                 self._recorder = self.dialect.recorder_for(self.tls, self.destination, self.ctx.blobs)
@@ -248,7 +258,8 @@ async def passthrough_or_record(ctx: RunContext, client: Streams, host: str, por
                                 record: bool) -> None:
     destination = format_destination(host, port)
     try:
-        upstream = await asyncio.wait_for(asyncio.open_connection(host, port, limit=CHUNK),
+        upstream = await asyncio.wait_for(open_upstream(ctx.upstream_netns, host, port, client[1],
+                                                        limit=CHUNK),
                                           ctx.connect_timeout)
     except (TimeoutError, OSError) as exc:
         log.info("upstream %s failed: %s; resetting the client", destination, exc)
@@ -264,6 +275,20 @@ async def passthrough_or_record(ctx: RunContext, client: Streams, host: str, por
         return
     first_client, first_server = await _first_bytes(client[0], upstream[0])
     upgraded = False  # the server accepted an in-band TLS request (Postgres SSLRequest)
+    greeted: list[tuple[str, bytes]] = []  # bytes relayed before the capture (MySQL TLS)
+    greeter = by_greeting(first_server) if first_server and ctx.tls is not None else None
+    if greeter is not None and greeter.tls_request is not None and greeter.greeting is not None:
+        # the server greets, then the client may ask for TLS inside the protocol: relay the
+        # greeting and look at the client's answer before choosing how to relay the rest
+        client[1].write(first_server)
+        await client[1].drain()
+        greeted, first_server = [("server", first_server)], b""
+        first_client = await client[0].read(CHUNK)
+        if size := greeter.tls_request(first_client):
+            upstream[1].write(first_client[:size])
+            await upstream[1].drain()
+            greeted.append(("client", first_client[:size]))
+            first_client, upgraded = first_client[size:] or await client[0].read(CHUNK), True
     while not first_server and not upgraded and (pre := pre_protocol(first_client)) is not None:
         answer, accept = pre
         if ctx.tls is not None and accept is not None:
@@ -285,13 +310,19 @@ async def passthrough_or_record(ctx: RunContext, client: Streams, host: str, por
         except (TlsError, ConnectionError, OSError):
             hello = None
         name = (hello.sni or host) if hello else host
-        if hello is not None and name not in ctx.tls.passthrough_hosts:
+        who = ctx.tls.client_of(client[1]) if hello is not None else None
+        if hello is not None and who is not None and (
+                name not in ctx.tls.refusals or not ctx.tls.passes_through(name, await who)):
             try:
                 down, up = await intercept_record(ctx.tls, client, upstream, hello, first_client, name,
                                                   system_trust=not upgraded)
             except CertificateRejected as exc:
-                ctx.problems.append(f"{name} refused our certificate ({exc}); passed through from now on")
-                log.warning("the app refused trproxy's certificate for %s: %s", name, exc)
+                by = await who
+                ctx.tls.refused(name, by)
+                by_text = f"process {by[0]}" if isinstance(by, tuple) else "the app"
+                ctx.problems.append(f"{name} refused our certificate ({exc}); passed through for "
+                                    f"{by_text} from now on")
+                log.warning("%s refused trproxy's certificate for %s: %s", by_text, name, exc)
                 reset(client[1])
                 reset(upstream[1])
                 return
@@ -302,10 +333,16 @@ async def passthrough_or_record(ctx: RunContext, client: Streams, host: str, por
                 reset(upstream[1])
                 return
             cap = Capture(ctx, destination, port, tls=True, alpn=down.endpoint.alpn)
+            cap.replay_early(greeted)
             await relay((down, down), (up, up), cap.client, cap.server,  # type: ignore[arg-type]
                         upstream_reset=cap.server_reset)
             return
+    if upgraded and greeted:  # the TLS asked for after the greeting is not intercepted (a
+        # passthrough host): relayed, not recordable
+        await relay(client, upstream, None, None, first_client, first_server)
+        return
     cap = Capture(ctx, destination, port)
+    cap.replay_early(greeted)
     await relay(client, upstream, cap.client, cap.server, first_client, first_server,
                 upstream_reset=cap.server_reset)
 

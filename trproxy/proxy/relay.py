@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import logging
 import os
 import socket
 import struct
@@ -18,6 +19,7 @@ import termios
 from collections.abc import Callable
 from typing import Any
 
+log = logging.getLogger("trproxy")
 CHUNK = 256 * 1024
 _DRAIN_GRACE = 0.2  # seconds the surviving direction may finish after the other reset
 Tap = Callable[[bytes], None]  # sees every chunk; b"" when that direction ends
@@ -112,8 +114,8 @@ async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
             if not data or writer.is_closing():
                 break
             writer.write(data)  # bytes first: the peer works while the recorder decodes a copy
-            if tap is not None:
-                tap(data)
+            if tap is not None and not _tapped(tap, data):
+                tap = None  # a recorder bug ends the copy, never the app's connection
             await writer.drain()
             if peer_reset:
                 break
@@ -128,7 +130,17 @@ async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
         return False
     finally:
         if tap is not None:
-            tap(b"")
+            _tapped(tap, b"")
+
+
+def _tapped(tap: Tap, data: bytes) -> bool:
+    """Give the tap a copy; False (logged) when it raised: the bytes still flow."""
+    try:
+        tap(data)
+        return True
+    except Exception:
+        log.exception("the copy for the recording failed; the connection goes on unrecorded")
+        return False
 
 
 async def relay(client: tuple[asyncio.StreamReader, asyncio.StreamWriter],

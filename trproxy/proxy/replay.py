@@ -14,7 +14,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from ..protocols.base import Dialect, ProtocolError
-from ..protocols.registry import by_alpn, detect, pre_protocol
+from ..protocols.registry import by_alpn, by_greeting, detect, pre_protocol
 from ..tls.errors import TlsError
 from .context import Mode, format_destination
 from .engine import (
@@ -30,6 +30,7 @@ from .engine import (
     Injected,
     Miss,
     Notify,
+    Opened,
     OutOfOrder,
     Problem,
     Reset,
@@ -92,15 +93,24 @@ async def replay(ctx: RunContext, client: Streams, host: str, port: int) -> None
                     alpn = stream.endpoint.alpn
                     tls, buffered = True, await stream.read(CHUNK)
                     data = buffered
-            dialect = by_alpn(alpn) or detect(buffered, port, final=not data)
+            silent = data is None and not buffered  # waits for a server-first greeting
+            dialect = by_alpn(alpn) or (
+                by_greeting(b"", ctx.pool.recorded_protocols(destination)) if silent else None
+            ) or detect(buffered, port, final=not data)
             if not data and dialect is None:
                 return
         assert dialect is not None
-        replayer = dialect.replayer_for(tls, destination, ctx.blobs)
+        # a server-first protocol whose recording was TLS inside it (MySQL SSLRequest): its
+        # greeting offers TLS (the replayer is told so), and the driver intercepts it
+        offer_tls = (not buffered and dialect.tls_request is not None and ctx.tls is not None
+                     and ctx.pool.recorded_tls(destination))
+        replayer = dialect.replayer_for(tls or offer_tls, destination, ctx.blobs)
         session = Session(ctx, dialect, replayer, destination,
                           forwarding=ctx.mode is Mode.NEW_EPISODES)
         driver = _Driver(ctx, session, writer, host, port, server_name if tls else None, connection,
                          alpn)
+        if offer_tls:
+            driver.tls_request = dialect.tls_request
         try:
             await driver.run(reader, buffered)
         finally:
@@ -142,9 +152,18 @@ class _Driver:
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task] = set()
         self._upstream: Any = None  # new-episodes: the real server, opened at the first miss
+        self.tls_request: Any = None  # client bytes that start TLS now (MySQL SSLRequest)
 
     async def run(self, reader: Any, data: bytes) -> None:
+        if not data and hasattr(self.session.replayer, "opened"):
+            self.dispatch(Opened())  # a server-first protocol's replayer speaks first
+            await self.writer.drain()
+            data = await reader.read(CHUNK)
         while data:
+            if self.tls_request is not None and (size := self.tls_request(data)):
+                reader = await self._start_tls(reader, data[size:])
+                data = await reader.read(CHUNK)
+                continue
             self.dispatch(ClientData(data))
             if self.session.ended:
                 return
@@ -152,6 +171,23 @@ class _Driver:
             data = await reader.read(CHUNK)
         self.dispatch(ClientClosed())
         await self.ended.wait()  # held answers, fetches and streams finish first
+
+    async def _start_tls(self, reader: Any, first: bytes) -> Any:
+        """TLS the client asked for inside the protocol: intercepted as at connect; the
+        replayer never sees the request and reads the plaintext inside."""
+        from ..tls.errors import TlsError
+        from ..tls.stream import intercept_replay, read_client_hello
+
+        assert self.ctx.tls is not None
+        self.tls_request = None
+        hello, first = await read_client_hello(reader, first or await reader.read(CHUNK))
+        if hello is None:
+            raise TlsError("no TLS ClientHello after the TLS request")
+        name = hello.sni or self.host
+        stream = await intercept_replay(self.ctx.tls, (reader, self.writer), hello, first, name,
+                                        self.ctx.pool.recorded_alpn(format_destination(self.host, self.port)))
+        self.writer, self.tls_name = stream, name
+        return stream
 
     def dispatch(self, event: Event) -> None:
         if self.session.ended:

@@ -19,7 +19,9 @@ Each replayed connection is a ``engine.Session``; the timeline is what they shar
   long (capped), so client timeouts, ``statement_timeout`` and cancels meet it as they
   met the server; unless requests of other connections started while it waited
   (``answered_after``), which it may have waited for: those are replayed at their own
-  pace, and the answer is not held (an ``interrupted`` one always is). A connection's usual wait is the median of its other answers'.
+  pace, and the answer is not held. A connection's usual wait is the median of its other
+  answers'. An ``interrupted`` answer (it came because of a cancel) and one the dialect
+  calls ``timed`` (it waited on purpose: ``pg_sleep``) are always held as recorded.
 """
 
 from __future__ import annotations
@@ -87,12 +89,14 @@ class Timeline:
 
     # -- holds -----------------------------------------------------------------------
 
-    def hold_ms(self, exchange: Exchange) -> float | None:
-        """How long to hold this answer: its recorded wait when that was long (see the
-        module doc), else None. Not when other requests started while it waited and it
+    def hold_ms(self, exchange: Exchange, timed: bool = False) -> float | None:
+        """How long to hold this answer: its recorded wait when that was long or ended by
+        an interrupt (see the module doc), else None. Not when other requests started while it waited and it
         was not interrupted: the answer may have waited for them (a Kafka long poll for
         a Produce), and they are replayed at their own pace."""
         wait = exchange.wait_ms
+        if wait is not None and (exchange.interrupted or timed):  # came because of the
+            return min(max(wait, 1.0), MAX_WAIT_MS)  # cancel, or waited on purpose
         if wait is None or wait < LONG_WAIT_MS:
             return None
         if exchange.answered_after > exchange.order and not exchange.interrupted:

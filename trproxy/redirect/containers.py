@@ -172,3 +172,43 @@ def _proc_addr(text: str) -> str:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     return f"[{ip}]:{int(port, 16)}" if ip.version == 6 else f"{ip}:{int(port, 16)}"
+
+
+def socket_owner(path: Path, peer: tuple, local: tuple) -> tuple[int, int] | None:  # type: ignore[type-arg]
+    """(pid, start time) of a process of cgroup ``path`` holding the TCP connection that
+    the proxy accepted from ``peer`` on ``local`` (asyncio's peername/sockname), or None.
+    Each network namespace's table (/proc/<pid>/net/tcp*) is read once; a container's
+    client is found in its own namespace, where the proxy's address is the gateway's."""
+    want = (_sock_addr(peer), _sock_addr(local))
+    inodes: dict[int, str | None] = {}
+    for pid in cgroups.all_procs(path):
+        try:
+            ns = os.stat(f"/proc/{pid}/ns/net").st_ino
+            if ns not in inodes:
+                inodes[ns] = _connection_inode(pid, want)
+            if inodes[ns] is not None and f"socket:[{inodes[ns]}]" in _fd_links(pid):
+                start = cgroups.proc_start_time(pid)
+                return (pid, start) if start is not None else None
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile, or a table line we cannot read
+    return None
+
+
+def _connection_inode(pid: int, want: tuple[str, str]) -> str | None:
+    ports = tuple(f":{int(a.rsplit(':', 1)[1]):04X} " for a in want)  # a cheap filter first
+    for table in ("tcp", "tcp6"):
+        with contextlib.suppress(FileNotFoundError), open(f"/proc/{pid}/net/{table}") as f:
+            for line in f:
+                if ports[0] in line and ports[1] in line:
+                    fields = line.split()
+                    if (_proc_addr(fields[1]), _proc_addr(fields[2])) == want:
+                        return fields[9]
+    return None
+
+
+def _sock_addr(addr: tuple) -> str:  # type: ignore[type-arg]
+    """asyncio's (host, port[, flow, scope]) as ``_proc_addr`` writes it."""
+    ip = ipaddress.ip_address(addr[0].split("%")[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return f"[{ip}]:{addr[1]}" if ip.version == 6 else f"{ip}:{addr[1]}"

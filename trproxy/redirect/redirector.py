@@ -46,7 +46,7 @@ from pathlib import Path
 
 from trproxy.bpf import loader, syscall
 from trproxy.redirect import cgroup as cgroups
-from trproxy.redirect import cleanup, containers, locks
+from trproxy.redirect import cleanup, containers, locks, sockdiag
 from trproxy.redirect.errors import RedirectError
 
 log = logging.getLogger(__name__)
@@ -102,6 +102,7 @@ class Redirector:
         proxy_ipv6: str,
         check_owner: bool,
         capture_sockets: Iterable[socket.socket] = (),
+        dns_port: int = 0,
     ) -> None:
         """Use ``create`` or ``attach``."""
         if not 0 < proxy_port < 65536:
@@ -130,6 +131,7 @@ class Redirector:
                   f"another trproxy (it holds {locks.LOCK_DIR}/run-{self.cgroup_id}.lock)")
             raise RedirectError(f"{self.cgroup_path} is already redirected by {by}")
         self._lock = lock
+        self.dns_port = dns_port
         try:
             self._install(shadow_ports or {}, proxy_ipv4, proxy_ipv6, check_owner,
                           list(capture_sockets))
@@ -148,6 +150,7 @@ class Redirector:
         proxy_ipv4: str = "127.0.0.1",
         proxy_ipv6: str = "::1",
         capture_sockets: Iterable[socket.socket] = (),
+        dns_port: int = 0,
     ) -> Redirector:
         """A new cgroup whose processes' connections go to the proxy. Put processes in it with
         ``enter`` (e.g. ``subprocess.Popen(..., preexec_fn=r.enter)``).
@@ -156,7 +159,9 @@ class Redirector:
         proxy can listen on X (inbound capture of known ports). ``capture_sockets``: listening
         TCP sockets (one IPv4, one IPv6) that accept every connection from outside the run
         to any port the run listens on (inbound capture of every port; see the module
-        docstring). Also removes leftovers of dead runs.
+        docstring). ``dns_port``: the proxy's UDP port (on the same addresses) that the
+        run's DNS queries over UDP go to (0: they go where the app sends them). Also
+        removes leftovers of dead runs.
         """
         require_root()
         mount = cgroups.require_mount()
@@ -177,6 +182,7 @@ class Redirector:
                 proxy_ipv6=proxy_ipv6,
                 check_owner=True,
                 capture_sockets=capture_sockets,
+                dns_port=dns_port,
             )
         except BaseException:
             cgroups.remove(path)
@@ -246,6 +252,7 @@ class Redirector:
         except OSError as e:
             raise RedirectError(f"invalid proxy address {ip4!r} / {ip6!r}: {e}") from e
         cfg.proxy_port = self.proxy_port
+        cfg.dns_port = self.dns_port
         cfg.flags = (
             (loader.FLAG_SHADOW if shadow_ports else 0)
             | (loader.FLAG_CHECK_OWNER if check_owner else 0)
@@ -363,6 +370,23 @@ class Redirector:
         key.dport = local[1]
         orig = self._maps.take_original(key)
         if orig is None or orig.family == 0 or orig.cgroup_id != self.cgroup_id:
+            return None
+        if orig.family == loader.AF_INET:
+            return str(ipaddress.IPv4Address(bytes(orig.addr[:4]))), orig.port
+        dst = ipaddress.IPv6Address(bytes(orig.addr))
+        return str(dst.ipv4_mapped or dst), orig.port
+
+    def dns_server(self, peer: tuple, local: tuple) -> tuple[str, int] | None:  # type: ignore[type-arg]
+        """The DNS server that a query the proxy received on its DNS port was sent to, from
+        the datagram's sender ``peer`` and our ``local`` address: None unless this run's
+        programs redirected that very socket of the run's cgroup (the sender's socket is
+        found by its addresses, its entry by its cookie: see ``sockdiag``)."""
+        try:
+            cookie = sockdiag.udp_cookie(peer[:2], local[:2])
+        except (OSError, ValueError):
+            return None
+        orig = self._maps.dns_original(cookie) if cookie is not None else None
+        if orig is None or orig.cgroup_id != self.cgroup_id:
             return None
         if orig.family == loader.AF_INET:
             return str(ipaddress.IPv4Address(bytes(orig.addr[:4]))), orig.port

@@ -30,6 +30,30 @@ def configure_protocols(root: Path) -> None:
     from ..protocols.registry import configure
 
     try:
-        configure(read_config(root))
+        configure(with_files(read_config(root), root))
     except ValueError as exc:
         raise FormatError(str(exc), root / CONFIG) from exc
+
+
+MAX_SETTING_FILE = 64 * 1024 * 1024
+
+
+def with_files(doc: dict[str, Any], root: Path) -> dict[str, Any]:
+    """``doc`` with ``files`` in each section: how a dialect reads a file one of its
+    settings names (protocols read no files themselves). A relative path is inside
+    ``root`` (read as safely as a recording); an absolute one is read as given. Both are
+    bounded; ValueError says why a file cannot be read."""
+    def read(name: str) -> bytes:
+        path = Path(name)
+        try:
+            if not path.is_absolute():
+                return safeio.read_bytes(root / path, root, MAX_SETTING_FILE)
+            with open(path, "rb") as f:
+                data = f.read(MAX_SETTING_FILE + 1)
+        except (OSError, FormatError) as exc:
+            raise ValueError(f"cannot read {name}: {exc}") from exc
+        if len(data) > MAX_SETTING_FILE:
+            raise ValueError(f"{name} is over {MAX_SETTING_FILE} bytes")
+        return data
+
+    return {k: {**v, "files": read} if isinstance(v, dict) else v for k, v in doc.items()}

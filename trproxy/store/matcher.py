@@ -319,6 +319,11 @@ class MockPool:
         dest = destination_key(destination)
         return dest in self._refused and not any(d == dest for (_p, d) in self._by_dest)
 
+    def recorded_protocols(self, destination: str) -> set[str]:
+        """The protocols recorded at this destination."""
+        dest = destination_key(destination)
+        return {p for (p, d) in self._by_dest if d == dest}
+
     def recorded_tls(self, destination: str) -> bool:
         """Whether a connection to this destination was recorded over TLS (replay accepts
         an in-band TLS request, a Postgres SSLRequest, only then, as the server did)."""
@@ -367,7 +372,10 @@ class MockPool:
         if chosen is None and masked_key is not None:
             alike = self._masked.get((protocol, dest), {}).get(masked_key)
             if alike and (chosen := self._choose(alike, affinity, windows, exclusive, repeat_last)):
-                if accept is not None and (refused := accept(chosen[0].exchange, chosen[0].volatile)):
+                # a repeated answer (``repeat_last``) does not depend on the values: served
+                # even when its recording's values already stand for other live ones
+                if accept is not None and (refused := accept(chosen[0].exchange, chosen[0].volatile)) \
+                        and not chosen[1]:
                     raise NoMatch(summary or key[:80], "the recording that matches with its volatile "
                                   f"values masked does not fit the values seen so far: {refused}", [])
                 through_mask = True

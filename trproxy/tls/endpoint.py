@@ -14,7 +14,7 @@ How a session drives one intercepted connection (``tls/stream.py`` does it)::
     buffer client bytes until parse_client_hello(buf) is not None
       (NotTls -> not TLS: hand the buffered bytes to protocol detection instead)
     sni, offers = hello;  name = sni or original_destination_ip
-    if name in passthrough_hosts: relay bytes untouched, stop here
+    if this client refused our certificate for name before: relay bytes untouched, stop here
     RECORD:
       up = TlsEndpoint.client(upstream_context(alpn=offers), server_hostname=name)
       pump until up.handshake_complete (verification errors: TlsError); chosen = up.alpn
@@ -23,7 +23,7 @@ How a session drives one intercepted connection (``tls/stream.py`` does it)::
       chosen = the ALPN recorded for this destination if the client offers it
       down = TlsEndpoint.server(ca.server_context(name, [chosen] if chosen else []))
     down.receive(buf); write down.outgoing() to the app; pump until handshake_complete
-      CertificateRejected -> add name to passthrough_hosts, report "pinned: name"
+      CertificateRejected -> remember (name, client process) as refused, report it
 """
 
 from __future__ import annotations

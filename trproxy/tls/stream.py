@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..proxy.relay import CHUNK
 from .ca import CertificateAuthority, upstream_context
 from .endpoint import ClientHelloInfo, TlsEndpoint, parse_client_hello
-from .errors import CertificateRejected, NotTls, TlsError
+from .errors import NotTls, TlsError
 
 log = logging.getLogger("trproxy")
 Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
@@ -28,12 +28,38 @@ Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 @dataclass
 class TlsSettings:
-    """How a run intercepts TLS: our CA, upstream verification, pinned hosts."""
+    """How a run intercepts TLS: our CA, upstream verification, who refused our
+    certificate for which host.
+
+    A refusal is remembered per client process (``identify`` finds the process that
+    holds a connection: its pid and start time; None when it cannot be told): that
+    process is passed through for that host from then on, since a client that does not
+    trust our CA (or pins) keeps refusing; another process, say one started later with
+    the CA installed, is intercepted. Clients that cannot be told apart share one
+    refusal, as before."""
 
     ca: CertificateAuthority
     verify: bool = True
     ca_file: Path | None = None
-    passthrough_hosts: set[str] = field(default_factory=set)  # refused our certificate
+    refusals: dict[str, set[object]] = field(default_factory=dict)  # host -> clients
+    identify: Callable[[tuple, tuple], object] | None = None  # (peername, sockname) -> client
+
+    def client_of(self, writer: asyncio.StreamWriter) -> asyncio.Future[object]:
+        """Who holds the app side of this connection, looked up in a thread meanwhile
+        (while the connection is surely open: a refusing client hangs up at once)."""
+        identify = self.identify
+        if identify is None:
+            done: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return done
+        peer, local = writer.get_extra_info("peername"), writer.get_extra_info("sockname")
+        return asyncio.ensure_future(asyncio.to_thread(identify, peer, local))
+
+    def passes_through(self, name: str, client: object) -> bool:
+        return client in self.refusals.get(name, ())
+
+    def refused(self, name: str, client: object) -> None:
+        self.refusals.setdefault(name, set()).add(client)
 
 
 class TlsStream:
@@ -122,11 +148,7 @@ async def intercept_record(settings: TlsSettings, client: Streams, upstream: Str
     up_plain = await _handshake(up, upstream)
     chosen = up.alpn
     down = TlsEndpoint.server(settings.ca.server_context(name, [chosen] if chosen else []))
-    try:
-        down_plain = await _handshake(down, client, first)
-    except CertificateRejected:
-        settings.passthrough_hosts.add(name)
-        raise
+    down_plain = await _handshake(down, client, first)
     log.info("TLS intercepted for %s (ALPN %s)", name, chosen or "-")
     return TlsStream(*client, down, down_plain), TlsStream(*upstream, up, up_plain)
 

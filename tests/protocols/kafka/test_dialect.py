@@ -406,3 +406,17 @@ def test_responses_after_the_client_closed_are_not_an_error(name, chunks):
         if side == "server" and data:
             out += rec.feed(Direction.SERVER, data)
     assert out and all(i.responses == [] and i.lifetime == "data" for i in out)
+
+
+def test_a_fetch_whose_topics_name_no_partition_stays_whole():
+    """Found by fuzzing (kafka_dialect): a topic with an empty partition list made the
+    per-partition split index an empty list (IndexError out of the recorder)."""
+    from trproxy.protocols.kafka.split import LAYOUTS, split_request, split_response
+
+    layout = LAYOUTS["Fetch"]
+    request = {"max_wait_ms": 500, "topics": [{"topic": "t", "partitions": []}]}
+    response = {"error_code": 0, "responses": [
+        {"topic": "t", "partitions": [{"partition_index": 0, "records": None}]}]}
+    parts = split_request(layout, request)
+    assert parts == [request]
+    assert split_response(layout, parts, response) == [response]

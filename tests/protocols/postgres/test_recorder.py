@@ -240,6 +240,16 @@ def test_a_query_the_client_gave_up_on_is_recorded_unanswered():
     assert out[-1].unanswered and out[-1].responses == []
 
 
+def test_an_answer_that_came_after_the_client_left_is_recorded_unanswered():
+    """asyncpg's terminate() mid pg_sleep: the server answers 10 s later, to no one. Replay
+    must not answer at once (the test expects the connection to die mid-query)."""
+    out = record(*logged_in(), client(fe.Query("SELECT pg_sleep(10)")), ("client", b""),
+                 server(be.RowDescription((INT4,)), be.DataRow((b"",)),
+                        be.CommandComplete("SELECT 1"), be.ReadyForQuery("I")),
+                 ("server", b""), close=False)
+    assert out[-1].unanswered and names(out[-1].responses)[-1] == "ReadyForQuery"
+
+
 def test_fatal_error_mid_query_is_recorded_at_close():
     out = record(*logged_in(), client(fe.Query("SELECT pg_sleep(10)")),
                  server(be.ErrorResponse((("S", "FATAL"), ("C", "57P01")))))
@@ -366,3 +376,21 @@ def test_a_backend_terminating_itself_mid_batch_hangs_up_at_replay():
     replay.send(STARTUP)
     assert replay.send(fe.Query("select pg_terminate_backend(pg_backend_pid())"))[-1] == fatal
     assert replay.replayer.close_after
+
+
+def test_sql_naming_a_bound_portal_reads_the_same_in_every_run():
+    """asyncpg's cursor.forward(5) sends ``MOVE FORWARD 5 __asyncpg_portal_1e8__``: the
+    portal's name is a per-process counter, so the readable request names its SQL."""
+    def moved(portal):
+        return record(*logged_in(),
+                      client(fe.Parse("", "SELECT generate_series(0, 100)"),
+                             fe.Bind(portal, "", (), (), ()), fe.Execute(portal, 1), fe.Sync()),
+                      server(be.ParseComplete(), be.BindComplete(), be.DataRow((b"0",)),
+                             be.PortalSuspended(), be.ReadyForQuery("T")),
+                      client(fe.Query(f'MOVE FORWARD 5 {portal}; CLOSE "{portal}"')),
+                      server(be.CommandComplete("MOVE 5"), be.CommandComplete("CLOSE CURSOR"),
+                             be.ReadyForQuery("T")))[-1].request
+
+    here, there = moved("__asyncpg_portal_1e8__"), moved("__asyncpg_portal_2b0__")
+    assert here == there == [{"Query": "MOVE FORWARD 5 <portal: SELECT generate_series(0, 100)>; "
+                                       "CLOSE <portal: SELECT generate_series(0, 100)>"}]

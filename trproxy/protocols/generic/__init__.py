@@ -3,7 +3,7 @@
 A *turn* is what the client sends until the server answers, paired with what the
 server sends until the client speaks again. That is all that can be said about an
 unknown protocol; it replays well only for strictly request/response protocols whose
-clients write each request in one piece. Server-speaks-first protocols (MySQL, SMTP)
+clients write each request in one piece. Server-speaks-first protocols (SMTP, IMAP)
 have a first turn with an empty request.
 """
 

@@ -46,6 +46,7 @@ from mitmproxy.net.encoding import custom_encode
 from ..base import BlobReader, BlobStore, BlobUnavailable, BlobWriter, Readable, unblob
 from ..secrets import map_strings
 from .config import Redaction, is_secret_field, secret_hints
+from .grpc import body_bytes as grpc_body_bytes
 
 CODINGS = frozenset({"gzip", "x-gzip", "deflate", "br", "zstd"})
 
@@ -402,6 +403,8 @@ def body_from_readable(body: Readable) -> bytes:
     if isinstance(body, dict):
         if "json" in body:
             return dumps_styled(body["json"], body.get("style", "")).encode()
+        if "grpc" in body:
+            return grpc_body_bytes(body)
         if body.get("omitted"):
             raise BodyUnavailable(
                 f"recorded body of {body.get('size')} bytes was not stored "

@@ -29,6 +29,7 @@ from typing import Any
 
 from ..secrets import SecretVault, standins_to_placeholders
 from ..volatile import FieldRules, field_rules
+from .grpc import Names
 
 REDACTED = "<redacted>"
 
@@ -101,6 +102,7 @@ DEFAULT_NOISE_HEADERS: frozenset[str] = frozenset({
     "baggage", "sentry-trace", "x-amzn-trace-id", "x-b3-traceid", "x-b3-spanid",
     "x-b3-parentspanid", "x-b3-sampled", "x-datadog-trace-id", "x-datadog-parent-id",
     "idempotency-key",
+    "grpc-timeout",  # a gRPC call's time left until its deadline: another value every run
 })
 
 
@@ -188,6 +190,8 @@ class HttpConfig:
     max_header_table: int = 1024 * 1024
     # the user's rules for values the app generates in requests (``volatile.py``)
     volatile: FieldRules = field(default_factory=FieldRules)
+    # gRPC field names and types from the configured descriptor sets (``grpc.py``)
+    grpc_names: Names | None = field(default=None, compare=False, hash=False)
 
 
 def config_from_section(section: dict[str, Any]) -> HttpConfig:
@@ -209,7 +213,28 @@ def config_from_section(section: dict[str, Any]) -> HttpConfig:
                     match_headers=bool(match.get("match_headers", False))),
         max_body=int(float(section.get("max_body_mb", 8)) * 1024 * 1024),
         volatile=field_rules(section, "http", ("volatile_headers", "volatile_query")),
+        grpc_names=_grpc_names(section),
     )
+
+
+def _grpc_names(section: dict[str, Any]) -> Names | None:
+    """Names from the descriptor sets ``grpc_descriptors`` lists, read with the section's
+    ``files`` (given by the config layer; without it, as for inbound capture, none)."""
+    paths = section.get("grpc_descriptors") or []
+    if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+        raise ValueError("http.grpc_descriptors must be a list of file paths")
+    files = section.get("files")
+    if not paths or not callable(files):
+        return None
+    names = Names()
+    for path in paths:
+        try:
+            one = Names.from_descriptor_set(files(path))
+        except ValueError as exc:
+            raise ValueError(f"http.grpc_descriptors: {path}: {exc}") from exc
+        names.messages.update(one.messages)
+        names.methods.update(one.methods)
+    return names
 
 
 def _names(section: dict[str, Any], key: str, prefix: str = "") -> list[str]:

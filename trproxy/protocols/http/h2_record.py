@@ -16,6 +16,11 @@ under their own (unknown to us) flow-control bookkeeping. Header lists are bound
 (streamed to ``blobs`` beyond ``max_body``).
 Server-pushed streams (RFC 9113 §8.4) are not recorded.
 
+A stream reset after its request was complete is recorded too (a gRPC call whose
+client gave up at its deadline, or that the server cancelled): the client's reset keeps
+what the server had answered so far, ``truncated`` (nothing at all when no HEADERS came);
+the server's adds ``{"reset": <error code>}`` as the last response.
+
 Invariant: bytes are fed in the order the proxy relays them, which is causal (a
 response never precedes its request), the only ordering assumption made here.
 """
@@ -34,7 +39,9 @@ import h2.settings
 from ..base import BlobStore, DecodeError, Direction, Interaction
 from .body import BodyBuffer
 from .config import HttpConfig
+from .grpc import is_grpc_type
 from .readable import (
+    field_value,
     make_url,
     method_text,
     request_readable,
@@ -172,7 +179,11 @@ class H2Recorder:
                     self.client_view.end_stream(event.stream_id)
                 self._maybe_emit(event.stream_id, out)
         elif isinstance(event, h2.events.StreamReset):
-            self.streams.pop(event.stream_id, None)
+            s = self.streams.pop(event.stream_id, None)
+            if s is not None and s.done and not s.final:  # the client gave up waiting
+                if s.response_body is not None:
+                    s.responses.append(self._response(s, truncated=True))
+                out.append(self._interaction(s))
             if self._open_in(self.client_view, event.stream_id):
                 self.client_view.reset_stream(event.stream_id, event.error_code or 0)
 
@@ -202,13 +213,16 @@ class H2Recorder:
                 s.response_trailers = list(event.headers)
         elif isinstance(event, h2.events.StreamEnded):
             if s is not None and s.response_body is not None:
-                s.responses.append(response_readable(
-                    s.status, "", "HTTP/2.0", s.response_fields, s.response_body,
-                    s.response_trailers, self.config, s.url))
+                s.responses.append(self._response(s))
                 s.final = True
                 self._maybe_emit(event.stream_id, out)
         elif isinstance(event, h2.events.StreamReset):
             self.streams.pop(event.stream_id, None)
+            if s is not None and s.done and not s.final:  # the server reset an answered call
+                if s.response_body is not None:
+                    s.responses.append(self._response(s, truncated=True))
+                s.responses.append({"reset": int(event.error_code or 0)})
+                out.append(self._interaction(s))
             if self._open_in(self.server_view, event.stream_id):
                 self.server_view.reset_stream(event.stream_id, event.error_code or 0)
         elif isinstance(event, h2.events.PushedStreamReceived):
@@ -237,13 +251,26 @@ class H2Recorder:
         if self._open_in(self.server_view, sid):
             self.server_view.reset_stream(sid)
 
+    def _response(self, s: _Stream, truncated: bool = False) -> dict[str, Any]:
+        response = response_readable(s.status, "", "HTTP/2.0", s.response_fields,
+                                     s.response_body, s.response_trailers, self.config, s.url)
+        if truncated:
+            response["truncated"] = True
+        return response
+
     def _interaction(self, s: _Stream, truncated: bool = False) -> Interaction:
         request = request_readable(s.method, s.url, "HTTP/2.0", s.fields, s.body, s.trailers,
                                    self.config)
         if truncated:
             request["truncated"] = True
+        grpc = is_grpc_type((field_value(s.fields, b"content-type") or b"").decode("latin-1"))
+        status: int | str = s.status
+        if grpc:  # the call's status: in the trailers, or alone in the headers (Trailers-Only)
+            code = field_value(s.response_trailers or [], b"grpc-status") \
+                or field_value(s.response_fields, b"grpc-status")
+            status = f"grpc-status {code.decode('latin-1')}" if code else "no grpc-status"
         return Interaction(request=request, responses=s.responses, lifetime="data",
-                           summary=summary(s.method, s.url, s.status))
+                           summary=summary(s.method, s.url, status, grpc=grpc))
 
     def _flush(self) -> list[Interaction]:
         out = []

@@ -9,6 +9,11 @@ client grants window (WINDOW_UPDATE, or a SETTINGS raising the initial window).
 Streams the client resets are forgotten, with their pending data. A body recorded as
 a file is read from its blob a piece at a time (``pull``), never whole.
 
+A gRPC call (``content-type: application/grpc``) that misses is answered the gRPC way:
+HTTP 200 with ``grpc-status: 14`` (UNAVAILABLE) and the reason in ``grpc-message``
+(Trailers-Only). A recorded ``{"reset": code}`` resets the stream; a response recorded
+``truncated`` (the client gave up) is sent as far as it came, without an end.
+
 Bounds: request heads by ``max_head`` (SETTINGS_MAX_HEADER_LIST_SIZE), bodies by
 ``BodyBuffer``; pending response data is what the recordings hold.
 """
@@ -31,8 +36,9 @@ from ..base import BlobReader, BlobStore, DecodeError, Lookup, LookupContext, Re
 from .body import BodyBuffer, BodyUnavailable
 from .config import HttpConfig
 from .forward import http_forward
+from .grpc import is_grpc_type, unavailable_trailers
 from .h2_record import h2_request_url, split_pseudo
-from .readable import method_text, request_readable, summary
+from .readable import field_value, method_text, request_readable, summary
 from .render import (
     error_response,
     render_h2_headers,
@@ -60,6 +66,7 @@ class _Outgoing:
     remaining: int
     trailers: list[tuple[bytes, bytes]] | None = None
     piece: int | None = None
+    end: bool = True  # False: a response recorded ``truncated`` stays open
 
 
 _PIECE = 256 * 1024  # bytes of a file body per flush (the proxy drains between pulls)
@@ -122,12 +129,16 @@ class H2Replayer:
     def _lookup(self, sid: int, s: _Incoming) -> Lookup:
         readable = request_readable(s.method, s.url, "HTTP/2.0", s.fields, s.body, s.trailers,
                                     self.config)
-        label = summary(s.method, s.url)
+        grpc = is_grpc_type((field_value(s.fields, b"content-type") or b"").decode("latin-1"))
+        label = summary(s.method, s.url, grpc=grpc)
         context = LookupContext(
-            private={"stream_id": sid, "method": s.method, "http_version": "HTTP/2.0"},
-            # new-episodes: what to send upstream (over HTTP/1.1) when nothing recorded answers
-            forward=functools.partial(http_forward, self.config, self.blobs, readable, label,
-                                      s.method, None, s.fields, s.body, s.url))
+            private={"stream_id": sid, "method": s.method, "http_version": "HTTP/2.0",
+                     "grpc": grpc},
+            # new-episodes: what to send upstream (over HTTP/1.1) when nothing recorded
+            # answers; not a gRPC call, which needs HTTP/2 (a miss, UNAVAILABLE)
+            forward=None if grpc else functools.partial(
+                http_forward, self.config, self.blobs, readable, label, s.method, None,
+                s.fields, s.body, s.url))
         return Lookup(request=readable, lifetime="data", summary=label, expects_reply=True,
                       context=context)
 
@@ -144,6 +155,11 @@ class H2Replayer:
             return b""  # the client reset the stream meanwhile
         try:
             for response in responses:
+                if "reset" in response:  # recorded as the server's RST_STREAM
+                    self._flush(sid)  # what it had sent before (as far as windows allow)
+                    self._drop(sid)
+                    self.conn.reset_stream(sid, int(response["reset"]))
+                    break
                 status = int(response["status"])
                 if status == 100 or status == 101:
                     continue
@@ -153,7 +169,8 @@ class H2Replayer:
                 problem = self._send_final(sid, response, method)
                 if problem:
                     lookup.context.unreplayable = problem  # reported by the proxy
-                break
+                if not response.get("truncated"):
+                    break
             self._flush(sid)
         except h2.exceptions.H2Error as e:
             raise DecodeError(f"HTTP/2 response on stream {sid}: {e!r}") from e
@@ -172,15 +189,18 @@ class H2Replayer:
         size = len(body) if isinstance(body, bytes) else body.size
         trailers = render_h2_trailers(response)
         headers = render_h2_headers(response, method, size)
-        end = not size and not trailers
+        cut = bool(response.get("truncated"))
+        end = not size and not trailers and not cut
         self.conn.send_headers(sid, headers, end_stream=end)
         if isinstance(body, bytes):
-            if not end:
+            if not end and size:
+                self._outgoing[sid] = _Outgoing(io.BytesIO(body), size, trailers, end=not cut)
+            elif not end and not cut:
                 self._outgoing[sid] = _Outgoing(io.BytesIO(body), size, trailers)
         elif end:
             body.close()
         else:
-            self._outgoing[sid] = _Outgoing(body, size, trailers, piece=_PIECE)
+            self._outgoing[sid] = _Outgoing(body, size, trailers, piece=_PIECE, end=not cut)
         return problem
 
     def _flush(self, sid: int) -> None:
@@ -205,7 +225,9 @@ class H2Replayer:
             out.remaining -= len(chunk)
             if budget is not None:
                 budget -= len(chunk)
-        if out.trailers:
+        if not out.end:
+            pass  # cut short when recorded: the stream stays open, as the client left it
+        elif out.trailers:
             self.conn.send_headers(sid, out.trailers, end_stream=True)
         else:
             self.conn.end_stream(sid)
@@ -233,4 +255,8 @@ class H2Replayer:
 
     def miss(self, lookup: Lookup, reason: str) -> bytes:
         text = f"trproxy: no recorded response matches {lookup.summary}\n{reason}\n"
+        if lookup.context.private.get("grpc"):  # Trailers-Only, UNAVAILABLE
+            first = reason.strip().splitlines()[0] if reason.strip() else ""
+            headers = unavailable_trailers(f"trproxy: no recording for {lookup.summary}: {first}")
+            return self.respond(lookup, [{"status": 200, "headers": headers, "body": ""}])
         return self.respond(lookup, [error_response(502, text)])

@@ -16,7 +16,8 @@
 * secrets compare as present, not by value: every placeholder ``<secret:NAME>`` is
   ``<redacted>`` in the key (``secrets.blank_names``), in the path, query, body and headers;
 * ``body``: JSON as data (so key order and whitespace do not matter, minus
-  ``Noise.json_paths``; also JSON stored as text), form bodies as sorted pairs
+  ``Noise.json_paths``; also JSON stored as text), gRPC messages as their field trees
+  (``Noise.json_paths`` name fields there: ``meta.sent_at``, ``3``), form bodies as sorted pairs
   (``Noise.query`` keys dropped from them too), text as text, binary as base64,
   bodies over ``max_body`` (kept in a file, or only digested) by size and digest.
   Bodies are compared decoded, so a gzip-ed and a plain upload of the same JSON match.
@@ -36,6 +37,7 @@ from ..secrets import blank_names, map_strings
 from ..volatile import MASK, loads_masked
 from .body import is_form_type, is_json_type, parse_json
 from .config import DEFAULT_NOISE_HEADERS, Noise
+from .grpc import drop_field_path
 from .readable import DEFAULT_PORTS, header_value, lenient_urlsplit
 
 
@@ -67,6 +69,14 @@ def _body_key(request: dict[str, Any], noise: Noise) -> Readable:
     if isinstance(body, dict):
         if "json" in body:
             return _json_key(body["json"], noise)
+        if "grpc" in body and isinstance(body["grpc"], list):
+            messages = body["grpc"]
+            for path in noise.json_paths:
+                steps = parse_json_path(path)
+                messages = [drop_field_path(m, steps) for m in messages]
+            if "<secret:" in repr(messages):  # C-speed check before a walk
+                messages = map_strings(messages, blank_names)
+            return {"grpc": messages}
         if (digest := digest_form(body)) is not None:
             return digest
         return body

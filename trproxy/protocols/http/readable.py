@@ -41,6 +41,8 @@ from .body import (
     is_text,
 )
 from .config import HttpConfig, Redaction, is_secret_field
+from .grpc import body_readable as grpc_body_readable
+from .grpc import call_name, is_grpc_type
 
 Fields = Sequence[tuple[bytes, bytes]]
 
@@ -203,9 +205,10 @@ def split_url(url: str) -> tuple[str, str, str]:
 # -- bodies ---------------------------------------------------------------------------
 
 
-def body_fields(fields: Fields, buf: BodyBuffer, config: HttpConfig, context: str = "") -> dict[str, Any]:
+def body_fields(fields: Fields, buf: BodyBuffer, config: HttpConfig, context: str = "",
+                path: str = "", response: bool = False) -> dict[str, Any]:
     """``{"body": ..., "encoding"?: ...}`` for a complete message body (``context``: see
-    ``body_to_readable``)."""
+    ``body_to_readable``; ``path``: the request's, naming a gRPC call's message types)."""
     ctype_raw = field_value(fields, b"content-type")
     ctype = ctype_raw.decode("latin-1") if ctype_raw else ""
     coding_raw = field_value(fields, b"content-encoding")
@@ -232,7 +235,30 @@ def body_fields(fields: Fields, buf: BodyBuffer, config: HttpConfig, context: st
                                        f"{config.max_body} bytes; size and digest are of the "
                                        f"encoded body")}
         return {"body": body_to_readable(decoded, ctype, config.redaction, context), "encoding": coding}
+    if data and is_grpc_type(ctype):
+        grpc = grpc_body_readable(data, config.grpc_names, path, response)
+        if grpc is not None:
+            return {"body": {"grpc": [redact_fields(m, config.redaction, context)
+                                      for m in grpc["grpc"]]}}
     return {"body": body_to_readable(data, ctype, config.redaction, context)}
+
+
+def redact_fields(message: Readable, redaction: Redaction, context: str = "") -> Readable:
+    """A gRPC message's field tree with the texts of secret fields (by their names, known
+    from a descriptor set) replaced, and known secret values scrubbed from the others."""
+    if not isinstance(message, list):
+        return message
+    out = []
+    for entry in message:
+        value = entry[1]
+        if isinstance(value, str) and value:
+            name = entry[2] if len(entry) == 3 else None
+            value = redaction.secret(value, field_hint(context, name)) \
+                if name and is_secret_field(name, redaction.fields) else redaction.scrub(value)
+        elif isinstance(value, list):
+            value = redact_fields(value, redaction, context)
+        out.append([entry[0], value, *entry[2:]])
+    return out
 
 
 def body_bytes(message: dict[str, Any]) -> bytes:
@@ -290,7 +316,8 @@ def request_readable(method: str, url: str, http_version: str, fields: Fields,
         "http_version": http_version,
         "headers": headers_to_readable(fields, config.redaction),
     }
-    out.update(body_fields(fields, buf, config, hint_of(lenient_urlsplit(url).path)))
+    path = lenient_urlsplit(url).path
+    out.update(body_fields(fields, buf, config, hint_of(path), path))
     if trailers:
         out["trailers"] = headers_to_readable(trailers, config.redaction)
     return out
@@ -310,16 +337,19 @@ def response_readable(status: int, reason: Readable, http_version: str, fields: 
     if buf is None:
         out["body"] = ""
     else:
-        out.update(body_fields(fields, buf, config, hint_of(lenient_urlsplit(url).path) if url else ""))
+        path = lenient_urlsplit(url).path if url else ""
+        out.update(body_fields(fields, buf, config, hint_of(path) if url else "", path, response=True))
     if trailers:
         out["trailers"] = headers_to_readable(trailers, config.redaction)
     return out
 
 
-def summary(method: str, url: str, status: int | None = None) -> str:
+def summary(method: str, url: str, status: int | str | None = None, grpc: bool = False) -> str:
+    """``GET host/path -> 200``; a gRPC call: ``gRPC host package.Service/Method``."""
     _, authority, target = split_url(url)
     path = target.split("?", 1)[0]
-    text = f"{method} {authority}{path}"
+    call = call_name(path) if grpc and method == "POST" else None
+    text = f"gRPC {authority} {call}" if call else f"{method} {authority}{path}"
     if len(text) > 80:
         text = text[:77] + "..."
     return text if status is None else f"{text} -> {status}"

@@ -24,6 +24,7 @@ from typing import Any
 from ..base import Readable
 from ..volatile import FieldRules, in_data, in_text, loads_masked
 from .body import is_form_type, is_json_type
+from .grpc import strings_of
 from .readable import header_value, lenient_urlsplit
 
 MAX_LEAVES = 4096
@@ -82,6 +83,9 @@ def _in_pieces(text: str, rules: FieldRules, now: datetime | None) -> list[str]:
 def _in_body(body: Any, request: dict, rules: FieldRules, now: datetime | None) -> list[str]:
     if isinstance(body, dict) and "json" in body:
         return in_data(body["json"], now, rules) if _small(body["json"]) else []
+    if isinstance(body, dict) and "grpc" in body:  # decoded fields (numbers are [number, value])
+        values = list(strings_of(body["grpc"]))
+        return in_data(values, now, rules) if len(values) <= MAX_LEAVES else []
     if not isinstance(body, str) or not body:
         return []  # binary ({base64}), kept as a file or a digest
     ctype = header_value(request.get("headers", []), "content-type") or ""

@@ -71,7 +71,10 @@ def _partition_of(layout: Layout, part: dict) -> tuple[Any, Any] | None:
     if not topics:
         return None
     t = topics[0]
-    return _topic_key(t), t[layout.request_partitions][0].get(layout.request_partition)
+    partitions = t.get(layout.request_partitions) or []
+    if not partitions:  # topics that name no partition: the request stays whole
+        return None
+    return _topic_key(t), partitions[0].get(layout.request_partition)
 
 
 def split_response(layout: Layout, request_parts: list[dict], body: dict) -> list[dict]:

@@ -219,6 +219,11 @@ class PostgresCodec:
         raise EncodeError(f"not a PostgreSQL message: {message!r}")
 
     @property
+    def client_finished(self) -> str | None:
+        """"Terminate" or "CancelRequest" once the client sent it: it has said goodbye."""
+        return self._client_finished
+
+    @property
     def buffered(self) -> int:
         """Bytes fed but not yet turned into messages (both sides)."""
         return (sum(len(d) for _, d in self._segments) + self._client.pending()

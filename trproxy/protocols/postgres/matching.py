@@ -280,6 +280,14 @@ def repeats(request: Readable) -> bool:
         is_transaction_sql(q) or is_schema_sql(q) for q in executed)
 
 
+def sleeps(request: Readable) -> bool:
+    """A statement that waits on purpose (``pg_sleep``, ``pg_sleep_for``...): replay holds
+    its answer as long as recorded (``LookupContext.timed``)."""
+    return any(_SLEEP.search(q) for q in executed_sql(request))
+
+
+_SLEEP = re.compile(r"\bpg_sleep(?:_for|_until)?\s*\(", re.I)
+
 # statements that may change the transaction status (CALL and DO may COMMIT inside)
 _STATUS_CHANGING = {"BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT", "SAVEPOINT",
                     "RELEASE", "PREPARE", "CALL", "DO"}

@@ -5,7 +5,9 @@ end of the session, the unnamed one until the next Parse of ""); Bind creates a
 portal from a statement. Later messages refer to them only by name, and names differ
 between runs (``__asyncpg_stmt_3__``, ``_pg3_0``, ``S_18``), so this table puts the SQL
 text into the readable form of every Bind/Describe/Execute/Close - even when the Parse
-was in an earlier batch - and the match key compares SQL instead of names.
+was in an earlier batch - and the match key compares SQL instead of names. SQL that names
+a portal the client bound (asyncpg's cursors: ``MOVE FORWARD 5 __asyncpg_portal_1e8__``)
+reads ``<portal: its SQL>`` instead.
 
 Recorder and Replayer both call ``request_item`` for every client message in order and
 ``learn_*`` with what the server said (recorded responses, at replay), so both produce
@@ -14,6 +16,7 @@ the same readable requests from the same client bytes.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +24,7 @@ from ..base import Readable
 from . import backend as be
 from . import frontend as fe
 from .readable import RowShape, request_item
+from .sql import redact_sql
 
 
 @dataclass
@@ -81,7 +85,19 @@ class Names:
         if isinstance(msg, fe.Execute):
             portal = self.portals.get(msg.portal)
             return request_item(msg, portal.query if portal else None), portal
-        return request_item(msg), None
+        item = request_item(msg)
+        if isinstance(msg, fe.Query) and len(self.portals) > ("" in self.portals) \
+                and isinstance(item["Query"], str):
+            item["Query"] = self._portals_named(item["Query"])
+        return item, None
+
+    def _portals_named(self, sql: str) -> str:
+        for name, portal in self.portals.items():
+            if name and name in sql:
+                named = f"<portal: {redact_sql(portal.query or '')}>"
+                sql = re.sub(rf'"{re.escape(name)}"|(?<![\w$]){re.escape(name)}(?![\w$])',
+                             named.replace("\\", "\\\\"), sql)
+        return sql
 
 
 def learn_description(ref: Statement | Portal | None, params: tuple[int, ...] | None,

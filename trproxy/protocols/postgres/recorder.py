@@ -27,8 +27,10 @@ they arrive, so the proxy records when (a NOTIFY on another connection caused th
 Batches of only Parse/Close/Sync/Flush are not recorded: the replayer answers them
 itself (``matching.is_trivial``). A CancelRequest connection records nothing but returns
 an ``Interrupt`` naming the backend it cancels, which ``identity`` (the BackendKeyData
-the server sent) lets the proxy find. Requests still unanswered when the client hung up
-first are returned with ``unanswered`` set.
+the server sent) lets the proxy find. Requests not wholly answered when the client hung
+up first are returned with ``unanswered`` set: the client never read an answer that came
+after it left (kept in the recording, never replayed). A server close after the client's
+Terminate or CancelRequest answers it (``farewell``), it is no event of its own.
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ class _Group:
     errored: bool = False
     discarded: bool = False  # skipped by the server after an error in an earlier batch
     unanswered: bool = False  # the client hung up before any answer
+    abandoned: bool = False  # the client hung up before the whole answer: it never saw it
     copy: str | None = None  # the server is in COPY "in" (reading data) or "out" mode
     client_copy: str | None = None  # the client sent COPY "data", or is "done" (CopyDone/Fail)
     copy_synced: bool = False  # the Sync after an extended-protocol COPY arrived
@@ -98,6 +101,12 @@ class PostgresRecorder:
 
     # --- Recorder API ------------------------------------------------------------------
 
+    @property
+    def farewell(self) -> bool:
+        """The client sent Terminate or a CancelRequest: the server's close that follows
+        answers it, and is not an event of its own (see ``base.Recorder``)."""
+        return self.codec.client_finished is not None
+
     def feed(self, direction: Direction, data: bytes) -> list[Interaction | Pushed | Interrupt]:
         self.codec.feed(direction, data)
         out: list[Interaction | Pushed | Interrupt] = []
@@ -113,6 +122,8 @@ class PostgresRecorder:
             self._pushed = []
         if not data and direction is Direction.CLIENT:
             self._client_closed = True
+            for group in self._pending:  # a Postgres client that hangs up has left: what
+                group.abandoned = not group.done  # the server says after, no one reads
         if not data and direction is Direction.SERVER:
             self._server_closed()
             self._emit(out)
@@ -143,7 +154,7 @@ class PostgresRecorder:
             if self._skipping:
                 return  # the server discards it with the rest of the failed batch
             kind = "query" if isinstance(msg, fe.Query) else "function"
-            self._new(kind).items.append(request_item(msg))
+            self._new(kind).items.append(self.names.request_item(msg)[0])
         elif isinstance(msg, (fe.CopyData, fe.CopyDone, fe.CopyFail)):
             # COPY data belongs to the latest request: clients may stream it before the
             # CopyInResponse arrives (asyncpg); the server ignores it if no COPY runs.
@@ -356,7 +367,8 @@ class PostgresRecorder:
                     out += _startup_interactions(group.items, group.responses)
                 continue  # else abandoned before the end of authentication (psql asks a password)
             out.append(Interaction(group.items, group.responses, lifetime_of(group.items),
-                                   summary_of(group.items), unanswered=group.unanswered))
+                                   summary_of(group.items),
+                                   unanswered=group.unanswered or group.abandoned))
 
 
 _PASSWORD_REQUESTS = ("AuthenticationCleartextPassword", "AuthenticationMD5Password")

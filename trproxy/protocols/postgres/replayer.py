@@ -54,7 +54,7 @@ from . import frontend as fe
 from .backend import backend_key
 from .codec import PostgresCodec
 from .identity import BACKENDS, Backend, Backends, is_backend_pid_sql, row_pid, with_pid
-from .matching import changes_transaction, is_trivial, lifetime_of, repeats, summary_of
+from .matching import changes_transaction, is_trivial, lifetime_of, repeats, sleeps, summary_of
 from .names import Names
 from .readable import item_name, password_item, request_item, response_message
 from .render import (
@@ -201,14 +201,14 @@ class PostgresReplayer:
                 self._finish_batch(out)
             if self._skip:
                 return  # the server discards everything up to Sync
-            item = request_item(msg)
+            item = self.names.request_item(msg)[0]
             kind = "query" if isinstance(msg, fe.Query) else "function"
             rollback = isinstance(msg, fe.Query) and _is_rollback(msg.query)
             private = {"kind": kind, "rollback": rollback,
                        "backend_pid": is_backend_pid_sql(getattr(msg, "query", None))}
             out.append(Lookup([item], lifetime_of([item]), summary_of([item]), True,
                               LookupContext(repeat_last=repeats([item]), handshake=rollback,
-                                            private=private)))
+                                            timed=sleeps([item]), private=private)))
         elif isinstance(msg, (fe.Parse, fe.Bind, fe.Describe, fe.Execute, fe.Close, fe.Sync,
                               fe.Flush)):
             self._extended(msg, out)
@@ -244,6 +244,7 @@ class PostgresReplayer:
         Sync) is served now; else nothing happens and more messages extend the batch."""
         return Lookup(items, lifetime_of(items), summary_of(items), True,
                       LookupContext(repeat_last=repeats(items), tentative=tentative,
+                                    timed=sleeps(items),
                                     private={"kind": "batch", "messages": batch}))
 
     def _trivial(self, batch: list[tuple[Any, Any]]) -> list[Any]:
@@ -410,6 +411,13 @@ class PostgresReplayer:
             self.close_after = True
             return self._encode([error_response(code, message, "FATAL")])
         return self._failed(lookup, error_response(code, message))
+
+    def cancelled(self, lookup: Lookup) -> bytes:
+        """What the server answers a query that a CancelRequest ended (a ``hang`` fault
+        released by the client's cancel): 57014, then on as after any error."""
+        if lookup.context.private.get("kind") == "batch" and self._skip:
+            return self._skipped(lookup)
+        return self._failed(lookup, error_response("57014", "canceling statement due to user request"))
 
     def _failed(self, lookup: Lookup, error: be.ErrorResponse) -> bytes:
         """``error`` in place of the answer, then as a server goes on after an error:

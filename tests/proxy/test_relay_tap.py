@@ -1,0 +1,46 @@
+"""The relay's copy for the recording is best effort: its failure never ends the bytes."""
+
+from __future__ import annotations
+
+import asyncio
+
+
+def test_a_tap_that_raises_ends_the_copy_not_the_connection() -> None:
+    """A recorder bug (the Kafka split's IndexError, found by fuzzing) used to escape the
+    relay's tap and reset the app's connection; the bytes must keep flowing."""
+    from trproxy.proxy.relay import relay
+
+    seen: list[bytes] = []
+
+    def broken(data: bytes) -> None:
+        seen.append(data)
+        raise IndexError("a recorder bug")
+
+    async def main() -> None:
+        async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+            writer.close()
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            upstream = await asyncio.open_connection("127.0.0.1", port)
+            await relay((reader, writer), upstream, to_upstream=broken)
+
+        server = await asyncio.start_server(echo, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        proxy = await asyncio.start_server(handle, "127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", proxy.sockets[0].getsockname()[1])
+        for word in (b"one", b"two", b"three"):
+            writer.write(word)
+            await writer.drain()
+            assert await reader.readexactly(len(word)) == word
+        writer.write_eof()
+        assert await reader.read() == b""
+        writer.close()
+        proxy.close()
+        server.close()
+
+    asyncio.run(main())
+    assert seen == [b"one"]
