@@ -370,8 +370,10 @@ def test_a_document_that_is_not_a_mapping_is_refused(root):
     _one_line(err.value, "document 2", "a list, not a mapping")
 
 
-def test_errors_of_a_cached_recording_still_name_the_line(root, monkeypatch):
-    """Documents from the cache carry their lines (the doc-index -> line table)."""
+def test_a_cache_made_by_other_code_is_checked_again_and_errors_name_the_line(root, monkeypatch):
+    """A cached exchange is checked again only when it is served, so a cache made by
+    another trproxy (older checks) is not used: the YAML is parsed and checked by this
+    code, and its errors name the document and the line."""
     test_set = root / "test-set-0"
     (test_set / MOCKS).write_text(_mocks_text(3))
     assert len(load_mocks(test_set)) == 3  # parsed, checked, cached
@@ -385,7 +387,7 @@ def test_errors_of_a_cached_recording_still_name_the_line(root, monkeypatch):
         return model.Exchange.__new__(model.Exchange)
 
     monkeypatch.setattr(recording.Exchange, "from_doc", staticmethod(refuse_seq_1))
-    monkeypatch.setattr(recording, "load_stream", None)  # the cache answers
+    monkeypatch.setattr(recording, "_code", lambda: b"the source of a newer trproxy")
     with pytest.raises(FormatError) as err:
         load_mocks(test_set)
     _one_line(err.value, f"document 2, line {line}: refused by a newer check")

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from trproxy.protocols.volatile import mask
 from trproxy.store import Exchange, FormatError, MockWriter, load_mocks, recording, recover
 from trproxy.store.recording import MOCKS, alive, load_documents
 from trproxy.store.yamlio import dump, load_stream
@@ -102,8 +103,8 @@ def test_closing_a_recording_writes_a_cache_the_next_load_uses(tmp_path, monkeyp
     """The first replay after a recording reads msgpack, not the YAML just written."""
     path = _recorded(tmp_path / "test-set-0")
     data = path.read_bytes()
-    docs, lines = recording._read_cache(path, tmp_path, hashlib.sha256(data).digest())
-    assert (docs, lines) == (load_stream(data).docs, load_stream(data).lines)  # lines for errors
+    cached = recording._read_cache(path, tmp_path, hashlib.sha256(data).digest())
+    assert cached is not None and cached.documents() == load_stream(data).docs
 
     def no_parsing(*args):
         raise AssertionError("the YAML was parsed: the cache was not used")
@@ -164,7 +165,7 @@ def test_a_cache_made_elsewhere_is_not_trusted(tmp_path, monkeypatch):
     forged = [dict(d, spec=dict(d["spec"], responses=[{"int": 666}])) for d in load_documents(path)]
     monkeypatch.setenv("TRPROXY_HOME", str(tmp_path / "elsewhere"))  # another key
     recording.write_cache(path, tmp_path, hashlib.sha256(yaml_bytes).digest(),
-                          recording.pack_cache(forged, [1, 9, 17]))
+                          recording.pack_cache(forged))
     shipped = path.with_name(MOCKS + ".cache").read_bytes()
     monkeypatch.setenv("TRPROXY_HOME", str(tmp_path / "here"))
     assert [e.responses for e in load_mocks(test_set)] == [[{"int": 0}], [{"int": 1}], [{"int": 2}]]
@@ -199,3 +200,94 @@ def test_a_zombie_writer_is_not_alive() -> None:
     assert Path(f"/proc/{child.pid}").exists()  # not reaped yet: a zombie, not gone
     child.wait()
     assert alive(os.getpid())
+
+
+def _various() -> list[Exchange]:
+    """Exchanges with every field away from its default, events and volatile values."""
+    return [
+        Exchange("redis", "127.0.0.1:6379", ["GET", "k"], [{"bulk": "v"}], lifetime="session", summary="GET",
+                 connection=3, seq=1, started="2026-12-03T08:00:00+00:00", duration_ms=1.5, tests=["t1", "t2"],
+                 tls=True, alpn="h2", order=7, wait_ms=0.0, unanswered=True, interrupted=True,
+                 answered_after=9, name="a", extra={"note": 1}),
+        Exchange("postgres", "[::1]:5432", [{"Query": "SELECT now(), 'tok-1'"}], [{"ReadyForQuery": "I"}],
+                 seq=2, extra={"volatile": ["tok-1"]}),
+        Exchange("redis", "127.0.0.1:6379", None, [{"push": ["message", "c", "x"]}], event="push", after=4,
+                 seq=3, connection=3),
+    ]
+
+
+def _packed_and_parsed(tmp_path, monkeypatch, exchanges):
+    test_set = tmp_path / "test-set-0"
+    w = MockWriter(test_set / MOCKS)
+    for ex in exchanges:
+        w.write(ex)
+    w.close()
+    packed = load_mocks(test_set)
+    with monkeypatch.context() as m:
+        m.setattr(recording, "_read_cache", lambda *args: None)  # the YAML, parsed and checked
+        parsed = load_mocks(test_set)
+    return packed, parsed
+
+
+def test_a_cached_exchange_is_the_one_recorded_in_every_field(tmp_path, monkeypatch):
+    packed, parsed = _packed_and_parsed(tmp_path, monkeypatch, _various())
+    assert {type(e).__name__ for e in packed} == {"PackedExchange"}
+    assert packed == parsed and len(packed) == 3
+    assert [e.to_doc() for e in packed] == [e.to_doc() for e in _various()]
+
+
+def test_loading_and_matching_a_cached_recording_decode_no_document(tmp_path, monkeypatch):
+    """A million exchanges load in seconds because none is decoded before it is served:
+    the cache's index has what the pool and the timeline read, with the match keys."""
+    from trproxy.protocols.registry import has_volatile_rules, match_key, volatile_rules
+    from trproxy.proxy.timeline import Timeline
+    from trproxy.store import MockPool, packed
+
+    test_set = tmp_path / "test-set-0"
+    _packed_and_parsed(tmp_path, monkeypatch, _various() + [_exchange(i) for i in range(20)])
+    decoded = []
+    real = packed.Packed.document
+    monkeypatch.setattr(packed.Packed, "document", lambda self, i: decoded.append(i) or real(self, i))
+    pool = MockPool.build(load_mocks(test_set), match_key, volatile_rules, has_volatile_rules)
+    Timeline(pool)
+    assert decoded == [] and len(pool) == 22
+    served = pool.find("redis", "127.0.0.1:6379", ["INCR", "c"]).exchange
+    assert served.responses == [{"int": 0}] and decoded == [3]  # the 4th document, when served
+    # its volatile value was indexed too: the masked request finds the recording
+    live = [{"Query": "SELECT now(), 'tok-2'"}]
+    masked = pool.find("postgres", "[::1]:5432", live, masked=mask(live, ["tok-2"]),
+                       accept=lambda ex, values: None)
+    assert masked.exchange.seq == 2 and masked.masked
+
+
+def test_user_volatile_rules_apply_to_a_cached_recording(tmp_path, monkeypatch):
+    """The user's rules (config.yaml) are not in the cache: they are asked at load, for the
+    protocols they name."""
+    from trproxy.protocols.registry import match_key
+    from trproxy.store import MockPool
+
+    packed, parsed = _packed_and_parsed(tmp_path, monkeypatch, _various())
+    rules = {"redis": lambda request: [request[1]]}
+    for exchanges in (packed, parsed):
+        pool = MockPool.build(exchanges, match_key, lambda p, r: rules[p](r), lambda p: p in rules)
+        served = pool.find("redis", "127.0.0.1:6379", ["GET", "other"], masked=mask(["GET", "other"], ["other"]),
+                           accept=lambda ex, values: None)
+        assert served.exchange.seq == 1 and served.masked
+
+
+def test_a_dialect_the_users_config_rebuilt_matches_with_its_own_keys(tmp_path, monkeypatch):
+    """The cache holds the shipped dialects' match keys (the recorder's child process reads
+    no config.yaml); a protocol the user's config rebuilds (HTTP ``noise``) computes its
+    keys again, with its own ``match_key``, at load."""
+    import dataclasses
+
+    from trproxy.protocols import registry
+    from trproxy.store import MockPool
+
+    packed, _parsed = _packed_and_parsed(tmp_path, monkeypatch, [_exchange(0)])
+    pool = MockPool.build(packed, registry.match_key)
+    assert pool.find("redis", "127.0.0.1:6379", ["INCR", "c"]).exchange.seq == 0
+    upper = dataclasses.replace(registry.by_name("redis"), match_key=lambda r: [w.lower() for w in r])
+    monkeypatch.setitem(registry._overrides, "redis", upper)
+    pool = MockPool.build(packed, registry.match_key)
+    assert pool.find("redis", "127.0.0.1:6379", ["incr", "C"]).exchange.seq == 0

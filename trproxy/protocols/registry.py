@@ -59,6 +59,26 @@ def volatile_rules(protocol: str, request: Any) -> list[str]:
     return dialect.volatile_rules(request) if dialect and dialect.volatile_rules else []
 
 
+def configured(protocol: str) -> bool:
+    """Whether the user's ``config.yaml`` rebuilt ``protocol``'s dialect in this process
+    (its match keys may differ from the shipped dialect's: ``shipped_match_key``)."""
+    return protocol in _overrides
+
+
+def shipped_match_key(protocol: str, request: Any) -> Any:
+    """``match_key`` of the dialect as shipped, whatever the user's config: the keys a
+    recording's cache holds, the same in every process that writes one."""
+    dialect = next((d for d in dialects() if d.name == protocol), None)
+    return dialect.match_key(request) if dialect else request
+
+
+def has_volatile_rules(protocol: str) -> bool:
+    """Whether the user's ``config.yaml`` gives ``protocol`` volatile rules (else
+    ``volatile_rules`` is [] for every request, and loading need not ask)."""
+    dialect = by_name(protocol)
+    return bool(dialect and dialect.volatile_rules)
+
+
 def by_name(name: str) -> Dialect | None:
     if name in _overrides:
         return _overrides[name]

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 from ..apptest.noise import write_default_config
 from ..apptest.secretfile import use_secrets
-from ..protocols.registry import dialects, match_key, volatile_rules
+from ..protocols.registry import dialects, has_volatile_rules, match_key, volatile_rules
 from ..redirect import containers
 from ..redirect.errors import RedirectError
 from ..store import (
@@ -44,7 +44,7 @@ from ..store import (
 from ..store.config import configure_protocols, read_config
 from ..store.errors import FormatError, StoreError
 from ..store.offload import MockWriterProcess
-from ..store.recording import MOCKS, REPORTS, DocumentWriter, has_mocks
+from ..store.recording import MOCKS, REPORTS, DocumentWriter, has_mocks, no_gc
 from .attach import Attachment
 from .context import Mode, RunContext, format_destination
 from .control import ENV as CONTROL_ENV
@@ -105,8 +105,9 @@ def build_context(mode: Mode, test_set: Path, opts: RunOptions | None = None) ->
     ctx = RunContext(mode, similar_fallback=not (opts is not None and opts.strict))
     mocks: list[Exchange] = []  # loaded first: a recording that cannot be read stops the run here
     if mode in (Mode.REPLAY, Mode.NEW_EPISODES) and has_mocks(test_set):
-        mocks = load_mocks(test_set)
-        ctx.pool = MockPool.build(mocks, match_key, volatile_rules)
+        with no_gc():
+            mocks = load_mocks(test_set)
+            ctx.pool = MockPool.build(mocks, match_key, volatile_rules, has_volatile_rules)
     if opts is not None and opts.tls and mode is not Mode.PASSTHROUGH:
         from ..tls.ca import (  # mitmproxy/cryptography: only when needed
             CertificateAuthority,

@@ -57,7 +57,6 @@ class _Recorded:
     progress: int = 0  # the highest seq served from it
     follower: Any = None  # the live session following it
     by_data: bool = False  # the follower was served a data exchange from it
-    waits: list[float] = field(default_factory=list)  # wait_ms of its exchanges, sorted
 
 
 class Timeline:
@@ -68,22 +67,20 @@ class Timeline:
         self._served_order = 0  # the highest request order served
         self._identities: dict[bytes, list[Any]] = {}
         self._followed: dict[int, set[Key]] = {}  # id(session) -> what it follows (forget)
-        waits: dict[Key, list[float]] = {}
-        for entry in pool.entries():
-            ex = entry.exchange
-            rec = self._recorded.setdefault(key_of(ex), _Recorded())
-            rec.seqs.append(ex.seq)
-            if ex.wait_ms is not None:
-                waits.setdefault(key_of(ex), []).append(ex.wait_ms)
+        # wait_ms of each recorded connection's exchanges, sorted: made on the first long
+        # wait, so that a recording without any (or events) is not read through at load
+        self._waits: dict[Key, list[float]] | None = None
         self._with_events = any(ev.event != "refused" for ev in pool.events)
+        if self._with_events:
+            for entry in pool.entries():
+                ex = entry.exchange
+                self._recorded.setdefault(key_of(ex), _Recorded()).seqs.append(ex.seq)
         for n, ev in enumerate(sorted(pool.events, key=lambda e: e.seq)):
             if ev.event == "refused":
                 continue
             rec = self._recorded.setdefault(key_of(ev), _Recorded())
             rec.events.append(ev)
             heapq.heappush(self._heap, (ev.after, ev.seq, n, key_of(ev)))
-        for key, values in waits.items():
-            self._recorded[key].waits = sorted(values)
         # the last exchange each event's connection recorded before it (served first)
         self._before: dict[int, int] = {}
         for rec in self._recorded.values():
@@ -104,13 +101,23 @@ class Timeline:
             return None
         if exchange.answered_after > exchange.order and not exchange.interrupted:
             return None
-        rec = self._recorded.get(key_of(exchange))
-        others = list(rec.waits) if rec is not None else []
+        others = list(self._connection_waits().get(key_of(exchange), ()))
         if wait in others:
             others.remove(wait)  # the usual is the connection's other answers
         if others and wait < LONG_WAIT_FACTOR * statistics.median(others):
             return None
         return min(wait, MAX_WAIT_MS)
+
+    def _connection_waits(self) -> dict[Key, list[float]]:
+        if self._waits is None:
+            self._waits = {}
+            for entry in self.pool.entries():
+                ex = entry.exchange
+                if ex.wait_ms is not None:
+                    self._waits.setdefault(key_of(ex), []).append(ex.wait_ms)
+            for values in self._waits.values():
+                values.sort()
+        return self._waits
 
     # -- events ----------------------------------------------------------------------
 

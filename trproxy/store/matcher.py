@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..protocols.registry import configured, match_key, shipped_match_key
 from ..protocols.volatile import MASK, mask, recorded_values
 from .errors import NoMatch
 from .model import Exchange
@@ -61,6 +62,25 @@ def canonical(key: Any) -> str:
     return json.dumps(key, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
+def packed_keys(exchange: Exchange) -> dict[str, Any]:
+    """What the cache's index keeps of an exchange's matching (``packed.py``), so that
+    loading computes nothing per exchange: its match key and, when its recording names
+    volatile values, those and its key with them masked; under the shipped dialects' match
+    keys (a pool with another key function, or a dialect the user's config rebuilt,
+    computes its own)."""
+    if exchange.event is not None:
+        return {}
+    protocol = exchange.protocol
+    keys: dict[str, Any] = {"_key": canonical(shipped_match_key(protocol, exchange.request))}
+    if values := recorded_values(exchange.extra):
+        keys["_volatile"] = values
+        keys["_masked"] = canonical(shipped_match_key(protocol, mask(exchange.request, values)))
+    return keys
+
+
+_NOT_PACKED: dict[str, Any] = {}
+
+
 @dataclass
 class Affinity:
     """Per live connection: which recorded connection it is following; ``positions``:
@@ -70,13 +90,16 @@ class Affinity:
     positions: dict[tuple[str, str, int], int] = field(default_factory=dict)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Entry:
     exchange: Exchange
     key: str
     used: int = 0
     masked_key: str | None = None  # the key with its volatile values masked (``spec.volatile``)
     volatile: list[str] = field(default_factory=list)  # those values (and the user's rules')
+
+
+_NO_HEADS: dict[int, int] = {}  # of every bucket not followed yet (never written)
 
 
 class _Bucket(list):
@@ -87,17 +110,21 @@ class _Bucket(list):
     redis-benchmark's ``SET key:__rand_int__``) would otherwise cost O(n) each.
     """
 
+    __slots__ = ("head", "_by_connection", "_connection_head", "last_session", "_groups")
+
     def __init__(self) -> None:
-        super().__init__()
         self.head = 0  # every entry before it is used
-        self.by_connection: dict[int, list[_Entry]] = {}
-        self.connection_head: dict[int, int] = {}
+        # per recorded connection, with cursors: made on the first lookup that follows one
+        # (a million buckets of one entry each are made at load: each costs)
+        self._by_connection: dict[int, list[_Entry]] | None = None
+        self._connection_head: dict[int, int] = _NO_HEADS
         self.last_session: _Entry | None = None
         self._groups: dict[str, _Bucket] | None = None  # per test window; built on first use
 
     def add(self, entry: _Entry) -> None:
         self.append(entry)
-        self.by_connection.setdefault(entry.exchange.connection, []).append(entry)
+        if self._by_connection is not None:
+            self._by_connection.setdefault(entry.exchange.connection, []).append(entry)
         if entry.exchange.lifetime == "session":
             self.last_session = entry
         if self._groups is not None:
@@ -126,7 +153,8 @@ class _Bucket(list):
         """Cursors back to the start (entries were made fresh again); always correct, since
         a cursor only skips used entries."""
         self.head = 0
-        self.connection_head.clear()
+        if self._by_connection is not None:
+            self._connection_head = {}
         for group in (self._groups or {}).values():
             group.rewind()
 
@@ -135,10 +163,15 @@ class _Bucket(list):
         return entry
 
     def first_fresh_of(self, connection: int) -> _Entry | None:
-        entries = self.by_connection.get(connection)
+        if self._by_connection is None:
+            self._by_connection, self._connection_head = {}, {}
+            for entry in self:
+                self._by_connection.setdefault(entry.exchange.connection, []).append(entry)
+        entries = self._by_connection.get(connection)
         if entries is None:
             return None
-        entry, self.connection_head[connection] = _first_fresh(entries, self.connection_head.get(connection, 0))
+        heads = self._connection_head
+        entry, heads[connection] = _first_fresh(entries, heads.get(connection, 0))
         return entry
 
 
@@ -169,6 +202,11 @@ class MockPool:
     key_fn: KeyFn  # counting served exchanges and misses is the caller's (RunContext)
     # (protocol, request) -> values the user's rules call volatile (config.yaml)
     rules_fn: Callable[[str, Any], list[str]] | None = None
+    # protocol -> whether the user has rules for it (None: ask ``rules_fn`` always); a
+    # protocol without any is not asked, so that a packed exchange is not decoded for it
+    rules_apply: Callable[[str], bool] | None = None
+    _rules_cache: dict[str, bool] = field(default_factory=dict)
+    _shipped_cache: dict[str, bool] = field(default_factory=dict)
     _by_dest: dict[tuple[str, str], dict[str, _Bucket]] = field(default_factory=dict)
     # the same entries by their keys with the volatile values masked (those that have any)
     _masked: dict[tuple[str, str], dict[str, _Bucket]] = field(default_factory=dict)
@@ -188,32 +226,46 @@ class MockPool:
 
     @classmethod
     def build(cls, exchanges: list[Exchange], key_fn: KeyFn,
-              rules_fn: Callable[[str, Any], list[str]] | None = None) -> MockPool:
-        pool = cls(key_fn, rules_fn)
+              rules_fn: Callable[[str, Any], list[str]] | None = None,
+              rules_apply: Callable[[str], bool] | None = None) -> MockPool:
+        pool = cls(key_fn, rules_fn, rules_apply)
+        add = pool.add
         for ex in exchanges:
-            pool.add(ex)
+            add(ex)
         return pool
 
     def add(self, exchange: Exchange) -> None:
+        protocol = exchange.protocol
         dest = destination_key(exchange.destination)
         if exchange.event is not None:
             self.events.append(exchange)
             if exchange.event == "refused":
                 self._refused.add(dest)
             return
-        key = canonical(self.key_fn(exchange.protocol, exchange.request))
-        for masked_index in (False, True):
-            self._skeletons.pop((exchange.protocol, dest, masked_index), None)
-        by_key = self._by_dest.setdefault((exchange.protocol, dest), {})
-        bucket, entry = by_key.setdefault(key, _Bucket()), _Entry(exchange, key)
+        # a packed exchange (``packed.py``) comes with its keys: its request stays packed
+        known = exchange.__dict__ if self._shipped_keys(protocol) else _NOT_PACKED
+        key = known.get("_key") or canonical(self.key_fn(protocol, exchange.request))
+        if self._skeletons:
+            for masked_index in (False, True):
+                self._skeletons.pop((protocol, dest, masked_index), None)
+        by_key = self._by_dest.get((protocol, dest))
+        if by_key is None:
+            by_key = self._by_dest[(protocol, dest)] = {}
+        bucket = by_key.get(key)
+        if bucket is None:
+            bucket = by_key[key] = _Bucket()
+        entry = _Entry(exchange, key)
         bucket.add(entry)
         for window in exchange.tests:
             self._by_window.setdefault(window, []).append((bucket, entry))
-        values = recorded_values(exchange.extra)
-        if self.rules_fn is not None:
-            values += self.rules_fn(exchange.protocol, exchange.request)
+        if "_key" in known:
+            values, masked = list(known.get("_volatile", ())), known.get("_masked")
+        else:
+            values, masked = recorded_values(exchange.extra), None
+        if self._ruled(protocol) and (ruled := self.rules_fn(protocol, exchange.request)):  # type: ignore[misc]
+            values, masked = values + ruled, None
         if values:
-            masked = canonical(self.key_fn(exchange.protocol, mask(exchange.request, values)))
+            masked = masked or canonical(self.key_fn(exchange.protocol, mask(exchange.request, values)))
             if masked != key:
                 entry.masked_key, entry.volatile = masked, values
                 by_masked = self._masked.setdefault((exchange.protocol, dest), {})
@@ -225,6 +277,20 @@ class MockPool:
             self._tls.add(dest)
         if exchange.alpn:
             self._alpn.setdefault(dest, set()).add(exchange.alpn)
+
+    def _shipped_keys(self, protocol: str) -> bool:
+        """Whether this pool's keys for ``protocol`` are the ones a cache holds (asked once)."""
+        if (shipped := self._shipped_cache.get(protocol)) is None:
+            shipped = self._shipped_cache[protocol] = self.key_fn is match_key and not configured(protocol)
+        return shipped
+
+    def _ruled(self, protocol: str) -> bool:
+        """Whether the user's volatile rules may apply to ``protocol`` (asked once each)."""
+        if self.rules_fn is None:
+            return False
+        if (ruled := self._rules_cache.get(protocol)) is None:
+            ruled = self._rules_cache[protocol] = self.rules_apply is None or self.rules_apply(protocol)
+        return ruled
 
     def __len__(self) -> int:
         return sum(len(v) for d in self._by_dest.values() for v in d.values())

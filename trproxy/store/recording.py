@@ -5,7 +5,7 @@ Layout (default ``./trproxy/``)::
     trproxy/
       test-set-0/
         mocks.yaml          # outbound exchanges, one YAML document each, recording order
-        mocks.yaml.cache    # msgpack copy of mocks.yaml for fast loading (rebuildable)
+        mocks.yaml.cache    # packed copy of mocks.yaml for fast loading (packed.py; rebuildable)
         tests/test-1.yaml   # inbound test cases (trproxy record / trproxy test)
         bodies/<sha256>     # HTTP bodies over max_body, referenced from the YAML (blobs.py)
       reports/              # one report per run
@@ -21,8 +21,9 @@ every start) turns it into ``mocks.yaml`` keeping every complete document.
 
 The cache is trusted only when it is this file's and ours: it holds the SHA-256 of the
 YAML bytes it was made from and an HMAC under a key in trproxy's home directory (never in
-the recording), so a cache that came with a recording, or one left from an earlier
-version of the YAML, is ignored and rewritten. It is written only after the YAML it copies
+the recording) over them, the payload and trproxy's own source, so a cache that came with
+a recording, one left from an earlier version of the YAML, or one made by other code is
+ignored and rewritten. It is written only after the YAML it copies
 was parsed and every exchange in it checked.
 """
 
@@ -38,17 +39,18 @@ import logging
 import os
 import re
 import secrets
-import tempfile
+import struct
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import msgpack
 
 from ..home import trproxy_home
-from . import safeio, yamlio
+from . import packed, safeio, yamlio
 from .blobs import remove_stale
 from .errors import FormatError, UnsafeFile
+from .matcher import packed_keys
 from .model import FORMAT_VERSION, Exchange
 from .yamlio import dump, load_stream
 
@@ -57,7 +59,7 @@ log = logging.getLogger("trproxy")
 MOCKS = "mocks.yaml"
 REPORTS = "reports"
 _PARTIAL = re.compile(r"^(?P<name>.+)\.partial-(?P<pid>\d+)$")
-_CACHE_MAGIC = b"trproxy-cache/2\n"  # a new version when the format or the checks change
+_CACHE_MAGIC = b"trproxy-cache/3\n"  # a new version when the format, the checks or the match keys change
 _CACHE_KEY_FILE = "cache.key"
 _DIGEST = 32
 
@@ -155,64 +157,45 @@ class DocumentWriter:
 
 
 class MockWriter(DocumentWriter):
-    """Writes exchanges in recording order; on close also the msgpack cache, so the first
-    replay after a recording does not parse the YAML it just wrote (the documents are
-    ``to_doc``'s own: checked by construction). The packed documents and their line
-    numbers go to unnamed temporary files as they come, not to memory: a long recording
-    must not grow the recorder's memory with every exchange (a soak run grew it 1.3 KB
-    per exchange when they were kept), and its first replay must not parse a YAML file
-    of a million documents (minutes) either."""
+    """Writes exchanges in recording order; on close also the cache (``packed.py``), so
+    the first replay after a recording does not parse the YAML it just wrote (the
+    documents are ``to_doc``'s own: checked by construction). What goes into the cache
+    goes to unnamed temporary files as it comes, not to memory: a long recording must
+    not grow the recorder's memory with every exchange (a soak run grew it 1.3 KB per
+    exchange when they were kept), and its first replay must not parse a YAML file of a
+    million documents (minutes) either."""
 
     def __init__(self, path: Path, header: list[Any] | None = None, root: Path | None = None) -> None:
-        self._docs: BinaryIO | None = tempfile.TemporaryFile()
-        self._lines: BinaryIO | None = tempfile.TemporaryFile()
-        self._packer = msgpack.Packer(use_bin_type=True)
-        self._next_line = 1
+        self._cache: packed.Builder | None = packed.Builder(packed_keys)
         self._digest = hashlib.sha256()
         super().__init__(path, header, root)
 
     def append(self, doc: Any) -> bytes:
         data = super().append(doc)
         self._digest.update(data)
-        if self._docs is not None and self._lines is not None:
+        if self._cache is not None:
             try:
-                self._docs.write(self._packer.pack(doc))
-                self._lines.write(self._packer.pack(self._next_line))
-            except (OSError, TypeError, ValueError) as exc:  # no room in /tmp: no cache, nothing lost
+                self._cache.add(doc)
+            except (OSError, TypeError, ValueError, FormatError) as exc:  # no room in /tmp: no cache
                 log.debug("no cache for %s: %s", self.path, exc)
                 self._drop_cache()
-        self._next_line += data.count(b"\n")
         return data
 
     def write(self, exchange: Exchange) -> None:
         self.append(exchange.to_doc())
 
     def _drop_cache(self) -> None:
-        for f in (self._docs, self._lines):
-            if f is not None:
-                f.close()
-        self._docs = self._lines = None
-
-    def _payload(self) -> Iterator[bytes]:
-        """``pack_cache(docs, lines)``'s bytes, read back from the temporary files."""
-        assert self._docs is not None and self._lines is not None
-        p = self._packer
-        for head, f in ((p.pack_map_header(2) + p.pack("docs"), self._docs), (p.pack("lines"), self._lines)):
-            yield head + p.pack_array_header(self.count)
-            f.seek(0)
-            while piece := f.read(1 << 20):
-                yield piece
+        if self._cache is not None:
+            self._cache.close()
+        self._cache = None
 
     def close(self) -> Path:
         if self._fd is None:
             return self.path
         path = super().close()
-        if self._docs is not None:
+        if self._cache is not None:
             try:
-                for f in (self._docs, self._lines):
-                    assert f is not None
-                    f.flush()
-                write_cache(path, self.root, self._digest.digest(), self._payload)
+                write_cache(path, self.root, self._digest.digest(), self._cache.pieces)
             except OSError as exc:  # best effort, like every cache
                 log.debug("no cache for %s: %s", path, exc)
         self._drop_cache()
@@ -279,56 +262,69 @@ def load_mocks(test_set: Path) -> list[Exchange]:
     """The exchanges of ``test_set/mocks.yaml`` ([] when there is none)."""
     if not has_mocks(test_set):
         return []
-    return _load(test_set / MOCKS, test_set.parent)[1]
+    return _load(test_set / MOCKS, test_set.parent, documents=False)
 
 
 def load_documents(path: Path, root: Path | None = None) -> list[Any]:
     """The documents of a mocks file ``<root>/<test set>/mocks.yaml``, each checked."""
-    return _load(path, path.parent.parent if root is None else root)[0]
+    return _load(path, path.parent.parent if root is None else root, documents=True)
 
 
-def _load(path: Path, root: Path) -> tuple[list[Any], list[Exchange]]:
-    with _no_gc():
-        return _load_documents(path, root)
+def _load(path: Path, root: Path, documents: bool) -> list[Any]:
+    with no_gc():
+        cached = _read_cache(path, root, _sha256(path, root))
+        if cached is not None:
+            return cached.documents() if documents else cached.exchanges()
+        data = safeio.read_bytes(path, root, yamlio.MAX_FILE_BYTES)
+        docs, exchanges = _parse(data, path)
+        with contextlib.suppress(TypeError, ValueError, FormatError):  # only now: all checked
+            write_cache(path, root, hashlib.sha256(data).digest(),
+                        packed.pack(docs, exchanges, packed_keys))
+        return docs if documents else list(exchanges.values())
 
 
-def _load_documents(path: Path, root: Path) -> tuple[list[Any], list[Exchange]]:
-    data = safeio.read_bytes(path, root, yamlio.MAX_FILE_BYTES)
-    digest = hashlib.sha256(data).digest()
-    cached = _read_cache(path, root, digest)
-    if cached is not None:
-        docs, lines = cached
-    else:
-        stream = load_stream(data, path)
-        if stream.torn:
-            raise FormatError("the last document is cut short (no newline ends the file)", path,
-                              len(stream.docs) + 1, stream.torn_line)
-        docs, lines = stream.docs, stream.lines
-    exchanges = []
-    for i, doc in enumerate(docs):
+def _sha256(path: Path, root: Path) -> bytes:
+    """The digest of the YAML, read in pieces (it is not kept: the cache has it all)."""
+    digest = hashlib.sha256()
+    with safeio.open_file(path, root) as f:
+        while piece := f.read(1 << 22):
+            digest.update(piece)
+            if f.tell() > yamlio.MAX_FILE_BYTES:  # the refusal names the size
+                safeio.read_bytes(path, root, yamlio.MAX_FILE_BYTES)
+    return digest.digest()
+
+
+def _parse(data: bytes, path: Path) -> tuple[list[Any], dict[int, Exchange]]:
+    """The documents of the YAML ``data`` and their exchanges by document number, every
+    one checked: a FormatError names the document and its line."""
+    stream = load_stream(data, path)
+    if stream.torn:
+        raise FormatError("the last document is cut short (no newline ends the file)", path,
+                          len(stream.docs) + 1, stream.torn_line)
+    exchanges = {}
+    for i, doc in enumerate(stream.docs):
         if isinstance(doc, dict) and doc.get("kind") == "meta":
             continue
         try:
-            exchanges.append(Exchange.from_doc(doc))
+            exchanges[i] = Exchange.from_doc(doc)
         except FormatError as exc:
-            raise exc.at(path, i + 1, lines[i]) from None
-    if cached is None:  # only now: the YAML parsed and every exchange in it checked
-        with contextlib.suppress(TypeError, ValueError):
-            write_cache(path, root, digest, pack_cache(docs, lines))
-    return docs, exchanges
+            raise exc.at(path, i + 1, stream.lines[i]) from None
+    return stream.docs, exchanges
 
 
 def _cache_path(path: Path) -> Path:
     return path.with_name(path.name + ".cache")
 
 
-def _mac(key: bytes, digest: bytes, payload: bytes) -> bytes:
-    return hmac.new(key, _CACHE_MAGIC + FORMAT_VERSION.encode() + digest + payload, "sha256").digest()
+def _mac(key: bytes, digest: bytes, payload: bytes | memoryview) -> bytes:
+    mac = hmac.new(key, _CACHE_MAGIC + FORMAT_VERSION.encode() + _code() + digest, "sha256")
+    mac.update(payload)  # not joined to the rest: that would copy hundreds of megabytes
+    return mac.digest()
 
 
-def pack_cache(docs: list[Any], lines: list[int]) -> bytes:
-    """The cache's payload: ``{"docs": [...], "lines": [...]}`` in msgpack."""
-    return msgpack.packb({"docs": docs, "lines": lines}, use_bin_type=True)
+def pack_cache(docs: list[Any]) -> bytes:
+    """The cache's payload for checked ``docs`` (``packed.py``)."""
+    return packed.pack(docs, {}, packed_keys)
 
 
 def write_cache(path: Path, root: Path, digest: bytes, payload: bytes | Callable[[], Iterable[bytes]]) -> None:
@@ -339,7 +335,7 @@ def write_cache(path: Path, root: Path, digest: bytes, payload: bytes | Callable
     if key is None:
         return
     pieces = (lambda: [payload]) if isinstance(payload, bytes) else payload
-    mac = hmac.new(key, _CACHE_MAGIC + FORMAT_VERSION.encode() + digest, "sha256")
+    mac = hmac.new(key, _CACHE_MAGIC + FORMAT_VERSION.encode() + _code() + digest, "sha256")
     for piece in pieces():
         mac.update(piece)
     with contextlib.suppress(OSError):
@@ -347,8 +343,8 @@ def write_cache(path: Path, root: Path, digest: bytes, payload: bytes | Callable
                            itertools.chain([_CACHE_MAGIC + digest + mac.digest()], pieces()))
 
 
-def _read_cache(path: Path, root: Path, digest: bytes) -> tuple[list[Any], list[int]] | None:
-    """The cached documents and their lines, if the cache is of these YAML bytes and ours."""
+def _read_cache(path: Path, root: Path, digest: bytes) -> packed.Packed | None:
+    """The cached recording, if the cache is of these YAML bytes and ours."""
     key = _cache_key(trproxy_home())
     if key is None:
         return None
@@ -359,15 +355,25 @@ def _read_cache(path: Path, root: Path, digest: bytes) -> tuple[list[Any], list[
     except (FileNotFoundError, FormatError):  # none, or over the size limit: rebuilt
         return None
     head = len(_CACHE_MAGIC)
-    payload = data[head + 2 * _DIGEST:]
+    payload = memoryview(data)[head + 2 * _DIGEST:]
     if (data[:head] != _CACHE_MAGIC or data[head:head + _DIGEST] != digest
             or not hmac.compare_digest(data[head + _DIGEST:head + 2 * _DIGEST], _mac(key, digest, payload))):
         return None
-    with contextlib.suppress(ValueError, msgpack.UnpackException):
-        packed = msgpack.unpackb(payload, raw=False, strict_map_key=False)
-        if len(packed["lines"]) == len(packed["docs"]):
-            return packed["docs"], packed["lines"]
+    with contextlib.suppress(ValueError, struct.error, msgpack.UnpackException):
+        return packed.Packed(payload)
     return None
+
+
+@functools.cache
+def _code() -> bytes:
+    """A digest of trproxy's own source. A cache holds documents this code checked and
+    match keys it computed, and its exchanges are checked again only when they are
+    served: another version (an upgrade, a checkout with stricter checks) makes its own."""
+    digest = hashlib.sha256()
+    package = Path(__file__).resolve().parent.parent
+    for source in sorted(package.rglob("*.py")):
+        digest.update(source.relative_to(package).as_posix().encode() + b"\0" + source.read_bytes())
+    return digest.digest()
 
 
 @functools.lru_cache(maxsize=4)
@@ -393,9 +399,10 @@ def _cache_key(home: Path) -> bytes | None:
 
 
 @contextlib.contextmanager
-def _no_gc() -> Iterator[None]:
+def no_gc() -> Iterator[None]:
     """Building a million small containers makes the cyclic GC run over and over for
-    nothing (they hold no cycles): it was 80% of a cached load's time."""
+    nothing (they hold no cycles): it was 80% of a cached load's time, and half of
+    building the mock pool of a packed recording."""
     enabled = gc.isenabled()
     gc.disable()
     try:
