@@ -223,19 +223,27 @@ def test_windows_tag_replay_choices_through_the_context() -> None:
     assert f"[{a}] redis 127.0.0.1:1" in ctx.summary()
 
 
-def test_a_killed_runs_directory_is_removed_by_the_next_run(tmp_path, monkeypatch) -> None:
+def test_a_killed_runs_directory_is_removed_by_the_next_run(monkeypatch) -> None:
+    import shutil
     import tempfile
+    from pathlib import Path
 
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    # above pid_max: never alive (an exited child's pid was reused at once on a busy
-    # machine with pid_max 32768, and the leftover looked alive)
-    dead_pid = int(open("/proc/sys/kernel/pid_max").read()) + 1
-    leftover = tmp_path / f"trproxy-control-{dead_pid}-x1"
-    leftover.mkdir()
-    (leftover / "control").write_text("")
-    alive = tmp_path / f"trproxy-control-{os.getpid()}-x2"  # a run still going: kept
-    alive.mkdir()
-    server = asyncio.run(ControlServer(RunContext(Mode.RECORD)).start())
-    assert not leftover.exists() and alive.exists() and server.path.parent.parent == tmp_path
-    asyncio.run(server.close())
-    assert not server.path.parent.exists()
+    # a short $TMPDIR of the test's own: under xdist tmp_path is too long for the socket's
+    # path (108 bytes), and the server would fall back to /tmp
+    tmp = Path(tempfile.mkdtemp(prefix="trp-ctl-", dir="/tmp"))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    try:
+        # above pid_max: never alive (an exited child's pid was reused at once on a busy
+        # machine with pid_max 32768, and the leftover looked alive)
+        dead_pid = int(open("/proc/sys/kernel/pid_max").read()) + 1
+        leftover = tmp / f"trproxy-control-{dead_pid}-x1"
+        leftover.mkdir()
+        (leftover / "control").write_text("")
+        alive = tmp / f"trproxy-control-{os.getpid()}-x2"  # a run still going: kept
+        alive.mkdir()
+        server = asyncio.run(ControlServer(RunContext(Mode.RECORD)).start())
+        assert not leftover.exists() and alive.exists() and server.path.parent.parent == tmp
+        asyncio.run(server.close())
+        assert not server.path.parent.exists()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
