@@ -111,7 +111,12 @@ def test_sigkilled_recording_is_recovered_by_the_next_run(tmp_path, redis_server
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     kill_all(orphans)  # the command outlives a SIGKILLed trproxy; it is ours to end
-    assert not (tmp_path / "test-set-0" / "mocks.yaml").exists()
+    if (tmp_path / "test-set-0" / "mocks.yaml").exists():
+        # the recording's writer child (store/offload.py) saw trproxy die and published
+        # before kill_all reached it: nothing is lost, and nothing is left to recover
+        assert len(load_mocks(tmp_path / "test-set-0")) == 5
+        assert not list(tmp_path.glob("test-set-0/mocks.yaml.partial-*"))
+        return
     out = run_trproxy("run", "--dir", str(tmp_path), "--", "true")
     assert "recovered 5 documents" in out.stderr, out.stderr
     assert len(load_mocks(tmp_path / "test-set-0")) == 5
