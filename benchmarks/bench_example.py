@@ -55,16 +55,21 @@ def with_real_services() -> tuple[float, float]:
     services = ShopServices().start()
     up = time.perf_counter() - start
     try:
-        env = dict(ENV, **services.env())
-        app = subprocess.Popen([sys.executable, str(SHOP / "app.py")], env=env, stdout=subprocess.DEVNULL)
-        try:
-            wait_port("127.0.0.1", services.shop_port, timeout=60, proc=app)
-            _traffic(services.shop_port)
-        finally:
-            stop(app)
+        _app_and_traffic(services)
     finally:
         services.stop()
     return time.perf_counter() - start, up
+
+
+def _app_and_traffic(services) -> None:  # type: ignore[no-untyped-def]
+    """The shop app against ``services`` (local or in containers), and the calls."""
+    env = dict(ENV, **services.env())
+    app = subprocess.Popen([sys.executable, str(SHOP / "app.py")], env=env, stdout=subprocess.DEVNULL)
+    try:
+        wait_port("127.0.0.1", services.shop_port, timeout=60, proc=app)
+        _traffic(services.shop_port)
+    finally:
+        stop(app)
 
 
 def record(recordings: Path) -> None:
@@ -92,13 +97,7 @@ def with_containers(daemon: DockerDaemon) -> tuple[float, float, float]:
     services = ShopContainers(daemon).start()
     up = time.perf_counter() - start
     try:
-        env = dict(ENV, **services.env())
-        app = subprocess.Popen([sys.executable, str(SHOP / "app.py")], env=env, stdout=subprocess.DEVNULL)
-        try:
-            wait_port("127.0.0.1", services.shop_port, timeout=60, proc=app)
-            _traffic(services.shop_port)
-        finally:
-            stop(app)
+        _app_and_traffic(services)
     finally:
         removing = time.perf_counter()
         services.stop()
