@@ -414,15 +414,9 @@ class Session:
                 commands: list[Command], values: ValueMap) -> None:
         if not lookup.expects_reply:
             return
-        if exchange.unanswered and not repeat:
-            if exchange.responses:  # what came before the client left (a COPY's CopyInResponse)
-                try:
-                    self._emit(self.replayer.respond(lookup, values.to_live(exchange.responses)), now)
-                except Exception as exc:  # a recording is untrusted input
-                    commands.append(Problem(f"{self.dialect.name} {self.destination}: "
-                                            f"{lookup.summary}: what the client got before it "
-                                            f"hung up cannot be replayed: {_describe(exc)}"))
-            self._out.append(_Out(at=math.inf))  # never answered: nothing, until the client goes
+        held = exchange.unanswered and not repeat  # never (wholly) answered: the rest waits
+        if held and not exchange.responses:  # for the client to go
+            self._out.append(_Out(at=math.inf))
             return
         try:
             out = raw_answer(exchange.responses, exchange.extra)  # recorded raw: as it was
@@ -434,6 +428,10 @@ class Session:
             # the app gets the protocol's error and the report says why, never a silent reset
             reason = f"the recorded answer cannot be replayed: {_describe(exc)}"
             self._put(self._miss(lookup, lookup.summary, reason, now, commands))
+            return
+        if held:  # what came before the client left (a COPY's CopyInResponse), then nothing
+            self._emit(out, now)
+            self._out.append(_Out(at=math.inf))
             return
         if problem := lookup.context.unreplayable:  # matched, but not served as recorded
             commands.append(Problem(f"{self.dialect.name} {self.destination}: {lookup.summary}: "
