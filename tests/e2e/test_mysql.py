@@ -13,6 +13,7 @@ import sys
 import pytest
 import yaml
 
+from tests.support.proc import record_then_replay as replay_twice
 from tests.support.proc import run_trproxy
 from tests.support.services import MariaDBServer, free_port
 
@@ -23,23 +24,12 @@ ROOT_ONLY = [pytest.mark.root,
 
 
 def record_then_replay(tmp_path, server: MariaDBServer, command, mode: str = "forward"):  # type: ignore[no-untyped-def]
-    """Run ``command(port)`` under record, stop the server, run it again under replay;
-    the server is started again afterwards for the next test."""
-    recording = tmp_path / "rec"
-    options: list[str] = []
-    port = server.port
-    if mode == "forward":  # the app is pointed at the proxy's listener instead
-        port = free_port()
-        options = ["--no-redirect", "--forward", f"127.0.0.1:{port}=127.0.0.1:{server.port}"]
-    recorded = run_trproxy("record", "--dir", str(recording), *options, "--", *command(port))
-    server.stop()
+    """``tests.support.proc.record_then_replay``, the session's server started again
+    afterwards for the next test; also the recorded documents."""
     try:
-        assert recorded.returncode == 0, recorded.stdout + recorded.stderr
-        replayed = run_trproxy("replay", "--dir", str(recording), *options, "--", *command(port))
-        assert replayed.returncode == 0, replayed.stdout + replayed.stderr
+        recorded, replayed, mocks = replay_twice(tmp_path, server, command, mode)
     finally:
         server.start()
-    mocks = (recording / "test-set-0" / "mocks.yaml").read_text()
     return recorded, replayed, [d for d in yaml.safe_load_all(mocks) if d], mocks
 
 

@@ -15,34 +15,14 @@ import sys
 import pytest
 import yaml
 
-from tests.support.proc import run_trproxy
-from tests.support.services import PostgresServer, free_port
+from tests.support.proc import record_then_replay
+from tests.support.services import PostgresServer
 
 pytestmark = pytest.mark.slow
 
 ROOT_ONLY = [pytest.mark.root,
              pytest.mark.skipif(os.geteuid() != 0, reason="the eBPF redirect needs root")]
 MODES = [pytest.param("ebpf", marks=ROOT_ONLY), "forward"]
-
-
-def record_then_replay(tmp_path, server: PostgresServer, command, mode: str, replay_command=None,
-                       env: dict | None = None):  # type: ignore[no-untyped-def]
-    """Run ``command(port)`` under record, stop the server, run it again under replay."""
-    recording = tmp_path / "rec"
-    options: list[str] = []
-    port = server.port
-    if mode == "forward":  # the app is pointed at the proxy's listener instead
-        port = free_port()
-        options = ["--no-redirect", "--forward", f"127.0.0.1:{port}=127.0.0.1:{server.port}"]
-    recorded = run_trproxy("record", "--dir", str(recording), *options, "--", *command(port),
-                           env=env or {})
-    server.stop()
-    assert recorded.returncode == 0, recorded.stdout + recorded.stderr
-    replayed = run_trproxy("replay", "--dir", str(recording), *options, "--",
-                           *(replay_command or command)(port), env=env or {})
-    assert replayed.returncode == 0, replayed.stdout + replayed.stderr
-    mocks = (recording / "test-set-0" / "mocks.yaml").read_text()
-    return recorded, replayed, mocks
 
 
 def scenario(client: str, password: str = "trproxy"):  # type: ignore[no-untyped-def]

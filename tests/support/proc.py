@@ -139,3 +139,25 @@ def run_test(rec: Path, cmd: list[str], env: dict | None = None, *extra: str,  #
     if not new:
         return out, None, None
     return out, json.loads(new[0].with_suffix(".json").read_text()), ET.parse(new[0]).getroot()
+
+
+def record_then_replay(tmp_path: Path, server, command, mode: str,  # type: ignore[no-untyped-def]
+                       replay_command=None, env: dict | None = None):
+    """Run ``command(port)`` under ``trproxy record``, stop ``server``, run it (or
+    ``replay_command(port)``) again under replay: (recorded, replayed, mocks.yaml text).
+    ``mode`` "forward": the app is pointed at the proxy's listener instead of the eBPF
+    redirect."""
+    recording = tmp_path / "rec"
+    options: list[str] = []
+    port = server.port
+    if mode == "forward":
+        port = free_port()
+        options = ["--no-redirect", "--forward", f"127.0.0.1:{port}=127.0.0.1:{server.port}"]
+    recorded = run_trproxy("record", "--dir", str(recording), *options, "--", *command(port),
+                           env=env or {})
+    server.stop()
+    assert recorded.returncode == 0, recorded.stdout + recorded.stderr
+    replayed = run_trproxy("replay", "--dir", str(recording), *options, "--",
+                           *(replay_command or command)(port), env=env or {})
+    assert replayed.returncode == 0, replayed.stdout + replayed.stderr
+    return recorded, replayed, (recording / "test-set-0" / "mocks.yaml").read_text()
