@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import xml.etree.ElementTree as ET
@@ -340,6 +341,50 @@ def test_an_app_that_dies_at_start_up_is_reported_not_a_crash(redis_recording):
     assert junit is not None, "no JUnit report for a run whose app did not start"
     assert counts(junit) == (4, 0, 4)
     assert report["misses"] and all(m["test"] is None for m in report["misses"])
+
+
+def _listen_on(port: int) -> socket.socket:
+    held = socket.socket()
+    held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    held.bind(("127.0.0.1", port))
+    held.listen()
+    return held
+
+
+def test_a_port_taken_by_another_program_is_named_and_the_app_not_started(redis_recording):
+    """Something else listens where the tests were recorded: the tests must not reach it.
+    The run waits a while for the port, then names the holder (this test's process) and
+    fails every test without starting the app (its start-up call would be a miss)."""
+    rec, cmd, env = redis_recording
+    port = int(cmd[-1])
+    with _listen_on(port):
+        out, report, junit = run_test(rec, cmd, env)
+    assert out.returncode == 1
+    assert f"port {port}, where the tests were recorded, is in use by pid {os.getpid()} " in out.stderr, out.stderr
+    assert "listening" in out.stderr and "Traceback" not in out.stderr
+    assert junit is not None and counts(junit) == (4, 0, 4)
+    assert report["misses"] == []  # the app never ran: not even its start-up call
+
+
+def test_a_port_freed_while_the_run_waits_is_used(redis_recording):
+    """The previous run's app still closing (its listener goes a moment later): the run
+    waits for the port instead of failing every test."""
+    rec, cmd, env = redis_recording
+    port = int(cmd[-1])
+    log = rec.parent / f"{rec.name}-test.log"  # run_test's, maybe an earlier test's
+    log.unlink(missing_ok=True)
+    done: list[tuple] = []
+    with _listen_on(port):
+        runner = threading.Thread(target=lambda: done.append(run_test(rec, cmd, env)))
+        runner.start()
+        deadline = time.monotonic() + 60
+        while f"port {port} is in use by pid {os.getpid()}" not in (log.read_text() if log.exists() else ""):
+            assert runner.is_alive() and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+    runner.join(120)
+    out, _report, junit = done[0]
+    assert "waiting up to" in out.stderr
+    assert_all_passed(out, junit, 4)
 
 
 def test_a_fault_profile_fails_the_tests_whose_calls_it_fails(redis_recording, tmp_path):

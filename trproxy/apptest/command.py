@@ -30,10 +30,20 @@ from ..store.config import configure_protocols
 from ..store.errors import FormatError
 from .capture import http_config
 from .noise import load_config
+from .ports import wait_free
 from .reports import Progress, summary, write_reports
 from .secretfile import load_secrets, use_secrets
-from .testcase import TestCase, list_tests
-from .testrun import ERROR, AppNotListening, Overrides, TestResult, TestRun, mark_noise, run_tests
+from .testcase import TestCase, list_tests, load_tests, now_iso
+from .testrun import (
+    ERROR,
+    AppNotListening,
+    Overrides,
+    TestResult,
+    TestRun,
+    app_port,
+    mark_noise,
+    run_tests,
+)
 from .timefreeze import TimeFreeze, TimeFreezeError
 
 log = logging.getLogger("trproxy")
@@ -147,10 +157,11 @@ async def _test_set(opts: TestOptions, test_set: Path, ctx, env: dict[str, str],
         ctx.current_test = None
 
     try:
+        tests = load_tests(test_set)
+        busy = await wait_free(p for t in tests if (p := app_port(t, {}, None)) is not None)
+        if busy is not None:
+            return _not_started(test_set, busy)
         if freeze is not None:  # start-up code sees the recorded clock too
-            from .testcase import load_tests
-
-            tests = load_tests(test_set)
             freeze.set_time(tests[0].created_at if tests else None)
         child = await asyncio.create_subprocess_exec(*opts.command, env=env, preexec_fn=redirector.enter)
         try:
@@ -174,8 +185,6 @@ async def _test_set(opts: TestOptions, test_set: Path, ctx, env: dict[str, str],
 
 def _not_started(test_set: Path, reason: str) -> TestRun:
     """The run of an app that never listened: each test an error carrying ``reason``."""
-    from .testcase import load_tests, now_iso
-
     run = TestRun(test_set, started=now_iso())
     run.results = [TestResult(t, ERROR, error=reason, started=run.started) for t in load_tests(test_set)]
     return run
