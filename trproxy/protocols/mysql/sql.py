@@ -17,6 +17,8 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
+from ..sqltext import SqlLexer
+
 _TOKEN = re.compile(r"""
     (?P<ws>\s+)
   | (?P<quoted>'(?:[^'\\]+|\\.|'')*'?|"(?:[^"\\]+|\\.|"")*"?|`(?:[^`]+|``)*`?)
@@ -37,37 +39,9 @@ _METADATA = re.compile(
 _WORD = re.compile(r"[A-Za-z_]+")
 
 
-def _scan(sql: str):
-    pos, n = 0, len(sql)
-    while pos < n:
-        m = _TOKEN.match(sql, pos)
-        assert m is not None  # the last alternative matches any character
-        yield m.lastgroup, m.group()
-        pos = m.end()
-
-
-@lru_cache(maxsize=4096)
-def normalize_sql(sql: str) -> str:
-    if not _SPECIAL.search(sql):
-        text = " ".join(sql.split())
-    else:
-        text = "".join(" " if kind == "ws" else tok for kind, tok in _scan(sql)).strip()
-    while text.endswith(";"):
-        text = text[:-1].rstrip()
-    return text
-
-
-def split_statements(sql: str) -> list[str]:
-    stmts: list[str] = []
-    cur: list[str] = []
-    for kind, tok in _scan(sql):
-        if kind == "semi":
-            stmts.append("".join(cur))
-            cur = []
-        elif kind != "comment":
-            cur.append(tok)
-    stmts.append("".join(cur))
-    return [s.strip() for s in stmts if s.strip()]
+_LEXER = SqlLexer(_TOKEN, _SPECIAL)
+normalize_sql = _LEXER.normalize
+split_statements = _LEXER.split_statements
 
 
 def _first_word(stmt: str) -> str:
@@ -107,5 +81,4 @@ def is_schema_sql(sql: str) -> bool:
 
 
 def summarize(sql: str, width: int = 60) -> str:
-    text = normalize_sql(sql)
-    return text if len(text) <= width else text[:width - 3] + "..."
+    return _LEXER.summarize(sql, width)

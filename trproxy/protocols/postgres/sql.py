@@ -19,6 +19,8 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
+from ..sqltext import SqlLexer
+
 # CLOSE (cursors), LISTEN/UNLISTEN: asyncpg's pool resets every released connection with
 # "SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL".
 _SESSION_COMMANDS = {"SET", "SHOW", "RESET", "DISCARD", "DEALLOCATE", "CLOSE", "LISTEN",
@@ -56,58 +58,11 @@ _TOKEN = re.compile(r"""
 """, re.S | re.X)
 
 
-def _scan(sql: str):
-    """Yield (kind, text) tokens: 'ws', 'quoted', 'comment', 'semi' or 'other'."""
-    pos, n = 0, len(sql)
-    while pos < n:
-        m = _TOKEN.match(sql, pos)
-        assert m is not None  # the last alternative matches any character
-        kind = m.lastgroup
-        end = m.end()
-        if kind == "dollar":
-            if pos > 0 and (sql[pos - 1].isalnum() or sql[pos - 1] == "_"):
-                kind = "other"  # $1 parameters and identifiers with $ are not quotes
-            else:
-                close = sql.find(m.group(0), end)
-                end, kind = (n if close < 0 else close + len(m.group(0))), "quoted"
-        yield kind, sql[pos:end]
-        pos = end
-
-
-@lru_cache(maxsize=4096)  # applications repeat their statements: scan each text once
-def normalize_sql(sql: str) -> str:
-    if not _SPECIAL.search(sql):  # nothing quoted or commented: plain whitespace folding
-        text = " ".join(sql.split())
-        while text.endswith(";"):
-            text = text[:-1].rstrip()
-        return text
-    out: list[str] = []
-    for kind, tok in _scan(sql):
-        if kind == "ws":
-            out.append(" ")
-        else:
-            out.append(tok)
-    text = "".join(out).strip()
-    while text.endswith(";"):
-        text = text[:-1].rstrip()
-    return text
-
-
-def split_statements(sql: str) -> list[str]:
-    stmts: list[str] = []
-    cur: list[str] = []
-    for kind, tok in _scan(sql):
-        if kind == "semi":
-            stmts.append("".join(cur))
-            cur = []
-        else:
-            cur.append(tok)
-    stmts.append("".join(cur))
-    return [s.strip() for s in stmts if s.strip() and _strip_comments(s)]
-
-
-def _strip_comments(sql: str) -> str:
-    return "".join(tok for kind, tok in _scan(sql) if kind != "comment").strip()
+_LEXER = SqlLexer(_TOKEN, _SPECIAL)
+_scan = _LEXER.scan
+normalize_sql = _LEXER.normalize
+split_statements = _LEXER.split_statements
+_strip_comments = _LEXER.strip_comments
 
 
 @lru_cache(maxsize=4096)
@@ -239,5 +194,4 @@ def redact_sql(sql: str) -> str:
 
 
 def summarize(sql: str, width: int = 72) -> str:
-    text = normalize_sql(sql)
-    return text if len(text) <= width else text[:width - 3] + "..."
+    return _LEXER.summarize(sql, width)
