@@ -7,9 +7,10 @@ keeps these consistent:
 
 * a live connection takes the identity of the recorded connection whose startup it was
   served (startups are served in recorded order, the last one again when more connect).
-  Its pid is the recorded pid, so the pids recorded in answers read the same at replay. A pid already held by another live
-  connection (more connections at replay than recorded: the last startup serves again)
-  is replaced by a free number above any real pid (``SYNTHETIC``);
+  Its pid is the recorded pid, so the pids recorded in answers read the same at replay. A
+  recorded pid handed out before (more connections at replay than recorded: the last
+  startup serves again) is replaced by a new number above any real pid (``SYNTHETIC``):
+  like a server, replay never gives two connections of a run the same pid;
 * ``SELECT pg_backend_pid()`` answers the live connection's own pid whichever recorded
   connection the answer comes from (``is_backend_pid_sql``); when that is another one
   (a pool hands its connections out in another order), the recorded pid in the answer
@@ -60,13 +61,22 @@ class Backends:
     def __init__(self) -> None:
         self._live: dict[int, Backend] = {}
         self._playing: dict[int, int] = {}  # recorded pid -> the live pid that plays it
+        self._claimed: set[int] = set()  # recorded pids handed out once (bounded by the recording)
+        self._synthetic = SYNTHETIC
 
     def claim(self, recorded_pid: int | None, key_length: int = 4) -> Backend:
-        pid = recorded_pid if recorded_pid is not None and recorded_pid > 0 else SYNTHETIC
-        if pid in self._live:
-            pid = max(SYNTHETIC, pid)
-            while pid in self._live:
-                pid += 1
+        """A new connection's identity: the recorded pid the first time it is served; a new
+        number after that, as a server gives every connection its own process (a pool
+        checks that a reconnection has another pid)."""
+        if recorded_pid is not None and recorded_pid > 0 and recorded_pid not in self._claimed \
+                and recorded_pid not in self._live:
+            pid = recorded_pid
+            self._claimed.add(pid)
+        else:
+            while self._synthetic in self._live:
+                self._synthetic += 1
+            pid = self._synthetic
+            self._synthetic += 1
         backend = self._live[pid] = Backend(pid, cancel_key(pid, key_length), recorded_pid)
         if recorded_pid is not None:
             self._playing.setdefault(recorded_pid, pid)
