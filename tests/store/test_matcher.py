@@ -90,25 +90,6 @@ def test_affinity_keeps_a_transaction_on_its_recorded_connection():
     assert answer(pool, ["GET", "k"], affinity=b) == "one"
 
 
-def test_a_connection_follows_the_recorded_connection_whose_startup_it_was_served():
-    """Two recorded connections each terminated a backend: the first another one (a row),
-    the second itself (an error). The second live connection to start is served the second
-    startup, so its first data request gets that connection's answer, not the first
-    recorded one (psycopg's test_broken against a recording of many tests)."""
-    pool = MockPool.build([
-        ex(["HELLO"], "conn 1", "session", connection=1), ex(["KILL", "<pid>"], "killed another", connection=1),
-        ex(["HELLO"], "conn 2", "session", connection=2), ex(["KILL", "<pid>"], "killed itself", connection=2),
-    ], key)
-    first, second = Affinity(), Affinity()
-    assert answer(pool, ["HELLO"], affinity=first) == "conn 1"
-    assert answer(pool, ["HELLO"], affinity=second) == "conn 2"
-    assert answer(pool, ["KILL", "<pid>"], affinity=second) == "killed itself"
-    assert answer(pool, ["KILL", "<pid>"], affinity=first) == "killed another"
-    # a repeated session answer (more connections than recorded) says nothing of who it is
-    third = Affinity()
-    assert answer(pool, ["HELLO"], affinity=third) == "conn 2" and third.recorded_connection is None
-
-
 def test_mocks_of_the_current_test_come_first():
     pool = MockPool.build([ex(["GET", "k"], "t1", test="test-1"), ex(["GET", "k"], "t2", test="test-2")], key)
     assert answer(pool, ["GET", "k"], test="test-2") == "t2"

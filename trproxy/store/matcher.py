@@ -13,10 +13,8 @@ Rules (DESIGN.md, "Matching and replay rules"):
   channel (the pytest plugin: ``scope``), the rest is never served: a data exchange
   recorded in one test is not another test's, session exchanges stay shareable, and a
   test that starts again with all its recordings used gets them again (a rerun);
-* a connection keeps *affinity* to the recorded connection it was last served a data
-  exchange from, so the statements of a transaction stay together when a pool spreads
-  them differently; before its first data exchange, to the one whose fresh session
-  exchange (its startup) it was served first;
+* a connection keeps *affinity* to the recorded connection it was last served from, so
+  the statements of a transaction stay together when a pool spreads them differently;
 * a miss raises ``NoMatch`` saying why, at once; ``nearest`` finds the closest
   recordings with a readable diff, bounded in time and size, for the report.
 """
@@ -397,12 +395,7 @@ class MockPool:
             raise self._explain(protocol, destination, key, summary or key[:80], entries)
         entry, repeat = chosen
         entry.used += 1
-        if affinity is not None and (entry.exchange.lifetime == "data" or (
-                affinity.recorded_connection is None and not repeat)):
-            # a data answer says which recorded connection this one plays; before any, the
-            # fresh session answer it began with does (its startup: the n-th connection to
-            # connect gets the n-th recorded startup, and is most likely that connection,
-            # with its backend pid, its self-termination, its notifications)
+        if affinity is not None and entry.exchange.lifetime == "data":
             affinity.recorded_connection = entry.exchange.connection
         return Served(entry.exchange, repeat, through_mask, approximate)
 
