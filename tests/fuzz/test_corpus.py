@@ -8,6 +8,8 @@ escape (the targets catch it); anything else fails here.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -50,3 +52,23 @@ def test_a_long_payload_is_cut_in_a_bounded_number_of_places():
     assert sum(len(d) == 1 for _, d in out) == MAX_PIECES
     short = unframe(frame([("client", data[:MAX_PIECES])], step=1))
     assert [d for _, d in short] == [bytes([i]) for i in range(MAX_PIECES)]  # every byte
+
+
+def test_fuzz_py_loads_every_module_a_target_reaches():
+    """Guided fuzzing instruments only the modules ``scripts/fuzz.py`` imports up front
+    (``MODULES``): one a target imports on its own runs without coverage feedback."""
+    root = Path(__file__).parents[2]
+    probe = (
+        "import importlib, sys\n"
+        f"sys.path[:0] = [{str(root)!r}, {str(root / 'scripts')!r}]\n"
+        "import fuzz\n"
+        "from tests.fuzz.targets import TARGETS\n"
+        "for m in fuzz.MODULES: importlib.import_module(m)\n"
+        "before = set(sys.modules)\n"
+        f"for f in sorted(__import__('pathlib').Path({str(CORPUS)!r}).glob('*/*')):\n"
+        "    try: TARGETS[f.parent.name].run(f.read_bytes())\n"
+        "    except Exception: pass\n"
+        "print(sorted(m for m in set(sys.modules) - before if m.startswith('trproxy')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
