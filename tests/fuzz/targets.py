@@ -475,7 +475,11 @@ _STORE_DIR: list[Path] = []
 
 
 def store_loader(data: bytes) -> None:
-    """The bytes as a test set's ``mocks.yaml``, loaded as ``trproxy replay`` does."""
+    """The bytes as a test set's ``mocks.yaml``, loaded as ``trproxy replay`` does: parsed
+    (writing the cache), loaded again from that cache (the same exchanges), and made into
+    the replay's pool of mocks."""
+    from trproxy.protocols.registry import has_volatile_rules, match_key, volatile_rules
+    from trproxy.store.matcher import MockPool
     from trproxy.store.model import Exchange
     from trproxy.store.recording import MOCKS, load_mocks
 
@@ -494,6 +498,9 @@ def store_loader(data: bytes) -> None:
         return
     for m in mocks:
         assert isinstance(m, Exchange)
+    if (root / (MOCKS + ".cache")).exists():
+        assert load_mocks(root) == mocks
+    MockPool.build(mocks, match_key, volatile_rules, has_volatile_rules)
 
 
 @dataclass(frozen=True)
