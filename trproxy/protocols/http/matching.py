@@ -111,7 +111,7 @@ def _is_request(request: Readable) -> bool:
         return False
     headers = request.get("headers", [])
     return isinstance(headers, list) and all(
-        isinstance(h, list) and len(h) == 2 and (isinstance(h[1], str) or _is_blob(h[1]))
+        isinstance(h, list | tuple) and len(h) == 2 and (isinstance(h[1], str) or _is_blob(h[1]))
         for h in headers)
 
 
