@@ -222,3 +222,14 @@ def test_an_inbound_test_repeats_its_own_last_session_answer():
                            ex(["INFO"], "t2", "session", test="test-2")], key)
     # fresh ones first (its own, then others'), then its own last answer again
     assert [answer(pool, ["INFO"], test="test-1") for _ in range(3)] == ["t1", "t2", "t1"]
+
+
+def test_a_request_with_keys_of_several_types_is_matched():
+    # a recording's YAML may have `on:` (true) or `1:` beside text keys; sorting them for
+    # the key's canonical form must not raise at load
+    request = {True: 1, "a": {2: "x", "b": None}}
+    pool = MockPool.build([Exchange(protocol="p", destination="127.0.0.1:1", request=request,
+                                    responses=["hit"])], key)
+    assert pool.find("p", "127.0.0.1:1", {True: 1, "a": {2: "x", "b": None}}).exchange.responses == ["hit"]
+    with pytest.raises(NoMatch):
+        pool.find("p", "127.0.0.1:1", {True: 1, "a": {2: "y", "b": None}})

@@ -59,7 +59,18 @@ def destination_key(destination: str) -> str:
 
 def canonical(key: Any) -> str:
     """A stable string for a match key, so keys can be dict keys and compared fast."""
-    return json.dumps(key, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    try:
+        return json.dumps(key, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    except TypeError:  # keys of several types cannot be sorted: a recording's YAML may
+        return canonical(_text_keys(key))  # have `on:` (true) or `1:` beside `a:`
+
+
+def _text_keys(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _text_keys(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_text_keys(v) for v in value]
+    return value
 
 
 def packed_keys(exchange: Exchange) -> dict[str, Any]:

@@ -153,6 +153,19 @@ def test_match_key_with_noise():
     assert dialect_with(HttpConfig(noise=noise)).match_key(a) == match_key_with(b, noise)
 
 
+@pytest.mark.parametrize("recorded", [
+    ["EXISTS", "k"], "GET /", None, {"url": 5}, {"url": "http://h/", "headers": "x"},
+    {"url": "http://h/", "headers": [["content-type"]]},
+    {"url": "http://h/", "headers": [["content-type", 7]], "body": "{}"},
+    {"url": "http://h/", "headers": [["content-type", {"hex": "zz"}]], "body": "{}"},
+])
+def test_a_recorded_request_without_an_http_shape_is_its_own_key(recorded):
+    # a recording is untrusted: its key is computed at load (the cache) and must not raise
+    assert match_key(recorded) == recorded
+    assert match_key_with(recorded, Noise(match_headers=True)) == recorded
+    assert match_key(_req("http://h/", "{}", hdrs=[["content-type", {"hex": "6a736f6e"}]]))["path"] == "/"
+
+
 def test_json_paths():
     assert parse_json_path("$.a.b[0].c") == ["a", "b", 0, "c"]
     assert parse_json_path("items[*].id") == ["items", "*", "id"]

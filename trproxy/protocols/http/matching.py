@@ -31,7 +31,7 @@ import json
 from typing import Any
 from urllib.parse import parse_qsl
 
-from ..base import Readable, digest_form
+from ..base import EncodeError, Readable, digest_form, unblob
 from ..jsonpath import drop_json_path, parse_json_path
 from ..secrets import blank_names, map_strings
 from ..volatile import MASK, loads_masked
@@ -103,8 +103,31 @@ def _headers_key(request: dict[str, Any], noise: Noise) -> list[list[Readable]]:
     return sorted(out, key=repr)
 
 
+def _is_request(request: Readable) -> bool:
+    """Whether ``request`` has a readable HTTP request's shape: a mapping, its url a
+    string, its headers ``[name, value]`` pairs whose values are text or a readable byte
+    string. A recording is untrusted input and may hold anything there."""
+    if not isinstance(request, dict) or not isinstance(request.get("url", ""), str):
+        return False
+    headers = request.get("headers", [])
+    return isinstance(headers, list) and all(
+        isinstance(h, list | tuple) and len(h) == 2 and (isinstance(h[1], str) or _is_blob(h[1]))
+        for h in headers)
+
+
+def _is_blob(value: Readable) -> bool:
+    try:
+        unblob(value)
+    except (EncodeError, TypeError, ValueError):
+        return False
+    return True
+
+
 def match_key_with(request: Readable, noise: Noise) -> Readable:
-    """The key of a readable request, ignoring ``noise``."""
+    """The key of a readable request, ignoring ``noise``; a recorded request without an
+    HTTP request's shape is its own key (no live request has that key)."""
+    if not _is_request(request):
+        return request
     parts = lenient_urlsplit(request.get("url", ""))
     key: dict[str, Any] = {
         "method": str(request.get("method", "")).upper(),
