@@ -12,7 +12,16 @@ import pytest
 from trproxy.protocols.registry import has_volatile_rules, match_key, volatile_rules
 from trproxy.protocols.volatile import mask
 from trproxy.proxy.timeline import Timeline
-from trproxy.store import Affinity, Exchange, Ledger, MockPool, MockWriter, NoMatch, load_mocks, recording
+from trproxy.store import (
+    Affinity,
+    Exchange,
+    Ledger,
+    MockPool,
+    MockWriter,
+    NoMatch,
+    load_mocks,
+    recording,
+)
 from trproxy.store.recording import MOCKS
 
 _REDIS, _PG, _HTTP = "127.0.0.1:6379", "[::1]:5432", "127.0.0.1:8080"

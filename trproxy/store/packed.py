@@ -219,7 +219,7 @@ def pack(docs: list[Any], exchanges: dict[int, Exchange], keys: Keys) -> bytes:
         builder.close()
 
 
-def index_size(head: bytes | memoryview) -> int:
+def index_size(head: bytes | bytearray | memoryview) -> int:
     """How many bytes of a payload, from its start, are its head and index: what is read
     at load and covered by the MAC (the documents are covered through their digests)."""
     return _HEAD.size + _HEAD.unpack_from(head)[0]
@@ -247,7 +247,7 @@ class Packed:
     """A payload's index, held in memory; rows become exchanges, and documents are read
     (through ``read``) and decoded, when asked for."""
 
-    def __init__(self, index: bytes | memoryview, read: Reader, docs_size: int) -> None:
+    def __init__(self, index: bytes | bytearray | memoryview, read: Reader, docs_size: int) -> None:
         """``index``: the payload's first ``index_size`` bytes; ``read``: its documents,
         ``docs_size`` bytes. ValueError (or a msgpack error) when it is not one ``Builder`` made."""
         view = memoryview(index)

@@ -318,7 +318,7 @@ def _cache_path(path: Path) -> Path:
     return path.with_name(path.name + ".cache")
 
 
-def _mac(key: bytes, digest: bytes, payload: bytes | memoryview) -> bytes:
+def _mac(key: bytes, digest: bytes, payload: bytes | bytearray | memoryview) -> bytes:
     mac = hmac.new(key, _CACHE_MAGIC + FORMAT_VERSION.encode() + _code() + digest, "sha256")
     mac.update(payload)  # not joined to the rest: that would copy hundreds of megabytes
     return mac.digest()
@@ -366,7 +366,13 @@ def _read_cache(path: Path, root: Path, digest: bytes) -> packed.Packed | None:
         index_size = packed.index_size(start[head:])
         if index_size > size - head:
             return None
-        index = start[head:] + f.read(index_size - 8)
+        index = bytearray(index_size)  # read into, not joined: it is hundreds of MB for 1M exchanges
+        index[:8] = start[head:]
+        view, at = memoryview(index)[8:], head + 8
+        while view and (got := os.preadv(f.fileno(), [view], at)):
+            view, at = view[got:], at + got
+        if view:
+            return None
         if not hmac.compare_digest(start[head - _DIGEST:head], _mac(key, digest, index)):
             return None
         fd = os.dup(f.fileno())
