@@ -457,9 +457,13 @@ class MockPool:
         only. A window that opens again with all its data exchanges used (a rerun) gets
         them again; one with some left (recorded reruns) goes on with those."""
         self._running = tuple(sorted(running))
-        owned = self._by_window.get(opened or "", [])
-        if self._source is not None and (opened or "") not in self._by_window:
-            owned = self._by_window[opened or ""] = self._window(opened or "")
+        window = opened or ""
+        owned = self._by_window.get(window, [])
+        if self._source is not None and window not in self._by_window:
+            source, made = self._source, self._made
+            if any(n not in made and source.exchange(n).lifetime == "data" for n in source.window(window)):
+                return  # a data entry never made was never used: no rerun (and nothing made)
+            owned = self._by_window[window] = self._window(window)
         data = [entry for _b, entry in owned if entry.exchange.lifetime == "data"]
         if data and all(entry.used for entry in data):
             for _b, entry in owned:
