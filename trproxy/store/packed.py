@@ -12,20 +12,24 @@ one of those fields is read, i.e. when it is served.
 
 Layout (``payload``)::
 
-    head        <Q: the index's length in bytes (the part that is read at load and MAC'd)
-    index       <9Q: the lengths of the nine sections that follow, then them:
-      summary     msgpack: what the pool knows before any lookup (``Summary``)
-      row ends    uint64 (native), the end of each row in ``rows``
-      rows        msgpack maps, one per exchange (meta documents have none)
-      4 tables    hashes (uint64, sorted) then rows (uint32): by match key, by masked
-                  key, by recorded connection, by destination (``hashed``)
-      digests     16 bytes per document: the start of its SHA-256
-      doc ends    uint64 (native), the end of each document in ``documents``
-    documents   the documents in msgpack, one after the other, read when asked for
+    head          <Q: the index's length in bytes (the part that is read at load and MAC'd)
+    index         <9Q: the lengths of the nine sections that follow, then them, each
+                  padded to 8 bytes (the arrays are used in place, not copied):
+      summary       msgpack: what the pool knows before any lookup (``Summary``)
+      row ends      uint64 (native), the end of each row in the tail
+      row digests   16 bytes per row: the start of its SHA-256
+      4 tables      hashes (uint64, sorted) then rows (uint32): by match key, by masked
+                    key, by recorded connection, by destination (``hashed``)
+      doc digests   16 bytes per document
+      doc ends      uint64 (native), the end of each document in the tail, after the rows
+    tail          not read at load:
+      rows          msgpack maps, one per exchange (meta documents have none)
+      documents     the documents in msgpack, one after the other
 
-Only the index is read at load: the cache's MAC covers it (``recording.py``: under this
-installation's key, made only after every exchange in it was checked), and so each
-document through its digest, checked every time one is read from the file.
+Only the index is read at load (~100 bytes an exchange): the cache's MAC covers it
+(``recording.py``: under this installation's key, made only after every exchange in it
+was checked), and so each row and document through its digest, checked every time one
+is read from the file.
 """
 
 from __future__ import annotations
@@ -123,7 +127,7 @@ class Builder:
         self.count = 0
         self._rows = 0
         self._packer = msgpack.Packer(use_bin_type=True)
-        self._files: tuple[BinaryIO, ...] | None = tuple(tempfile.TemporaryFile() for _ in range(9))
+        self._files: tuple[BinaryIO, ...] | None = tuple(tempfile.TemporaryFile() for _ in range(10))
         self._summary = Summary()
         self._seen: set[tuple[str, str]] = set()
         self._windows: dict[str, array] = {}
@@ -132,13 +136,15 @@ class Builder:
         """One document; ``exchange``: its exchange, if it is one (``from_doc`` of it, else
         made here; a meta document has none)."""
         assert self._files is not None
-        row_ends, rows, digests, doc_ends, docs = self._files[:5]
+        row_ends, row_digests, rows, digests, doc_ends, docs = self._files[:6]
         if exchange is None and not (isinstance(doc, dict) and doc.get("kind") == "meta"):
             exchange = Exchange.from_doc(doc)
         if exchange is not None:
             r = row(exchange, self.count, self.keys)
-            rows.write(self._packer.pack(r))
+            packed_row = self._packer.pack(r)
+            rows.write(packed_row)
             row_ends.write(struct.pack("=Q", rows.tell()))
+            row_digests.write(hashlib.sha256(packed_row).digest()[:_DIGEST])
             self._index(exchange, r, self._rows)
             self._rows += 1
         packed = self._packer.pack(doc)
@@ -152,7 +158,7 @@ class Builder:
         if exchange.event is not None:
             return
         assert self._files is not None
-        tables = self._files[5:]
+        tables = self._files[6:]
         protocol, dest, key = exchange.protocol, r["_dest"], r["_key"]
         tables[BY_KEY].write(_ENTRY.pack(hashed(protocol, dest, key), number))
         tables[BY_CONNECTION].write(_ENTRY.pack(hashed(protocol, dest, exchange.connection), number))
@@ -160,19 +166,19 @@ class Builder:
         if (masked := r.get("_masked")) is not None and masked != key:
             tables[BY_MASKED].write(_ENTRY.pack(hashed(protocol, dest, masked), number))
 
-    def _tables(self) -> list[tuple[bytes, bytes]]:
+    def _tables(self) -> list[bytes]:
         """Each table's hashes sorted, then its rows: in recorded order among equal hashes."""
         assert self._files is not None
         out = []
-        for f in self._files[5:]:
+        for f in self._files[6:]:
             pairs = sorted(_ENTRY.iter_unpack(b"".join(_read(f))))
-            out.append((array("Q", [h for h, _n in pairs]).tobytes(), array("I", [n for _h, n in pairs]).tobytes()))
+            out.append(array("Q", [h for h, _n in pairs]).tobytes() + array("I", [n for _h, n in pairs]).tobytes())
         return out
 
     def pieces(self) -> Iterator[bytes]:
         """The payload (read from the files again at every call)."""
         assert self._files is not None
-        row_ends, rows, digests, doc_ends, docs = self._files[:5]
+        row_ends, row_digests, rows, digests, doc_ends, docs = self._files[:6]
         for f in self._files:
             f.flush()
         summary = self._summary
@@ -180,18 +186,14 @@ class Builder:
         head = self._packer.pack([summary.places, summary.tls, summary.alpn, summary.events, summary.windows,
                                   summary.exchanges])
         tables = self._tables()
-        sizes = [len(head), row_ends.tell(), rows.tell(), *(len(h) + len(r) for h, r in tables),
-                 digests.tell(), doc_ends.tell()]
-        yield _HEAD.pack(_SECTIONS.size + sum(sizes))
+        sizes = [len(head), row_ends.tell(), row_digests.tell(), *map(len, tables), digests.tell(), doc_ends.tell()]
+        yield _HEAD.pack(_SECTIONS.size + sum(size + _pad(size) for size in sizes))
         yield _SECTIONS.pack(*sizes)
-        yield head
-        yield from _read(row_ends)
+        for size, section in zip(sizes, [[head], _read(row_ends), _read(row_digests), *([t] for t in tables),
+                                         _read(digests), _read(doc_ends)], strict=True):
+            yield from section
+            yield bytes(_pad(size))
         yield from _read(rows)
-        for hashes, numbers in tables:
-            yield hashes
-            yield numbers
-        yield from _read(digests)
-        yield from _read(doc_ends)
         yield from _read(docs)
 
     def close(self) -> None:
@@ -237,6 +239,10 @@ def covered(pieces: Iterable[bytes]) -> Iterator[bytes]:
             return
 
 
+def _pad(size: int) -> int:
+    return -size % 8
+
+
 def _uint(data: bytes | memoryview, code: str) -> array:
     out = array(code)
     out.frombytes(data)
@@ -247,9 +253,10 @@ class Packed:
     """A payload's index, held in memory; rows become exchanges, and documents are read
     (through ``read``) and decoded, when asked for."""
 
-    def __init__(self, index: bytes | bytearray | memoryview, read: Reader, docs_size: int) -> None:
-        """``index``: the payload's first ``index_size`` bytes; ``read``: its documents,
-        ``docs_size`` bytes. ValueError (or a msgpack error) when it is not one ``Builder`` made."""
+    def __init__(self, index: bytes | bytearray | memoryview, read: Reader, tail_size: int) -> None:
+        """``index``: the payload's first ``index_size`` bytes (kept, not copied); ``read``:
+        the rest of it, its tail, ``tail_size`` bytes. ValueError (or a msgpack error) when
+        it is not one ``Builder`` made."""
         view = memoryview(index)
         if len(view) != index_size(view):
             raise ValueError("not a packed recording")
@@ -257,30 +264,35 @@ class Packed:
         parts, at = [], _HEAD.size + _SECTIONS.size
         for size in sizes:
             parts.append(view[at:at + size])
-            at += size
-        head, row_ends, self._rows, *tables, digests, doc_ends = parts
+            at += size + _pad(size)
+        head, row_ends, self._row_digests, *tables, self._digests, doc_ends = parts
         places, tls, alpn, events, windows, exchanges = msgpack.unpackb(head, raw=False, strict_map_key=False)
         self.summary = Summary(places, tls, alpn, events, windows, exchanges)
-        self._row_ends = _uint(row_ends, "Q")
-        self._digests = bytes(digests)
-        self._doc_ends = _uint(doc_ends, "Q")
-        self._tables = [(_uint(t[:len(t) // 12 * 8], "Q"), _uint(t[len(t) // 12 * 8:], "I")) for t in tables]
+        self._row_ends, self._doc_ends = row_ends.cast("Q"), doc_ends.cast("Q")
+        self._tables = [(t[:len(t) // 12 * 8].cast("Q"), t[len(t) // 12 * 8:].cast("I")) for t in tables]
+        self._docs_at = self._row_ends[-1] if self._row_ends else 0  # the documents follow the rows
         self._read = read
         self._made: dict[int, PackedExchange] = {}
-        if (at != len(view) or any(len(h) != len(r) for h, r in self._tables) or len(self._digests) != _DIGEST * len(self._doc_ends)
-                or (self._doc_ends[-1] if self._doc_ends else 0) != docs_size
-                or (self._row_ends[-1] if self._row_ends else 0) != len(self._rows)):
+        if (at != len(view) or any(len(h) != len(r) for h, r in self._tables)
+                or len(self._digests) != _DIGEST * len(self._doc_ends)
+                or len(self._row_digests) != _DIGEST * len(self._row_ends)
+                or self._docs_at + (self._doc_ends[-1] if self._doc_ends else 0) != tail_size):
             raise ValueError("not a packed recording")
 
     def __len__(self) -> int:
         """How many documents."""
         return len(self._doc_ends)
 
+    def _checked(self, at: int, end: int, digests: memoryview, i: int) -> bytes:
+        """Bytes of the tail, checked against their digest in the index."""
+        data = self._read(at, end - at)
+        if hashlib.sha256(data).digest()[:_DIGEST] != digests[_DIGEST * i:_DIGEST * (i + 1)]:
+            raise FormatError("the cache changed since it was loaded: load the recording again")
+        return data
+
     def document(self, i: int) -> Any:
-        start = self._doc_ends[i - 1] if i else 0
-        data = self._read(start, self._doc_ends[i] - start)
-        if hashlib.sha256(data).digest()[:_DIGEST] != self._digests[_DIGEST * i:_DIGEST * (i + 1)]:
-            raise FormatError(f"the cache changed since it was loaded (document {i + 1}): load the recording again")
+        start = self._docs_at + (self._doc_ends[i - 1] if i else 0)
+        data = self._checked(start, self._docs_at + self._doc_ends[i], self._digests, i)
         return msgpack.unpackb(data, raw=False, strict_map_key=False)
 
     def documents(self) -> list[Any]:
@@ -290,8 +302,8 @@ class Packed:
         """The ``n``-th exchange (made from its row once; the same object every time)."""
         x = self._made.get(n)
         if x is None:
-            start = self._row_ends[n - 1] if n else 0
-            fields_ = msgpack.unpackb(self._rows[start:self._row_ends[n]], raw=False, strict_map_key=False)
+            data = self._checked(self._row_ends[n - 1] if n else 0, self._row_ends[n], self._row_digests, n)
+            fields_ = msgpack.unpackb(data, raw=False, strict_map_key=False)
             fields_["_src"] = self
             x = object.__new__(PackedExchange)
             x.__dict__ = fields_
@@ -301,13 +313,13 @@ class Packed:
     def exchanges(self) -> Exchanges:
         return Exchanges(self)
 
-    def rows(self, table: int, *parts: object) -> array:
+    def rows(self, table: int, *parts: object) -> Sequence[int]:
         """The rows a table holds under the hash of ``parts``, in recorded order (those of
         a colliding hash too: the caller checks what it finds)."""
         hashes, rows = self._tables[table]
         h = hashed(*parts)
         lo = bisect_left(hashes, h)
-        return rows[lo:bisect_right(hashes, h, lo)]
+        return rows[lo:bisect_right(hashes, h, lo)].tolist()
 
     def window(self, name: str) -> array:
         """The rows of the exchanges recorded in a test window."""
