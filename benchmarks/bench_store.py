@@ -1,7 +1,9 @@
 """Loading a large recording for replay: what `trproxy replay` does before it serves (hash
-the YAML, verify the cache's HMAC, unpack its index, build the mock pool and the timeline),
-beside its parts, the cost of an exchange's first use (its document is decoded then), and
-the first load of a recording without a cache (parse, check, write the cache), per exchange.
+the YAML, verify the cache's HMAC over its index, build the mock pool and the timeline),
+beside its parts, the cost of an exchange's first use (its bucket is made and its document
+read and decoded then), the first load of a recording without a cache (parse, check, write
+the cache), per exchange, and the peak memory (RSS) of a fresh process that loads the
+recording, then serves from it.
 
 The cache is trusted only for the YAML bytes it names (SHA-256) and under this
 installation's key (HMAC); this shows what that costs a load. Times are CPU seconds of
@@ -16,10 +18,14 @@ takes minutes; the first load is measured on ``TRPROXY_BENCH_COLD``, default 200
 from __future__ import annotations
 
 import os
+import random
+import resource
+import sys
 import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.common import check
 from trproxy.protocols.registry import has_volatile_rules, match_key, volatile_rules
 from trproxy.proxy.timeline import Timeline
 from trproxy.store import Exchange, MockPool, MockWriter, load_mocks, recording
@@ -74,6 +80,22 @@ def _replay_ready(test_set: Path) -> tuple[MockPool, Timeline]:
         return pool, Timeline(pool)
 
 
+def _peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _memory(test_set: Path, n: int) -> None:
+    """In a fresh process (``--memory``): the peak RSS with the modules imported, after the
+    replay-ready load, then after serving 20000 exchanges at random (one line)."""
+    imported = _peak_mib()
+    pool, _timeline = _replay_ready(test_set)
+    loaded = _peak_mib()
+    for i in random.Random(1).sample(range(n), min(n, 20_000)):
+        ex = _exchange(i)
+        assert pool.find(ex.protocol, ex.destination, ex.request).exchange.responses
+    print(f"{imported:.0f} {loaded:.0f} {_peak_mib():.0f}")
+
+
 def _reference() -> None:
     for _ in range(10_000_000):
         pass
@@ -106,6 +128,8 @@ def main() -> None:
             assert len(load_mocks(cold_set)) == cold_n
 
         cold_us = _cpu(cold, 1) / cold_n * 1e6
+        imported, loaded, serving = check([sys.executable, "-m", "benchmarks.bench_store", "--memory",
+                                           str(test_set), str(n)], timeout=1800).stdout.split()
     ref_s = _cpu(_reference, 3)
     print(f"{n} exchanges, mocks.yaml {yaml_mb:.1f} MiB, cache {cache_mb:.1f} MiB")
     print(f"replay-ready load (load, mock pool, timeline): {ready_s:.2f} s CPU  "
@@ -114,8 +138,13 @@ def main() -> None:
     print(f"  of which SHA-256 of the YAML:               {hash_s:.2f} s CPU")
     print(f"first use of an exchange (find, decode):      {serve_us:.1f} us CPU each ({served} served)")
     print(f"first load without a cache (parse, check):    {cold_us:.0f} us CPU per exchange ({cold_n})")
+    print(f"peak RSS of a fresh process: {imported} MiB imported, {loaded} MiB loaded, "
+          f"{serving} MiB after serving {min(n, 20_000)} at random")
     print(f"reference: a Python loop of 10M turns:        {ref_s:.2f} s CPU (machine speed)")
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--memory"]:
+        _memory(Path(sys.argv[2]), int(sys.argv[3]))
+    else:
+        main()

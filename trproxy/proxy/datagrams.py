@@ -113,8 +113,7 @@ class DatagramListener:
                     fallback: bool) -> bytes | None:
         pool, protocol = self.ctx.pool, dialect.name
         if protocol not in self._places:
-            self._places[protocol] = sorted({e.exchange.destination for e in pool.entries()
-                                             if e.exchange.protocol == protocol})
+            self._places[protocol] = sorted(pool.recorded_destinations(protocol))
         why = None
         for place in [destination] + [d for d in self._places[protocol] if d != destination]:
             try:
@@ -131,7 +130,7 @@ class DatagramListener:
             return answer
         if fallback:
             return None
-        recorded = sorted({e.exchange.summary for e in pool.entries() if e.exchange.protocol == protocol})
+        recorded = sorted({e.exchange.summary for e in pool.entries(protocol)})
         closest = difflib.get_close_matches(lookup.summary, recorded, n=1, cutoff=0)
         reason = (why or "nothing recorded") + (f"; closest recorded: {closest[0]}" if closest else "")
         self.ctx.missed({"protocol": protocol, "destination": destination, "request": lookup.summary,

@@ -21,7 +21,7 @@ import shutil
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -103,7 +103,7 @@ def resolve_mode(opts: RunOptions) -> tuple[Mode, Path]:
 
 def build_context(mode: Mode, test_set: Path, opts: RunOptions | None = None) -> RunContext:
     ctx = RunContext(mode, similar_fallback=not (opts is not None and opts.strict))
-    mocks: list[Exchange] = []  # loaded first: a recording that cannot be read stops the run here
+    mocks: Sequence[Exchange] = []  # loaded first: a recording that cannot be read stops the run here
     if mode in (Mode.REPLAY, Mode.NEW_EPISODES) and has_mocks(test_set):
         with no_gc():
             mocks = load_mocks(test_set)

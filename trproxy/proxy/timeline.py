@@ -67,14 +67,10 @@ class Timeline:
         self._served_order = 0  # the highest request order served
         self._identities: dict[bytes, list[Any]] = {}
         self._followed: dict[int, set[Key]] = {}  # id(session) -> what it follows (forget)
-        # wait_ms of each recorded connection's exchanges, sorted: made on the first long
-        # wait, so that a recording without any (or events) is not read through at load
-        self._waits: dict[Key, list[float]] | None = None
+        # wait_ms of a recorded connection's exchanges, sorted: made on its first long wait,
+        # so that a recording is not read through at load (``packed.py``)
+        self._waits: dict[Key, list[float]] = {}
         self._with_events = any(ev.event != "refused" for ev in pool.events)
-        if self._with_events:
-            for entry in pool.entries():
-                ex = entry.exchange
-                self._recorded.setdefault(key_of(ex), _Recorded()).seqs.append(ex.seq)
         for n, ev in enumerate(sorted(pool.events, key=lambda e: e.seq)):
             if ev.event == "refused":
                 continue
@@ -83,7 +79,8 @@ class Timeline:
             heapq.heappush(self._heap, (ev.after, ev.seq, n, key_of(ev)))
         # the last exchange each event's connection recorded before it (served first)
         self._before: dict[int, int] = {}
-        for rec in self._recorded.values():
+        for key, rec in self._recorded.items():
+            rec.seqs = [entry.exchange.seq for entry in pool.connection(*key)]
             for ev in rec.events:
                 self._before[id(ev)] = max((s for s in rec.seqs if s < ev.seq), default=0)
 
@@ -101,23 +98,19 @@ class Timeline:
             return None
         if exchange.answered_after > exchange.order and not exchange.interrupted:
             return None
-        others = list(self._connection_waits().get(key_of(exchange), ()))
+        others = list(self._connection_waits(key_of(exchange)))
         if wait in others:
             others.remove(wait)  # the usual is the connection's other answers
         if others and wait < LONG_WAIT_FACTOR * statistics.median(others):
             return None
         return min(wait, MAX_WAIT_MS)
 
-    def _connection_waits(self) -> dict[Key, list[float]]:
-        if self._waits is None:
-            self._waits = {}
-            for entry in self.pool.entries():
-                ex = entry.exchange
-                if ex.wait_ms is not None:
-                    self._waits.setdefault(key_of(ex), []).append(ex.wait_ms)
-            for values in self._waits.values():
-                values.sort()
-        return self._waits
+    def _connection_waits(self, key: Key) -> list[float]:
+        """The recorded waits of a connection's answers, sorted (made when first asked)."""
+        if (waits := self._waits.get(key)) is None:
+            waits = self._waits[key] = sorted(entry.exchange.wait_ms for entry in self.pool.connection(*key)
+                                              if entry.exchange.wait_ms is not None)
+        return waits
 
     # -- events ----------------------------------------------------------------------
 

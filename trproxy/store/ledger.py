@@ -40,21 +40,17 @@ class Ledger:
 
     def __init__(self, pool: MockPool) -> None:
         self.pool = pool
-        self._connections: dict[tuple[str, str, int], _Connection] | None = None
+        # made per recorded connection when first served from: a million recorded
+        # exchanges are not all looked at before the first answer (``packed.py``)
+        self._connections: dict[tuple[str, str, int], _Connection] = {}
 
-    def _index(self) -> dict[tuple[str, str, int], _Connection]:
-        if self._connections is None:
-            grouped: dict[tuple[str, str, int], list[Any]] = {}
-            for entry in self.pool.entries():
-                ex = entry.exchange
-                if ex.lifetime == "data":
-                    grouped.setdefault(_key(ex), []).append(entry)
-            self._connections = {}
-            for key, entries in grouped.items():
-                entries.sort(key=lambda e: _rank(e.exchange))
-                self._connections[key] = _Connection(
-                    entries, {id(e.exchange): i for i, e in enumerate(entries)})
-        return self._connections
+    def _connection(self, key: tuple[str, str, int]) -> _Connection:
+        conn = self._connections.get(key)
+        if conn is None:
+            entries = sorted((e for e in self.pool.connection(*key) if e.exchange.lifetime == "data"),
+                             key=lambda e: _rank(e.exchange))
+            conn = self._connections[key] = _Connection(entries, {id(e.exchange): i for i, e in enumerate(entries)})
+        return conn
 
     def served(self, exchange: Exchange, affinity: Affinity, repeat: bool = False) -> list[Exchange]:
         """Note that ``exchange`` was served to the live connection of ``affinity``; the
@@ -62,10 +58,10 @@ class Ledger:
         if exchange.lifetime != "data" or repeat:
             return []
         key = _key(exchange)
-        conn = self._index().get(key)
-        if conn is None:
+        conn = self._connection(key)
+        at = conn.index.get(id(exchange))
+        if at is None:  # not one of the pool's
             return []
-        at = conn.index[id(exchange)]
         before = affinity.positions.get(key)
         if before is None or at > before:
             affinity.positions[key] = at
@@ -77,7 +73,8 @@ class Ledger:
 
     def unused(self) -> list[Exchange]:
         """The data exchanges no request was answered with, in recorded order."""
-        return [e.exchange for conn in self._index().values() for e in conn.entries if not e.used]
+        keys = dict.fromkeys(_key(e.exchange) for e in self.pool.entries() if e.exchange.lifetime == "data")
+        return [e.exchange for key in keys for e in self._connection(key).entries if not e.used]
 
 
 def _key(exchange: Exchange) -> tuple[str, str, int]:

@@ -25,7 +25,7 @@ import difflib
 import functools
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +33,7 @@ from ..protocols.registry import configured, match_key, shipped_match_key
 from ..protocols.volatile import MASK, mask, recorded_values
 from .errors import NoMatch
 from .model import Exchange
+from .packed import BY_CONNECTION, BY_KEY, BY_MASKED, BY_PLACE, Exchanges, Packed
 from .similar import differences, skeleton
 from .yamlio import dump
 
@@ -75,14 +76,15 @@ def _text_keys(value: Any) -> Any:
 
 def packed_keys(exchange: Exchange) -> dict[str, Any]:
     """What the cache's index keeps of an exchange's matching (``packed.py``), so that
-    loading computes nothing per exchange: its match key and, when its recording names
+    loading computes nothing per exchange: its destination key, its match key and, when its recording names
     volatile values, those and its key with them masked; under the shipped dialects' match
     keys (a pool with another key function, or a dialect the user's config rebuilt,
     computes its own)."""
     if exchange.event is not None:
         return {}
     protocol = exchange.protocol
-    keys: dict[str, Any] = {"_key": canonical(shipped_match_key(protocol, exchange.request))}
+    keys: dict[str, Any] = {"_dest": destination_key(exchange.destination),
+                            "_key": canonical(shipped_match_key(protocol, exchange.request))}
     if values := recorded_values(exchange.extra):
         keys["_volatile"] = values
         keys["_masked"] = canonical(shipped_match_key(protocol, mask(exchange.request, values)))
@@ -90,6 +92,8 @@ def packed_keys(exchange: Exchange) -> dict[str, Any]:
 
 
 _NOT_PACKED: dict[str, Any] = {}
+_NO_BUCKETS: dict[str, Any] = {}
+Place = tuple[str, str]  # (protocol, destination key)
 
 
 @dataclass
@@ -234,16 +238,115 @@ class MockPool:
     _by_window: dict[str, list[tuple[_Bucket, _Entry]]] = field(default_factory=dict)
     # (protocol, destination, masked) -> skeleton -> entries, built on the first fallback
     _skeletons: dict[tuple[str, str, bool], dict[str, list[_Entry]]] = field(default_factory=dict)
+    # per protocol, the destinations recorded (as recorded: ``datagrams.py`` asks them)
+    _places: dict[str, set[str]] = field(default_factory=dict)
+    # a packed recording (``packed.py``): its entries and buckets are made, in the same
+    # order as ``add`` makes them, when a lookup needs them (``_adopt``); by row
+    _source: Packed | None = None
+    _made: dict[int, _Entry] = field(default_factory=dict)
+    # (protocol, destination, recorded connection) -> its entries, for the ledger and the timeline
+    _connections: dict[tuple[str, str, int], list[_Entry]] | None = None
 
     @classmethod
-    def build(cls, exchanges: list[Exchange], key_fn: KeyFn,
+    def build(cls, exchanges: Sequence[Exchange], key_fn: KeyFn,
               rules_fn: Callable[[str, Any], list[str]] | None = None,
               rules_apply: Callable[[str], bool] | None = None) -> MockPool:
         pool = cls(key_fn, rules_fn, rules_apply)
+        source = exchanges.source if isinstance(exchanges, Exchanges) else None
+        if source is not None and all(pool._shipped_keys(p) and not pool._ruled(p) for p, _d in source.summary.places):
+            pool._adopt(source)
+            return pool
         add = pool.add
         for ex in exchanges:
             add(ex)
         return pool
+
+    def _adopt(self, source: Packed) -> None:
+        """Take a packed recording: what is per destination now, entries when asked for
+        (``_entry``, ``_bucket``); loading a million exchanges makes no object per exchange."""
+        summary = source.summary
+        for protocol, destination in summary.places:
+            self._by_dest.setdefault((protocol, destination_key(destination)), {})
+            self._places.setdefault(protocol, set()).add(destination)
+        self._tls.update(summary.tls)
+        for dest, names in summary.alpn.items():
+            self._alpn.setdefault(dest, set()).update(names)
+        for n in summary.events:
+            self.add(source.exchange(n))
+        self._source = source
+
+    def _entry(self, n: int) -> _Entry:
+        """The entry of row ``n`` of the packed recording (one object per row; a search
+        thread may make one at the same time: ``setdefault`` keeps one)."""
+        entry = self._made.get(n)
+        if entry is None:
+            assert self._source is not None
+            exchange = self._source.exchange(n)
+            known = exchange.__dict__
+            entry = _Entry(exchange, known["_key"])
+            if (masked := known.get("_masked")) is not None and masked != entry.key:
+                entry.masked_key, entry.volatile = masked, list(known["_volatile"])
+            entry = self._made.setdefault(n, entry)
+        return entry
+
+    def _bucket(self, masked: bool, protocol: str, dest: str, key: str) -> _Bucket | None:
+        """The entries of a match key (``masked``: of a masked one) at a destination; of a
+        packed recording, made the first time (in recorded order, as ``add`` would)."""
+        index = self._masked if masked else self._by_dest
+        bucket = index.get((protocol, dest), _NO_BUCKETS).get(key)
+        if bucket is None and self._source is not None:
+            for n in self._source.rows(BY_MASKED if masked else BY_KEY, protocol, dest, key):
+                entry = self._entry(n)
+                if ((entry.masked_key if masked else entry.key) == key and entry.exchange.protocol == protocol
+                        and entry.exchange.__dict__["_dest"] == dest):
+                    if bucket is None:
+                        bucket = index.setdefault((protocol, dest), {})[key] = _Bucket()
+                    bucket.add(entry)
+        return bucket
+
+    def _place(self, protocol: str, dest: str) -> Iterator[_Entry]:
+        """Every entry at a destination, in the order ``entries`` gives them: by match key
+        (first recorded first), then recorded order."""
+        if self._source is None:
+            for bucket in self._by_dest.get((protocol, dest), _NO_BUCKETS).values():
+                yield from bucket
+            return
+        keys: dict[str, list[_Entry]] = {}
+        for n in self._source.rows(BY_PLACE, protocol, dest):
+            entry = self._entry(n)
+            if entry.exchange.protocol == protocol and entry.exchange.__dict__["_dest"] == dest:
+                keys.setdefault(entry.key, []).append(entry)
+        for entries in keys.values():
+            yield from entries
+
+    def _settle(self) -> None:
+        """Make every entry of a packed recording and put them in their buckets as ``add``
+        would have (use counts stay: the entries are the same): the pool is then an
+        ordinary one (``add`` after ``build``)."""
+        source = self._source
+        if source is None:
+            return
+        events = set(source.summary.events)
+        entries = [self._entry(n) for n in range(len(source.exchanges())) if n not in events]
+        self._source = None
+        self._by_dest = {place: {} for place in self._by_dest}
+        self._masked, self._by_window = {}, {}
+        for entry in entries:
+            self._insert(entry, entry.exchange.__dict__["_dest"])
+
+    def connection(self, protocol: str, dest: str, connection: int) -> list[_Entry]:
+        """The entries of one recorded connection (``dest``: its ``destination_key``)."""
+        if self._source is not None:
+            return [entry for n in self._source.rows(BY_CONNECTION, protocol, dest, connection)
+                    if (entry := self._entry(n)).exchange.connection == connection
+                    and entry.exchange.protocol == protocol and entry.exchange.__dict__["_dest"] == dest]
+        if self._connections is None:
+            self._connections = {}
+            for entry in self.entries():
+                ex = entry.exchange
+                self._connections.setdefault((ex.protocol, destination_key(ex.destination), ex.connection),
+                                             []).append(entry)
+        return self._connections.get((protocol, dest, connection), [])
 
     def add(self, exchange: Exchange) -> None:
         protocol = exchange.protocol
@@ -253,22 +356,10 @@ class MockPool:
             if exchange.event == "refused":
                 self._refused.add(dest)
             return
+        self._settle()
         # a packed exchange (``packed.py``) comes with its keys: its request stays packed
         known = exchange.__dict__ if self._shipped_keys(protocol) else _NOT_PACKED
-        key = known.get("_key") or canonical(self.key_fn(protocol, exchange.request))
-        if self._skeletons:
-            for masked_index in (False, True):
-                self._skeletons.pop((protocol, dest, masked_index), None)
-        by_key = self._by_dest.get((protocol, dest))
-        if by_key is None:
-            by_key = self._by_dest[(protocol, dest)] = {}
-        bucket = by_key.get(key)
-        if bucket is None:
-            bucket = by_key[key] = _Bucket()
-        entry = _Entry(exchange, key)
-        bucket.add(entry)
-        for window in exchange.tests:
-            self._by_window.setdefault(window, []).append((bucket, entry))
+        entry = _Entry(exchange, known.get("_key") or canonical(self.key_fn(protocol, exchange.request)))
         if "_key" in known:
             values, masked = list(known.get("_volatile", ())), known.get("_masked")
         else:
@@ -277,13 +368,33 @@ class MockPool:
             values, masked = values + ruled, None
         if values:
             masked = masked or canonical(self.key_fn(exchange.protocol, mask(exchange.request, values)))
-            if masked != key:
+            if masked != entry.key:
                 entry.masked_key, entry.volatile = masked, values
-                by_masked = self._masked.setdefault((exchange.protocol, dest), {})
-                bucket = by_masked.setdefault(masked, _Bucket())
-                bucket.add(entry)
-                for window in exchange.tests:
-                    self._by_window.setdefault(window, []).append((bucket, entry))
+        self._insert(entry, dest)
+
+    def _insert(self, entry: _Entry, dest: str) -> None:
+        """Put an entry in the buckets of its keys and its test windows."""
+        exchange, protocol = entry.exchange, entry.exchange.protocol
+        self._connections = None
+        self._places.setdefault(protocol, set()).add(exchange.destination)
+        if self._skeletons:
+            for masked_index in (False, True):
+                self._skeletons.pop((protocol, dest, masked_index), None)
+        by_key = self._by_dest.get((protocol, dest))
+        if by_key is None:
+            by_key = self._by_dest[(protocol, dest)] = {}
+        bucket = by_key.get(entry.key)
+        if bucket is None:
+            bucket = by_key[entry.key] = _Bucket()
+        bucket.add(entry)
+        for window in exchange.tests:
+            self._by_window.setdefault(window, []).append((bucket, entry))
+        if entry.masked_key is not None:
+            by_masked = self._masked.setdefault((exchange.protocol, dest), {})
+            bucket = by_masked.setdefault(entry.masked_key, _Bucket())
+            bucket.add(entry)
+            for window in exchange.tests:
+                self._by_window.setdefault(window, []).append((bucket, entry))
         if exchange.tls:
             self._tls.add(dest)
         if exchange.alpn:
@@ -304,13 +415,19 @@ class MockPool:
         return ruled
 
     def __len__(self) -> int:
+        if self._source is not None:
+            return self._source.summary.exchanges
         return sum(len(v) for d in self._by_dest.values() for v in d.values())
 
-    def entries(self) -> Iterator[_Entry]:
-        """Every mock with its use count (``used``), destination by destination."""
-        for by_key in self._by_dest.values():
-            for bucket in by_key.values():
-                yield from bucket
+    def entries(self, protocol: str | None = None) -> Iterator[_Entry]:
+        """Every mock (of ``protocol``) with its use count (``used``), destination by destination."""
+        for p, dest in list(self._by_dest):
+            if protocol is None or p == protocol:
+                yield from self._place(p, dest)
+
+    def recorded_destinations(self, protocol: str) -> set[str]:
+        """The destinations recorded for ``protocol``, as the app dialed them."""
+        return self._places.get(protocol, set())
 
     def has_destination(self, destination: str) -> bool:
         """Whether anything was recorded there (a refused connect counts)."""
@@ -351,13 +468,31 @@ class MockPool:
         only. A window that opens again with all its data exchanges used (a rerun) gets
         them again; one with some left (recorded reruns) goes on with those."""
         self._running = tuple(sorted(running))
-        owned = self._by_window.get(opened or "", [])
+        window = opened or ""
+        owned = self._by_window.get(window, [])
+        if self._source is not None and window not in self._by_window:
+            source, made = self._source, self._made
+            if any(n not in made and source.exchange(n).lifetime == "data" for n in source.window(window)):
+                return  # a data entry never made was never used: no rerun (and nothing made)
+            owned = self._by_window[window] = self._window(window)
         data = [entry for _b, entry in owned if entry.exchange.lifetime == "data"]
         if data and all(entry.used for entry in data):
             for _b, entry in owned:
                 entry.used = 0
             for bucket in {id(b): b for b, _e in owned}.values():
                 bucket.rewind()
+
+    def _window(self, window: str) -> list[tuple[_Bucket, _Entry]]:
+        """A test window's entries with their buckets, from the packed recording."""
+        assert self._source is not None
+        owned = []
+        for n in self._source.window(window):
+            entry = self._entry(n)
+            protocol, dest = entry.exchange.protocol, entry.exchange.__dict__["_dest"]
+            owned.append((self._bucket(False, protocol, dest, entry.key), entry))
+            if entry.masked_key is not None:
+                owned.append((self._bucket(True, protocol, dest, entry.masked_key), entry))
+        return owned  # type: ignore[return-value]
 
     def find(self, protocol: str, destination: str, request: Any, summary: str = "",
              affinity: Affinity | None = None, test: str | None = None,
@@ -372,7 +507,7 @@ class MockPool:
         that ``similar`` takes, given its volatile values and the tokens that differ."""
         key = canonical(self.key_fn(protocol, request))
         dest = destination_key(destination)
-        entries = self._by_dest.get((protocol, dest), {}).get(key, _Bucket())
+        entries = self._bucket(False, protocol, dest, key) or _Bucket()
         windows = (test,) if test is not None else self._running or ()
         exclusive = test is None and self._running is not None
         chosen = self._choose(entries, affinity, windows, exclusive, repeat_last)
@@ -381,7 +516,7 @@ class MockPool:
             masked = masked()
         masked_key = canonical(self.key_fn(protocol, masked)) if chosen is None and masked is not None else None
         if chosen is None and masked_key is not None:
-            alike = self._masked.get((protocol, dest), {}).get(masked_key)
+            alike = self._bucket(True, protocol, dest, masked_key)
             if alike and (chosen := self._choose(alike, affinity, windows, exclusive, repeat_last)):
                 # a repeated answer (``repeat_last``) does not depend on the values: served
                 # even when its recording's values already stand for other live ones
@@ -419,11 +554,10 @@ class MockPool:
         index = self._skeletons.get((protocol, dest, masked))
         if index is None:
             index = self._skeletons[(protocol, dest, masked)] = {}
-            for bucket in self._by_dest.get((protocol, dest), {}).values():
-                for entry in bucket:
-                    other = entry.masked_key or entry.key if masked else entry.key
-                    if (s := skeleton(other)) is not None:
-                        index.setdefault(s, []).append(entry)
+            for entry in self._place(protocol, dest):
+                other = entry.masked_key or entry.key if masked else entry.key
+                if (s := skeleton(other)) is not None:
+                    index.setdefault(s, []).append(entry)
         found = []
         for entry in index.get(shape, []) if shape is not None else []:
             tests = entry.exchange.tests
@@ -465,8 +599,7 @@ class MockPool:
                  same_key: list[_Entry]) -> NoMatch:
         if same_key:
             return NoMatch(summary, f"all {len(same_key)} recorded answers were already used", [])
-        by_key = self._by_dest.get((protocol, destination_key(destination)))
-        if not by_key:
+        if (protocol, destination_key(destination)) not in self._by_dest:
             elsewhere = sorted(d for (p, d) in self._by_dest if p == protocol)
             hint = f" (recorded {protocol} destinations: {', '.join(elsewhere)})" if elsewhere else ""
             return NoMatch(summary, f"nothing recorded for {protocol} at {destination}{hint}", [])
@@ -479,9 +612,12 @@ class MockPool:
         (off the event loop): recordings of the same command (the first word of the
         summary) are compared first, texts are cut at ``_MAX_TEXT`` characters, and the
         search stops at ``deadline`` (``time.monotonic()``) with what it has."""
-        by_key = self._by_dest.get((protocol, destination_key(destination)))
-        if not by_key:
+        dest = destination_key(destination)
+        if (protocol, dest) not in self._by_dest:
             return []
+        by_key: dict[str, list[_Entry]] = {}
+        for entry in self._place(protocol, dest):  # not the pool's buckets: lookups add to them meanwhile
+            by_key.setdefault(entry.key, []).append(entry)
         key = canonical(self.key_fn(protocol, request))
         if MASK in key:  # a request with volatile values: compared with recordings masked too
             by_key = {bucket[0].masked_key or k: bucket for k, bucket in by_key.items()}

@@ -1,54 +1,84 @@
-"""The cache's payload: a recording packed so that loading it decodes almost nothing.
+"""The cache's payload: a recording packed so that loading it does nothing per exchange.
 
-Loading a million exchanges must take seconds, not minutes: unpacking every document and
-checking it field by field (``Exchange.from_doc``) cost ~35 µs an exchange. So the cache
-holds, beside each document in msgpack, an *index*: per exchange, the few fields the
-matcher, the ledger and the timeline read before it is served (those that differ from
-the defaults), and its match keys, computed when the cache is written. Loading unpacks
-the index (msgpack builds its maps in C) and wraps each map in a ``PackedExchange``
-without copying it; the rest of an exchange (request, responses, summary...) is decoded
-from its document the first time it is read, i.e. when it is served.
+Loading a million exchanges must take a second or two, not minutes: unpacking every
+document and checking it field by field (``Exchange.from_doc``) cost ~35 µs an
+exchange, and even one small Python object per exchange (the index maps of cache v3,
+then one pool entry each) cost ~8 µs. So a load reads a few arrays and a small summary;
+an exchange becomes a Python object only when a lookup needs it (``MockPool``: the
+bucket of the key a live request has), from its *row* (the few fields the matcher, the
+ledger and the timeline read, and its match keys, computed when the cache was written),
+and its document (request, responses...) is read from the file and decoded only when
+one of those fields is read, i.e. when it is served.
 
 Layout (``payload``)::
 
-    head       <QQ: the index's length in bytes, the number of documents
-    offsets    uint64 (native), one more than there are documents: where each starts
-    index      msgpack: a list of maps, one per exchange (meta documents have none)
-    documents  the documents in msgpack, one after the other
+    head          <Q: the index's length in bytes (the part that is read at load and MAC'd)
+    index         <9Q: the lengths of the nine sections that follow, then them, each
+                  padded to 8 bytes (the arrays are used in place, not copied):
+      summary       msgpack: what the pool knows before any lookup (``Summary``)
+      row ends      uint64 (native), the end of each row in the tail
+      row digests   16 bytes per row: the start of its SHA-256
+      4 tables      hashes (uint64, sorted) then rows (uint32): by match key, by masked
+                    key, by recorded connection, by destination (``hashed``)
+      doc digests   16 bytes per document
+      doc ends      uint64 (native), the end of each document in the tail, after the rows
+    tail          not read at load:
+      rows          msgpack maps, one per exchange (meta documents have none)
+      documents     the documents in msgpack, one after the other
 
-The payload is trusted as a whole (``recording.py``: a MAC under this installation's
-key, made only after every exchange in it was checked), so a document decoded later
-cannot fail its checks; they run again anyway (``from_doc``), one path for every load.
+Only the index is read at load (~100 bytes an exchange): the cache's MAC covers it
+(``recording.py``: under this installation's key, made only after every exchange in it
+was checked), and so each row and document through its digest, checked every time one
+is read from the file.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 import struct
 import tempfile
 from array import array
-from collections.abc import Callable, Iterator
-from dataclasses import MISSING, fields
-from typing import Any, BinaryIO
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any, BinaryIO, overload
 
 import msgpack
 
+from .errors import FormatError
 from .model import Exchange
 
-_HEAD = struct.Struct("<QQ")
-#: what the index holds of an exchange: all its readers need before it is served
+_HEAD = struct.Struct("<Q")
+_SECTIONS = struct.Struct("<9Q")
+_DIGEST = 16
+_ENTRY = struct.Struct("=QI")  # a table's entry while it is written: (hash, row)
+#: what a row holds of an exchange: all its readers need before it is served
 LIGHT = ("protocol", "destination", "lifetime", "connection", "seq", "tests", "tls", "alpn", "order",
          "wait_ms", "unanswered", "interrupted", "answered_after", "event", "after")
 #: decoded from the document on first use
 HEAVY = ("request", "responses", "summary", "name", "started", "duration_ms", "extra")
 _DEFAULTS = {f.name: f.default for f in fields(Exchange) if f.default is not MISSING}
 _NO_TESTS: list[str] = []  # shared by every PackedExchange without tests (never mutated)
+#: the tables, by their place in the index
+BY_KEY, BY_MASKED, BY_CONNECTION, BY_PLACE = range(4)
 
-# (exchange) -> what the index keeps of its matching: {"_key": ..., "_masked": ...}
+# (exchange) -> what a row keeps of its matching: {"_dest": ..., "_key": ..., "_masked": ...}
 Keys = Callable[[Exchange], dict[str, Any]]
+# (offset, size) -> those bytes of the documents section
+Reader = Callable[[int, int], bytes]
+
+
+def hashed(*parts: object) -> int:
+    """The 64-bit hash a table sorts by: of (protocol, destination key, match key), of
+    (protocol, destination key, connection), of (protocol, destination key). A lookup
+    checks the rows it finds, so a collision costs a row read, never a wrong answer."""
+    text = "\0".join(map(str, parts)).encode("utf-8", "surrogatepass")
+    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "little")
 
 
 def row(exchange: Exchange, number: int, keys: Keys) -> dict[str, Any]:
-    """The index entry of ``exchange``, the ``number``-th document."""
+    """The row of ``exchange``, the ``number``-th document."""
     out: dict[str, Any] = {"_i": number, "protocol": exchange.protocol, "destination": exchange.destination}
     for name in LIGHT[2:]:
         value = getattr(exchange, name)
@@ -58,48 +88,112 @@ def row(exchange: Exchange, number: int, keys: Keys) -> dict[str, Any]:
     return out
 
 
+@dataclass
+class Summary:
+    """What a pool holds before any lookup: per destination, not per exchange."""
+
+    places: list[list[str]] = field(default_factory=list)  # [protocol, destination], first seen first
+    tls: list[str] = field(default_factory=list)  # destination keys recorded over TLS
+    alpn: dict[str, list[str]] = field(default_factory=dict)  # destination key -> ALPN protocols
+    events: list[int] = field(default_factory=list)  # rows of event documents
+    windows: dict[str, bytes] = field(default_factory=dict)  # test window -> its rows (uint32)
+    exchanges: int = 0  # rows that are not events
+
+    def add(self, exchange: Exchange, number: int, dest: str, seen: set[tuple[str, str]],
+            windows: dict[str, array]) -> None:
+        if exchange.event is not None:
+            self.events.append(number)
+            return
+        self.exchanges += 1
+        place = (exchange.protocol, exchange.destination)
+        if place not in seen:
+            seen.add(place)
+            self.places.append(list(place))
+        if exchange.tls and dest not in self.tls:
+            self.tls.append(dest)
+        if exchange.alpn and exchange.alpn not in self.alpn.setdefault(dest, []):
+            self.alpn[dest].append(exchange.alpn)
+        for window in exchange.tests:
+            windows.setdefault(window, array("I")).append(number)
+
+
 class Builder:
-    """Collects documents (and their exchanges) into temporary files, not memory, and
-    gives the payload back in pieces: a recording of a million exchanges must not grow
-    the recorder's memory with each one."""
+    """Collects documents (their rows, their tables' entries) into temporary files, not
+    memory, and gives the payload back in pieces: a recording of a million exchanges
+    must not grow the recorder's memory with each one (the tables are sorted at the end)."""
 
     def __init__(self, keys: Keys) -> None:
         self.keys = keys
         self.count = 0
         self._rows = 0
-        self._size = 0
         self._packer = msgpack.Packer(use_bin_type=True)
-        self._files: tuple[BinaryIO, BinaryIO, BinaryIO] | None = (
-            tempfile.TemporaryFile(), tempfile.TemporaryFile(), tempfile.TemporaryFile())
+        self._files: tuple[BinaryIO, ...] | None = tuple(tempfile.TemporaryFile() for _ in range(10))
+        self._summary = Summary()
+        self._seen: set[tuple[str, str]] = set()
+        self._windows: dict[str, array] = {}
 
     def add(self, doc: Any, exchange: Exchange | None = None) -> None:
         """One document; ``exchange``: its exchange, if it is one (``from_doc`` of it, else
         made here; a meta document has none)."""
         assert self._files is not None
-        offsets, index, docs = self._files
+        row_ends, row_digests, rows, digests, doc_ends, docs = self._files[:6]
         if exchange is None and not (isinstance(doc, dict) and doc.get("kind") == "meta"):
             exchange = Exchange.from_doc(doc)
         if exchange is not None:
-            index.write(self._packer.pack(row(exchange, self.count, self.keys)))
+            r = row(exchange, self.count, self.keys)
+            packed_row = self._packer.pack(r)
+            rows.write(packed_row)
+            row_ends.write(struct.pack("=Q", rows.tell()))
+            row_digests.write(hashlib.sha256(packed_row).digest()[:_DIGEST])
+            self._index(exchange, r, self._rows)
             self._rows += 1
         packed = self._packer.pack(doc)
-        offsets.write(struct.pack("=Q", self._size))
         docs.write(packed)
-        self._size += len(packed)
+        doc_ends.write(struct.pack("=Q", docs.tell()))
+        digests.write(hashlib.sha256(packed).digest()[:_DIGEST])
         self.count += 1
+
+    def _index(self, exchange: Exchange, r: dict[str, Any], number: int) -> None:
+        self._summary.add(exchange, number, r.get("_dest", ""), self._seen, self._windows)
+        if exchange.event is not None:
+            return
+        assert self._files is not None
+        tables = self._files[6:]
+        protocol, dest, key = exchange.protocol, r["_dest"], r["_key"]
+        tables[BY_KEY].write(_ENTRY.pack(hashed(protocol, dest, key), number))
+        tables[BY_CONNECTION].write(_ENTRY.pack(hashed(protocol, dest, exchange.connection), number))
+        tables[BY_PLACE].write(_ENTRY.pack(hashed(protocol, dest), number))
+        if (masked := r.get("_masked")) is not None and masked != key:
+            tables[BY_MASKED].write(_ENTRY.pack(hashed(protocol, dest, masked), number))
+
+    def _tables(self) -> list[bytes]:
+        """Each table's hashes sorted, then its rows: in recorded order among equal hashes."""
+        assert self._files is not None
+        out = []
+        for f in self._files[6:]:
+            pairs = sorted(_ENTRY.iter_unpack(b"".join(_read(f))))
+            out.append(array("Q", [h for h, _n in pairs]).tobytes() + array("I", [n for _h, n in pairs]).tobytes())
+        return out
 
     def pieces(self) -> Iterator[bytes]:
         """The payload (read from the files again at every call)."""
         assert self._files is not None
-        offsets, index, docs = self._files
+        row_ends, row_digests, rows, digests, doc_ends, docs = self._files[:6]
         for f in self._files:
             f.flush()
-        header = self._packer.pack_array_header(self._rows)
-        yield _HEAD.pack(len(header) + index.tell(), self.count)
-        yield from _read(offsets)
-        yield struct.pack("=Q", self._size)
-        yield header
-        yield from _read(index)
+        summary = self._summary
+        summary.windows = {w: numbers.tobytes() for w, numbers in self._windows.items()}
+        head = self._packer.pack([summary.places, summary.tls, summary.alpn, summary.events, summary.windows,
+                                  summary.exchanges])
+        tables = self._tables()
+        sizes = [len(head), row_ends.tell(), row_digests.tell(), *map(len, tables), digests.tell(), doc_ends.tell()]
+        yield _HEAD.pack(_SECTIONS.size + sum(size + _pad(size) for size in sizes))
+        yield _SECTIONS.pack(*sizes)
+        for size, section in zip(sizes, [[head], _read(row_ends), _read(row_digests), *([t] for t in tables),
+                                         _read(digests), _read(doc_ends)], strict=True):
+            yield from section
+            yield bytes(_pad(size))
+        yield from _read(rows)
         yield from _read(docs)
 
     def close(self) -> None:
@@ -127,44 +221,137 @@ def pack(docs: list[Any], exchanges: dict[int, Exchange], keys: Keys) -> bytes:
         builder.close()
 
 
-class Packed:
-    """A payload, held in memory as it was read; documents are decoded when asked for."""
+def index_size(head: bytes | bytearray | memoryview) -> int:
+    """How many bytes of a payload, from its start, are its head and index: what is read
+    at load and covered by the MAC (the documents are covered through their digests)."""
+    return _HEAD.size + _HEAD.unpack_from(head)[0]
 
-    def __init__(self, payload: bytes | memoryview) -> None:
-        """ValueError (or a msgpack error) when the payload is not one ``Builder`` made."""
-        index_size, count = _HEAD.unpack_from(payload)
-        start = _HEAD.size + 8 * (count + 1)
-        self._offsets = array("Q")
-        self._offsets.frombytes(payload[_HEAD.size:start])
-        self._view = memoryview(payload)[start + index_size:]
-        self.rows: list[dict[str, Any]] = msgpack.unpackb(payload[start:start + index_size], raw=False,
-                                                          strict_map_key=False)
-        if (len(self._offsets) != count + 1 or self._offsets[-1] != len(self._view)
-                or not isinstance(self.rows, list)):
+
+def covered(pieces: Iterable[bytes]) -> Iterator[bytes]:
+    """The pieces of a payload cut after its index (``index_size``)."""
+    left = None
+    for piece in pieces:
+        if left is None:
+            left = index_size(piece)
+        yield piece[:left]
+        left -= min(left, len(piece))
+        if not left:
+            return
+
+
+def _pad(size: int) -> int:
+    return -size % 8
+
+
+def _uint(data: bytes | memoryview, code: str) -> array:
+    out = array(code)
+    out.frombytes(data)
+    return out
+
+
+class Packed:
+    """A payload's index, held in memory; rows become exchanges, and documents are read
+    (through ``read``) and decoded, when asked for."""
+
+    def __init__(self, index: bytes | bytearray | memoryview, read: Reader, tail_size: int) -> None:
+        """``index``: the payload's first ``index_size`` bytes (kept, not copied); ``read``:
+        the rest of it, its tail, ``tail_size`` bytes. ValueError (or a msgpack error) when
+        it is not one ``Builder`` made."""
+        view = memoryview(index)
+        if len(view) != index_size(view):
+            raise ValueError("not a packed recording")
+        sizes = _SECTIONS.unpack_from(view, _HEAD.size)
+        parts, at = [], _HEAD.size + _SECTIONS.size
+        for size in sizes:
+            parts.append(view[at:at + size])
+            at += size + _pad(size)
+        head, row_ends, self._row_digests, *tables, self._digests, doc_ends = parts
+        places, tls, alpn, events, windows, exchanges = msgpack.unpackb(head, raw=False, strict_map_key=False)
+        self.summary = Summary(places, tls, alpn, events, windows, exchanges)
+        self._row_ends, self._doc_ends = row_ends.cast("Q"), doc_ends.cast("Q")
+        self._tables = [(t[:len(t) // 12 * 8].cast("Q"), t[len(t) // 12 * 8:].cast("I")) for t in tables]
+        self._docs_at = self._row_ends[-1] if self._row_ends else 0  # the documents follow the rows
+        self._read = read
+        self._made: dict[int, PackedExchange] = {}
+        if (at != len(view) or any(len(h) != len(r) for h, r in self._tables)
+                or len(self._digests) != _DIGEST * len(self._doc_ends)
+                or len(self._row_digests) != _DIGEST * len(self._row_ends)
+                or self._docs_at + (self._doc_ends[-1] if self._doc_ends else 0) != tail_size):
             raise ValueError("not a packed recording")
 
     def __len__(self) -> int:
-        return len(self._offsets) - 1
+        """How many documents."""
+        return len(self._doc_ends)
+
+    def _checked(self, at: int, end: int, digests: memoryview, i: int) -> bytes:
+        """Bytes of the tail, checked against their digest in the index."""
+        data = self._read(at, end - at)
+        if hashlib.sha256(data).digest()[:_DIGEST] != digests[_DIGEST * i:_DIGEST * (i + 1)]:
+            raise FormatError("the cache changed since it was loaded: load the recording again")
+        return data
 
     def document(self, i: int) -> Any:
-        return msgpack.unpackb(self._view[self._offsets[i]:self._offsets[i + 1]], raw=False,
-                               strict_map_key=False)
+        start = self._docs_at + (self._doc_ends[i - 1] if i else 0)
+        data = self._checked(start, self._docs_at + self._doc_ends[i], self._digests, i)
+        return msgpack.unpackb(data, raw=False, strict_map_key=False)
 
     def documents(self) -> list[Any]:
         return [self.document(i) for i in range(len(self))]
 
-    def exchanges(self) -> list[Exchange]:
-        """Every exchange, as a ``PackedExchange`` over its index map (no copy); once:
-        the maps become the exchanges' (and the payload is not kept alive by a cycle)."""
-        out: list[Exchange] = []
-        new, cls, append = object.__new__, PackedExchange, out.append
-        rows, self.rows = self.rows, []
-        for fields_ in rows:
+    def exchange(self, n: int) -> PackedExchange:
+        """The ``n``-th exchange (made from its row once; the same object every time)."""
+        x = self._made.get(n)
+        if x is None:
+            data = self._checked(self._row_ends[n - 1] if n else 0, self._row_ends[n], self._row_digests, n)
+            fields_ = msgpack.unpackb(data, raw=False, strict_map_key=False)
             fields_["_src"] = self
-            x = new(cls)
+            x = object.__new__(PackedExchange)
             x.__dict__ = fields_
-            append(x)
-        return out
+            x = self._made.setdefault(n, x)  # a search thread may make it at the same time
+        return x
+
+    def exchanges(self) -> Exchanges:
+        return Exchanges(self)
+
+    def rows(self, table: int, *parts: object) -> Sequence[int]:
+        """The rows a table holds under the hash of ``parts``, in recorded order (those of
+        a colliding hash too: the caller checks what it finds)."""
+        hashes, rows = self._tables[table]
+        h = hashed(*parts)
+        lo = bisect_left(hashes, h)
+        return rows[lo:bisect_right(hashes, h, lo)].tolist()
+
+    def window(self, name: str) -> array:
+        """The rows of the exchanges recorded in a test window."""
+        return _uint(self.summary.windows.get(name, b""), "I")
+
+
+class Exchanges(Sequence[Exchange]):
+    """The exchanges of a ``Packed``, each made when it is first asked for (a pool of
+    shipped match keys asks for those its lookups need; ``MockPool.build``)."""
+
+    def __init__(self, source: Packed) -> None:
+        self.source = source
+
+    def __len__(self) -> int:
+        return len(self.source._row_ends)
+
+    @overload
+    def __getitem__(self, i: int) -> Exchange: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[Exchange]: ...
+
+    def __getitem__(self, i: int | slice) -> Exchange | list[Exchange]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if not -len(self) <= i < len(self):
+            raise IndexError(i)
+        return self.source.exchange(i % len(self))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+    __hash__ = None  # type: ignore[assignment]
 
 
 class _Decoded:
@@ -206,3 +393,13 @@ class PackedExchange(Exchange):
         return all(getattr(self, f.name) == getattr(other, f.name) for f in fields(Exchange))
 
     __hash__ = None  # type: ignore[assignment]
+
+
+def file_reader(fd: int, at: int) -> Reader:
+    """A ``Reader`` of the documents that start at ``at`` in the open file ``fd``."""
+    def read(offset: int, size: int) -> bytes:
+        data = os.pread(fd, size, at + offset)
+        if len(data) != size:
+            raise FormatError("the cache changed since it was loaded (cut short): load the recording again")
+        return data
+    return read

@@ -40,7 +40,8 @@ import os
 import re
 import secrets
 import struct
-from collections.abc import Callable, Iterable, Iterator
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,7 @@ log = logging.getLogger("trproxy")
 MOCKS = "mocks.yaml"
 REPORTS = "reports"
 _PARTIAL = re.compile(r"^(?P<name>.+)\.partial-(?P<pid>\d+)$")
-_CACHE_MAGIC = b"trproxy-cache/3\n"  # a new version when the format, the checks or the match keys change
+_CACHE_MAGIC = b"trproxy-cache/4\n"  # a new version when the format, the checks or the match keys change
 _CACHE_KEY_FILE = "cache.key"
 _DIGEST = 32
 
@@ -258,8 +259,9 @@ def alive(pid: int) -> bool:
 # -- loading, through the cache ---------------------------------------------------------
 
 
-def load_mocks(test_set: Path) -> list[Exchange]:
-    """The exchanges of ``test_set/mocks.yaml`` ([] when there is none)."""
+def load_mocks(test_set: Path) -> Sequence[Exchange]:
+    """The exchanges of ``test_set/mocks.yaml`` ([] when there is none); from the cache,
+    a sequence whose exchanges are made when asked for (``packed.Exchanges``)."""
     if not has_mocks(test_set):
         return []
     return _load(test_set / MOCKS, test_set.parent, documents=False)
@@ -270,7 +272,7 @@ def load_documents(path: Path, root: Path | None = None) -> list[Any]:
     return _load(path, path.parent.parent if root is None else root, documents=True)
 
 
-def _load(path: Path, root: Path, documents: bool) -> list[Any]:
+def _load(path: Path, root: Path, documents: bool) -> Any:
     with no_gc():
         cached = _read_cache(path, root, _sha256(path, root))
         if cached is not None:
@@ -316,7 +318,7 @@ def _cache_path(path: Path) -> Path:
     return path.with_name(path.name + ".cache")
 
 
-def _mac(key: bytes, digest: bytes, payload: bytes | memoryview) -> bytes:
+def _mac(key: bytes, digest: bytes, payload: bytes | bytearray | memoryview) -> bytes:
     mac = hmac.new(key, _CACHE_MAGIC + FORMAT_VERSION.encode() + _code() + digest, "sha256")
     mac.update(payload)  # not joined to the rest: that would copy hundreds of megabytes
     return mac.digest()
@@ -336,7 +338,7 @@ def write_cache(path: Path, root: Path, digest: bytes, payload: bytes | Callable
         return
     pieces = (lambda: [payload]) if isinstance(payload, bytes) else payload
     mac = hmac.new(key, _CACHE_MAGIC + FORMAT_VERSION.encode() + _code() + digest, "sha256")
-    for piece in pieces():
+    for piece in packed.covered(pieces()):  # the index; the documents through their digests
         mac.update(piece)
     with contextlib.suppress(OSError):
         safeio.write_bytes(_cache_path(path), root,
@@ -344,24 +346,43 @@ def write_cache(path: Path, root: Path, digest: bytes, payload: bytes | Callable
 
 
 def _read_cache(path: Path, root: Path, digest: bytes) -> packed.Packed | None:
-    """The cached recording, if the cache is of these YAML bytes and ours."""
+    """The cached recording, if the cache is of these YAML bytes and ours. Only its index
+    is read now (the MAC covers it); its documents are read from the open file when they
+    are served, each checked against its digest in the index (``packed.py``)."""
     key = _cache_key(trproxy_home())
     if key is None:
         return None
     try:
-        data = safeio.read_bytes(_cache_path(path), root, 2 * yamlio.MAX_FILE_BYTES)
-    except UnsafeFile:  # a link or a FIFO in its place: refused like any other file
-        raise
-    except (FileNotFoundError, FormatError):  # none, or over the size limit: rebuilt
+        f = safeio.open_file(_cache_path(path), root)  # a link or a FIFO there is refused
+    except FileNotFoundError:
         return None
-    head = len(_CACHE_MAGIC)
-    payload = memoryview(data)[head + 2 * _DIGEST:]
-    if (data[:head] != _CACHE_MAGIC or data[head:head + _DIGEST] != digest
-            or not hmac.compare_digest(data[head + _DIGEST:head + 2 * _DIGEST], _mac(key, digest, payload))):
+    with f:
+        size = os.fstat(f.fileno()).st_size
+        head = len(_CACHE_MAGIC) + 2 * _DIGEST
+        start = f.read(head + 8)
+        if (size > 2 * yamlio.MAX_FILE_BYTES or len(start) < head + 8 or start[:len(_CACHE_MAGIC)] != _CACHE_MAGIC
+                or start[len(_CACHE_MAGIC):len(_CACHE_MAGIC) + _DIGEST] != digest):
+            return None  # none of ours, or over the size limit: rebuilt
+        index_size = packed.index_size(start[head:])
+        if index_size > size - head:
+            return None
+        index = bytearray(index_size)  # read into, not joined: it is hundreds of MB for 1M exchanges
+        index[:8] = start[head:]
+        view, at = memoryview(index)[8:], head + 8
+        while view and (got := os.preadv(f.fileno(), [view], at)):
+            view, at = view[got:], at + got
+        if view:
+            return None
+        if not hmac.compare_digest(start[head - _DIGEST:head], _mac(key, digest, index)):
+            return None
+        fd = os.dup(f.fileno())
+    try:
+        cached = packed.Packed(index, packed.file_reader(fd, head + index_size), size - head - index_size)
+    except (ValueError, struct.error, msgpack.UnpackException):
+        os.close(fd)
         return None
-    with contextlib.suppress(ValueError, struct.error, msgpack.UnpackException):
-        return packed.Packed(payload)
-    return None
+    weakref.finalize(cached, os.close, fd)
+    return cached
 
 
 @functools.cache
