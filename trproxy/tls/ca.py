@@ -22,11 +22,13 @@ import ssl
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
-
-from cryptography import x509
-from mitmproxy.certs import Cert, CertStore
+from typing import TYPE_CHECKING
 
 from ..home import trproxy_home
+
+if TYPE_CHECKING:  # imported where used: ``installed_ca_env`` needs neither (~0.2 s)
+    from cryptography import x509
+    from mitmproxy.certs import Cert
 
 BASENAME = "trproxy"
 
@@ -86,6 +88,8 @@ def _atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
 
 
 def _name_kind(name: str) -> x509.GeneralName:
+    from cryptography import x509
+
     try:
         return x509.IPAddress(ipaddress.ip_address(name.strip("[]")))
     except ValueError:
@@ -97,6 +101,8 @@ class CertificateAuthority:
 
     def __init__(self, home: str | os.PathLike[str] | None = None, *, key_size: int = 2048,
                  cache_size: int = 256) -> None:
+        from mitmproxy.certs import CertStore
+
         self.home = trproxy_home(home)
         self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
         with _locked(self.home / ".lock"):  # two first runs at once must not race
@@ -113,12 +119,12 @@ class CertificateAuthority:
     @property
     def key_path(self) -> Path:
         """CA private key + certificate (PEM, mode 0600)."""
-        return self.home / f"{BASENAME}-ca.pem"
+        return _key_path(self.home)
 
     @property
     def cert_path(self) -> Path:
         """CA certificate only (PEM): what clients must trust."""
-        return self.home / f"{BASENAME}-ca-cert.pem"
+        return _cert_path(self.home)
 
     @property
     def certificate(self) -> Cert:
@@ -129,6 +135,9 @@ class CertificateAuthority:
 
         Leaves share the CA's key pair (as in mitmproxy), so ``key_path`` is their key.
         """
+        from cryptography import x509
+        from mitmproxy.certs import Cert
+
         safe = re.sub(r"[^A-Za-z0-9._-]", "_", server_name)[:200]
         path = self._certs / f"{safe}-{self._fingerprint}.pem"
         if path.exists():
@@ -164,15 +173,27 @@ class CertificateAuthority:
 
     def bundle_path(self) -> Path:
         """System CAs + our CA in one PEM file, for clients that take one bundle."""
-        system = system_ca_file()
-        data = Path(system).read_bytes() if system else b""
-        if data and not data.endswith(b"\n"):
-            data += b"\n"
-        path = self.home / f"{BASENAME}-ca-bundle.pem"
-        ours = self.cert_path.read_bytes()
-        if not path.exists() or path.read_bytes() != data + ours:
-            _atomic_write(path, data + ours)
-        return path
+        return _bundle_path(self.home)
+
+
+def _key_path(home: Path) -> Path:
+    return home / f"{BASENAME}-ca.pem"
+
+
+def _cert_path(home: Path) -> Path:
+    return home / f"{BASENAME}-ca-cert.pem"
+
+
+def _bundle_path(home: Path) -> Path:
+    system = system_ca_file()
+    data = Path(system).read_bytes() if system else b""
+    if data and not data.endswith(b"\n"):
+        data += b"\n"
+    path = home / f"{BASENAME}-ca-bundle.pem"
+    ours = _cert_path(home).read_bytes()
+    if not path.exists() or path.read_bytes() != data + ours:
+        _atomic_write(path, data + ours)
+    return path
 
 
 def system_ca_file() -> str | None:
@@ -196,9 +217,23 @@ def ca_env(ca: CertificateAuthority) -> dict[str, str]:
     need a trust store instead and are not covered.) ``PGSSLROOTCERT`` also makes libpq
     verify the chain under ``sslmode=require``, which our certificates pass.
     """
-    bundle = str(ca.bundle_path())
+    return _env(ca.home)
+
+
+def installed_ca_env(home: str | os.PathLike[str] | None = None) -> dict[str, str] | None:
+    """``ca_env`` of the CA generated under ``home`` by an earlier run, from its files
+    alone: no mitmproxy, no cryptography, so ``trproxy test`` starts the app before it
+    loads them. None when there is no CA yet (``CertificateAuthority`` makes it)."""
+    path = trproxy_home(home)
+    if not (_cert_path(path).is_file() and _key_path(path).is_file()):
+        return None
+    return _env(path)
+
+
+def _env(home: Path) -> dict[str, str]:
+    bundle = str(_bundle_path(home))
     env = {name: bundle for name in CA_BUNDLE_ENV_VARS}
-    env.update({name: str(ca.cert_path) for name in CA_EXTRA_ENV_VARS})
+    env.update({name: str(_cert_path(home)) for name in CA_EXTRA_ENV_VARS})
     env.update(INTERCEPTION_ENV)
     return env
 
