@@ -204,11 +204,13 @@ def entry(argv: list[str] | None = None) -> None:
     of every module loaded: mitmproxy, cryptography, the codecs) took ~0.3 s after each
     test run and frees nothing the kernel would not. The exit handlers still run (the
     redirect's, logging's) and the output is flushed; when another thread still runs,
-    the ordinary exit waits for it as always."""
+    the ordinary exit waits for it as always, and so it does under a profiler or a tracer
+    (cProfile, coverage: they write their data after the run)."""
     args = sys.argv[1:] if argv is None else argv
     code = main(args)
     others = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
-    if not args or args[0] not in _QUICK_EXIT or any(t.is_alive() for t in others):
+    if (not args or args[0] not in _QUICK_EXIT or any(t.is_alive() for t in others)
+            or sys.getprofile() is not None or sys.gettrace() is not None):
         sys.exit(code)
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
