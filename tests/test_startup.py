@@ -117,3 +117,14 @@ def test_stop_of_an_app_that_ended_already_returns_its_status():
         return child.returncode
 
     assert asyncio.run(stop()) == 7
+
+
+def test_the_ca_reads_its_key_when_it_first_signs(tmp_path):
+    first = CertificateAuthority(tmp_path)  # none yet: made at once, its files are there
+    assert first.cert_path.is_file() and first.key_path.is_file()
+    again = CertificateAuthority(tmp_path)
+    assert again._loaded is None  # nothing read: a run without TLS never loads the key
+    leaf = again.leaf_path("example.test")
+    assert again._loaded is not None
+    assert again.certificate.fingerprint() == first.certificate.fingerprint()
+    assert leaf.read_bytes().count(b"BEGIN CERTIFICATE") == 2  # the leaf and our CA

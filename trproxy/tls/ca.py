@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import ipaddress
 import os
 import re
@@ -28,7 +29,7 @@ from ..home import trproxy_home
 
 if TYPE_CHECKING:  # imported where used: ``installed_ca_env`` needs neither (~0.2 s)
     from cryptography import x509
-    from mitmproxy.certs import Cert
+    from mitmproxy.certs import Cert, CertStore
 
 BASENAME = "trproxy"
 
@@ -97,24 +98,39 @@ def _name_kind(name: str) -> x509.GeneralName:
 
 
 class CertificateAuthority:
-    """The per-install CA and the leaf certificates it signs."""
+    """The per-install CA and the leaf certificates it signs. Its key is read when the
+    first certificate is signed (loading an RSA key checks it: 0.4 s on a loaded
+    machine), so a run whose app makes no TLS connection never reads it; a CA that does
+    not exist yet is made at once."""
 
     def __init__(self, home: str | os.PathLike[str] | None = None, *, key_size: int = 2048,
                  cache_size: int = 256) -> None:
-        from mitmproxy.certs import CertStore
-
         self.home = trproxy_home(home)
         self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
-        with _locked(self.home / ".lock"):  # two first runs at once must not race
-            self._store = CertStore.from_store(self.home, BASENAME, key_size)
-            for secret in (self.key_path, self.home / f"{BASENAME}-ca.p12"):
-                if secret.exists() and secret.stat().st_mode & 0o077:
-                    secret.chmod(0o600)
+        self._key_size = key_size
+        self._loaded: CertStore | None = None
         self._certs = self.home / "certs"
         self._certs.mkdir(mode=0o700, exist_ok=True)
-        self._fingerprint = self._store.default_ca.fingerprint().hex()[:16]
         self._contexts: OrderedDict[tuple[str, tuple[str, ...]], ssl.SSLContext] = OrderedDict()
         self._cache_size = cache_size
+        if not (self.cert_path.is_file() and self.key_path.is_file()):
+            self._store()  # the first run: clients get the CA's files in their environment
+
+    def _store(self) -> CertStore:
+        """mitmproxy's store of the CA, read (or generated) on first use."""
+        if self._loaded is None:
+            from mitmproxy.certs import CertStore
+
+            with _locked(self.home / ".lock"):  # two first runs at once must not race
+                self._loaded = CertStore.from_store(self.home, BASENAME, self._key_size)
+                for secret in (self.key_path, self.home / f"{BASENAME}-ca.p12"):
+                    if secret.exists() and secret.stat().st_mode & 0o077:
+                        secret.chmod(0o600)
+        return self._loaded
+
+    @functools.cached_property
+    def _fingerprint(self) -> str:
+        return self.certificate.fingerprint().hex()[:16]
 
     @property
     def key_path(self) -> Path:
@@ -128,7 +144,7 @@ class CertificateAuthority:
 
     @property
     def certificate(self) -> Cert:
-        return self._store.default_ca
+        return self._store().default_ca
 
     def leaf_path(self, server_name: str) -> Path:
         """PEM chain (leaf + CA) for ``server_name`` (host name or IP), minted if needed.
@@ -146,7 +162,7 @@ class CertificateAuthority:
                 return path
         kind = _name_kind(server_name)
         common = server_name if isinstance(kind, x509.DNSName) else None
-        entry = self._store.get_cert(common, [kind], organization=BASENAME)
+        entry = self._store().get_cert(common, [kind], organization=BASENAME)
         chain = entry.cert.to_pem() + b"".join(c.to_pem() for c in entry.chain_certs)
         _atomic_write(path, chain)
         return path
