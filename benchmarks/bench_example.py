@@ -13,7 +13,10 @@ calls, stop everything:
   127.0.0.1 only (the broker also advertises it), so they run with ``--network host``.
 Measured: `trproxy test -- python app.py` on the recording of those calls, no service
 running. Printed as wall-time ratios, all measured in this run, with where `trproxy
-test`'s time goes (the app's start-up, the tests, the rest).
+test`'s time goes (the app's start-up from its start until it listens, the tests, the
+rest) and the app alone (its start-up, the calls and its stop, as against local
+services): no way of providing its services can make a run shorter than that, so
+containers / that bounds the ratio any `trproxy test` of this app can reach.
 """
 
 from __future__ import annotations
