@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import pwd
 import secrets
+import subprocess
 import sys
 import threading
 import time
@@ -41,6 +42,17 @@ def _postgres_user() -> str:
     before the host's is mounted; initdb then finds it in the mounted one)."""
     pw = pwd.getpwnam("postgres")
     return f"{pw.pw_uid}:{pw.pw_gid}"
+
+
+def _postgres_ready(pg: PostgresServer, deadline: float) -> None:
+    """Until the fresh cluster accepts connections, then CREATE DATABASE trproxy (the local
+    reference's cluster has it from its initdb; the official image's POSTGRES_DB does this)."""
+    while subprocess.run([_pg_bindir() / "pg_isready", "-h", pg.host, "-p", str(pg.port)],
+                         capture_output=True).returncode != 0:
+        if time.monotonic() > deadline:
+            raise BenchError(f"postgres in its container at {pg.host} is not ready")
+        time.sleep(0.05)
+    pg.psql(f"CREATE DATABASE {pg.dbname}", dbname="postgres")
 
 
 @dataclass
@@ -103,7 +115,7 @@ class ShopContainers:
             time.sleep(0.05)
         wait_port(pg_host, 5432, timeout)
         pg = PostgresServer(host=pg_host, port=5432, datadir=Path("/nonexistent"))
-        pg._wait_ready()  # pg_isready, then CREATE DATABASE trproxy as the local reference has
+        _postgres_ready(pg, deadline)
         return {
             "DATABASE_URL": pg.dsn,
             "REDIS_URL": f"redis://{redis_host}:6379/0",

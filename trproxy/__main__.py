@@ -1,7 +1,5 @@
 """``python -m trproxy``: the same as the ``trproxy`` command."""
 
-import sys
+from .cli import entry
 
-from .cli import main
-
-sys.exit(main())
+entry()

@@ -34,10 +34,12 @@ from __future__ import annotations
 import json
 import re
 import shlex
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from ..store import safeio
 from ..store.errors import FormatError
@@ -163,6 +165,19 @@ def noise_list(value: Any) -> list[str]:
 def test_number(name: str) -> int:
     tail = name.rsplit("-", 1)[-1]
     return int(tail) if tail.isdigit() else -1
+
+
+def app_port(test: TestCase, ports: Mapping[int, int], default_port: int | None) -> int | None:
+    """Where to send a test: its recorded port (or its URL's), mapped through ``ports``."""
+    recorded = test.port
+    if recorded is None:
+        try:
+            recorded = urlsplit(str(test.request.get("url", ""))).port
+        except ValueError:  # a port out of range
+            pass
+    if recorded is None:
+        return default_port
+    return ports.get(recorded, recorded)
 
 
 def target_of(url: str) -> str:

@@ -37,7 +37,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, urlencode
 
 import h11
 
@@ -57,7 +57,7 @@ from ..store.blobs import DirBlobStore
 from .chain import LiveChains, fill_placeholders, substitute
 from .noise import Difference, Noise, compare, noise_between, parse_path, render_diff
 from .secretfile import SECRETS, env_name, from_env
-from .testcase import TestCase, add_noise, load_tests, now_iso, target_of
+from .testcase import TestCase, add_noise, app_port, load_tests, now_iso, target_of
 
 PASSED, FAILED, ERROR, NEEDS_SECRET = "passed", "failed", "error", "needs-secret"
 _NOT_SENT = frozenset({b"content-length", b"transfer-encoding", b"expect", b"te", b"upgrade"})
@@ -136,7 +136,7 @@ async def wait_listening(host: str | Sequence[str], port: int, timeout: float = 
             return candidate
         if time.monotonic() - start > timeout:
             raise AppNotListening(f"nothing listens on {where} after {timeout:.0f}s")
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.01)  # a refused connect costs microseconds: notice the app soon
 
 
 class HttpClient:
@@ -204,17 +204,6 @@ def build_request(request: dict[str, Any], host: str, port: int,
         headers.append((b"Content-Length", str(size).encode()))
     target = target_of(str(request.get("url", "/")))
     return h11.Request(method=method, target=target.encode(), headers=headers), body
-
-
-def app_port(test: TestCase, ports: Mapping[int, int], default_port: int | None) -> int | None:
-    """Where to send a test: its recorded port (or its URL's), mapped through ``ports``."""
-    recorded = test.port
-    if recorded is None:
-        with contextlib.suppress(ValueError):
-            recorded = urlsplit(str(test.request.get("url", ""))).port
-    if recorded is None:
-        return default_port
-    return ports.get(recorded, recorded)
 
 
 async def _call(hook: Callable[..., Any] | None, *args: Any) -> None:
@@ -328,6 +317,8 @@ def needs_secret_message(names: list[str]) -> str:
 async def run_tests(
     test_set: Path,
     *,
+    tests: Sequence[TestCase] | None = None,
+    app_started: float | None = None,
     host: str = "127.0.0.1",
     ports: Mapping[int, int] | None = None,
     default_port: int | None = None,
@@ -346,7 +337,9 @@ async def run_tests(
     on_start: Callable[[TestCase, int, int], Any] | None = None,
     on_result: Callable[[TestResult, int, int], Any] | None = None,
 ) -> TestRun:
-    """Run a test set's tests (all, or those in ``names``) against the app.
+    """Run a test set's tests (all, or those in ``names``) against the app; ``tests``: the
+    set's tests when the caller has loaded them already; ``app_started``: when the app was
+    started (``time.monotonic()``; default now), where its start-up time counts from.
 
     ``ports`` maps recorded app ports to live ones (default: the same port);
     ``delay`` is waited once the app listens, before the first test (apps that listen
@@ -359,9 +352,9 @@ async def run_tests(
     """
     ports = ports or {}
     config = http_config or HttpConfig()
-    tests = [t for t in load_tests(test_set) if names is None or t.name in names]
+    tests = [t for t in (load_tests(test_set) if tests is None else tests) if names is None or t.name in names]
     run = TestRun(test_set, started=now_iso())
-    t0 = time.monotonic()
+    t0 = time.monotonic() if app_started is None else app_started
     addresses = sorted({p for t in tests if (p := app_port(t, ports, default_port)) is not None})
     # an app may listen on either loopback address (``localhost`` is ::1 first for some)
     candidates = (host, "::1") if host == "127.0.0.1" else (host,)

@@ -20,16 +20,17 @@ _ORDER = ("postgres", "redis", "kafka", "http", "mysql", "dns", "generic")
 
 @functools.cache
 def dialects() -> tuple[Dialect, ...]:
-    found = []
-    for name in _ORDER:
-        try:
-            module = importlib.import_module(f"{__package__}.{name}")
-        except ImportError:
-            continue
-        dialect = getattr(module, "DIALECT", None)
-        if dialect is not None:
-            found.append(dialect)
-    return tuple(found)
+    return tuple(d for name in _ORDER if (d := _shipped(name)) is not None)
+
+
+@functools.cache
+def _shipped(name: str) -> Dialect | None:
+    """One dialect as shipped, imported on first use (None: missing optional dependency)."""
+    try:
+        module = importlib.import_module(f"{__package__}.{name}")
+    except ImportError:
+        return None
+    return getattr(module, "DIALECT", None)
 
 
 _overrides: dict[str, Dialect] = {}
@@ -43,10 +44,12 @@ def override(dialect: Dialect) -> None:
 
 def configure(doc: dict[str, Any]) -> None:
     """Apply the user's ``config.yaml``: each dialect with a ``configure`` hook is rebuilt
-    from its section (``http:``); ValueError says which section is wrong."""
-    for dialect in dialects():
-        section = doc.get(dialect.name)
-        if dialect.configure is None or not section:
+    from its section (``http:``); ValueError says which section is wrong. Only the
+    dialects with a section are imported here (the others when a connection needs them)."""
+    for name in _ORDER:
+        section = doc.get(name)
+        dialect = _shipped(name) if section else None
+        if dialect is None or dialect.configure is None:
             continue
         if not isinstance(section, dict):
             raise ValueError(f"`{dialect.name}` must be a mapping")

@@ -101,8 +101,12 @@ def resolve_mode(opts: RunOptions) -> tuple[Mode, Path]:
     return mode, newest
 
 
-def build_context(mode: Mode, test_set: Path, opts: RunOptions | None = None) -> RunContext:
-    ctx = RunContext(mode, similar_fallback=not (opts is not None and opts.strict))
+def build_context(mode: Mode, test_set: Path, opts: RunOptions | None = None,
+                  ctx: RunContext | None = None) -> RunContext:
+    """The run's context: its recording loaded, TLS, faults, blobs, writer. ``ctx``: fill
+    this one instead of a new one (``trproxy test`` loads once the app is started)."""
+    if ctx is None:
+        ctx = RunContext(mode, similar_fallback=not (opts is not None and opts.strict))
     mocks: Sequence[Exchange] = []  # loaded first: a recording that cannot be read stops the run here
     if mode in (Mode.REPLAY, Mode.NEW_EPISODES) and has_mocks(test_set):
         with no_gc():

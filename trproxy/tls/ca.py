@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import ipaddress
 import os
 import re
@@ -22,11 +23,13 @@ import ssl
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
-
-from cryptography import x509
-from mitmproxy.certs import Cert, CertStore
+from typing import TYPE_CHECKING
 
 from ..home import trproxy_home
+
+if TYPE_CHECKING:  # imported where used: ``installed_ca_env`` needs neither (~0.2 s)
+    from cryptography import x509
+    from mitmproxy.certs import Cert, CertStore
 
 BASENAME = "trproxy"
 
@@ -86,6 +89,8 @@ def _atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
 
 
 def _name_kind(name: str) -> x509.GeneralName:
+    from cryptography import x509
+
     try:
         return x509.IPAddress(ipaddress.ip_address(name.strip("[]")))
     except ValueError:
@@ -93,42 +98,62 @@ def _name_kind(name: str) -> x509.GeneralName:
 
 
 class CertificateAuthority:
-    """The per-install CA and the leaf certificates it signs."""
+    """The per-install CA and the leaf certificates it signs. Its key is read when the
+    first certificate is signed (loading an RSA key checks it: 0.4 s on a loaded
+    machine), so a run whose app makes no TLS connection never reads it; a CA that does
+    not exist yet is made at once."""
 
     def __init__(self, home: str | os.PathLike[str] | None = None, *, key_size: int = 2048,
                  cache_size: int = 256) -> None:
         self.home = trproxy_home(home)
         self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
-        with _locked(self.home / ".lock"):  # two first runs at once must not race
-            self._store = CertStore.from_store(self.home, BASENAME, key_size)
-            for secret in (self.key_path, self.home / f"{BASENAME}-ca.p12"):
-                if secret.exists() and secret.stat().st_mode & 0o077:
-                    secret.chmod(0o600)
+        self._key_size = key_size
+        self._loaded: CertStore | None = None
         self._certs = self.home / "certs"
         self._certs.mkdir(mode=0o700, exist_ok=True)
-        self._fingerprint = self._store.default_ca.fingerprint().hex()[:16]
         self._contexts: OrderedDict[tuple[str, tuple[str, ...]], ssl.SSLContext] = OrderedDict()
         self._cache_size = cache_size
+        if not (self.cert_path.is_file() and self.key_path.is_file()):
+            self._store()  # the first run: clients get the CA's files in their environment
+
+    def _store(self) -> CertStore:
+        """mitmproxy's store of the CA, read (or generated) on first use."""
+        if self._loaded is None:
+            from mitmproxy.certs import CertStore
+
+            with _locked(self.home / ".lock"):  # two first runs at once must not race
+                self._loaded = CertStore.from_store(self.home, BASENAME, self._key_size)
+                for secret in (self.key_path, self.home / f"{BASENAME}-ca.p12"):
+                    if secret.exists() and secret.stat().st_mode & 0o077:
+                        secret.chmod(0o600)
+        return self._loaded
+
+    @functools.cached_property
+    def _fingerprint(self) -> str:
+        return self.certificate.fingerprint().hex()[:16]
 
     @property
     def key_path(self) -> Path:
         """CA private key + certificate (PEM, mode 0600)."""
-        return self.home / f"{BASENAME}-ca.pem"
+        return _key_path(self.home)
 
     @property
     def cert_path(self) -> Path:
         """CA certificate only (PEM): what clients must trust."""
-        return self.home / f"{BASENAME}-ca-cert.pem"
+        return _cert_path(self.home)
 
     @property
     def certificate(self) -> Cert:
-        return self._store.default_ca
+        return self._store().default_ca
 
     def leaf_path(self, server_name: str) -> Path:
         """PEM chain (leaf + CA) for ``server_name`` (host name or IP), minted if needed.
 
         Leaves share the CA's key pair (as in mitmproxy), so ``key_path`` is their key.
         """
+        from cryptography import x509
+        from mitmproxy.certs import Cert
+
         safe = re.sub(r"[^A-Za-z0-9._-]", "_", server_name)[:200]
         path = self._certs / f"{safe}-{self._fingerprint}.pem"
         if path.exists():
@@ -137,7 +162,7 @@ class CertificateAuthority:
                 return path
         kind = _name_kind(server_name)
         common = server_name if isinstance(kind, x509.DNSName) else None
-        entry = self._store.get_cert(common, [kind], organization=BASENAME)
+        entry = self._store().get_cert(common, [kind], organization=BASENAME)
         chain = entry.cert.to_pem() + b"".join(c.to_pem() for c in entry.chain_certs)
         _atomic_write(path, chain)
         return path
@@ -164,15 +189,27 @@ class CertificateAuthority:
 
     def bundle_path(self) -> Path:
         """System CAs + our CA in one PEM file, for clients that take one bundle."""
-        system = system_ca_file()
-        data = Path(system).read_bytes() if system else b""
-        if data and not data.endswith(b"\n"):
-            data += b"\n"
-        path = self.home / f"{BASENAME}-ca-bundle.pem"
-        ours = self.cert_path.read_bytes()
-        if not path.exists() or path.read_bytes() != data + ours:
-            _atomic_write(path, data + ours)
-        return path
+        return _bundle_path(self.home)
+
+
+def _key_path(home: Path) -> Path:
+    return home / f"{BASENAME}-ca.pem"
+
+
+def _cert_path(home: Path) -> Path:
+    return home / f"{BASENAME}-ca-cert.pem"
+
+
+def _bundle_path(home: Path) -> Path:
+    system = system_ca_file()
+    data = Path(system).read_bytes() if system else b""
+    if data and not data.endswith(b"\n"):
+        data += b"\n"
+    path = home / f"{BASENAME}-ca-bundle.pem"
+    ours = _cert_path(home).read_bytes()
+    if not path.exists() or path.read_bytes() != data + ours:
+        _atomic_write(path, data + ours)
+    return path
 
 
 def system_ca_file() -> str | None:
@@ -196,9 +233,23 @@ def ca_env(ca: CertificateAuthority) -> dict[str, str]:
     need a trust store instead and are not covered.) ``PGSSLROOTCERT`` also makes libpq
     verify the chain under ``sslmode=require``, which our certificates pass.
     """
-    bundle = str(ca.bundle_path())
+    return _env(ca.home)
+
+
+def installed_ca_env(home: str | os.PathLike[str] | None = None) -> dict[str, str] | None:
+    """``ca_env`` of the CA generated under ``home`` by an earlier run, from its files
+    alone: no mitmproxy, no cryptography, so ``trproxy test`` starts the app before it
+    loads them. None when there is no CA yet (``CertificateAuthority`` makes it)."""
+    path = trproxy_home(home)
+    if not (_cert_path(path).is_file() and _key_path(path).is_file()):
+        return None
+    return _env(path)
+
+
+def _env(home: Path) -> dict[str, str]:
+    bundle = str(_bundle_path(home))
     env = {name: bundle for name in CA_BUNDLE_ENV_VARS}
-    env.update({name: str(ca.cert_path) for name in CA_EXTRA_ENV_VARS})
+    env.update({name: str(_cert_path(home)) for name in CA_EXTRA_ENV_VARS})
     env.update(INTERCEPTION_ENV)
     return env
 

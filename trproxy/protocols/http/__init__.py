@@ -11,6 +11,11 @@ Module map: ``sniff`` (detection) · ``h1`` (HTTP/1 parser) · ``h1_record`` /
 form, redaction, content codings) · ``render`` (responses in the live version) ·
 ``matching`` (match keys) · ``volatile`` (values the app generates) · ``config``.
 
+The recorders, the replayers and ``render`` (mitmproxy's HTTP model, h2, wsproto: ~0.5 s)
+are imported when the first one is made, not with this package: a process that only
+reads recordings or test files (``trproxy test`` before it starts the app) never waits
+for them.
+
 Recorders and replayers take keyword arguments ``scheme`` (``"https"`` when the
 proxy terminated TLS) and ``authority`` (the original destination ``host:port``,
 used when a request names no host). Called without them they assume plain
@@ -20,8 +25,10 @@ used when a request names no host). Called without them they assume plain
 from __future__ import annotations
 
 import functools
+import importlib
+from typing import Any
 
-from ..base import Dialect
+from ..base import Dialect, Failure
 from .config import (
     DEFAULT_NOISE_HEADERS,
     DEFAULT_SECRET_FIELDS,
@@ -33,14 +40,31 @@ from .config import (
     config_from_section,
 )
 from .matching import match_key, match_key_with
-from .recorder import H2_PREFACE, HttpRecorder
-from .render import check_fault
-from .replayer import HttpReplayer
-from .sniff import detect, server_settings_first
+from .sniff import H2_PREFACE, detect, server_settings_first
 from .volatile import rule_values, volatile
 
 DEFAULT_PORTS = (80, 443, 8000, 8080, 8443)
 ALPN = ("h2", "http/1.1", "http/1.0")
+_LAZY = {"HttpRecorder": "recorder", "HttpReplayer": "replayer", "check_fault": "render"}
+
+
+def __getattr__(name: str) -> Any:
+    """``HttpRecorder``, ``HttpReplayer``, ``check_fault``: imported on first use."""
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+
+
+def _recorder(config: HttpConfig | None = None, **kwargs: Any) -> Any:
+    return __getattr__("HttpRecorder")(config, **kwargs)
+
+
+def _replayer(config: HttpConfig | None = None, **kwargs: Any) -> Any:
+    return __getattr__("HttpReplayer")(config, **kwargs)
+
+
+def _check_fault(failure: Failure) -> None:
+    __getattr__("check_fault")(failure)
 
 
 def dialect_with(config: HttpConfig) -> Dialect:
@@ -49,12 +73,12 @@ def dialect_with(config: HttpConfig) -> Dialect:
         name="http",
         default_ports=DEFAULT_PORTS,
         detect=detect,
-        recorder=functools.partial(HttpRecorder, config),
-        replayer=functools.partial(HttpReplayer, config),
+        recorder=functools.partial(_recorder, config),
+        replayer=functools.partial(_replayer, config),
         match_key=functools.partial(match_key_with, noise=config.noise),
         connection_aware=True,
         configure=_configure,
-        check_fault=check_fault,
+        check_fault=_check_fault,
         alpn=ALPN,
         server_first=server_settings_first,
         volatile=functools.partial(volatile, rules=config.volatile),
@@ -70,12 +94,12 @@ DIALECT = Dialect(
     name="http",
     default_ports=DEFAULT_PORTS,
     detect=detect,
-    recorder=HttpRecorder,
-    replayer=HttpReplayer,
+    recorder=_recorder,
+    replayer=_replayer,
     match_key=match_key,
     connection_aware=True,
     configure=_configure,
-    check_fault=check_fault,
+    check_fault=_check_fault,
     alpn=ALPN,
     server_first=server_settings_first,
     volatile=volatile,

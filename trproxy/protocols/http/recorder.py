@@ -20,8 +20,7 @@ from ..base import BlobStore, Direction, Interaction, ProtocolError
 from .config import HttpConfig
 from .h1_record import H1Recorder
 from .h2_record import H2Recorder
-
-H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+from .sniff import H2_PREFACE
 
 
 class RecorderState(enum.Enum):

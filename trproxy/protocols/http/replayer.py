@@ -15,8 +15,8 @@ from ..secrets import with_standins
 from .config import HttpConfig
 from .h1_replay import H1Replayer
 from .h2_replay import H2Replayer
-from .recorder import H2_PREFACE
 from .render import fault_response
+from .sniff import H2_PREFACE
 
 
 class HttpReplayer:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from .recorder import H2_PREFACE
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"  # RFC 9113 3.4, the client's first bytes
 
 # RFC 9110 §5.6.2 tchar; methods are tokens, in practice upper case
 _METHOD = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,32}"
