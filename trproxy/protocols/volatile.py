@@ -11,13 +11,16 @@ exchange (``spec.volatile``, readable and editable). At replay:
   found by the same detectors, so a different command, key prefix or ordinary value still
   misses;
 * the pairs recorded -> live of such a match are kept (``ValueMap``) for the rest of the
-  run's test: later requests are rewritten back to the recorded values before they are
-  looked up (the ``GET`` of the session key, the lock's release script), and recorded
+  run's test, and for the rest of the run where a test has no pair of its own for a
+  value (an id made in one test, sent again in a later one): later requests are
+  rewritten back to the recorded values before they are looked up (the ``GET`` of the session key, the lock's release script), and recorded
   replies are rewritten to the live values (the token the app compares with).
 
 Detectors: UUIDs, JWTs and salted password hashes (bcrypt, argon2, pbkdf2, scrypt)
-anywhere in a text, timestamps and dates near the recording time, and words of 9+ characters that look like random hex/base64 tokens or epoch
-numbers near now (``volatile_value``).
+anywhere in a text, secrets' placeholders, timestamps and dates near the recording time
+(also the base62 seconds of Django's signed values, with their signature), and words of
+9+ characters that look like random hex/base64 tokens or epoch numbers near now
+(``volatile_value``).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .jsonpath import parse_json_path, path_matches
+from .secrets import PLACEHOLDER
 
 _MONTH = r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
 _DAY = r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)"
@@ -144,7 +148,11 @@ _HASHES = re.compile("|".join([
     r"pbkdf2_sha\d+\$\d+\$[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+",
     r"(?:scrypt:\d+:\d+:\d+|pbkdf2:sha\d+:\d+)\$[A-Za-z0-9+/=]+\$[0-9a-f]+",
 ]))
-_STRONG = re.compile(f"{_HASHES.pattern}|{_UUID.pattern}|{_JWT.pattern}|{_TIMESTAMPS.pattern}")
+# a secret's placeholder: the recording holds it for a value the app made (a session key
+# Django stores in django_session, then names in its cookie), which a live request holds
+# once the value is mapped back (``ValueMap.to_recorded``)
+_PLACEHOLDER = PLACEHOLDER.pattern
+_STRONG = re.compile(f"{_HASHES.pattern}|{_UUID.pattern}|{_JWT.pattern}|{_TIMESTAMPS.pattern}|{_PLACEHOLDER}")
 _WORD = re.compile(r"[A-Za-z0-9+/=_-]{9,}")
 
 
@@ -163,7 +171,42 @@ def find_volatile(text: str, now: datetime, also: str = "") -> list[str]:
         found += _words(text[pos:m.start()], now)
         found.append(m.group())
         pos = m.end()
-    return found + _words(text[pos:], now)
+    found += _words(text[pos:], now)
+    return found + _b62_times(text, now) if ":" in text else found
+
+
+# Django's signed values (``signing.dumps``, the session data of ``cached_db``/``signed_cookies``):
+# ``payload:<seconds in base62>:signature``; the seconds are six digits until 2026-2030
+_B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_B62_TIME = re.compile(r"(?<=:)([0-9A-Za-z]{6}):([A-Za-z0-9_-]{20,})")
+
+
+def _b62_seconds(word: str) -> int | None:
+    if len(word) != 6 or not word.isascii() or not word.isalnum():
+        return None
+    seconds = 0
+    for c in word:
+        seconds = seconds * 62 + _B62.index(c)
+    return seconds
+
+
+def _clock_reading(value: str) -> bool:
+    """A time, not an id: two readings equal when recorded (the same second, Django's
+    signing time of a session's INSERT and UPDATE) may differ at replay, where the app
+    runs slower; such a pair is no contradiction of the one before."""
+    seconds = _b62_seconds(value)
+    return bool(_TIMESTAMPS.match(value)) or (seconds is not None and 1e9 <= seconds < 4.2e9)
+
+
+def _b62_times(text: str, now: datetime) -> list[str]:
+    """The time and the signature of each signed value: the signature whole (base64url:
+    a random ``_`` or ``-`` in it must not make a readable "prefix" of its start)."""
+    found = []
+    for m in _B62_TIME.finditer(text):
+        seconds = _b62_seconds(m.group(1))
+        if seconds is not None and _epoch_near(seconds, now):
+            found += [m.group(1), m.group(2)]
+    return found
 
 
 @functools.lru_cache(maxsize=16)
@@ -251,12 +294,19 @@ def recorded_values(extra: dict[str, Any]) -> list[str]:
 
 
 class ValueMap:
-    """Recorded value -> the live value that took its place, for one run's test."""
+    """Recorded value -> the live value that took its place, for one run's test.
 
-    def __init__(self) -> None:
+    ``earlier``: the run's map of every pair kept so far, in any test (the latest pair
+    of a value wins). A value this test has not paired yet is looked up there: the app
+    made it in an earlier test (a uuid4 primary key) and still sends it (a background
+    task that runs after the answer, during the next test; a later ``GET`` by that id)."""
+
+    def __init__(self, earlier: ValueMap | None = None) -> None:
         self.live: dict[str, str] = {}
         self.recorded: dict[str, str] = {}
-        self._patterns: dict[str, re.Pattern[str] | None] = {}  # built once per change
+        self.earlier = earlier
+        self.version = 0  # changes with the pairs: a cached pattern over them is stale
+        self._patterns: dict[str, tuple[int, dict[str, str], re.Pattern[str] | None]] = {}
 
     def bind(self, recorded: list[str], live: list[str]) -> str | None:
         """Keep the pairs of a match through masked values; why not, when they contradict
@@ -265,26 +315,54 @@ class ValueMap:
             return f"{len(recorded)} volatile values recorded, {len(live)} in the request"
         pairs = [(r, v) for r, v in zip(recorded, live, strict=True) if r != v]
         for r, v in pairs:
-            if self.live.get(r, v) != v or self.recorded.get(v, r) != r:
+            if (self.live.get(r, v) != v or self.recorded.get(v, r) != r) and not _clock_reading(r):
                 return f"recorded {r} already stands for {self.live.get(r) or self.recorded.get(v)}"
+        self.remember(pairs)  # a clock reading takes its latest pair
+        if self.earlier is not None:
+            self.earlier.remember(pairs)
+        return None
+
+    def remember(self, pairs: list[tuple[str, str]]) -> None:
+        """Keep ``pairs``, replacing any older pair of either value (the run's map)."""
+        for r, v in pairs:
+            if (old := self.live.pop(r, None)) is not None:
+                self.recorded.pop(old, None)
+            if (old := self.recorded.pop(v, None)) is not None:
+                self.live.pop(old, None)
+        self._keep(pairs)
+
+    def _keep(self, pairs: list[tuple[str, str]]) -> None:
         for r, v in pairs:
             self.live[r], self.recorded[v] = v, r
         if pairs:
-            self._patterns.clear()
-        return None
+            self.version += 1
 
     def to_recorded(self, request: Any) -> Any:
         """A live request with the live values known as the recorded ones they replace."""
-        return _replace(request, self.recorded, self._pattern("recorded"))
+        return _replace(request, *self._pattern("recorded"))
 
     def to_live(self, responses: Any) -> Any:
         """Recorded responses with the recorded values known as the live ones."""
-        return _replace(responses, self.live, self._pattern("live"))
+        return _replace(responses, *self._pattern("live"))
 
-    def _pattern(self, which: str) -> re.Pattern[str] | None:
-        if which not in self._patterns:
-            self._patterns[which] = _pattern(getattr(self, which))
-        return self._patterns[which]
+    def _table(self, which: str) -> dict[str, str]:
+        """This test's pairs (``which`` way), then the earlier ones of values it has not
+        paired."""
+        own: dict[str, str] = getattr(self, which)
+        if self.earlier is None or not getattr(self.earlier, which):
+            return own
+        other: dict[str, str] = self.recorded if which == "live" else self.live
+        table = {k: v for k, v in getattr(self.earlier, which).items() if k not in own and v not in other}
+        table.update(own)
+        return table
+
+    def _pattern(self, which: str) -> tuple[dict[str, str], re.Pattern[str] | None]:
+        version = self.version + (self.earlier.version << 32 if self.earlier is not None else 0)
+        cached = self._patterns.get(which)
+        if cached is None or cached[0] != version:
+            table = self._table(which)
+            cached = self._patterns[which] = (version, table, _pattern(table))
+        return cached[1], cached[2]
 
 
 def _replace(value: Any, table: dict[str, str], pattern: re.Pattern[str] | None) -> Any:
