@@ -42,7 +42,11 @@ WORK = ROOT / ".fuzz"
 # every trproxy module a target reaches: atheris instruments only what is imported inside
 # its ``instrument_imports`` block, so a module a target imports later has no coverage
 # feedback (``tests/fuzz/test_corpus.py`` checks this list)
-MODULES = ("trproxy.protocols.http", "trproxy.protocols.kafka", "trproxy.protocols.kafka.records",
+# protocols/http loads its recorder, replayer and their parsers when first used
+# (trproxy test's start-up): named here, so guided runs instrument them
+MODULES = ("trproxy.protocols.http", "trproxy.protocols.http.recorder", "trproxy.protocols.http.replayer",
+           "trproxy.protocols.http.forward", "trproxy.protocols.http.client", "trproxy.protocols.http.websocket",
+           "trproxy.protocols.kafka", "trproxy.protocols.kafka.records",
            "trproxy.protocols.postgres", "trproxy.protocols.redis", "trproxy.protocols.mysql",
            "trproxy.protocols.dns", "trproxy.protocols.generic", "trproxy.store.recording",
            "trproxy.tls.endpoint")
