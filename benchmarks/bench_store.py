@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import random
-import resource
 import sys
 import tempfile
 import time
@@ -81,7 +80,10 @@ def _replay_ready(test_set: Path) -> tuple[MockPool, Timeline]:
 
 
 def _peak_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's peak RSS (``VmHWM``: ``ru_maxrss`` survives ``exec``, so a child
+    would report its parent's peak)."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
 
 
 def _memory(test_set: Path, n: int) -> None:
