@@ -7,7 +7,7 @@ import yaml
 
 from tests.protocols.redis.redis_support import record
 from tests.support.chunking import bytewise, side_bytes
-from tests.support.recording import capture
+from tests.support.recording import capture, capture_run
 from tests.support.replay_server import Mocks
 from trproxy.protocols.base import Direction, Lookup, LookupContext, Pushed, UnexpectedMessage
 from trproxy.protocols.credentials import hashed
@@ -404,3 +404,19 @@ def test_a_miss_reason_stays_on_one_line() -> None:
 def test_detect(data: bytes, verdict: bool | None) -> None:
     assert DIALECT.detect(data, 6379) is verdict
     assert DIALECT.detect(data, 80) is verdict  # the port is only a hint: bytes decide
+
+
+def test_quit_is_answered_then_the_connection_closes_as_the_server_did() -> None:
+    """redis-server closes after answering QUIT, and clients wait for that close (ioredis'
+    ``quit()`` resolves on it; a replay that kept the connection open hung the app). The
+    recorded close answers QUIT: it is no event of its own."""
+    exchanges = capture_run([("a", "client", b"SET k v\r\n"), ("a", "server", b"+OK\r\n"),
+                             ("a", "client", b"QUIT\r\n"), ("a", "server", b"+OK\r\n"),
+                             ("a", "server", b"")])
+    assert [e.event for e in exchanges] == [None, None]
+    mocks = Mocks("redis", exchanges)
+    session = mocks.session(RedisReplayer())
+    assert mocks.replay(session, b"SET k v\r\n") == (b"+OK\r\n", False)
+    assert mocks.replay(session, b"QUIT\r\n") == (b"+OK\r\n", True)
+    # nothing recorded: QUIT is still answered, and closes
+    assert Mocks("redis").replay(Mocks("redis").session(RedisReplayer()), b"QUIT\r\n") == (b"+OK\r\n", True)

@@ -90,6 +90,13 @@ class RedisRecorder:
         self._monitoring = False
         self._error: ProtocolError | None = None
         self.unanswered: list[Readable] = []
+        self._quit = False
+
+    @property
+    def farewell(self) -> bool:
+        """The client sent QUIT: the server's close that follows answers it, and is not
+        an event of its own (``base.Recorder``); replay closes after QUIT itself."""
+        return self._quit
 
     def feed(self, direction: Direction, data: bytes) -> list[Interaction | Pushed]:
         if self._error is not None:
@@ -121,6 +128,7 @@ class RedisRecorder:
             args = message.args
             pending = _Pending(args, [blob(a) for a in redact_request(args)],
                                self._mode.expect(args), lifetime(args), summary(args))
+            self._quit = self._quit or (bool(args) and args[0].upper() == b"QUIT")
         self._queue.append(pending)
         self._drain(out)
 

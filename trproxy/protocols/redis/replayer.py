@@ -73,6 +73,7 @@ class RedisReplayer:
         self._parser = RequestParser(Limits(**limits))
         self._mode = ReplyMode()
         self.resp = 2  # the live client's protocol version
+        self.close_after = False  # QUIT: redis-server closes once it answered
 
     def feed(self, data: bytes) -> list[Lookup | Reply]:
         self._parser.feed(data)
@@ -92,6 +93,8 @@ class RedisReplayer:
         name = name_of(args)
         login = name == b"AUTH" or (name == b"HELLO" and any(a.upper() == b"AUTH" for a in args[2:]))
         private: dict = {"name": name, "label": _label(name, request), "login": login}
+        if name == b"QUIT":  # clients wait for that close (ioredis' quit() resolves on it)
+            self.close_after = True
         if name == b"HELLO":
             private["proto"] = _proto(args)
         elif name == b"PING" and len(args) > 1:
