@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from tests.protocols.kafka.streams import CAPTURE_FILES, all_streams, capture_streams, decode
-from trproxy.protocols.base import Direction, Lookup
+from trproxy.protocols.base import DecodeError, Direction, Lookup
 from trproxy.protocols.kafka import DIALECT, KafkaRecorder, KafkaReplayer, detect, match_key
 from trproxy.protocols.kafka.codec import KafkaCodec, KafkaRequest, KafkaResponse
 from trproxy.protocols.kafka.readable import readable_to_request, request_to_readable
@@ -420,3 +420,30 @@ def test_a_fetch_whose_topics_name_no_partition_stays_whole():
     parts = split_request(layout, request)
     assert parts == [request]
     assert split_response(layout, parts, response) == [response]
+
+
+def test_a_response_cut_short_between_fields_is_recorded_readable_and_replayed_exactly():
+    """The librdkafka mock broker answers kafkajs' LeaveGroup v3 with the v1 body (no
+    ``members``): the client copes, so the recording keeps it readable (the error code
+    shows) and replay sends the very bytes; the rest of the connection stays decoded.
+    A body that ends inside a field is still an error."""
+    leave = KafkaRequest(13, 3, 12, "trp-node", {"group_id": "g", "members": [
+        {"member_id": "m-1", "group_instance_id": None}]})
+    short = bytes.fromhex("0000000a0000000c000000000019")  # throttle 0, error 25, nothing more
+    heartbeat = KafkaRequest(12, 3, 13, "trp-node", {"group_id": "g", "generation_id": 1,
+                                                     "member_id": "m-1", "group_instance_id": None})
+    hb_answer = KafkaResponse(12, 3, 13, {"throttle_time_ms": 0, "error_code": 0})
+    codec = KafkaCodec()
+    chunks = [("client", codec.encode(leave)), ("server", short),
+              ("client", codec.encode(heartbeat)), ("server", codec.encode(hb_answer))]
+    recorded = record(chunks)
+    assert [i.request["api"] for i in recorded] == ["LeaveGroup", "Heartbeat"]
+    (answer,) = recorded[0].responses
+    assert answer["body"] == {"throttle_time_ms": 0, "error_code": 25, "_cut_short": True}
+    served, expected = _serve(chunks)
+    assert served == expected
+    codec.feed(Direction.CLIENT, codec.encode(leave))
+    codec.next_message()
+    codec.feed(Direction.SERVER, bytes.fromhex("0000000b0000000c00000000001900"))  # inside members' count
+    with pytest.raises(DecodeError):
+        codec.next_message()

@@ -30,7 +30,15 @@ from typing import Any
 from ..base import NEED_DATA, DecodeError, Direction, EncodeError, unblob
 from .apis import API_KEYS, API_NAMES, APIS, Api
 from .primitives import Reader, Writer
-from .schema import Context, compile_struct, read_tags, within, write_tags
+from .schema import (
+    Context,
+    compile_struct,
+    decode_cut_short,
+    encode_cut_short,
+    read_tags,
+    within,
+    write_tags,
+)
 
 API_VERSIONS_KEY = 18
 PRODUCE_KEY = 0
@@ -275,7 +283,15 @@ def _decode_known_response(schema: Api, version: int, cid: int, r: Reader,
                            ctx: Any) -> KafkaResponse:
     flex = within(version, schema.flexible)
     tagged = _header_tags(r) if flex and schema.key != API_VERSIONS_KEY else None
-    body = compile_struct(schema.response, version, flex)[0](r, ctx)
+    start = r.pos
+    try:
+        body = compile_struct(schema.response, version, flex)[0](r, ctx)
+    except DecodeError:
+        r.pos = start
+        short = decode_cut_short(schema.response, version, flex, r, ctx)
+        if short is None:
+            raise
+        body = short
     _keep_trailing(r, body)
     return KafkaResponse(schema.key, version, cid, body, tagged)
 
@@ -326,6 +342,9 @@ def encode_response(m: KafkaResponse, ctx: Any = None) -> bytes:
         flex = within(m.api_version, schema.flexible)
         if flex and m.api_key != API_VERSIONS_KEY:
             _write_header_tags(w, m.header_tagged)
-        compile_struct(schema.response, m.api_version, flex)[1](w, m.body, ctx or Context())
+        if isinstance(m.body, dict) and m.body.get("_cut_short") is True:
+            encode_cut_short(schema.response, m.api_version, flex, w, m.body, ctx or Context())
+        else:
+            compile_struct(schema.response, m.api_version, flex)[1](w, m.body, ctx or Context())
         _write_trailing(w, m.body)
     return _frame(w)
