@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 PKGS=(bpfcc-tools python3-bpfcc libbpfcc clang postgresql postgresql-contrib redis-server
       redis-tools gcc libc6-dev socat curl ca-certificates procps iproute2 docker.io
       docker-compose mariadb-server mariadb-client libmariadb-dev pkg-config build-essential dnsmasq-base)
+# Node.js for the Node clients of tests/node (Debian's, unless a node with npm is there)
+command -v npm >/dev/null || PKGS+=(nodejs npm)
 # `make bench`'s references (benchmarks/bench_table.py), only for it: BENCH=1
 if [ "${BENCH:-}" = 1 ]; then PKGS+=(haproxy nutcracker pgbouncer nginx-light wrk); fi
 
@@ -51,6 +53,19 @@ site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purel
 bcc_src=$(ls -d /usr/lib/python3/dist-packages/bcc 2>/dev/null || true)
 if [ -n "$bcc_src" ]; then ln -sfn "$bcc_src" "$site/bcc"; fi
 .venv/bin/python -c 'import bcc' || { echo "setup: bcc does not import" >&2; exit 1; }
+# the Node clients the e2e tests run (tests/node: pg, ioredis, kafkajs, mysql2), exactly
+# as package-lock.json pins them; again only when the lock file or node changed
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+if [ "$node_major" -lt 20 ]; then
+  echo "setup: tests/node needs Node.js >= 20 (ioredis 6), found $(node --version): install a newer nodejs" >&2
+  exit 1
+fi
+node_stamp=tests/node/node_modules/.trproxy-setup
+node_want=$( (cat tests/node/package-lock.json; node --version) | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$node_stamp" 2>/dev/null)" != "$node_want" ]; then
+  (cd tests/node && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  echo "$node_want" > "$node_stamp"
+fi
 # the clock shim `trproxy test` preloads into the app (built once per source version)
 .venv/bin/python -m trproxy.apptest.timefreeze --build
 echo "setup: ok"
