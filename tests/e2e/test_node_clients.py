@@ -3,7 +3,8 @@
 with node-postgres (a Pool), ioredis (RESP2 and RESP3), kafkajs (a consumer group) and
 mysql2 (prepared statements). Each program runs against the real server, then under
 ``trproxy record``, then, the server stopped, under ``trproxy replay``: it prints the same
-JSON lines all three times, replay misses nothing, and the program exits 0 each time.
+JSON lines all three times, and replay is ``--strict``: no miss, no recording left unused,
+no answer out of its recorded order, and the program exits 0 each time.
 """
 
 from __future__ import annotations
@@ -51,9 +52,11 @@ def results(stdout: str) -> list[list]:
 
 
 def same_three_times(tmp_path, server, command, mode: str) -> tuple[list[list], str]:  # type: ignore[no-untyped-def]
-    """Direct, recorded, replayed: the same lines; replay with 0 misses; the results."""
+    """Direct, recorded, replayed: the same lines; replay ``--strict`` (it fails on a miss,
+    a recording never used, an answer out of its recorded order); the results."""
     alone = direct(command(server.port))
-    recorded, replayed, mocks = record_then_replay(tmp_path, server, command, mode)
+    recorded, replayed, mocks = record_then_replay(tmp_path, server, command, mode,
+                                                   replay_options=("--strict",))
     assert recorded.stdout == alone, recorded.stderr
     assert replayed.stdout == recorded.stdout, replayed.stderr
     assert "trproxy: 0 misses" in replayed.stderr, replayed.stderr
@@ -115,7 +118,7 @@ def test_kafkajs_producer_and_consumer_group(tmp_path) -> None:
     got = results(recorded.stdout)
     assert [line[:4] for line in got[:3]] == [["ack", "node-rec", 0, str(i)] for i in range(3)]
     assert [line[:3] for line in got[3:6]] == [["consumed", 0, str(i)] for i in range(3)]
-    replayed = run_trproxy("replay", "--dir", str(recording), "--", *command, timeout=180)
+    replayed = run_trproxy("replay", "--dir", str(recording), "--strict", "--", *command, timeout=180)
     assert replayed.returncode == 0, replayed.stderr
     assert replayed.stdout == recorded.stdout
     assert "trproxy: 0 misses" in replayed.stderr, replayed.stderr

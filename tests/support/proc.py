@@ -142,11 +142,11 @@ def run_test(rec: Path, cmd: list[str], env: dict | None = None, *extra: str,  #
 
 
 def record_then_replay(tmp_path: Path, server, command, mode: str,  # type: ignore[no-untyped-def]
-                       replay_command=None, env: dict | None = None):
+                       replay_command=None, env: dict | None = None, replay_options: tuple[str, ...] = ()):
     """Run ``command(port)`` under ``trproxy record``, stop ``server``, run it (or
-    ``replay_command(port)``) again under replay: (recorded, replayed, mocks.yaml text).
-    ``mode`` "forward": the app is pointed at the proxy's listener instead of the eBPF
-    redirect."""
+    ``replay_command(port)``) again under replay (with ``replay_options``: ``--strict``):
+    (recorded, replayed, mocks.yaml text). ``mode`` "forward": the app is pointed at the
+    proxy's listener instead of the eBPF redirect."""
     recording = tmp_path / "rec"
     options: list[str] = []
     port = server.port
@@ -157,7 +157,7 @@ def record_then_replay(tmp_path: Path, server, command, mode: str,  # type: igno
                            env=env or {})
     server.stop()
     assert recorded.returncode == 0, recorded.stdout + recorded.stderr
-    replayed = run_trproxy("replay", "--dir", str(recording), *options, "--",
+    replayed = run_trproxy("replay", "--dir", str(recording), *options, *replay_options, "--",
                            *(replay_command or command)(port), env=env or {})
     assert replayed.returncode == 0, replayed.stdout + replayed.stderr
     return recorded, replayed, (recording / "test-set-0" / "mocks.yaml").read_text()
