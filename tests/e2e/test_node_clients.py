@@ -1,6 +1,6 @@
 """Clients trproxy's authors did not write, in another language: Node.js programs
 (``tests/node/*.js``, the packages ``package-lock.json`` pins, installed by ``make setup``)
-with node-postgres (a Pool), ioredis (RESP2 and RESP3), kafkajs (a consumer group) and
+with node-postgres (a Pool; over TLS too), ioredis (RESP2 and RESP3), kafkajs (a consumer group) and
 mysql2 (prepared statements). Each program runs against the real server, then under
 ``trproxy record``, then, the server stopped, under ``trproxy replay``: it prints the same
 JSON lines all three times, and replay is ``--strict``: no miss, no recording left unused,
@@ -18,7 +18,7 @@ import pytest
 
 from tests.support.kafka_broker import KafkaBroker
 from tests.support.proc import ROOT, record_then_replay, run_trproxy
-from tests.support.services import MariaDBServer
+from tests.support.services import MariaDBServer, PostgresServer
 
 pytestmark = pytest.mark.slow
 
@@ -40,9 +40,10 @@ def node(script: str, *args: str) -> list[str]:
     return ["node", str(NODE_DIR / script), *args]
 
 
-def direct(command: list[str]) -> str:
+def direct(command: list[str], env: dict | None = None) -> str:
     """The program against the real server, without trproxy: what it prints."""
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, **(env or {})))
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -74,6 +75,26 @@ def test_node_postgres_pool(tmp_path, postgres_server, mode: str) -> None:
     assert by_name["notify"] == [["node_events", "item added"]]
     assert "kind: postgres" in mocks and "summary: Execute SELECT price FROM node_items" in mocks
     assert "event: push" in mocks  # the NotificationResponse, replayed after the pg_notify
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="the eBPF redirect needs root")
+def test_node_postgres_over_tls_trusts_trproxys_ca(tmp_path) -> None:
+    """node-postgres with ``ssl: true`` verifies the server's certificate: recording, it
+    gets trproxy's, trusted through the ``NODE_EXTRA_CA_CERTS`` trproxy gives the app, and
+    replay serves the plaintext recorded inside TLS, inside TLS again."""
+    server = PostgresServer(ssl=True).start()
+    try:
+        alone = direct(node("pg_app.js", "127.0.0.1", str(server.port)), env={"PG_TLS": "any"})
+        env = {"PG_TLS": "verify", "TRPROXY_HOME": str(tmp_path / "home")}
+        recorded, replayed, mocks = record_then_replay(
+            tmp_path, server, lambda port: node("pg_app.js", "127.0.0.1", str(port)), "ebpf",
+            env=env, replay_options=("--strict",))
+    finally:
+        server.destroy()
+    assert recorded.stdout == alone, recorded.stderr
+    assert replayed.stdout == recorded.stdout, replayed.stderr
+    assert "tls: true" in mocks and "startup trproxy@trproxy" in mocks
 
 
 @pytest.mark.parametrize("protocol", ["2", "3"])

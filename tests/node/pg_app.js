@@ -1,12 +1,15 @@
 // node-postgres the way applications use it: a Pool, parameterized and named prepared
-// statements, transactions, an error, the common types, LISTEN/NOTIFY.
+// statements, transactions, an error, the common types, LISTEN/NOTIFY; TLS if asked.
 // `node pg_app.js HOST PORT` prints one JSON line per result (the e2e test compares them).
 'use strict';
 const { Pool, Client } = require('pg');
 const { out, fail } = require('./lib');
 
 const [host, port] = process.argv.slice(2);
-const config = { host, port: Number(port), user: 'trproxy', password: 'trproxy', database: 'trproxy' };
+// PG_TLS=verify: TLS verified against Node's CAs and NODE_EXTRA_CA_CERTS (trproxy sets it);
+// PG_TLS=any: TLS, any certificate (the test server's own is self-signed)
+const ssl = { verify: true, any: { rejectUnauthorized: false } }[process.env.PG_TLS];
+const config = { host, port: Number(port), user: 'trproxy', password: 'trproxy', database: 'trproxy', ssl };
 
 async function main() {
   const pool = new Pool({ ...config, max: 3 });
