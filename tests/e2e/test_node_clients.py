@@ -28,9 +28,10 @@ ROOT_ONLY = [pytest.mark.root,
 MODES = [pytest.param("ebpf", marks=ROOT_ONLY), "forward"]
 
 
-@pytest.fixture(scope="module", autouse=True)
+@pytest.fixture(autouse=True)
 def _node_clients() -> None:
-    """The Node packages are there (``make setup`` runs ``npm ci``): a clear failure if not."""
+    """The Node packages are there (``make setup`` runs ``npm ci``): a clear failure if not.
+    Per test, not per module: a module fixture would keep the tests on one xdist worker."""
     assert shutil.which("node"), "node not found: run `make setup`"
     for package in ("pg", "ioredis", "kafkajs", "mysql2"):
         assert (NODE_DIR / "node_modules" / package).is_dir(), f"{package} missing: run `make setup`"
