@@ -44,3 +44,53 @@ def test_a_tap_that_raises_ends_the_copy_not_the_connection() -> None:
 
     asyncio.run(main())
     assert seen == [b"one"]
+
+
+def test_a_tap_may_hold_its_direction_until_the_recording_caught_up() -> None:
+    """A tap returns a future when the recording's writer is behind: that direction reads
+    no more until it is done (backpressure per connection), while the loop goes on."""
+    from trproxy.proxy.relay import relay
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        seen: list[bytes] = []
+        hold: asyncio.Future[None] = loop.create_future()
+
+        def tap(data: bytes) -> asyncio.Future[None] | None:
+            seen.append(data)
+            return hold if data and not hold.done() else None
+
+        async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+            writer.close()
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            upstream = await asyncio.open_connection("127.0.0.1", port)
+            await relay((reader, writer), upstream, to_upstream=tap)
+
+        server = await asyncio.start_server(echo, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        proxy = await asyncio.start_server(handle, "127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", proxy.sockets[0].getsockname()[1])
+        writer.write(b"one")
+        assert await reader.readexactly(3) == b"one"  # relayed before the tap held it
+        writer.write(b"two")
+        await writer.drain()
+        other = await asyncio.open_connection("127.0.0.1", port)  # the loop is not held
+        other[1].write(b"ping")
+        assert await other[0].readexactly(4) == b"ping"
+        other[1].close()
+        assert seen == [b"one"]  # "two" waits in the socket while the hold is pending
+        hold.set_result(None)
+        assert await reader.readexactly(3) == b"two"
+        writer.write_eof()
+        assert await reader.read() == b""
+        assert seen == [b"one", b"two", b""]
+        writer.close()
+        proxy.close()
+        server.close()
+
+    asyncio.run(main())

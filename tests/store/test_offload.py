@@ -3,6 +3,7 @@ byte, publishes what it got when the proxy dies, and refuses what ``MockWriter``
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -101,3 +102,38 @@ def test_a_directory_mockwriter_refuses_is_refused_at_once(tmp_path):
         MockWriterProcess(tmp_path / "rec" / "test-set-0" / MOCKS)
     assert str(child.value) == str(direct.value)
     assert list(outside.iterdir()) == []
+
+
+@pytest.mark.timeout(120)
+def test_a_stalled_child_never_blocks_the_proxys_loop(tmp_path, monkeypatch):
+    """The child stopped (SIGSTOP: busy elsewhere, swapped out): appends in the loop keep
+    returning with the pipe full (a blocking write stopped every connection), the bytes
+    wait beside it, over ``HIGH_WATER`` ``room`` gives a future that is done once the child
+    caught up, and nothing is lost or reordered."""
+    from trproxy.store import offload
+
+    monkeypatch.setattr(offload, "HIGH_WATER", 256 * 1024)
+    w = MockWriterProcess(tmp_path / "test-set-0" / MOCKS)
+    value = "x" * 1000
+    n = 3000  # ~3 MiB packed: three times the pipe
+
+    async def main() -> None:
+        os.kill(w._proc.pid, signal.SIGSTOP)
+        try:
+            for i in range(n):
+                w.append(Exchange("redis", "127.0.0.1:1", ["SET", str(i), value], [{"simple": "OK"}],
+                                  seq=i).to_doc())
+                if i % 100 == 0:
+                    await asyncio.sleep(0)  # the loop runs its flushes
+            await asyncio.sleep(0)
+            assert len(w.backlog) > offload.HIGH_WATER  # the pipe is full, the rest waits
+            waiter = w.room()
+            assert waiter is not None and not waiter.done()
+        finally:
+            os.kill(w._proc.pid, signal.SIGCONT)
+        await asyncio.wait_for(waiter, 60)  # the child reads: the connections go on
+        assert w.room() is None
+
+    asyncio.run(main())
+    w.close()
+    assert [int(e.request[1]) for e in load_mocks(tmp_path / "test-set-0")] == list(range(n))

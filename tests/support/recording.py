@@ -36,6 +36,10 @@ class Collector:
         self.exchanges.append(exchange)
         self.count += 1
 
+    def room(self) -> None:
+        """Never behind: nothing to wait for (``MockWriterProcess.room``)."""
+        return None
+
 
 def capture(*streams: Iterable[tuple[str, bytes]], destination: str = "127.0.0.1:1",
             ctx: RunContext | None = None, close: bool = True) -> list[Exchange]:

@@ -6,6 +6,7 @@ so that counting, logging and reporting live in one place.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import enum
 import logging
@@ -104,6 +105,11 @@ class RunContext:
         if self._ledger is None or self._ledger.pool is not self.pool:
             self._ledger = Ledger(self.pool)
         return self._ledger
+
+    def room(self) -> asyncio.Future[None] | None:
+        """What a recording connection waits for before it reads more: the recording's
+        writer is far behind (``MockWriterProcess.room``); None: go on."""
+        return self.writer.room() if self.writer is not None else None
 
     def record(self, exchange: Exchange) -> None:
         if self.writer is not None:

@@ -79,7 +79,8 @@ class Capture:
     _turn_answered: bool = False  # the server spoke in the current turn
     _raw: RawTurns | None = None  # the dialect could not follow: the rest goes raw
 
-    def client(self, data: bytes) -> None:
+    def client(self, data: bytes) -> asyncio.Future[None] | None:
+        """The relay's tap for the client's bytes; what to wait for before reading more."""
         if not data:
             self._client_ended = True
         self._feed(Direction.CLIENT, data)
@@ -90,16 +91,18 @@ class Capture:
             self._ending = None
             self._event(kind, [], f"server {'reset' if kind == 'reset' else 'closed'} the "
                         "connection", after)
+        return self.ctx.room() if data else None
 
-    def server(self, data: bytes) -> None:
+    def server(self, data: bytes) -> asyncio.Future[None] | None:
+        """The relay's tap for the server's bytes; what to wait for before reading more."""
         if data:
             if self._started is not None and self._first_reply is None:
                 self._first_reply = self.clock()
                 self._answered_after = self.ctx.last_order
             self._feed(Direction.SERVER, data)
-            return
+            return self.ctx.room()
         if self._server_ended:
-            return
+            return None
         self._server_ended = True
         self._feed(Direction.SERVER, data)
         identity = getattr(self._recorder, "identity", None)
@@ -111,6 +114,7 @@ class Capture:
             # the server ended the connection on its own (killed, timed out, HTTP/1.0...):
             # recorded when the client's side ends too, stamped with the order of now
             self._ending = ("reset" if self._server_reset else "close", self.ctx.last_order)
+        return None
 
     def replay_early(self, chunks: list[tuple[str, bytes]]) -> None:
         """Bytes relayed before the capture started (a greeting, a TLS request)."""

@@ -16,13 +16,15 @@ import os
 import socket
 import struct
 import termios
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 log = logging.getLogger("trproxy")
 CHUNK = 256 * 1024
 _DRAIN_GRACE = 0.2  # seconds the surviving direction may finish after the other reset
-Tap = Callable[[bytes], None]  # sees every chunk; b"" when that direction ends
+# sees every chunk (b"" when that direction ends); may return an awaitable for the
+# direction to wait for before it reads more (the recording's writer is behind)
+Tap = Callable[[bytes], Awaitable[None] | None]
 
 
 def reset(writer: asyncio.StreamWriter) -> None:
@@ -114,9 +116,17 @@ async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
             if not data or writer.is_closing():
                 break
             writer.write(data)  # bytes first: the peer works while the recorder decodes a copy
-            if tap is not None and not _tapped(tap, data):
-                tap = None  # a recorder bug ends the copy, never the app's connection
+            hold = None
+            if tap is not None:
+                try:
+                    hold = tap(data)
+                except Exception:  # a recorder bug ends the copy, never the app's connection
+                    log.exception("the copy for the recording failed; the connection goes on "
+                                  "unrecorded")
+                    tap = None
             await writer.drain()
+            if hold is not None:  # this connection waits for the recording, not the loop
+                await hold
             if peer_reset:
                 break
         if peer_reset:
@@ -130,17 +140,10 @@ async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
         return False
     finally:
         if tap is not None:
-            _tapped(tap, b"")
-
-
-def _tapped(tap: Tap, data: bytes) -> bool:
-    """Give the tap a copy; False (logged) when it raised: the bytes still flow."""
-    try:
-        tap(data)
-        return True
-    except Exception:
-        log.exception("the copy for the recording failed; the connection goes on unrecorded")
-        return False
+            try:
+                tap(b"")  # the direction ended: nothing more to hold back
+            except Exception:
+                log.exception("the copy for the recording failed at the end of the connection")
 
 
 async def relay(client: tuple[asyncio.StreamReader, asyncio.StreamWriter],
