@@ -29,6 +29,22 @@ def test_connections_through_record_are_all_answered_and_recorded(redis_server, 
             assert result[run].errors == []
             assert len(result[run].latencies) == 30 * 2 * 2
         assert result["exchanges"] == 30 * 2 * 2
+        ran, waited = result["stall"]  # trproxy's schedstat samples cover the stall
+        assert ran >= 0 and waited >= 0
+
+
+def test_the_stall_is_the_longest_time_without_an_answer_and_a_cpu_wait_excuses_it():
+    direct = soak.LoadResult(latencies=[0.01] * 4, replies=[0.0, 0.01, 0.02, 0.03])
+    through = soak.LoadResult(latencies=[0.01] * 4, replies=[1.0, 1.01, 1.3, 1.31])
+    assert through.longest_gap() == (1.01, 1.3)
+    assert round(through.longest_gap_ms()) == 290
+    assert soak.judge(direct, through)[0] == "FAILED"  # trproxy itself stopped 290 ms
+    assert soak.judge(direct, through, waited=0.15)[0] == "FAILED"  # 140 ms of it trproxy's
+    assert soak.judge(direct, through, waited=0.25)[0] == "INCONCLUSIVE"  # the machine's
+    stalled = soak.LoadResult(latencies=[0.01] * 4, replies=[0.0, 0.2])
+    assert soak.judge(stalled, through)[0] == "INCONCLUSIVE"  # the direct run stalled too
+    steady = soak.LoadResult(latencies=[0.01] * 4, replies=[1.0, 1.05, 1.1])
+    assert soak.judge(direct, steady)[0] == "ok"
 
 
 def test_rss_is_sampled_while_redis_benchmark_records(redis_server, tmp_path):
