@@ -40,7 +40,7 @@ from .model import Exchange
 _PIPE_SIZE = 1 << 20  # F_SETPIPE_SZ: room for bursts in the kernel
 _F_SETPIPE_SZ = 1031
 _READ = 64 * 1024  # the child's reads: room in the pipe again after ~100 documents
-HIGH_WATER = 8 << 20  # bytes waiting beside the pipe before recording connections wait
+HIGH_WATER = 1 << 20  # bytes waiting beside the pipe before recording connections wait (RSS)
 
 
 class MockWriterProcess:
