@@ -73,7 +73,11 @@ class Recorder:
                f"127.0.0.1:{self.port}=127.0.0.1:{upstream}", "--", "sleep", "100000"]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self.log.open("wb"),
                                      env=dict(os.environ, PYTHONPATH=str(ROOT)))
-        wait_port("127.0.0.1", self.port, timeout=60, proc=self.proc)
+        try:
+            wait_port("127.0.0.1", self.port, timeout=60, proc=self.proc)
+        except BaseException:  # not listening in time: stopped, not left running
+            stop(self.proc, timeout=30)
+            raise
 
     def cpu_seconds(self) -> float:
         """User+system CPU of trproxy and of its recording writer (its children now)."""

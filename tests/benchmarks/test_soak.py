@@ -52,3 +52,25 @@ def test_rss_is_sampled_while_redis_benchmark_records(redis_server, tmp_path):
     assert len(result["samples"]) >= 4
     assert all(kb > 10_000 for _, kb in result["samples"])  # a Python process: > 10 MB
     assert result["exchanges"] > 0
+
+
+def test_a_recorder_that_does_not_listen_in_time_is_stopped_not_left_running(monkeypatch, tmp_path):
+    """A starved machine once kept trproxy from listening within the wait: the soak's
+    test failed and left it running, orphaned."""
+    import subprocess
+
+    started: list[subprocess.Popen] = []
+
+    class Tracked(subprocess.Popen):
+        def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+            super().__init__(*args, **kwargs)
+            started.append(self)
+
+    def never(*_args, **_kwargs) -> None:  # type: ignore[no-untyped-def]
+        raise TimeoutError("nothing listens")
+
+    monkeypatch.setattr(soak.subprocess, "Popen", Tracked)
+    monkeypatch.setattr(soak, "wait_port", never)
+    with pytest.raises(TimeoutError):
+        soak.Recorder(1, tmp_path)
+    assert len(started) == 1 and started[0].poll() is not None

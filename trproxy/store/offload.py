@@ -167,6 +167,12 @@ def main(argv: list[str]) -> int:
         print(f"error: {exc}", file=out, flush=True)
         return 1
     print("ok", file=out, flush=True)
+    # the dialects the cache's match keys need, imported while the proxy starts, not when
+    # the first exchange comes: seconds on a busy machine, in which the pipe filled and
+    # every recording connection waited (the start of the 1,000-connection soak)
+    from ..protocols.registry import dialects
+
+    dialects()
     unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=1 << 30)
     try:
         while data := os.read(0, _READ):
