@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from trproxy.store import Affinity, Exchange, Ledger, MockPool, NoMatch
+from trproxy.store import Affinity, Exchange, MockPool, NoMatch
 
 
 def key(protocol, request):
@@ -233,46 +233,3 @@ def test_a_request_with_keys_of_several_types_is_matched():
     assert pool.find("p", "127.0.0.1:1", {True: 1, "a": {2: "x", "b": None}}).exchange.responses == ["hit"]
     with pytest.raises(NoMatch):
         pool.find("p", "127.0.0.1:1", {True: 1, "a": {2: "y", "b": None}})
-
-
-def test_a_pool_connection_that_turns_out_to_do_another_recorded_ones_work_takes_it_over():
-    """node-postgres' Pool hands out its connections in another order at replay: the live
-    connection that followed recorded connection 3 runs connection 2's transaction. Its
-    BEGIN came from 3; at the UPDATE only 2 recorded, 2's BEGIN (unused, right before)
-    becomes the one it had and 3's is free again for the connection doing 3's work. No
-    answer is then served out of its recorded order, and every recording is used."""
-    recorded = [(2, ["PAR", "3"], "p3"), (2, ["BEGIN"], "b2"), (2, ["UPDATE"], "u"),
-                (2, ["COMMIT"], "c"), (2, ["BEGIN"], "b2'"), (2, ["DELETE"], "d"),
-                (3, ["PAR", "2"], "p2"), (3, ["BEGIN"], "b3"), (3, ["DIV0"], "e")]
-    exchanges = []
-    for order, (connection, request, response) in enumerate(recorded, 1):
-        exchanges.append(ex(request, response, connection=connection))
-        exchanges[-1].order = exchanges[-1].seq = order
-    pool = MockPool.build(exchanges, key)
-    ledger = Ledger(pool)
-    a, b = Affinity(), Affinity()
-    got = []
-    for affinity, request in [(a, ["PAR", "2"]), (b, ["PAR", "3"]), (a, ["BEGIN"]), (a, ["UPDATE"]),
-                              (a, ["COMMIT"]), (a, ["BEGIN"]), (a, ["DELETE"]), (b, ["BEGIN"]),
-                              (b, ["DIV0"])]:
-        served = pool.find("redis", "127.0.0.1:6379", request, affinity=affinity)
-        assert ledger.served(served.exchange, affinity) == [], request
-        got.append(served.exchange.responses[0])
-    assert got == ["p2", "p3", "b3", "u", "c", "b2'", "d", "b3", "e"]
-    assert ledger.unused() == []
-
-
-def test_a_recording_given_back_by_a_take_over_is_served_again():
-    """The cursors that skip used recordings go back to one made fresh again."""
-    pool = MockPool.build([ex(["BEGIN"], "b1", connection=1), ex(["A"], "a", connection=1),
-                           ex(["BEGIN"], "b2", connection=2), ex(["B"], "b", connection=2),
-                           ex(["BEGIN"], "b3", connection=3), ex(["C"], "c", connection=3)], key)
-    for order, entry in enumerate(pool.entries(), 1):
-        entry.exchange.order = entry.exchange.seq = order
-    first, second, third = Affinity(), Affinity(), Affinity()
-    assert answer(pool, ["BEGIN"], affinity=first) == "b1"
-    assert answer(pool, ["BEGIN"], affinity=second) == "b2"  # the cursor moves past b1
-    assert answer(pool, ["C"], affinity=first) == "c"  # first was doing 3's work: b1 is free
-    assert [answer(pool, ["BEGIN"], affinity=third), answer(pool, ["A"], affinity=third)] == ["b1", "a"]
-    assert answer(pool, ["B"], affinity=second) == "b"
-    assert all(e.used == 1 for e in pool.entries())

@@ -15,15 +15,12 @@ Rules (DESIGN.md, "Matching and replay rules"):
   test that starts again with all its recordings used gets them again (a rerun);
 * a connection keeps *affinity* to the recorded connection it was last served from, so
   the statements of a transaction stay together when a pool spreads them differently;
-  when it moves on to another recorded connection, the requests it was just served that
-  this one recorded too, unused, right before, were this one's: they swap (``_take_over``);
 * a miss raises ``NoMatch`` saying why, at once; ``nearest`` finds the closest
   recordings with a readable diff, bounded in time and size, for the report.
 """
 
 from __future__ import annotations
 
-import bisect
 import difflib
 import functools
 import json
@@ -106,10 +103,6 @@ class Affinity:
 
     recorded_connection: int | None = None
     positions: dict[tuple[str, str, int], int] = field(default_factory=dict)
-    recent: list[_Entry] = field(default_factory=list)  # data served from the one it follows
-
-
-_RECENT = 16  # requests of a live connection that a take-over may give back
 
 
 @dataclass(slots=True)
@@ -184,25 +177,6 @@ class _Bucket(list):
         entry, self.head = _first_fresh(self, self.head)
         return entry
 
-    def release(self, entry: _Entry) -> None:
-        """``entry`` was made fresh again: the cursors go back to it (groups too)."""
-        self.head = min(self.head, _position(self, entry))
-        if self._by_connection is not None:
-            connection = entry.exchange.connection
-            at = _position(self._by_connection.get(connection, []), entry)
-            self._connection_head[connection] = min(self._connection_head.get(connection, 0), at)
-        for window in entry.exchange.tests or ("",):
-            if self._groups is not None and (group := self._groups.get(window)) is not None:
-                group.release(entry)
-
-    def fresh_before(self, connection: int, before: tuple[int, int]) -> _Entry | None:
-        """The connection's last entry recorded before ``before`` (order, seq), if fresh."""
-        self.first_fresh_of(connection)  # builds the per-connection lists
-        assert self._by_connection is not None
-        entries = self._by_connection.get(connection, [])
-        at = bisect.bisect_left(entries, before, key=_rank)
-        return entries[at - 1] if at and not entries[at - 1].used else None
-
     def first_fresh_of(self, connection: int) -> _Entry | None:
         if self._by_connection is None:
             self._by_connection, self._connection_head = {}, {}
@@ -214,22 +188,6 @@ class _Bucket(list):
         heads = self._connection_head
         entry, heads[connection] = _first_fresh(entries, heads.get(connection, 0))
         return entry
-
-
-def _position(entries: list[_Entry], entry: _Entry) -> int:
-    """Where ``entry`` is in ``entries`` (in recorded order, so bisected), else 0: a cursor
-    there is always correct, since a cursor only skips used entries."""
-    rank = _rank(entry)
-    at = bisect.bisect_left(entries, rank, key=_rank)
-    while at < len(entries) and _rank(entries[at]) == rank:
-        if entries[at] is entry:
-            return at
-        at += 1
-    return 0
-
-
-def _rank(entry: _Entry) -> tuple[int, int]:
-    return (entry.exchange.order, entry.exchange.seq)
 
 
 def _first_fresh(entries: list[_Entry], start: int) -> tuple[_Entry | None, int]:
@@ -584,42 +542,8 @@ class MockPool:
         entry, repeat = chosen
         entry.used += 1
         if affinity is not None and entry.exchange.lifetime == "data":
-            if affinity.recorded_connection != entry.exchange.connection:
-                if not repeat and affinity.recorded_connection is not None:
-                    self._take_over(protocol, dest, affinity.recent, entry)
-                affinity.recent = []
             affinity.recorded_connection = entry.exchange.connection
-            if not repeat:
-                recent = affinity.recent
-                recent.append(entry)
-                if len(recent) > 2 * _RECENT:
-                    del recent[:-_RECENT]
         return Served(entry.exchange, repeat, through_mask, approximate)
-
-    def _take_over(self, protocol: str, dest: str, recent: list[_Entry], entry: _Entry) -> None:
-        """A live connection served ``recent`` from one recorded connection now gets
-        ``entry`` of another. When that other one recorded the same requests (same key, same
-        test windows), unused, right before ``entry``, the live connection was doing its work
-        all along: those become used and the ones it was served fresh again, for the live
-        connection that does the first one's work. A pool hands its connections out in
-        another order than when recording: without this, the first one's ``BEGIN`` went to
-        the wrong connection and a later answer was served out of its recorded order."""
-        connection, before = entry.exchange.connection, _rank(entry)
-        by_key = self._by_dest.get((protocol, dest), {})
-        for served in reversed(recent[-_RECENT:]):
-            bucket = by_key.get(served.key)
-            if bucket is None or served.used != 1:
-                return
-            mine = bucket.fresh_before(connection, before)
-            if mine is None or mine.exchange.lifetime != "data" or mine.exchange.tests != served.exchange.tests:
-                return
-            mine.used, served.used = 1, 0
-            bucket.release(served)
-            if served.masked_key is not None:
-                masked = self._masked.get((protocol, dest), {}).get(served.masked_key)
-                if masked is not None:
-                    masked.release(served)
-            before = _rank(mine)
 
     def _similar(self, protocol: str, dest: str, key: str, masked: bool, windows: tuple[str, ...],
                  exclusive: bool) -> list[tuple[_Entry, list[tuple[str, str]], str]]:
