@@ -14,6 +14,20 @@ import re
 from collections.abc import Iterator
 from functools import lru_cache
 
+# ``x IN (<literal>, ...)``: a set, whose order apps take from a hash set (Django's
+# ``create_permissions`` joins a Python set, ordered by the process's hash seed)
+_LITERAL = r"(?:'(?:[^']|'')*'|-?\d+(?:\.\d+)?)"
+_IN_LIST = re.compile(rf"(\bIN\s*\(\s*)({_LITERAL}(?:\s*,\s*{_LITERAL})+)(\s*\))", re.I)
+_ITEM = re.compile(_LITERAL)
+
+
+def sort_in_lists(sql: str) -> str:
+    """``sql`` (normalized) with the items of each ``IN (...)`` list of literals sorted:
+    the same set of values matches in any order, as the server treats it."""
+    if "(" not in sql:
+        return sql
+    return _IN_LIST.sub(lambda m: m.group(1) + ", ".join(sorted(_ITEM.findall(m.group(2)))) + m.group(3), sql)
+
 
 class SqlLexer:
     """``token``: the pattern above (its last alternative must match any character);

@@ -19,6 +19,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from ..base import Lifetime, Readable
+from ..sqltext import sort_in_lists
 from ..volatile import find_volatile, volatile_value
 from .sql import is_schema_sql, is_session_sql, is_transaction_sql, normalize_sql, summarize
 
@@ -50,9 +51,9 @@ def match_key(request: Readable) -> Readable:
     if name in ("HandshakeResponse", "COM_CHANGE_USER") and isinstance(value, dict):
         return {"Login": {"user": value.get("user"), "database": value.get("database") or None}}
     if name in ("COM_QUERY", "COM_STMT_PREPARE") and isinstance(value, str):
-        return {name: normalize_sql(value)}
+        return {name: sort_in_lists(normalize_sql(value))}
     if name == "COM_STMT_EXECUTE" and isinstance(value, dict) and isinstance(value.get("sql"), str):
-        return {name: {"sql": normalize_sql(value["sql"]), "params": value.get("params", [])}}
+        return {name: {"sql": sort_in_lists(normalize_sql(value["sql"])), "params": value.get("params", [])}}
     if name:
         return request
     return {"unreadable": request}

@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-from ..sqltext import SqlLexer
+from ..sqltext import SqlLexer, sort_in_lists
 
 # CLOSE (cursors), LISTEN/UNLISTEN: asyncpg's pool resets every released connection with
 # "SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL".
@@ -140,8 +140,9 @@ _PID_ARGUMENT = re.compile(r"(\bpg_(?:terminate|cancel)_backend\s*\(\s*)(\$?)([0
 @lru_cache(maxsize=4096)
 def match_sql(sql: str) -> str:
     """``normalize_sql`` plus run-specific names and numbers dropped: ``DEALLOCATE
-    <name>``, ``pg_terminate_backend(<pid>)`` (a literal pid; a ``$n`` stays)."""
-    text = _DEALLOCATE.sub(lambda m: m.group(1) + "<name>", normalize_sql(sql))
+    <name>``, ``pg_terminate_backend(<pid>)`` (a literal pid; a ``$n`` stays); the items
+    of an ``IN`` list of literals in a canonical order (``sort_in_lists``)."""
+    text = sort_in_lists(_DEALLOCATE.sub(lambda m: m.group(1) + "<name>", normalize_sql(sql)))
     if "_backend" in text:
         text = _PID_ARGUMENT.sub(lambda m: m.group(0) if m.group(2) else m.group(1) + "<pid>", text)
     return text
