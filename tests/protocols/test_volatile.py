@@ -82,6 +82,19 @@ def test_a_value_map_keeps_pairs_and_refuses_contradictions():
     assert values.bind([TOKEN, UUID], [OTHER]) is not None  # not the same shape
 
 
+def test_a_test_falls_back_on_the_pairs_of_earlier_tests_its_own_win():
+    run = ValueMap()
+    first, second = ValueMap(earlier=run), ValueMap(earlier=run)
+    assert first.bind([TOKEN], [OTHER]) is None
+    assert second.to_recorded(["GET", f"lock:{OTHER}"]) == ["GET", f"lock:{TOKEN}"]  # from the first
+    assert second.to_live([TOKEN]) == [OTHER]
+    # the second test pairs TOKEN itself (a rerun): its own pair wins, and is the run's latest
+    assert second.bind([TOKEN], [UUID]) is None
+    assert second.to_live([TOKEN]) == [UUID] and second.to_recorded([OTHER]) == [OTHER]
+    assert ValueMap(earlier=run).to_live([TOKEN]) == [UUID]
+    assert run.recorded == {UUID: TOKEN}
+
+
 def _pool(*exchanges: Exchange) -> MockPool:
     return MockPool.build(list(exchanges), match_key)
 

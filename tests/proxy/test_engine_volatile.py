@@ -101,3 +101,28 @@ def test_without_the_password_set_first_the_login_does_not_match():
     assert (Playbook("redis", recorded) >> client(cmd("AUTH", "live-Pw-97q"))
             << miss("AUTH", "no recorded request matches")
             << send(lambda data: data.startswith(b"-WRONGPASS trproxy:")))
+
+
+# -- an id made in one test and sent again in a later one --------------------------------
+
+ID_A, ID_B = "5b0f0a52-7d0e-4c7f-9a0e-6a2b3c4d5e6f", "8c9faca0-0655-4111-9fca-0488191da224"
+LIVE_A = "da799d08-8025-4990-9782-0558361c1db3"
+
+
+def test_an_id_paired_in_an_earlier_test_keeps_its_recorded_value_in_later_ones():
+    """FastAPI's BackgroundTasks run after the answer: the event of the item created in
+    test-1 reaches Redis during test-2, before test-2's own. Looked up through masks alone
+    it would take the first event of test-2 (item B's) and pair B with item A's live id."""
+    def tagged(request: list[str], responses: list, test: str) -> Exchange:
+        return Exchange("redis", "127.0.0.1:1", request, responses, summary=request[0], connection=1,
+                        extra={"volatile": [v for v in (ID_A, ID_B) if v in " ".join(request)]},
+                        tests=[test])
+
+    recorded = [tagged(["SET", f"item:{ID_A}", "a"], [{"simple": "OK"}], "test-1"),
+                tagged(["LPUSH", "events", ID_B], [{"int": 1}], "test-2"),
+                tagged(["LPUSH", "events", ID_A], [{"int": 2}], "test-2")]
+    book = Playbook("redis", recorded)
+    book.mocks.ctx.current_test = "test-1"
+    assert book >> client(cmd("SET", f"item:{LIVE_A}", "a")) << send(b"+OK\r\n")
+    book.mocks.ctx.current_test = "test-2"
+    assert book >> client(cmd("LPUSH", "events", LIVE_A)) << send(b":2\r\n")

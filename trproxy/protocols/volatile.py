@@ -11,7 +11,8 @@ exchange (``spec.volatile``, readable and editable). At replay:
   found by the same detectors, so a different command, key prefix or ordinary value still
   misses;
 * the pairs recorded -> live of such a match are kept (``ValueMap``) for the rest of the
-  run's test: later requests are rewritten back to the recorded values before they are
+  run's test, and for the rest of the run where that test has no pair of its own for a
+  value (an id made in one test, sent again in a later one): later requests are rewritten back to the recorded values before they are
   looked up (the ``GET`` of the session key, the lock's release script), and recorded
   replies are rewritten to the live values (the token the app compares with).
 
@@ -251,12 +252,19 @@ def recorded_values(extra: dict[str, Any]) -> list[str]:
 
 
 class ValueMap:
-    """Recorded value -> the live value that took its place, for one run's test."""
+    """Recorded value -> the live value that took its place, for one run's test.
 
-    def __init__(self) -> None:
+    ``earlier``: the run's map of every pair kept so far, in any test (the latest pair
+    of a value wins). A value this test has not paired yet is looked up there: the app
+    made it in an earlier test (a uuid4 primary key) and still sends it (a background
+    task that runs after the answer, during the next test; a later ``GET`` by that id)."""
+
+    def __init__(self, earlier: ValueMap | None = None) -> None:
         self.live: dict[str, str] = {}
         self.recorded: dict[str, str] = {}
-        self._patterns: dict[str, re.Pattern[str] | None] = {}  # built once per change
+        self.earlier = earlier
+        self.version = 0  # changes with the pairs: a cached pattern over them is stale
+        self._patterns: dict[str, tuple[int, dict[str, str], re.Pattern[str] | None]] = {}
 
     def bind(self, recorded: list[str], live: list[str]) -> str | None:
         """Keep the pairs of a match through masked values; why not, when they contradict
@@ -267,24 +275,52 @@ class ValueMap:
         for r, v in pairs:
             if self.live.get(r, v) != v or self.recorded.get(v, r) != r:
                 return f"recorded {r} already stands for {self.live.get(r) or self.recorded.get(v)}"
+        self._keep(pairs)
+        if self.earlier is not None:
+            self.earlier.remember(pairs)
+        return None
+
+    def remember(self, pairs: list[tuple[str, str]]) -> None:
+        """Keep ``pairs``, replacing any older pair of either value (the run's map)."""
+        for r, v in pairs:
+            if (old := self.live.pop(r, None)) is not None:
+                self.recorded.pop(old, None)
+            if (old := self.recorded.pop(v, None)) is not None:
+                self.live.pop(old, None)
+        self._keep(pairs)
+
+    def _keep(self, pairs: list[tuple[str, str]]) -> None:
         for r, v in pairs:
             self.live[r], self.recorded[v] = v, r
         if pairs:
-            self._patterns.clear()
-        return None
+            self.version += 1
 
     def to_recorded(self, request: Any) -> Any:
         """A live request with the live values known as the recorded ones they replace."""
-        return _replace(request, self.recorded, self._pattern("recorded"))
+        return _replace(request, *self._pattern("recorded"))
 
     def to_live(self, responses: Any) -> Any:
         """Recorded responses with the recorded values known as the live ones."""
-        return _replace(responses, self.live, self._pattern("live"))
+        return _replace(responses, *self._pattern("live"))
 
-    def _pattern(self, which: str) -> re.Pattern[str] | None:
-        if which not in self._patterns:
-            self._patterns[which] = _pattern(getattr(self, which))
-        return self._patterns[which]
+    def _table(self, which: str) -> dict[str, str]:
+        """This test's pairs (``which`` way), then the earlier ones of values it has not
+        paired."""
+        own: dict[str, str] = getattr(self, which)
+        if self.earlier is None or not getattr(self.earlier, which):
+            return own
+        other: dict[str, str] = self.recorded if which == "live" else self.live
+        table = {k: v for k, v in getattr(self.earlier, which).items() if k not in own and v not in other}
+        table.update(own)
+        return table
+
+    def _pattern(self, which: str) -> tuple[dict[str, str], re.Pattern[str] | None]:
+        version = self.version + (self.earlier.version << 32 if self.earlier is not None else 0)
+        cached = self._patterns.get(which)
+        if cached is None or cached[0] != version:
+            table = self._table(which)
+            cached = self._patterns[which] = (version, table, _pattern(table))
+        return cached[1], cached[2]
 
 
 def _replace(value: Any, table: dict[str, str], pattern: re.Pattern[str] | None) -> Any:

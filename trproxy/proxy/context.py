@@ -78,6 +78,7 @@ class RunContext:
     # app generated in place of recorded ones, per test (``protocols/volatile.py``)
     started: datetime = field(default_factory=lambda: datetime.now(UTC))
     values: dict[str | None, ValueMap] = field(default_factory=dict)
+    run_values: ValueMap = field(default_factory=ValueMap)  # every test's pairs: the fallback
     faults: FaultPlan | None = None  # replay: the requests that fail on purpose (faults.py)
     injected: list[dict[str, Any]] = field(default_factory=list)
     raw: Counter = field(default_factory=Counter)  # exchanges recorded / served as raw bytes
@@ -118,7 +119,10 @@ class RunContext:
 
     def value_map(self) -> ValueMap:
         """The recorded -> live values of the test running now (the run's, outside tests)."""
-        return self.values.setdefault(self.test, ValueMap())
+        values = self.values.get(self.test)
+        if values is None:
+            values = self.values[self.test] = ValueMap(earlier=self.run_values)
+        return values
 
     def set_windows(self, windows: set[str], opened: str | None = None) -> None:
         """The test windows open now, as the test runner reports them (``control.py``):
