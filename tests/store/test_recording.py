@@ -291,3 +291,31 @@ def test_a_dialect_the_users_config_rebuilt_matches_with_its_own_keys(tmp_path, 
     monkeypatch.setitem(registry._overrides, "redis", upper)
     pool = MockPool.build(packed, registry.match_key)
     assert pool.find("redis", "127.0.0.1:6379", ["incr", "C"]).exchange.seq == 0
+
+
+def test_secrets_named_after_their_exchange_was_written_are_scrubbed_from_file_and_cache(tmp_path):
+    """Django stores a new session key in Postgres and Redis before its answer's
+    ``Set-Cookie`` names it a secret: the finished recording is rewritten, cache too."""
+    from trproxy.protocols.secrets import SecretVault, map_strings
+    from trproxy.store.recording import rewrite_documents
+
+    key = "bsf6yfdpsn4pi19llz0jklsfio83hwbj"
+    test_set = tmp_path / "test-set-0"
+    w = MockWriter(test_set / MOCKS)
+    w.write(Exchange("postgres", "127.0.0.1:5432",
+                     [{"Query": f"INSERT INTO django_session VALUES ('{key}', 'e30')"}],
+                     [{"CommandComplete": "INSERT 0 1"}], extra={"volatile": [key]}))
+    w.write(_exchange(2))
+    w.close()
+    vault = SecretVault()
+    assert vault.secret(key, "cookie.sessionid") == "<secret:cookie.sessionid>"
+    assert rewrite_documents(test_set / MOCKS, vault.values.values(),
+                             lambda doc: map_strings(doc, vault.scrub)) == 1
+    for path in test_set.iterdir():  # the YAML and its cache
+        assert key.encode() not in path.read_bytes(), path
+    first, second = load_mocks(test_set)
+    assert first.request == [{"Query": "INSERT INTO django_session VALUES ('<secret:cookie.sessionid>', 'e30')"}]
+    assert first.extra["volatile"] == ["<secret:cookie.sessionid>"] and second.responses == [{"int": 2}]
+    before = (test_set / MOCKS).stat()
+    assert rewrite_documents(test_set / MOCKS, ["not-in-it"], lambda doc: 1 / 0) == 0  # not parsed
+    assert (test_set / MOCKS).stat().st_ino == before.st_ino

@@ -34,6 +34,8 @@ STANDIN = re.compile(r"trpx\.((?:[0-9a-f]{2}){1,128})\.trpx")
 _WHOLE = re.compile(rf"(?:{PLACEHOLDER.pattern}|<redacted>)\Z")
 _NAME_CHARS = re.compile(r"[^A-Za-z0-9_.\-]+")
 _MIN_SCRUB = 4  # shorter known values are not searched for elsewhere (too common)
+# no secret: nothing, or a cookie deleted as Django deletes one (``sessionid=""; Max-Age=0``)
+_EMPTY = frozenset({"", '""'})
 
 
 def placeholder(name: str) -> str:
@@ -139,7 +141,7 @@ class SecretVault:
 
     def alias(self, name: str, value: str) -> None:
         """``value`` is (also) the secret ``name`` (known from the file, or learned live)."""
-        if not value or is_placeholder(value):
+        if value in _EMPTY or is_placeholder(value):
             return
         self.values.setdefault(name, value)
         if self._names.get(value) != name:
@@ -165,7 +167,7 @@ class SecretVault:
 
     def secret(self, value: str, hint: str) -> str:
         """What a secret position holds: its placeholder (empty values stay empty)."""
-        if not value or is_placeholder(value):
+        if value in _EMPTY or is_placeholder(value):
             return value
         decoded = standins_to_placeholders(value)
         if decoded != value:

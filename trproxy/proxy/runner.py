@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 from ..apptest.noise import write_default_config
 from ..apptest.secretfile import use_secrets
 from ..protocols.registry import dialects, has_volatile_rules, match_key, volatile_rules
+from ..protocols.secrets import map_strings
 from ..redirect import containers
 from ..redirect.errors import RedirectError
 from ..store import (
@@ -44,7 +45,7 @@ from ..store import (
 from ..store.config import configure_protocols, read_config
 from ..store.errors import FormatError, StoreError
 from ..store.offload import MockWriterProcess
-from ..store.recording import MOCKS, REPORTS, DocumentWriter, has_mocks, no_gc
+from ..store.recording import MOCKS, REPORTS, DocumentWriter, has_mocks, no_gc, rewrite_documents
 from .attach import Attachment
 from .context import Mode, RunContext, format_destination
 from .control import ENV as CONTROL_ENV
@@ -382,6 +383,7 @@ def run(opts: RunOptions) -> int:
             if _discard_failed_recording(opts, ctx, test_set, status):
                 print(f"trproxy: the run failed and recorded nothing: {test_set} not kept", file=sys.stderr)
             else:
+                _scrub_secrets(path, opts.root, ctx)
                 print(f"trproxy: wrote {ctx.writer.count} exchanges to {path}", file=sys.stderr)
         if mode is not Mode.PASSTHROUGH:
             ctx.finish_searches()
@@ -391,6 +393,22 @@ def run(opts: RunOptions) -> int:
         print(f"trproxy: --strict: the run fails: {', '.join(failures)}", file=sys.stderr)
         status = 1
     return status if status is not None else 1
+
+
+def _scrub_secrets(path: Path, root: Path, ctx: RunContext) -> None:
+    """The secrets named in this run (a session cookie, a token) out of every protocol's
+    mocks: the app stores its session key in Postgres or Redis before its answer names
+    it (Django's ``django_session``), so only the finished recording can be scrubbed."""
+    vault = ctx.vault
+    if vault is None or not len(vault):
+        return
+    try:
+        changed = rewrite_documents(path, vault.values.values(), lambda doc: map_strings(doc, vault.scrub), root)
+    except (OSError, StoreError, FormatError) as exc:
+        log.warning("could not remove the secrets from %s: %s", path, exc)
+        return
+    if changed:
+        log.info("%d recorded exchanges held a secret the app was given or gave: now placeholders", changed)
 
 
 def _discard_failed_recording(opts: RunOptions, ctx: RunContext, test_set: Path,

@@ -202,6 +202,35 @@ class MockWriter(DocumentWriter):
         return path
 
 
+def rewrite_documents(path: Path, values: Iterable[str], fn: Callable[[Any], Any],
+                      root: Path | None = None) -> int:
+    """Apply ``fn`` to every document of the mocks file ``path`` if any of ``values`` is
+    in it (a scan of its bytes first: most recordings hold none, and are left alone); the
+    file and its cache are replaced at once. Returns the documents changed."""
+    root = path.parent.parent if root is None else root
+    needles = [v.encode() for v in values if v]
+    if not needles or not _holds_any(path, root, needles):
+        return 0
+    docs = load_documents(path, root)
+    changed = [fn(doc) for doc in docs]
+    count = sum(a != b for a, b in zip(docs, changed, strict=True))
+    if count:
+        MockWriter(path, header=changed, root=root).close()
+    return count
+
+
+def _holds_any(path: Path, root: Path, needles: list[bytes]) -> bool:
+    overlap = max(map(len, needles))
+    with safeio.open_file(path, root) as f:
+        tail = b""
+        while piece := f.read(1 << 22):
+            window = tail + piece
+            if any(n in window for n in needles):
+                return True
+            tail = window[-overlap:]
+    return False
+
+
 def recover(root: Path) -> list[str]:
     """Publish partial files left by dead writers (and remove their unfinished body
     files); return what was done, for the log. Only the test sets and ``reports/`` are

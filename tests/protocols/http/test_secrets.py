@@ -43,6 +43,7 @@ def test_the_same_value_gets_the_same_name_and_new_values_new_names():
     assert vault.secret("S3cr3t!pw", "authorization") == "<secret:login.password-2>"  # same value, same name
     assert vault.secret("old", "x") == "<secret:login.password>"
     assert vault.secret("", "x") == "" and vault.secret("<secret:a>", "x") == "<secret:a>"
+    assert vault.secret('""', "cookie.sessionid") == '""'  # Django's deleted cookie: no secret
     assert vault.secret("v", "bad name/with spaces") == "<secret:bad_name_with_spaces>"
     assert named == [("login.password-2", "S3cr3t!pw"), ("bad_name_with_spaces", "v")]
     assert vault.scrub("sent S3cr3t!pw twice: S3cr3t!pw, and v") == \
