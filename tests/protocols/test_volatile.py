@@ -54,6 +54,21 @@ def test_ordinary_values_are_not_volatile(text):
     assert find_volatile(text, NOW) == []
 
 
+def test_django_signed_values_their_time_and_whole_signature_and_placeholders():
+    """Django's session data (``signing``): ``payload:<base62 seconds>:<base64url HMAC>``.
+    The seconds are a time near now; the signature is one value even when a random ``_``
+    makes its start look like a readable prefix (``trQBh_...``)."""
+    seconds = "".join("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"[
+        int(NOW.timestamp()) // 62 ** k % 62] for k in range(5, -1, -1))
+    signature = "trQBh_prasfiGTRbWmS7-8HVZsQa5fuU34la5TAVfn4"
+    sql = f"INSERT INTO django_session VALUES ('<secret:cookie.sessionid>', 'e30:{seconds}:{signature}')"
+    found = find_volatile(sql, NOW)
+    assert {"<secret:cookie.sessionid>", seconds, signature} <= set(found)
+    assert mask(sql, found) == "INSERT INTO django_session VALUES ('<volatile>', 'e30:<volatile>:<volatile>')"
+    # six base62 characters between colons that are no time near now: data
+    assert find_volatile("k:SELECT:abcdefghijklmnopqrstuvwx", NOW) == []
+
+
 def test_redis_arguments_skip_logins_and_script_hashes():
     sha = "c3f8721cbb97f72bc19e972846bd7aaf91901658"
     assert redis_volatile(["EVALSHA", sha, "1", "resource", TOKEN], NOW) == [TOKEN]
@@ -93,6 +108,18 @@ def test_a_test_falls_back_on_the_pairs_of_earlier_tests_its_own_win():
     assert second.to_live([TOKEN]) == [UUID] and second.to_recorded([OTHER]) == [OTHER]
     assert ValueMap(earlier=run).to_live([TOKEN]) == [UUID]
     assert run.recorded == {UUID: TOKEN}
+
+
+def test_a_clock_reading_may_stand_for_another_live_one_an_id_may_not():
+    """Django signs a session's INSERT and its UPDATE in the same recorded second; at
+    replay, slower, the UPDATE's second is the next one: no contradiction for a time."""
+    values = ValueMap()
+    assert values.bind(["1xZ5Wa", UUID], ["1xZ5Wv", OTHER]) is None
+    assert values.bind(["1xZ5Wa"], ["1xZ5Ww"]) is None
+    assert values.to_live(["1xZ5Wa"]) == ["1xZ5Ww"]
+    at, later = "2026-12-03 01:00:00.5+00", "2026-12-03 01:00:01.7+00"
+    assert values.bind([at], [later]) is None and values.bind([at], [at.replace("00.5", "02.0")]) is None
+    assert "already stands for" in (values.bind([UUID], [TOKEN]) or "")
 
 
 def _pool(*exchanges: Exchange) -> MockPool:

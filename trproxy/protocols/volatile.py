@@ -17,7 +17,8 @@ exchange (``spec.volatile``, readable and editable). At replay:
   replies are rewritten to the live values (the token the app compares with).
 
 Detectors: UUIDs, JWTs and salted password hashes (bcrypt, argon2, pbkdf2, scrypt)
-anywhere in a text, timestamps and dates near the recording time, and words of 9+ characters that look like random hex/base64 tokens or epoch
+anywhere in a text, secrets' placeholders, timestamps and dates near the recording time
+(also the base62 seconds of Django's signed values), and words of 9+ characters that look like random hex/base64 tokens or epoch
 numbers near now (``volatile_value``).
 """
 
@@ -34,6 +35,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .jsonpath import parse_json_path, path_matches
+from .secrets import PLACEHOLDER
 
 _MONTH = r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
 _DAY = r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)"
@@ -145,7 +147,11 @@ _HASHES = re.compile("|".join([
     r"pbkdf2_sha\d+\$\d+\$[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+",
     r"(?:scrypt:\d+:\d+:\d+|pbkdf2:sha\d+:\d+)\$[A-Za-z0-9+/=]+\$[0-9a-f]+",
 ]))
-_STRONG = re.compile(f"{_HASHES.pattern}|{_UUID.pattern}|{_JWT.pattern}|{_TIMESTAMPS.pattern}")
+# a secret's placeholder: the recording holds it for a value the app made (a session key
+# Django stores in django_session, then names in its cookie), which a live request holds
+# once the value is mapped back (``ValueMap.to_recorded``)
+_PLACEHOLDER = PLACEHOLDER.pattern
+_STRONG = re.compile(f"{_HASHES.pattern}|{_UUID.pattern}|{_JWT.pattern}|{_TIMESTAMPS.pattern}|{_PLACEHOLDER}")
 _WORD = re.compile(r"[A-Za-z0-9+/=_-]{9,}")
 
 
@@ -164,7 +170,35 @@ def find_volatile(text: str, now: datetime, also: str = "") -> list[str]:
         found += _words(text[pos:m.start()], now)
         found.append(m.group())
         pos = m.end()
-    return found + _words(text[pos:], now)
+    found += _words(text[pos:], now)
+    return found + _b62_times(text, now) if ":" in text else found
+
+
+# Django's signed values (``signing.dumps``, the session data of ``cached_db``/``signed_cookies``):
+# ``payload:<seconds in base62>:signature``; the seconds are six digits until 2026-2030
+_B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_B62_TIME = re.compile(r"(?<=:)([0-9A-Za-z]{6}):([A-Za-z0-9_-]{20,})")
+_B62_TIME_WORD = re.compile(r"[0-9A-Za-z]{6}")  # the only 6-character volatile values
+
+
+def _clock_reading(value: str) -> bool:
+    """A time, not an id: two readings equal when recorded (the same second, Django's
+    signing time of a session's INSERT and UPDATE) may differ at replay, where the app
+    runs slower; such a pair is no contradiction of the one before."""
+    return bool(_TIMESTAMPS.match(value) or _B62_TIME_WORD.fullmatch(value))
+
+
+def _b62_times(text: str, now: datetime) -> list[str]:
+    """The time and the signature of each signed value: the signature whole (base64url:
+    a random ``_`` or ``-`` in it must not make a readable "prefix" of its start)."""
+    found = []
+    for m in _B62_TIME.finditer(text):
+        seconds = 0
+        for c in m.group(1):
+            seconds = seconds * 62 + _B62.index(c)
+        if _epoch_near(seconds, now):
+            found += [m.group(1), m.group(2)]
+    return found
 
 
 @functools.lru_cache(maxsize=16)
@@ -273,9 +307,9 @@ class ValueMap:
             return f"{len(recorded)} volatile values recorded, {len(live)} in the request"
         pairs = [(r, v) for r, v in zip(recorded, live, strict=True) if r != v]
         for r, v in pairs:
-            if self.live.get(r, v) != v or self.recorded.get(v, r) != r:
+            if (self.live.get(r, v) != v or self.recorded.get(v, r) != r) and not _clock_reading(r):
                 return f"recorded {r} already stands for {self.live.get(r) or self.recorded.get(v)}"
-        self._keep(pairs)
+        self.remember(pairs)  # a clock reading takes its latest pair
         if self.earlier is not None:
             self.earlier.remember(pairs)
         return None
