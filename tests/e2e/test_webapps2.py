@@ -122,7 +122,7 @@ def test_one_changed_template_line_or_endpoint_fails_exactly_its_test(recorded, 
     if recorded.app == "blog":
         command = _broken_copy(recorded, tmp_path, "posts/templates/registration/login.html",
                                "<h1>Sign in</h1>", "<h1>Log in</h1>")
-        title, line = "GET /accounts/login/", ("-  <h1>Sign in</h1>\n", "+  <h1>Log in</h1>\n")
+        title, line = "GET /accounts/login/", ("-    <h1>Sign in</h1>\n", "+    <h1>Log in</h1>\n")
     else:
         command = _broken_copy(recorded, tmp_path, "app.py", '"Task not found"', '"No such task"')
         command = [str(tmp_path / "tasks") if a == str(ROOT / "examples" / "tasks") else a for a in command]
