@@ -120,6 +120,8 @@ def test_a_clock_reading_may_stand_for_another_live_one_an_id_may_not():
     at, later = "2026-12-03 01:00:00.5+00", "2026-12-03 01:00:01.7+00"
     assert values.bind([at], [later]) is None and values.bind([at], [at.replace("00.5", "02.0")]) is None
     assert "already stands for" in (values.bind([UUID], [TOKEN]) or "")
+    assert values.bind(["job512"], ["job513"]) is None  # an id a rule names: six characters, no time
+    assert "already stands for" in (values.bind(["job512"], ["job514"]) or "")
 
 
 def _pool(*exchanges: Exchange) -> MockPool:

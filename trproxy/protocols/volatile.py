@@ -11,15 +11,16 @@ exchange (``spec.volatile``, readable and editable). At replay:
   found by the same detectors, so a different command, key prefix or ordinary value still
   misses;
 * the pairs recorded -> live of such a match are kept (``ValueMap``) for the rest of the
-  run's test, and for the rest of the run where that test has no pair of its own for a
-  value (an id made in one test, sent again in a later one): later requests are rewritten back to the recorded values before they are
-  looked up (the ``GET`` of the session key, the lock's release script), and recorded
+  run's test, and for the rest of the run where a test has no pair of its own for a
+  value (an id made in one test, sent again in a later one): later requests are
+  rewritten back to the recorded values before they are looked up (the ``GET`` of the session key, the lock's release script), and recorded
   replies are rewritten to the live values (the token the app compares with).
 
 Detectors: UUIDs, JWTs and salted password hashes (bcrypt, argon2, pbkdf2, scrypt)
 anywhere in a text, secrets' placeholders, timestamps and dates near the recording time
-(also the base62 seconds of Django's signed values), and words of 9+ characters that look like random hex/base64 tokens or epoch
-numbers near now (``volatile_value``).
+(also the base62 seconds of Django's signed values, with their signature), and words of
+9+ characters that look like random hex/base64 tokens or epoch numbers near now
+(``volatile_value``).
 """
 
 from __future__ import annotations
@@ -178,14 +179,23 @@ def find_volatile(text: str, now: datetime, also: str = "") -> list[str]:
 # ``payload:<seconds in base62>:signature``; the seconds are six digits until 2026-2030
 _B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _B62_TIME = re.compile(r"(?<=:)([0-9A-Za-z]{6}):([A-Za-z0-9_-]{20,})")
-_B62_TIME_WORD = re.compile(r"[0-9A-Za-z]{6}")  # the only 6-character volatile values
+
+
+def _b62_seconds(word: str) -> int | None:
+    if len(word) != 6 or not word.isascii() or not word.isalnum():
+        return None
+    seconds = 0
+    for c in word:
+        seconds = seconds * 62 + _B62.index(c)
+    return seconds
 
 
 def _clock_reading(value: str) -> bool:
     """A time, not an id: two readings equal when recorded (the same second, Django's
     signing time of a session's INSERT and UPDATE) may differ at replay, where the app
     runs slower; such a pair is no contradiction of the one before."""
-    return bool(_TIMESTAMPS.match(value) or _B62_TIME_WORD.fullmatch(value))
+    seconds = _b62_seconds(value)
+    return bool(_TIMESTAMPS.match(value)) or (seconds is not None and 1e9 <= seconds < 4.2e9)
 
 
 def _b62_times(text: str, now: datetime) -> list[str]:
@@ -193,10 +203,8 @@ def _b62_times(text: str, now: datetime) -> list[str]:
     a random ``_`` or ``-`` in it must not make a readable "prefix" of its start)."""
     found = []
     for m in _B62_TIME.finditer(text):
-        seconds = 0
-        for c in m.group(1):
-            seconds = seconds * 62 + _B62.index(c)
-        if _epoch_near(seconds, now):
+        seconds = _b62_seconds(m.group(1))
+        if seconds is not None and _epoch_near(seconds, now):
             found += [m.group(1), m.group(2)]
     return found
 
