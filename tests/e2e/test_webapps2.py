@@ -26,6 +26,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.e2e.test_webapps import Recorded, _cases, _counts
 from tests.support.proc import ROOT, trproxy
@@ -37,8 +38,12 @@ if os.geteuid() != 0:
     pytest.skip("the eBPF redirect needs root", allow_module_level=True)
 
 sys.path.insert(0, str(ROOT / "examples"))
-import yaml  # noqa: E402
 from webapps import SECRETS, WebAppServices  # noqa: E402
+
+# Django's login hashes the password with PBKDF2 (1,000,000 rounds): over 10 s, the
+# default per-test timeout, on two loaded cores; a late answer's session writes would
+# then land in the next test
+SLOW_LOGIN = ("--timeout", "90")
 
 
 def _record(app: str, where: Path) -> Recorded:
@@ -74,7 +79,7 @@ def test_every_call_replays_green_with_every_dependency_stopped(recorded):
     cases = _cases(recorded.rec)
     n = len(cases)
     assert n >= 12
-    done, report, junit = recorded.test()
+    done, report, junit = recorded.test(*SLOW_LOGIN)
     assert done.returncode == 0, done.stderr
     assert f"{n} tests: {n} passed, 0 failed, 0 errors" in done.stderr, done.stderr
     assert _counts(junit) == (n, 0, 0, 0)
@@ -134,7 +139,7 @@ def test_one_changed_template_line_or_endpoint_fails_exactly_its_test(recorded, 
         command = _broken_copy(recorded, tmp_path, "app.py", '"Task not found"', '"No such task"')
         command = [str(tmp_path / "tasks") if a == str(ROOT / "examples" / "tasks") else a for a in command]
         title, line = "GET /tasks/6f1c9a52-2f4e-4c1e-9d55-0b7e4c7c1a11", ("Task not found", "No such task")
-    done, report, junit = recorded.test(command=command)
+    done, report, junit = recorded.test(*SLOW_LOGIN, command=command)
     assert done.returncode == 1, done.stderr
     failed = [t for t in report["tests"] if t["status"] != "passed"]
     assert [(t["request"].split("?")[0], t["status"]) for t in failed] == [(title, "failed")], done.stderr

@@ -97,17 +97,18 @@ def test_a_value_map_keeps_pairs_and_refuses_contradictions():
     assert values.bind([TOKEN, UUID], [OTHER]) is not None  # not the same shape
 
 
-def test_a_test_falls_back_on_the_pairs_of_earlier_tests_its_own_win():
+def test_a_test_adopts_the_pairs_of_earlier_tests_for_values_it_has_not_paired():
     run = ValueMap()
     first, second = ValueMap(earlier=run), ValueMap(earlier=run)
     assert first.bind([TOKEN], [OTHER]) is None
-    assert second.to_recorded(["GET", f"lock:{OTHER}"]) == ["GET", f"lock:{TOKEN}"]  # from the first
+    assert second.to_recorded(["GET", f"lock:{OTHER}"]) == ["GET", f"lock:{OTHER}"]  # not before a miss
+    assert second.adopt([OTHER, UUID]) is True and second.adopt([OTHER]) is False
+    assert second.to_recorded(["GET", f"lock:{OTHER}"]) == ["GET", f"lock:{TOKEN}"]
     assert second.to_live([TOKEN]) == [OTHER]
-    # the second test pairs TOKEN itself (a rerun): its own pair wins, and is the run's latest
-    assert second.bind([TOKEN], [UUID]) is None
-    assert second.to_live([TOKEN]) == [UUID] and second.to_recorded([OTHER]) == [OTHER]
-    assert ValueMap(earlier=run).to_live([TOKEN]) == [UUID]
-    assert run.recorded == {UUID: TOKEN}
+    # a third test pairs TOKEN itself (a rerun made a new value): its pair is the run's latest
+    third = ValueMap(earlier=run)
+    assert third.bind([TOKEN], [UUID]) is None and run.recorded == {UUID: TOKEN}
+    assert third.adopt([OTHER]) is False and third.to_live([TOKEN]) == [UUID]
 
 
 def test_a_clock_reading_may_stand_for_another_live_one_an_id_may_not():

@@ -297,16 +297,18 @@ class ValueMap:
     """Recorded value -> the live value that took its place, for one run's test.
 
     ``earlier``: the run's map of every pair kept so far, in any test (the latest pair
-    of a value wins). A value this test has not paired yet is looked up there: the app
-    made it in an earlier test (a uuid4 primary key) and still sends it (a background
-    task that runs after the answer, during the next test; a later ``GET`` by that id)."""
+    of a value wins). A request that matches nothing takes from there the pairs of its
+    volatile values this test has not paired (``adopt``), and is looked up again: the app
+    made the value in an earlier test (a uuid4 primary key) and still sends it (a
+    background task that runs after the answer, during the next test; a later ``GET`` by
+    that id). Taken on a miss only, not searched in every request: the run's values are
+    many, and a pattern over them costs (256 UUIDs: ~36 ms to compile here)."""
 
     def __init__(self, earlier: ValueMap | None = None) -> None:
         self.live: dict[str, str] = {}
         self.recorded: dict[str, str] = {}
         self.earlier = earlier
-        self.version = 0  # changes with the pairs: a cached pattern over them is stale
-        self._patterns: dict[str, tuple[int, dict[str, str], re.Pattern[str] | None]] = {}
+        self._patterns: dict[str, re.Pattern[str] | None] = {}  # built once per change
 
     def bind(self, recorded: list[str], live: list[str]) -> str | None:
         """Keep the pairs of a match through masked values; why not, when they contradict
@@ -335,34 +337,31 @@ class ValueMap:
         for r, v in pairs:
             self.live[r], self.recorded[v] = v, r
         if pairs:
-            self.version += 1
+            self._patterns.clear()
+
+    def adopt(self, live: Iterable[str]) -> bool:
+        """Take the run's pairs (``earlier``) of the ``live`` values this test has not
+        paired (found in a request that matched nothing); whether there were any."""
+        if self.earlier is None:
+            return False
+        pairs = [(r, v) for v in live
+                 if v not in self.recorded and (r := self.earlier.recorded.get(v)) is not None
+                 and r not in self.live]
+        self.remember(pairs)
+        return bool(pairs)
 
     def to_recorded(self, request: Any) -> Any:
         """A live request with the live values known as the recorded ones they replace."""
-        return _replace(request, *self._pattern("recorded"))
+        return _replace(request, self.recorded, self._pattern("recorded"))
 
     def to_live(self, responses: Any) -> Any:
         """Recorded responses with the recorded values known as the live ones."""
-        return _replace(responses, *self._pattern("live"))
+        return _replace(responses, self.live, self._pattern("live"))
 
-    def _table(self, which: str) -> dict[str, str]:
-        """This test's pairs (``which`` way), then the earlier ones of values it has not
-        paired."""
-        own: dict[str, str] = getattr(self, which)
-        if self.earlier is None or not getattr(self.earlier, which):
-            return own
-        other: dict[str, str] = self.recorded if which == "live" else self.live
-        table = {k: v for k, v in getattr(self.earlier, which).items() if k not in own and v not in other}
-        table.update(own)
-        return table
-
-    def _pattern(self, which: str) -> tuple[dict[str, str], re.Pattern[str] | None]:
-        version = self.version + (self.earlier.version << 32 if self.earlier is not None else 0)
-        cached = self._patterns.get(which)
-        if cached is None or cached[0] != version:
-            table = self._table(which)
-            cached = self._patterns[which] = (version, table, _pattern(table))
-        return cached[1], cached[2]
+    def _pattern(self, which: str) -> re.Pattern[str] | None:
+        if which not in self._patterns:
+            self._patterns[which] = _pattern(getattr(self, which))
+        return self._patterns[which]
 
 
 def _replace(value: Any, table: dict[str, str], pattern: re.Pattern[str] | None) -> Any:

@@ -309,11 +309,15 @@ class Session:
         request = values.to_recorded(lookup.request)
         live: list[str] = []
         masked: Any = None
+        adopted = False
 
         def masking() -> Any:  # asked only when nothing matches exactly
-            nonlocal live, masked
+            nonlocal live, masked, adopted
             if self.dialect.volatile is not None:
                 live = self.dialect.volatile(request, ctx.started)
+                if values.adopt(live):  # values paired in an earlier test: look up again
+                    adopted = True
+                    return None
                 masked = mask(request, live) if live else None
             return masked
 
@@ -323,6 +327,8 @@ class Session:
             # sorted (or the dialect's form): a JSON body in another key order pairs right;
             # then the tokens a similar recording differs in (``store/similar.py``)
             pairs = similar or []
+            if adopted:
+                return "looked up again with the values of earlier tests"
             return values.bind(occurrences(self._pairing(recorded.request), volatile) + [r for r, _v in pairs],
                                occurrences(self._pairing(request), live) + [v for _r, v in pairs])
 
@@ -335,6 +341,9 @@ class Session:
                                    repeat_last=lookup.context.repeat_last, masked=masking,
                                    accept=accept, similar=accept if self._fallback(lookup) else None)
         except NoMatch as miss:
+            if adopted:  # once: the values adopted are this test's own now
+                self._lookup(lookup, now, commands)
+                return
             if lookup.context.tentative:
                 return  # maybe not the whole request yet: the replayer waits for more
             if self.forwarding and lookup.context.forward is not None:
