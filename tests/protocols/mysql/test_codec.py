@@ -22,6 +22,8 @@ from trproxy.protocols.mysql.replayer import check_fault
 from trproxy.protocols.mysql.sql import is_session_sql, normalize_sql
 from trproxy.protocols.mysql.wire import (
     CLIENT_DEPRECATE_EOF,
+    CLIENT_PROTOCOL_41,
+    CLIENT_SESSION_TRACK,
     CLIENT_SSL,
     MAX_PAYLOAD,
     PacketBuffer,
@@ -317,3 +319,15 @@ def test_values_the_app_generated_are_volatile_in_sql_and_parameters() -> None:
                                     "params": [token, 7, int(now.timestamp())], "types": []}}
     assert volatile(execute, now) == [token, str(int(now.timestamp()))]
     assert volatile({"HandshakeResponse": {"user": token}}, now) == []
+
+
+@pytest.mark.parametrize("tail", [b"", b"\x02hi"])
+def test_an_ok_announcing_session_state_without_it_round_trips(tail: bytes) -> None:
+    # fuzzing: status 0x7F02 (SESSION_STATE_CHANGED set) and no state bytes after the
+    # info; build_ok drops the flag without a state, so parse_ok must not keep it either
+    caps = CLIENT_SESSION_TRACK | CLIENT_PROTOCOL_41
+    ok = p.parse_ok(b"\x00\x00\x00\x02\x7f\x00\x00" + tail, caps)
+    assert ok["status"] == 0x3F02 and "session_state" not in ok
+    assert p.parse_ok(p.build_ok(ok, caps), caps) == ok
+    with_state = p.parse_ok(b"\x00\x00\x00\x02\x7f\x00\x00\x00\x03abc", caps)
+    assert with_state["status"] == 0x7F02 and with_state["session_state"] == {"hex": "616263"}

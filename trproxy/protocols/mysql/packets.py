@@ -183,8 +183,11 @@ def parse_ok(payload: bytes, caps: int) -> dict[str, Any]:
             info = r.lenenc_str()
             if info:
                 ok["info"] = blob(info)
-            if ok["status"] & SERVER_SESSION_STATE_CHANGED and r.left():
+        if ok["status"] & SERVER_SESSION_STATE_CHANGED:
+            if r.left():
                 ok["session_state"] = {"hex": r.lenenc_str().hex()}
+            else:  # the flag without the state it announces says nothing: dropped, as
+                ok["status"] &= ~SERVER_SESSION_STATE_CHANGED  # build_ok never sends it
     elif r.left():
         ok["info"] = blob(r.rest())
     return ok
