@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from trproxy.protocols import registry
 from trproxy.protocols.registry import has_volatile_rules, match_key, volatile_rules
 from trproxy.protocols.volatile import mask
 from trproxy.proxy.timeline import Timeline
@@ -25,6 +26,13 @@ from trproxy.store import (
 from trproxy.store.recording import MOCKS
 
 _REDIS, _PG, _HTTP = "127.0.0.1:6379", "[::1]:5432", "127.0.0.1:8080"
+
+
+@pytest.fixture(autouse=True)
+def _shipped_dialects(monkeypatch):
+    """Packed pools serve the shipped dialects' keys: a config.yaml another test of this
+    worker applied (``registry.configure``) would make every pool here a plain one."""
+    monkeypatch.setattr(registry, "_overrides", {})
 
 
 def _recording(n: int) -> list[Exchange]:
