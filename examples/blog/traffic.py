@@ -13,40 +13,34 @@ from __future__ import annotations
 import os
 import re
 import sys
+from pathlib import Path
 
 import requests
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # examples/
+from calls import checked, csrf_of  # noqa: E402
+
 CSRF = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
 
-
-def csrf_of(page: requests.Response) -> str:
-    match = CSRF.search(page.text)
-    if match is None:
-        sys.exit(f"no CSRF token in {page.url}")
-    return match.group(1)
 
 
 def main(base: str) -> None:
     browser = requests.Session()
 
-    def call(method: str, path: str, expect: int, **kw) -> requests.Response:
-        answer = browser.request(method, base + path, allow_redirects=False, timeout=30, **kw)
-        print(f"> {method} {path}  [{answer.status_code}]")
-        if answer.status_code != expect:
-            sys.exit(f"expected {expect}, got {answer.status_code}: {answer.text[:300]}")
-        return answer
+    call = checked(lambda method, path, **kw: browser.request(method, base + path, allow_redirects=False,
+                                                              timeout=30, **kw))
 
     call("GET", "/posts/", 302)  # not signed in: to the login form
     form = call("GET", "/accounts/login/?next=/posts/", 200)
     call("POST", "/accounts/login/", 302, data={
-        "csrfmiddlewaretoken": csrf_of(form), "username": os.environ["BLOG_USER"],
+        "csrfmiddlewaretoken": csrf_of(form, CSRF), "username": os.environ["BLOG_USER"],
         "password": os.environ["BLOG_PASSWORD"], "next": "/posts/"})
     page = call("GET", "/posts/", 200)
-    first = call("POST", "/posts/", 302, data={"csrfmiddlewaretoken": csrf_of(page), "title": "Hello, Django",
+    first = call("POST", "/posts/", 302, data={"csrfmiddlewaretoken": csrf_of(page, CSRF), "title": "Hello, Django",
                                                "body": "First post.\n\nRecorded, then replayed."})
     call("GET", first.headers["Location"], 200)
     page = call("GET", "/posts/", 200)
-    second = call("POST", "/posts/", 302, data={"csrfmiddlewaretoken": csrf_of(page), "title": "Migrations",
+    second = call("POST", "/posts/", 302, data={"csrfmiddlewaretoken": csrf_of(page, CSRF), "title": "Migrations",
                                                 "body": "They ran when the app started."})
     call("GET", second.headers["Location"], 200)
     call("GET", first.headers["Location"], 200)  # the view counter, now 2
@@ -56,7 +50,7 @@ def main(base: str) -> None:
     call("GET", "/api/posts/00000000-0000-4000-8000-000000000000/", 404)
     call("POST", "/posts/", 403, data={"title": "no token"})
     page = call("GET", "/posts/", 200)
-    call("POST", "/accounts/logout/", 302, data={"csrfmiddlewaretoken": csrf_of(page)})
+    call("POST", "/accounts/logout/", 302, data={"csrfmiddlewaretoken": csrf_of(page, CSRF)})
     call("GET", "/api/posts/", 302)  # signed out
 
 

@@ -12,45 +12,39 @@ from __future__ import annotations
 import os
 import re
 import sys
+from pathlib import Path
 
 import requests
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # examples/
+from calls import checked, csrf_of  # noqa: E402
+
 CSRF = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
 
-
-def csrf_of(page: requests.Response) -> str:
-    match = CSRF.search(page.text)
-    if match is None:
-        sys.exit(f"no CSRF token in {page.url}")
-    return match.group(1)
 
 
 def main(base: str) -> None:
     browser = requests.Session()  # keeps the session cookie, as a browser does
 
-    def call(method: str, path: str, expect: int, **kw) -> requests.Response:
-        answer = browser.request(method, base + path, allow_redirects=False, timeout=30, **kw)
-        print(f"> {method} {path}  [{answer.status_code}]")
-        if answer.status_code != expect:
-            sys.exit(f"expected {expect}, got {answer.status_code}: {answer.text[:300]}")
-        return answer
+    call = checked(lambda method, path, **kw: browser.request(method, base + path, allow_redirects=False,
+                                                              timeout=30, **kw))
 
     form = call("GET", "/login", 200)
-    call("POST", "/login", 302, data={"csrf_token": csrf_of(form), "email": os.environ["NOTES_EMAIL"],
+    call("POST", "/login", 302, data={"csrf_token": csrf_of(form, CSRF), "email": os.environ["NOTES_EMAIL"],
                                      "password": os.environ["NOTES_PASSWORD"]})
     page = call("GET", "/notes", 200)
-    first = call("POST", "/notes", 302, data={"csrf_token": csrf_of(page), "title": "Groceries",
+    first = call("POST", "/notes", 302, data={"csrf_token": csrf_of(page, CSRF), "title": "Groceries",
                                               "body": "eggs, milk"})
     call("GET", first.headers["Location"], 200)
     page = call("GET", "/notes", 200)
-    second = call("POST", "/notes", 302, data={"csrf_token": csrf_of(page), "title": "Ideas",
+    second = call("POST", "/notes", 302, data={"csrf_token": csrf_of(page, CSRF), "title": "Ideas",
                                                "body": "record, replay"})
     call("GET", second.headers["Location"], 200)
     call("GET", "/notes", 200)
     call("GET", "/activity", 200)
     call("GET", "/notes/999999", 404)
     call("POST", "/notes", 400, data={"title": "no token"})
-    call("POST", "/logout", 302, data={"csrf_token": csrf_of(page)})
+    call("POST", "/logout", 302, data={"csrf_token": csrf_of(page, CSRF)})
     call("GET", "/notes", 302)  # signed out: back to the login form
 
 

@@ -12,18 +12,17 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # examples/
+from calls import checked  # noqa: E402
 
 
 def main(base: str) -> None:
     with httpx.Client(base_url=base, timeout=30) as http:
-        def call(method: str, path: str, expect: int, **kw) -> httpx.Response:
-            answer = http.request(method, path, **kw)
-            print(f"> {method} {path}  [{answer.status_code}]")
-            if answer.status_code != expect:
-                sys.exit(f"expected {expect}, got {answer.status_code}: {answer.text[:300]}")
-            return answer
+        call = checked(http.request)
 
         call("GET", "/users/me", 401)
         token = call("POST", "/token", 200, data={"username": os.environ["TASKS_USER"],

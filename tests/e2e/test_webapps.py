@@ -66,7 +66,9 @@ def _record(app: str, where: Path) -> Recorded:
             proc = trproxy("record", "--dir", str(rec), "--", *services.command, env=env,
                            stdout=out, stderr=out)
             try:
-                wait_port("127.0.0.1", services.port, timeout=60, proc=proc)
+                wait_port("127.0.0.1", services.port, timeout=90, proc=proc)
+                if app == "blog":  # its migrations ran at start: now the operator adds the user
+                    services.add_user()
                 subprocess.run(services.traffic, env=dict(os.environ, **env, **services.traffic_env()),
                                check=True, timeout=180)
             finally:

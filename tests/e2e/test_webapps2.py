@@ -28,9 +28,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.e2e.test_webapps import Recorded, _cases, _counts
-from tests.support.proc import ROOT, trproxy
-from tests.support.services import wait_port
+from tests.e2e.test_webapps import Recorded, _cases, _counts, _record
+from tests.support.proc import ROOT
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]
 
@@ -38,36 +37,12 @@ if os.geteuid() != 0:
     pytest.skip("the eBPF redirect needs root", allow_module_level=True)
 
 sys.path.insert(0, str(ROOT / "examples"))
-from webapps import SECRETS, WebAppServices  # noqa: E402
+from webapps import SECRETS  # noqa: E402
 
 # Django's login hashes the password with PBKDF2 (1,000,000 rounds): over 10 s, the
 # default per-test timeout, on two loaded cores; a late answer's session writes would
 # then land in the next test
 SLOW_LOGIN = ("--timeout", "90")
-
-
-def _record(app: str, where: Path) -> Recorded:
-    services = WebAppServices(app).start()
-    rec = where / "rec"
-    env = services.env()
-    log = where / "record.log"
-    try:
-        with log.open("w") as out:
-            proc = trproxy("record", "--dir", str(rec), "--", *services.command, env=env,
-                           stdout=out, stderr=out)
-            try:
-                wait_port("127.0.0.1", services.port, timeout=90, proc=proc)
-                if app == "blog":  # its migrations ran at start: now the operator adds the user
-                    services.add_user()
-                subprocess.run(services.traffic, env=dict(os.environ, **env, **services.traffic_env()),
-                               check=True, timeout=180)
-            finally:
-                proc.terminate()
-                proc.wait(60)
-        assert proc.returncode in (0, 128 + 15), log.read_text()
-    finally:
-        services.stop()  # every dependency is gone before any test runs
-    return Recorded(app, rec, env, services.command)
 
 
 @pytest.fixture(scope="module", params=["blog", "tasks"])
