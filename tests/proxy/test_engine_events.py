@@ -90,6 +90,26 @@ def test_a_server_killed_by_another_connection_closes_when_that_request_is_repla
     assert b << close()
 
 
+def test_an_event_after_a_request_that_never_became_an_exchange_is_not_left_waiting():
+    """psycopg's pool check: a terminates b's backend and closes (its Terminate takes a
+    request order but is no exchange); the server's close of b is stamped after that
+    order. At replay b closes once a's answer is served: no recorded request is left
+    before it, so the replay got as far as the close."""
+    kill = b"CLIENT KILL TYPE normal\r\n"
+    recorded = capture_run([
+        ("b", "client", GET), ("b", "server", b"$1\r\nv\r\n"),
+        ("a", "client", kill), ("a", "server", b":1\r\n"),
+        ("c", "client", b"*2\r\n$3\r\nGE"), ("c", "client", b""),  # never a whole request
+        ("b", "server", b"")])
+    close_b = next(e for e in recorded if e.event == "close")
+    assert close_b.after > max(e.order for e in recorded if e.event is None)
+    b = Playbook("redis", recorded)
+    a = b.connection()
+    assert b >> client(GET) << send(b"$1\r\nv\r\n") >> after(1000)  # not before a's kill
+    assert a >> client(kill) << send(b":1\r\n")
+    assert b << close()
+
+
 def test_a_request_never_answered_holds_until_the_client_gives_up():
     """A BLPOP the client gave up on: nothing is sent, what follows waits behind it."""
     blpop = b"BLPOP q 0\r\n"

@@ -6,8 +6,10 @@ Each replayed connection is a ``engine.Session``; the timeline is what they shar
   (event documents, ``Exchange.event``) belong to a recorded connection R and carry
   ``after``, the run-wide request ``order`` reached when they happened. An event is
   released when the replay got that far: a data exchange whose request order is
-  ``after`` or later was served (on any connection), and R's own exchanges recorded
-  before the event were served. Or sooner, for R's live follower: when it asks for something R
+  ``after`` or later was served (on any connection), or every one before it and no
+  exchange has the orders in between (requests that never became exchanges: a
+  Terminate, the first bytes of a connection the server had closed), and R's own
+  exchanges recorded before the event were served. Or sooner, for R's live follower: when it asks for something R
   recorded after the event, or misses while R's recording ended there (a close). A
   released event goes to the live session following R (served from it last; a data
   exchange outranks a session one), or waits for one to follow R.
@@ -27,7 +29,10 @@ Each replayed connection is a ``engine.Session``; the timeline is what they shar
 from __future__ import annotations
 
 import heapq
+import math
 import statistics
+from bisect import bisect_right
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,6 +70,7 @@ class Timeline:
         self._recorded: dict[Key, _Recorded] = {}
         self._heap: list[tuple[int, int, int, Key]] = []  # (after, seq, n, key) of pending events
         self._served_order = 0  # the highest request order served
+        self._orders: Sequence[int] | None = None  # the pool's exchange orders, when first needed
         self._identities: dict[bytes, list[Any]] = {}
         self._followed: dict[int, set[Key]] = {}  # id(session) -> what it follows (forget)
         # wait_ms of a recorded connection's exchanges, sorted: made on its first long wait,
@@ -158,7 +164,8 @@ class Timeline:
         """Events the replay has reached (see the module doc), grouped per target."""
         out: list[tuple[Any, list[Exchange]]] = []
         held: list[tuple[int, int, int, Key]] = []
-        while self._heap and self._heap[0][0] <= self._served_order:
+        reach = self._reach()
+        while self._heap and self._heap[0][0] <= reach:
             item = heapq.heappop(self._heap)
             rec = self._recorded[item[3]]
             ev = next((e for e in rec.events if e.seq == item[1]), None)
@@ -175,6 +182,16 @@ class Timeline:
         for item in held:
             heapq.heappush(self._heap, item)
         return out
+
+    def _reach(self) -> float:
+        """How far the replay got: the highest order served, and the orders after it up to
+        the next one an exchange has (those were requests nothing answers)."""
+        if self._heap[0][0] <= self._served_order:
+            return self._served_order
+        if self._orders is None:
+            self._orders = self.pool.orders()
+        at = bisect_right(self._orders, self._served_order)
+        return self._orders[at] - 1 if at < len(self._orders) else math.inf
 
     @staticmethod
     def _take(rec: _Recorded, events: list[Exchange]) -> list[Exchange]:

@@ -425,6 +425,12 @@ class MockPool:
             if protocol is None or p == protocol:
                 yield from self._place(p, dest)
 
+    def orders(self) -> Sequence[int]:
+        """The request orders of the recorded exchanges (not events), sorted (``timeline``)."""
+        if self._source is not None:
+            return self._source.summary.orders
+        return sorted(e.exchange.order for e in self.entries() if e.exchange.order)
+
     def recorded_destinations(self, protocol: str) -> set[str]:
         """The destinations recorded for ``protocol``, as the app dialed them."""
         return self._places.get(protocol, set())

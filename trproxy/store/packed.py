@@ -53,6 +53,7 @@ _HEAD = struct.Struct("<Q")
 _SECTIONS = struct.Struct("<9Q")
 _DIGEST = 16
 _ENTRY = struct.Struct("=QI")  # a table's entry while it is written: (hash, row)
+_ORDER = struct.Struct("=I")  # an exchange's order while it is written
 #: what a row holds of an exchange: all its readers need before it is served
 LIGHT = ("protocol", "destination", "lifetime", "connection", "seq", "tests", "tls", "alpn", "order",
          "wait_ms", "unanswered", "interrupted", "answered_after", "event", "after")
@@ -98,6 +99,9 @@ class Summary:
     events: list[int] = field(default_factory=list)  # rows of event documents
     windows: dict[str, bytes] = field(default_factory=dict)  # test window -> its rows (uint32)
     exchanges: int = 0  # rows that are not events
+    # the request orders of the exchanges (not events), sorted: an order no exchange has was
+    # a request that never became one (a Terminate), which an event may be stamped after
+    orders: Sequence[int] = field(default_factory=lambda: array("I"))
 
     def add(self, exchange: Exchange, number: int, dest: str, seen: set[tuple[str, str]],
             windows: dict[str, array]) -> None:
@@ -127,7 +131,8 @@ class Builder:
         self.count = 0
         self._rows = 0
         self._packer = msgpack.Packer(use_bin_type=True)
-        self._files: tuple[BinaryIO, ...] | None = tuple(tempfile.TemporaryFile() for _ in range(10))
+        # rows, their digests, documents, their ends and digests; 4 tables; the orders
+        self._files: tuple[BinaryIO, ...] | None = tuple(tempfile.TemporaryFile() for _ in range(11))
         self._summary = Summary()
         self._seen: set[tuple[str, str]] = set()
         self._windows: dict[str, array] = {}
@@ -158,7 +163,9 @@ class Builder:
         if exchange.event is not None:
             return
         assert self._files is not None
-        tables = self._files[6:]
+        tables = self._files[6:10]
+        if exchange.order:
+            self._files[10].write(_ORDER.pack(exchange.order))
         protocol, dest, key = exchange.protocol, r["_dest"], r["_key"]
         tables[BY_KEY].write(_ENTRY.pack(hashed(protocol, dest, key), number))
         tables[BY_CONNECTION].write(_ENTRY.pack(hashed(protocol, dest, exchange.connection), number))
@@ -170,7 +177,7 @@ class Builder:
         """Each table's hashes sorted, then its rows: in recorded order among equal hashes."""
         assert self._files is not None
         out = []
-        for f in self._files[6:]:
+        for f in self._files[6:10]:
             pairs = sorted(_ENTRY.iter_unpack(b"".join(_read(f))))
             out.append(array("Q", [h for h, _n in pairs]).tobytes() + array("I", [n for _h, n in pairs]).tobytes())
         return out
@@ -183,8 +190,9 @@ class Builder:
             f.flush()
         summary = self._summary
         summary.windows = {w: numbers.tobytes() for w, numbers in self._windows.items()}
+        orders = _uint(b"".join(_read(self._files[10])), "I")
         head = self._packer.pack([summary.places, summary.tls, summary.alpn, summary.events, summary.windows,
-                                  summary.exchanges])
+                                  summary.exchanges, array("I", sorted(orders)).tobytes()])
         tables = self._tables()
         sizes = [len(head), row_ends.tell(), row_digests.tell(), *map(len, tables), digests.tell(), doc_ends.tell()]
         yield _HEAD.pack(_SECTIONS.size + sum(size + _pad(size) for size in sizes))
@@ -266,8 +274,9 @@ class Packed:
             parts.append(view[at:at + size])
             at += size + _pad(size)
         head, row_ends, self._row_digests, *tables, self._digests, doc_ends = parts
-        places, tls, alpn, events, windows, exchanges = msgpack.unpackb(head, raw=False, strict_map_key=False)
-        self.summary = Summary(places, tls, alpn, events, windows, exchanges)
+        places, tls, alpn, events, windows, exchanges, orders = msgpack.unpackb(head, raw=False,
+                                                                                strict_map_key=False)
+        self.summary = Summary(places, tls, alpn, events, windows, exchanges, _uint(orders, "I"))
         self._row_ends, self._doc_ends = row_ends.cast("Q"), doc_ends.cast("Q")
         self._tables = [(t[:len(t) // 12 * 8].cast("Q"), t[len(t) // 12 * 8:].cast("I")) for t in tables]
         self._docs_at = self._row_ends[-1] if self._row_ends else 0  # the documents follow the rows

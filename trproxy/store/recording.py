@@ -60,7 +60,7 @@ log = logging.getLogger("trproxy")
 MOCKS = "mocks.yaml"
 REPORTS = "reports"
 _PARTIAL = re.compile(r"^(?P<name>.+)\.partial-(?P<pid>\d+)$")
-_CACHE_MAGIC = b"trproxy-cache/4\n"  # a new version when the format, the checks or the match keys change
+_CACHE_MAGIC = b"trproxy-cache/5\n"  # a new version when the format, the checks or the match keys change
 _CACHE_KEY_FILE = "cache.key"
 _DIGEST = 32
 
