@@ -319,3 +319,20 @@ def test_secrets_named_after_their_exchange_was_written_are_scrubbed_from_file_a
     before = (test_set / MOCKS).stat()
     assert rewrite_documents(test_set / MOCKS, ["not-in-it"], lambda doc: 1 / 0) == 0  # not parsed
     assert (test_set / MOCKS).stat().st_ino == before.st_ino
+
+
+def test_an_integer_beyond_64_bits_is_recorded_and_loaded_without_a_cache(tmp_path):
+    """A JSON body may hold any integer; msgpack cannot. Recording it writes the YAML
+    (no cache), and loading it serves the parsed YAML: the fuzzer's store_loader crash
+    was an OverflowError escaping the loader."""
+    huge = 2**70
+    test_set = tmp_path / "test-set-0"
+    writer = MockWriter(test_set / MOCKS)
+    writer.write(_exchange(0))
+    writer.write(Exchange(protocol="http", destination="127.0.0.1:80", request={"method": "GET", "url": "/n"},
+                          responses=[{"status": 200, "body": {"json": {"n": huge}}}], seq=1))
+    path = writer.close()
+    assert not path.with_name(path.name + ".cache").exists()
+    loaded = load_mocks(test_set)
+    assert [e.responses for e in loaded] == [[{"int": 0}], [{"status": 200, "body": {"json": {"n": huge}}}]]
+    assert not path.with_name(path.name + ".cache").exists()  # nothing half-written either

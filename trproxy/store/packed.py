@@ -53,6 +53,9 @@ _HEAD = struct.Struct("<Q")
 _SECTIONS = struct.Struct("<9Q")
 _DIGEST = 16
 _ENTRY = struct.Struct("=QI")  # a table's entry while it is written: (hash, row)
+#: what msgpack raises for a value it cannot hold (an integer beyond 64 bits, which YAML
+#: and JSON bodies allow): such a recording is served without a cache
+UNPACKABLE = (TypeError, ValueError, OverflowError)
 _ORDER = struct.Struct("=I")  # an exchange's order while it is written
 #: what a row holds of an exchange: all its readers need before it is served
 LIGHT = ("protocol", "destination", "lifetime", "connection", "seq", "tests", "tls", "alpn", "order",

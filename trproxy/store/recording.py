@@ -177,7 +177,7 @@ class MockWriter(DocumentWriter):
         if self._cache is not None:
             try:
                 self._cache.add(doc)
-            except (OSError, TypeError, ValueError, FormatError) as exc:  # no room in /tmp: no cache
+            except (OSError, *packed.UNPACKABLE, FormatError) as exc:  # no room in /tmp: no cache
                 log.debug("no cache for %s: %s", self.path, exc)
                 self._drop_cache()
         return data
@@ -308,7 +308,7 @@ def _load(path: Path, root: Path, documents: bool) -> Any:
             return cached.documents() if documents else cached.exchanges()
         data = safeio.read_bytes(path, root, yamlio.MAX_FILE_BYTES)
         docs, exchanges = _parse(data, path)
-        with contextlib.suppress(TypeError, ValueError, FormatError):  # only now: all checked
+        with contextlib.suppress(*packed.UNPACKABLE, FormatError):  # only now: all checked
             write_cache(path, root, hashlib.sha256(data).digest(),
                         packed.pack(docs, exchanges, packed_keys))
         return docs if documents else list(exchanges.values())
