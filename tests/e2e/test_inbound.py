@@ -343,6 +343,37 @@ def test_an_app_that_dies_at_start_up_is_reported_not_a_crash(redis_recording):
     assert report["misses"] and all(m["test"] is None for m in report["misses"])
 
 
+def test_the_app_dies_with_a_sigkilled_trproxy_test(redis_recording, tmp_path):
+    """SIGKILL of ``trproxy test`` while the app starts: the app (its child) is killed with
+    it (PR_SET_PDEATHSIG), as under ``trproxy run``; nothing of the run keeps serving."""
+    rec, _cmd, env = redis_recording
+    pid_path = tmp_path / "app.pid"
+    never_listens = [sys.executable, "-c", "import os, sys, time; "
+                     "open(sys.argv[1], 'w').write(str(os.getpid())); time.sleep(600)", str(pid_path)]
+    proc = trproxy("test", "--dir", str(rec), "--", *never_listens, env=env,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    app = None
+    try:
+        deadline = time.monotonic() + 60
+        while not (pid_path.exists() and pid_path.read_text()):
+            assert proc.poll() is None and time.monotonic() < deadline, "the app did not start"
+            time.sleep(0.05)
+        app = int(pid_path.read_text())
+        assert alive(app)
+        proc.kill()
+        proc.wait()
+        deadline = time.monotonic() + 10
+        while alive(app) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not alive(app), "the app outlived trproxy test"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if app is not None and alive(app):
+            os.kill(app, signal.SIGKILL)
+
+
 def _listen_on(port: int) -> socket.socket:
     held = socket.socket()
     held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 
 from ..proxy.context import Mode, RunContext
 from ..proxy.datagrams import DatagramListener
-from ..proxy.runner import RunError, RunOptions, build_context
+from ..proxy.runner import RunError, RunOptions, build_context, dies_with_us
 from ..proxy.server import Proxy
 from ..redirect.errors import RedirectError
 from ..store import existing_test_sets, recover, test_set_dir
@@ -194,7 +194,8 @@ async def _test_set(opts: TestOptions, test_set: Path, run_opts: RunOptions, ctx
         if freeze is not None:  # start-up code sees the recorded clock too
             freeze.set_time(tests[0].created_at if tests else None)
         started = time.monotonic()
-        child = subprocess.Popen(opts.command, env=env, preexec_fn=redirector.enter)
+        # killed with trproxy (SIGKILL, OOM): the app never runs on unserved (``dies_with_us``)
+        child = subprocess.Popen(opts.command, env=env, preexec_fn=dies_with_us(redirector.enter))
         # no await from here until the context is complete (see the docstring)
         config, secrets = settings.read()
         build_context(Mode.REPLAY, test_set, run_opts, ctx)
