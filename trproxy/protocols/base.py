@@ -124,7 +124,8 @@ class LookupContext:
       without Sync, which a server answers only when it flushes: at an error);
     * ``recorded`` (set by the engine before ``respond``): the recorded request that
       answers, for an answer that follows its request's order where matching ignored it
-      (Redis ``SMISMEMBER`` of a set sent in another order);
+      (Redis ``SMISMEMBER`` of a set sent in another order); ``connection``: the recorded
+      connection it comes from (Postgres: which recorded backend the live one plays);
     * ``timed``: the request waits on purpose (Postgres ``pg_sleep``): how long its answer
       took is part of the answer, so replay holds it for its recorded wait, however short
       (tests of timeouts and of "another operation is in progress" depend on it).
@@ -139,6 +140,7 @@ class LookupContext:
     forward: Callable[[], ForwardConversation | None] | None = None
     tentative: bool = False
     recorded: Readable = None
+    connection: int | None = None
     timed: bool = False
     private: dict[str, Any] = field(default_factory=dict)
 

@@ -430,7 +430,7 @@ class Session:
         try:
             out = raw_answer(exchange.responses, exchange.extra)  # recorded raw: as it was
             if out is None:
-                lookup.context.recorded = exchange.request
+                lookup.context.recorded, lookup.context.connection = exchange.request, exchange.connection
                 out = self.replayer.respond(lookup, values.to_live(exchange.responses))
         except Exception as exc:  # a recording is untrusted input (RecursionError included)
             # the recorded answer cannot be rendered (a wrong-typed field, absurd nesting):

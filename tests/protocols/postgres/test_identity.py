@@ -115,6 +115,34 @@ def test_notifications_name_the_live_connection_that_plays_the_notifier():
         (SYNTHETIC, "from 400"), (300, "from me"), (999, "not replayed")]
 
 
+def test_a_notification_names_the_live_connection_that_was_served_the_notifier_s_work():
+    """asyncpg's pool hands its connections out in another order than they connected: the
+    live connection that sends the NOTIFY started as another recorded backend. Being
+    served the NOTIFY that backend 400 recorded, it plays 400 now, and the listener's
+    notification names it (``get_server_pid()`` of the notifier)."""
+    def numbered(connection: int, interactions) -> list[dict]:
+        return [{"request": i.request, "responses": i.responses, "lifetime": i.lifetime,
+                 "summary": i.summary, "connection": connection, "seq": n}
+                for n, i in enumerate(interactions, 1)]
+    notify = ([fe.Query("NOTIFY jobs")], [be.CommandComplete("NOTIFY"), be.ReadyForQuery("I")])
+    other = ([fe.Query("SELECT 2")], [be.CommandComplete("SELECT 1"), be.ReadyForQuery("I")])
+    listen = ([fe.Query("LISTEN jobs")], [be.CommandComplete("LISTEN"), be.ReadyForQuery("I")])
+    wait = ([fe.Query("SELECT 1")], [be.NotificationResponse(400, "jobs", "hi"), be.CommandComplete("SELECT 1"),
+                                     be.ReadyForQuery("I")])
+    mocks = Mocks("postgres", numbered(1, connection(400, notify)) + numbered(2, connection(500, other))
+                  + numbered(3, connection(300, listen, wait)))
+    first, second = Replay(mocks=mocks, backends=mocks.backends), Replay(mocks=mocks, backends=mocks.backends)
+    assert key_of(first.send(STARTUP)).process_id == 400
+    assert key_of(second.send(STARTUP)).process_id == 500
+    second.send(fe.Query("NOTIFY jobs"))  # recorded by backend 400
+    first.send(fe.Query("SELECT 2"))  # recorded by backend 500
+    listener = Replay(mocks=mocks, backends=mocks.backends)
+    assert key_of(listener.send(STARTUP)).process_id == 300
+    listener.send(fe.Query("LISTEN jobs"))
+    notes = [m for m in listener.send(fe.Query("SELECT 1")) if isinstance(m, be.NotificationResponse)]
+    assert [(n.process_id, n.payload) for n in notes] == [(500, "hi")]
+
+
 def test_cancel_request_names_the_backend_it_cancels():
     """The key a replayed startup hands out is the identity a CancelRequest then names:
     the engine routes the ``Interrupt`` to that connection."""

@@ -15,6 +15,9 @@ keeps these consistent:
   connection the answer comes from (``is_backend_pid_sql``); when that is another one
   (a pool hands its connections out in another order), the recorded pid in the answer
   tells which recorded backend the live connection now plays (``Backends.reveal``);
+* a live connection served an answer another recorded connection recorded plays that
+  one's backend from then on (``Backends.served``: a pool hands its connections out in
+  another order than they connected);
 * a NotificationResponse names the live connection that plays the recorded notifier;
 * pids passed to ``pg_terminate_backend``/``pg_cancel_backend`` are left out of match keys
   (``matching``), so a pool that connects in another order still matches.
@@ -63,6 +66,7 @@ class Backends:
         self._playing: dict[int, int] = {}  # recorded pid -> the live pid that plays it
         self._claimed: set[int] = set()  # recorded pids handed out once (bounded by the recording)
         self._synthetic = SYNTHETIC
+        self._recorded: dict[int, int] = {}  # recorded connection -> its recorded pid
 
     def claim(self, recorded_pid: int | None, key_length: int = 4) -> Backend:
         """A new connection's identity: the recorded pid the first time it is served; a new
@@ -81,6 +85,16 @@ class Backends:
         if recorded_pid is not None:
             self._playing.setdefault(recorded_pid, pid)
         return backend
+
+    def started(self, connection: int, recorded_pid: int) -> None:
+        """Recorded connection ``connection`` was backend ``recorded_pid`` (its startup)."""
+        self._recorded[connection] = recorded_pid
+
+    def served(self, backend: Backend, connection: int) -> None:
+        """``backend`` was served an answer recorded on ``connection``: it plays that
+        connection's backend now, if its startup was served (so its pid is known)."""
+        if (recorded_pid := self._recorded.get(connection)) is not None:
+            self.reveal(backend, recorded_pid)
 
     def reveal(self, backend: Backend, recorded_pid: int) -> None:
         """``backend`` answered as the recorded backend ``recorded_pid``: it plays it now."""

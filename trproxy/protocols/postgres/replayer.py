@@ -143,6 +143,7 @@ class PostgresReplayer:
         self._skip = False  # an error ended a Flush batch: ignore messages until Sync
         self._copy: dict[str, Any] | None = None  # a COPY FROM STDIN in progress
         self._last_lookup: Lookup | None = None
+        self._started_as: int | None = None  # the recorded connection whose startup it was served
 
     # --- client bytes in -----------------------------------------------------------------
 
@@ -284,6 +285,10 @@ class PostgresReplayer:
 
     def respond(self, lookup: Lookup, responses: list[Readable]) -> bytes:
         kind = lookup.context.private.get("kind")
+        if kind in ("startup", "login"):
+            self._started_as = lookup.context.connection
+        elif self.backend is not None and lookup.context.connection is not None and not lookup.context.repeat:
+            self.backends.served(self.backend, lookup.context.connection)  # not a shared repeat
         if kind == "startup":
             asked = _password_request(responses)
             if asked is not None:  # the recording answered a password: ask for it too
@@ -465,6 +470,8 @@ class PostgresReplayer:
         negotiated = next((m for m in out if isinstance(m, be.NegotiateProtocolVersion)), self._negotiated)
         minor = negotiated.newest_minor if negotiated else startup.protocol_version & 0xFFFF
         self.backend = self.backends.claim(key.process_id if key else None, 32 if minor >= 2 else 4)
+        if key is not None and self._started_as is not None:
+            self.backends.started(self._started_as, key.process_id)
         self.identity = backend_key(self.backend.pid, self.backend.key)
         out.append(be.BackendKeyData(self.backend.pid, self.backend.key))
         self.tx = "I"
