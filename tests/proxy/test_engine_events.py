@@ -328,3 +328,50 @@ def test_a_postgres_notification_carries_the_live_value_of_the_notify():
     assert notifier >> client(wire(STARTUP)) << send(wire(be.AuthenticationOk(), *other[1:]))
     assert notifier >> client(wire(fe.Query(f"NOTIFY ch, 'order {live_id}'"))) << send(wire(*notified))
     assert listener << send(wire(be.NotificationResponse(77, "ch", f"order {live_id}")))
+
+
+def _backend(pid: int) -> list:
+    """The recorded handshake of backend ``pid``."""
+    return [*HANDSHAKE[:-2], be.BackendKeyData(pid, cancel_key(pid)), HANDSHAKE[-1]]
+
+
+TERMINATED = be.ErrorResponse((("S", "FATAL"), ("V", "FATAL"), ("C", "57P01"),
+                               ("M", "terminating connection due to administrator command")))
+ROW_T = [be.RowDescription((be.FieldDescription("pg_terminate_backend", 0, 0, 16, 1, -1, 0),)),
+         be.DataRow((b"t",))]
+
+
+def test_pg_terminate_backend_ends_the_live_connection_it_names():
+    """psycopg's pool check: the pool hands out its connections in another order than
+    recorded, so the live connection that asks is the recorded victim, and the one it
+    names played the recorded asker. The FATAL and the close go to the live connection
+    whose pid the live request names, not to the one that follows the recorded victim."""
+    terminate = wire(fe.Query("select pg_terminate_backend(100)"))
+    recorded = capture_run([
+        ("x", "client", wire(STARTUP)), ("x", "server", wire(*_backend(100))),
+        ("y", "client", wire(STARTUP)), ("y", "server", wire(*_backend(200))),
+        ("y", "client", terminate),
+        ("y", "server", wire(*ROW_T, be.CommandComplete("SELECT 1"), be.ReadyForQuery("I"))),
+        ("x", "server", wire(TERMINATED)), ("x", "server", b"")])
+    assert [e.event for e in recorded if e.event] == ["push", "close"]
+    a = Playbook("postgres", recorded)
+    b = a.connection()
+    assert a >> client(wire(STARTUP)) << send(wire(be.AuthenticationOk(), *_backend(100)[1:]))
+    assert b >> client(wire(STARTUP)) << send(wire(be.AuthenticationOk(), *_backend(200)[1:]))
+    assert a >> client(wire(fe.Query("select pg_terminate_backend(200)"))) << send(
+        wire(*ROW_T, be.CommandComplete("SELECT 1"), be.ReadyForQuery("I")))
+    assert b << send(wire(TERMINATED)) << close()
+
+
+def test_a_connection_that_terminates_itself_gets_the_fatal_and_the_close():
+    """Answered from a recording where another backend was terminated (match keys leave
+    pids out): terminating itself, the live connection gets the row, then the FATAL, and
+    the server's close, as psycopg's ``test_broken`` expects."""
+    recorded = capture_run([
+        ("y", "client", wire(STARTUP)), ("y", "server", wire(*_backend(200))),
+        ("y", "client", wire(fe.Query("select pg_terminate_backend(300)"))),
+        ("y", "server", wire(*ROW_T, be.CommandComplete("SELECT 1"), be.ReadyForQuery("I")))])
+    a = Playbook("postgres", recorded)
+    assert a >> client(wire(STARTUP)) << send(wire(be.AuthenticationOk(), *_backend(200)[1:]))
+    assert a >> client(wire(fe.Query("select pg_terminate_backend(200)"))) << send(
+        wire(*ROW_T, TERMINATED)) << close()

@@ -126,6 +126,9 @@ class LookupContext:
       answers, for an answer that follows its request's order where matching ignored it
       (Redis ``SMISMEMBER`` of a set sent in another order); ``connection``: the recorded
       connection it comes from (Postgres: which recorded backend the live one plays);
+    * ``ends`` (set by ``respond``): the answer ends another connection (Postgres
+      ``pg_terminate_backend``): (the recorded connection it ended, the ``identity`` of
+      the live one it ends); what the replay releases of the first goes to the second;
     * ``timed``: the request waits on purpose (Postgres ``pg_sleep``): how long its answer
       took is part of the answer, so replay holds it for its recorded wait, however short
       (tests of timeouts and of "another operation is in progress" depend on it).
@@ -141,6 +144,7 @@ class LookupContext:
     tentative: bool = False
     recorded: Readable = None
     connection: int | None = None
+    ends: tuple[int, bytes] | None = None
     timed: bool = False
     private: dict[str, Any] = field(default_factory=dict)
 

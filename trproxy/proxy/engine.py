@@ -49,6 +49,7 @@ from ..protocols.credentials import is_hashed
 from ..protocols.volatile import ValueMap, mask, occurrences
 from ..store import Affinity, Exchange, NoMatch, canonical
 from ..store.ledger import describe
+from ..store.matcher import destination_key
 from .faults import describe as describe_fault
 from .raw import raw_answer
 
@@ -375,6 +376,9 @@ class Session:
                 lookup.summary))
         lookup.context.repeat = served.repeat
         self._answer(lookup, exchange, served.repeat, now, commands, values)
+        if (ends := lookup.context.ends) is not None:  # the answer ends another connection
+            after = ctx.timeline.hand_over((self.dialect.name, destination_key(self.destination), ends[0]),
+                                           ends[1], after)
         self._deliver(after, now, commands)
 
     def _lookup_or_fault(self, lookup: Lookup, now: float, commands: list[Command]) -> None:

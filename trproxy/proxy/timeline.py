@@ -209,6 +209,23 @@ class Timeline:
             if session_identity is not None and session_identity != identity:
                 self._drop_identity(session, session_identity)
 
+    def hand_over(self, key: Key, identity: bytes, deliveries: Deliveries) -> Deliveries:
+        """An answer ended the live connection named ``identity`` where it ended recorded
+        connection ``key`` (Postgres ``pg_terminate_backend``): that live one follows
+        ``key`` now, and gets what of it ``deliveries`` (or nobody yet) released."""
+        sessions = self._identities.get(identity, [])
+        rec = self._recorded.get(key)
+        if len(sessions) != 1 or rec is None:
+            return deliveries
+        target = sessions[0]
+        rec.follower, rec.by_data = target, True
+        self._followed.setdefault(id(target), set()).add(key)
+        out = [(target if events and key_of(events[0]) == key else who, events) for who, events in deliveries]
+        if rec.ready:
+            out.append((target, rec.ready))
+            rec.ready = []
+        return out
+
     def interrupt(self, identity: bytes) -> list[Any]:
         """The live sessions an ``Interrupt`` with this identity is meant for."""
         return list(self._identities.get(identity, []))

@@ -14,7 +14,13 @@ from trproxy.protocols.postgres import PostgresReplayer
 from trproxy.protocols.postgres import backend as be
 from trproxy.protocols.postgres import frontend as fe
 from trproxy.protocols.postgres.backend import backend_key
-from trproxy.protocols.postgres.identity import SYNTHETIC, Backends, cancel_key, is_backend_pid_sql
+from trproxy.protocols.postgres.identity import (
+    SYNTHETIC,
+    Backends,
+    cancel_key,
+    is_backend_pid_sql,
+    terminated_pids,
+)
 
 PID = be.FieldDescription("pg_backend_pid", 0, 0, 23, 4, -1, 0)
 
@@ -252,3 +258,15 @@ def test_a_login_replays_the_same_fed_byte_by_byte():
     for byte in wire(STARTUP, fe.PasswordMessage(b"md5" + b"b" * 32)):
         got += replay.send(raw=bytes([byte]))
     assert got == expected and expected[-1] == be.ReadyForQuery("I")
+
+
+def test_terminated_pids_are_read_from_literals_and_bound_parameters():
+    """psql's literal, psycopg's binary int2 ``$1``, a text parameter; not a pid computed
+    in SQL, nor a bad value of an untrusted recording."""
+    assert terminated_pids([{"Query": "SELECT pg_terminate_backend(4242)"}]) == [4242]
+    bind = {"query": "select pg_terminate_backend($1)", "parameters": [{"binary": "int2", "value": 13764}]}
+    assert terminated_pids([{"Parse": {"query": bind["query"]}}, {"Bind": bind}]) == [13764]
+    assert terminated_pids([{"Bind": dict(bind, parameters=["512"])}]) == [512]
+    assert terminated_pids([{"Query": "select pg_terminate_backend(pg_backend_pid())"}]) == []
+    assert terminated_pids([{"Bind": dict(bind, parameters=[{"binary": "int2", "value": "x"}])}]) == []
+    assert terminated_pids([{"Bind": dict(bind, parameters=[])}, {"Query": 7}, "junk"]) == []

@@ -20,7 +20,11 @@ keeps these consistent:
   another order than they connected);
 * a NotificationResponse names the live connection that plays the recorded notifier;
 * pids passed to ``pg_terminate_backend``/``pg_cancel_backend`` are left out of match keys
-  (``matching``), so a pool that connects in another order still matches.
+  (``matching``), so a pool that connects in another order still matches. What the
+  recorded ``pg_terminate_backend`` did to its victim (the FATAL, the close) goes to the
+  live connection the live request names (``terminated_pids``, ``Backends.recorded_as``:
+  the replayer sets ``LookupContext.ends``); a connection that terminates itself gets the
+  FATAL and the close whichever recording answers.
 
 The secret key is never recorded (``<redacted>``); the key a replayed connection hands
 out is derived from its pid, so a CancelRequest at replay carries a key that
@@ -35,11 +39,14 @@ import struct
 from dataclasses import dataclass
 
 from . import backend as be
+from .backend import backend_key
 from .sql import normalize_sql
+from .values import wire_value
 
 SYNTHETIC = 2**22 + 1  # above Linux's largest pid_max: never a recorded pid
 _BACKEND_PID = re.compile(r'^SELECT (?:pg_catalog ?\. ?)?pg_backend_pid ?\( ?\)(?: (?:AS )?"?\w+"?)?$', re.I)
 _I32 = struct.Struct("!i")
+_TERMINATE = re.compile(r"\bpg_terminate_backend\s*\(\s*(\$?)([0-9]+)\s*\)", re.I)
 
 
 def cancel_key(pid: int, length: int = 4) -> bytes:
@@ -67,6 +74,7 @@ class Backends:
         self._claimed: set[int] = set()  # recorded pids handed out once (bounded by the recording)
         self._synthetic = SYNTHETIC
         self._recorded: dict[int, int] = {}  # recorded connection -> its recorded pid
+        self._connections: dict[int, int] = {}  # recorded pid -> its recorded connection
 
     def claim(self, recorded_pid: int | None, key_length: int = 4) -> Backend:
         """A new connection's identity: the recorded pid the first time it is served; a new
@@ -89,6 +97,16 @@ class Backends:
     def started(self, connection: int, recorded_pid: int) -> None:
         """Recorded connection ``connection`` was backend ``recorded_pid`` (its startup)."""
         self._recorded[connection] = recorded_pid
+        self._connections[recorded_pid] = connection
+
+    def recorded_as(self, recorded_pid: int) -> int | None:
+        """The recorded connection that was backend ``recorded_pid`` (its startup served)."""
+        return self._connections.get(recorded_pid)
+
+    def identity(self, pid: int) -> bytes | None:
+        """The identity (``Replayer.identity``) of the live connection with ``pid``."""
+        backend = self._live.get(pid)
+        return backend_key(backend.pid, backend.key) if backend is not None else None
 
     def served(self, backend: Backend, connection: int) -> None:
         """``backend`` was served an answer recorded on ``connection``: it plays that
@@ -139,6 +157,40 @@ def row_pid(row: be.DataRow) -> tuple[int, bool] | None:
     if len(value) == 4:
         return _I32.unpack(value)[0], True
     return None
+
+
+def terminated_pids(request: object) -> list[int]:
+    """The pids a request passes to ``pg_terminate_backend``: literals in its SQL and the
+    Bind parameters its ``$n`` name (not a pid computed in SQL: ``pg_backend_pid()``)."""
+    out: list[int] = []
+    for item in request if isinstance(request, list) else ():
+        if not isinstance(item, dict) or len(item) != 1:
+            continue
+        (name, value), = item.items()
+        sql = value if name == "Query" else value.get("query") if name == "Bind" and isinstance(value, dict) else None
+        if not isinstance(sql, str) or "terminate" not in sql.lower():
+            continue
+        parameters = value.get("parameters") if isinstance(value, dict) else None
+        for m in _TERMINATE.finditer(sql):
+            if not m.group(1):
+                out.append(int(m.group(2)))
+            elif isinstance(parameters, list) and 0 < int(m.group(2)) <= len(parameters):
+                if (pid := _as_pid(parameters[int(m.group(2)) - 1])) is not None:
+                    out.append(pid)
+    return out
+
+
+def _as_pid(value: object) -> int | None:
+    """A Bind parameter's pid: text digits, or a binary int2/int4/int8."""
+    try:
+        raw = value.encode() if isinstance(value, str) else wire_value(value)
+    except Exception:  # noqa: BLE001 - a recording is untrusted: not a pid then
+        return None
+    if raw is None:
+        return None
+    if raw.isdigit():
+        return int(raw)
+    return int.from_bytes(raw, "big", signed=True) if len(raw) in (2, 4, 8) else None
 
 
 def with_pid(row: be.DataRow, pid: int, binary: bool) -> be.DataRow:

@@ -53,7 +53,15 @@ from . import backend as be
 from . import frontend as fe
 from .backend import backend_key
 from .codec import PostgresCodec
-from .identity import BACKENDS, Backend, Backends, is_backend_pid_sql, row_pid, with_pid
+from .identity import (
+    BACKENDS,
+    Backend,
+    Backends,
+    is_backend_pid_sql,
+    row_pid,
+    terminated_pids,
+    with_pid,
+)
 from .matching import changes_transaction, is_trivial, lifetime_of, repeats, sleeps, summary_of
 from .names import Names
 from .readable import item_name, password_item, request_item, response_message
@@ -322,7 +330,25 @@ class PostgresReplayer:
                                          for m in rendered.messages]
         except Mismatch as exc:
             return self.miss(lookup, f"the recorded answer does not fit: {exc}")
+        self._terminating(lookup, rendered)
         return self._finish(lookup, rendered)
+
+    def _terminating(self, lookup: Lookup, rendered: Rendered) -> None:
+        """``pg_terminate_backend(pid)`` (``identity``): what the recorded call did to its
+        victim goes to the live connection of the live pid; terminating itself, this
+        connection gets the FATAL and the close after the ``t`` row, as from a server."""
+        live = terminated_pids(lookup.request)
+        if len(live) != 1 or self.backend is None:
+            return
+        recorded = terminated_pids(lookup.context.recorded)
+        victim = self.backends.recorded_as(recorded[0]) if len(recorded) == 1 else None
+        if victim is not None and (identity := self.backends.identity(live[0])) is not None:
+            lookup.context.ends = (victim, identity)
+        rows = [i for i, m in enumerate(rendered.messages) if isinstance(m, be.DataRow)]
+        if live[0] == self.backend.pid and not rendered.fatal and rows:
+            rendered.messages = rendered.messages[:rows[-1] + 1] + [
+                error_response("57P01", "terminating connection due to administrator command", "FATAL")]
+            rendered.fatal = True
 
     def _recorded(self, responses: list[Readable]) -> list[Any]:
         """The recorded answers as messages; a notification names the live connection
