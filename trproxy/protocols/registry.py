@@ -45,7 +45,10 @@ def override(dialect: Dialect) -> None:
 def configure(doc: dict[str, Any]) -> None:
     """Apply the user's ``config.yaml``: each dialect with a ``configure`` hook is rebuilt
     from its section (``http:``); ValueError says which section is wrong. Only the
-    dialects with a section are imported here (the others when a connection needs them)."""
+    dialects with a section are imported here (the others when a connection needs them).
+    A hook that returns the shipped dialect (a section without rules, as ``trproxy record``
+    writes it) overrides nothing: the recording's cache, keyed by the shipped dialects'
+    match keys, then loads without a pass over every exchange (``MockPool.build``)."""
     for name in _ORDER:
         section = doc.get(name)
         dialect = _shipped(name) if section else None
@@ -53,7 +56,10 @@ def configure(doc: dict[str, Any]) -> None:
             continue
         if not isinstance(section, dict):
             raise ValueError(f"`{dialect.name}` must be a mapping")
-        override(dialect.configure(section))
+        if (configured := dialect.configure(section)) is dialect:
+            _overrides.pop(dialect.name, None)
+        else:
+            override(configured)
 
 
 def volatile_rules(protocol: str, request: Any) -> list[str]:

@@ -87,7 +87,11 @@ def dialect_with(config: HttpConfig) -> Dialect:
 
 
 def _configure(section: dict) -> Dialect:
-    return dialect_with(config_from_section(section))
+    """The dialect with the user's ``http:`` settings; the shipped one when they are the
+    defaults (``registry.configure``)."""
+    config = config_from_section(section)
+    shipped = config == HttpConfig() and config.grpc_names is None  # (names: compare=False)
+    return DIALECT if shipped else dialect_with(config)
 
 
 DIALECT = Dialect(

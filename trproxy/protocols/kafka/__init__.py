@@ -14,7 +14,7 @@ import dataclasses
 import functools
 
 from ..base import Dialect
-from ..volatile import field_rules
+from ..volatile import FieldRules, field_rules
 from .apis import API_NAMES
 from .codec import KafkaCodec, KafkaRequest, KafkaResponse
 from .dialect import KafkaRecorder, KafkaReplayer, check_fault
@@ -51,8 +51,11 @@ def detect(first_bytes: bytes, port: int) -> bool | None:
 
 def _configure(section: dict) -> Dialect:
     """The dialect with the user's ``kafka:`` rules for produced records (``volatile_keys``:
-    topics, ``volatile_headers``, ``volatile_json_paths``, ``volatile_identifiers``)."""
+    topics, ``volatile_headers``, ``volatile_json_paths``, ``volatile_identifiers``); the
+    shipped one when there are none (``registry.configure``)."""
     rules = field_rules(section, "kafka", ("volatile_headers",), topics="volatile_keys")
+    if rules == FieldRules():
+        return DIALECT
     return dataclasses.replace(DIALECT, volatile=functools.partial(volatile, rules=rules),
                                volatile_rules=functools.partial(rule_values, rules))
 

@@ -25,15 +25,17 @@ from ..base import Dialect
 from .codec import PostgresCodec
 from .detect import detect
 from .encryption import decline_encryption, tls_upgrade
-from .matching import match_key, rule_values, rules_from_section, volatile
+from .matching import Rules, match_key, rule_values, rules_from_section, volatile
 from .recorder import PostgresRecorder
 from .replayer import PostgresReplayer, check_fault
 
 
 def _configure(section: dict) -> Dialect:
     """The dialect with the user's ``postgres:`` rules (``volatile_parameters``,
-    ``volatile_literals``)."""
+    ``volatile_literals``); the shipped one when there are none (``registry.configure``)."""
     rules = rules_from_section(section)
+    if rules == Rules():
+        return DIALECT
     return dataclasses.replace(DIALECT, volatile=functools.partial(volatile, rules=rules),
                                volatile_rules=functools.partial(rule_values, rules))
 

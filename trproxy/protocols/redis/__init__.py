@@ -99,8 +99,11 @@ def detect(first_bytes: bytes, port: int) -> bool | None:
 
 
 def _configure(section: dict) -> Dialect:
-    """The dialect with the user's ``redis:`` rules (``volatile_arguments``)."""
+    """The dialect with the user's ``redis:`` rules (``volatile_arguments``); the shipped
+    one when there are none (``registry.configure``)."""
     rules = rules_from_section(section)
+    if not rules:
+        return DIALECT
     return dataclasses.replace(DIALECT, volatile=functools.partial(volatile, rules=rules),
                                volatile_rules=functools.partial(rule_values, rules))
 
