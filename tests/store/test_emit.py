@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from trproxy.store.emit import Unsupported, emit
 from trproxy.store.model import Exchange
-from trproxy.store.yamlio import dump, load_stream, pyyaml_dump
+from trproxy.store.yamlio import dump, load_one, load_stream, pyyaml_dump
 
 _C = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -82,3 +82,11 @@ def test_recordings_look_as_pyyaml_writes_them(exchange) -> None:
     doc = exchange.to_doc()
     assert "---\n" + emit(doc) == pyyaml_dump(doc)  # the fast path, same text
     assert Exchange.from_doc(yaml.safe_load(dump(doc))) == exchange
+
+
+@pytest.mark.parametrize("value", ["---", "...", "--- x", "...more"])
+def test_a_string_that_reads_as_a_document_marker_is_quoted(value) -> None:
+    """A text body ``---`` written plain at a document's top reads back as a second
+    document (found by test_http_fuzz): quoted, as PyYAML's emitter does."""
+    assert load_one(dump(value)) == value
+    assert load_one(dump({"body": {"text": value}})) == {"body": {"text": value}}

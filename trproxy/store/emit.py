@@ -45,6 +45,8 @@ def _plain(value: str, flow: bool) -> bool:
         return False
     if value[0] in _FIRST or (value[0] in "-?:" and (len(value) == 1 or value[1] == " ")):
         return False
+    if value.startswith(("---", "...")):  # a document marker where a document starts
+        return False
     if ": " in value or " #" in value or value.endswith(":"):
         return False
     if flow and not _FLOW.isdisjoint(value):
