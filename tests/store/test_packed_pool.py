@@ -205,17 +205,20 @@ def test_a_document_changed_after_load_is_refused_not_served(tmp_path, monkeypat
 def test_the_config_record_writes_keeps_the_shipped_dialects_and_the_packed_pool(tmp_path, monkeypatch):
     """``trproxy record`` writes config.yaml with a section per protocol and no rules in
     them: that rebuilds no dialect, so the cache loads without a pass over every exchange
-    (it used to make every pool a plain one); a section with a rule still rebuilds one."""
+    (it used to make every pool a plain one); a section with a rule still rebuilds one.
+    HTTP keeps its own dialect (the run's secrets are set on it): a recording with HTTP in
+    it is a plain pool."""
     from trproxy.apptest.noise import write_default_config
     from trproxy.store.config import configure_protocols
 
     write_default_config(tmp_path)
     configure_protocols(tmp_path)
-    assert not any(registry.configured(p) for p in ("redis", "postgres", "kafka", "http"))
-    packed, _parsed = _pools(tmp_path, monkeypatch, _recording(40))
+    assert not any(registry.configured(p) for p in ("redis", "postgres", "kafka"))
+    no_http = [e for e in _recording(40) if e.protocol != "http"]
+    packed, _parsed = _pools(tmp_path, monkeypatch, no_http)
     assert packed._source is not None
     (tmp_path / "config.yaml").write_text("redis:\n  volatile_arguments: {SET: [2]}\n")
     configure_protocols(tmp_path)
-    assert registry.configured("redis") and not registry.configured("http")
-    ruled, _parsed = _pools(tmp_path / "again", monkeypatch, _recording(40))
+    assert registry.configured("redis")
+    ruled, _parsed = _pools(tmp_path / "again", monkeypatch, no_http)
     assert ruled._source is None

@@ -87,11 +87,9 @@ def dialect_with(config: HttpConfig) -> Dialect:
 
 
 def _configure(section: dict) -> Dialect:
-    """The dialect with the user's ``http:`` settings; the shipped one when they are the
-    defaults (``registry.configure``)."""
-    config = config_from_section(section)
-    shipped = config == HttpConfig() and config.grpc_names is None  # (names: compare=False)
-    return DIALECT if shipped else dialect_with(config)
+    """The dialect with the user's ``http:`` settings, always its own: the run's secrets
+    and redaction are set on it (``apptest``), never on the shipped one."""
+    return dialect_with(config_from_section(section))
 
 
 DIALECT = Dialect(
