@@ -264,6 +264,7 @@ def test_terminated_pids_are_read_from_literals_and_bound_parameters():
     """psql's literal, psycopg's binary int2 ``$1``, a text parameter; not a pid computed
     in SQL, nor a bad value of an untrusted recording."""
     assert terminated_pids([{"Query": "SELECT pg_terminate_backend(4242)"}]) == [4242]
+    assert terminated_pids([{"Query": "SELECT PG_TERMINATE_BACKEND(7), pg_cancel_backend(8)"}]) == [7]
     bind = {"query": "select pg_terminate_backend($1)", "parameters": [{"binary": "int2", "value": 13764}]}
     assert terminated_pids([{"Parse": {"query": bind["query"]}}, {"Bind": bind}]) == [13764]
     assert terminated_pids([{"Bind": dict(bind, parameters=["512"])}]) == [512]

@@ -40,13 +40,12 @@ from dataclasses import dataclass
 
 from . import backend as be
 from .backend import backend_key
-from .sql import normalize_sql
+from .sql import normalize_sql, pid_arguments
 from .values import wire_value
 
 SYNTHETIC = 2**22 + 1  # above Linux's largest pid_max: never a recorded pid
 _BACKEND_PID = re.compile(r'^SELECT (?:pg_catalog ?\. ?)?pg_backend_pid ?\( ?\)(?: (?:AS )?"?\w+"?)?$', re.I)
 _I32 = struct.Struct("!i")
-_TERMINATE = re.compile(r"\bpg_terminate_backend\s*\(\s*(\$?)([0-9]+)\s*\)", re.I)
 
 
 def cancel_key(pid: int, length: int = 4) -> bytes:
@@ -168,14 +167,16 @@ def terminated_pids(request: object) -> list[int]:
             continue
         (name, value), = item.items()
         sql = value if name == "Query" else value.get("query") if name == "Bind" and isinstance(value, dict) else None
-        if not isinstance(sql, str) or "terminate" not in sql.lower():
+        if not isinstance(sql, str):
             continue
         parameters = value.get("parameters") if isinstance(value, dict) else None
-        for m in _TERMINATE.finditer(sql):
-            if not m.group(1):
-                out.append(int(m.group(2)))
-            elif isinstance(parameters, list) and 0 < int(m.group(2)) <= len(parameters):
-                if (pid := _as_pid(parameters[int(m.group(2)) - 1])) is not None:
+        for signal, bound, n in pid_arguments(sql):
+            if signal != "terminate":
+                continue
+            if not bound:
+                out.append(n)
+            elif isinstance(parameters, list) and 0 < n <= len(parameters):
+                if (pid := _as_pid(parameters[n - 1])) is not None:
                     out.append(pid)
     return out
 

@@ -134,7 +134,7 @@ def is_schema_sql(sql: str) -> bool:
 
 _DEALLOCATE = re.compile(r"^(DEALLOCATE\s+(?:PREPARE\s+)?)(?!ALL\b)(\S+)", re.I)
 # a backend pid given to a function that signals it: pids differ between runs
-_PID_ARGUMENT = re.compile(r"(\bpg_(?:terminate|cancel)_backend\s*\(\s*)(\$?)([0-9]+)", re.I)
+_PID_ARGUMENT = re.compile(r"(\bpg_(terminate|cancel)_backend\s*\(\s*)(\$?)([0-9]+)", re.I)
 
 
 @lru_cache(maxsize=4096)
@@ -144,7 +144,7 @@ def match_sql(sql: str) -> str:
     of an ``IN`` list of literals in a canonical order (``sort_in_lists``)."""
     text = sort_in_lists(_DEALLOCATE.sub(lambda m: m.group(1) + "<name>", normalize_sql(sql)))
     if "_backend" in text:
-        text = _PID_ARGUMENT.sub(lambda m: m.group(0) if m.group(2) else m.group(1) + "<pid>", text)
+        text = _PID_ARGUMENT.sub(lambda m: m.group(0) if m.group(3) else m.group(1) + "<pid>", text)
     return text
 
 
@@ -152,9 +152,15 @@ def match_sql(sql: str) -> str:
 def pid_parameters(sql: str) -> frozenset[int]:
     """0-based indexes of the parameters ``sql`` passes to ``pg_terminate_backend`` /
     ``pg_cancel_backend``: their values are pids, which differ between runs."""
-    if "_backend" not in sql:
-        return frozenset()
-    return frozenset(int(m.group(3)) - 1 for m in _PID_ARGUMENT.finditer(sql) if m.group(2))
+    return frozenset(n - 1 for _signal, bound, n in pid_arguments(sql) if bound)
+
+
+def pid_arguments(sql: str) -> list[tuple[str, bool, int]]:
+    """What ``sql`` passes to ``pg_terminate_backend``/``pg_cancel_backend``: (``terminate``
+    or ``cancel``, whether it is a ``$n`` parameter, the literal pid or ``n``)."""
+    if "_backend" not in sql.lower():
+        return []
+    return [(m.group(2).lower(), bool(m.group(3)), int(m.group(4))) for m in _PID_ARGUMENT.finditer(sql)]
 
 
 _SECRET_HINT = re.compile(r"password|://", re.I)
