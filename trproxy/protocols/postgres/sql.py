@@ -148,19 +148,19 @@ def match_sql(sql: str) -> str:
     return text
 
 
-@lru_cache(maxsize=1024)
 def pid_parameters(sql: str) -> frozenset[int]:
     """0-based indexes of the parameters ``sql`` passes to ``pg_terminate_backend`` /
     ``pg_cancel_backend``: their values are pids, which differ between runs."""
     return frozenset(n - 1 for _signal, bound, n in pid_arguments(sql) if bound)
 
 
-def pid_arguments(sql: str) -> list[tuple[str, bool, int]]:
+@lru_cache(maxsize=4096)
+def pid_arguments(sql: str) -> tuple[tuple[str, bool, int], ...]:
     """What ``sql`` passes to ``pg_terminate_backend``/``pg_cancel_backend``: (``terminate``
     or ``cancel``, whether it is a ``$n`` parameter, the literal pid or ``n``)."""
-    if "_backend" not in sql.lower():
-        return []
-    return [(m.group(2).lower(), bool(m.group(3)), int(m.group(4))) for m in _PID_ARGUMENT.finditer(sql)]
+    if "_backend" not in sql.lower():  # asked of every replayed statement: cached
+        return ()
+    return tuple((m.group(2).lower(), bool(m.group(3)), int(m.group(4))) for m in _PID_ARGUMENT.finditer(sql))
 
 
 _SECRET_HINT = re.compile(r"password|://", re.I)
