@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import base64
 import enum
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
@@ -131,7 +131,10 @@ class LookupContext:
       the live one it ends); what the replay releases of the first goes to the second;
     * ``timed``: the request waits on purpose (Postgres ``pg_sleep``): how long its answer
       took is part of the answer, so replay holds it for its recorded wait, however short
-      (tests of timeouts and of "another operation is in progress" depend on it).
+      (tests of timeouts and of "another operation is in progress" depend on it);
+    * ``same_as``: a hashable value that only lookups with equal requests share (the
+      request's bytes, or the arguments they were parsed into): the mock pool computes
+      the match key once per distinct value instead of once per lookup.
     """
 
     handshake: bool = False
@@ -147,6 +150,7 @@ class LookupContext:
     ends: tuple[int, bytes] | None = None
     timed: bool = False
     private: dict[str, Any] = field(default_factory=dict)
+    same_as: Hashable | None = None
 
 
 @dataclass

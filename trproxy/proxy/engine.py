@@ -340,7 +340,8 @@ class Session:
             served = ctx.pool.find(self.dialect.name, self.destination, request,
                                    lookup.summary, self.affinity, ctx.current_test,
                                    repeat_last=lookup.context.repeat_last, masked=masking,
-                                   accept=accept, similar=accept if self._fallback(lookup) else None)
+                                   accept=accept, similar=accept if self._fallback(lookup) else None,
+                                   same_as=lookup.context.same_as if request is lookup.request else None)
         except NoMatch as miss:
             if adopted:  # once: the values adopted are this test's own now
                 self._lookup(lookup, now, commands)

@@ -25,7 +25,7 @@ import difflib
 import functools
 import json
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +43,7 @@ _MAX_NEAREST = 3
 _MAX_COMPARED = 400  # recordings compared with a request that missed
 _MAX_TEXT = 4000  # characters of a match key compared, and shown in a diff
 _MAX_LINES = 200
+_MAX_KEYS = 4096  # match keys kept by ``same_as`` (emptied when full)
 
 
 @functools.lru_cache(maxsize=4096)  # asked several times per replayed request
@@ -246,6 +247,8 @@ class MockPool:
     _made: dict[int, _Entry] = field(default_factory=dict)
     # (protocol, destination, recorded connection) -> its entries, for the ledger and the timeline
     _connections: dict[tuple[str, str, int], list[_Entry]] | None = None
+    # (protocol, ``same_as``) -> the match key of the requests that share it (``find``)
+    _keys: dict[tuple[str, Hashable], str] = field(default_factory=dict)
 
     @classmethod
     def build(cls, exchanges: Sequence[Exchange], key_fn: KeyFn,
@@ -504,14 +507,24 @@ class MockPool:
              affinity: Affinity | None = None, test: str | None = None,
              repeat_last: bool = False, masked: Callable[[], Any] | Any = None,
              accept: Callable[[Exchange, list[str]], str | None] | None = None,
-             similar: Similar | None = None) -> Served:
+             similar: Similar | None = None, same_as: Hashable | None = None) -> Served:
         """The recording that answers ``request``; else, with ``masked`` (the request with
         its volatile values masked, or a function that makes it: asked only when nothing
         matches exactly), one whose own volatile values are masked the same way and that
         ``accept`` takes, given those values (None: yes; else why not); else, with
         ``similar``, the most similar unused recording within the bounds of ``similar.py``
-        that ``similar`` takes, given its volatile values and the tokens that differ."""
-        key = canonical(self.key_fn(protocol, request))
+        that ``similar`` takes, given its volatile values and the tokens that differ.
+        ``same_as``: a value only equal requests share (``LookupContext.same_as``): the
+        key is computed once per distinct one."""
+        known = self._keys.get((protocol, same_as)) if same_as is not None else None
+        if known is not None:
+            key = known
+        else:
+            key = canonical(self.key_fn(protocol, request))
+            if same_as is not None:
+                if len(self._keys) >= _MAX_KEYS:
+                    self._keys.clear()
+                self._keys[(protocol, same_as)] = key
         dest = destination_key(destination)
         entries = self._bucket(False, protocol, dest, key) or _Bucket()
         windows = (test,) if test is not None else self._running or ()

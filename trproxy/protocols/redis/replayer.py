@@ -23,14 +23,16 @@ followed, served with it, in order.
 
 from __future__ import annotations
 
-from ..base import NEED_DATA, Failure, Lookup, LookupContext, Readable, Reply, blob
+from dataclasses import dataclass
+from typing import Any
+
+from ..base import NEED_DATA, Failure, Lifetime, Lookup, LookupContext, Readable, Reply, blob
 from .commands import Expect, ReplyMode, in_live_order, lifetime, name_of, redact_request, summary
-from .parser import Limits, RequestParser
+from .parser import Limits, ParserState, RequestParser
 from .readable import downgrade, from_readable, request_to_readable
 from .resp import (
     Array,
     BulkString,
-    Command,
     Integer,
     InvalidInline,
     Map,
@@ -56,6 +58,46 @@ _SYNTH_OK = frozenset([b"SELECT", b"CLIENT SETINFO", b"CLIENT SETNAME", b"CLIENT
                        b"READONLY", b"READWRITE", b"QUIT"])
 
 
+@dataclass(frozen=True, slots=True)
+class _Parsed:
+    """What a command's lookup is made of that depends on its arguments alone: made once
+    per distinct chunk of requests (``_CHUNKS``), so a client repeating its requests
+    (a benchmark, a poller, a pipeline) is not parsed again each time."""
+
+    args: tuple[bytes, ...]
+    name: bytes
+    request: tuple[Readable, ...]
+    lifetime: Lifetime
+    summary: str
+    handshake: bool
+    private: dict[str, Any]
+
+
+def _command(args: tuple[bytes, ...]) -> _Parsed:
+    request = [blob(a) for a in redact_request(args)]
+    name = name_of(args)
+    login = name == b"AUTH" or (name == b"HELLO" and any(a.upper() == b"AUTH" for a in args[2:]))
+    private: dict[str, Any] = {"name": name, "label": _label(name, request), "login": login}
+    if name == b"HELLO":
+        private["proto"] = _proto(args)
+    elif name == b"PING" and len(args) > 1:
+        private["echo"] = args[1]
+    # miss() answers these itself: a miss here is not an error
+    handshake = not login and (name in _SYNTH_OK or name in (b"HELLO", b"PING", b"RESET"))
+    return _Parsed(args, name, tuple(request), lifetime(args), summary(args), handshake, private)
+
+
+# chunks of client bytes seen whole (nothing before them pending), per parser limits ->
+# the commands in them; bounded (small chunks, emptied when full)
+_CHUNKS: dict[Limits, dict[bytes, tuple[_Parsed, ...]]] = {}
+_MAX_CHUNK = 4096
+_MAX_CHUNKS = 4096
+# (RESP version, the text of recorded responses) -> their bytes: a recorded answer is
+# rendered once, not once per request it answers (``respond``); small answers only
+_RENDERED: dict[tuple[int, str], bytes] = {}
+_MAX_RENDERED = 1024
+
+
 def _proto(args: tuple[bytes, ...]) -> int | None:
     """The protocol version a HELLO asks for (None: keep the current one)."""
     if len(args) < 2:
@@ -74,45 +116,63 @@ class RedisReplayer:
         self._mode = ReplyMode()
         self.resp = 2  # the live client's protocol version
         self.close_after = False  # QUIT: redis-server closes once it answered
+        self._chunks = _CHUNKS.setdefault(self._parser.limits, {})
 
     def feed(self, data: bytes) -> list[Lookup | Reply]:
-        self._parser.feed(data)
-        events: list[Lookup | Reply] = []
-        while (message := self._parser.next_command()) is not NEED_DATA:
-            events.append(self._lookup(message))
-        return events
+        parser = self._parser
+        idle = parser.state is ParserState.IDLE
+        known = self._chunks.get(data) if idle else None
+        if known is not None:  # a chunk seen before, whole, with nothing before it
+            return [self._lookup(message) for message in known]
+        parser.feed(data)
+        parsed: list[_Parsed | InvalidInline] = []
+        while (message := parser.next_command()) is not NEED_DATA:
+            parsed.append(message if isinstance(message, InvalidInline) else _command(message.args))
+        if idle and data and len(data) <= _MAX_CHUNK and parser.state is ParserState.IDLE \
+                and not any(isinstance(m, InvalidInline) for m in parsed):
+            if len(self._chunks) >= _MAX_CHUNKS:
+                self._chunks.clear()
+            self._chunks[data] = tuple(parsed)  # type: ignore[arg-type]
+        return [self._lookup(message) for message in parsed]
 
-    def _lookup(self, message: Command | InvalidInline) -> Lookup:
+    def _lookup(self, message: _Parsed | InvalidInline) -> Lookup:
         if isinstance(message, InvalidInline):
             return Lookup(request=request_to_readable(message), lifetime="data",
                           summary="inline request (unbalanced quotes)",
                           context=LookupContext(private={
                               "name": b"", "label": "an inline request with unbalanced quotes"}))
-        args = message.args
-        request = [blob(a) for a in redact_request(args)]
-        name = name_of(args)
-        login = name == b"AUTH" or (name == b"HELLO" and any(a.upper() == b"AUTH" for a in args[2:]))
-        private: dict = {"name": name, "label": _label(name, request), "login": login}
-        if name == b"QUIT":  # clients wait for that close (ioredis' quit() resolves on it)
+        if message.name == b"QUIT":  # clients wait for that close (ioredis' quit() resolves on it)
             self.close_after = True
-        if name == b"HELLO":
-            private["proto"] = _proto(args)
-        elif name == b"PING" and len(args) > 1:
-            private["echo"] = args[1]
-        # miss() answers these itself: a miss here is not an error
-        handshake = not login and (name in _SYNTH_OK or name in (b"HELLO", b"PING", b"RESET"))
-        return Lookup(request=request, lifetime=lifetime(args),
-                      summary=summary(args), expects_reply=self._mode.expect(args) is not Expect.NONE,
-                      context=LookupContext(handshake=handshake, private=private))
+        return Lookup(request=list(message.request), lifetime=message.lifetime, summary=message.summary,
+                      expects_reply=self._mode.expect(message.args) is not Expect.NONE,
+                      context=LookupContext(handshake=message.handshake, private=dict(message.private),
+                                            same_as=message.args))
 
     def respond(self, lookup: Lookup, responses: list[Readable]) -> bytes:
         if responses and lookup.context.recorded is not None:
             responses = [in_live_order(lookup.context.recorded, lookup.request, responses[0]),
                          *responses[1:]]
-        values = [from_readable(r) for r in responses]
         name = lookup.context.private.get("name")
+        if name in (b"HELLO", b"RESET"):  # they change the connection's state
+            return self._render(name, responses, lookup.context.private.get("proto"))
+        try:
+            text = repr(responses)  # equal texts, equal answers (readable data is JSON-like)
+        except RecursionError:  # absurd nesting: from_readable says why
+            return self._render(name, responses, None)
+        if len(text) > _MAX_RENDERED:
+            return self._render(name, responses, None)
+        rendered = _RENDERED.get((self.resp, text))
+        if rendered is None:
+            rendered = self._render(name, responses, None)
+            if len(_RENDERED) >= _MAX_CHUNKS:
+                _RENDERED.clear()
+            _RENDERED[(self.resp, text)] = rendered
+        return rendered
+
+    def _render(self, name: bytes | None, responses: list[Readable], proto: int | None) -> bytes:
+        values = [from_readable(r) for r in responses]
         if name == b"HELLO" and values:
-            values[0] = self._hello(values[0], lookup.context.private.get("proto"))
+            values[0] = self._hello(values[0], proto)
         elif name == b"RESET" and values and isinstance(values[0], SimpleString):
             self.resp = 2
         if self.resp == 2:
