@@ -222,3 +222,29 @@ def test_the_config_record_writes_keeps_the_shipped_dialects_and_the_packed_pool
     assert registry.configured("redis")
     ruled, _parsed = _pools(tmp_path / "again", monkeypatch, no_http)
     assert ruled._source is None
+
+
+def test_a_packed_exchange_decodes_its_document_as_the_parsed_one(tmp_path, monkeypatch):
+    """Served from the cache, an exchange's document is decoded without ``from_doc``'s
+    checks (``packed._heavy``): each field must still be what the YAML gives, of the
+    same type (an integral duration, an empty summary, a null answer, extra keys)."""
+    recorded = _recording(24) + [
+        Exchange("redis", _REDIS, ["GET", "n"], [None], summary="", duration_ms=3, name="named",
+                 extra={"volatile": ["x"], "raw": {"hex": "00"}}),
+        Exchange("postgres", _PG, {"Query": "SELECT 1"}, [], started="2026-12-03T00:00:00+00:00"),
+    ]
+    test_set = tmp_path / "test-set-0"
+    writer = MockWriter(test_set / MOCKS)
+    for ex in recorded:
+        writer.write(ex)
+    writer.close()
+    packed = load_mocks(test_set)
+    assert {type(e).__name__ for e in packed} == {"PackedExchange"}
+    with monkeypatch.context() as m:
+        m.setattr(recording, "_read_cache", lambda *args: None)
+        parsed = load_mocks(test_set)
+    for got, want in zip(packed, parsed, strict=True):
+        for name in ("request", "responses", "summary", "name", "started", "duration_ms", "extra"):
+            value = getattr(got, name)
+            assert value == getattr(want, name) and type(value) is type(getattr(want, name)), name
+        assert got == want
