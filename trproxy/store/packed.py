@@ -367,7 +367,9 @@ class Exchanges(Sequence[Exchange]):
 
 
 class _Decoded:
-    """A field of a ``PackedExchange``: its document is decoded the first time one is read."""
+    """A field of a ``PackedExchange``: its document is decoded the first time one is read.
+    No ``__set__``: the decoded fields land in the instance's dict, which Python reads
+    before a non-data descriptor, so a field read again costs no call (six per request)."""
 
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = name
@@ -380,9 +382,6 @@ class _Decoded:
             for name, value in _heavy(d["_src"].document(d["_i"])).items():
                 d.setdefault(name, value)
         return d[self.name]
-
-    def __set__(self, obj: Any, value: Any) -> None:
-        obj.__dict__[self.name] = value
 
 
 _NOT_EXTRA = frozenset(("metadata", "lifetime", "summary", "request", "responses", "event"))
