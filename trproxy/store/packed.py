@@ -398,13 +398,11 @@ def _heavy(doc: Any) -> dict[str, Any]:
         full = Exchange.from_doc(doc)  # them: the full checks say why
         return {name: getattr(full, name) for name in HEAVY}
 
-    def get(d: dict[str, Any], key: str, default: Any) -> Any:
-        value = d.get(key)
-        return default if value is None else value
-
-    return {"request": spec.get("request"), "responses": get(spec, "responses", []),
-            "summary": get(spec, "summary", ""), "name": get(doc, "name", ""),
-            "started": get(meta, "started", ""), "duration_ms": get(meta, "duration_ms", 0.0),
+    responses, summary, name = spec.get("responses"), spec.get("summary"), doc.get("name")
+    started, duration = meta.get("started"), meta.get("duration_ms")
+    return {"request": spec.get("request"), "responses": [] if responses is None else responses,
+            "summary": "" if summary is None else summary, "name": "" if name is None else name,
+            "started": "" if started is None else started, "duration_ms": 0.0 if duration is None else duration,
             "extra": {k: v for k, v in spec.items() if k not in _NOT_EXTRA}}
 
 
