@@ -71,6 +71,7 @@ class _Parsed:
     summary: str
     handshake: bool
     private: dict[str, Any]
+    same_as: tuple[bytes, ...] | None  # the arguments, when small: the pool keeps its keys by them
 
 
 def _command(args: tuple[bytes, ...]) -> _Parsed:
@@ -84,7 +85,9 @@ def _command(args: tuple[bytes, ...]) -> _Parsed:
         private["echo"] = args[1]
     # miss() answers these itself: a miss here is not an error
     handshake = not login and (name in _SYNTH_OK or name in (b"HELLO", b"PING", b"RESET"))
-    return _Parsed(args, name, tuple(request), lifetime(args), summary(args), handshake, private)
+    small = sum(len(a) for a in args) <= _MAX_CHUNK
+    return _Parsed(args, name, tuple(request), lifetime(args), summary(args), handshake, private,
+                   args if small else None)
 
 
 # chunks of client bytes seen whole (nothing before them pending), per parser limits ->
@@ -146,7 +149,7 @@ class RedisReplayer:
         return Lookup(request=list(message.request), lifetime=message.lifetime, summary=message.summary,
                       expects_reply=self._mode.expect(message.args) is not Expect.NONE,
                       context=LookupContext(handshake=message.handshake, private=dict(message.private),
-                                            same_as=message.args))
+                                            same_as=message.same_as))
 
     def respond(self, lookup: Lookup, responses: list[Readable]) -> bytes:
         if responses and lookup.context.recorded is not None:
