@@ -143,12 +143,11 @@ def test_answers_equal_in_python_but_not_as_recorded_are_rendered_apart(monkeypa
     assert out[1][1].startswith("miss GET: the recorded answer cannot be replayed: EncodeError")
 
 
-def test_only_small_requests_are_remembered():
-    """The memos are bounded in size: a large request is neither kept as a chunk nor
-    named by its arguments (the pool would keep its key by them)."""
+def test_only_small_requests_without_secrets_are_remembered():
+    """The memos are bounded in size, and keep no password: a large request or a login
+    is neither kept as a chunk nor named by its arguments (the pool keeps keys by them)."""
     replayer = redis_replayer.RedisReplayer()
-    big = cmd("SET", "k", "x" * 5000)
-    [large] = replayer.feed(big)
-    [small] = replayer.feed(cmd("SET", "k", "x"))
-    assert large.context.same_as is None and small.context.same_as == (b"SET", b"k", b"x")
-    assert all(big not in chunks for chunks in redis_replayer._CHUNKS.values())
+    big, login = cmd("SET", "k", "x" * 5000), cmd("AUTH", "s3cret")
+    lookups = replayer.feed(big) + replayer.feed(login) + replayer.feed(cmd("SET", "k", "x"))
+    assert [lookup.context.same_as for lookup in lookups] == [None, None, (b"SET", b"k", b"x")]
+    assert all(big not in chunks and login not in chunks for chunks in redis_replayer._CHUNKS.values())

@@ -71,11 +71,12 @@ class _Parsed:
     summary: str
     handshake: bool
     private: dict[str, Any]
-    same_as: tuple[bytes, ...] | None  # the arguments, when small: the pool keeps its keys by them
+    same_as: tuple[bytes, ...] | None  # the arguments, when kept (the pool keys by them)
 
 
 def _command(args: tuple[bytes, ...]) -> _Parsed:
-    request = [blob(a) for a in redact_request(args)]
+    redacted = redact_request(args)
+    request = [blob(a) for a in redacted]
     name = name_of(args)
     login = name == b"AUTH" or (name == b"HELLO" and any(a.upper() == b"AUTH" for a in args[2:]))
     private: dict[str, Any] = {"name": name, "label": _label(name, request), "login": login}
@@ -85,9 +86,11 @@ def _command(args: tuple[bytes, ...]) -> _Parsed:
         private["echo"] = args[1]
     # miss() answers these itself: a miss here is not an error
     handshake = not login and (name in _SYNTH_OK or name in (b"HELLO", b"PING", b"RESET"))
-    small = sum(len(a) for a in args) <= _MAX_CHUNK
+    # remembered by its arguments only when small and without a secret (a password
+    # stays in memory no longer than its request)
+    kept = sum(len(a) for a in args) <= _MAX_CHUNK and redacted == args
     return _Parsed(args, name, tuple(request), lifetime(args), summary(args), handshake, private,
-                   args if small else None)
+                   args if kept else None)
 
 
 # chunks of client bytes seen whole (nothing before them pending), per parser limits ->
@@ -132,7 +135,7 @@ class RedisReplayer:
         while (message := parser.next_command()) is not NEED_DATA:
             parsed.append(message if isinstance(message, InvalidInline) else _command(message.args))
         if idle and data and len(data) <= _MAX_CHUNK and parser.state is ParserState.IDLE \
-                and not any(isinstance(m, InvalidInline) for m in parsed):
+                and all(isinstance(m, _Parsed) and m.same_as is not None for m in parsed):
             if len(self._chunks) >= _MAX_CHUNKS:
                 self._chunks.clear()
             self._chunks[data] = tuple(parsed)  # type: ignore[arg-type]
