@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.common import ROOT, TRPROXY, check  # noqa: E402  (puts ROOT on sys.path)
+from benchmarks.common import ENV, ROOT, TRPROXY, check  # noqa: E402  (puts ROOT on sys.path)
 
 sys.path.insert(0, str(ROOT / "examples" / "shop"))
 
@@ -43,9 +43,6 @@ from tests.support.proc import stop  # noqa: E402
 from tests.support.services import wait_port  # noqa: E402
 
 SHOP = ROOT / "examples" / "shop"
-# as in a user's shell: Python caches bytecode (a CI or sandbox setting that turns that off
-# would make every run of trproxy and of the app compile their sources again)
-ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"} | {"PYTHONPATH": str(ROOT)}
 SUMMARY = re.compile(r"\((?P<total>[\d.]+) s: app start-up (?P<startup>[\d.]+) s, tests (?P<tests>[\d.]+) s\)")
 
 

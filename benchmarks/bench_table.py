@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from benchmarks.common import ROOT, TRPROXY, run  # noqa: E402  (puts ROOT on sys.path)
+from benchmarks.common import ENV, TRPROXY, run  # noqa: E402  (puts ROOT on sys.path)
 from tests.support.proc import stop  # noqa: E402
 from tests.support.services import PostgresServer, RedisServer, free_port, wait_port  # noqa: E402
 
@@ -45,7 +45,6 @@ PGBENCH = "/usr/lib/postgresql/15/bin/pgbench"
 ROUNDS = int(os.environ.get("BENCH_TABLE_ROUNDS", "1"))
 SCALE = float(os.environ.get("BENCH_TABLE_SCALE", "1.0"))
 SEED = 7
-ENV = dict(os.environ, PYTHONPATH=str(ROOT))
 
 # workload -> (client args, requests) ; the cell's rate is what the client reports
 REDIS = {"redis c=1": (["-c", "1"], 3000), "redis c=50": (["-c", "50"], 20000),

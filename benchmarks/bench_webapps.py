@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import ROOT, TRPROXY, check  # noqa: E402  (puts ROOT on sys.path)
+from benchmarks.common import ENV, ROOT, TRPROXY, check  # noqa: E402  (puts ROOT on sys.path)
 
 sys.path.insert(0, str(ROOT / "examples"))
 
@@ -29,7 +29,6 @@ from webapps import WebAppServices  # noqa: E402
 from tests.support.proc import stop  # noqa: E402
 from tests.support.services import wait_port  # noqa: E402
 
-ENV = dict(os.environ, PYTHONPATH=str(ROOT))
 SUMMARY = re.compile(r"\((?P<total>[\d.]+) s: app start-up (?P<startup>[\d.]+) s, tests (?P<tests>[\d.]+) s\)")
 
 

@@ -3,6 +3,7 @@ running a (wrapped) command to the end with a timeout that stops it cleanly."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tempfile
@@ -13,6 +14,10 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 TRPROXY = [sys.executable, "-m", "trproxy.cli"]
+# as in a user's shell: Python caches bytecode (a CI or sandbox setting that turns that off
+# would make every run of trproxy and of the app compile their sources again, and the
+# short cells measure that compile)
+ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"} | {"PYTHONPATH": str(ROOT)}
 
 
 class BenchError(RuntimeError):

@@ -206,8 +206,9 @@ def test_the_config_record_writes_keeps_the_shipped_dialects_and_the_packed_pool
     """``trproxy record`` writes config.yaml with a section per protocol and no rules in
     them: that rebuilds no dialect, so the cache loads without a pass over every exchange
     (it used to make every pool a plain one); a section with a rule still rebuilds one.
-    HTTP keeps its own dialect (the run's secrets are set on it): a recording with HTTP in
-    it is a plain pool."""
+    HTTP keeps its own dialect (the run's secrets are set on it), with the shipped match
+    keys while its section adds no noise and no volatile rules: packed too; with a rule,
+    plain."""
     from trproxy.apptest.noise import write_default_config
     from trproxy.store.config import configure_protocols
 
@@ -222,6 +223,14 @@ def test_the_config_record_writes_keeps_the_shipped_dialects_and_the_packed_pool
     assert registry.configured("redis")
     ruled, _parsed = _pools(tmp_path / "again", monkeypatch, no_http)
     assert ruled._source is None
+    write_default_config(tmp_path / "http")
+    configure_protocols(tmp_path / "http")
+    assert registry.by_name("http") is not registry._shipped("http") and not registry.configured("http")
+    with_http, _parsed = _pools(tmp_path / "http", monkeypatch, _recording(40))
+    assert with_http._source is not None
+    (tmp_path / "http" / "config.yaml").write_text("http:\n  match:\n    ignore_query: [ts]\n")
+    configure_protocols(tmp_path / "http")
+    assert registry.configured("http")
 
 
 def test_a_packed_exchange_decodes_its_document_as_the_parsed_one(tmp_path, monkeypatch):

@@ -69,9 +69,12 @@ def volatile_rules(protocol: str, request: Any) -> list[str]:
 
 
 def configured(protocol: str) -> bool:
-    """Whether the user's ``config.yaml`` rebuilt ``protocol``'s dialect in this process
-    (its match keys may differ from the shipped dialect's: ``shipped_match_key``)."""
-    return protocol in _overrides
+    """Whether the user's ``config.yaml`` gave ``protocol``'s dialect other match keys or
+    volatile values than the shipped dialect's (``shipped_match_key``) in this process. A
+    dialect rebuilt for other settings only (HTTP's secrets) keeps the shipped keys."""
+    dialect, shipped = _overrides.get(protocol), _shipped(protocol)
+    return dialect is not None and (shipped is None or dialect.match_key is not shipped.match_key
+                                    or dialect.volatile is not shipped.volatile)
 
 
 def shipped_match_key(protocol: str, request: Any) -> Any:

@@ -87,6 +87,7 @@ class RunContext:
     _timeline: Timeline | None = None
     _searcher: concurrent.futures.ThreadPoolExecutor | None = None
     _searches: list[concurrent.futures.Future] = field(default_factory=list)
+    _unused: tuple[Any, list[dict[str, Any]]] | None = None  # (what was served, ``unused()``)
 
     def next_order(self) -> int:
         """A number for a request that starts now, in the order requests start run-wide."""
@@ -202,7 +203,12 @@ class RunContext:
         """Report lines for the data recordings no request used (replay modes only)."""
         if self.mode not in (Mode.REPLAY, Mode.NEW_EPISODES):
             return []
-        return [describe(e) for e in self.ledger.unused()]
+        # asked by the summary, the report and --strict at the end: one pass over every
+        # recording, made again only when something was served since
+        key = (id(self.pool), sum(self.served_count.values()))
+        if self._unused is None or self._unused[0] != key:
+            self._unused = (key, [describe(e) for e in self.ledger.unused()])
+        return self._unused[1]
 
     def strict_failures(self) -> list[str]:
         """What makes a ``--strict`` run fail: misses, unused recordings, answers out of order."""

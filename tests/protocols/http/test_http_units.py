@@ -613,3 +613,38 @@ def test_server_bytes_held_while_sniffing_cost_linear_time():
         assert recorder.feed(Direction.SERVER, b"\x00") == []
     with pytest.raises(ProtocolError, match="before the HTTP version is known"):
         recorder.feed(Direction.SERVER, b"\x00")
+
+
+def test_a_request_head_is_parsed_without_mitmproxys_debug_type_checks(monkeypatch):
+    """mitmproxy checks every message's field types unless Python runs with -O: a third
+    of a replayed request's parse. The parser's messages skip it, as under -O."""
+    from mitmproxy.utils import typecheck
+
+    def refuse(*_args):
+        raise AssertionError("type-checked")
+
+    monkeypatch.setattr(typecheck, "check_option_type", refuse)
+    parser = H1Parser(is_request=True)
+    parser.feed(b"GET /a?b=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+    head = parser.next_event()
+    assert isinstance(head, Head) and head.message.path == "/a?b=1"
+
+
+@pytest.mark.parametrize("reason", [None, "Not Found", "", "d\u00e9j\u00e0"])
+def test_a_response_head_is_what_mitmproxy_assembles(reason):
+    """The head is written directly, byte for byte as ``assemble_response_head`` did."""
+    from mitmproxy import http
+    from mitmproxy.net.http import http1, status_codes
+
+    from trproxy.protocols.http.render import render_h1
+
+    response = {"status": 404, "headers": [["content-type", "text/plain"], ["x-a", "1"]],
+                "body": "gone"}
+    if reason is not None:
+        response["reason"] = reason
+    wire = render_h1(response, "GET", "HTTP/1.1")
+    fields = [(b"content-type", b"text/plain"), (b"x-a", b"1"), (b"Content-Length", b"4")]
+    expected = http1.assemble_response_head(http.Response(
+        b"HTTP/1.1", 404, (reason or status_codes.RESPONSES[404]).encode("latin-1"),
+        http.Headers(fields), None, None, 0.0, None))
+    assert wire == expected + b"gone"

@@ -29,6 +29,7 @@ import importlib
 from typing import Any
 
 from ..base import Dialect, Failure
+from ..volatile import FieldRules
 from .config import (
     DEFAULT_NOISE_HEADERS,
     DEFAULT_SECRET_FIELDS,
@@ -69,20 +70,24 @@ def _check_fault(failure: Failure) -> None:
 
 def dialect_with(config: HttpConfig) -> Dialect:
     """A ``Dialect`` whose recorders, replayers and match keys use ``config``."""
+    ruleless = config.volatile == FieldRules()
     return Dialect(
         name="http",
         default_ports=DEFAULT_PORTS,
         detect=detect,
         recorder=functools.partial(_recorder, config),
         replayer=functools.partial(_replayer, config),
-        match_key=functools.partial(match_key_with, noise=config.noise),
+        # the shipped functions when the settings add no noise and no volatile rules: the
+        # recording's cache holds their keys, so the pool loads without a pass over every
+        # exchange (``registry.configured``)
+        match_key=match_key if config.noise == Noise() else functools.partial(match_key_with, noise=config.noise),
         connection_aware=True,
         configure=_configure,
         check_fault=_check_fault,
         alpn=ALPN,
         server_first=server_settings_first,
-        volatile=functools.partial(volatile, rules=config.volatile),
-        volatile_rules=functools.partial(rule_values, config.volatile),
+        volatile=volatile if ruleless else functools.partial(volatile, rules=config.volatile),
+        volatile_rules=None if ruleless else functools.partial(rule_values, config.volatile),
     )
 
 

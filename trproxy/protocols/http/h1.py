@@ -39,6 +39,13 @@ from mitmproxy.net.http import http1, validate
 from ..base import NEED_DATA, DecodeError
 from .readable import method_text
 
+# mitmproxy type-checks every field of every message it makes unless Python runs with -O
+# (``MessageData.__post_init__``, defined under ``if __debug__``): a third of parsing a
+# request head. Messages here are made only by this parser, from bytes it split itself,
+# so the check is off, as under -O.
+if hasattr(http.MessageData, "__post_init__"):
+    http.MessageData.__post_init__ = lambda self: None  # type: ignore[method-assign]
+
 Fields = list[tuple[bytes, bytes]]
 
 

@@ -157,24 +157,26 @@ def render_h1_parts(response: dict[str, Any], method: str, live_version: str,
     if chunked:
         fields = [(n, v) for n, v in fields if n.lower() != b"content-length"]
         fields.append((b"Transfer-Encoding", b"chunked"))
-    reason = response.get("reason") or status_codes.RESPONSES.get(status, "")
-    message = http.Response(
-        http_version=live_version.encode(),
-        status_code=status,
-        reason=unblob(reason) if not isinstance(reason, str) else reason.encode("latin-1", "replace"),
-        headers=http.Headers(fields),
-        content=None,
-        trailers=None,
-        timestamp_start=0.0,
-        timestamp_end=None,
-    )
-    head = http1.assemble_response_head(message)
+    head = _head(live_version, response, fields)
     trailer_headers = http.Headers(headers_from_readable(trailers or [])) if chunked else None
     if not isinstance(body, bytes):
-        return head, http1.assemble_body(message.headers, read_chunks(body), trailer_headers)
+        return head, http1.assemble_body(http.Headers(fields), read_chunks(body), trailer_headers)
     if not chunked:
         return head + body, None
-    return head + b"".join(http1.assemble_body(message.headers, [body], trailer_headers)), None
+    return head + b"".join(http1.assemble_body(http.Headers(fields), [body], trailer_headers)), None
+
+
+def _head(live_version: str, response: dict[str, Any], fields: list[tuple[bytes, bytes]]) -> bytes:
+    """The status line and fields (RFC 9112 §4, §5), as mitmproxy's
+    ``assemble_response_head`` writes them, without building a ``Response`` for it
+    (a replayed request's most costly step: mitmproxy type-checks every message made)."""
+    status = int(response["status"])
+    recorded = response.get("reason") or status_codes.RESPONSES.get(status, "")
+    reason = unblob(recorded) if not isinstance(recorded, str) else recorded.encode("latin-1", "replace")
+    lines = [b"%s %d %s\r\n" % (live_version.encode(), status, reason)]
+    lines += [b"%s: %s\r\n" % (name, value) for name, value in fields]
+    lines.append(b"\r\n")
+    return b"".join(lines)
 
 
 def _render_cut(response: dict[str, Any], live_version: str) -> bytes:
@@ -182,18 +184,11 @@ def _render_cut(response: dict[str, Any], live_version: str) -> bytes:
     recorded (the length it promised, or chunked), the part of its body that came, no
     end (the connection ends next, as recorded)."""
     fields = headers_from_readable(response.get("headers", []))
-    status = int(response["status"])
-    reason = response.get("reason") or status_codes.RESPONSES.get(status, "")
-    message = http.Response(
-        http_version=live_version.encode(), status_code=status,
-        reason=unblob(reason) if not isinstance(reason, str) else reason.encode("latin-1", "replace"),
-        headers=http.Headers(fields), content=None, trailers=None,
-        timestamp_start=0.0, timestamp_end=None)
     body = body_bytes(response)
     chunked = any(n.lower() == b"transfer-encoding" and b"chunked" in v.lower() for n, v in fields)
     if chunked and body:
         body = b"%x\r\n" % len(body) + body + b"\r\n"
-    return http1.assemble_response_head(message) + body
+    return _head(live_version, response, fields) + body
 
 
 def render_h1(response: dict[str, Any], method: str, live_version: str,
