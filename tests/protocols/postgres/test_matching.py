@@ -192,6 +192,9 @@ def test_passwords_in_sql_are_redacted(sql, redacted):
     ("create table t as select 1", False), ("CREATE MATERIALIZED VIEW v AS (select 1)", False),
     ("create table t as table u", False), ("create table t (a int); insert into t values (1)", False),
     ("INSERT INTO t VALUES (1)", False), ("", False),
+    # the first words are found without the lexer, comments and quotes included
+    ("-- setup\nCREATE TABLE t (a int)", True), ("/* x; */ drop table t; TRUNCATE u", True),
+    ("SELECT 'create table t' -- drop", False), ("select 1; drop table t", False),
 ])
 def test_schema_changes_repeat_their_last_answer(sql, expected):
     """A setup run more often at replay than recorded (a test suite's session fixture

@@ -121,6 +121,9 @@ def is_schema_sql(sql: str) -> bool:
     GRANT/REVOKE): its answer is a command tag, not data, so replay may give it again
     when a setup runs more often than it was recorded. Not ``CREATE ... AS SELECT``, whose
     tag counts rows."""
+    words = first_words(sql)  # without the lexer: most statements are not schema changes
+    if not words or any(w not in _SCHEMA_COMMANDS for w in words):
+        return False
     stmts = split_statements(sql)
     for stmt in stmts:
         word = _WORD.search(_strip_comments(stmt))
