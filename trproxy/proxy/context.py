@@ -147,7 +147,8 @@ class RunContext:
         self.served_count[protocol] += 1
         if exchange.extra.get("raw"):
             self.raw[protocol] += 1
-        log.debug("served %s %s: %s", protocol, destination, exchange.summary)
+        if log.isEnabledFor(logging.DEBUG):  # a packed exchange's summary is decoded when read
+            log.debug("served %s %s: %s", protocol, destination, exchange.summary)
 
     @property
     def test(self) -> str | None:
