@@ -58,14 +58,16 @@ xrange race - +
 """
 
 
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])  # the default, and the reference
 @pytest.mark.parametrize("mode", MODES)
-def test_redis_cli_replays_what_it_recorded(tmp_path, redis_server, mode: str) -> None:
+def test_redis_cli_replays_what_it_recorded(tmp_path, redis_server, mode: str, loop: str) -> None:
     def command(port: int) -> list[str]:
         lines = [f"redis-cli -p {port} {c}" for c in REDIS_CLI.strip().splitlines()]
         lines += [f"redis-cli -3 -p {port} hgetall h", f"redis-cli -3 -p {port} zscore nothing x"]
         return ["sh", "-c", " && ".join(lines)]
 
-    recorded, replayed, mocks = record_then_replay(tmp_path, redis_server, command, mode)
+    recorded, replayed, mocks = record_then_replay(tmp_path, redis_server, command, mode,
+                                                   env={"TRPROXY_LOOP": loop})
     assert recorded.stdout.splitlines()[:4] == ["OK", "hello", "1", "2"]
     assert replayed.stdout == recorded.stdout
     assert "trproxy: 0 misses" in replayed.stderr, replayed.stderr

@@ -15,6 +15,20 @@ from tests.support.services import free_port
 pytestmark = pytest.mark.slow
 
 
+@pytest.fixture(autouse=True, params=["uvloop", "asyncio"])
+def loop(request, monkeypatch):
+    """Every relay test on both event loops: uvloop, the default, and the stdlib's
+    (``TRPROXY_LOOP=asyncio``), the reference. ``on_loop`` checks the proxy ran on it."""
+    monkeypatch.setenv("TRPROXY_LOOP", request.param)
+    return request.param
+
+
+def on_loop(proc, loop: str) -> None:
+    """The running proxy ``proc`` runs on ``loop`` (uvloop's extension is mapped or not)."""
+    maps = open(f"/proc/{proc.pid}/maps").read()
+    assert ("uvloop/loop." in maps) == (loop == "uvloop"), loop
+
+
 @pytest.fixture
 def echo():
     server = EchoServer()
@@ -32,9 +46,10 @@ def _roundtrip(port: int, payload: bytes) -> bytes:
         return b"".join(chunks)
 
 
-def test_200_concurrent_connections(echo):
+def test_200_concurrent_connections(echo, loop):
     proc, port = forward_proxy(echo.port)
     try:
+        on_loop(proc, loop)
         payloads = [os.urandom(1000 + i) for i in range(200)]
         with concurrent.futures.ThreadPoolExecutor(200) as pool:
             results = list(pool.map(lambda p: _roundtrip(port, p), payloads))

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 
 from ..proxy.context import Mode, RunContext
 from ..proxy.datagrams import DatagramListener
-from ..proxy.runner import RunError, RunOptions, build_context, dies_with_us
+from ..proxy.runner import RunError, RunOptions, build_context, dies_with_us, loop_factory
 from ..proxy.server import Proxy
 from ..redirect.errors import RedirectError
 from ..store import existing_test_sets, recover, test_set_dir
@@ -137,7 +137,8 @@ def _run_set(opts: TestOptions, test_set: Path, settings: _Settings) -> tuple[Te
         if freeze is not None:
             env = freeze.child_env(env)
         try:
-            run = asyncio.run(_test_set(opts, test_set, run_opts, ctx, env, freeze, settings))
+            with asyncio.Runner(loop_factory=loop_factory()) as runner:
+                run = runner.run(_test_set(opts, test_set, run_opts, ctx, env, freeze, settings))
         except RedirectError as exc:
             raise RunError(str(exc)) from exc
         finally:

@@ -341,15 +341,31 @@ async def _run_child(opts: RunOptions, enter) -> int:
     return 128 - status if status < 0 else status
 
 
-def _event_loop_policy() -> None:
-    with contextlib.suppress(ImportError):
-        import uvloop
+LOOP_ENV = "TRPROXY_LOOP"  # "uvloop" (the default when installed) or "asyncio"
+_LOOPS = ("uvloop", "asyncio")
 
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The proxy's event loop: uvloop when installed (its transports cost less CPU a
+    request), the stdlib's with ``TRPROXY_LOOP=asyncio`` (the reference, and a way out
+    should uvloop misbehave); None means the stdlib's."""
+    choice = os.environ.get(LOOP_ENV, "").strip().lower()
+    if choice and choice not in _LOOPS:
+        raise RunError(f"{LOOP_ENV}={choice}: the event loop is one of {', '.join(_LOOPS)}")
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise RunError(f"{LOOP_ENV}=uvloop: uvloop is not installed (pip install uvloop)") from None
+        return None
+    return uvloop.new_event_loop
 
 
 def run(opts: RunOptions) -> int:
     """Run a command (or attach) under trproxy; returns the command's exit status."""
+    factory = loop_factory()  # a wrong TRPROXY_LOOP stops the run before anything starts
     for line in recover(opts.root):
         log.warning("%s", line)
     mode, test_set = resolve_mode(opts)
@@ -371,10 +387,10 @@ def run(opts: RunOptions) -> int:
         dialects()  # imported now, not while timing the first request (metadata.wait_ms)
     if mode is not opts.mode:
         log.warning("mode %s: %s %s", opts.mode.value, mode.value, test_set)
-    _event_loop_policy()
     status: int | None = None
     try:
-        status = asyncio.run(_run(opts, ctx, test_set))
+        with asyncio.Runner(loop_factory=factory) as runner:
+            status = runner.run(_run(opts, ctx, test_set))
     except KeyboardInterrupt:
         status = 130
     except RedirectError as exc:  # not root, no cgroup2, no bcc...: what to do, not a traceback
