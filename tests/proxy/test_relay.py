@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import socket
+import struct
 import threading
 
 import pytest
@@ -84,6 +85,63 @@ def test_100_mb_each_way_with_bounded_memory(echo):
     assert hwm_kb < 150 * 1024, f"proxy peak RSS {hwm_kb} kB for 2 x 100 MB"
 
 
+def _rss_kb(pid: int) -> int:
+    status = open(f"/proc/{pid}/status").read()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS")))
+
+
+def test_a_server_that_does_not_read_stops_the_client_not_the_proxys_memory():
+    """Backpressure: while the server reads nothing, the client's sends block once the
+    kernel's buffers and one bounded buffer of the proxy are full; all 64 MiB arrive
+    once it reads."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+    reading = threading.Event()
+    got = []
+
+    def serve() -> None:
+        listener.accept()[0].close()  # the readiness probe
+        conn, _ = listener.accept()
+        accepted.append(conn)
+        reading.wait(60)
+        total = 0
+        while data := conn.recv(1 << 20):
+            total += len(data)
+        got.append(total)
+        conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    proc, port = forward_proxy(listener.getsockname()[1])
+    size, sent = 64 << 20, 0
+    try:
+        before = _rss_kb(proc.pid)
+        with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
+            s.setblocking(False)
+            block = os.urandom(1 << 20)
+            stalled = 0
+            while sent < size and stalled < 50:  # 0.5 s without room: the proxy stopped reading
+                try:
+                    sent += s.send(block[: size - sent if size - sent < len(block) else len(block)])
+                    stalled = 0
+                except BlockingIOError:
+                    stalled += 1
+                    threading.Event().wait(0.01)
+            assert sent < size // 2, f"the proxy took {sent} bytes the server did not read"
+            grown = _rss_kb(proc.pid) - before
+            reading.set()
+            s.setblocking(True)
+            s.sendall(os.urandom(size - sent))
+            s.shutdown(socket.SHUT_WR)
+            assert s.recv(1) == b""  # the server closes once it read everything
+        assert got == [size]
+        assert grown < 16 * 1024, f"the proxy grew {grown} kB holding what the server did not read"
+    finally:
+        stop(proc)
+        listener.close()
+        for conn in accepted:
+            conn.close()
+
+
 def test_half_close_keeps_the_other_direction_open():
     """The server answers only after the client's FIN; the answer must arrive."""
     listener = socket.create_server(("127.0.0.1", 0))
@@ -103,6 +161,60 @@ def test_half_close_keeps_the_other_direction_open():
     proc, port = forward_proxy(upstream_port)
     try:
         assert _roundtrip(port, b"hello") == b"after-fin:hello"
+    finally:
+        stop(proc)
+        listener.close()
+
+
+def _abort(sock: socket.socket) -> None:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()  # RST, not FIN
+
+
+@pytest.mark.parametrize("who", ["server", "client"])
+def test_a_reset_reaches_the_other_side_as_a_reset_after_the_bytes_before_it(who):
+    """Either peer resets after sending a few bytes: the other reads those bytes, then a
+    reset (as it would direct), not an orderly end and not a hang."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    outcome: list[object] = []
+
+    def serve() -> None:
+        listener.accept()[0].close()  # the readiness probe
+        conn, _ = listener.accept()
+        conn.settimeout(20)
+        assert conn.recv(5) == b"hello"
+        if who == "server":
+            conn.sendall(b"last words")
+            _abort(conn)
+            return
+        conn.sendall(b"ready")
+        try:
+            outcome.append(conn.recv(100))
+            outcome.append(conn.recv(100))
+        except ConnectionResetError as exc:
+            outcome.append(exc)
+        conn.close()
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    proc, port = forward_proxy(listener.getsockname()[1])
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=20) as s:
+            s.sendall(b"hello")
+            if who == "server":
+                got = b""
+                with pytest.raises(ConnectionResetError):
+                    while chunk := s.recv(100):  # an orderly end fails the test
+                        got += chunk
+                assert got == b"last words"
+            else:
+                assert s.recv(5) == b"ready"
+                s.sendall(b"bye")
+                threading.Event().wait(0.2)  # "bye" on its way before the reset
+                _abort(s)
+        server.join(20)
+        if who == "client":
+            assert outcome[0] == b"bye" and isinstance(outcome[-1], ConnectionResetError), outcome
     finally:
         stop(proc)
         listener.close()

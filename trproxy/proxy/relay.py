@@ -4,6 +4,11 @@ Invariants: each direction is pumped independently, so a FIN one way (half-close
 leaves the other way open; ``drain`` after every write bounds the buffered bytes
 (backpressure: a slow reader stops us reading from the fast writer); a reset on one
 side is passed on as a reset (SO_LINGER 0) to the other, never as a silent hang.
+
+Without a tap (passthrough) the two sockets are spliced in protocol callbacks instead
+(``_Splice``): each chunk received is written to the other socket in the callback that
+received it, with no task woken, no future and no drain per chunk; the same invariants
+hold (pause_writing/resume_writing of one socket pause and resume reading the other).
 """
 
 from __future__ import annotations
@@ -69,6 +74,12 @@ def _unread(reader: asyncio.StreamReader, spare: socket.socket | None) -> bytes:
     data = bytes(buffer or b"")
     if buffer:
         buffer.clear()
+    return data + _queued(spare)
+
+
+def _queued(spare: socket.socket | None) -> bytes:
+    """What the kernel still queues for reading on ``spare`` (``spare_socket``)."""
+    data = b""
     while spare is not None:
         try:
             more = spare.recv(CHUNK, socket.MSG_DONTWAIT)
@@ -158,6 +169,16 @@ async def relay(client: tuple[asyncio.StreamReader, asyncio.StreamWriter],
     """
     (c_r, c_w), (u_r, u_w) = client, upstream
     spares = (spare_socket(c_w), spare_socket(u_w))
+    if to_upstream is None and to_client is None and _spliceable(client) and _spliceable(upstream):
+        try:
+            await _splice(client, upstream, first_client, first_server, spares)
+        finally:
+            for w in (c_w, u_w):
+                w.close()
+            for spare in spares:
+                if spare is not None:
+                    spare.close()
+        return
     up = asyncio.ensure_future(pump(c_r, u_w, to_upstream, first_client, spares[0]))
     down = asyncio.ensure_future(pump(u_r, c_w, to_client, first_server, spares[1],
                                       upstream_reset))
@@ -183,3 +204,132 @@ async def relay(client: tuple[asyncio.StreamReader, asyncio.StreamWriter],
         for spare in spares:
             if spare is not None:
                 spare.close()
+
+
+def _spliceable(streams: tuple[asyncio.StreamReader, asyncio.StreamWriter]) -> bool:
+    """A plain socket's streams (not TLS, no error pending): its transport can be given
+    to a ``_Splice``."""
+    reader, writer = streams
+    transport = getattr(writer, "transport", None)
+    return (isinstance(reader, asyncio.StreamReader) and transport is not None
+            and reader.exception() is None and writer.get_extra_info("sslcontext") is None
+            and writer.get_extra_info("socket") is not None)
+
+
+async def _splice(client: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+                  upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+                  first_client: bytes, first_server: bytes,
+                  spares: tuple[socket.socket | None, socket.socket | None]) -> None:
+    """``relay`` without taps: both sockets' transports get a ``_Splice`` end as their
+    protocol; returns once both directions ended, or after a reset (passed on as one)."""
+    loop = asyncio.get_running_loop()
+    ends = []
+    for (reader, writer), first, spare in ((client, first_client, spares[0]),
+                                           (upstream, first_server, spares[1])):
+        # what the stream read and nobody consumed yet goes first, and its end with it
+        buffer = getattr(reader, "_buffer", None)
+        pending = first + bytes(buffer or b"")
+        if buffer:
+            buffer.clear()
+        ends.append(_SpliceEnd(writer.transport, pending, reader.at_eof(), spare))
+    splice = _Splice(loop, *ends)
+    if not await splice.finished:  # a reset: the peer of the side that reset gets one too
+        await asyncio.gather(reset_after_sent(client[1], _DRAIN_GRACE),
+                             reset_after_sent(upstream[1], _DRAIN_GRACE))
+
+
+class _SpliceEnd(asyncio.Protocol):
+    """One socket of a ``_Splice``: what it receives is written to the other socket."""
+
+    def __init__(self, transport: Any, pending: bytes, ended: bool,
+                 spare: socket.socket | None) -> None:
+        self.transport = transport
+        self.pending = pending  # read by the stream before the splice, not yet relayed
+        self.ended = ended  # nothing more comes from this socket (FIN, reset, closed)
+        self.spare = spare
+        self.held = False  # not read from while the other socket's send buffer is full
+        self.peer: _SpliceEnd = self
+        self.splice: _Splice | None = None
+
+    def data_received(self, data: bytes) -> None:
+        peer = self.peer.transport
+        if not peer.is_closing():
+            peer.write(data)
+
+    def eof_received(self) -> bool:
+        self._end()
+        return True  # half-close: the other direction goes on
+
+    def _end(self) -> None:
+        """This direction ended: the other socket gets a FIN, as it would direct."""
+        self.ended = True
+        peer = self.peer.transport
+        if not peer.is_closing() and peer.can_write_eof():
+            peer.write_eof()
+        assert self.splice is not None
+        self.splice.check()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        assert self.splice is not None
+        if exc is None or self.splice.finished.done():
+            self.ended = True
+            self.splice.check(closed=True)
+            return
+        # a reset (or a failed send): what the peer sent before it still reaches the
+        # other side, as it would direct, and then a reset
+        self.ended = True
+        peer = self.peer.transport
+        if (data := _queued(self.spare)) and not peer.is_closing():
+            peer.write(data)
+        self.splice.fail()
+
+    def pause_writing(self) -> None:
+        """Our socket's send buffer is full: stop reading the other one. (uvloop raises on
+        pausing a socket that does not read, resuming one that does, or after EOF.)"""
+        source = self.peer
+        if not source.ended and source.transport.is_reading():
+            source.transport.pause_reading()
+            source.held = True
+
+    def resume_writing(self) -> None:
+        source = self.peer
+        if source.held:
+            source.held = False
+            if not source.transport.is_closing():
+                source.transport.resume_reading()
+
+
+class _Splice:
+    """Two sockets relayed to each other in protocol callbacks; ``finished`` is True once
+    both directions ended, False after a reset on either side."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, a: _SpliceEnd, b: _SpliceEnd) -> None:
+        self.finished: asyncio.Future[bool] = loop.create_future()
+        self._ends = (a, b)
+        a.peer, b.peer = b, a
+        for end in (a, b):
+            end.splice = self
+            end.transport.set_protocol(end)
+        for end in (a, b):
+            if end.pending:
+                end.data_received(end.pending)
+                end.pending = b""
+            if end.transport.get_write_buffer_size() > end.transport.get_write_buffer_limits()[1]:
+                end.pause_writing()
+        for end in (a, b):
+            if end.ended:
+                end._end()
+            elif end.transport.is_closing():  # closed before the splice began
+                end.connection_lost(None)
+            elif not end.held and not end.transport.is_reading():
+                end.transport.resume_reading()  # the stream paused it (its buffer was full)
+
+    def check(self, closed: bool = False) -> None:
+        """Finished once both directions ended; a socket closed under us ends both."""
+        a, b = self._ends
+        if not self.finished.done() and (closed or (a.ended and b.ended)):
+            self.finished.set_result(True)
+
+    def fail(self) -> None:
+        if not self.finished.done():
+            self.finished.set_result(False)
