@@ -5,10 +5,11 @@ leaves the other way open; ``drain`` after every write bounds the buffered bytes
 (backpressure: a slow reader stops us reading from the fast writer); a reset on one
 side is passed on as a reset (SO_LINGER 0) to the other, never as a silent hang.
 
-Without a tap (passthrough) the two sockets are spliced in protocol callbacks instead
-(``_Splice``): each chunk received is written to the other socket in the callback that
+Plain sockets are spliced in protocol callbacks instead (``_Splice``): each chunk
+received is written to the other socket, and given to the tap, in the callback that
 received it, with no task woken, no future and no drain per chunk; the same invariants
 hold (pause_writing/resume_writing of one socket pause and resume reading the other).
+The pumps remain for TLS streams (``tls.stream.TlsStream``), which are no transports.
 """
 
 from __future__ import annotations
@@ -169,9 +170,10 @@ async def relay(client: tuple[asyncio.StreamReader, asyncio.StreamWriter],
     """
     (c_r, c_w), (u_r, u_w) = client, upstream
     spares = (spare_socket(c_w), spare_socket(u_w))
-    if to_upstream is None and to_client is None and _spliceable(client) and _spliceable(upstream):
+    if _spliceable(client) and _spliceable(upstream):
         try:
-            await _splice(client, upstream, first_client, first_server, spares)
+            await _splice((client, first_client, spares[0], to_upstream, None),
+                          (upstream, first_server, spares[1], to_client, upstream_reset))
         finally:
             for w in (c_w, u_w):
                 w.close()
@@ -216,45 +218,76 @@ def _spliceable(streams: tuple[asyncio.StreamReader, asyncio.StreamWriter]) -> b
             and writer.get_extra_info("socket") is not None)
 
 
-async def _splice(client: tuple[asyncio.StreamReader, asyncio.StreamWriter],
-                  upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter],
-                  first_client: bytes, first_server: bytes,
-                  spares: tuple[socket.socket | None, socket.socket | None]) -> None:
-    """``relay`` without taps: both sockets' transports get a ``_Splice`` end as their
-    protocol; returns once both directions ended, or after a reset (passed on as one)."""
-    loop = asyncio.get_running_loop()
+Side = tuple[tuple[asyncio.StreamReader, asyncio.StreamWriter], bytes, "socket.socket | None",
+             "Tap | None", "Callable[[], None] | None"]
+
+
+async def _splice(client: Side, upstream: Side) -> None:
+    """``relay`` of two plain sockets: each one's transport gets a ``_SpliceEnd`` as its
+    protocol; returns once both directions ended, or after a reset (passed on as one).
+    A side: its streams, bytes already read from it, its spare socket, the tap of what
+    it sends and what to tell when it resets."""
     ends = []
-    for (reader, writer), first, spare in ((client, first_client, spares[0]),
-                                           (upstream, first_server, spares[1])):
+    for (reader, writer), first, spare, tap, on_reset in (client, upstream):
         # what the stream read and nobody consumed yet goes first, and its end with it
         buffer = getattr(reader, "_buffer", None)
         pending = first + bytes(buffer or b"")
         if buffer:
             buffer.clear()
-        ends.append(_SpliceEnd(writer.transport, pending, reader.at_eof(), spare))
-    splice = _Splice(loop, *ends)
-    if not await splice.finished:  # a reset: the peer of the side that reset gets one too
-        await asyncio.gather(reset_after_sent(client[1], _DRAIN_GRACE),
-                             reset_after_sent(upstream[1], _DRAIN_GRACE))
+        ends.append(_SpliceEnd(writer.transport, pending, reader.at_eof(), spare, tap, on_reset))
+    splice = _Splice(asyncio.get_running_loop(), *ends)
+    try:
+        if not await splice.finished:  # a reset: the peer of the side that reset gets one too
+            await asyncio.gather(reset_after_sent(client[0][1], _DRAIN_GRACE),
+                                 reset_after_sent(upstream[0][1], _DRAIN_GRACE))
+    finally:
+        for end in ends:
+            end.tap_end()  # however it ended (a reset, a cancelled session)
 
 
 class _SpliceEnd(asyncio.Protocol):
-    """One socket of a ``_Splice``: what it receives is written to the other socket."""
+    """One socket of a ``_Splice``: what it receives is written to the other socket, then
+    given to the tap; reading pauses while the other socket's send buffer is full or the
+    tap holds the direction back (the recording's writer is behind)."""
 
-    def __init__(self, transport: Any, pending: bytes, ended: bool,
-                 spare: socket.socket | None) -> None:
+    def __init__(self, transport: Any, pending: bytes, ended: bool, spare: socket.socket | None,
+                 tap: Tap | None, on_reset: Callable[[], None] | None) -> None:
         self.transport = transport
         self.pending = pending  # read by the stream before the splice, not yet relayed
         self.ended = ended  # nothing more comes from this socket (FIN, reset, closed)
         self.spare = spare
-        self.held = False  # not read from while the other socket's send buffer is full
+        self.tap = tap
+        self.on_reset = on_reset
+        self.paused: set[str] = set()  # why this socket is not read: "full", "tap"
         self.peer: _SpliceEnd = self
         self.splice: _Splice | None = None
 
     def data_received(self, data: bytes) -> None:
         peer = self.peer.transport
         if not peer.is_closing():
-            peer.write(data)
+            peer.write(data)  # bytes first: the peer works while the recorder decodes a copy
+        if self.tap is None:
+            return
+        try:
+            hold = self.tap(data)
+        except Exception:  # a recorder bug ends the copy, never the app's connection
+            log.exception("the copy for the recording failed; the connection goes on unrecorded")
+            self.tap = None
+            return
+        if hold is not None:  # this connection waits for the recording, not the loop
+            waiting = asyncio.ensure_future(hold)
+            if not waiting.done():
+                self.pause("tap")
+                waiting.add_done_callback(lambda _: self.resume("tap"))
+
+    def tap_end(self) -> None:
+        """The tap sees ``b""`` once, however the direction ended."""
+        tap, self.tap = self.tap, None
+        if tap is not None:
+            try:
+                tap(b"")
+            except Exception:
+                log.exception("the copy for the recording failed at the end of the connection")
 
     def eof_received(self) -> bool:
         self._end()
@@ -266,37 +299,46 @@ class _SpliceEnd(asyncio.Protocol):
         peer = self.peer.transport
         if not peer.is_closing() and peer.can_write_eof():
             peer.write_eof()
+        self.tap_end()
         assert self.splice is not None
         self.splice.check()
 
     def connection_lost(self, exc: Exception | None) -> None:
         assert self.splice is not None
+        self.ended = True
         if exc is None or self.splice.finished.done():
-            self.ended = True
+            self.tap_end()
             self.splice.check(closed=True)
             return
         # a reset (or a failed send): what the peer sent before it still reaches the
-        # other side, as it would direct, and then a reset
-        self.ended = True
-        peer = self.peer.transport
-        if (data := _queued(self.spare)) and not peer.is_closing():
-            peer.write(data)
+        # other side (and the tap), as it would direct, and then a reset
+        if data := _queued(self.spare):
+            self.data_received(data)
+        if self.on_reset is not None:
+            self.on_reset()
+        self.tap_end()
         self.splice.fail()
 
-    def pause_writing(self) -> None:
-        """Our socket's send buffer is full: stop reading the other one. (uvloop raises on
-        pausing a socket that does not read, resuming one that does, or after EOF.)"""
-        source = self.peer
-        if not source.ended and source.transport.is_reading():
-            source.transport.pause_reading()
-            source.held = True
+    def pause(self, why: str) -> None:
+        """Stop reading this socket (uvloop raises on pausing a socket that does not read,
+        resuming one that does, or after its EOF: the reasons are tracked)."""
+        if not self.paused and not self.ended and self.transport.is_reading():
+            self.transport.pause_reading()
+            self.paused.add(why)
+        elif self.paused:
+            self.paused.add(why)
+
+    def resume(self, why: str) -> None:
+        if why in self.paused:
+            self.paused.discard(why)
+            if not self.paused and not self.transport.is_closing():
+                self.transport.resume_reading()
+
+    def pause_writing(self) -> None:  # our send buffer is full: stop reading the other one
+        self.peer.pause("full")
 
     def resume_writing(self) -> None:
-        source = self.peer
-        if source.held:
-            source.held = False
-            if not source.transport.is_closing():
-                source.transport.resume_reading()
+        self.peer.resume("full")
 
 
 class _Splice:
@@ -310,6 +352,8 @@ class _Splice:
         for end in (a, b):
             end.splice = self
             end.transport.set_protocol(end)
+            if not end.ended and not end.transport.is_closing() and not end.transport.is_reading():
+                end.transport.resume_reading()  # the stream paused it (its buffer was full)
         for end in (a, b):
             if end.pending:
                 end.data_received(end.pending)
@@ -321,8 +365,6 @@ class _Splice:
                 end._end()
             elif end.transport.is_closing():  # closed before the splice began
                 end.connection_lost(None)
-            elif not end.held and not end.transport.is_reading():
-                end.transport.resume_reading()  # the stream paused it (its buffer was full)
 
     def check(self, closed: bool = False) -> None:
         """Finished once both directions ended; a socket closed under us ends both."""
