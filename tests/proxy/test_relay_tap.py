@@ -7,6 +7,11 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import pytest
+import uvloop
+
+LOOPS = pytest.mark.parametrize("new_loop", [uvloop.new_event_loop, None], ids=["uvloop", "asyncio"])
+
 
 @contextlib.asynccontextmanager
 async def _through_relay(tap: Callable[[bytes], Any]) -> AsyncIterator[tuple[Any, Any, int]]:
@@ -36,7 +41,8 @@ async def _through_relay(tap: Callable[[bytes], Any]) -> AsyncIterator[tuple[Any
         server.close()
 
 
-def test_a_tap_that_raises_ends_the_copy_not_the_connection() -> None:
+@LOOPS
+def test_a_tap_that_raises_ends_the_copy_not_the_connection(new_loop) -> None:
     """A recorder bug (the Kafka split's IndexError, found by fuzzing) used to escape the
     relay's tap and reset the app's connection; the bytes must keep flowing."""
     seen: list[bytes] = []
@@ -54,11 +60,13 @@ def test_a_tap_that_raises_ends_the_copy_not_the_connection() -> None:
             writer.write_eof()
             assert await reader.read() == b""
 
-    asyncio.run(main())
+    with asyncio.Runner(loop_factory=new_loop) as runner:
+        runner.run(main())
     assert seen == [b"one"]
 
 
-def test_a_tap_may_hold_its_direction_until_the_recording_caught_up() -> None:
+@LOOPS
+def test_a_tap_may_hold_its_direction_until_the_recording_caught_up(new_loop) -> None:
     """A tap returns a future when the recording's writer is behind: that direction reads
     no more until it is done (backpressure per connection), while the loop goes on."""
 
@@ -86,4 +94,5 @@ def test_a_tap_may_hold_its_direction_until_the_recording_caught_up() -> None:
             assert await reader.read() == b""
             assert seen == [b"one", b"two", b""]
 
-    asyncio.run(main())
+    with asyncio.Runner(loop_factory=new_loop) as runner:
+        runner.run(main())
