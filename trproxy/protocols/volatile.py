@@ -26,11 +26,11 @@ anywhere in a text, secrets' placeholders, timestamps and dates near the recordi
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import json
 import math
 import re
-import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -93,11 +93,13 @@ def _random_token(text: str) -> bool:
     return m is not None and _looks_random(m.group(1))
 
 
-_clock = threading.local()  # ``read``: a detection compared a value with ``now`` (``_near``)
+# a detection compared a value with ``now`` (``_near``); per thread and task (the report's
+# nearest-recording search runs detections in threads)
+_clock_read: contextvars.ContextVar[bool] = contextvars.ContextVar("clock_read", default=False)
 
 
 def _near(moment: datetime, now: datetime, window: timedelta) -> bool:
-    _clock.read = True  # every use of ``now`` comes here: the answer depends on the time
+    _clock_read.set(True)  # every use of ``now`` comes here: the answer depends on the time
     return abs(moment - now) <= window
 
 
@@ -182,9 +184,11 @@ def find_volatile(text: str, now: datetime, also: str = "") -> list[str]:
     known = _MEMO.get(key)
     if known is not None:
         return list(known)
-    _clock.read = False
+    started = _clock_read.set(False)
     found = _find(text, now, also)
-    if not _clock.read and len(text) <= _MEMO_TEXT:
+    timeless = not _clock_read.get()
+    _clock_read.reset(started)
+    if timeless and len(text) <= _MEMO_TEXT:
         if len(_MEMO) >= _MEMO_SIZE:
             with contextlib.suppress(KeyError, RuntimeError, StopIteration):  # another thread's
                 del _MEMO[next(iter(_MEMO))]
