@@ -168,22 +168,29 @@ async def relay(client: tuple[asyncio.StreamReader, asyncio.StreamWriter],
     ``first_client``/``first_server``: bytes already read from either side, sent first;
     ``upstream_reset`` is told when the server reset (before ``to_client`` sees the end).
     """
-    (c_r, c_w), (u_r, u_w) = client, upstream
+    c_w, u_w = client[1], upstream[1]
     spares = (spare_socket(c_w), spare_socket(u_w))
-    if _spliceable(client) and _spliceable(upstream):
-        try:
-            await _splice((client, first_client, spares[0], to_upstream, None),
-                          (upstream, first_server, spares[1], to_client, upstream_reset))
-        finally:
-            for w in (c_w, u_w):
-                w.close()
-            for spare in spares:
-                if spare is not None:
-                    spare.close()
-        return
-    up = asyncio.ensure_future(pump(c_r, u_w, to_upstream, first_client, spares[0]))
-    down = asyncio.ensure_future(pump(u_r, c_w, to_client, first_server, spares[1],
-                                      upstream_reset))
+    sides = ((client, first_client, spares[0], to_upstream, None),
+             (upstream, first_server, spares[1], to_client, upstream_reset))
+    try:
+        if _spliceable(client) and _spliceable(upstream):
+            await _splice(*sides)
+        else:
+            await _pumps(*sides)
+    finally:
+        for w in (c_w, u_w):
+            w.close()
+        for spare in spares:
+            if spare is not None:
+                spare.close()
+
+
+async def _pumps(client: Side, upstream: Side) -> None:
+    """``relay`` through two ``pump`` tasks (TLS streams, which are no transports)."""
+    ((c_r, c_w), first_client, c_spare, to_upstream, _), (
+        (u_r, u_w), first_server, u_spare, to_client, upstream_reset) = client, upstream
+    up = asyncio.ensure_future(pump(c_r, u_w, to_upstream, first_client, c_spare))
+    down = asyncio.ensure_future(pump(u_r, c_w, to_client, first_server, u_spare, upstream_reset))
     try:
         for finished in asyncio.as_completed((up, down)):
             if not await finished:
@@ -201,11 +208,6 @@ async def relay(client: tuple[asyncio.StreamReader, asyncio.StreamWriter],
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, ConnectionError, OSError):
                     await task
-        for w in (c_w, u_w):
-            w.close()
-        for spare in spares:
-            if spare is not None:
-                spare.close()
 
 
 def _spliceable(streams: tuple[asyncio.StreamReader, asyncio.StreamWriter]) -> bool:
