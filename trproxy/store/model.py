@@ -122,9 +122,16 @@ class Exchange:
             answered_after=_field(meta, "answered_after", int, 0, _META),
             event=event,
             after=_field(meta, "after", int, 0, _META),
-            extra={k: v for k, v in spec.items()
-                   if k not in ("metadata", "lifetime", "summary", "responses", "event")},
+            extra=extra_of(spec),
         )
+
+
+_NOT_EXTRA = frozenset(("metadata", "lifetime", "summary", "request", "responses", "event"))
+
+
+def extra_of(spec: dict[str, Any]) -> dict[str, Any]:
+    """A document's ``spec`` keys that are not the exchange's own fields (``extra``)."""
+    return {k: v for k, v in spec.items() if k not in _NOT_EXTRA}
 
 _META = "spec.metadata."
 _REQUIRED = object()

@@ -47,7 +47,7 @@ from typing import Any, BinaryIO, overload
 import msgpack
 
 from .errors import FormatError
-from .model import Exchange
+from .model import Exchange, extra_of
 
 _HEAD = struct.Struct("<Q")
 _SECTIONS = struct.Struct("<9Q")
@@ -384,26 +384,21 @@ class _Decoded:
         return d[self.name]
 
 
-_NOT_EXTRA = frozenset(("metadata", "lifetime", "summary", "request", "responses", "event"))
-
-
 def _heavy(doc: Any) -> dict[str, Any]:
-    """The ``HEAVY`` fields of a document, as ``Exchange.from_doc`` gives them, without
-    its field-by-field checks: every document of a cache was checked before the cache was
-    written, and this one's digest was just checked (``Packed.document``). Served once
-    per exchange, so the ~20 µs of those checks were a tenth of a replayed request."""
+    """The ``HEAVY`` fields of a document, as ``Exchange.from_doc`` gives them (its
+    defaults for what is absent, its ``extra_of``), without its field-by-field checks:
+    every document of a cache was checked before the cache was written, and this one's
+    digest was just checked (``Packed.document``). Served once per exchange, so the ~20 µs
+    of those checks were a tenth of a replayed request."""
     spec = doc.get("spec") if isinstance(doc, dict) else None
     meta = spec.get("metadata") if isinstance(spec, dict) else None
     if not isinstance(spec, dict) or not isinstance(meta, dict):  # not as the writer makes
         full = Exchange.from_doc(doc)  # them: the full checks say why
         return {name: getattr(full, name) for name in HEAVY}
-
-    responses, summary, name = spec.get("responses"), spec.get("summary"), doc.get("name")
-    started, duration = meta.get("started"), meta.get("duration_ms")
-    return {"request": spec.get("request"), "responses": [] if responses is None else responses,
-            "summary": "" if summary is None else summary, "name": "" if name is None else name,
-            "started": "" if started is None else started, "duration_ms": 0.0 if duration is None else duration,
-            "extra": {k: v for k, v in spec.items() if k not in _NOT_EXTRA}}
+    found = {"responses": spec.get("responses"), "summary": spec.get("summary"), "name": doc.get("name"),
+             "started": meta.get("started"), "duration_ms": meta.get("duration_ms")}
+    out = {k: (([] if k == "responses" else _DEFAULTS[k]) if v is None else v) for k, v in found.items()}
+    return {**out, "request": spec.get("request"), "extra": extra_of(spec)}
 
 
 class PackedExchange(Exchange):
