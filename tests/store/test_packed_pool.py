@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.recording import packed_and_parsed
 from trproxy.protocols import registry
 from trproxy.protocols.registry import has_volatile_rules, match_key, volatile_rules
 from trproxy.protocols.volatile import mask
@@ -71,17 +72,10 @@ def _recording(n: int) -> list[Exchange]:
 
 
 def _pools(tmp_path, monkeypatch, exchanges: list[Exchange]) -> tuple[MockPool, MockPool]:
-    test_set = tmp_path / "test-set-0"
-    writer = MockWriter(test_set / MOCKS)
-    for ex in exchanges:
-        writer.write(ex)
-    writer.close()
-    packed = MockPool.build(load_mocks(test_set), match_key, volatile_rules, has_volatile_rules)
-    with monkeypatch.context() as m:
-        m.setattr(recording, "_read_cache", lambda *args: None)  # the YAML, parsed: plain exchanges
-        parsed = load_mocks(test_set)
+    packed, parsed = packed_and_parsed(tmp_path, monkeypatch, exchanges)
     assert {type(e).__name__ for e in parsed} == {"Exchange"}
-    return packed, MockPool.build(parsed, match_key, volatile_rules, has_volatile_rules)
+    return tuple(MockPool.build(loaded, match_key, volatile_rules, has_volatile_rules)  # type: ignore[return-value]
+                 for loaded in (packed, parsed))
 
 
 def _id(ex: Exchange) -> tuple[str, int, int]:
@@ -242,16 +236,8 @@ def test_a_packed_exchange_decodes_its_document_as_the_parsed_one(tmp_path, monk
                  extra={"volatile": ["x"], "raw": {"hex": "00"}}),
         Exchange("postgres", _PG, {"Query": "SELECT 1"}, [], started="2026-12-03T00:00:00+00:00"),
     ]
-    test_set = tmp_path / "test-set-0"
-    writer = MockWriter(test_set / MOCKS)
-    for ex in recorded:
-        writer.write(ex)
-    writer.close()
-    packed = load_mocks(test_set)
+    packed, parsed = packed_and_parsed(tmp_path, monkeypatch, recorded)
     assert {type(e).__name__ for e in packed} == {"PackedExchange"}
-    with monkeypatch.context() as m:
-        m.setattr(recording, "_read_cache", lambda *args: None)
-        parsed = load_mocks(test_set)
     for got, want in zip(packed, parsed, strict=True):
         for name in ("request", "responses", "summary", "name", "started", "duration_ms", "extra"):
             value = getattr(got, name)

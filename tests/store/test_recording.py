@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.support.recording import packed_and_parsed
 from trproxy.protocols.volatile import mask
 from trproxy.store import Exchange, FormatError, MockWriter, load_mocks, recording, recover
 from trproxy.store.recording import MOCKS, alive, load_documents
@@ -216,21 +217,8 @@ def _various() -> list[Exchange]:
     ]
 
 
-def _packed_and_parsed(tmp_path, monkeypatch, exchanges):
-    test_set = tmp_path / "test-set-0"
-    w = MockWriter(test_set / MOCKS)
-    for ex in exchanges:
-        w.write(ex)
-    w.close()
-    packed = load_mocks(test_set)
-    with monkeypatch.context() as m:
-        m.setattr(recording, "_read_cache", lambda *args: None)  # the YAML, parsed and checked
-        parsed = load_mocks(test_set)
-    return packed, parsed
-
-
 def test_a_cached_exchange_is_the_one_recorded_in_every_field(tmp_path, monkeypatch):
-    packed, parsed = _packed_and_parsed(tmp_path, monkeypatch, _various())
+    packed, parsed = packed_and_parsed(tmp_path, monkeypatch, _various())
     assert {type(e).__name__ for e in packed} == {"PackedExchange"}
     assert packed == parsed and len(packed) == 3
     assert [e.to_doc() for e in packed] == [e.to_doc() for e in _various()]
@@ -244,7 +232,7 @@ def test_loading_and_matching_a_cached_recording_decode_no_document(tmp_path, mo
     from trproxy.store import MockPool, packed
 
     test_set = tmp_path / "test-set-0"
-    _packed_and_parsed(tmp_path, monkeypatch, _various() + [_exchange(i) for i in range(20)])
+    packed_and_parsed(tmp_path, monkeypatch, _various() + [_exchange(i) for i in range(20)])
     decoded = []
     real = packed.Packed.document
     monkeypatch.setattr(packed.Packed, "document", lambda self, i: decoded.append(i) or real(self, i))
@@ -266,7 +254,7 @@ def test_user_volatile_rules_apply_to_a_cached_recording(tmp_path, monkeypatch):
     from trproxy.protocols.registry import match_key
     from trproxy.store import MockPool
 
-    packed, parsed = _packed_and_parsed(tmp_path, monkeypatch, _various())
+    packed, parsed = packed_and_parsed(tmp_path, monkeypatch, _various())
     rules = {"redis": lambda request: [request[1]]}
     for exchanges in (packed, parsed):
         pool = MockPool.build(exchanges, match_key, lambda p, r: rules[p](r), lambda p: p in rules)
@@ -284,7 +272,7 @@ def test_a_dialect_the_users_config_rebuilt_matches_with_its_own_keys(tmp_path, 
     from trproxy.protocols import registry
     from trproxy.store import MockPool
 
-    packed, _parsed = _packed_and_parsed(tmp_path, monkeypatch, [_exchange(0)])
+    packed, _parsed = packed_and_parsed(tmp_path, monkeypatch, [_exchange(0)])
     pool = MockPool.build(packed, registry.match_key)
     assert pool.find("redis", "127.0.0.1:6379", ["INCR", "c"]).exchange.seq == 0
     upper = dataclasses.replace(registry.by_name("redis"), match_key=lambda r: [w.lower() for w in r])

@@ -11,7 +11,8 @@ from collections.abc import Iterable
 
 from trproxy.proxy.context import Mode, RunContext
 from trproxy.proxy.record import Capture
-from trproxy.store import Exchange
+from trproxy.store import Exchange, MockWriter, load_mocks, recording
+from trproxy.store.recording import MOCKS
 
 
 class _Ticks:
@@ -82,3 +83,18 @@ def capture_run(steps: Iterable[tuple[str, str, bytes]], destination: str = "127
         cap.client(b"")
         cap.server(b"")
     return collector.exchanges
+
+
+def packed_and_parsed(root, monkeypatch, exchanges: Iterable[Exchange]) -> tuple[list[Exchange], list[Exchange]]:
+    """``exchanges`` written to ``root/test-set-0`` by the recorder's writer, then loaded
+    from its cache (packed) and from its YAML, parsed and checked (as without a cache)."""
+    test_set = root / "test-set-0"
+    writer = MockWriter(test_set / MOCKS)
+    for ex in exchanges:
+        writer.write(ex)
+    writer.close()
+    packed = load_mocks(test_set)
+    with monkeypatch.context() as m:
+        m.setattr(recording, "_read_cache", lambda *args: None)
+        parsed = load_mocks(test_set)
+    return packed, parsed
