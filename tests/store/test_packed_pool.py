@@ -74,8 +74,9 @@ def _recording(n: int) -> list[Exchange]:
 def _pools(tmp_path, monkeypatch, exchanges: list[Exchange]) -> tuple[MockPool, MockPool]:
     packed, parsed = packed_and_parsed(tmp_path, monkeypatch, exchanges)
     assert {type(e).__name__ for e in parsed} == {"Exchange"}
-    return tuple(MockPool.build(loaded, match_key, volatile_rules, has_volatile_rules)  # type: ignore[return-value]
-                 for loaded in (packed, parsed))
+    def pool(loaded: list[Exchange]) -> MockPool:
+        return MockPool.build(loaded, match_key, volatile_rules, has_volatile_rules)
+    return pool(packed), pool(parsed)
 
 
 def _id(ex: Exchange) -> tuple[str, int, int]:
