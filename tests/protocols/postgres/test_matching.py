@@ -195,6 +195,7 @@ def test_passwords_in_sql_are_redacted(sql, redacted):
     # the first words are found without the lexer, comments and quotes included
     ("-- setup\nCREATE TABLE t (a int)", True), ("/* x; */ drop table t; TRUNCATE u", True),
     ("SELECT 'create table t' -- drop", False), ("select 1; drop table t", False),
+    ("drop table t; /* only a comment */", True), ("drop table t; $$x$$", False),
 ])
 def test_schema_changes_repeat_their_last_answer(sql, expected):
     """A setup run more often at replay than recorded (a test suite's session fixture

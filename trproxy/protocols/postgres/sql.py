@@ -125,14 +125,13 @@ def is_schema_sql(sql: str) -> bool:
     if not words or any(w not in _SCHEMA_COMMANDS for w in words):
         return False
     stmts = split_statements(sql)
+    if len(stmts) != len(words):  # a statement without a word (``$$x$$``)
+        return False
     for stmt in stmts:
-        word = _WORD.search(_strip_comments(stmt))
-        if word is None or word.group(0).upper() not in _SCHEMA_COMMANDS:
-            return False
         code = "".join(tok for kind, tok in _scan(stmt) if kind not in ("quoted", "comment"))
         if _FILLED_FROM_A_QUERY.search(code):
             return False
-    return bool(stmts)
+    return True
 
 
 _DEALLOCATE = re.compile(r"^(DEALLOCATE\s+(?:PREPARE\s+)?)(?!ALL\b)(\S+)", re.I)
