@@ -101,7 +101,8 @@ _MAX_CHUNKS = 4096
 # (RESP version, the text of recorded responses) -> their bytes: a recorded answer is
 # rendered once, not once per request it answers (``respond``); small answers only
 _RENDERED: dict[tuple[int, str], bytes] = {}
-_MAX_RENDERED = 1024
+_MAX_RENDERED = 1024  # characters of an answer's text
+_MAX_ANSWERS = 4096  # answers kept (emptied when full)
 
 
 def _proto(args: tuple[bytes, ...]) -> int | None:
@@ -170,7 +171,7 @@ class RedisReplayer:
         rendered = _RENDERED.get((self.resp, text))
         if rendered is None:
             rendered = self._render(name, responses, None)
-            if len(_RENDERED) >= _MAX_CHUNKS:
+            if len(_RENDERED) >= _MAX_ANSWERS:
                 _RENDERED.clear()
             _RENDERED[(self.resp, text)] = rendered
         return rendered
