@@ -370,14 +370,18 @@ def test_attach_turns_the_owner_check_off_for_another_netns(proxy: RelayProxy) -
 
 def test_attach_replaces_the_run_of_a_dead_trproxy(proxy: RelayProxy, echo: EchoServer) -> None:
     """A cgroup trproxy did not create keeps a killed owner's pinned run (cut off) until
-    someone attaches it again: the new run replaces the dead one."""
+    someone attaches it again: the new run replaces the dead one. A process stays in the
+    cgroup throughout: a dead run with none left is a leftover that any trproxy starting
+    meanwhile (another test's) rightly removes."""
     require_root()
     from tests.redirect.conftest import ROOT, enter_cgroup, try_connect
     from trproxy.redirect import cgroup
+    from trproxy.redirect.cleanup import cleanup_leftovers
 
     path = cgroup.require_mount() / f"trproxy-test-reattach-{time.monotonic_ns()}"
     path.mkdir()
     enter = enter_cgroup(str(path))
+    resident = subprocess.Popen(["sleep", "120"], preexec_fn=enter)
     owner = subprocess.Popen(
         [sys.executable, "-c", "import sys, time; from trproxy.redirect import Redirector; "
          "Redirector.attach(sys.argv[1], int(sys.argv[2])); print('up', flush=True); time.sleep(60)",
@@ -389,15 +393,18 @@ def test_attach_replaces_the_run_of_a_dead_trproxy(proxy: RelayProxy, echo: Echo
         owner.kill()
         owner.wait()
         assert try_connect("127.0.0.1", echo.port, enter) == "EPERM"
+        cleanup_leftovers()  # as any trproxy starting now does: the run keeps its process cut off
+        assert try_connect("127.0.0.1", echo.port, enter) == "EPERM"
         with Redirector.attach(str(path), proxy.port) as r:
             proxy.redirector = r
             out = run_client("127.0.0.1", echo.port, "v4", preexec=enter)
             assert out["reply"] == f"echo {echo.port} hello\n"
         assert try_connect("127.0.0.1", echo.port, enter) == "connected"  # detached: direct
     finally:
-        if owner.poll() is None:
-            owner.kill()
-            owner.wait()
+        for p in (owner, resident):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
         path.rmdir()
 
 
