@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.support.proc import stop
+from tests.support.services import ends_with_tests
 
 IMAGE = "trproxy-test:1"
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -128,7 +129,8 @@ class DockerDaemon:
                  "--pidfile", str(self.tmp / "dockerd.pid"), "-H", f"unix://{self.socket}",
                  "--iptables=false", "--ip-forward=false", "--ip-masq=false",
                  "--userland-proxy=false", f"--bridge={self.bridge.bridge}"],
-                stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
+                stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True,
+                preexec_fn=ends_with_tests())
             deadline = time.monotonic() + timeout
             while True:
                 if self.proc.poll() is not None:

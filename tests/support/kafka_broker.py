@@ -18,6 +18,8 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
+from tests.support.services import ends_with_tests
+
 _CHILD = r"""
 import signal, sys
 import confluent_kafka
@@ -50,7 +52,7 @@ class KafkaBroker:
     def start(self, timeout: float = 30.0) -> KafkaBroker:
         self.proc = subprocess.Popen(
             [sys.executable, "-c", _CHILD],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, preexec_fn=ends_with_tests(),
         )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline().strip()

@@ -23,11 +23,31 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 PG_BIN = Path("/usr/lib/postgresql")
+
+
+def ends_with_tests(first=None):
+    """A ``preexec_fn`` for a server a test starts: SIGTERM when the test process dies
+    (PR_SET_PDEATHSIG), so a killed pytest leaves no server running; ``first`` before it (a
+    demotion: changing the credentials clears the setting). The signal comes when the
+    *thread* that started the server ends: only the main thread's servers get it."""
+    if threading.current_thread() is not threading.main_thread():
+        return first
+    from trproxy.proxy.runner import dies_with_us
+
+    last = dies_with_us(sig=signal.SIGTERM)
+
+    def preexec() -> None:
+        if first is not None:
+            first()
+        last()
+
+    return preexec
 
 
 PORT_LOCKS = Path(tempfile.gettempdir()) / "trproxy-test-ports"
@@ -162,14 +182,14 @@ class PostgresServer:
 
     def _as_postgres(self) -> dict:
         if os.geteuid() != 0:
-            return {}
+            return {"preexec_fn": ends_with_tests()}
         pw = pwd.getpwnam("postgres")
 
         def demote() -> None:
             os.setgid(pw.pw_gid)
             os.setuid(pw.pw_uid)
 
-        return {"preexec_fn": demote}
+        return {"preexec_fn": ends_with_tests(demote)}
 
     def start(self) -> PostgresServer:
         data = self.datadir / "data"
@@ -344,7 +364,7 @@ class RedisServer:
         if self.password:
             args += ["--requirepass", self.password]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL,
-                                     stderr=open(self.workdir / "log", "ab"))
+                                     stderr=open(self.workdir / "log", "ab"), preexec_fn=ends_with_tests())
         wait_port(self.host, self.port, proc=self.proc)
         return self
 

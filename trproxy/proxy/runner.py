@@ -276,9 +276,9 @@ _libc = ctypes.CDLL(None, use_errno=True)
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
-def dies_with_us(enter=None):
-    """A ``preexec_fn`` for the app: SIGKILL it when trproxy dies (PR_SET_PDEATHSIG), then
-    ``enter`` (the redirect's cgroup).
+def dies_with_us(enter=None, sig: signal.Signals = signal.SIGKILL):
+    """A ``preexec_fn`` for the app: ``sig`` (SIGKILL) when trproxy dies (PR_SET_PDEATHSIG),
+    then ``enter`` (the redirect's cgroup).
 
     PR_SET_PDEATHSIG fires when the *thread* that forked the child ends, not the process
     (prctl(2)): spawn from a thread that lives as long as the run. asyncio spawns from its
@@ -287,7 +287,7 @@ def dies_with_us(enter=None):
     parent = os.getpid()
 
     def preexec() -> None:
-        if _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        if _libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0) != 0:
             os._exit(126)
         if os.getppid() != parent:  # trproxy died before the prctl: nobody to die with
             os._exit(126)
