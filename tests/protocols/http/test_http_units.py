@@ -648,3 +648,60 @@ def test_a_response_head_is_what_mitmproxy_assembles(reason):
         b"HTTP/1.1", 404, (reason or status_codes.RESPONSES[404]).encode("latin-1"),
         http.Headers(fields), None, None, 0.0, None))
     assert wire == expected + b"gone"
+
+
+REQUEST_HEADS = [
+    b"GET /item.json HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n",
+    b"POST /u?x=1 HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nX-A: 1\r\nX-A: 2\r\n\r\nabc",
+    b"POST /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    b"GET http://other.test/p HTTP/1.1\r\nHost: other.test\r\n\r\n",
+    b"GET /ws HTTP/1.1\nHost: h\nUpgrade: websocket\nConnection: Upgrade\n\n",
+    b"CONNECT api.test:443 HTTP/1.1\r\nHost: api.test:443\r\n\r\n",
+    b"GET /old HTTP/1.0\r\n\r\n",
+]
+
+
+def _events(wire: bytes) -> list:
+    """The parser's events as plain values (messages by their fields)."""
+    out = []
+    for e in _parse(wire)[0]:
+        if isinstance(e, Head):
+            m = e.message
+            out.append(("head", m.method, m.scheme, m.authority, m.path, m.http_version,
+                        m.headers.fields))
+        else:
+            out.append(e)
+    return out
+
+
+def test_a_request_head_seen_before_gives_what_parsing_it_gives():
+    """Request heads are remembered by their lines (``h1._HEADS``): a client repeats its
+    own. What the memo gives is what a parse gives, head and body framing alike; a bad
+    head is never remembered, so it fails every time."""
+    from trproxy.protocols.http import h1
+
+    h1._HEADS.clear()
+    parsed = [_events(wire) for wire in REQUEST_HEADS]
+    assert len(h1._HEADS) == len(REQUEST_HEADS)
+    for wire, events in zip(REQUEST_HEADS, parsed, strict=True):
+        assert _events(wire) == events  # from the memo
+        h1._HEADS.clear()
+        assert _events(wire) == events  # parsed again
+    smuggling = b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabc"
+    for _ in range(2):
+        with pytest.raises(DecodeError):
+            _parse(smuggling)
+
+
+def test_request_heads_with_credentials_are_not_remembered_and_the_memo_is_bounded():
+    from trproxy.protocols.http import h1
+
+    h1._HEADS.clear()
+    for secret in (b"Authorization: Bearer t0k3n", b"cookie: sid=1", b"Proxy-Authorization: Basic eA=="):
+        _parse(b"GET / HTTP/1.1\r\nHost: h\r\n" + secret + b"\r\n\r\n")
+    _parse(b"GET / HTTP/1.1\r\nHost: h\r\nX-Big: " + b"x" * h1._MAX_HEAD + b"\r\n\r\n")
+    assert h1._HEADS == {}
+    for i in range(h1._MAX_HEADS + 10):
+        _parse(b"GET /%d HTTP/1.1\r\nHost: h\r\n\r\n" % i)
+    assert len(h1._HEADS) == h1._MAX_HEADS
+    assert b"GET /0 HTTP/1.1\nHost: h" not in h1._HEADS  # the oldest went first

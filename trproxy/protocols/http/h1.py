@@ -49,6 +49,35 @@ if hasattr(http.MessageData, "__post_init__"):
 Fields = list[tuple[bytes, bytes]]
 
 
+def request_head(lines: list[bytes]) -> tuple[http.Request, int | None]:
+    """A request head's message, checked (its method a token, RFC 9112's smuggling rules),
+    and its body's size (``expected_http_body_size``). A head seen before is not parsed
+    again (``_HEADS``): clients repeat theirs, and parsing one was a tenth of a replayed
+    request. The message is shared between the requests that sent those bytes: nothing
+    changes a parsed message."""
+    key = b"\n".join(lines)  # lines hold no LF: one key per list of lines
+    known = _HEADS.get(key)
+    if known is not None:
+        return known
+    message = http1.read_request_head(lines)
+    method_text(message.data.method)  # a token, or DecodeError
+    validate.validate_headers(message)
+    known = message, http1.expected_http_body_size(message)
+    if len(key) <= _MAX_HEAD and not _CREDENTIALS.search(key):
+        if len(_HEADS) >= _MAX_HEADS:
+            del _HEADS[next(iter(_HEADS))]  # the oldest
+        _HEADS[key] = known
+    return known
+
+
+# Request heads remembered (``request_head``): small ones, and none that carries
+# credentials (they stay in memory no longer than their request).
+_HEADS: dict[bytes, tuple[http.Request, int | None]] = {}
+_MAX_HEADS = 1024
+_MAX_HEAD = 4096
+_CREDENTIALS = re.compile(rb"^(?:authorization|proxy-authorization|cookie)[ \t]*:", re.IGNORECASE | re.MULTILINE)
+
+
 class H1State(enum.Enum):
     HEAD = "head"
     BODY = "body"
@@ -296,10 +325,7 @@ class H1Parser:
         raw = [bytes(line) for line in lines]
         message: http.Request | http.Response
         if self.is_request:
-            message = http1.read_request_head(raw)
-            method_text(message.data.method)  # a token, or DecodeError
-            validate.validate_headers(message)
-            size = http1.expected_http_body_size(message)
+            message, size = request_head(raw)
         else:
             if request is None:
                 raise self._fail("response bytes while no request is outstanding")
