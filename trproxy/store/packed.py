@@ -53,6 +53,7 @@ from .model import Exchange, extra_of
 _HEAD = struct.Struct("<Q")
 _SECTIONS = struct.Struct("<9Q")
 _DIGEST = 16
+_RUN = 1 << 20  # bytes of adjacent rows read at once (``Packed.make``)
 _ENTRY = struct.Struct("=QI")  # a table's entry while it is written: (hash, row)
 #: what msgpack raises for a value it cannot hold (an integer beyond 64 bits, which YAML
 #: and JSON bodies allow): such a recording is served without a cache
@@ -261,6 +262,13 @@ def covered(pieces: Iterable[bytes]) -> Iterator[bytes]:
             return
 
 
+def _check(data: bytes | memoryview, digests: memoryview, i: int) -> bytes | memoryview:
+    """``data``, the ``i``-th row or document, if it has the digest the index holds."""
+    if hashlib.sha256(data).digest()[:_DIGEST] != digests[_DIGEST * i:_DIGEST * (i + 1)]:
+        raise FormatError("the cache changed since it was loaded: load the recording again")
+    return data
+
+
 def _pad(size: int) -> int:
     return -size % 8
 
@@ -308,10 +316,7 @@ class Packed:
 
     def _checked(self, at: int, end: int, digests: memoryview, i: int) -> bytes:
         """Bytes of the tail, checked against their digest in the index."""
-        data = self._read(at, end - at)
-        if hashlib.sha256(data).digest()[:_DIGEST] != digests[_DIGEST * i:_DIGEST * (i + 1)]:
-            raise FormatError("the cache changed since it was loaded: load the recording again")
-        return data
+        return _check(self._read(at, end - at), digests, i)
 
     def document(self, i: int) -> Any:
         start = self._docs_at + (self._doc_ends[i - 1] if i else 0)
@@ -326,12 +331,32 @@ class Packed:
         x = self._made.get(n)
         if x is None:
             data = self._checked(self._row_ends[n - 1] if n else 0, self._row_ends[n], self._row_digests, n)
-            fields_ = msgpack.unpackb(data, raw=False, strict_map_key=False)
-            fields_["_src"] = self
-            x = object.__new__(PackedExchange)
-            x.__dict__ = fields_
-            x = self._made.setdefault(n, x)  # a search thread may make it at the same time
+            x = self._make(n, data)
         return x
+
+    def make(self, rows: Sequence[int]) -> None:
+        """Make the exchanges of ``rows`` (ascending), reading each run of adjacent rows
+        not made yet in one read (a bucket's rows, 20,000 redis-benchmark ``SET`` rows:
+        one read each cost as much as checking it); each row still checked on its own."""
+        ends, todo = self._row_ends, [n for n in rows if n not in self._made]
+        i = 0
+        while i < len(todo):
+            start = ends[todo[i] - 1] if todo[i] else 0
+            j = i + 1
+            while j < len(todo) and todo[j] == todo[j - 1] + 1 and ends[todo[j]] - start <= _RUN:
+                j += 1
+            run = memoryview(self._read(start, ends[todo[j - 1]] - start))
+            for n in todo[i:j]:
+                at = (ends[n - 1] if n else 0) - start
+                self._make(n, _check(run[at:ends[n] - start], self._row_digests, n))
+            i = j
+
+    def _make(self, n: int, data: bytes | memoryview) -> PackedExchange:
+        fields_ = msgpack.unpackb(data, raw=False, strict_map_key=False)
+        fields_["_src"] = self
+        x = object.__new__(PackedExchange)
+        x.__dict__ = fields_
+        return self._made.setdefault(n, x)  # a search thread may make it at the same time
 
     def exchanges(self) -> Exchanges:
         return Exchanges(self)
