@@ -236,6 +236,7 @@ class _Driver:
         stream = await intercept_replay(self.ctx.tls, (reader, self.writer), hello, first, name,
                                         self.ctx.pool.recorded_alpn(format_destination(self.host, self.port)))
         self.writer, self.tls_name = stream, name
+        self._write, self._drain = stream.write, stream.drain
         return stream
 
     def dispatch(self, event: Event) -> None:
