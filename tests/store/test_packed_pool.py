@@ -24,6 +24,7 @@ from trproxy.store import (
     load_mocks,
     recording,
 )
+from trproxy.store import packed as packed_module
 from trproxy.store.recording import MOCKS
 
 _REDIS, _PG, _HTTP = "127.0.0.1:6379", "[::1]:5432", "127.0.0.1:8080"
@@ -176,9 +177,12 @@ def test_adding_to_a_packed_pool_makes_it_a_plain_one_with_its_use_counts(tmp_pa
     assert answers[0] == answers[1] and answers[0][-1] == 999
 
 
-def test_a_document_changed_after_load_is_refused_not_served(tmp_path, monkeypatch):
-    """Documents are read from the cache when served, each checked against the digest
-    its MAC'd index holds: bytes changed since the load are an error, not an answer."""
+@pytest.mark.parametrize("where", ["row", "document"])
+def test_a_document_changed_after_load_is_refused_not_served(tmp_path, monkeypatch, where):
+    """Rows and documents are read from the cache when used, each checked against the
+    digest its MAC'd index holds: bytes changed since the load are an error, not an
+    answer. GET k4's small answer is in its row (``packed.SERVED``) and in its document:
+    a changed row fails the lookup; a changed document, the first field read from it."""
     test_set = tmp_path / "test-set-0"
     writer = MockWriter(test_set / MOCKS)
     for ex in _recording(8):
@@ -188,13 +192,41 @@ def test_a_document_changed_after_load_is_refused_not_served(tmp_path, monkeypat
     assert packed._source is not None
     cache = test_set / (MOCKS + ".cache")
     data = bytearray(cache.read_bytes())
-    at = data.rindex(b"v4")  # in the last documents: the answer of GET k4
+    # the rows come before the documents: the first "v4" is in GET k4's row, the last in its document
+    at = data.index(b"v4") if where == "row" else data.rindex(b"v4")
     data[at:at + 2] = b"v5"
     with open(cache, "r+b") as f:  # the same file, written in place
         f.write(data)
+    changed = pytest.raises(recording.FormatError, match="the cache changed since it was loaded")
+    if where == "row":
+        with changed:
+            packed.find("redis", _REDIS, ["GET", "k00004"])
+        return
     served = packed.find("redis", _REDIS, ["GET", "k00004"]).exchange
-    with pytest.raises(recording.FormatError, match="the cache changed since it was loaded"):
-        _ = served.responses
+    assert served.responses == [{"bulk": "v4"}]  # from its row, checked
+    with changed:
+        _ = served.summary
+
+
+def test_a_small_answer_is_served_from_its_row_a_big_one_from_its_document(tmp_path, monkeypatch):
+    """What serving reads (``packed.SERVED``: request, responses, extra) is in a small
+    exchange's row: its document is not read, checked and decoded per answer; a big
+    one's is. Either way every field is what the YAML gives."""
+    big = "x" * (packed_module.SMALL_SERVED + 1)
+    recorded = [Exchange("redis", _REDIS, ["GET", "small"], [{"bulk": "v"}], summary="GET", extra={"note": 1}),
+                Exchange("redis", _REDIS, ["GET", "big"], [{"bulk": big}], summary="GET")]
+    packed, parsed = _pools(tmp_path, monkeypatch, recorded)
+    decoded: list[int] = []
+    real = packed_module.Packed.document
+    monkeypatch.setattr(packed_module.Packed, "document", lambda self, i: decoded.append(i) or real(self, i))
+    small = packed.find("redis", _REDIS, ["GET", "small"]).exchange
+    assert (small.request, small.responses, small.extra) == (["GET", "small"], [{"bulk": "v"}], {"note": 1})
+    assert decoded == []
+    assert small.summary == "GET" and decoded == [0]  # the rest is still in the document
+    served = packed.find("redis", _REDIS, ["GET", "big"]).exchange
+    assert served.responses == [{"bulk": big}] and decoded == [0, 1]
+    assert small == parsed.find("redis", _REDIS, ["GET", "small"]).exchange
+    assert served == parsed.find("redis", _REDIS, ["GET", "big"]).exchange
 
 
 def test_the_config_record_writes_keeps_the_shipped_dialects_and_the_packed_pool(tmp_path, monkeypatch):

@@ -240,7 +240,8 @@ def test_loading_and_matching_a_cached_recording_decode_no_document(tmp_path, mo
     Timeline(pool)
     assert decoded == [] and len(pool) == 22
     served = pool.find("redis", "127.0.0.1:6379", ["INCR", "c"]).exchange
-    assert served.responses == [{"int": 0}] and decoded == [3]  # the 4th document, when served
+    assert served.responses == [{"int": 0}] and decoded == []  # a small answer: in its row
+    assert served.summary == "" and decoded == [3]  # the 4th document, when read
     # its volatile value was indexed too: the masked request finds the recording
     live = [{"Query": "SELECT now(), 'tok-2'"}]
     masked = pool.find("postgres", "[::1]:5432", live, masked=mask(live, ["tok-2"]),

@@ -173,7 +173,7 @@ async def relay(client: tuple[asyncio.StreamReader, asyncio.StreamWriter],
     sides = ((client, first_client, spares[0], to_upstream, None),
              (upstream, first_server, spares[1], to_client, upstream_reset))
     try:
-        if _spliceable(client) and _spliceable(upstream):
+        if spliceable(client) and spliceable(upstream):
             await _splice(*sides)
         else:
             await _pumps(*sides)
@@ -210,7 +210,7 @@ async def _pumps(client: Side, upstream: Side) -> None:
                     await task
 
 
-def _spliceable(streams: tuple[asyncio.StreamReader, asyncio.StreamWriter]) -> bool:
+def spliceable(streams: tuple[asyncio.StreamReader, asyncio.StreamWriter]) -> bool:
     """A plain socket's streams (not TLS, no error pending): its transport can be given
     to a ``_Splice``."""
     reader, writer = streams

@@ -4,6 +4,13 @@ Before the protocol is known this module does the I/O itself: waiting for a clie
 expects the server to speak first, answering bytes that come before the protocol
 (Postgres SSLRequest), TLS interception, detection. Then the connection belongs to a
 ``engine.Session``, which decides every answer; ``_Driver`` carries out its commands.
+
+A plain socket is then served in protocol callbacks (``_Client``): each read is handed
+to the session in the callback that received it and the answers written to the transport,
+with no task woken, no future and no drain per read (as ``relay._Splice`` does for
+passthrough); reading pauses while the socket's send buffer is full, as the stream's
+``drain`` after each read held it. TLS streams (``tls.stream.TlsStream``: no transport)
+and a connection that may still start TLS (MySQL SSLRequest) are read as streams.
 """
 
 from __future__ import annotations
@@ -41,7 +48,7 @@ from .engine import (
     Wake,
 )
 from .record import conn_ids
-from .relay import CHUNK, reset
+from .relay import CHUNK, reset, spliceable
 
 if TYPE_CHECKING:
     from .context import RunContext
@@ -112,7 +119,10 @@ async def replay(ctx: RunContext, client: Streams, host: str, port: int) -> None
         if offer_tls:
             driver.tls_request = dialect.tls_request
         try:
-            await driver.run(reader, buffered)
+            if driver.tls_request is None and spliceable((reader, writer)):
+                await driver.serve(reader, buffered)
+            else:
+                await driver.run(reader, buffered)
         finally:
             await driver.close()
         log.debug("replay conn %d to %s (%s) ended", connection, destination, dialect.name)
@@ -147,14 +157,17 @@ class _Driver:
         self.host, self.port, self.tls_name, self.connection = host, port, tls_name, connection
         self.alpn = alpn
         self.loop = asyncio.get_running_loop()
-        self.ended = asyncio.Event()
+        self.ended: asyncio.Future[None] = self.loop.create_future()  # Close or Reset done
         session.owner = self  # other connections' Notify commands reach it through here
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task] = set()
         self._upstream: Any = None  # new-episodes: the real server, opened at the first miss
         self.tls_request: Any = None  # client bytes that start TLS now (MySQL SSLRequest)
+        self._write = writer.write  # the transport's own, once ``serve`` has it
+        self._drain = writer.drain
 
     async def run(self, reader: Any, data: bytes) -> None:
+        """Read the client as a stream (TLS, or TLS may start: ``tls_request``)."""
         if not data and hasattr(self.session.replayer, "opened"):
             self.dispatch(Opened())  # a server-first protocol's replayer speaks first
             await self.writer.drain()
@@ -170,7 +183,43 @@ class _Driver:
             await self.writer.drain()
             data = await reader.read(CHUNK)
         self.dispatch(ClientClosed())
-        await self.ended.wait()  # held answers, fetches and streams finish first
+        await self.ended  # held answers, fetches and streams finish first
+
+    async def serve(self, reader: asyncio.StreamReader, data: bytes) -> None:
+        """Serve a plain socket in protocol callbacks (``_Client``) until the session ends;
+        ``data``: what was read before, and what the stream holds goes with it. Raises
+        what the connection died of (a reset) as ``run``'s read would."""
+        transport = self.writer.transport
+        buffer = reader._buffer  # read by the stream, not consumed yet
+        data += bytes(buffer)
+        buffer.clear()
+        eof = reader.at_eof()
+        client = _Client(self, transport)
+        transport.set_protocol(client)
+        self._write, self._drain = transport.write, client.drain
+        if not eof and not transport.is_closing() and not transport.is_reading():
+            transport.resume_reading()  # the stream paused it (its buffer was full)
+        if transport.get_write_buffer_size() > transport.get_write_buffer_limits()[1]:
+            client.pause_writing()
+        if not data and hasattr(self.session.replayer, "opened"):
+            self.dispatch(Opened())  # a server-first protocol's replayer speaks first
+        if data:
+            client.data_received(data)
+        if eof:
+            client.eof_received()
+        await self.ended  # held answers, fetches and streams finish first
+
+    def fail(self, exc: BaseException) -> None:
+        """The connection died under the session (``serve`` raises it), or a callback
+        failed: ends ``serve`` as an exception out of ``run`` ends it."""
+        if not self.ended.done():
+            self.ended.set_exception(exc)
+        else:
+            log.debug("replay conn %d after its end: %r", self.connection, exc)
+
+    def _finish(self) -> None:
+        if not self.ended.done():
+            self.ended.set_result(None)
 
     async def _start_tls(self, reader: Any, first: bytes) -> Any:
         """TLS the client asked for inside the protocol: intercepted as at connect; the
@@ -187,6 +236,7 @@ class _Driver:
         stream = await intercept_replay(self.ctx.tls, (reader, self.writer), hello, first, name,
                                         self.ctx.pool.recorded_alpn(format_destination(self.host, self.port)))
         self.writer, self.tls_name = stream, name
+        self._write, self._drain = stream.write, stream.drain
         return stream
 
     def dispatch(self, event: Event) -> None:
@@ -204,11 +254,11 @@ class _Driver:
                 batch.append(command.data)
                 continue
             if batch:
-                self.writer.write(b"".join(batch))
+                self._write(b"".join(batch))
                 batch = []
             self._apply(command)
         if batch:
-            self.writer.write(b"".join(batch))
+            self._write(b"".join(batch))
 
     def _apply(self, command: Command) -> None:
         """Every command but ``Send`` (``dispatch`` writes those, batched)."""
@@ -220,10 +270,10 @@ class _Driver:
             self._spawn(self._drained())
         elif isinstance(command, Close):
             self.writer.close()
-            self.ended.set()
+            self._finish()
         elif isinstance(command, Reset):
             reset(self.writer)
-            self.ended.set()
+            self._finish()
         elif isinstance(command, Miss):
             self.ctx.missed(command.entry, command.request)
         elif isinstance(command, OutOfOrder):
@@ -249,7 +299,7 @@ class _Driver:
 
     async def _drained(self) -> None:
         try:
-            await self.writer.drain()
+            await self._drain()
         except (ConnectionError, OSError):
             self.dispatch(ClientClosed())
             return
@@ -281,3 +331,74 @@ class _Driver:
         if self._upstream is not None:
             await self._upstream.close()
         self.session.close()
+
+
+class _Client(asyncio.Protocol):
+    """A plain socket's callbacks for its ``_Driver`` (``serve``): each read is dispatched
+    where it arrives; while the send buffer is above its high-water mark reading pauses
+    (what ``drain`` after each read did) and ``drain`` waits, as ``StreamWriter``'s."""
+
+    def __init__(self, driver: _Driver, transport: Any) -> None:
+        self.driver, self.transport = driver, transport
+        self.eof = False  # the client sent FIN (or the connection closed cleanly)
+        self.lost = False  # the transport is closed
+        self.full = False  # the send buffer is above its high-water mark
+        self._paused = False  # reading paused by us (uvloop raises on pausing twice)
+        self._drainers: list[asyncio.Future[None]] = []
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.driver.dispatch(ClientData(data))
+        except Exception as exc:  # e.g. a write to a closed transport: as ``run`` raised
+            self.driver.fail(exc)
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        try:
+            self.driver.dispatch(ClientClosed())
+        except Exception as exc:
+            self.driver.fail(exc)
+        return True  # half-close: what is held still goes out, then the session closes
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        for waiter in self._drainers:
+            if not waiter.done():
+                waiter.set_exception(ConnectionResetError("Connection lost"))
+        if self.eof:
+            return
+        if exc is None:
+            self.eof_received()  # closed without a FIN seen: the client is gone
+        else:
+            self.driver.fail(exc)  # a reset: as the stream's read raised it
+
+    def pause_writing(self) -> None:
+        self.full = True
+        if not self._paused and not self.eof and not self.lost and self.transport.is_reading():
+            self.transport.pause_reading()
+            self._paused = True
+
+    def resume_writing(self) -> None:
+        self.full = False
+        for waiter in self._drainers:
+            if not waiter.done():
+                waiter.set_result(None)
+        if self._paused:
+            self._paused = False
+            if not self.transport.is_closing():
+                self.transport.resume_reading()
+
+    async def drain(self) -> None:
+        """Until the send buffer is below its low-water mark (``StreamWriter.drain``)."""
+        if self.transport.is_closing():
+            await asyncio.sleep(0)  # as the stream's: the close is seen first
+        if self.lost:
+            raise ConnectionResetError("Connection lost")
+        if not self.full:
+            return
+        waiter = self.driver.loop.create_future()
+        self._drainers.append(waiter)
+        try:
+            await waiter
+        finally:
+            self._drainers.remove(waiter)

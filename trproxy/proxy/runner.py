@@ -45,7 +45,8 @@ from ..store import (
 from ..store.config import configure_protocols, read_config
 from ..store.errors import FormatError, StoreError
 from ..store.offload import MockWriterProcess
-from ..store.recording import MOCKS, REPORTS, DocumentWriter, has_mocks, no_gc, rewrite_documents
+from ..store.packed import no_gc
+from ..store.recording import MOCKS, REPORTS, DocumentWriter, has_mocks, rewrite_documents
 from .attach import Attachment
 from .context import Mode, RunContext, format_destination
 from .control import ENV as CONTROL_ENV

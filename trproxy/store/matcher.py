@@ -298,7 +298,9 @@ class MockPool:
         index = self._masked if masked else self._by_dest
         bucket = index.get((protocol, dest), _NO_BUCKETS).get(key)
         if bucket is None and self._source is not None:
-            for n in self._source.rows(BY_MASKED if masked else BY_KEY, protocol, dest, key):
+            rows = self._source.rows(BY_MASKED if masked else BY_KEY, protocol, dest, key)
+            self._source.make(rows)
+            for n in rows:
                 entry = self._entry(n)
                 if ((entry.masked_key if masked else entry.key) == key and entry.exchange.protocol == protocol
                         and entry.exchange.__dict__["_dest"] == dest):

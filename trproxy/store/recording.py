@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import gc
 import hashlib
 import hmac
 import itertools
@@ -41,7 +40,7 @@ import re
 import secrets
 import struct
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +52,7 @@ from .blobs import remove_stale
 from .errors import FormatError, UnsafeFile
 from .matcher import packed_keys
 from .model import FORMAT_VERSION, Exchange
+from .packed import no_gc
 from .yamlio import dump, load_stream
 
 log = logging.getLogger("trproxy")
@@ -448,15 +448,3 @@ def _cache_key(home: Path) -> bytes | None:
     return key if len(key) == _DIGEST else None
 
 
-@contextlib.contextmanager
-def no_gc() -> Iterator[None]:
-    """Building a million small containers makes the cyclic GC run over and over for
-    nothing (they hold no cycles): it was 80% of a cached load's time, and half of
-    building the mock pool of a packed recording."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
