@@ -41,6 +41,7 @@ from ..credentials import is_hashed
 from ..volatile import find_volatile, volatile_value
 from .readable import item_name
 from .sql import (
+    by_shape,
     first_words,
     is_schema_sql,
     is_session_sql,
@@ -283,10 +284,15 @@ def repeats(request: Readable) -> bool:
 def sleeps(request: Readable) -> bool:
     """A statement that waits on purpose (``pg_sleep``, ``pg_sleep_for``...): replay holds
     its answer as long as recorded (``LookupContext.timed``)."""
-    return any(_SLEEP.search(q) for q in executed_sql(request))
+    return any(_sleeps(q) for q in executed_sql(request))
 
 
 _SLEEP = re.compile(r"\bpg_sleep(?:_for|_until)?\s*\(", re.I)
+
+
+@by_shape
+def _sleeps(sql: str) -> bool:
+    return _SLEEP.search(sql) is not None
 
 # statements that may change the transaction status (CALL and DO may COMMIT inside)
 _STATUS_CHANGING = {"BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT", "SAVEPOINT",

@@ -74,7 +74,7 @@ from .render import (
     resume_copy,
     status_after_error,
 )
-from .sql import summarize
+from .sql import by_shape, summarize
 from .startup import live_settings, reflect
 
 # ParameterStatus a PostgreSQL 15 server reports at startup (GUC_REPORT settings).
@@ -110,6 +110,7 @@ _AUTH_EXCHANGE = (be.SSLResponse, be.GSSENCResponse, be.AuthenticationCleartextP
                   be.AuthenticationGSS, be.AuthenticationGSSContinue, be.AuthenticationSSPI,
                   be.AuthenticationKerberosV5, be.AuthenticationSCMCredential)
 _AUTH_NAMES = {cls.__name__ for cls in _AUTH_EXCHANGE}
+_MAX_SAME_AS = 4096  # characters of a Query's text the pool may keep as ``same_as``
 
 
 class LazyReply(Reply):
@@ -215,9 +216,11 @@ class PostgresReplayer:
             rollback = isinstance(msg, fe.Query) and _is_rollback(msg.query)
             private = {"kind": kind, "rollback": rollback,
                        "backend_pid": is_backend_pid_sql(getattr(msg, "query", None))}
+            text = item.get("Query")  # the pool keys a statement's text once (not a FunctionCall)
+            same_as = text if isinstance(text, str) and len(text) <= _MAX_SAME_AS else None
             out.append(Lookup([item], lifetime_of([item]), summary_of([item]), True,
                               LookupContext(repeat_last=repeats([item]), handshake=rollback,
-                                            timed=sleeps([item]), private=private)))
+                                            timed=sleeps([item]), private=private, same_as=same_as)))
         elif isinstance(msg, (fe.Parse, fe.Bind, fe.Describe, fe.Execute, fe.Close, fe.Sync,
                               fe.Flush)):
             self._extended(msg, out)
@@ -505,6 +508,7 @@ class PostgresReplayer:
         return out
 
 
+@by_shape
 def _is_rollback(sql: str) -> bool:
     return " ".join(sql.rstrip().rstrip(";").split()).upper() in (
         "ROLLBACK", "ABORT", "ROLLBACK WORK", "ROLLBACK TRANSACTION")
