@@ -86,3 +86,18 @@ def test_any_text_gets_the_answer_of_the_full_path(text, shift):
     for fn in SHAPED:
         fn(other_digits(text, shift))
         assert fn(text) == fn.__wrapped__(text), (fn.__name__, text)
+
+
+def test_traits_read_once_are_those_the_functions_give():
+    """``traits`` (the replayer's one reading of a request) agrees with each function."""
+    requests = [[{"Query": text}] for text in CORPUS] + [
+        [{"StartupMessage": {"protocol": "3.0", "parameters": {"user": "u", "database": "d"}}}],
+        [{"FunctionCall": {"function_oid": 1, "arguments": [], "result_format": 0}}],
+        [{"Parse": {"statement": "s", "query": "SELECT 1", "param_types": []}}, {"Sync": {}}],
+        [{"Bind": {"portal": "", "statement": "s", "parameters": [], "result_formats": []}},
+         {"Execute": {"portal": "", "max_rows": 0}}, {"Sync": {}}]]
+    for request in requests:
+        found = matching.traits(request)
+        assert (found.lifetime, found.summary, found.repeats, found.sleeps, found.changes_transaction) == (
+            matching.lifetime_of(request), matching.summary_of(request), matching.repeats(request),
+            matching.sleeps(request), matching.changes_transaction(request)), request
