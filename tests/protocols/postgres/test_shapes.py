@@ -5,12 +5,18 @@ function it wraps, the memo first warmed by another statement of the same shape.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from trproxy.protocols.base import EncodeError
+from trproxy.protocols.postgres import backend as be
 from trproxy.protocols.postgres import matching, replayer, sql
+from trproxy.protocols.postgres.codec import PostgresCodec
+from trproxy.protocols.postgres.wire import Writer
 
 SHAPED = [sql.is_session_sql, sql.first_words, sql.is_transaction_sql, sql.is_schema_sql,
           matching._sleeps, replayer._is_rollback]
@@ -101,3 +107,22 @@ def test_traits_read_once_are_those_the_functions_give():
         assert (found.lifetime, found.summary, found.repeats, found.sleeps, found.changes_transaction) == (
             matching.lifetime_of(request), matching.summary_of(request), matching.repeats(request),
             matching.sleeps(request), matching.changes_transaction(request)), request
+
+
+def test_encoding_gives_the_bytes_and_errors_it_gave():
+    """The shortcuts of the encoder (ReadyForQuery frames made once, a RowDescription's
+    numbers packed at once, DataRow values without a call each) against the Writer."""
+    codec = PostgresCodec()
+    for status in ("I", "T", "E"):
+        assert codec.encode(be.ReadyForQuery(status)) == b"Z\x00\x00\x00\x05" + status.encode()
+    for status in ("X", ["I"], b"I"):
+        with pytest.raises(EncodeError):
+            codec.encode(be.ReadyForQuery(status))  # type: ignore[arg-type]
+    field = be.FieldDescription("abalance", 16397, 3, 23, 4, -1, 0)
+    w = Writer().count(1).cstring("abalance").uint32(16397).int16(3).uint32(23).int16(4).int32(-1).int16(0)
+    assert be.RowDescription((field,)).body() == w.getvalue()
+    for bad in (dataclasses.replace(field, column=70000), dataclasses.replace(field, table_oid=-1),
+                dataclasses.replace(field, type_modifier=1.5)):
+        with pytest.raises(EncodeError, match="out of range"):
+            be.RowDescription((bad,)).body()
+    assert be.DataRow((b"1", None, b"")).body() == Writer().count(3).value(b"1").value(None).value(b"").getvalue()

@@ -205,8 +205,8 @@ class PostgresCodec:
         return out
 
     def encode(self, message: object) -> bytes:
-        if type(message) is be.ReadyForQuery and (framed := _READY_FRAMES.get(message.status)):
-            return framed  # one per reply: made once
+        if type(message) is be.ReadyForQuery and message.status in ("I", "T", "E"):
+            return _READY_FRAMES[message.status]  # one per reply: made once
         type_byte = getattr(type(message), "TYPE", None)
         if type_byte and isinstance(message, (fe.FrontendMessage, be.BackendMessage)):
             if isinstance(message, be.ReadyForQuery) and message.status not in ("I", "T", "E"):
