@@ -1,7 +1,8 @@
 """Replay's shortcuts serve what the full path serves (issue 15): a Redis chunk parsed
 once (``replayer._CHUNKS``), a match key computed once per distinct request
-(``LookupContext.same_as``, ``MockPool._keys``), an answer rendered once
-(``replayer._RENDERED``). Each scenario is replayed twice on fresh runs: with every
+(``LookupContext.same_as``, ``MockPool._keys``: Redis arguments, a Postgres Query's
+text), an answer rendered once (``replayer._RENDERED``), a Postgres statement classified
+once per shape (``sql.by_shape``). Each scenario is replayed twice on fresh runs: with every
 memo emptied before each step (the full path), and with the memos warmed by a first
 run; the transcripts (bytes, misses, answers out of order, closes) must be equal."""
 
@@ -11,7 +12,11 @@ from typing import Any
 
 import pytest
 
+from tests.protocols.postgres.build import HANDSHAKE, STARTUP, Replay, client, record, server, wire
 from tests.support.replay_server import Mocks
+from trproxy.protocols.postgres import backend as be
+from trproxy.protocols.postgres import frontend as fe
+from trproxy.protocols.postgres import sql as pg_sql
 from trproxy.protocols.redis import replayer as redis_replayer
 from trproxy.protocols.redis.resp import Command, encode_command
 from trproxy.proxy.engine import ClientClosed, ClientData, Event, Miss, OutOfOrder, Send
@@ -151,3 +156,73 @@ def test_only_small_requests_without_secrets_are_remembered():
     lookups = replayer.feed(big) + replayer.feed(login) + replayer.feed(cmd("SET", "k", "x"))
     assert [lookup.context.same_as for lookup in lookups] == [None, None, (b"SET", b"k", b"x")]
     assert all(big not in chunks and login not in chunks for chunks in redis_replayer._CHUNKS.values())
+
+
+# --- Postgres: classification by statement shape, match keys by statement text --------
+
+
+def pg_transcript(recorded: list[Any], script: list[tuple[int, bytes]], *, full: bool) -> list[tuple[int, str]]:
+    """What each live Postgres connection got (``full``: no shape memo nor key survives a
+    step); each connection logs in first."""
+    mocks = Mocks("postgres", recorded)
+    replays: dict[int, Replay] = {}
+    out: list[tuple[int, str]] = []
+    for n, data in script:
+        if full:
+            for memo in pg_sql.SHAPE_MEMOS:
+                memo.clear()
+            mocks.pool._keys.clear()
+        if n not in replays:
+            replays[n] = Replay(mocks=mocks, backends=mocks.backends)
+            out.append((n, f"login {replays[n].send(STARTUP)!r}"))
+        answer = replays[n].send(raw=data)
+        out.append((n, f"{answer!r} closed={replays[n].closed}"))
+    out.append((-1, f"misses {[(m['request'], m['reason']) for m in mocks.misses]}"))
+    out.append((-1, f"unused {[e.summary for e in mocks.unused()]}"))
+    return out
+
+
+def test_pgbench_like_statements_get_the_answers_of_the_full_path(monkeypatch):
+    """Statements that differ only in their numbers share one classification: a pgbench
+    SELECT, transaction control that repeats, a setting, a sleep, a ROLLBACK never
+    recorded, pg_backend_pid; some recorded, some not (misses); Query texts repeated
+    (the pool's keys by text)."""
+    int4 = be.FieldDescription("abalance", 16397, 3, 23, 4, -1, 0)
+
+    def select(aid: int) -> fe.Query:
+        return fe.Query(f"SELECT abalance FROM pgbench_accounts WHERE aid = {aid};")
+
+    def rows(*values: bytes) -> list[Any]:
+        return [be.RowDescription((int4,)), *(be.DataRow((v,)) for v in values),
+                be.CommandComplete(f"SELECT {len(values)}"), be.ReadyForQuery("I")]
+
+    chunks = [client(STARTUP), server(*HANDSHAKE)]
+    for request, answer in [
+            ([select(1)], rows(b"0")), ([select(22)], rows(b"-5")), ([select(1)], rows(b"7")),
+            ([fe.Query("BEGIN")], [be.CommandComplete("BEGIN"), be.ReadyForQuery("T")]),
+            ([select(333)], [be.RowDescription((int4,)), be.DataRow((b"1",)), be.CommandComplete("SELECT 1"),
+                             be.ReadyForQuery("T")]),
+            ([fe.Query("COMMIT")], [be.CommandComplete("COMMIT"), be.ReadyForQuery("I")]),
+            ([fe.Query("SET statement_timeout = 1000")], [be.CommandComplete("SET"), be.ReadyForQuery("I")]),
+            ([fe.Query("SELECT pg_sleep(0)")], rows(b"")),
+            ([fe.Query("SELECT pg_backend_pid()")], rows(b"4242")),
+            ([fe.Query("CREATE TABLE t1 (a int)")], [be.CommandComplete("CREATE TABLE"), be.ReadyForQuery("I")])]:
+        chunks += [client(*request), server(*answer)]
+    recorded = record(*chunks)
+    script = [(0, wire(select(1))), (1, wire(select(22))), (0, wire(select(4444))), (1, wire(select(1))),
+              (0, wire(fe.Query("BEGIN"))), (0, wire(select(333))), (0, wire(fe.Query("COMMIT"))),
+              (1, wire(fe.Query("BEGIN"))), (1, wire(select(22))), (1, wire(fe.Query("COMMIT"))),
+              (0, wire(fe.Query("SET statement_timeout = 2000"))), (0, wire(fe.Query("SET statement_timeout = 1000"))),
+              (1, wire(fe.Query("SET statement_timeout = 1000"))), (0, wire(fe.Query("SELECT pg_sleep(0)"))),
+              (1, wire(fe.Query("SELECT pg_sleep(1)"))), (0, wire(fe.Query("ROLLBACK"))),
+              (1, wire(fe.Query("SELECT pg_backend_pid()"))), (0, wire(fe.Query("CREATE TABLE t1 (a int)"))),
+              (1, wire(fe.Query("CREATE TABLE t1 (a int)"))), (1, wire(fe.Query("CREATE TABLE t2 (a int)"))),
+              (0, wire(select(1), select(1)))]
+    full = pg_transcript(recorded, script, full=True)
+    pg_transcript(recorded, script, full=False)  # warms the memos
+    classified: list[str] = []
+    monkeypatch.setattr(pg_sql, "_session_statement",
+                        lambda text, f=pg_sql._session_statement: classified.append(text) or f(text))
+    assert pg_transcript(recorded, script, full=False) == full
+    assert len(classified) < len(script)  # the shapes were known
+    assert sum("no recording" in line for _n, line in full) >= 2  # misses were part of it

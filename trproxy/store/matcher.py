@@ -59,10 +59,14 @@ def destination_key(destination: str) -> str:
     return destination
 
 
+# what ``json.dumps`` with these options makes anew for every call (asked once per lookup)
+_ENCODE = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode
+
+
 def canonical(key: Any) -> str:
     """A stable string for a match key, so keys can be dict keys and compared fast."""
     try:
-        return json.dumps(key, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+        return _ENCODE(key)
     except TypeError:  # keys of several types cannot be sorted: a recording's YAML may
         return canonical(_text_keys(key))  # have `on:` (true) or `1:` beside `a:`
 

@@ -126,6 +126,7 @@ _EMPTY_BACKEND = {cls.TYPE: cls() for cls in (
     be.ParseComplete, be.BindComplete, be.CloseComplete, be.NoData, be.PortalSuspended,
     be.EmptyQueryResponse, fe.CopyDone)}
 _READY = {s: be.ReadyForQuery(s.decode()) for s in (b"I", b"T", b"E")}
+_READY_FRAMES = {s: frame(b"Z", s.encode()) for s in ("I", "T", "E")}
 
 
 def _data_row(body: bytes) -> be.DataRow:
@@ -204,6 +205,8 @@ class PostgresCodec:
         return out
 
     def encode(self, message: object) -> bytes:
+        if type(message) is be.ReadyForQuery and message.status in ("I", "T", "E"):
+            return _READY_FRAMES[message.status]  # one per reply: made once
         type_byte = getattr(type(message), "TYPE", None)
         if type_byte and isinstance(message, (fe.FrontendMessage, be.BackendMessage)):
             if isinstance(message, be.ReadyForQuery) and message.status not in ("I", "T", "E"):

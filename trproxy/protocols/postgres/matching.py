@@ -41,6 +41,7 @@ from ..credentials import is_hashed
 from ..volatile import find_volatile, volatile_value
 from .readable import item_name
 from .sql import (
+    by_shape,
     first_words,
     is_schema_sql,
     is_session_sql,
@@ -61,7 +62,7 @@ _ANSWERED_LOCALLY = {"Parse", "Close", "Sync", "Flush"}
 def request_kind(request: Readable) -> str:
     """"startup", "query", "function" or "batch"."""
     names = [item_name(i) for i in request]
-    if any(n in STARTUP_NAMES for n in names):
+    if not STARTUP_NAMES.isdisjoint(names):
         return "startup"
     if names and names[0] == "Query":
         return "query"
@@ -258,13 +259,33 @@ def executed_sql(request: Readable) -> list[str]:
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class Traits:
+    """What the replayer asks of every request it looks up (the functions below), from
+    one reading of its kind and its SQL."""
+
+    lifetime: Lifetime
+    summary: str
+    repeats: bool
+    sleeps: bool
+    changes_transaction: bool
+
+
+def traits(request: Readable) -> Traits:
+    kind, executed = request_kind(request), executed_sql(request)
+    return Traits(_lifetime(kind, executed), _summary(request, kind, executed), _repeats(kind, executed),
+                  _sleeps_in(executed), _changes(kind, executed))
+
+
 def lifetime_of(request: Readable) -> Lifetime:
-    kind = request_kind(request)
+    return _lifetime(request_kind(request), executed_sql(request))
+
+
+def _lifetime(kind: str, executed: list[str]) -> Lifetime:
     if kind == "startup":
         return "session"
     if kind == "function":
         return "data"
-    executed = executed_sql(request)
     if kind == "batch" and not executed:
         return "session"  # prepares and describes: metadata, asked again per connection
     return "session" if executed and all(is_session_sql(q) for q in executed) else "data"
@@ -275,18 +296,30 @@ def repeats(request: Readable) -> bool:
     (CREATE, DROP, ALTER...): once its recorded answers are used up the last one serves
     again, so an app (or a pool) that opens a different number of transactions at replay,
     or a test suite that runs its setup again, does not miss on them."""
-    executed = executed_sql(request)
-    return request_kind(request) in ("query", "batch") and bool(executed) and all(
+    return _repeats(request_kind(request), executed_sql(request))
+
+
+def _repeats(kind: str, executed: list[str]) -> bool:
+    return kind in ("query", "batch") and bool(executed) and all(
         is_transaction_sql(q) or is_schema_sql(q) for q in executed)
 
 
 def sleeps(request: Readable) -> bool:
     """A statement that waits on purpose (``pg_sleep``, ``pg_sleep_for``...): replay holds
     its answer as long as recorded (``LookupContext.timed``)."""
-    return any(_SLEEP.search(q) for q in executed_sql(request))
+    return _sleeps_in(executed_sql(request))
+
+
+def _sleeps_in(executed: list[str]) -> bool:
+    return any(_sleeps(q) for q in executed)
 
 
 _SLEEP = re.compile(r"\bpg_sleep(?:_for|_until)?\s*\(", re.I)
+
+
+@by_shape
+def _sleeps(sql: str) -> bool:
+    return _SLEEP.search(sql) is not None
 
 # statements that may change the transaction status (CALL and DO may COMMIT inside)
 _STATUS_CHANGING = {"BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT", "SAVEPOINT",
@@ -295,20 +328,26 @@ _STATUS_CHANGING = {"BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT", "SAV
 
 def changes_transaction(request: Readable) -> bool:
     """Whether a request may change the transaction status (a FunctionCall: assume so)."""
-    if request_kind(request) == "function":
+    return _changes(request_kind(request), executed_sql(request))
+
+
+def _changes(kind: str, executed: list[str]) -> bool:
+    if kind == "function":
         return True
-    return any(not _STATUS_CHANGING.isdisjoint(first_words(sql)) for sql in executed_sql(request))
+    return any(not _STATUS_CHANGING.isdisjoint(first_words(sql)) for sql in executed)
 
 
 def summary_of(request: Readable) -> str:
-    kind = request_kind(request)
+    return _summary(request, request_kind(request), executed_sql(request))
+
+
+def _summary(request: Readable, kind: str, executed: list[str]) -> str:
     if kind == "startup":
         key = match_key(request)["startup"]
         step = "password" if any(item_name(i) == "PasswordMessage" for i in request) else "startup"
         return f"{step} {key['user']}@{key['database']}"
     if kind == "function":
         return f"FunctionCall {request[0]['FunctionCall'].get('function_oid')}"
-    executed = executed_sql(request)
     if kind == "query":
         return f"Query {summarize(executed[0])}" if executed else "Query"
     if executed:

@@ -36,6 +36,8 @@ REDACTED = "<redacted>"
 def text(s: str) -> Readable:
     """A protocol string: itself when it is valid UTF-8 that YAML keeps as is, else
     ``{"hex": ...}`` (undecodable bytes; U+0085, which YAML reads back as a line break)."""
+    if s.isascii():  # neither a surrogate nor U+0085: the checks below pass
+        return s
     try:
         s.encode("utf-8")
     except UnicodeEncodeError:
@@ -212,7 +214,8 @@ def response_item(msg: Any, shape: RowShape = TEXT_ROWS) -> dict[str, Readable]:
 def item_name(item: Readable) -> str:
     """The message name of a readable item (its single key)."""
     if isinstance(item, dict) and len(item) == 1:
-        return next(iter(item))
+        for name in item:
+            return name
     raise EncodeError(f"not a readable message: {item!r}")
 
 
@@ -228,10 +231,10 @@ def response_message(item: Readable) -> Any:
     name = item_name(item)
     v = item[name]
     try:
+        if name == "DataRow":  # the bulk of most answers: text values need no wire_value
+            return be.DataRow(tuple([x.encode("utf-8") if type(x) is str else wire_value(x) for x in v]))
         if name in _EMPTY:
             return _EMPTY[name]()
-        if name == "DataRow":
-            return be.DataRow(tuple(wire_value(x) for x in v))
         if name == "CommandComplete":
             return be.CommandComplete(untext(v))
         if name == "ReadyForQuery":

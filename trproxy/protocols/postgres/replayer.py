@@ -62,7 +62,7 @@ from .identity import (
     terminated_pids,
     with_pid,
 )
-from .matching import changes_transaction, is_trivial, lifetime_of, repeats, sleeps, summary_of
+from .matching import is_trivial, summary_of, traits
 from .names import Names
 from .readable import item_name, password_item, request_item, response_message
 from .render import (
@@ -74,7 +74,7 @@ from .render import (
     resume_copy,
     status_after_error,
 )
-from .sql import summarize
+from .sql import by_shape, summarize
 from .startup import live_settings, reflect
 
 # ParameterStatus a PostgreSQL 15 server reports at startup (GUC_REPORT settings).
@@ -110,6 +110,7 @@ _AUTH_EXCHANGE = (be.SSLResponse, be.GSSENCResponse, be.AuthenticationCleartextP
                   be.AuthenticationGSS, be.AuthenticationGSSContinue, be.AuthenticationSSPI,
                   be.AuthenticationKerberosV5, be.AuthenticationSCMCredential)
 _AUTH_NAMES = {cls.__name__ for cls in _AUTH_EXCHANGE}
+_MAX_SAME_AS = 4096  # characters of a Query's text the pool may keep as ``same_as``
 
 
 class LazyReply(Reply):
@@ -165,7 +166,8 @@ class PostgresReplayer:
         return out
 
     def _encode(self, messages: list[Any]) -> bytes:
-        return b"".join(self.codec.encode(m) for m in messages)
+        encode = self.codec.encode
+        return b"".join([encode(m) for m in messages])
 
     def _client(self, msg: Any, out: list[Lookup | Reply | Interrupt]) -> None:
         n = len(out)
@@ -213,11 +215,16 @@ class PostgresReplayer:
             item = self.names.request_item(msg)[0]
             kind = "query" if isinstance(msg, fe.Query) else "function"
             rollback = isinstance(msg, fe.Query) and _is_rollback(msg.query)
+            request = [item]
+            found = traits(request)
             private = {"kind": kind, "rollback": rollback,
-                       "backend_pid": is_backend_pid_sql(getattr(msg, "query", None))}
-            out.append(Lookup([item], lifetime_of([item]), summary_of([item]), True,
-                              LookupContext(repeat_last=repeats([item]), handshake=rollback,
-                                            timed=sleeps([item]), private=private)))
+                       "backend_pid": is_backend_pid_sql(getattr(msg, "query", None)),
+                       "changes_transaction": found.changes_transaction}
+            text = item.get("Query")  # the pool keys a statement's text once (not a FunctionCall)
+            same_as = text if isinstance(text, str) and len(text) <= _MAX_SAME_AS else None
+            out.append(Lookup(request, found.lifetime, found.summary, True,
+                              LookupContext(repeat_last=found.repeats, handshake=rollback,
+                                            timed=found.sleeps, private=private, same_as=same_as)))
         elif isinstance(msg, (fe.Parse, fe.Bind, fe.Describe, fe.Execute, fe.Close, fe.Sync,
                               fe.Flush)):
             self._extended(msg, out)
@@ -251,10 +258,11 @@ class PostgresReplayer:
         flushes - at an error (``elog.c`` flushes every ErrorResponse), a full buffer, or
         the Sync. A recording of just these messages (the server answered them before any
         Sync) is served now; else nothing happens and more messages extend the batch."""
-        return Lookup(items, lifetime_of(items), summary_of(items), True,
-                      LookupContext(repeat_last=repeats(items), tentative=tentative,
-                                    timed=sleeps(items),
-                                    private={"kind": "batch", "messages": batch}))
+        found = traits(items)
+        return Lookup(items, found.lifetime, found.summary, True,
+                      LookupContext(repeat_last=found.repeats, tentative=tentative, timed=found.sleeps,
+                                    private={"kind": "batch", "messages": batch,
+                                             "changes_transaction": found.changes_transaction}))
 
     def _trivial(self, batch: list[tuple[Any, Any]]) -> list[Any]:
         answers: list[Any] = []
@@ -505,6 +513,7 @@ class PostgresReplayer:
         return out
 
 
+@by_shape
 def _is_rollback(sql: str) -> bool:
     return " ".join(sql.rstrip().rstrip(";").split()).upper() in (
         "ROLLBACK", "ABORT", "ROLLBACK WORK", "ROLLBACK TRANSACTION")
@@ -512,8 +521,8 @@ def _is_rollback(sql: str) -> bool:
 
 def _live_status(lookup: Lookup) -> bool:
     """Whether the answer carries the live transaction status (``render``): the request
-    cannot change it (session lifetime, or no transaction control in it)."""
-    return lookup.lifetime == "session" or not changes_transaction(lookup.request)
+    cannot change it (session lifetime, or no transaction control in it: ``traits``)."""
+    return lookup.lifetime == "session" or not lookup.context.private["changes_transaction"]
 
 
 def _password_request(responses: list[Readable]) -> list[Any] | None:

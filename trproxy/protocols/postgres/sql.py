@@ -17,7 +17,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from functools import lru_cache
+from typing import TypeVar
 
 from ..sqltext import SqlLexer, sort_in_lists
 
@@ -59,13 +61,41 @@ _TOKEN = re.compile(r"""
 
 
 _LEXER = SqlLexer(_TOKEN, _SPECIAL)
+
+T = TypeVar("T")
+_DIGITS = bytes.maketrans(b"123456789", b"000000000")
+_MAX_SHAPES = 4096  # statement shapes kept per function (emptied when full)
+SHAPE_MEMOS: list[dict] = []  # every ``by_shape`` table (tests empty them)
+
+
+def by_shape(fn: Callable[[str], T]) -> Callable[[str], T]:
+    """``fn`` memoized by the *shape* of its SQL: the text with every ASCII digit read as
+    0. Only for a function that treats all digits alike (its patterns name no digit
+    outside a ``0-9`` range, no digit's value counts): its answer is then the same for
+    every statement that differs only in its numbers, which a benchmark or an app's ids
+    make all distinct (``WHERE aid = 55526``)."""
+    memo: dict[bytes, T] = {}
+
+    def shaped(sql: str) -> T:
+        key = sql.encode("utf-8", "surrogatepass").translate(_DIGITS)
+        found = memo.get(key, memo)
+        if found is memo:
+            if len(memo) >= _MAX_SHAPES:
+                memo.clear()
+            found = memo[key] = fn(sql)
+        return found  # type: ignore[return-value]
+
+    shaped.__doc__, shaped.__name__, shaped.__wrapped__ = fn.__doc__, fn.__name__, fn  # type: ignore[attr-defined]
+    SHAPE_MEMOS.append(memo)
+    return shaped
+
 _scan = _LEXER.scan
 normalize_sql = _LEXER.normalize
 split_statements = _LEXER.split_statements
 _strip_comments = _LEXER.strip_comments
 
 
-@lru_cache(maxsize=4096)
+@by_shape
 def is_session_sql(sql: str) -> bool:
     """True when every statement in ``sql`` is session/catalog metadata (see module doc)."""
     if not _SPECIAL.search(sql) and ";" not in sql.rstrip().rstrip(";"):
@@ -93,7 +123,7 @@ _TRANSACTION_COMMANDS = {"BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT",
                          "RELEASE"}
 
 
-@lru_cache(maxsize=4096)
+@by_shape
 def first_words(sql: str) -> tuple[str, ...]:
     """The first word of each statement of ``sql``, upper-cased (``("LISTEN", "SELECT")``)."""
     if not _SPECIAL.search(sql) and ";" not in sql.rstrip().rstrip(";"):
@@ -103,7 +133,7 @@ def first_words(sql: str) -> tuple[str, ...]:
     return tuple(m.group(0).upper() for m in found if m is not None)
 
 
-@lru_cache(maxsize=4096)
+@by_shape
 def is_transaction_sql(sql: str) -> bool:
     """True when every statement only starts or ends a transaction (or a savepoint): its
     answer does not depend on any data, so replay may give it again (``repeat_last``)."""
@@ -115,7 +145,7 @@ _SCHEMA_COMMANDS = {"CREATE", "DROP", "ALTER", "TRUNCATE", "COMMENT", "GRANT", "
 _FILLED_FROM_A_QUERY = re.compile(r"\bAS[\s(]+(SELECT|WITH|VALUES|TABLE|EXECUTE)\b", re.I)
 
 
-@lru_cache(maxsize=4096)
+@by_shape
 def is_schema_sql(sql: str) -> bool:
     """True when every statement changes the schema (CREATE/DROP/ALTER/TRUNCATE/COMMENT/
     GRANT/REVOKE): its answer is a command tag, not data, so replay may give it again

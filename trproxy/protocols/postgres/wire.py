@@ -27,6 +27,8 @@ CANCEL_REQUEST_CODE = 80877102  # 1234 << 16 | 5678
 # The server refuses startup packets longer than this (MAX_STARTUP_PACKET_LENGTH).
 MAX_STARTUP_PACKET = 10000
 
+_I8 = struct.Struct(">b")
+_U8 = struct.Struct(">B")
 _I16 = struct.Struct("!h")
 _U16 = struct.Struct("!H")
 _I32 = struct.Struct("!i")
@@ -132,24 +134,24 @@ class Writer:
         return self
 
     def int8(self, v: int) -> Writer:
-        self.parts.append(_checked(">b" if v < 0 else ">B", v))
+        self.parts.append(_checked(_I8 if v < 0 else _U8, v))
         return self
 
     def int16(self, v: int) -> Writer:
-        self.parts.append(_checked("!h", v))
+        self.parts.append(_checked(_I16, v))
         return self
 
     def int32(self, v: int) -> Writer:
-        self.parts.append(_checked("!i", v))
+        self.parts.append(_checked(_I32, v))
         return self
 
     def count(self, n: int) -> Writer:
         """An Int16 element count, unsigned (see ``Reader.count``)."""
-        self.parts.append(_checked("!H", n))
+        self.parts.append(_checked(_U16, n))
         return self
 
     def uint32(self, v: int) -> Writer:
-        self.parts.append(_checked("!I", v))
+        self.parts.append(_checked(_U32, v))
         return self
 
     def cstring(self, s: str) -> Writer:
@@ -174,11 +176,11 @@ class Writer:
         return b"".join(self.parts)
 
 
-def _checked(fmt: str, v: int) -> bytes:
+def _checked(packer: struct.Struct, v: int) -> bytes:
     try:
-        return struct.pack(fmt, v)
+        return packer.pack(v)
     except struct.error as exc:
-        raise EncodeError(f"{v!r} out of range for {fmt}") from exc
+        raise EncodeError(f"{v!r} out of range for {packer.format}") from exc
 
 
 def frame(type_byte: bytes, body: bytes) -> bytes:
