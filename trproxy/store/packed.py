@@ -199,13 +199,13 @@ class Builder:
         if exchange is None and not (isinstance(doc, dict) and doc.get("kind") == "meta"):
             exchange = Exchange.from_doc(doc)
         if exchange is not None:
-            keys, *hashes = self._keys.of(exchange)
+            keys, by_key, by_masked, by_place = self._keys.of(exchange)
             r = row(exchange, self.count, self.keys, keys)
             packed_row = self._packer.pack(r)
             rows.write(packed_row)
             row_ends.write(struct.pack("=Q", rows.tell()))
             row_digests.write(hashlib.sha256(packed_row).digest()[:_DIGEST])
-            self._index(exchange, r, self._rows, *hashes)
+            self._index(exchange, r, self._rows, by_key, by_masked, by_place)
             self._rows += 1
         if packed is None:
             packed = self._packer.pack(doc)
