@@ -122,8 +122,13 @@ def _inline(value: Any, indent: int, flow: bool = False) -> str:
 
 def flow_list(value: list) -> bool:
     """Short lists of one-line scalars go on one line (``[GET, key]``), with PyYAML too."""
-    return (len(value) <= 8 and all(isinstance(v, _FLOW_ITEM) for v in value)
-            and sum(len(str(v)) for v in value) <= 100 and not any("\n" in str(v) for v in value))
+    if len(value) > 8:
+        return False
+    for v in value:
+        if not isinstance(v, _FLOW_ITEM):
+            return False
+    texts = [str(v) for v in value]
+    return sum(map(len, texts)) <= 100 and not any("\n" in t for t in texts)
 
 
 def _block(value: Any) -> bool:
