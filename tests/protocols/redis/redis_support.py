@@ -18,9 +18,9 @@ def redis_offsets(total: int) -> list[int]:
     return offsets(total, every_up_to=2048, samples=48 if total < 65536 else 10)
 
 
-def decode(chunks: Chunks, **limits: int) -> tuple[list, str | None]:
+def decode(chunks: Chunks, remember: bool = False, **limits: int) -> tuple[list, str | None]:
     """Every message the codec yields (side, message), and the error class name if any."""
-    codec = RedisCodec(**limits)
+    codec = RedisCodec(**limits, remember=remember)
     out = []
     try:
         for side, data in chunks + CLOSE:

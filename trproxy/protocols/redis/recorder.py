@@ -83,7 +83,7 @@ class RedisRecorder:
     """One connection in record mode; ``feed`` returns completed ``Interaction``s."""
 
     def __init__(self, **limits: int) -> None:
-        self._codec = RedisCodec(**limits)
+        self._codec = RedisCodec(**limits, remember=True)
         self._mode = ReplyMode()
         self._subs = Subscriptions()
         self._queue: deque[_Pending] = deque()  # requests awaiting their replies, in order
