@@ -257,7 +257,8 @@ def test_a_remembering_codec_decodes_what_a_plain_one_does(chunks) -> None:  # t
 def test_a_piece_seen_before_is_not_decoded_again(monkeypatch) -> None:
     from trproxy.protocols.redis import codec as module
 
-    monkeypatch.setattr(module, "_DECODED", {})
+    monkeypatch.setitem(module._DECODED, Direction.CLIENT, {})
+    monkeypatch.setitem(module._DECODED, Direction.SERVER, {})
     request = b"*2\r\n$3\r\nGET\r\n$3\r\nkey\r\n" * 2
     first = decode([("client", request), ("server", b"+OK\r\n$-1\r\n")], remember=True)
     parsed: list[bytes] = []
@@ -269,7 +270,7 @@ def test_a_piece_seen_before_is_not_decoded_again(monkeypatch) -> None:
     # a piece that ends inside a message, or bytes after the end, are decoded each time
     assert decode([("client", request[:-3]), ("client", request[-3:])], remember=True) == \
         decode([("client", request)])
-    assert (module.Direction.CLIENT, request[:-3]) not in module._DECODED
+    assert request[:-3] not in module._DECODED[Direction.CLIENT]
     codec = RedisCodec(remember=True)
     codec.feed(Direction.CLIENT, b"")
     with pytest.raises(ProtocolError):

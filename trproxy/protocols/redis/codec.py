@@ -24,14 +24,27 @@ from .resp import Command, InvalidInline, encode_command, encode_value
 
 Message = Any  # Command | InvalidInline | RespValue
 
-# (direction, bytes) -> the messages those bytes are, whole, from an empty parser: an app
-# sends the same requests and gets the same replies again and again (redis-benchmark:
+# bytes -> the messages those bytes are, whole, from an empty parser, per direction: an
+# app sends the same requests and gets the same replies again and again (redis-benchmark:
 # every one), and decoding them was 18 % of record's relay at -c 50. The messages are
 # immutable (frozen dataclasses of bytes and tuples), so every connection may share them.
-_DECODED: dict[tuple[Direction, bytes], tuple[Message, ...]] = {}
-_DECODED_SIZE = 4096  # entries, the oldest dropped first
-_DECODED_BYTES = 1024  # longer pieces are decoded each time (bounded memory: ~4 MiB of them)
+_DECODED: dict[Direction, dict[bytes, tuple[Message, ...]]] = {Direction.CLIENT: {}, Direction.SERVER: {}}
+_DECODED_SIZE = 4096  # entries per direction, the oldest dropped first
+_DECODED_BYTES = 1024  # longer pieces are decoded each time (bounded memory: ~8 MiB of them)
 _DEFAULT_LIMITS = Limits()
+
+
+class _Side:
+    """One direction: its parser, and what ``remember`` keeps of it."""
+
+    __slots__ = ("parser", "decoded", "known", "fresh", "unparsed")
+
+    def __init__(self, parser: RequestParser | ReplyParser, direction: Direction) -> None:
+        self.parser = parser
+        self.decoded = _DECODED[direction]
+        self.known: deque[Message] = deque()  # messages of known pieces, not returned yet
+        self.fresh: tuple[bytes, list[Message]] | None = None  # a piece fed to an empty parser
+        self.unparsed = False  # bytes went to the parser since it last needed data
 
 
 class RedisCodec:
@@ -50,10 +63,8 @@ class RedisCodec:
         self._order: list[Direction] = []  # directions with bytes not yet decoded, oldest first
         self._error: DecodeError | None = None
         self._remember = remember and self.limits == _DEFAULT_LIMITS
-        # per direction: messages known from an earlier piece, not returned yet
-        self._known: dict[Direction, deque[Message]] = {Direction.CLIENT: deque(), Direction.SERVER: deque()}
-        # per direction: a piece fed to an empty parser, and the messages decoded from it
-        self._fresh: dict[Direction, tuple[bytes, list[Message]] | None] = {}
+        self._client = _Side(self.requests, Direction.CLIENT)
+        self._server = _Side(self.replies, Direction.SERVER)
 
     def state(self, direction: Direction) -> ParserState:
         if self._error is not None:
@@ -62,23 +73,24 @@ class RedisCodec:
 
     def feed(self, direction: Direction, data: bytes) -> None:
         self._check()
-        parser = self.requests if direction is Direction.CLIENT else self.replies
-        self._fresh[direction] = None
-        if self._remember and data and parser.state is ParserState.IDLE \
-                and len(data) <= _DECODED_BYTES:
-            known = _DECODED.get((direction, data))
+        side = self._client if direction is Direction.CLIENT else self._server
+        side.fresh = None
+        if self._remember and data and len(data) <= _DECODED_BYTES and not side.unparsed \
+                and side.parser.state is ParserState.IDLE:
+            known = side.decoded.get(data)
             if known is not None:
-                self._known[direction].extend(known)
+                side.known.extend(known)
                 if direction not in self._order:
                     self._order.append(direction)
                 return
-            if not self._known[direction]:
-                self._fresh[direction] = (data, [])
+            if not side.known:
+                side.fresh = (data, [])
         try:
-            parser.feed(data)
+            side.parser.feed(data)
         except DecodeError as exc:
             self._error = exc
             raise
+        side.unparsed = True
         if direction not in self._order:
             self._order.append(direction)
 
@@ -86,9 +98,12 @@ class RedisCodec:
         self._check()
         while self._order:
             direction = self._order[0]
-            known = self._known[direction]
-            if known:
-                return known.popleft()
+            side = self._client if direction is Direction.CLIENT else self._server
+            if side.known:
+                return side.known.popleft()
+            if not side.unparsed:  # all it was fed was known: nothing for the parser
+                self._order.pop(0)
+                continue
             try:
                 if direction is Direction.CLIENT:
                     message = self.requests.next_command()
@@ -97,17 +112,19 @@ class RedisCodec:
             except DecodeError as exc:
                 self._error = exc
                 raise
-            fresh = self._fresh.get(direction)
+            fresh = side.fresh
             if message is not NEED_DATA:
                 if fresh is not None:
                     fresh[1].append(message)
                 return message
+            side.unparsed = False
             if fresh is not None:
-                self._fresh[direction] = None
-                if fresh[1] and self.state(direction) is ParserState.IDLE:  # whole messages
-                    if len(_DECODED) >= _DECODED_SIZE:
-                        del _DECODED[next(iter(_DECODED))]
-                    _DECODED[direction, fresh[0]] = tuple(fresh[1])
+                side.fresh = None
+                if fresh[1] and side.parser.state is ParserState.IDLE:  # whole messages
+                    decoded = side.decoded
+                    if len(decoded) >= _DECODED_SIZE:
+                        del decoded[next(iter(decoded))]
+                    decoded[fresh[0]] = tuple(fresh[1])
             self._order.pop(0)
         return NEED_DATA
 
