@@ -19,8 +19,11 @@ def redis_offsets(total: int) -> list[int]:
 
 
 def decode(chunks: Chunks, remember: bool = False, **limits: int) -> tuple[list, str | None]:
-    """Every message the codec yields (side, message), and the error class name if any."""
-    codec = RedisCodec(**limits, remember=remember)
+    """Every message the codec yields (side, message), and the error class name if any
+    (``remember``: as the recorder's codec, which remembers pieces it decoded whole)."""
+    from trproxy.protocols.redis.recorder import _no_secret
+
+    codec = RedisCodec(**limits, remember=_no_secret if remember else None)
     out = []
     try:
         for side, data in chunks + CLOSE:

@@ -271,7 +271,12 @@ def test_a_piece_seen_before_is_not_decoded_again(monkeypatch) -> None:
     assert decode([("client", request[:-3]), ("client", request[-3:])], remember=True) == \
         decode([("client", request)])
     assert request[:-3] not in module._DECODED[Direction.CLIENT]
-    codec = RedisCodec(remember=True)
+    # a password is not remembered, nor an aggregate reply (CONFIG GET requirepass)
+    auth, config = b"*2\r\n$4\r\nAUTH\r\n$6\r\nsecret\r\n", b"*2\r\n$11\r\nrequirepass\r\n$6\r\nsecret\r\n"
+    decode([("client", auth), ("server", config)], remember=True)
+    assert auth not in module._DECODED[Direction.CLIENT] and config not in module._DECODED[Direction.SERVER]
+    assert request in module._DECODED[Direction.CLIENT]
+    codec = RedisCodec(remember=lambda m: True)
     codec.feed(Direction.CLIENT, b"")
     with pytest.raises(ProtocolError):
         codec.feed(Direction.CLIENT, request)

@@ -16,6 +16,7 @@ The codec knows RESP, not Redis semantics: which reply belongs to which request
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from ..base import NEED_DATA, DecodeError, Direction, EncodeError
@@ -54,15 +55,19 @@ class RedisCodec:
                  max_line_length: int = Limits.max_line_length,
                  max_inline_length: int = Limits.max_inline_length,
                  max_elements: int = Limits.max_elements,
-                 max_depth: int = Limits.max_depth, remember: bool = False) -> None:
-        """``remember``: pieces seen before are not decoded again (``_DECODED``; record)."""
+                 max_depth: int = Limits.max_depth,
+                 remember: Callable[[Message], bool] | None = None) -> None:
+        """``remember``: pieces seen before are not decoded again (``_DECODED``; record),
+        those whose every message it says may be kept (not a password: one stays in
+        memory no longer than its request)."""
         self.limits = Limits(max_bulk_length, max_line_length, max_inline_length,
                              max_elements, max_depth)
         self.requests = RequestParser(self.limits)
         self.replies = ReplyParser(self.limits)
         self._order: list[Direction] = []  # directions with bytes not yet decoded, oldest first
         self._error: DecodeError | None = None
-        self._remember = remember and self.limits == _DEFAULT_LIMITS
+        self._keep = remember if self.limits == _DEFAULT_LIMITS else None
+        self._remember = self._keep is not None
         self._client = _Side(self.requests, Direction.CLIENT)
         self._server = _Side(self.replies, Direction.SERVER)
 
@@ -120,7 +125,9 @@ class RedisCodec:
             side.unparsed = False
             if fresh is not None:
                 side.fresh = None
-                if fresh[1] and side.parser.state is ParserState.IDLE:  # whole messages
+                keep = self._keep
+                if fresh[1] and side.parser.state is ParserState.IDLE \
+                        and keep is not None and all(map(keep, fresh[1])):  # whole messages
                     decoded = side.decoded
                     if len(decoded) >= _DECODED_SIZE:
                         del decoded[next(iter(decoded))]
