@@ -293,3 +293,47 @@ def test_a_postgres_rule_applies_to_older_recordings():
     with pytest.raises(NoMatch):  # without the rule, pear is not apple
         unruled.find("postgres", "127.0.0.1:5432", live, "INSERT",
                      masked=mask(live, pg_volatile(live, NOW)))
+
+
+def test_a_text_seen_before_is_not_searched_again(monkeypatch):
+    """The detectors run once per text (record pays them per request otherwise): the same
+    key again gets the same answer from memory, also a text with nothing volatile."""
+    from trproxy.protocols import volatile as v
+
+    monkeypatch.setattr(v, "_MEMO", {})
+    searched: list[str] = []
+    find = v._find
+    monkeypatch.setattr(v, "_find", lambda text, now, also: searched.append(text) or find(text, now, also))
+    for _ in range(3):
+        assert find_volatile(f"session:{UUID}", NOW) == [UUID]
+        assert find_volatile("key:__rand_int__", NOW) == []
+    assert searched == [f"session:{UUID}", "key:__rand_int__"]
+    found = find_volatile(f"session:{UUID}", NOW)
+    found.append("changed")  # the caller's list, not the remembered answer
+    assert find_volatile(f"session:{UUID}", NOW) == [UUID]
+
+
+def test_an_answer_that_depends_on_the_time_is_not_remembered(monkeypatch):
+    """An epoch number or a date is volatile only near the time of the recording: asked
+    again at another time, the text is searched again and may answer otherwise."""
+    from trproxy.protocols import volatile as v
+
+    monkeypatch.setattr(v, "_MEMO", {})
+    later = datetime(2027, 6, 1, tzinfo=UTC)
+    for text in (f"ts:{EPOCH}", "day 2026-12-03 at noon"):
+        assert find_volatile(text, NOW) != []
+        assert find_volatile(text, later) == []
+        assert find_volatile(text, NOW) != []
+    assert v._MEMO == {}
+
+
+def test_the_memory_of_texts_is_bounded(monkeypatch):
+    from trproxy.protocols import volatile as v
+
+    monkeypatch.setattr(v, "_MEMO", {})
+    monkeypatch.setattr(v, "_MEMO_SIZE", 8)
+    for i in range(20):
+        find_volatile(f"key:{i:04d}:name", NOW)
+    assert len(v._MEMO) == 8 and ("key:0019:name", "") in v._MEMO
+    find_volatile("x" * (v._MEMO_TEXT + 1), NOW)
+    assert ("x" * (v._MEMO_TEXT + 1), "") not in v._MEMO

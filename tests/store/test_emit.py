@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from datetime import UTC
 
 import pytest
 import yaml
@@ -90,3 +91,64 @@ def test_a_string_that_reads_as_a_document_marker_is_quoted(value) -> None:
     document (found by test_http_fuzz): quoted, as PyYAML's emitter does."""
     assert load_one(dump(value)) == value
     assert load_one(dump({"body": {"text": value}})) == {"body": {"text": value}}
+
+
+# -- the fast path writes what the general path writes ----------------------------------
+
+times = st.datetimes(timezones=st.just(UTC)).map(lambda t: t.isoformat(timespec="microseconds"))
+exchanges = st.builds(
+    Exchange, protocol=st.sampled_from(["redis", "postgres", "http"]),
+    destination=st.sampled_from(["127.0.0.1:6379", "[::1]:5432", "api.test:443"]),
+    request=values, responses=st.lists(values, max_size=4), summary=st.text(max_size=30),
+    connection=st.integers(0, 10**6), seq=st.integers(0, 10**6), started=st.one_of(times, st.text(max_size=40)),
+    duration_ms=st.floats(0, 1e6), tests=st.lists(st.text(max_size=10), max_size=3), tls=st.booleans(),
+    order=st.integers(0, 10**9), wait_ms=st.one_of(st.none(), st.floats(0, 1e6)),
+    answered_after=st.integers(0, 10**9), extra=st.dictionaries(st.text(max_size=10), values, max_size=3))
+
+
+class _Name(str):
+    pass
+
+
+class _Number(int):
+    def __str__(self) -> str:
+        return "number"
+
+
+def _both(doc) -> tuple[str | None, str | None]:
+    texts: list[str | None] = []
+    for fast in (True, False):
+        try:
+            texts.append(emit(doc, fast=fast))
+        except Unsupported:
+            texts.append(None)
+    return texts[0], texts[1]
+
+
+@given(exchanges)
+def test_the_fast_path_writes_an_exchange_as_the_general_path_does(exchange) -> None:
+    fast, general = _both(exchange.to_doc())
+    assert fast == general
+
+
+@given(values)
+def test_the_fast_path_writes_any_value_as_the_general_path_does(value) -> None:
+    fast, general = _both({"spec": value, "metadata": {"started": value}})
+    assert fast == general
+
+
+@pytest.mark.parametrize("value", [
+    "2026-12-03T17:43:20.692051+00:00", "2026-12-03T17:43:20.692051+00:0a", "२०२६-12-03T17:43:20.692051+00:00",
+    _Name("2026-12-03T17:43:20.692051+00:00"), _Name("plain"), _Number(7), True, False, None, 1.5,
+    (1, 2), b"bytes", [], {}, [1, "a"], ["x\ny"] * 9, {"a": {"b": []}}, "a\nb\n",
+])
+def test_the_fast_path_on_odd_values(value) -> None:
+    fast, general = _both({"spec": {"metadata": {"started": value}}, _Name("key"): value})
+    assert fast == general
+    assert _both({1: value}) == (None, None)
+
+
+@pytest.mark.parametrize("exchange", REAL, ids=lambda e: e.protocol)
+def test_the_fast_path_on_real_exchanges(exchange) -> None:
+    doc = exchange.to_doc()
+    assert emit(doc) == emit(doc, fast=False)

@@ -13,9 +13,11 @@ import time
 
 import pytest
 
-from trproxy.store import Exchange, MockWriter, StoreError, load_mocks
+from trproxy.store import Exchange, MockWriter, StoreError, load_mocks, recording
 from trproxy.store.offload import MockWriterProcess
-from trproxy.store.recording import MOCKS
+from trproxy.store.recording import MOCKS, load_documents
+
+from .test_packed_pool import _recording
 
 
 def _exchanges() -> list[Exchange]:
@@ -51,6 +53,19 @@ def test_the_child_writes_the_same_bytes_and_cache_as_mockwriter(tmp_path):
             (tmp_path / "a" / "test-set-0" / name).read_bytes(), name
     loaded = load_mocks(tmp_path / "b" / "test-set-0")
     assert [e.to_doc() for e in loaded] == [e.to_doc() for e in _exchanges() * 3]
+
+
+def test_the_childs_cache_is_what_the_reference_path_makes_of_its_yaml(tmp_path):
+    """The child remembers keys per request and takes each document's bytes from the pipe
+    (``MockWriter`` does the first too): its cache is what the plain way makes of the YAML
+    it wrote (``pack_cache``: every key computed, every document packed again)."""
+    child = MockWriterProcess(tmp_path / "test-set-0" / MOCKS, root=tmp_path)
+    for ex in (_exchanges() + _recording(300)) * 2:
+        child.write(ex)
+    path = child.close()
+    cache = path.with_name(MOCKS + ".cache").read_bytes()
+    head = len(recording._CACHE_MAGIC) + 2 * 32  # the magic, the YAML's digest, the MAC
+    assert cache[head:] == recording.pack_cache(load_documents(path, tmp_path))
 
 
 def test_a_header_goes_first(tmp_path):

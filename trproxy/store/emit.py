@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import re
 from typing import Any
 
 import yaml
@@ -121,8 +122,13 @@ def _inline(value: Any, indent: int, flow: bool = False) -> str:
 
 def flow_list(value: list) -> bool:
     """Short lists of one-line scalars go on one line (``[GET, key]``), with PyYAML too."""
-    return (len(value) <= 8 and all(isinstance(v, _FLOW_ITEM) for v in value)
-            and sum(len(str(v)) for v in value) <= 100 and not any("\n" in str(v) for v in value))
+    if len(value) > 8:
+        return False
+    for v in value:
+        if not isinstance(v, _FLOW_ITEM):
+            return False
+    texts = [str(v) for v in value]
+    return sum(map(len, texts)) <= 100 and not any("\n" in t for t in texts)
 
 
 def _block(value: Any) -> bool:
@@ -165,10 +171,74 @@ def _sequence(value: list, indent: int, out: list[str]) -> None:
             out.append(f"{pad}- {_inline(item, indent + 2)}\n")
 
 
-def emit(doc: Any) -> str:
-    """One document's YAML (without the ``---`` line); raises ``Unsupported``."""
+# -- the fast path: the same text for the mappings recordings are made of -------------
+#
+# An exchange's document is mostly a mapping of scalars (its envelope, its metadata):
+# written with one ``type`` test per value instead of ``_inline``'s chain of
+# ``isinstance`` calls, and the key's text and a ``started`` time without the resolver.
+# Anything but an exact str, int, dict or list goes the general way above, so the text
+# is the general path's (``emit(doc, fast=False)``; tested on generated and recorded
+# documents).
+
+# ``started`` (``datetime.isoformat``): the resolver reads it as a timestamp, so quoted
+_ISO_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}\+00:00")
+
+
+@functools.lru_cache(maxsize=1024)
+def _key(key: str) -> str:
+    """A mapping key's text (``_mapping``'s checks; the exception is not cached)."""
+    if not isinstance(key, str):
+        raise Unsupported("a mapping key that is not a string")
+    if "\n" in key or len(key) > 1000:
+        raise Unsupported("a multi-line or very long mapping key")
+    return _scalar(key)
+
+
+def _fast_mapping(value: dict, indent: int, out: list[str]) -> None:
+    pad = " " * indent
+    for key, item in value.items():
+        name = _key(key) if type(key) is str else _key.__wrapped__(key)
+        t = type(item)
+        if t is str:
+            if "\n" in item:
+                text = _inline(item, indent + 2)
+            elif len(item) == 32 and _ISO_TIME.fullmatch(item):
+                text = "'" + item + "'"
+            else:
+                text = _scalar(item)
+        elif t is int:
+            text = str(item)
+        elif t is dict:
+            if item:
+                out.append(f"{pad}{name}:\n")
+                _fast_mapping(item, indent + 2, out)
+                continue
+            text = "{}"
+        elif t is list:
+            if item and not flow_list(item):
+                out.append(f"{pad}{name}:\n")
+                _sequence(item, indent, out)  # PyYAML: not indented under its key
+                continue
+            text = _inline(item, indent + 2)  # [] or a flow list
+        elif _block(item):  # the general way, for any other type
+            out.append(f"{pad}{name}:\n")
+            if isinstance(item, dict):
+                _mapping(item, indent + 2, out)
+            else:
+                _sequence(item, indent, out)
+            continue
+        else:
+            text = _inline(item, indent + 2)
+        out.append(f"{pad}{name}: {text}\n")
+
+
+def emit(doc: Any, fast: bool = True) -> str:
+    """One document's YAML (without the ``---`` line); raises ``Unsupported``.
+    ``fast=False``: without the fast path (the reference it is tested against)."""
     out: list[str] = []
-    if isinstance(doc, dict) and doc:
+    if fast and type(doc) is dict and doc:
+        _fast_mapping(doc, 0, out)
+    elif isinstance(doc, dict) and doc:
         _mapping(doc, 0, out)
     elif isinstance(doc, list) and doc and not flow_list(doc):
         _sequence(doc, 0, out)

@@ -161,7 +161,7 @@ def _lifetime(value: str, event: str | None) -> str:
 
 
 def _tests(value: list) -> list[str]:
-    if not all(isinstance(t, str) for t in value):
+    if value and not all(isinstance(t, str) for t in value):  # (most lists are empty)
         raise FormatError(f"{_META}tests must be a list of test names (text), not {_short(value)}")
     return list(value)
 

@@ -174,11 +174,21 @@ def main(argv: list[str]) -> int:
 
     dialects()
     unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=1 << 30)
+    # the bytes read and not yet unpacked: each document's own bytes go to the cache as
+    # they came (what the proxy packed is what the cache's packer would make of it)
+    pending, at = bytearray(), 0  # ``pending`` starts at offset ``at`` of the stream
     try:
         while data := os.read(0, _READ):
             unpacker.feed(data)
+            pending += data
+            start = at
             for doc in unpacker:
-                writer.append(doc)
+                end = unpacker.tell()
+                writer.append(doc, later=True, packed_doc=bytes(pending[start - at:end - at]))
+                start = end
+            writer.flush()  # one write for what this read completed
+            del pending[:start - at]
+            at = start
         writer.close()
     except (StoreError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=out, flush=True)

@@ -91,19 +91,65 @@ def hashed(*parts: object) -> int:
     return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "little")
 
 
-def row(exchange: Exchange, number: int, keys: Keys) -> dict[str, Any]:
-    """The row of ``exchange``, the ``number``-th document; a small exchange's ``SERVED``
-    fields too, so that serving it never reads its document."""
+def row(exchange: Exchange, number: int, keys: Keys, computed: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The row of ``exchange``, the ``number``-th document (``computed``: its ``keys``); a
+    small exchange's ``SERVED`` fields too, so that serving it never reads its document."""
     out: dict[str, Any] = {"_i": number, "protocol": exchange.protocol, "destination": exchange.destination}
     for name in LIGHT[2:]:
         value = getattr(exchange, name)
         if value != _DEFAULTS.get(name, _NO_TESTS):
             out[name] = value
-    out.update(keys(exchange))
+    out.update(keys(exchange) if computed is None else computed)
     served = {name: getattr(exchange, name) for name in SERVED}
     if len(msgpack.packb(served, use_bin_type=True)) <= SMALL_SERVED:
         out.update(served)
     return out
+
+
+_MEMO_SIZE = 8192  # requests whose keys a Builder remembers (oldest dropped first)
+_MEMO_REQUEST = 4096  # packed bytes: larger requests are not remembered
+
+
+class _Keys:
+    """An exchange's keys and its tables' hashes (by key, by masked key, by destination),
+    remembered per request when ``keys`` depends only on the protocol, the destination,
+    the request and ``spec.volatile`` (``packed_keys``): a recording repeats its requests
+    (the cache's index row was 44 % of the writer child's samples, redis-benchmark -c 50:
+    the match key, its canonical JSON and three hashes per exchange)."""
+
+    def __init__(self, keys: Keys, memo: bool) -> None:
+        self.keys = keys
+        self._memo: dict[bytes, tuple[dict[str, Any], int, int | None, int]] | None = {} if memo else None
+        # strict: a tuple is no list, a bool no int (keys may tell them apart)
+        self._packer = msgpack.Packer(use_bin_type=True, strict_types=True)
+
+    def of(self, exchange: Exchange) -> tuple[dict[str, Any], int, int | None, int]:
+        memo = self._memo
+        if memo is None or exchange.event is not None:
+            return self._compute(exchange)
+        try:
+            name = self._packer.pack([exchange.protocol, exchange.destination, exchange.request,
+                                      exchange.extra.get("volatile")])
+        except UNPACKABLE:
+            return self._compute(exchange)
+        known = memo.get(name)
+        if known is None:
+            known = self._compute(exchange)
+            if len(name) <= _MEMO_REQUEST:
+                if len(memo) >= _MEMO_SIZE:
+                    del memo[next(iter(memo))]
+                memo[name] = known
+        return known
+
+    def _compute(self, exchange: Exchange) -> tuple[dict[str, Any], int, int | None, int]:
+        keys = self.keys(exchange)
+        if exchange.event is not None:
+            return keys, 0, None, 0
+        protocol, dest, key = exchange.protocol, keys["_dest"], keys["_key"]
+        masked = keys.get("_masked")
+        return (keys, hashed(protocol, dest, key),
+                hashed(protocol, dest, masked) if masked is not None and masked != key else None,
+                hashed(protocol, dest))
 
 
 @dataclass
@@ -143,8 +189,12 @@ class Builder:
     memory, and gives the payload back in pieces: a recording of a million exchanges
     must not grow the recorder's memory with each one (the tables are sorted at the end)."""
 
-    def __init__(self, keys: Keys) -> None:
+    def __init__(self, keys: Keys, memo: bool = False) -> None:
+        """``memo``: ``keys`` depends only on an exchange's protocol, destination, request
+        and ``spec.volatile`` (remembered per request, see ``_Keys``)."""
         self.keys = keys
+        self._keys = _Keys(keys, memo)
+        self._connections: dict[tuple[str, str, int], int] = {}  # their hashes
         self.count = 0
         self._rows = 0
         self._packer = msgpack.Packer(use_bin_type=True)
@@ -154,28 +204,32 @@ class Builder:
         self._seen: set[tuple[str, str]] = set()
         self._windows: dict[str, array] = {}
 
-    def add(self, doc: Any, exchange: Exchange | None = None) -> None:
+    def add(self, doc: Any, exchange: Exchange | None = None, packed: bytes | None = None) -> None:
         """One document; ``exchange``: its exchange, if it is one (``from_doc`` of it, else
-        made here; a meta document has none)."""
+        made here; a meta document has none); ``packed``: the document in msgpack as this
+        builder packs it, if the caller has it (the writer child: what came through its pipe)."""
         assert self._files is not None
         row_ends, row_digests, rows, digests, doc_ends, docs = self._files[:6]
         if exchange is None and not (isinstance(doc, dict) and doc.get("kind") == "meta"):
             exchange = Exchange.from_doc(doc)
         if exchange is not None:
-            r = row(exchange, self.count, self.keys)
+            keys, by_key, by_masked, by_place = self._keys.of(exchange)
+            r = row(exchange, self.count, self.keys, keys)
             packed_row = self._packer.pack(r)
             rows.write(packed_row)
             row_ends.write(struct.pack("=Q", rows.tell()))
             row_digests.write(hashlib.sha256(packed_row).digest()[:_DIGEST])
-            self._index(exchange, r, self._rows)
+            self._index(exchange, r, self._rows, by_key, by_masked, by_place)
             self._rows += 1
-        packed = self._packer.pack(doc)
+        if packed is None:
+            packed = self._packer.pack(doc)
         docs.write(packed)
         doc_ends.write(struct.pack("=Q", docs.tell()))
         digests.write(hashlib.sha256(packed).digest()[:_DIGEST])
         self.count += 1
 
-    def _index(self, exchange: Exchange, r: dict[str, Any], number: int) -> None:
+    def _index(self, exchange: Exchange, r: dict[str, Any], number: int,
+               by_key: int, by_masked: int | None, by_place: int) -> None:
         self._summary.add(exchange, number, r.get("_dest", ""), self._seen, self._windows)
         if exchange.event is not None:
             return
@@ -183,12 +237,17 @@ class Builder:
         tables = self._files[6:10]
         if exchange.order:
             self._files[10].write(_ORDER.pack(exchange.order))
-        protocol, dest, key = exchange.protocol, r["_dest"], r["_key"]
-        tables[BY_KEY].write(_ENTRY.pack(hashed(protocol, dest, key), number))
-        tables[BY_CONNECTION].write(_ENTRY.pack(hashed(protocol, dest, exchange.connection), number))
-        tables[BY_PLACE].write(_ENTRY.pack(hashed(protocol, dest), number))
-        if (masked := r.get("_masked")) is not None and masked != key:
-            tables[BY_MASKED].write(_ENTRY.pack(hashed(protocol, dest, masked), number))
+        connection = (exchange.protocol, r["_dest"], exchange.connection)
+        by_connection = self._connections.get(connection)
+        if by_connection is None:
+            if len(self._connections) >= _MEMO_SIZE:
+                self._connections.clear()
+            by_connection = self._connections[connection] = hashed(*connection)
+        tables[BY_KEY].write(_ENTRY.pack(by_key, number))
+        tables[BY_CONNECTION].write(_ENTRY.pack(by_connection, number))
+        tables[BY_PLACE].write(_ENTRY.pack(by_place, number))
+        if by_masked is not None:
+            tables[BY_MASKED].write(_ENTRY.pack(by_masked, number))
 
     def _tables(self) -> list[bytes]:
         """Each table's hashes sorted, then its rows: in recorded order among equal hashes."""

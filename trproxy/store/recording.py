@@ -130,23 +130,35 @@ class DocumentWriter:
             raise
         self.count = 0
         self.written = 0  # bytes
+        self._kept: list[bytes] = []  # documents appended ``later``, not written yet
         for doc in header or []:
             self.append(doc)
 
-    def append(self, doc: Any) -> bytes:
-        """Write one document whole before the next starts; returns its bytes."""
+    def append(self, doc: Any, later: bool = False) -> bytes:
+        """Write one document whole before the next starts; returns its bytes. ``later``:
+        kept until ``flush`` writes it with the others kept (one write for a batch of whole
+        documents: the writer child's per read of its pipe)."""
         if self._fd is None:
             raise ValueError("writer is closed")
         data = dump(doc).encode("utf-8")
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self._fd, view):]
+        self._kept.append(data)
+        if not later:
+            self.flush()
         self.count += 1
         self.written += len(data)
         return data
 
+    def flush(self) -> None:
+        """Write the documents ``append`` kept."""
+        if self._kept and self._fd is not None:
+            view = memoryview(b"".join(self._kept))
+            self._kept.clear()
+            while view:
+                view = view[os.write(self._fd, view):]
+
     def close(self) -> Path:
         if self._fd is not None:
+            self.flush()
             os.fsync(self._fd)
             os.close(self._fd)
             self._fd = None
@@ -167,16 +179,17 @@ class MockWriter(DocumentWriter):
     million documents (minutes) either."""
 
     def __init__(self, path: Path, header: list[Any] | None = None, root: Path | None = None) -> None:
-        self._cache: packed.Builder | None = packed.Builder(packed_keys)
+        self._cache: packed.Builder | None = packed.Builder(packed_keys, memo=True)
         self._digest = hashlib.sha256()
         super().__init__(path, header, root)
 
-    def append(self, doc: Any) -> bytes:
-        data = super().append(doc)
+    def append(self, doc: Any, later: bool = False, packed_doc: bytes | None = None) -> bytes:
+        """``packed_doc``: ``doc`` in msgpack, if the caller has it (``packed.Builder.add``)."""
+        data = super().append(doc, later)
         self._digest.update(data)
         if self._cache is not None:
             try:
-                self._cache.add(doc)
+                self._cache.add(doc, packed=packed_doc)
             except (OSError, *packed.UNPACKABLE, FormatError) as exc:  # no room in /tmp: no cache
                 log.debug("no cache for %s: %s", self.path, exc)
                 self._drop_cache()

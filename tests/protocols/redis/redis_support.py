@@ -18,9 +18,12 @@ def redis_offsets(total: int) -> list[int]:
     return offsets(total, every_up_to=2048, samples=48 if total < 65536 else 10)
 
 
-def decode(chunks: Chunks, **limits: int) -> tuple[list, str | None]:
-    """Every message the codec yields (side, message), and the error class name if any."""
-    codec = RedisCodec(**limits)
+def decode(chunks: Chunks, remember: bool = False, **limits: int) -> tuple[list, str | None]:
+    """Every message the codec yields (side, message), and the error class name if any
+    (``remember``: as the recorder's codec, which remembers pieces it decoded whole)."""
+    from trproxy.protocols.redis.recorder import _no_secret
+
+    codec = RedisCodec(**limits, remember=_no_secret if remember else None)
     out = []
     try:
         for side, data in chunks + CLOSE:

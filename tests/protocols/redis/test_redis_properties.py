@@ -236,3 +236,47 @@ def test_malformed_readable_data_is_an_encode_error(data) -> None:  # type: igno
 
 def test_codec_returns_need_data_on_an_empty_buffer() -> None:
     assert RedisCodec().next_message() is NEED_DATA
+
+
+# --- pieces decoded before (record remembers them) --------------------------------------
+
+pieces = st.one_of(st.binary(max_size=48), values.map(RedisCodec().encode), commands.map(RedisCodec().encode))
+
+
+@FAST
+@given(st.lists(st.tuples(st.sampled_from(["client", "server"]), pieces), max_size=10))
+def test_a_remembering_codec_decodes_what_a_plain_one_does(chunks) -> None:  # type: ignore[no-untyped-def]
+    """Decoded twice (the second time from memory where the pieces are known), the same
+    messages and the same error, whatever the pieces."""
+    plain = decode(chunks)
+    assert decode(chunks, remember=True) == plain
+    assert decode(chunks, remember=True) == plain
+    assert decode(chunks[::-1], remember=True) == decode(chunks[::-1])
+
+
+def test_a_piece_seen_before_is_not_decoded_again(monkeypatch) -> None:
+    from trproxy.protocols.redis import codec as module
+
+    monkeypatch.setitem(module._DECODED, Direction.CLIENT, {})
+    monkeypatch.setitem(module._DECODED, Direction.SERVER, {})
+    request = b"*2\r\n$3\r\nGET\r\n$3\r\nkey\r\n" * 2
+    first = decode([("client", request), ("server", b"+OK\r\n$-1\r\n")], remember=True)
+    parsed: list[bytes] = []
+    feed = module.RequestParser.feed
+    monkeypatch.setattr(module.RequestParser, "feed", lambda self, data: parsed.append(data) or feed(self, data))
+    assert decode([("client", request), ("server", b"+OK\r\n$-1\r\n")], remember=True) == first
+    assert parsed == [b""]  # only the end of the stream reached the parser
+    assert len(first[0]) == 4
+    # a piece that ends inside a message, or bytes after the end, are decoded each time
+    assert decode([("client", request[:-3]), ("client", request[-3:])], remember=True) == \
+        decode([("client", request)])
+    assert request[:-3] not in module._DECODED[Direction.CLIENT]
+    # a password is not remembered, nor an aggregate reply (CONFIG GET requirepass)
+    auth, config = b"*2\r\n$4\r\nAUTH\r\n$6\r\nsecret\r\n", b"*2\r\n$11\r\nrequirepass\r\n$6\r\nsecret\r\n"
+    decode([("client", auth), ("server", config)], remember=True)
+    assert auth not in module._DECODED[Direction.CLIENT] and config not in module._DECODED[Direction.SERVER]
+    assert request in module._DECODED[Direction.CLIENT]
+    codec = RedisCodec(remember=lambda m: True)
+    codec.feed(Direction.CLIENT, b"")
+    with pytest.raises(ProtocolError):
+        codec.feed(Direction.CLIENT, request)

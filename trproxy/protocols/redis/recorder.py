@@ -50,16 +50,26 @@ from .commands import (
 from .readable import request_to_readable, to_readable
 from .resp import (
     Array,
+    BigNumber,
+    Boolean,
     BulkError,
+    BulkString,
     Command,
+    Double,
+    Integer,
     InvalidInline,
+    Null,
     Push,
     RespValue,
     SimpleError,
     SimpleString,
+    VerbatimString,
 )
 
 _MONITOR_LINE = re.compile(rb"[0-9]+\.[0-9]+ \[")
+# replies the codec may remember (no aggregate: CONFIG GET requirepass answers with one)
+_SCALARS = (SimpleString, SimpleError, Integer, BulkString, Null, Boolean, Double, BigNumber,
+            BulkError, VerbatimString)
 
 
 @dataclass
@@ -83,7 +93,7 @@ class RedisRecorder:
     """One connection in record mode; ``feed`` returns completed ``Interaction``s."""
 
     def __init__(self, **limits: int) -> None:
-        self._codec = RedisCodec(**limits)
+        self._codec = RedisCodec(**limits, remember=_no_secret)
         self._mode = ReplyMode()
         self._subs = Subscriptions()
         self._queue: deque[_Pending] = deque()  # requests awaiting their replies, in order
@@ -188,6 +198,15 @@ class RedisRecorder:
                 self.unanswered.append(pending.request)
             out.append(pending.interaction(unanswered=not pending.replies))
         self._queue.clear()
+
+
+def _no_secret(message: Command | InvalidInline | RespValue) -> bool:
+    """Whether the codec may remember a message (``RedisCodec(remember=...)``): not a
+    request with a password (AUTH, HELLO AUTH, CONFIG SET requirepass...), nor an
+    aggregate reply (CONFIG GET requirepass, ACL GETUSER answer with one)."""
+    if isinstance(message, Command):
+        return redact_request(message.args) == message.args
+    return isinstance(message, _SCALARS)
 
 
 def _push_summary(value: RespValue) -> str:
