@@ -25,6 +25,7 @@ import collections
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -178,8 +179,18 @@ def run_mode(mode: str, python: Path, src: Path, out: Path, recording: Path, env
     print(f"== {mode}: {' '.join(map(str, cmd))}\n   log: {out / 'pytest.log'}", flush=True)
     started = time.monotonic()
     with (out / "pytest.log").open("wb") as log:
-        rc = subprocess.run(list(map(str, cmd)), cwd=src, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL).returncode
+        proc = subprocess.Popen(list(map(str, cmd)), cwd=src, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
+        try:
+            rc = proc.wait()
+        finally:  # stopped ourselves (SIGTERM, Ctrl-C): stop the run too, then the servers
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(60)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
     (out / "run.json").write_text(json.dumps({"mode": mode, "cmd": list(map(str, cmd)), "exit": rc,
                                               "seconds": round(time.monotonic() - started, 1)}))
     print(f"   exit {rc} after {time.monotonic() - started:.0f} s", flush=True)
@@ -281,7 +292,7 @@ def render(summary: dict) -> str:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog="-- ARGS: more pytest arguments")
     ap.add_argument("suite", choices=sorted(SUITES))
     ap.add_argument("--source", type=Path, required=True, help="git dir of the client (a bare mirror is fine)")
     ap.add_argument("--work", type=Path, required=True, help="checkouts, venvs and results go here")
@@ -291,8 +302,10 @@ def main() -> int:
     ap.add_argument("--resp", type=int, default=2, choices=(2, 3), help="redis: RESP protocol version")
     ap.add_argument("--timeout", type=int, default=120, help="pytest-timeout seconds a test (a hang fails it)")
     ap.add_argument("--recording", type=Path, help="replay alone: the recording of an earlier record run")
-    ap.add_argument("pytest_args", nargs="*", help="after --: more pytest arguments")
-    opts = ap.parse_args()
+    argv = sys.argv[1:]
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []  # after --: more pytest arguments
+    opts = ap.parse_args(argv[:len(argv) - len(extra) - (1 if "--" in argv else 0)])
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the servers are stopped
     modes = [m for m in opts.modes.split(",") if m]
     if set(modes) - set(MODES):
         ap.error(f"--modes: choose among {', '.join(MODES)}")
@@ -313,7 +326,7 @@ def main() -> int:
     env.update(**suite.env, **server_env, PYTHONPATH=str(plugin_path(work)),
                PATH=f"{python.parent}:{env.get('PATH', '')}", VIRTUAL_ENV=str(python.parent.parent))
     args = [*suite.pytest, *server_args, f"--timeout={opts.timeout}", *(["-k", opts.k] if opts.k else []),
-            *opts.pytest_args]
+            *extra]
     runs: dict[str, Path] = {}
     recording = opts.recording
     print(f"{name} at {sha[:12]}, server port {servers.port}", flush=True)
