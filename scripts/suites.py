@@ -1,4 +1,4 @@
-"""Replay fidelity on real client test suites (psycopg 3, redis-py, asyncpg): optional, not in ``make test``.
+"""Replay fidelity on real client test suites (psycopg 3, redis-py): optional, not in ``make test``.
 
     .venv/bin/python scripts/suites.py psycopg --source /work/.mirror/psycopg+psycopg/repo --work /work/thirdparty
     .venv/bin/python scripts/suites.py redis --source /work/.mirror/redis+redis-py/repo --work /work/thirdparty --resp 3
@@ -52,7 +52,6 @@ class Suite:
     install: list[list[str]]  # pip arguments, run in the checkout
     pytest: list[str]  # arguments after ``python -m pytest``
     env: dict[str, str] = field(default_factory=dict)
-    build_deps: list[str] = field(default_factory=list)  # installed before ``install``
 
 
 SUITES = {
@@ -71,14 +70,6 @@ SUITES = {
                 "--ignore=tests/test_multidb", "--ignore=tests/test_asyncio/test_multidb",
                 "-m", "not onlycluster and not fixed_client and not multidb_integration and not redismod"
                       " and not ssl and not replica and not cp_integration"],
-    ),
-    # a C extension: cython builds it from the checkout (tests/ start their own cluster
-    # unless PGHOST etc. point at one: asyncpg's cluster helper honours PGHOST and friends)
-    "asyncpg": Suite(
-        server="postgres",
-        install=[["-e", ".[test]", "pytest-timeout"]],
-        pytest=["tests"],
-        build_deps=["cython", "setuptools", "wheel"],
     ),
 }
 
@@ -115,8 +106,6 @@ def venv(suite: Suite, src: Path, sha: str, base: Path) -> Path:
     sh(["python3.11", "-m", "venv", env_dir])
     pip = [python, "-m", "pip", "install", "-q"]
     sh(pip + ["-U", "pip"])
-    if suite.build_deps:
-        sh(pip + suite.build_deps)
     for args in suite.install:
         sh(pip + args, cwd=src)
     stamp.write_text(sha)
