@@ -2,7 +2,8 @@
 
     .venv/bin/python scripts/suites.py psycopg --source /work/.mirror/psycopg+psycopg/repo --work /work/thirdparty
     .venv/bin/python scripts/suites.py redis --source /work/.mirror/redis+redis-py/repo --work /work/thirdparty --resp 3
-        [--rev REV] [--modes direct,record,replay] [-k EXPR] [--timeout S] [--recording DIR] [-- PYTEST ARGS]
+        [--rev REV] [--modes direct,record,replay] [-k EXPR] [--timeout S] [--recording DIR]
+        [--trproxy CHECKOUT] [-- PYTEST ARGS]
 
 The suite runs up to three times: ``direct`` against real servers, under ``trproxy record``
 (fresh servers on the same ports), then under ``trproxy replay`` with the servers stopped,
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import hashlib
 import json
 import os
 import shutil
@@ -39,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from tests.support.services import PostgresServer, RedisServer, free_port  # noqa: E402
 
-TRPROXY = ROOT / ".venv" / "bin" / "trproxy"
+PYTHON = ROOT / ".venv" / "bin" / "python"  # runs trproxy (``-m trproxy.cli``) from the checkout chosen
 MODES = ("direct", "record", "replay")
 SEED = "20261203"  # pytest-randomly: the same random data (psycopg's faker) in every mode
 
@@ -145,15 +147,14 @@ class Servers:
         return {}, [f"--redis-url=redis://127.0.0.1:{self.port}", f"--protocol={resp}"]
 
 
-def plugin_path(work: Path) -> Path:
-    """A directory with a link to the ``trproxy`` package, for ``-p trproxy.pytest_plugin``."""
-    path = work / "trproxy-plugin-path"
+def plugin_path(work: Path, checkout: Path) -> Path:
+    """A directory with a link to ``checkout``'s ``trproxy`` package: on ``PYTHONPATH``, it is the
+    trproxy that runs (ahead of the venv's editable install) and the pytest plugin the suite loads."""
+    package = (checkout / "trproxy").resolve()
+    path = work / f"trproxy-path-{hashlib.sha1(str(package).encode()).hexdigest()[:10]}"
     path.mkdir(parents=True, exist_ok=True)
-    link = path / "trproxy"
-    if link.is_symlink() and link.resolve() != (ROOT / "trproxy").resolve():
-        link.unlink()
-    if not link.is_symlink():
-        link.symlink_to(ROOT / "trproxy")
+    if not (path / "trproxy").is_symlink():
+        (path / "trproxy").symlink_to(package)
     return path
 
 
@@ -164,7 +165,7 @@ def run_mode(mode: str, python: Path, src: Path, out: Path, recording: Path, env
     cmd = [python, "-m", "pytest", "-p", "trproxy.pytest_plugin", f"--junitxml={out / 'junit.xml'}",
            "-o", f"cache_dir={out / 'pytest-cache'}", *args]
     if mode != "direct":
-        cmd = [TRPROXY, mode, "--dir", recording, "--", *cmd]
+        cmd = [PYTHON, "-m", "trproxy.cli", mode, "--dir", recording, "--", *cmd]
     print(f"== {mode}: {' '.join(map(str, cmd))}\n   log: {out / 'pytest.log'}", flush=True)
     started = time.monotonic()
     with (out / "pytest.log").open("wb") as log:
@@ -290,6 +291,8 @@ def main() -> int:
     ap.add_argument("-k", dest="k", help="pytest -k EXPR")
     ap.add_argument("--resp", type=int, default=2, choices=(2, 3), help="redis: RESP protocol version")
     ap.add_argument("--timeout", type=int, default=120, help="pytest-timeout seconds a test (a hang fails it)")
+    ap.add_argument("--trproxy", type=Path, default=ROOT,
+                    help="the trproxy checkout to run (a worktree of main for a before/after); default this one")
     ap.add_argument("--recording", type=Path, help="replay alone: the recording of an earlier record run")
     argv = sys.argv[1:]
     extra = argv[argv.index("--") + 1:] if "--" in argv else []  # after --: more pytest arguments
@@ -312,7 +315,7 @@ def main() -> int:
         servers.port = json.loads((opts.recording.parent / "run.json").read_text())["port"]
     server_env, server_args = servers.env_and_args(opts.suite, opts.resp)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TRPROXY_", "PYTEST_"))}
-    env.update(**suite.env, **server_env, PYTHONPATH=str(plugin_path(work)),
+    env.update(**suite.env, **server_env, PYTHONPATH=str(plugin_path(work, opts.trproxy)),
                PATH=f"{python.parent}:{env.get('PATH', '')}", VIRTUAL_ENV=str(python.parent.parent))
     args = [*suite.pytest, *server_args, f"--timeout={opts.timeout}", *(["-k", opts.k] if opts.k else []),
             *extra]
