@@ -6,7 +6,17 @@ from __future__ import annotations
 
 from tests.protocols.http import capture as http_capture
 from tests.protocols.postgres.build import HANDSHAKE, STARTUP, wire
-from tests.support.playbook import Playbook, after, client, client_closes, close, miss, reset, send
+from tests.support.playbook import (
+    Playbook,
+    after,
+    client,
+    client_closes,
+    close,
+    miss,
+    reset,
+    send,
+    sends,
+)
 from tests.support.recording import capture, capture_run
 from trproxy.protocols.postgres import backend as be
 from trproxy.protocols.postgres import frontend as fe
@@ -375,3 +385,35 @@ def test_a_connection_that_terminates_itself_gets_the_fatal_and_the_close():
     assert a >> client(wire(STARTUP)) << send(wire(be.AuthenticationOk(), *_backend(200)[1:]))
     assert a >> client(wire(fe.Query("select pg_terminate_backend(200)"))) << send(
         wire(*ROW_T, TERMINATED)) << close()
+
+
+def test_notifications_of_one_commit_reach_the_listener_in_one_delivery():
+    """The server sends the NOTIFYs of one transaction together at its COMMIT; delivered
+    one by one (a write each), psycopg's ``notifies(stop_after=1)`` got only the first."""
+    notifies = [wire(fe.Query(f"NOTIFY ch, '{n}'")) for n in "12"]
+    begin = wire(fe.Query("BEGIN"))
+    commit = wire(fe.Query("COMMIT"))
+    listen, done = wire(fe.Query("LISTEN ch")), [be.CommandComplete("LISTEN"), be.ReadyForQuery("I")]
+    notes = [be.NotificationResponse(77, "ch", n) for n in "12"]
+    other = [*HANDSHAKE[:-2], be.BackendKeyData(77, cancel_key(77)), HANDSHAKE[-1]]
+    recorded = capture_run([
+        ("l", "client", wire(STARTUP)), ("l", "server", wire(*HANDSHAKE)),
+        ("n", "client", wire(STARTUP)), ("n", "server", wire(*other)),
+        ("l", "client", listen), ("l", "server", wire(*done)),
+        ("n", "client", begin), ("n", "server", wire(be.CommandComplete("BEGIN"), be.ReadyForQuery("T"))),
+        *[step for q in notifies for step in (("n", "client", q), ("n", "server", wire(
+            be.CommandComplete("NOTIFY"), be.ReadyForQuery("T"))))],
+        ("n", "client", commit), ("n", "server", wire(be.CommandComplete("COMMIT"), be.ReadyForQuery("I"))),
+        ("l", "server", wire(*notes))])
+    assert [e.event for e in recorded if e.event] == ["push", "push"]
+    listener = Playbook("postgres", recorded)
+    notifier = listener.connection()
+    assert (listener >> client(wire(STARTUP)) << send(wire(be.AuthenticationOk(), *HANDSHAKE[1:]))
+            >> client(listen) << send(wire(*done)))
+    assert notifier >> client(wire(STARTUP)) << send(wire(be.AuthenticationOk(), *other[1:]))
+    assert notifier >> client(begin) << send(wire(be.CommandComplete("BEGIN"), be.ReadyForQuery("T")))
+    for q in notifies:
+        assert notifier >> client(q) << send(wire(be.CommandComplete("NOTIFY"), be.ReadyForQuery("T")))
+    assert notifier >> client(commit) << send(wire(be.CommandComplete("COMMIT"), be.ReadyForQuery("I")))
+    assert listener << sends(wire(*notes))
+    assert sum("from another connection" in line for line in listener._log) == 1

@@ -177,6 +177,8 @@ class Timeline:
             events = self._take(rec, [e for e in rec.events if e.seq <= ev.seq])
             if rec.follower is None:
                 rec.ready += events
+            elif (mine := next((got for target, got in out if target is rec.follower), None)) is not None:
+                mine += events  # one delivery, so one write: a server's NOTIFYs of one COMMIT came together
             else:
                 out.append((rec.follower, events))
         for item in held:
