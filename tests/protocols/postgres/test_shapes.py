@@ -60,6 +60,20 @@ def test_each_shaped_function_answers_as_the_function_it_wraps():
                 assert fn(text) == fn.__wrapped__(text), (fn.__name__, text)
 
 
+def test_dollar_quote_tags_with_digits_are_not_read_by_shape():
+    """``$a1$ ... $a2$`` does not close the quote that ``$a1$ ... $a1$`` closes: the same
+    shape, other statements."""
+    closed = "SELECT $a1$ x $a1$; CREATE TABLE t (i int)"
+    open_ = "SELECT $a1$ x $a2$; CREATE TABLE t (i int)"
+    assert sql.first_words.__wrapped__(closed) != sql.first_words.__wrapped__(open_)
+    for first, then in ((closed, open_), (open_, closed)):
+        for memo in sql.SHAPE_MEMOS:
+            memo.clear()
+        for fn in SHAPED:
+            fn(first)
+            assert fn(then) == fn.__wrapped__(then), (fn.__name__, then)
+
+
 def test_request_traits_are_those_of_the_full_path():
     """lifetime, repeats, sleeps, status changes of whole requests, warm and emptied."""
     requests = [[{"Query": text}] for text in CORPUS] + [
@@ -83,7 +97,7 @@ def test_request_traits_are_those_of_the_full_path():
 
 _WORDS = st.sampled_from(["SELECT", "BEGIN", "COMMIT", "ROLLBACK", "SET", "CREATE", "TABLE", "AS", "pg_sleep(",
                           "pg_class", "::regtype", "INSERT", "INTO", "t", ";", "'", '"', "$$", "$1", "--",
-                          "/*", "*/", "\n", " ", "(", ")", ",", "1", "23", "0", "x9", "_7", "E'\\1'", "ABORT"])
+                          "/*", "*/", "\n", " ", "(", ")", ",", "1", "23", "0", "x9", "_7", "E'\\1'", "ABORT", "$a1$", "$a2$"])
 
 
 @settings(max_examples=300, deadline=None)

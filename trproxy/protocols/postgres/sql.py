@@ -64,6 +64,7 @@ _LEXER = SqlLexer(_TOKEN, _SPECIAL)
 
 T = TypeVar("T")
 _DIGITS = bytes.maketrans(b"123456789", b"000000000")
+_NUMBERED_TAG = re.compile(r"\$[A-Za-z_][A-Za-z_0-9]*[0-9][A-Za-z_0-9]*\$")
 _MAX_SHAPES = 4096  # statement shapes kept per function (emptied when full)
 SHAPE_MEMOS: list[dict] = []  # every ``by_shape`` table (tests empty them)
 
@@ -73,10 +74,13 @@ def by_shape(fn: Callable[[str], T]) -> Callable[[str], T]:
     0. Only for a function that treats all digits alike (its patterns name no digit
     outside a ``0-9`` range, no digit's value counts): its answer is then the same for
     every statement that differs only in its numbers, which a benchmark or an app's ids
-    make all distinct (``WHERE aid = 55526``)."""
+    make all distinct (``WHERE aid = 55526``). Not a text with a dollar-quote tag that
+    holds a digit: ``$a1$`` closes at ``$a1$`` only, so there the digits' values count."""
     memo: dict[bytes, T] = {}
 
     def shaped(sql: str) -> T:
+        if "$" in sql and _NUMBERED_TAG.search(sql):
+            return fn(sql)
         key = sql.encode("utf-8", "surrogatepass").translate(_DIGITS)
         found = memo.get(key, memo)
         if found is memo:
