@@ -190,9 +190,10 @@ class _Driver:
         ``data``: what was read before, and what the stream holds goes with it. Raises
         what the connection died of (a reset) as ``run``'s read would."""
         transport = self.writer.transport
-        buffer = reader._buffer  # read by the stream, not consumed yet
-        data += bytes(buffer)
-        buffer.clear()
+        buffer = getattr(reader, "_buffer", None)  # read by the stream, not consumed yet
+        data += bytes(buffer or b"")
+        if buffer:
+            buffer.clear()
         eof = reader.at_eof()
         client = _Client(self, transport)
         transport.set_protocol(client)

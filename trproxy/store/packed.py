@@ -390,7 +390,7 @@ class Packed:
         """How many documents."""
         return len(self._doc_ends)
 
-    def _checked(self, at: int, end: int, digests: memoryview, i: int) -> bytes:
+    def _checked(self, at: int, end: int, digests: memoryview, i: int) -> bytes | memoryview:
         """Bytes of the tail, checked against their digest in the index."""
         return _check(self._read(at, end - at), digests, i)
 
