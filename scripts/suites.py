@@ -3,7 +3,7 @@
     .venv/bin/python scripts/suites.py psycopg --source /work/.mirror/psycopg+psycopg/repo --work /work/thirdparty
     .venv/bin/python scripts/suites.py redis --source /work/.mirror/redis+redis-py/repo --work /work/thirdparty --resp 3
         [--rev REV] [--modes direct,record,replay] [-k EXPR] [--timeout S] [--recording DIR]
-        [--trproxy CHECKOUT] [-- PYTEST ARGS]
+        [--direct RESULTS] [--trproxy CHECKOUT] [-- PYTEST ARGS]
 
 The suite runs up to three times: ``direct`` against real servers, under ``trproxy record``
 (fresh servers on the same ports), then under ``trproxy replay`` with the servers stopped,
@@ -249,12 +249,13 @@ def summarize(name: str, runs: dict[str, Path], recording: Path | None) -> dict:
     for mode in ("record", "replay"):
         if mode not in results or not direct:
             continue
-        lost = [{"test": t, "status": results[mode].get(t, ("missing", ""))[0],
-                 "message": results[mode].get(t, ("", ""))[1],
-                 **({"misses": misses.get(t, [])} if mode == "replay" else {})}
-                for t, (status, _) in sorted(direct.items())
-                if status == "passed" and results[mode].get(t, ("missing",))[0] != "passed"]
-        summary[f"direct_pass_{mode}_not"] = lost
+        # a test this run did not report (deselected by -k against an earlier direct run) is counted apart
+        passed = [t for t, (status, _) in sorted(direct.items()) if status == "passed"]
+        summary[f"direct_pass_{mode}_missing"] = sum(t not in results[mode] for t in passed)
+        summary[f"direct_pass_{mode}_not"] = [
+            {"test": t, "status": results[mode][t][0], "message": results[mode][t][1],
+             **({"misses": misses.get(t, [])} if mode == "replay" else {})}
+            for t in passed if t in results[mode] and results[mode][t][0] != "passed"]
     return summary
 
 
@@ -269,6 +270,8 @@ def render(summary: dict) -> str:
         if lost is None:
             continue
         lines += ["", f"## Pass direct, not in {mode}: {len(lost)}", ""]
+        if missing := summary.get(f"direct_pass_{mode}_missing"):
+            lines += [f"({missing} direct passes not run in {mode})", ""]
         for item in lost:
             lines.append(f"- `{item['test']}` {item['status']}: {item['message']}")
             lines += [f"    - miss: {m}" for m in item.get("misses", [])[:3]]
@@ -294,6 +297,7 @@ def main() -> int:
     ap.add_argument("--trproxy", type=Path, default=ROOT,
                     help="the trproxy checkout to run (a worktree of main for a before/after); default this one")
     ap.add_argument("--recording", type=Path, help="replay alone: the recording of an earlier record run")
+    ap.add_argument("--direct", type=Path, help="compare with this earlier direct run's results dir")
     argv = sys.argv[1:]
     extra = argv[argv.index("--") + 1:] if "--" in argv else []  # after --: more pytest arguments
     opts = ap.parse_args(argv[:len(argv) - len(extra) - (1 if "--" in argv else 0)])
@@ -319,7 +323,7 @@ def main() -> int:
                PATH=f"{python.parent}:{env.get('PATH', '')}", VIRTUAL_ENV=str(python.parent.parent))
     args = [*suite.pytest, *server_args, f"--timeout={opts.timeout}", *(["-k", opts.k] if opts.k else []),
             *extra]
-    runs: dict[str, Path] = {}
+    runs: dict[str, Path] = {"direct": opts.direct} if opts.direct else {}
     recording = opts.recording
     print(f"{name} at {sha[:12]}, server port {servers.port}", flush=True)
     try:
