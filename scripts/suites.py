@@ -215,10 +215,16 @@ def junit_id(nodeid: str) -> str:
     return ".".join([module, *parts[1:-1]]) + "::" + parts[-1]
 
 
-def replay_report(recording: Path) -> dict:
-    """The newest replay report of the recording (trproxy writes one a run)."""
+def keep_report(recording: Path, out: Path) -> None:
+    """The replay's report (trproxy writes one a run into the recording) beside its junit.xml."""
     reports = sorted((recording / "reports").glob("run-*-replay.yaml"))
-    return (yaml.safe_load(reports[-1].read_text()) or {}) if reports else {}
+    if reports:
+        shutil.copy(reports[-1], out / "replay-report.yaml")
+
+
+def replay_report(out: Path) -> dict:
+    path = out / "replay-report.yaml"
+    return (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
 
 
 def replay_misses(doc: dict) -> dict[str, list[str]]:
@@ -232,14 +238,14 @@ def replay_misses(doc: dict) -> dict[str, list[str]]:
     return dict(misses)
 
 
-def summarize(name: str, runs: dict[str, Path], recording: Path | None) -> dict:
+def summarize(name: str, runs: dict[str, Path]) -> dict:
     """Counts per mode and the tests that pass direct but not under record or replay."""
     results = {mode: junit(out / "junit.xml") for mode, out in runs.items()}
     summary: dict = {"suite": name, "runs": {m: str(p) for m, p in runs.items()}, "counts": {}}
     for mode, res in results.items():
         counts = collections.Counter(status for status, _ in res.values())
         summary["counts"][mode] = {k: counts.get(k, 0) for k in ("passed", "failed", "error", "skipped")}
-    report = replay_report(recording) if recording and "replay" in runs else {}
+    report = replay_report(runs["replay"]) if "replay" in runs else {}
     misses = replay_misses(report)
     if report:
         summary["replay_report"] = {k: len(report.get(k) or []) for k in ("misses", "unused", "out_of_order",
@@ -335,12 +341,14 @@ def main() -> int:
             if mode != "replay":
                 servers.start()
             run_mode(mode, python, src, out, recording, env, args)
+            if mode == "replay":
+                keep_report(recording, out)
             data = json.loads((out / "run.json").read_text())
             (out / "run.json").write_text(json.dumps({**data, "port": servers.port, "rev": sha}))
             runs[mode] = out
     finally:
         servers.stop()
-    summary = summarize(name, runs, recording)
+    summary = summarize(name, runs)
     text = render(summary)
     print(text)
     dest = work / "results" / f"{name}-{stamp}"
