@@ -3,7 +3,7 @@
     .venv/bin/python scripts/suites.py psycopg --source /work/.mirror/psycopg+psycopg/repo --work /work/thirdparty
     .venv/bin/python scripts/suites.py redis --source /work/.mirror/redis+redis-py/repo --work /work/thirdparty --resp 3
         [--rev REV] [--modes direct,record,replay] [-k EXPR] [--timeout S] [--recording DIR]
-        [--trproxy CHECKOUT] [-- PYTEST ARGS]
+        [--direct RESULTS] [--trproxy CHECKOUT] [-- PYTEST ARGS]
 
 The suite runs up to three times: ``direct`` against real servers, under ``trproxy record``
 (fresh servers on the same ports), then under ``trproxy replay`` with the servers stopped,
@@ -215,10 +215,16 @@ def junit_id(nodeid: str) -> str:
     return ".".join([module, *parts[1:-1]]) + "::" + parts[-1]
 
 
-def replay_report(recording: Path) -> dict:
-    """The newest replay report of the recording (trproxy writes one a run)."""
+def keep_report(recording: Path, out: Path) -> None:
+    """The replay's report (trproxy writes one a run into the recording) beside its junit.xml."""
     reports = sorted((recording / "reports").glob("run-*-replay.yaml"))
-    return (yaml.safe_load(reports[-1].read_text()) or {}) if reports else {}
+    if reports:
+        shutil.copy(reports[-1], out / "replay-report.yaml")
+
+
+def replay_report(out: Path) -> dict:
+    path = out / "replay-report.yaml"
+    return (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
 
 
 def replay_misses(doc: dict) -> dict[str, list[str]]:
@@ -232,14 +238,14 @@ def replay_misses(doc: dict) -> dict[str, list[str]]:
     return dict(misses)
 
 
-def summarize(name: str, runs: dict[str, Path], recording: Path | None) -> dict:
+def summarize(name: str, runs: dict[str, Path]) -> dict:
     """Counts per mode and the tests that pass direct but not under record or replay."""
     results = {mode: junit(out / "junit.xml") for mode, out in runs.items()}
     summary: dict = {"suite": name, "runs": {m: str(p) for m, p in runs.items()}, "counts": {}}
     for mode, res in results.items():
         counts = collections.Counter(status for status, _ in res.values())
         summary["counts"][mode] = {k: counts.get(k, 0) for k in ("passed", "failed", "error", "skipped")}
-    report = replay_report(recording) if recording and "replay" in runs else {}
+    report = replay_report(runs["replay"]) if "replay" in runs else {}
     misses = replay_misses(report)
     if report:
         summary["replay_report"] = {k: len(report.get(k) or []) for k in ("misses", "unused", "out_of_order",
@@ -249,12 +255,13 @@ def summarize(name: str, runs: dict[str, Path], recording: Path | None) -> dict:
     for mode in ("record", "replay"):
         if mode not in results or not direct:
             continue
-        lost = [{"test": t, "status": results[mode].get(t, ("missing", ""))[0],
-                 "message": results[mode].get(t, ("", ""))[1],
-                 **({"misses": misses.get(t, [])} if mode == "replay" else {})}
-                for t, (status, _) in sorted(direct.items())
-                if status == "passed" and results[mode].get(t, ("missing",))[0] != "passed"]
-        summary[f"direct_pass_{mode}_not"] = lost
+        # a test this run did not report (deselected by -k against an earlier direct run) is counted apart
+        passed = [t for t, (status, _) in sorted(direct.items()) if status == "passed"]
+        summary[f"direct_pass_{mode}_missing"] = sum(t not in results[mode] for t in passed)
+        summary[f"direct_pass_{mode}_not"] = [
+            {"test": t, "status": results[mode][t][0], "message": results[mode][t][1],
+             **({"misses": misses.get(t, [])} if mode == "replay" else {})}
+            for t in passed if t in results[mode] and results[mode][t][0] != "passed"]
     return summary
 
 
@@ -269,6 +276,8 @@ def render(summary: dict) -> str:
         if lost is None:
             continue
         lines += ["", f"## Pass direct, not in {mode}: {len(lost)}", ""]
+        if missing := summary.get(f"direct_pass_{mode}_missing"):
+            lines += [f"({missing} direct passes not run in {mode})", ""]
         for item in lost:
             lines.append(f"- `{item['test']}` {item['status']}: {item['message']}")
             lines += [f"    - miss: {m}" for m in item.get("misses", [])[:3]]
@@ -294,6 +303,7 @@ def main() -> int:
     ap.add_argument("--trproxy", type=Path, default=ROOT,
                     help="the trproxy checkout to run (a worktree of main for a before/after); default this one")
     ap.add_argument("--recording", type=Path, help="replay alone: the recording of an earlier record run")
+    ap.add_argument("--direct", type=Path, help="compare with this earlier direct run's results dir")
     argv = sys.argv[1:]
     extra = argv[argv.index("--") + 1:] if "--" in argv else []  # after --: more pytest arguments
     opts = ap.parse_args(argv[:len(argv) - len(extra) - (1 if "--" in argv else 0)])
@@ -319,7 +329,7 @@ def main() -> int:
                PATH=f"{python.parent}:{env.get('PATH', '')}", VIRTUAL_ENV=str(python.parent.parent))
     args = [*suite.pytest, *server_args, f"--timeout={opts.timeout}", *(["-k", opts.k] if opts.k else []),
             *extra]
-    runs: dict[str, Path] = {}
+    runs: dict[str, Path] = {"direct": opts.direct} if opts.direct else {}
     recording = opts.recording
     print(f"{name} at {sha[:12]}, server port {servers.port}", flush=True)
     try:
@@ -331,12 +341,14 @@ def main() -> int:
             if mode != "replay":
                 servers.start()
             run_mode(mode, python, src, out, recording, env, args)
+            if mode == "replay":
+                keep_report(recording, out)
             data = json.loads((out / "run.json").read_text())
             (out / "run.json").write_text(json.dumps({**data, "port": servers.port, "rev": sha}))
             runs[mode] = out
     finally:
         servers.stop()
-    summary = summarize(name, runs, recording)
+    summary = summarize(name, runs)
     text = render(summary)
     print(text)
     dest = work / "results" / f"{name}-{stamp}"
