@@ -15,20 +15,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support.proc import run_trproxy
+from tests.support.proc import REVERSE, run_trproxy
 
 # the eBPF redirect, as `trproxy replay -- pytest` runs (the control channel does not depend
 # on it; one mode keeps this test short: it runs pytest under trproxy five times)
 pytestmark = [pytest.mark.slow, pytest.mark.root,
               pytest.mark.skipif(os.geteuid() != 0, reason="the eBPF redirect needs root")]
 SUITE = Path(__file__).parent / "apps" / "scoped_suite.py"
-REVERSE = """
-import os
-
-def pytest_collection_modifyitems(items):
-    if os.environ.get("SUITE_REVERSED"):
-        items.reverse()
-"""
 
 
 def test_a_recorded_suite_replays_in_parts_and_in_any_order(tmp_path, redis_server, postgres_server) -> None:

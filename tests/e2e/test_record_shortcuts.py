@@ -19,20 +19,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.proc import run_trproxy
+from tests.support.proc import REVERSE, run_trproxy
 from trproxy.store import recording
 from trproxy.store.recording import load_documents
 
 pytestmark = [pytest.mark.slow, pytest.mark.root,
               pytest.mark.skipif(os.geteuid() != 0, reason="the eBPF redirect needs root")]
 SUITE = Path(__file__).parent / "apps" / "types_suite.py"
-REVERSE = """
-import os
-
-def pytest_collection_modifyitems(items):
-    if os.environ.get("SUITE_REVERSED"):
-        items.reverse()
-"""
 
 
 def test_a_types_suite_records_the_reference_cache_and_replays_each_test_its_own_oids(

@@ -19,6 +19,14 @@ from .services import free_port, wait_port
 
 TRPROXY = [sys.executable, "-m", "trproxy.cli"]
 ROOT = Path(__file__).resolve().parents[2]
+# a conftest.py for a suite under test: SUITE_REVERSED=1 runs its tests in reverse order
+REVERSE = """
+import os
+
+def pytest_collection_modifyitems(items):
+    if os.environ.get("SUITE_REVERSED"):
+        items.reverse()
+"""
 
 
 def trproxy(*args: str, **kw) -> subprocess.Popen:
