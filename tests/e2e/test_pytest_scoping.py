@@ -8,14 +8,13 @@ test starts and ends; without it (``-p no:trproxy``) a subset gets other tests' 
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.support.proc import REVERSE, run_trproxy
+from tests.support.proc import run_trproxy, suite_dir
 
 # the eBPF redirect, as `trproxy replay -- pytest` runs (the control channel does not depend
 # on it; one mode keeps this test short: it runs pytest under trproxy five times)
@@ -25,11 +24,7 @@ SUITE = Path(__file__).parent / "apps" / "scoped_suite.py"
 
 
 def test_a_recorded_suite_replays_in_parts_and_in_any_order(tmp_path, redis_server, postgres_server) -> None:
-    suite = tmp_path / "suite"
-    suite.mkdir()
-    shutil.copy(SUITE, suite / "test_scoped.py")
-    (suite / "conftest.py").write_text(REVERSE)
-    (suite / "pytest.ini").write_text("[pytest]\n")
+    suite = suite_dir(tmp_path, SUITE, "test_scoped.py")
     recording = tmp_path / "rec"
     pg = postgres_server
     env = {"REDIS_PORT": str(redis_server.port), "PG_DSN": pg.dsn}

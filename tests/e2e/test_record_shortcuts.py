@@ -13,13 +13,12 @@ recorded with these shortcuts once replayed 160 tests fewer (docs/design.md,
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.support.proc import REVERSE, run_trproxy
+from tests.support.proc import run_trproxy, suite_dir
 from trproxy.store import recording
 from trproxy.store.recording import load_documents
 
@@ -30,11 +29,7 @@ SUITE = Path(__file__).parent / "apps" / "types_suite.py"
 
 def test_a_types_suite_records_the_reference_cache_and_replays_each_test_its_own_oids(
         tmp_path, postgres_server) -> None:
-    suite = tmp_path / "suite"
-    suite.mkdir()
-    shutil.copy(SUITE, suite / "test_types.py")
-    (suite / "conftest.py").write_text(REVERSE)
-    (suite / "pytest.ini").write_text("[pytest]\n")
+    suite = suite_dir(tmp_path, SUITE, "test_types.py")
     rec = tmp_path / "rec"
 
     def trproxy(mode: str, *pytest_args: str, **extra: str):  # type: ignore[no-untyped-def]

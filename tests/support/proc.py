@@ -29,6 +29,17 @@ def pytest_collection_modifyitems(items):
 """
 
 
+def suite_dir(where: Path, module: Path, name: str) -> Path:
+    """A pytest suite of its own in ``where/suite``: ``module`` as ``name``, the ``REVERSE``
+    conftest and an empty pytest.ini (nothing of this repository's configuration)."""
+    suite = where / "suite"
+    suite.mkdir()
+    (suite / name).write_bytes(module.read_bytes())
+    (suite / "conftest.py").write_text(REVERSE)
+    (suite / "pytest.ini").write_text("[pytest]\n")
+    return suite
+
+
 def trproxy(*args: str, **kw) -> subprocess.Popen:
     """Start ``trproxy ARGS`` (stdout/stderr captured unless given)."""
     kw.setdefault("stdout", subprocess.PIPE)
