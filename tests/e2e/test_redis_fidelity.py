@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from tests.support.proc import run_trproxy
+from tests.support.proc import record_then_replay, run_trproxy
 from tests.support.services import RedisServer, free_port
 
 pytestmark = pytest.mark.slow
@@ -70,3 +70,29 @@ def test_redis_cli_with_a_password(tmp_path) -> None:
     assert replayed.stdout == "1\n" and misses(replayed.stderr) == 0
     refused = cli("replay", "guess")
     assert "WRONGPASS" in refused.stdout + refused.stderr and misses(refused.stderr) >= 1
+
+
+LATE_CLIENT = """
+import socket, sys, time
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+time.sleep(1.2)  # past replay's wait for a server-first greeting (0.5 s)
+s.sendall(b"*3\\r\\n$3\\r\\nSET\\r\\n$1\\r\\nk\\r\\n$1\\r\\nv\\r\\n*2\\r\\n$3\\r\\nGET\\r\\n$1\\r\\nk\\r\\n")
+got = b""
+while got.count(b"\\r\\n") < 3:
+    got += s.recv(100)
+print(got)
+"""
+
+
+def test_a_client_that_speaks_late_is_still_redis(tmp_path, redis_server) -> None:
+    """redis-py's cwe_404 tests put their own slow relay before the server: the relay opens
+    the server connection at once and sends the client's bytes seconds later. Replay waits
+    for them (only client-first Redis was recorded there) instead of calling the silent
+    connection a server-first one (generic) and missing everything on it."""
+    def command(port: int) -> list[str]:
+        return [sys.executable, "-c", LATE_CLIENT, str(port)]
+
+    recorded, replayed, mocks = record_then_replay(tmp_path, redis_server, command, "forward")
+    assert recorded.stdout == "b'+OK\\r\\n$1\\r\\nv\\r\\n'\n"
+    assert "kind: redis" in mocks and "kind: generic" not in mocks
+    assert replayed.stdout == recorded.stdout and misses(replayed.stderr) == 0, replayed.stderr

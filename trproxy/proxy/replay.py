@@ -71,10 +71,11 @@ async def replay(ctx: RunContext, client: Streams, host: str, port: int) -> None
             ctx.mode is Mode.REPLAY and not ctx.pool.has_destination(destination)):
         refuse(ctx, writer, destination)
         return
+    first_wait: float | None = _SERVER_FIRST_WAIT
     try:
         while dialect is None:
             try:
-                data = await asyncio.wait_for(reader.read(CHUNK), _SERVER_FIRST_WAIT if not buffered else None)
+                data = await asyncio.wait_for(reader.read(CHUNK), first_wait if not buffered else None)
             except TimeoutError:
                 data = None
             buffered += data or b""
@@ -101,9 +102,16 @@ async def replay(ctx: RunContext, client: Streams, host: str, port: int) -> None
                     tls, buffered = True, await stream.read(CHUNK)
                     data = buffered
             silent = data is None and not buffered  # waits for a server-first greeting
-            dialect = by_alpn(alpn) or (
-                by_greeting(b"", ctx.pool.recorded_protocols(destination)) if silent else None
-            ) or detect(buffered, port, final=not data)
+            if silent and alpn is None:
+                recorded = ctx.pool.recorded_protocols(destination)
+                dialect = by_greeting(b"", recorded)
+                if dialect is None and recorded and "generic" not in recorded:
+                    # only client-first protocols were recorded there: the client speaks
+                    # first, however late (a client behind its own slow relay); with
+                    # nothing recorded there (new episodes) the real server may speak first
+                    first_wait = None
+                    continue
+            dialect = dialect or by_alpn(alpn) or detect(buffered, port, final=not data)
             if not data and dialect is None:
                 return
         assert dialect is not None
