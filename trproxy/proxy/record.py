@@ -332,14 +332,15 @@ async def passthrough_or_record(ctx: RunContext, client: Streams, host: str, por
         except (TlsError, ConnectionError, OSError):
             hello = None
         name = (hello.sni or host) if hello else host
-        who = ctx.tls.client_of(client[1]) if hello is not None else None
-        if hello is not None and who is not None and (
-                name not in ctx.tls.refusals or not ctx.tls.passes_through(name, await who)):
+        # who holds the connection, asked before our certificate goes out: a client that
+        # refuses it hangs up at once and can no longer be found (its retry then came
+        # from "another" client, intercepted and refused again)
+        by = await ctx.tls.client_of(client[1]) if hello is not None else None
+        if hello is not None and (name not in ctx.tls.refusals or not ctx.tls.passes_through(name, by)):
             try:
                 down, up = await intercept_record(ctx.tls, client, upstream, hello, first_client, name,
                                                   system_trust=not upgraded)
             except CertificateRejected as exc:
-                by = await who
                 ctx.tls.refused(name, by)
                 by_text = f"process {by[0]}" if isinstance(by, tuple) else "the app"
                 ctx.problems.append(f"{name} refused our certificate ({exc}); passed through for "

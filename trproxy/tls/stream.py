@@ -45,8 +45,8 @@ class TlsSettings:
     identify: Callable[[tuple, tuple], object] | None = None  # (peername, sockname) -> client
 
     def client_of(self, writer: asyncio.StreamWriter) -> asyncio.Future[object]:
-        """Who holds the app side of this connection, looked up in a thread meanwhile
-        (while the connection is surely open: a refusing client hangs up at once)."""
+        """Who holds the app side of this connection, looked up in a thread (to be
+        awaited while the connection is surely open: a refusing client hangs up at once)."""
         identify = self.identify
         if identify is None:
             done: asyncio.Future[object] = asyncio.get_running_loop().create_future()
