@@ -49,12 +49,13 @@ if hasattr(http.MessageData, "__post_init__"):
 Fields = list[tuple[bytes, bytes]]
 
 
-def request_head(lines: list[bytes]) -> tuple[http.Request, int | None]:
+def request_head(lines: list[bytes]) -> tuple[http.Request, int | None, bool]:
     """A request head's message, checked (its method a token, RFC 9112's smuggling rules),
-    and its body's size (``expected_http_body_size``). A head seen before is not parsed
-    again (``_HEADS``): clients repeat theirs, and parsing one was a tenth of a replayed
-    request. The message is shared between the requests that sent those bytes: nothing
-    changes a parsed message."""
+    its body's size (``expected_http_body_size``), and whether it is shared. A head seen
+    before is not parsed again (``_HEADS``): clients repeat theirs, and parsing one was a
+    tenth of a replayed request. The message is shared between the requests that sent
+    those bytes (nothing changes a parsed message), and so may be what is derived from it
+    alone (``h1_replay._KNOWN``); one that carries credentials is not (``shared`` False)."""
     key = b"\n".join(lines)  # lines hold no LF: one key per list of lines
     known = _HEADS.get(key)
     if known is not None:
@@ -62,17 +63,18 @@ def request_head(lines: list[bytes]) -> tuple[http.Request, int | None]:
     message = http1.read_request_head(lines)
     method_text(message.data.method)  # a token, or DecodeError
     validate.validate_headers(message)
-    known = message, http1.expected_http_body_size(message)
-    if len(key) <= _MAX_HEAD and not _CREDENTIALS.search(key):
-        if len(_HEADS) >= _MAX_HEADS:
-            del _HEADS[next(iter(_HEADS))]  # the oldest
-        _HEADS[key] = known
+    size = http1.expected_http_body_size(message)
+    if len(key) > _MAX_HEAD or _CREDENTIALS.search(key):
+        return message, size, False
+    if len(_HEADS) >= _MAX_HEADS:
+        del _HEADS[next(iter(_HEADS))]  # the oldest
+    known = _HEADS[key] = message, size, True
     return known
 
 
 # Request heads remembered (``request_head``): small ones, and none that carries
 # credentials (they stay in memory no longer than their request).
-_HEADS: dict[bytes, tuple[http.Request, int | None]] = {}
+_HEADS: dict[bytes, tuple[http.Request, int | None, bool]] = {}
 _MAX_HEADS = 1024
 _MAX_HEAD = 4096
 _CREDENTIALS = re.compile(rb"^(?:authorization|proxy-authorization|cookie)[ \t]*:", re.IGNORECASE | re.MULTILINE)
@@ -92,6 +94,7 @@ class Head:
     """A request or response head (mitmproxy ``Request``/``Response`` without content)."""
 
     message: Any  # http.Request | http.Response
+    shared: bool = False  # a request head's message that others with its bytes get too
 
 
 @dataclass(frozen=True)
@@ -324,8 +327,9 @@ class H1Parser:
             raise self._fail(f"head longer than {self.max_head} bytes")
         raw = [bytes(line) for line in lines]
         message: http.Request | http.Response
+        shared = False
         if self.is_request:
-            message, size = request_head(raw)
+            message, size, shared = request_head(raw)
         else:
             if request is None:
                 raise self._fail("response bytes while no request is outstanding")
@@ -341,7 +345,7 @@ class H1Parser:
         else:
             self._reader, self._remaining = None, size
         self.state = H1State.BODY
-        return Head(message)
+        return Head(message, shared)
 
     def _read_counted(self) -> Event | Any:
         """The next piece of a Content-Length body: bytes that skipped the buffer first."""
