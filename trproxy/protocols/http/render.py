@@ -174,10 +174,12 @@ def render_h1_answer(response: dict[str, Any], method: str, live_version: str, w
     bytes, strict types: ``True`` is no ``1``; the request's method, the live version, the
     WebSocket key): ``_RENDERED``. Its text is what is sent, volatile values and secrets'
     stand-ins already in it, so an answer that differs in one gets its own entry."""
-    try:
-        text: bytes | None = _PACK(response)
-    except (TypeError, ValueError, OverflowError):  # not msgpack's (a tuple, a huge integer)
-        text = None
+    text: bytes | None = None
+    if not _large(response.get("body")):  # a 5 MB answer is not copied for a key it cannot have
+        try:
+            text = _PACK(response)
+        except (TypeError, ValueError, OverflowError):  # not msgpack's (a tuple, a huge integer)
+            pass
     key = (text, method, live_version, ws_key)
     known = _RENDERED.get(key) if text is not None else None
     if known is not None:
@@ -197,6 +199,14 @@ _RENDERED: dict[tuple[bytes | None, str, str, str | None], tuple[bytes, bool]] =
 _MAX_RENDERED = 512
 _MAX_ANSWER = 16 * 1024
 _PACK = msgpack.Packer(use_bin_type=True, strict_types=True).pack
+
+
+def _large(body: Any) -> bool:
+    """A body whose text (or hex, base64) alone is over ``_MAX_ANSWER``, or in a file."""
+    if isinstance(body, dict):
+        return body_file(body) is not None or any(isinstance(v, str) and len(v) > _MAX_ANSWER
+                                                   for v in body.values())
+    return isinstance(body, str) and len(body) > _MAX_ANSWER
 
 
 def _head(live_version: str, response: dict[str, Any], fields: list[tuple[bytes, bytes]]) -> bytes:
