@@ -255,21 +255,17 @@ def test_http_requests_with_credentials_or_a_body_are_not_remembered():
     assert lookups[2].request is not replayer.feed(http_get("/a"))[0].request  # each lookup its own
 
 
-def test_only_small_http_answers_held_in_memory_are_remembered():
+def test_only_small_http_answers_held_in_memory_are_remembered(monkeypatch):
     """An answer over 16 KiB (as text or base64) is rendered every time and never packed
-    for a key; nor is one streamed from a file; a small one is rendered once."""
+    for a key; a small one is rendered once."""
     http_render._RENDERED.clear()
     big = {"status": 200, "headers": [], "body": "x" * (http_render._MAX_ANSWER + 4)}
     small = {"status": 200, "headers": [], "body": "x"}
     packed: list[Any] = []
-    pack = http_render._PACK
-    http_render._PACK = lambda r: packed.append(r) or pack(r)  # type: ignore[assignment]
-    try:
-        for response in (big, {**big, "body": {"base64": big["body"]}}, small, small):
-            data, rest, closes = http_render.render_h1_answer(response, "GET", "HTTP/1.1")
-            assert (data, rest, closes) == (*http_render.render_h1_parts(response, "GET", "HTTP/1.1"), False)
-    finally:
-        http_render._PACK = pack  # type: ignore[assignment]
+    monkeypatch.setattr(http_render, "_PACK", lambda r, f=http_render._PACK: packed.append(r) or f(r))
+    for response in (big, {**big, "body": {"base64": big["body"]}}, small, small):
+        data, rest, closes = http_render.render_h1_answer(response, "GET", "HTTP/1.1")
+        assert (data, rest, closes) == (*http_render.render_h1_parts(response, "GET", "HTTP/1.1"), False)
     assert packed == [small, small] and len(http_render._RENDERED) == 1
 
 
