@@ -1,8 +1,10 @@
 """Replay's shortcuts serve what the full path serves (issue 15): a Redis chunk parsed
 once (``replayer._CHUNKS``), a match key computed once per distinct request
 (``LookupContext.same_as``, ``MockPool._keys``: Redis arguments, a Postgres Query's
-text), an answer rendered once (``replayer._RENDERED``), a Postgres statement classified
-once per shape (``sql.by_shape``). Each scenario is replayed twice on fresh runs: with every
+text, an HTTP request's shared head), an answer rendered once (``replayer._RENDERED``,
+HTTP's ``render._RENDERED``), a Postgres statement classified once per shape
+(``sql.by_shape``), an HTTP request head parsed once (``h1._HEADS``) and made readable
+once (``h1_replay._KNOWN``). Each scenario is replayed twice on fresh runs: with every
 memo emptied before each step (the full path), and with the memos warmed by a first
 run; the transcripts (bytes, misses, answers out of order, closes) must be equal."""
 
@@ -14,6 +16,9 @@ import pytest
 
 from tests.protocols.postgres.build import HANDSHAKE, STARTUP, Replay, client, record, server, wire
 from tests.support.replay_server import Mocks
+from trproxy.protocols.http import h1, h1_replay
+from trproxy.protocols.http import render as http_render
+from trproxy.protocols.http.replayer import HttpReplayer
 from trproxy.protocols.postgres import backend as be
 from trproxy.protocols.postgres import frontend as fe
 from trproxy.protocols.postgres import sql as pg_sql
@@ -33,17 +38,23 @@ def cmd(*args: str) -> bytes:
 Script = list[tuple[int, Event]]  # (live connection, event)
 
 
-def transcript(recorded: list[Any], script: Script, *, full: bool) -> list[tuple[int, str]]:
+#: the memos of the Redis and HTTP scenarios, emptied before each step of a full run
+MEMOS: list[dict[Any, Any]] = [redis_replayer._CHUNKS, redis_replayer._RENDERED, h1._HEADS, h1_replay._KNOWN,
+                               http_render._RENDERED]
+REPLAYERS = {"redis": redis_replayer.RedisReplayer, "http": HttpReplayer}
+
+
+def transcript(recorded: list[Any], script: Script, *, full: bool, protocol: str = "redis") -> list[tuple[int, str]]:
     """What each live connection got, step by step (``full``: no memo survives a step)."""
-    mocks = Mocks("redis", recorded)
+    mocks = Mocks(protocol, recorded)
     sessions: dict[int, Any] = {}
     out: list[tuple[int, str]] = []
     for n, event in script:
         if n not in sessions:
-            sessions[n] = mocks.session(redis_replayer.RedisReplayer())
+            sessions[n] = mocks.session(REPLAYERS[protocol]())
         if full:
-            redis_replayer._CHUNKS.clear()
-            redis_replayer._RENDERED.clear()
+            for memo in MEMOS:
+                memo.clear()
             mocks.pool._keys.clear()
         for c in mocks.step(sessions[n], event, 1.0):
             if isinstance(c, Miss):
@@ -156,6 +167,106 @@ def test_only_small_requests_without_secrets_are_remembered():
     lookups = replayer.feed(big) + replayer.feed(login) + replayer.feed(cmd("SET", "k", "x"))
     assert [lookup.context.same_as for lookup in lookups] == [None, None, (b"SET", b"k", b"x")]
     assert all(big not in chunks and login not in chunks for chunks in redis_replayer._CHUNKS.values())
+
+
+# --- HTTP/1: request heads, readable requests and match keys, rendered answers --------
+
+HTTP_TOKENS = ("1dd943ee-aeeb-41f1-bb14-02fc00000001", "5e0c7a14-3b2d-4c6e-8f90-02fc00000004")  # recorded
+LIVE_A, LIVE_B = "7c21b0e4-a9d8-41f1-a3b5-02fc00000002", "0b6f3f7e-2c1d-4a5e-9f00-02fc00000003"
+
+
+def http_ex(method: str, target: str, response: dict[str, Any], *, seq: int, volatile: list[str] | None = None,
+            headers: list[list[str]] | None = None, body: str = "") -> Exchange:
+    request = {"method": method, "url": f"http://api.test{target}", "http_version": "HTTP/1.1",
+               "headers": [["Host", "api.test"], *(headers or [])], "body": body}
+    answer = {"reason": "OK", "http_version": "HTTP/1.1", "body": "", **response}
+    return Exchange("http", "127.0.0.1:0", request, [answer], summary=f"{method} api.test{target}",
+                    connection=1, seq=seq, order=seq, extra={"volatile": volatile} if volatile else {})
+
+
+def http_get(target: str, *lines: str, method: str = "GET", version: str = "HTTP/1.1", body: bytes = b"") -> bytes:
+    head = [f"{method} {target} {version}", "Host: api.test", *lines]
+    if body:
+        head.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+def test_http_answers_are_those_of_the_full_path(monkeypatch):
+    """Requests repeated on several connections, answered from recordings that share an
+    answer: the live version (HTTP/1.0 and 1.1), the method (HEAD: no body), a volatile
+    value mapped into the answer (each live value its own), a secret's stand-in, JSON
+    bodies equal in Python but not as recorded (``1``/``true``), a gzip body, an answer
+    delimited by the close, a request with credentials, one with a body, misses."""
+    def plain(body: str, *headers: list[str], **more: Any) -> dict[str, Any]:
+        return {"status": 200, "headers": [["Content-Type", "text/plain"], *headers], "body": body, **more}
+
+    recorded = [http_ex("GET", "/item", plain("hello"), seq=n) for n in range(1, 5)]
+    recorded += [http_ex("HEAD", "/item", plain("", ["Content-Length", "5"]), seq=5),
+                 *(http_ex("GET", f"/orders/{token}", plain(f"order {token}", ["X-Id", token]), seq=6 + i,
+                           volatile=[token]) for i, token in enumerate(HTTP_TOKENS)),
+                 http_ex("GET", "/key", plain("k", ["X-Key", "<secret:api-key>"]), seq=8),
+                 http_ex("GET", "/json", {"status": 200, "headers": [["Content-Type", "application/json"]],
+                                          "body": {"json": {"a": 1}}}, seq=9),
+                 http_ex("GET", "/json", {"status": 200, "headers": [["Content-Type", "application/json"]],
+                                          "body": {"json": {"a": True}}}, seq=10),
+                 http_ex("GET", "/gz", plain("zipped " * 20, ["Content-Encoding", "gzip"], encoding="gzip"), seq=11),
+                 http_ex("GET", "/gz", plain("zipped " * 20, ["Content-Encoding", "gzip"], encoding="gzip"), seq=12),
+                 http_ex("GET", "/me", plain("me"), seq=13, headers=[["Authorization", "Bearer <secret:token>"]]),
+                 http_ex("POST", "/form", plain("posted"), seq=14, body="a=1"),
+                 http_ex("POST", "/form", plain("posted 2"), seq=15, body="a=2"),
+                 http_ex("GET", "/old", plain("until the end", http_version="HTTP/1.0"), seq=16),
+                 http_ex("GET", "/old", plain("until the end", http_version="HTTP/1.0"), seq=17)]
+    script: Script = [(0, ClientData(http_get("/item"))), (1, ClientData(http_get("/item"))),
+                      (2, ClientData(http_get("/item", version="HTTP/1.0"))),
+                      (0, ClientData(http_get("/item") + http_get("/item", method="HEAD"))),
+                      (1, ClientData(http_get("/item"))),  # past the recordings: a miss
+                      (0, ClientData(http_get(f"/orders/{LIVE_A}"))), (1, ClientData(http_get(f"/orders/{LIVE_B}"))),
+                      (0, ClientData(http_get("/key"))), (0, ClientData(http_get("/json"))),
+                      (1, ClientData(http_get("/json"))), (0, ClientData(http_get("/gz"))),
+                      (1, ClientData(http_get("/gz"))), (0, ClientData(http_get("/me", "Authorization: Bearer x"))),
+                      (0, ClientData(http_get("/form", method="POST", body=b"a=1"))),
+                      (1, ClientData(http_get("/form", method="POST", body=b"a=2"))),  # the same head
+                      (3, ClientData(http_get("/old"))), (4, ClientData(http_get("/old"))),
+                      (0, ClientData(http_get("/nowhere"))), (0, ClientClosed()), (1, ClientClosed())]
+    full = transcript(recorded, script, full=True, protocol="http")
+    transcript(recorded, script, full=False, protocol="http")  # warms the memos
+    made: list[str] = []
+    monkeypatch.setattr(h1_replay, "request_readable", lambda *a, f=h1_replay.request_readable: made.append("r") or f(*a))
+    monkeypatch.setattr(http_render, "render_h1_parts", lambda *a, f=http_render.render_h1_parts: made.append("a") or f(*a))
+    assert transcript(recorded, script, full=False, protocol="http") == full
+    assert made.count("r") < 4 and made.count("a") < 6  # a body or credentials: made anew
+    sends = "\n".join(line for _n, line in full)
+    assert LIVE_A in sends and LIVE_B in sends and not any(token in sends for token in HTTP_TOKENS)
+    assert "X-Key: trpx." in sends and '{"a":1}' in sends.replace(" ", "") and "true" in sends
+    assert sends.count("HTTP/1.0 200 OK") == 1 and (3, "Close") in full and (4, "Close") in full
+    assert sum(line.startswith("miss GET") for _n, line in full) == 2
+
+
+def test_http_requests_with_credentials_or_a_body_are_not_remembered():
+    """A head with credentials is parsed every time and not kept (``h1._HEADS``); nor is
+    what is derived from it (``_KNOWN``), nor a request with a body: no ``same_as``."""
+    for memo in MEMOS:
+        memo.clear()
+    replayer = HttpReplayer()
+    lookups = [*replayer.feed(http_get("/me", "Authorization: Bearer s3cret")),
+               *replayer.feed(http_get("/form", method="POST", body=b"a=1")), *replayer.feed(http_get("/a"))]
+    assert [lookup.context.same_as is None for lookup in lookups] == [True, True, False]
+    assert len(h1_replay._KNOWN) == 1 and all(b"s3cret" not in key for key in h1._HEADS)
+    assert lookups[2].request is not replayer.feed(http_get("/a"))[0].request  # each lookup its own
+
+
+def test_only_small_http_answers_held_in_memory_are_remembered(monkeypatch):
+    """An answer over 16 KiB (as text or base64) is rendered every time and never packed
+    for a key; a small one is rendered once."""
+    http_render._RENDERED.clear()
+    big = {"status": 200, "headers": [], "body": "x" * (http_render._MAX_ANSWER + 4)}
+    small = {"status": 200, "headers": [], "body": "x"}
+    packed: list[Any] = []
+    monkeypatch.setattr(http_render, "_PACK", lambda r, f=http_render._PACK: packed.append(r) or f(r))
+    for response in (big, {**big, "body": {"base64": big["body"]}}, small, small):
+        data, rest, closes = http_render.render_h1_answer(response, "GET", "HTTP/1.1")
+        assert (data, rest, closes) == (*http_render.render_h1_parts(response, "GET", "HTTP/1.1"), False)
+    assert packed == [small, small] and len(http_render._RENDERED) == 1
 
 
 # --- Postgres: classification by statement shape, match keys by statement text --------

@@ -705,3 +705,29 @@ def test_request_heads_with_credentials_are_not_remembered_and_the_memo_is_bound
         _parse(b"GET /%d HTTP/1.1\r\nHost: h\r\n\r\n" % i)
     assert len(h1._HEADS) == h1._MAX_HEADS
     assert b"GET /0 HTTP/1.1\nHost: h" not in h1._HEADS  # the oldest went first
+
+
+def test_what_the_parser_and_replayer_read_of_a_head_is_what_mitmproxy_reads():
+    """``request_head``'s ``upgrade`` is ``is_upgrade_request``, and the replayer's
+    ``Expect: 100-continue`` test reads the fields as ``headers.get`` does (values joined,
+    whitespace stripped, any case; HTTP/1.1 only), on heads with and without the field."""
+    from trproxy.protocols.http import h1
+    from trproxy.protocols.http.h1_replay import _expects_continue
+
+    expects = [b"Expect: 100-continue", b"expect:  100-Continue ", b"Expect: 100-continue\r\nExpect: x",
+               b"Expect: nothing", b"X-Expect: 100-continue"]
+    wires = REQUEST_HEADS + [b"POST / HTTP/1.1\r\nHost: h\r\n%s\r\nContent-Length: 0\r\n\r\n" % e for e in expects]
+    wires.append(b"POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 0\r\n\r\n")
+    seen = []
+    for wire in wires:
+        h1._HEADS.clear()
+        buf = h1.ReceiveBuffer()
+        buf += wire
+        head = h1.request_head(buf.lines() or [])
+        message = head.message
+        assert head.upgrade == h1.is_upgrade_request(message)
+        plain = (message.headers.get("expect", "").strip().lower() == "100-continue"
+                 and message.http_version == "HTTP/1.1")
+        assert _expects_continue(message) == plain
+        seen.append(plain)
+    assert seen.count(True) == 2

@@ -31,7 +31,7 @@ import enum
 import re
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from mitmproxy import http
 from mitmproxy.net.http import http1, validate
@@ -49,12 +49,22 @@ if hasattr(http.MessageData, "__post_init__"):
 Fields = list[tuple[bytes, bytes]]
 
 
-def request_head(lines: list[bytes]) -> tuple[http.Request, int | None]:
+class RequestHead(NamedTuple):
+    """A request head parsed and checked (``request_head``)."""
+
+    message: http.Request
+    size: int | None  # of its body: ``expected_http_body_size``
+    shared: bool  # the message every head with these bytes gets (no credentials in it)
+    upgrade: bool  # CONNECT, or Upgrade: the connection waits for the answer (``is_upgrade_request``)
+
+
+def request_head(lines: list[bytes]) -> RequestHead:
     """A request head's message, checked (its method a token, RFC 9112's smuggling rules),
-    and its body's size (``expected_http_body_size``). A head seen before is not parsed
-    again (``_HEADS``): clients repeat theirs, and parsing one was a tenth of a replayed
-    request. The message is shared between the requests that sent those bytes: nothing
-    changes a parsed message."""
+    and what the parser asks of it. A head seen before is not parsed again (``_HEADS``):
+    clients repeat theirs, and parsing one was a tenth of a replayed request. The message
+    is shared between the requests that sent those bytes (nothing changes a parsed
+    message), and so may be what is derived from it alone (``h1_replay._KNOWN``); one
+    that carries credentials is not (``shared`` False)."""
     key = b"\n".join(lines)  # lines hold no LF: one key per list of lines
     known = _HEADS.get(key)
     if known is not None:
@@ -62,8 +72,9 @@ def request_head(lines: list[bytes]) -> tuple[http.Request, int | None]:
     message = http1.read_request_head(lines)
     method_text(message.data.method)  # a token, or DecodeError
     validate.validate_headers(message)
-    known = message, http1.expected_http_body_size(message)
-    if len(key) <= _MAX_HEAD and not _CREDENTIALS.search(key):
+    shared = len(key) <= _MAX_HEAD and not _CREDENTIALS.search(key)
+    known = RequestHead(message, http1.expected_http_body_size(message), shared, is_upgrade_request(message))
+    if shared:
         if len(_HEADS) >= _MAX_HEADS:
             del _HEADS[next(iter(_HEADS))]  # the oldest
         _HEADS[key] = known
@@ -72,7 +83,7 @@ def request_head(lines: list[bytes]) -> tuple[http.Request, int | None]:
 
 # Request heads remembered (``request_head``): small ones, and none that carries
 # credentials (they stay in memory no longer than their request).
-_HEADS: dict[bytes, tuple[http.Request, int | None]] = {}
+_HEADS: dict[bytes, RequestHead] = {}
 _MAX_HEADS = 1024
 _MAX_HEAD = 4096
 _CREDENTIALS = re.compile(rb"^(?:authorization|proxy-authorization|cookie)[ \t]*:", re.IGNORECASE | re.MULTILINE)
@@ -92,6 +103,7 @@ class Head:
     """A request or response head (mitmproxy ``Request``/``Response`` without content)."""
 
     message: Any  # http.Request | http.Response
+    shared: bool = False  # a request head's message that others with its bytes get too
 
 
 @dataclass(frozen=True)
@@ -245,6 +257,7 @@ class H1Parser:
         self._direct: deque[bytes] = deque()  # body bytes that skipped the buffer
         self._error: DecodeError | None = None
         self.message: Any = None  # the message being read (Request/Response)
+        self._upgrade = False  # that request may switch protocols (``is_upgrade_request``)
 
     # -- input --------------------------------------------------------------------
 
@@ -324,8 +337,9 @@ class H1Parser:
             raise self._fail(f"head longer than {self.max_head} bytes")
         raw = [bytes(line) for line in lines]
         message: http.Request | http.Response
+        shared = False
         if self.is_request:
-            message, size = request_head(raw)
+            message, size, shared, self._upgrade = request_head(raw)
         else:
             if request is None:
                 raise self._fail("response bytes while no request is outstanding")
@@ -341,7 +355,7 @@ class H1Parser:
         else:
             self._reader, self._remaining = None, size
         self.state = H1State.BODY
-        return Head(message)
+        return Head(message, shared)
 
     def _read_counted(self) -> Event | Any:
         """The next piece of a Content-Length body: bytes that skipped the buffer first."""
@@ -378,8 +392,7 @@ class H1Parser:
         return self._end(event.trailers)
 
     def _end(self, trailers: Fields | None) -> End:
-        message = self.message
-        if self.is_request and is_upgrade_request(message):
+        if self.is_request and self._upgrade:
             self.state = H1State.WAIT
         else:
             self.state = H1State.HEAD

@@ -26,6 +26,7 @@ import hashlib
 from collections.abc import Iterator
 from typing import Any
 
+import msgpack
 from mitmproxy import http
 from mitmproxy.net.http import http1, status_codes
 
@@ -164,6 +165,48 @@ def render_h1_parts(response: dict[str, Any], method: str, live_version: str,
     if not chunked:
         return head + body, None
     return head + b"".join(http1.assemble_body(http.Headers(fields), [body], trailer_headers)), None
+
+
+def render_h1_answer(response: dict[str, Any], method: str, live_version: str, ws_key: str | None = None,
+                     blobs: BlobStore | None = None) -> tuple[bytes, Iterator[bytes] | None, bool]:
+    """``render_h1_parts``, and whether the connection ends after it (a final response
+    ``delimited_by_close``). A response held in memory is rendered once per (its msgpack
+    bytes, strict types: ``True`` is no ``1``; the request's method, the live version, the
+    WebSocket key): ``_RENDERED``. Its text is what is sent, volatile values and secrets'
+    stand-ins already in it, so an answer that differs in one gets its own entry."""
+    text: bytes | None = None
+    if not _large(response.get("body")):  # a 5 MB answer is not copied for a key it cannot have
+        try:
+            text = _PACK(response)
+        except (TypeError, ValueError, OverflowError):  # not msgpack's (a tuple, a huge integer)
+            pass
+    key = (text, method, live_version, ws_key)
+    known = _RENDERED.get(key) if text is not None else None
+    if known is not None:
+        return known[0], None, known[1]
+    data, rest = render_h1_parts(response, method, live_version, ws_key, blobs)
+    closes = int(response["status"]) >= 200 and delimited_by_close(response, method)
+    if rest is None and text is not None and len(text) <= _MAX_ANSWER:
+        if len(_RENDERED) >= _MAX_RENDERED:
+            del _RENDERED[next(iter(_RENDERED))]  # the oldest
+        _RENDERED[key] = data, closes
+    return data, rest, closes
+
+
+# Answers rendered (``render_h1_answer``): an HTTP server repeats its answers, and
+# rendering one (framing, the head, a body re-encoded) was a tenth of a replayed request.
+_RENDERED: dict[tuple[bytes | None, str, str, str | None], tuple[bytes, bool]] = {}
+_MAX_RENDERED = 512
+_MAX_ANSWER = 16 * 1024
+_PACK = msgpack.Packer(use_bin_type=True, strict_types=True).pack
+
+
+def _large(body: Any) -> bool:
+    """A body whose text (or hex, base64) alone is over ``_MAX_ANSWER``, or in a file."""
+    if isinstance(body, dict):
+        return body_file(body) is not None or any(isinstance(v, str) and len(v) > _MAX_ANSWER
+                                                   for v in body.values())
+    return isinstance(body, str) and len(body) > _MAX_ANSWER
 
 
 def _head(live_version: str, response: dict[str, Any], fields: list[tuple[bytes, bytes]]) -> bytes:

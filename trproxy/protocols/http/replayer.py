@@ -18,13 +18,15 @@ from .h2_replay import H2Replayer
 from .render import fault_response
 from .sniff import H2_PREFACE
 
+_DEFAULT = HttpConfig()  # frozen
+
 
 class HttpReplayer:
     """Replay mode for one connection (see ``HttpRecorder`` for ``scheme``/``authority``)."""
 
     def __init__(self, config: HttpConfig | None = None, *, scheme: str = "http",
                  authority: str | None = None, blobs: BlobStore | None = None) -> None:
-        self.config = config or HttpConfig()
+        self.config = config or _DEFAULT  # one for all: what a request makes is remembered per config
         self.blobs = blobs
         self.scheme = scheme
         self.authority = authority
