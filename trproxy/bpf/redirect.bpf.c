@@ -13,7 +13,9 @@
  *               the original one in the socket's storage. Not rewritten: non-TCP sockets,
  *               the proxy's own port, and local ports that the run itself listens on.
  *               Fails the connect (EPERM) when the run's owner is gone (fail closed), and
- *               sends refused destinations to the owner's refuse port (ECONNREFUSED).
+ *               sends refused destinations to the owner's refuse port (ECONNREFUSED): those
+ *               of trp_dst, and with TRP_FLAG_REFUSE_CLOSED a local port nothing listens on
+ *               (a socket lookup in the caller's netns), which would refuse without trproxy.
  *   sockops     (BPF_CGROUP_SOCK_OPS): on TCP_CONNECT_CB (the local port is bound, the SYN
  *               not yet sent) copy the original destination to trp_orig keyed by the 4-tuple
  *               that the proxy will accept, and drop it again if the connection closes
@@ -59,6 +61,7 @@ BPF_HASH(trp_shadow, struct trp_port_key, __u32, TRP_MAX_SHADOW);
 BPF_TABLE("lru_hash", struct trp_tuple_key, struct trp_orig_dst, trp_orig, TRP_MAX_CONNS);
 BPF_HASH(trp_dst, struct trp_dst_key, __u32, TRP_MAX_DSTS);
 BPF_HASH(trp_refused, struct trp_dst_key, __u64, TRP_MAX_DSTS);
+BPF_HASH(trp_closed, struct trp_dst_key, __u64, TRP_MAX_DSTS);
 BPF_SK_STORAGE(trp_sock, struct trp_sock_state);
 /* LRU: entries of closed sockets are never looked up again (cookies are unique). */
 BPF_TABLE("lru_hash", __u64, struct trp_orig_dst, trp_dns, TRP_MAX_DNS_SOCKS);
@@ -124,6 +127,44 @@ static __always_inline int trp_owner_alive(struct bpf_sock_addr *ctx, struct trp
 	return alive;
 }
 
+/* Does a TCP socket listen where a local connect to `dst` (as dialed, v4-mapped as IPv4)
+ * would go? Asked of the caller's netns as the kernel asks for the SYN (no established
+ * socket has a zero source, so only listeners match); an unspecified address connects to
+ * loopback (tcp_v4_connect, tcp_v6_connect). A shadowed port is asked at its shadow, where
+ * the app listens (trproxy listens on the port itself). */
+static __always_inline int trp_listening(struct bpf_sock_addr *ctx, struct trp_config *cfg,
+					 struct trp_dst_key *dst)
+{
+	__u16 port = dst->port;
+	if (cfg->flags & TRP_FLAG_SHADOW) {
+		struct trp_port_key k = {};
+		k.cgroup_id = dst->cgroup_id;
+		k.port = dst->port;
+		__u32 *shadow = trp_shadow.lookup(&k);
+		if (shadow)
+			port = (__u16)*shadow;
+	}
+	struct bpf_sock_tuple t = {};
+	struct bpf_sock *sk;
+	if (dst->family == TRP_AF_INET) {
+		t.ipv4.daddr = dst->addr[0] ? dst->addr[0] : trp_htonl(0x7f000001);
+		t.ipv4.dport = trp_htons(port);
+		sk = bpf_sk_lookup_tcp(ctx, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+	} else {
+		int any = !(dst->addr[0] | dst->addr[1] | dst->addr[2] | dst->addr[3]);
+		t.ipv6.daddr[0] = dst->addr[0];
+		t.ipv6.daddr[1] = dst->addr[1];
+		t.ipv6.daddr[2] = dst->addr[2];
+		t.ipv6.daddr[3] = any ? trp_htonl(1) : dst->addr[3];
+		t.ipv6.dport = trp_htons(port);
+		sk = bpf_sk_lookup_tcp(ctx, &t, sizeof(t.ipv6), BPF_F_CURRENT_NETNS, 0);
+	}
+	if (!sk)
+		return 0;
+	bpf_sk_release(sk);
+	return 1;
+}
+
 #define TRP_KEEP 0     /* leave the destination alone */
 #define TRP_DENY 1     /* fail the connect: EPERM */
 #define TRP_REFUSE 2   /* send it to the refuse port: ECONNREFUSED */
@@ -131,7 +172,10 @@ static __always_inline int trp_owner_alive(struct bpf_sock_addr *ctx, struct trp
 
 /* What to do with a connect of the run to `dst` (the address as dialed, v4-mapped as IPv4).
  * local: a loopback or unspecified address; loopback: 127/8 or ::1 (one key in trp_dst);
- * to_proxy: the proxy's address. */
+ * to_proxy: the proxy's address. A refusal is counted: trp_refused for trp_dst's verdicts,
+ * trp_closed for a local port nothing listened on (TRP_FLAG_REFUSE_CLOSED: the connect
+ * fails as it would without trproxy, instead of reaching the proxy, which could only
+ * reset it). */
 static __always_inline int trp_decide(struct bpf_sock_addr *ctx, struct trp_config *cfg,
 				      struct trp_dst_key *dst, int local, int loopback, int to_proxy)
 {
@@ -154,10 +198,14 @@ static __always_inline int trp_decide(struct bpf_sock_addr *ctx, struct trp_conf
 	}
 	__u32 *verdict = trp_dst.lookup(&place);
 	int refuse = verdict ? *verdict == TRP_DST_REFUSE : (cfg->flags & TRP_FLAG_ALLOW_ONLY) != 0;
-	if (!refuse)
-		return TRP_REDIRECT;
 	__u64 zero = 0;
-	__u64 *count = trp_refused.lookup_or_try_init(dst, &zero);
+	__u64 *count;
+	if (refuse)
+		count = trp_refused.lookup_or_try_init(dst, &zero);
+	else if (local && (cfg->flags & TRP_FLAG_REFUSE_CLOSED) && !trp_listening(ctx, cfg, dst))
+		count = trp_closed.lookup_or_try_init(dst, &zero); /* refused as without trproxy */
+	else
+		return TRP_REDIRECT;
 	if (count)
 		__sync_fetch_and_add(count, 1);
 	return TRP_REFUSE;

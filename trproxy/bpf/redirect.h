@@ -30,6 +30,9 @@
 #define TRP_FLAG_CAPTURE 8     /* publish the run's listening ports in trp_capture: trp_lookup
 				* steers connections to them from outside the run to the
 				* owner's capture sockets (trp_socks) */
+#define TRP_FLAG_REFUSE_CLOSED 16 /* refuse (ECONNREFUSED) a connect to a local port nothing
+				   * listens on, as without trproxy, and count it in
+				   * trp_closed: modes that dial real servers */
 
 /* Map sizes (max_entries). */
 #define TRP_MAX_RUNS 4096
@@ -96,9 +99,9 @@ struct trp_orig_dst {
 	__u8 _pad[5];
 };
 
-/* Key of trp_dst (value: __u32 TRP_DST_*) and trp_refused (value: __u64 refusals): a
- * destination of one run. In trp_refused it is the address as dialed (a v4-mapped address
- * as plain IPv4); in trp_dst every loopback address (127.0.0.0/8, ::1, ::ffff:127.0.0.0/104)
+/* Key of trp_dst (value: __u32 TRP_DST_*), trp_refused and trp_closed (value: __u64
+ * refusals): a destination of one run. In trp_refused and trp_closed it is the address as
+ * dialed (a v4-mapped address as plain IPv4); in trp_dst every loopback address (127.0.0.0/8, ::1, ::ffff:127.0.0.0/104)
  * is the one key {family TRP_DST_LOOPBACK, addr 0}, as the store treats loopback as one
  * place (clients dial localhost as 127.0.0.1 or ::1). */
 struct trp_dst_key {
