@@ -70,15 +70,16 @@ def test_refused_destinations_fail_at_connect(
     port = redis_server.port
     assert _redis(redirected, "127.0.0.1", port) == "True"  # through the proxy to the server
     redirected.refuse([("127.0.0.1", port)])
-    # Loopback is one place: refusing 127.0.0.1:P refuses ::1:P and localhost:P too.
-    for host in ("127.0.0.1", "::1", "localhost"):
+    # Loopback is one place: refusing 127.0.0.1:P refuses ::1:P and localhost:P too, and
+    # the unspecified addresses, which connect to loopback.
+    for host in ("127.0.0.1", "::1", "localhost", "0.0.0.0", "::"):
         assert "Error 111 connecting" in _redis(redirected, host, port), host
     cli = _in(redirected, "redis-cli", "-h", "::1", "-p", str(port), "ping")
     assert "Connection refused" in cli.stdout + cli.stderr
     # Other destinations are untouched.
     assert _psql(redirected, postgres_server, "127.0.0.1").stdout == "42\n"
     before = redirected.refused()
-    assert set(before) == {("127.0.0.1", port), ("::1", port)}  # as dialed (mapped as IPv4)
+    assert set(before) == {("127.0.0.1", port), ("::1", port), ("0.0.0.0", port), ("::", port)}
     for host in ("127.0.0.1", "::ffff:127.0.0.1", "::1"):
         assert try_connect(host, port, redirected.enter) == "ECONNREFUSED"
     after = redirected.refused()
@@ -92,6 +93,7 @@ def test_allow_only_refuses_everything_else(
     redirected.allow_only([("::1", redis_server.port)])  # recorded as ::1 ...
     assert _redis(redirected, "127.0.0.1", redis_server.port) == "True"  # ... dialed as 127.0.0.1
     assert _redis(redirected, "::1", redis_server.port) == "True"
+    assert _redis(redirected, "0.0.0.0", redis_server.port) == "True"  # connects to loopback
     pg = _psql(redirected, postgres_server, "127.0.0.1")
     assert pg.returncode != 0 and "Connection refused" in pg.stderr, pg.stderr
     curl = _curl(redirected, "127.0.0.1", http_server)

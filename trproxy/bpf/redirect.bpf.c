@@ -171,13 +171,13 @@ static __always_inline int trp_listening(struct bpf_sock_addr *ctx, struct trp_c
 #define TRP_REDIRECT 3 /* send it to the proxy */
 
 /* What to do with a connect of the run to `dst` (the address as dialed, v4-mapped as IPv4).
- * local: a loopback or unspecified address; loopback: 127/8 or ::1 (one key in trp_dst);
- * to_proxy: the proxy's address. A refusal is counted: trp_refused for trp_dst's verdicts,
+ * local: a loopback or unspecified address (one key in trp_dst, as the store takes them for
+ * one place); to_proxy: the proxy's address. A refusal is counted: trp_refused for trp_dst's verdicts,
  * trp_closed for a local port nothing listened on (TRP_FLAG_REFUSE_CLOSED: the connect
  * fails as it would without trproxy, instead of reaching the proxy, which could only
  * reset it). */
 static __always_inline int trp_decide(struct bpf_sock_addr *ctx, struct trp_config *cfg,
-				      struct trp_dst_key *dst, int local, int loopback, int to_proxy)
+				      struct trp_dst_key *dst, int local, int to_proxy)
 {
 	struct trp_port_key k = {};
 	k.cgroup_id = dst->cgroup_id;
@@ -189,7 +189,7 @@ static __always_inline int trp_decide(struct bpf_sock_addr *ctx, struct trp_conf
 	if (dst->port == cfg->proxy_port && (local || to_proxy))
 		return TRP_KEEP;
 	struct trp_dst_key place = *dst;
-	if (loopback) {
+	if (local) {
 		place.family = TRP_DST_LOOPBACK;
 		place.addr[0] = 0;
 		place.addr[1] = 0;
@@ -348,8 +348,7 @@ int trp_connect4(struct bpf_sock_addr *ctx)
 	dst.addr[0] = ip;
 	dst.port = trp_ntohs((__u16)ctx->user_port);
 	dst.family = TRP_AF_INET;
-	int action = trp_decide(ctx, cfg, &dst, trp_is_local4(ip), (trp_ntohl(ip) >> 24) == 127,
-				ip == cfg->proxy_ip4);
+	int action = trp_decide(ctx, cfg, &dst, trp_is_local4(ip), ip == cfg->proxy_ip4);
 	if (action == TRP_KEEP)
 		return 1;
 	if (action == TRP_REFUSE) {
@@ -382,17 +381,15 @@ int trp_connect6(struct bpf_sock_addr *ctx)
 	/* ::ffff:a.b.c.d (RFC 4291 2.5.5.2): the kernel makes it an IPv4 connection
 	 * (tcp_v6_connect -> tcp_v4_connect) and connect4 does not run for it. */
 	int mapped = a0 == 0 && a1 == 0 && a2 == trp_htonl(0xffff);
-	int local, loopback, to_proxy;
+	int local, to_proxy;
 	if (mapped) {
 		local = trp_is_local4(a3);
-		loopback = (trp_ntohl(a3) >> 24) == 127;
 		to_proxy = a3 == cfg->proxy_ip4;
 		dst.addr[0] = a3;
 		dst.family = TRP_AF_INET;
 	} else {
 		int low = a0 == 0 && a1 == 0 && a2 == 0;
-		loopback = low && a3 == trp_htonl(1);
-		local = loopback || (low && a3 == 0);
+		local = low && (a3 == trp_htonl(1) || a3 == 0); /* ::1, :: */
 		to_proxy = a0 == cfg->proxy_ip6[0] && a1 == cfg->proxy_ip6[1] &&
 			   a2 == cfg->proxy_ip6[2] && a3 == cfg->proxy_ip6[3];
 		dst.addr[0] = a0;
@@ -401,7 +398,7 @@ int trp_connect6(struct bpf_sock_addr *ctx)
 		dst.addr[3] = a3;
 		dst.family = TRP_AF_INET6;
 	}
-	int action = trp_decide(ctx, cfg, &dst, local, loopback, to_proxy);
+	int action = trp_decide(ctx, cfg, &dst, local, to_proxy);
 	if (action == TRP_KEEP)
 		return 1;
 	if (action == TRP_REFUSE) {

@@ -101,9 +101,10 @@ struct trp_orig_dst {
 
 /* Key of trp_dst (value: __u32 TRP_DST_*), trp_refused and trp_closed (value: __u64
  * refusals): a destination of one run. In trp_refused and trp_closed it is the address as
- * dialed (a v4-mapped address as plain IPv4); in trp_dst every loopback address (127.0.0.0/8, ::1, ::ffff:127.0.0.0/104)
- * is the one key {family TRP_DST_LOOPBACK, addr 0}, as the store treats loopback as one
- * place (clients dial localhost as 127.0.0.1 or ::1). */
+ * dialed (a v4-mapped address as plain IPv4); in trp_dst every loopback or unspecified
+ * address (127.0.0.0/8, ::1, 0.0.0.0, ::, and v4-mapped ones) is the one key {family
+ * TRP_DST_LOOPBACK, addr 0}, as the store treats them as one place (clients dial localhost
+ * as 127.0.0.1 or ::1; a connect to 0.0.0.0 or :: reaches loopback). */
 struct trp_dst_key {
 	__u64 cgroup_id;
 	__u32 addr[4];

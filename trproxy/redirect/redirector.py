@@ -408,7 +408,7 @@ class Redirector:
     def refuse(self, destinations: Iterable[tuple[str, int]]) -> None:
         """Connects of the run to these ``(ip, port)`` fail with ECONNREFUSED (they never
         reach the proxy). Loopback addresses are one place: refusing 127.0.0.1:P refuses
-        ::1:P and every 127.x.y.z:P too."""
+        ::1:P, every 127.x.y.z:P and the unspecified 0.0.0.0:P and [::]:P too."""
         for key in [_dst_key(self.cgroup_id, ip, port) for ip, port in destinations]:
             self._maps.set_dst_verdict(key, loader.DST_REFUSE)
 
@@ -528,8 +528,8 @@ def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
 
 
 def _dst_key(cgroup_id: int, host: str, port: int) -> loader.DstKey:
-    """trp_dst's key of a destination: every loopback address is one key, as the store
-    treats loopback as one place (store/matcher.destination_key)."""
+    """trp_dst's key of a destination: every loopback or unspecified address is one key, as
+    the store treats them as one place (store/matcher.destination_key)."""
     try:
         ip = _ip(host)
     except ValueError:
@@ -539,7 +539,7 @@ def _dst_key(cgroup_id: int, host: str, port: int) -> loader.DstKey:
     key = loader.DstKey()
     key.cgroup_id = cgroup_id
     key.port = port
-    if ip.is_loopback:
+    if ip.is_loopback or ip.is_unspecified:
         key.family = loader.DST_LOOPBACK
     else:
         key.family = loader.AF_INET if ip.version == 4 else loader.AF_INET6
