@@ -13,14 +13,16 @@
  *               the original one in the socket's storage. Not rewritten: non-TCP sockets,
  *               the proxy's own port, and local ports that the run itself listens on.
  *               Fails the connect (EPERM) when the run's owner is gone (fail closed), and
- *               sends refused destinations to the owner's refuse port (ECONNREFUSED): those
- *               of trp_dst, and with TRP_FLAG_REFUSE_CLOSED a local port nothing listens on
- *               (a socket lookup in the caller's netns), which would refuse without trproxy.
+ *               sends refused destinations to the owner's refuse port (ECONNREFUSED). With
+ *               TRP_FLAG_PASS_CLOSED a connect to a local port nothing listens on (a socket
+ *               lookup in the caller's netns) is left to the kernel too: refused as without
+ *               trproxy (or forwarded by NAT); sockops counts its outcome.
  *   sockops     (BPF_CGROUP_SOCK_OPS): on TCP_CONNECT_CB (the local port is bound, the SYN
  *               not yet sent) copy the original destination to trp_orig keyed by the 4-tuple
  *               that the proxy will accept, and drop it again if the connection closes
  *               without ever being established (STATE_CB SYN_SENT -> CLOSE); on
- *               TCP_LISTEN_CB/STATE_CB keep trp_listen, the ports the run listens on.
+ *               TCP_LISTEN_CB/STATE_CB keep trp_listen, the ports the run listens on; count
+ *               how connects left to the kernel at a closed port end (trp_closed, trp_reached).
  *   peer4/6     (BPF_CGROUP_INET{4,6}_GETPEERNAME): getpeername() returns the original peer.
  *   DNS over UDP: connect4/6 of a UDP socket to port 53 and sendmsg4/6 (BPF_CGROUP_UDP{4,6}_
  *               SENDMSG: unconnected sends) to port 53 go to the proxy's DNS port instead;
@@ -62,6 +64,7 @@ BPF_TABLE("lru_hash", struct trp_tuple_key, struct trp_orig_dst, trp_orig, TRP_M
 BPF_HASH(trp_dst, struct trp_dst_key, __u32, TRP_MAX_DSTS);
 BPF_HASH(trp_refused, struct trp_dst_key, __u64, TRP_MAX_DSTS);
 BPF_HASH(trp_closed, struct trp_dst_key, __u64, TRP_MAX_DSTS);
+BPF_HASH(trp_reached, struct trp_dst_key, __u64, TRP_MAX_DSTS);
 BPF_SK_STORAGE(trp_sock, struct trp_sock_state);
 /* LRU: entries of closed sockets are never looked up again (cookies are unique). */
 BPF_TABLE("lru_hash", __u64, struct trp_orig_dst, trp_dns, TRP_MAX_DNS_SOCKS);
@@ -130,25 +133,14 @@ static __always_inline int trp_owner_alive(struct bpf_sock_addr *ctx, struct trp
 /* Does a TCP socket listen where a local connect to `dst` (as dialed, v4-mapped as IPv4)
  * would go? Asked of the caller's netns as the kernel asks for the SYN (no established
  * socket has a zero source, so only listeners match); an unspecified address connects to
- * loopback (tcp_v4_connect, tcp_v6_connect). A shadowed port is asked at its shadow, where
- * the app listens (trproxy listens on the port itself). */
-static __always_inline int trp_listening(struct bpf_sock_addr *ctx, struct trp_config *cfg,
-					 struct trp_dst_key *dst)
+ * loopback (tcp_v4_connect, tcp_v6_connect). */
+static __always_inline int trp_listening(struct bpf_sock_addr *ctx, struct trp_dst_key *dst)
 {
-	__u16 port = dst->port;
-	if (cfg->flags & TRP_FLAG_SHADOW) {
-		struct trp_port_key k = {};
-		k.cgroup_id = dst->cgroup_id;
-		k.port = dst->port;
-		__u32 *shadow = trp_shadow.lookup(&k);
-		if (shadow)
-			port = (__u16)*shadow;
-	}
 	struct bpf_sock_tuple t = {};
 	struct bpf_sock *sk;
 	if (dst->family == TRP_AF_INET) {
 		t.ipv4.daddr = dst->addr[0] ? dst->addr[0] : trp_htonl(0x7f000001);
-		t.ipv4.dport = trp_htons(port);
+		t.ipv4.dport = trp_htons(dst->port);
 		sk = bpf_sk_lookup_tcp(ctx, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
 	} else {
 		int any = !(dst->addr[0] | dst->addr[1] | dst->addr[2] | dst->addr[3]);
@@ -156,7 +148,7 @@ static __always_inline int trp_listening(struct bpf_sock_addr *ctx, struct trp_c
 		t.ipv6.daddr[1] = dst->addr[1];
 		t.ipv6.daddr[2] = dst->addr[2];
 		t.ipv6.daddr[3] = any ? trp_htonl(1) : dst->addr[3];
-		t.ipv6.dport = trp_htons(port);
+		t.ipv6.dport = trp_htons(dst->port);
 		sk = bpf_sk_lookup_tcp(ctx, &t, sizeof(t.ipv6), BPF_F_CURRENT_NETNS, 0);
 	}
 	if (!sk)
@@ -169,13 +161,16 @@ static __always_inline int trp_listening(struct bpf_sock_addr *ctx, struct trp_c
 #define TRP_DENY 1     /* fail the connect: EPERM */
 #define TRP_REFUSE 2   /* send it to the refuse port: ECONNREFUSED */
 #define TRP_REDIRECT 3 /* send it to the proxy */
+#define TRP_PASS 4     /* leave it to the kernel and count how it ends (a closed local port) */
 
 /* What to do with a connect of the run to `dst` (the address as dialed, v4-mapped as IPv4).
  * local: a loopback or unspecified address (one key in trp_dst, as the store takes them for
- * one place); to_proxy: the proxy's address. A refusal is counted: trp_refused for trp_dst's verdicts,
- * trp_closed for a local port nothing listened on (TRP_FLAG_REFUSE_CLOSED: the connect
- * fails as it would without trproxy, instead of reaching the proxy, which could only
- * reset it). */
+ * one place); to_proxy: the proxy's address. Refusals of trp_dst's verdicts are counted
+ * in trp_refused. A local port nothing listens on (TRP_FLAG_PASS_CLOSED) is left to the
+ * kernel, which refuses it as without trproxy, where the proxy would accept the connect
+ * and could only reset it; and if NAT forwards the port (a container's port published
+ * without docker-proxy, an iptables REDIRECT), the connection works as without trproxy,
+ * unrecorded, where refusing it would break the app. */
 static __always_inline int trp_decide(struct bpf_sock_addr *ctx, struct trp_config *cfg,
 				      struct trp_dst_key *dst, int local, int to_proxy)
 {
@@ -198,17 +193,28 @@ static __always_inline int trp_decide(struct bpf_sock_addr *ctx, struct trp_conf
 	}
 	__u32 *verdict = trp_dst.lookup(&place);
 	int refuse = verdict ? *verdict == TRP_DST_REFUSE : (cfg->flags & TRP_FLAG_ALLOW_ONLY) != 0;
-	__u64 zero = 0;
-	__u64 *count;
-	if (refuse)
-		count = trp_refused.lookup_or_try_init(dst, &zero);
-	else if (local && (cfg->flags & TRP_FLAG_REFUSE_CLOSED) && !trp_listening(ctx, cfg, dst))
-		count = trp_closed.lookup_or_try_init(dst, &zero); /* refused as without trproxy */
-	else
+	if (!refuse) {
+		if (local && (cfg->flags & TRP_FLAG_PASS_CLOSED) && !trp_listening(ctx, dst))
+			return TRP_PASS;
 		return TRP_REDIRECT;
+	}
+	__u64 zero = 0;
+	__u64 *count = trp_refused.lookup_or_try_init(dst, &zero);
 	if (count)
 		__sync_fetch_and_add(count, 1);
 	return TRP_REFUSE;
+}
+
+/* TRP_PASS: mark the socket so that sockops counts how its connect ends (trp_count_end). */
+static __always_inline int trp_pass(struct bpf_sock_addr *ctx, __u64 run_id)
+{
+	struct trp_sock_state *st =
+		trp_sock.sk_storage_get(ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (st) {
+		st->orig.family = 0; /* not redirected (this socket may have been before) */
+		st->passed_run = run_id;
+	}
+	return 1;
 }
 
 /* Keep the original destination with the socket; 0 when out of memory. */
@@ -219,6 +225,7 @@ static __always_inline int trp_remember(struct bpf_sock_addr *ctx, __u64 run_id,
 		trp_sock.sk_storage_get(ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!st)
 		return 0;
+	st->passed_run = 0; /* a socket connecting again after a refusal */
 	st->orig.cgroup_id = run_id;
 	st->orig.addr[0] = a0;
 	st->orig.addr[1] = a1;
@@ -351,6 +358,8 @@ int trp_connect4(struct bpf_sock_addr *ctx)
 	int action = trp_decide(ctx, cfg, &dst, trp_is_local4(ip), ip == cfg->proxy_ip4);
 	if (action == TRP_KEEP)
 		return 1;
+	if (action == TRP_PASS)
+		return trp_pass(ctx, dst.cgroup_id);
 	if (action == TRP_REFUSE) {
 		ctx->user_ip4 = trp_htonl(0x7f000001);
 		ctx->user_port = trp_htons(cfg->refuse_port);
@@ -401,6 +410,8 @@ int trp_connect6(struct bpf_sock_addr *ctx)
 	int action = trp_decide(ctx, cfg, &dst, local, to_proxy);
 	if (action == TRP_KEEP)
 		return 1;
+	if (action == TRP_PASS)
+		return trp_pass(ctx, dst.cgroup_id);
 	if (action == TRP_REFUSE) {
 		if (mapped) {
 			ctx->user_ip6[3] = trp_htonl(0x7f000001);
@@ -479,6 +490,54 @@ static __always_inline void trp_unpublish(struct bpf_sock_ops *skops, struct bpf
 	struct trp_tuple_key key = {};
 	trp_tuple(skops, st, &key);
 	trp_orig.delete(&key);
+}
+
+/* TCP_CONNECT_CB of a connect left to the kernel at a closed local port (trp_pass): watch
+ * its state to count how it ends. */
+static __always_inline void trp_watch_passed(struct bpf_sock_ops *skops, struct bpf_sock *sk)
+{
+	struct trp_sock_state *st = trp_sock.sk_storage_get(sk, 0, 0);
+	if (st && st->passed_run)
+		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
+}
+
+/* STATE_CB out of SYN_SENT of such a connect: refused (or timed out) -> trp_closed, as
+ * without trproxy; established -> trp_reached (NAT forwarded the port: not recorded). Keyed
+ * by the peer the kernel connected (an unspecified address is loopback by then). */
+static __always_inline void trp_count_passed(struct bpf_sock_ops *skops, struct bpf_sock *sk)
+{
+	struct trp_sock_state *st = trp_sock.sk_storage_get(sk, 0, 0);
+	if (!st || !st->passed_run)
+		return;
+	struct trp_dst_key dst = {};
+	dst.cgroup_id = st->passed_run;
+	st->passed_run = 0;
+	dst.port = (__u16)trp_ntohl(skops->remote_port);
+	if (skops->family == TRP_AF_INET) {
+		dst.family = TRP_AF_INET;
+		dst.addr[0] = skops->remote_ip4;
+	} else {
+		__u32 r0 = *(volatile __u32 *)&skops->remote_ip6[0];
+		__u32 r1 = *(volatile __u32 *)&skops->remote_ip6[1];
+		__u32 r2 = *(volatile __u32 *)&skops->remote_ip6[2];
+		__u32 r3 = *(volatile __u32 *)&skops->remote_ip6[3];
+		if (r0 == 0 && r1 == 0 && r2 == trp_htonl(0xffff)) {
+			dst.family = TRP_AF_INET;
+			dst.addr[0] = r3;
+		} else {
+			dst.family = TRP_AF_INET6;
+			dst.addr[0] = r0;
+			dst.addr[1] = r1;
+			dst.addr[2] = r2;
+			dst.addr[3] = r3;
+		}
+	}
+	__u64 zero = 0;
+	__u64 *count = skops->args[1] == BPF_TCP_ESTABLISHED
+			       ? trp_reached.lookup_or_try_init(&dst, &zero)
+			       : trp_closed.lookup_or_try_init(&dst, &zero);
+	if (count)
+		__sync_fetch_and_add(count, 1);
 }
 
 /* A connection's key in trp_inner, from the client's side (v4-mapped as IPv4, as on the
@@ -630,14 +689,17 @@ int trp_sockops(struct bpf_sock_ops *skops)
 	switch (skops->op) {
 	case BPF_SOCK_OPS_TCP_CONNECT_CB:
 		trp_publish(skops, sk);
+		trp_watch_passed(skops, sk);
 		trp_inner_start(skops);
 		break;
 	case BPF_SOCK_OPS_TCP_LISTEN_CB:
 		trp_listen_start(skops, sk);
 		break;
 	case BPF_SOCK_OPS_STATE_CB: /* args[0] = old state, args[1] = new state */
-		if (skops->args[0] == BPF_TCP_SYN_SENT)
+		if (skops->args[0] == BPF_TCP_SYN_SENT) {
 			trp_inner_stop(skops);
+			trp_count_passed(skops, sk);
+		}
 		if (skops->args[1] == BPF_TCP_CLOSE) {
 			if (skops->args[0] == BPF_TCP_SYN_SENT)
 				trp_unpublish(skops, sk);

@@ -103,7 +103,7 @@ class Redirector:
         check_owner: bool,
         capture_sockets: Iterable[socket.socket] = (),
         dns_port: int = 0,
-        refuse_closed: bool = False,
+        pass_closed: bool = False,
     ) -> None:
         """Use ``create`` or ``attach``."""
         if not 0 < proxy_port < 65536:
@@ -135,7 +135,7 @@ class Redirector:
         self.dns_port = dns_port
         try:
             self._install(shadow_ports or {}, proxy_ipv4, proxy_ipv6, check_owner,
-                          list(capture_sockets), refuse_closed)
+                          list(capture_sockets), pass_closed)
         except BaseException:
             self._release()
             raise
@@ -152,7 +152,7 @@ class Redirector:
         proxy_ipv6: str = "::1",
         capture_sockets: Iterable[socket.socket] = (),
         dns_port: int = 0,
-        refuse_closed: bool = False,
+        pass_closed: bool = False,
     ) -> Redirector:
         """A new cgroup whose processes' connections go to the proxy. Put processes in it with
         ``enter`` (e.g. ``subprocess.Popen(..., preexec_fn=r.enter)``).
@@ -163,11 +163,11 @@ class Redirector:
         to any port the run listens on (inbound capture of every port; see the module
         docstring). ``dns_port``: the proxy's UDP port (on the same addresses) that the
         run's DNS queries over UDP go to (0: they go where the app sends them).
-        ``refuse_closed``: a connect to a local address (loopback, unspecified) whose port
-        nothing listens on in the caller's network namespace fails with ECONNREFUSED, as it
-        would without trproxy, instead of reaching the proxy (for runs that dial the real
-        destinations: record, passthrough); counted in ``closed()``. Also removes
-        leftovers of dead runs.
+        ``pass_closed``: a connect to a local address (loopback, unspecified) whose port
+        nothing listens on in the caller's network namespace is left to the kernel, which
+        refuses it as without trproxy (or NAT forwards it), instead of reaching the proxy
+        (for runs that dial the real destinations: record, passthrough); counted in
+        ``closed()`` and ``reached()``. Also removes leftovers of dead runs.
         """
         require_root()
         mount = cgroups.require_mount()
@@ -189,7 +189,7 @@ class Redirector:
                 check_owner=True,
                 capture_sockets=capture_sockets,
                 dns_port=dns_port,
-                refuse_closed=refuse_closed,
+                pass_closed=pass_closed,
             )
         except BaseException:
             cgroups.remove(path)
@@ -205,7 +205,7 @@ class Redirector:
         proxy_ipv4: str = "127.0.0.1",
         proxy_ipv6: str = "::1",
         check_owner: bool | None = None,
-        refuse_closed: bool = False,
+        pass_closed: bool = False,
     ) -> Redirector:
         """Redirect an existing cgroup: a path (absolute or relative to the cgroup2 mount)
         or a container (id, id prefix, name, Compose service: ``containers.resolve``). ``close`` detaches but leaves the cgroup alone.
@@ -214,7 +214,7 @@ class Redirector:
         ``proxy_ipv4``/``proxy_ipv6`` addresses it can reach, where the proxy listens.
         ``check_owner`` (fail closed when trproxy dies, see the module docstring) needs the
         cgroup's processes in trproxy's network namespace; None: on unless a process now in
-        the cgroup is in another one. ``refuse_closed``: as in ``create`` (a local port is
+        the cgroup is in another one. ``pass_closed``: as in ``create`` (a local port is
         looked up in the connecting process's network namespace: a container's own).
         """
         require_root()
@@ -242,7 +242,7 @@ class Redirector:
             proxy_ipv4=proxy_ipv4,
             proxy_ipv6=proxy_ipv6,
             check_owner=check_owner,
-            refuse_closed=refuse_closed,
+            pass_closed=pass_closed,
         )
 
     def _install(
@@ -252,7 +252,7 @@ class Redirector:
         ip6: str,
         check_owner: bool,
         capture: list[socket.socket],
-        refuse_closed: bool,
+        pass_closed: bool,
     ) -> None:
         cfg = loader.Config()
         cfg.owner_pid = self._owner_pid
@@ -268,7 +268,7 @@ class Redirector:
             (loader.FLAG_SHADOW if shadow_ports else 0)
             | (loader.FLAG_CHECK_OWNER if check_owner else 0)
             | (loader.FLAG_CAPTURE if capture else 0)
-            | (loader.FLAG_REFUSE_CLOSED if refuse_closed else 0)
+            | (loader.FLAG_PASS_CLOSED if pass_closed else 0)
         )
         try:
             cfg.alive_port = self._marker_socket()
@@ -428,16 +428,23 @@ class Redirector:
 
     def refused(self) -> dict[tuple[str, int], int]:
         """{(ip, port) as the app dialed it (v4-mapped as IPv4): connects refused}."""
-        return self._refusals("trp_refused")
+        return self._connects("trp_refused")
 
     def closed(self) -> dict[tuple[str, int], int]:
-        """{(ip, port) as the app dialed it (v4-mapped as IPv4): connects refused because
-        nothing listened there (``refuse_closed``)}."""
-        return self._refusals("trp_closed")
+        """{(ip, port) the kernel connected to (0.0.0.0 as 127.0.0.1, v4-mapped as IPv4):
+        connects left to the kernel at a local port nothing listened on (``pass_closed``)
+        that failed (refused, as without trproxy)}."""
+        return self._connects("trp_closed")
 
-    def _refusals(self, counts: str) -> dict[tuple[str, int], int]:
+    def reached(self) -> dict[tuple[str, int], int]:
+        """Like ``closed``, for those connects that were established all the same: NAT
+        forwarded the port (a container's port published without docker-proxy, an iptables
+        REDIRECT). They never reached the proxy."""
+        return self._connects("trp_reached")
+
+    def _connects(self, counts: str) -> dict[tuple[str, int], int]:
         out = {}
-        for key, count in self._maps.refusals(self.cgroup_id, counts):
+        for key, count in self._maps.connects(self.cgroup_id, counts):
             if key.family == loader.AF_INET:
                 ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.IPv4Address(
                     bytes(key.addr[:4])
