@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -139,6 +140,15 @@ def passing_closed(proxy: RelayProxy) -> Iterator[Redirector]:
 LOCAL = ("127.0.0.1", "127.0.0.5", "::1", "::ffff:127.0.0.1", "0.0.0.0", "::")
 
 
+def _accepted(proxy: RelayProxy, n: int) -> list[tuple[str, int] | None]:
+    """The original destinations of the proxy's first ``n`` connections, once it has
+    accepted them (a connect completes before the proxy's accept)."""
+    deadline = time.monotonic() + 20
+    while len(proxy.accepted) < n and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return [a.original for a in proxy.accepted]
+
+
 def _listener(host: str, port: int) -> socket.socket:
     s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -173,7 +183,7 @@ def test_closed_local_ports_refuse_as_direct(
     with _listener("::", port):  # dual-stack: every local address
         for host in LOCAL:
             assert try_connect(host, port, r.enter) == "connected", host
-    assert [a.original for a in proxy.accepted] == [
+    assert _accepted(proxy, 3 + len(LOCAL)) == [
         ("127.0.0.1", port), ("127.0.0.1", port), ("0.0.0.0", port),
         *((host.removeprefix("::ffff:"), port) for host in LOCAL)]
     after = r.closed()
@@ -190,5 +200,5 @@ def test_closed_ports_reach_the_proxy_without_the_flag(
     answers every destination."""
     port = free_port()
     assert try_connect("127.0.0.1", port, redirected.enter) == "connected"
-    assert [a.original for a in proxy.accepted] == [("127.0.0.1", port)]
+    assert _accepted(proxy, 1) == [("127.0.0.1", port)]
     assert redirected.closed() == {}
