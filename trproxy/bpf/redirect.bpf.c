@@ -205,7 +205,7 @@ static __always_inline int trp_decide(struct bpf_sock_addr *ctx, struct trp_conf
 	return TRP_REFUSE;
 }
 
-/* TRP_PASS: mark the socket so that sockops counts how its connect ends (trp_count_end). */
+/* TRP_PASS: mark the socket so that sockops counts how its connect ends (trp_count_passed). */
 static __always_inline int trp_pass(struct bpf_sock_addr *ctx, __u64 run_id)
 {
 	struct trp_sock_state *st =
@@ -501,45 +501,6 @@ static __always_inline void trp_watch_passed(struct bpf_sock_ops *skops, struct 
 		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
 }
 
-/* STATE_CB out of SYN_SENT of such a connect: refused (or timed out) -> trp_closed, as
- * without trproxy; established -> trp_reached (NAT forwarded the port: not recorded). Keyed
- * by the peer the kernel connected (an unspecified address is loopback by then). */
-static __always_inline void trp_count_passed(struct bpf_sock_ops *skops, struct bpf_sock *sk)
-{
-	struct trp_sock_state *st = trp_sock.sk_storage_get(sk, 0, 0);
-	if (!st || !st->passed_run)
-		return;
-	struct trp_dst_key dst = {};
-	dst.cgroup_id = st->passed_run;
-	st->passed_run = 0;
-	dst.port = (__u16)trp_ntohl(skops->remote_port);
-	if (skops->family == TRP_AF_INET) {
-		dst.family = TRP_AF_INET;
-		dst.addr[0] = skops->remote_ip4;
-	} else {
-		__u32 r0 = *(volatile __u32 *)&skops->remote_ip6[0];
-		__u32 r1 = *(volatile __u32 *)&skops->remote_ip6[1];
-		__u32 r2 = *(volatile __u32 *)&skops->remote_ip6[2];
-		__u32 r3 = *(volatile __u32 *)&skops->remote_ip6[3];
-		if (r0 == 0 && r1 == 0 && r2 == trp_htonl(0xffff)) {
-			dst.family = TRP_AF_INET;
-			dst.addr[0] = r3;
-		} else {
-			dst.family = TRP_AF_INET6;
-			dst.addr[0] = r0;
-			dst.addr[1] = r1;
-			dst.addr[2] = r2;
-			dst.addr[3] = r3;
-		}
-	}
-	__u64 zero = 0;
-	__u64 *count = skops->args[1] == BPF_TCP_ESTABLISHED
-			       ? trp_reached.lookup_or_try_init(&dst, &zero)
-			       : trp_closed.lookup_or_try_init(&dst, &zero);
-	if (count)
-		__sync_fetch_and_add(count, 1);
-}
-
 /* A connection's key in trp_inner, from the client's side (v4-mapped as IPv4, as on the
  * wire and as trp_lookup sees it). */
 static __always_inline void trp_inner_key(struct bpf_sock_ops *skops, struct trp_tuple_key *key)
@@ -575,6 +536,33 @@ static __always_inline void trp_inner_key(struct bpf_sock_ops *skops, struct trp
 	}
 	key->sport = (__u16)skops->local_port;
 	key->dport = (__u16)trp_ntohl(skops->remote_port);
+}
+
+/* STATE_CB out of SYN_SENT of such a connect: refused (or timed out) -> trp_closed, as
+ * without trproxy; established -> trp_reached (NAT forwarded the port: not recorded). Keyed
+ * by the peer the kernel connected (an unspecified address is loopback by then). */
+static __always_inline void trp_count_passed(struct bpf_sock_ops *skops, struct bpf_sock *sk)
+{
+	struct trp_sock_state *st = trp_sock.sk_storage_get(sk, 0, 0);
+	if (!st || !st->passed_run)
+		return;
+	struct trp_tuple_key conn = {};
+	trp_inner_key(skops, &conn); /* its peer, v4-mapped as IPv4 */
+	struct trp_dst_key dst = {};
+	dst.cgroup_id = st->passed_run;
+	st->passed_run = 0;
+	dst.family = conn.family;
+	dst.addr[0] = conn.daddr[0];
+	dst.addr[1] = conn.daddr[1];
+	dst.addr[2] = conn.daddr[2];
+	dst.addr[3] = conn.daddr[3];
+	dst.port = conn.dport;
+	__u64 zero = 0;
+	__u64 *count = skops->args[1] == BPF_TCP_ESTABLISHED
+			       ? trp_reached.lookup_or_try_init(&dst, &zero)
+			       : trp_closed.lookup_or_try_init(&dst, &zero);
+	if (count)
+		__sync_fetch_and_add(count, 1);
 }
 
 /* TCP_CONNECT_CB of a connection of the run to a captured port: trp_lookup leaves it to
