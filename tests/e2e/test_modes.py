@@ -120,3 +120,16 @@ def test_sigkilled_recording_is_recovered_by_the_next_run(tmp_path, redis_server
     out = run_trproxy("run", "--dir", str(tmp_path), "--", "true")
     assert "recovered 5 documents" in out.stderr, out.stderr
     assert len(load_mocks(tmp_path / "test-set-0")) == 5
+
+
+def test_an_app_dialing_the_unspecified_address_replays(tmp_path, redis_server):
+    """0.0.0.0 connects to loopback: the store and the redirect's verdicts both take it for
+    loopback, so its recording replays (the redirect used to refuse it as never recorded)."""
+    script = ["sh", "-c", f"redis-cli -h 0.0.0.0 -p {redis_server.port} set a 1; "
+                          f"redis-cli -h :: -p {redis_server.port} get a"]
+    recorded = run_trproxy("record", "--dir", str(tmp_path), "--", *script)
+    assert recorded.stdout.split() == ["OK", "1"], recorded.stderr
+    redis_server.stop()
+    replayed = run_trproxy("replay", "--dir", str(tmp_path), "--", *script)
+    assert replayed.stdout == recorded.stdout, replayed.stderr
+    assert "served 2 redis" in replayed.stderr and "trproxy: 0 misses" in replayed.stderr

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from tests.support.playbook import Playbook, client, send
+from trproxy.proxy.context import Mode, RunContext
 
 GET_A = b"*2\r\n$3\r\nGET\r\n$1\r\na\r\n"
 RECORDED = [{"request": ["GET", "a"], "responses": ["1"], "summary": "GET a"},
@@ -26,3 +27,12 @@ def test_unused_is_one_pass_over_the_recordings_until_something_more_is_served(m
     assert book
     assert [u["request"] for u in ctx.unused()] == ["GET b"]
     assert len(passes) == 2
+
+
+def test_the_summary_and_report_count_connects_to_closed_local_ports():
+    ctx = RunContext(Mode.RECORD)
+    ctx.closed.update({"127.0.0.1:5432": 3, "[::1]:5432": 1})
+    lines = ctx.summary().splitlines()
+    assert "trproxy: 3 connects to 127.0.0.1:5432 refused: nothing listened (as direct)" in lines
+    assert "trproxy: 1 connect to [::1]:5432 refused: nothing listened (as direct)" in lines
+    assert ctx.report(None, 0)["closed"] == {"127.0.0.1:5432": 3, "[::1]:5432": 1}

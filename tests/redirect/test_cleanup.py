@@ -133,7 +133,7 @@ def test_kill9_fails_closed_until_the_run_is_gone(echo: EchoServer) -> None:
         maps = loader.load().maps
         everything = {"trp_config": 1, "trp_listen": 1, "trp_shadow": 1, "trp_orig": 1,
                       "trp_dst": 1, "trp_refused": 0, "trp_capture": 0, "trp_socks": 0,
-                      "trp_dns": 0}
+                      "trp_dns": 0, "trp_closed": 0, "trp_reached": 0}
         assert maps.run_entries(cg_id) == everything
         pins = loader.run_pin_dir(cg_id)
         assert pins is not None

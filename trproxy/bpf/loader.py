@@ -74,6 +74,7 @@ FLAG_SHADOW = 1  # TRP_FLAG_SHADOW
 FLAG_CHECK_OWNER = 2  # TRP_FLAG_CHECK_OWNER
 FLAG_ALLOW_ONLY = 4  # TRP_FLAG_ALLOW_ONLY
 FLAG_CAPTURE = 8  # TRP_FLAG_CAPTURE
+FLAG_PASS_CLOSED = 16  # TRP_FLAG_PASS_CLOSED
 DST_LOOPBACK = 1  # TRP_DST_LOOPBACK (trp_dst_key.family)
 DST_ALLOW, DST_REFUSE = 1, 2  # TRP_DST_ALLOW, TRP_DST_REFUSE
 
@@ -148,6 +149,7 @@ class SockState(ctypes.Structure):
         ("requested_port", u16),
         ("_pad", u32),
         ("alive_run", u64),
+        ("passed_run", u64),
     ]
 
 
@@ -159,6 +161,8 @@ LAYOUTS: dict[str, tuple[type, type]] = {
     "trp_orig": (TupleKey, OrigDst),
     "trp_dst": (DstKey, u32),
     "trp_refused": (DstKey, u64),
+    "trp_closed": (DstKey, u64),
+    "trp_reached": (DstKey, u64),
     "trp_sock": (ctypes.c_int32, SockState),
     "trp_capture": (u32, Capture),
     "trp_inner": (TupleKey, u32),
@@ -316,7 +320,7 @@ class Maps:
         v = OrigDst()
         return v if syscall.map_lookup(self.fds["trp_dns"], u64(cookie), v) else None
 
-    # trp_dst, trp_refused
+    # trp_dst, trp_refused, trp_closed, trp_reached
     def dst_verdict(self, key: DstKey) -> int:
         v = u32()
         return v.value if syscall.map_lookup(self.fds["trp_dst"], key, v) else 0
@@ -324,8 +328,11 @@ class Maps:
     def set_dst_verdict(self, key: DstKey, verdict: int) -> None:
         syscall.map_update(self.fds["trp_dst"], key, u32(verdict))
 
-    def refusals(self, cgroup_id: int) -> list[tuple[DstKey, int]]:
-        items = self._items("trp_refused", DstKey, u64)
+    def connects(self, cgroup_id: int, counts: str) -> list[tuple[DstKey, int]]:
+        """Connects of one run per destination counted in ``counts``: trp_refused (refused by
+        trp_dst's verdicts), trp_closed or trp_reached (left to the kernel at a local port
+        nothing listened on: refused, or established all the same through NAT)."""
+        items = self._items(counts, DstKey, u64)
         return [(k, v.value) for k, v in items if k.cgroup_id == cgroup_id]
 
     def _run_keys(self, cgroup_id: int) -> dict[str, list[ctypes.Structure | ctypes.c_uint32 | ctypes.c_uint64]]:
@@ -341,9 +348,8 @@ class Maps:
         keys["trp_dst"] = [
             k for k, _ in self._items("trp_dst", DstKey, u32) if k.cgroup_id == cgroup_id
         ]
-        keys["trp_refused"] = [
-            k for k, _ in self._items("trp_refused", DstKey, u64) if k.cgroup_id == cgroup_id
-        ]
+        for counts in ("trp_refused", "trp_closed", "trp_reached"):
+            keys[counts] = [k for k, _ in self.connects(cgroup_id, counts)]
         keys["trp_capture"] = [
             k for k, v in self._items("trp_capture", u32, Capture) if v.cgroup_id == cgroup_id
         ]

@@ -13,12 +13,16 @@
  *               the original one in the socket's storage. Not rewritten: non-TCP sockets,
  *               the proxy's own port, and local ports that the run itself listens on.
  *               Fails the connect (EPERM) when the run's owner is gone (fail closed), and
- *               sends refused destinations to the owner's refuse port (ECONNREFUSED).
+ *               sends refused destinations to the owner's refuse port (ECONNREFUSED). With
+ *               TRP_FLAG_PASS_CLOSED a connect to a local port nothing listens on (a socket
+ *               lookup in the caller's netns) is left to the kernel too: refused as without
+ *               trproxy (or forwarded by NAT); sockops counts its outcome.
  *   sockops     (BPF_CGROUP_SOCK_OPS): on TCP_CONNECT_CB (the local port is bound, the SYN
  *               not yet sent) copy the original destination to trp_orig keyed by the 4-tuple
  *               that the proxy will accept, and drop it again if the connection closes
  *               without ever being established (STATE_CB SYN_SENT -> CLOSE); on
- *               TCP_LISTEN_CB/STATE_CB keep trp_listen, the ports the run listens on.
+ *               TCP_LISTEN_CB/STATE_CB keep trp_listen, the ports the run listens on; count
+ *               how connects left to the kernel at a closed port end (trp_closed, trp_reached).
  *   peer4/6     (BPF_CGROUP_INET{4,6}_GETPEERNAME): getpeername() returns the original peer.
  *   DNS over UDP: connect4/6 of a UDP socket to port 53 and sendmsg4/6 (BPF_CGROUP_UDP{4,6}_
  *               SENDMSG: unconnected sends) to port 53 go to the proxy's DNS port instead;
@@ -59,6 +63,8 @@ BPF_HASH(trp_shadow, struct trp_port_key, __u32, TRP_MAX_SHADOW);
 BPF_TABLE("lru_hash", struct trp_tuple_key, struct trp_orig_dst, trp_orig, TRP_MAX_CONNS);
 BPF_HASH(trp_dst, struct trp_dst_key, __u32, TRP_MAX_DSTS);
 BPF_HASH(trp_refused, struct trp_dst_key, __u64, TRP_MAX_DSTS);
+BPF_HASH(trp_closed, struct trp_dst_key, __u64, TRP_MAX_DSTS);
+BPF_HASH(trp_reached, struct trp_dst_key, __u64, TRP_MAX_DSTS);
 BPF_SK_STORAGE(trp_sock, struct trp_sock_state);
 /* LRU: entries of closed sockets are never looked up again (cookies are unique). */
 BPF_TABLE("lru_hash", __u64, struct trp_orig_dst, trp_dns, TRP_MAX_DNS_SOCKS);
@@ -124,16 +130,49 @@ static __always_inline int trp_owner_alive(struct bpf_sock_addr *ctx, struct trp
 	return alive;
 }
 
+/* Does a TCP socket listen where a local connect to `dst` (as dialed, v4-mapped as IPv4)
+ * would go? Asked of the caller's netns as the kernel asks for the SYN (no established
+ * socket has a zero source, so only listeners match); an unspecified address connects to
+ * loopback (tcp_v4_connect, tcp_v6_connect). */
+static __always_inline int trp_listening(struct bpf_sock_addr *ctx, struct trp_dst_key *dst)
+{
+	struct bpf_sock_tuple t = {};
+	struct bpf_sock *sk;
+	if (dst->family == TRP_AF_INET) {
+		t.ipv4.daddr = dst->addr[0] ? dst->addr[0] : trp_htonl(0x7f000001);
+		t.ipv4.dport = trp_htons(dst->port);
+		sk = bpf_sk_lookup_tcp(ctx, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+	} else {
+		int any = !(dst->addr[0] | dst->addr[1] | dst->addr[2] | dst->addr[3]);
+		t.ipv6.daddr[0] = dst->addr[0];
+		t.ipv6.daddr[1] = dst->addr[1];
+		t.ipv6.daddr[2] = dst->addr[2];
+		t.ipv6.daddr[3] = any ? trp_htonl(1) : dst->addr[3];
+		t.ipv6.dport = trp_htons(dst->port);
+		sk = bpf_sk_lookup_tcp(ctx, &t, sizeof(t.ipv6), BPF_F_CURRENT_NETNS, 0);
+	}
+	if (!sk)
+		return 0;
+	bpf_sk_release(sk);
+	return 1;
+}
+
 #define TRP_KEEP 0     /* leave the destination alone */
 #define TRP_DENY 1     /* fail the connect: EPERM */
 #define TRP_REFUSE 2   /* send it to the refuse port: ECONNREFUSED */
 #define TRP_REDIRECT 3 /* send it to the proxy */
+#define TRP_PASS 4     /* leave it to the kernel and count how it ends (a closed local port) */
 
 /* What to do with a connect of the run to `dst` (the address as dialed, v4-mapped as IPv4).
- * local: a loopback or unspecified address; loopback: 127/8 or ::1 (one key in trp_dst);
- * to_proxy: the proxy's address. */
+ * local: a loopback or unspecified address (one key in trp_dst, as the store takes them for
+ * one place); to_proxy: the proxy's address. Refusals of trp_dst's verdicts are counted
+ * in trp_refused. A local port nothing listens on (TRP_FLAG_PASS_CLOSED) is left to the
+ * kernel, which refuses it as without trproxy, where the proxy would accept the connect
+ * and could only reset it; and if NAT forwards the port (a container's port published
+ * without docker-proxy, an iptables REDIRECT), the connection works as without trproxy,
+ * unrecorded, where refusing it would break the app. */
 static __always_inline int trp_decide(struct bpf_sock_addr *ctx, struct trp_config *cfg,
-				      struct trp_dst_key *dst, int local, int loopback, int to_proxy)
+				      struct trp_dst_key *dst, int local, int to_proxy)
 {
 	struct trp_port_key k = {};
 	k.cgroup_id = dst->cgroup_id;
@@ -145,7 +184,7 @@ static __always_inline int trp_decide(struct bpf_sock_addr *ctx, struct trp_conf
 	if (dst->port == cfg->proxy_port && (local || to_proxy))
 		return TRP_KEEP;
 	struct trp_dst_key place = *dst;
-	if (loopback) {
+	if (local) {
 		place.family = TRP_DST_LOOPBACK;
 		place.addr[0] = 0;
 		place.addr[1] = 0;
@@ -154,13 +193,28 @@ static __always_inline int trp_decide(struct bpf_sock_addr *ctx, struct trp_conf
 	}
 	__u32 *verdict = trp_dst.lookup(&place);
 	int refuse = verdict ? *verdict == TRP_DST_REFUSE : (cfg->flags & TRP_FLAG_ALLOW_ONLY) != 0;
-	if (!refuse)
+	if (!refuse) {
+		if (local && (cfg->flags & TRP_FLAG_PASS_CLOSED) && !trp_listening(ctx, dst))
+			return TRP_PASS;
 		return TRP_REDIRECT;
+	}
 	__u64 zero = 0;
 	__u64 *count = trp_refused.lookup_or_try_init(dst, &zero);
 	if (count)
 		__sync_fetch_and_add(count, 1);
 	return TRP_REFUSE;
+}
+
+/* TRP_PASS: mark the socket so that sockops counts how its connect ends (trp_count_passed). */
+static __always_inline int trp_pass(struct bpf_sock_addr *ctx, __u64 run_id)
+{
+	struct trp_sock_state *st =
+		trp_sock.sk_storage_get(ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (st) {
+		st->orig.family = 0; /* not redirected (this socket may have been before) */
+		st->passed_run = run_id;
+	}
+	return 1;
 }
 
 /* Keep the original destination with the socket; 0 when out of memory. */
@@ -171,6 +225,7 @@ static __always_inline int trp_remember(struct bpf_sock_addr *ctx, __u64 run_id,
 		trp_sock.sk_storage_get(ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!st)
 		return 0;
+	st->passed_run = 0; /* a socket connecting again after a refusal */
 	st->orig.cgroup_id = run_id;
 	st->orig.addr[0] = a0;
 	st->orig.addr[1] = a1;
@@ -300,10 +355,11 @@ int trp_connect4(struct bpf_sock_addr *ctx)
 	dst.addr[0] = ip;
 	dst.port = trp_ntohs((__u16)ctx->user_port);
 	dst.family = TRP_AF_INET;
-	int action = trp_decide(ctx, cfg, &dst, trp_is_local4(ip), (trp_ntohl(ip) >> 24) == 127,
-				ip == cfg->proxy_ip4);
+	int action = trp_decide(ctx, cfg, &dst, trp_is_local4(ip), ip == cfg->proxy_ip4);
 	if (action == TRP_KEEP)
 		return 1;
+	if (action == TRP_PASS)
+		return trp_pass(ctx, dst.cgroup_id);
 	if (action == TRP_REFUSE) {
 		ctx->user_ip4 = trp_htonl(0x7f000001);
 		ctx->user_port = trp_htons(cfg->refuse_port);
@@ -334,17 +390,15 @@ int trp_connect6(struct bpf_sock_addr *ctx)
 	/* ::ffff:a.b.c.d (RFC 4291 2.5.5.2): the kernel makes it an IPv4 connection
 	 * (tcp_v6_connect -> tcp_v4_connect) and connect4 does not run for it. */
 	int mapped = a0 == 0 && a1 == 0 && a2 == trp_htonl(0xffff);
-	int local, loopback, to_proxy;
+	int local, to_proxy;
 	if (mapped) {
 		local = trp_is_local4(a3);
-		loopback = (trp_ntohl(a3) >> 24) == 127;
 		to_proxy = a3 == cfg->proxy_ip4;
 		dst.addr[0] = a3;
 		dst.family = TRP_AF_INET;
 	} else {
 		int low = a0 == 0 && a1 == 0 && a2 == 0;
-		loopback = low && a3 == trp_htonl(1);
-		local = loopback || (low && a3 == 0);
+		local = low && (a3 == trp_htonl(1) || a3 == 0); /* ::1, :: */
 		to_proxy = a0 == cfg->proxy_ip6[0] && a1 == cfg->proxy_ip6[1] &&
 			   a2 == cfg->proxy_ip6[2] && a3 == cfg->proxy_ip6[3];
 		dst.addr[0] = a0;
@@ -353,9 +407,11 @@ int trp_connect6(struct bpf_sock_addr *ctx)
 		dst.addr[3] = a3;
 		dst.family = TRP_AF_INET6;
 	}
-	int action = trp_decide(ctx, cfg, &dst, local, loopback, to_proxy);
+	int action = trp_decide(ctx, cfg, &dst, local, to_proxy);
 	if (action == TRP_KEEP)
 		return 1;
+	if (action == TRP_PASS)
+		return trp_pass(ctx, dst.cgroup_id);
 	if (action == TRP_REFUSE) {
 		if (mapped) {
 			ctx->user_ip6[3] = trp_htonl(0x7f000001);
@@ -436,6 +492,15 @@ static __always_inline void trp_unpublish(struct bpf_sock_ops *skops, struct bpf
 	trp_orig.delete(&key);
 }
 
+/* TCP_CONNECT_CB of a connect left to the kernel at a closed local port (trp_pass): watch
+ * its state to count how it ends. */
+static __always_inline void trp_watch_passed(struct bpf_sock_ops *skops, struct bpf_sock *sk)
+{
+	struct trp_sock_state *st = trp_sock.sk_storage_get(sk, 0, 0);
+	if (st && st->passed_run)
+		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
+}
+
 /* A connection's key in trp_inner, from the client's side (v4-mapped as IPv4, as on the
  * wire and as trp_lookup sees it). */
 static __always_inline void trp_inner_key(struct bpf_sock_ops *skops, struct trp_tuple_key *key)
@@ -471,6 +536,33 @@ static __always_inline void trp_inner_key(struct bpf_sock_ops *skops, struct trp
 	}
 	key->sport = (__u16)skops->local_port;
 	key->dport = (__u16)trp_ntohl(skops->remote_port);
+}
+
+/* STATE_CB out of SYN_SENT of such a connect: refused (or timed out) -> trp_closed, as
+ * without trproxy; established -> trp_reached (NAT forwarded the port: not recorded). Keyed
+ * by the peer the kernel connected (an unspecified address is loopback by then). */
+static __always_inline void trp_count_passed(struct bpf_sock_ops *skops, struct bpf_sock *sk)
+{
+	struct trp_sock_state *st = trp_sock.sk_storage_get(sk, 0, 0);
+	if (!st || !st->passed_run)
+		return;
+	struct trp_tuple_key conn = {};
+	trp_inner_key(skops, &conn); /* its peer, v4-mapped as IPv4 */
+	struct trp_dst_key dst = {};
+	dst.cgroup_id = st->passed_run;
+	st->passed_run = 0;
+	dst.family = conn.family;
+	dst.addr[0] = conn.daddr[0];
+	dst.addr[1] = conn.daddr[1];
+	dst.addr[2] = conn.daddr[2];
+	dst.addr[3] = conn.daddr[3];
+	dst.port = conn.dport;
+	__u64 zero = 0;
+	__u64 *count = skops->args[1] == BPF_TCP_ESTABLISHED
+			       ? trp_reached.lookup_or_try_init(&dst, &zero)
+			       : trp_closed.lookup_or_try_init(&dst, &zero);
+	if (count)
+		__sync_fetch_and_add(count, 1);
 }
 
 /* TCP_CONNECT_CB of a connection of the run to a captured port: trp_lookup leaves it to
@@ -585,14 +677,17 @@ int trp_sockops(struct bpf_sock_ops *skops)
 	switch (skops->op) {
 	case BPF_SOCK_OPS_TCP_CONNECT_CB:
 		trp_publish(skops, sk);
+		trp_watch_passed(skops, sk);
 		trp_inner_start(skops);
 		break;
 	case BPF_SOCK_OPS_TCP_LISTEN_CB:
 		trp_listen_start(skops, sk);
 		break;
 	case BPF_SOCK_OPS_STATE_CB: /* args[0] = old state, args[1] = new state */
-		if (skops->args[0] == BPF_TCP_SYN_SENT)
+		if (skops->args[0] == BPF_TCP_SYN_SENT) {
 			trp_inner_stop(skops);
+			trp_count_passed(skops, sk);
+		}
 		if (skops->args[1] == BPF_TCP_CLOSE) {
 			if (skops->args[0] == BPF_TCP_SYN_SENT)
 				trp_unpublish(skops, sk);

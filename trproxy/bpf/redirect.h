@@ -30,6 +30,10 @@
 #define TRP_FLAG_CAPTURE 8     /* publish the run's listening ports in trp_capture: trp_lookup
 				* steers connections to them from outside the run to the
 				* owner's capture sockets (trp_socks) */
+#define TRP_FLAG_PASS_CLOSED 16 /* leave a connect to a local port nothing listens on to
+				 * the kernel (refused as without trproxy, or forwarded by
+				 * NAT), counting how it ends in trp_closed / trp_reached:
+				 * modes that dial real servers */
 
 /* Map sizes (max_entries). */
 #define TRP_MAX_RUNS 4096
@@ -96,11 +100,13 @@ struct trp_orig_dst {
 	__u8 _pad[5];
 };
 
-/* Key of trp_dst (value: __u32 TRP_DST_*) and trp_refused (value: __u64 refusals): a
- * destination of one run. In trp_refused it is the address as dialed (a v4-mapped address
- * as plain IPv4); in trp_dst every loopback address (127.0.0.0/8, ::1, ::ffff:127.0.0.0/104)
- * is the one key {family TRP_DST_LOOPBACK, addr 0}, as the store treats loopback as one
- * place (clients dial localhost as 127.0.0.1 or ::1). */
+/* Key of trp_dst (value: __u32 TRP_DST_*), trp_refused, trp_closed and trp_reached (value:
+ * __u64 connects): a destination of one run. In trp_refused it is the address as dialed,
+ * in trp_closed and trp_reached the peer the kernel connected to (0.0.0.0 became
+ * 127.0.0.1), a v4-mapped address as plain IPv4 in each; in trp_dst every loopback or unspecified
+ * address (127.0.0.0/8, ::1, 0.0.0.0, ::, and v4-mapped ones) is the one key {family
+ * TRP_DST_LOOPBACK, addr 0}, as the store treats them as one place (clients dial localhost
+ * as 127.0.0.1 or ::1; a connect to 0.0.0.0 or :: reaches loopback). */
 struct trp_dst_key {
 	__u64 cgroup_id;
 	__u32 addr[4];
@@ -142,6 +148,9 @@ struct trp_sock_state {
 	__u16 requested_port;      /* bind() port before a shadow rewrite; 0 = not shadowed */
 	__u32 _pad;
 	__u64 alive_run;           /* set by the owner on its marker socket: the run's cgroup id */
+	__u64 passed_run;          /* set by connect4/6 when the connect was left to the kernel
+				    * at a closed local port: the run, until sockops counted how
+				    * the connect ended; 0 = none */
 };
 
 #endif /* TRPROXY_REDIRECT_H */

@@ -65,10 +65,12 @@ class Attachment:
     def __init__(self, spec: str, proxy: Proxy, shadows: dict[int, int],
                  on_attach: Callable[[Redirector], None],
                  on_detach: Callable[[Redirector], None],
-                 hosts: tuple[str, str] | None = None, install_ca: bytes | None = None) -> None:
+                 hosts: tuple[str, str] | None = None, install_ca: bytes | None = None,
+                 pass_closed: bool = False) -> None:
         """``hosts``: where the cgroup's processes will reach the host, for a cgroup with
         no process yet (a Compose project's parent before it starts). ``install_ca``:
-        the CA certificate (PEM) to write into the container's trust store."""
+        the CA certificate (PEM) to write into the container's trust store.
+        ``pass_closed``: see ``Redirector.create``."""
         self.spec = spec
         self.proxy = proxy
         self.shadows = shadows
@@ -80,6 +82,7 @@ class Attachment:
                                               other_netns=hosts is not None and hosts[0] not in containers.LOOPBACK)
         self.restarts = 0
         self.install_ca = install_ca
+        self.pass_closed = pass_closed
         self.installed: container_trust.Installed | None = None
 
     async def start(self) -> Redirector:
@@ -153,7 +156,8 @@ class Attachment:
 
         r = Redirector.attach(str(self.path), self.proxy.port, shadow_ports=self.shadows,
                               proxy_ipv4=self.hosts.ipv4, proxy_ipv6=self.hosts.ipv6,
-                              check_owner=not self.hosts.other_netns)
+                              check_owner=not self.hosts.other_netns,
+                              pass_closed=self.pass_closed)
         self.redirector = r
         self.proxy.resolver = r.original_destination
         # the container's own loopback is dialled in its network namespace (netns.py)

@@ -83,6 +83,9 @@ class RunContext:
     faults: FaultPlan | None = None  # replay: the requests that fail on purpose (faults.py)
     injected: list[dict[str, Any]] = field(default_factory=list)
     raw: Counter = field(default_factory=Counter)  # exchanges recorded / served as raw bytes
+    # record, passthrough: destination -> connects refused at connect because nothing
+    # listened on that local port (the redirect's ``closed()``), as without trproxy
+    closed: Counter = field(default_factory=Counter)
     _ledger: Ledger | None = None
     _timeline: Timeline | None = None
     _searcher: concurrent.futures.ThreadPoolExecutor | None = None
@@ -242,6 +245,10 @@ class RunContext:
             done = "served" if self.mode in (Mode.REPLAY, Mode.NEW_EPISODES) else "recorded"
             lines.append(f"{done} as raw bytes (a reply the dialect could not decode): "
                          f"{_counts(self.raw)}")
+        lines += [f"{n} connect{'s' if n > 1 else ''} to {dest} refused: nothing listened (as direct)"
+                  for dest, n in sorted(self.closed.items())[:5]]
+        if len(self.closed) > 5:
+            lines.append(f"  ... {len(self.closed) - 5} more local ports refused in the report")
         lines.append(f"{len(self.misses)} misses" + (":" if self.misses else ""))
         for miss in self.misses[:10]:
             test = f"[{miss['test']}] " if miss["test"] else ""
@@ -290,6 +297,7 @@ class RunContext:
             "problems": self.problems,
             "faults": self.injected,
             "raw": dict(self.raw),
+            "closed": dict(self.closed),
         }
 
 

@@ -274,6 +274,14 @@ class Capture:
             event=kind, after=self.ctx.last_order if after is None else after))
 
 
+def record_refused(ctx: RunContext, destination: str, summary: str = "connection refused") -> None:
+    """A refused connect, as an event document: replay refuses a destination only ever
+    refused (``MockPool.refused``) at connect, as the server did."""
+    ctx.record(Exchange(protocol="tcp", destination=destination, request=None, responses=[],
+                        lifetime="event", summary=summary, connection=next(conn_ids),
+                        started=_now(), event="refused", after=ctx.last_order))
+
+
 async def passthrough_or_record(ctx: RunContext, client: Streams, host: str, port: int,
                                 record: bool) -> None:
     destination = format_destination(host, port)
@@ -285,11 +293,8 @@ async def passthrough_or_record(ctx: RunContext, client: Streams, host: str, por
             upstream = await open_upstream(ctx.upstream_netns, host, port, client[1], limit=CHUNK)
     except (TimeoutError, OSError) as exc:
         log.info("upstream %s failed: %s; resetting the client", destination, exc)
-        if record and isinstance(exc, ConnectionRefusedError):  # replayed as refused too
-            ctx.record(Exchange(protocol="tcp", destination=destination, request=None,
-                                responses=[], lifetime="event", summary="connection refused",
-                                connection=next(conn_ids), started=_now(), event="refused",
-                                after=ctx.last_order))
+        if record and isinstance(exc, ConnectionRefusedError):
+            record_refused(ctx, destination)
         reset(client[1])
         return
     if not record:

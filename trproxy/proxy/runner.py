@@ -53,6 +53,7 @@ from .control import ENV as CONTROL_ENV
 from .control import start as start_control
 from .datagrams import DatagramListener
 from .faults import FaultPlan, plan_from
+from .record import record_refused
 from .server import Proxy
 
 if TYPE_CHECKING:
@@ -165,6 +166,7 @@ async def _run(opts: RunOptions, ctx: RunContext, test_set: Path) -> int:
             inbound, shadows = await start_capture(opts.root, opts.app_ports, ctx, test_set, ctx.vault)
         if opts.redirect and opts.cgroup:
             attachment = Attachment(opts.cgroup, proxy, shadows,
+                                    pass_closed=_dials_servers(ctx),
                                     on_attach=lambda r: _fence(r, ctx),
                                     on_detach=lambda r: _report_refused(r, ctx),
                                     hosts=opts.attach_hosts,
@@ -181,7 +183,8 @@ async def _run(opts: RunOptions, ctx: RunContext, test_set: Path) -> int:
                 dns = DatagramListener(ctx)
                 await dns.start()
             redirector = Redirector.create(port, shadow_ports=shadows, capture_sockets=capture,
-                                           dns_port=dns.port if dns is not None else 0)
+                                           dns_port=dns.port if dns is not None else 0,
+                                           pass_closed=_dials_servers(ctx))
             if dns is not None:
                 dns.server_of = redirector.dns_server
             if inbound is not None:
@@ -225,6 +228,15 @@ async def _run(opts: RunOptions, ctx: RunContext, test_set: Path) -> int:
         await proxy.close()
 
 
+def _dials_servers(ctx: RunContext) -> bool:
+    """Every connection of the run goes to its real destination (record, passthrough), so
+    a connect to a local port nothing listens on is left to the kernel, which refuses it
+    as without trproxy, not accepted by the proxy and reset (``Redirector.create(
+    pass_closed=)``). Not in replay, where nothing listens by design, nor new-episodes,
+    which replays the destinations it knows."""
+    return ctx.mode in (Mode.RECORD, Mode.PASSTHROUGH)
+
+
 def _fence(redirector: Redirector, ctx: RunContext) -> None:
     """Replay: connects to destinations refused when recording are refused again, and so
     are connects to destinations with no recording at all (reported at the end), by the
@@ -237,7 +249,29 @@ def _fence(redirector: Redirector, ctx: RunContext) -> None:
 
 
 def _report_refused(redirector: Redirector, ctx: RunContext) -> None:
-    """Connects the redirect refused that the recording did not refuse: misses."""
+    """Replay: connects the redirect refused that the recording did not refuse: misses.
+    Record, passthrough: connects to local ports nothing listened on, left to the kernel:
+    refused as without trproxy (recorded as refused connects, so replay refuses them
+    too), or forwarded by NAT (then never seen by the proxy: said in the summary)."""
+    if _dials_servers(ctx):
+        closed: dict[tuple[str, int], int] = {}
+        reached: dict[tuple[str, int], int] = {}
+        with contextlib.suppress(Exception):
+            closed, reached = redirector.closed(), redirector.reached()
+        for (ip, port), count in closed.items():
+            destination = format_destination(ip, port)
+            ctx.closed[destination] += count
+            log.info("%d connect(s) to %s refused: nothing listened (as direct)", count, destination)
+            if ctx.mode is Mode.RECORD:
+                record_refused(ctx, destination, f"connection refused: nothing listened ({count}x)")
+        for (ip, port), count in reached.items():
+            note = (f"{count} connection(s) to {format_destination(ip, port)} reached a port nothing "
+                    "listened on (NAT forwards it: a container's port published without docker-proxy, "
+                    "an iptables REDIRECT?): made by the kernel, not seen by trproxy; dial the "
+                    "server's own address to have them recorded")
+            log.info("%s", note)
+            if ctx.mode is Mode.RECORD:
+                ctx.problems.append(note)
     if ctx.mode is not Mode.REPLAY:
         return
     with contextlib.suppress(Exception):

@@ -7,6 +7,8 @@ Public API::
     r.original_destination(peer, sockname)       # in the proxy, once per accepted connection
     r.refuse([(ip, port)]); r.allow_only([...])  # those connects fail: ECONNREFUSED
     r.refused()                                  # {(ip, port): refused connects}
+    Redirector.create(proxy_port, pass_closed=True)  # a local port nothing listens on: the
+    r.closed(); r.reached()                      # kernel's; {(ip, port): refused / NATed}
     r.close()
 
     Redirector.attach(cgroup_path_or_container_id, proxy_port)

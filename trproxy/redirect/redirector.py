@@ -103,6 +103,7 @@ class Redirector:
         check_owner: bool,
         capture_sockets: Iterable[socket.socket] = (),
         dns_port: int = 0,
+        pass_closed: bool = False,
     ) -> None:
         """Use ``create`` or ``attach``."""
         if not 0 < proxy_port < 65536:
@@ -134,7 +135,7 @@ class Redirector:
         self.dns_port = dns_port
         try:
             self._install(shadow_ports or {}, proxy_ipv4, proxy_ipv6, check_owner,
-                          list(capture_sockets))
+                          list(capture_sockets), pass_closed)
         except BaseException:
             self._release()
             raise
@@ -151,6 +152,7 @@ class Redirector:
         proxy_ipv6: str = "::1",
         capture_sockets: Iterable[socket.socket] = (),
         dns_port: int = 0,
+        pass_closed: bool = False,
     ) -> Redirector:
         """A new cgroup whose processes' connections go to the proxy. Put processes in it with
         ``enter`` (e.g. ``subprocess.Popen(..., preexec_fn=r.enter)``).
@@ -160,8 +162,12 @@ class Redirector:
         TCP sockets (one IPv4, one IPv6) that accept every connection from outside the run
         to any port the run listens on (inbound capture of every port; see the module
         docstring). ``dns_port``: the proxy's UDP port (on the same addresses) that the
-        run's DNS queries over UDP go to (0: they go where the app sends them). Also
-        removes leftovers of dead runs.
+        run's DNS queries over UDP go to (0: they go where the app sends them).
+        ``pass_closed``: a connect to a local address (loopback, unspecified) whose port
+        nothing listens on in the caller's network namespace is left to the kernel, which
+        refuses it as without trproxy (or NAT forwards it), instead of reaching the proxy
+        (for runs that dial the real destinations: record, passthrough); counted in
+        ``closed()`` and ``reached()``. Also removes leftovers of dead runs.
         """
         require_root()
         mount = cgroups.require_mount()
@@ -183,6 +189,7 @@ class Redirector:
                 check_owner=True,
                 capture_sockets=capture_sockets,
                 dns_port=dns_port,
+                pass_closed=pass_closed,
             )
         except BaseException:
             cgroups.remove(path)
@@ -198,6 +205,7 @@ class Redirector:
         proxy_ipv4: str = "127.0.0.1",
         proxy_ipv6: str = "::1",
         check_owner: bool | None = None,
+        pass_closed: bool = False,
     ) -> Redirector:
         """Redirect an existing cgroup: a path (absolute or relative to the cgroup2 mount)
         or a container (id, id prefix, name, Compose service: ``containers.resolve``). ``close`` detaches but leaves the cgroup alone.
@@ -206,7 +214,8 @@ class Redirector:
         ``proxy_ipv4``/``proxy_ipv6`` addresses it can reach, where the proxy listens.
         ``check_owner`` (fail closed when trproxy dies, see the module docstring) needs the
         cgroup's processes in trproxy's network namespace; None: on unless a process now in
-        the cgroup is in another one.
+        the cgroup is in another one. ``pass_closed``: as in ``create`` (a local port is
+        looked up in the connecting process's network namespace: a container's own).
         """
         require_root()
         mount = cgroups.require_mount()
@@ -233,6 +242,7 @@ class Redirector:
             proxy_ipv4=proxy_ipv4,
             proxy_ipv6=proxy_ipv6,
             check_owner=check_owner,
+            pass_closed=pass_closed,
         )
 
     def _install(
@@ -242,6 +252,7 @@ class Redirector:
         ip6: str,
         check_owner: bool,
         capture: list[socket.socket],
+        pass_closed: bool,
     ) -> None:
         cfg = loader.Config()
         cfg.owner_pid = self._owner_pid
@@ -257,6 +268,7 @@ class Redirector:
             (loader.FLAG_SHADOW if shadow_ports else 0)
             | (loader.FLAG_CHECK_OWNER if check_owner else 0)
             | (loader.FLAG_CAPTURE if capture else 0)
+            | (loader.FLAG_PASS_CLOSED if pass_closed else 0)
         )
         try:
             cfg.alive_port = self._marker_socket()
@@ -396,7 +408,7 @@ class Redirector:
     def refuse(self, destinations: Iterable[tuple[str, int]]) -> None:
         """Connects of the run to these ``(ip, port)`` fail with ECONNREFUSED (they never
         reach the proxy). Loopback addresses are one place: refusing 127.0.0.1:P refuses
-        ::1:P and every 127.x.y.z:P too."""
+        ::1:P, every 127.x.y.z:P and the unspecified 0.0.0.0:P and [::]:P too."""
         for key in [_dst_key(self.cgroup_id, ip, port) for ip, port in destinations]:
             self._maps.set_dst_verdict(key, loader.DST_REFUSE)
 
@@ -416,8 +428,23 @@ class Redirector:
 
     def refused(self) -> dict[tuple[str, int], int]:
         """{(ip, port) as the app dialed it (v4-mapped as IPv4): connects refused}."""
+        return self._connects("trp_refused")
+
+    def closed(self) -> dict[tuple[str, int], int]:
+        """{(ip, port) the kernel connected to (0.0.0.0 as 127.0.0.1, v4-mapped as IPv4):
+        connects left to the kernel at a local port nothing listened on (``pass_closed``)
+        that failed (refused, as without trproxy)}."""
+        return self._connects("trp_closed")
+
+    def reached(self) -> dict[tuple[str, int], int]:
+        """Like ``closed``, for those connects that were established all the same: NAT
+        forwarded the port (a container's port published without docker-proxy, an iptables
+        REDIRECT). They never reached the proxy."""
+        return self._connects("trp_reached")
+
+    def _connects(self, counts: str) -> dict[tuple[str, int], int]:
         out = {}
-        for key, count in self._maps.refusals(self.cgroup_id):
+        for key, count in self._maps.connects(self.cgroup_id, counts):
             if key.family == loader.AF_INET:
                 ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.IPv4Address(
                     bytes(key.addr[:4])
@@ -508,8 +535,8 @@ def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
 
 
 def _dst_key(cgroup_id: int, host: str, port: int) -> loader.DstKey:
-    """trp_dst's key of a destination: every loopback address is one key, as the store
-    treats loopback as one place (store/matcher.destination_key)."""
+    """trp_dst's key of a destination: every loopback or unspecified address is one key, as
+    the store treats them as one place (store/matcher.destination_key)."""
     try:
         ip = _ip(host)
     except ValueError:
@@ -519,7 +546,7 @@ def _dst_key(cgroup_id: int, host: str, port: int) -> loader.DstKey:
     key = loader.DstKey()
     key.cgroup_id = cgroup_id
     key.port = port
-    if ip.is_loopback:
+    if ip.is_loopback or ip.is_unspecified:
         key.family = loader.DST_LOOPBACK
     else:
         key.family = loader.AF_INET if ip.version == 4 else loader.AF_INET6
