@@ -68,10 +68,11 @@ LIGHT = ("protocol", "destination", "lifetime", "connection", "seq", "tests", "t
 HEAVY = ("request", "responses", "summary", "name", "started", "duration_ms", "extra")
 #: the ``HEAVY`` fields that serving an exchange reads (its answer, the request the
 #: replayer is shown, ``extra``: raw or not): in its row too when they pack in
-#: ``SMALL_SERVED`` bytes (a Redis ``SET`` and its ``+OK``), which saves reading, checking
-#: and decoding the document per answer (~8-12 µs of a replayed request)
+#: ``SMALL_SERVED`` bytes (a Redis ``SET`` and its ``+OK``; a pgbench ``-M prepared``
+#: Bind/Describe/Execute/Sync and its row, ~500), which saves reading, checking and
+#: decoding the document per answer (~8-12 µs of a replayed request)
 SERVED = ("request", "responses", "extra")
-SMALL_SERVED = 256
+SMALL_SERVED = 640
 _DEFAULTS = {f.name: f.default for f in fields(Exchange) if f.default is not MISSING}
 _NO_TESTS: list[str] = []  # shared by every PackedExchange without tests (never mutated)
 #: the tables, by their place in the index

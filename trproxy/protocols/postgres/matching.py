@@ -271,8 +271,26 @@ class Traits:
     changes_transaction: bool
 
 
+# (kind, the SQL a query or batch runs) -> its traits, which depend on nothing else there:
+# a statement prepared once and executed again and again is classified once
+_TRAITS: dict[tuple[str, ...], Traits] = {}
+_MAX_TRAITS = 4096  # entries (emptied when full), of at most 4096 characters of SQL
+
+
 def traits(request: Readable) -> Traits:
     kind, executed = request_kind(request), executed_sql(request)
+    if not executed or kind not in ("query", "batch") or sum(map(len, executed)) > _MAX_TRAITS:
+        return _traits(request, kind, executed)
+    key = (kind, *executed)
+    found = _TRAITS.get(key)
+    if found is None:
+        if len(_TRAITS) >= _MAX_TRAITS:
+            _TRAITS.clear()
+        found = _TRAITS[key] = _traits(request, kind, executed)
+    return found
+
+
+def _traits(request: Readable, kind: str, executed: list[str]) -> Traits:
     return Traits(_lifetime(kind, executed), _summary(request, kind, executed), _repeats(kind, executed),
                   _sleeps_in(executed), _changes(kind, executed))
 

@@ -59,6 +59,9 @@ class Rendered:
     errored: bool = False  # ended in an error without reaching Sync: skip to Sync
     paused: list[Any] | None = None  # recorded answers left after a CopyInResponse
     fatal: bool = False  # a FATAL/PANIC error: the server closed the session after it
+    # what each Describe of the live batch learned (``learn_description``), by its place in
+    # the batch: what the replayer's memo of this answer applies to a later batch
+    described: list[tuple[int, tuple[int, ...] | None, be.RowDescription | None]] = field(default_factory=list)
 
 
 def status_after_error(tx: str) -> str:
@@ -122,7 +125,7 @@ def render_batch(live: list[tuple[Any, Any]], recorded: list[Any], *, live_statu
     w = _Walk(recorded, live_status, tx)
     w.pid_row = pid_row
     errored = False
-    for msg, ref in live:
+    for k, (msg, ref) in enumerate(live):
         if w.out.fatal:
             return w.out  # the server hung up: nothing more, not even ReadyForQuery
         if errored:
@@ -137,7 +140,7 @@ def render_batch(live: list[tuple[Any, Any]], recorded: list[Any], *, live_statu
                 errored = False
             continue
         try:
-            if _answer(w, msg, ref):
+            if _answer(w, msg, ref, k):
                 w.out.paused = w.r[w.i:]
                 return w.out  # COPY FROM STDIN: the rest comes after the client's data
         except _Errored:
@@ -147,8 +150,8 @@ def render_batch(live: list[tuple[Any, Any]], recorded: list[Any], *, live_statu
     return w.out
 
 
-def _answer(w: _Walk, msg: Any, ref: Any) -> bool:
-    """Render the answer to one live message; True when a COPY IN pauses the walk."""
+def _answer(w: _Walk, msg: Any, ref: Any, k: int) -> bool:
+    """Render the answer to the ``k``-th live message; True when a COPY IN pauses the walk."""
     if isinstance(msg, fe.Flush):
         return False
     if isinstance(msg, fe.Parse):
@@ -171,7 +174,9 @@ def _answer(w: _Walk, msg: Any, ref: Any) -> bool:
         if msg.kind == "S":
             params = w.expect(be.ParameterDescription).type_oids
         rows = w.expect(be.RowDescription, be.NoData)
-        learn_description(ref, params, rows if isinstance(rows, be.RowDescription) else None)
+        described = rows if isinstance(rows, be.RowDescription) else None
+        learn_description(ref, params, described)
+        w.out.described.append((k, params, described))
     elif isinstance(msg, fe.Execute):
         w.skip_stray()
         pid_row = w.pid_row if w.pid_row is not None and is_backend_pid_sql(

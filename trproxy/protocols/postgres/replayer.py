@@ -37,6 +37,7 @@ so session answers and synthesized ReadyForQuery carry the live status.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from ..base import (
@@ -63,7 +64,7 @@ from .identity import (
     with_pid,
 )
 from .matching import is_trivial, summary_of, traits
-from .names import Names
+from .names import Names, learn_description
 from .readable import item_name, password_item, request_item, response_message
 from .render import (
     Mismatch,
@@ -111,6 +112,25 @@ _AUTH_EXCHANGE = (be.SSLResponse, be.GSSENCResponse, be.AuthenticationCleartextP
                   be.AuthenticationKerberosV5, be.AuthenticationSCMCredential)
 _AUTH_NAMES = {cls.__name__ for cls in _AUTH_EXCHANGE}
 _MAX_SAME_AS = 4096  # characters of a Query's text the pool may keep as ``same_as``
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """A recorded answer as ``respond`` rendered it for one shape of live request."""
+
+    data: bytes
+    tx: str  # the transaction status after it
+    errored: bool  # the batch ended in an error: skip to Sync
+    described: tuple[tuple[int, tuple[int, ...] | None, be.RowDescription | None], ...]
+
+
+# (live messages' kinds, transaction status, live status?, text of the recorded answer)
+# -> its rendering: an answer recorded alike for many statements (pgbench's rows) is
+# rendered once, not once per request; small answers only, none that names a pid or a
+# notification's sender, ends the session or starts a COPY (``_answer_key``)
+_RENDERED: dict[tuple[Any, ...], _Answer] = {}
+_MAX_RENDERED = 2048  # characters of an answer's text
+_MAX_ANSWERS = 4096  # answers kept (emptied when full)
 
 
 class LazyReply(Reply):
@@ -325,9 +345,14 @@ class PostgresReplayer:
             return self._skipped(lookup)
         if lookup.context.tentative:  # answered: the batch it holds is done
             self._batch, self._items = [], []
+        live_status = _live_status(lookup)
+        terminated = terminated_pids(lookup.request)
+        key = None if terminated else self._answer_key(lookup, responses, live_status)
+        known = _RENDERED.get(key) if key is not None else None
+        if known is not None:
+            return self._again(lookup, known)
         try:
             recorded = self._recorded(responses)
-            live_status = _live_status(lookup)
             if kind == "batch":
                 rendered = render_batch(lookup.context.private["messages"], recorded,
                                         live_status=live_status, tx=self.tx, pid_row=self._pid_row)
@@ -338,14 +363,52 @@ class PostgresReplayer:
                                          for m in rendered.messages]
         except Mismatch as exc:
             return self.miss(lookup, f"the recorded answer does not fit: {exc}")
-        self._terminating(lookup, rendered)
-        return self._finish(lookup, rendered)
+        self._terminating(lookup, rendered, terminated)
+        data = self._finish(lookup, rendered)
+        if key is not None and not rendered.fatal and rendered.paused is None:
+            if len(_RENDERED) >= _MAX_ANSWERS:
+                _RENDERED.clear()
+            _RENDERED[key] = _Answer(data, rendered.tx, rendered.errored, tuple(rendered.described))
+        return data
 
-    def _terminating(self, lookup: Lookup, rendered: Rendered) -> None:
-        """``pg_terminate_backend(pid)`` (``identity``): what the recorded call did to its
-        victim goes to the live connection of the live pid; terminating itself, this
-        connection gets the FATAL and the close after the ``t`` row, as from a server."""
-        live = terminated_pids(lookup.request)
+    def _answer_key(self, lookup: Lookup, responses: list[Readable], live_status: bool) -> tuple[Any, ...] | None:
+        """What a recorded answer's rendering depends on (``_RENDERED``): the live messages'
+        kinds, the transaction status, and the answer's text; None for an answer that
+        depends on more (a pid, a notification's sender) or is large."""
+        private = lookup.context.private
+        if private["kind"] == "batch":
+            messages = private["messages"]
+            shape: Any = tuple([(type(m), getattr(m, "kind", None)) for m, _ in messages])
+            if any(isinstance(m, fe.Execute) and is_backend_pid_sql(getattr(ref, "query", None))
+                   for m, ref in messages):
+                return None
+        elif private.get("backend_pid"):
+            return None
+        else:
+            shape = private["kind"]
+        try:
+            text = repr(responses)  # equal texts, equal answers (readable data is JSON-like)
+        except RecursionError:
+            return None
+        if len(text) > _MAX_RENDERED or "NotificationResponse" in text:
+            return None
+        return shape, self.tx, live_status, text
+
+    def _again(self, lookup: Lookup, known: _Answer) -> bytes:
+        """An answer rendered before (``_RENDERED``): what ``_finish`` did with it then."""
+        messages = lookup.context.private.get("messages", ())
+        for k, params, rows in known.described:
+            learn_description(messages[k][1], params, rows)
+        self.tx = known.tx
+        if known.errored:
+            self._skip = True
+        return known.data
+
+    def _terminating(self, lookup: Lookup, rendered: Rendered, live: list[int]) -> None:
+        """``pg_terminate_backend(pid)`` (``identity``, ``live``: the pids the request
+        names): what the recorded call did to its victim goes to the live connection of the
+        live pid; terminating itself, this connection gets the FATAL and the close after
+        the ``t`` row, as from a server."""
         if len(live) != 1 or self.backend is None:
             return
         recorded = terminated_pids(lookup.context.recorded)
