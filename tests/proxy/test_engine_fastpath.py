@@ -1,12 +1,12 @@
 """Replay's shortcuts serve what the full path serves (issue 15): a Redis chunk parsed
 once (``replayer._CHUNKS``), a match key computed once per distinct request
 (``LookupContext.same_as``, ``MockPool._keys``: Redis arguments, a Postgres Query's
-text, an HTTP request's shared head), an answer rendered once (``replayer._RENDERED``,
-HTTP's ``render._RENDERED``), a Postgres statement classified once per shape
-(``sql.by_shape``), an HTTP request head parsed once (``h1._HEADS``) and made readable
-once (``h1_replay._KNOWN``). Each scenario is replayed twice on fresh runs: with every
-memo emptied before each step (the full path), and with the memos warmed by a first
-run; the transcripts (bytes, misses, answers out of order, closes) must be equal."""
+text, an HTTP request's shared head), an answer rendered once (Redis and Postgres
+``replayer._RENDERED``, HTTP's ``render._RENDERED``), a Postgres statement classified
+once per shape (``sql.by_shape``) and per text (``matching._TRAITS``), an HTTP request
+head parsed once (``h1._HEADS``) and made readable once (``h1_replay._KNOWN``). Each
+scenario is replayed twice on fresh runs: with every memo emptied before each step (the
+full path), and with the memos warmed by a first run; the transcripts (bytes, misses, answers out of order, closes) must be equal."""
 
 from __future__ import annotations
 
@@ -21,6 +21,9 @@ from trproxy.protocols.http import render as http_render
 from trproxy.protocols.http.replayer import HttpReplayer
 from trproxy.protocols.postgres import backend as be
 from trproxy.protocols.postgres import frontend as fe
+from trproxy.protocols.postgres import matching as pg_matching
+from trproxy.protocols.postgres import render as pg_render
+from trproxy.protocols.postgres import replayer as pg_replayer
 from trproxy.protocols.postgres import sql as pg_sql
 from trproxy.protocols.redis import replayer as redis_replayer
 from trproxy.protocols.redis.resp import Command, encode_command
@@ -280,14 +283,16 @@ def pg_transcript(recorded: list[Any], script: list[tuple[int, bytes]], *, full:
     out: list[tuple[int, str]] = []
     for n, data in script:
         if full:
-            for memo in pg_sql.SHAPE_MEMOS:
+            for memo in [*pg_sql.SHAPE_MEMOS, pg_replayer._RENDERED, pg_matching._TRAITS]:
                 memo.clear()
             mocks.pool._keys.clear()
         if n not in replays:
             replays[n] = Replay(mocks=mocks, backends=mocks.backends)
             out.append((n, f"login {replays[n].send(STARTUP)!r}"))
+        looked = len(mocks.lookups)
         answer = replays[n].send(raw=data)
         out.append((n, f"{answer!r} closed={replays[n].closed}"))
+        out += [(n, f"looked up {lookup.request}") for lookup in mocks.lookups[looked:]]
     out.append((-1, f"misses {[(m['request'], m['reason']) for m in mocks.misses]}"))
     out.append((-1, f"unused {[e.summary for e in mocks.unused()]}"))
     return out
@@ -337,3 +342,74 @@ def test_pgbench_like_statements_get_the_answers_of_the_full_path(monkeypatch):
     assert pg_transcript(recorded, script, full=False) == full
     assert len(classified) < len(script)  # the shapes were known
     assert sum("no recording" in line for _n, line in full) >= 2  # misses were part of it
+
+
+def test_prepared_statements_get_the_answers_of_the_full_path(monkeypatch):
+    """Extended-protocol batches whose recorded answers are alike (pgbench ``-M prepared``)
+    are rendered once (``replayer._RENDERED``) and classified once (``matching._TRAITS``):
+    served from the memo, an answer still teaches the connection what its Describe said
+    (a later binary Bind is typed by it), sets the transaction status and the skipping
+    after an error; answers that name a pid or a notification's sender, or end the
+    session, are rendered each time."""
+    int4 = be.FieldDescription("abalance", 16397, 3, 23, 4, -1, 0)
+    pick = "SELECT abalance FROM pgbench_accounts WHERE aid = $1"
+
+    def run(aid: bytes, *, fmt: int = 0, statement: str = "P_0") -> list[Any]:
+        return [fe.Bind("", statement, (fmt,), (aid,), ()), fe.Describe("P", ""), fe.Execute("", 0), fe.Sync()]
+
+    def rows(*values: bytes, tx: str = "I") -> list[Any]:
+        return [be.BindComplete(), be.RowDescription((int4,)), *(be.DataRow((v,)) for v in values),
+                be.CommandComplete(f"SELECT {len(values)}"), be.ReadyForQuery(tx)]
+
+    typed = fe.Parse("P_1", "SELECT $1 + 0", (0,))
+    described = [be.ParseComplete(), be.ParameterDescription((23,)), be.RowDescription((int4,)),
+                 be.ReadyForQuery("I")]
+    bad = [be.BindComplete(), be.ErrorResponse((("S", "ERROR"), ("C", "22P02"), ("M", "invalid input"))),
+           be.ReadyForQuery("I")]
+    chunks = [client(STARTUP), server(*HANDSHAKE),
+              client(fe.Parse("P_0", pick, (23,)), fe.Sync()), server(be.ParseComplete(), be.ReadyForQuery("I")),
+              client(typed, fe.Describe("S", "P_1"), fe.Sync()), server(*described)]
+    for request, answer in [
+            (run(b"1"), rows(b"0")), (run(b"22"), rows(b"0")), (run(b"333"), rows(b"7")),
+            (run(b"4444"), rows(b"0")), (run(b"666"), rows(b"0")), (run(b"777"), rows(b"0")), (run(b"x"), bad), (run(b"y"), bad),
+            (run(b"\x00\x00\x00\x05", fmt=1, statement="P_1"), rows(b"5")),
+            ([fe.Query("BEGIN")], [be.CommandComplete("BEGIN"), be.ReadyForQuery("T")]),
+            (run(b"55"), rows(b"0", tx="T")),
+            ([fe.Query("COMMIT")], [be.CommandComplete("COMMIT"), be.ReadyForQuery("I")]),
+            ([fe.Parse("", "SELECT pg_backend_pid()"), fe.Bind(), fe.Execute(), fe.Sync()],
+             [be.ParseComplete(), be.BindComplete(), be.DataRow((b"4242",)), be.CommandComplete("SELECT 1"),
+              be.ReadyForQuery("I")]),
+            ([fe.Query("NOTIFY c")], [be.CommandComplete("NOTIFY"), be.NotificationResponse(4242, "c", "hi"),
+                                      be.ReadyForQuery("I")]),
+            ([fe.Query("NOTIFY d")], [be.CommandComplete("NOTIFY"), be.NotificationResponse(4242, "c", "hi"),
+                                      be.ReadyForQuery("I")])]:
+        chunks += [client(*request), server(*answer)]
+    for aid in (b"z", b"w"):  # an error before the client's Sync: skipped to it, memo or not
+        chunks += [client(*run(aid)[:-1], fe.Flush()), server(*bad[:-1]), client(fe.Sync()),
+                   server(be.ReadyForQuery("I"))]
+    recorded = record(*chunks)
+    prepare = wire(fe.Parse("P_0", pick, (23,)), fe.Sync())
+    describe = wire(typed, fe.Describe("S", "P_1"), fe.Sync())
+    script = [(0, prepare), (1, prepare), (0, wire(*run(b"1"))), (1, wire(*run(b"22"))), (0, wire(*run(b"4444"))),
+              (1, wire(*run(b"333"))), (0, wire(*run(b"9"))),  # a miss
+              (1, wire(fe.Parse("P_9", pick, (23,)), *run(b"777", statement="P_9"))),  # + ParseComplete
+              (0, describe), (1, describe),  # the second from the memo: it still learns int4
+              (1, wire(*run(b"\x00\x00\x00\x05", fmt=1, statement="P_1"))),
+              (0, wire(*run(b"x"))), (1, wire(*run(b"y"))),
+              (1, wire(*run(b"x")[:-1], fe.Flush())), (1, wire(*run(b"1"))),  # an error, skipped to Sync
+              (0, wire(fe.Query("BEGIN"))), (0, wire(*run(b"55"))), (1, wire(*run(b"4444"))),
+              (0, wire(fe.Query("COMMIT"))),
+              (1, wire(fe.Query("BEGIN"))), (1, wire(*run(b"666"))), (1, wire(fe.Query("COMMIT"))),
+              (0, wire(fe.Parse("", "SELECT pg_backend_pid()"), fe.Bind(), fe.Execute(), fe.Sync())),
+              (1, wire(fe.Query("NOTIFY c"))), (0, wire(fe.Query("NOTIFY d"))),
+              (0, wire(*run(b"z")[:-1], fe.Flush())), (0, wire(fe.Sync())),
+              (1, wire(*run(b"w")[:-1], fe.Flush())), (1, wire(*run(b"22"))), (1, wire(*run(b"4444")))]
+    full = pg_transcript(recorded, script, full=True)
+    pg_transcript(recorded, script, full=False)  # warms the memos
+    rendered: list[int] = []
+    monkeypatch.setattr(pg_replayer, "render_batch",
+                        lambda *a, f=pg_render.render_batch, **k: rendered.append(1) or f(*a, **k))
+    assert pg_transcript(recorded, script, full=False) == full
+    batches = sum(data[:1] in (b"B", b"P") for _n, data in script)
+    assert 0 < len(rendered) < batches  # some answers came from the memo, not all
+    assert sum("no recording" in line for _n, line in full) >= 1

@@ -37,6 +37,7 @@ so session answers and synthesized ReadyForQuery carry the live status.
 
 from __future__ import annotations
 
+import marshal
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,12 +125,12 @@ class _Answer:
     described: tuple[tuple[int, tuple[int, ...] | None, be.RowDescription | None], ...]
 
 
-# (live messages' kinds, transaction status, live status?, text of the recorded answer)
+# (live messages' kinds, transaction status, live status?, the recorded answer marshalled)
 # -> its rendering: an answer recorded alike for many statements (pgbench's rows) is
 # rendered once, not once per request; small answers only, none that names a pid or a
 # notification's sender, ends the session or starts a COPY (``_answer_key``)
 _RENDERED: dict[tuple[Any, ...], _Answer] = {}
-_MAX_RENDERED = 2048  # characters of an answer's text
+_MAX_RENDERED = 2048  # bytes of an answer marshalled
 _MAX_ANSWERS = 4096  # answers kept (emptied when full)
 
 
@@ -386,11 +387,11 @@ class PostgresReplayer:
             return None
         else:
             shape = private["kind"]
-        try:
-            text = repr(responses)  # equal texts, equal answers (readable data is JSON-like)
-        except RecursionError:
+        try:  # equal bytes, equal answers: marshal takes only exact types (True is not 1)
+            text = marshal.dumps(responses)
+        except ValueError:  # not plain data (readable data is): rendered each time
             return None
-        if len(text) > _MAX_RENDERED or "NotificationResponse" in text:
+        if len(text) > _MAX_RENDERED or b"NotificationResponse" in text:
             return None
         return shape, self.tx, live_status, text
 
