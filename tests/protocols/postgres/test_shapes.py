@@ -19,7 +19,7 @@ from trproxy.protocols.postgres.codec import PostgresCodec
 from trproxy.protocols.postgres.wire import Writer
 
 SHAPED = [sql.is_session_sql, sql.first_words, sql.is_transaction_sql, sql.is_schema_sql,
-          matching._sleeps, replayer._is_rollback]
+          matching._sleeps, matching._statement, replayer._is_rollback]
 # every pattern those functions read the text with
 PATTERNS = [sql._SPECIAL, sql._TOKEN, sql._WORD, sql._WRITES, sql._CATALOG, sql._METADATA,
             sql._FILLED_FROM_A_QUERY, matching._SLEEP]
@@ -117,10 +117,33 @@ def test_traits_read_once_are_those_the_functions_give():
         [{"Bind": {"portal": "", "statement": "s", "parameters": [], "result_formats": []}},
          {"Execute": {"portal": "", "max_rows": 0}}, {"Sync": {}}]]
     for request in requests:
+        matching._TRAITS.clear()
         found = matching.traits(request)
         assert (found.lifetime, found.summary, found.repeats, found.sleeps, found.changes_transaction) == (
             matching.lifetime_of(request), matching.summary_of(request), matching.repeats(request),
             matching.sleeps(request), matching.changes_transaction(request)), request
+        assert matching.traits(request) is found or matching._TRAITS == {}  # read once per text
+
+
+def test_traits_remembered_by_text_are_those_of_the_full_path():
+    """``matching._TRAITS`` (a request's traits by its kind and SQL): warmed by every
+    other request first, each request gets the traits it gets with the memo empty."""
+    texts = [*CORPUS, *(other_digits(t, 4) for t in CORPUS)]
+    requests = [[{"Query": t}] for t in texts] + [
+        [{"Bind": {"portal": "", "statement": "s", "query": t, "parameters": ["1"], "result_formats": []}},
+         {"Execute": {"portal": "", "max_rows": 0, "query": t}}, {"Sync": {}}] for t in texts] + [
+        [{"Bind": {"portal": "", "statement": "s", "parameters": [], "result_formats": []}},
+         {"Execute": {"portal": "", "max_rows": 0}}, {"Sync": {}}],
+        [{"Parse": {"statement": "s", "query": "SELECT 1", "param_types": []}}, {"Sync": {}}]]
+    full = []
+    for request in requests:
+        matching._TRAITS.clear()
+        for memo in sql.SHAPE_MEMOS:
+            memo.clear()
+        full.append(matching.traits(request))
+    for request in requests:
+        matching.traits(request)
+    assert [matching.traits(r) for r in requests] == full
 
 
 def test_encoding_gives_the_bytes_and_errors_it_gave():

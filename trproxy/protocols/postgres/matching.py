@@ -291,22 +291,50 @@ def traits(request: Readable) -> Traits:
 
 
 def _traits(request: Readable, kind: str, executed: list[str]) -> Traits:
-    return Traits(_lifetime(kind, executed), _summary(request, kind, executed), _repeats(kind, executed),
-                  _sleeps_in(executed), _changes(kind, executed))
+    flags = [_statement(q) for q in executed]
+    return Traits(_lifetime(kind, flags), _summary(request, kind, executed), _repeats(kind, flags),
+                  any(f.sleeps for f in flags), _changes(kind, flags))
+
+
+@dataclass(frozen=True, slots=True)
+class _Flags:
+    """What the traits ask of one statement."""
+
+    session: bool  # ``is_session_sql``
+    repeats: bool  # transaction control or a schema change
+    sleeps: bool
+    changes: bool  # may change the transaction status
+
+
+_SLEEP = re.compile(r"\bpg_sleep(?:_for|_until)?\s*\(", re.I)
+# statements that may change the transaction status (CALL and DO may COMMIT inside)
+_STATUS_CHANGING = {"BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT", "SAVEPOINT",
+                    "RELEASE", "PREPARE", "CALL", "DO"}
+
+
+@by_shape
+def _statement(sql: str) -> _Flags:
+    """One reading of a statement per shape (each function it asks reads by shape too)."""
+    return _Flags(is_session_sql(sql), is_transaction_sql(sql) or is_schema_sql(sql), _sleeps(sql),
+                  not _STATUS_CHANGING.isdisjoint(first_words(sql)))
+
+
+def _flags(request: Readable) -> list[_Flags]:
+    return [_statement(q) for q in executed_sql(request)]
 
 
 def lifetime_of(request: Readable) -> Lifetime:
-    return _lifetime(request_kind(request), executed_sql(request))
+    return _lifetime(request_kind(request), _flags(request))
 
 
-def _lifetime(kind: str, executed: list[str]) -> Lifetime:
+def _lifetime(kind: str, flags: list[_Flags]) -> Lifetime:
     if kind == "startup":
         return "session"
     if kind == "function":
         return "data"
-    if kind == "batch" and not executed:
+    if kind == "batch" and not flags:
         return "session"  # prepares and describes: metadata, asked again per connection
-    return "session" if executed and all(is_session_sql(q) for q in executed) else "data"
+    return "session" if flags and all(f.session for f in flags) else "data"
 
 
 def repeats(request: Readable) -> bool:
@@ -314,45 +342,31 @@ def repeats(request: Readable) -> bool:
     (CREATE, DROP, ALTER...): once its recorded answers are used up the last one serves
     again, so an app (or a pool) that opens a different number of transactions at replay,
     or a test suite that runs its setup again, does not miss on them."""
-    return _repeats(request_kind(request), executed_sql(request))
+    return _repeats(request_kind(request), _flags(request))
 
 
-def _repeats(kind: str, executed: list[str]) -> bool:
-    return kind in ("query", "batch") and bool(executed) and all(
-        is_transaction_sql(q) or is_schema_sql(q) for q in executed)
+def _repeats(kind: str, flags: list[_Flags]) -> bool:
+    return kind in ("query", "batch") and bool(flags) and all(f.repeats for f in flags)
 
 
 def sleeps(request: Readable) -> bool:
     """A statement that waits on purpose (``pg_sleep``, ``pg_sleep_for``...): replay holds
     its answer as long as recorded (``LookupContext.timed``)."""
-    return _sleeps_in(executed_sql(request))
-
-
-def _sleeps_in(executed: list[str]) -> bool:
-    return any(_sleeps(q) for q in executed)
-
-
-_SLEEP = re.compile(r"\bpg_sleep(?:_for|_until)?\s*\(", re.I)
+    return any(f.sleeps for f in _flags(request))
 
 
 @by_shape
 def _sleeps(sql: str) -> bool:
     return _SLEEP.search(sql) is not None
 
-# statements that may change the transaction status (CALL and DO may COMMIT inside)
-_STATUS_CHANGING = {"BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT", "SAVEPOINT",
-                    "RELEASE", "PREPARE", "CALL", "DO"}
-
 
 def changes_transaction(request: Readable) -> bool:
     """Whether a request may change the transaction status (a FunctionCall: assume so)."""
-    return _changes(request_kind(request), executed_sql(request))
+    return _changes(request_kind(request), _flags(request))
 
 
-def _changes(kind: str, executed: list[str]) -> bool:
-    if kind == "function":
-        return True
-    return any(not _STATUS_CHANGING.isdisjoint(first_words(sql)) for sql in executed)
+def _changes(kind: str, flags: list[_Flags]) -> bool:
+    return kind == "function" or any(f.changes for f in flags)
 
 
 def summary_of(request: Readable) -> str:
