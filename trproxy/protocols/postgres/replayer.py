@@ -374,8 +374,8 @@ class PostgresReplayer:
 
     def _answer_key(self, lookup: Lookup, responses: list[Readable], live_status: bool) -> tuple[Any, ...] | None:
         """What a recorded answer's rendering depends on (``_RENDERED``): the live messages'
-        kinds, the transaction status, and the answer's text; None for an answer that
-        depends on more (a pid, a notification's sender) or is large."""
+        kinds, the transaction status, and the answer itself (marshalled); None for an
+        answer that depends on more (a pid, a notification's sender) or is large."""
         private = lookup.context.private
         if private["kind"] == "batch":
             messages = private["messages"]
