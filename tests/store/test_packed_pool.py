@@ -229,6 +229,29 @@ def test_a_small_answer_is_served_from_its_row_a_big_one_from_its_document(tmp_p
     assert served == parsed.find("redis", _REDIS, ["GET", "big"]).exchange
 
 
+def test_a_prepared_pgbench_batch_is_served_from_its_row(tmp_path, monkeypatch):
+    """A pgbench ``-M prepared`` transaction (Bind/Describe/Execute/Sync, each naming the
+    statement's SQL, and its answer: ~500 packed bytes) fits ``SMALL_SERVED``: serving it
+    reads no document (issue 15)."""
+    sql = "SELECT abalance FROM pgbench_accounts WHERE aid = $1;"
+    request = [{"Bind": {"portal": "", "statement": "P_0", "query": sql, "parameters": ["70183"],
+                         "result_formats": [0]}},
+               {"Describe": {"portal": "", "query": sql}},
+               {"Execute": {"portal": "", "max_rows": 0, "query": sql}}, {"Sync": {}}]
+    responses = [{"BindComplete": {}},
+                 {"RowDescription": [{"name": "abalance", "table_oid": 16391, "column": 3, "type_oid": 23,
+                                      "type_size": 4, "type_modifier": -1, "format": 0}]},
+                 {"DataRow": ["0"]}, {"CommandComplete": "SELECT 1"}, {"ReadyForQuery": "I"}]
+    recorded = Exchange("postgres", _PG, request, responses, summary=f"Execute {sql}")
+    packed, parsed = _pools(tmp_path, monkeypatch, [recorded])
+    decoded: list[int] = []
+    real = packed_module.Packed.document
+    monkeypatch.setattr(packed_module.Packed, "document", lambda self, i: decoded.append(i) or real(self, i))
+    served = packed.find("postgres", _PG, request).exchange
+    assert (served.request, served.responses, served.extra) == (request, responses, {}) and decoded == []
+    assert served == parsed.find("postgres", _PG, request).exchange
+
+
 def test_the_config_record_writes_keeps_the_shipped_dialects_and_the_packed_pool(tmp_path, monkeypatch):
     """``trproxy record`` writes config.yaml with a section per protocol and no rules in
     them: that rebuilds no dialect, so the cache loads without a pass over every exchange
