@@ -4,9 +4,11 @@ once (``replayer._CHUNKS``), a match key computed once per distinct request
 text, an HTTP request's shared head), an answer rendered once (Redis and Postgres
 ``replayer._RENDERED``, HTTP's ``render._RENDERED``), a Postgres statement classified
 once per shape (``sql.by_shape``) and per text (``matching._TRAITS``), an HTTP request
-head parsed once (``h1._HEADS``) and made readable once (``h1_replay._KNOWN``). Each
-scenario is replayed twice on fresh runs: with every memo emptied before each step (the
-full path), and with the memos warmed by a first run; the transcripts (bytes, misses, answers out of order, closes) must be equal."""
+head parsed once (``h1._HEADS``) and made readable once (``h1_replay._KNOWN``), the equal
+requests of a pipeline looked up in the bucket of the first (``MockPool.again``). Each
+scenario is replayed twice on fresh runs: with every memo emptied before each step and
+each request looked up alone (the full path), and with the memos warmed by a first run;
+the transcripts (bytes, misses, answers out of order, closes) must be equal."""
 
 from __future__ import annotations
 
@@ -27,7 +29,19 @@ from trproxy.protocols.postgres import replayer as pg_replayer
 from trproxy.protocols.postgres import sql as pg_sql
 from trproxy.protocols.redis import replayer as redis_replayer
 from trproxy.protocols.redis.resp import Command, encode_command
-from trproxy.proxy.engine import ClientClosed, ClientData, Event, Miss, OutOfOrder, Send
+from trproxy.proxy import engine
+from trproxy.proxy.engine import (
+    ClientClosed,
+    ClientData,
+    Event,
+    Injected,
+    Miss,
+    Notify,
+    OutOfOrder,
+    Send,
+)
+from trproxy.proxy.faults import FaultPlan, parse_rule
+from trproxy.store.matcher import MockPool
 from trproxy.store.model import Exchange
 
 TOKEN = "1dd943eaeebc11f1bb1402fc00000001"  # recorded
@@ -47,14 +61,18 @@ MEMOS: list[dict[Any, Any]] = [redis_replayer._CHUNKS, redis_replayer._RENDERED,
 REPLAYERS = {"redis": redis_replayer.RedisReplayer, "http": HttpReplayer}
 
 
-def transcript(recorded: list[Any], script: Script, *, full: bool, protocol: str = "redis") -> list[tuple[int, str]]:
-    """What each live connection got, step by step (``full``: no memo survives a step)."""
+def transcript(recorded: list[Any], script: Script, *, full: bool, protocol: str = "redis",
+               faults: tuple[str, ...] = (), test: str | None = None) -> list[tuple[int, str]]:
+    """What each live connection got, step by step (``full``: no memo survives a step,
+    and each request of a pipeline is looked up alone); ``faults``: rules injected;
+    ``test``: the test being replayed."""
     mocks = Mocks(protocol, recorded)
+    mocks.ctx.faults = FaultPlan([parse_rule(r) for r in faults]) if faults else None
+    mocks.ctx.current_test = test
     sessions: dict[int, Any] = {}
     out: list[tuple[int, str]] = []
-    for n, event in script:
-        if n not in sessions:
-            sessions[n] = mocks.session(REPLAYERS[protocol]())
+
+    def step(n: int, event: Any) -> None:
         if full:
             for memo in MEMOS:
                 memo.clear()
@@ -66,31 +84,49 @@ def transcript(recorded: list[Any], script: Script, *, full: bool, protocol: str
                 out.append((n, f"out of order {c.summary}: {[s['request'] for s in c.entry['skipped']]}"))
             elif isinstance(c, Send):
                 out.append((n, f"send {c.data!r}"))
+            elif isinstance(c, Injected):
+                out.append((n, f"injected {c.summary}"))
+            elif isinstance(c, Notify):  # another live connection's events: delivered now
+                target = next(m for m, s in sessions.items() if s is c.target)
+                out.append((n, f"notify {target}"))
+                step(target, c.event)
             else:
                 out.append((n, type(c).__name__))
+
+    original = engine._equal_after
+    try:
+        if full:
+            engine._equal_after = lambda *_args: ()
+        for n, event in script:
+            if n not in sessions:
+                sessions[n] = mocks.session(REPLAYERS[protocol]())
+            step(n, event)
+    finally:
+        engine._equal_after = original
     out.append((-1, f"unused {[e.summary for e in mocks.ctx.ledger.unused()]}"))
     return out
 
 
-def same_both_ways(recorded: list[Any], script: Script, monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, str]]:
+def same_both_ways(recorded: list[Any], script: Script, monkeypatch: pytest.MonkeyPatch,
+                   **kw: Any) -> list[tuple[int, str]]:
     """The transcript, checked equal with and without the memos; and that the memos
     were used (a chunk seen before is not parsed again)."""
-    full = transcript(recorded, script, full=True)
-    transcript(recorded, script, full=False)  # warms the memos
+    full = transcript(recorded, script, full=True, **kw)
+    transcript(recorded, script, full=False, **kw)  # warms the memos
     parsed: list[tuple[bytes, ...]] = []
     command = redis_replayer._command
     monkeypatch.setattr(redis_replayer, "_command", lambda args: parsed.append(args) or command(args))
-    fast = transcript(recorded, script, full=False)
+    fast = transcript(recorded, script, full=False, **kw)
     assert fast == full
     assert len(parsed) < sum(1 for _n, e in script if isinstance(e, ClientData))
     return full
 
 
 def ex(request: list[str], responses: list[Any], *, connection: int = 1, seq: int = 0,
-       summary: str = "", volatile: bool = False) -> Exchange:
+       summary: str = "", volatile: bool = False, **fields: Any) -> Exchange:
     return Exchange("redis", "127.0.0.1:0", request, responses, summary=summary or request[0],
-                    connection=connection, seq=seq, order=seq,
-                    extra={"volatile": [TOKEN]} if volatile else {})
+                    connection=connection, seq=seq, order=fields.pop("order", seq),
+                    extra={"volatile": [TOKEN]} if volatile else {}, **fields)
 
 
 SET, GET = cmd("SET", "key:__rand_int__", "xxx"), cmd("GET", "key:__rand_int__")
@@ -413,3 +449,76 @@ def test_prepared_statements_get_the_answers_of_the_full_path(monkeypatch):
     batches = sum(data[:1] in (b"B", b"P") for _n, data in script)
     assert 0 < len(rendered) < batches  # some answers came from the memo, not all
     assert sum("no recording" in line for _n, line in full) >= 1
+
+
+# --- a pipeline of one command, looked up in the bucket of its first (MockPool.again) ----
+
+
+def batched(recorded: list[Any], script: Script, monkeypatch: pytest.MonkeyPatch, **kw: Any) -> list[tuple[int, str]]:
+    """``same_both_ways``, and the fast run did answer requests of pipelines by ``again``."""
+    answered: list[Any] = []
+    again = MockPool.again
+    monkeypatch.setattr(MockPool, "again", lambda self, *a, **k: answered.append(found := again(self, *a, **k))
+                        or found)
+    out = same_both_ways(recorded, script, monkeypatch, **kw)
+    assert any(answered)
+    return out
+
+
+SET_ = ["SET", "key:__rand_int__", "xxx"]
+
+
+def test_pipelines_cross_recorded_connections_and_run_past_the_recordings(monkeypatch):
+    """A pipeline follows its recorded connection, skips what the app did not ask for
+    (out of order), goes on in another recorded connection, runs out (the rest miss,
+    each on the full way), repeats a session answer; pipelines of mixed commands."""
+    ok = [{"simple": "OK"}]
+    recorded = [ex(SET_, ok, seq=1), ex(["GET", "other"], [None], seq=2), ex(SET_, ok, seq=3),
+                ex(SET_, [{"simple": "OK2"}], seq=4), ex(["GET", "key:__rand_int__"], ["xxx"], seq=5),
+                ex(SET_, ok, connection=2, seq=6), ex(SET_, [{"simple": "OK3"}], connection=2, seq=7),
+                ex(["CONFIG", "GET", "save"], [["save", ""]], connection=3, seq=8, lifetime="session")]
+    script: Script = [(0, ClientData(SET * 3)), (1, ClientData(SET * 4)), (0, ClientData(cmd("CONFIG", "GET", "save") * 3)),
+                      (0, ClientData(GET * 2)), (1, ClientData(SET + SET + GET + GET + SET)),
+                      (0, ClientData(SET * 2)), (0, ClientClosed()), (1, ClientClosed())]
+    out = batched(recorded, script, monkeypatch)
+    assert any("out of order SET" in line for _n, line in out)
+    assert sum(line.startswith("miss SET") for _n, line in out) >= 3
+    assert sum("save" in line for _n, line in out if line.startswith("send")) == 3  # repeated
+
+
+def test_events_reached_inside_a_pipeline_come_between_its_answers(monkeypatch):
+    """A push recorded after the second SET comes after its answer, before the third's;
+    the recorded close of another connection reaches its live follower mid-pipeline."""
+    ok = [{"simple": "OK"}]
+    recorded = [ex(SET_, ok, seq=1), ex(SET_, ok, seq=2), ex(SET_, ok, seq=4), ex(SET_, ok, seq=5),
+                ex([], [["message", "ch", "hi"]], summary="push", seq=3, order=0, event="push", after=2),
+                ex(SET_, [{"simple": "TWO"}], connection=2, seq=1, order=6),
+                ex(SET_, [{"simple": "TWO"}], connection=2, seq=2, order=7),
+                ex([], [], summary="close", connection=2, seq=3, order=0, event="close", after=7)]
+    script: Script = [(1, ClientData(SET)), (0, ClientData(SET * 4)), (1, ClientData(SET * 3)), (0, ClientData(SET))]
+    out = batched(recorded, script, monkeypatch)
+    assert any("message" in line for _n, line in out)
+
+
+def test_fault_rules_are_asked_about_every_request_of_a_pipeline(monkeypatch):
+    """With a fault plan, each request is asked about (the second SET fails); a test's
+    own recordings come first, then those outside any test."""
+    recorded = [ex(SET_, [{"simple": "OK"}], seq=n, tests=["t1"] if n > 2 else []) for n in range(1, 6)]
+    script: Script = [(0, ClientData(SET * 3)), (0, ClientData(SET * 3))]
+    out = same_both_ways(recorded, script, monkeypatch, faults=("redis error=LOADING nth=2",), test="t1")
+    assert (0, "injected SET") in out
+    assert batched(recorded, script, monkeypatch, test="t1")[-1] == (-1, "unused []")
+
+
+def test_a_pipeline_keeps_reply_modes_and_mapped_values(monkeypatch):
+    """CLIENT REPLY SKIP silences the first SET of the pipeline after it; a request with a
+    volatile value matches through its mask first (the value is mapped), the equal ones
+    after it are rewritten and looked up anew."""
+    recorded = [ex(SET_, [{"simple": "OK"}], seq=n) for n in range(1, 5)]
+    recorded += [ex(["GET", "k", TOKEN], ["v1"], seq=10, volatile=True), ex(["GET", "k", TOKEN], ["v2"], seq=11),
+                 ex(["GET", "k", TOKEN], ["v3"], seq=12)]
+    script: Script = [(0, ClientData(cmd("CLIENT", "REPLY", "SKIP") + SET * 2)), (0, ClientData(SET * 2)),
+                      (0, ClientData(cmd("GET", "k", LIVE) * 3))]
+    out = batched(recorded, script, monkeypatch)
+    assert [line for _n, line in out] == ["send b'+OK\\r\\n'"] * 3 + [f"send b'$2\\r\\nv{n}\\r\\n'" for n in (1, 2, 3)] \
+        + ["unused []"]

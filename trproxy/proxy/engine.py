@@ -42,14 +42,14 @@ import math
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ..protocols.base import Dialect, Interrupt, Lookup, ProtocolError, Readable, Replayer, Reply
 from ..protocols.credentials import is_hashed
 from ..protocols.volatile import ValueMap, mask, occurrences
 from ..store import Affinity, Exchange, NoMatch, canonical
 from ..store.ledger import describe
-from ..store.matcher import destination_key
+from ..store.matcher import Served, destination_key
 from .faults import describe as describe_fault
 from .raw import raw_answer
 
@@ -289,14 +289,17 @@ class Session:
     def _replayed(self, events: Sequence[Lookup | Reply | Interrupt], now: float,
                   commands: list[Command]) -> None:
         timeline = self.ctx.timeline
-        for event in events:
+        i = 0
+        while i < len(events):
+            event = events[i]
+            i += 1
             if isinstance(event, Reply):
                 self._emit(event.data, now)
             elif isinstance(event, Interrupt):
                 commands += [Notify(s, Interrupted()) for s in timeline.interrupt(event.identity)
                              if s is not self]
             else:
-                self._lookup_or_fault(event, now, commands)
+                i += self._lookup_or_fault(event, now, commands, _equal_after(event, events, i))
         identity = getattr(self.replayer, "identity", None)
         if identity and identity != self._identity:  # known once its startup was answered
             timeline.identify(self, identity)
@@ -304,7 +307,12 @@ class Session:
         if getattr(self.replayer, "close_after", False):
             self._out.append(_Out(at=now, end=Close()))  # the server hangs up now
 
-    def _lookup(self, lookup: Lookup, now: float, commands: list[Command]) -> None:
+    def _lookup(self, lookup: Lookup, now: float, commands: list[Command],
+                run: Sequence[Lookup] = ()) -> int:
+        """Answer ``lookup``; and, when an exact match answered it as it came, as many of
+        ``run`` (equal lookups right after it: a pipeline) as exact matches answer,
+        each found where its was (``MockPool.again``) and served as it would have been
+        alone. How many of ``run`` it answered (the rest take this whole way each)."""
         ctx = self.ctx
         values = ctx.value_map()
         request = values.to_recorded(lookup.request)
@@ -344,24 +352,39 @@ class Session:
                                    same_as=lookup.context.same_as if request is lookup.request else None)
         except NoMatch as miss:
             if adopted:  # once: the values adopted are this test's own now
-                self._lookup(lookup, now, commands)
-                return
+                return self._lookup(lookup, now, commands, run)
             if lookup.context.tentative:
-                return  # maybe not the whole request yet: the replayer waits for more
+                return 0  # maybe not the whole request yet: the replayer waits for more
             if self.forwarding and lookup.context.forward is not None:
                 forward = Forward(lookup)
                 self._out.append(_Out(at=now, forward=forward))
                 commands.append(forward)
-                return
+                return 0
             if ended := ctx.timeline.missed(self):
                 # the recorded connection ended here (closed, reset): so does this one;
                 # the request, sent to a server that had gone, was never recorded
                 for _target, events in ended:
                     self._released(events, now)
-                return
+                return 0
             self._put(self._miss(lookup, miss.summary, miss.reason, now, commands, miss.nearest,
                                  compared=masked if masked is not None else request))
-            return
+            return 0
+        self._serve(lookup, served, values, now, commands)
+        if served.exact is None or request is not lookup.request:
+            return 0  # the next equal request may be rewritten, or match otherwise
+        # the value map is as it was (an exact match binds nothing), so the next equal
+        # request is looked up as this one was, in the same bucket
+        for n, follower in enumerate(run):
+            if (more := ctx.pool.again(served.exact, self.affinity, follower.context.repeat_last)) is None:
+                return n
+            self._serve(follower, more, values, now, commands)
+        return len(run)
+
+    def _serve(self, lookup: Lookup, served: Served, values: ValueMap, now: float,
+               commands: list[Command]) -> None:
+        """``lookup`` is answered with ``served``: counted, the timeline and the ledger told,
+        the answer queued with the events due before and after it."""
+        ctx = self.ctx
         exchange = served.exchange
         ctx.served(self.dialect.name, self.destination, exchange)
         if served.similar is not None:
@@ -382,15 +405,19 @@ class Session:
                                            ends[1], after)
         self._deliver(after, now, commands)
 
-    def _lookup_or_fault(self, lookup: Lookup, now: float, commands: list[Command]) -> None:
+    def _lookup_or_fault(self, lookup: Lookup, now: float, commands: list[Command],
+                         run: Sequence[Lookup] = ()) -> int:
         """A request a fault rule picks (``faults``) fails as the rule says, without using
-        up its recording (the app's retry gets it); any other is looked up."""
+        up its recording (the app's retry gets it); any other is looked up (with ``run``,
+        the equal ones after it, when no fault rule is asked about each). How many of
+        ``run`` were answered too."""
         plan = self.ctx.faults
+        if not plan:
+            return self._lookup(lookup, now, commands, run)
         test = self.ctx.test
-        rule = plan.pick(self.dialect.name, self.destination, lookup, test) if plan else None
+        rule = plan.pick(self.dialect.name, self.destination, lookup, test)
         if rule is None:
-            self._lookup(lookup, now, commands)
-            return
+            return self._lookup(lookup, now, commands)
         entry = {"protocol": self.dialect.name, "destination": self.destination,
                  "request": lookup.summary, "fault": describe_fault(rule), "rule": rule.text,
                  "occurrence": rule.seen[test], "test": test}
@@ -414,6 +441,8 @@ class Session:
             self._lookup(lookup, now, commands)
             for out in list(self._out)[n:]:
                 out.at, out.interruptible = max(out.at, at), True
+        return 0
+
     def _fallback(self, lookup: Lookup) -> bool:
         """Whether a similar recording may answer (``store/similar.py``): not under
         ``--strict``, nor when the server can be asked (new episodes: it answers exactly)."""
@@ -575,6 +604,19 @@ class Session:
         self.ctx.timeline.forget(self, self._identity)
         if hasattr(self.replayer, "close"):
             self.replayer.close()
+
+
+def _equal_after(lookup: Lookup, events: Sequence[Lookup | Reply | Interrupt], i: int) -> Sequence[Lookup]:
+    """The lookups from ``events[i]`` on that are equal to ``lookup`` (the same
+    ``same_as``, asked the same way): a pipeline of one command."""
+    same_as = lookup.context.same_as
+    if same_as is None:
+        return ()
+    j = i
+    while j < len(events) and isinstance(e := events[j], Lookup) and e.context.same_as == same_as \
+            and e.context.repeat_last == lookup.context.repeat_last:
+        j += 1
+    return cast(Sequence[Lookup], events[i:j])  # lookups, as checked above
 
 
 def _describe(exc: BaseException) -> str:

@@ -208,6 +208,21 @@ class Served:
     masked: bool = False  # matched through its volatile values
     # served by the similarity fallback: {recorded, reason, diff} (``similar.py``)
     similar: dict[str, str] | None = None
+    # served by an exact match, found there: an equal request may look there too (``again``)
+    exact: Exact | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Exact:
+    """Where ``find`` looked for a request's exact matches: its match key, destination
+    key, the bucket of that key, and the test windows it may be served from
+    (``exclusive``: those alone). Valid while the pool's windows stay (one engine step)."""
+
+    key: str
+    dest: str
+    entries: _Bucket
+    windows: tuple[str, ...]
+    exclusive: bool
 
 
 # the similarity fallback's judge: (recording, its volatile values, the (recorded, live)
@@ -346,7 +361,9 @@ class MockPool:
     def connection(self, protocol: str, dest: str, connection: int) -> list[_Entry]:
         """The entries of one recorded connection (``dest``: its ``destination_key``)."""
         if self._source is not None:
-            return [entry for n in self._source.rows(BY_CONNECTION, protocol, dest, connection)
+            rows = self._source.rows(BY_CONNECTION, protocol, dest, connection)
+            self._source.make(rows)  # adjacent rows in one read each, as ``_bucket`` does
+            return [entry for n in rows
                     if (entry := self._entry(n)).exchange.connection == connection
                     and entry.exchange.protocol == protocol and entry.exchange.__dict__["_dest"] == dest]
         if self._connections is None:
@@ -522,25 +539,15 @@ class MockPool:
         that ``similar`` takes, given its volatile values and the tokens that differ.
         ``same_as``: a value only equal requests share (``LookupContext.same_as``): the
         key is computed once per distinct one."""
-        known = self._keys.get((protocol, same_as)) if same_as is not None else None
-        if known is not None:
-            key = known
-        else:
-            key = canonical(self.key_fn(protocol, request))
-            if same_as is not None:
-                if len(self._keys) >= _MAX_KEYS:
-                    self._keys.clear()
-                self._keys[(protocol, same_as)] = key
-        dest = destination_key(destination)
-        entries = self._bucket(False, protocol, dest, key) or _Bucket()
-        windows = (test,) if test is not None else self._running or ()
-        exclusive = test is None and self._running is not None
-        chosen = self._choose(entries, affinity, windows, exclusive, repeat_last)
+        exact = self._exact(protocol, destination, request, test, same_as)
+        if (chosen := self._choose(exact.entries, affinity, exact.windows, exact.exclusive, repeat_last)) is not None:
+            return self._use(chosen, affinity, exact=exact)
+        key, dest, entries, windows, exclusive = exact.key, exact.dest, exact.entries, exact.windows, exact.exclusive
         through_mask, approximate = False, None
-        if chosen is None and callable(masked):
+        if callable(masked):
             masked = masked()
-        masked_key = canonical(self.key_fn(protocol, masked)) if chosen is None and masked is not None else None
-        if chosen is None and masked_key is not None:
+        masked_key = canonical(self.key_fn(protocol, masked)) if masked is not None else None
+        if masked_key is not None:
             alike = self._bucket(True, protocol, dest, masked_key)
             if alike and (chosen := self._choose(alike, affinity, windows, exclusive, repeat_last)):
                 # a repeated answer (``repeat_last``) does not depend on the values: served
@@ -564,11 +571,42 @@ class MockPool:
             raise miss
         if chosen is None:
             raise self._explain(protocol, destination, key, summary or key[:80], entries)
+        return self._use(chosen, affinity, through_mask, approximate)
+
+    def again(self, exact: Exact, affinity: Affinity | None = None, repeat_last: bool = False) -> Served | None:
+        """``find``'s exact step alone, for a request equal to the one it served ``exact``
+        for, right after it (the next of a pipeline of one command): the key, bucket and
+        windows are not looked up again. None when no exact match answers: the request
+        then takes ``find``'s whole way (its fallbacks, its miss)."""
+        chosen = self._choose(exact.entries, affinity, exact.windows, exact.exclusive, repeat_last)
+        return None if chosen is None else self._use(chosen, affinity, exact=exact)
+
+    def _exact(self, protocol: str, destination: str, request: Any, test: str | None,
+               same_as: Hashable | None) -> Exact:
+        """Where ``find`` looks for a request's exact matches."""
+        known = self._keys.get((protocol, same_as)) if same_as is not None else None
+        if known is not None:
+            key = known
+        else:
+            key = canonical(self.key_fn(protocol, request))
+            if same_as is not None:
+                if len(self._keys) >= _MAX_KEYS:
+                    self._keys.clear()
+                self._keys[(protocol, same_as)] = key
+        dest = destination_key(destination)
+        entries = self._bucket(False, protocol, dest, key) or _Bucket()
+        windows = (test,) if test is not None else self._running or ()
+        return Exact(key, dest, entries, windows, test is None and self._running is not None)
+
+    @staticmethod
+    def _use(chosen: tuple[_Entry, bool], affinity: Affinity | None, masked: bool = False,
+             similar: dict[str, str] | None = None, exact: Exact | None = None) -> Served:
+        """The chosen entry is used (once more); the connection follows its recording."""
         entry, repeat = chosen
         entry.used += 1
         if affinity is not None and entry.exchange.lifetime == "data":
             affinity.recorded_connection = entry.exchange.connection
-        return Served(entry.exchange, repeat, through_mask, approximate)
+        return Served(entry.exchange, repeat, masked, similar, exact)
 
     def _similar(self, protocol: str, dest: str, key: str, masked: bool, windows: tuple[str, ...],
                  exclusive: bool) -> list[tuple[_Entry, list[tuple[str, str]], str]]:
