@@ -31,7 +31,12 @@ The rules:
 * new-episodes: a miss whose lookup can be forwarded becomes ``Forward``; its answer
   (``Forwarded``) takes that lookup's place in the output order;
 * every answer served is shown to the run's ``Ledger``, which reports it ``OutOfOrder``
-  when it skipped recordings of its connection.
+  when it skipped recordings of its connection;
+* the equal requests of a pipeline (one read holding the same command N times: the same
+  ``same_as``) are looked up where the first was found (``MockPool.again``) once it was
+  matched exactly as it came: the value map is unchanged then, so each would have been
+  looked up the same way; each is still served, counted, shown to the timeline and the
+  ledger and answered on its own, in order. A fault plan asks about every request.
 """
 
 from __future__ import annotations
