@@ -121,7 +121,10 @@ class LookupContext:
       that fetches this request from the real server (None: it cannot be forwarded);
     * ``tentative``: served only when a recording matches; a miss is nothing at all (no
       answer, no report): the request may not be complete yet (Postgres extended messages
-      without Sync, which a server answers only when it flushes: at an error);
+      without Sync, which a server answers only when it flushes: at an error); ``early``
+      (with ``tentative``): also served by a recording of a longer request that begins
+      with this one when ``early`` takes its recorded answer (Postgres: an error within
+      these messages, which the server flushed at once: ``MockPool.find``'s ``prefix``);
     * ``recorded`` (set by the engine before ``respond``): the recorded request that
       answers, for an answer that follows its request's order where matching ignored it
       (Redis ``SMISMEMBER`` of a set sent in another order); ``connection``: the recorded
@@ -145,6 +148,7 @@ class LookupContext:
     unreplayable: str | None = None
     forward: Callable[[], ForwardConversation | None] | None = None
     tentative: bool = False
+    early: Callable[[Readable], bool] | None = None
     recorded: Readable = None
     connection: int | None = None
     ends: tuple[int, bytes] | None = None

@@ -21,8 +21,10 @@ Rules (DESIGN.md, "Matching and replay rules"):
 
 from __future__ import annotations
 
+import bisect
 import difflib
 import functools
+import itertools
 import json
 import time
 from collections.abc import Callable, Hashable, Iterator, Sequence
@@ -44,6 +46,7 @@ _MAX_COMPARED = 400  # recordings compared with a request that missed
 _MAX_TEXT = 4000  # characters of a match key compared, and shown in a diff
 _MAX_LINES = 200
 _MAX_KEYS = 4096  # match keys kept by ``same_as`` (emptied when full)
+_MAX_LONGER = 8  # longer recorded keys ``find``'s prefix step tries for one request
 
 
 @functools.lru_cache(maxsize=4096)  # asked several times per replayed request
@@ -268,6 +271,9 @@ class MockPool:
     _connections: dict[tuple[str, str, int], list[_Entry]] | None = None
     # (protocol, ``same_as``) -> the match key of the requests that share it (``find``)
     _keys: dict[tuple[str, Hashable], str] = field(default_factory=dict)
+    # (protocol, destination) -> its match keys that are lists, sorted: ``find``'s prefix
+    # step finds the longer ones a key begins by bisection; built on the first such step
+    _lists: dict[tuple[str, str], list[str]] = field(default_factory=dict)
 
     @classmethod
     def build(cls, exchanges: Sequence[Exchange], key_fn: KeyFn,
@@ -406,6 +412,8 @@ class MockPool:
         if self._skeletons:
             for masked_index in (False, True):
                 self._skeletons.pop((protocol, dest, masked_index), None)
+        if self._lists:
+            self._lists.pop((protocol, dest), None)
         by_key = self._by_dest.get((protocol, dest))
         if by_key is None:
             by_key = self._by_dest[(protocol, dest)] = {}
@@ -530,7 +538,8 @@ class MockPool:
              affinity: Affinity | None = None, test: str | None = None,
              repeat_last: bool = False, masked: Callable[[], Any] | Any = None,
              accept: Callable[[Exchange, list[str]], str | None] | None = None,
-             similar: Similar | None = None, same_as: Hashable | None = None) -> Served:
+             similar: Similar | None = None, same_as: Hashable | None = None,
+             prefix: Callable[[Exchange], bool] | None = None) -> Served:
         """The recording that answers ``request``; else, with ``masked`` (the request with
         its volatile values masked, or a function that makes it: asked only when nothing
         matches exactly), one whose own volatile values are masked the same way and that
@@ -538,7 +547,9 @@ class MockPool:
         ``similar``, the most similar unused recording within the bounds of ``similar.py``
         that ``similar`` takes, given its volatile values and the tokens that differ.
         ``same_as``: a value only equal requests share (``LookupContext.same_as``): the
-        key is computed once per distinct one."""
+        key is computed once per distinct one. ``prefix`` (a request that may not be whole
+        yet, its key a list): before the similar step, a recording of a longer request that
+        begins with this one, when ``prefix`` takes it (``_longer``)."""
         exact = self._exact(protocol, destination, request, test, same_as)
         if (chosen := self._choose(exact.entries, affinity, exact.windows, exact.exclusive, repeat_last)) is not None:
             return self._use(chosen, affinity, exact=exact)
@@ -557,6 +568,8 @@ class MockPool:
                     raise NoMatch(summary or key[:80], "the recording that matches with its volatile "
                                   f"values masked does not fit the values seen so far: {refused}", [])
                 through_mask = True
+        if chosen is None and prefix is not None:
+            chosen = self._longer(protocol, dest, key, prefix, affinity, windows, exclusive, repeat_last)
         if chosen is None and similar is not None:
             for entry, pairs, diff in self._similar(protocol, dest, masked_key or key, masked_key is not None,
                                                     windows, exclusive):
@@ -634,6 +647,35 @@ class MockPool:
         return [(entry, pairs, "".join(difflib.unified_diff(_readable(other), _readable(key),
                                                             "recorded", "live", n=2)))
                 for _n, _o, entry, pairs, other in found[:_MAX_NEAREST]]
+
+    def _longer(self, protocol: str, dest: str, key: str, fits: Callable[[Exchange], bool],
+                affinity: Affinity | None, windows: tuple[str, ...], exclusive: bool,
+                repeat_last: bool) -> tuple[_Entry, bool] | None:
+        """A recording whose key is a longer list that ``key`` begins and that ``fits``
+        takes (Postgres: the server answered these first messages of a batch before the
+        rest came, at an error). Each longer key's bucket offers what ``_choose`` would
+        serve; of those ``fits`` takes, fresh ones first, then the followed connection's,
+        then the first recorded. Keys are canonical JSON: a list's key without its ``]``
+        and with a ``,`` is a string prefix of the longer lists' keys only."""
+        if not (key.startswith("[") and key.endswith("]")) or key == "[]":
+            return None
+        keys = self._lists.get((protocol, dest))
+        if keys is None:
+            keys = self._lists[(protocol, dest)] = sorted(
+                {entry.key for entry in self._place(protocol, dest) if entry.key.startswith("[")})
+        stem = key[:-1] + ","
+        found = []
+        start = bisect.bisect_left(keys, stem)
+        for other in itertools.islice(keys, start, start + _MAX_LONGER):
+            if not other.startswith(stem):
+                break
+            bucket = self._bucket(False, protocol, dest, other)
+            if bucket and (chosen := self._choose(bucket, affinity, windows, exclusive, repeat_last)) \
+                    and fits(chosen[0].exchange):
+                found.append(chosen)
+        followed = affinity.recorded_connection if affinity else None
+        return min(found, default=None, key=lambda c: (c[1], c[0].exchange.connection != followed,
+                                                        c[0].exchange.order))
 
     @staticmethod
     def _choose(entries: _Bucket, affinity: Affinity | None, windows: tuple[str, ...],

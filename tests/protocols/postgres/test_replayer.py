@@ -148,6 +148,69 @@ def test_a_pipeline_without_sync_is_answered_when_the_recording_was():
     assert len(other.missed) == 1
 
 
+def _statement(sql: str) -> list:
+    return [fe.Parse("", sql), fe.Bind(), fe.Describe("P", ""), fe.Execute()]
+
+
+def test_an_error_within_an_unsynced_pipeline_is_flushed_at_once():
+    """psycopg's test_pipeline_commit_aborted: the server flushes an ErrorResponse at once,
+    so the client read it before it sent its Sync; the recording is the whole batch. At
+    replay a prefix of it whose recorded answer errs within it is served now, the rest
+    of what the client sends (a COMMIT never sent when recording) is skipped, and its
+    Sync gets the recorded status; the exchange is used once."""
+    error = error_response("42703", 'column "error" does not exist')
+    begin = [fe.Parse("", "BEGIN"), fe.Bind(), fe.Execute()]
+    batch = begin + _statement("select error") + _statement("create table voila ()") + [fe.Sync()]
+    answer = [be.ParseComplete(), be.BindComplete(), be.CommandComplete("BEGIN"), error,
+              be.ReadyForQuery("E")]
+    recorded = recorded_session((batch, answer))
+    replay = Replay(recorded)
+    login(replay)
+    assert replay.send(*begin) == []  # no error within it: the server still holds its answer
+    assert replay.send(*_statement("select error")) == answer[:4]
+    assert replay.send(*_statement("create table voila ()"), *_statement("COMMIT")) == []
+    assert replay.send(fe.Sync()) == [be.ReadyForQuery("E")]
+    assert replay.missed == []
+    assert [e.used for e in replay.mocks.pool.entries("postgres")][1:] == [1]
+    # another connection: the exchange was used; the same prefix waits, then misses at Sync
+    again = Replay(mocks=replay.mocks)
+    login(again)
+    assert again.send(*begin, *_statement("select error")) == []
+    assert [type(m) for m in again.send(fe.Sync())] == [be.ErrorResponse, be.ReadyForQuery]
+    assert len(again.missed) == 1
+
+
+def test_a_pipeline_whose_recorded_error_comes_later_waits_for_it():
+    """A prefix that stops before the recorded error gets nothing yet (the server would
+    still hold its answers); the whole batch gets the whole answer."""
+    error = error_response("42703", 'column "error" does not exist')
+    batch = _statement("select 1") + _statement("select error") + [fe.Sync()]
+    answer = [be.ParseComplete(), be.BindComplete(), be.RowDescription((INT4,)), be.DataRow((b"1",)),
+              be.CommandComplete("SELECT 1"), error, be.ReadyForQuery("I")]
+    replay = Replay(recorded_session((batch, answer)))
+    login(replay)
+    assert replay.send(*_statement("select 1")) == []
+    assert replay.send(*_statement("select error"), fe.Sync()) == answer
+    assert replay.missed == []
+
+
+def test_an_early_error_is_served_once_whatever_the_live_batch_becomes():
+    """Sent in one piece with its Sync, the batch matches its recording exactly; sent
+    in pieces, the piece with the error is answered and the Sync after it says ready,
+    whether or not the rest is as recorded."""
+    error = error_response("42703", 'column "error" does not exist')
+    batch = _statement("select error") + _statement("select 2") + [fe.Sync()]
+    answer = [error, be.ReadyForQuery("I")]
+    recorded = recorded_session((batch, answer), (batch, answer))
+    replay = Replay(recorded)
+    login(replay)
+    assert replay.send(*batch) == answer
+    assert replay.send(*_statement("select error")) == [error]
+    assert replay.send(*_statement("select 3"), fe.Sync()) == [be.ReadyForQuery("I")]
+    assert replay.send(*batch)[0] != error  # both recordings used: a miss
+    assert len(replay.missed) == 1
+
+
 def test_recorded_batch_fits_a_live_batch_of_another_shape():
     """Recorded on a connection that had to Parse; replayed on one that had prepared the
     statement already (and the reverse): names and Parse do not take part in matching."""

@@ -75,6 +75,7 @@ class _Walk:
         self.live_status = live_status
         self.out = Rendered(tx=tx)
         self.pid_row: Callable[[be.DataRow], be.DataRow] | None = None
+        self.learn = True  # Describe answers teach the live statements (``learn_description``)
 
     def peek(self) -> Any:
         while self.i < len(self.r) and isinstance(self.r[self.i], be.ASYNC_TYPES):
@@ -120,10 +121,13 @@ class _Errored(Exception):
 
 
 def render_batch(live: list[tuple[Any, Any]], recorded: list[Any], *, live_status: bool,
-                 tx: str, pid_row: Callable[[be.DataRow], be.DataRow] | None = None) -> Rendered:
-    """Answer the live batch ``live`` ([(message, statement-or-portal)]) from ``recorded``."""
+                 tx: str, pid_row: Callable[[be.DataRow], be.DataRow] | None = None,
+                 learn: bool = True) -> Rendered:
+    """Answer the live batch ``live`` ([(message, statement-or-portal)]) from ``recorded``.
+    ``learn``: False to only try (the live statements learn nothing)."""
     w = _Walk(recorded, live_status, tx)
     w.pid_row = pid_row
+    w.learn = learn
     errored = False
     for k, (msg, ref) in enumerate(live):
         if w.out.fatal:
@@ -147,6 +151,12 @@ def render_batch(live: list[tuple[Any, Any]], recorded: list[Any], *, live_statu
             errored = True
     w.peek()  # trailing notices
     w.out.errored = errored
+    if errored and not live_status:
+        # the live batch ends before the recorded one did (its error was flushed at once,
+        # ``replayer``): the Sync the client sends later gets the recorded status
+        ready = next((m for m in w.r[w.i:] if isinstance(m, be.ReadyForQuery)), None)
+        if ready is not None:
+            w.out.tx = ready.status
     return w.out
 
 
@@ -175,7 +185,8 @@ def _answer(w: _Walk, msg: Any, ref: Any, k: int) -> bool:
             params = w.expect(be.ParameterDescription).type_oids
         rows = w.expect(be.RowDescription, be.NoData)
         described = rows if isinstance(rows, be.RowDescription) else None
-        learn_description(ref, params, described)
+        if w.learn:
+            learn_description(ref, params, described)
         w.out.described.append((k, params, described))
     elif isinstance(msg, fe.Execute):
         w.skip_stray()

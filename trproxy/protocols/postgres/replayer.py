@@ -37,6 +37,7 @@ so session answers and synthesized ReadyForQuery carry the live status.
 
 from __future__ import annotations
 
+import functools
 import marshal
 from dataclasses import dataclass
 from typing import Any
@@ -280,10 +281,28 @@ class PostgresReplayer:
         the Sync. A recording of just these messages (the server answered them before any
         Sync) is served now; else nothing happens and more messages extend the batch."""
         found = traits(items)
+        early = functools.partial(self._errs_within, batch) if tentative else None
         return Lookup(items, found.lifetime, found.summary, True,
                       LookupContext(repeat_last=found.repeats, tentative=tentative, timed=found.sleeps,
+                                    early=early,
                                     private={"kind": "batch", "messages": batch,
                                              "changes_transaction": found.changes_transaction}))
+
+    def _errs_within(self, batch: list[tuple[Any, Any]], responses: list[Readable]) -> bool:
+        """Whether the recorded answer to a longer batch that ``batch`` begins (a
+        tentative lookup's ``early``) errs within ``batch``. The server flushed that error
+        at once (``elog.c``), before the rest of the batch came, and skipped the rest up
+        to Sync: so it answers ``batch`` now, and whatever the client sends until its Sync
+        is skipped (``_skip``), however it differs from what was recorded. psycopg's
+        pipeline reads that error before it sends its Sync (a COMMIT after it is never
+        sent when recording)."""
+        if not any(item_name(r) == "ErrorResponse" for r in responses):
+            return False
+        try:
+            tried = render_batch(batch, self._recorded(responses), live_status=True, tx=self.tx, learn=False)
+            return tried.errored or tried.fatal
+        except Exception:  # noqa: BLE001 - Mismatch, or a recorded answer that does not read
+            return False
 
     def _trivial(self, batch: list[tuple[Any, Any]]) -> list[Any]:
         answers: list[Any] = []
