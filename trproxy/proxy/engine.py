@@ -355,7 +355,7 @@ class Session:
                                    repeat_last=lookup.context.repeat_last, masked=masking,
                                    accept=accept, similar=accept if self._fallback(lookup) else None,
                                    same_as=lookup.context.same_as if request is lookup.request else None,
-                                   prefix=_early(lookup))
+                                   nearby=_early(lookup))
         except NoMatch as miss:
             if adopted:  # once: the values adopted are this test's own now
                 return self._lookup(lookup, now, commands, run)
@@ -625,13 +625,13 @@ def _equal_after(lookup: Lookup, events: Sequence[Lookup | Reply | Interrupt], i
     return cast(Sequence[Lookup], events[i:j])  # lookups, as checked above
 
 
-def _early(lookup: Lookup) -> Callable[[Exchange], bool] | None:
-    """What a tentative lookup asks of a longer recording to be served by it now
-    (``LookupContext.early``), as ``MockPool.find``'s ``prefix``."""
+def _early(lookup: Lookup) -> Callable[[Exchange], bool | None] | None:
+    """What a lookup asks of a recording of another request that begins like it, to be
+    served by it (``LookupContext.early``): ``MockPool.find``'s ``nearby``."""
     early = lookup.context.early
-    if early is None or not lookup.context.tentative:
+    if early is None:
         return None
-    return lambda recorded: early(recorded.responses)
+    return lambda recorded: early(recorded.request, recorded.responses)
 
 
 def _describe(exc: BaseException) -> str:

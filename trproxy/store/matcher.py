@@ -46,7 +46,9 @@ _MAX_COMPARED = 400  # recordings compared with a request that missed
 _MAX_TEXT = 4000  # characters of a match key compared, and shown in a diff
 _MAX_LINES = 200
 _MAX_KEYS = 4096  # match keys kept by ``same_as`` (emptied when full)
-_MAX_LONGER = 8  # longer recorded keys ``find``'s prefix step tries for one request
+# ``find``'s nearby step: recordings asked about for one request, keys looked at on each
+# side of it, characters they must share with it
+_MAX_NEARBY, _MAX_VISITED, _SHARED = 8, 64, 32
 
 
 @functools.lru_cache(maxsize=4096)  # asked several times per replayed request
@@ -120,6 +122,7 @@ class _Entry:
     used: int = 0
     masked_key: str | None = None  # the key with its volatile values masked (``spec.volatile``)
     volatile: list[str] = field(default_factory=list)  # those values (and the user's rules')
+    never_nearby: bool = False  # ``find``'s nearby step: never answers another request
 
 
 _NO_HEADS: dict[int, int] = {}  # of every bucket not followed yet (never written)
@@ -271,8 +274,8 @@ class MockPool:
     _connections: dict[tuple[str, str, int], list[_Entry]] | None = None
     # (protocol, ``same_as``) -> the match key of the requests that share it (``find``)
     _keys: dict[tuple[str, Hashable], str] = field(default_factory=dict)
-    # (protocol, destination) -> its match keys that are lists, sorted: ``find``'s prefix
-    # step finds the longer ones a key begins by bisection; built on the first such step
+    # (protocol, destination) -> its match keys that are lists, sorted: ``find``'s nearby
+    # step finds those that begin like a key by bisection; built on the first such step
     _lists: dict[tuple[str, str], list[str]] = field(default_factory=dict)
 
     @classmethod
@@ -539,7 +542,7 @@ class MockPool:
              repeat_last: bool = False, masked: Callable[[], Any] | Any = None,
              accept: Callable[[Exchange, list[str]], str | None] | None = None,
              similar: Similar | None = None, same_as: Hashable | None = None,
-             prefix: Callable[[Exchange], bool] | None = None) -> Served:
+             nearby: Callable[[Exchange], bool | None] | None = None) -> Served:
         """The recording that answers ``request``; else, with ``masked`` (the request with
         its volatile values masked, or a function that makes it: asked only when nothing
         matches exactly), one whose own volatile values are masked the same way and that
@@ -547,9 +550,9 @@ class MockPool:
         ``similar``, the most similar unused recording within the bounds of ``similar.py``
         that ``similar`` takes, given its volatile values and the tokens that differ.
         ``same_as``: a value only equal requests share (``LookupContext.same_as``): the
-        key is computed once per distinct one. ``prefix`` (a request that may not be whole
-        yet, its key a list): before the similar step, a recording of a longer request that
-        begins with this one, when ``prefix`` takes it (``_longer``)."""
+        key is computed once per distinct one. ``nearby`` (a request that may not be whole
+        yet, its key a list): before the similar step, a recording of a request that begins
+        like this one, when ``nearby`` takes it (``_nearby``)."""
         exact = self._exact(protocol, destination, request, test, same_as)
         if (chosen := self._choose(exact.entries, affinity, exact.windows, exact.exclusive, repeat_last)) is not None:
             return self._use(chosen, affinity, exact=exact)
@@ -568,8 +571,8 @@ class MockPool:
                     raise NoMatch(summary or key[:80], "the recording that matches with its volatile "
                                   f"values masked does not fit the values seen so far: {refused}", [])
                 through_mask = True
-        if chosen is None and prefix is not None:
-            chosen = self._longer(protocol, dest, key, prefix, affinity, windows, exclusive, repeat_last)
+        if chosen is None and nearby is not None:
+            chosen = self._nearby(protocol, dest, key, nearby, affinity, windows, exclusive, repeat_last)
         if chosen is None and similar is not None:
             for entry, pairs, diff in self._similar(protocol, dest, masked_key or key, masked_key is not None,
                                                     windows, exclusive):
@@ -648,31 +651,43 @@ class MockPool:
                                                             "recorded", "live", n=2)))
                 for _n, _o, entry, pairs, other in found[:_MAX_NEAREST]]
 
-    def _longer(self, protocol: str, dest: str, key: str, fits: Callable[[Exchange], bool],
+    def _nearby(self, protocol: str, dest: str, key: str, fits: Callable[[Exchange], bool | None],
                 affinity: Affinity | None, windows: tuple[str, ...], exclusive: bool,
                 repeat_last: bool) -> tuple[_Entry, bool] | None:
-        """A recording whose key is a longer list that ``key`` begins and that ``fits``
-        takes (Postgres: the server answered these first messages of a batch before the
-        rest came, at an error). Each longer key's bucket offers what ``_choose`` would
-        serve; of those ``fits`` takes, fresh ones first, then the followed connection's,
-        then the first recorded. Keys are canonical JSON: a list's key without its ``]``
-        and with a ``,`` is a string prefix of the longer lists' keys only."""
-        if not (key.startswith("[") and key.endswith("]")) or key == "[]":
+        """A recording of another request that begins like this one (``key``, a list) and
+        that ``fits`` takes (Postgres: the server answered the first messages of a batch
+        before the rest came, at an error; the live batch stops or goes on differently).
+        Keys are canonical JSON, so those sharing the longest beginning with ``key`` sort
+        next to it: the nearest keys sharing its first ``_SHARED`` characters are tried,
+        each bucket offering what ``_choose`` would serve, at most ``_MAX_NEARBY`` asked of
+        ``fits`` (None: that recording never fits any: not asked again). Of those taken,
+        fresh ones first, then the followed connection's, then the first recorded."""
+        if not key.startswith("["):
             return None
         keys = self._lists.get((protocol, dest))
         if keys is None:
             keys = self._lists[(protocol, dest)] = sorted(
                 {entry.key for entry in self._place(protocol, dest) if entry.key.startswith("[")})
-        stem = key[:-1] + ","
-        found = []
-        start = bisect.bisect_left(keys, stem)
-        for other in itertools.islice(keys, start, start + _MAX_LONGER):
-            if not other.startswith(stem):
-                break
+        head = key[:min(len(key) - 1, _SHARED)]
+        at = bisect.bisect_left(keys, key)
+        left = itertools.takewhile(lambda k: k.startswith(head), reversed(keys[max(0, at - _MAX_VISITED):at]))
+        right = itertools.takewhile(lambda k: k.startswith(head), itertools.islice(keys, at, at + _MAX_VISITED))
+        found, asked = [], 0
+        for other in itertools.chain.from_iterable(itertools.zip_longest(left, right)):
+            if other is None or other == key:
+                continue
             bucket = self._bucket(False, protocol, dest, other)
-            if bucket and (chosen := self._choose(bucket, affinity, windows, exclusive, repeat_last)) \
-                    and fits(chosen[0].exchange):
+            chosen = self._choose(bucket, affinity, windows, exclusive, repeat_last) if bucket else None
+            if chosen is None or chosen[0].never_nearby:
+                continue
+            verdict = fits(chosen[0].exchange)
+            if verdict is None:
+                chosen[0].never_nearby = True
+            elif verdict:
                 found.append(chosen)
+            asked += 1
+            if asked >= _MAX_NEARBY:
+                break
         followed = affinity.recorded_connection if affinity else None
         return min(found, default=None, key=lambda c: (c[1], c[0].exchange.connection != followed,
                                                         c[0].exchange.order))

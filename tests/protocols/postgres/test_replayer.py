@@ -155,9 +155,10 @@ def _statement(sql: str) -> list:
 def test_an_error_within_an_unsynced_pipeline_is_flushed_at_once():
     """psycopg's test_pipeline_commit_aborted: the server flushes an ErrorResponse at once,
     so the client read it before it sent its Sync; the recording is the whole batch. At
-    replay a prefix of it whose recorded answer errs within it is served now, the rest
-    of what the client sends (a COMMIT never sent when recording) is skipped, and its
-    Sync gets the recorded status; the exchange is used once."""
+    replay, once the live batch holds what the recorded client sent before its Sync and
+    the recorded error is within it, the answer up to the error is served; the rest of
+    what the client sends (a COMMIT never sent when recording) is skipped, and its Sync
+    gets the recorded status; the exchange is used once."""
     error = error_response("42703", 'column "error" does not exist')
     begin = [fe.Parse("", "BEGIN"), fe.Bind(), fe.Execute()]
     batch = begin + _statement("select error") + _statement("create table voila ()") + [fe.Sync()]
@@ -167,11 +168,19 @@ def test_an_error_within_an_unsynced_pipeline_is_flushed_at_once():
     replay = Replay(recorded)
     login(replay)
     assert replay.send(*begin) == []  # no error within it: the server still holds its answer
-    assert replay.send(*_statement("select error")) == answer[:4]
-    assert replay.send(*_statement("create table voila ()"), *_statement("COMMIT")) == []
+    # the recorded client had sent the CREATE too before it read the error: so does this one
+    assert replay.send(*_statement("select error")) == []
+    assert replay.send(*_statement("create table voila ()")) == answer[:4]
+    assert replay.send(*_statement("COMMIT")) == []
     assert replay.send(fe.Sync()) == [be.ReadyForQuery("E")]
     assert replay.missed == []
     assert [e.used for e in replay.mocks.pool.entries("postgres")][1:] == [1]
+    # sent with its Sync at once, the COMMIT is skipped the same way
+    whole = Replay(recorded)
+    login(whole)
+    assert whole.send(*begin, *_statement("select error"), *_statement("create table voila ()"),
+                      *_statement("COMMIT"), fe.Sync()) == answer
+    assert whole.missed == []
     # another connection: the exchange was used; the same prefix waits, then misses at Sync
     again = Replay(mocks=replay.mocks)
     login(again)
@@ -195,19 +204,23 @@ def test_a_pipeline_whose_recorded_error_comes_later_waits_for_it():
 
 
 def test_an_early_error_is_served_once_whatever_the_live_batch_becomes():
-    """Sent in one piece with its Sync, the batch matches its recording exactly; sent
-    in pieces, the piece with the error is answered and the Sync after it says ready,
-    whether or not the rest is as recorded."""
+    """Sent in one piece with its Sync, the batch matches its recording exactly; sent in
+    pieces that go on otherwise after the error (another statement, more statements),
+    the error is answered as soon as the live batch leaves the recorded one, and the Sync
+    after it says ready."""
     error = error_response("42703", 'column "error" does not exist')
     batch = _statement("select error") + _statement("select 2") + [fe.Sync()]
     answer = [error, be.ReadyForQuery("I")]
-    recorded = recorded_session((batch, answer), (batch, answer))
+    recorded = recorded_session(*[(batch, answer)] * 3)
     replay = Replay(recorded)
     login(replay)
     assert replay.send(*batch) == answer
-    assert replay.send(*_statement("select error")) == [error]
-    assert replay.send(*_statement("select 3"), fe.Sync()) == [be.ReadyForQuery("I")]
-    assert replay.send(*batch)[0] != error  # both recordings used: a miss
+    assert replay.send(*_statement("select error")) == []
+    assert replay.send(*_statement("select 3")) == [error]
+    assert replay.send(*_statement("select 2"), fe.Sync()) == [be.ReadyForQuery("I")]
+    assert replay.send(*_statement("select error"), *_statement("select 2"), *_statement("COMMIT")) == [error]
+    assert replay.send(fe.Sync()) == [be.ReadyForQuery("I")]
+    assert replay.send(*batch)[0] != error  # every recording used: a miss
     assert len(replay.missed) == 1
 
 

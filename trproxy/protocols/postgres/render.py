@@ -57,6 +57,7 @@ class Rendered:
     messages: list[Any] = field(default_factory=list)
     tx: str = "I"
     errored: bool = False  # ended in an error without reaching Sync: skip to Sync
+    failed_at: int | None = None  # the live message the first error answered (its place)
     paused: list[Any] | None = None  # recorded answers left after a CopyInResponse
     fatal: bool = False  # a FATAL/PANIC error: the server closed the session after it
     # what each Describe of the live batch learned (``learn_description``), by its place in
@@ -149,6 +150,8 @@ def render_batch(live: list[tuple[Any, Any]], recorded: list[Any], *, live_statu
                 return w.out  # COPY FROM STDIN: the rest comes after the client's data
         except _Errored:
             errored = True
+            if w.out.failed_at is None:
+                w.out.failed_at = k
     w.peek()  # trailing notices
     w.out.errored = errored
     if errored and not live_status:

@@ -65,7 +65,7 @@ from .identity import (
     terminated_pids,
     with_pid,
 )
-from .matching import is_trivial, summary_of, traits
+from .matching import is_trivial, match_key, summary_of, traits
 from .names import Names, learn_description
 from .readable import item_name, password_item, request_item, response_message
 from .render import (
@@ -281,27 +281,44 @@ class PostgresReplayer:
         the Sync. A recording of just these messages (the server answered them before any
         Sync) is served now; else nothing happens and more messages extend the batch."""
         found = traits(items)
-        early = functools.partial(self._errs_within, batch) if tentative else None
+        early = functools.partial(self._errs_within, batch, items, tentative)
         return Lookup(items, found.lifetime, found.summary, True,
                       LookupContext(repeat_last=found.repeats, tentative=tentative, timed=found.sleeps,
                                     early=early,
                                     private={"kind": "batch", "messages": batch,
                                              "changes_transaction": found.changes_transaction}))
 
-    def _errs_within(self, batch: list[tuple[Any, Any]], responses: list[Readable]) -> bool:
-        """Whether the recorded answer to a longer batch that ``batch`` begins (a
-        tentative lookup's ``early``) errs within ``batch``. The server flushed that error
-        at once (``elog.c``), before the rest of the batch came, and skipped the rest up
-        to Sync: so it answers ``batch`` now, and whatever the client sends until its Sync
-        is skipped (``_skip``), however it differs from what was recorded. psycopg's
-        pipeline reads that error before it sends its Sync (a COMMIT after it is never
-        sent when recording)."""
+    def _errs_within(self, batch: list[tuple[Any, Any]], items: list[Readable], tentative: bool,
+                     request: Readable, responses: list[Readable]) -> bool | None:
+        """Whether the recording of another batch (``request``, ``responses``) answers the
+        live ``batch`` (``items``; ``tentative``: no Sync yet) now: a batch lookup's
+        ``early``, asked when none matches exactly; None when it never answers another
+        batch (no error in it).
+
+        The server flushes an ErrorResponse at once (``elog.c``) and skips all the client
+        sends until Sync: a recorded batch that is the live one up to an error within the
+        live one was answered, up to that error, before the rest came (or, the live batch
+        complete, that answer and then ReadyForQuery at its Sync); whatever the client
+        sends after it until its Sync is skipped (``_skip``), however it differs from what
+        was recorded (psycopg's pipeline reads the error before it sends its Sync: a COMMIT
+        sent at replay was never sent when recording). While the live batch is still a
+        shorter beginning of what the recorded client sent before its Sync, it waits: that
+        client had sent all of it before it read the error."""
         if not any(item_name(r) == "ErrorResponse" for r in responses):
-            return False
+            return None
         try:
             tried = render_batch(batch, self._recorded(responses), live_status=True, tx=self.tx, learn=False)
-            return tried.errored or tried.fatal
-        except Exception:  # noqa: BLE001 - Mismatch, or a recorded answer that does not read
+            if tried.failed_at is None:
+                return False
+            recorded, live = match_key(request), match_key(items)
+            # up to the Execute of the statement that failed (a Parse is keyed with its Bind)
+            end = next(k for k in range(tried.failed_at, len(batch)) if isinstance(batch[k][0], fe.Execute))
+            failed = match_key(items[:end + 1])
+            if recorded[:len(failed)] != failed:
+                return False  # another batch up to the error
+            sent = recorded[:-1] if recorded and item_name(recorded[-1]) in ("Sync", "Flush") else recorded
+            return not (tentative and len(live) < len(sent) and sent[:len(live)] == live)
+        except Exception:  # noqa: BLE001 - Mismatch, or a recorded request or answer that does not read
             return False
 
     def _trivial(self, batch: list[tuple[Any, Any]]) -> list[Any]:
