@@ -113,6 +113,7 @@ _AUTH_EXCHANGE = (be.SSLResponse, be.GSSENCResponse, be.AuthenticationCleartextP
                   be.AuthenticationGSS, be.AuthenticationGSSContinue, be.AuthenticationSSPI,
                   be.AuthenticationKerberosV5, be.AuthenticationSCMCredential)
 _AUTH_NAMES = {cls.__name__ for cls in _AUTH_EXCHANGE}
+_END_OF_EXECUTE = {"CommandComplete", "EmptyQueryResponse", "PortalSuspended"}
 _MAX_SAME_AS = 4096  # characters of a Query's text the pool may keep as ``same_as``
 
 
@@ -304,8 +305,13 @@ class PostgresReplayer:
         sent at replay was never sent when recording). While the live batch is still a
         shorter beginning of what the recorded client sent before its Sync, it waits: that
         client had sent all of it before it read the error."""
-        if not any(item_name(r) == "ErrorResponse" for r in responses):
+        names = [item_name(r) for r in responses]
+        if "ErrorResponse" not in names:
             return None
+        # cheap first: the live batch must reach the statement that failed
+        done = sum(1 for name in names[:names.index("ErrorResponse")] if name in _END_OF_EXECUTE)
+        if sum(1 for m, _ in batch if isinstance(m, fe.Execute)) <= done:
+            return False
         try:
             tried = render_batch(batch, self._recorded(responses), live_status=True, tx=self.tx, learn=False)
             if tried.failed_at is None:
