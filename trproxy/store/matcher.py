@@ -15,6 +15,9 @@ Rules (DESIGN.md, "Matching and replay rules"):
   test that starts again with all its recordings used gets them again (a rerun);
 * a connection keeps *affinity* to the recorded connection it was last served from, so
   the statements of a transaction stay together when a pool spreads them differently;
+* a request whose dialect says a recording of another one that begins alike may answer
+  it (a Postgres batch failing within the live messages) finds those by its key's
+  neighbours in sorted order (``find``'s ``nearby``), under the same rules;
 * a miss raises ``NoMatch`` saying why, at once; ``nearest`` finds the closest
   recordings with a readable diff, bounded in time and size, for the report.
 """

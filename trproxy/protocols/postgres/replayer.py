@@ -14,6 +14,10 @@ proxy must send them in that order. Synthesized here, never looked up:
   ReadyForQuery (``matching.is_trivial``);
 * while skipping to Sync after an error: the server ignores messages until Sync.
 
+A batch that matches no recording exactly may be answered by the recording of a batch
+that agrees with it up to an error within it (``_errs_within``): the server flushed that
+error at once and skipped the rest, whatever it was.
+
 The startup becomes a session ``Lookup`` (match key: user and database), served in
 recorded order (the last one again when more connect); the live connection takes the
 identity of the recorded one it was served (``identity``). ``respond`` renders AuthenticationOk + the recorded ParameterStatus (with
