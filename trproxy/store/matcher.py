@@ -553,9 +553,9 @@ class MockPool:
         ``similar``, the most similar unused recording within the bounds of ``similar.py``
         that ``similar`` takes, given its volatile values and the tokens that differ.
         ``same_as``: a value only equal requests share (``LookupContext.same_as``): the
-        key is computed once per distinct one. ``nearby`` (a request that may not be whole
-        yet, its key a list): before the similar step, a recording of a request that begins
-        like this one, when ``nearby`` takes it (``_nearby``)."""
+        key is computed once per distinct one. ``nearby`` (its key a list): before the similar
+        step, the recording of another request that begins like this one, when ``nearby``
+        takes it (``_nearby``; ``LookupContext.early``)."""
         exact = self._exact(protocol, destination, request, test, same_as)
         if (chosen := self._choose(exact.entries, affinity, exact.windows, exact.exclusive, repeat_last)) is not None:
             return self._use(chosen, affinity, exact=exact)
