@@ -136,6 +136,8 @@ class _Answer:
 # rendered once, not once per request; small answers only, none that names a pid or a
 # notification's sender, ends the session or starts a COPY (``_answer_key``)
 _RENDERED: dict[tuple[Any, ...], _Answer] = {}
+# id of a recorded answer -> (it, how many statements it completed before its error)
+_DONE: dict[int, tuple[list[Readable], int | None]] = {}
 _MAX_RENDERED = 2048  # bytes of an answer marshalled
 _MAX_ANSWERS = 4096  # answers kept (emptied when full)
 
@@ -309,11 +311,10 @@ class PostgresReplayer:
         sent at replay was never sent when recording). While the live batch is still a
         shorter beginning of what the recorded client sent before its Sync, it waits: that
         client had sent all of it before it read the error."""
-        names = [item_name(r) for r in responses]
-        if "ErrorResponse" not in names:
+        done = _done_before_error(responses)
+        if done is None:
             return None
         # cheap first: the live batch must reach the statement that failed
-        done = sum(1 for name in names[:names.index("ErrorResponse")] if name in _END_OF_EXECUTE)
         if sum(1 for m, _ in batch if isinstance(m, fe.Execute)) <= done:
             return False
         try:
@@ -627,6 +628,21 @@ class PostgresReplayer:
 def _is_rollback(sql: str) -> bool:
     return " ".join(sql.rstrip().rstrip(";").split()).upper() in (
         "ROLLBACK", "ABORT", "ROLLBACK WORK", "ROLLBACK TRANSACTION")
+
+
+def _done_before_error(responses: list[Readable]) -> int | None:
+    """How many statements a recorded answer completed before its first ErrorResponse
+    (None: it has none), once per answer (``_DONE``): a long pipeline asks at every read."""
+    known = _DONE.get(id(responses))
+    if known is not None and known[0] is responses:
+        return known[1]
+    names = [item_name(r) for r in responses]
+    done = (sum(1 for name in names[:names.index("ErrorResponse")] if name in _END_OF_EXECUTE)
+            if "ErrorResponse" in names else None)
+    if len(_DONE) >= _MAX_ANSWERS:
+        _DONE.clear()
+    _DONE[id(responses)] = (responses, done)  # the answer is held: its id stays its own
+    return done
 
 
 def _live_status(lookup: Lookup) -> bool:
