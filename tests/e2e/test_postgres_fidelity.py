@@ -81,19 +81,6 @@ def test_startup_settings_are_reported_as_the_server_would(tmp_path, postgres_se
     assert misses(replayed.stderr) == 0
 
 
-def test_an_error_in_a_pipeline_is_flushed_before_its_sync(tmp_path, postgres_server):
-    """psycopg reads the error the server flushed at once, before it sends its Sync (and
-    the COMMIT after it): replay answers the failing part of the batch as soon as it came,
-    skips what follows up to the Sync, and reports no miss."""
-    recorded, replayed, _ = record_then_replay(tmp_path, postgres_server, app("pipeline-error", "trproxy"),
-                                               "forward")
-    assert recorded.stdout.splitlines() == [
-        "aborted: UndefinedColumn 42703", "status: INERROR", "commit: UndefinedTable 42P01",
-        "after: (1,) (2,)"], recorded.stderr
-    assert replayed.stdout == recorded.stdout, replayed.stderr
-    assert misses(replayed.stderr) == 0
-
-
 def test_more_than_32767_parameters(tmp_path, postgres_server):
     recorded, replayed, mocks = record_then_replay(tmp_path, postgres_server, app("big-bind", "trproxy"),
                                                    "forward")

@@ -122,11 +122,6 @@ class LookupContext:
     * ``tentative``: served only when a recording matches; a miss is nothing at all (no
       answer, no report): the request may not be complete yet (Postgres extended messages
       without Sync, which a server answers only when it flushes: at an error);
-    * ``early``: when no recording matches exactly, the recording of another request
-      that begins like this one may answer, when ``early`` takes it, given its request
-      and answer (Postgres: a batch that fails within these messages: the server flushed
-      the error at once and skipped the rest; None: that recording never answers another
-      request): ``MockPool.find``'s ``nearby``;
     * ``recorded`` (set by the engine before ``respond``): the recorded request that
       answers, for an answer that follows its request's order where matching ignored it
       (Redis ``SMISMEMBER`` of a set sent in another order); ``connection``: the recorded
@@ -150,7 +145,6 @@ class LookupContext:
     unreplayable: str | None = None
     forward: Callable[[], ForwardConversation | None] | None = None
     tentative: bool = False
-    early: Callable[[Readable, Readable], bool | None] | None = None
     recorded: Readable = None
     connection: int | None = None
     ends: tuple[int, bytes] | None = None

@@ -45,7 +45,7 @@ import json
 import logging
 import math
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
@@ -354,8 +354,7 @@ class Session:
                                    lookup.summary, self.affinity, ctx.current_test,
                                    repeat_last=lookup.context.repeat_last, masked=masking,
                                    accept=accept, similar=accept if self._fallback(lookup) else None,
-                                   same_as=lookup.context.same_as if request is lookup.request else None,
-                                   nearby=_early(lookup))
+                                   same_as=lookup.context.same_as if request is lookup.request else None)
         except NoMatch as miss:
             if adopted:  # once: the values adopted are this test's own now
                 return self._lookup(lookup, now, commands, run)
@@ -623,15 +622,6 @@ def _equal_after(lookup: Lookup, events: Sequence[Lookup | Reply | Interrupt], i
             and e.context.repeat_last == lookup.context.repeat_last:
         j += 1
     return cast(Sequence[Lookup], events[i:j])  # lookups, as checked above
-
-
-def _early(lookup: Lookup) -> Callable[[Exchange], bool | None] | None:
-    """What a lookup asks of a recording of another request that begins like it, to be
-    served by it (``LookupContext.early``): ``MockPool.find``'s ``nearby``."""
-    early = lookup.context.early
-    if early is None:
-        return None
-    return lambda recorded: early(recorded.request, recorded.responses)
 
 
 def _describe(exc: BaseException) -> str:

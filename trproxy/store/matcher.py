@@ -15,19 +15,14 @@ Rules (DESIGN.md, "Matching and replay rules"):
   test that starts again with all its recordings used gets them again (a rerun);
 * a connection keeps *affinity* to the recorded connection it was last served from, so
   the statements of a transaction stay together when a pool spreads them differently;
-* a request whose dialect says a recording of another one that begins alike may answer
-  it (a Postgres batch failing within the live messages) finds those by its key's
-  neighbours in sorted order (``find``'s ``nearby``), under the same rules;
 * a miss raises ``NoMatch`` saying why, at once; ``nearest`` finds the closest
   recordings with a readable diff, bounded in time and size, for the report.
 """
 
 from __future__ import annotations
 
-import bisect
 import difflib
 import functools
-import itertools
 import json
 import time
 from collections.abc import Callable, Hashable, Iterator, Sequence
@@ -49,9 +44,6 @@ _MAX_COMPARED = 400  # recordings compared with a request that missed
 _MAX_TEXT = 4000  # characters of a match key compared, and shown in a diff
 _MAX_LINES = 200
 _MAX_KEYS = 4096  # match keys kept by ``same_as`` (emptied when full)
-# ``find``'s nearby step: recordings asked about for one request, keys looked at on each
-# side of it, characters they must share with it
-_MAX_NEARBY, _MAX_VISITED, _SHARED = 8, 64, 32
 
 
 @functools.lru_cache(maxsize=4096)  # asked several times per replayed request
@@ -125,7 +117,6 @@ class _Entry:
     used: int = 0
     masked_key: str | None = None  # the key with its volatile values masked (``spec.volatile``)
     volatile: list[str] = field(default_factory=list)  # those values (and the user's rules')
-    never_nearby: bool = False  # ``find``'s nearby step: never answers another request
 
 
 _NO_HEADS: dict[int, int] = {}  # of every bucket not followed yet (never written)
@@ -277,9 +268,6 @@ class MockPool:
     _connections: dict[tuple[str, str, int], list[_Entry]] | None = None
     # (protocol, ``same_as``) -> the match key of the requests that share it (``find``)
     _keys: dict[tuple[str, Hashable], str] = field(default_factory=dict)
-    # (protocol, destination) -> its match keys that are lists, sorted: ``find``'s nearby
-    # step finds those that begin like a key by bisection; built on the first such step
-    _lists: dict[tuple[str, str], list[str]] = field(default_factory=dict)
 
     @classmethod
     def build(cls, exchanges: Sequence[Exchange], key_fn: KeyFn,
@@ -418,8 +406,6 @@ class MockPool:
         if self._skeletons:
             for masked_index in (False, True):
                 self._skeletons.pop((protocol, dest, masked_index), None)
-        if self._lists:
-            self._lists.pop((protocol, dest), None)
         by_key = self._by_dest.get((protocol, dest))
         if by_key is None:
             by_key = self._by_dest[(protocol, dest)] = {}
@@ -544,8 +530,7 @@ class MockPool:
              affinity: Affinity | None = None, test: str | None = None,
              repeat_last: bool = False, masked: Callable[[], Any] | Any = None,
              accept: Callable[[Exchange, list[str]], str | None] | None = None,
-             similar: Similar | None = None, same_as: Hashable | None = None,
-             nearby: Callable[[Exchange], bool | None] | None = None) -> Served:
+             similar: Similar | None = None, same_as: Hashable | None = None) -> Served:
         """The recording that answers ``request``; else, with ``masked`` (the request with
         its volatile values masked, or a function that makes it: asked only when nothing
         matches exactly), one whose own volatile values are masked the same way and that
@@ -553,9 +538,7 @@ class MockPool:
         ``similar``, the most similar unused recording within the bounds of ``similar.py``
         that ``similar`` takes, given its volatile values and the tokens that differ.
         ``same_as``: a value only equal requests share (``LookupContext.same_as``): the
-        key is computed once per distinct one. ``nearby`` (its key a list): before the similar
-        step, the recording of another request that begins like this one, when ``nearby``
-        takes it (``_nearby``; ``LookupContext.early``)."""
+        key is computed once per distinct one."""
         exact = self._exact(protocol, destination, request, test, same_as)
         if (chosen := self._choose(exact.entries, affinity, exact.windows, exact.exclusive, repeat_last)) is not None:
             return self._use(chosen, affinity, exact=exact)
@@ -574,8 +557,6 @@ class MockPool:
                     raise NoMatch(summary or key[:80], "the recording that matches with its volatile "
                                   f"values masked does not fit the values seen so far: {refused}", [])
                 through_mask = True
-        if chosen is None and nearby is not None:
-            chosen = self._nearby(protocol, dest, key, nearby, affinity, windows, exclusive, repeat_last)
         if chosen is None and similar is not None:
             for entry, pairs, diff in self._similar(protocol, dest, masked_key or key, masked_key is not None,
                                                     windows, exclusive):
@@ -653,47 +634,6 @@ class MockPool:
         return [(entry, pairs, "".join(difflib.unified_diff(_readable(other), _readable(key),
                                                             "recorded", "live", n=2)))
                 for _n, _o, entry, pairs, other in found[:_MAX_NEAREST]]
-
-    def _nearby(self, protocol: str, dest: str, key: str, fits: Callable[[Exchange], bool | None],
-                affinity: Affinity | None, windows: tuple[str, ...], exclusive: bool,
-                repeat_last: bool) -> tuple[_Entry, bool] | None:
-        """A recording of another request that begins like this one (``key``, a list) and
-        that ``fits`` takes (Postgres: the server answered the first messages of a batch
-        before the rest came, at an error; the live batch stops or goes on differently).
-        Keys are canonical JSON, so those sharing the longest beginning with ``key`` sort
-        next to it: the nearest keys sharing its first ``_SHARED`` characters are tried,
-        each bucket offering what ``_choose`` would serve, at most ``_MAX_NEARBY`` asked of
-        ``fits`` (None: that recording never fits any: not asked again). Of those taken,
-        fresh ones first, then the followed connection's, then the first recorded."""
-        if not key.startswith("["):
-            return None
-        keys = self._lists.get((protocol, dest))
-        if keys is None:
-            keys = self._lists[(protocol, dest)] = sorted(
-                {entry.key for entry in self._place(protocol, dest) if entry.key.startswith("[")})
-        head = key[:min(len(key) - 1, _SHARED)]
-        at = bisect.bisect_left(keys, key)
-        left = itertools.takewhile(lambda k: k.startswith(head), reversed(keys[max(0, at - _MAX_VISITED):at]))
-        right = itertools.takewhile(lambda k: k.startswith(head), itertools.islice(keys, at, at + _MAX_VISITED))
-        found, asked = [], 0
-        for other in itertools.chain.from_iterable(itertools.zip_longest(left, right)):
-            if other is None or other == key:
-                continue
-            bucket = self._bucket(False, protocol, dest, other)
-            chosen = self._choose(bucket, affinity, windows, exclusive, repeat_last) if bucket else None
-            if chosen is None or chosen[0].never_nearby:
-                continue
-            verdict = fits(chosen[0].exchange)
-            if verdict is None:
-                chosen[0].never_nearby = True
-            elif verdict:
-                found.append(chosen)
-            asked += 1
-            if asked >= _MAX_NEARBY:
-                break
-        followed = affinity.recorded_connection if affinity else None
-        return min(found, default=None, key=lambda c: (c[1], c[0].exchange.connection != followed,
-                                                        c[0].exchange.order))
 
     @staticmethod
     def _choose(entries: _Bucket, affinity: Affinity | None, windows: tuple[str, ...],

@@ -17,9 +17,6 @@ replayed run compare as text. Nothing printed depends on the run (no raw pids).
   libpq's describe, ParameterDescription with more than 32,767 entries).
 * ``logins PASSWORD...``: one psycopg connection per password; ``refused SQLSTATE`` or
   ``ok`` and a query's result.
-* ``pipeline-error PASSWORD``: psycopg pipelines whose first statement fails, then more
-  statements and a COMMIT (the server flushes the error before the client's Sync, and
-  psycopg reads it before it sends more); what each raised, then the connection works.
 * ``set-passwords PASSWORD``: what psql's ``\\password`` sends (a SCRAM verifier made
   by libpq, with a new salt each time), a role created with a password, a user mapping
   with a password option.
@@ -29,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import time
 
 
 def dsn(host: str, port: str, password: str, **params: str) -> str:
@@ -163,35 +159,8 @@ def set_passwords(host: str, port: str, password: str, new: str) -> None:
         print("roles", conn.execute("SELECT count(*) FROM pg_roles WHERE rolname = 'app'").fetchone())
 
 
-def pipeline_error(host: str, port: str, password: str) -> None:
-    import psycopg
-
-    with psycopg.connect(dsn(host, port, password)) as conn:
-        try:  # psycopg's test_pipeline_commit_aborted
-            with conn.pipeline():
-                conn.execute("select error")
-                time.sleep(0.3)  # the error is there before the next send: psycopg reads it
-                conn.execute("create table voila ()")
-                conn.commit()
-        except psycopg.Error as exc:
-            print("aborted:", type(exc).__name__, exc.sqlstate)
-        print("status:", conn.info.transaction_status.name)
-        conn.rollback()
-        with conn.pipeline():  # psycopg's test_errors_raised_on_commit
-            conn.execute("select 1 from nosuchtable")
-            try:
-                conn.commit()
-            except psycopg.Error as exc:
-                print("commit:", type(exc).__name__, exc.sqlstate)
-            conn.rollback()
-            cur1 = conn.execute("select 1")
-        cur2 = conn.execute("select 2")
-        print("after:", cur1.fetchone(), cur2.fetchone())
-
-
 SCENARIOS = {"kill-psycopg": kill_psycopg, "suicide": suicide, "kill-asyncpg": kill_asyncpg, "settings": settings,
-             "big-bind": big_bind, "logins": logins, "set-passwords": set_passwords,
-             "pipeline-error": pipeline_error}
+             "big-bind": big_bind, "logins": logins, "set-passwords": set_passwords}
 
 if __name__ == "__main__":
     SCENARIOS[sys.argv[1]](*sys.argv[2:])

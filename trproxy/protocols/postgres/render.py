@@ -57,7 +57,6 @@ class Rendered:
     messages: list[Any] = field(default_factory=list)
     tx: str = "I"
     errored: bool = False  # ended in an error without reaching Sync: skip to Sync
-    failed_at: int | None = None  # the live message the first error answered (its place)
     paused: list[Any] | None = None  # recorded answers left after a CopyInResponse
     fatal: bool = False  # a FATAL/PANIC error: the server closed the session after it
     # what each Describe of the live batch learned (``learn_description``), by its place in
@@ -76,7 +75,6 @@ class _Walk:
         self.live_status = live_status
         self.out = Rendered(tx=tx)
         self.pid_row: Callable[[be.DataRow], be.DataRow] | None = None
-        self.learn = True  # Describe answers teach the live statements (``learn_description``)
 
     def peek(self) -> Any:
         while self.i < len(self.r) and isinstance(self.r[self.i], be.ASYNC_TYPES):
@@ -122,13 +120,10 @@ class _Errored(Exception):
 
 
 def render_batch(live: list[tuple[Any, Any]], recorded: list[Any], *, live_status: bool,
-                 tx: str, pid_row: Callable[[be.DataRow], be.DataRow] | None = None,
-                 learn: bool = True) -> Rendered:
-    """Answer the live batch ``live`` ([(message, statement-or-portal)]) from ``recorded``.
-    ``learn``: False to only try (the live statements learn nothing)."""
+                 tx: str, pid_row: Callable[[be.DataRow], be.DataRow] | None = None) -> Rendered:
+    """Answer the live batch ``live`` ([(message, statement-or-portal)]) from ``recorded``."""
     w = _Walk(recorded, live_status, tx)
     w.pid_row = pid_row
-    w.learn = learn
     errored = False
     for k, (msg, ref) in enumerate(live):
         if w.out.fatal:
@@ -150,16 +145,8 @@ def render_batch(live: list[tuple[Any, Any]], recorded: list[Any], *, live_statu
                 return w.out  # COPY FROM STDIN: the rest comes after the client's data
         except _Errored:
             errored = True
-            if w.out.failed_at is None:
-                w.out.failed_at = k
     w.peek()  # trailing notices
     w.out.errored = errored
-    if errored and not live_status:
-        # the live batch ends before the recorded one did (its error was flushed at once,
-        # ``replayer``): the Sync the client sends later gets the recorded status
-        ready = next((m for m in w.r[w.i:] if isinstance(m, be.ReadyForQuery)), None)
-        if ready is not None:
-            w.out.tx = ready.status
     return w.out
 
 
@@ -188,8 +175,7 @@ def _answer(w: _Walk, msg: Any, ref: Any, k: int) -> bool:
             params = w.expect(be.ParameterDescription).type_oids
         rows = w.expect(be.RowDescription, be.NoData)
         described = rows if isinstance(rows, be.RowDescription) else None
-        if w.learn:
-            learn_description(ref, params, described)
+        learn_description(ref, params, described)
         w.out.described.append((k, params, described))
     elif isinstance(msg, fe.Execute):
         w.skip_stray()

@@ -14,10 +14,6 @@ proxy must send them in that order. Synthesized here, never looked up:
   ReadyForQuery (``matching.is_trivial``);
 * while skipping to Sync after an error: the server ignores messages until Sync.
 
-A batch that matches no recording exactly may be answered by the recording of a batch
-that agrees with it up to an error within it (``_errs_within``): the server flushed that
-error at once and skipped the rest, whatever it was.
-
 The startup becomes a session ``Lookup`` (match key: user and database), served in
 recorded order (the last one again when more connect); the live connection takes the
 identity of the recorded one it was served (``identity``). ``respond`` renders AuthenticationOk + the recorded ParameterStatus (with
@@ -41,7 +37,6 @@ so session answers and synthesized ReadyForQuery carry the live status.
 
 from __future__ import annotations
 
-import functools
 import marshal
 from dataclasses import dataclass
 from typing import Any
@@ -69,7 +64,7 @@ from .identity import (
     terminated_pids,
     with_pid,
 )
-from .matching import is_trivial, match_key, summary_of, traits
+from .matching import is_trivial, summary_of, traits
 from .names import Names, learn_description
 from .readable import item_name, password_item, request_item, response_message
 from .render import (
@@ -117,7 +112,6 @@ _AUTH_EXCHANGE = (be.SSLResponse, be.GSSENCResponse, be.AuthenticationCleartextP
                   be.AuthenticationGSS, be.AuthenticationGSSContinue, be.AuthenticationSSPI,
                   be.AuthenticationKerberosV5, be.AuthenticationSCMCredential)
 _AUTH_NAMES = {cls.__name__ for cls in _AUTH_EXCHANGE}
-_END_OF_EXECUTE = {"CommandComplete", "EmptyQueryResponse", "PortalSuspended"}
 _MAX_SAME_AS = 4096  # characters of a Query's text the pool may keep as ``same_as``
 
 
@@ -136,8 +130,6 @@ class _Answer:
 # rendered once, not once per request; small answers only, none that names a pid or a
 # notification's sender, ends the session or starts a COPY (``_answer_key``)
 _RENDERED: dict[tuple[Any, ...], _Answer] = {}
-# id of a recorded answer -> (it, how many statements it completed before its error)
-_DONE: dict[int, tuple[list[Readable], int | None]] = {}
 _MAX_RENDERED = 2048  # bytes of an answer marshalled
 _MAX_ANSWERS = 4096  # answers kept (emptied when full)
 
@@ -288,49 +280,10 @@ class PostgresReplayer:
         the Sync. A recording of just these messages (the server answered them before any
         Sync) is served now; else nothing happens and more messages extend the batch."""
         found = traits(items)
-        early = functools.partial(self._errs_within, batch, items, tentative)
         return Lookup(items, found.lifetime, found.summary, True,
                       LookupContext(repeat_last=found.repeats, tentative=tentative, timed=found.sleeps,
-                                    early=early,
                                     private={"kind": "batch", "messages": batch,
                                              "changes_transaction": found.changes_transaction}))
-
-    def _errs_within(self, batch: list[tuple[Any, Any]], items: list[Readable], tentative: bool,
-                     request: Readable, responses: list[Readable]) -> bool | None:
-        """Whether the recording of another batch (``request``, ``responses``) answers the
-        live ``batch`` (``items``; ``tentative``: no Sync yet) now: a batch lookup's
-        ``early``, asked when none matches exactly; None when it never answers another
-        batch (no error in it).
-
-        The server flushes an ErrorResponse at once (``elog.c``) and skips all the client
-        sends until Sync: a recorded batch that is the live one up to an error within the
-        live one was answered, up to that error, before the rest came (or, the live batch
-        complete, that answer and then ReadyForQuery at its Sync); whatever the client
-        sends after it until its Sync is skipped (``_skip``), however it differs from what
-        was recorded (psycopg's pipeline reads the error before it sends its Sync: a COMMIT
-        sent at replay was never sent when recording). While the live batch is still a
-        shorter beginning of what the recorded client sent before its Sync, it waits: that
-        client had sent all of it before it read the error."""
-        done = _done_before_error(responses)
-        if done is None:
-            return None
-        # cheap first: the live batch must reach the statement that failed
-        if sum(1 for m, _ in batch if isinstance(m, fe.Execute)) <= done:
-            return False
-        try:
-            tried = render_batch(batch, self._recorded(responses), live_status=True, tx=self.tx, learn=False)
-            if tried.failed_at is None:
-                return False
-            recorded, live = match_key(request), match_key(items)
-            # up to the Execute of the statement that failed (a Parse is keyed with its Bind)
-            end = next(k for k in range(tried.failed_at, len(batch)) if isinstance(batch[k][0], fe.Execute))
-            failed = match_key(items[:end + 1])
-            if recorded[:len(failed)] != failed:
-                return False  # another batch up to the error
-            sent = recorded[:-1] if recorded and item_name(recorded[-1]) in ("Sync", "Flush") else recorded
-            return not (tentative and len(live) < len(sent) and sent[:len(live)] == live)
-        except Exception:  # noqa: BLE001 - Mismatch, or a recorded request or answer that does not read
-            return False
 
     def _trivial(self, batch: list[tuple[Any, Any]]) -> list[Any]:
         answers: list[Any] = []
@@ -628,21 +581,6 @@ class PostgresReplayer:
 def _is_rollback(sql: str) -> bool:
     return " ".join(sql.rstrip().rstrip(";").split()).upper() in (
         "ROLLBACK", "ABORT", "ROLLBACK WORK", "ROLLBACK TRANSACTION")
-
-
-def _done_before_error(responses: list[Readable]) -> int | None:
-    """How many statements a recorded answer completed before its first ErrorResponse
-    (None: it has none), once per answer (``_DONE``): a long pipeline asks at every read."""
-    known = _DONE.get(id(responses))
-    if known is not None and known[0] is responses:
-        return known[1]
-    names = [item_name(r) for r in responses]
-    done = (sum(1 for name in names[:names.index("ErrorResponse")] if name in _END_OF_EXECUTE)
-            if "ErrorResponse" in names else None)
-    if len(_DONE) >= _MAX_ANSWERS:
-        _DONE.clear()
-    _DONE[id(responses)] = (responses, done)  # the answer is held: its id stays its own
-    return done
 
 
 def _live_status(lookup: Lookup) -> bool:
